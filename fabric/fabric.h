@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef FERRY_FABRIC_FABRIC_H
+#define FERRY_FABRIC_FABRIC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The data plane: domains, registered memory, endpoints to peers, one-sided
+ * read and write, small messages and completions. Backends sit behind one ops
+ * table and are chosen at run time by the provider string:
+ *   "ofi:tcp" (default), "ofi:shm", "ofi:verbs", any "ofi:<libfabric name>",
+ *   and later "verbs" (rdma-core, RC queue pairs).
+ * fabric knows nothing of migration; it only borrows memory it registers.
+ */
+
+struct fab_domain;
+struct fab_ep;
+struct fab_mr;
+
+#define FAB_ADDR_MAX 256
+#define FAB_MSG_MAX 4096
+
+/* Where a domain can be reached: opaque bytes sent over the control plane. */
+struct fab_addr {
+	uint32_t len;
+	uint8_t bytes[FAB_ADDR_MAX];
+};
+
+/* What a remote reader needs to reach a registration; travels by copy. */
+struct fab_rkey {
+	uint64_t addr; /* target address of the region's byte 0 */
+	uint64_t len;
+	uint64_t key;
+};
+
+enum fab_access {
+	FAB_ACCESS_READ = 1 << 0, /* peers may read it */
+	FAB_ACCESS_WRITE = 1 << 1, /* peers may write it */
+	FAB_ACCESS_LOCAL = 1 << 2, /* local buffer of our reads and writes */
+};
+
+enum fab_op {
+	FAB_OP_READ,
+	FAB_OP_WRITE,
+	FAB_OP_SEND,
+	FAB_OP_RECV,
+};
+
+/* One completion. */
+struct fab_cqe {
+	void *ctx; /* the context given with the operation; NULL for RECV */
+	struct fab_ep *ep; /* the endpoint; for RECV the sender if known */
+	enum fab_op op;
+	int status; /* 0 or -errno */
+	size_t len; /* bytes moved */
+	const void *buf; /* RECV only: the message, valid until next fab_poll */
+};
+
+struct fab_opts {
+	const char *provider; /* NULL: "ofi:tcp" */
+	const char *node; /* local address to bind; NULL: "127.0.0.1" */
+	const char *service; /* port; NULL: any */
+	/*
+	 * Run a progress thread. Software providers only complete a peer's
+	 * read of our memory while we drive progress, so every holder needs it.
+	 */
+	bool progress_thread;
+	/* An operation not completed after this fails with -ETIMEDOUT; 0: 5000 */
+	unsigned op_timeout_ms;
+};
+
+struct fab_stats {
+	uint64_t mr_count; /* live registrations */
+	uint64_t mr_bytes; /* bytes they cover */
+	uint64_t ep_count; /* connected endpoints */
+	uint64_t ops_done; /* operations completed, successful or not */
+	uint64_t ops_failed; /* of which failed */
+};
+
+/* open */
+
+/*
+ * Open a domain: provider, address, completion queue, endpoint(s).
+ * Returns 0 and *out, or -ENODATA when the provider is not available here,
+ * -EINVAL for a malformed provider string, or another -errno.
+ */
+int fab_domain_open(const struct fab_opts *opts, struct fab_domain **out);
+/* The provider actually in use, e.g. "ofi:tcp;ofi_rxm". Owned by the domain. */
+const char *fab_domain_provider(const struct fab_domain *d);
+/* The address peers give fab_ep_connect() to reach this domain. */
+void fab_domain_addr(const struct fab_domain *d, struct fab_addr *out);
+void fab_domain_stats(const struct fab_domain *d, struct fab_stats *out);
+
+/*
+ * Register [buf, buf + len) with the given fab_access bits. The caller keeps
+ * owning the memory and must not free or unmap it before fab_mr_dereg().
+ */
+int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
+	       struct fab_mr **out);
+/* The descriptor a remote peer needs to read or write this registration. */
+void fab_mr_rkey(const struct fab_mr *mr, struct fab_rkey *out);
+
+/*
+ * Connect to the domain at peer. Returns 0 and *out (owned by the caller,
+ * closed by fab_ep_close() or fab_domain_close()), or -errno.
+ */
+int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
+		   struct fab_ep **out);
+
+/* use */
+
+/*
+ * Post a one-sided read of len bytes at rk->addr + off on the peer into buf.
+ * mr is the registration holding buf (NULL when the provider does not need
+ * local registration). Completion arrives from fab_poll() with ctx.
+ * Returns 0, -EAGAIN when too many operations are in flight (poll, retry),
+ * -ERANGE when [off, off + len) is outside rk, or another -errno.
+ */
+int fab_read(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
+	     const struct fab_rkey *rk, uint64_t off, void *ctx);
+/* Like fab_read(), from buf to the peer's memory. */
+int fab_write(struct fab_ep *ep, const void *buf, size_t len, struct fab_mr *mr,
+	      const struct fab_rkey *rk, uint64_t off, void *ctx);
+/* Send a message of at most FAB_MSG_MAX bytes; buf is copied. */
+int fab_send(struct fab_ep *ep, const void *buf, size_t len, void *ctx);
+/*
+ * Fetch up to max completions, waiting up to timeout_ms (0: do not wait,
+ * -1: forever). Returns the number fetched, or -errno.
+ */
+int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
+	     int timeout_ms);
+
+/* close */
+
+/* Deregister; returns 0 or -errno. Accepts NULL. */
+int fab_mr_dereg(struct fab_mr *mr);
+/* Close an endpoint; its outstanding operations complete with an error. */
+void fab_ep_close(struct fab_ep *ep);
+/* Close endpoints, deregister all memory, stop progress. Accepts NULL. */
+void fab_domain_close(struct fab_domain *d);
+
+#endif /* FERRY_FABRIC_FABRIC_H */

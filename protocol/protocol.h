@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef FERRY_PROTOCOL_PROTOCOL_H
+#define FERRY_PROTOCOL_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/bitmap.h"
+
+/*
+ * Every control message between peers, as a msgpack map with fixed field
+ * names. docs/protocol.md is the spec. Decoding is strict: every type, size,
+ * count and page index is checked against the limits below before use, and
+ * nothing is allocated in proportion to a peer's number beyond them.
+ */
+
+#define PROTO_VERSION 1
+
+/* Limits a decoder enforces; docs/protocol.md lists them too. */
+#define PROTO_MSG_MAX (64u << 20) /* bytes in one encoded message */
+#define PROTO_NAME_MAX 63 /* node ids, VM names: bytes, no NUL */
+#define PROTO_TEXT_MAX 1023 /* reasons, error texts */
+#define PROTO_KEY_LEN 40 /* CURVE public key, Z85 */
+#define PROTO_ADDR_MAX 256 /* fabric address bytes (FAB_ADDR_MAX) */
+#define PROTO_PROVIDER_MAX 63
+#define PROTO_REGIONS_MAX 64
+#define PROTO_PAGES_MAX (1ULL << 36) /* pages in one region: 256 TiB */
+#define PROTO_RUNS_MAX (1u << 20) /* runs in one message */
+#define PROTO_VCPUS_MAX 1024
+#define PROTO_STATE_MAX (16u << 20) /* opaque vCPU/device blob */
+
+enum proto_type {
+	PROTO_HELLO = 1,
+	PROTO_PING,
+	PROTO_PONG,
+	PROTO_HOLDER_MAP,
+	PROTO_MIGRATE_PREPARE,
+	PROTO_DIRTY_SET,
+	PROTO_PROGRESS,
+	PROTO_STATE,
+	PROTO_SWITCHOVER,
+	PROTO_COMMIT,
+	PROTO_ABORT,
+	PROTO_RETARGET,
+	PROTO_ERROR,
+};
+
+/* A run of pages that a holder holds at one generation. */
+struct proto_genrun {
+	uint64_t start;
+	uint64_t len;
+	uint64_t gen;
+};
+
+struct proto_hello {
+	uint32_t version;
+	char node[PROTO_NAME_MAX + 1];
+	char pubkey[PROTO_KEY_LEN + 1];
+	char provider[PROTO_PROVIDER_MAX + 1]; /* fabric provider, "ofi:tcp" */
+	uint32_t addr_len;
+	uint8_t addr[PROTO_ADDR_MAX]; /* fabric address */
+};
+
+/* PING and PONG: the PONG echoes seq and the sender's timestamp. */
+struct proto_ping {
+	uint64_t seq;
+	uint64_t sent_ns;
+};
+
+/* One region of a holder's copy. */
+struct proto_holder_region {
+	uint32_t id;
+	uint64_t key;
+	uint64_t base;
+	uint64_t len; /* bytes; pages = len / page size */
+	size_t ngens;
+	struct proto_genrun *gens; /* sorted, disjoint, inside the region */
+};
+
+struct proto_holder_map {
+	uint64_t mig;
+	char node[PROTO_NAME_MAX + 1]; /* the holder */
+	uint32_t addr_len;
+	uint8_t addr[PROTO_ADDR_MAX];
+	size_t nregions;
+	struct proto_holder_region *regions;
+};
+
+struct proto_region_desc {
+	uint32_t id;
+	uint64_t pages;
+};
+
+struct proto_migrate_prepare {
+	uint64_t mig;
+	char vm[PROTO_NAME_MAX + 1];
+	char mode[16]; /* "precopy", "postcopy", "hybrid" */
+	uint32_t page_size; /* a power of two, 4096 .. 1 GiB */
+	uint32_t vcpus;
+	size_t nregions;
+	struct proto_region_desc *regions;
+};
+
+struct proto_dirty_set {
+	uint64_t mig;
+	uint64_t gen;
+	uint32_t region;
+	size_t nruns;
+	struct fy_run *runs; /* sorted, disjoint */
+};
+
+struct proto_progress {
+	uint64_t mig;
+	uint32_t round;
+	uint64_t pages_valid;
+	uint64_t pages_total;
+	uint64_t bytes;
+};
+
+struct proto_state {
+	uint64_t mig;
+	size_t len;
+	uint8_t *blob;
+};
+
+/* SWITCHOVER, COMMIT: */
+struct proto_mig_gen {
+	uint64_t mig;
+	uint64_t gen;
+};
+
+struct proto_abort {
+	uint64_t mig;
+	char reason[PROTO_TEXT_MAX + 1];
+};
+
+struct proto_retarget {
+	uint64_t mig;
+	char node[PROTO_NAME_MAX + 1]; /* the new destination */
+};
+
+struct proto_error {
+	uint64_t mig; /* 0: not about a migration */
+	int32_t code; /* a positive errno */
+	char text[PROTO_TEXT_MAX + 1];
+};
+
+struct proto_msg {
+	enum proto_type type;
+	union {
+		struct proto_hello hello;
+		struct proto_ping ping; /* PING and PONG */
+		struct proto_holder_map holder_map;
+		struct proto_migrate_prepare prepare;
+		struct proto_dirty_set dirty;
+		struct proto_progress progress;
+		struct proto_state state;
+		struct proto_mig_gen switchover;
+		struct proto_mig_gen commit;
+		struct proto_abort abort;
+		struct proto_retarget retarget;
+		struct proto_error error;
+	};
+};
+
+/*
+ * Encode m. On success *buf is malloc'ed (the caller frees it) and *len its
+ * size. Returns 0, -EINVAL if m itself breaks a limit (checked as the
+ * decoder would), or -ENOMEM.
+ */
+int proto_encode(const struct proto_msg *m, void **buf, size_t *len);
+/*
+ * Decode one message. On success *out is allocated and owned by the caller
+ * (proto_msg_free()). Returns 0, -EBADMSG with the reason, naming the
+ * field, in err (errlen bytes; err may be NULL), or -ENOMEM. It does not log:
+ * the caller knows which peer sent the message and logs that.
+ */
+int proto_decode(const void *buf, size_t len, struct proto_msg **out, char *err,
+		 size_t errlen);
+/* Free a decoded message and its arrays. Accepts NULL. */
+void proto_msg_free(struct proto_msg *m);
+/* "HELLO", "DIRTY_SET", ...; "?" for an unknown type. */
+const char *proto_type_name(enum proto_type t);
+
+#endif /* FERRY_PROTOCOL_PROTOCOL_H */
