@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ferry-vm: boot a guest program (or restore a snapshot), run it, print
+ * its progress, and on request stop it into a snapshot.
+ */
+#define LOG_PREFIX "ferry-vm: "
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "kvm-adapter/kva_int.h"
+
+static volatile sig_atomic_t stop_req;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_req = 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ferry-vm [options]\n"
+		"Run a small KVM guest whose RAM is a memfd, as ferry migrates "
+		"it.\n"
+		"\n"
+		"  --mem SIZE          guest RAM, 16M..512G, a multiple of 2M "
+		"(default 1G);\n"
+		"                      untouched RAM costs nothing\n"
+		"  --vcpus N           vCPUs, 1..%d (default 1)\n"
+		"  --guest NAME        guest program: idle (halts), dirty "
+		"(rewrites its\n"
+		"                      working set), verify (writes and checks "
+		"patterns),\n"
+		"                      and, for tests, state and fault "
+		"(default dirty)\n"
+		"  --workingset SIZE   bytes the guest keeps rewriting, split "
+		"between the\n"
+		"                      vCPUs (default 256M)\n"
+		"  --stride N          page writes between pauses (default "
+		"1000)\n"
+		"  --sleep N           empty-loop iterations per pause "
+		"(default 500000);\n"
+		"                      guest code runs at roughly 1e6 "
+		"instructions/s here\n"
+		"  --heartbeat N       pauses between heartbeats to the host "
+		"(default 1)\n"
+		"  --passes N          end after N passes over the working set "
+		"(default 0:\n"
+		"                      never)\n"
+		"  --seed N            seed for --prefill random and the "
+		"guests (default 1)\n"
+		"  --prefill MODE      fill guest RAM above 8 MiB from the "
+		"host before boot:\n"
+		"                      random, or pattern (each 8-byte word "
+		"holds its address)\n"
+		"  --duration SECONDS  stop after this long (default: when the "
+		"guest ends,\n"
+		"                      or on SIGINT/SIGTERM)\n"
+		"  --report SECONDS    print progress this often (default 1; "
+		"0: never)\n"
+		"  --snapshot FILE     on stopping, pause the VM and write "
+		"state and RAM\n"
+		"                      to FILE (holes stay holes)\n"
+		"  --restore FILE      continue the VM saved in FILE instead "
+		"of booting;\n"
+		"                      guest options are taken from the "
+		"snapshot\n"
+		"  --incoming          wait for RAM and state from ferryd (not "
+		"yet\n"
+		"                      implemented)\n"
+		"  --adapter SOCKET    serve the adapter protocol to ferryd on "
+		"this unix\n"
+		"                      socket (not yet implemented)\n"
+		"  --log-level LEVEL   err, warn, info or debug (default "
+		"info)\n"
+		"  --help              this text\n"
+		"Exit status: 0 when the guest ended or was stopped cleanly, 1 "
+		"when it\n"
+		"failed (verify mismatch, guest exception, KVM error), 2 on "
+		"bad usage.\n",
+		KVA_MAX_VCPUS);
+}
+
+enum {
+	OPT_MEM = 256,
+	OPT_VCPUS,
+	OPT_GUEST,
+	OPT_WS,
+	OPT_STRIDE,
+	OPT_SLEEP,
+	OPT_HEARTBEAT,
+	OPT_PASSES,
+	OPT_SEED,
+	OPT_PREFILL,
+	OPT_DURATION,
+	OPT_REPORT,
+	OPT_SNAPSHOT,
+	OPT_RESTORE,
+	OPT_INCOMING,
+	OPT_ADAPTER,
+	OPT_LOG,
+	OPT_HELP,
+};
+
+static const struct option opts[] = {
+	{ "mem", required_argument, NULL, OPT_MEM },
+	{ "vcpus", required_argument, NULL, OPT_VCPUS },
+	{ "guest", required_argument, NULL, OPT_GUEST },
+	{ "workingset", required_argument, NULL, OPT_WS },
+	{ "stride", required_argument, NULL, OPT_STRIDE },
+	{ "sleep", required_argument, NULL, OPT_SLEEP },
+	{ "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
+	{ "passes", required_argument, NULL, OPT_PASSES },
+	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "prefill", required_argument, NULL, OPT_PREFILL },
+	{ "duration", required_argument, NULL, OPT_DURATION },
+	{ "report", required_argument, NULL, OPT_REPORT },
+	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
+	{ "restore", required_argument, NULL, OPT_RESTORE },
+	{ "incoming", no_argument, NULL, OPT_INCOMING },
+	{ "adapter", required_argument, NULL, OPT_ADAPTER },
+	{ "log-level", required_argument, NULL, OPT_LOG },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int parse_num(const char *opt, const char *s, uint64_t *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-') {
+		pr_err("%s: '%s' is not a number", opt, s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int parse_size(const char *opt, const char *s, uint64_t *out)
+{
+	if (fy_parse_size(s, out)) {
+		pr_err("%s: '%s' is not a size (e.g. 4096, 256M, 1G)", opt, s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+struct run_opts {
+	double duration;
+	double report;
+	const char *snapshot;
+	const char *restore;
+};
+
+static int parse_args(int argc, char **argv, struct kva_config *cfg,
+		      struct run_opts *ro)
+{
+	enum fy_log_level level;
+	uint64_t v;
+	int c, ret = 0;
+
+	while (!ret && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_MEM:
+			ret = parse_size("--mem", optarg, &cfg->mem_size);
+			break;
+		case OPT_VCPUS:
+			ret = parse_num("--vcpus", optarg, &v);
+			cfg->nr_vcpus = v > KVA_MAX_VCPUS ? KVA_MAX_VCPUS + 1
+							  : (unsigned int)v;
+			break;
+		case OPT_GUEST:
+			cfg->guest = optarg;
+			break;
+		case OPT_WS:
+			ret = parse_size("--workingset", optarg,
+					 &cfg->workingset);
+			break;
+		case OPT_STRIDE:
+			ret = parse_num("--stride", optarg, &cfg->stride);
+			break;
+		case OPT_SLEEP:
+			ret = parse_num("--sleep", optarg, &cfg->sleep);
+			break;
+		case OPT_HEARTBEAT:
+			ret = parse_num("--heartbeat", optarg, &cfg->heartbeat);
+			break;
+		case OPT_PASSES:
+			ret = parse_num("--passes", optarg, &cfg->passes);
+			break;
+		case OPT_SEED:
+			ret = parse_num("--seed", optarg, &cfg->seed);
+			break;
+		case OPT_PREFILL:
+			if (!strcmp(optarg, "random"))
+				cfg->prefill = KVA_PREFILL_RANDOM;
+			else if (!strcmp(optarg, "pattern"))
+				cfg->prefill = KVA_PREFILL_PATTERN;
+			else {
+				pr_err("--prefill: random or pattern, not '%s'",
+				       optarg);
+				ret = -EINVAL;
+			}
+			break;
+		case OPT_DURATION:
+		case OPT_REPORT: {
+			char *end;
+			double d = strtod(optarg, &end);
+
+			if (end == optarg || *end || d < 0) {
+				pr_err("'%s' is not a number of seconds",
+				       optarg);
+				ret = -EINVAL;
+			}
+			*(c == OPT_DURATION ? &ro->duration : &ro->report) = d;
+			break;
+		}
+		case OPT_SNAPSHOT:
+			ro->snapshot = optarg;
+			break;
+		case OPT_RESTORE:
+			ro->restore = optarg;
+			break;
+		case OPT_INCOMING:
+		case OPT_ADAPTER:
+			pr_err("--incoming and --adapter are not implemented "
+			       "yet");
+			ret = -ENOSYS;
+			break;
+		case OPT_LOG:
+			ret = fy_log_parse_level(optarg, &level);
+			if (ret)
+				pr_err("--log-level: err, warn, info or debug");
+			else
+				fy_log_set_level(level);
+			break;
+		case OPT_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			ret = -EINVAL;
+		}
+	}
+	if (!ret && optind < argc) {
+		pr_err("unexpected argument '%s'", argv[optind]);
+		ret = -EINVAL;
+	}
+	return ret;
+}
+
+static int run(struct kva_vm *vm, const struct run_opts *ro)
+{
+	uint64_t t0 = fy_now_ns(), last = t0, last_writes, now;
+	struct kva_progress p;
+	double el;
+
+	/* A restored guest's counters start where the snapshot left them. */
+	kva_vm_progress(vm, &p);
+	last_writes = p.writes;
+
+	for (;;) {
+		usleep(20000);
+		now = fy_now_ns();
+		el = (now - t0) / 1e9;
+		kva_vm_progress(vm, &p);
+		if (ro->report > 0 && (now - last) / 1e9 >= ro->report) {
+			printf("t=%.1fs writes=%llu (%.0f/s) pass=%llu "
+			       "checks=%llu heartbeats=%llu\n",
+			       el, (unsigned long long)p.writes,
+			       (p.writes - last_writes) / ((now - last) / 1e9),
+			       (unsigned long long)p.pass,
+			       (unsigned long long)p.checks,
+			       (unsigned long long)p.heartbeats);
+			fflush(stdout);
+			last = now;
+			last_writes = p.writes;
+		}
+		if (p.failed)
+			return 1;
+		if (!p.running && !p.halted) {
+			pr_info("guest finished: writes=%llu pass=%llu "
+				"checks=%llu",
+				(unsigned long long)p.writes,
+				(unsigned long long)p.pass,
+				(unsigned long long)p.checks);
+			return 0;
+		}
+		if (stop_req || (ro->duration > 0 && el >= ro->duration))
+			return 0;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct run_opts ro = { .report = 1 };
+	struct kva_config cfg;
+	struct kva_vm *vm;
+	int ret, status;
+
+	fy_log_set_level(FY_LOG_INFO);
+	kva_config_init(&cfg);
+	if (parse_args(argc, argv, &cfg, &ro)) {
+		fprintf(stderr, "try 'ferry-vm --help'\n");
+		return 2;
+	}
+	signal(SIGINT, on_stop);
+	signal(SIGTERM, on_stop);
+	if (ro.restore)
+		ret = kva_vm_restore(ro.restore, &vm);
+	else
+		ret = kva_vm_create(&cfg, &vm);
+	if (ret)
+		return ret == -EINVAL ? 2 : 1;
+	ret = kva_vm_start(vm);
+	status = ret ? 1 : run(vm, &ro);
+	if (ro.snapshot) {
+		ret = kva_vm_snapshot(vm, ro.snapshot);
+		if (ret)
+			status = 1;
+		else
+			pr_info("snapshot written to %s", ro.snapshot);
+	}
+	kva_vm_destroy(vm);
+	return status;
+}

@@ -1,0 +1,674 @@
+// SPDX-License-Identifier: MIT
+/*
+ * ferry-vm under real KVM: boot and exceptions, sparse RAM, dirty-log
+ * completeness against the guest's own record, vCPU state save / recreate
+ * / load / compare at guest sync points (after KVM selftests' state_test),
+ * snapshot round trips with the verify guest, and bad input.
+ *
+ * Guest code runs emulated here (about 1e6 instructions/s), so working
+ * sets are a few MiB and every wait has a deadline.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/bitmap.h"
+#include "common/util.h"
+#include "kvm-adapter/kva_int.h"
+
+static struct kva_config cfg_for(const char *guest, uint64_t mem,
+				 unsigned int vcpus)
+{
+	struct kva_config cfg;
+
+	kva_config_init(&cfg);
+	cfg.guest = guest;
+	cfg.mem_size = mem;
+	cfg.nr_vcpus = vcpus;
+	cfg.workingset = 1ULL << 20;
+	cfg.stride = 32;
+	cfg.sleep = 0;
+	return cfg;
+}
+
+typedef bool (*cond_fn)(const struct kva_progress *p, uint64_t arg);
+
+/* Poll progress until cond holds; false on timeout. */
+static bool wait_for(struct kva_vm *vm, cond_fn cond, uint64_t arg,
+		     double seconds, struct kva_progress *out)
+{
+	uint64_t end = fy_now_ns() + (uint64_t)(seconds * 1e9);
+	struct kva_progress p;
+
+	do {
+		kva_vm_progress(vm, &p);
+		if (cond(&p, arg)) {
+			if (out)
+				*out = p;
+			return true;
+		}
+		usleep(5000);
+	} while (fy_now_ns() < end);
+	if (out)
+		*out = p;
+	return false;
+}
+
+static bool halted_n(const struct kva_progress *p, uint64_t n)
+{
+	return p->halted == n;
+}
+
+static bool failed_any(const struct kva_progress *p, uint64_t n)
+{
+	(void)n;
+	return p->failed > 0;
+}
+
+static bool pass_at_least(const struct kva_progress *p, uint64_t n)
+{
+	return p->pass >= n || p->failed;
+}
+
+static bool all_done(const struct kva_progress *p, uint64_t n)
+{
+	return p->done == n || p->failed;
+}
+
+static uint64_t memfd_bytes(struct kva_vm *vm)
+{
+	struct stat st;
+
+	assert_int_equal(fstat(vm->memfd, &st), 0);
+	return (uint64_t)st.st_blocks * 512;
+}
+
+static void test_idle_boots_and_halts(void **state)
+{
+	struct kva_config cfg = cfg_for("idle", 16ULL << 20, 2);
+	struct kva_vm *vm;
+
+	(void)state;
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, halted_n, 2, 10, NULL));
+	/* A halted VM pauses at once. */
+	assert_int_equal(kva_vm_pause(vm), 0);
+	kva_vm_destroy(vm);
+}
+
+/* 64 GiB of guest RAM costs only what the guest touches. */
+static void test_sparse_64g(void **state)
+{
+	struct kva_config cfg = cfg_for("dirty", 64ULL << 30, 2);
+	struct kva_progress p;
+	struct kva_vm *vm;
+
+	(void)state;
+	cfg.workingset = 4ULL << 20;
+	cfg.passes = 1;
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, all_done, 2, 20, &p));
+	assert_int_equal(p.failed, 0);
+	assert_int_equal(p.writes, 1024);
+	/* Page tables, image, stacks and 4 MiB of working set. */
+	assert_true(memfd_bytes(vm) < (12ULL << 20));
+	kva_vm_destroy(vm);
+}
+
+struct fail_seen {
+	pthread_mutex_t lock;
+	struct kva_ucall uc;
+	unsigned int n;
+};
+
+static int record_fail(struct kva_vm *vm, unsigned int vcpu,
+		       const struct kva_ucall *uc, void *opaque)
+{
+	struct fail_seen *f = opaque;
+
+	(void)vm;
+	(void)vcpu;
+	if (uc->cmd == KVA_UC_FAIL) {
+		pthread_mutex_lock(&f->lock);
+		f->uc = *uc;
+		f->n++;
+		pthread_mutex_unlock(&f->lock);
+	}
+	return 0;
+}
+
+/* The IDT reports exceptions with vector, rip and cr2. */
+static void test_exceptions_reported(void **state)
+{
+	static const uint64_t vec[] = { 6, 14, 0 };
+	struct kva_progress p;
+	struct kva_vm *vm;
+	uint64_t s;
+
+	(void)state;
+	for (s = 0; s < ARRAY_SIZE(vec); s++) {
+		struct kva_config cfg = cfg_for("fault", 16ULL << 20, 1);
+
+		cfg.seed = s;
+		assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+		assert_int_equal(kva_vm_start(vm), 0);
+		assert_true(wait_for(vm, failed_any, 0, 10, &p));
+		assert_int_equal(vm->vcpus[0].fail.kind, KVA_EV_EXCEPTION);
+		assert_int_equal(vm->vcpus[0].fail.vector, vec[s]);
+		assert_true(vm->vcpus[0].fail.rip >= KVA_IMAGE_GPA &&
+			    vm->vcpus[0].fail.rip < KVA_DATA_GPA);
+		if (vec[s] == 14)
+			assert_int_equal(vm->vcpus[0].fail.cr2,
+					 cfg.mem_size + 0x1000);
+		kva_vm_destroy(vm);
+	}
+}
+
+/*
+ * Dirty-log completeness. The dirty guest records the pages it writes and
+ * hands the record over every few pauses. Harvests run all the time from
+ * the test thread and at every record; each record must be covered by the
+ * harvests made since that vCPU's previous record.
+ */
+struct dl_ctx {
+	pthread_mutex_t lock;
+	struct kva_vm *vm;
+	uint64_t *acc[2];
+	uint64_t *tmp;
+	uint64_t first_page, pages_per;
+	uint64_t records, pages_checked, missing, harvests;
+};
+
+static void dl_harvest(struct dl_ctx *c)
+{
+	uint64_t n = kva_vm_pages(c->vm), w;
+	unsigned int i;
+
+	memset(c->tmp, 0, FY_BITMAP_WORDS(n) * 8);
+	assert_int_equal(kva_vm_harvest(c->vm, c->tmp), 0);
+	for (i = 0; i < c->vm->nr_vcpus; i++)
+		for (w = 0; w < FY_BITMAP_WORDS(n); w++)
+			c->acc[i][w] |= c->tmp[w];
+	c->harvests++;
+}
+
+static int dl_hook(struct kva_vm *vm, unsigned int vcpu,
+		   const struct kva_ucall *uc, void *opaque)
+{
+	struct dl_ctx *c = opaque;
+	const uint64_t *rec;
+	uint64_t k, page;
+
+	if (uc->cmd != KVA_UC_RECORD)
+		return 0;
+	rec = kva_gpa(vm, uc->args[0]);
+	if (uc->args[1] != c->pages_per)
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	dl_harvest(c);
+	for (k = 0; k < uc->args[1]; k++) {
+		if (!fy_bit_test(rec, k))
+			continue;
+		page = c->first_page + vcpu * c->pages_per + k;
+		c->pages_checked++;
+		if (!fy_bit_test(c->acc[vcpu], page))
+			c->missing++;
+	}
+	memset(c->acc[vcpu], 0, FY_BITMAP_WORDS(kva_vm_pages(vm)) * 8);
+	c->records++;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+static void test_dirty_log_complete(void **state)
+{
+	struct kva_config cfg = cfg_for("dirty", 64ULL << 20, 2);
+	const struct kva_guest_params *gp;
+	struct dl_ctx c = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	uint64_t end, n, again;
+	struct kva_progress p;
+	struct kva_vm *vm;
+
+	(void)state;
+	cfg.workingset = 4ULL << 20;
+	cfg.stride = 50;
+	cfg.heartbeat = 0;
+	cfg.record = true;
+	cfg.sync_every = 7;
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	n = kva_vm_pages(vm);
+	gp = kva_gpa(vm, KVA_PARAMS_GPA);
+	c.vm = vm;
+	c.first_page = gp->data_start / FY_PAGE_SIZE;
+	c.pages_per = cfg.workingset / FY_PAGE_SIZE / cfg.nr_vcpus;
+	c.acc[0] = fy_bitmap_alloc(n);
+	c.acc[1] = fy_bitmap_alloc(n);
+	c.tmp = fy_bitmap_alloc(n);
+	assert_non_null(c.acc[0]);
+	assert_non_null(c.acc[1]);
+	assert_non_null(c.tmp);
+	kva_vm_set_hook(vm, dl_hook, &c);
+	assert_int_equal(kva_vm_start(vm), 0);
+	end = fy_now_ns() + 20000000000ULL;
+	for (;;) {
+		pthread_mutex_lock(&c.lock);
+		dl_harvest(&c);
+		pthread_mutex_unlock(&c.lock);
+		if (c.records >= 60 || fy_now_ns() > end)
+			break;
+		usleep(1000 + c.harvests % 3 * 1000);
+	}
+	assert_int_equal(kva_vm_pause(vm), 0);
+	kva_vm_progress(vm, &p);
+	print_message("dirty log: %llu records, %llu pages checked, %llu "
+		      "harvests, %llu missing\n",
+		      (unsigned long long)c.records,
+		      (unsigned long long)c.pages_checked,
+		      (unsigned long long)c.harvests,
+		      (unsigned long long)c.missing);
+	assert_int_equal(p.failed, 0);
+	assert_true(c.records >= 60);
+	assert_true(c.pages_checked >= 60 * 7 * 50);
+	assert_int_equal(c.missing, 0);
+
+	/* Paused: one harvest drains the log, the next finds nothing. */
+	memset(c.tmp, 0, FY_BITMAP_WORDS(n) * 8);
+	assert_int_equal(kva_vm_harvest(vm, c.tmp), 0);
+	memset(c.tmp, 0, FY_BITMAP_WORDS(n) * 8);
+	assert_int_equal(kva_vm_harvest(vm, c.tmp), 0);
+	again = fy_bitmap_count(c.tmp, n);
+	assert_int_equal(again, 0);
+	kva_vm_destroy(vm);
+	free(c.acc[0]);
+	free(c.acc[1]);
+	free(c.tmp);
+}
+
+/* Host writes to a paused guest's page are seen by verify. */
+static void test_verify_catches_corruption(void **state)
+{
+	struct kva_config cfg = cfg_for("verify", 32ULL << 20, 1);
+	struct fail_seen f = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	const struct kva_guest_params *gp;
+	uint64_t page, *word;
+	struct kva_vm *vm;
+
+	(void)state;
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	kva_vm_set_hook(vm, record_fail, &f);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, pass_at_least, 1, 20, NULL));
+	assert_int_equal(kva_vm_pause(vm), 0);
+	gp = kva_gpa(vm, KVA_PARAMS_GPA);
+	page = gp->data_start / FY_PAGE_SIZE + 200;
+	word = kva_gpa(vm, page * FY_PAGE_SIZE);
+	*word ^= 0x40;
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, failed_any, 0, 20, NULL));
+	assert_int_equal(f.n, 1);
+	assert_int_equal(f.uc.args[0], KVA_FAIL_MISMATCH);
+	assert_int_equal(f.uc.args[1], page);
+	assert_int_equal(f.uc.args[2] ^ f.uc.args[3], 0x40);
+	assert_int_equal(f.uc.args[4], 0);
+	kva_vm_destroy(vm);
+}
+
+static void get_vcpu_regs(struct kva_vcpu *v, struct kvm_regs *r,
+			  struct kvm_sregs *s, struct kvm_xcrs *x,
+			  struct kvm_xsave *xs)
+{
+	assert_int_equal(ioctl(v->fd, KVM_GET_REGS, r), 0);
+	assert_int_equal(ioctl(v->fd, KVM_GET_SREGS, s), 0);
+	assert_int_equal(ioctl(v->fd, KVM_GET_XCRS, x), 0);
+	assert_int_equal(ioctl(v->fd, KVM_GET_XSAVE, xs), 0);
+}
+
+/* Bad blobs are refused, and the VM can still load a good one. */
+static void check_bad_blobs(struct kva_vm *vm, const uint8_t *blob, size_t len)
+{
+	uint8_t *bad = malloc(len);
+
+	assert_non_null(bad);
+	memcpy(bad, blob, len);
+	((uint32_t *)bad)[1] = KVA_STATE_VERSION + 1;
+	assert_int_equal(kva_state_load(vm, bad, len), -EPROTO);
+	memcpy(bad, blob, len);
+	bad[len / 2] ^= 1;
+	assert_int_equal(kva_state_load(vm, bad, len), -EBADMSG);
+	memcpy(bad, blob, len);
+	assert_int_equal(kva_state_load(vm, bad, len - 8), -EBADMSG);
+	assert_int_equal(kva_state_load(vm, bad, 10), -EBADMSG);
+	((uint32_t *)bad)[0] = 0;
+	assert_int_equal(kva_state_load(vm, bad, len), -EBADMSG);
+	free(bad);
+}
+
+/*
+ * At every SYNC of the state guest: save the vCPU, throw the VM away,
+ * build a new one on the same RAM, load, compare registers, and go on in
+ * the new VM. The guest checks its own registers and MSRs after each.
+ */
+static void test_state_save_load(void **state)
+{
+	struct kva_config cfg = cfg_for("state", 16ULL << 20, 1);
+	struct kvm_regs r1, r2;
+	struct kvm_sregs s1, s2;
+	struct kvm_xcrs x1, x2;
+	struct kvm_xsave *xs1, *xs2;
+	uint64_t stage = 1, syncs = 0;
+	struct kva_event ev;
+	struct kva_vm *vm;
+	size_t len;
+	void *blob;
+	int fd;
+
+	(void)state;
+	cfg.passes = 6;
+	cfg.seed = 12345;
+	xs1 = calloc(1, sizeof(*xs1));
+	xs2 = calloc(1, sizeof(*xs2));
+	assert_non_null(xs1);
+	assert_non_null(xs2);
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	for (;;) {
+		assert_int_equal(kva_vcpu_run(&vm->vcpus[0], &ev), 0);
+		assert_int_equal(ev.kind, KVA_EV_UCALL);
+		if (ev.uc.cmd == KVA_UC_DONE)
+			break;
+		if (ev.uc.cmd == KVA_UC_FAIL)
+			fail_msg("guest failure %llu: %#llx %#llx %#llx",
+				 (unsigned long long)ev.uc.args[0],
+				 (unsigned long long)ev.uc.args[1],
+				 (unsigned long long)ev.uc.args[2],
+				 (unsigned long long)ev.uc.args[3]);
+		assert_int_equal(ev.uc.cmd, KVA_UC_SYNC);
+		assert_int_equal(ev.uc.args[0], stage);
+		stage++;
+		syncs++;
+
+		assert_int_equal(kva_state_save(vm, &blob, &len), 0);
+		get_vcpu_regs(&vm->vcpus[0], &r1, &s1, &x1, xs1);
+		fd = dup(vm->memfd);
+		assert_true(fd >= 0);
+		kva_vm_destroy(vm);
+		assert_int_equal(kva_vm_open(cfg.mem_size, 1, fd, &vm), 0);
+		if (syncs == 2)
+			check_bad_blobs(vm, blob, len);
+		assert_int_equal(kva_state_load(vm, blob, len), 0);
+		get_vcpu_regs(&vm->vcpus[0], &r2, &s2, &x2, xs2);
+		assert_memory_equal(&r1, &r2, sizeof(r1));
+		assert_memory_equal(&s1, &s2, sizeof(s1));
+		assert_memory_equal(&x1, &x2, sizeof(x1));
+		/* Legacy area (x87, MXCSR, XMM) and the XSAVE header. */
+		assert_memory_equal(xs1->region, xs2->region, 576);
+		free(blob);
+	}
+	assert_int_equal(syncs, cfg.passes + 1);
+	kva_vm_destroy(vm);
+	free(xs1);
+	free(xs2);
+}
+
+static char *tmp_path(const char *what)
+{
+	static char buf[4][128];
+	static int i;
+	char *p = buf[i++ % 4];
+
+	snprintf(p, 128, "/tmp/ferry-kva-test-%d-%s", (int)getpid(), what);
+	return p;
+}
+
+struct hb_seen {
+	pthread_mutex_t lock;
+	uint64_t first[2];
+	unsigned int n[2];
+	unsigned int fails;
+};
+
+static int record_hb(struct kva_vm *vm, unsigned int vcpu,
+		     const struct kva_ucall *uc, void *opaque)
+{
+	struct hb_seen *h = opaque;
+
+	(void)vm;
+	pthread_mutex_lock(&h->lock);
+	if (uc->cmd == KVA_UC_HEARTBEAT && !h->n[vcpu]++)
+		h->first[vcpu] = uc->args[0];
+	if (uc->cmd == KVA_UC_FAIL)
+		h->fails++;
+	pthread_mutex_unlock(&h->lock);
+	return 0;
+}
+
+static void snapshot_roundtrip(unsigned int vcpus)
+{
+	struct kva_config cfg = cfg_for("verify", 64ULL << 20, vcpus);
+	struct hb_seen h = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	uint64_t saved[2], data_bytes;
+	struct kva_progress before, after;
+	const char *path = tmp_path("snap");
+	struct kva_vm *vm;
+	struct stat st;
+	unsigned int i;
+
+	cfg.workingset = 2ULL << 20;
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, pass_at_least, 2, 30, NULL));
+	assert_int_equal(kva_vm_snapshot(vm, path), 0);
+	kva_vm_progress(vm, &before);
+	assert_int_equal(before.failed, 0);
+	for (i = 0; i < vcpus; i++)
+		saved[i] = vm->vcpus[i].mb->writes;
+	data_bytes = memfd_bytes(vm);
+	kva_vm_destroy(vm);
+
+	/* Holes stay holes: the file holds what the guest touched. */
+	assert_int_equal(stat(path, &st), 0);
+	assert_true((uint64_t)st.st_size < data_bytes + (1ULL << 20));
+	assert_true((uint64_t)st.st_size < cfg.mem_size / 8);
+
+	assert_int_equal(kva_vm_restore(path, &vm), 0);
+	assert_true(memfd_bytes(vm) <= data_bytes);
+	kva_vm_progress(vm, &after);
+	assert_int_equal(after.writes, before.writes);
+	assert_int_equal(after.checks, before.checks);
+	assert_int_equal(after.pass, before.pass);
+	kva_vm_set_hook(vm, record_hb, &h);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, pass_at_least, before.pass + 3, 30, &after));
+	assert_int_equal(after.failed, 0);
+	assert_int_equal(h.fails, 0);
+	/* The next heartbeat is the very next stride after the snapshot. */
+	for (i = 0; i < vcpus; i++) {
+		assert_true(h.n[i] > 0);
+		assert_int_equal(h.first[i], saved[i] + cfg.stride);
+	}
+	print_message("snapshot (%u vCPUs): %lld bytes, resumed at writes "
+		      "%llu, now pass %llu\n",
+		      vcpus, (long long)st.st_size,
+		      (unsigned long long)before.writes,
+		      (unsigned long long)after.pass);
+	kva_vm_destroy(vm);
+	unlink(path);
+}
+
+static void test_snapshot_roundtrip_1(void **state)
+{
+	(void)state;
+	snapshot_roundtrip(1);
+}
+
+static void test_snapshot_roundtrip_2(void **state)
+{
+	(void)state;
+	snapshot_roundtrip(2);
+}
+
+static void copy_file(const char *from, const char *to, off_t len, off_t flip)
+{
+	int in = open(from, O_RDONLY), out;
+	char buf[65536];
+	ssize_t n;
+	off_t off = 0;
+
+	assert_true(in >= 0);
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(out >= 0);
+	while (off < len && (n = read(in, buf, sizeof(buf))) > 0) {
+		if (n > len - off)
+			n = len - off;
+		if (flip >= off && flip < off + n)
+			buf[flip - off] ^= 0x10;
+		assert_int_equal(write(out, buf, n), n);
+		off += n;
+	}
+	close(in);
+	close(out);
+}
+
+/* Truncated, corrupted or foreign snapshots: a clear error, no VM. */
+static void test_snapshot_bad_input(void **state)
+{
+	struct kva_config cfg = cfg_for("verify", 32ULL << 20, 1);
+	const char *good = tmp_path("good"), *bad = tmp_path("bad");
+	struct kva_progress p1, p2;
+	struct kva_vm *vm, *vm2 = NULL;
+	struct stat st;
+	uint32_t version;
+	int fd;
+
+	(void)state;
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, pass_at_least, 1, 20, NULL));
+	assert_int_equal(kva_vm_snapshot(vm, good), 0);
+	assert_int_equal(stat(good, &st), 0);
+
+	/* Truncations anywhere: header, state, runs, data. */
+	copy_file(good, bad, 0, -1);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	copy_file(good, bad, 100, -1);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	copy_file(good, bad, 4096 + 100, -1);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	copy_file(good, bad, st.st_size - 4096, -1);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	copy_file(good, bad, st.st_size - 1, -1);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	/* A flipped bit in header, state blob and memory. */
+	copy_file(good, bad, st.st_size, 40);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	copy_file(good, bad, st.st_size, 4096 + 200);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	copy_file(good, bad, st.st_size, st.st_size - 5000);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	/* Another version. */
+	copy_file(good, bad, st.st_size, -1);
+	fd = open(bad, O_RDWR);
+	assert_true(fd >= 0);
+	version = 99;
+	assert_int_equal(pwrite(fd, &version, 4, 8), 4);
+	close(fd);
+	assert_int_equal(kva_vm_restore(bad, &vm2), -EPROTO);
+	assert_int_equal(kva_vm_restore("/nonexistent/snap", &vm2), -ENOENT);
+	assert_null(vm2);
+
+	/* The running VM did not notice. */
+	kva_vm_progress(vm, &p1);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, pass_at_least, p1.pass + 2, 20, &p2));
+	assert_int_equal(p2.failed, 0);
+	/* And the good file still restores. */
+	assert_int_equal(kva_vm_restore(good, &vm2), 0);
+	kva_vm_destroy(vm2);
+	kva_vm_destroy(vm);
+	unlink(good);
+	unlink(bad);
+}
+
+/* Prefill writes from the host and leaves the system area alone. */
+static void test_prefill(void **state)
+{
+	struct kva_config cfg = cfg_for("verify", 32ULL << 20, 1);
+	struct kva_progress p;
+	struct kva_vm *vm;
+	uint64_t *w;
+
+	(void)state;
+	cfg.prefill = KVA_PREFILL_PATTERN;
+	cfg.passes = 2;
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	w = kva_gpa(vm, cfg.mem_size - 8);
+	assert_int_equal(*w, cfg.mem_size - 8);
+	assert_true(memfd_bytes(vm) >= cfg.mem_size - KVA_DATA_GPA);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, all_done, 1, 20, &p));
+	assert_int_equal(p.failed, 0);
+	assert_int_equal(p.pass, 2);
+	kva_vm_destroy(vm);
+
+	cfg.prefill = KVA_PREFILL_RANDOM;
+	cfg.guest = "dirty";
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	w = kva_gpa(vm, cfg.mem_size - 8);
+	assert_true(*w != 0 && *w != cfg.mem_size - 8);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, all_done, 1, 20, &p));
+	assert_int_equal(p.failed, 0);
+	kva_vm_destroy(vm);
+}
+
+static void test_bad_config(void **state)
+{
+	struct kva_config cfg = cfg_for("dirty", 16ULL << 20, 1);
+	struct kva_vm *vm = NULL;
+
+	(void)state;
+	cfg.guest = "nosuch";
+	assert_int_equal(kva_vm_create(&cfg, &vm), -EINVAL);
+	cfg.guest = "dirty";
+	cfg.workingset = 16ULL << 20; /* more than RAM above 8 MiB */
+	assert_int_equal(kva_vm_create(&cfg, &vm), -EINVAL);
+	cfg.workingset = 1ULL << 20;
+	cfg.mem_size = (16ULL << 20) + 4096;
+	assert_int_equal(kva_vm_create(&cfg, &vm), -EINVAL);
+	cfg.mem_size = 16ULL << 20;
+	cfg.nr_vcpus = KVA_MAX_VCPUS + 1;
+	assert_int_equal(kva_vm_create(&cfg, &vm), -EINVAL);
+	assert_null(vm);
+	kva_vm_destroy(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bad_config),
+		cmocka_unit_test(test_idle_boots_and_halts),
+		cmocka_unit_test(test_exceptions_reported),
+		cmocka_unit_test(test_sparse_64g),
+		cmocka_unit_test(test_prefill),
+		cmocka_unit_test(test_dirty_log_complete),
+		cmocka_unit_test(test_verify_catches_corruption),
+		cmocka_unit_test(test_state_save_load),
+		cmocka_unit_test(test_snapshot_roundtrip_1),
+		cmocka_unit_test(test_snapshot_roundtrip_2),
+		cmocka_unit_test(test_snapshot_bad_input),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
