@@ -28,6 +28,11 @@
 #define PROTO_RUNS_MAX (1u << 20) /* runs in one message */
 #define PROTO_VCPUS_MAX 1024
 #define PROTO_STATE_MAX (16u << 20) /* opaque vCPU/device blob */
+#define PROTO_PAGE_SIZE_MIN 4096u /* page sizes: powers of two in between */
+#define PROTO_PAGE_SIZE_MAX (1u << 30)
+#define PROTO_REGION_BYTES_MAX (1ULL << 48) /* one region, any page size */
+#define PROTO_DEPTH_MAX 8 /* msgpack nesting a decoder walks */
+#define PROTO_ERRNO_MAX 4095 /* ERROR codes are 1 .. this */
 
 enum proto_type {
 	PROTO_HELLO = 1,
@@ -52,11 +57,17 @@ struct proto_genrun {
 	uint64_t gen;
 };
 
+/*
+ * Strings below are NUL-terminated. Names (node ids, VM names, providers)
+ * are printable ASCII without spaces; texts have no control characters;
+ * docs/protocol.md gives every field's limits.
+ */
 struct proto_hello {
-	uint32_t version;
+	uint32_t version; /* PROTO_VERSION */
 	char node[PROTO_NAME_MAX + 1];
-	char pubkey[PROTO_KEY_LEN + 1];
-	char provider[PROTO_PROVIDER_MAX + 1]; /* fabric provider, "ofi:tcp" */
+	char pubkey[PROTO_KEY_LEN + 1]; /* exactly 40 Z85 characters */
+	/* fabric provider ("ofi:tcp") and address: both set, or both empty */
+	char provider[PROTO_PROVIDER_MAX + 1];
 	uint32_t addr_len;
 	uint8_t addr[PROTO_ADDR_MAX]; /* fabric address */
 };
@@ -69,10 +80,10 @@ struct proto_ping {
 
 /* One region of a holder's copy. */
 struct proto_holder_region {
-	uint32_t id;
+	uint32_t id; /* unique in the map */
 	uint64_t key;
 	uint64_t base;
-	uint64_t len; /* bytes; pages = len / page size */
+	uint64_t len; /* bytes, a multiple of the page size; pages = len / it */
 	size_t ngens;
 	struct proto_genrun *gens; /* sorted, disjoint, inside the region */
 };
@@ -82,13 +93,14 @@ struct proto_holder_map {
 	char node[PROTO_NAME_MAX + 1]; /* the holder */
 	uint32_t addr_len;
 	uint8_t addr[PROTO_ADDR_MAX];
+	uint32_t page_size; /* as in MIGRATE_PREPARE */
 	size_t nregions;
 	struct proto_holder_region *regions;
 };
 
 struct proto_region_desc {
-	uint32_t id;
-	uint64_t pages;
+	uint32_t id; /* unique in the manifest */
+	uint64_t pages; /* 1 .. PROTO_PAGES_MAX */
 };
 
 struct proto_migrate_prepare {
@@ -96,7 +108,7 @@ struct proto_migrate_prepare {
 	char vm[PROTO_NAME_MAX + 1];
 	char mode[16]; /* "precopy", "postcopy", "hybrid" */
 	uint32_t page_size; /* a power of two, 4096 .. 1 GiB */
-	uint32_t vcpus;
+	uint32_t vcpus; /* 1 .. PROTO_VCPUS_MAX */
 	size_t nregions;
 	struct proto_region_desc *regions;
 };
@@ -106,13 +118,13 @@ struct proto_dirty_set {
 	uint64_t gen;
 	uint32_t region;
 	size_t nruns;
-	struct fy_run *runs; /* sorted, disjoint */
+	struct fy_run *runs; /* sorted, disjoint, below PROTO_PAGES_MAX */
 };
 
 struct proto_progress {
 	uint64_t mig;
 	uint32_t round;
-	uint64_t pages_valid;
+	uint64_t pages_valid; /* <= pages_total */
 	uint64_t pages_total;
 	uint64_t bytes;
 };
@@ -130,7 +142,7 @@ struct proto_mig_gen {
 };
 
 struct proto_abort {
-	uint64_t mig;
+	uint64_t mig; /* every mig but ERROR's is >= 1 */
 	char reason[PROTO_TEXT_MAX + 1];
 };
 
@@ -141,7 +153,7 @@ struct proto_retarget {
 
 struct proto_error {
 	uint64_t mig; /* 0: not about a migration */
-	int32_t code; /* a positive errno */
+	int32_t code; /* a positive errno, 1 .. PROTO_ERRNO_MAX */
 	char text[PROTO_TEXT_MAX + 1];
 };
 
@@ -172,12 +184,18 @@ int proto_encode(const struct proto_msg *m, void **buf, size_t *len);
 /*
  * Decode one message. On success *out is allocated and owned by the caller
  * (proto_msg_free()). Returns 0, -EBADMSG with the reason, naming the
- * field, in err (errlen bytes; err may be NULL), or -ENOMEM. It does not log:
+ * field, in err (errlen bytes; err may be NULL), -EPROTONOSUPPORT for a
+ * well-formed HELLO of another PROTO_VERSION (err says which; answer it
+ * with an ERROR), or -ENOMEM. On failure *out is NULL. It does not log:
  * the caller knows which peer sent the message and logs that.
  */
 int proto_decode(const void *buf, size_t len, struct proto_msg **out, char *err,
 		 size_t errlen);
-/* Free a decoded message and its arrays. Accepts NULL. */
+/*
+ * Free a message and its arrays (blob, regions, gens, runs): one from
+ * proto_decode(), or one the caller built with malloc'ed arrays.
+ * Accepts NULL.
+ */
 void proto_msg_free(struct proto_msg *m);
 /* "HELLO", "DIRTY_SET", ...; "?" for an unknown type. */
 const char *proto_type_name(enum proto_type t);

@@ -1,0 +1,381 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The migration messages. S is the source, D the destination, R a relay
+ * (any other holder of a copy); m is the migration id, chosen by S, never
+ * 0 and never reused. Every transfer is a pull: these messages only say
+ * what exists and where; pages move by one-sided reads.
+ *
+ *   S sends MIGRATE_PREPARE(m, vm, mo, ps, c, r[{i, n}]): the manifest:
+ *     VM name, mode, page size, vCPUs, and each region's id and pages;
+ *   D allocates and registers guest RAM, then answers with its own
+ *     HOLDER_MAP (no generation runs yet: it holds nothing), which is its
+ *     "yes"; an ERROR(m) is its "no";
+ *   S sends HOLDER_MAP(m, id, a, ps, r[{i, k, b, l, g}]): where its copy
+ *     lives (fabric address, memory key, base, length of each region) and
+ *     the generation of each page as runs (start, len, gen); every relay R
+ *     that holds a copy sends D its HOLDER_MAP too. D now pulls every page
+ *     p whose generation it lacks from any holder with gen >= ver[p];
+ *   rounds: S harvests the dirty log and bumps the generation to g, then
+ *     sends DIRTY_SET(m, g, rg, r) per region with dirtied pages: these
+ *     pages are now at generation g (a set with no runs is allowed);
+ *     D pulls them and after each round sends PROGRESS(m, rd, pg, pt, b):
+ *     round, pages valid, pages in total, bytes pulled so far; S decides
+ *     from it whether another round still converges;
+ *   S pauses the VM, harvests a last time, sends the last DIRTY_SETs and
+ *     SWITCHOVER(m, g): g is the final generation, nothing changes after;
+ *   S sends STATE(m, d): the vCPU and device state, an opaque blob;
+ *   D loads it and resumes the VM (post-copy: before all pages are in,
+ *     faults become priority pulls); once it holds every page at its final
+ *     generation D sends COMMIT(m, g); S frees its copy only then.
+ *
+ *   ABORT(m, tx), from S or D before COMMIT, ends the migration: before
+ *     SWITCHOVER the VM keeps running on S. D frees its copy.
+ *   RETARGET(m, id), from S to D, names a new destination: D stops pulling,
+ *     becomes a relay (keeps its copy registered) and sends its HOLDER_MAP
+ *     to the new destination, to which S sends MIGRATE_PREPARE and its own
+ *     HOLDER_MAP; the new destination then pulls from both.
+ *
+ * Runs travel as flat arrays of unsigned integers, [start, len, ...] for a
+ * DIRTY_SET and [start, len, gen, ...] for a HOLDER_MAP region: sorted,
+ * disjoint, non-empty; HOLDER_MAP runs stay inside their region (the region
+ * id of a DIRTY_SET is checked by the receiver against its manifest, so
+ * here its runs are only kept below PROTO_PAGES_MAX).
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "protocol/protocol_int.h"
+
+/* Runs are decoded straight into these structs as flat uint64_t arrays. */
+_Static_assert(sizeof(struct fy_run) == 2 * sizeof(uint64_t), "fy_run");
+_Static_assert(sizeof(struct proto_genrun) == 3 * sizeof(uint64_t), "genrun");
+
+static bool is_page_size(uint64_t ps)
+{
+	return ps >= PROTO_PAGE_SIZE_MIN && ps <= PROTO_PAGE_SIZE_MAX &&
+	       !(ps & (ps - 1));
+}
+
+/*
+ * Check nr runs of `width` uint64_t each (start, len, ...): non-empty,
+ * sorted, disjoint (adjacent is fine), and ending at or below limit. The
+ * path names the array.
+ */
+static int check_runs(struct proto_ctx *c, const uint64_t *runs, size_t nr,
+		      unsigned width, uint64_t limit)
+{
+	enum { OK, EMPTY, UNSORTED, OVERLAP, PAST } bad = OK;
+	unsigned long long start = 0, len = 0, prev = 0, next = 0;
+	size_t i, old;
+	int rc;
+
+	for (i = 0; i < nr; i++) {
+		start = runs[i * width];
+		len = runs[i * width + 1];
+		if (!len)
+			bad = EMPTY;
+		else if (i && start < prev)
+			bad = UNSORTED;
+		else if (i && start < next)
+			bad = OVERLAP;
+		else if (len > limit || start > limit - len)
+			bad = PAST;
+		if (bad)
+			break;
+		prev = start;
+		next = start + len;
+	}
+	if (!bad)
+		return 0;
+	/* name the run only now: this loop may see a million of them */
+	old = proto_path_push(c, "[%zu]", i);
+	switch (bad) {
+	case EMPTY:
+		rc = proto_fail(c, "empty run at %llu", start);
+		break;
+	case UNSORTED:
+		rc = proto_fail(c, "run at %llu comes after one at %llu", start,
+				prev);
+		break;
+	case OVERLAP:
+		rc = proto_fail(c,
+				"run at %llu overlaps the previous one, which "
+				"ends at %llu",
+				start, next);
+		break;
+	default:
+		rc = proto_fail(c, "run %llu+%llu ends past page %llu", start,
+				len, (unsigned long long)limit);
+	}
+	proto_path_pop(c, old);
+	return rc;
+}
+
+static int page_size_check(struct proto_ctx *c, uint32_t ps)
+{
+	if (!is_page_size(ps))
+		return proto_fail_in(c, ".ps",
+				     "page size %u is not a power of two", ps);
+	return 0;
+}
+
+/* Region ids name regions across messages: one id, one region. */
+static int region_id_check(struct proto_ctx *c, size_t i, uint32_t id,
+			   const void *regions, size_t size)
+{
+	size_t j;
+
+	for (j = 0; j < i; j++)
+		if (*(const uint32_t *)((const char *)regions + j * size) == id)
+			return proto_fail_in(c, ".i", "region id %u twice", id);
+	return 0;
+}
+
+static int holder_region_check(struct proto_ctx *c,
+			       const struct proto_holder_map *h, size_t i)
+{
+	const struct proto_holder_region *r = &h->regions[i];
+	size_t old;
+	int rc;
+
+	rc = region_id_check(c, i, r->id, h->regions, sizeof(*r));
+	if (rc)
+		return rc;
+	if (r->len % h->page_size)
+		return proto_fail_in(c, ".l",
+				     "%llu bytes, not a multiple of the page "
+				     "size",
+				     (unsigned long long)r->len);
+	if (r->base > UINT64_MAX - r->len)
+		return proto_fail_in(c, ".b", "region wraps around");
+	old = proto_path_push(c, ".g");
+	rc = check_runs(c, (const uint64_t *)r->gens, r->ngens, 3,
+			r->len / h->page_size);
+	proto_path_pop(c, old);
+	return rc;
+}
+
+static int holder_map_check(struct proto_ctx *c, const void *s)
+{
+	const struct proto_holder_map *h = s;
+	size_t i, old;
+	int rc;
+
+	rc = page_size_check(c, h->page_size);
+	for (i = 0; !rc && i < h->nregions; i++) {
+		old = proto_path_push(c, ".r[%zu]", i);
+		rc = holder_region_check(c, h, i);
+		proto_path_pop(c, old);
+	}
+	return rc;
+}
+
+static const struct proto_field holder_region_fields[] = {
+	PF_U32("i", struct proto_holder_region, id, 0, UINT32_MAX),
+	PF_U64("k", struct proto_holder_region, key, 0, UINT64_MAX),
+	PF_U64("b", struct proto_holder_region, base, 0, UINT64_MAX),
+	PF_U64("l", struct proto_holder_region, len, 1, PROTO_REGION_BYTES_MAX),
+	PF_RUNS("g", struct proto_holder_region, gens, ngens, 3, 0,
+		PROTO_RUNS_MAX),
+};
+
+static const struct proto_desc holder_region_desc = {
+	.name = "region",
+	.size = sizeof(struct proto_holder_region),
+	.fields = holder_region_fields,
+	.nfields = ARRAY_SIZE(holder_region_fields),
+};
+
+static const struct proto_field holder_map_fields[] = {
+	PF_U64("m", struct proto_holder_map, mig, 1, UINT64_MAX),
+	PF_STR("id", struct proto_holder_map, node, 1, PC_NAME),
+	PF_BIN("a", struct proto_holder_map, addr, addr_len, 1),
+	PF_U32("ps", struct proto_holder_map, page_size, PROTO_PAGE_SIZE_MIN,
+	       PROTO_PAGE_SIZE_MAX),
+	PF_MAPS("r", struct proto_holder_map, regions, nregions, 0,
+		PROTO_REGIONS_MAX, &holder_region_desc),
+};
+
+const struct proto_desc proto_holder_map_desc = {
+	.name = "HOLDER_MAP",
+	.size = sizeof(struct proto_holder_map),
+	.fields = holder_map_fields,
+	.nfields = ARRAY_SIZE(holder_map_fields),
+	.check = holder_map_check,
+};
+
+static int prepare_check(struct proto_ctx *c, const void *s)
+{
+	static const char *const modes[] = { "precopy", "postcopy", "hybrid" };
+	const struct proto_migrate_prepare *p = s;
+	const struct proto_region_desc *r;
+	size_t i, old;
+	int rc;
+
+	for (i = 0; i < ARRAY_SIZE(modes); i++)
+		if (!strcmp(p->mode, modes[i]))
+			break;
+	if (i == ARRAY_SIZE(modes))
+		return proto_fail_in(c, ".mo",
+				     "mode \"%s\" is not precopy, postcopy or "
+				     "hybrid",
+				     p->mode);
+	rc = page_size_check(c, p->page_size);
+	for (i = 0; !rc && i < p->nregions; i++) {
+		r = &p->regions[i];
+		old = proto_path_push(c, ".r[%zu]", i);
+		rc = region_id_check(c, i, r->id, p->regions, sizeof(*r));
+		/* the region's bytes, not only its pages, have a limit */
+		if (!rc && r->pages > PROTO_REGION_BYTES_MAX / p->page_size)
+			rc = proto_fail_in(
+				c, ".n",
+				"%llu pages of %u bytes, more than %llu bytes",
+				(unsigned long long)r->pages, p->page_size,
+				(unsigned long long)PROTO_REGION_BYTES_MAX);
+		proto_path_pop(c, old);
+	}
+	return rc;
+}
+
+static const struct proto_field region_desc_fields[] = {
+	PF_U32("i", struct proto_region_desc, id, 0, UINT32_MAX),
+	PF_U64("n", struct proto_region_desc, pages, 1, PROTO_PAGES_MAX),
+};
+
+static const struct proto_desc region_desc_desc = {
+	.name = "region",
+	.size = sizeof(struct proto_region_desc),
+	.fields = region_desc_fields,
+	.nfields = ARRAY_SIZE(region_desc_fields),
+};
+
+static const struct proto_field prepare_fields[] = {
+	PF_U64("m", struct proto_migrate_prepare, mig, 1, UINT64_MAX),
+	PF_STR("vm", struct proto_migrate_prepare, vm, 1, PC_NAME),
+	PF_STR("mo", struct proto_migrate_prepare, mode, 1, PC_NAME),
+	PF_U32("ps", struct proto_migrate_prepare, page_size,
+	       PROTO_PAGE_SIZE_MIN, PROTO_PAGE_SIZE_MAX),
+	PF_U32("c", struct proto_migrate_prepare, vcpus, 1, PROTO_VCPUS_MAX),
+	PF_MAPS("r", struct proto_migrate_prepare, regions, nregions, 1,
+		PROTO_REGIONS_MAX, &region_desc_desc),
+};
+
+const struct proto_desc proto_prepare_desc = {
+	.name = "MIGRATE_PREPARE",
+	.size = sizeof(struct proto_migrate_prepare),
+	.fields = prepare_fields,
+	.nfields = ARRAY_SIZE(prepare_fields),
+	.check = prepare_check,
+};
+
+static int dirty_check(struct proto_ctx *c, const void *s)
+{
+	const struct proto_dirty_set *d = s;
+	size_t old = proto_path_push(c, ".r");
+	int rc;
+
+	rc = check_runs(c, (const uint64_t *)d->runs, d->nruns, 2,
+			PROTO_PAGES_MAX);
+	proto_path_pop(c, old);
+	return rc;
+}
+
+static const struct proto_field dirty_fields[] = {
+	PF_U64("m", struct proto_dirty_set, mig, 1, UINT64_MAX),
+	PF_U64("g", struct proto_dirty_set, gen, 0, UINT64_MAX),
+	PF_U32("rg", struct proto_dirty_set, region, 0, UINT32_MAX),
+	PF_RUNS("r", struct proto_dirty_set, runs, nruns, 2, 0, PROTO_RUNS_MAX),
+};
+
+const struct proto_desc proto_dirty_desc = {
+	.name = "DIRTY_SET",
+	.size = sizeof(struct proto_dirty_set),
+	.fields = dirty_fields,
+	.nfields = ARRAY_SIZE(dirty_fields),
+	.check = dirty_check,
+};
+
+static int progress_check(struct proto_ctx *c, const void *s)
+{
+	const struct proto_progress *p = s;
+
+	if (p->pages_valid > p->pages_total)
+		return proto_fail_in(c, ".pg", "%llu valid pages of %llu",
+				     (unsigned long long)p->pages_valid,
+				     (unsigned long long)p->pages_total);
+	return 0;
+}
+
+static const struct proto_field progress_fields[] = {
+	PF_U64("m", struct proto_progress, mig, 1, UINT64_MAX),
+	PF_U32("rd", struct proto_progress, round, 0, UINT32_MAX),
+	PF_U64("pg", struct proto_progress, pages_valid, 0,
+	       PROTO_REGIONS_MAX *PROTO_PAGES_MAX),
+	PF_U64("pt", struct proto_progress, pages_total, 0,
+	       PROTO_REGIONS_MAX *PROTO_PAGES_MAX),
+	PF_U64("b", struct proto_progress, bytes, 0, UINT64_MAX),
+};
+
+const struct proto_desc proto_progress_desc = {
+	.name = "PROGRESS",
+	.size = sizeof(struct proto_progress),
+	.fields = progress_fields,
+	.nfields = ARRAY_SIZE(progress_fields),
+	.check = progress_check,
+};
+
+static const struct proto_field state_fields[] = {
+	PF_U64("m", struct proto_state, mig, 1, UINT64_MAX),
+	PF_BLOB("d", struct proto_state, blob, len, 0, PROTO_STATE_MAX),
+};
+
+const struct proto_desc proto_state_desc = {
+	.name = "STATE",
+	.size = sizeof(struct proto_state),
+	.fields = state_fields,
+	.nfields = ARRAY_SIZE(state_fields),
+};
+
+static const struct proto_field mig_gen_fields[] = {
+	PF_U64("m", struct proto_mig_gen, mig, 1, UINT64_MAX),
+	PF_U64("g", struct proto_mig_gen, gen, 0, UINT64_MAX),
+};
+
+const struct proto_desc proto_switchover_desc = {
+	.name = "SWITCHOVER",
+	.size = sizeof(struct proto_mig_gen),
+	.fields = mig_gen_fields,
+	.nfields = ARRAY_SIZE(mig_gen_fields),
+};
+
+const struct proto_desc proto_commit_desc = {
+	.name = "COMMIT",
+	.size = sizeof(struct proto_mig_gen),
+	.fields = mig_gen_fields,
+	.nfields = ARRAY_SIZE(mig_gen_fields),
+};
+
+static const struct proto_field abort_fields[] = {
+	PF_U64("m", struct proto_abort, mig, 1, UINT64_MAX),
+	PF_STR("tx", struct proto_abort, reason, 0, PC_TEXT),
+};
+
+const struct proto_desc proto_abort_desc = {
+	.name = "ABORT",
+	.size = sizeof(struct proto_abort),
+	.fields = abort_fields,
+	.nfields = ARRAY_SIZE(abort_fields),
+};
+
+static const struct proto_field retarget_fields[] = {
+	PF_U64("m", struct proto_retarget, mig, 1, UINT64_MAX),
+	PF_STR("id", struct proto_retarget, node, 1, PC_NAME),
+};
+
+const struct proto_desc proto_retarget_desc = {
+	.name = "RETARGET",
+	.size = sizeof(struct proto_retarget),
+	.fields = retarget_fields,
+	.nfields = ARRAY_SIZE(retarget_fields),
+};
