@@ -69,6 +69,13 @@ struct fab_opts {
 	bool progress_thread;
 	/* An operation not completed after this fails with -ETIMEDOUT; 0: 5000 */
 	unsigned op_timeout_ms;
+	/*
+	 * How long the progress thread keeps polling after the last sign of
+	 * activity before it blocks again, in µs. 0 (default): block at once;
+	 * measured best here for throughput and CPU, about 5 µs slower per
+	 * 4 KiB read than spinning 200 µs (docs/fabric.md).
+	 */
+	int progress_spin_us;
 };
 
 struct fab_stats {
@@ -77,6 +84,7 @@ struct fab_stats {
 	uint64_t ep_count; /* connected endpoints */
 	uint64_t ops_done; /* operations completed, successful or not */
 	uint64_t ops_failed; /* of which failed */
+	uint64_t progress_cpu_ns; /* CPU time used by the progress thread */
 };
 
 /* open */
@@ -136,7 +144,11 @@ int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 
 /* Deregister; returns 0 or -errno. Accepts NULL. */
 int fab_mr_dereg(struct fab_mr *mr);
-/* Close an endpoint; its outstanding operations complete with an error. */
+/*
+ * Close an endpoint; its outstanding operations complete with -ECANCELED.
+ * After an operation on ep failed with -ETIMEDOUT the endpoint refuses new
+ * operations (-ENOTCONN): close it and connect again.
+ */
 void fab_ep_close(struct fab_ep *ep);
 /* Close endpoints, deregister all memory, stop progress. Accepts NULL. */
 void fab_domain_close(struct fab_domain *d);

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Backend dispatch: parse the provider string, pick the ops table, and do
+ * the checks and bookkeeping every backend shares (rkey ranges, statistics).
+ */
+#define LOG_PREFIX "fabric: "
+
+#include <errno.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "fabric/fabric_int.h"
+
+#define FAB_DEFAULT_PROVIDER "ofi:tcp"
+
+static void stat_add(uint64_t *v, int64_t n)
+{
+	__atomic_add_fetch(v, (uint64_t)n, __ATOMIC_RELAXED);
+}
+
+static uint64_t stat_get(const uint64_t *v)
+{
+	return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+int fab_domain_open(const struct fab_opts *opts, struct fab_domain **out)
+{
+	struct fab_opts o = { 0 };
+	const char *prov;
+	int ret;
+
+	*out = NULL;
+	if (opts)
+		o = *opts;
+	if (!o.provider)
+		o.provider = FAB_DEFAULT_PROVIDER;
+	if (!o.node)
+		o.node = "127.0.0.1";
+	if (!o.op_timeout_ms)
+		o.op_timeout_ms = 5000;
+
+	if (!strncmp(o.provider, "ofi:", 4)) {
+		prov = o.provider + 4;
+		if (!*prov) {
+			pr_err("empty libfabric provider in '%s'\n",
+			       o.provider);
+			return -EINVAL;
+		}
+		ret = fab_ofi_ops.open(prov, &o, out);
+	} else if (!strcmp(o.provider, "verbs")) {
+		/* the rdma-core backend is a later issue */
+		pr_err("backend 'verbs' is not built in\n");
+		return -ENODATA;
+	} else {
+		pr_err("unknown provider '%s' (want ofi:<name> or verbs)\n",
+		       o.provider);
+		return -EINVAL;
+	}
+	return ret;
+}
+
+const char *fab_domain_provider(const struct fab_domain *d)
+{
+	return d->ops->provider(d);
+}
+
+void fab_domain_addr(const struct fab_domain *d, struct fab_addr *out)
+{
+	d->ops->addr(d, out);
+}
+
+void fab_domain_stats(const struct fab_domain *d, struct fab_stats *out)
+{
+	out->mr_count = stat_get(&d->stats.mr_count);
+	out->mr_bytes = stat_get(&d->stats.mr_bytes);
+	out->ep_count = stat_get(&d->stats.ep_count);
+	out->ops_done = stat_get(&d->stats.ops_done);
+	out->ops_failed = stat_get(&d->stats.ops_failed);
+	out->progress_cpu_ns = d->ops->progress_cpu_ns(d);
+}
+
+int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
+	       struct fab_mr **out)
+{
+	int ret;
+
+	*out = NULL;
+	if (!buf || !len || !access ||
+	    (access & ~(FAB_ACCESS_READ | FAB_ACCESS_WRITE | FAB_ACCESS_LOCAL)))
+		return -EINVAL;
+	ret = d->ops->reg_mr(d, buf, len, access, out);
+	if (ret)
+		return ret;
+	(*out)->d = d;
+	(*out)->buf = buf;
+	(*out)->len = len;
+	stat_add(&d->stats.mr_count, 1);
+	stat_add(&d->stats.mr_bytes, (int64_t)len);
+	return 0;
+}
+
+void fab_mr_rkey(const struct fab_mr *mr, struct fab_rkey *out)
+{
+	*out = mr->rkey;
+}
+
+int fab_mr_dereg(struct fab_mr *mr)
+{
+	struct fab_domain *d;
+	size_t len;
+
+	if (!mr)
+		return 0;
+	d = mr->d;
+	len = mr->len;
+	/* the registration is gone even if the provider complained */
+	stat_add(&d->stats.mr_count, -1);
+	stat_add(&d->stats.mr_bytes, -(int64_t)len);
+	return d->ops->dereg_mr(mr);
+}
+
+int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
+		   struct fab_ep **out)
+{
+	int ret;
+
+	*out = NULL;
+	if (!peer->len || peer->len > FAB_ADDR_MAX)
+		return -EINVAL;
+	ret = d->ops->connect(d, peer, out);
+	if (ret)
+		return ret;
+	(*out)->d = d;
+	stat_add(&d->stats.ep_count, 1);
+	return 0;
+}
+
+void fab_ep_close(struct fab_ep *ep)
+{
+	if (!ep)
+		return;
+	stat_add(&ep->d->stats.ep_count, -1);
+	ep->d->ops->ep_close(ep);
+}
+
+/* [off, off + len) must lie inside the remote registration. */
+static int rkey_check(const struct fab_rkey *rk, uint64_t off, size_t len)
+{
+	if (!len || off > rk->len || len > rk->len - off)
+		return -ERANGE;
+	return 0;
+}
+
+int fab_read(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
+	     const struct fab_rkey *rk, uint64_t off, void *ctx)
+{
+	int ret = rkey_check(rk, off, len);
+
+	if (ret)
+		return ret;
+	return ep->d->ops->read(ep, buf, len, mr, rk->addr + off, rk->key, ctx);
+}
+
+int fab_write(struct fab_ep *ep, const void *buf, size_t len, struct fab_mr *mr,
+	      const struct fab_rkey *rk, uint64_t off, void *ctx)
+{
+	int ret = rkey_check(rk, off, len);
+
+	if (ret)
+		return ret;
+	return ep->d->ops->write(ep, buf, len, mr, rk->addr + off, rk->key,
+				 ctx);
+}
+
+int fab_send(struct fab_ep *ep, const void *buf, size_t len, void *ctx)
+{
+	if (!len || len > FAB_MSG_MAX)
+		return -EMSGSIZE;
+	return ep->d->ops->send(ep, buf, len, ctx);
+}
+
+int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
+	     int timeout_ms)
+{
+	int n, i, failed = 0;
+
+	if (max <= 0)
+		return -EINVAL;
+	n = d->ops->poll(d, cqes, max, timeout_ms);
+	if (n <= 0)
+		return n;
+	for (i = 0; i < n; i++)
+		failed += cqes[i].status < 0;
+	stat_add(&d->stats.ops_done, n);
+	if (failed)
+		stat_add(&d->stats.ops_failed, failed);
+	return n;
+}
+
+void fab_domain_close(struct fab_domain *d)
+{
+	if (!d)
+		return;
+	d->ops->close(d);
+}

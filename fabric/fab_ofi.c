@@ -1,0 +1,673 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libfabric backend. One reliable-datagram (FI_EP_RDM) endpoint per domain
+ * with an address vector: a fab_ep is an fi_addr_t in that AV, so
+ * "connecting" costs nothing and the provider opens the connection on the
+ * first operation. "ofi:tcp" maps to "tcp;ofi_rxm" (RDM over the tcp MSG
+ * provider), "ofi:verbs" to "verbs;ofi_rxm".
+ *
+ * Every operation is tracked in a ferry-owned slot (struct ofi_op) whose
+ * fi_context2 is what libfabric sees. Posted slots sit on a list in deadline
+ * order; a slot still posted at its deadline is reported as -ETIMEDOUT and
+ * left ABANDONED: its late completion, if one ever comes, only frees the slot.
+ * Completions read from the CQ by any thread (the application in fab_poll()
+ * or the progress thread) are turned into fab_cqe in a ring under od->lock,
+ * and fab_poll() hands them out from there.
+ *
+ * Completions and progress live in fab_ofi_cq.c; see also docs/fabric.md.
+ */
+#define LOG_PREFIX "fabric: "
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* first: it orders common/util.h before rdma/fabric.h */
+#include "fabric/fabric_int.h"
+
+#include <rdma/fi_cm.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_errno.h>
+#include <rdma/fi_rma.h>
+
+#include "common/log.h"
+
+/* memory */
+
+static int mr_make(struct ofi_domain *od, void *buf, size_t len,
+		   uint64_t access, struct fid_mr **out)
+{
+	uint64_t key = 0;
+	int ret;
+
+	if (!(od->mr_mode & FI_MR_PROV_KEY))
+		key = __atomic_fetch_add(&od->next_key, 1, __ATOMIC_RELAXED);
+	ret = fi_mr_reg(od->domain, buf, len, access, 0, key, 0, out, NULL);
+	if (ret) {
+		pr_err("fi_mr_reg(%zu bytes): %s\n", len, fi_strerror(-ret));
+		return ofi_err(ret);
+	}
+	if (od->mr_mode & FI_MR_ENDPOINT) {
+		/* the registration only becomes usable once bound and enabled */
+		ret = fi_mr_bind(*out, &od->ep->fid, 0);
+		if (!ret)
+			ret = fi_mr_enable(*out);
+		if (ret) {
+			pr_err("fi_mr_bind/enable: %s\n", fi_strerror(-ret));
+			fi_close(&(*out)->fid);
+			*out = NULL;
+			return ofi_err(ret);
+		}
+	}
+	return 0;
+}
+
+static int ofi_reg_mr(struct fab_domain *d, void *buf, size_t len,
+		      unsigned access, struct fab_mr **out)
+{
+	struct ofi_domain *od = ofi_od(d);
+	uint64_t fa = 0;
+	struct ofi_mr *m;
+	int ret;
+
+	if (access & FAB_ACCESS_READ)
+		fa |= FI_REMOTE_READ;
+	if (access & FAB_ACCESS_WRITE)
+		fa |= FI_REMOTE_WRITE;
+	if (access & FAB_ACCESS_LOCAL)
+		fa |= FI_READ | FI_WRITE | FI_SEND | FI_RECV;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	ret = mr_make(od, buf, len, fa, &m->mr);
+	if (ret) {
+		free(m);
+		return ret;
+	}
+	/* offset addressing unless the provider wants virtual addresses */
+	m->base.rkey.addr =
+		(od->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf : 0;
+	m->base.rkey.len = len;
+	m->base.rkey.key = fi_mr_key(m->mr);
+	pthread_mutex_lock(&od->lock);
+	m->next = od->mrs.next;
+	m->prev = &od->mrs;
+	m->next->prev = m;
+	od->mrs.next = m;
+	pthread_mutex_unlock(&od->lock);
+	*out = &m->base;
+	return 0;
+}
+
+static int ofi_dereg_mr(struct fab_mr *mr)
+{
+	struct ofi_domain *od = ofi_od(mr->d);
+	struct ofi_mr *m = container_of(mr, struct ofi_mr, base);
+	int ret;
+
+	pthread_mutex_lock(&od->lock);
+	m->prev->next = m->next;
+	m->next->prev = m->prev;
+	pthread_mutex_unlock(&od->lock);
+	ret = fi_close(&m->mr->fid);
+	if (ret)
+		pr_err("fi_close(mr): %s\n", fi_strerror(-ret));
+	free(m);
+	return ofi_err(ret);
+}
+
+/* endpoints */
+
+static int ofi_connect(struct fab_domain *d, const struct fab_addr *peer,
+		       struct fab_ep **out)
+{
+	struct ofi_domain *od = ofi_od(d);
+	uint8_t a[FAB_ADDR_MAX + 1] = { 0 };
+	struct ofi_ep *ep;
+	int ret;
+
+	ep = calloc(1, sizeof(*ep));
+	if (!ep)
+		return -ENOMEM;
+	/* string address formats (shm) need the terminating NUL */
+	memcpy(a, peer->bytes, peer->len);
+	ret = fi_av_insert(od->av, a, 1, &ep->fa, 0, NULL);
+	if (ret != 1) {
+		pr_err("fi_av_insert: %s\n",
+		       ret < 0 ? fi_strerror(-ret) : "address rejected");
+		free(ep);
+		return ret < 0 ? ofi_err(ret) : -EINVAL;
+	}
+	pthread_mutex_lock(&od->lock);
+	ep->next = od->eps.next;
+	ep->prev = &od->eps;
+	ep->next->prev = ep;
+	od->eps.next = ep;
+	pthread_mutex_unlock(&od->lock);
+	*out = &ep->base;
+	return 0;
+}
+
+/* Report ep's posted operations as cancelled and forget ep; lock held. */
+static void ep_abandon(struct ofi_domain *od, struct ofi_ep *ep)
+{
+	struct ofi_op *op, *next;
+
+	for (op = od->posted.next; op != &od->posted; op = next) {
+		next = op->next;
+		if (op->ep != ep)
+			continue;
+		struct fab_cqe c = {
+			.ctx = op->ctx,
+			.ep = &ep->base,
+			.op = op->op,
+			.status = -ECANCELED,
+		};
+
+		ofi_op_unlink(op);
+		op->state = OP_ABANDONED;
+		op->ep = NULL;
+		fab_ofi_ring_push(od, &c);
+	}
+	ep->prev->next = ep->next;
+	ep->next->prev = ep->prev;
+}
+
+static void ofi_ep_close(struct fab_ep *e)
+{
+	struct ofi_domain *od = ofi_od(e->d);
+	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
+	int ret;
+
+	pthread_mutex_lock(&od->lock);
+	ep_abandon(od, ep);
+	fab_ofi_wake(od);
+	pthread_mutex_unlock(&od->lock);
+	/* the provider drops the connection; late completions only free */
+	ret = fi_av_remove(od->av, &ep->fa, 1, 0);
+	if (ret)
+		pr_warn("fi_av_remove: %s\n", fi_strerror(-ret));
+	free(ep);
+}
+
+/* operations */
+
+/* Take a slot and put it on the posted list before the provider sees it. */
+static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
+		  size_t len, void *ctx, bool sbuf, struct ofi_op **out)
+{
+	struct ofi_op *op;
+
+	pthread_mutex_lock(&od->lock);
+	if (ep->failed) {
+		pthread_mutex_unlock(&od->lock);
+		return -ENOTCONN;
+	}
+	op = od->free_ops;
+	if (!op || (sbuf && !od->nsbuf_free)) {
+		pthread_mutex_unlock(&od->lock);
+		return -EAGAIN;
+	}
+	od->free_ops = op->next;
+	op->sbuf = sbuf ? od->sbuf_free[--od->nsbuf_free] : -1;
+	op->ep = ep;
+	op->ctx = ctx;
+	op->len = len;
+	op->op = type;
+	op->state = OP_POSTED;
+	/* one timeout for all: appending keeps the list in deadline order */
+	op->deadline = fy_now_ns() + od->timeout_ns;
+	op->next = &od->posted;
+	op->prev = od->posted.prev;
+	op->prev->next = op;
+	od->posted.prev = op;
+	pthread_mutex_unlock(&od->lock);
+	*out = op;
+	return 0;
+}
+
+/* The provider refused the operation: take the slot back. */
+static int op_unpost(struct ofi_domain *od, struct ofi_op *op, ssize_t ret,
+		     const char *what)
+{
+	pthread_mutex_lock(&od->lock);
+	ofi_op_unlink(op);
+	fab_ofi_op_free(od, op);
+	pthread_mutex_unlock(&od->lock);
+	if (ret == -FI_EAGAIN)
+		return -EAGAIN;
+	pr_err("%s: %s\n", what, fi_strerror((int)-ret));
+	return ofi_err(ret);
+}
+
+/* The local descriptor for buf, or an error if the provider needs one. */
+static int local_desc(struct ofi_domain *od, const void *buf, size_t len,
+		      struct fab_mr *mr, void **desc)
+{
+	*desc = NULL;
+	if (!mr)
+		return (od->mr_mode & FI_MR_LOCAL) ? -EINVAL : 0;
+	if ((const char *)buf < (char *)mr->buf ||
+	    (const char *)buf + len > (char *)mr->buf + mr->len)
+		return -EINVAL;
+	*desc = fi_mr_desc(container_of(mr, struct ofi_mr, base)->mr);
+	return 0;
+}
+
+static int ofi_read(struct fab_ep *e, void *buf, size_t len, struct fab_mr *mr,
+		    uint64_t addr, uint64_t key, void *ctx)
+{
+	struct ofi_domain *od = ofi_od(e->d);
+	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
+	struct ofi_op *op;
+	void *desc;
+	ssize_t ret;
+
+	ret = local_desc(od, buf, len, mr, &desc);
+	if (!ret)
+		ret = op_get(od, ep, FAB_OP_READ, len, ctx, false, &op);
+	if (ret)
+		return (int)ret;
+	ret = fi_read(od->ep, buf, len, desc, ep->fa, addr, key, &op->fictx);
+	if (ret)
+		return op_unpost(od, op, ret, "fi_read");
+	return 0;
+}
+
+static int ofi_write(struct fab_ep *e, const void *buf, size_t len,
+		     struct fab_mr *mr, uint64_t addr, uint64_t key, void *ctx)
+{
+	struct ofi_domain *od = ofi_od(e->d);
+	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
+	struct ofi_op *op;
+	void *desc;
+	ssize_t ret;
+
+	ret = local_desc(od, buf, len, mr, &desc);
+	if (!ret)
+		ret = op_get(od, ep, FAB_OP_WRITE, len, ctx, false, &op);
+	if (ret)
+		return (int)ret;
+	ret = fi_write(od->ep, buf, len, desc, ep->fa, addr, key, &op->fictx);
+	if (ret)
+		return op_unpost(od, op, ret, "fi_write");
+	return 0;
+}
+
+static int ofi_send(struct fab_ep *e, const void *buf, size_t len, void *ctx)
+{
+	struct ofi_domain *od = ofi_od(e->d);
+	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
+	struct ofi_op *op;
+	char *sb;
+	ssize_t ret;
+
+	ret = op_get(od, ep, FAB_OP_SEND, len, ctx, true, &op);
+	if (ret)
+		return (int)ret;
+	sb = od->bufs + (size_t)(OFI_NRX + op->sbuf) * FAB_MSG_MAX;
+	memcpy(sb, buf, len);
+	ret = fi_send(od->ep, sb, len, od->bufs_desc, ep->fa, &op->fictx);
+	if (ret)
+		return op_unpost(od, op, ret, "fi_send");
+	return 0;
+}
+
+/* open and close */
+
+static const char *ofi_provider(const struct fab_domain *d)
+{
+	return ofi_od(d)->provider;
+}
+
+static void ofi_addr(const struct fab_domain *d, struct fab_addr *out)
+{
+	*out = ofi_od(d)->addr;
+}
+
+static uint64_t ofi_progress_cpu_ns(const struct fab_domain *d)
+{
+	struct ofi_domain *od = ofi_od(d);
+	struct timespec ts;
+
+	if (!od->pt_running || clock_gettime(od->pt_clock, &ts))
+		return 0;
+	return (uint64_t)ts.tv_sec * NSEC + ts.tv_nsec;
+}
+
+static struct fi_info *ofi_hints(const char *prov, bool source)
+{
+	struct fi_info *h = fi_allocinfo();
+
+	if (!h)
+		return NULL;
+	h->ep_attr->type = FI_EP_RDM;
+	h->caps = FI_MSG | FI_RMA | FI_READ | FI_WRITE | FI_REMOTE_READ |
+		  FI_REMOTE_WRITE | FI_SEND | FI_RECV;
+	if (source)
+		h->caps |= FI_SOURCE;
+	/* every slot carries an fi_context2 */
+	h->mode = FI_CONTEXT | FI_CONTEXT2;
+	h->domain_attr->mr_mode = OFI_MR_MODES;
+	/* the progress thread and the application share the domain */
+	h->domain_attr->threading = FI_THREAD_SAFE;
+	h->fabric_attr->prov_name = strdup(prov);
+	if (!h->fabric_attr->prov_name) {
+		fi_freeinfo(h);
+		return NULL;
+	}
+	return h;
+}
+
+/* "tcp" and "verbs" are MSG providers: use them through ofi_rxm */
+static const char *ofi_prov_name(const char *prov)
+{
+	if (!strcmp(prov, "tcp"))
+		return "tcp;ofi_rxm";
+	if (!strcmp(prov, "verbs"))
+		return "verbs;ofi_rxm";
+	return prov;
+}
+
+static int ofi_getinfo(struct ofi_domain *od, const char *prov,
+		       const struct fab_opts *opts)
+{
+	const char *name = ofi_prov_name(prov);
+	/* shm addresses are names, not IP addresses */
+	bool ip = strncmp(name, "shm", 3) != 0;
+	int ret = -FI_ENODATA, source;
+
+	for (source = 1; source >= 0 && ret == -FI_ENODATA; source--) {
+		struct fi_info *h = ofi_hints(name, source);
+
+		if (!h)
+			return -ENOMEM;
+		ret = fi_getinfo(OFI_VERSION, ip ? opts->node : NULL,
+				 ip ? opts->service : NULL, ip ? FI_SOURCE : 0,
+				 h, &od->info);
+		fi_freeinfo(h);
+		od->has_source = source;
+	}
+	if (ret == -FI_ENODATA) {
+		pr_err("libfabric provider '%s' not available here\n", name);
+		return -ENODATA;
+	}
+	if (ret) {
+		pr_err("fi_getinfo(%s): %s\n", name, fi_strerror(-ret));
+		return ofi_err(ret);
+	}
+	od->mr_mode = od->info->domain_attr->mr_mode;
+	if (od->mr_mode & ~OFI_MR_MODES)
+		pr_warn("provider asks mr_mode bits %#llx we did not offer\n",
+			(unsigned long long)(od->mr_mode & ~OFI_MR_MODES));
+	snprintf(od->provider, sizeof(od->provider), "ofi:%s",
+		 od->info->fabric_attr->prov_name);
+	pr_debug("%s: mr_mode %#llx%s\n", od->provider,
+		 (unsigned long long)od->mr_mode,
+		 od->has_source ? ", FI_SOURCE" : "");
+	return 0;
+}
+
+static int ofi_open_cq(struct ofi_domain *od)
+{
+	struct fi_cq_attr attr = {
+		.format = FI_CQ_FORMAT_MSG,
+		.size = od->nops + OFI_NRX + 64,
+		.wait_obj = getenv("FAB_NOWAIT") ? FI_WAIT_NONE : FI_WAIT_FD,
+	};
+	int ret;
+
+	ret = fi_cq_open(od->domain, &attr, &od->cq, NULL);
+	if (ret) {
+		/* no fd to block on: progress then polls with short sleeps */
+		attr.wait_obj = FI_WAIT_NONE;
+		ret = fi_cq_open(od->domain, &attr, &od->cq, NULL);
+		if (ret) {
+			pr_err("fi_cq_open: %s\n", fi_strerror(-ret));
+			return ofi_err(ret);
+		}
+		return 0;
+	}
+	if (fi_control(&od->cq->fid, FI_GETWAIT, &od->wait_fd)) {
+		pr_debug("%s: no CQ wait fd\n", od->provider);
+		od->wait_fd = -1;
+	}
+	return 0;
+}
+
+static int ofi_open_ep(struct ofi_domain *od)
+{
+	struct fi_av_attr av_attr = { .type = FI_AV_UNSPEC };
+	size_t alen = FAB_ADDR_MAX;
+	int ret;
+
+	ret = fi_av_open(od->domain, &av_attr, &od->av, NULL);
+	if (ret) {
+		pr_err("fi_av_open: %s\n", fi_strerror(-ret));
+		return ofi_err(ret);
+	}
+	ret = fi_endpoint(od->domain, od->info, &od->ep, NULL);
+	if (ret) {
+		pr_err("fi_endpoint: %s\n", fi_strerror(-ret));
+		return ofi_err(ret);
+	}
+	ret = fi_ep_bind(od->ep, &od->av->fid, 0);
+	if (!ret)
+		ret = fi_ep_bind(od->ep, &od->cq->fid, FI_TRANSMIT | FI_RECV);
+	if (!ret)
+		ret = fi_enable(od->ep);
+	if (ret) {
+		pr_err("endpoint setup: %s\n", fi_strerror(-ret));
+		return ofi_err(ret);
+	}
+	ret = fi_getname(&od->ep->fid, od->addr.bytes, &alen);
+	if (ret) {
+		pr_err("fi_getname: %s\n", fi_strerror(-ret));
+		return ofi_err(ret);
+	}
+	od->addr.len = (uint32_t)alen;
+	return 0;
+}
+
+/* Slots, completion ring, message buffers; then post the receives. */
+static int ofi_open_bufs(struct ofi_domain *od)
+{
+	size_t sz = (size_t)(OFI_NRX + OFI_NSBUF) * FAB_MSG_MAX;
+	unsigned i;
+	int ret;
+
+	od->ops = calloc(od->nops, sizeof(*od->ops));
+	od->ring_cap = od->nops + OFI_NRX;
+	od->ring = calloc(od->ring_cap, sizeof(*od->ring));
+	if (!od->ops || !od->ring ||
+	    posix_memalign((void **)&od->bufs, 4096, sz))
+		return -ENOMEM;
+	for (i = od->nops; i-- > 0;) {
+		od->ops[i].sbuf = -1;
+		od->ops[i].next = od->free_ops;
+		od->free_ops = &od->ops[i];
+	}
+	for (i = 0; i < OFI_NSBUF; i++)
+		od->sbuf_free[od->nsbuf_free++] = i;
+	ret = mr_make(od, od->bufs, sz, FI_SEND | FI_RECV, &od->bufs_mr);
+	if (ret)
+		return ret;
+	od->bufs_desc = fi_mr_desc(od->bufs_mr);
+	for (i = 0; i < OFI_NRX; i++) {
+		od->rx[i].buf = od->bufs + (size_t)i * FAB_MSG_MAX;
+		ret = fab_ofi_post_rx(od, &od->rx[i]);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int ofi_start_progress(struct ofi_domain *od)
+{
+	int ret;
+
+	ret = pthread_create(&od->pt, NULL, fab_ofi_progress, od);
+	if (ret) {
+		pr_err("progress thread: %s\n", strerror(ret));
+		return -ret;
+	}
+	od->pt_running = true;
+	if (pthread_getcpuclockid(od->pt, &od->pt_clock))
+		od->pt_clock = CLOCK_THREAD_CPUTIME_ID;
+	return 0;
+}
+
+static void ofi_close(struct fab_domain *d);
+
+static int ofi_open(const char *prov, const struct fab_opts *opts,
+		    struct fab_domain **out)
+{
+	struct ofi_domain *od;
+	pthread_condattr_t ca;
+	int ret;
+
+	od = calloc(1, sizeof(*od));
+	if (!od)
+		return -ENOMEM;
+	od->base.ops = &fab_ofi_ops;
+	od->wait_fd = -1;
+	od->next_key = 1;
+	od->timeout_ns = (uint64_t)opts->op_timeout_ms * 1000000ULL;
+	od->spin_ns = opts->progress_spin_us > 0
+			      ? (uint64_t)opts->progress_spin_us * 1000
+			      : 0;
+	od->posted.next = od->posted.prev = &od->posted;
+	od->eps.next = od->eps.prev = &od->eps;
+	od->mrs.next = od->mrs.prev = &od->mrs;
+	pthread_mutex_init(&od->lock, NULL);
+	pthread_mutex_init(&od->pt_lock, NULL);
+	/* deadlines come from CLOCK_MONOTONIC (fy_now_ns) */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&od->cond, &ca);
+	pthread_cond_init(&od->pt_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	/*
+	 * Without it fi_av_remove() leaves ofi_rxm's connection in place, and
+	 * a connection that failed once (peer died, rejected a key) would
+	 * fail every later operation to that address. The user's setting wins.
+	 */
+	setenv("FI_AV_REMOVE_CLEANUP", "1", 0);
+	od->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (od->kick_fd < 0) {
+		pr_perror("eventfd");
+		ret = -errno;
+		goto err_close;
+	}
+
+	ret = ofi_getinfo(od, prov, opts);
+	if (ret)
+		goto err_close;
+	od->nops = FY_MIN(od->info->tx_attr->size, OFI_MAX_OPS);
+	ret = ofi_err(fi_fabric(od->info->fabric_attr, &od->fabric, NULL));
+	if (!ret)
+		ret = ofi_err(
+			fi_domain(od->fabric, od->info, &od->domain, NULL));
+	if (ret) {
+		pr_err("fi_fabric/fi_domain: %s\n", strerror(-ret));
+		goto err_close;
+	}
+	ret = ofi_open_cq(od);
+	if (!ret)
+		ret = ofi_open_ep(od);
+	if (!ret)
+		ret = ofi_open_bufs(od);
+	if (!ret && opts->progress_thread)
+		ret = ofi_start_progress(od);
+	if (ret)
+		goto err_close;
+	*out = &od->base;
+	return 0;
+
+err_close:
+	/* ofi_close() takes half-built domains */
+	ofi_close(&od->base);
+	return ret;
+}
+
+static void ofi_close(struct fab_domain *d)
+{
+	struct ofi_domain *od = ofi_od(d);
+	uint64_t one = 1;
+
+	if (od->pt_running) {
+		__atomic_store_n(&od->stop, 1, __ATOMIC_RELEASE);
+		pthread_mutex_lock(&od->pt_lock);
+		pthread_cond_signal(&od->pt_cond);
+		pthread_mutex_unlock(&od->pt_lock);
+		if (write(od->kick_fd, &one, sizeof(one)) < 0)
+			pr_perror("write kick fd");
+		pthread_join(od->pt, NULL);
+		od->pt_running = false;
+	}
+	while (od->eps.next && od->eps.next != &od->eps) {
+		struct ofi_ep *ep = od->eps.next;
+
+		ep_abandon(od, ep);
+		free(ep);
+	}
+	/* closing the endpoint flushes what is still posted */
+	if (od->ep)
+		fi_close(&od->ep->fid);
+	while (od->mrs.next && od->mrs.next != &od->mrs) {
+		struct ofi_mr *m = od->mrs.next;
+
+		m->prev->next = m->next;
+		m->next->prev = m->prev;
+		fi_close(&m->mr->fid);
+		free(m);
+	}
+	if (od->bufs_mr)
+		fi_close(&od->bufs_mr->fid);
+	if (od->av)
+		fi_close(&od->av->fid);
+	if (od->cq)
+		fi_close(&od->cq->fid);
+	if (od->domain)
+		fi_close(&od->domain->fid);
+	if (od->fabric)
+		fi_close(&od->fabric->fid);
+	if (od->info)
+		fi_freeinfo(od->info);
+	if (od->kick_fd >= 0)
+		close(od->kick_fd);
+	pthread_cond_destroy(&od->cond);
+	pthread_cond_destroy(&od->pt_cond);
+	pthread_mutex_destroy(&od->lock);
+	pthread_mutex_destroy(&od->pt_lock);
+	free(od->bufs);
+	free(od->ring);
+	free(od->ops);
+	free(od);
+}
+
+const struct fab_ops fab_ofi_ops = {
+	.name = "ofi",
+	.open = ofi_open,
+	.provider = ofi_provider,
+	.addr = ofi_addr,
+	.progress_cpu_ns = ofi_progress_cpu_ns,
+	.reg_mr = ofi_reg_mr,
+	.dereg_mr = ofi_dereg_mr,
+	.connect = ofi_connect,
+	.ep_close = ofi_ep_close,
+	.read = ofi_read,
+	.write = ofi_write,
+	.send = ofi_send,
+	.poll = fab_ofi_poll,
+	.close = ofi_close,
+};

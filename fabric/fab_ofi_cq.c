@@ -1,0 +1,480 @@
+// SPDX-License-Identifier: MIT
+/*
+ * libfabric backend: completions, deadlines and progress.
+ *
+ * Completions read from the CQ by any thread (the application in fab_poll()
+ * or the progress thread) become fab_cqe in a ring under od->lock, and
+ * fab_poll() hands them out from there. A posted operation still pending at
+ * its deadline is reported as -ETIMEDOUT and left ABANDONED; its late
+ * completion, if one ever comes, only frees the slot.
+ */
+#define LOG_PREFIX "fabric: "
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fabric/fabric_int.h"
+
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_errno.h>
+
+#include "common/log.h"
+
+/* ring of completions waiting for fab_poll(); od->lock held */
+
+void fab_ofi_ring_push(struct ofi_domain *od, const struct fab_cqe *c)
+{
+	/* cannot overflow: one entry per op slot and per receive buffer */
+	od->ring[(od->ring_head + od->ring_len) % od->ring_cap] = *c;
+	od->ring_len++;
+}
+
+static int ring_pop(struct ofi_domain *od, struct fab_cqe *out, int max)
+{
+	int n = 0;
+
+	while (od->ring_len && n < max) {
+		struct fab_cqe *c = &od->ring[od->ring_head];
+
+		out[n++] = *c;
+		if (c->op == FAB_OP_RECV) {
+			struct ofi_rx *rx =
+				&od->rx[((const char *)c->buf - od->bufs) /
+					FAB_MSG_MAX];
+
+			/* valid until the next fab_poll(), which reposts it */
+			rx->next = od->lent;
+			od->lent = rx;
+		}
+		od->ring_head = (od->ring_head + 1) % od->ring_cap;
+		od->ring_len--;
+	}
+	return n;
+}
+
+void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op)
+{
+	if (op->sbuf >= 0)
+		od->sbuf_free[od->nsbuf_free++] = op->sbuf;
+	op->sbuf = -1;
+	op->state = OP_FREE;
+	op->ep = NULL;
+	op->next = od->free_ops;
+	od->free_ops = op;
+}
+
+static struct ofi_ep *ep_by_addr(struct ofi_domain *od, fi_addr_t fa)
+{
+	struct ofi_ep *ep;
+
+	if (fa == FI_ADDR_NOTAVAIL || fa == FI_ADDR_UNSPEC)
+		return NULL;
+	for (ep = od->eps.next; ep != &od->eps; ep = ep->next)
+		if (ep->fa == fa)
+			return ep;
+	return NULL;
+}
+
+/*
+ * Errors after which tcp;ofi_rxm keeps failing every operation on the
+ * connection: the endpoint must be closed and connected again.
+ */
+static bool conn_error(int status)
+{
+	switch (status) {
+	case -ENOTCONN:
+	case -ECONNRESET:
+	case -ECONNREFUSED:
+	case -ECONNABORTED:
+	case -EPIPE:
+	case -ECANCELED:
+	case -ESHUTDOWN:
+	case -EHOSTUNREACH:
+	case -ENETUNREACH:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* One provider completion (or error) becomes at most one fab_cqe. */
+static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
+		     fi_addr_t src)
+{
+	struct fab_cqe c = { 0 };
+	struct ofi_op *op;
+
+	if ((char *)fictx >= (char *)od->rx &&
+	    (char *)fictx < (char *)(od->rx + OFI_NRX)) {
+		struct ofi_rx *rx = fictx;
+
+		if (status) {
+			/* flushed or truncated: nothing to deliver */
+			if (status != -ECANCELED)
+				pr_warn("receive failed: %s\n",
+					strerror(-status));
+			rx->next = od->lent;
+			od->lent = rx;
+			return;
+		}
+		c.op = FAB_OP_RECV;
+		c.len = len;
+		c.buf = rx->buf;
+		c.ep = (struct fab_ep *)ep_by_addr(od, src);
+		fab_ofi_ring_push(od, &c);
+		return;
+	}
+	if ((char *)fictx < (char *)od->ops ||
+	    (char *)fictx >= (char *)(od->ops + od->nops)) {
+		pr_warn("completion with a foreign context %p\n", fictx);
+		return;
+	}
+	op = container_of(fictx, struct ofi_op, fictx);
+	switch (op->state) {
+	case OP_POSTED:
+		ofi_op_unlink(op);
+		if (conn_error(status) && !op->ep->failed) {
+			/* the provider will not recover this connection */
+			pr_warn("connection to peer lost: %s\n",
+				strerror(-status));
+			op->ep->failed = true;
+		}
+		c.ctx = op->ctx;
+		c.ep = &op->ep->base;
+		c.op = op->op;
+		c.status = status;
+		c.len = status ? 0 : op->len;
+		fab_ofi_ring_push(od, &c);
+		fab_ofi_op_free(od, op);
+		break;
+	case OP_ABANDONED:
+		/* already reported (timeout or close): only reclaim */
+		pr_debug("late completion (%d) of an abandoned operation\n",
+			 status);
+		fab_ofi_op_free(od, op);
+		break;
+	default:
+		pr_warn("completion of a free operation slot\n");
+		break;
+	}
+}
+
+/* Fail the posted operations past their deadline; od->lock held. */
+static int expire(struct ofi_domain *od, uint64_t now)
+{
+	int n = 0;
+
+	while (od->posted.next != &od->posted &&
+	       od->posted.next->deadline <= now) {
+		struct ofi_op *op = od->posted.next;
+		struct fab_cqe c = {
+			.ctx = op->ctx,
+			.ep = &op->ep->base,
+			.op = op->op,
+			.status = -ETIMEDOUT,
+		};
+
+		if (!op->ep->failed)
+			pr_warn("operation timed out; peer presumed dead\n");
+		op->ep->failed = true;
+		ofi_op_unlink(op);
+		op->state = OP_ABANDONED;
+		op->ep = NULL;
+		fab_ofi_ring_push(od, &c);
+		n++;
+	}
+	return n;
+}
+
+/* cqes were queued: wake an application waiting for them; od->lock held */
+void fab_ofi_wake(struct ofi_domain *od)
+{
+	uint64_t one = 1;
+
+	if (od->waiters)
+		pthread_cond_broadcast(&od->cond);
+	if (od->fd_waiters && write(od->kick_fd, &one, sizeof(one)) < 0)
+		pr_perror("write kick fd");
+}
+
+/*
+ * Read a batch from the CQ (this is also what drives progress on software
+ * providers) and queue the results. Returns the number of provider
+ * completions handled, or -errno.
+ */
+static int cq_drain(struct ofi_domain *od)
+{
+	struct fi_cq_msg_entry e[OFI_CQ_BATCH];
+	fi_addr_t src[OFI_CQ_BATCH];
+	ssize_t n;
+	int i;
+
+	if (od->has_source)
+		n = fi_cq_readfrom(od->cq, e, OFI_CQ_BATCH, src);
+	else
+		n = fi_cq_read(od->cq, e, OFI_CQ_BATCH);
+	if (n == -FI_EAGAIN)
+		return 0;
+	if (n == -FI_EAVAIL) {
+		struct fi_cq_err_entry err = { 0 };
+
+		n = fi_cq_readerr(od->cq, &err, 0);
+		if (n == -FI_EAGAIN)
+			return 0;
+		if (n < 0) {
+			pr_err("fi_cq_readerr: %s\n", fi_strerror((int)-n));
+			return ofi_err(n);
+		}
+		pthread_mutex_lock(&od->lock);
+		complete(od, err.op_context, 0, err.err ? -err.err : -EIO,
+			 FI_ADDR_NOTAVAIL);
+		fab_ofi_wake(od);
+		pthread_mutex_unlock(&od->lock);
+		return 1;
+	}
+	if (n < 0) {
+		pr_err("fi_cq_read: %s\n", fi_strerror((int)-n));
+		return ofi_err(n);
+	}
+	pthread_mutex_lock(&od->lock);
+	for (i = 0; i < n; i++)
+		complete(od, e[i].op_context, e[i].len, 0,
+			 od->has_source ? src[i] : FI_ADDR_NOTAVAIL);
+	fab_ofi_wake(od);
+	pthread_mutex_unlock(&od->lock);
+	return (int)n;
+}
+
+/* Block on the CQ's wait fd (and the kick fd) for up to ms. */
+static bool wait_cq(struct ofi_domain *od, int ms)
+{
+	struct fid *fids[1] = { &od->cq->fid };
+	struct pollfd pfd[2] = {
+		{ .fd = od->wait_fd, .events = POLLIN },
+		{ .fd = od->kick_fd, .events = POLLIN },
+	};
+	uint64_t v;
+
+	if (od->wait_fd < 0) {
+		struct timespec ts = { 0, 50000 };
+
+		/* no wait object: a short sleep bounds the lost latency */
+		nanosleep(&ts, NULL);
+		return false;
+	}
+	if (fi_trywait(od->fabric, fids, 1) != FI_SUCCESS)
+		return true; /* work is already pending */
+	if (poll(pfd, 2, ms) <= 0)
+		return false;
+	if ((pfd[1].revents & POLLIN) && read(od->kick_fd, &v, sizeof(v)) < 0)
+		pr_perror("read kick fd");
+	return pfd[0].revents != 0;
+}
+
+static void timespec_at(struct timespec *ts, uint64_t ns)
+{
+	ts->tv_sec = ns / NSEC;
+	ts->tv_nsec = ns % NSEC;
+}
+
+/*
+ * The progress thread. While the application spins in fab_poll() it drives
+ * progress itself and this thread sleeps (two spinners on a 2-core machine
+ * would starve the peer). Otherwise it reads the CQ, spins for spin_ns after
+ * the last sign of activity, then blocks on the CQ's wait fd. Serving a
+ * peer's read produces no completion here, so "activity" is a wake-up of
+ * the wait fd, not a completion.
+ */
+void *fab_ofi_progress(void *arg)
+{
+	struct ofi_domain *od = arg;
+	uint64_t spin_until = 0, next_expire = 0;
+	long idle_ns = OFI_IDLE_SLEEP_MIN_NS;
+
+	while (!__atomic_load_n(&od->stop, __ATOMIC_ACQUIRE)) {
+		uint64_t now = fy_now_ns();
+		uint64_t hold =
+			__atomic_load_n(&od->app_hold_until, __ATOMIC_RELAXED);
+		int n;
+
+		if (now < hold) {
+			struct timespec ts;
+
+			timespec_at(&ts, hold);
+			pthread_mutex_lock(&od->pt_lock);
+			if (!__atomic_load_n(&od->stop, __ATOMIC_RELAXED))
+				pthread_cond_timedwait(&od->pt_cond,
+						       &od->pt_lock, &ts);
+			pthread_mutex_unlock(&od->pt_lock);
+			continue;
+		}
+		n = cq_drain(od);
+		if (n < 0)
+			break;
+		if (now >= next_expire) {
+			pthread_mutex_lock(&od->lock);
+			if (expire(od, now))
+				fab_ofi_wake(od);
+			pthread_mutex_unlock(&od->lock);
+			next_expire = now + OFI_IDLE_WAIT_MS * 1000000ULL;
+		}
+		if (n > 0) {
+			spin_until = now + od->spin_ns;
+			idle_ns = OFI_IDLE_SLEEP_MIN_NS;
+			continue;
+		}
+		if (now < spin_until) {
+			/*
+			 * A background spinner must not take the CPU from a
+			 * runnable thread (the app, a peer on a 2-core box);
+			 * with nobody waiting sched_yield() returns at once.
+			 */
+			sched_yield();
+			continue;
+		}
+		if (od->wait_fd < 0) {
+			struct timespec ts = { 0, idle_ns };
+
+			/* nothing to block on: sleep, longer while idle */
+			nanosleep(&ts, NULL);
+			idle_ns = FY_MIN(idle_ns * 2, OFI_IDLE_SLEEP_MAX_NS);
+			continue;
+		}
+		if (wait_cq(od, OFI_IDLE_WAIT_MS))
+			spin_until = fy_now_ns() + od->spin_ns;
+	}
+	return NULL;
+}
+
+int fab_ofi_post_rx(struct ofi_domain *od, struct ofi_rx *rx)
+{
+	ssize_t ret;
+
+	ret = fi_recv(od->ep, rx->buf, FAB_MSG_MAX, od->bufs_desc,
+		      FI_ADDR_UNSPEC, &rx->fictx);
+	if (ret) {
+		pr_err("fi_recv: %s\n", fi_strerror((int)-ret));
+		return ofi_err(ret);
+	}
+	return 0;
+}
+
+/* Repost the receive buffers handed out by the previous fab_poll(). */
+static void repost_lent(struct ofi_domain *od)
+{
+	struct ofi_rx *rx, *next;
+
+	if (!__atomic_load_n(&od->lent, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&od->lock);
+	rx = od->lent;
+	od->lent = NULL;
+	pthread_mutex_unlock(&od->lock);
+	for (; rx; rx = next) {
+		next = rx->next;
+		if (fab_ofi_post_rx(od, rx)) {
+			/* keep it for the next attempt */
+			pthread_mutex_lock(&od->lock);
+			rx->next = od->lent;
+			od->lent = rx;
+			pthread_mutex_unlock(&od->lock);
+		}
+	}
+}
+
+/* Block until cqes are queued by the progress thread or until `until`. */
+static void wait_queued(struct ofi_domain *od, uint64_t until)
+{
+	struct timespec ts;
+	uint64_t cap = fy_now_ns() + OFI_IDLE_WAIT_MS * 1000000ULL;
+
+	/* hand progress over to the progress thread before sleeping */
+	__atomic_store_n(&od->app_hold_until, 0, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&od->pt_lock);
+	pthread_cond_signal(&od->pt_cond);
+	pthread_mutex_unlock(&od->pt_lock);
+
+	timespec_at(&ts, FY_MIN(until, cap));
+	pthread_mutex_lock(&od->lock);
+	if (!od->ring_len) {
+		od->waiters++;
+		pthread_cond_timedwait(&od->cond, &od->lock, &ts);
+		od->waiters--;
+	}
+	pthread_mutex_unlock(&od->lock);
+}
+
+/*
+ * Block on the CQ's wait fd in the application's own thread: the wake-up
+ * lands where the completion is consumed, and whatever else arrives (a
+ * peer reading our memory) is progressed by this thread meanwhile, so the
+ * progress thread stays parked. It kicks us if it queued cqes just before.
+ */
+static void wait_fd_app(struct ofi_domain *od, uint64_t now, uint64_t until)
+{
+	int ms = (int)FY_MIN((until - now) / 1000000 + 1, OFI_IDLE_WAIT_MS);
+	bool queued;
+
+	if (od->pt_running)
+		__atomic_store_n(&od->app_hold_until,
+				 now + ms * 1000000ULL + OFI_APP_HOLD_NS,
+				 __ATOMIC_RELAXED);
+	pthread_mutex_lock(&od->lock);
+	queued = od->ring_len != 0;
+	if (!queued)
+		od->fd_waiters++;
+	pthread_mutex_unlock(&od->lock);
+	if (queued)
+		return;
+	wait_cq(od, ms);
+	pthread_mutex_lock(&od->lock);
+	od->fd_waiters--;
+	pthread_mutex_unlock(&od->lock);
+}
+
+int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
+		 int timeout_ms)
+{
+	struct ofi_domain *od = ofi_od(d);
+	uint64_t start = fy_now_ns(), now = start, until = UINT64_MAX;
+	int n, ret;
+
+	if (timeout_ms > 0)
+		until = start + (uint64_t)timeout_ms * 1000000ULL;
+	repost_lent(od);
+	for (;;) {
+		/* the app drives progress now: the thread may rest */
+		if (od->pt_running)
+			__atomic_store_n(&od->app_hold_until,
+					 now + OFI_APP_HOLD_NS,
+					 __ATOMIC_RELAXED);
+		ret = cq_drain(od);
+		if (ret < 0)
+			return ret;
+		pthread_mutex_lock(&od->lock);
+		expire(od, now);
+		n = ring_pop(od, cqes, max);
+		pthread_mutex_unlock(&od->lock);
+		if (n || !timeout_ms)
+			return n;
+		now = fy_now_ns();
+		if (now >= until)
+			return 0;
+		if (now - start < OFI_POLL_SPIN_NS)
+			continue;
+		if (od->wait_fd >= 0)
+			wait_fd_app(od, now, until);
+		else if (od->pt_running)
+			wait_queued(od, until);
+		else
+			wait_cq(od, 0);
+		now = fy_now_ns();
+	}
+}

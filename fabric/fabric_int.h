@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef FERRY_FABRIC_FABRIC_INT_H
+#define FERRY_FABRIC_FABRIC_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+/* before rdma/fabric.h, whose container_of() yields to ours */
+#include "common/util.h"
+
+#include <rdma/fabric.h>
+
+#include "fabric/fabric.h"
+
+/*
+ * Backends implement struct fab_ops. Each backend object embeds the base
+ * struct (fab_domain, fab_mr, fab_ep) as its FIRST member and recovers its
+ * own type with container_of(). fab.c does what every backend shares:
+ * parsing the provider string, argument and range checks, statistics.
+ */
+
+struct fab_ops {
+	const char *name; /* "ofi", later "verbs" */
+	/* prov: the part after "ofi:" (or NULL); opts already defaulted */
+	int (*open)(const char *prov, const struct fab_opts *opts,
+		    struct fab_domain **out);
+	const char *(*provider)(const struct fab_domain *d);
+	void (*addr)(const struct fab_domain *d, struct fab_addr *out);
+	/* CPU time spent by the progress thread, in ns */
+	uint64_t (*progress_cpu_ns)(const struct fab_domain *d);
+	int (*reg_mr)(struct fab_domain *d, void *buf, size_t len,
+		      unsigned access, struct fab_mr **out);
+	int (*dereg_mr)(struct fab_mr *mr);
+	int (*connect)(struct fab_domain *d, const struct fab_addr *peer,
+		       struct fab_ep **out);
+	void (*ep_close)(struct fab_ep *ep);
+	/* range and length checks are done; addr is rk->addr + off */
+	int (*read)(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
+		    uint64_t addr, uint64_t key, void *ctx);
+	int (*write)(struct fab_ep *ep, const void *buf, size_t len,
+		     struct fab_mr *mr, uint64_t addr, uint64_t key, void *ctx);
+	int (*send)(struct fab_ep *ep, const void *buf, size_t len, void *ctx);
+	int (*poll)(struct fab_domain *d, struct fab_cqe *cqes, int max,
+		    int timeout_ms);
+	void (*close)(struct fab_domain *d);
+};
+
+/* Base of every backend's domain. */
+struct fab_domain {
+	const struct fab_ops *ops;
+	/* updated with __atomic builtins: stats may be read from any thread */
+	struct fab_stats stats;
+};
+
+/* Base of every backend's registration. */
+struct fab_mr {
+	struct fab_domain *d;
+	void *buf;
+	size_t len;
+	struct fab_rkey rkey; /* filled by the backend at registration */
+};
+
+/* Base of every backend's endpoint. */
+struct fab_ep {
+	struct fab_domain *d;
+};
+
+extern const struct fab_ops fab_ofi_ops;
+
+/*
+ * libfabric backend internals, shared by fab_ofi.c (open, close, memory,
+ * endpoints, posting) and fab_ofi_cq.c (completions, deadlines, progress).
+ */
+
+#define OFI_VERSION FI_VERSION(1, 17)
+#define OFI_MAX_OPS 1024 /* cap on operations in flight per domain */
+#define OFI_NRX 64 /* receive buffers kept posted */
+#define OFI_NSBUF 64 /* send bounce buffers */
+#define OFI_CQ_BATCH 32
+#define OFI_APP_HOLD_NS 1000000ULL /* app polled recently: it drives */
+#define OFI_POLL_SPIN_NS 200000ULL /* fab_poll() spins this long, then waits */
+#define OFI_IDLE_WAIT_MS 20 /* block granularity: deadline checks */
+#define OFI_IDLE_SLEEP_MIN_NS 50000L /* providers without a wait fd */
+#define OFI_IDLE_SLEEP_MAX_NS 1000000L
+#define NSEC 1000000000ULL
+
+/* MR modes we can honour; whatever subset the provider returns is obeyed. */
+#define OFI_MR_MODES                                                        \
+	(FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_PROV_KEY | FI_MR_ALLOCATED | \
+	 FI_MR_ENDPOINT)
+
+enum ofi_op_state { OP_FREE, OP_POSTED, OP_ABANDONED };
+
+struct ofi_ep;
+
+struct ofi_op {
+	struct fi_context2 fictx; /* what the provider sees */
+	struct ofi_op *next, *prev; /* posted list, or free list (next) */
+	struct ofi_ep *ep; /* NULL once abandoned */
+	void *ctx;
+	uint64_t deadline;
+	size_t len;
+	int sbuf; /* send bounce buffer index or -1 */
+	uint8_t op; /* enum fab_op */
+	uint8_t state; /* enum ofi_op_state */
+};
+
+struct ofi_rx {
+	struct fi_context2 fictx;
+	void *buf;
+	struct ofi_rx *next; /* lent to the application, to repost */
+};
+
+struct ofi_ep {
+	struct fab_ep base; /* first */
+	fi_addr_t fa;
+	bool failed; /* timed out or connection lost: refuses new operations */
+	struct ofi_ep *next, *prev;
+};
+
+struct ofi_mr {
+	struct fab_mr base; /* first */
+	struct fid_mr *mr;
+	struct ofi_mr *next, *prev;
+};
+
+struct ofi_domain {
+	struct fab_domain base; /* first */
+	char provider[64];
+	struct fi_info *info;
+	struct fid_fabric *fabric;
+	struct fid_domain *domain;
+	struct fid_av *av;
+	struct fid_cq *cq;
+	struct fid_ep *ep;
+	uint64_t mr_mode;
+	bool has_source; /* FI_SOURCE: RECV completions name the sender */
+	int wait_fd; /* the CQ's wait fd, or -1 */
+	int kick_fd; /* eventfd waking the progress thread */
+	uint64_t timeout_ns;
+	uint64_t spin_ns; /* progress thread: keep polling after activity */
+	uint64_t next_key; /* requested keys when !FI_MR_PROV_KEY */
+	struct fab_addr addr;
+
+	/* buffers for receives and sends, one registration */
+	char *bufs;
+	struct fid_mr *bufs_mr;
+	void *bufs_desc;
+
+	pthread_mutex_t lock; /* everything below */
+	pthread_cond_t cond; /* cqes were queued */
+	int waiters; /* apps waiting on cond */
+	int fd_waiters; /* apps blocked on wait_fd (woken with kick_fd) */
+	struct ofi_op *ops;
+	unsigned nops;
+	struct ofi_op *free_ops;
+	struct ofi_op posted; /* list head, in deadline order */
+	struct fab_cqe *ring;
+	unsigned ring_cap, ring_head, ring_len;
+	struct ofi_rx rx[OFI_NRX];
+	struct ofi_rx *lent;
+	int sbuf_free[OFI_NSBUF];
+	unsigned nsbuf_free;
+	struct ofi_ep eps; /* list head */
+	struct ofi_mr mrs; /* list head */
+
+	/* progress thread */
+	pthread_t pt;
+	bool pt_running;
+	int stop;
+	uint64_t app_hold_until; /* atomic: the app is spinning in fab_poll */
+	pthread_mutex_t pt_lock;
+	pthread_cond_t pt_cond;
+	clockid_t pt_clock;
+};
+
+static inline int ofi_err(ssize_t ret)
+{
+	/* libfabric's -FI_E* equal -errno for every code it shares with it */
+	if (ret >= 0)
+		return 0;
+	if (ret <= -FI_ERRNO_OFFSET)
+		return -EIO;
+	return (int)ret;
+}
+
+static inline struct ofi_domain *ofi_od(const struct fab_domain *d)
+{
+	return container_of(d, struct ofi_domain, base);
+}
+
+static inline void ofi_op_unlink(struct ofi_op *op)
+{
+	op->prev->next = op->next;
+	op->next->prev = op->prev;
+	op->next = op->prev = NULL;
+}
+
+/* fab_ofi_cq.c; od->lock held for ring_push, op_free and wake */
+void fab_ofi_ring_push(struct ofi_domain *od, const struct fab_cqe *c);
+void fab_ofi_wake(struct ofi_domain *od);
+void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op);
+int fab_ofi_post_rx(struct ofi_domain *od, struct ofi_rx *rx);
+void *fab_ofi_progress(void *arg);
+int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
+		 int timeout_ms);
+
+#endif /* FERRY_FABRIC_FABRIC_INT_H */

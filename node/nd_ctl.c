@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The control socket, ferryd's side: an ipc:// ROUTER that answers the
+ * `ferry` CLI (see nd_cli.c for the exchange).
+ *
+ * Access control is the file system's: the socket lives in a directory
+ * that only ferryd's user (and the control_group, if configured) can
+ * enter. ferryd creates that directory 0700 (0750 with a group), and
+ * refuses to start when it exists with another owner or looser bits: a
+ * socket in a world-writable directory could be replaced by anyone.
+ */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "fabric/fabric.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "control: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+/* Is a live process accepting on the socket at path? */
+static bool socket_alive(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	bool alive;
+	int fd;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	alive = !connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	return alive;
+}
+
+int nd_ctl_prepare(const struct nd_config *cfg)
+{
+	bool group = cfg->control_group[0] != '\0';
+	mode_t allowed = group ? 0750 : 0700;
+	char buf[ND_SOCK_MAX + 1], *dir;
+	struct stat st;
+
+	snprintf(buf, sizeof(buf), "%s", cfg->control);
+	dir = dirname(buf);
+	if (!mkdir(dir, allowed)) {
+		/* mkdir's mode went through the umask; set it exactly */
+		if (chmod(dir, allowed) ||
+		    (group && chown(dir, (uid_t)-1, cfg->control_gid))) {
+			pr_perror("cannot set up control directory %s", dir);
+			return -errno;
+		}
+	} else if (errno != EEXIST) {
+		pr_perror("cannot create control directory %s", dir);
+		return -errno;
+	}
+	if (lstat(dir, &st)) {
+		pr_perror("cannot stat control directory %s", dir);
+		return -errno;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		pr_err("control directory %s is not a directory", dir);
+		return -ENOTDIR;
+	}
+	if (st.st_uid != geteuid()) {
+		pr_err("control directory %s belongs to uid %u, not to us (uid "
+		       "%u); refusing to put the socket there",
+		       dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & 07777 & ~allowed) {
+		pr_err("control directory %s has mode %04o, looser than %04o; "
+		       "refusing (chmod %o %s)",
+		       dir, st.st_mode & 07777, allowed, allowed, dir);
+		return -EPERM;
+	}
+	if ((st.st_mode & 0070) && (!group || st.st_gid != cfg->control_gid)) {
+		pr_err("control directory %s is open to group %u, which is not "
+		       "control_group; refusing",
+		       dir, (unsigned)st.st_gid);
+		return -EPERM;
+	}
+
+	if (lstat(cfg->control, &st)) {
+		if (errno == ENOENT)
+			return 0;
+		pr_perror("cannot stat %s", cfg->control);
+		return -errno;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		pr_err("%s exists and is not a socket; refusing to replace it",
+		       cfg->control);
+		return -EEXIST;
+	}
+	if (socket_alive(cfg->control)) {
+		pr_err("another ferryd is running on %s", cfg->control);
+		return -EADDRINUSE;
+	}
+	pr_info("removing stale socket %s", cfg->control);
+	if (unlink(cfg->control) && errno != ENOENT) {
+		pr_perror("cannot remove %s", cfg->control);
+		return -errno;
+	}
+	return 0;
+}
+
+int nd_ctl_open(struct nd_node *n)
+{
+	const struct nd_config *cfg = n->cfg;
+	char endpoint[ND_SOCK_MAX + 8];
+	bool group = cfg->control_group[0] != '\0';
+	int zero = 0, ret = 0;
+	mode_t old;
+
+	n->ctl = zmq_socket(n->zctx, ZMQ_ROUTER);
+	if (!n->ctl) {
+		pr_err("zmq_socket: %s", zmq_strerror(errno));
+		return -errno;
+	}
+	zmq_setsockopt(n->ctl, ZMQ_LINGER, &zero, sizeof(zero));
+	snprintf(endpoint, sizeof(endpoint), "ipc://%s", cfg->control);
+	/*
+	 * libzmq binds ipc:// in the calling thread, so the umask set here
+	 * gives the socket file its mode (0600, or 0660 for the group).
+	 */
+	old = umask(group ? 0117 : 0177);
+	if (zmq_bind(n->ctl, endpoint))
+		ret = -errno;
+	umask(old);
+	if (ret) {
+		pr_err("cannot bind %s: %s", endpoint, zmq_strerror(-ret));
+		return ret;
+	}
+	n->ctl_bound = true;
+	if (group && chown(cfg->control, (uid_t)-1, cfg->control_gid)) {
+		pr_perror("cannot give %s to group %s", cfg->control,
+			  cfg->control_group);
+		return -errno;
+	}
+	return 0;
+}
+
+static void pack_status(struct nd_node *n, msgpack_packer *pk)
+{
+	uint64_t now = fy_now_ns(), reachable = 0;
+	struct fab_stats st = { 0 };
+
+	for (size_t i = 0; i < n->npeers; i++)
+		if (nd_peer_state(&n->peers[i], now) == ND_PEER_REACHABLE)
+			reachable++;
+	if (n->fab)
+		fab_domain_stats(n->fab, &st);
+	msgpack_pack_map(pk, 17);
+	nd_mp_pack_kv_str(pk, "node", n->cfg->name);
+	nd_mp_pack_kv_str(pk, "version", FERRY_VERSION);
+	nd_mp_pack_kv_u64(pk, "protocol", PROTO_VERSION);
+	nd_mp_pack_kv_u64(pk, "pid", getpid());
+	nd_mp_pack_kv_str(pk, "public_key", n->keys.public_key);
+	nd_mp_pack_kv_str(pk, "listen", n->cfg->listen);
+	nd_mp_pack_kv_str(pk, "control", n->cfg->control);
+	nd_mp_pack_kv_str(pk, "fabric_provider", n->fab_provider);
+	nd_mp_pack_kv_str(pk, "fabric_address", n->fab_addr);
+	nd_mp_pack_kv_u64(pk, "memory_bytes", st.mr_bytes);
+	nd_mp_pack_kv_u64(pk, "memory_regions", st.mr_count);
+	nd_mp_pack_kv_u64(pk, "peers_reachable", reachable);
+	nd_mp_pack_kv_u64(pk, "peers_configured", n->npeers);
+	/* no migration engine yet: nothing can be in flight */
+	nd_mp_pack_kv_u64(pk, "migrations", 0);
+	nd_mp_pack_kv_u64(pk, "refused", n->refused);
+	nd_mp_pack_kv_u64(pk, "malformed", n->malformed);
+	nd_mp_pack_kv_u64(pk, "uptime_s", (now - n->start_ns) / 1000000000ULL);
+}
+
+static void pack_ms(msgpack_packer *pk, const char *k, bool have, double ms)
+{
+	nd_mp_pack_str(pk, k);
+	/* microseconds are all the precision a human or script needs */
+	if (have)
+		msgpack_pack_double(pk,
+				    (double)(int64_t)(ms * 1000 + 0.5) / 1000);
+	else
+		msgpack_pack_nil(pk);
+}
+
+static void pack_peers(struct nd_node *n, msgpack_packer *pk)
+{
+	uint64_t now = fy_now_ns();
+
+	msgpack_pack_map(pk, 2);
+	nd_mp_pack_str(pk, "peers");
+	msgpack_pack_array(pk, n->npeers);
+	for (size_t i = 0; i < n->npeers; i++) {
+		struct nd_peer *p = &n->peers[i];
+
+		msgpack_pack_map(pk, 12);
+		nd_mp_pack_kv_str(pk, "name", p->conf->name);
+		nd_mp_pack_kv_str(pk, "address", p->conf->address);
+		nd_mp_pack_kv_str(pk, "state",
+				  nd_peer_state_name(nd_peer_state(p, now)));
+		pack_ms(pk, "rtt_last_ms", p->rtt_count, p->rtt_last_ns / 1e6);
+		pack_ms(pk, "rtt_avg_ms", p->rtt_count,
+			p->rtt_count ? p->rtt_sum_ns / 1e6 / p->rtt_count : 0);
+		pack_ms(pk, "last_seen_s", p->last_seen_ns,
+			(now - p->last_seen_ns) / 1e9);
+		nd_mp_pack_kv_u64(pk, "malformed", p->malformed);
+		nd_mp_pack_kv_u64(pk, "protocol", p->remote_version);
+		nd_mp_pack_kv_str(pk, "public_key", p->conf->public_key);
+		nd_mp_pack_kv_str(pk, "fabric_provider",
+				  p->remote_provider[0] ? p->remote_provider
+							: "");
+		nd_mp_pack_kv_str(pk, "fabric_address", p->remote_fabric);
+		nd_mp_pack_kv_str(pk, "problem", p->problem);
+	}
+	nd_mp_pack_kv_u64(pk, "refused", n->refused);
+}
+
+/* Build the reply to one request (a msgpack map with "cmd"). */
+static void answer(struct nd_node *n, const void *req, size_t len,
+		   msgpack_sbuffer *sb)
+{
+	msgpack_unpacked up;
+	msgpack_packer pk;
+	char cmd[32];
+
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	msgpack_unpacked_init(&up);
+	if (msgpack_unpack_next(&up, req, len, NULL) !=
+		    MSGPACK_UNPACK_SUCCESS ||
+	    !nd_mp_get(&up.data, "cmd")) {
+		msgpack_pack_map(&pk, 1);
+		nd_mp_pack_kv_str(&pk, "error", "malformed request");
+		goto out;
+	}
+	nd_mp_str(&up.data, "cmd", cmd, sizeof(cmd));
+	if (!strcmp(cmd, "status")) {
+		pack_status(n, &pk);
+	} else if (!strcmp(cmd, "peers")) {
+		pack_peers(n, &pk);
+	} else {
+		char text[64];
+
+		snprintf(text, sizeof(text), "unknown command '%s'", cmd);
+		msgpack_pack_map(&pk, 1);
+		nd_mp_pack_kv_str(&pk, "error", text);
+	}
+out:
+	msgpack_unpacked_destroy(&up);
+}
+
+void nd_ctl_handle(struct nd_node *n)
+{
+	/* a bounded batch: the peers must not wait on a busy CLI user */
+	for (int batch = 0; batch < 64; batch++) {
+		zmq_msg_t f[3], extra;
+		bool more = true;
+		int nf = 0;
+
+		/* REQ envelope: routing id, empty delimiter, request */
+		while (more && nf < 3) {
+			zmq_msg_init(&f[nf]);
+			if (zmq_msg_recv(&f[nf], n->ctl, ZMQ_DONTWAIT) < 0) {
+				zmq_msg_close(&f[nf]);
+				more = false;
+				break;
+			}
+			more = zmq_msg_more(&f[nf++]);
+		}
+		/* more than three frames: not from ferry; drop the rest */
+		while (more) {
+			zmq_msg_init(&extra);
+			if (zmq_msg_recv(&extra, n->ctl, ZMQ_DONTWAIT) < 0)
+				more = false;
+			else
+				more = zmq_msg_more(&extra);
+			zmq_msg_close(&extra);
+			nf = 4;
+		}
+		if (!nf)
+			return;
+		if (nf == 3 && zmq_msg_size(&f[1]) == 0) {
+			msgpack_sbuffer sb;
+
+			msgpack_sbuffer_init(&sb);
+			answer(n, zmq_msg_data(&f[2]), zmq_msg_size(&f[2]),
+			       &sb);
+			zmq_send(n->ctl, zmq_msg_data(&f[0]),
+				 zmq_msg_size(&f[0]),
+				 ZMQ_SNDMORE | ZMQ_DONTWAIT);
+			zmq_send(n->ctl, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+			zmq_send(n->ctl, sb.data, sb.size, ZMQ_DONTWAIT);
+			msgpack_sbuffer_destroy(&sb);
+		} else {
+			pr_debug("malformed request (%d frames) dropped", nf);
+		}
+		for (int i = 0; i < FY_MIN(nf, 3); i++)
+			zmq_msg_close(&f[i]);
+	}
+}
+
+void nd_ctl_close(struct nd_node *n)
+{
+	zmq_close(n->ctl);
+	n->ctl = NULL;
+}
