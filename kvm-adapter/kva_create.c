@@ -137,3 +137,23 @@ err_destroy:
 	kva_vm_destroy(vm);
 	return ret;
 }
+
+int kva_vm_create_incoming(const struct kva_config *cfg, struct kva_vm **out)
+{
+	struct kva_vm *vm;
+	int ret;
+
+	ret = kva_vm_open(cfg->mem_size, cfg->nr_vcpus, -1, &vm);
+	if (ret)
+		return ret;
+	vm->cfg = *cfg;
+	vm->guest[0] = 0; /* the guest comes with the RAM */
+	vm->cfg.guest = vm->guest;
+	ret = kva_uffd_register(vm);
+	if (ret) {
+		kva_vm_destroy(vm);
+		return ret;
+	}
+	*out = vm;
+	return 0;
+}

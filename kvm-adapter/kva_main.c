@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * ferry-vm: boot a guest program (or restore a snapshot), run it, print
- * its progress, and on request stop it into a snapshot.
+ * its progress, and on request stop it into a snapshot; with --adapter,
+ * serve ferryd (kva_server.c), and with --incoming, wait for RAM and
+ * state from it.
  */
 #define LOG_PREFIX "ferry-vm: "
 
@@ -74,12 +76,20 @@ static void usage(FILE *f)
 		"of booting;\n"
 		"                      guest options are taken from the "
 		"snapshot\n"
-		"  --incoming          wait for RAM and state from ferryd (not "
-		"yet\n"
-		"                      implemented)\n"
-		"  --adapter SOCKET    serve the adapter protocol to ferryd on "
-		"this unix\n"
-		"                      socket (not yet implemented)\n"
+		"  --incoming          an incoming VM (needs --adapter): "
+		"empty RAM under\n"
+		"                      userfaultfd, filled by ferryd, which "
+		"also sends the\n"
+		"                      vCPU state (SET_STATE) and starts it "
+		"(RESUME);\n"
+		"                      --mem and --vcpus must match the "
+		"source\n"
+		"  --adapter SOCKET    listen on this unix socket for ferryd "
+		"(adapter\n"
+		"                      protocol); the VM then runs until EXIT, "
+		"SIGINT,\n"
+		"                      SIGTERM or --duration, even after its "
+		"guest ended\n"
 		"  --log-level LEVEL   err, warn, info or debug (default "
 		"info)\n"
 		"  --help              this text\n"
@@ -160,6 +170,8 @@ struct run_opts {
 	double report;
 	const char *snapshot;
 	const char *restore;
+	const char *adapter;
+	bool incoming;
 };
 
 static int parse_args(int argc, char **argv, struct kva_config *cfg,
@@ -232,10 +244,10 @@ static int parse_args(int argc, char **argv, struct kva_config *cfg,
 			ro->restore = optarg;
 			break;
 		case OPT_INCOMING:
+			ro->incoming = true;
+			break;
 		case OPT_ADAPTER:
-			pr_err("--incoming and --adapter are not implemented "
-			       "yet");
-			ret = -ENOSYS;
+			ro->adapter = optarg;
 			break;
 		case OPT_LOG:
 			ret = fy_log_parse_level(optarg, &level);
@@ -255,10 +267,16 @@ static int parse_args(int argc, char **argv, struct kva_config *cfg,
 		pr_err("unexpected argument '%s'", argv[optind]);
 		ret = -EINVAL;
 	}
+	if (!ret && ro->incoming && (!ro->adapter || ro->restore)) {
+		pr_err("--incoming needs --adapter (ferryd feeds the VM) and "
+		       "excludes --restore");
+		ret = -EINVAL;
+	}
 	return ret;
 }
 
-static int run(struct kva_vm *vm, const struct run_opts *ro)
+static int run(struct kva_vm *vm, struct kva_server *srv,
+	       const struct run_opts *ro)
 {
 	uint64_t t0 = fy_now_ns(), last = t0, last_writes, now;
 	struct kva_progress p;
@@ -285,6 +303,13 @@ static int run(struct kva_vm *vm, const struct run_opts *ro)
 			last = now;
 			last_writes = p.writes;
 		}
+		if (srv) {
+			/* ferryd decides when the VM ends. */
+			if (kva_server_exit_requested(srv) || stop_req ||
+			    (ro->duration > 0 && el >= ro->duration))
+				return p.failed ? 1 : 0;
+			continue;
+		}
 		if (p.failed)
 			return 1;
 		if (!p.running && !p.halted) {
@@ -303,6 +328,7 @@ static int run(struct kva_vm *vm, const struct run_opts *ro)
 int main(int argc, char **argv)
 {
 	struct run_opts ro = { .report = 1 };
+	struct kva_server *srv = NULL;
 	struct kva_config cfg;
 	struct kva_vm *vm;
 	int ret, status;
@@ -317,12 +343,19 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_stop);
 	if (ro.restore)
 		ret = kva_vm_restore(ro.restore, &vm);
+	else if (ro.incoming)
+		ret = kva_vm_create_incoming(&cfg, &vm);
 	else
 		ret = kva_vm_create(&cfg, &vm);
 	if (ret)
 		return ret == -EINVAL ? 2 : 1;
-	ret = kva_vm_start(vm);
-	status = ret ? 1 : run(vm, &ro);
+	/* An incoming VM starts when ferryd says RESUME. */
+	ret = ro.incoming ? 0 : kva_vm_start(vm);
+	if (!ret && ro.adapter)
+		ret = kva_server_open(vm, ro.adapter, &srv);
+	status = ret ? 1 : run(vm, srv, &ro);
+	/* No client may pause or resume the VM from here on. */
+	kva_server_close(srv);
 	if (ro.snapshot) {
 		ret = kva_vm_snapshot(vm, ro.snapshot);
 		if (ret)

@@ -173,7 +173,7 @@ int kva_vm_open(uint64_t mem_size, unsigned int nr_vcpus, int memfd,
 		ret = -ENOMEM;
 		goto err_close_memfd;
 	}
-	vm->kvm_fd = vm->vm_fd = -1;
+	vm->kvm_fd = vm->vm_fd = vm->uffd = -1;
 	vm->memfd = memfd; /* the VM owns it from here, even on failure */
 	vm->mem = MAP_FAILED;
 	vm->mem_size = mem_size;
@@ -553,8 +553,9 @@ int kva_vm_start(struct kva_vm *vm)
 
 	pthread_once(&kva_kick_once, kva_kick_install);
 	pthread_mutex_lock(&vm->lock);
+	/* A pause asked for before the start must not park the new threads. */
+	vm->pause_req = false;
 	if (vm->started) {
-		vm->pause_req = false;
 		pthread_cond_broadcast(&vm->cond);
 		goto out_unlock;
 	}
@@ -596,8 +597,25 @@ int kva_vm_pause(struct kva_vm *vm)
 	return 0;
 }
 
+/*
+ * Read vCPU id's mailbox with pread() rather than through the mapping: an
+ * incoming VM's RAM is registered with a userfaultfd, and a touch through
+ * the mapping would wait for ferryd to resolve the fault (perhaps for
+ * ever, with vm->lock held). pread() of a hole reads zeros and allocates
+ * nothing.
+ */
+static void kva_mailbox_read(struct kva_vm *vm, unsigned int id,
+			     struct kva_mailbox *mb)
+{
+	off_t off = KVA_MAILBOX_GPA + id * FY_PAGE_SIZE;
+
+	if (pread(vm->memfd, mb, sizeof(*mb), off) != (ssize_t)sizeof(*mb))
+		memset(mb, 0, sizeof(*mb));
+}
+
 void kva_vm_progress(struct kva_vm *vm, struct kva_progress *p)
 {
+	struct kva_mailbox mb;
 	unsigned int i;
 
 	memset(p, 0, sizeof(*p));
@@ -606,9 +624,10 @@ void kva_vm_progress(struct kva_vm *vm, struct kva_progress *p)
 	for (i = 0; i < vm->nr_vcpus; i++) {
 		struct kva_vcpu *vcpu = &vm->vcpus[i];
 
-		p->writes += vcpu->mb->writes;
-		p->checks += vcpu->mb->checks;
-		p->pass = FY_MIN(p->pass, vcpu->mb->pass);
+		kva_mailbox_read(vm, i, &mb);
+		p->writes += mb.writes;
+		p->checks += mb.checks;
+		p->pass = FY_MIN(p->pass, mb.pass);
 		p->heartbeats += atomic_load(&vcpu->heartbeats);
 		if (vcpu->state == KVA_VCPU_RUNNING ||
 		    vcpu->state == KVA_VCPU_PARKED)
@@ -642,6 +661,8 @@ void kva_vm_destroy(struct kva_vm *vm)
 			close(vcpu->fd);
 	}
 	kva_dirty_fini(vm);
+	if (vm->uffd >= 0)
+		close(vm->uffd);
 	if (vm->mem != MAP_FAILED)
 		munmap(vm->mem, vm->mem_size);
 	if (vm->memfd >= 0)

@@ -7,7 +7,11 @@
  * vCPUs run in threads; the guest is one of the programs of
  * kvm-adapter/guest/. The VMM can harvest the dirty log, pause, save and
  * load vCPU state and write or restore a snapshot.
- * docs/kvm-adapter.md describes the guest interface and the file formats.
+ *
+ * ferryd drives a ferry-vm through the adapter protocol, a unix socket;
+ * the kva_client_* functions at the end are ferryd's side of it.
+ * docs/kvm-adapter.md describes the guest interface, the file formats and
+ * the protocol.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -53,6 +57,13 @@ int kva_vm_create(const struct kva_config *cfg, struct kva_vm **out);
  */
 int kva_vm_restore(const char *path, struct kva_vm **out);
 
+/*
+ * Build an incoming VM of cfg's RAM size and vCPUs: empty RAM registered
+ * with a userfaultfd, no vCPU state. ferryd fills it through the adapter
+ * protocol (SET_STATE, the uffd, RESUME). 0 or -errno; *out as above.
+ */
+int kva_vm_create_incoming(const struct kva_config *cfg, struct kva_vm **out);
+
 /* Start the vCPU threads (or resume them after kva_vm_pause()). */
 int kva_vm_start(struct kva_vm *vm);
 /* Stop every vCPU at an instruction boundary; returns 0 or -errno. */
@@ -84,5 +95,112 @@ void kva_vm_progress(struct kva_vm *vm, struct kva_progress *p);
 
 /* Stop the vCPUs and free everything; accepts NULL. */
 void kva_vm_destroy(struct kva_vm *vm);
+
+/*
+ * The adapter protocol, ferryd's side. A client attaches to the socket of
+ * a `ferry-vm --adapter SOCKET`; the VM outlives the client, and a new one
+ * re-attaches to the same RAM. The calls are synchronous; one thread at a
+ * time per client. Faults of an incoming VM must be served by another
+ * thread (poll kva_client_uffd()) while requests are in flight: ferry-vm
+ * may touch guest RAM to carry one out.
+ */
+struct kva_client;
+
+enum kva_vm_state {
+	KVA_VM_RUNNING = 1,
+	KVA_VM_PAUSED,
+	KVA_VM_INCOMING, /* waits for SET_STATE and RESUME */
+};
+
+/* One region of guest RAM: a memfd holding gpa [gpa, gpa + size). */
+struct kva_region {
+	uint64_t gpa;
+	uint64_t size; /* bytes */
+	uint64_t pages;
+	/* ferry-vm's address of the region: uffd messages and UFFDIO_*
+	 * ranges are in ferry-vm's address space; 0 without a uffd. */
+	uint64_t uffd_base;
+	int memfd; /* owned by the client: closed by kva_client_close() */
+};
+
+struct kva_layout {
+	uint32_t page_size;
+	uint32_t nr_vcpus;
+	enum kva_vm_state state; /* at ATTACH */
+	bool uffd; /* an incoming VM's uffd came with ATTACH */
+	bool uffd_minor; /* registered MISSING|MINOR (else MISSING only) */
+	bool state_set; /* an incoming VM already has its vCPU state */
+	char guest[16]; /* guest program; "" for an incoming VM */
+	uint64_t pages; /* over all regions: bits of a harvest bitmap */
+	uint64_t generation; /* harvests made so far, by any client */
+	unsigned int nr_regions;
+	const struct kva_region *regions;
+};
+
+/* What STATUS reports: the VM's state and its guest's progress. */
+struct kva_status {
+	enum kva_vm_state state;
+	bool uffd; /* RAM still under userfaultfd */
+	uint64_t generation;
+	struct kva_progress progress;
+};
+
+/*
+ * Connect to the ferry-vm listening on path and attach. Returns 0, or
+ * -errno: -ECONNREFUSED / -ENOENT (no ferry-vm there), -EBUSY (another
+ * client is attached), -EPROTONOSUPPORT (no common protocol version).
+ * *out is the caller's; free it with kva_client_close().
+ */
+int kva_client_attach(const char *path, struct kva_client **out);
+
+/* The layout received at ATTACH; valid until kva_client_close(). */
+const struct kva_layout *kva_client_layout(const struct kva_client *c);
+/*
+ * An incoming VM's userfaultfd (O_NONBLOCK), or -1. It belongs to the
+ * client; dup() it to keep it past kva_client_close(). Faults arrive at
+ * ferry-vm addresses (kva_region.uffd_base); resolve them with
+ * UFFDIO_COPY / UFFDIO_ZEROPAGE, or write the page through a mapping of
+ * the memfd and UFFDIO_CONTINUE (then COPY fails with EEXIST).
+ */
+int kva_client_uffd(const struct kva_client *c);
+/*
+ * Harvest the dirty log: *bm (layout pages bits, read-only, shared with
+ * ferry-vm) holds every page written since the previous harvest, until
+ * the next harvest. *generation counts harvests, *dirty the bits set.
+ * 0 or -errno.
+ */
+int kva_client_harvest(struct kva_client *c, const uint64_t **bm,
+		       uint64_t *generation, uint64_t *dirty);
+/* Stop every vCPU at an instruction boundary. 0 or -errno. */
+int kva_client_pause(struct kva_client *c);
+/* Resume, or start an incoming VM after SET_STATE. 0 or -errno. */
+int kva_client_resume(struct kva_client *c);
+/* The VM's state and its guest's counters. 0 or -errno. */
+int kva_client_status(struct kva_client *c, struct kva_status *st);
+/*
+ * vCPU and clock state of a paused VM, as a versioned blob: *blob is
+ * malloc'ed, the caller frees it. 0, -EBUSY (not paused) or -errno.
+ */
+int kva_client_get_state(struct kva_client *c, void **blob, size_t *len);
+/*
+ * Load a blob from kva_client_get_state() into an incoming VM before its
+ * RESUME. 0, or -EBADMSG (corrupted), -EPROTO (another version), -EINVAL
+ * (another VM shape), -EBUSY (not an incoming VM), -errno; a refused
+ * blob leaves the VM as it was.
+ */
+int kva_client_set_state(struct kva_client *c, const void *blob, size_t len);
+/*
+ * Tell an incoming VM that all of its RAM is in place: ferry-vm
+ * unregisters and closes its uffd, and faults stop. 0 or -errno.
+ */
+int kva_client_ram_done(struct kva_client *c);
+/* Ask ferry-vm to stop its VM and exit. 0 or -errno. */
+int kva_client_exit(struct kva_client *c);
+
+/*
+ * Detach and free c, closing every descriptor it received (memfds,
+ * bitmap, uffd); the VM runs on. Accepts NULL.
+ */
+void kva_client_close(struct kva_client *c);
 
 #endif /* FERRY_KVM_ADAPTER_H */
