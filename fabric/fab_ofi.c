@@ -173,7 +173,7 @@ static void ep_abandon(struct ofi_domain *od, struct ofi_ep *ep)
 			.status = -ECANCELED,
 		};
 
-		ofi_op_unlink(op);
+		ofi_op_unlink(od, op);
 		op->state = OP_ABANDONED;
 		op->ep = NULL;
 		fab_ofi_ring_push(od, &c);
@@ -213,7 +213,9 @@ static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
 		return -ENOTCONN;
 	}
 	op = od->free_ops;
-	if (!op || (sbuf && !od->nsbuf_free)) {
+	/* a cqe not yet fetched also holds a place in the ring */
+	if (!op || (sbuf && !od->nsbuf_free) ||
+	    od->nposted + od->ring_len >= od->nops) {
 		pthread_mutex_unlock(&od->lock);
 		return -EAGAIN;
 	}
@@ -224,6 +226,7 @@ static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
 	op->len = len;
 	op->op = type;
 	op->state = OP_POSTED;
+	od->nposted++;
 	/* one timeout for all: appending keeps the list in deadline order */
 	op->deadline = fy_now_ns() + od->timeout_ns;
 	op->next = &od->posted;
@@ -240,7 +243,7 @@ static int op_unpost(struct ofi_domain *od, struct ofi_op *op, ssize_t ret,
 		     const char *what)
 {
 	pthread_mutex_lock(&od->lock);
-	ofi_op_unlink(op);
+	ofi_op_unlink(od, op);
 	fab_ofi_op_free(od, op);
 	pthread_mutex_unlock(&od->lock);
 	if (ret == -FI_EAGAIN)
@@ -422,7 +425,7 @@ static int ofi_open_cq(struct ofi_domain *od)
 	struct fi_cq_attr attr = {
 		.format = FI_CQ_FORMAT_MSG,
 		.size = od->nops + OFI_NRX + 64,
-		.wait_obj = getenv("FAB_NOWAIT") ? FI_WAIT_NONE : FI_WAIT_FD,
+		.wait_obj = FI_WAIT_FD,
 	};
 	int ret;
 

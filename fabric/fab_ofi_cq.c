@@ -139,7 +139,7 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 	op = container_of(fictx, struct ofi_op, fictx);
 	switch (op->state) {
 	case OP_POSTED:
-		ofi_op_unlink(op);
+		ofi_op_unlink(od, op);
 		if (conn_error(status) && !op->ep->failed) {
 			/* the provider will not recover this connection */
 			pr_warn("connection to peer lost: %s\n",
@@ -184,7 +184,7 @@ static int expire(struct ofi_domain *od, uint64_t now)
 		if (!op->ep->failed)
 			pr_warn("operation timed out; peer presumed dead\n");
 		op->ep->failed = true;
-		ofi_op_unlink(op);
+		ofi_op_unlink(od, op);
 		op->state = OP_ABANDONED;
 		op->ep = NULL;
 		fab_ofi_ring_push(od, &c);
@@ -263,7 +263,7 @@ static bool wait_cq(struct ofi_domain *od, int ms)
 	uint64_t v;
 
 	if (od->wait_fd < 0) {
-		struct timespec ts = { 0, 50000 };
+		struct timespec ts = { 0, OFI_IDLE_SLEEP_MIN_NS };
 
 		/* no wait object: a short sleep bounds the lost latency */
 		nanosleep(&ts, NULL);
@@ -285,10 +285,11 @@ static void timespec_at(struct timespec *ts, uint64_t ns)
 }
 
 /*
- * The progress thread. While the application spins in fab_poll() it drives
- * progress itself and this thread sleeps (two spinners on a 2-core machine
- * would starve the peer). Otherwise it reads the CQ, spins for spin_ns after
- * the last sign of activity, then blocks on the CQ's wait fd. Serving a
+ * The progress thread. While the application is in fab_poll() (and for
+ * OFI_APP_HOLD_NS after) it drives progress itself and this thread stays
+ * parked: two pollers on a 2-core machine starve each other and the peer.
+ * Otherwise it reads the CQ, keeps polling for spin_ns after the last sign
+ * of activity (0 by default), then blocks on the CQ's wait fd. Serving a
  * peer's read produces no completion here, so "activity" is a wake-up of
  * the wait fd, not a completion.
  */
@@ -317,7 +318,7 @@ void *fab_ofi_progress(void *arg)
 		}
 		n = cq_drain(od);
 		if (n < 0)
-			break;
+			break; /* logged; the CQ is unusable, fab_poll says so */
 		if (now >= next_expire) {
 			pthread_mutex_lock(&od->lock);
 			if (expire(od, now))
@@ -467,8 +468,17 @@ int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 		now = fy_now_ns();
 		if (now >= until)
 			return 0;
-		if (now - start < OFI_POLL_SPIN_NS)
+		if (now - start < OFI_POLL_SPIN_NS) {
+			/*
+			 * Yield between empty polls: on 2 CPUs a pure spinner
+			 * starved the kernel work that delivers our data (reads
+			 * against a spinning peer stalled until we blocked:
+			 * p50 15 -> 215 us); with nothing else runnable this
+			 * returns at once.
+			 */
+			sched_yield();
 			continue;
+		}
 		if (od->wait_fd >= 0)
 			wait_fd_app(od, now, until);
 		else if (od->pt_running)

@@ -99,6 +99,7 @@ int fab_domain_open(const struct fab_opts *opts, struct fab_domain **out);
 const char *fab_domain_provider(const struct fab_domain *d);
 /* The address peers give fab_ep_connect() to reach this domain. */
 void fab_domain_addr(const struct fab_domain *d, struct fab_addr *out);
+/* Counters; callable from any thread. */
 void fab_domain_stats(const struct fab_domain *d, struct fab_stats *out);
 
 /*
@@ -123,8 +124,12 @@ int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
  * Post a one-sided read of len bytes at rk->addr + off on the peer into buf.
  * mr is the registration holding buf (NULL when the provider does not need
  * local registration). Completion arrives from fab_poll() with ctx.
- * Returns 0, -EAGAIN when too many operations are in flight (poll, retry),
- * -ERANGE when [off, off + len) is outside rk, or another -errno.
+ * Returns 0, -EAGAIN when too many operations are in flight or the first
+ * connection to the peer is still being made (poll, retry), -ERANGE when
+ * [off, off + len) is outside rk, -ENOTCONN when ep has failed (see
+ * fab_ep_close()), or another -errno. An operation not completed within
+ * op_timeout_ms completes with -ETIMEDOUT; its buffer may still be written
+ * until fab_ep_close() returns.
  */
 int fab_read(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
 	     const struct fab_rkey *rk, uint64_t off, void *ctx);
@@ -135,7 +140,8 @@ int fab_write(struct fab_ep *ep, const void *buf, size_t len, struct fab_mr *mr,
 int fab_send(struct fab_ep *ep, const void *buf, size_t len, void *ctx);
 /*
  * Fetch up to max completions, waiting up to timeout_ms (0: do not wait,
- * -1: forever). Returns the number fetched, or -errno.
+ * -1: forever). Drives progress while it runs. Returns the number fetched,
+ * or -errno. A RECV cqe's buf stays valid until the next fab_poll().
  */
 int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 	     int timeout_ms);
@@ -146,8 +152,9 @@ int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 int fab_mr_dereg(struct fab_mr *mr);
 /*
  * Close an endpoint; its outstanding operations complete with -ECANCELED.
- * After an operation on ep failed with -ETIMEDOUT the endpoint refuses new
- * operations (-ENOTCONN): close it and connect again.
+ * After an operation on ep timed out or hit a connection error (peer died,
+ * peer refused a key) the endpoint refuses new operations (-ENOTCONN):
+ * close it and connect again. Accepts NULL.
  */
 void fab_ep_close(struct fab_ep *ep);
 /* Close endpoints, deregister all memory, stop progress. Accepts NULL. */

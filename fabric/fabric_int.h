@@ -80,7 +80,7 @@ extern const struct fab_ops fab_ofi_ops;
 #define OFI_NRX 64 /* receive buffers kept posted */
 #define OFI_NSBUF 64 /* send bounce buffers */
 #define OFI_CQ_BATCH 32
-#define OFI_APP_HOLD_NS 1000000ULL /* app polled recently: it drives */
+#define OFI_APP_HOLD_NS 5000000ULL /* app polled recently: it drives */
 #define OFI_POLL_SPIN_NS 200000ULL /* fab_poll() spins this long, then waits */
 #define OFI_IDLE_WAIT_MS 20 /* block granularity: deadline checks */
 #define OFI_IDLE_SLEEP_MIN_NS 50000L /* providers without a wait fd */
@@ -158,6 +158,7 @@ struct ofi_domain {
 	unsigned nops;
 	struct ofi_op *free_ops;
 	struct ofi_op posted; /* list head, in deadline order */
+	unsigned nposted; /* slots on it: each owes the ring one cqe */
 	struct fab_cqe *ring;
 	unsigned ring_cap, ring_head, ring_len;
 	struct ofi_rx rx[OFI_NRX];
@@ -192,8 +193,10 @@ static inline struct ofi_domain *ofi_od(const struct fab_domain *d)
 	return container_of(d, struct ofi_domain, base);
 }
 
-static inline void ofi_op_unlink(struct ofi_op *op)
+/* Take a POSTED slot off the posted list; od->lock held. */
+static inline void ofi_op_unlink(struct ofi_domain *od, struct ofi_op *op)
 {
+	od->nposted--;
 	op->prev->next = op->next;
 	op->next->prev = op->prev;
 	op->next = op->prev = NULL;
