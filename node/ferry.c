@@ -1,25 +1,32 @@
 // SPDX-License-Identifier: MIT
 /*
- * ferry: the command-line client of the local ferryd. It asks one question
- * over the control socket and prints the answer, for humans or as JSON.
- * Exit codes: 0 success, 1 ferryd not running or the request failed,
- * 2 bad command line or configuration.
+ * ferry: the command-line client of the local ferryd. It asks ferryd over
+ * the control socket and prints the answer, for humans or as JSON.
+ * `ferry migrate` starts a migration, then polls ferryd for its state
+ * (one live line on a terminal) until it ends, and prints the report.
+ * Exit codes: 0 success, 1 ferryd not running or the request (or the
+ * migration) failed, 2 bad command line or configuration.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "common/util.h"
 #include "protocol/protocol.h"
 #include "node/node_int.h"
 
 #define CLI_TIMEOUT_MS 2000
+#define POLL_MS 200
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ferry [-c CONFIG | -s SOCKET] [--json] COMMAND\n"
+		"usage: ferry [-c CONFIG | -s SOCKET] [--json] COMMAND [ARGS]\n"
 		"\n"
 		"commands:\n"
 		"  status    this node: name, key, listen address, fabric, "
@@ -28,6 +35,19 @@ static void usage(FILE *f)
 		"  peers     every configured peer: address, state, round-trip "
 		"time,\n"
 		"            last seen; connections refused\n"
+		"  vms       the VMs of this host: memory, vCPUs, state, "
+		"progress\n"
+		"  migrate VM --to PEER [--mode precopy] [--downtime-limit "
+		"MS]\n"
+		"            [--max-bandwidth RATE] [--compress none|delta] "
+		"[--verify]\n"
+		"            [--auto-converge downtime|none] [--max-rounds N]\n"
+		"            [--stall-rounds N] [--timeout S] [--detach]\n"
+		"            move a running VM to PEER (docs/migration.md)\n"
+		"  migrations  migrations of this node, running and past\n"
+		"  migration ID  one migration's state\n"
+		"  cancel ID   stop a migration before switchover; the VM "
+		"stays\n"
 		"  version   ferry's version and protocol version\n"
 		"\n"
 		"options:\n"
@@ -42,6 +62,295 @@ static void usage(FILE *f)
 		ND_DEFAULT_CONTROL);
 }
 
+/* One request; prints ferryd's error. Returns 0 or ND_EXIT_FAIL. */
+static int call(const char *sock, msgpack_sbuffer *sb, msgpack_unpacked *reply,
+		void **raw)
+{
+	char err[1024];
+
+	if (nd_cli_call(sock, sb->data, sb->size, CLI_TIMEOUT_MS, reply, raw,
+			err, sizeof(err))) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return ND_EXIT_FAIL;
+	}
+	if (nd_mp_get(&reply->data, "error")) {
+		fprintf(stderr, "ferry: ferryd: %s\n",
+			nd_mp_str(&reply->data, "error", err, sizeof(err)));
+		msgpack_unpacked_destroy(reply);
+		free(*raw);
+		*raw = NULL;
+		return ND_EXIT_FAIL;
+	}
+	return 0;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static bool ended(const msgpack_object *m)
+{
+	char st[16];
+
+	nd_mp_str(m, "state", st, sizeof(st));
+	return !strcmp(st, "completed") || !strcmp(st, "failed") ||
+	       !strcmp(st, "cancelled");
+}
+
+/* Poll migration id until it ends; print the line and the report. */
+static int follow(const char *sock, uint64_t id, bool json)
+{
+	bool tty = !json && isatty(1);
+	double best = 0;
+	int ret = ND_EXIT_FAIL;
+
+	for (;;) {
+		msgpack_unpacked reply;
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		char line[256], st[16];
+		void *raw = NULL;
+		int r;
+
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		msgpack_pack_map(&pk, 2);
+		nd_mp_pack_kv_str(&pk, "cmd", "migration");
+		nd_mp_pack_kv_u64(&pk, "id", id);
+		r = call(sock, &sb, &reply, &raw);
+		msgpack_sbuffer_destroy(&sb);
+		if (r)
+			return r;
+		if (tty) {
+			nd_cli_progress_line(line, sizeof(line), &reply.data,
+					     &best);
+			printf("\r%-120s", line);
+			fflush(stdout);
+		}
+		if (ended(&reply.data)) {
+			if (tty)
+				printf("\n");
+			if (json) {
+				nd_json_write(stdout, &reply.data);
+				putchar('\n');
+			} else {
+				nd_cli_print_report(stdout, &reply.data);
+			}
+			nd_mp_str(&reply.data, "state", st, sizeof(st));
+			ret = strcmp(st, "completed") ? ND_EXIT_FAIL
+						      : ND_EXIT_OK;
+			msgpack_unpacked_destroy(&reply);
+			free(raw);
+			return ret;
+		}
+		msgpack_unpacked_destroy(&reply);
+		free(raw);
+		sleep_ms(POLL_MS);
+	}
+}
+
+static int parse_rate(const char *s, uint64_t *out)
+{
+	/* bytes per second with K/M/G suffixes (binary), as fy_parse_size */
+	return fy_parse_size(s, out);
+}
+
+static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
+{
+	static const struct option opts[] = {
+		{ "to", required_argument, NULL, 't' },
+		{ "mode", required_argument, NULL, 'm' },
+		{ "downtime-limit", required_argument, NULL, 'd' },
+		{ "max-bandwidth", required_argument, NULL, 'b' },
+		{ "compress", required_argument, NULL, 'z' },
+		{ "verify", no_argument, NULL, 'v' },
+		{ "auto-converge", required_argument, NULL, 'a' },
+		{ "max-rounds", required_argument, NULL, 'r' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "detach", no_argument, NULL, 'D' },
+		{ "stall-rounds", required_argument, NULL, 'S' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *to = NULL, *mode = "precopy", *ac = "downtime";
+	const char *compress = "none";
+	uint64_t dt = 300, bw = 0, rounds = 30, timeout = 600, stall = 3, id;
+	bool verify = false, detach = false;
+	msgpack_unpacked reply;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	void *raw = NULL;
+	char *end;
+	int c, ret;
+
+	optind = 0; /* GNU: a full reset, permuting again */
+	while ((c = getopt_long(argc, argv, "t:m:d:b:z:va:r:T:DjS:", opts,
+				NULL)) != -1) {
+		switch (c) {
+		case 't':
+			to = optarg;
+			break;
+		case 'm':
+			mode = optarg;
+			break;
+		case 'd':
+			dt = strtoull(optarg, &end, 10);
+			if (*end || !dt) {
+				fprintf(stderr,
+					"ferry: bad --downtime-limit "
+					"'%s' (milliseconds)\n",
+					optarg);
+				return ND_EXIT_USAGE;
+			}
+			break;
+		case 'b':
+			if (parse_rate(optarg, &bw)) {
+				fprintf(stderr,
+					"ferry: bad --max-bandwidth "
+					"'%s' (bytes/s, e.g. 100M)\n",
+					optarg);
+				return ND_EXIT_USAGE;
+			}
+			break;
+		case 'z':
+			if (strcmp(optarg, "none") && strcmp(optarg, "delta")) {
+				fprintf(stderr,
+					"ferry: --compress none or delta, "
+					"not '%s'\n",
+					optarg);
+				return ND_EXIT_USAGE;
+			}
+			compress = optarg;
+			break;
+		case 'v':
+			verify = true;
+			break;
+		case 'a':
+			ac = optarg;
+			break;
+		case 'r':
+			rounds = strtoull(optarg, &end, 10);
+			if (*end || !rounds) {
+				fprintf(stderr, "ferry: bad --max-rounds\n");
+				return ND_EXIT_USAGE;
+			}
+			break;
+		case 'T':
+			timeout = strtoull(optarg, &end, 10);
+			if (*end) {
+				fprintf(stderr, "ferry: bad --timeout\n");
+				return ND_EXIT_USAGE;
+			}
+			break;
+		case 'D':
+			detach = true;
+			break;
+		case 'S':
+			stall = strtoull(optarg, &end, 10);
+			if (*end || !stall) {
+				fprintf(stderr, "ferry: bad --stall-rounds\n");
+				return ND_EXIT_USAGE;
+			}
+			break;
+		case 'j':
+			json = true;
+			break;
+		default:
+			return ND_EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1 || !to) {
+		fprintf(stderr, "ferry: usage: ferry migrate VM --to PEER "
+				"[options]\n");
+		return ND_EXIT_USAGE;
+	}
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 12);
+	nd_mp_pack_kv_str(&pk, "cmd", "migrate");
+	nd_mp_pack_kv_str(&pk, "vm", argv[optind]);
+	nd_mp_pack_kv_str(&pk, "to", to);
+	nd_mp_pack_kv_str(&pk, "mode", mode);
+	nd_mp_pack_kv_u64(&pk, "downtime_limit_ms", dt);
+	nd_mp_pack_kv_u64(&pk, "max_bandwidth", bw);
+	nd_mp_pack_str(&pk, "verify");
+	if (verify)
+		msgpack_pack_true(&pk);
+	else
+		msgpack_pack_false(&pk);
+	nd_mp_pack_kv_str(&pk, "auto_converge", ac);
+	nd_mp_pack_kv_u64(&pk, "max_rounds", rounds);
+	nd_mp_pack_kv_u64(&pk, "timeout_s", timeout);
+	nd_mp_pack_kv_u64(&pk, "stall_rounds", stall);
+	nd_mp_pack_kv_str(&pk, "compress", compress);
+	ret = call(sock, &sb, &reply, &raw);
+	msgpack_sbuffer_destroy(&sb);
+	if (ret)
+		return ret;
+	id = nd_mp_int(&reply.data, "id", 0);
+	msgpack_unpacked_destroy(&reply);
+	free(raw);
+	if (detach) {
+		if (json)
+			printf("{\"id\":%" PRIu64 "}\n", id);
+		else
+			printf("migration %" PRIu64 " started\n", id);
+		return ND_EXIT_OK;
+	}
+	return follow(sock, id, json);
+}
+
+/* status, peers, vms, migrations, migration ID, cancel ID */
+static int cmd_simple(const char *sock, const char *cmd, const char *arg,
+		      bool json)
+{
+	msgpack_unpacked reply;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	void *raw = NULL;
+	char *end;
+	int ret;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, arg ? 2 : 1);
+	nd_mp_pack_kv_str(&pk, "cmd", cmd);
+	if (arg) {
+		uint64_t id = strtoull(arg, &end, 10);
+
+		if (*end || !id) {
+			fprintf(stderr, "ferry: bad migration id '%s'\n", arg);
+			msgpack_sbuffer_destroy(&sb);
+			return ND_EXIT_USAGE;
+		}
+		nd_mp_pack_kv_u64(&pk, "id", id);
+	}
+	ret = call(sock, &sb, &reply, &raw);
+	msgpack_sbuffer_destroy(&sb);
+	if (ret)
+		return ret;
+	if (json) {
+		nd_json_write(stdout, &reply.data);
+		putchar('\n');
+	} else if (!strcmp(cmd, "status")) {
+		nd_cli_print_status(stdout, &reply.data);
+	} else if (!strcmp(cmd, "peers")) {
+		nd_cli_print_peers(stdout, &reply.data);
+	} else if (!strcmp(cmd, "vms")) {
+		nd_cli_print_vms(stdout, &reply.data);
+	} else if (!strcmp(cmd, "migrations")) {
+		nd_cli_print_migrations(stdout, &reply.data);
+	} else {
+		nd_cli_print_report(stdout, &reply.data);
+	}
+	msgpack_unpacked_destroy(&reply);
+	free(raw);
+	return ND_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -54,12 +363,11 @@ int main(int argc, char **argv)
 	const char *config = NULL, *sock = ND_DEFAULT_CONTROL, *cmd;
 	struct nd_config *cfg = NULL;
 	bool json = false, have_sock = false;
-	msgpack_unpacked reply;
-	void *raw = NULL;
 	char err[1024];
-	int c, ret = ND_EXIT_OK;
+	int c, ret, nargs;
 
-	while ((c = getopt_long(argc, argv, "c:s:jh", opts, NULL)) != -1) {
+	/* global options come before the command ("+": stop there) */
+	while ((c = getopt_long(argc, argv, "+c:s:jh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			config = optarg;
@@ -79,20 +387,18 @@ int main(int argc, char **argv)
 			return ND_EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1) {
-		fprintf(stderr, "ferry: %s\n",
-			optind == argc ? "no command given"
-				       : "too many arguments");
+	if (optind >= argc) {
+		fprintf(stderr, "ferry: no command given\n");
 		usage(stderr);
 		return ND_EXIT_USAGE;
 	}
 	cmd = argv[optind];
+	nargs = argc - optind - 1;
 	if (config && have_sock) {
 		fprintf(stderr, "ferry: give -c or -s, not both\n");
 		return ND_EXIT_USAGE;
 	}
-
-	if (!strcmp(cmd, "version")) {
+	if (!strcmp(cmd, "version") && !nargs) {
 		if (json)
 			printf("{\"version\":\"%s\",\"protocol\":%d}\n",
 			       FERRY_VERSION, PROTO_VERSION);
@@ -101,8 +407,18 @@ int main(int argc, char **argv)
 			       PROTO_VERSION);
 		return ND_EXIT_OK;
 	}
-	if (strcmp(cmd, "status") && strcmp(cmd, "peers")) {
+	if (strcmp(cmd, "status") && strcmp(cmd, "peers") &&
+	    strcmp(cmd, "vms") && strcmp(cmd, "migrations") &&
+	    strcmp(cmd, "migration") && strcmp(cmd, "cancel") &&
+	    strcmp(cmd, "migrate") && strcmp(cmd, "version")) {
 		fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
+		usage(stderr);
+		return ND_EXIT_USAGE;
+	}
+	if (strcmp(cmd, "migrate") &&
+	    nargs != (!strcmp(cmd, "migration") || !strcmp(cmd, "cancel"))) {
+		fprintf(stderr, "ferry: %s\n",
+			nargs ? "too many arguments" : "missing argument");
 		usage(stderr);
 		return ND_EXIT_USAGE;
 	}
@@ -113,28 +429,11 @@ int main(int argc, char **argv)
 		}
 		sock = cfg->control;
 	}
-
-	if (nd_cli_request(sock, cmd, CLI_TIMEOUT_MS, &reply, &raw, err,
-			   sizeof(err))) {
-		fprintf(stderr, "ferry: %s\n", err);
-		ret = ND_EXIT_FAIL;
-		goto out;
-	}
-	if (nd_mp_get(&reply.data, "error")) {
-		fprintf(stderr, "ferry: ferryd: %s\n",
-			nd_mp_str(&reply.data, "error", err, sizeof(err)));
-		ret = ND_EXIT_FAIL;
-	} else if (json) {
-		nd_json_write(stdout, &reply.data);
-		putchar('\n');
-	} else if (!strcmp(cmd, "status")) {
-		nd_cli_print_status(stdout, &reply.data);
-	} else {
-		nd_cli_print_peers(stdout, &reply.data);
-	}
-	msgpack_unpacked_destroy(&reply);
-	free(raw);
-out:
+	if (!strcmp(cmd, "migrate"))
+		ret = cmd_migrate(sock, argc - optind, argv + optind, json);
+	else
+		ret = cmd_simple(sock, cmd, nargs ? argv[optind + 1] : NULL,
+				 json);
 	free(cfg);
 	if (fflush(stdout))
 		ret = ND_EXIT_FAIL;

@@ -72,13 +72,11 @@ static int probe(const char *path, char *err, size_t errlen)
 	return ret;
 }
 
-int nd_cli_request(const char *sock_path, const char *cmd, int timeout_ms,
-		   msgpack_unpacked *reply, void **raw, char *err,
-		   size_t errlen)
+int nd_cli_call(const char *sock_path, const void *reqbuf, size_t reqlen,
+		int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
+		size_t errlen)
 {
 	char endpoint[ND_SOCK_MAX + 8];
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
 	void *ctx, *req;
 	zmq_msg_t msg;
 	int ret, zero = 0;
@@ -89,16 +87,11 @@ int nd_cli_request(const char *sock_path, const char *cmd, int timeout_ms,
 		return ret;
 	snprintf(endpoint, sizeof(endpoint), "ipc://%s", sock_path);
 
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 1);
-	nd_mp_pack_kv_str(&pk, "cmd", cmd);
-
 	ctx = zmq_ctx_new();
 	if (!ctx) {
 		ret = -errno;
 		snprintf(err, errlen, "zmq_ctx_new: %s", zmq_strerror(errno));
-		goto err_sbuf;
+		return ret;
 	}
 	req = zmq_socket(ctx, ZMQ_REQ);
 	if (!req) {
@@ -110,7 +103,7 @@ int nd_cli_request(const char *sock_path, const char *cmd, int timeout_ms,
 	zmq_setsockopt(req, ZMQ_RCVTIMEO, &timeout_ms, sizeof(timeout_ms));
 	zmq_setsockopt(req, ZMQ_SNDTIMEO, &timeout_ms, sizeof(timeout_ms));
 	if (zmq_connect(req, endpoint) ||
-	    zmq_send(req, sb.data, sb.size, 0) < 0) {
+	    zmq_send(req, reqbuf, reqlen, 0) < 0) {
 		ret = -errno;
 		snprintf(err, errlen, "cannot send to ferryd at %s: %s",
 			 sock_path, zmq_strerror(errno));
@@ -155,7 +148,23 @@ err_sock:
 	zmq_close(req);
 err_ctx:
 	zmq_ctx_term(ctx);
-err_sbuf:
+	return ret;
+}
+
+int nd_cli_request(const char *sock_path, const char *cmd, int timeout_ms,
+		   msgpack_unpacked *reply, void **raw, char *err,
+		   size_t errlen)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int ret;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 1);
+	nd_mp_pack_kv_str(&pk, "cmd", cmd);
+	ret = nd_cli_call(sock_path, sb.data, sb.size, timeout_ms, reply, raw,
+			  err, errlen);
 	msgpack_sbuffer_destroy(&sb);
 	return ret;
 }

@@ -136,8 +136,17 @@ static bool copy(char *dst, size_t len, const char *src)
 }
 
 static const char *const node_keys[] = {
-	"name",		 "listen",    "state_dir",	  "control",
-	"control_group", "log_level", "ping_interval_ms", "peer_timeout_ms",
+	"name",
+	"listen",
+	"state_dir",
+	"control",
+	"control_group",
+	"log_level",
+	"ping_interval_ms",
+	"peer_timeout_ms",
+	"vm_dir",
+	"ferry_vm",
+	"migration_timeout_ms",
 };
 static const char *const fabric_keys[] = { "provider", "address", "port" };
 static const char *const peer_keys[] = { "address", "public_key" };
@@ -200,6 +209,16 @@ static int node_key(struct parse *p, const char *k, const char *v)
 		if (parse_uint(v, 50, 60000, &n))
 			goto bad;
 		c->ping_interval_ms = n;
+	} else if (!strcmp(k, "vm_dir")) {
+		if (*v != '/' || !copy(c->vm_dir, sizeof(c->vm_dir), v))
+			goto bad;
+	} else if (!strcmp(k, "ferry_vm")) {
+		if (!copy(c->ferry_vm, sizeof(c->ferry_vm), v))
+			goto bad;
+	} else if (!strcmp(k, "migration_timeout_ms")) {
+		if (parse_uint(v, 1000, 3600000, &n))
+			goto bad;
+		c->mig_timeout_ms = n;
 	} else if (!strcmp(k, "peer_timeout_ms")) {
 		if (parse_uint(v, 100, 600000, &n))
 			goto bad;
@@ -501,6 +520,7 @@ void nd_config_defaults(struct nd_config *cfg)
 	cfg->log_level = FY_LOG_INFO;
 	cfg->ping_interval_ms = ND_DEFAULT_PING_MS;
 	cfg->peer_timeout_ms = ND_DEFAULT_TIMEOUT_MS;
+	cfg->mig_timeout_ms = ND_DEFAULT_MIG_TIMEOUT_MS;
 	strcpy(cfg->provider, ND_DEFAULT_PROVIDER);
 	strcpy(cfg->fabric_address, ND_DEFAULT_FABRIC_ADDR);
 }

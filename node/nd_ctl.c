@@ -174,8 +174,7 @@ static void pack_status(struct nd_node *n, msgpack_packer *pk)
 	nd_mp_pack_kv_u64(pk, "memory_regions", st.mr_count);
 	nd_mp_pack_kv_u64(pk, "peers_reachable", reachable);
 	nd_mp_pack_kv_u64(pk, "peers_configured", n->npeers);
-	/* no migration engine yet: nothing can be in flight */
-	nd_mp_pack_kv_u64(pk, "migrations", 0);
+	nd_mp_pack_kv_u64(pk, "migrations", nd_migs_active(n));
 	nd_mp_pack_kv_u64(pk, "refused", n->refused);
 	nd_mp_pack_kv_u64(pk, "malformed", n->malformed);
 	nd_mp_pack_kv_u64(pk, "uptime_s", (now - n->start_ns) / 1000000000ULL);
@@ -246,6 +245,11 @@ static void answer(struct nd_node *n, const void *req, size_t len,
 		pack_status(n, &pk);
 	} else if (!strcmp(cmd, "peers")) {
 		pack_peers(n, &pk);
+	} else if (!strcmp(cmd, "vms")) {
+		nd_vms_pack(n, &pk);
+	} else if (!strcmp(cmd, "migrate") || !strcmp(cmd, "migrations") ||
+		   !strcmp(cmd, "migration") || !strcmp(cmd, "cancel")) {
+		nd_migs_command(n, cmd, &up.data, &pk);
 	} else {
 		char text[64];
 

@@ -373,6 +373,19 @@ void nd_dealer_handle(struct nd_peer *p)
 	}
 }
 
+int nd_peer_send(struct nd_peer *p, const struct proto_msg *m)
+{
+	return send_msg(p->dealer, NULL, 0, m);
+}
+
+struct nd_peer *nd_peer_find(struct nd_node *n, const char *name)
+{
+	for (size_t i = 0; name && i < n->npeers; i++)
+		if (!strcmp(n->peers[i].conf->name, name))
+			return &n->peers[i];
+	return NULL;
+}
+
 static struct nd_peer *peer_by_name(struct nd_node *n, const char *name)
 {
 	for (size_t i = 0; name && i < n->npeers; i++)
@@ -430,8 +443,30 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 		out = *m;
 		out.type = PROTO_PONG;
 		break;
+	case PROTO_HOLDER_MAP:
+	case PROTO_MIGRATE_PREPARE:
+	case PROTO_DIRTY_SET:
+	case PROTO_PROGRESS:
+	case PROTO_STATE:
+	case PROTO_SWITCHOVER:
+	case PROTO_COMMIT:
+	case PROTO_ABORT:
+	case PROTO_VERIFY:
+	case PROTO_RESUMED:
+	case PROTO_DELTA_SET:
+		/* one-way: the migration engine answers on our DEALER */
+		if (!p->hello_in) {
+			fill_error(&out, ENOTCONN, "HELLO first");
+			break;
+		}
+		nd_mig_handle(n, p, m);
+		return;
 	case PROTO_ERROR:
 		/* nobody answers an ERROR: two peers never loop on them */
+		if (m->error.mig) {
+			nd_mig_handle(n, p, m);
+			return;
+		}
 		if (m->error.code == EPROTONOSUPPORT)
 			mark_incompatible(p, m->error.text);
 		else

@@ -5,11 +5,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <msgpack.h>
 
+#include "common/bitmap.h"
 #include "common/log.h"
+#include "fabric/fabric.h"
 #include "node/node.h"
 
 /*
@@ -39,6 +42,9 @@
 #define ND_DEFAULT_FABRIC_ADDR "127.0.0.1"
 #define ND_DEFAULT_PING_MS 500
 #define ND_DEFAULT_TIMEOUT_MS 1500
+#define ND_DEFAULT_MIG_TIMEOUT_MS 10000
+#define ND_VM_DIR_SUB "vms" /* default vm_dir: <state_dir>/vms */
+#define ND_MIG_DIR_SUB "migrations" /* records in <state_dir> */
 
 /* Key files inside state_dir. */
 #define ND_SECRET_FILE "ferryd.key"
@@ -70,6 +76,9 @@ struct nd_config {
 	char provider[ND_PROVIDER_MAX + 1];
 	char fabric_address[ND_ENDPOINT_MAX];
 	char fabric_port[16]; /* "" = any */
+	char vm_dir[ND_DIR_MAX]; /* "" = <state_dir>/vms */
+	char ferry_vm[ND_DIR_MAX]; /* "" = beside ferryd, then PATH */
+	unsigned mig_timeout_ms; /* silence that fails a migration */
 	size_t npeers;
 	struct nd_peer_conf peers[ND_PEERS_MAX];
 };
@@ -156,6 +165,12 @@ enum nd_peer_state {
 };
 
 struct nd_node;
+struct nd_mig;
+struct proto_msg;
+struct proto_migrate_prepare;
+struct fab_mr;
+struct kva_client;
+struct kva_layout;
 
 struct nd_peer {
 	const struct nd_peer_conf *conf;
@@ -184,6 +199,18 @@ struct nd_peer {
 };
 
 #define ND_REFUSED_KEYS_MAX 32
+#define ND_VMS_MAX 64
+#define ND_MIGS_MAX 32 /* kept, finished ones included */
+
+/* A VM on this host: a ferry-vm whose adapter socket is in vm_dir. */
+struct nd_vm {
+	bool used;
+	char name[ND_NAME_MAX + 1];
+	/* NULL while an incoming migration's thread owns the VM */
+	struct kva_client *kc;
+	pid_t pid; /* a ferry-vm we started (destination), else 0 */
+	struct nd_mig *mig; /* the migration using it, or NULL */
+};
 
 struct nd_node {
 	const struct nd_config *cfg;
@@ -209,6 +236,13 @@ struct nd_node {
 	uint8_t refused_keys[ND_REFUSED_KEYS_MAX][32];
 	size_t npeers;
 	struct nd_peer peers[ND_PEERS_MAX];
+	char vm_dir[ND_DIR_MAX];
+	char mig_dir[ND_DIR_MAX];
+	struct nd_vm vms[ND_VMS_MAX];
+	struct nd_mig *migs[ND_MIGS_MAX];
+	uint64_t next_mig_id;
+	uint64_t next_mig_tick_ns;
+	int mig_efd; /* eventfd: a destination's thread has news */
 };
 
 /* nd_peer.c */
@@ -234,6 +268,10 @@ enum nd_peer_state nd_peer_state(const struct nd_peer *p, uint64_t now);
 const char *nd_peer_state_name(enum nd_peer_state s);
 /* Close the DEALERs, the ROUTER and the ZAP handler. */
 void nd_peers_close(struct nd_node *n);
+/* Send m to p on our DEALER (never blocks); 0 or -errno. */
+int nd_peer_send(struct nd_peer *p, const struct proto_msg *m);
+/* The configured peer called name, or NULL. */
+struct nd_peer *nd_peer_find(struct nd_node *n, const char *name);
 /* Format a fabric address (sockaddr_in/in6 or hex) into buf. */
 void nd_fmt_fab_addr(const uint8_t *raw, uint32_t len, char *buf,
 		     size_t buflen);
@@ -251,5 +289,311 @@ int nd_ctl_open(struct nd_node *n);
 void nd_ctl_handle(struct nd_node *n);
 /* Close it and remove the socket file. */
 void nd_ctl_close(struct nd_node *n);
+
+/* nd_vm.c: the VMs of this host */
+
+/* Create vm_dir and attach to every ferry-vm listening there. */
+int nd_vms_open(struct nd_node *n);
+/* Attach to sockets not seen yet, forget VMs whose ferry-vm is gone. */
+void nd_vms_rescan(struct nd_node *n);
+/* Reap VMs we started that exited. */
+void nd_vms_reap(struct nd_node *n);
+struct nd_vm *nd_vm_find(struct nd_node *n, const char *name);
+/* Take a free slot for name (not attached); NULL when full. */
+struct nd_vm *nd_vm_add(struct nd_node *n, const char *name);
+/* Close the client (the VM runs on) and free the slot. */
+void nd_vm_forget(struct nd_vm *vm);
+/* <vm_dir>/<name>.sock into buf; -ENAMETOOLONG if it does not fit. */
+int nd_vm_sock_path(const struct nd_node *n, const char *name, char *buf,
+		    size_t len);
+/*
+ * Start `ferry-vm --incoming --adapter SOCK --mem M --vcpus C` in its own
+ * session; *pid is the child. 0 or -errno (logged).
+ */
+int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
+			 uint64_t mem, unsigned vcpus, pid_t *pid);
+/* Answer {"cmd": "vms"}. */
+void nd_vms_pack(struct nd_node *n, msgpack_packer *pk);
+/* Close every client (the VMs run on). */
+void nd_vms_close(struct nd_node *n);
+/*
+ * The runs of pages that hold data in memfd fd of `pages` pages
+ * (SEEK_DATA / SEEK_HOLE; holes read as zeros). *runs is malloc'ed.
+ */
+int nd_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs,
+		       size_t *nr);
+/*
+ * Checksums (fy_page_csum) of pages [start, start + n) of the mapping
+ * base of memfd fd into out; holes get the zero page's checksum without
+ * being touched (a read would allocate them).
+ */
+int nd_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
+		   uint64_t n, uint64_t *out);
+
+/* nd_delta.c: XBZRLE-like page deltas (--compress delta) */
+
+/*
+ * Encode how new differs from old (one page) into out (cap bytes);
+ * returns the length, 0 when unchanged or when it does not fit.
+ */
+size_t nd_delta_encode(const uint8_t *old, const uint8_t *new, uint8_t *out,
+		       size_t cap);
+/* Apply a delta to page in place; 0 or -EBADMSG. */
+int nd_delta_apply(uint8_t *page, const uint8_t *d, size_t len);
+/*
+ * Write page's record (header, delta or raw page) at out, which has room
+ * for 16 + 4096 bytes; returns its length, a multiple of 8.
+ */
+size_t nd_delta_record(uint8_t *out, uint64_t page, const uint8_t *old,
+		       const uint8_t *new, bool *raw);
+/*
+ * Source: send the round's dirty runs (m->todo, at least one page) as one
+ * DELTA_SET, encoded against m->cache, which is updated. 0 or -errno.
+ */
+int nd_mig_delta_round(struct nd_mig *m);
+/* Apply every record of a DELTA_SET buffer to map; *applied pages. */
+int nd_delta_apply_buf(uint8_t *map, uint64_t pages, const uint8_t *buf,
+		       size_t len, uint64_t *applied);
+
+/* nd_mig.c: migrations, both roles (docs/migration.md) */
+
+enum nd_mig_phase {
+	ND_MIG_PREPARE, /* destination starting its VM */
+	ND_MIG_PRECOPY, /* rounds of pulls while the VM runs */
+	ND_MIG_SWITCHOVER, /* VM paused on the source; last pull, state */
+	ND_MIG_COMMITTED, /* destination holds everything; source VM ends */
+	ND_MIG_COMPLETED,
+	ND_MIG_FAILED,
+	ND_MIG_CANCELLED,
+};
+
+struct nd_mig_opts {
+	char mode[16]; /* "precopy" */
+	uint64_t downtime_ms; /* --downtime-limit */
+	uint64_t max_bw; /* bytes/s of pulls; 0: no limit */
+	bool verify;
+	unsigned max_rounds; /* hard cap: fail after that many */
+	unsigned stall_rounds; /* rounds without progress before acting */
+	char auto_converge[16]; /* "downtime" or "none" */
+	uint64_t max_downtime_ms; /* auto-converge raises up to this */
+	uint64_t timeout_s; /* the whole migration */
+	bool delta; /* --compress delta */
+};
+
+struct nd_mig_dst;
+
+struct nd_mig {
+	uint64_t id; /* chosen by the source */
+	bool source;
+	struct nd_node *n;
+	struct nd_peer *peer;
+	char vm[ND_NAME_MAX + 1];
+	struct nd_vm *vmp; /* NULL once the VM left */
+	struct nd_mig_opts o;
+	enum nd_mig_phase phase;
+	char reason[512]; /* why it failed */
+	uint64_t started_unix;
+	uint64_t t_start, t_end, t_pause, last_heard, deadline;
+	uint64_t downtime_ns; /* 0: not known */
+	/* guest RAM (one region) */
+	uint64_t pages;
+	uint32_t vcpus;
+	uint8_t *map;
+	struct fab_mr *mr;
+	/* progress, both roles (the destination fills it from its thread) */
+	uint32_t round;
+	uint64_t gen;
+	uint64_t pages_valid, pages_pulled, pages_repulled, bytes;
+	uint64_t resident; /* pages with data at round 0 */
+	double bw; /* bytes/s, measured over whole rounds */
+	double live_bw; /* bytes/s of the round in progress */
+	uint64_t round_bytes0; /* bytes pulled when the round began */
+	double dirty_rate; /* pages/s */
+	uint64_t expected_dt_ms, limit_ms;
+	uint64_t verified_pages;
+	char actions[512]; /* what auto-converge did */
+	/* source: the round being announced */
+	struct fy_run *todo;
+	size_t ntodo, todo_pos;
+	bool todo_sent; /* the whole round is announced */
+	uint64_t announced; /* pages announced, all rounds */
+	uint64_t round_pages, round_start_ns, last_harvest_ns;
+	uint64_t *sent_bm; /* pages announced at least once */
+	uint64_t best_dirty;
+	unsigned stall;
+	uint64_t pace_next_ns;
+	uint64_t expect_bytes; /* D has pulled all announced at this count */
+	/* --verify: checksums computed off the control thread, by chunks */
+	pthread_t csum_thread;
+	bool csum_running;
+	int csum_fd, csum_ret;
+	uint64_t *csums;
+	uint64_t csum_nchunks, csum_sent;
+	uint64_t csum_done; /* atomic: chunks ready */
+	bool csum_stop; /* atomic */
+	/* source, --compress delta: what D holds, and a round's encodings */
+	uint8_t *cache;
+	struct fab_mr *cache_mr;
+	uint8_t *stage;
+	size_t stage_len;
+	struct fab_mr *stage_mr;
+	uint64_t delta_pages, delta_raw, delta_bytes;
+	/* destination */
+	struct nd_mig_dst *dst;
+};
+
+/* Completed, failed or cancelled? */
+bool nd_mig_finished(const struct nd_mig *m);
+/* A zeroed migration in the table (a finished one may be dropped). */
+struct nd_mig *nd_mig_new(struct nd_node *n);
+/* Migration id of the given role; p NULL: any peer. */
+struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
+			   const struct nd_peer *p);
+/* Start migrating vm to peer; 0 and *id, or -errno with a text in err. */
+int nd_mig_src_start(struct nd_node *n, const char *vm, const char *peer,
+		     const struct nd_mig_opts *o, uint64_t *id, char *err,
+		     size_t errlen);
+/*
+ * End a source migration before it completes: the VM keeps (or gets back)
+ * running here; how is FAILED or CANCELLED; tell: send ABORT to the peer.
+ */
+void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
+		     const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Send msg to m's peer; logs and returns -errno on failure. */
+int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg);
+/* A message from the destination of source migration m (not freed). */
+void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg);
+/* "precopy", "completed", ... */
+const char *nd_mig_phase_name(enum nd_mig_phase p);
+/* Persist m's record in mig_dir (small text file). */
+void nd_mig_record(struct nd_mig *m);
+
+/* nd_mig_dst.c, nd_mig_dst_ctl.c: the destination's puller thread */
+
+#define ND_MIG_WINDOW 32 /* reads in flight */
+
+struct nd_mig_qmsg {
+	struct proto_msg *m;
+	struct nd_mig_qmsg *next;
+};
+
+struct nd_mig_slot {
+	uint64_t start, pages; /* a DELTA_SET chunk: offset and bytes */
+	bool used;
+	bool delta;
+};
+
+struct nd_mig_dst {
+	/* fixed before the thread starts */
+	struct nd_node *n;
+	uint64_t id;
+	char vm[ND_NAME_MAX + 1];
+	char peer[ND_NAME_MAX + 1];
+	uint64_t pages;
+	uint32_t vcpus;
+	char sock[ND_DIR_MAX + 80];
+	char record[ND_DIR_MAX + 160];
+	int efd; /* wakes the thread */
+	pthread_t thread;
+
+	pthread_mutex_t lock; /* everything down to "thread only" */
+	struct nd_mig_qmsg *in, **in_tail, *out, **out_tail;
+	bool stop;
+	char stop_reason[256];
+	enum nd_mig_phase phase;
+	char reason[512];
+	uint32_t round;
+	uint64_t gen, pages_valid, pages_pulled, bytes, verified;
+	bool done; /* the thread ended */
+	bool handed; /* committed: kc and pid are the node's now */
+	struct kva_client *kc_out;
+	pid_t pid_out;
+	pid_t pid_pub; /* the incoming ferry-vm, for `ferry vms` */
+
+	/* thread only */
+	struct kva_client *kc;
+	pid_t pid;
+	uint8_t *map;
+	struct fab_mr *mr;
+	struct fab_ep *ep;
+	struct fab_rkey rk;
+	uint64_t *need;
+	uint64_t pending; /* pages announced and not pulled yet */
+	uint64_t cursor;
+	unsigned inflight;
+	uint64_t inflight_pages;
+	struct nd_mig_slot slots[ND_MIG_WINDOW];
+	/* a DELTA_SET being pulled into dbuf, then applied */
+	bool djob;
+	uint8_t *dbuf;
+	size_t dlen, dposted, ddone;
+	uint64_t dpages;
+	struct fab_mr *dmr;
+	struct fab_rkey drk;
+	uint64_t *csums; /* the source's, for --verify */
+	uint64_t csums_got;
+	struct fy_run vq[64]; /* VERIFY chunks not compared yet */
+	unsigned nvq;
+	uint64_t vbad, vfirst, vdone; /* mismatches, first one, compared */
+	bool final;
+	void *blob;
+	size_t blob_len;
+	uint64_t last_progress_ns;
+	bool progress_dirty;
+	bool quiet_abort; /* the source ended it: no ABORT back */
+};
+
+/* The thread's body (arg: its struct nd_mig_dst). */
+void *nd_mig_dst_thread(void *arg);
+/* Wake the side polling eventfd fd. */
+void nd_mig_kick(int fd);
+
+/* Start the puller thread for a MIGRATE_PREPARE; it spawns the VM. */
+int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p);
+/* Hand a message from the source to the thread; takes msg. */
+void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg);
+/*
+ * Control thread: send what the thread queued for the source and take
+ * over its news (phase, counters, the VM once committed). Returns true
+ * once the thread has ended and was joined.
+ */
+bool nd_mig_dst_poll(struct nd_mig *m);
+/* Ask the thread to give up (it cleans up everything), with a reason. */
+void nd_mig_dst_stop(struct nd_mig *m, const char *reason);
+/* Join and free (after nd_mig_dst_poll() returned true or at shutdown). */
+void nd_mig_dst_free(struct nd_mig *m);
+
+/* Load the records of earlier migrations; fail interrupted ones. */
+int nd_migs_open(struct nd_node *n);
+/* A migration message (or an ERROR about one) from peer p; takes m. */
+void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *m);
+/* Timers, peer loss, destination threads' news; returns when to call again. */
+void nd_migs_tick(struct nd_node *n, uint64_t now);
+/* Control socket commands: migrate, migrations, migration, cancel. */
+void nd_migs_command(struct nd_node *n, const char *cmd,
+		     const msgpack_object *req, msgpack_packer *pk);
+/* Migrations not finished yet. */
+unsigned nd_migs_active(const struct nd_node *n);
+/* Stop destination threads, fail what is in flight; at shutdown. */
+void nd_migs_close(struct nd_node *n);
+
+/* nd_cli_mig.c: the CLI's migration commands */
+
+/* Render "vms" and "migrations" replies for humans. */
+void nd_cli_print_vms(FILE *f, const msgpack_object *r);
+void nd_cli_print_migrations(FILE *f, const msgpack_object *r);
+/* Render one migration's final report. */
+void nd_cli_print_report(FILE *f, const msgpack_object *m);
+/* The one-line live progress, without newline. */
+void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
+			  double *best_pct);
+/*
+ * Send the msgpack map req (len bytes) to ferryd and wait up to
+ * timeout_ms; like nd_cli_request().
+ */
+int nd_cli_call(const char *sock_path, const void *req, size_t len,
+		int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
+		size_t errlen);
 
 #endif /* FERRY_NODE_NODE_INT_H */

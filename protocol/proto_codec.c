@@ -60,6 +60,9 @@ static const struct proto_desc *const descs[] = {
 	[PROTO_ABORT] = &proto_abort_desc,
 	[PROTO_RETARGET] = &proto_retarget_desc,
 	[PROTO_ERROR] = &proto_error_desc,
+	[PROTO_VERIFY] = &proto_verify_desc,
+	[PROTO_RESUMED] = &proto_resumed_desc,
+	[PROTO_DELTA_SET] = &proto_delta_desc,
 };
 
 static const struct proto_desc *desc_of(uint64_t t)

@@ -28,6 +28,19 @@
  *     faults become priority pulls); once it holds every page at its final
  *     generation D sends COMMIT(m, g); S frees its copy only then.
  *
+ *   With verification asked for, S sends after its last harvest (VM
+ *     paused) VERIFY(m, rg, s, c) messages: the xxh3-64 checksum of every
+ *     page from s on, 8 bytes each; D compares them with its own copy once
+ *     it pulled the last pages, and answers a mismatch with ABORT.
+ *   With delta compression, S sends a round's dirty pages as
+ *     DELTA_SET(m, g, rg, k, b, l, n) instead of a DIRTY_SET: their new
+ *     contents, encoded page by page against the copy D already holds, lie
+ *     in S's registered buffer [b, b + l) under key k; D pulls the buffer
+ *     and applies it.
+ *   D may send COMMIT before it resumes the VM (it then holds everything
+ *     and S may free its copy); RESUMED(m, g) follows once the VM runs on
+ *     D, so that S can measure the downtime on its own clock.
+ *
  *   ABORT(m, tx), from S or D before COMMIT, ends the migration: before
  *     SWITCHOVER the VM keeps running on S. D frees its copy.
  *   RETARGET(m, id), from S to D, names a new destination: D stops pulling,
@@ -378,4 +391,73 @@ const struct proto_desc proto_retarget_desc = {
 	.size = sizeof(struct proto_retarget),
 	.fields = retarget_fields,
 	.nfields = ARRAY_SIZE(retarget_fields),
+};
+
+static int verify_check(struct proto_ctx *c, const void *s)
+{
+	const struct proto_verify *v = s;
+
+	if (v->len % 8)
+		return proto_fail_in(c, ".c", "%zu bytes, not 8 per page",
+				     v->len);
+	if (v->start > PROTO_PAGES_MAX - v->len / 8)
+		return proto_fail_in(c, ".s", "pages end past page %llu",
+				     (unsigned long long)PROTO_PAGES_MAX);
+	return 0;
+}
+
+static const struct proto_field verify_fields[] = {
+	PF_U64("m", struct proto_verify, mig, 1, UINT64_MAX),
+	PF_U32("rg", struct proto_verify, region, 0, UINT32_MAX),
+	PF_U64("s", struct proto_verify, start, 0, PROTO_PAGES_MAX),
+	PF_BLOB("c", struct proto_verify, csums, len, 8,
+		8ULL * PROTO_CSUMS_MAX),
+};
+
+const struct proto_desc proto_verify_desc = {
+	.name = "VERIFY",
+	.size = sizeof(struct proto_verify),
+	.fields = verify_fields,
+	.nfields = ARRAY_SIZE(verify_fields),
+	.check = verify_check,
+};
+
+const struct proto_desc proto_resumed_desc = {
+	.name = "RESUMED",
+	.size = sizeof(struct proto_mig_gen),
+	.fields = mig_gen_fields,
+	.nfields = ARRAY_SIZE(mig_gen_fields),
+};
+
+static int delta_check(struct proto_ctx *c, const void *s)
+{
+	const struct proto_delta_set *d = s;
+
+	if (d->base > UINT64_MAX - d->len)
+		return proto_fail_in(c, ".b", "buffer wraps around");
+	/* every page takes a 16-byte record header at least */
+	if (d->len < 16 * d->pages)
+		return proto_fail_in(c, ".l",
+				     "%llu bytes cannot hold %llu pages",
+				     (unsigned long long)d->len,
+				     (unsigned long long)d->pages);
+	return 0;
+}
+
+static const struct proto_field delta_fields[] = {
+	PF_U64("m", struct proto_delta_set, mig, 1, UINT64_MAX),
+	PF_U64("g", struct proto_delta_set, gen, 0, UINT64_MAX),
+	PF_U32("rg", struct proto_delta_set, region, 0, UINT32_MAX),
+	PF_U64("k", struct proto_delta_set, key, 0, UINT64_MAX),
+	PF_U64("b", struct proto_delta_set, base, 0, UINT64_MAX),
+	PF_U64("l", struct proto_delta_set, len, 16, PROTO_DELTA_MAX),
+	PF_U64("n", struct proto_delta_set, pages, 1, PROTO_PAGES_MAX),
+};
+
+const struct proto_desc proto_delta_desc = {
+	.name = "DELTA_SET",
+	.size = sizeof(struct proto_delta_set),
+	.fields = delta_fields,
+	.nfields = ARRAY_SIZE(delta_fields),
+	.check = delta_check,
 };

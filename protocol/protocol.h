@@ -33,6 +33,8 @@
 #define PROTO_REGION_BYTES_MAX (1ULL << 48) /* one region, any page size */
 #define PROTO_DEPTH_MAX 8 /* msgpack nesting a decoder walks */
 #define PROTO_ERRNO_MAX 4095 /* ERROR codes are 1 .. this */
+#define PROTO_CSUMS_MAX (1u << 20) /* page checksums in one VERIFY */
+#define PROTO_DELTA_MAX (1ULL << 40) /* bytes of one DELTA_SET's buffer */
 
 enum proto_type {
 	PROTO_HELLO = 1,
@@ -48,6 +50,9 @@ enum proto_type {
 	PROTO_ABORT,
 	PROTO_RETARGET,
 	PROTO_ERROR,
+	PROTO_VERIFY,
+	PROTO_RESUMED,
+	PROTO_DELTA_SET,
 };
 
 /* A run of pages that a holder holds at one generation. */
@@ -141,6 +146,30 @@ struct proto_mig_gen {
 	uint64_t gen;
 };
 
+/* VERIFY: xxh3-64 checksums (fy_page_csum) of pages start .. start + n - 1 */
+struct proto_verify {
+	uint64_t mig;
+	uint32_t region;
+	uint64_t start;
+	size_t len; /* bytes: 8 per page, little-endian */
+	uint8_t *csums;
+};
+
+/*
+ * DELTA_SET: the new contents of `pages` pages of a region, encoded (page
+ * by page, raw or as a delta against the copy the destination holds) in
+ * the sender's registered buffer [base, base + len) under key.
+ */
+struct proto_delta_set {
+	uint64_t mig;
+	uint64_t gen;
+	uint32_t region;
+	uint64_t key;
+	uint64_t base;
+	uint64_t len;
+	uint64_t pages;
+};
+
 struct proto_abort {
 	uint64_t mig; /* every mig but ERROR's is >= 1 */
 	char reason[PROTO_TEXT_MAX + 1];
@@ -169,6 +198,9 @@ struct proto_msg {
 		struct proto_state state;
 		struct proto_mig_gen switchover;
 		struct proto_mig_gen commit;
+		struct proto_mig_gen resumed;
+		struct proto_verify verify;
+		struct proto_delta_set delta;
 		struct proto_abort abort;
 		struct proto_retarget retarget;
 		struct proto_error error;

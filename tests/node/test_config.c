@@ -75,6 +75,9 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->log_level, FY_LOG_INFO);
 	assert_int_equal(cfg->ping_interval_ms, 500);
 	assert_int_equal(cfg->peer_timeout_ms, 1500);
+	assert_string_equal(cfg->vm_dir, ""); /* <state_dir>/vms */
+	assert_string_equal(cfg->ferry_vm, "");
+	assert_int_equal(cfg->mig_timeout_ms, 10000);
 	assert_int_equal(cfg->npeers, 0);
 	free(cfg);
 
@@ -102,6 +105,9 @@ static void test_full(void **state)
 		"log_level = debug\n"
 		"ping_interval_ms = 200\n"
 		"peer_timeout_ms = 900\n"
+		"vm_dir = /tmp/x/vms\n"
+		"ferry_vm = /opt/ferry/bin/ferry-vm\n"
+		"migration_timeout_ms = 5000\n"
 		"\n"
 		"[fabric]\n"
 		"provider = ofi:shm\n"
@@ -129,15 +135,18 @@ static void test_full(void **state)
 	assert_string_equal(cfg->provider, "ofi:shm");
 	assert_string_equal(cfg->fabric_address, "10.0.0.1");
 	assert_string_equal(cfg->fabric_port, "9000");
+	assert_string_equal(cfg->vm_dir, "/tmp/x/vms");
+	assert_string_equal(cfg->ferry_vm, "/opt/ferry/bin/ferry-vm");
+	assert_int_equal(cfg->mig_timeout_ms, 5000);
 	assert_int_equal(cfg->npeers, 2);
 	assert_string_equal(cfg->peers[0].name, "b");
 	assert_string_equal(cfg->peers[0].address, "tcp://127.0.0.1:7402");
 	assert_string_equal(cfg->peers[0].public_key, KEY_A);
-	assert_int_equal(cfg->peers[0].line, 16);
+	assert_int_equal(cfg->peers[0].line, 19);
 	assert_string_equal(cfg->peers[1].name, "c");
 	assert_string_equal(cfg->peers[1].address, "tcp://host.example:7403");
 	assert_string_equal(cfg->peers[1].public_key, KEY_B);
-	assert_int_equal(cfg->peers[1].line, 19);
+	assert_int_equal(cfg->peers[1].line, 22);
 	free(cfg);
 }
 
@@ -162,6 +171,9 @@ static const struct bad_case bad_cases[] = {
 	{ "[node]\nstate_dir = relative/dir\n", "2: state_dir: bad value "
 						"'relative/dir'" },
 	{ "[node]\nlog_level = loud\n", "2: log_level: bad value 'loud'" },
+	{ "[node]\nvm_dir = vms\n", "2: vm_dir: bad value 'vms'" },
+	{ "[node]\nmigration_timeout_ms = 10\n", "2: migration_timeout_ms: "
+						 "bad value '10'" },
 	{ "[node]\nping_interval_ms = 10\n", "2: ping_interval_ms: bad value "
 					     "'10'" },
 	{ "[node]\nping_interval_ms = 500\npeer_timeout_ms = 400\n",

@@ -123,6 +123,22 @@ static int fill_state(struct proto_state *s, unsigned v)
 	return 0;
 }
 
+static int fill_verify(struct proto_verify *c, unsigned v)
+{
+	size_t n = v == 1 ? 1 : v == 2 ? 4096 : 300;
+
+	c->mig = 16;
+	c->region = v;
+	c->start = v == 2 ? PROTO_PAGES_MAX - n : 1000;
+	c->len = 8 * n;
+	c->csums = malloc(c->len);
+	if (!c->csums)
+		return -1;
+	for (size_t i = 0; i < c->len; i++)
+		c->csums[i] = i * 13 + (i >> 8);
+	return 0;
+}
+
 struct proto_msg *proto_sample(enum proto_type t, unsigned v)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
@@ -159,8 +175,22 @@ struct proto_msg *proto_sample(enum proto_type t, unsigned v)
 	case PROTO_STATE:
 		rc = fill_state(&m->state, v);
 		break;
+	case PROTO_VERIFY:
+		rc = fill_verify(&m->verify, v);
+		break;
+	case PROTO_DELTA_SET:
+		m->delta.mig = 17;
+		m->delta.gen = v == 2 ? UINT64_MAX : v + 3;
+		m->delta.region = v;
+		m->delta.key = v == 1 ? 0 : 0xfeedbeef00ULL + v;
+		m->delta.base = v == 2 ? UINT64_MAX - PROTO_DELTA_MAX
+				       : 0x7f0000001000ULL;
+		m->delta.pages = v == 2 ? PROTO_PAGES_MAX : v == 1 ? 1 : 300;
+		m->delta.len = v == 2 ? PROTO_DELTA_MAX : v == 1 ? 16 : 300000;
+		break;
 	case PROTO_SWITCHOVER:
 	case PROTO_COMMIT:
+	case PROTO_RESUMED:
 		m->switchover.mig = 12 + v;
 		m->switchover.gen = v == 2 ? UINT64_MAX : v;
 		break;
@@ -294,8 +324,21 @@ bool proto_msg_eq(const struct proto_msg *a, const struct proto_msg *b,
 			     memcmp(a->state.blob, b->state.blob, a->state.len),
 		     "blob");
 		return true;
+	case PROTO_VERIFY:
+		DIFF(a->verify.mig != b->verify.mig, "mig");
+		DIFF(a->verify.region != b->verify.region, "region");
+		DIFF(a->verify.start != b->verify.start, "start");
+		DIFF(a->verify.len != b->verify.len ||
+			     memcmp(a->verify.csums, b->verify.csums,
+				    a->verify.len),
+		     "csums");
+		return true;
+	case PROTO_DELTA_SET:
+		DIFF(memcmp(&a->delta, &b->delta, sizeof(a->delta)), "delta");
+		return true;
 	case PROTO_SWITCHOVER:
 	case PROTO_COMMIT:
+	case PROTO_RESUMED:
 		DIFF(a->commit.mig != b->commit.mig, "mig");
 		DIFF(a->commit.gen != b->commit.gen, "gen");
 		return true;

@@ -24,7 +24,7 @@
 #include "proto_samples.h"
 
 #define ALL_TYPES_FIRST PROTO_HELLO
-#define ALL_TYPES_LAST PROTO_ERROR
+#define ALL_TYPES_LAST PROTO_DELTA_SET
 
 /* ---- helpers ---- */
 
@@ -215,6 +215,9 @@ static void test_type_names(void **state)
 	assert_string_equal(proto_type_name(PROTO_HELLO), "HELLO");
 	assert_string_equal(proto_type_name(PROTO_DIRTY_SET), "DIRTY_SET");
 	assert_string_equal(proto_type_name(PROTO_ERROR), "ERROR");
+	assert_string_equal(proto_type_name(PROTO_VERIFY), "VERIFY");
+	assert_string_equal(proto_type_name(PROTO_RESUMED), "RESUMED");
+	assert_string_equal(proto_type_name(PROTO_DELTA_SET), "DELTA_SET");
 	assert_string_equal(proto_type_name(0), "?");
 	assert_string_equal(proto_type_name(99), "?");
 	proto_msg_free(NULL);
@@ -789,6 +792,44 @@ static void test_reject_state_blob(void **state)
 	tree_done(&t);
 }
 
+static void test_reject_verify(void **state)
+{
+	struct tree t;
+
+	(void)state;
+	tree_of(&t, PROTO_VERIFY, 0);
+	set_bin(get(t.root, "c"), "0123456789", 10);
+	tree_bad(&t, "VERIFY.c: 10 bytes, not 8 per page");
+	tree_done(&t);
+	tree_of(&t, PROTO_VERIFY, 0);
+	set_bin(get(t.root, "c"), "", 0);
+	tree_bad(&t, "VERIFY.c: 0 bytes, not in 8..8388608");
+	tree_done(&t);
+	tree_of(&t, PROTO_VERIFY, 0);
+	set_uint(get(t.root, "s"), PROTO_PAGES_MAX - 10);
+	tree_bad(&t, "VERIFY.s: pages end past page 68719476736");
+	tree_done(&t);
+}
+
+static void test_reject_delta(void **state)
+{
+	struct tree t;
+
+	(void)state;
+	tree_of(&t, PROTO_DELTA_SET, 0);
+	set_uint(get(t.root, "l"), 16 * 300 - 1);
+	tree_bad(&t, "DELTA_SET.l: 4799 bytes cannot hold 300 pages");
+	tree_done(&t);
+	tree_of(&t, PROTO_DELTA_SET, 0);
+	set_uint(get(t.root, "b"), UINT64_MAX - 100);
+	tree_bad(&t, "DELTA_SET.b: buffer wraps around");
+	tree_done(&t);
+	tree_of(&t, PROTO_DELTA_SET, 0);
+	set_uint(get(t.root, "n"), 0);
+	tree_bad(&t, "DELTA_SET.n: 0 not in 1..68719476736");
+	tree_done(&t);
+}
+
 /* An unknown field can't hide a bomb: its skip is bounded too. */
 static void test_reject_deep_nesting(void **state)
 {
@@ -918,6 +959,8 @@ int main(void)
 		cmocka_unit_test(test_reject_too_many_runs),
 		cmocka_unit_test(test_reject_regions_over_limit),
 		cmocka_unit_test(test_reject_state_blob),
+		cmocka_unit_test(test_reject_verify),
+		cmocka_unit_test(test_reject_delta),
 		cmocka_unit_test(test_reject_deep_nesting),
 		cmocka_unit_test(test_encode_refuses),
 		cmocka_unit_test(test_err_optional),

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The CLI's rendering of VMs and migrations. ferryd answers with msgpack
+ * maps (nd_vm.c, nd_mig_ctl.c); `--json` prints them unchanged, and these
+ * functions render the very same maps for humans.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "node/node_int.h"
+
+void nd_cli_print_vms(FILE *f, const msgpack_object *r)
+{
+	const msgpack_object *vms = nd_mp_get(r, "vms");
+	uint32_t n = 0;
+
+	if (vms && vms->type == MSGPACK_OBJECT_ARRAY)
+		n = vms->via.array.size;
+	fprintf(f, "%-16s  %-9s  %5s  %-8s  %-8s  %10s  %8s  %8s  %s\n", "NAME",
+		"MEMORY", "VCPUS", "GUEST", "STATE", "WRITES", "PASS", "CHECKS",
+		"MIGRATION");
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object *v = &vms->via.array.ptr[i];
+		char name[ND_NAME_MAX + 1], guest[32], st[32], mem[32], mig[32];
+		int64_t id = nd_mp_int(v, "migration", 0);
+
+		snprintf(mig, sizeof(mig), id ? "%" PRId64 : "-", id);
+		fprintf(f,
+			"%-16s  %-9s  %5" PRId64 "  %-8s  %-8s  %10" PRId64
+			"  %8" PRId64 "  %8" PRId64 "  %s\n",
+			nd_mp_str(v, "name", name, sizeof(name)),
+			fy_fmt_bytes(nd_mp_int(v, "memory_bytes", 0), mem,
+				     sizeof(mem)),
+			nd_mp_int(v, "vcpus", 0),
+			nd_mp_str(v, "guest", guest, sizeof(guest))[0] ? guest
+								       : "-",
+			nd_mp_str(v, "state", st, sizeof(st)),
+			nd_mp_int(v, "writes", 0), nd_mp_int(v, "pass", 0),
+			nd_mp_int(v, "checks", 0), mig);
+	}
+}
+
+void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
+{
+	const msgpack_object *ms = nd_mp_get(r, "migrations");
+	uint32_t n = 0;
+
+	if (ms && ms->type == MSGPACK_OBJECT_ARRAY)
+		n = ms->via.array.size;
+	fprintf(f, "%-5s  %-11s  %-16s  %-10s  %-10s  %5s  %6s  %s\n", "ID",
+		"ROLE", "VM", "PEER", "STATE", "ROUND", "VALID", "REASON");
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object *m = &ms->via.array.ptr[i];
+		char role[16], vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1];
+		char st[16], reason[512];
+		int64_t total = nd_mp_int(m, "pages_total", 0);
+
+		fprintf(f,
+			"%-5" PRId64 "  %-11s  %-16s  %-10s  %-10s  %5" PRId64
+			"  %5.1f%%  %s\n",
+			nd_mp_int(m, "id", 0),
+			nd_mp_str(m, "role", role, sizeof(role)),
+			nd_mp_str(m, "vm", vm, sizeof(vm)),
+			nd_mp_str(m, "peer", peer, sizeof(peer)),
+			nd_mp_str(m, "state", st, sizeof(st)),
+			nd_mp_int(m, "round", 0),
+			total ? 100.0 * nd_mp_int(m, "pages_valid", 0) / total
+			      : 0.0,
+			nd_mp_str(m, "reason", reason, sizeof(reason))[0]
+				? reason
+				: "-");
+	}
+}
+
+void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
+			  double *best_pct)
+{
+	int64_t total = nd_mp_int(m, "pages_total", 0);
+	double pct = total ? 100.0 * nd_mp_int(m, "pages_valid", 0) / total : 0;
+	char st[16], bw[32];
+
+	/*
+	 * Pages dirtied again make the share of valid pages drop; the line
+	 * shows the highest share reached so that it never runs backwards
+	 * (the JSON has the raw value).
+	 */
+	if (pct > *best_pct)
+		*best_pct = pct;
+	fy_fmt_bytes((uint64_t)nd_mp_double(m, "bandwidth", 0), bw, sizeof(bw));
+	snprintf(buf, len,
+		 "%-10s %5.1f%%  round %-3" PRId64 " dirty %8.0f pages/s  "
+		 "bandwidth %s/s  expected downtime %" PRId64 " ms",
+		 nd_mp_str(m, "state", st, sizeof(st)), *best_pct,
+		 nd_mp_int(m, "round", 0), nd_mp_double(m, "dirty_rate", 0), bw,
+		 nd_mp_int(m, "expected_downtime_ms", 0));
+}
+
+void nd_cli_print_report(FILE *f, const msgpack_object *m)
+{
+	char st[16], vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1], b[32];
+	char reason[512], acts[512], tp[32];
+	double total = nd_mp_double(m, "total_s", 0);
+	double dt = nd_mp_double(m, "downtime_ms", -1);
+	int64_t verified = nd_mp_int(m, "verified_pages", 0);
+
+	fprintf(f, "migration %" PRId64 ": %s to %s: %s\n",
+		nd_mp_int(m, "id", 0), nd_mp_str(m, "vm", vm, sizeof(vm)),
+		nd_mp_str(m, "peer", peer, sizeof(peer)),
+		nd_mp_str(m, "state", st, sizeof(st)));
+	if (nd_mp_str(m, "reason", reason, sizeof(reason))[0])
+		fprintf(f, "  reason:           %s\n", reason);
+	fprintf(f, "  total time:       %.3f s\n", total);
+	if (dt >= 0)
+		fprintf(f,
+			"  downtime:         %.1f ms (source: pause to the "
+			"destination's RESUMED)\n",
+			dt);
+	else
+		fprintf(f, "  downtime:         -\n");
+	fprintf(f, "  rounds:           %" PRId64 "\n",
+		nd_mp_int(m, "round", 0) + 1);
+	fprintf(f,
+		"  pages:            %" PRId64 " total, %" PRId64 " resident "
+		"at start\n",
+		nd_mp_int(m, "pages_total", 0),
+		nd_mp_int(m, "pages_resident", 0));
+	fprintf(f,
+		"  pages pulled:     %" PRId64 " (%" PRId64 " pulled again)\n",
+		nd_mp_int(m, "pages_pulled", 0),
+		nd_mp_int(m, "pages_pulled_again", 0));
+	fprintf(f, "  bytes:            %s\n",
+		fy_fmt_bytes(nd_mp_int(m, "bytes", 0), b, sizeof(b)));
+	fprintf(f, "  throughput:       %s/s (bandwidth of the pulls %s/s)\n",
+		fy_fmt_bytes((uint64_t)nd_mp_double(m, "throughput", 0), tp,
+			     sizeof(tp)),
+		fy_fmt_bytes((uint64_t)nd_mp_double(m, "bandwidth", 0), b,
+			     sizeof(b)));
+	fprintf(f, "  downtime limit:   %" PRId64 " ms\n",
+		nd_mp_int(m, "downtime_limit_ms", 0));
+	if (nd_mp_int(m, "delta_pages", 0))
+		fprintf(f,
+			"  delta:            %" PRId64 " pages re-sent in %s "
+			"(%.1f%% of their size)\n",
+			nd_mp_int(m, "delta_pages", 0),
+			fy_fmt_bytes(nd_mp_int(m, "delta_bytes", 0), b,
+				     sizeof(b)),
+			100.0 * nd_mp_int(m, "delta_bytes", 0) /
+				(4096.0 * nd_mp_int(m, "delta_pages", 1)));
+	if (nd_mp_str(m, "converge_actions", acts, sizeof(acts))[0])
+		fprintf(f, "  auto-converge:    %s\n", acts);
+	if (verified && !strcmp(st, "completed"))
+		fprintf(f,
+			"  verify:           %" PRId64 " pages compared, all "
+			"equal\n",
+			verified);
+}

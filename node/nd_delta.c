@@ -1,0 +1,224 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Delta encoding of re-sent pages (`--compress delta`), after XBZRLE
+ * (Svärd et al., VEE'11): a page that changed since the destination got it
+ * travels as the runs of bytes that differ, not as 4 KiB.
+ *
+ * A page's delta is a sequence of (skip, count, count bytes): skip bytes
+ * unchanged, then count bytes of new contents, both LEB128 varints; the
+ * runs are found word by word (8 bytes), so counts are multiples of 8. A
+ * delta that would not save at least a sixteenth of the page is not used:
+ * the page goes raw.
+ *
+ * A DELTA_SET buffer is a sequence of records, each 8-byte aligned:
+ *   u64 page, u32 length, u32 kind (0 raw: 4096 bytes; 1 delta), data.
+ * All integers little-endian.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "fabric/fabric.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+#define PAGE 4096
+
+static size_t put_varint(uint8_t *out, size_t cap, size_t pos, uint64_t v)
+{
+	do {
+		if (pos >= cap)
+			return SIZE_MAX;
+		out[pos++] = (uint8_t)(v & 0x7f) | (v > 0x7f ? 0x80 : 0);
+		v >>= 7;
+	} while (v);
+	return pos;
+}
+
+static int get_varint(const uint8_t *in, size_t len, size_t *pos, uint64_t *v)
+{
+	unsigned shift = 0;
+
+	*v = 0;
+	while (*pos < len && shift < 64) {
+		uint8_t b = in[(*pos)++];
+
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return 0;
+		shift += 7;
+	}
+	return -EBADMSG;
+}
+
+size_t nd_delta_encode(const uint8_t *old, const uint8_t *new, uint8_t *out,
+		       size_t cap)
+{
+	size_t pos = 0, w = 0, words = PAGE / 8;
+
+	while (w < words) {
+		size_t same = w, diff;
+		uint64_t a, b;
+
+		for (; w < words; w++) {
+			memcpy(&a, old + w * 8, 8);
+			memcpy(&b, new + w * 8, 8);
+			if (a != b)
+				break;
+		}
+		if (w == words)
+			break; /* the rest is unchanged: nothing to say */
+		diff = w;
+		for (; w < words; w++) {
+			memcpy(&a, old + w * 8, 8);
+			memcpy(&b, new + w * 8, 8);
+			if (a == b)
+				break;
+		}
+		pos = put_varint(out, cap, pos, (diff - same) * 8);
+		if (pos != SIZE_MAX)
+			pos = put_varint(out, cap, pos, (w - diff) * 8);
+		if (pos == SIZE_MAX || pos + (w - diff) * 8 > cap)
+			return 0;
+		memcpy(out + pos, new + diff * 8, (w - diff) * 8);
+		pos += (w - diff) * 8;
+	}
+	return pos;
+}
+
+int nd_delta_apply(uint8_t *page, const uint8_t *d, size_t len)
+{
+	size_t pos = 0, at = 0;
+
+	while (pos < len) {
+		uint64_t skip, count;
+
+		if (get_varint(d, len, &pos, &skip) ||
+		    get_varint(d, len, &pos, &count) || skip > PAGE - at ||
+		    count > PAGE - at - skip || count > len - pos)
+			return -EBADMSG;
+		at += skip;
+		memcpy(page + at, d + pos, count);
+		at += count;
+		pos += count;
+	}
+	return 0;
+}
+
+size_t nd_delta_record(uint8_t *out, uint64_t page, const uint8_t *old,
+		       const uint8_t *new, bool *raw)
+{
+	uint32_t len, kind;
+	size_t n;
+
+	/* a delta must save a sixteenth of the page to be worth it */
+	n = nd_delta_encode(old, new, out + 16, PAGE - PAGE / 16);
+	if (n && n < PAGE - PAGE / 16) {
+		len = (uint32_t)n;
+		kind = 1;
+	} else {
+		memcpy(out + 16, new, PAGE);
+		len = PAGE;
+		kind = 0;
+	}
+	*raw = !kind;
+	memcpy(out, &page, 8);
+	memcpy(out + 8, &len, 4);
+	memcpy(out + 12, &kind, 4);
+	return 16 + ((len + 7) & ~7u);
+}
+
+int nd_delta_apply_buf(uint8_t *map, uint64_t pages, const uint8_t *buf,
+		       size_t len, uint64_t *applied)
+{
+	size_t pos = 0;
+
+	*applied = 0;
+	while (pos < len) {
+		uint64_t page;
+		uint32_t rlen, kind;
+		int ret;
+
+		if (len - pos < 16)
+			return -EBADMSG;
+		memcpy(&page, buf + pos, 8);
+		memcpy(&rlen, buf + pos + 8, 4);
+		memcpy(&kind, buf + pos + 12, 4);
+		pos += 16;
+		if (page >= pages || rlen > len - pos || kind > 1 ||
+		    (kind == 0 && rlen != PAGE))
+			return -EBADMSG;
+		if (kind == 0) {
+			memcpy(map + page * PAGE, buf + pos, PAGE);
+		} else {
+			ret = nd_delta_apply(map + page * PAGE, buf + pos,
+					     rlen);
+			if (ret)
+				return ret;
+		}
+		pos += (rlen + 7) & ~7u;
+		(*applied)++;
+	}
+	return 0;
+}
+
+/*
+ * --compress delta: announce the round's runs as one DELTA_SET. Each page
+ * is copied once (the guest may be writing it), encoded against the copy
+ * D holds (m->cache, equal to what D has), and the copy becomes D's new
+ * one. A write after our copy is in the next harvest. Returns 0 or -errno.
+ */
+int nd_mig_delta_round(struct nd_mig *m)
+{
+	struct proto_msg d = { .type = PROTO_DELTA_SET };
+	uint64_t pages = fy_runs_pages(m->todo, m->ntodo), used = 0;
+	uint8_t tmp[PAGE];
+	struct fab_rkey rk;
+	size_t cap;
+	int ret;
+
+	cap = (pages * (PAGE + 16) + PAGE - 1) & ~(PAGE - 1);
+	m->stage = mmap(NULL, cap, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m->stage == MAP_FAILED) {
+		m->stage = NULL;
+		return -ENOMEM;
+	}
+	m->stage_len = cap;
+	for (size_t i = 0; i < m->ntodo; i++)
+		for (uint64_t p = m->todo[i].start;
+		     p < m->todo[i].start + m->todo[i].len; p++) {
+			bool raw;
+
+			memcpy(tmp, m->map + p * PAGE, PAGE);
+			used += nd_delta_record(m->stage + used, p,
+						m->cache + p * PAGE, tmp, &raw);
+			memcpy(m->cache + p * PAGE, tmp, PAGE);
+			m->delta_raw += raw;
+		}
+	m->todo_pos = m->ntodo;
+	m->todo_sent = true;
+	ret = fab_mr_reg(m->n->fab, m->stage, used, FAB_ACCESS_READ,
+			 &m->stage_mr);
+	if (ret)
+		return ret;
+	fab_mr_rkey(m->stage_mr, &rk);
+	d.delta.mig = m->id;
+	d.delta.gen = m->gen;
+	d.delta.key = rk.key;
+	d.delta.base = rk.addr;
+	d.delta.len = used;
+	d.delta.pages = pages;
+	ret = nd_mig_send(m, &d);
+	if (ret)
+		return ret;
+	m->announced += pages;
+	m->expect_bytes += used;
+	m->delta_pages += pages;
+	m->delta_bytes += used;
+	return 0;
+}

@@ -1,0 +1,1077 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Migrations: the table, the control socket's commands, the source's state
+ * machine and the records kept in <state_dir>/migrations.
+ *
+ * The source runs in the control thread: its adapter calls (HARVEST, PAUSE,
+ * GET_STATE, RESUME, EXIT) take milliseconds and pages never pass through
+ * it. Every transfer is a pull by the destination (nd_mig_dst.c):
+ *
+ *   S: map the VM's memfd read-only, register it (peers may read);
+ *   S -> D  MIGRATE_PREPARE(m, vm, mode, page size, vCPUs, pages)
+ *   D -> S  HOLDER_MAP(m, D's, no runs)            its "yes" (ERROR: "no")
+ *   S: harvest once (clears the dirty log), find the pages with data
+ *      (SEEK_DATA/SEEK_HOLE): round 0's set;
+ *   S -> D  HOLDER_MAP(m, S's address, key, base, len, [0, pages, gen 0])
+ *   S -> D  DIRTY_SET(m, g, runs) ...   the pages D must pull this round,
+ *           paced when --max-bandwidth is given, at most 64 Ki runs each
+ *   D -> S  PROGRESS(m, rd, pg, pt, b) while pulling, and when done
+ *   S: once D pulled every announced page (b = announced x page size):
+ *      harvest, g++; estimate the last round as dirty x page size / the
+ *      bandwidth D achieved; fits the downtime limit -> switchover, else
+ *      announce the dirty pages as the next round;
+ *   S: PAUSE, harvest, DIRTY_SET(final), [VERIFY(checksums)],
+ *      SWITCHOVER(m, g), STATE(m, GET_STATE blob);
+ *   D -> S  COMMIT(m, g)      D holds all pages and the state: S's VM EXITs
+ *   D -> S  RESUMED(m, g)     the VM runs on D: downtime = now - pause, on
+ *                             S's clock only
+ *
+ * Failure before COMMIT (ABORT or ERROR from D, D unreachable, silence for
+ * migration_timeout_ms, a cap hit, `ferry cancel`): S resumes the VM if it
+ * paused it, deregisters, sends ABORT, and the migration is failed with
+ * the reason. docs/migration.md is the user's view of all this.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fabric/fabric.h"
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+#define mig_err(m, fmt, ...)                                       \
+	pr_err("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
+	       (m)->source ? "to" : "from", (m)->peer->conf->name, \
+	       ##__VA_ARGS__)
+#define mig_info(m, fmt, ...)                                       \
+	pr_info("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
+		(m)->source ? "to" : "from", (m)->peer->conf->name, \
+		##__VA_ARGS__)
+
+#define PAGE 4096UL
+#define RUNS_PER_MSG 65536
+#define PACE_NS (100 * 1000000ULL) /* --max-bandwidth: a slice per 100 ms */
+#define PREPARE_TIMEOUT_NS (30 * 1000000000ULL) /* D starts its VM */
+#define RESUMED_WAIT_NS (5 * 1000000000ULL)
+#define TICK_NS (50 * 1000000ULL)
+#define IDLE_TICK_NS (500 * 1000000ULL) /* reaps VMs we started */
+/*
+ * Checksums per VERIFY: 32 Ki pages (128 MiB of RAM, 256 KiB of message),
+ * so that D compares one chunk while S computes the next.
+ */
+#define CSUMS_PER_MSG (1u << 15)
+
+static const char *const phase_names[] = {
+	[ND_MIG_PREPARE] = "prepare",	    [ND_MIG_PRECOPY] = "precopy",
+	[ND_MIG_SWITCHOVER] = "switchover", [ND_MIG_COMMITTED] = "committed",
+	[ND_MIG_COMPLETED] = "completed",   [ND_MIG_FAILED] = "failed",
+	[ND_MIG_CANCELLED] = "cancelled",
+};
+
+const char *nd_mig_phase_name(enum nd_mig_phase p)
+{
+	return p < ARRAY_SIZE(phase_names) ? phase_names[p] : "?";
+}
+
+bool nd_mig_finished(const struct nd_mig *m)
+{
+	return m->phase >= ND_MIG_COMPLETED;
+}
+
+unsigned nd_migs_active(const struct nd_node *n)
+{
+	unsigned c = 0;
+
+	for (int i = 0; i < ND_MIGS_MAX; i++)
+		c += n->migs[i] && !nd_mig_finished(n->migs[i]);
+	return c;
+}
+
+/* records */
+
+static void record_path(const struct nd_mig *m, char *buf, size_t len)
+{
+	if (m->source)
+		snprintf(buf, len, "%s/%" PRIu64 ".src", m->n->mig_dir, m->id);
+	else
+		snprintf(buf, len, "%s/%s-%" PRIu64 ".dst", m->n->mig_dir,
+			 m->peer->conf->name, m->id);
+}
+
+void nd_mig_record(struct nd_mig *m)
+{
+	char path[ND_DIR_MAX + 128], tmp[ND_DIR_MAX + 140];
+	FILE *f;
+
+	record_path(m, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f) {
+		pr_perror("cannot write %s", tmp);
+		return;
+	}
+	fprintf(f,
+		"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nstarted=%" PRIu64
+		"\nreason=%s\n",
+		m->id, m->vm, m->peer->conf->name, nd_mig_phase_name(m->phase),
+		m->started_unix, m->reason);
+	/* rename: a crash leaves the old record or the new one */
+	if (fclose(f) || rename(tmp, path))
+		pr_perror("cannot write %s", path);
+}
+
+/* The table */
+
+struct nd_mig *nd_mig_new(struct nd_node *n)
+{
+	int slot = -1;
+	struct nd_mig *m;
+
+	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
+		if (!n->migs[i])
+			slot = i;
+	/* full: drop the oldest finished one */
+	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
+		if (nd_mig_finished(n->migs[i]) && !n->migs[i]->dst) {
+			free(n->migs[i]->todo);
+			free(n->migs[i]->sent_bm);
+			free(n->migs[i]);
+			n->migs[i] = NULL;
+			slot = i;
+		}
+	if (slot < 0)
+		return NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->n = n;
+	m->t_start = m->last_heard = fy_now_ns();
+	m->started_unix = (uint64_t)time(NULL);
+	n->migs[slot] = m;
+	return m;
+}
+
+struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
+			   const struct nd_peer *p)
+{
+	struct nd_mig *found = NULL;
+
+	/* a running one first: ids are unique per source, not per node */
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		struct nd_mig *m = n->migs[i];
+
+		if (m && m->id == id && m->source == source &&
+		    (!p || m->peer == p)) {
+			if (!nd_mig_finished(m))
+				return m;
+			found = m;
+		}
+	}
+	return found;
+}
+
+int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg)
+{
+	int ret = nd_peer_send(m->peer, msg);
+
+	if (ret)
+		mig_err(m, "cannot send %s: %s", proto_type_name(msg->type),
+			strerror(-ret));
+	return ret;
+}
+
+static void send_abort(struct nd_mig *m, const char *reason)
+{
+	struct proto_msg a = { .type = PROTO_ABORT };
+
+	a.abort.mig = m->id;
+	snprintf(a.abort.reason, sizeof(a.abort.reason), "%s", reason);
+	nd_peer_send(m->peer, &a);
+}
+
+/* Give the source's registration and mapping back. */
+static void stage_free(struct nd_mig *m)
+{
+	fab_mr_dereg(m->stage_mr);
+	m->stage_mr = NULL;
+	if (m->stage)
+		munmap(m->stage, m->stage_len);
+	m->stage = NULL;
+	m->stage_len = 0;
+}
+
+static void csum_end(struct nd_mig *m);
+
+static void src_release(struct nd_mig *m)
+{
+	csum_end(m); /* it reads the mapping */
+	stage_free(m);
+	fab_mr_dereg(m->cache_mr);
+	m->cache_mr = NULL;
+	if (m->cache) {
+		munmap(m->cache, m->pages * PAGE);
+		m->cache = NULL;
+	}
+	if (m->mr) {
+		fab_mr_dereg(m->mr);
+		m->mr = NULL;
+	}
+	if (m->map) {
+		munmap(m->map, m->pages * PAGE);
+		m->map = NULL;
+	}
+	if (m->vmp) {
+		m->vmp->mig = NULL;
+		m->vmp = NULL;
+	}
+}
+
+static void src_drop_vm(struct nd_mig *m);
+
+/*
+ * End a source migration that cannot go on: the VM keeps (or gets back)
+ * running here. tell: send ABORT to the destination.
+ */
+void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
+		     const char *fmt, ...)
+{
+	va_list ap;
+
+	if (nd_mig_finished(m))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
+	va_end(ap);
+	if (m->phase >= ND_MIG_COMMITTED) {
+		/* the destination has it all: never run the VM twice */
+		mig_err(m, "after commit: %s", m->reason);
+		m->phase = ND_MIG_COMPLETED;
+		src_drop_vm(m);
+		goto out;
+	}
+	if (tell)
+		send_abort(m, m->reason);
+	if (m->t_pause && m->vmp && m->vmp->kc) {
+		int ret = kva_client_resume(m->vmp->kc);
+
+		if (ret)
+			mig_err(m, "cannot resume the VM here: %s",
+				strerror(-ret));
+		else
+			mig_info(m, "VM resumed here");
+	}
+	m->phase = how;
+	mig_err(m, "%s: %s", how == ND_MIG_CANCELLED ? "cancelled" : "failed",
+		m->reason);
+out:
+	m->t_end = fy_now_ns();
+	src_release(m);
+	nd_mig_record(m);
+}
+
+/* Source */
+
+static void note_action(struct nd_mig *m, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void note_action(struct nd_mig *m, const char *fmt, ...)
+{
+	size_t len = strlen(m->actions);
+	va_list ap;
+
+	if (len && len + 3 < sizeof(m->actions)) {
+		strcpy(m->actions + len, "; ");
+		len += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(m->actions + len, sizeof(m->actions) - len, fmt, ap);
+	va_end(ap);
+	mig_info(m, "auto-converge: %s", m->actions + len);
+}
+
+/* Start announcing runs (owned by m now) as round m->round at gen. */
+static void round_begin(struct nd_mig *m, struct fy_run *runs, size_t nr)
+{
+	free(m->todo);
+	m->todo = runs;
+	m->ntodo = nr;
+	m->todo_pos = 0;
+	m->todo_sent = false;
+	m->round_pages = fy_runs_pages(runs, nr);
+	m->round_start_ns = fy_now_ns();
+	m->round_bytes0 = m->bytes;
+	m->pace_next_ns = 0;
+	for (size_t i = 0; i < nr; i++)
+		for (uint64_t p = runs[i].start;
+		     p < runs[i].start + runs[i].len; p++) {
+			if (fy_bit_test(m->sent_bm, p))
+				m->pages_repulled++;
+			else
+				fy_bit_set(m->sent_bm, p);
+		}
+	m->pages_pulled += m->round_pages;
+}
+
+/*
+ * Send DIRTY_SETs for what is left of the round: all of it, or with
+ * --max-bandwidth (except in the final round) one slice per PACE_NS.
+ * Returns 0 or -errno (the migration failed).
+ */
+static int announce(struct nd_mig *m, bool paced)
+{
+	uint64_t now = fy_now_ns(), budget = UINT64_MAX;
+	struct proto_msg d = { .type = PROTO_DIRTY_SET };
+	struct fy_run *cut = NULL;
+	int ret = 0;
+
+	if (m->todo_sent)
+		return 0;
+	if (paced && m->o.max_bw) {
+		if (now < m->pace_next_ns)
+			return 0;
+		budget = FY_MAX(1, m->o.max_bw * (PACE_NS / 1000000) / 1000 /
+					   PAGE);
+		m->pace_next_ns = now + PACE_NS;
+	}
+	d.dirty.mig = m->id;
+	d.dirty.gen = m->gen;
+	d.dirty.region = 0;
+	/* an empty round still says "nothing new at generation g" */
+	do {
+		size_t first = m->todo_pos, n = 0;
+		uint64_t pages = 0;
+
+		while (first + n < m->ntodo && n < RUNS_PER_MSG &&
+		       pages < budget) {
+			pages += m->todo[first + n].len;
+			n++;
+		}
+		if (pages > budget) {
+			/* split the last run: the rest stays for later */
+			struct fy_run *last = &m->todo[first + n - 1];
+			uint64_t over = pages - budget;
+
+			cut = malloc(n * sizeof(*cut));
+			if (!cut)
+				return -ENOMEM;
+			memcpy(cut, &m->todo[first], n * sizeof(*cut));
+			cut[n - 1].len -= over;
+			last->start += last->len - over;
+			last->len = over;
+			d.dirty.runs = cut;
+			m->todo_pos = first + n - 1;
+			pages = budget;
+		} else {
+			d.dirty.runs = n ? &m->todo[first] : NULL;
+			m->todo_pos = first + n;
+		}
+		d.dirty.nruns = n;
+		ret = nd_mig_send(m, &d);
+		free(cut);
+		cut = NULL;
+		if (ret)
+			return ret;
+		m->announced += pages;
+		m->expect_bytes += pages * PAGE;
+		budget -= FY_MIN(budget, pages);
+	} while (m->todo_pos < m->ntodo && budget);
+	m->todo_sent = m->todo_pos >= m->ntodo;
+	return 0;
+}
+
+/* Harvest the dirty log into runs; *gen the new generation. */
+static int harvest(struct nd_mig *m, struct fy_run **runs, size_t *nr,
+		   uint64_t *dirty)
+{
+	const uint64_t *bm;
+	uint64_t gen;
+	int ret;
+
+	ret = kva_client_harvest(m->vmp->kc, &bm, &gen, dirty);
+	if (ret) {
+		mig_err(m, "harvest: %s", strerror(-ret));
+		return ret;
+	}
+	m->gen = gen;
+	ret = fy_runs_from_bitmap(bm, m->pages, runs, nr);
+	if (ret)
+		mig_err(m, "out of memory");
+	return ret;
+}
+
+/*
+ * --verify: checksum every page, chunk by chunk, in a thread of its own:
+ * 1 GiB takes about half a second, and the control thread must keep
+ * answering PINGs meanwhile (a peer silent for peer_timeout_ms is taken
+ * for dead).
+ */
+static void *csum_main(void *arg)
+{
+	struct nd_mig *m = arg;
+
+	for (uint64_t c = 0; c < m->csum_nchunks; c++) {
+		uint64_t s = c * CSUMS_PER_MSG;
+		uint64_t n = FY_MIN(m->pages - s, CSUMS_PER_MSG);
+		int ret;
+
+		if (__atomic_load_n(&m->csum_stop, __ATOMIC_ACQUIRE))
+			break;
+		ret = nd_memfd_csums(m->csum_fd, m->map, m->pages, s, n,
+				     m->csums + s);
+		if (ret) {
+			m->csum_ret = ret;
+			break;
+		}
+		__atomic_store_n(&m->csum_done, c + 1, __ATOMIC_RELEASE);
+		nd_mig_kick(m->n->mig_efd);
+	}
+	nd_mig_kick(m->n->mig_efd);
+	return NULL;
+}
+
+static int csum_start(struct nd_mig *m)
+{
+	int ret;
+
+	m->csum_nchunks = (m->pages + CSUMS_PER_MSG - 1) / CSUMS_PER_MSG;
+	m->csums = malloc(m->pages * 8);
+	if (!m->csums)
+		return -ENOMEM;
+	m->csum_fd = kva_client_layout(m->vmp->kc)->regions[0].memfd;
+	m->csum_done = m->csum_sent = 0;
+	m->csum_stop = false;
+	m->csum_ret = 0;
+	ret = -pthread_create(&m->csum_thread, NULL, csum_main, m);
+	if (ret)
+		return ret;
+	m->csum_running = true;
+	return 0;
+}
+
+static void csum_end(struct nd_mig *m)
+{
+	if (m->csum_running) {
+		__atomic_store_n(&m->csum_stop, true, __ATOMIC_RELEASE);
+		pthread_join(m->csum_thread, NULL);
+		m->csum_running = false;
+	}
+	free(m->csums);
+	m->csums = NULL;
+}
+
+/* Send the chunks computed so far; returns true once all are sent. */
+static bool csum_send(struct nd_mig *m, int *ret)
+{
+	uint64_t done = __atomic_load_n(&m->csum_done, __ATOMIC_ACQUIRE);
+	struct proto_msg v = { .type = PROTO_VERIFY };
+
+	*ret = 0;
+	for (; m->csum_sent < done && !*ret; m->csum_sent++) {
+		uint64_t s = m->csum_sent * CSUMS_PER_MSG;
+
+		v.verify.mig = m->id;
+		v.verify.start = s;
+		v.verify.len = FY_MIN(m->pages - s, CSUMS_PER_MSG) * 8;
+		v.verify.csums = (uint8_t *)(m->csums + s); /* little-endian */
+		*ret = nd_mig_send(m, &v);
+	}
+	if (!*ret && m->csum_ret)
+		*ret = m->csum_ret;
+	return m->csum_sent == m->csum_nchunks;
+}
+
+/* Announce what is left of the round, as pages or as deltas. */
+static int announce_round(struct nd_mig *m, bool paced)
+{
+	if (m->o.delta && m->round > 0) {
+		/* the previous round's buffer: D has pulled it */
+		stage_free(m);
+		return m->ntodo ? nd_mig_delta_round(m) : announce(m, false);
+	}
+	return announce(m, paced);
+}
+
+/* Set the pages of runs in bm. */
+static void runs_or(uint64_t *bm, const struct fy_run *runs, size_t nr)
+{
+	for (size_t i = 0; i < nr; i++)
+		for (uint64_t p = runs[i].start;
+		     p < runs[i].start + runs[i].len; p++)
+			fy_bit_set(bm, p);
+}
+
+/*
+ * Pause, last harvest, last announcement, checksums, SWITCHOVER, STATE.
+ * prev (nprev runs, taken) is the dirty set harvested just before, which
+ * the last round carries too.
+ */
+static void switchover_end(struct nd_mig *m);
+
+static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
+{
+	struct kva_client *kc = m->vmp->kc;
+	struct fy_run *runs;
+	uint64_t dirty;
+	size_t nr;
+	int ret;
+
+	ret = kva_client_pause(kc);
+	if (ret) {
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"cannot pause the VM: %s", strerror(-ret));
+		return;
+	}
+	m->t_pause = fy_now_ns();
+	m->phase = ND_MIG_SWITCHOVER;
+	nd_mig_record(m);
+	ret = harvest(m, &runs, &nr, &dirty);
+	if (!ret && nprev) {
+		uint64_t *bm = fy_bitmap_alloc(m->pages);
+
+		ret = -ENOMEM;
+		if (bm) {
+			runs_or(bm, prev, nprev);
+			runs_or(bm, runs, nr);
+			free(runs);
+			ret = fy_runs_from_bitmap(bm, m->pages, &runs, &nr);
+			free(bm);
+		}
+	}
+	free(prev);
+	if (ret) {
+		nd_mig_src_fail(m, ND_MIG_FAILED, true, "harvest failed: %s",
+				strerror(-ret));
+		return;
+	}
+	m->round++;
+	mig_info(m,
+		 "switchover: VM paused, last round %u with %" PRIu64
+		 " pages (expected downtime %" PRIu64 " ms)",
+		 m->round, fy_runs_pages(runs, nr), m->expected_dt_ms);
+	round_begin(m, runs, nr);
+	ret = announce_round(m, false);
+	m->deadline = fy_now_ns() + m->n->cfg->mig_timeout_ms * 1000000ULL;
+	if (!ret && m->o.verify) {
+		/* the tick sends the chunks, then calls switchover_end() */
+		ret = csum_start(m);
+		if (!ret)
+			return;
+	}
+	if (ret)
+		nd_mig_src_fail(m, ND_MIG_FAILED, true, "switchover failed: %s",
+				strerror(-ret));
+	else
+		switchover_end(m);
+}
+
+/* After the last pages (and checksums): SWITCHOVER and STATE. */
+static void switchover_end(struct nd_mig *m)
+{
+	struct proto_msg s = { .type = PROTO_SWITCHOVER };
+	struct proto_msg st = { .type = PROTO_STATE };
+	struct kva_client *kc = m->vmp->kc;
+	void *blob = NULL;
+	size_t len = 0;
+	int ret;
+
+	csum_end(m);
+	m->verified_pages = m->o.verify ? m->pages : 0;
+	s.switchover.mig = m->id;
+	s.switchover.gen = m->gen;
+	ret = nd_mig_send(m, &s);
+	if (!ret) {
+		ret = kva_client_get_state(kc, &blob, &len);
+		if (ret)
+			mig_err(m, "GET_STATE: %s", strerror(-ret));
+	}
+	if (!ret) {
+		st.state.mig = m->id;
+		st.state.blob = blob;
+		st.state.len = len;
+		ret = nd_mig_send(m, &st);
+	}
+	free(blob);
+	pr_debug("%" PRIu64 ": paused, announced, STATE sent in %.1f ms", m->id,
+		 (fy_now_ns() - m->t_pause) / 1e6);
+	if (ret)
+		nd_mig_src_fail(m, ND_MIG_FAILED, true, "switchover failed: %s",
+				strerror(-ret));
+}
+
+/* The destination pulled everything announced: next round or switchover. */
+static void round_done(struct nd_mig *m)
+{
+	uint64_t now = fy_now_ns(), dirty, elapsed, est;
+	struct fy_run *runs;
+	size_t nr;
+	int ret;
+
+	elapsed = now - m->round_start_ns;
+	/*
+	 * Bandwidth: the best rate of a round that moved at least 1 MiB
+	 * (tiny rounds measure the round trip, not the link).
+	 */
+	if (m->round_pages * PAGE >= (1 << 20) || m->bw == 0) {
+		double bw = m->round_pages * PAGE / (elapsed / 1e9 + 1e-9);
+
+		if (m->round_pages &&
+		    (bw > m->bw || m->round_pages * PAGE >= (8 << 20)))
+			m->bw = bw;
+	}
+	ret = harvest(m, &runs, &nr, &dirty);
+	if (ret) {
+		nd_mig_src_fail(m, ND_MIG_FAILED, true, "harvest failed: %s",
+				strerror(-ret));
+		return;
+	}
+	if (m->last_harvest_ns)
+		m->dirty_rate = dirty / ((now - m->last_harvest_ns) / 1e9);
+	m->last_harvest_ns = now;
+	est = m->bw > 0 ? (uint64_t)(dirty * PAGE / m->bw * 1000) : UINT64_MAX;
+	m->expected_dt_ms = est;
+	pr_debug("%" PRIu64 ": round %u done in %.1f ms; %" PRIu64
+		 " dirty, bw %.0f MB/s, expected downtime %" PRIu64 " ms",
+		 m->id, m->round, elapsed / 1e6, dirty, m->bw / 1e6, est);
+	if (est <= m->limit_ms) {
+		switchover(m, runs, nr);
+		return;
+	}
+	/* progress: the dirty set shrinks by a tenth at least */
+	if (!m->best_dirty || dirty * 10 < m->best_dirty * 9) {
+		m->best_dirty = dirty;
+		m->stall = 0;
+	} else {
+		m->stall++;
+	}
+	if (m->round + 1 >= m->o.max_rounds) {
+		free(runs);
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"did not converge in %u rounds: %" PRIu64
+				" pages dirty per round (%.0f pages/s), "
+				"bandwidth "
+				"%.0f MB/s, expected downtime %" PRIu64
+				" ms > limit %" PRIu64 " ms",
+				m->round + 1, dirty, m->dirty_rate, m->bw / 1e6,
+				est, m->limit_ms);
+		return;
+	}
+	if (m->stall >= m->o.stall_rounds &&
+	    !strcmp(m->o.auto_converge, "downtime") &&
+	    m->limit_ms < m->o.max_downtime_ms) {
+		uint64_t old = m->limit_ms;
+
+		m->limit_ms = FY_MIN(m->limit_ms * 2, m->o.max_downtime_ms);
+		note_action(m,
+			    "round %u: no progress for %u rounds, downtime "
+			    "limit raised from %" PRIu64 " to %" PRIu64 " ms",
+			    m->round, m->stall, old, m->limit_ms);
+		m->stall = 0;
+		if (est <= m->limit_ms) {
+			switchover(m, runs, nr);
+			return;
+		}
+	}
+	m->round++;
+	round_begin(m, runs, nr);
+	if (announce_round(m, true))
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+}
+
+/* D said yes: publish our copy and start round 0. */
+static void src_start_rounds(struct nd_mig *m)
+{
+	struct proto_msg h = { .type = PROTO_HOLDER_MAP };
+	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	struct proto_holder_region r = { 0 };
+	struct proto_genrun all = { 0, m->pages, 0 };
+	struct fab_rkey rk;
+	struct fy_run *runs, *junk;
+	uint64_t dirty;
+	size_t nr, njunk;
+	int ret;
+
+	/* with deltas D pulls the copy it will later get deltas against */
+	fab_mr_rkey(m->o.delta ? m->cache_mr : m->mr, &rk);
+	h.holder_map.mig = m->id;
+	snprintf(h.holder_map.node, sizeof(h.holder_map.node), "%s",
+		 m->n->cfg->name);
+	h.holder_map.addr_len = m->n->fab_addr_len;
+	memcpy(h.holder_map.addr, m->n->fab_addr_raw, m->n->fab_addr_len);
+	h.holder_map.page_size = PAGE;
+	h.holder_map.nregions = 1;
+	h.holder_map.regions = &r;
+	r.id = 0;
+	r.key = rk.key;
+	r.base = rk.addr;
+	r.len = m->pages * PAGE;
+	r.ngens = 1;
+	r.gens = &all;
+	/*
+	 * Clear the dirty log first, then look for data: a page written
+	 * after the harvest shows in the next one, whatever the scan saw.
+	 */
+	ret = harvest(m, &junk, &njunk, &dirty);
+	free(junk);
+	if (!ret)
+		ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs,
+					 &nr);
+	if (ret) {
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"cannot scan guest RAM: %s", strerror(-ret));
+		return;
+	}
+	/* --compress delta: D pulls round 0 from a copy that we keep */
+	for (size_t i = 0; m->o.delta && i < nr; i++)
+		memcpy(m->cache + runs[i].start * PAGE,
+		       m->map + runs[i].start * PAGE, runs[i].len * PAGE);
+	ret = nd_mig_send(m, &h);
+	if (ret) {
+		free(runs);
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+		return;
+	}
+	m->phase = ND_MIG_PRECOPY;
+	m->round = 0;
+	m->last_harvest_ns = fy_now_ns();
+	round_begin(m, runs, nr);
+	m->resident = m->round_pages;
+	nd_mig_record(m);
+	mig_info(m,
+		 "pre-copy: round 0 with %" PRIu64 " of %" PRIu64 " pages (the "
+		 "rest are "
+		 "holes)",
+		 m->resident, m->pages);
+	if (announce(m, true))
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+}
+
+/* The source's copy is no longer needed: the VM exits here. */
+static void src_drop_vm(struct nd_mig *m)
+{
+	struct nd_vm *vm = m->vmp;
+	int ret;
+
+	if (!vm)
+		return;
+	ret = kva_client_exit(vm->kc);
+	if (ret)
+		mig_err(m, "EXIT: %s", strerror(-ret));
+	src_release(m);
+	nd_vm_forget(vm);
+}
+
+static void src_committed(struct nd_mig *m, uint64_t now)
+{
+	m->phase = ND_MIG_COMMITTED;
+	nd_mig_record(m);
+	mig_info(m, "committed: the VM now lives on %s", m->peer->conf->name);
+	/*
+	 * The VM stays paused here until RESUMED (or a timeout): tearing
+	 * down 1 GiB of registration first would count in the downtime.
+	 */
+	m->deadline = now + RESUMED_WAIT_NS;
+}
+
+void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
+{
+	uint64_t now = fy_now_ns();
+
+	m->last_heard = now;
+	switch (msg->type) {
+	case PROTO_HOLDER_MAP:
+		if (m->phase == ND_MIG_PREPARE)
+			src_start_rounds(m);
+		break;
+	case PROTO_PROGRESS:
+		if (m->phase != ND_MIG_PRECOPY && m->phase != ND_MIG_SWITCHOVER)
+			break;
+		/* pages not announced yet (paced) are not valid there either */
+		m->pages_valid =
+			msg->progress.pages_valid -
+			FY_MIN(msg->progress.pages_valid,
+			       m->todo_pos < m->ntodo
+				       ? fy_runs_pages(&m->todo[m->todo_pos],
+						       m->ntodo - m->todo_pos)
+				       : 0);
+		m->bytes = msg->progress.bytes;
+		if (now > m->round_start_ns && m->bytes > m->round_bytes0)
+			m->live_bw = (m->bytes - m->round_bytes0) /
+				     ((now - m->round_start_ns) / 1e9);
+		/* every page announced pulled (announced pages are disjoint) */
+		if (m->todo_sent && msg->progress.bytes >= m->expect_bytes &&
+		    msg->progress.pages_valid == msg->progress.pages_total &&
+		    m->phase == ND_MIG_PRECOPY)
+			round_done(m);
+		break;
+	case PROTO_COMMIT:
+		if (m->phase == ND_MIG_SWITCHOVER)
+			src_committed(m, now);
+		break;
+	case PROTO_RESUMED:
+		if (m->phase == ND_MIG_COMMITTED) {
+			m->downtime_ns = now - m->t_pause;
+			src_drop_vm(m);
+			m->phase = ND_MIG_COMPLETED;
+			m->t_end = now;
+			nd_mig_record(m);
+			mig_info(m,
+				 "completed in %.3f s, downtime %.1f ms, %u "
+				 "rounds, %" PRIu64 " pages",
+				 (m->t_end - m->t_start) / 1e9,
+				 m->downtime_ns / 1e6, m->round + 1,
+				 m->pages_pulled);
+		}
+		break;
+	case PROTO_ABORT:
+		nd_mig_src_fail(m, ND_MIG_FAILED, false, "%s aborted: %s",
+				m->peer->conf->name, msg->abort.reason);
+		break;
+	case PROTO_ERROR:
+		nd_mig_src_fail(m, ND_MIG_FAILED, false, "%s refused: %s (%s)",
+				m->peer->conf->name, msg->error.text,
+				strerror(msg->error.code));
+		break;
+	default:
+		mig_err(m, "unexpected %s", proto_type_name(msg->type));
+	}
+}
+
+/* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
+int nd_mig_src_start(struct nd_node *n, const char *vmname,
+		     const char *peername, const struct nd_mig_opts *o,
+		     uint64_t *id, char *err, size_t errlen)
+{
+	struct proto_msg p = { .type = PROTO_MIGRATE_PREPARE };
+	struct proto_region_desc rd;
+	const struct kva_layout *l;
+	struct kva_status st;
+	struct nd_peer *peer;
+	struct nd_vm *vm;
+	struct nd_mig *m;
+	int ret, fd;
+
+	peer = nd_peer_find(n, peername);
+	if (!peer) {
+		snprintf(err, errlen, "no peer called '%s'", peername);
+		return -ENOENT;
+	}
+	if (nd_peer_state(peer, fy_now_ns()) != ND_PEER_REACHABLE) {
+		snprintf(err, errlen, "peer '%s' is %s", peername,
+			 nd_peer_state_name(nd_peer_state(peer, fy_now_ns())));
+		return -EHOSTUNREACH;
+	}
+	vm = nd_vm_find(n, vmname);
+	if (!vm) {
+		nd_vms_rescan(n);
+		vm = nd_vm_find(n, vmname);
+	}
+	if (!vm || !vm->kc) {
+		snprintf(err, errlen, "no VM called '%s' here (ferry vms)",
+			 vmname);
+		return -ENOENT;
+	}
+	if (vm->mig) {
+		snprintf(err, errlen,
+			 "VM '%s' is already migrating (%" PRIu64 ")", vmname,
+			 vm->mig->id);
+		return -EBUSY;
+	}
+	ret = kva_client_status(vm->kc, &st);
+	if (ret || st.state != KVA_VM_RUNNING) {
+		snprintf(err, errlen, "VM '%s' is not running", vmname);
+		return ret ? ret : -EINVAL;
+	}
+	l = kva_client_layout(vm->kc);
+	if (l->nr_regions != 1 || l->page_size != PAGE) {
+		snprintf(err, errlen,
+			 "VM '%s': only one region of 4 KiB pages "
+			 "is supported",
+			 vmname);
+		return -ENOTSUP;
+	}
+	m = nd_mig_new(n);
+	if (!m) {
+		snprintf(err, errlen, "too many migrations");
+		return -ENOSPC;
+	}
+	m->id = n->next_mig_id++;
+	m->source = true;
+	m->peer = peer;
+	snprintf(m->vm, sizeof(m->vm), "%s", vmname);
+	m->o = *o;
+	m->limit_ms = o->downtime_ms;
+	m->pages = l->pages;
+	m->vcpus = l->nr_vcpus;
+	m->vmp = vm;
+	vm->mig = m;
+	m->sent_bm = fy_bitmap_alloc(m->pages);
+	fd = l->regions[0].memfd;
+	/* read-only: pages leave by the destination's reads, never by us */
+	m->map = mmap(NULL, m->pages * PAGE, PROT_READ, MAP_SHARED, fd, 0);
+	if (m->map == MAP_FAILED) {
+		m->map = NULL;
+		ret = -errno;
+		goto err;
+	}
+	ret = m->sent_bm ? fab_mr_reg(n->fab, m->map, m->pages * PAGE,
+				      FAB_ACCESS_READ, &m->mr)
+			 : -ENOMEM;
+	if (ret)
+		goto err;
+	if (o->delta) {
+		/* what D holds: only pages with data ever get memory */
+		m->cache = mmap(NULL, m->pages * PAGE, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+				0);
+		if (m->cache == MAP_FAILED) {
+			m->cache = NULL;
+			ret = -ENOMEM;
+			goto err;
+		}
+		ret = fab_mr_reg(n->fab, m->cache, m->pages * PAGE,
+				 FAB_ACCESS_READ, &m->cache_mr);
+		if (ret)
+			goto err;
+	}
+	p.prepare.mig = m->id;
+	snprintf(p.prepare.vm, sizeof(p.prepare.vm), "%s", vmname);
+	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s", o->mode);
+	p.prepare.page_size = PAGE;
+	p.prepare.vcpus = m->vcpus;
+	p.prepare.nregions = 1;
+	p.prepare.regions = &rd;
+	rd.id = 0;
+	rd.pages = m->pages;
+	m->phase = ND_MIG_PREPARE;
+	m->deadline = fy_now_ns() + PREPARE_TIMEOUT_NS;
+	nd_mig_record(m);
+	ret = nd_mig_send(m, &p);
+	if (ret)
+		goto err;
+	mig_info(m, "started: %" PRIu64 " MiB, downtime limit %" PRIu64 " ms%s",
+		 m->pages * PAGE >> 20, m->limit_ms,
+		 o->verify ? ", verify" : "");
+	*id = m->id;
+	return 0;
+err:
+	snprintf(err, errlen, "cannot start: %s", strerror(-ret));
+	nd_mig_src_fail(m, ND_MIG_FAILED, false, "cannot start: %s",
+			strerror(-ret));
+	return ret;
+}
+
+void nd_migs_tick(struct nd_node *n, uint64_t now)
+{
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		struct nd_mig *m = n->migs[i];
+		enum nd_peer_state ps;
+
+		if (!m)
+			continue;
+		if (m->dst) {
+			if (nd_mig_dst_poll(m))
+				nd_mig_dst_free(m);
+			if (m->dst && !nd_mig_finished(m) &&
+			    nd_peer_state(m->peer, now) ==
+				    ND_PEER_UNREACHABLE &&
+			    m->phase < ND_MIG_COMMITTED)
+				nd_mig_dst_stop(m, "source unreachable");
+			continue;
+		}
+		if (nd_mig_finished(m) || !m->source)
+			continue;
+		ps = nd_peer_state(m->peer, now);
+		if (ps != ND_PEER_REACHABLE && m->phase < ND_MIG_COMMITTED) {
+			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+					"peer %s unreachable (no PONG for %u "
+					"ms)",
+					m->peer->conf->name,
+					n->cfg->peer_timeout_ms);
+			continue;
+		}
+		if (m->phase == ND_MIG_COMMITTED) {
+			if (now > m->deadline) {
+				pr_warn("%" PRIu64 ": no RESUMED from %s: "
+					"downtime unknown",
+					m->id, m->peer->conf->name);
+				src_drop_vm(m);
+				m->phase = ND_MIG_COMPLETED;
+				m->t_end = now;
+				nd_mig_record(m);
+			}
+			continue;
+		}
+		if (m->phase == ND_MIG_PREPARE && now > m->deadline) {
+			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+					"%s did not answer MIGRATE_PREPARE in "
+					"%llu s",
+					m->peer->conf->name,
+					PREPARE_TIMEOUT_NS / 1000000000ULL);
+			continue;
+		}
+		if (m->phase >= ND_MIG_PRECOPY &&
+		    now - m->last_heard > n->cfg->mig_timeout_ms * 1000000ULL) {
+			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+					"no progress from %s for %u ms "
+					"(stalled "
+					"link?)",
+					m->peer->conf->name,
+					n->cfg->mig_timeout_ms);
+			continue;
+		}
+		if (m->o.timeout_s &&
+		    now - m->t_start > m->o.timeout_s * 1000000000ULL) {
+			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+					"not done after %" PRIu64 " s "
+					"(--timeout)",
+					m->o.timeout_s);
+			continue;
+		}
+		if (m->phase == ND_MIG_SWITCHOVER && m->csum_running) {
+			int ret;
+
+			if (csum_send(m, &ret) || ret) {
+				if (ret && m->csum_ret)
+					nd_mig_src_fail(m, ND_MIG_FAILED, true,
+							"verify: cannot read "
+							"guest RAM: %s",
+							strerror(-ret));
+				else if (ret)
+					nd_mig_src_fail(m, ND_MIG_FAILED, true,
+							"lost the connection "
+							"to %s (cannot send "
+							"VERIFY: %s)",
+							m->peer->conf->name,
+							strerror(-ret));
+				else
+					switchover_end(m);
+			}
+			continue;
+		}
+		if (m->phase == ND_MIG_PRECOPY && announce(m, true))
+			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+					"lost the connection to %s",
+					m->peer->conf->name);
+	}
+	n->next_mig_tick_ns =
+		now + (nd_migs_active(n) ? TICK_NS : IDLE_TICK_NS);
+}

@@ -1,0 +1,520 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Migrations seen from peers (MIGRATE_PREPARE and the routing of every
+ * migration message to its migration), from the control socket (`ferry migrate`, `migrations`,
+ * `migration`, `cancel`) and from a restarted ferryd: the records in
+ * <state_dir>/migrations tell which migrations a crash interrupted; those
+ * are reported failed, a paused source VM is resumed, and an incoming VM
+ * that never got its commit is removed.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+/* Messages from peers */
+
+/* Destination: MIGRATE_PREPARE arrives. */
+static void dst_prepare(struct nd_node *n, struct nd_peer *p,
+			struct proto_msg *msg)
+{
+	const struct proto_migrate_prepare *pp = &msg->prepare;
+	struct proto_msg e = { .type = PROTO_ERROR };
+	struct nd_vm *vm;
+	struct nd_mig *m;
+	int code = 0;
+
+	e.error.mig = pp->mig;
+	if (nd_mig_find(n, pp->mig, false, p)) {
+		code = EEXIST;
+		snprintf(e.error.text, sizeof(e.error.text),
+			 "migration %" PRIu64 " is known here", pp->mig);
+	} else if (strcmp(pp->mode, "precopy") || pp->nregions != 1 ||
+		   pp->page_size != 4096) {
+		code = ENOTSUP;
+		snprintf(e.error.text, sizeof(e.error.text),
+			 "only precopy of one region of 4 KiB pages");
+	} else if ((vm = nd_vm_find(n, pp->vm))) {
+		code = EEXIST;
+		snprintf(e.error.text, sizeof(e.error.text),
+			 "a VM called %s exists on %s", pp->vm, n->cfg->name);
+	} else {
+		for (int i = 0; i < ND_MIGS_MAX; i++)
+			if (n->migs[i] && n->migs[i]->dst)
+				code = EBUSY;
+		if (code)
+			snprintf(e.error.text, sizeof(e.error.text),
+				 "%s already receives a VM", n->cfg->name);
+	}
+	if (!code && !(m = nd_mig_new(n))) {
+		code = ENOSPC;
+		snprintf(e.error.text, sizeof(e.error.text),
+			 "too many migrations");
+	}
+	if (!code) {
+		m->id = pp->mig;
+		m->peer = p;
+		snprintf(m->vm, sizeof(m->vm), "%s", pp->vm);
+		snprintf(m->o.mode, sizeof(m->o.mode), "%s", pp->mode);
+		m->pages = pp->regions[0].pages;
+		m->vcpus = pp->vcpus;
+		m->phase = ND_MIG_PREPARE;
+		vm = nd_vm_add(n, pp->vm);
+		if (!vm) {
+			code = ENOSPC;
+			snprintf(e.error.text, sizeof(e.error.text),
+				 "too many VMs");
+		} else {
+			vm->mig = m;
+			m->vmp = vm;
+			nd_mig_record(m);
+			code = -nd_mig_dst_start(m, pp);
+			if (code)
+				snprintf(e.error.text, sizeof(e.error.text),
+					 "cannot start the receiving side: %s",
+					 strerror(code));
+		}
+		if (code) {
+			m->phase = ND_MIG_FAILED;
+			snprintf(m->reason, sizeof(m->reason), "%.500s",
+				 e.error.text);
+			if (m->vmp)
+				nd_vm_forget(m->vmp);
+			m->vmp = NULL;
+			nd_mig_record(m);
+		} else {
+			pr_info("%" PRIu64 " (%s from %s): incoming: %" PRIu64
+				" MiB, %u vCPUs",
+				m->id, m->vm, p->conf->name,
+				m->pages * 4096 >> 20, m->vcpus);
+		}
+	}
+	if (code) {
+		e.error.code = code;
+		pr_warn("refusing migration %" PRIu64 " of %s from %s: %s",
+			pp->mig, pp->vm, p->conf->name, e.error.text);
+		nd_peer_send(p, &e);
+	}
+	proto_msg_free(msg);
+}
+
+static uint64_t msg_mig(const struct proto_msg *m)
+{
+	switch (m->type) {
+	case PROTO_HOLDER_MAP:
+		return m->holder_map.mig;
+	case PROTO_MIGRATE_PREPARE:
+		return m->prepare.mig;
+	case PROTO_DIRTY_SET:
+		return m->dirty.mig;
+	case PROTO_PROGRESS:
+		return m->progress.mig;
+	case PROTO_STATE:
+		return m->state.mig;
+	case PROTO_SWITCHOVER:
+	case PROTO_COMMIT:
+	case PROTO_RESUMED:
+		return m->commit.mig;
+	case PROTO_ABORT:
+		return m->abort.mig;
+	case PROTO_VERIFY:
+		return m->verify.mig;
+	case PROTO_DELTA_SET:
+		return m->delta.mig;
+	case PROTO_ERROR:
+		return m->error.mig;
+	default:
+		return 0;
+	}
+}
+
+void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
+{
+	uint64_t id = msg_mig(msg);
+	struct nd_mig *m;
+
+	if (msg->type == PROTO_MIGRATE_PREPARE) {
+		dst_prepare(n, p, msg);
+		return;
+	}
+	/* to the source: what the destination says; else to a destination */
+	switch (msg->type) {
+	case PROTO_PROGRESS:
+	case PROTO_COMMIT:
+	case PROTO_RESUMED:
+		m = nd_mig_find(n, id, true, p);
+		break;
+	case PROTO_HOLDER_MAP:
+	case PROTO_ABORT:
+	case PROTO_ERROR:
+		/* either role: the one still running (ids are per source) */
+		m = nd_mig_find(n, id, true, p);
+		if (!m || nd_mig_finished(m))
+			m = nd_mig_find(n, id, false, p);
+		break;
+	default:
+		m = nd_mig_find(n, id, false, p);
+	}
+	if (!m || nd_mig_finished(m)) {
+		pr_debug("%s about migration %" PRIu64 " from %s: not running "
+			 "here",
+			 proto_type_name(msg->type), id, p->conf->name);
+		proto_msg_free(msg);
+		return;
+	}
+	if (m->source) {
+		nd_mig_src_handle(m, msg);
+		proto_msg_free(msg);
+	} else {
+		m->last_heard = fy_now_ns();
+		/* the thread frees it */
+		nd_mig_dst_push(m, msg);
+	}
+}
+
+/* Control socket */
+
+static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
+{
+	uint64_t end = m->t_end ? m->t_end : now;
+	double total_s = (end - m->t_start) / 1e9;
+
+	msgpack_pack_map(pk, 30);
+	nd_mp_pack_kv_u64(pk, "id", m->id);
+	nd_mp_pack_kv_str(pk, "role", m->source ? "source" : "destination");
+	nd_mp_pack_kv_str(pk, "vm", m->vm);
+	nd_mp_pack_kv_str(pk, "peer", m->peer->conf->name);
+	nd_mp_pack_kv_str(pk, "mode", m->o.mode);
+	nd_mp_pack_kv_str(pk, "state", nd_mig_phase_name(m->phase));
+	nd_mp_pack_kv_u64(pk, "round", m->round);
+	nd_mp_pack_kv_u64(pk, "generation", m->gen);
+	nd_mp_pack_kv_u64(pk, "pages_total", m->pages);
+	nd_mp_pack_kv_u64(pk, "pages_valid", m->pages_valid);
+	nd_mp_pack_kv_u64(pk, "pages_resident", m->resident);
+	nd_mp_pack_kv_u64(pk, "pages_pulled", m->pages_pulled);
+	nd_mp_pack_kv_u64(pk, "pages_pulled_again", m->pages_repulled);
+	nd_mp_pack_kv_u64(pk, "bytes", m->bytes);
+	nd_mp_pack_str(pk, "dirty_rate");
+	msgpack_pack_double(pk, m->dirty_rate);
+	nd_mp_pack_str(pk, "bandwidth");
+	msgpack_pack_double(pk, m->bw > 0 ? m->bw : m->live_bw);
+	nd_mp_pack_kv_u64(pk, "expected_downtime_ms",
+			  m->expected_dt_ms == UINT64_MAX ? 0
+							  : m->expected_dt_ms);
+	nd_mp_pack_kv_u64(pk, "downtime_limit_ms", m->limit_ms);
+	nd_mp_pack_str(pk, "downtime_ms");
+	if (m->downtime_ns)
+		msgpack_pack_double(pk, m->downtime_ns / 1e6);
+	else
+		msgpack_pack_nil(pk);
+	nd_mp_pack_str(pk, "total_s");
+	msgpack_pack_double(pk, total_s);
+	nd_mp_pack_str(pk, "throughput");
+	msgpack_pack_double(pk, total_s > 0 ? m->bytes / total_s : 0);
+	nd_mp_pack_str(pk, "verify");
+	if (m->o.verify)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+	nd_mp_pack_kv_u64(pk, "verified_pages", m->verified_pages);
+	nd_mp_pack_kv_str(pk, "auto_converge", m->o.auto_converge);
+	nd_mp_pack_kv_str(pk, "converge_actions", m->actions);
+	nd_mp_pack_kv_str(pk, "compress", m->o.delta ? "delta" : "none");
+	nd_mp_pack_kv_u64(pk, "delta_pages", m->delta_pages);
+	nd_mp_pack_kv_u64(pk, "delta_bytes", m->delta_bytes);
+	nd_mp_pack_kv_str(pk, "reason", m->reason);
+	nd_mp_pack_kv_u64(pk, "started", m->started_unix);
+}
+
+static void pack_error(msgpack_packer *pk, const char *text)
+{
+	msgpack_pack_map(pk, 1);
+	nd_mp_pack_kv_str(pk, "error", text);
+}
+
+static bool mp_bool(const msgpack_object *req, const char *k)
+{
+	const msgpack_object *o = nd_mp_get(req, k);
+
+	return o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
+}
+
+static void cmd_migrate(struct nd_node *n, const msgpack_object *req,
+			msgpack_packer *pk)
+{
+	char vm[ND_NAME_MAX + 1], to[ND_NAME_MAX + 1], err[256];
+	char compress[16];
+	struct nd_mig_opts o = { 0 };
+	uint64_t id;
+
+	nd_mp_str(req, "vm", vm, sizeof(vm));
+	nd_mp_str(req, "to", to, sizeof(to));
+	nd_mp_str(req, "mode", o.mode, sizeof(o.mode));
+	if (!o.mode[0])
+		strcpy(o.mode, "precopy");
+	nd_mp_str(req, "auto_converge", o.auto_converge,
+		  sizeof(o.auto_converge));
+	if (!o.auto_converge[0])
+		strcpy(o.auto_converge, "downtime");
+	o.downtime_ms = nd_mp_int(req, "downtime_limit_ms", 300);
+	o.max_bw = nd_mp_int(req, "max_bandwidth", 0);
+	o.verify = mp_bool(req, "verify");
+	o.max_rounds = nd_mp_int(req, "max_rounds", 30);
+	o.stall_rounds = nd_mp_int(req, "stall_rounds", 3);
+	o.max_downtime_ms = nd_mp_int(req, "max_downtime_ms", 10000);
+	o.timeout_s = nd_mp_int(req, "timeout_s", 600);
+	nd_mp_str(req, "compress", compress, sizeof(compress));
+	if (compress[0] && strcmp(compress, "none") &&
+	    strcmp(compress, "delta")) {
+		pack_error(pk, "compress must be none or delta");
+		return;
+	}
+	o.delta = !strcmp(compress, "delta");
+	if (strcmp(o.mode, "precopy")) {
+		pack_error(pk, "only --mode precopy is implemented");
+		return;
+	}
+	if (strcmp(o.auto_converge, "downtime") &&
+	    strcmp(o.auto_converge, "none")) {
+		pack_error(pk, "auto_converge must be downtime or none");
+		return;
+	}
+	if (!o.downtime_ms || o.max_rounds < 1 || o.max_rounds > 10000) {
+		pack_error(pk, "bad downtime limit or max rounds");
+		return;
+	}
+	if (o.max_downtime_ms < o.downtime_ms)
+		o.max_downtime_ms = o.downtime_ms;
+	if (nd_mig_src_start(n, vm, to, &o, &id, err, sizeof(err))) {
+		pack_error(pk, err);
+		return;
+	}
+	msgpack_pack_map(pk, 1);
+	nd_mp_pack_kv_u64(pk, "id", id);
+}
+
+void nd_migs_command(struct nd_node *n, const char *cmd,
+		     const msgpack_object *req, msgpack_packer *pk)
+{
+	uint64_t now = fy_now_ns(), id = nd_mp_int(req, "id", 0);
+	struct nd_mig *m = NULL;
+	unsigned count = 0;
+
+	if (!strcmp(cmd, "migrate")) {
+		cmd_migrate(n, req, pk);
+		return;
+	}
+	if (!strcmp(cmd, "migrations")) {
+		for (int i = 0; i < ND_MIGS_MAX; i++)
+			count += !!n->migs[i];
+		msgpack_pack_map(pk, 1);
+		nd_mp_pack_str(pk, "migrations");
+		msgpack_pack_array(pk, count);
+		for (int i = 0; i < ND_MIGS_MAX; i++)
+			if (n->migs[i])
+				pack_mig(pk, n->migs[i], now);
+		return;
+	}
+	/* migration / cancel: by id; the source's if this node is one */
+	m = nd_mig_find(n, id, true, NULL);
+	if (!m)
+		m = nd_mig_find(n, id, false, NULL);
+	if (!m) {
+		pack_error(pk, "no such migration");
+		return;
+	}
+	if (!strcmp(cmd, "cancel")) {
+		if (nd_mig_finished(m)) {
+			pack_error(pk, "migration already ended");
+			return;
+		}
+		if (m->phase >= ND_MIG_SWITCHOVER) {
+			pack_error(pk, "too late to cancel: switchover began");
+			return;
+		}
+		if (m->source)
+			nd_mig_src_fail(m, ND_MIG_CANCELLED, true,
+					"cancelled by the user");
+		else
+			nd_mig_dst_stop(m, "cancelled by the user");
+	}
+	pack_mig(pk, m, now);
+}
+
+/* Startup */
+
+static void load_record(struct nd_node *n, const char *path, bool source)
+{
+	char line[600], vm[ND_NAME_MAX + 1] = "", peer[ND_NAME_MAX + 1] = "";
+	char phase[32] = "", reason[512] = "";
+	uint64_t id = 0, started = 0;
+	struct nd_peer *p;
+	struct nd_mig *m;
+	FILE *f = fopen(path, "r");
+	bool interrupted;
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (!strncmp(line, "id=", 3))
+			id = strtoull(line + 3, NULL, 10);
+		else if (!strncmp(line, "vm=", 3))
+			snprintf(vm, sizeof(vm), "%.*s", (int)sizeof(vm) - 1,
+				 line + 3);
+		else if (!strncmp(line, "peer=", 5))
+			snprintf(peer, sizeof(peer), "%.*s",
+				 (int)sizeof(peer) - 1, line + 5);
+		else if (!strncmp(line, "phase=", 6))
+			snprintf(phase, sizeof(phase), "%.*s",
+				 (int)sizeof(phase) - 1, line + 6);
+		else if (!strncmp(line, "started=", 8))
+			started = strtoull(line + 8, NULL, 10);
+		else if (!strncmp(line, "reason=", 7))
+			snprintf(reason, sizeof(reason), "%.*s",
+				 (int)sizeof(reason) - 1, line + 7);
+	}
+	fclose(f);
+	if (source && id >= n->next_mig_id)
+		n->next_mig_id = id + 1;
+	p = nd_peer_find(n, peer);
+	interrupted = strcmp(phase, "completed") && strcmp(phase, "failed") &&
+		      strcmp(phase, "cancelled");
+	if (!p || !id || !interrupted)
+		return; /* history: the file stays, the table keeps live ones */
+	m = nd_mig_new(n);
+	if (!m)
+		return;
+	m->id = id;
+	m->source = source;
+	m->peer = p;
+	m->started_unix = started;
+	snprintf(m->vm, sizeof(m->vm), "%s", vm);
+	strcpy(m->o.mode, "precopy");
+	m->phase = ND_MIG_FAILED;
+	snprintf(m->reason, sizeof(m->reason),
+		 "ferryd restarted during the migration (phase %s)", phase);
+	if (source && !strcmp(phase, "committed")) {
+		struct nd_vm *v = nd_vm_find(n, vm);
+
+		/* the destination has it: our paused copy must never run */
+		if (v && v->kc) {
+			kva_client_exit(v->kc);
+			nd_vm_forget(v);
+		}
+		m->phase = ND_MIG_COMPLETED;
+		snprintf(m->reason, sizeof(m->reason),
+			 "ferryd restarted after commit; the VM lives on %s",
+			 peer);
+	} else if (source && !strcmp(phase, "switchover")) {
+		/*
+		 * The destination may have committed and resumed while we
+		 * were down: running our copy too could make two. Leave it
+		 * paused for the operator.
+		 */
+		snprintf(m->reason, sizeof(m->reason),
+			 "ferryd restarted during switchover: the VM is left "
+			 "paused here; check `ferry migrations` on %.64s, then "
+			 "resume or remove one copy",
+			 peer);
+	} else if (source) {
+		struct nd_vm *v = nd_vm_find(n, vm);
+		struct kva_status st;
+
+		/* before switchover the VM is ours: run it */
+		if (v && v->kc && !kva_client_status(v->kc, &st) &&
+		    st.state == KVA_VM_PAUSED) {
+			if (!kva_client_resume(v->kc))
+				pr_info("VM %s resumed: migration %" PRIu64
+					" was interrupted",
+					vm, id);
+		}
+	} else {
+		struct nd_vm *v = nd_vm_find(n, vm);
+
+		/* an incoming VM that never got its commit: remove it */
+		if (v && v->kc &&
+		    kva_client_layout(v->kc)->state == KVA_VM_INCOMING &&
+		    strcmp(phase, "committed")) {
+			pr_info("removing incoming VM %s of interrupted "
+				"migration %" PRIu64,
+				vm, id);
+			kva_client_exit(v->kc);
+			nd_vm_forget(v);
+		} else if (v && v->kc && !strcmp(phase, "committed")) {
+			kva_client_ram_done(v->kc);
+			if (!kva_client_resume(v->kc))
+				pr_info("VM %s resumed after commit", vm);
+			m->phase = ND_MIG_COMPLETED;
+			m->reason[0] = '\0';
+		}
+	}
+	m->t_start = m->t_end = fy_now_ns();
+	pr_warn("migration %" PRIu64 " of %s: %s", id, vm, m->reason);
+	nd_mig_record(m);
+}
+
+int nd_migs_open(struct nd_node *n)
+{
+	struct dirent *de;
+	DIR *d;
+	int w;
+
+	n->next_mig_id = 1;
+	w = snprintf(n->mig_dir, sizeof(n->mig_dir), "%s/%s", n->cfg->state_dir,
+		     ND_MIG_DIR_SUB);
+	if (w < 0 || (size_t)w >= sizeof(n->mig_dir) - 64)
+		return -ENAMETOOLONG;
+	if (mkdir(n->mig_dir, 0700) && errno != EEXIST) {
+		pr_perror("cannot create %s", n->mig_dir);
+		return -errno;
+	}
+	d = opendir(n->mig_dir);
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		char path[ND_DIR_MAX + 300];
+		size_t len = strlen(de->d_name);
+
+		if (len < 5)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", n->mig_dir, de->d_name);
+		if (!strcmp(de->d_name + len - 4, ".src"))
+			load_record(n, path, true);
+		else if (!strcmp(de->d_name + len - 4, ".dst"))
+			load_record(n, path, false);
+	}
+	closedir(d);
+	return 0;
+}
+
+void nd_migs_close(struct nd_node *n)
+{
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		struct nd_mig *m = n->migs[i];
+
+		if (!m)
+			continue;
+		if (m->source && !nd_mig_finished(m))
+			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+					"ferryd shut down");
+		if (m->dst) {
+			nd_mig_dst_stop(m, "ferryd shut down");
+			nd_mig_dst_free(m);
+		}
+		free(m->todo);
+		free(m->sent_bm);
+		free(m);
+		n->migs[i] = NULL;
+	}
+}

@@ -1,0 +1,828 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The destination of a migration: one thread per incoming VM, the puller.
+ *
+ * The control thread hands it the source's messages through an inbox and
+ * takes back what it has to say (HOLDER_MAP, PROGRESS, COMMIT, RESUMED,
+ * ABORT) through an outbox, plus a snapshot of its counters; an eventfd
+ * wakes each side. The thread does everything that blocks: it starts the
+ * incoming ferry-vm, attaches to it (the adapter client is synchronous),
+ * maps and registers its RAM, connects a fabric endpoint to the source and
+ * pulls:
+ *
+ *   inbox  HOLDER_MAP(S)   connect to S's fabric address; its key and base
+ *          DIRTY_SET       mark the runs needed
+ *          VERIFY          keep S's checksums
+ *          SWITCHOVER      the last DIRTY_SET came: finish when all pulled
+ *          STATE           the vCPU blob
+ *          ABORT / ERROR   give up
+ *   pull   up to WINDOW one-sided reads in flight, each a run of needed
+ *          pages of at most RUN_MAX pages, straight into the VM's memfd
+ *          (ferryd's own mapping, registered for local access)
+ *   outbox PROGRESS every PROGRESS_NS while pulling and whenever all
+ *          announced pages are in
+ *   finish compare checksums (if S sent them), RAM_DONE, SET_STATE,
+ *          COMMIT, RESUME, RESUMED; the VM is then the node's.
+ *
+ * On any failure, stop or cancel the thread cleans up all it made: reads
+ * drained, endpoint closed, memory deregistered and unmapped, the incoming
+ * ferry-vm told to EXIT (SIGKILLed if it does not), its socket removed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fabric/fabric.h"
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+#define PAGE 4096ULL
+#define WINDOW ND_MIG_WINDOW
+#define RUN_MAX 256 /* pages per read: 1 MiB */
+#define PROGRESS_NS (200 * 1000000ULL)
+#define ATTACH_TIMEOUT_NS (15 * 1000000000ULL)
+#define DRAIN_TIMEOUT_NS (8 * 1000000000ULL)
+
+#define dst_err(d, fmt, ...)                                                  \
+	pr_err("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
+	       ##__VA_ARGS__)
+#define dst_info(d, fmt, ...)                                                  \
+	pr_info("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
+		##__VA_ARGS__)
+
+void nd_mig_kick(int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_perror("eventfd");
+}
+
+/* Thread: queue a message for the source. Takes msg. */
+static void out_push(struct nd_mig_dst *d, struct proto_msg *msg)
+{
+	struct nd_mig_qmsg *q = calloc(1, sizeof(*q));
+
+	if (!q) {
+		proto_msg_free(msg);
+		return;
+	}
+	q->m = msg;
+	pthread_mutex_lock(&d->lock);
+	*d->out_tail = q;
+	d->out_tail = &q->next;
+	pthread_mutex_unlock(&d->lock);
+	nd_mig_kick(d->n->mig_efd);
+}
+
+static void write_record(struct nd_mig_dst *d, const char *phase,
+			 const char *reason)
+{
+	char tmp[sizeof(d->record) + 8];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", d->record);
+	f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fprintf(f, "id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nreason=%s\n",
+		d->id, d->vm, d->peer, phase, reason);
+	if (fclose(f) || rename(tmp, d->record))
+		pr_perror("cannot write %s", d->record);
+}
+
+static void set_phase(struct nd_mig_dst *d, enum nd_mig_phase p)
+{
+	pthread_mutex_lock(&d->lock);
+	d->phase = p;
+	pthread_mutex_unlock(&d->lock);
+	write_record(d, nd_mig_phase_name(p), "");
+	nd_mig_kick(d->n->mig_efd);
+}
+
+static bool stopping(struct nd_mig_dst *d)
+{
+	bool s;
+
+	pthread_mutex_lock(&d->lock);
+	s = d->stop;
+	pthread_mutex_unlock(&d->lock);
+	return s;
+}
+
+static int fail(struct nd_mig_dst *d, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Record why the thread gives up; the first reason wins. Returns -1. */
+static int fail(struct nd_mig_dst *d, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&d->lock);
+	if (!d->reason[0]) {
+		va_start(ap, fmt);
+		vsnprintf(d->reason, sizeof(d->reason), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return -1;
+}
+
+static bool child_alive(struct nd_mig_dst *d)
+{
+	int status;
+
+	if (d->pid <= 0)
+		return false;
+	if (waitpid(d->pid, &status, WNOHANG) != d->pid)
+		return true;
+	fail(d, "the incoming ferry-vm exited (status %d)",
+	     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	d->pid = 0;
+	return false;
+}
+
+/* Start ferry-vm, attach, map and register its RAM, say yes. */
+static int setup(struct nd_mig_dst *d)
+{
+	struct proto_msg *h;
+	const struct kva_layout *l;
+	uint64_t deadline = fy_now_ns() + ATTACH_TIMEOUT_NS;
+	struct fab_rkey rk;
+	int ret;
+
+	ret = nd_vm_spawn_incoming(d->n, d->vm, d->pages * PAGE, d->vcpus,
+				   &d->pid);
+	if (ret)
+		return fail(d, "cannot start ferry-vm: %s", strerror(-ret));
+	pthread_mutex_lock(&d->lock);
+	d->pid_pub = d->pid;
+	pthread_mutex_unlock(&d->lock);
+	for (;;) {
+		ret = kva_client_attach(d->sock, &d->kc);
+		if (!ret)
+			break;
+		if ((ret != -ENOENT && ret != -ECONNREFUSED) ||
+		    fy_now_ns() > deadline)
+			return fail(d, "cannot attach to the incoming VM: %s",
+				    strerror(-ret));
+		if (!child_alive(d) || stopping(d))
+			return -1;
+		usleep(10000);
+	}
+	l = kva_client_layout(d->kc);
+	if (l->nr_regions != 1 || l->regions[0].pages != d->pages ||
+	    l->state != KVA_VM_INCOMING)
+		return fail(d, "the incoming VM does not have the source's "
+			       "shape");
+	d->map = mmap(NULL, d->pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
+		      l->regions[0].memfd, 0);
+	if (d->map == MAP_FAILED) {
+		d->map = NULL;
+		return fail(d, "cannot map guest RAM: %s", strerror(errno));
+	}
+	ret = fab_mr_reg(d->n->fab, d->map, d->pages * PAGE, FAB_ACCESS_LOCAL,
+			 &d->mr);
+	if (ret)
+		return fail(d, "cannot register guest RAM: %s", strerror(-ret));
+	d->need = fy_bitmap_alloc(d->pages);
+	if (!d->need)
+		return fail(d, "out of memory");
+
+	/* our (empty) holder map is the "yes" */
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return fail(d, "out of memory");
+	h->type = PROTO_HOLDER_MAP;
+	h->holder_map.mig = d->id;
+	snprintf(h->holder_map.node, sizeof(h->holder_map.node), "%s",
+		 d->n->cfg->name);
+	h->holder_map.addr_len = d->n->fab_addr_len;
+	memcpy(h->holder_map.addr, d->n->fab_addr_raw, d->n->fab_addr_len);
+	h->holder_map.page_size = PAGE;
+	h->holder_map.nregions = 1;
+	h->holder_map.regions = calloc(1, sizeof(*h->holder_map.regions));
+	if (!h->holder_map.regions) {
+		free(h);
+		return fail(d, "out of memory");
+	}
+	fab_mr_rkey(d->mr, &rk);
+	h->holder_map.regions[0].key = rk.key;
+	h->holder_map.regions[0].base = rk.addr;
+	h->holder_map.regions[0].len = d->pages * PAGE;
+	out_push(d, h);
+	dst_info(d, "incoming VM ready (pid %d), RAM registered", d->pid);
+	return 0;
+}
+
+static void send_progress(struct nd_mig_dst *d)
+{
+	struct proto_msg *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return;
+	p->type = PROTO_PROGRESS;
+	pthread_mutex_lock(&d->lock);
+	p->progress.mig = d->id;
+	p->progress.round = d->round;
+	p->progress.pages_total = d->pages;
+	p->progress.pages_valid = d->pages - d->pending;
+	d->pages_valid = d->pages - d->pending;
+	p->progress.bytes = d->bytes;
+	pthread_mutex_unlock(&d->lock);
+	out_push(d, p);
+	d->last_progress_ns = fy_now_ns();
+	d->progress_dirty = false;
+}
+
+/* One message of the source. Returns -1 to give up. */
+static int take(struct nd_mig_dst *d, struct proto_msg *msg)
+{
+	switch (msg->type) {
+	case PROTO_HOLDER_MAP: {
+		const struct proto_holder_map *h = &msg->holder_map;
+		struct fab_addr a = { .len = h->addr_len };
+		int ret;
+
+		if (h->nregions != 1 || h->regions[0].len != d->pages * PAGE)
+			return fail(d, "source's holder map does not match");
+		memcpy(a.bytes, h->addr, h->addr_len);
+		d->rk.addr = h->regions[0].base;
+		d->rk.key = h->regions[0].key;
+		d->rk.len = h->regions[0].len;
+		ret = fab_ep_connect(d->n->fab, &a, &d->ep);
+		if (ret)
+			return fail(d,
+				    "cannot reach the source's fabric "
+				    "address: %s",
+				    strerror(-ret));
+		set_phase(d, ND_MIG_PRECOPY);
+		return 0;
+	}
+	case PROTO_DIRTY_SET: {
+		const struct proto_dirty_set *ds = &msg->dirty;
+		uint64_t added = 0;
+
+		if (!d->ep)
+			return fail(d, "DIRTY_SET before the source's holder "
+				       "map");
+		if (ds->region != 0)
+			return fail(d, "DIRTY_SET for unknown region %u",
+				    ds->region);
+		for (size_t i = 0; i < ds->nruns; i++) {
+			const struct fy_run *r = &ds->runs[i];
+
+			if (r->start + r->len > d->pages)
+				return fail(d, "DIRTY_SET past the end of RAM");
+			for (uint64_t p = r->start; p < r->start + r->len;
+			     p++) {
+				if (!fy_bit_test(d->need, p)) {
+					fy_bit_set(d->need, p);
+					added++;
+				}
+			}
+		}
+		pthread_mutex_lock(&d->lock);
+		if (ds->gen != d->gen && d->pages_pulled)
+			d->round++;
+		d->gen = ds->gen;
+		d->pending += added;
+		d->pages_valid = d->pages - d->pending;
+		pthread_mutex_unlock(&d->lock);
+		d->progress_dirty = true;
+		return 0;
+	}
+	case PROTO_DELTA_SET: {
+		const struct proto_delta_set *ds = &msg->delta;
+		int ret;
+
+		if (!d->ep || d->djob || ds->region != 0 ||
+		    ds->pages > d->pages || ds->len > ds->pages * (PAGE + 16))
+			return fail(d, "unexpected DELTA_SET");
+		d->dbuf = mmap(NULL, ds->len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (d->dbuf == MAP_FAILED) {
+			d->dbuf = NULL;
+			return fail(d, "out of memory for a DELTA_SET");
+		}
+		d->djob = true;
+		d->dlen = ds->len;
+		d->dposted = d->ddone = 0;
+		d->dpages = ds->pages;
+		d->drk.addr = ds->base;
+		d->drk.len = ds->len;
+		d->drk.key = ds->key;
+		ret = fab_mr_reg(d->n->fab, d->dbuf, d->dlen, FAB_ACCESS_LOCAL,
+				 &d->dmr);
+		if (ret)
+			return fail(d, "cannot register a DELTA_SET buffer: %s",
+				    strerror(-ret));
+		pthread_mutex_lock(&d->lock);
+		if (ds->gen != d->gen && d->pages_pulled)
+			d->round++;
+		d->gen = ds->gen;
+		d->pending += ds->pages;
+		d->pages_valid = d->pages - d->pending;
+		pthread_mutex_unlock(&d->lock);
+		d->progress_dirty = true;
+		return 0;
+	}
+	case PROTO_VERIFY: {
+		const struct proto_verify *v = &msg->verify;
+		uint64_t n = v->len / 8;
+
+		if (v->region != 0 || v->start + n > d->pages)
+			return fail(d, "VERIFY outside guest RAM");
+		if (!d->csums)
+			d->csums = calloc(d->pages, 8);
+		if (!d->csums)
+			return fail(d, "out of memory");
+		if (d->nvq == ARRAY_SIZE(d->vq))
+			return fail(d, "VERIFY: too many chunks at once");
+		memcpy(d->csums + v->start, v->csums, v->len);
+		d->csums_got += n;
+		d->vq[d->nvq].start = v->start;
+		d->vq[d->nvq++].len = n;
+		return 0;
+	}
+	case PROTO_SWITCHOVER:
+		dst_info(d, "switchover: %" PRIu64 " pages still to pull",
+			 d->pending);
+		d->final = true;
+		set_phase(d, ND_MIG_SWITCHOVER);
+		return 0;
+	case PROTO_STATE:
+		d->blob = msg->state.blob;
+		d->blob_len = msg->state.len;
+		msg->state.blob = NULL; /* ours now */
+		msg->state.len = 0;
+		return 0;
+	case PROTO_ABORT:
+		d->quiet_abort = true;
+		return fail(d, "the source aborted: %s", msg->abort.reason);
+	case PROTO_ERROR:
+		d->quiet_abort = true;
+		return fail(d, "the source sent ERROR %d: %s", msg->error.code,
+			    msg->error.text);
+	default:
+		return fail(d, "unexpected %s", proto_type_name(msg->type));
+	}
+}
+
+static int drain_inbox(struct nd_mig_dst *d)
+{
+	struct nd_mig_qmsg *q, *next;
+	int ret = 0;
+
+	char why[sizeof(d->stop_reason)];
+
+	pthread_mutex_lock(&d->lock);
+	q = d->in;
+	d->in = NULL;
+	d->in_tail = &d->in;
+	ret = d->stop ? -1 : 0;
+	memcpy(why, d->stop_reason, sizeof(why));
+	pthread_mutex_unlock(&d->lock);
+	if (ret)
+		fail(d, "%s", why);
+	for (; q; q = next) {
+		next = q->next;
+		if (!ret)
+			ret = take(d, q->m);
+		proto_msg_free(q->m);
+		free(q);
+	}
+	return ret;
+}
+
+static struct nd_mig_slot *free_slot(struct nd_mig_dst *d)
+{
+	for (int i = 0; i < WINDOW; i++)
+		if (!d->slots[i].used)
+			return &d->slots[i];
+	return NULL;
+}
+
+/* Post reads of the DELTA_SET buffer while the window has room. */
+static int post_delta(struct nd_mig_dst *d)
+{
+	while (d->djob && d->dposted < d->dlen && d->inflight < WINDOW) {
+		size_t len = FY_MIN(d->dlen - d->dposted, RUN_MAX * PAGE);
+		struct nd_mig_slot *s = free_slot(d);
+		int ret;
+
+		if (!s)
+			break;
+		ret = fab_read(d->ep, d->dbuf + d->dposted, len, d->dmr,
+			       &d->drk, d->dposted, s);
+		if (ret == -EAGAIN)
+			break;
+		if (ret)
+			return fail(d, "fabric read of a DELTA_SET failed: %s",
+				    strerror(-ret));
+		s->used = true;
+		s->delta = true;
+		s->start = d->dposted;
+		s->pages = len;
+		d->inflight++;
+		d->dposted += len;
+	}
+	return 0;
+}
+
+static void delta_free(struct nd_mig_dst *d)
+{
+	fab_mr_dereg(d->dmr);
+	d->dmr = NULL;
+	if (d->dbuf)
+		munmap(d->dbuf, d->dlen);
+	d->dbuf = NULL;
+	d->djob = false;
+}
+
+/* The whole DELTA_SET buffer is here: apply it to guest RAM. */
+static int delta_apply(struct nd_mig_dst *d)
+{
+	uint64_t applied;
+	int ret;
+
+	ret = nd_delta_apply_buf(d->map, d->pages, d->dbuf, d->dlen, &applied);
+	if (!ret && applied != d->dpages)
+		ret = -EBADMSG;
+	if (ret)
+		return fail(d,
+			    "bad DELTA_SET buffer (%" PRIu64 " of %" PRIu64 " p"
+			    "ag"
+			    "es"
+			    ")",
+			    applied, d->dpages);
+	pthread_mutex_lock(&d->lock);
+	d->pending -= d->dpages;
+	d->pages_pulled += d->dpages;
+	pthread_mutex_unlock(&d->lock);
+	d->progress_dirty = true;
+	delta_free(d);
+	return 0;
+}
+
+/* Post reads of needed runs while the window has room. */
+static int post_reads(struct nd_mig_dst *d)
+{
+	if (post_delta(d))
+		return -1;
+	while (d->inflight < WINDOW &&
+	       d->pending > d->inflight_pages + (d->djob ? d->dpages : 0)) {
+		uint64_t p, e;
+		struct nd_mig_slot *s = NULL;
+		int ret;
+
+		p = fy_bitmap_next_set(d->need, d->pages, d->cursor);
+		if (p >= d->pages)
+			p = fy_bitmap_next_set(d->need, d->pages, 0);
+		if (p >= d->pages)
+			break;
+		e = fy_bitmap_next_clear(d->need, d->pages, p);
+		if (e - p > RUN_MAX)
+			e = p + RUN_MAX;
+		s = free_slot(d);
+		if (!s)
+			break;
+		ret = fab_read(d->ep, d->map + p * PAGE, (e - p) * PAGE, d->mr,
+			       &d->rk, p * PAGE, s);
+		if (ret == -EAGAIN)
+			break;
+		if (ret)
+			return fail(d,
+				    "fabric read of pages %" PRIu64 "..%" PRIu64
+				    " failed: %s",
+				    p, e - 1, strerror(-ret));
+		s->used = true;
+		s->delta = false;
+		s->start = p;
+		s->pages = e - p;
+		for (uint64_t q = p; q < e; q++)
+			fy_bit_clear(d->need, q);
+		d->inflight++;
+		d->inflight_pages += e - p;
+		d->cursor = e;
+	}
+	return 0;
+}
+
+/* Take completions; wait up to timeout_ms. Returns -1 on a failed read. */
+static int reap(struct nd_mig_dst *d, int timeout_ms)
+{
+	struct fab_cqe c[64];
+	int n, ret = 0;
+
+	n = fab_poll(d->n->fab, c, 64, timeout_ms);
+	if (n < 0)
+		return fail(d, "fabric poll: %s", strerror(-n));
+	for (int i = 0; i < n; i++) {
+		struct nd_mig_slot *s = c[i].ctx;
+
+		if (c[i].op != FAB_OP_READ || !s || s < d->slots ||
+		    s >= d->slots + WINDOW || !s->used)
+			continue;
+		s->used = false;
+		d->inflight--;
+		if (s->delta) {
+			if (c[i].status) {
+				ret = fail(d,
+					   "fabric read of a DELTA_SET "
+					   "failed: %s",
+					   strerror(-c[i].status));
+				continue;
+			}
+			pthread_mutex_lock(&d->lock);
+			d->bytes += s->pages;
+			pthread_mutex_unlock(&d->lock);
+			d->ddone += s->pages;
+			if (d->ddone == d->dlen && delta_apply(d))
+				ret = -1;
+			continue;
+		}
+		d->inflight_pages -= s->pages;
+		if (c[i].status) {
+			ret = fail(d,
+				   "fabric read of %" PRIu64 " pages at "
+				   "%" PRIu64 " faile"
+				   "d: %s",
+				   s->pages, s->start, strerror(-c[i].status));
+			continue;
+		}
+		pthread_mutex_lock(&d->lock);
+		d->pending -= s->pages;
+		d->pages_pulled += s->pages;
+		d->bytes += s->pages * PAGE;
+		pthread_mutex_unlock(&d->lock);
+		d->progress_dirty = true;
+	}
+	return ret;
+}
+
+/*
+ * Compare the queued VERIFY chunks with our copy. A VERIFY follows the last
+ * DIRTY_SET, so once nothing is left to pull our pages are final: D
+ * compares each chunk as it comes, while S computes the next one.
+ */
+static int verify_chunks(struct nd_mig_dst *d)
+{
+	const struct kva_layout *l = kva_client_layout(d->kc);
+	uint64_t *mine;
+	int ret = 0;
+
+	for (unsigned i = 0; i < d->nvq && !ret; i++) {
+		const struct fy_run *r = &d->vq[i];
+
+		mine = malloc(r->len * 8);
+		if (!mine)
+			return fail(d, "out of memory");
+		ret = nd_memfd_csums(l->regions[0].memfd, d->map, d->pages,
+				     r->start, r->len, mine);
+		for (uint64_t j = 0; !ret && j < r->len; j++)
+			if (mine[j] != d->csums[r->start + j] && !d->vbad++)
+				d->vfirst = r->start + j;
+		free(mine);
+		d->vdone += r->len;
+	}
+	d->nvq = 0;
+	if (ret)
+		return fail(d, "verify: cannot read guest RAM: %s",
+			    strerror(-ret));
+	return 0;
+}
+
+/* All checksums compared: the verdict. */
+static int verify(struct nd_mig_dst *d)
+{
+	if (verify_chunks(d))
+		return -1;
+	if (d->csums_got != d->pages || d->vdone != d->pages)
+		return fail(d,
+			    "verify: got checksums of %" PRIu64 " of %" PRIu64
+			    " pages",
+			    d->csums_got, d->pages);
+	if (d->vbad) {
+		dst_err(d,
+			"VERIFY FAILED: %" PRIu64 " pages differ, first "
+			"page %" PRIu64,
+			d->vbad, d->vfirst);
+		return fail(d,
+			    "verify: %" PRIu64 " of %" PRIu64 " pages differ "
+			    "(first: page "
+			    "%" PRIu64 ")",
+			    d->vbad, d->pages, d->vfirst);
+	}
+	pthread_mutex_lock(&d->lock);
+	d->verified = d->pages;
+	pthread_mutex_unlock(&d->lock);
+	dst_info(d, "verify: all %" PRIu64 " pages match", d->pages);
+	return 0;
+}
+
+static struct proto_msg *mig_gen_msg(struct nd_mig_dst *d, enum proto_type t)
+{
+	struct proto_msg *m = calloc(1, sizeof(*m));
+
+	if (m) {
+		m->type = t;
+		m->commit.mig = d->id;
+		m->commit.gen = d->gen;
+	}
+	return m;
+}
+
+/* Everything is here: check, load the state, commit, resume. */
+static int finish(struct nd_mig_dst *d)
+{
+	struct proto_msg *m;
+	int ret;
+
+	uint64_t t0 = fy_now_ns(), t1, t2, t3;
+
+	if (d->csums && verify(d))
+		return -1;
+	t1 = fy_now_ns();
+	ret = kva_client_ram_done(d->kc);
+	if (ret)
+		return fail(d, "RAM_DONE: %s", strerror(-ret));
+	t2 = fy_now_ns();
+	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
+	if (ret)
+		return fail(d, "the VM refused the vCPU state: %s",
+			    strerror(-ret));
+	t3 = fy_now_ns();
+	/*
+	 * Commit before resuming: from here the source may drop its copy,
+	 * and a VM that never ran here cannot have diverged from it.
+	 */
+	write_record(d, "committed", "");
+	m = mig_gen_msg(d, PROTO_COMMIT);
+	if (!m)
+		return fail(d, "out of memory");
+	out_push(d, m);
+	pthread_mutex_lock(&d->lock);
+	d->phase = ND_MIG_COMMITTED;
+	pthread_mutex_unlock(&d->lock);
+	ret = kva_client_resume(d->kc);
+	if (ret) {
+		/* committed: no way back; the operator must look */
+		dst_err(d, "RESUME after commit failed: %s", strerror(-ret));
+	}
+	m = mig_gen_msg(d, PROTO_RESUMED);
+	if (m)
+		out_push(d, m);
+	write_record(d, "completed", "");
+	dst_info(d,
+		 "VM resumed here (verify %.1f ms, RAM_DONE %.1f ms, "
+		 "SET_STATE %.1f ms, COMMIT and RESUME %.1f ms)",
+		 (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6,
+		 (fy_now_ns() - t3) / 1e6);
+	return 0;
+}
+
+static void cleanup(struct nd_mig_dst *d, bool ok)
+{
+	uint64_t deadline = fy_now_ns() + DRAIN_TIMEOUT_NS;
+
+	if (d->ep) {
+		fab_ep_close(d->ep);
+		d->ep = NULL;
+	}
+	/* the provider may still write into the map until reads complete */
+	while (d->inflight && fy_now_ns() < deadline)
+		reap(d, 50);
+	if (d->inflight)
+		dst_err(d, "%u reads never completed", d->inflight);
+	if (!d->inflight)
+		delta_free(d);
+	fab_mr_dereg(d->mr);
+	d->mr = NULL;
+	if (d->map && !d->inflight)
+		munmap(d->map, d->pages * PAGE);
+	d->map = NULL;
+	free(d->need);
+	d->need = NULL;
+	free(d->csums);
+	d->csums = NULL;
+	free(d->blob);
+	d->blob = NULL;
+	if (ok) {
+		pthread_mutex_lock(&d->lock);
+		d->kc_out = d->kc;
+		d->pid_out = d->pid;
+		d->handed = true;
+		d->phase = ND_MIG_COMPLETED;
+		pthread_mutex_unlock(&d->lock);
+		d->kc = NULL;
+		return;
+	}
+	if (d->kc) {
+		kva_client_exit(d->kc);
+		kva_client_close(d->kc);
+		d->kc = NULL;
+	}
+	if (d->pid > 0) {
+		uint64_t end = fy_now_ns() + 2000000000ULL;
+		int status;
+
+		while (waitpid(d->pid, &status, WNOHANG) != d->pid) {
+			if (fy_now_ns() > end) {
+				kill(d->pid, SIGKILL);
+				waitpid(d->pid, &status, 0);
+				break;
+			}
+			usleep(10000);
+		}
+		d->pid = 0;
+	}
+	/* ferry-vm removes it on EXIT; not after a SIGKILL */
+	unlink(d->sock);
+}
+
+void *nd_mig_dst_thread(void *arg)
+{
+	struct nd_mig_dst *d = arg;
+	uint64_t last_child = 0;
+	struct proto_msg *a;
+	bool ok = false;
+
+	if (setup(d))
+		goto out;
+	for (;;) {
+		uint64_t now;
+		struct pollfd pfd = { .fd = d->efd, .events = POLLIN };
+		uint64_t v;
+
+		if (drain_inbox(d) || post_reads(d))
+			break;
+		if (d->nvq && !d->pending && !d->inflight && verify_chunks(d))
+			break;
+		if (d->final && d->blob && !d->pending && !d->inflight) {
+			ok = !finish(d);
+			break;
+		}
+		if (d->inflight) {
+			if (reap(d, 1))
+				break;
+		} else {
+			if (poll(&pfd, 1, d->progress_dirty ? 0 : 50) > 0 &&
+			    read(d->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				break;
+		}
+		now = fy_now_ns();
+		if (d->progress_dirty &&
+		    (d->pending == 0 ||
+		     now - d->last_progress_ns > PROGRESS_NS))
+			send_progress(d);
+		if (now - last_child > 100000000ULL) {
+			last_child = now;
+			if (!child_alive(d))
+				break;
+		}
+	}
+out:
+	if (!ok) {
+		pthread_mutex_lock(&d->lock);
+		if (!d->reason[0])
+			snprintf(d->reason, sizeof(d->reason), "%s", "stopped");
+		pthread_mutex_unlock(&d->lock);
+		dst_err(d, "failed: %s", d->reason);
+		if (!d->quiet_abort) {
+			a = calloc(1, sizeof(*a));
+			if (a) {
+				a->type = PROTO_ABORT;
+				a->abort.mig = d->id;
+				snprintf(a->abort.reason,
+					 sizeof(a->abort.reason), "%s",
+					 d->reason);
+				out_push(d, a);
+			}
+		}
+	}
+	cleanup(d, ok);
+	if (!ok)
+		write_record(d, "failed", d->reason);
+	pthread_mutex_lock(&d->lock);
+	if (!ok)
+		d->phase = ND_MIG_FAILED;
+	d->done = true;
+	pthread_mutex_unlock(&d->lock);
+	nd_mig_kick(d->n->mig_efd);
+	return NULL;
+}

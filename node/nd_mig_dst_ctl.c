@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The destination's puller thread seen from the control thread: start it,
+ * hand it the source's messages, take back what it has to send and its
+ * counters, stop it, join it. The thread itself is nd_mig_dst.c.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "fabric/fabric.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+#define PAGE 4096ULL
+
+int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
+{
+	struct nd_mig_dst *d = calloc(1, sizeof(*d));
+	int ret;
+
+	if (!d)
+		return -ENOMEM;
+	d->n = m->n;
+	d->id = m->id;
+	snprintf(d->vm, sizeof(d->vm), "%s", p->vm);
+	snprintf(d->peer, sizeof(d->peer), "%s", m->peer->conf->name);
+	d->pages = p->regions[0].pages;
+	d->vcpus = p->vcpus;
+	d->phase = ND_MIG_PREPARE;
+	d->in_tail = &d->in;
+	d->out_tail = &d->out;
+	snprintf(d->record, sizeof(d->record), "%s/%s-%" PRIu64 ".dst",
+		 m->n->mig_dir, d->peer, d->id);
+	ret = nd_vm_sock_path(m->n, d->vm, d->sock, sizeof(d->sock));
+	if (ret)
+		goto err_free;
+	if (d->pages * PAGE < (16ULL << 20) || d->pages % 512) {
+		ret = -EINVAL;
+		goto err_free;
+	}
+	d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (d->efd < 0) {
+		ret = -errno;
+		goto err_free;
+	}
+	pthread_mutex_init(&d->lock, NULL);
+	ret = -pthread_create(&d->thread, NULL, nd_mig_dst_thread, d);
+	if (ret)
+		goto err_close;
+	m->dst = d;
+	return 0;
+err_close:
+	pthread_mutex_destroy(&d->lock);
+	close(d->efd);
+err_free:
+	free(d);
+	return ret;
+}
+
+void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
+{
+	struct nd_mig_dst *d = m->dst;
+	struct nd_mig_qmsg *q;
+
+	if (!d || !(q = calloc(1, sizeof(*q)))) {
+		proto_msg_free(msg);
+		return;
+	}
+	q->m = msg;
+	pthread_mutex_lock(&d->lock);
+	*d->in_tail = q;
+	d->in_tail = &q->next;
+	pthread_mutex_unlock(&d->lock);
+	nd_mig_kick(d->efd);
+}
+
+void nd_mig_dst_stop(struct nd_mig *m, const char *reason)
+{
+	struct nd_mig_dst *d = m->dst;
+
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->lock);
+	if (!d->stop) {
+		d->stop = true;
+		snprintf(d->stop_reason, sizeof(d->stop_reason), "%s", reason);
+	}
+	pthread_mutex_unlock(&d->lock);
+	nd_mig_kick(d->efd);
+}
+
+bool nd_mig_dst_poll(struct nd_mig *m)
+{
+	struct nd_mig_dst *d = m->dst;
+	struct nd_mig_qmsg *q, *next;
+	bool done;
+
+	if (!d)
+		return false;
+	pthread_mutex_lock(&d->lock);
+	q = d->out;
+	d->out = NULL;
+	d->out_tail = &d->out;
+	m->phase = d->phase;
+	m->round = d->round;
+	m->gen = d->gen;
+	m->pages_valid = d->pages_valid;
+	m->pages_pulled = d->pages_pulled;
+	m->bytes = d->bytes;
+	m->verified_pages = d->verified;
+	m->o.verify = d->verified > 0;
+	if (m->vmp && !d->done)
+		m->vmp->pid = d->pid_pub; /* reaped by the thread, not by us */
+	if (d->reason[0])
+		snprintf(m->reason, sizeof(m->reason), "%s", d->reason);
+	if (d->handed && m->vmp) {
+		/* the VM is the node's now */
+		m->vmp->kc = d->kc_out;
+		m->vmp->pid = d->pid_out;
+		m->vmp->mig = NULL;
+		m->vmp = NULL;
+		d->kc_out = NULL;
+	}
+	done = d->done;
+	pthread_mutex_unlock(&d->lock);
+	for (; q; q = next) {
+		next = q->next;
+		if (nd_peer_send(m->peer, q->m))
+			pr_warn("%" PRIu64 ": cannot send %s to %s", m->id,
+				proto_type_name(q->m->type),
+				m->peer->conf->name);
+		proto_msg_free(q->m);
+		free(q);
+	}
+	if (done && !m->t_end) {
+		m->t_end = fy_now_ns();
+		if (m->vmp && !d->handed) {
+			nd_vm_forget(m->vmp);
+			m->vmp = NULL;
+		}
+	}
+	return done;
+}
+
+void nd_mig_dst_free(struct nd_mig *m)
+{
+	struct nd_mig_dst *d = m->dst;
+	struct nd_mig_qmsg *q, *next;
+
+	if (!d)
+		return;
+	pthread_join(d->thread, NULL);
+	nd_mig_dst_poll(m);
+	for (q = d->in; q; q = next) {
+		next = q->next;
+		proto_msg_free(q->m);
+		free(q);
+	}
+	pthread_mutex_destroy(&d->lock);
+	close(d->efd);
+	free(d);
+	m->dst = NULL;
+}

@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The VMs of this host. Every ferry-vm that ferryd may migrate listens on
+ * <vm_dir>/<name>.sock (`ferry-vm --adapter`); ferryd attaches to each one
+ * at start and whenever `ferry vms` or `ferry migrate` ask for one it does
+ * not know yet. Only one client may attach to a ferry-vm, and the VM
+ * outlives its client, so a restarted ferryd simply attaches again.
+ *
+ * A destination ferryd starts the incoming ferry-vm itself, in a session
+ * of its own (a terminal's ^C or ferryd's death must not take the VM), and
+ * reaps it when it exits.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kvm-adapter/kvm_adapter.h"
+
+#define LOG_PREFIX "vm: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+extern char **environ;
+
+int nd_vm_sock_path(const struct nd_node *n, const char *name, char *buf,
+		    size_t len)
+{
+	int w = snprintf(buf, len, "%s/%s.sock", n->vm_dir, name);
+
+	/* sun_path holds 108 bytes with the NUL */
+	if (w < 0 || (size_t)w >= len || w > ND_SOCK_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+struct nd_vm *nd_vm_find(struct nd_node *n, const char *name)
+{
+	for (int i = 0; i < ND_VMS_MAX; i++)
+		if (n->vms[i].used && !strcmp(n->vms[i].name, name))
+			return &n->vms[i];
+	return NULL;
+}
+
+struct nd_vm *nd_vm_add(struct nd_node *n, const char *name)
+{
+	for (int i = 0; i < ND_VMS_MAX; i++) {
+		struct nd_vm *vm = &n->vms[i];
+
+		if (vm->used)
+			continue;
+		memset(vm, 0, sizeof(*vm));
+		vm->used = true;
+		snprintf(vm->name, sizeof(vm->name), "%s", name);
+		return vm;
+	}
+	pr_warn("more than %d VMs: %s ignored", ND_VMS_MAX, name);
+	return NULL;
+}
+
+void nd_vm_forget(struct nd_vm *vm)
+{
+	if (!vm || !vm->used)
+		return;
+	kva_client_close(vm->kc);
+	memset(vm, 0, sizeof(*vm));
+}
+
+/* Attach to the VM called name; an entry exists on success. */
+static int vm_attach(struct nd_node *n, const char *name)
+{
+	char path[ND_DIR_MAX + 80];
+	struct kva_client *kc;
+	struct nd_vm *vm;
+	int ret;
+
+	if (nd_vm_sock_path(n, name, path, sizeof(path)))
+		return -ENAMETOOLONG;
+	ret = kva_client_attach(path, &kc);
+	if (ret) {
+		if (ret == -ECONNREFUSED || ret == -ENOENT)
+			pr_debug("%s: no ferry-vm listens", path);
+		else
+			pr_warn("cannot attach to %s: %s", path,
+				strerror(-ret));
+		return ret;
+	}
+	vm = nd_vm_add(n, name);
+	if (!vm) {
+		kva_client_close(kc);
+		return -ENOSPC;
+	}
+	vm->kc = kc;
+	pr_info("attached to VM %s (%llu MiB, %u vCPUs, %s)", name,
+		(unsigned long long)(kva_client_layout(kc)->pages *
+					     kva_client_layout(kc)->page_size >>
+				     20),
+		kva_client_layout(kc)->nr_vcpus,
+		kva_client_layout(kc)->state == KVA_VM_INCOMING ? "incoming"
+		: kva_client_layout(kc)->state == KVA_VM_PAUSED ? "paused"
+								: "running");
+	return 0;
+}
+
+void nd_vms_rescan(struct nd_node *n)
+{
+	struct kva_status st;
+	struct dirent *de;
+	DIR *d;
+
+	/* forget VMs whose ferry-vm went away */
+	for (int i = 0; i < ND_VMS_MAX; i++) {
+		struct nd_vm *vm = &n->vms[i];
+
+		if (!vm->used || !vm->kc || vm->mig)
+			continue;
+		if (kva_client_status(vm->kc, &st)) {
+			pr_info("VM %s is gone", vm->name);
+			nd_vm_forget(vm);
+		}
+	}
+	d = opendir(n->vm_dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char name[ND_NAME_MAX + 1];
+		size_t len = strlen(de->d_name);
+
+		if (len <= 5 || len - 5 > ND_NAME_MAX ||
+		    strcmp(de->d_name + len - 5, ".sock"))
+			continue;
+		memcpy(name, de->d_name, len - 5);
+		name[len - 5] = '\0';
+		if (nd_vm_find(n, name))
+			continue;
+		vm_attach(n, name);
+	}
+	closedir(d);
+}
+
+int nd_vms_open(struct nd_node *n)
+{
+	const struct nd_config *cfg = n->cfg;
+	int w;
+
+	if (cfg->vm_dir[0])
+		w = snprintf(n->vm_dir, sizeof(n->vm_dir), "%s", cfg->vm_dir);
+	else
+		w = snprintf(n->vm_dir, sizeof(n->vm_dir), "%s/%s",
+			     cfg->state_dir, ND_VM_DIR_SUB);
+	if (w < 0 || (size_t)w >= sizeof(n->vm_dir)) {
+		pr_err("vm_dir too long");
+		return -ENAMETOOLONG;
+	}
+	if (mkdir(n->vm_dir, 0700) && errno != EEXIST) {
+		pr_perror("cannot create %s", n->vm_dir);
+		return -errno;
+	}
+	nd_vms_rescan(n);
+	return 0;
+}
+
+void nd_vms_reap(struct nd_node *n)
+{
+	for (int i = 0; i < ND_VMS_MAX; i++) {
+		struct nd_vm *vm = &n->vms[i];
+		int status;
+
+		if (!vm->used || vm->pid <= 0 || vm->mig)
+			continue;
+		if (waitpid(vm->pid, &status, WNOHANG) != vm->pid)
+			continue;
+		pr_info("VM %s (pid %d) exited with status %d", vm->name,
+			vm->pid,
+			WIFEXITED(status) ? WEXITSTATUS(status)
+					  : 128 + WTERMSIG(status));
+		nd_vm_forget(vm);
+	}
+}
+
+/* The ferry-vm binary: configured, beside ferryd, in the build tree, PATH. */
+static void ferry_vm_path(const struct nd_node *n, char *buf, size_t len)
+{
+	char self[PATH_MAX - 64], *slash;
+	ssize_t r;
+
+	if (n->cfg->ferry_vm[0]) {
+		snprintf(buf, len, "%s", n->cfg->ferry_vm);
+		return;
+	}
+	if (len < sizeof(self) + 32)
+		return;
+	r = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (r > 0) {
+		self[r] = '\0';
+		slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			snprintf(buf, len, "%s/ferry-vm", self);
+			if (!access(buf, X_OK))
+				return;
+			/* a build directory: node/ferryd, kvm-adapter/ferry-vm */
+			snprintf(buf, len, "%s/../kvm-adapter/ferry-vm", self);
+			if (!access(buf, X_OK))
+				return;
+		}
+	}
+	snprintf(buf, len, "ferry-vm");
+}
+
+int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
+			 uint64_t mem, unsigned vcpus, pid_t *pid)
+{
+	char bin[PATH_MAX], sock[ND_DIR_MAX + 80], smem[32], svcpus[16];
+	char *argv[] = { bin,	     "--incoming", "--adapter", sock,
+			 "--mem",    smem,	   "--vcpus",	svcpus,
+			 "--report", "0",	   NULL };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none;
+	int ret;
+
+	ret = nd_vm_sock_path(n, name, sock, sizeof(sock));
+	if (ret)
+		return ret;
+	snprintf(bin, sizeof(bin), "ferry-vm");
+	ferry_vm_path(n, bin, sizeof(bin));
+	snprintf(smem, sizeof(smem), "%lluK", (unsigned long long)(mem >> 10));
+	snprintf(svcpus, sizeof(svcpus), "%u", vcpus);
+	posix_spawnattr_init(&attr);
+	posix_spawn_file_actions_init(&fa);
+	/* ferryd blocks the signals it reads from a signalfd: unblock them */
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr,
+				 POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	ret = posix_spawnp(pid, bin, &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	if (ret) {
+		pr_err("cannot start %s: %s", bin, strerror(ret));
+		return -ret;
+	}
+	pr_info("started incoming VM %s: %s --incoming --mem %s --vcpus %s "
+		"(pid %d)",
+		name, bin, smem, svcpus, *pid);
+	return 0;
+}
+
+static const char *state_name(enum kva_vm_state s)
+{
+	switch (s) {
+	case KVA_VM_RUNNING:
+		return "running";
+	case KVA_VM_PAUSED:
+		return "paused";
+	case KVA_VM_INCOMING:
+		return "incoming";
+	}
+	return "?";
+}
+
+void nd_vms_pack(struct nd_node *n, msgpack_packer *pk)
+{
+	unsigned count = 0;
+
+	nd_vms_rescan(n);
+	for (int i = 0; i < ND_VMS_MAX; i++)
+		count += n->vms[i].used;
+	msgpack_pack_map(pk, 1);
+	nd_mp_pack_str(pk, "vms");
+	msgpack_pack_array(pk, count);
+	for (int i = 0; i < ND_VMS_MAX; i++) {
+		struct nd_vm *vm = &n->vms[i];
+		const struct kva_layout *l;
+		struct kva_status st = { 0 };
+		bool have;
+
+		if (!vm->used)
+			continue;
+		msgpack_pack_map(pk, 13);
+		nd_mp_pack_kv_str(pk, "name", vm->name);
+		/* a ferry-vm this ferryd started (destination), else 0 */
+		nd_mp_pack_kv_u64(pk, "pid", vm->pid > 0 ? vm->pid : 0);
+		/* an incoming VM is its migration thread's for now */
+		have = vm->kc && !kva_client_status(vm->kc, &st);
+		l = vm->kc ? kva_client_layout(vm->kc) : NULL;
+		nd_mp_pack_kv_u64(pk, "memory_bytes",
+				  l ? l->pages * l->page_size : 0);
+		nd_mp_pack_kv_u64(pk, "vcpus", l ? l->nr_vcpus : 0);
+		nd_mp_pack_kv_str(pk, "guest", l ? l->guest : "");
+		nd_mp_pack_kv_str(pk, "state",
+				  have	   ? state_name(st.state)
+				  : vm->kc ? "unknown"
+					   : "incoming");
+		nd_mp_pack_kv_u64(pk, "migration", vm->mig ? vm->mig->id : 0);
+		nd_mp_pack_kv_u64(pk, "generation", st.generation);
+		nd_mp_pack_kv_u64(pk, "writes", st.progress.writes);
+		nd_mp_pack_kv_u64(pk, "pass", st.progress.pass);
+		nd_mp_pack_kv_u64(pk, "checks", st.progress.checks);
+		nd_mp_pack_kv_u64(pk, "heartbeats", st.progress.heartbeats);
+		nd_mp_pack_kv_u64(pk, "failed", st.progress.failed);
+	}
+}
+
+void nd_vms_close(struct nd_node *n)
+{
+	for (int i = 0; i < ND_VMS_MAX; i++)
+		nd_vm_forget(&n->vms[i]);
+}
+
+int nd_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs, size_t *nr)
+{
+	off_t end = (off_t)(pages * 4096), pos = 0;
+	struct fy_run *r = NULL;
+	size_t n = 0, cap = 0;
+
+	while (pos < end) {
+		off_t data = lseek(fd, pos, SEEK_DATA), hole;
+
+		if (data < 0) {
+			if (errno == ENXIO)
+				break;
+			goto err;
+		}
+		if (data >= end)
+			break;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			goto err;
+		if (hole > end)
+			hole = end;
+		if (n == cap) {
+			struct fy_run *nr2;
+
+			cap = cap ? cap * 2 : 64;
+			nr2 = realloc(r, cap * sizeof(*r));
+			if (!nr2) {
+				free(r);
+				return -ENOMEM;
+			}
+			r = nr2;
+		}
+		/* pages: data is page aligned; a partial page counts whole */
+		r[n].start = (uint64_t)data / 4096;
+		r[n].len = ((uint64_t)hole + 4095) / 4096 - r[n].start;
+		if (n && r[n - 1].start + r[n - 1].len >= r[n].start) {
+			r[n - 1].len = r[n].start + r[n].len - r[n - 1].start;
+		} else {
+			n++;
+		}
+		pos = hole;
+	}
+	*runs = r;
+	*nr = n;
+	return 0;
+err:
+	pr_perror("lseek on a memfd");
+	free(r);
+	return -errno;
+}
+
+int nd_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
+		   uint64_t n, uint64_t *out)
+{
+	static const uint8_t zero[4096];
+	uint64_t zcsum = fy_page_csum(zero);
+	struct fy_run *runs;
+	size_t nr, ri = 0;
+	int ret;
+
+	ret = nd_memfd_data_runs(fd, pages, &runs, &nr);
+	if (ret)
+		return ret;
+	for (uint64_t p = start; p < start + n; p++) {
+		while (ri < nr && runs[ri].start + runs[ri].len <= p)
+			ri++;
+		if (ri < nr && runs[ri].start <= p)
+			out[p - start] = fy_page_csum(base + p * 4096);
+		else
+			out[p - start] = zcsum;
+	}
+	free(runs);
+	return 0;
+}

@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Helpers shared by the integration tests (itest.h): temp dir, children
+ * that never outlive a test, free ports, running the CLI with a deadline,
+ * nodes with their configuration and key pair.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <msgpack.h>
+#include <zmq.h>
+
+#include "itest.h"
+
+const char *ferryd_bin, *ferry_bin;
+char tmpdir[128];
+const char *itest_node_extra;
+static pid_t children[MAX_CHILDREN];
+
+double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+void kill_children(void)
+{
+	for (int i = 0; i < MAX_CHILDREN; i++) {
+		if (children[i] > 0) {
+			kill(children[i], SIGKILL);
+			waitpid(children[i], NULL, 0);
+			children[i] = 0;
+		}
+	}
+}
+
+void track(pid_t pid)
+{
+	for (int i = 0; i < MAX_CHILDREN; i++) {
+		if (!children[i]) {
+			children[i] = pid;
+			return;
+		}
+	}
+	kill(pid, SIGKILL);
+	fail_msg("too many children");
+}
+
+void untrack(pid_t pid)
+{
+	for (int i = 0; i < MAX_CHILDREN; i++)
+		if (children[i] == pid)
+			children[i] = 0;
+}
+
+/* A free loopback TCP port: bind port 0 and give it back. */
+int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd, port;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+/*
+ * Run argv to completion (killed after 10 s), capturing stdout and stderr.
+ * Returns the exit code, or 128 + signal.
+ */
+int run(char *out, char *err, const char *const argv[])
+{
+	return run_for(out, err, argv, 10);
+}
+
+int run_for(char *out, char *err, const char *const argv[], double secs)
+{
+	int po[2], pe[2], status, n;
+	size_t lo = 0, le = 0;
+	double deadline = now_s() + secs;
+	pid_t pid;
+
+	assert_int_equal(pipe2(po, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(pe, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(po[1], 1);
+		dup2(pe[1], 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	track(pid);
+	close(po[1]);
+	close(pe[1]);
+	for (;;) {
+		struct pollfd fds[2] = { { po[0], POLLIN, 0 },
+					 { pe[0], POLLIN, 0 } };
+		int left = (int)((deadline - now_s()) * 1000);
+
+		if (left <= 0) {
+			kill(pid, SIGKILL);
+			break;
+		}
+		if (fds[0].fd < 0 && fds[1].fd < 0)
+			break;
+		if (po[0] < 0)
+			fds[0].fd = -1;
+		if (pe[0] < 0)
+			fds[1].fd = -1;
+		if (po[0] < 0 && pe[0] < 0)
+			break;
+		if (poll(fds, 2, left) <= 0)
+			continue;
+		if (po[0] >= 0 && fds[0].revents) {
+			n = read(po[0], out + lo, OUT_MAX - 1 - lo);
+			if (n <= 0) {
+				close(po[0]);
+				po[0] = -1;
+			} else {
+				lo += n;
+			}
+		}
+		if (pe[0] >= 0 && fds[1].revents) {
+			n = read(pe[0], err + le, OUT_MAX - 1 - le);
+			if (n <= 0) {
+				close(pe[0]);
+				pe[0] = -1;
+			} else {
+				le += n;
+			}
+		}
+	}
+	if (po[0] >= 0)
+		close(po[0]);
+	if (pe[0] >= 0)
+		close(pe[0]);
+	out[lo] = err[le] = '\0';
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	untrack(pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+char *slurp(const char *path)
+{
+	static char buf[1 << 18];
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+
+	if (f) {
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+int count(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+void node_init(struct node *n, const char *name)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	FILE *f;
+
+	memset(n, 0, sizeof(*n));
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	n->port = free_port();
+	snprintf(n->dir, sizeof(n->dir), "%s/%s", tmpdir, name);
+	snprintf(n->conf, sizeof(n->conf), "%s/%s.conf", tmpdir, name);
+	snprintf(n->log, sizeof(n->log), "%s/%s.log", tmpdir, name);
+	snprintf(n->sock, sizeof(n->sock), "%s/run/ferryd.sock", n->dir);
+	assert_int_equal(mkdir(n->dir, 0700), 0);
+	f = fopen(n->conf, "w");
+	assert_non_null(f);
+	fprintf(f,
+		"[node]\nname = %s\nlisten = tcp://127.0.0.1:%d\n"
+		"state_dir = %s/state\ncontrol = %s\nlog_level = debug\n%s",
+		name, n->port, n->dir, n->sock,
+		itest_node_extra ? itest_node_extra : "");
+	fclose(f);
+	/* --genkey prints the public key alone on stdout */
+	const char *argv[] = { ferryd_bin, "--config", n->conf, "--genkey",
+			       NULL };
+	assert_int_equal(run(out, err, argv), 0);
+	assert_int_equal(strlen(out), 41);
+	assert_int_equal(out[40], '\n');
+	memcpy(n->key, out, 40);
+	n->key[40] = '\0';
+}
+
+void node_add_peer(struct node *n, const char *name, int port, const char *key)
+{
+	FILE *f = fopen(n->conf, "a");
+
+	assert_non_null(f);
+	fprintf(f, "[peer %s]\naddress = tcp://127.0.0.1:%d\npublic_key = %s\n",
+		name, port, key);
+	fclose(f);
+}
+
+void node_start(struct node *n)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (!pid) {
+		int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(ferryd_bin, ferryd_bin, "--config", n->conf, NULL);
+		_exit(127);
+	}
+	n->pid = pid;
+	track(pid);
+}
+
+/* Wait up to timeout_s for the child to exit; its status, or -1. */
+int node_wait(struct node *n, double timeout_s)
+{
+	double deadline = now_s() + timeout_s;
+	int status;
+
+	while (now_s() < deadline) {
+		pid_t r = waitpid(n->pid, &status, WNOHANG);
+
+		if (r == n->pid) {
+			untrack(n->pid);
+			n->pid = 0;
+			return status;
+		}
+		sleep_ms(20);
+	}
+	return -1;
+}
+
+/* Run `ferry -s SOCK [--json] CMD`; returns its exit code. */
+int ferry(struct node *n, bool json, const char *cmd, char *out, char *err)
+{
+	const char *argv[] = { ferry_bin,	  "-s",
+			       n->sock,		  json ? "--json" : cmd,
+			       json ? cmd : NULL, NULL };
+
+	return run(out, err, argv);
+}
+
+/* Poll `ferry --json peers` until want peers show state, or timeout. */
+double wait_state(struct node *n, const char *state, int want, double timeout_s)
+{
+	char out[OUT_MAX], err[OUT_MAX], pat[64];
+	double t0 = now_s();
+
+	snprintf(pat, sizeof(pat), "\"state\":\"%s\"", state);
+	while (now_s() - t0 < timeout_s) {
+		if (ferry(n, true, "peers", out, err) == 0 &&
+		    count(out, pat) == want)
+			return now_s() - t0;
+		sleep_ms(100);
+	}
+	print_error("%s: timed out waiting for %d peers %s; last: %s %s\n",
+		    n->name, want, state, out, err);
+	return -1;
+}
+
+long json_num(const char *json, const char *key)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(json, pat);
+	return p ? strtol(p + strlen(pat), NULL, 10) : -1;
+}
+
+int setup(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/ferry-it.XXXXXX");
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+/* Per test, also after a failure: no process may outlive its test. */
+int teardown(void **state)
+{
+	(void)state;
+	kill_children();
+	return 0;
+}
+
+int group_teardown(void **state)
+{
+	char cmd[200];
+
+	(void)state;
+	kill_children();
+	if (getenv("FERRY_TEST_KEEP")) {
+		fprintf(stderr, "kept %s\n", tmpdir);
+		return 0;
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef FERRY_TESTS_INTEGRATION_ITEST_H
+#define FERRY_TESTS_INTEGRATION_ITEST_H
+
+/*
+ * Helpers of the integration tests: real ferryd (and ferry-vm) processes
+ * on loopback, driven with the real ferry CLI. Every child is started with
+ * PR_SET_PDEATHSIG and recorded; kill_children() (teardown, atexit) SIGKILLs
+ * whatever is left, so a failing run leaves no process behind.
+ */
+#include <stdbool.h>
+#include <sys/types.h>
+
+#define MAX_CHILDREN 16
+#define OUT_MAX 16384
+
+extern const char *ferryd_bin, *ferry_bin;
+extern char tmpdir[128];
+/* Lines node_init() adds to each [node] section ("key = value\n"...). */
+extern const char *itest_node_extra;
+
+struct node {
+	char name[16];
+	int port;
+	char dir[256], conf[300], log[300], sock[300];
+	char key[48];
+	pid_t pid;
+};
+
+double now_s(void);
+void sleep_ms(int ms);
+/* SIGKILL and reap every recorded child. */
+void kill_children(void);
+/* Record a child (killed by kill_children()); forget one that is reaped. */
+void track(pid_t pid);
+void untrack(pid_t pid);
+/* A free loopback TCP port. */
+int free_port(void);
+/* Run argv (killed after 10 s) capturing stdout, stderr; exit code or 128+sig. */
+int run(char *out, char *err, const char *const argv[]);
+/* The same with another deadline. */
+int run_for(char *out, char *err, const char *const argv[], double secs);
+/* A file's contents (static buffer, 256 KiB at most). */
+char *slurp(const char *path);
+/* Occurrences of needle in hay. */
+int count(const char *hay, const char *needle);
+/* Config and key pair of node name in tmpdir; start it, wait for it. */
+void node_init(struct node *n, const char *name);
+void node_add_peer(struct node *n, const char *name, int port, const char *key);
+void node_start(struct node *n);
+int node_wait(struct node *n, double timeout_s);
+/* `ferry -s SOCK [--json] CMD`; returns its exit code. */
+int ferry(struct node *n, bool json, const char *cmd, char *out, char *err);
+/* Seconds until want peers of n show state, or -1 after timeout_s. */
+double wait_state(struct node *n, const char *state, int want,
+		  double timeout_s);
+/* The integer after "key": in json, or -1. */
+long json_num(const char *json, const char *key);
+/* cmocka fixtures: make tmpdir; kill children; remove tmpdir. */
+int setup(void **state);
+int teardown(void **state);
+int group_teardown(void **state);
+
+#endif /* FERRY_TESTS_INTEGRATION_ITEST_H */

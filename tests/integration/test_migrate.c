@@ -1,0 +1,560 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Integration: live migration between two real ferryd on loopback, of real
+ * ferry-vm guests, driven with the real ferry CLI (FERRYD, FERRY, FERRY_VM
+ * from meson). Guests are emulated here (about 10^6 instructions/s), so
+ * they are small: 32-64 MiB.
+ *
+ *   verify   a verify guest moves with --verify and keeps checking on the
+ *            destination; the source ferry-vm exits; the report is sane
+ *   dirty    a dirty guest that keeps writing: several rounds, pages
+ *            pulled again; and back with --compress delta
+ *   sparse   an idle guest moves its resident pages only
+ *   cancel   cancel during pre-copy: the VM runs on at the source, the
+ *            destination keeps no VM, no registration, no file
+ *   mismatch a page changed behind ferryd's back on the destination: the
+ *            --verify comparison catches it, nothing commits, the VM
+ *            runs on at the source
+ *   converge a dirty rate above the (capped) bandwidth: auto-converge
+ *            raises the downtime limit and says so; with it off, a cap
+ *            on rounds fails the migration and the VM stays
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "itest.h"
+
+static const char *ferry_vm_bin;
+static struct node na, nb;
+static pid_t vm_pid;
+static char extra[600];
+
+/* ferry -s SOCK ARGS... (up to 16), with a deadline of secs. */
+static int ferry_args(struct node *n, double secs, char *out, char *err, ...)
+{
+	const char *argv[24] = { ferry_bin, "-s", n->sock };
+	int i = 3;
+	va_list ap;
+
+	va_start(ap, err);
+	while (i < 22 && (argv[i] = va_arg(ap, const char *)))
+		i++;
+	va_end(ap);
+	argv[i] = NULL;
+	return run_for(out, err, argv, secs);
+}
+
+static double json_dbl(const char *json, const char *key)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(json, pat);
+	return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+/* Two nodes a and b that list each other, both up and reachable. */
+static void two_nodes(void)
+{
+	char cmd[400];
+
+	/* a fresh pair for every test */
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b'", tmpdir, tmpdir);
+	assert_int_equal(system(cmd), 0);
+	snprintf(extra, sizeof(extra), "ferry_vm = %s\n", ferry_vm_bin);
+	itest_node_extra = extra;
+	node_init(&na, "a");
+	node_init(&nb, "b");
+	node_add_peer(&na, "b", nb.port, nb.key);
+	node_add_peer(&nb, "a", na.port, na.key);
+	node_start(&na);
+	node_start(&nb);
+	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
+	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
+}
+
+/* Start a ferry-vm called name under node n's vm_dir, and see ferryd list it. */
+static void start_vm(struct node *n, const char *name, const char *const *opts)
+{
+	char sock[400], out[OUT_MAX], err[OUT_MAX], pat[128];
+	const char *argv[32] = { ferry_vm_bin, "--adapter", sock, "--report",
+				 "0" };
+	double t0 = now_s();
+	int i = 5;
+	pid_t pid;
+
+	snprintf(sock, sizeof(sock), "%s/state/vms/%s.sock", n->dir, name);
+	while (*opts && i < 30)
+		argv[i++] = *opts++;
+	argv[i] = NULL;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		char log[400];
+		int fd;
+
+		snprintf(log, sizeof(log), "%s/%s.vm.log", tmpdir, name);
+		fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	track(pid);
+	vm_pid = pid;
+	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
+	while (now_s() - t0 < 10) {
+		if (ferry(n, true, "vms", out, err) == 0 && strstr(out, pat))
+			return;
+		sleep_ms(50);
+	}
+	fail_msg("ferryd %s never listed VM %s: %s %s", n->name, name, out,
+		 err);
+}
+
+/* The guest's counter `key` of the first VM n lists. */
+static long vm_counter(struct node *n, const char *key)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+
+	if (ferry(n, true, "vms", out, err))
+		return -1;
+	return json_num(out, key);
+}
+
+static void wait_counter(struct node *n, const char *key, long want)
+{
+	double t0 = now_s();
+
+	while (now_s() - t0 < 20) {
+		if (vm_counter(n, key) >= want)
+			return;
+		sleep_ms(50);
+	}
+	fail_msg("%s: %s never reached %ld", n->name, key, want);
+}
+
+/* The source ferry-vm exits (status 0) after COMMIT. */
+static void wait_source_vm_exit(void)
+{
+	double t0 = now_s();
+	int status;
+
+	while (now_s() - t0 < 10) {
+		if (waitpid(vm_pid, &status, WNOHANG) == vm_pid) {
+			untrack(vm_pid);
+			assert_true(WIFEXITED(status));
+			assert_int_equal(WEXITSTATUS(status), 0);
+			return;
+		}
+		sleep_ms(20);
+	}
+	fail_msg("the source ferry-vm did not exit");
+}
+
+/* Kill the ferry-vm processes node n started itself (not our children). */
+static void kill_node_vms(struct node *n)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	const char *p = out;
+
+	if (!n->pid || ferry(n, true, "vms", out, err))
+		return;
+	while ((p = strstr(p, "\"pid\":"))) {
+		long pid = strtol(p + 6, NULL, 10);
+
+		if (pid > 0)
+			kill((pid_t)pid, SIGKILL);
+		p += 6;
+	}
+}
+
+static int mig_teardown(void **state)
+{
+	kill_node_vms(&nb);
+	kill_node_vms(&na);
+	return teardown(state);
+}
+
+static int files_in(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static void test_verify(void **state)
+{
+	static const char *const opts[] = { "--mem",  "32M",	      "--guest",
+					    "verify", "--workingset", "4M",
+					    NULL };
+	char out[OUT_MAX], err[OUT_MAX];
+	long writes_before, pass_before, resident, pulled;
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "vm1", opts);
+	wait_counter(&na, "pass", 2);
+	writes_before = vm_counter(&na, "writes");
+	pass_before = vm_counter(&na, "pass");
+	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
+				    "vm1", "--to", "b", "--verify", NULL),
+			 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	resident = json_num(out, "pages_resident");
+	pulled = json_num(out, "pages_pulled");
+	assert_true(resident > 0);
+	assert_true(pulled >= resident);
+	assert_int_equal(json_num(out, "bytes"), pulled * 4096);
+	assert_true(json_dbl(out, "downtime_ms") > 0);
+	assert_true(json_dbl(out, "total_s") > 0);
+	assert_int_equal(json_num(out, "verified_pages"), 32 << 8);
+	wait_source_vm_exit();
+
+	/* it goes on at b, from where it was, without a mismatch */
+	assert_true(vm_counter(&nb, "writes") >= writes_before);
+	wait_counter(&nb, "pass", pass_before + 2);
+	assert_int_equal(vm_counter(&nb, "failed"), 0);
+	assert_non_null(strstr(slurp(nb.log), "verify: all 8192 pages match"));
+	/* a has no VM left; b's migration record says completed */
+	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
+	assert_null(strstr(out, "vm1"));
+	assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+}
+
+static void test_dirty(void **state)
+{
+	static const char *const opts[] = {
+		"--mem",	"64M",	"--guest",  "dirty",
+		"--workingset", "16M",	"--stride", "100",
+		"--sleep",	"1000", NULL
+	};
+	char out[OUT_MAX], err[OUT_MAX];
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "d1", opts);
+	wait_counter(&na, "writes", 20000);
+	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
+				    "d1", "--to", "b", "--verify",
+				    "--downtime-limit", "2", NULL),
+			 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	/* round 0, at least one round of dirty pages, the final one */
+	assert_true(json_num(out, "round") >= 2);
+	assert_true(json_num(out, "pages_pulled_again") > 0);
+	assert_true(json_num(out, "pages_pulled") > json_num(out, "pages_"
+								  "resident"));
+	wait_source_vm_exit();
+	long w = vm_counter(&nb, "writes");
+	wait_counter(&nb, "writes", w + 5000);
+	assert_int_equal(vm_counter(&nb, "failed"), 0);
+
+	/*
+	 * And back with --compress delta: the guest changes one word per
+	 * page, so a re-sent page costs tens of bytes, not 4 KiB.
+	 */
+	assert_int_equal(ferry_args(&nb, 60, out, err, "--json", "migrate",
+				    "d1", "--to", "a", "--verify",
+				    "--downtime-limit", "2", "--compress",
+				    "delta", NULL),
+			 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	assert_non_null(strstr(out, "\"compress\":\"delta\""));
+	assert_int_equal(json_num(out, "verified_pages"), 64 << 8);
+	long dp = json_num(out, "delta_pages"), db = json_num(out, "delta_"
+								   "bytes");
+	assert_true(dp > 0);
+	assert_int_equal(dp, json_num(out, "pages_pulled_again") +
+				     (json_num(out, "pages_pulled") -
+				      json_num(out, "pages_resident") -
+				      json_num(out, "pages_pulled_again")));
+	if (db >= dp * 4096 / 4)
+		fail_msg("%ld pages re-sent in %ld bytes: %s", dp, db, out);
+	/* bytes moved: round 0's pages whole, then the deltas */
+	assert_int_equal(json_num(out, "bytes"),
+			 json_num(out, "pages_resident") * 4096 + db);
+	w = vm_counter(&na, "writes");
+	wait_counter(&na, "writes", w + 5000);
+	assert_int_equal(vm_counter(&na, "failed"), 0);
+}
+
+static void test_sparse(void **state)
+{
+	static const char *const opts[] = { "--mem", "64M", "--guest", "idle",
+					    NULL };
+	char out[OUT_MAX], err[OUT_MAX];
+	long resident, total;
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "idle1", opts);
+	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
+				    "idle1", "--to", "b", "--verify", NULL),
+			 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	resident = json_num(out, "pages_resident");
+	total = json_num(out, "pages_total");
+	assert_int_equal(total, 64 << 8);
+	/* the image, page tables, stacks: a few MiB of 64 */
+	assert_true(resident > 0 && resident < total / 8);
+	assert_int_equal(json_num(out, "pages_pulled"), resident);
+	assert_int_equal(json_num(out, "bytes"), resident * 4096);
+	wait_source_vm_exit();
+}
+
+static void test_cancel(void **state)
+{
+	static const char *const opts[] = {
+		"--mem",	"64M",	"--guest",  "dirty",
+		"--workingset", "16M",	"--stride", "100",
+		"--sleep",	"1000", NULL
+	};
+	char out[OUT_MAX], err[OUT_MAX], vmdir[400], id[32];
+	long pid, w;
+	double t0;
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "c1", opts);
+	/* 2 MiB/s: round 0 alone takes seconds */
+	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
+				    "c1", "--to", "b", "--max-bandwidth", "2M",
+				    "--detach", NULL),
+			 0);
+	snprintf(id, sizeof(id), "%ld", json_num(out, "id"));
+	t0 = now_s();
+	while (now_s() - t0 < 10) {
+		assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
+		if (strstr(out, "\"state\":\"precopy\"") &&
+		    json_num(out, "pages_pulled") > 0)
+			break;
+		sleep_ms(50);
+	}
+	assert_non_null(strstr(out, "\"state\":\"precopy\""));
+	pid = vm_counter(&nb, "pid");
+	assert_true(pid > 0);
+	assert_int_equal(kill((pid_t)pid, 0), 0);
+
+	assert_int_equal(
+		ferry_args(&na, 10, out, err, "--json", "cancel", id, NULL), 0);
+	assert_non_null(strstr(out, "\"state\":\"cancelled\""));
+	/* the VM runs on at a */
+	w = vm_counter(&na, "writes");
+	wait_counter(&na, "writes", w + 5000);
+	assert_non_null(strstr(slurp(na.log), "cancelled"));
+	/* b keeps nothing: no VM, no process, no registration, no file */
+	snprintf(vmdir, sizeof(vmdir), "%s/state/vms", nb.dir);
+	t0 = now_s();
+	while (now_s() - t0 < 10) {
+		assert_int_equal(ferry(&nb, true, "vms", out, err), 0);
+		if (!strstr(out, "c1") && files_in(vmdir) == 0 &&
+		    kill((pid_t)pid, 0) && errno == ESRCH)
+			break;
+		sleep_ms(50);
+	}
+	assert_null(strstr(out, "c1"));
+	assert_int_equal(files_in(vmdir), 0);
+	assert_int_equal(kill((pid_t)pid, 0), -1);
+	assert_int_equal(ferry(&nb, true, "status", out, err), 0);
+	assert_int_equal(json_num(out, "memory_bytes"), 0);
+	assert_int_equal(json_num(out, "migrations"), 0);
+	assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
+	assert_non_null(strstr(out, "\"state\":\"failed\""));
+	assert_non_null(strstr(out, "cancelled by the user"));
+}
+
+/* Open the guest RAM memfd of ferry-vm pid through /proc (we are root). */
+static int open_ram(long pid)
+{
+	char dir[64], path[400], link[256];
+	struct dirent *de;
+	int fd = -1;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%ld/fd", pid);
+	d = opendir(dir);
+	assert_non_null(d);
+	while ((de = readdir(d)) && fd < 0) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		if (strstr(link, "memfd:ferry-vm-ram"))
+			fd = open(path, O_RDWR);
+	}
+	closedir(d);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+static void test_mismatch(void **state)
+{
+	static const char *const opts[] = {
+		"--mem",	"32M",	"--guest",  "dirty",
+		"--workingset", "4M",	"--stride", "100",
+		"--sleep",	"1000", NULL
+	};
+	char out[OUT_MAX], err[OUT_MAX], id[32];
+	uint64_t junk = 0x5a5a5a5a5a5a5a5aULL;
+	long pid, w;
+	double t0;
+	int fd;
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "m1", opts);
+	/* about 4 s of round 0 at 2 MiB/s; then the last round at once */
+	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
+				    "m1", "--to", "b", "--max-bandwidth", "2M",
+				    "--downtime-limit", "5000", "--verify",
+				    "--detach", NULL),
+			 0);
+	snprintf(id, sizeof(id), "%ld", json_num(out, "id"));
+	t0 = now_s();
+	while (now_s() - t0 < 10) {
+		assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
+		if (json_num(out, "pages_pulled") > 64)
+			break;
+		sleep_ms(20);
+	}
+	/* not over yet: b compares only after the last pages (and page 1
+	 * is never pulled again) */
+	if (!strstr(out, "\"state\":\"precopy\"") && !strstr(out, "\"state\":"
+								  "\"switchover"
+								  "\""))
+		fail_msg("migration not in progress: %s", out);
+	/*
+	 * Page 1 (the GDT) was pulled first and the guest never writes it
+	 * again: change one word of b's copy.
+	 */
+	pid = vm_counter(&nb, "pid");
+	assert_true(pid > 0);
+	fd = open_ram(pid);
+	assert_int_equal(pwrite(fd, &junk, sizeof(junk), 4096 + 512), 8);
+	close(fd);
+
+	/* the migration fails, loudly, and the VM runs on at a */
+	t0 = now_s();
+	while (now_s() - t0 < 20) {
+		assert_int_equal(ferry_args(&na, 10, out, err, "--json",
+					    "migration", id, NULL),
+				 0);
+		if (strstr(out, "\"state\":\"failed\""))
+			break;
+		sleep_ms(50);
+	}
+	assert_non_null(strstr(out, "\"state\":\"failed\""));
+	assert_non_null(strstr(out, "verify: 1 of 8192 pages differ (first: "
+				    "page 1)"));
+	assert_non_null(strstr(slurp(nb.log), "VERIFY FAILED"));
+	assert_int_equal(kill(vm_pid, 0), 0);
+	w = vm_counter(&na, "writes");
+	wait_counter(&na, "writes", w + 5000);
+	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
+	assert_non_null(strstr(out, "\"state\":\"running\""));
+	assert_int_equal(ferry(&nb, true, "vms", out, err), 0);
+	assert_null(strstr(out, "m1"));
+}
+
+static void test_converge(void **state)
+{
+	static const char *const opts[] = {
+		"--mem",	"32M",	"--guest",  "dirty",
+		"--workingset", "4M",	"--stride", "100",
+		"--sleep",	"1000", NULL
+	};
+	char out[OUT_MAX], err[OUT_MAX];
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "u1", opts);
+	wait_counter(&na, "writes", 20000);
+	/*
+	 * 48,000 page writes/s over 1,024 pages against 8 MiB/s: every
+	 * round re-dirties the whole working set (500 ms of transfer), far
+	 * over 20 ms. Without auto-converge, 4 rounds end it.
+	 */
+	assert_int_equal(ferry_args(&na, 30, out, err, "--json", "migrate",
+				    "u1", "--to", "b", "--downtime-limit", "20",
+				    "--max-bandwidth", "8M", "--auto-converge",
+				    "none", "--max-rounds", "4", NULL),
+			 1);
+	assert_non_null(strstr(out, "\"state\":\"failed\""));
+	assert_non_null(strstr(out, "did not converge in 4 rounds"));
+	assert_int_equal(kill(vm_pid, 0), 0);
+	long w = vm_counter(&na, "writes");
+	wait_counter(&na, "writes", w + 5000);
+
+	/* with it: the limit doubles after each stalled round, then fits */
+	assert_int_equal(ferry_args(&na, 50, out, err, "--json", "migrate",
+				    "u1", "--to", "b", "--downtime-limit", "20",
+				    "--max-bandwidth", "8M", "--stall-rounds",
+				    "1", "--verify", NULL),
+			 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	assert_non_null(strstr(out, "downtime limit raised from 20 to 40 ms"));
+	assert_true(json_num(out, "downtime_limit_ms") > 20);
+	wait_source_vm_exit();
+	assert_int_equal(vm_counter(&nb, "failed"), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_verify, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_dirty, NULL, mig_teardown),
+		cmocka_unit_test_setup_teardown(test_sparse, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_cancel, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_mismatch, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_converge, NULL,
+						mig_teardown),
+	};
+	int ret;
+
+	ferryd_bin = getenv("FERRYD");
+	ferry_bin = getenv("FERRY");
+	ferry_vm_bin = getenv("FERRY_VM");
+	if (!ferryd_bin || !ferry_bin || !ferry_vm_bin) {
+		fprintf(stderr, "set FERRYD, FERRY and FERRY_VM to the built "
+				"binaries\n");
+		return 1;
+	}
+	atexit(kill_children);
+	signal(SIGPIPE, SIG_IGN);
+	ret = cmocka_run_group_tests_name("integration", tests, setup,
+					  group_teardown);
+	kill_children();
+	return ret;
+}
