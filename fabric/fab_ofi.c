@@ -266,8 +266,9 @@ static int local_desc(struct ofi_domain *od, const void *buf, size_t len,
 	return 0;
 }
 
-static int ofi_read(struct fab_ep *e, void *buf, size_t len, struct fab_mr *mr,
-		    uint64_t addr, uint64_t key, void *ctx)
+/* One-sided read or write: the two differ only in the libfabric call. */
+static int ofi_rma(struct fab_ep *e, enum fab_op kind, void *buf, size_t len,
+		   struct fab_mr *mr, uint64_t addr, uint64_t key, void *ctx)
 {
 	struct ofi_domain *od = ofi_od(e->d);
 	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
@@ -277,33 +278,32 @@ static int ofi_read(struct fab_ep *e, void *buf, size_t len, struct fab_mr *mr,
 
 	ret = local_desc(od, buf, len, mr, &desc);
 	if (!ret)
-		ret = op_get(od, ep, FAB_OP_READ, len, ctx, false, &op);
+		ret = op_get(od, ep, kind, len, ctx, false, &op);
 	if (ret)
 		return (int)ret;
-	ret = fi_read(od->ep, buf, len, desc, ep->fa, addr, key, &op->fictx);
+	if (kind == FAB_OP_READ)
+		ret = fi_read(od->ep, buf, len, desc, ep->fa, addr, key,
+			      &op->fictx);
+	else
+		ret = fi_write(od->ep, buf, len, desc, ep->fa, addr, key,
+			       &op->fictx);
 	if (ret)
-		return op_unpost(od, op, ret, "fi_read");
+		return op_unpost(od, op, ret,
+				 kind == FAB_OP_READ ? "fi_read" : "fi_write");
 	return 0;
+}
+
+static int ofi_read(struct fab_ep *e, void *buf, size_t len, struct fab_mr *mr,
+		    uint64_t addr, uint64_t key, void *ctx)
+{
+	return ofi_rma(e, FAB_OP_READ, buf, len, mr, addr, key, ctx);
 }
 
 static int ofi_write(struct fab_ep *e, const void *buf, size_t len,
 		     struct fab_mr *mr, uint64_t addr, uint64_t key, void *ctx)
 {
-	struct ofi_domain *od = ofi_od(e->d);
-	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
-	struct ofi_op *op;
-	void *desc;
-	ssize_t ret;
-
-	ret = local_desc(od, buf, len, mr, &desc);
-	if (!ret)
-		ret = op_get(od, ep, FAB_OP_WRITE, len, ctx, false, &op);
-	if (ret)
-		return (int)ret;
-	ret = fi_write(od->ep, buf, len, desc, ep->fa, addr, key, &op->fictx);
-	if (ret)
-		return op_unpost(od, op, ret, "fi_write");
-	return 0;
+	/* fi_write only reads buf; one signature serves both directions */
+	return ofi_rma(e, FAB_OP_WRITE, (void *)buf, len, mr, addr, key, ctx);
 }
 
 static int ofi_send(struct fab_ep *e, const void *buf, size_t len, void *ctx)
