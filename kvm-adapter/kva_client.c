@@ -46,8 +46,9 @@ struct kva_client {
 static const char *kva_req_name(uint16_t type)
 {
 	static const char *const names[] = {
-		"?",	     "ATTACH",	  "HARVEST", "PAUSE",	 "RESUME",
-		"GET_STATE", "SET_STATE", "STATUS",  "RAM_DONE", "EXIT",
+		"?",	    "ATTACH",	 "HARVEST",   "PAUSE",
+		"RESUME",   "GET_STATE", "SET_STATE", "STATUS",
+		"RAM_DONE", "EXIT",	 "THROTTLE",
 	};
 
 	return type < ARRAY_SIZE(names) ? names[type] : "?";
@@ -379,8 +380,31 @@ int kva_client_status(struct kva_client *c, struct kva_status *st)
 	p->checks = kva_get_u64(&r);
 	p->heartbeats = kva_get_u64(&r);
 	st->generation = kva_get_u64(&r);
+	/* The throttle came later: a ferry-vm without it sends none. */
+	if (r.off < r.len)
+		st->throttle_pct = kva_get_u32(&r);
 	if (!kva_rbuf_done(&r)) {
 		pr_err("STATUS reply malformed");
+		return -EPROTO;
+	}
+	return 0;
+}
+
+int kva_client_throttle(struct kva_client *c, unsigned int pct)
+{
+	uint8_t buf[KVA_WIRE_MAX], out[4];
+	struct kva_wbuf w = { .p = out, .cap = sizeof(out) };
+	struct kva_rbuf r;
+	uint32_t now;
+	int ret;
+
+	kva_put_u32(&w, pct);
+	ret = kva_call_nofd(c, KVA_MSG_THROTTLE, &w, NULL, 0, buf, &r);
+	if (ret)
+		return ret;
+	now = kva_get_u32(&r);
+	if (!kva_rbuf_done(&r) || now != pct) {
+		pr_err("THROTTLE reply malformed");
 		return -EPROTO;
 	}
 	return 0;

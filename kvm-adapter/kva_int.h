@@ -48,6 +48,7 @@ struct kva_vcpu {
 	volatile struct kva_mailbox *mb; /* host view of the mailbox */
 	atomic_uint_fast64_t heartbeats;
 	struct kva_event fail; /* what failed it */
+	uint64_t slice_ns; /* throttle: when it last started to run */
 };
 
 /*
@@ -86,6 +87,10 @@ struct kva_vm {
 	bool state_set; /* a SET_STATE was loaded */
 	int uffd; /* -1: none, or released after RAM_DONE */
 	bool uffd_minor; /* registered MISSING|MINOR, not MISSING alone */
+	/* Throttle (kva_vm.c): percent of time the vCPUs are held off. */
+	atomic_uint throttle_pct;
+	pthread_t throttle_thread; /* kicks the vCPUs once a slice */
+	bool has_throttle_thread;
 };
 
 /* kva_vm.c */
@@ -175,6 +180,7 @@ enum kva_msg {
 	KVA_MSG_STATUS,
 	KVA_MSG_RAM_DONE,
 	KVA_MSG_EXIT,
+	KVA_MSG_THROTTLE,
 	KVA_MSG_MAX,
 	/* The reply to request T has type T | REPLY; ERROR is REPLY alone. */
 	KVA_MSG_REPLY = 0x8000,

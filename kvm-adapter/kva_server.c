@@ -22,10 +22,15 @@
  *   STATUS                    ->    <- (state, vCPUs, counters)
  *   RAM_DONE                  ->    <- ()   release the uffd
  *   EXIT                      ->    <- ()   then ferry-vm ends
+ *   THROTTLE(percent)         ->    <- (percent)   0 (none) to 99
  *
  * Anything refused gets ERROR(errno, text) and changes nothing: a
  * malformed record, an unknown type, missing or extra descriptors, a state
  * blob that does not check. Received descriptors are always closed.
+ *
+ * A throttle belongs to the client that set it: when that client detaches
+ * (ferryd crashed in the middle of a migration), the vCPUs run at full
+ * speed again.
  *
  * The server thread never touches guest RAM through the mapping: an
  * incoming VM's RAM faults to ferryd, which may be waiting for a reply.
@@ -329,7 +334,7 @@ out_free:
 static void kva_srv_status(struct kva_server *s, const struct kva_hdr *h)
 {
 	struct kva_progress p;
-	uint8_t buf[64];
+	uint8_t buf[80];
 	struct kva_wbuf w = { .p = buf, .cap = sizeof(buf) };
 
 	kva_vm_progress(s->vm, &p);
@@ -345,6 +350,30 @@ static void kva_srv_status(struct kva_server *s, const struct kva_hdr *h)
 	kva_put_u64(&w, p.checks);
 	kva_put_u64(&w, p.heartbeats);
 	kva_put_u64(&w, s->generation);
+	kva_put_u32(&w, kva_vm_throttle(s->vm));
+	kva_srv_reply(s, h->type, h->seq, &w, NULL, 0);
+}
+
+static void kva_srv_throttle(struct kva_server *s, const struct kva_hdr *h,
+			     struct kva_rbuf *r)
+{
+	uint32_t pct = kva_get_u32(r);
+	uint8_t buf[8];
+	struct kva_wbuf w = { .p = buf, .cap = sizeof(buf) };
+	int ret;
+
+	if (!kva_rbuf_done(r))
+		return kva_srv_error(s->cfd, h->seq, EBADMSG,
+				     "THROTTLE carries 4 bytes, not %u",
+				     h->len);
+	if (pct > 99)
+		return kva_srv_error(s->cfd, h->seq, EINVAL,
+				     "throttle of %u%%: 0 (none) to 99", pct);
+	ret = kva_vm_set_throttle(s->vm, pct);
+	if (ret)
+		return kva_srv_error(s->cfd, h->seq, -ret,
+				     "cannot throttle the vCPUs");
+	kva_put_u32(&w, kva_vm_throttle(s->vm));
 	kva_srv_reply(s, h->type, h->seq, &w, NULL, 0);
 }
 
@@ -359,7 +388,7 @@ static const char *const kva_msg_names[KVA_MSG_MAX] = {
 	[KVA_MSG_PAUSE] = "PAUSE",	   [KVA_MSG_RESUME] = "RESUME",
 	[KVA_MSG_GET_STATE] = "GET_STATE", [KVA_MSG_SET_STATE] = "SET_STATE",
 	[KVA_MSG_STATUS] = "STATUS",	   [KVA_MSG_RAM_DONE] = "RAM_DONE",
-	[KVA_MSG_EXIT] = "EXIT",
+	[KVA_MSG_EXIT] = "EXIT",	   [KVA_MSG_THROTTLE] = "THROTTLE",
 };
 
 /* Check one received record and carry it out. */
@@ -394,7 +423,8 @@ static void kva_srv_handle(struct kva_server *s, const uint8_t *buf, size_t n,
 	if (h.type != KVA_MSG_ATTACH && !s->attached)
 		return kva_srv_error(s->cfd, h.seq, ENOTCONN,
 				     "%s before ATTACH", kva_msg_names[h.type]);
-	if (h.type != KVA_MSG_ATTACH && h.type != KVA_MSG_SET_STATE && h.len)
+	if (h.type != KVA_MSG_ATTACH && h.type != KVA_MSG_SET_STATE &&
+	    h.type != KVA_MSG_THROTTLE && h.len)
 		return kva_srv_error(s->cfd, h.seq, EBADMSG,
 				     "%s carries no payload, not %u bytes",
 				     kva_msg_names[h.type], h.len);
@@ -423,6 +453,8 @@ static void kva_srv_handle(struct kva_server *s, const uint8_t *buf, size_t n,
 		kva_srv_reply(s, h.type, h.seq, NULL, NULL, 0);
 		atomic_store(&s->exit_req, true);
 		return;
+	case KVA_MSG_THROTTLE:
+		return kva_srv_throttle(s, &h, &r);
 	}
 }
 
@@ -432,6 +464,9 @@ static void kva_srv_detach(struct kva_server *s)
 	s->cfd = -1;
 	s->attached = false;
 	pr_info("client detached; the VM goes on");
+	/* Its throttle goes with it: nobody is left to lift it. */
+	if (kva_vm_throttle(s->vm) && !kva_vm_set_throttle(s->vm, 0))
+		pr_info("vCPU throttle of the detached client removed");
 }
 
 #define KVA_BUSY_TEXT "another client is attached to this VM"

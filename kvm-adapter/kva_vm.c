@@ -8,6 +8,12 @@
  * then returns EINTR at once or as soon as it notices the signal, and,
  * being a KVM_RUN, first completes any port I/O the vCPU was in, so a
  * parked vCPU's registers are consistent and can be saved.
+ *
+ * Throttling (auto-converge), as QEMU's cpu-throttle does it: while a
+ * throttle is set, a timer thread kicks every running vCPU out of KVM_RUN
+ * once a slice (10 ms), and each vCPU thread, before it re-enters KVM_RUN,
+ * sleeps pct / (100 - pct) of the time it ran. The sleep is a wait on
+ * vm->cond, so a pause, an exit or a new throttle ends it at once.
  */
 #define LOG_PREFIX "ferry-vm: "
 
@@ -20,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -27,6 +34,7 @@
 #include "kvm-adapter/kva_int.h"
 
 #define KVA_KICK_SIGNAL SIGUSR1
+#define KVA_THROTTLE_SLICE_NS (10 * 1000000ULL)
 
 /* The MSRs worth saving, if KVM lists them (KVM_GET_MSR_INDEX_LIST). */
 static const uint32_t kva_msr_wanted[] = {
@@ -457,6 +465,50 @@ static void kva_log_fail(struct kva_vcpu *vcpu, const struct kva_ucall *uc)
 		       (unsigned long long)a[3]);
 }
 
+/* Absolute CLOCK_REALTIME time ns from now, for pthread_cond_timedwait. */
+static struct timespec kva_abstime(uint64_t ns)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ns += ts.tv_nsec;
+	ts.tv_sec += ns / 1000000000ULL;
+	ts.tv_nsec = ns % 1000000000ULL;
+	return ts;
+}
+
+/*
+ * Before KVM_RUN: if a throttle is set and vcpu ran a slice since its last
+ * sleep, sleep pct / (100 - pct) of what it ran. A pause, an exit request
+ * or a change of the throttle wakes it early.
+ */
+static void kva_vcpu_throttle(struct kva_vcpu *vcpu)
+{
+	struct kva_vm *vm = vcpu->vm;
+	unsigned int pct = atomic_load(&vm->throttle_pct);
+	uint64_t now = fy_now_ns(), ran, owe, end;
+	struct timespec ts;
+
+	if (!pct || !vcpu->slice_ns) {
+		vcpu->slice_ns = now;
+		return;
+	}
+	ran = now - vcpu->slice_ns;
+	if (ran < KVA_THROTTLE_SLICE_NS)
+		return;
+	/* A long stretch run before the throttle came owes one slice. */
+	ran = FY_MIN(ran, 2 * KVA_THROTTLE_SLICE_NS);
+	owe = ran * pct / (100 - pct);
+	end = now + owe;
+	ts = kva_abstime(owe);
+	pthread_mutex_lock(&vm->lock);
+	while (!vm->pause_req && !vm->exit_req &&
+	       atomic_load(&vm->throttle_pct) == pct && fy_now_ns() < end)
+		pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
+	pthread_mutex_unlock(&vm->lock);
+	vcpu->slice_ns = fy_now_ns();
+}
+
 static void *kva_vcpu_thread(void *arg)
 {
 	struct kva_vcpu *vcpu = arg;
@@ -465,6 +517,7 @@ static void *kva_vcpu_thread(void *arg)
 	int r;
 
 	for (;;) {
+		kva_vcpu_throttle(vcpu);
 		r = kva_vcpu_run(vcpu, &ev);
 		if (r)
 			break;
@@ -586,6 +639,8 @@ int kva_vm_pause(struct kva_vm *vm)
 	pthread_mutex_lock(&vm->lock);
 	vm->pause_req = true;
 	kva_kick_all(vm);
+	/* A vCPU asleep for the throttle is not in KVM_RUN: wake it too. */
+	pthread_cond_broadcast(&vm->cond);
 	do {
 		busy = false;
 		for (i = 0; i < vm->nr_vcpus; i++)
@@ -595,6 +650,75 @@ int kva_vm_pause(struct kva_vm *vm)
 	} while (busy);
 	pthread_mutex_unlock(&vm->lock);
 	return 0;
+}
+
+/* The throttle's timer: kick the running vCPUs out of KVM_RUN each slice. */
+static void *kva_throttle_thread(void *arg)
+{
+	struct kva_vm *vm = arg;
+	struct timespec ts;
+	uint64_t next;
+	sigset_t all;
+	unsigned int i;
+
+	/* Signals are main()'s: SIGINT and SIGTERM stop the VMM there. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	pthread_mutex_lock(&vm->lock);
+	while (!vm->exit_req) {
+		if (!atomic_load(&vm->throttle_pct)) {
+			pthread_cond_wait(&vm->cond, &vm->lock);
+			continue;
+		}
+		for (i = 0; i < vm->nr_vcpus; i++) {
+			struct kva_vcpu *vcpu = &vm->vcpus[i];
+
+			/* No immediate_exit: only leave KVM_RUN now. */
+			if (vcpu->state == KVA_VCPU_RUNNING &&
+			    vcpu->has_thread && !vm->pause_req)
+				pthread_kill(vcpu->thread, KVA_KICK_SIGNAL);
+		}
+		next = fy_now_ns() + KVA_THROTTLE_SLICE_NS;
+		ts = kva_abstime(KVA_THROTTLE_SLICE_NS);
+		/* Other broadcasts on vm->cond must not kick more often. */
+		while (!vm->exit_req && atomic_load(&vm->throttle_pct) &&
+		       fy_now_ns() < next)
+			pthread_cond_timedwait(&vm->cond, &vm->lock, &ts);
+	}
+	pthread_mutex_unlock(&vm->lock);
+	return NULL;
+}
+
+int kva_vm_set_throttle(struct kva_vm *vm, unsigned int pct)
+{
+	int ret = 0;
+
+	if (pct > 99)
+		return -EINVAL;
+	pthread_once(&kva_kick_once, kva_kick_install);
+	pthread_mutex_lock(&vm->lock);
+	if (pct && !vm->has_throttle_thread) {
+		ret = -pthread_create(&vm->throttle_thread, NULL,
+				      kva_throttle_thread, vm);
+		if (ret) {
+			pr_err("cannot start the throttle thread: %s",
+			       strerror(-ret));
+			goto out_unlock;
+		}
+		vm->has_throttle_thread = true;
+	}
+	if (atomic_exchange(&vm->throttle_pct, pct) != pct)
+		pr_info("vCPU throttle %u%%", pct);
+	/* Sleeping vCPUs and the timer look at the new value. */
+	pthread_cond_broadcast(&vm->cond);
+out_unlock:
+	pthread_mutex_unlock(&vm->lock);
+	return ret;
+}
+
+unsigned int kva_vm_throttle(struct kva_vm *vm)
+{
+	return atomic_load(&vm->throttle_pct);
 }
 
 /*
@@ -650,6 +774,8 @@ void kva_vm_destroy(struct kva_vm *vm)
 	kva_kick_all(vm);
 	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
+	if (vm->has_throttle_thread)
+		pthread_join(vm->throttle_thread, NULL);
 	for (i = 0; i < KVA_MAX_VCPUS; i++) {
 		struct kva_vcpu *vcpu = &vm->vcpus[i];
 

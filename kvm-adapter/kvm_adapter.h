@@ -93,6 +93,16 @@ struct kva_progress {
 /* Read the counters; any thread may call it, at any time. */
 void kva_vm_progress(struct kva_vm *vm, struct kva_progress *p);
 
+/*
+ * Hold the vCPUs off pct percent of the time (0: run freely, at most 99):
+ * after each slice of KVM_RUN a vCPU sleeps pct / (100 - pct) of the time
+ * it ran. Auto-converge's lever on a guest that dirties memory faster than
+ * it can be moved. 0, or -EINVAL for pct > 99, or -errno.
+ */
+int kva_vm_set_throttle(struct kva_vm *vm, unsigned int pct);
+/* The throttle in effect, in percent. */
+unsigned int kva_vm_throttle(struct kva_vm *vm);
+
 /* Stop the vCPUs and free everything; accepts NULL. */
 void kva_vm_destroy(struct kva_vm *vm);
 
@@ -142,6 +152,7 @@ struct kva_status {
 	enum kva_vm_state state;
 	bool uffd; /* RAM still under userfaultfd */
 	uint64_t generation;
+	unsigned int throttle_pct; /* THROTTLE in effect; 0: none */
 	struct kva_progress progress;
 };
 
@@ -194,6 +205,13 @@ int kva_client_set_state(struct kva_client *c, const void *blob, size_t len);
  * unregisters and closes its uffd, and faults stop. 0 or -errno.
  */
 int kva_client_ram_done(struct kva_client *c);
+/*
+ * Throttle the vCPUs: hold them off pct percent of the time, 0 (none) to
+ * 99. The throttle lasts until changed, or until this client detaches
+ * (ferry-vm drops it then, so a crashed ferryd never leaves a VM slowed
+ * down). 0, -EINVAL (pct > 99) or -errno.
+ */
+int kva_client_throttle(struct kva_client *c, unsigned int pct);
 /* Ask ferry-vm to stop its VM and exit. 0 or -errno. */
 int kva_client_exit(struct kva_client *c);
 

@@ -41,8 +41,13 @@ static void usage(FILE *f)
 		"MS]\n"
 		"            [--max-bandwidth RATE] [--compress none|delta] "
 		"[--verify]\n"
-		"            [--auto-converge downtime|none] [--max-rounds N]\n"
-		"            [--stall-rounds N] [--timeout S] [--detach]\n"
+		"            [--auto-converge downtime|throttle|off] "
+		"[--max-rounds N]\n"
+		"            [--cpu-throttle-initial PCT] "
+		"[--cpu-throttle-increment PCT]\n"
+		"            [--max-cpu-throttle PCT] [--stall-rounds N] "
+		"[--timeout S]\n"
+		"            [--detach]\n"
 		"            move a running VM to PEER (docs/migration.md)\n"
 		"  migrations  migrations of this node, running and past\n"
 		"  migration ID  one migration's state\n"
@@ -172,10 +177,15 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "detach", no_argument, NULL, 'D' },
 		{ "stall-rounds", required_argument, NULL, 'S' },
+		{ "cpu-throttle-initial", required_argument, NULL, 'I' },
+		{ "cpu-throttle-increment", required_argument, NULL, 'N' },
+		{ "max-cpu-throttle", required_argument, NULL, 'X' },
 		{ "json", no_argument, NULL, 'j' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *to = NULL, *mode = "precopy", *ac = "downtime";
+	/* "" and 0: ferryd's defaults (its config) */
+	const char *to = NULL, *mode = "precopy", *ac = "";
+	uint64_t thr[3] = { 0, 0, 0 }; /* initial, increment, max */
 	const char *compress = "none";
 	uint64_t dt = 300, bw = 0, rounds = 30, timeout = 600, stall = 3, id;
 	bool verify = false, detach = false;
@@ -187,7 +197,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	int c, ret;
 
 	optind = 0; /* GNU: a full reset, permuting again */
-	while ((c = getopt_long(argc, argv, "t:m:d:b:z:va:r:T:DjS:", opts,
+	while ((c = getopt_long(argc, argv, "t:m:d:b:z:va:r:T:DjS:I:N:X:", opts,
 				NULL)) != -1) {
 		switch (c) {
 		case 't':
@@ -229,8 +239,37 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 			verify = true;
 			break;
 		case 'a':
+			if (strcmp(optarg, "downtime") &&
+			    strcmp(optarg, "throttle") &&
+			    strcmp(optarg, "off") && strcmp(optarg, "none")) {
+				fprintf(stderr,
+					"ferry: --auto-converge downtime, "
+					"throttle or off, not '%s'\n",
+					optarg);
+				return ND_EXIT_USAGE;
+			}
 			ac = optarg;
 			break;
+		case 'I':
+		case 'N':
+		case 'X': {
+			static const char *const names[] = {
+				"cpu-throttle-initial",
+				"cpu-throttle-increment",
+				"max-cpu-throttle",
+			};
+			int k = c == 'I' ? 0 : c == 'N' ? 1 : 2;
+
+			thr[k] = strtoull(optarg, &end, 10);
+			if (*end || thr[k] < 1 || thr[k] > 99) {
+				fprintf(stderr,
+					"ferry: bad --%s '%s' (percent, 1 "
+					"to 99)\n",
+					names[k], optarg);
+				return ND_EXIT_USAGE;
+			}
+			break;
+		}
 		case 'r':
 			rounds = strtoull(optarg, &end, 10);
 			if (*end || !rounds) {
@@ -269,7 +308,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 12);
+	msgpack_pack_map(&pk, 15);
 	nd_mp_pack_kv_str(&pk, "cmd", "migrate");
 	nd_mp_pack_kv_str(&pk, "vm", argv[optind]);
 	nd_mp_pack_kv_str(&pk, "to", to);
@@ -286,6 +325,9 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	nd_mp_pack_kv_u64(&pk, "timeout_s", timeout);
 	nd_mp_pack_kv_u64(&pk, "stall_rounds", stall);
 	nd_mp_pack_kv_str(&pk, "compress", compress);
+	nd_mp_pack_kv_u64(&pk, "cpu_throttle_initial", thr[0]);
+	nd_mp_pack_kv_u64(&pk, "cpu_throttle_increment", thr[1]);
+	nd_mp_pack_kv_u64(&pk, "max_cpu_throttle", thr[2]);
 	ret = call(sock, &sb, &reply, &raw);
 	msgpack_sbuffer_destroy(&sb);
 	if (ret)

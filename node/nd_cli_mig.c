@@ -79,7 +79,8 @@ void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
 {
 	int64_t total = nd_mp_int(m, "pages_total", 0);
 	double pct = total ? 100.0 * nd_mp_int(m, "pages_valid", 0) / total : 0;
-	char st[16], bw[32];
+	char st[16], bw[32], thr[32] = "";
+	int64_t throttle = nd_mp_int(m, "cpu_throttle", 0);
 
 	/*
 	 * Pages dirtied again make the share of valid pages drop; the line
@@ -89,12 +90,15 @@ void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
 	if (pct > *best_pct)
 		*best_pct = pct;
 	fy_fmt_bytes((uint64_t)nd_mp_double(m, "bandwidth", 0), bw, sizeof(bw));
+	if (throttle)
+		snprintf(thr, sizeof(thr), "  vCPUs throttled %" PRId64 "%%",
+			 throttle);
 	snprintf(buf, len,
 		 "%-10s %5.1f%%  round %-3" PRId64 " dirty %8.0f pages/s  "
-		 "bandwidth %s/s  expected downtime %" PRId64 " ms",
+		 "bandwidth %s/s  expected downtime %" PRId64 " ms%s",
 		 nd_mp_str(m, "state", st, sizeof(st)), *best_pct,
 		 nd_mp_int(m, "round", 0), nd_mp_double(m, "dirty_rate", 0), bw,
-		 nd_mp_int(m, "expected_downtime_ms", 0));
+		 nd_mp_int(m, "expected_downtime_ms", 0), thr);
 }
 
 void nd_cli_print_report(FILE *f, const msgpack_object *m)

@@ -147,6 +147,10 @@ static const char *const node_keys[] = {
 	"vm_dir",
 	"ferry_vm",
 	"migration_timeout_ms",
+	"auto_converge",
+	"cpu_throttle_initial",
+	"cpu_throttle_increment",
+	"max_cpu_throttle",
 };
 static const char *const fabric_keys[] = { "provider", "address", "port" };
 static const char *const peer_keys[] = { "address", "public_key" };
@@ -219,6 +223,26 @@ static int node_key(struct parse *p, const char *k, const char *v)
 		if (parse_uint(v, 1000, 3600000, &n))
 			goto bad;
 		c->mig_timeout_ms = n;
+	} else if (!strcmp(k, "auto_converge")) {
+		/* "off" as QEMU says it; "none" as ferry migrate does */
+		if (!strcmp(v, "off"))
+			v = "none";
+		if (strcmp(v, "downtime") && strcmp(v, "throttle") &&
+		    strcmp(v, "none"))
+			goto bad;
+		strcpy(c->auto_converge, v);
+	} else if (!strcmp(k, "cpu_throttle_initial")) {
+		if (parse_uint(v, 1, 99, &n))
+			goto bad;
+		c->cpu_throttle_initial = n;
+	} else if (!strcmp(k, "cpu_throttle_increment")) {
+		if (parse_uint(v, 1, 99, &n))
+			goto bad;
+		c->cpu_throttle_increment = n;
+	} else if (!strcmp(k, "max_cpu_throttle")) {
+		if (parse_uint(v, 1, 99, &n))
+			goto bad;
+		c->max_cpu_throttle = n;
 	} else if (!strcmp(k, "peer_timeout_ms")) {
 		if (parse_uint(v, 100, 600000, &n))
 			goto bad;
@@ -521,6 +545,10 @@ void nd_config_defaults(struct nd_config *cfg)
 	cfg->ping_interval_ms = ND_DEFAULT_PING_MS;
 	cfg->peer_timeout_ms = ND_DEFAULT_TIMEOUT_MS;
 	cfg->mig_timeout_ms = ND_DEFAULT_MIG_TIMEOUT_MS;
+	strcpy(cfg->auto_converge, ND_DEFAULT_AUTO_CONVERGE);
+	cfg->cpu_throttle_initial = ND_DEFAULT_THROTTLE_INITIAL;
+	cfg->cpu_throttle_increment = ND_DEFAULT_THROTTLE_INCREMENT;
+	cfg->max_cpu_throttle = ND_DEFAULT_THROTTLE_MAX;
 	strcpy(cfg->provider, ND_DEFAULT_PROVIDER);
 	strcpy(cfg->fabric_address, ND_DEFAULT_FABRIC_ADDR);
 }

@@ -264,6 +264,8 @@ void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
 	}
 	if (tell)
 		send_abort(m, m->reason);
+	/* the VM stays here: at full speed again */
+	nd_mig_unthrottle(m);
 	if (m->t_pause && m->vmp && m->vmp->kc) {
 		int ret = kva_client_resume(m->vmp->kc);
 
@@ -283,24 +285,6 @@ out:
 }
 
 /* Source */
-
-static void note_action(struct nd_mig *m, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void note_action(struct nd_mig *m, const char *fmt, ...)
-{
-	size_t len = strlen(m->actions);
-	va_list ap;
-
-	if (len && len + 3 < sizeof(m->actions)) {
-		strcpy(m->actions + len, "; ");
-		len += 2;
-	}
-	va_start(ap, fmt);
-	vsnprintf(m->actions + len, sizeof(m->actions) - len, fmt, ap);
-	va_end(ap);
-	mig_info(m, "auto-converge: %s", m->actions + len);
-}
 
 /* Start announcing runs (owned by m now) as round m->round at gen. */
 static void round_begin(struct nd_mig *m, struct fy_run *runs, size_t nr)
@@ -668,21 +652,9 @@ static void round_done(struct nd_mig *m)
 				est, m->limit_ms);
 		return;
 	}
-	if (m->stall >= m->o.stall_rounds &&
-	    !strcmp(m->o.auto_converge, "downtime") &&
-	    m->limit_ms < m->o.max_downtime_ms) {
-		uint64_t old = m->limit_ms;
-
-		m->limit_ms = FY_MIN(m->limit_ms * 2, m->o.max_downtime_ms);
-		note_action(m,
-			    "round %u: no progress for %u rounds, downtime "
-			    "limit raised from %" PRIu64 " to %" PRIu64 " ms",
-			    m->round, m->stall, old, m->limit_ms);
-		m->stall = 0;
-		if (est <= m->limit_ms) {
-			switchover(m, runs, nr);
-			return;
-		}
+	if (nd_mig_converge(m, est)) {
+		switchover(m, runs, nr);
+		return;
 	}
 	m->round++;
 	round_begin(m, runs, nr);

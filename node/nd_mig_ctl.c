@@ -189,7 +189,7 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	uint64_t end = m->t_end ? m->t_end : now;
 	double total_s = (end - m->t_start) / 1e9;
 
-	msgpack_pack_map(pk, 30);
+	msgpack_pack_map(pk, 31);
 	nd_mp_pack_kv_u64(pk, "id", m->id);
 	nd_mp_pack_kv_str(pk, "role", m->source ? "source" : "destination");
 	nd_mp_pack_kv_str(pk, "vm", m->vm);
@@ -229,6 +229,7 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	nd_mp_pack_kv_u64(pk, "verified_pages", m->verified_pages);
 	nd_mp_pack_kv_str(pk, "auto_converge", m->o.auto_converge);
 	nd_mp_pack_kv_str(pk, "converge_actions", m->actions);
+	nd_mp_pack_kv_u64(pk, "cpu_throttle", m->throttle_pct);
 	nd_mp_pack_kv_str(pk, "compress", m->o.delta ? "delta" : "none");
 	nd_mp_pack_kv_u64(pk, "delta_pages", m->delta_pages);
 	nd_mp_pack_kv_u64(pk, "delta_bytes", m->delta_bytes);
@@ -262,10 +263,22 @@ static void cmd_migrate(struct nd_node *n, const msgpack_object *req,
 	nd_mp_str(req, "mode", o.mode, sizeof(o.mode));
 	if (!o.mode[0])
 		strcpy(o.mode, "precopy");
+	/* what the request leaves out (or 0, ""), ferryd's config says */
 	nd_mp_str(req, "auto_converge", o.auto_converge,
 		  sizeof(o.auto_converge));
 	if (!o.auto_converge[0])
-		strcpy(o.auto_converge, "downtime");
+		strcpy(o.auto_converge, n->cfg->auto_converge);
+	if (!strcmp(o.auto_converge, "off"))
+		strcpy(o.auto_converge, "none");
+	o.throttle_initial = nd_mp_int(req, "cpu_throttle_initial", 0);
+	if (!o.throttle_initial)
+		o.throttle_initial = n->cfg->cpu_throttle_initial;
+	o.throttle_increment = nd_mp_int(req, "cpu_throttle_increment", 0);
+	if (!o.throttle_increment)
+		o.throttle_increment = n->cfg->cpu_throttle_increment;
+	o.throttle_max = nd_mp_int(req, "max_cpu_throttle", 0);
+	if (!o.throttle_max)
+		o.throttle_max = n->cfg->max_cpu_throttle;
 	o.downtime_ms = nd_mp_int(req, "downtime_limit_ms", 300);
 	o.max_bw = nd_mp_int(req, "max_bandwidth", 0);
 	o.verify = mp_bool(req, "verify");
@@ -285,8 +298,15 @@ static void cmd_migrate(struct nd_node *n, const msgpack_object *req,
 		return;
 	}
 	if (strcmp(o.auto_converge, "downtime") &&
+	    strcmp(o.auto_converge, "throttle") &&
 	    strcmp(o.auto_converge, "none")) {
-		pack_error(pk, "auto_converge must be downtime or none");
+		pack_error(pk, "auto_converge must be downtime, throttle or "
+			       "none");
+		return;
+	}
+	if (o.throttle_initial > 99 || o.throttle_increment > 99 ||
+	    o.throttle_max > 99) {
+		pack_error(pk, "cpu throttle percentages must be 1 to 99");
 		return;
 	}
 	if (!o.downtime_ms || o.max_rounds < 1 || o.max_rounds > 10000) {

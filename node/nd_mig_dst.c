@@ -202,6 +202,10 @@ static int setup(struct nd_mig_dst *d)
 	d->need = fy_bitmap_alloc(d->pages);
 	if (!d->need)
 		return fail(d, "out of memory");
+	/* without it recv() allocates every page itself: slower, not wrong */
+	ret = nd_pop_start(d->map, d->pages, &d->pop);
+	if (ret)
+		dst_info(d, "no populator thread: %s", strerror(-ret));
 
 	/* our (empty) holder map is the "yes" */
 	h = calloc(1, sizeof(*h));
@@ -296,6 +300,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 				}
 			}
 		}
+		nd_pop_add(d->pop, ds->runs, ds->nruns);
 		pthread_mutex_lock(&d->lock);
 		if (ds->gen != d->gen && d->pages_pulled)
 			d->round++;
@@ -520,6 +525,9 @@ static int post_reads(struct nd_mig_dst *d)
 		d->inflight_pages += e - p;
 		d->cursor = e;
 	}
+	/* one connection: reads complete about in the order posted */
+	if (d->cursor >= d->inflight_pages)
+		nd_pop_hint(d->pop, d->cursor - d->inflight_pages);
 	return 0;
 }
 
@@ -700,6 +708,11 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 {
 	uint64_t deadline = fy_now_ns() + DRAIN_TIMEOUT_NS;
 
+	if (d->pop)
+		dst_info(d, "%" PRIu64 " pages mapped in ahead of the reads",
+			 nd_pop_done(d->pop));
+	nd_pop_stop(d->pop); /* before the munmap below */
+	d->pop = NULL;
 	if (d->ep) {
 		fab_ep_close(d->ep);
 		d->ep = NULL;

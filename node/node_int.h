@@ -43,6 +43,11 @@
 #define ND_DEFAULT_PING_MS 500
 #define ND_DEFAULT_TIMEOUT_MS 1500
 #define ND_DEFAULT_MIG_TIMEOUT_MS 10000
+/* auto-converge; the throttle steps are QEMU's defaults */
+#define ND_DEFAULT_AUTO_CONVERGE "downtime"
+#define ND_DEFAULT_THROTTLE_INITIAL 20
+#define ND_DEFAULT_THROTTLE_INCREMENT 10
+#define ND_DEFAULT_THROTTLE_MAX 99
 #define ND_VM_DIR_SUB "vms" /* default vm_dir: <state_dir>/vms */
 #define ND_MIG_DIR_SUB "migrations" /* records in <state_dir> */
 
@@ -79,6 +84,11 @@ struct nd_config {
 	char vm_dir[ND_DIR_MAX]; /* "" = <state_dir>/vms */
 	char ferry_vm[ND_DIR_MAX]; /* "" = beside ferryd, then PATH */
 	unsigned mig_timeout_ms; /* silence that fails a migration */
+	/* defaults of `ferry migrate` for auto-converge */
+	char auto_converge[16]; /* "downtime", "throttle" or "none" */
+	unsigned cpu_throttle_initial; /* percent, 1..99 */
+	unsigned cpu_throttle_increment; /* percent, 1..99 */
+	unsigned max_cpu_throttle; /* percent, 1..99 */
 	size_t npeers;
 	struct nd_peer_conf peers[ND_PEERS_MAX];
 };
@@ -374,8 +384,10 @@ struct nd_mig_opts {
 	bool verify;
 	unsigned max_rounds; /* hard cap: fail after that many */
 	unsigned stall_rounds; /* rounds without progress before acting */
-	char auto_converge[16]; /* "downtime" or "none" */
+	char auto_converge[16]; /* "downtime", "throttle" or "none" */
 	uint64_t max_downtime_ms; /* auto-converge raises up to this */
+	/* auto-converge by throttle: first step, later steps, ceiling (%) */
+	unsigned throttle_initial, throttle_increment, throttle_max;
 	uint64_t timeout_s; /* the whole migration */
 	bool delta; /* --compress delta */
 };
@@ -412,6 +424,10 @@ struct nd_mig {
 	uint64_t expected_dt_ms, limit_ms;
 	uint64_t verified_pages;
 	char actions[512]; /* what auto-converge did */
+	unsigned throttle_pct; /* the last throttle set; 0: never */
+	bool throttled; /* the source VM is throttled now */
+	size_t throttle_note; /* where the throttle's text starts in actions */
+	uint32_t throttle_round; /* the round after which it began */
 	/* source: the round being announced */
 	struct fy_run *todo;
 	size_t ntodo, todo_pos;
@@ -469,6 +485,18 @@ const char *nd_mig_phase_name(enum nd_mig_phase p);
 /* Persist m's record in mig_dir (small text file). */
 void nd_mig_record(struct nd_mig *m);
 
+/* nd_mig_conv.c: auto-converge, on the source */
+
+/*
+ * Round `m->round` ended with an expected downtime of est ms over the
+ * limit and m->stall rounds without progress: raise the downtime limit or
+ * throttle the vCPUs, as m->o.auto_converge says, and note what was done
+ * in m->actions. Returns true when the raised limit now fits est.
+ */
+bool nd_mig_converge(struct nd_mig *m, uint64_t est);
+/* Lift the throttle of m's source VM, if any: it runs at full speed. */
+void nd_mig_unthrottle(struct nd_mig *m);
+
 /* nd_mig_dst.c, nd_mig_dst_ctl.c: the destination's puller thread */
 
 #define ND_MIG_WINDOW 32 /* reads in flight */
@@ -519,6 +547,7 @@ struct nd_mig_dst {
 	struct fab_ep *ep;
 	struct fab_rkey rk;
 	uint64_t *need;
+	struct nd_pop *pop; /* maps announced pages in ahead of the reads */
 	uint64_t pending; /* pages announced and not pulled yet */
 	uint64_t cursor;
 	unsigned inflight;
@@ -546,6 +575,22 @@ struct nd_mig_dst {
 
 /* The thread's body (arg: its struct nd_mig_dst). */
 void *nd_mig_dst_thread(void *arg);
+
+/*
+ * The populator (nd_populate.c): a thread that MADV_POPULATE_WRITEs the
+ * announced runs of map (pages long) ahead of the puller's receives.
+ */
+struct nd_pop;
+/* Start it (idle until runs are added); 0 or -errno. */
+int nd_pop_start(uint8_t *map, uint64_t pages, struct nd_pop **out);
+/* Queue n announced runs, in order; runs past pages are ignored. */
+int nd_pop_add(struct nd_pop *p, const struct fy_run *runs, size_t n);
+/* The puller receives about at page: what lies before needs no help. */
+void nd_pop_hint(struct nd_pop *p, uint64_t page);
+/* Pages populated so far. */
+uint64_t nd_pop_done(const struct nd_pop *p);
+/* Stop and free (p may be NULL); returns after its last madvise. */
+void nd_pop_stop(struct nd_pop *p);
 /* Wake the side polling eventfd fd. */
 void nd_mig_kick(int fd);
 
