@@ -605,6 +605,15 @@ static int kva_srv_listen(struct kva_server *s, const char *path)
 		return ret;
 	}
 	s->bound = true;
+	/*
+	 * Whoever can connect can pause the VM and read its memory: owner
+	 * only. Nobody can connect before listen(), so this leaves no window.
+	 */
+	if (chmod(path, 0600)) {
+		ret = -errno;
+		pr_perror("chmod %s", path);
+		return ret;
+	}
 	if (listen(s->lfd, 4)) {
 		ret = -errno;
 		pr_perror("listen on %s", path);
