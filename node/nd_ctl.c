@@ -265,30 +265,10 @@ void nd_ctl_handle(struct nd_node *n)
 {
 	/* a bounded batch: the peers must not wait on a busy CLI user */
 	for (int batch = 0; batch < 64; batch++) {
-		zmq_msg_t f[3], extra;
-		bool more = true;
-		int nf = 0;
-
+		zmq_msg_t f[3];
 		/* REQ envelope: routing id, empty delimiter, request */
-		while (more && nf < 3) {
-			zmq_msg_init(&f[nf]);
-			if (zmq_msg_recv(&f[nf], n->ctl, ZMQ_DONTWAIT) < 0) {
-				zmq_msg_close(&f[nf]);
-				more = false;
-				break;
-			}
-			more = zmq_msg_more(&f[nf++]);
-		}
-		/* more than three frames: not from ferry; drop the rest */
-		while (more) {
-			zmq_msg_init(&extra);
-			if (zmq_msg_recv(&extra, n->ctl, ZMQ_DONTWAIT) < 0)
-				more = false;
-			else
-				more = zmq_msg_more(&extra);
-			zmq_msg_close(&extra);
-			nf = 4;
-		}
+		int nf = nd_recv_frames(n->ctl, f, 3);
+
 		if (!nf)
 			return;
 		if (nf == 3 && zmq_msg_size(&f[1]) == 0) {
@@ -309,6 +289,33 @@ void nd_ctl_handle(struct nd_node *n)
 		for (int i = 0; i < FY_MIN(nf, 3); i++)
 			zmq_msg_close(&f[i]);
 	}
+}
+
+int nd_recv_frames(void *sock, zmq_msg_t *f, int max)
+{
+	zmq_msg_t extra;
+	bool more = true;
+	int nf = 0;
+
+	while (more && nf < max) {
+		zmq_msg_init(&f[nf]);
+		if (zmq_msg_recv(&f[nf], sock, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&f[nf]);
+			return nf;
+		}
+		more = zmq_msg_more(&f[nf++]);
+	}
+	/* frames beyond max: not a message we know; drop them */
+	while (more) {
+		zmq_msg_init(&extra);
+		if (zmq_msg_recv(&extra, sock, ZMQ_DONTWAIT) < 0)
+			more = false;
+		else
+			more = zmq_msg_more(&extra);
+		zmq_msg_close(&extra);
+		nf = max + 1;
+	}
+	return nf;
 }
 
 void nd_ctl_close(struct nd_node *n)

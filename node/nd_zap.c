@@ -57,30 +57,10 @@ static void zap_reply(void *zap, zmq_msg_t *reqid, const char *code,
 void nd_zap_handle(struct nd_node *n)
 {
 	enum { VERSION, REQID, DOMAIN, ADDRESS, IDENTITY, MECH, KEY, NFRAMES };
-	zmq_msg_t f[NFRAMES], extra;
+	zmq_msg_t f[NFRAMES];
 	char z85[ND_KEY_LEN + 1], addr[64];
-	bool more = true;
-	int nf = 0;
+	int nf = nd_recv_frames(n->zap, f, NFRAMES);
 
-	while (more && nf < NFRAMES) {
-		zmq_msg_init(&f[nf]);
-		if (zmq_msg_recv(&f[nf], n->zap, ZMQ_DONTWAIT) < 0) {
-			zmq_msg_close(&f[nf]);
-			more = false;
-			break;
-		}
-		more = zmq_msg_more(&f[nf++]);
-	}
-	/* frames beyond the expected ones: drop (nf stays at NFRAMES) */
-	while (more) {
-		zmq_msg_init(&extra);
-		if (zmq_msg_recv(&extra, n->zap, ZMQ_DONTWAIT) < 0)
-			more = false;
-		else
-			more = zmq_msg_more(&extra);
-		zmq_msg_close(&extra);
-		nf = NFRAMES + 1;
-	}
 	if (nf == 0)
 		return;
 	if (nf < REQID + 1) {

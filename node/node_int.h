@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <msgpack.h>
+#include <zmq.h>
 
 #include "common/bitmap.h"
 #include "common/log.h"
@@ -297,6 +298,13 @@ int nd_zap_open(struct nd_node *n);
 int nd_ctl_open(struct nd_node *n);
 /* Answer what is waiting on the control socket. */
 void nd_ctl_handle(struct nd_node *n);
+/*
+ * Receive one multipart message of at most max frames from sock into f
+ * (without waiting). Returns the frames received, 0 when none was
+ * waiting, or max + 1 when the message had more (the extra ones dropped).
+ * The caller closes the first FY_MIN(nf, max) frames.
+ */
+int nd_recv_frames(void *sock, zmq_msg_t *f, int max);
 /* Close it and remove the socket file. */
 void nd_ctl_close(struct nd_node *n);
 
