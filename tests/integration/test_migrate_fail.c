@@ -1,0 +1,693 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Integration: failures during a live migration (docs/migration.md,
+ * "Failures"). Two real ferryd on loopback, a real `verify` guest (it
+ * checks the patterns it wrote, so corruption would show), the real ferry
+ * CLI (FERRYD, FERRY, FERRY_VM from meson).
+ *
+ * For each phase before COMMIT (prepare, pre-copy round 0, a later
+ * pre-copy round, switchover), SIGKILL of the destination ferryd, and
+ * separately of the incoming ferry-vm: the VM keeps running on the source
+ * (counters advance, `ferry vms` says running, no check failed), the
+ * migration is reported failed with a reason, and the destination keeps
+ * nothing that matters (no incoming process, no registered memory, no
+ * socket; a restarted destination ferryd gets rid of the orphan), and a
+ * second migration to it then completes with --verify. And SIGKILL of the
+ * source ferryd during pre-copy: the VM runs on, the destination cleans
+ * up, the restarted source ferryd attaches the VM again and reports the
+ * migration failed.
+ *
+ * Stopping at a phase, without hooks in ferryd:
+ *   prepare     ferryd's `ferry_vm` is a wrapper script that writes its
+ *               pid and waits while a "hold" file exists before it execs
+ *               the real ferry-vm: the destination cannot attach, so
+ *               both sides stay in `prepare` as long as the test wants
+ *   round 0     a guest with 56 MiB of random data and --max-bandwidth 4M
+ *   round >= 2  a 2 MiB working set rewritten faster than 4 MiB/s moves,
+ *               a 1 ms downtime limit and no auto-converge: it never
+ *               switches over
+ *   switchover  the incoming ferry-vm is SIGSTOPped during pre-copy (it
+ *               plays no part in the pulls); at switchover the
+ *               destination's RAM_DONE to it blocks, and the source,
+ *               with its VM paused, stays in `switchover`
+ * The test polls `ferry --json migration ID` until the phase is reached.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "itest.h"
+
+enum phase { PH_PREPARE, PH_ROUND0, PH_LATER, PH_SWITCHOVER };
+static const char *const phase_name[] = { "prepare", "precopy round 0",
+					  "precopy round >= 2", "switchover" };
+
+static const char *ferry_vm_bin;
+static struct node na, nb;
+static pid_t vm_pid;
+static char extra[600], wrapper[300], pidfile[300], holdfile[300];
+
+/* ferry -s SOCK ARGS..., with a deadline of secs. */
+static int ferry_args(struct node *n, double secs, char *out, char *err, ...)
+{
+	const char *argv[32] = { ferry_bin, "-s", n->sock };
+	int i = 3;
+	va_list ap;
+
+	va_start(ap, err);
+	while (i < 31 && (argv[i] = va_arg(ap, const char *)))
+		i++;
+	va_end(ap);
+	argv[i] = NULL;
+	return run_for(out, err, argv, secs);
+}
+
+/*
+ * The destination's ferry-vm: record the pid (exec keeps it), wait while
+ * the hold file exists, then become the real ferry-vm.
+ */
+static void write_wrapper(void)
+{
+	FILE *f;
+
+	snprintf(wrapper, sizeof(wrapper), "%s/ferry-vm-wrapper", tmpdir);
+	snprintf(pidfile, sizeof(pidfile), "%s/incoming.pid", tmpdir);
+	snprintf(holdfile, sizeof(holdfile), "%s/hold", tmpdir);
+	f = fopen(wrapper, "w");
+	assert_non_null(f);
+	fprintf(f,
+		"#!/bin/sh\necho $$ > '%s.tmp' && mv '%s.tmp' '%s'\n"
+		"while [ -e '%s' ]; do sleep 0.02; done\nexec '%s' \"$@\"\n",
+		pidfile, pidfile, pidfile, holdfile, ferry_vm_bin);
+	fclose(f);
+	assert_int_equal(chmod(wrapper, 0755), 0);
+}
+
+/* Two nodes a and b that list each other, both up and reachable. */
+static void two_nodes(void)
+{
+	char cmd[1400];
+
+	snprintf(cmd, sizeof(cmd),
+		 "rm -rf '%s/a' '%s/b' '%s/a.log' '%s/b.log' '%s' '%s'", tmpdir,
+		 tmpdir, tmpdir, tmpdir, pidfile, holdfile);
+	assert_int_equal(system(cmd), 0);
+	/* failures are noticed in about a second */
+	snprintf(extra, sizeof(extra),
+		 "ferry_vm = %s\nping_interval_ms = 200\n"
+		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 5000\n",
+		 wrapper);
+	itest_node_extra = extra;
+	node_init(&na, "a");
+	node_init(&nb, "b");
+	node_add_peer(&na, "b", nb.port, nb.key);
+	node_add_peer(&nb, "a", na.port, na.key);
+	node_start(&na);
+	node_start(&nb);
+	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
+	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
+}
+
+/* Start ferry-vm `name` under n's vm_dir; wait until ferryd lists it. */
+static void start_vm(struct node *n, const char *name, const char *const *opts)
+{
+	char sock[400], out[OUT_MAX], err[OUT_MAX], pat[128];
+	const char *argv[32] = { ferry_vm_bin, "--adapter", sock, "--report",
+				 "0" };
+	double t0 = now_s();
+	int i = 5;
+	pid_t pid;
+
+	snprintf(sock, sizeof(sock), "%s/state/vms/%s.sock", n->dir, name);
+	while (*opts && i < 30)
+		argv[i++] = *opts++;
+	argv[i] = NULL;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		char log[400];
+		int fd;
+
+		snprintf(log, sizeof(log), "%s/%s.vm.log", tmpdir, name);
+		fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	track(pid);
+	vm_pid = pid;
+	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
+	while (now_s() - t0 < 10) {
+		if (ferry(n, true, "vms", out, err) == 0 && strstr(out, pat))
+			return;
+		sleep_ms(50);
+	}
+	fail_msg("ferryd %s never listed VM %s: %s %s", n->name, name, out,
+		 err);
+}
+
+static long vm_counter(struct node *n, const char *key)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+
+	if (ferry(n, true, "vms", out, err))
+		return -1;
+	return json_num(out, key);
+}
+
+static void wait_counter(struct node *n, const char *key, long want)
+{
+	double t0 = now_s();
+
+	while (now_s() - t0 < 20) {
+		if (vm_counter(n, key) >= want)
+			return;
+		sleep_ms(50);
+	}
+	fail_msg("%s: %s never reached %ld", n->name, key, want);
+}
+
+/* Kill the ferry-vm processes node n started itself (not our children). */
+static void kill_node_vms(struct node *n)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	const char *p = out;
+
+	if (!n->pid || ferry(n, true, "vms", out, err))
+		return;
+	while ((p = strstr(p, "\"pid\":"))) {
+		long pid = strtol(p + 6, NULL, 10);
+
+		if (pid > 0)
+			kill((pid_t)pid, SIGKILL);
+		p += 6;
+	}
+}
+
+/* The incoming ferry-vm's pid, from the wrapper; 0 if not (yet) started. */
+static pid_t incoming_pid(void)
+{
+	FILE *f = fopen(pidfile, "r");
+	long pid = 0;
+
+	if (f) {
+		if (fscanf(f, "%ld", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	return (pid_t)pid;
+}
+
+static bool gone(pid_t pid)
+{
+	char path[64], buf[512];
+	FILE *f;
+	char *p;
+
+	if (pid <= 0)
+		return true;
+	if (kill(pid, 0) && errno == ESRCH)
+		return true;
+	/* a zombie of a dead ferryd's child is gone too */
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return true;
+	p = fgets(buf, sizeof(buf), f);
+	fclose(f);
+	p = p ? strrchr(buf, ')') : NULL;
+	return p && p[1] == ' ' && p[2] == 'Z';
+}
+
+static int mig_teardown(void **state)
+{
+	pid_t p = incoming_pid();
+
+	unlink(holdfile);
+	if (p > 0)
+		kill(p, SIGKILL);
+	kill_node_vms(&nb);
+	kill_node_vms(&na);
+	return teardown(state);
+}
+
+static int files_in(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* `ferry --json migration ID` on n into out; its "state" value in st. */
+static void mig_state(struct node *n, const char *id, char *out, char *st,
+		      size_t len)
+{
+	char err[OUT_MAX];
+	const char *p;
+
+	st[0] = '\0';
+	if (ferry_args(n, 10, out, err, "--json", "migration", id, NULL))
+		return;
+	p = strstr(out, "\"state\":\"");
+	if (p)
+		snprintf(st, len, "%.*s", (int)strcspn(p + 9, "\""), p + 9);
+}
+
+/* The "reason" of a migration's JSON (static buffer). */
+static const char *reason_of(const char *json)
+{
+	static char r[512];
+	const char *p = strstr(json, "\"reason\":\"");
+
+	r[0] = '\0';
+	if (p)
+		snprintf(r, sizeof(r), "%.*s", (int)strcspn(p + 10, "\""),
+			 p + 10);
+	return r;
+}
+
+/* Wait up to secs for migration id on n to fail; seconds taken. */
+static double wait_failed(struct node *n, const char *id, char *out,
+			  double secs)
+{
+	double t0 = now_s();
+	char st[32];
+
+	while (now_s() - t0 < secs) {
+		mig_state(n, id, out, st, sizeof(st));
+		if (!strcmp(st, "failed"))
+			return now_s() - t0;
+		if (st[0] && strcmp(st, "prepare") && strcmp(st, "precopy") &&
+		    strcmp(st, "switchover"))
+			fail_msg("migration %s ended %s: %s", id, st, out);
+		sleep_ms(50);
+	}
+	fail_msg("%s: migration %s not failed after %.0f s: %s", n->name, id,
+		 secs, out);
+	return -1;
+}
+
+/* The VM runs on at a: running, not migrated, checking, and unharmed. */
+static void source_runs_on(const char *name)
+{
+	char out[OUT_MAX], err[OUT_MAX], pat[128];
+	long w;
+
+	assert_int_equal(kill(vm_pid, 0), 0);
+	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
+	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
+	assert_non_null(strstr(out, pat));
+	if (!strstr(out, "\"state\":\"running\""))
+		fail_msg("source VM not running: %s", out);
+	w = vm_counter(&na, "writes");
+	wait_counter(&na, "writes", w + 1500);
+	assert_int_equal(vm_counter(&na, "failed"), 0);
+}
+
+/* b keeps no VM, process, socket, registration or running migration. */
+static void dest_clean(pid_t inc, double secs)
+{
+	char out[OUT_MAX], err[OUT_MAX], vmdir[400];
+	double t0 = now_s();
+	bool ok = false;
+
+	snprintf(vmdir, sizeof(vmdir), "%s/state/vms", nb.dir);
+	while (!ok && now_s() - t0 < secs) {
+		assert_int_equal(ferry(&nb, true, "vms", out, err), 0);
+		ok = !strstr(out, "\"name\"") && files_in(vmdir) == 0 &&
+		     gone(inc);
+		if (!ok)
+			sleep_ms(50);
+	}
+	if (!ok)
+		fail_msg("b not clean after %.0f s: vms %s, %d files, incoming "
+			 "pid %d %s",
+			 secs, out, files_in(vmdir), (int)inc,
+			 gone(inc) ? "gone" : "alive");
+	assert_int_equal(ferry(&nb, true, "status", out, err), 0);
+	assert_int_equal(json_num(out, "memory_bytes"), 0);
+	assert_int_equal(json_num(out, "migrations"), 0);
+}
+
+/* Neither ferryd crashed (only the test's SIGKILLs end them). */
+static void no_crash(void)
+{
+	static const char *const bad[] = { "terminated with signal",
+					   "AddressSanitizer",
+					   "runtime error:" };
+	struct node *nodes[] = { &na, &nb };
+
+	for (int i = 0; i < 2; i++) {
+		const char *log = slurp(nodes[i]->log);
+
+		for (size_t j = 0; j < sizeof(bad) / sizeof(bad[0]); j++)
+			if (strstr(log, bad[j]))
+				fail_msg("%s: %s", nodes[i]->name, log);
+		assert_int_equal(node_wait(nodes[i], 0), -1);
+	}
+}
+
+/* Start a detached migration of name from a to b; its id in id. */
+static void migrate_detached(const char *name, char *id, size_t len,
+			     const char *const *opts)
+{
+	const char *argv[32] = { ferry_bin, "-s",      na.sock,
+				 "--json",  "migrate", name,
+				 "--to",    "b",       "--detach" };
+	char out[OUT_MAX], err[OUT_MAX];
+	int i = 9;
+
+	while (*opts && i < 31)
+		argv[i++] = *opts++;
+	argv[i] = NULL;
+	assert_int_equal(run_for(out, err, argv, 10), 0);
+	assert_true(json_num(out, "id") > 0);
+	snprintf(id, len, "%ld", json_num(out, "id"));
+}
+
+/* Poll the source until the migration is in phase ph. */
+static void reach_phase(enum phase ph, const char *id, pid_t *inc)
+{
+	char out[OUT_MAX], err[OUT_MAX], st[32];
+	bool stopped = false;
+	double t0 = now_s();
+
+	*inc = 0;
+	while (now_s() - t0 < 20) {
+		mig_state(&na, id, out, st, sizeof(st));
+		if (!*inc)
+			*inc = incoming_pid();
+		if (strcmp(st, "prepare") && strcmp(st, "precopy") &&
+		    strcmp(st, "switchover"))
+			fail_msg("migration left before %s: %s", phase_name[ph],
+				 out);
+		switch (ph) {
+		case PH_PREPARE:
+			/* held by the wrapper: D cannot attach */
+			if (*inc && !strcmp(st, "prepare")) {
+				sleep_ms(200);
+				mig_state(&na, id, out, st, sizeof(st));
+				assert_string_equal(st, "prepare");
+				return;
+			}
+			break;
+		case PH_ROUND0:
+			/* and b has pulled some of it */
+			if (!strcmp(st, "precopy") &&
+			    json_num(out, "round") == 0 &&
+			    !ferry(&nb, true, "migrations", out, err) &&
+			    json_num(out, "pages_pulled") > 0)
+				return;
+			break;
+		case PH_LATER:
+			if (!strcmp(st, "precopy") &&
+			    json_num(out, "round") >= 2)
+				return;
+			break;
+		case PH_SWITCHOVER:
+			/* stop it while the pulls run: it is not needed */
+			if (!stopped && *inc && !strcmp(st, "precopy")) {
+				assert_int_equal(kill(*inc, SIGSTOP), 0);
+				stopped = true;
+			}
+			if (stopped && !strcmp(st, "switchover")) {
+				/* the source VM is paused: S waits for D */
+				assert_int_equal(
+					ferry(&na, true, "vms", out, err), 0);
+				if (!strstr(out, "\"state\":\"paused\""))
+					fail_msg("not paused: %s", out);
+				return;
+			}
+			break;
+		}
+		sleep_ms(20);
+	}
+	fail_msg("migration never reached %s: %s", phase_name[ph], out);
+}
+
+static void kill_case(enum phase ph, bool kill_ferryd)
+{
+	static const char *const small[] = {
+		"--mem", "32M", "--guest", "verify", "--workingset", "2M", NULL
+	};
+	static const char *const big[] = {
+		"--mem", "64M",	      "--guest", "verify", "--workingset",
+		"2M",	 "--prefill", "random",	 NULL
+	};
+	/* verify has read-only stretches; dirty writes all the time */
+	static const char *const busy[] = {
+		"--mem",	"32M",	"--guest",  "dirty",
+		"--workingset", "4M",	"--stride", "100",
+		"--sleep",	"1000", NULL
+	};
+	static const char *const mig_opts[][12] = {
+		[PH_PREPARE] = { "--max-bandwidth", "4M", NULL },
+		[PH_ROUND0] = { "--max-bandwidth", "4M", NULL },
+		[PH_LATER] = { "--max-bandwidth", "4M", "--downtime-limit", "1",
+			       "--auto-converge", "none", "--max-rounds",
+			       "1000", NULL },
+		[PH_SWITCHOVER] = { "--max-bandwidth", "4M", "--downtime-limit",
+				    "60000", "--verify", NULL },
+	};
+	char out[OUT_MAX], err[OUT_MAX], id[32], reason[512];
+	double t_phase, t_detect;
+	pid_t inc;
+	int fd;
+
+	two_nodes();
+	if (ph == PH_PREPARE) {
+		fd = open(holdfile, O_WRONLY | O_CREAT, 0600);
+		assert_true(fd >= 0);
+		close(fd);
+	}
+	start_vm(&na, "f1",
+		 ph == PH_ROUND0  ? big
+		 : ph == PH_LATER ? busy
+				  : small);
+	wait_counter(&na, "writes", 1000);
+	t_phase = now_s();
+	migrate_detached("f1", id, sizeof(id), mig_opts[ph]);
+	reach_phase(ph, id, &inc);
+	assert_true(inc > 0);
+	t_phase = now_s() - t_phase;
+
+	/* the failure */
+	t_detect = now_s();
+	if (kill_ferryd) {
+		assert_int_equal(kill(nb.pid, SIGKILL), 0);
+		assert_true(node_wait(&nb, 5) >= 0);
+	} else {
+		assert_int_equal(kill(inc, SIGKILL), 0);
+	}
+	unlink(holdfile); /* let the next incoming ferry-vm start */
+	wait_failed(&na, id, out, 15);
+	t_detect = now_s() - t_detect;
+	snprintf(reason, sizeof(reason), "%s", reason_of(out));
+	print_message("%s, SIGKILL %s: phase reached in %.2f s, failed after "
+		      "%.2f s: %s\n",
+		      phase_name[ph],
+		      kill_ferryd ? "destination ferryd" : "incoming ferry-vm",
+		      t_phase, t_detect, reason);
+	assert_true(reason[0]);
+	if (kill_ferryd)
+		assert_non_null(strstr(reason, "b"));
+	else
+		/* exited, or RAM_DONE's connection reset at switchover */
+		assert_non_null(strstr(reason, "b aborted: "));
+	source_runs_on("f1");
+
+	if (kill_ferryd) {
+		/*
+		 * The orphaned incoming ferry-vm: let it go on, then a
+		 * restarted b must get rid of it (no committed record).
+		 */
+		kill(inc, SIGCONT);
+		node_start(&nb);
+		assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
+		assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
+	}
+	dest_clean(inc, 10);
+	if (!kill_ferryd) {
+		assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
+		assert_non_null(strstr(out, "\"state\":\"failed\""));
+	}
+
+	/* nothing in the way: the same VM now moves, and intact */
+	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
+				    "f1", "--to", "b", "--verify", NULL),
+			 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	wait_counter(&nb, "writes", vm_counter(&nb, "writes") + 1500);
+	assert_int_equal(vm_counter(&nb, "failed"), 0);
+	no_crash();
+}
+
+static void test_prepare_ferryd(void **state)
+{
+	(void)state;
+	kill_case(PH_PREPARE, true);
+}
+
+static void test_prepare_vm(void **state)
+{
+	(void)state;
+	kill_case(PH_PREPARE, false);
+}
+
+static void test_round0_ferryd(void **state)
+{
+	(void)state;
+	kill_case(PH_ROUND0, true);
+}
+
+static void test_round0_vm(void **state)
+{
+	(void)state;
+	kill_case(PH_ROUND0, false);
+}
+
+static void test_later_ferryd(void **state)
+{
+	(void)state;
+	kill_case(PH_LATER, true);
+}
+
+static void test_later_vm(void **state)
+{
+	(void)state;
+	kill_case(PH_LATER, false);
+}
+
+static void test_switchover_ferryd(void **state)
+{
+	(void)state;
+	kill_case(PH_SWITCHOVER, true);
+}
+
+static void test_switchover_vm(void **state)
+{
+	(void)state;
+	kill_case(PH_SWITCHOVER, false);
+}
+
+/*
+ * SIGKILL of the source ferryd during pre-copy: the VM (its own process)
+ * runs on; b cleans up; a restarted a attaches the VM again and reports
+ * the migration failed.
+ */
+static void test_source_ferryd(void **state)
+{
+	static const char *const big[] = {
+		"--mem", "64M",	      "--guest", "verify", "--workingset",
+		"2M",	 "--prefill", "random",	 NULL
+	};
+	static const char *const mig_opts[] = { "--max-bandwidth", "4M", NULL };
+	char out[OUT_MAX], err[OUT_MAX], id[32], st[32];
+	double t0, t_dst;
+	pid_t inc;
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "s1", big);
+	wait_counter(&na, "writes", 1000);
+	migrate_detached("s1", id, sizeof(id), mig_opts);
+	reach_phase(PH_ROUND0, id, &inc);
+	assert_true(inc > 0);
+
+	t0 = now_s();
+	assert_int_equal(kill(na.pid, SIGKILL), 0);
+	assert_true(node_wait(&na, 5) >= 0);
+	/* b notices and cleans up on its own */
+	dest_clean(inc, 10);
+	t_dst = now_s() - t0;
+	assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
+	assert_non_null(strstr(out, "\"state\":\"failed\""));
+	/* the VM never stopped */
+	assert_int_equal(kill(vm_pid, 0), 0);
+
+	node_start(&na);
+	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
+	mig_state(&na, id, out, st, sizeof(st));
+	print_message("source ferryd killed in pre-copy: b clean after %.2f "
+		      "s; restarted a says %s: %s\n",
+		      t_dst, st, reason_of(out));
+	assert_string_equal(st, "failed");
+	assert_non_null(strstr(reason_of(out), "ferryd restarted during the "
+					       "migration (phase precopy)"));
+	source_runs_on("s1");
+	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
+				    "s1", "--to", "b", "--verify", NULL),
+			 0);
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	wait_counter(&nb, "pass", 1);
+	assert_int_equal(vm_counter(&nb, "failed"), 0);
+	no_crash();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_prepare_ferryd, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_prepare_vm, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_round0_ferryd, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_round0_vm, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_later_ferryd, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_later_vm, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_switchover_ferryd, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_switchover_vm, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_source_ferryd, NULL,
+						mig_teardown),
+	};
+	int ret;
+
+	ferryd_bin = getenv("FERRYD");
+	ferry_bin = getenv("FERRY");
+	ferry_vm_bin = getenv("FERRY_VM");
+	if (!ferryd_bin || !ferry_bin || !ferry_vm_bin) {
+		fprintf(stderr, "set FERRYD, FERRY and FERRY_VM to the built "
+				"binaries\n");
+		return 1;
+	}
+	/* meson runs the cases in groups: ITEST_FILTER=test_round0_* */
+	if (getenv("ITEST_FILTER"))
+		cmocka_set_test_filter(getenv("ITEST_FILTER"));
+	atexit(kill_children);
+	signal(SIGPIPE, SIG_IGN);
+	if (setup(NULL))
+		return 1;
+	write_wrapper();
+	ret = cmocka_run_group_tests_name("integration", tests, NULL,
+					  group_teardown);
+	kill_children();
+	return ret;
+}
