@@ -43,17 +43,16 @@ int fab_domain_open(const struct fab_opts *opts, struct fab_domain **out)
 	if (!strncmp(o.provider, "ofi:", 4)) {
 		prov = o.provider + 4;
 		if (!*prov) {
-			pr_err("empty libfabric provider in '%s'\n",
-			       o.provider);
+			pr_err("empty libfabric provider in '%s'", o.provider);
 			return -EINVAL;
 		}
 		ret = fab_ofi_ops.open(prov, &o, out);
 	} else if (!strcmp(o.provider, "verbs")) {
 		/* the rdma-core backend is a later issue */
-		pr_err("backend 'verbs' is not built in\n");
+		pr_err("backend 'verbs' is not built in");
 		return -ENODATA;
 	} else {
-		pr_err("unknown provider '%s' (want ofi:<name> or verbs)\n",
+		pr_err("unknown provider '%s' (want ofi:<name> or verbs)",
 		       o.provider);
 		return -EINVAL;
 	}
@@ -77,6 +76,7 @@ void fab_domain_stats(const struct fab_domain *d, struct fab_stats *out)
 	out->ep_count = stat_get(&d->stats.ep_count);
 	out->ops_done = stat_get(&d->stats.ops_done);
 	out->ops_failed = stat_get(&d->stats.ops_failed);
+	out->ops_held = stat_get(&d->stats.ops_held);
 	out->progress_cpu_ns = d->ops->progress_cpu_ns(d);
 }
 

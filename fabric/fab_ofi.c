@@ -53,7 +53,7 @@ static int mr_make(struct ofi_domain *od, void *buf, size_t len,
 		key = __atomic_fetch_add(&od->next_key, 1, __ATOMIC_RELAXED);
 	ret = fi_mr_reg(od->domain, buf, len, access, 0, key, 0, out, NULL);
 	if (ret) {
-		pr_err("fi_mr_reg(%zu bytes): %s\n", len, fi_strerror(-ret));
+		pr_err("fi_mr_reg(%zu bytes): %s", len, fi_strerror(-ret));
 		return ofi_err(ret);
 	}
 	if (od->mr_mode & FI_MR_ENDPOINT) {
@@ -62,7 +62,7 @@ static int mr_make(struct ofi_domain *od, void *buf, size_t len,
 		if (!ret)
 			ret = fi_mr_enable(*out);
 		if (ret) {
-			pr_err("fi_mr_bind/enable: %s\n", fi_strerror(-ret));
+			pr_err("fi_mr_bind/enable: %s", fi_strerror(-ret));
 			fi_close(&(*out)->fid);
 			*out = NULL;
 			return ofi_err(ret);
@@ -120,7 +120,7 @@ static int ofi_dereg_mr(struct fab_mr *mr)
 	pthread_mutex_unlock(&od->lock);
 	ret = fi_close(&m->mr->fid);
 	if (ret)
-		pr_err("fi_close(mr): %s\n", fi_strerror(-ret));
+		pr_err("fi_close(mr): %s", fi_strerror(-ret));
 	free(m);
 	return ofi_err(ret);
 }
@@ -142,7 +142,7 @@ static int ofi_connect(struct fab_domain *d, const struct fab_addr *peer,
 	memcpy(a, peer->bytes, peer->len);
 	ret = fi_av_insert(od->av, a, 1, &ep->fa, 0, NULL);
 	if (ret != 1) {
-		pr_err("fi_av_insert: %s\n",
+		pr_err("fi_av_insert: %s",
 		       ret < 0 ? fi_strerror(-ret) : "address rejected");
 		free(ep);
 		return ret < 0 ? ofi_err(ret) : -EINVAL;
@@ -182,21 +182,60 @@ static void ep_abandon(struct ofi_domain *od, struct ofi_ep *ep)
 	ep->next->prev = ep->prev;
 }
 
+static void ep_remove(struct ofi_domain *od, struct ofi_ep *ep)
+{
+	/* the provider drops the connection (FI_AV_REMOVE_CLEANUP) */
+	int ret = fi_av_remove(od->av, &ep->fa, 1, 0);
+
+	if (ret)
+		pr_warn("fi_av_remove: %s", fi_strerror(-ret));
+	free(ep);
+}
+
+void fab_ofi_reap(struct ofi_domain *od)
+{
+	struct ofi_ep *ep;
+
+	if (!__atomic_load_n(&od->reap, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&od->lock);
+	ep = od->reap;
+	od->reap = NULL;
+	pthread_mutex_unlock(&od->lock);
+	while (ep) {
+		struct ofi_ep *next = ep->next;
+
+		ep_remove(od, ep);
+		ep = next;
+	}
+}
+
 static void ofi_ep_close(struct fab_ep *e)
 {
 	struct ofi_domain *od = ofi_od(e->d);
 	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
-	int ret;
+	bool held;
 
 	pthread_mutex_lock(&od->lock);
 	ep_abandon(od, ep);
 	fab_ofi_wake(od);
+	/*
+	 * ofi_rxm (1.17) crashes when an address whose operations it still
+	 * holds is removed (a stalled link: reads posted, none returned).
+	 * Such an endpoint waits on the zombie list; the completion that
+	 * returns its last operation moves it to od->reap.
+	 */
+	held = ep->held > 0;
+	if (held) {
+		ep->closed = true;
+		ep->next = od->zombies.next;
+		ep->prev = &od->zombies;
+		ep->next->prev = ep;
+		od->zombies.next = ep;
+	}
 	pthread_mutex_unlock(&od->lock);
-	/* the provider drops the connection; late completions only free */
-	ret = fi_av_remove(od->av, &ep->fa, 1, 0);
-	if (ret)
-		pr_warn("fi_av_remove: %s\n", fi_strerror(-ret));
-	free(ep);
+	if (!held)
+		ep_remove(od, ep);
 }
 
 /* operations */
@@ -222,6 +261,9 @@ static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
 	od->free_ops = op->next;
 	op->sbuf = sbuf ? od->sbuf_free[--od->nsbuf_free] : -1;
 	op->ep = ep;
+	op->owner = ep;
+	ep->held++;
+	__atomic_add_fetch(&od->base.stats.ops_held, 1, __ATOMIC_RELAXED);
 	op->ctx = ctx;
 	op->len = len;
 	op->op = type;
@@ -248,7 +290,7 @@ static int op_unpost(struct ofi_domain *od, struct ofi_op *op, ssize_t ret,
 	pthread_mutex_unlock(&od->lock);
 	if (ret == -FI_EAGAIN)
 		return -EAGAIN;
-	pr_err("%s: %s\n", what, fi_strerror((int)-ret));
+	pr_err("%s: %s", what, fi_strerror((int)-ret));
 	return ofi_err(ret);
 }
 
@@ -401,20 +443,20 @@ static int ofi_getinfo(struct ofi_domain *od, const char *prov,
 		od->has_source = source;
 	}
 	if (ret == -FI_ENODATA) {
-		pr_err("libfabric provider '%s' not available here\n", name);
+		pr_err("libfabric provider '%s' not available here", name);
 		return -ENODATA;
 	}
 	if (ret) {
-		pr_err("fi_getinfo(%s): %s\n", name, fi_strerror(-ret));
+		pr_err("fi_getinfo(%s): %s", name, fi_strerror(-ret));
 		return ofi_err(ret);
 	}
 	od->mr_mode = od->info->domain_attr->mr_mode;
 	if (od->mr_mode & ~OFI_MR_MODES)
-		pr_warn("provider asks mr_mode bits %#llx we did not offer\n",
+		pr_warn("provider asks mr_mode bits %#llx we did not offer",
 			(unsigned long long)(od->mr_mode & ~OFI_MR_MODES));
 	snprintf(od->provider, sizeof(od->provider), "ofi:%s",
 		 od->info->fabric_attr->prov_name);
-	pr_debug("%s: mr_mode %#llx%s\n", od->provider,
+	pr_debug("%s: mr_mode %#llx%s", od->provider,
 		 (unsigned long long)od->mr_mode,
 		 od->has_source ? ", FI_SOURCE" : "");
 	return 0;
@@ -435,13 +477,13 @@ static int ofi_open_cq(struct ofi_domain *od)
 		attr.wait_obj = FI_WAIT_NONE;
 		ret = fi_cq_open(od->domain, &attr, &od->cq, NULL);
 		if (ret) {
-			pr_err("fi_cq_open: %s\n", fi_strerror(-ret));
+			pr_err("fi_cq_open: %s", fi_strerror(-ret));
 			return ofi_err(ret);
 		}
 		return 0;
 	}
 	if (fi_control(&od->cq->fid, FI_GETWAIT, &od->wait_fd)) {
-		pr_debug("%s: no CQ wait fd\n", od->provider);
+		pr_debug("%s: no CQ wait fd", od->provider);
 		od->wait_fd = -1;
 	}
 	return 0;
@@ -455,12 +497,12 @@ static int ofi_open_ep(struct ofi_domain *od)
 
 	ret = fi_av_open(od->domain, &av_attr, &od->av, NULL);
 	if (ret) {
-		pr_err("fi_av_open: %s\n", fi_strerror(-ret));
+		pr_err("fi_av_open: %s", fi_strerror(-ret));
 		return ofi_err(ret);
 	}
 	ret = fi_endpoint(od->domain, od->info, &od->ep, NULL);
 	if (ret) {
-		pr_err("fi_endpoint: %s\n", fi_strerror(-ret));
+		pr_err("fi_endpoint: %s", fi_strerror(-ret));
 		return ofi_err(ret);
 	}
 	ret = fi_ep_bind(od->ep, &od->av->fid, 0);
@@ -469,12 +511,12 @@ static int ofi_open_ep(struct ofi_domain *od)
 	if (!ret)
 		ret = fi_enable(od->ep);
 	if (ret) {
-		pr_err("endpoint setup: %s\n", fi_strerror(-ret));
+		pr_err("endpoint setup: %s", fi_strerror(-ret));
 		return ofi_err(ret);
 	}
 	ret = fi_getname(&od->ep->fid, od->addr.bytes, &alen);
 	if (ret) {
-		pr_err("fi_getname: %s\n", fi_strerror(-ret));
+		pr_err("fi_getname: %s", fi_strerror(-ret));
 		return ofi_err(ret);
 	}
 	od->addr.len = (uint32_t)alen;
@@ -520,7 +562,7 @@ static int ofi_start_progress(struct ofi_domain *od)
 
 	ret = pthread_create(&od->pt, NULL, fab_ofi_progress, od);
 	if (ret) {
-		pr_err("progress thread: %s\n", strerror(ret));
+		pr_err("progress thread: %s", strerror(ret));
 		return -ret;
 	}
 	od->pt_running = true;
@@ -550,6 +592,7 @@ static int ofi_open(const char *prov, const struct fab_opts *opts,
 			      : 0;
 	od->posted.next = od->posted.prev = &od->posted;
 	od->eps.next = od->eps.prev = &od->eps;
+	od->zombies.next = od->zombies.prev = &od->zombies;
 	od->mrs.next = od->mrs.prev = &od->mrs;
 	pthread_mutex_init(&od->lock, NULL);
 	pthread_mutex_init(&od->pt_lock, NULL);
@@ -581,7 +624,7 @@ static int ofi_open(const char *prov, const struct fab_opts *opts,
 		ret = ofi_err(
 			fi_domain(od->fabric, od->info, &od->domain, NULL));
 	if (ret) {
-		pr_err("fi_fabric/fi_domain: %s\n", strerror(-ret));
+		pr_err("fi_fabric/fi_domain: %s", strerror(-ret));
 		goto err_close;
 	}
 	ret = ofi_open_cq(od);
@@ -626,6 +669,20 @@ static void ofi_close(struct fab_domain *d)
 	/* closing the endpoint flushes what is still posted */
 	if (od->ep)
 		fi_close(&od->ep->fid);
+	/* the AV goes below; zombies and released endpoints only free */
+	while (od->zombies.next && od->zombies.next != &od->zombies) {
+		struct ofi_ep *z = od->zombies.next;
+
+		z->prev->next = z->next;
+		z->next->prev = z->prev;
+		free(z);
+	}
+	while (od->reap) {
+		struct ofi_ep *z = od->reap;
+
+		od->reap = z->next;
+		free(z);
+	}
 	while (od->mrs.next && od->mrs.next != &od->mrs) {
 		struct ofi_mr *m = od->mrs.next;
 

@@ -66,6 +66,19 @@ void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op)
 	op->sbuf = -1;
 	op->state = OP_FREE;
 	op->ep = NULL;
+	if (op->owner && !--op->owner->held && op->owner->closed) {
+		struct ofi_ep *z = op->owner;
+
+		/* its last operation is back: the address may go now */
+		z->prev->next = z->next;
+		z->next->prev = z->prev;
+		z->next = od->reap;
+		od->reap = z;
+	}
+	if (op->owner)
+		__atomic_sub_fetch(&od->base.stats.ops_held, 1,
+				   __ATOMIC_RELAXED);
+	op->owner = NULL;
 	op->next = od->free_ops;
 	od->free_ops = op;
 }
@@ -118,7 +131,7 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 		if (status) {
 			/* flushed or truncated: nothing to deliver */
 			if (status != -ECANCELED)
-				pr_warn("receive failed: %s\n",
+				pr_warn("receive failed: %s",
 					strerror(-status));
 			rx->next = od->lent;
 			od->lent = rx;
@@ -133,7 +146,7 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 	}
 	if ((char *)fictx < (char *)od->ops ||
 	    (char *)fictx >= (char *)(od->ops + od->nops)) {
-		pr_warn("completion with a foreign context %p\n", fictx);
+		pr_warn("completion with a foreign context %p", fictx);
 		return;
 	}
 	op = container_of(fictx, struct ofi_op, fictx);
@@ -142,7 +155,7 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 		ofi_op_unlink(od, op);
 		if (conn_error(status) && !op->ep->failed) {
 			/* the provider will not recover this connection */
-			pr_warn("connection to peer lost: %s\n",
+			pr_warn("connection to peer lost: %s",
 				strerror(-status));
 			op->ep->failed = true;
 		}
@@ -156,12 +169,12 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 		break;
 	case OP_ABANDONED:
 		/* already reported (timeout or close): only reclaim */
-		pr_debug("late completion (%d) of an abandoned operation\n",
+		pr_debug("late completion (%d) of an abandoned operation",
 			 status);
 		fab_ofi_op_free(od, op);
 		break;
 	default:
-		pr_warn("completion of a free operation slot\n");
+		pr_warn("completion of a free operation slot");
 		break;
 	}
 }
@@ -182,7 +195,7 @@ static int expire(struct ofi_domain *od, uint64_t now)
 		};
 
 		if (!op->ep->failed)
-			pr_warn("operation timed out; peer presumed dead\n");
+			pr_warn("operation timed out; peer presumed dead");
 		op->ep->failed = true;
 		ofi_op_unlink(od, op);
 		op->state = OP_ABANDONED;
@@ -229,7 +242,7 @@ static int cq_drain(struct ofi_domain *od)
 		if (n == -FI_EAGAIN)
 			return 0;
 		if (n < 0) {
-			pr_err("fi_cq_readerr: %s\n", fi_strerror((int)-n));
+			pr_err("fi_cq_readerr: %s", fi_strerror((int)-n));
 			return ofi_err(n);
 		}
 		pthread_mutex_lock(&od->lock);
@@ -237,10 +250,11 @@ static int cq_drain(struct ofi_domain *od)
 			 FI_ADDR_NOTAVAIL);
 		fab_ofi_wake(od);
 		pthread_mutex_unlock(&od->lock);
+		fab_ofi_reap(od);
 		return 1;
 	}
 	if (n < 0) {
-		pr_err("fi_cq_read: %s\n", fi_strerror((int)-n));
+		pr_err("fi_cq_read: %s", fi_strerror((int)-n));
 		return ofi_err(n);
 	}
 	pthread_mutex_lock(&od->lock);
@@ -249,6 +263,7 @@ static int cq_drain(struct ofi_domain *od)
 			 od->has_source ? src[i] : FI_ADDR_NOTAVAIL);
 	fab_ofi_wake(od);
 	pthread_mutex_unlock(&od->lock);
+	fab_ofi_reap(od);
 	return (int)n;
 }
 
@@ -361,7 +376,7 @@ int fab_ofi_post_rx(struct ofi_domain *od, struct ofi_rx *rx)
 	ret = fi_recv(od->ep, rx->buf, FAB_MSG_MAX, od->bufs_desc,
 		      FI_ADDR_UNSPEC, &rx->fictx);
 	if (ret) {
-		pr_err("fi_recv: %s\n", fi_strerror((int)-ret));
+		pr_err("fi_recv: %s", fi_strerror((int)-ret));
 		return ofi_err(ret);
 	}
 	return 0;

@@ -84,6 +84,7 @@ struct fab_stats {
 	uint64_t ep_count; /* connected endpoints */
 	uint64_t ops_done; /* operations completed, successful or not */
 	uint64_t ops_failed; /* of which failed */
+	uint64_t ops_held; /* posted and not yet returned by the provider */
 	uint64_t progress_cpu_ns; /* CPU time used by the progress thread */
 };
 
@@ -129,7 +130,7 @@ int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
  * [off, off + len) is outside rk, -ENOTCONN when ep has failed (see
  * fab_ep_close()), or another -errno. An operation not completed within
  * op_timeout_ms completes with -ETIMEDOUT; its buffer may still be written
- * until fab_ep_close() returns.
+ * while fab_stats.ops_held says the provider holds it (see fab_ep_close()).
  */
 int fab_read(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
 	     const struct fab_rkey *rk, uint64_t off, void *ctx);
@@ -151,7 +152,10 @@ int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 /* Deregister; returns 0 or -errno. Accepts NULL. */
 int fab_mr_dereg(struct fab_mr *mr);
 /*
- * Close an endpoint; its outstanding operations complete with -ECANCELED.
+ * Close an endpoint; its outstanding operations complete with -ECANCELED
+ * at once. The provider may hold some longer (a stalled connection): while
+ * fab_stats.ops_held is non-zero late data may still land in their buffers,
+ * so keep that memory mapped, or map something else over it.
  * After an operation on ep timed out or hit a connection error (peer died,
  * peer refused a key) the endpoint refuses new operations (-ENOTCONN):
  * close it and connect again. Accepts NULL.

@@ -100,6 +100,7 @@ struct ofi_op {
 	struct fi_context2 fictx; /* what the provider sees */
 	struct ofi_op *next, *prev; /* posted list, or free list (next) */
 	struct ofi_ep *ep; /* NULL once abandoned */
+	struct ofi_ep *owner; /* its endpoint, until the provider returns it */
 	void *ctx;
 	uint64_t deadline;
 	size_t len;
@@ -118,6 +119,13 @@ struct ofi_ep {
 	struct fab_ep base; /* first */
 	fi_addr_t fa;
 	bool failed; /* timed out or connection lost: refuses new operations */
+	/*
+	 * Closed while the provider still held some of its operations:
+	 * fi_av_remove() with operations in flight crashes ofi_rxm, so the
+	 * address stays until the last one comes back (see ofi_ep_close()).
+	 */
+	bool closed;
+	unsigned held; /* operations posted and not yet returned */
 	struct ofi_ep *next, *prev;
 };
 
@@ -166,6 +174,8 @@ struct ofi_domain {
 	int sbuf_free[OFI_NSBUF];
 	unsigned nsbuf_free;
 	struct ofi_ep eps; /* list head */
+	struct ofi_ep zombies; /* closed, held > 0: list head */
+	struct ofi_ep *reap; /* closed and released: fi_av_remove them */
 	struct ofi_mr mrs; /* list head */
 
 	/* progress thread */
@@ -202,6 +212,8 @@ static inline void ofi_op_unlink(struct ofi_domain *od, struct ofi_op *op)
 	op->next = op->prev = NULL;
 }
 
+/* fab_ofi.c: remove the addresses of released endpoints; lock not held */
+void fab_ofi_reap(struct ofi_domain *od);
 /* fab_ofi_cq.c; od->lock held for ring_push, op_free and wake */
 void fab_ofi_ring_push(struct ofi_domain *od, const struct fab_cqe *c);
 void fab_ofi_wake(struct ofi_domain *od);

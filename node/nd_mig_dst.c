@@ -704,6 +704,33 @@ static int finish(struct nd_mig_dst *d)
 	return 0;
 }
 
+/*
+ * Drop the map of the VM's memfd. A stalled link can leave reads held by
+ * the provider after their endpoint closed; their data may still arrive,
+ * so then anonymous memory is mapped over the range instead: late bytes
+ * land there, never in the memfd, and never in unmapped space.
+ */
+static void unmap(struct nd_mig_dst *d)
+{
+	struct fab_stats st;
+
+	fab_domain_stats(d->n->fab, &st);
+	if (!st.ops_held) {
+		munmap(d->map, d->pages * PAGE);
+		return;
+	}
+	if (mmap(d->map, d->pages * PAGE, PROT_READ | PROT_WRITE,
+		 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+		 0) == MAP_FAILED)
+		dst_err(d, "cannot park the map (%" PRIu64 " reads held): %s",
+			st.ops_held, strerror(errno));
+	else
+		dst_info(d,
+			 "%" PRIu64 " reads still held by the fabric: "
+			 "map parked on anonymous memory",
+			 st.ops_held);
+}
+
 static void cleanup(struct nd_mig_dst *d, bool ok)
 {
 	uint64_t deadline = fy_now_ns() + DRAIN_TIMEOUT_NS;
@@ -727,7 +754,7 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 	fab_mr_dereg(d->mr);
 	d->mr = NULL;
 	if (d->map && !d->inflight)
-		munmap(d->map, d->pages * PAGE);
+		unmap(d);
 	d->map = NULL;
 	free(d->need);
 	d->need = NULL;

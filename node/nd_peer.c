@@ -663,7 +663,15 @@ void nd_monitor_handle(struct nd_peer *p)
 		p->problem_logged = true;
 		break;
 	case ZMQ_EVENT_DISCONNECTED:
-		peer_debug(p, "disconnected");
+		/*
+		 * Its earlier PONGs say nothing about a peer that restarted
+		 * within peer_timeout_ms: until it answers a new HELLO it is
+		 * not reachable, and sends to it fail (ZMQ_IMMEDIATE).
+		 */
+		if (p->hello_out)
+			peer_info(p, "disconnected");
+		p->hello_out = false;
+		p->last_pong_ns = 0;
 		break;
 	}
 out:

@@ -145,6 +145,8 @@ int nd_pop_add(struct nd_pop *p, const struct fy_run *runs, size_t n)
 			pr_debug("MADV_HUGEPAGE: %s", strerror(errno));
 	}
 	pthread_mutex_lock(&p->lock);
+	if (p->pos == p->nruns)
+		p->pos = p->nruns = 0; /* all done: rounds do not pile up */
 	if (p->nruns + n > p->cap) {
 		size_t cap = FY_MAX(p->cap * 2, p->nruns + n);
 
