@@ -57,6 +57,28 @@ double wait_state(struct node *n, const char *state, int want,
 /* The integer after "key": in json, or -1. */
 long json_num(const char *json, const char *key);
 /* cmocka fixtures: make tmpdir; kill children; remove tmpdir. */
+/* itest_vm.c: the migration tests' helpers */
+
+/* ferry -s SOCK ARGS... (up to 28, NULL-terminated), deadline secs. */
+int ferry_args(struct node *n, double secs, char *out, char *err, ...);
+/* The number after "key": in json, or -1. */
+double json_dbl(const char *json, const char *key);
+/* Start vm_bin as VM name in n's vm_dir, wait until ferryd lists it. */
+pid_t itest_start_vm(struct node *n, const char *vm_bin, const char *name,
+		     const char *const *opts);
+/* The guest counter key of the first VM n lists (-1 on error). */
+long vm_counter(struct node *n, const char *key);
+/* Wait up to 20 s for vm_counter(n, key) >= want. */
+void wait_counter(struct node *n, const char *key, long want);
+/* Our child ferry-vm pid exits with status 0 within 10 s. */
+void wait_vm_exit(pid_t pid);
+/* SIGKILL the ferry-vm processes node n started itself. */
+void kill_node_vms(struct node *n);
+/* pid no longer runs (or is a zombie). */
+bool pid_gone(pid_t pid);
+/* Entries of dir other than dot files, -1 if it cannot be read. */
+int files_in(const char *dir);
+
 int setup(void **state);
 int teardown(void **state);
 int group_teardown(void **state);

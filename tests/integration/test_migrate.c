@@ -48,31 +48,6 @@ static struct node na, nb;
 static pid_t vm_pid;
 static char extra[600];
 
-/* ferry -s SOCK ARGS... (up to 28), with a deadline of secs. */
-static int ferry_args(struct node *n, double secs, char *out, char *err, ...)
-{
-	const char *argv[32] = { ferry_bin, "-s", n->sock };
-	int i = 3;
-	va_list ap;
-
-	va_start(ap, err);
-	while (i < 31 && (argv[i] = va_arg(ap, const char *)))
-		i++;
-	va_end(ap);
-	argv[i] = NULL;
-	return run_for(out, err, argv, secs);
-}
-
-static double json_dbl(const char *json, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtod(p + strlen(pat), NULL) : -1;
-}
-
 /* Two nodes a and b that list each other, both up and reachable. */
 static void two_nodes(void)
 {
@@ -93,101 +68,10 @@ static void two_nodes(void)
 	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
 }
 
-/* Start a ferry-vm called name under node n's vm_dir, and see ferryd list it. */
+/* Start a ferry-vm called name under node n's vm_dir; ferryd lists it. */
 static void start_vm(struct node *n, const char *name, const char *const *opts)
 {
-	char sock[400], out[OUT_MAX], err[OUT_MAX], pat[128];
-	const char *argv[32] = { ferry_vm_bin, "--adapter", sock, "--report",
-				 "0" };
-	double t0 = now_s();
-	int i = 5;
-	pid_t pid;
-
-	snprintf(sock, sizeof(sock), "%s/state/vms/%s.sock", n->dir, name);
-	while (*opts && i < 30)
-		argv[i++] = *opts++;
-	argv[i] = NULL;
-	pid = fork();
-	assert_true(pid >= 0);
-	if (!pid) {
-		char log[400];
-		int fd;
-
-		snprintf(log, sizeof(log), "%s/%s.vm.log", tmpdir, name);
-		fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	track(pid);
-	vm_pid = pid;
-	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
-	while (now_s() - t0 < 10) {
-		if (ferry(n, true, "vms", out, err) == 0 && strstr(out, pat))
-			return;
-		sleep_ms(50);
-	}
-	fail_msg("ferryd %s never listed VM %s: %s %s", n->name, name, out,
-		 err);
-}
-
-/* The guest's counter `key` of the first VM n lists. */
-static long vm_counter(struct node *n, const char *key)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-
-	if (ferry(n, true, "vms", out, err))
-		return -1;
-	return json_num(out, key);
-}
-
-static void wait_counter(struct node *n, const char *key, long want)
-{
-	double t0 = now_s();
-
-	while (now_s() - t0 < 20) {
-		if (vm_counter(n, key) >= want)
-			return;
-		sleep_ms(50);
-	}
-	fail_msg("%s: %s never reached %ld", n->name, key, want);
-}
-
-/* The source ferry-vm exits (status 0) after COMMIT. */
-static void wait_source_vm_exit(void)
-{
-	double t0 = now_s();
-	int status;
-
-	while (now_s() - t0 < 10) {
-		if (waitpid(vm_pid, &status, WNOHANG) == vm_pid) {
-			untrack(vm_pid);
-			assert_true(WIFEXITED(status));
-			assert_int_equal(WEXITSTATUS(status), 0);
-			return;
-		}
-		sleep_ms(20);
-	}
-	fail_msg("the source ferry-vm did not exit");
-}
-
-/* Kill the ferry-vm processes node n started itself (not our children). */
-static void kill_node_vms(struct node *n)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-	const char *p = out;
-
-	if (!n->pid || ferry(n, true, "vms", out, err))
-		return;
-	while ((p = strstr(p, "\"pid\":"))) {
-		long pid = strtol(p + 6, NULL, 10);
-
-		if (pid > 0)
-			kill((pid_t)pid, SIGKILL);
-		p += 6;
-	}
+	vm_pid = itest_start_vm(n, ferry_vm_bin, name, opts);
 }
 
 static int mig_teardown(void **state)
@@ -195,20 +79,6 @@ static int mig_teardown(void **state)
 	kill_node_vms(&nb);
 	kill_node_vms(&na);
 	return teardown(state);
-}
-
-static int files_in(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((de = readdir(d)))
-		n += de->d_name[0] != '.';
-	closedir(d);
-	return n;
 }
 
 static void test_verify(void **state)
@@ -237,7 +107,7 @@ static void test_verify(void **state)
 	assert_true(json_dbl(out, "downtime_ms") > 0);
 	assert_true(json_dbl(out, "total_s") > 0);
 	assert_int_equal(json_num(out, "verified_pages"), 32 << 8);
-	wait_source_vm_exit();
+	wait_vm_exit(vm_pid);
 
 	/* it goes on at b, from where it was, without a mismatch */
 	assert_true(vm_counter(&nb, "writes") >= writes_before);
@@ -274,7 +144,7 @@ static void test_dirty(void **state)
 	assert_true(json_num(out, "pages_pulled_again") > 0);
 	assert_true(json_num(out, "pages_pulled") > json_num(out, "pages_"
 								  "resident"));
-	wait_source_vm_exit();
+	wait_vm_exit(vm_pid);
 	long w = vm_counter(&nb, "writes");
 	wait_counter(&nb, "writes", w + 5000);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
@@ -329,7 +199,7 @@ static void test_sparse(void **state)
 	assert_true(resident > 0 && resident < total / 8);
 	assert_int_equal(json_num(out, "pages_pulled"), resident);
 	assert_int_equal(json_num(out, "bytes"), resident * 4096);
-	wait_source_vm_exit();
+	wait_vm_exit(vm_pid);
 }
 
 static void test_cancel(void **state)
@@ -527,7 +397,7 @@ static void test_converge(void **state)
 	assert_non_null(strstr(out, "\"state\":\"completed\""));
 	assert_non_null(strstr(out, "downtime limit raised from 20 to 40 ms"));
 	assert_true(json_num(out, "downtime_limit_ms") > 20);
-	wait_source_vm_exit();
+	wait_vm_exit(vm_pid);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
 }
 
@@ -623,7 +493,7 @@ static void test_throttle(void **state)
 		      json_dbl(out, "downtime_ms"),
 		      strstr(out, "\"converge_actions\""));
 	assert_int_equal(json_num(out, "downtime_limit_ms"), 1);
-	wait_source_vm_exit();
+	wait_vm_exit(vm_pid);
 	/* the destination runs it, and at full speed */
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
 	assert_true(write_rate(&nb, 1.5) > 0.3 * base);

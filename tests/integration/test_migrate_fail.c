@@ -60,21 +60,6 @@ static struct node na, nb;
 static pid_t vm_pid;
 static char extra[600], wrapper[300], pidfile[300], holdfile[300];
 
-/* ferry -s SOCK ARGS..., with a deadline of secs. */
-static int ferry_args(struct node *n, double secs, char *out, char *err, ...)
-{
-	const char *argv[32] = { ferry_bin, "-s", n->sock };
-	int i = 3;
-	va_list ap;
-
-	va_start(ap, err);
-	while (i < 31 && (argv[i] = va_arg(ap, const char *)))
-		i++;
-	va_end(ap);
-	argv[i] = NULL;
-	return run_for(out, err, argv, secs);
-}
-
 /*
  * The destination's ferry-vm: record the pid (exec keeps it), wait while
  * the hold file exists, then become the real ferry-vm.
@@ -121,82 +106,10 @@ static void two_nodes(void)
 	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
 }
 
-/* Start ferry-vm `name` under n's vm_dir; wait until ferryd lists it. */
+/* Start a ferry-vm called name under node n's vm_dir; ferryd lists it. */
 static void start_vm(struct node *n, const char *name, const char *const *opts)
 {
-	char sock[400], out[OUT_MAX], err[OUT_MAX], pat[128];
-	const char *argv[32] = { ferry_vm_bin, "--adapter", sock, "--report",
-				 "0" };
-	double t0 = now_s();
-	int i = 5;
-	pid_t pid;
-
-	snprintf(sock, sizeof(sock), "%s/state/vms/%s.sock", n->dir, name);
-	while (*opts && i < 30)
-		argv[i++] = *opts++;
-	argv[i] = NULL;
-	pid = fork();
-	assert_true(pid >= 0);
-	if (!pid) {
-		char log[400];
-		int fd;
-
-		snprintf(log, sizeof(log), "%s/%s.vm.log", tmpdir, name);
-		fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	track(pid);
-	vm_pid = pid;
-	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
-	while (now_s() - t0 < 10) {
-		if (ferry(n, true, "vms", out, err) == 0 && strstr(out, pat))
-			return;
-		sleep_ms(50);
-	}
-	fail_msg("ferryd %s never listed VM %s: %s %s", n->name, name, out,
-		 err);
-}
-
-static long vm_counter(struct node *n, const char *key)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-
-	if (ferry(n, true, "vms", out, err))
-		return -1;
-	return json_num(out, key);
-}
-
-static void wait_counter(struct node *n, const char *key, long want)
-{
-	double t0 = now_s();
-
-	while (now_s() - t0 < 20) {
-		if (vm_counter(n, key) >= want)
-			return;
-		sleep_ms(50);
-	}
-	fail_msg("%s: %s never reached %ld", n->name, key, want);
-}
-
-/* Kill the ferry-vm processes node n started itself (not our children). */
-static void kill_node_vms(struct node *n)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-	const char *p = out;
-
-	if (!n->pid || ferry(n, true, "vms", out, err))
-		return;
-	while ((p = strstr(p, "\"pid\":"))) {
-		long pid = strtol(p + 6, NULL, 10);
-
-		if (pid > 0)
-			kill((pid_t)pid, SIGKILL);
-		p += 6;
-	}
+	vm_pid = itest_start_vm(n, ferry_vm_bin, name, opts);
 }
 
 /* The incoming ferry-vm's pid, from the wrapper; 0 if not (yet) started. */
@@ -213,27 +126,6 @@ static pid_t incoming_pid(void)
 	return (pid_t)pid;
 }
 
-static bool gone(pid_t pid)
-{
-	char path[64], buf[512];
-	FILE *f;
-	char *p;
-
-	if (pid <= 0)
-		return true;
-	if (kill(pid, 0) && errno == ESRCH)
-		return true;
-	/* a zombie of a dead ferryd's child is gone too */
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "r");
-	if (!f)
-		return true;
-	p = fgets(buf, sizeof(buf), f);
-	fclose(f);
-	p = p ? strrchr(buf, ')') : NULL;
-	return p && p[1] == ' ' && p[2] == 'Z';
-}
-
 static int mig_teardown(void **state)
 {
 	pid_t p = incoming_pid();
@@ -244,20 +136,6 @@ static int mig_teardown(void **state)
 	kill_node_vms(&nb);
 	kill_node_vms(&na);
 	return teardown(state);
-}
-
-static int files_in(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int n = 0;
-
-	if (!d)
-		return -1;
-	while ((de = readdir(d)))
-		n += de->d_name[0] != '.';
-	closedir(d);
-	return n;
 }
 
 /* `ferry --json migration ID` on n into out; its "state" value in st. */
@@ -337,7 +215,7 @@ static void dest_clean(pid_t inc, double secs)
 	while (!ok && now_s() - t0 < secs) {
 		assert_int_equal(ferry(&nb, true, "vms", out, err), 0);
 		ok = !strstr(out, "\"name\"") && files_in(vmdir) == 0 &&
-		     gone(inc);
+		     pid_gone(inc);
 		if (!ok)
 			sleep_ms(50);
 	}
@@ -345,7 +223,7 @@ static void dest_clean(pid_t inc, double secs)
 		fail_msg("b not clean after %.0f s: vms %s, %d files, incoming "
 			 "pid %d %s",
 			 secs, out, files_in(vmdir), (int)inc,
-			 gone(inc) ? "gone" : "alive");
+			 pid_gone(inc) ? "gone" : "alive");
 	assert_int_equal(ferry(&nb, true, "status", out, err), 0);
 	assert_int_equal(json_num(out, "memory_bytes"), 0);
 	assert_int_equal(json_num(out, "migrations"), 0);

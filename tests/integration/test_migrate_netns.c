@@ -45,52 +45,6 @@ static struct node na, nb;
 static pid_t vm_pid;
 static char extra[600];
 
-/* ferry -s SOCK ARGS..., with a deadline of secs. */
-static int ferry_args(struct node *n, double secs, char *out, char *err, ...)
-{
-	const char *argv[32] = { ferry_bin, "-s", n->sock };
-	int i = 3;
-	va_list ap;
-
-	va_start(ap, err);
-	while (i < 31 && (argv[i] = va_arg(ap, const char *)))
-		i++;
-	va_end(ap);
-	argv[i] = NULL;
-	return run_for(out, err, argv, secs);
-}
-
-static double json_dbl(const char *json, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtod(p + strlen(pat), NULL) : -1;
-}
-
-static long vm_counter(struct node *n, const char *key)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-
-	if (ferry(n, true, "vms", out, err))
-		return -1;
-	return json_num(out, key);
-}
-
-static void wait_counter(struct node *n, const char *key, long want)
-{
-	double t0 = now_s();
-
-	while (now_s() - t0 < 20) {
-		if (vm_counter(n, key) >= want)
-			return;
-		sleep_ms(50);
-	}
-	fail_msg("%s: %s never reached %ld", n->name, key, want);
-}
-
 static void dump_logs(void)
 {
 	print_error("--- a.log\n%s\n", slurp(na.log));
@@ -135,78 +89,10 @@ static void two_hosts(uint64_t rate_bps)
 	}
 }
 
-/* A ferry-vm called name under a's vm_dir (outside the namespaces). */
+/* Start a ferry-vm called name under a's vm_dir; ferryd lists it. */
 static void start_vm(const char *name, const char *const *opts)
 {
-	char sock[400], out[OUT_MAX], err[OUT_MAX], pat[128];
-	const char *argv[32] = { ferry_vm_bin, "--adapter", sock, "--report",
-				 "0" };
-	double t0 = now_s();
-	int i = 5;
-	pid_t pid;
-
-	snprintf(sock, sizeof(sock), "%s/state/vms/%s.sock", na.dir, name);
-	while (*opts && i < 30)
-		argv[i++] = *opts++;
-	argv[i] = NULL;
-	pid = fork();
-	assert_true(pid >= 0);
-	if (!pid) {
-		char log[400];
-		int fd;
-
-		snprintf(log, sizeof(log), "%s/%s.vm.log", tmpdir, name);
-		fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	track(pid);
-	vm_pid = pid;
-	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
-	while (now_s() - t0 < 10) {
-		if (ferry(&na, true, "vms", out, err) == 0 && strstr(out, pat))
-			return;
-		sleep_ms(50);
-	}
-	fail_msg("ferryd a never listed VM %s: %s %s", name, out, err);
-}
-
-/* The source ferry-vm exits (status 0) after COMMIT. */
-static void wait_source_vm_exit(void)
-{
-	double t0 = now_s();
-	int status;
-
-	while (now_s() - t0 < 10) {
-		if (waitpid(vm_pid, &status, WNOHANG) == vm_pid) {
-			untrack(vm_pid);
-			assert_true(WIFEXITED(status));
-			assert_int_equal(WEXITSTATUS(status), 0);
-			return;
-		}
-		sleep_ms(20);
-	}
-	fail_msg("the source ferry-vm did not exit");
-}
-
-/* Kill the ferry-vm processes node n started itself (not our children). */
-static void kill_node_vms(struct node *n)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-	const char *p = out;
-
-	if (!n->pid || ferry(n, true, "vms", out, err))
-		return;
-	while ((p = strstr(p, "\"pid\":"))) {
-		long pid = strtol(p + 6, NULL, 10);
-
-		if (pid > 0)
-			kill((pid_t)pid, SIGKILL);
-		p += 6;
-	}
+	vm_pid = itest_start_vm(&na, ferry_vm_bin, name, opts);
 }
 
 static int mig_teardown(void **state)
@@ -267,7 +153,7 @@ static void move_over(uint64_t rate_bps, const char *mem, long pages)
 		    1.3 * rate_bps)
 		fail_msg("faster than the %.0f Mbit/s link: %s", rate_bps / 1e6,
 			 out);
-	wait_source_vm_exit();
+	wait_vm_exit(vm_pid);
 	snprintf(want, sizeof(want), "verify: all %ld pages match", pages);
 	assert_non_null(strstr(slurp(nb.log), want));
 	/* it goes on at b without a mismatch */

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Helpers of the migration tests: ferry with any arguments, guests
+ * (ferry-vm) under a node's vm_dir, their counters as ferryd shows them.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "itest.h"
+
+int ferry_args(struct node *n, double secs, char *out, char *err, ...)
+{
+	const char *argv[32] = { ferry_bin, "-s", n->sock };
+	int i = 3;
+	va_list ap;
+
+	va_start(ap, err);
+	while (i < 31 && (argv[i] = va_arg(ap, const char *)))
+		i++;
+	va_end(ap);
+	argv[i] = NULL;
+	return run_for(out, err, argv, secs);
+}
+
+double json_dbl(const char *json, const char *key)
+{
+	char pat[64];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(json, pat);
+	return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+pid_t itest_start_vm(struct node *n, const char *vm_bin, const char *name,
+		     const char *const *opts)
+{
+	char sock[400], out[OUT_MAX], err[OUT_MAX], pat[128];
+	const char *argv[32] = { vm_bin, "--adapter", sock, "--report", "0" };
+	double t0 = now_s();
+	int i = 5;
+	pid_t pid;
+
+	snprintf(sock, sizeof(sock), "%s/state/vms/%s.sock", n->dir, name);
+	while (*opts && i < 30)
+		argv[i++] = *opts++;
+	argv[i] = NULL;
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid) {
+		char log[400];
+		int fd;
+
+		snprintf(log, sizeof(log), "%s/%s.vm.log", tmpdir, name);
+		fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	track(pid);
+	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
+	while (now_s() - t0 < 10) {
+		if (ferry(n, true, "vms", out, err) == 0 && strstr(out, pat))
+			return pid;
+		sleep_ms(50);
+	}
+	fail_msg("ferryd %s never listed VM %s: %s %s", n->name, name, out,
+		 err);
+	return pid;
+}
+
+long vm_counter(struct node *n, const char *key)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+
+	if (ferry(n, true, "vms", out, err))
+		return -1;
+	return json_num(out, key);
+}
+
+void wait_counter(struct node *n, const char *key, long want)
+{
+	double t0 = now_s();
+
+	while (now_s() - t0 < 20) {
+		if (vm_counter(n, key) >= want)
+			return;
+		sleep_ms(50);
+	}
+	fail_msg("%s: %s never reached %ld", n->name, key, want);
+}
+
+void wait_vm_exit(pid_t pid)
+{
+	double t0 = now_s();
+	int status;
+
+	while (now_s() - t0 < 10) {
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			untrack(pid);
+			assert_true(WIFEXITED(status));
+			assert_int_equal(WEXITSTATUS(status), 0);
+			return;
+		}
+		sleep_ms(20);
+	}
+	fail_msg("the source ferry-vm did not exit");
+}
+
+void kill_node_vms(struct node *n)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	const char *p = out;
+
+	if (!n->pid || ferry(n, true, "vms", out, err))
+		return;
+	while ((p = strstr(p, "\"pid\":"))) {
+		long pid = strtol(p + 6, NULL, 10);
+
+		if (pid > 0)
+			kill((pid_t)pid, SIGKILL);
+		p += 6;
+	}
+}
+
+bool pid_gone(pid_t pid)
+{
+	char path[64], buf[512];
+	FILE *f;
+	char *p;
+
+	if (pid <= 0)
+		return true;
+	if (kill(pid, 0) && errno == ESRCH)
+		return true;
+	/* a zombie of a dead ferryd's child is gone too */
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return true;
+	p = fgets(buf, sizeof(buf), f);
+	fclose(f);
+	p = p ? strrchr(buf, ')') : NULL;
+	return p && p[1] == ' ' && p[2] == 'Z';
+}
+
+int files_in(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
