@@ -386,14 +386,6 @@ struct nd_peer *nd_peer_find(struct nd_node *n, const char *name)
 	return NULL;
 }
 
-static struct nd_peer *peer_by_name(struct nd_node *n, const char *name)
-{
-	for (size_t i = 0; name && i < n->npeers; i++)
-		if (!strcmp(n->peers[i].conf->name, name))
-			return &n->peers[i];
-	return NULL;
-}
-
 /* One request from a peer's DEALER on our ROUTER; reply to rid. */
 static void router_request(struct nd_node *n, struct nd_peer *p,
 			   const void *rid, size_t rid_len, zmq_msg_t *msg)
@@ -503,7 +495,7 @@ void nd_router_handle(struct nd_node *n)
 			goto next;
 		/* ZAP put the peer's name there: it is authenticated */
 		user = zmq_msg_gets(&msg, "User-Id");
-		p = peer_by_name(n, user);
+		p = nd_peer_find(n, user);
 		if (!p) {
 			pr_warn("message from unknown user '%s' dropped",
 				user ? user : "?");
