@@ -649,4 +649,76 @@ int nd_cli_call(const char *sock_path, const void *req, size_t len,
 		int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
 		size_t errlen);
 
+/*
+ * The post-copy fault server (nd_fault.c): one thread per incoming VM
+ * resolving its userfaultfd faults with one-sided reads from the holder.
+ */
+struct nd_fault;
+
+/* The zero values are the defaults, measured by bench/postcopy. */
+enum nd_fault_mode {
+	ND_FAULT_COPY, /* read into a staging page, UFFDIO_COPY */
+	ND_FAULT_CONTINUE, /* read into the memfd page, UFFDIO_CONTINUE */
+};
+
+#define ND_FAULT_VCPUS 16
+
+struct nd_fault_params {
+	int uffd; /* O_NONBLOCK; borrowed, the caller closes it */
+	uint64_t uffd_base; /* ferry-vm's address of page 0 */
+	bool minor; /* registered MISSING|MINOR */
+	uint8_t *map; /* ferryd's MAP_SHARED mapping of the memfd; borrowed */
+	uint64_t pages;
+	/*
+	 * A domain for faults only: the fault thread is its one fab_poll()
+	 * caller. Borrowed. ep (to the holder) is the server's from open on.
+	 */
+	struct fab_domain *dom;
+	struct fab_ep *ep;
+	struct fab_rkey rkey; /* the holder's registration of guest RAM */
+	const uint64_t *holes; /* pages that are holes on the source, or NULL */
+	/*
+	 * Shared with the background puller, atomic bits: whoever sets a
+	 * page's bit (0 -> 1) places that page, the puller with UFFDIO_COPY.
+	 */
+	uint64_t *present;
+	enum nd_fault_mode mode;
+	/* µs to spin after activity before poll(); 0: 200, <0: never spin */
+	int spin_us;
+	unsigned prepage_max; /* pre-paging window cap in pages; 0: none */
+	bool prepage_self; /* also fetch the pre-page queue ourselves */
+};
+
+struct nd_fault_stats {
+	uint64_t missing, minor; /* fault messages */
+	uint64_t served; /* fault messages resolved */
+	uint64_t p50_ns, p99_ns, max_ns; /* service time, message read->wake */
+	uint64_t blocktime_ns; /* sum over faults of their wait */
+	uint64_t zero_pages; /* holes served by UFFDIO_ZEROPAGE */
+	uint64_t prepage_queued, prepage_taken, prepaged;
+	unsigned window; /* current pre-paging window */
+	uint64_t stalls, stall_ns; /* holder unreachable: count, total */
+	bool stalled; /* now */
+	uint64_t holder_swaps;
+	enum nd_fault_mode mode;
+	uint32_t vcpu_tid[ND_FAULT_VCPUS]; /* with UFFD_FEATURE_THREAD_ID */
+	uint64_t vcpu_blocktime_ns[ND_FAULT_VCPUS];
+};
+
+/* Start the fault thread; 0 or -errno. On success p->ep is the server's. */
+int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out);
+/* Use ep / rk from now on (reconnected holder); the server owns ep. */
+int nd_fault_set_holder(struct nd_fault *fs, struct fab_ep *ep,
+			const struct fab_rkey *rk);
+/* Up to max pages to pre-page (not yet present), for the puller. */
+size_t nd_fault_prepage_take(struct nd_fault *fs, uint64_t *pages, size_t max);
+/* A snapshot of the counters; any thread. */
+void nd_fault_stats(struct nd_fault *fs, struct nd_fault_stats *out);
+/*
+ * Stop the thread and close the endpoint(s) it owns; faults read but not
+ * resolved stay unresolved (UFFDIO_WAKE the range to have them again).
+ * The uffd, map, domain and bitmaps go back to the caller. Accepts NULL.
+ */
+void nd_fault_close(struct nd_fault *fs);
+
 #endif /* FERRY_NODE_NODE_INT_H */

@@ -1,0 +1,535 @@
+// SPDX-License-Identifier: MIT
+/*
+ * nd_fault against a real incoming ferry-vm running the verify guest
+ * (argv[1] is the ferry-vm binary): the source VM is paused in its first
+ * pass (so part of its working set is still holes), a holder process
+ * (this binary re-executed) registers the source's memfd in its own
+ * fabric domain, and the incoming VM's RAM is served only by nd_fault over
+ * loopback ofi:tcp. The holder is killed mid-run: faults stall, the guest
+ * stops; a second holder is handed over with nd_fault_set_holder(), a
+ * stand-in background puller takes the pre-page queue and then every page
+ * left, RAM_DONE, and verify must finish every pass without a mismatch.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/bitmap.h"
+#include "common/util.h"
+#include "kvm-adapter/kvm_adapter.h"
+#include "node/node_int.h"
+
+#define HOLDER_MEM_FD 100
+#define HOLDER_SOCK_FD 101
+
+static const char *ferry_vm;
+static const char *self_exe;
+
+struct holder_info {
+	struct fab_addr addr;
+	struct fab_rkey rkey;
+	int status;
+};
+
+/* The holder: register the inherited memfd, say where, serve until EOF. */
+static int holder_main(uint64_t size)
+{
+	struct fab_opts o = { .progress_thread = true };
+	struct holder_info h = { 0 };
+	struct fab_domain *d = NULL;
+	struct fab_mr *mr = NULL;
+	void *mem;
+	char c;
+
+	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		   HOLDER_MEM_FD, 0);
+	if (mem == MAP_FAILED)
+		h.status = -errno;
+	if (!h.status)
+		h.status = fab_domain_open(&o, &d);
+	if (!h.status)
+		h.status = fab_mr_reg(d, mem, size, FAB_ACCESS_READ, &mr);
+	if (!h.status) {
+		fab_domain_addr(d, &h.addr);
+		fab_mr_rkey(mr, &h.rkey);
+	}
+	if (write(HOLDER_SOCK_FD, &h, sizeof(h)) != sizeof(h))
+		return 1;
+	while (read(HOLDER_SOCK_FD, &c, 1) > 0)
+		;
+	fab_domain_close(d);
+	return 0;
+}
+
+struct holder {
+	pid_t pid;
+	int sock;
+	struct holder_info info;
+};
+
+static void holder_start(struct holder *h, int memfd, uint64_t size)
+{
+	int sv[2];
+	char sz[32];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	snprintf(sz, sizeof(sz), "%llu", (unsigned long long)size);
+	h->pid = fork();
+	assert_true(h->pid >= 0);
+	if (!h->pid) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(sv[0]);
+		dup2(memfd, HOLDER_MEM_FD);
+		dup2(sv[1], HOLDER_SOCK_FD);
+		execl(self_exe, self_exe, "--holder", sz, (char *)NULL);
+		_exit(127);
+	}
+	close(sv[1]);
+	h->sock = sv[0];
+	assert_int_equal(read(h->sock, &h->info, sizeof(h->info)),
+			 sizeof(h->info));
+	assert_int_equal(h->info.status, 0);
+}
+
+static void holder_kill(struct holder *h)
+{
+	if (h->pid > 0) {
+		kill(h->pid, SIGKILL);
+		waitpid(h->pid, NULL, 0);
+		close(h->sock);
+		h->pid = 0;
+	}
+}
+
+struct vmproc {
+	pid_t pid;
+	char sock[108];
+};
+
+static void vm_spawn(struct vmproc *v, const char *name, ...)
+{
+	const char *argv[40];
+	unsigned int n = 0;
+	va_list ap;
+
+	snprintf(v->sock, sizeof(v->sock), "/tmp/ferry-fault-%d-%s.sock",
+		 (int)getpid(), name);
+	argv[n++] = ferry_vm;
+	argv[n++] = "--adapter";
+	argv[n++] = v->sock;
+	argv[n++] = "--report";
+	argv[n++] = "0";
+	va_start(ap, name);
+	while (n < ARRAY_SIZE(argv) - 1 && (argv[n] = va_arg(ap, const char *)))
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	v->pid = fork();
+	assert_true(v->pid >= 0);
+	if (!v->pid) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execv(ferry_vm, (char *const *)argv);
+		_exit(127);
+	}
+}
+
+static struct kva_client *vm_attach(struct vmproc *v)
+{
+	uint64_t end = fy_now_ns() + 10000000000ULL;
+	struct kva_client *c = NULL;
+	int ret;
+
+	do {
+		ret = kva_client_attach(v->sock, &c);
+		if (!ret)
+			return c;
+		usleep(20000);
+	} while ((ret == -ENOENT || ret == -ECONNREFUSED || ret == -EBUSY) &&
+		 fy_now_ns() < end);
+	fail_msg("attach %s: %s", v->sock, strerror(-ret));
+	return NULL;
+}
+
+static int vm_wait(struct vmproc *v, double seconds)
+{
+	uint64_t end = fy_now_ns() + (uint64_t)(seconds * 1e9);
+	int st;
+
+	do {
+		if (waitpid(v->pid, &st, WNOHANG) == v->pid) {
+			v->pid = 0;
+			unlink(v->sock);
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		}
+		usleep(10000);
+	} while (fy_now_ns() < end);
+	kill(v->pid, SIGKILL);
+	waitpid(v->pid, &st, 0);
+	v->pid = 0;
+	unlink(v->sock);
+	return -1;
+}
+
+static struct kva_status status(struct kva_client *c)
+{
+	struct kva_status st;
+
+	assert_int_equal(kva_client_status(c, &st), 0);
+	return st;
+}
+
+/* The stand-in background puller: pre-page queue first, then linear. */
+struct puller {
+	struct nd_fault *fs;
+	struct fab_domain *dom;
+	struct fab_ep *ep;
+	struct fab_rkey rkey;
+	struct fab_mr *mr;
+	uint8_t *buf;
+	int uffd;
+	uint64_t base, pages;
+	const uint64_t *holes;
+	uint64_t *present;
+	uint64_t pulled, prepaged, errors;
+	atomic_bool done;
+	pthread_t thread;
+};
+
+static bool claim(uint64_t *bm, uint64_t page)
+{
+	uint64_t bit = 1ULL << (page % 64);
+
+	return !(__atomic_fetch_or(&bm[page / 64], bit, __ATOMIC_ACQ_REL) &
+		 bit);
+}
+
+static int pull_page(struct puller *p, uint64_t page)
+{
+	struct uffdio_copy c = { .dst = p->base + page * 4096,
+				 .src = (uintptr_t)p->buf,
+				 .len = 4096 };
+	struct fab_cqe cqe;
+	int ret, n;
+
+	do {
+		ret = fab_read(p->ep, p->buf, 4096, p->mr, &p->rkey,
+			       page * 4096, p);
+		if (ret == -EAGAIN)
+			fab_poll(p->dom, &cqe, 1, 1);
+	} while (ret == -EAGAIN);
+	if (ret)
+		return ret;
+	do
+		n = fab_poll(p->dom, &cqe, 1, 100);
+	while (n == 0);
+	if (n < 0 || cqe.status)
+		return n < 0 ? n : cqe.status;
+	/* atomic for the guest; EEXIST cannot happen: we claimed it */
+	if (ioctl(p->uffd, UFFDIO_COPY, &c) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static void *puller_thread(void *arg)
+{
+	struct puller *p = arg;
+	uint64_t q[64], page;
+	size_t n, i;
+
+	for (;;) {
+		n = nd_fault_prepage_take(p->fs, q, ARRAY_SIZE(q));
+		for (i = 0; i < n; i++) {
+			if (!claim(p->present, q[i]))
+				continue;
+			if (pull_page(p, q[i]))
+				p->errors++;
+			p->prepaged++;
+		}
+		page = fy_bitmap_next_clear(p->present, p->pages, 0);
+		while (page < p->pages && fy_bit_test(p->holes, page))
+			page = fy_bitmap_next_clear(p->present, p->pages,
+						    page + 1);
+		if (page >= p->pages)
+			break;
+		if (!claim(p->present, page))
+			continue;
+		if (pull_page(p, page))
+			p->errors++;
+		p->pulled++;
+	}
+	atomic_store(&p->done, true);
+	return NULL;
+}
+
+static struct fab_ep *connect_to(struct fab_domain *d, const struct holder *h)
+{
+	struct fab_ep *ep = NULL;
+
+	assert_int_equal(fab_ep_connect(d, &h->info.addr, &ep), 0);
+	return ep;
+}
+
+static void postcopy(enum nd_fault_mode mode)
+{
+	struct vmproc src, dst;
+	struct kva_client *cs, *cd;
+	const struct kva_layout *ls, *ld;
+	struct kva_status st;
+	struct holder h1 = { 0 }, h2 = { 0 };
+	struct fab_opts fo = { .op_timeout_ms = 500 };
+	struct fab_opts po = { 0 };
+	struct fab_domain *fdom, *pdom;
+	struct nd_fault_params fp = { 0 };
+	struct nd_fault_stats fst;
+	struct nd_fault *fs;
+	struct puller pl = { 0 };
+	uint64_t *holes, *present, pages, k, nholes = 0, w1, t0;
+	uint8_t *map;
+	void *blob;
+	size_t len;
+	int uffd;
+
+	vm_spawn(&src, "src", "--mem", "32M", "--guest", "verify",
+		 "--workingset", "8M", "--stride", "32", "--sleep", "0",
+		 "--passes", "5", NULL);
+	vm_spawn(&dst, "dst", "--incoming", "--mem", "32M", "--vcpus", "1",
+		 NULL);
+	cs = vm_attach(&src);
+	/* Pause inside pass 0: the unwritten rest of the set is holes. */
+	do {
+		st = status(cs);
+		usleep(2000);
+	} while (st.progress.writes < 300);
+	assert_int_equal(kva_client_pause(cs), 0);
+	st = status(cs);
+	assert_int_equal(st.progress.pass, 0);
+	assert_int_equal(kva_client_get_state(cs, &blob, &len), 0);
+	ls = kva_client_layout(cs);
+	pages = ls->pages;
+	holes = fy_bitmap_alloc(pages);
+	present = fy_bitmap_alloc(pages);
+	assert_non_null(holes);
+	assert_non_null(present);
+	for (k = 0; k < pages; k++) {
+		off_t d = lseek(ls->regions[0].memfd, k * 4096, SEEK_DATA);
+
+		if (d < 0 || (uint64_t)d >= (k + 1) * 4096) {
+			fy_bit_set(holes, k);
+			nholes++;
+		}
+	}
+	assert_true(nholes > 0 && nholes < pages);
+	holder_start(&h1, ls->regions[0].memfd, ls->regions[0].size);
+
+	cd = vm_attach(&dst);
+	ld = kva_client_layout(cd);
+	assert_int_equal(ld->pages, pages);
+	assert_true(ld->uffd && ld->uffd_minor);
+	assert_int_equal(kva_client_set_state(cd, blob, len), 0);
+	uffd = kva_client_uffd(cd);
+	map = mmap(NULL, ld->regions[0].size, PROT_READ | PROT_WRITE,
+		   MAP_SHARED, ld->regions[0].memfd, 0);
+	assert_true(map != MAP_FAILED);
+
+	/*
+	 * A pre-copy round before the resume: every 4th data page is in the
+	 * memfd already, so the guest's first touch of it is a MINOR fault.
+	 */
+	for (k = 0; k < pages; k += 4) {
+		uint8_t page[4096];
+
+		if (fy_bit_test(holes, k))
+			continue;
+		assert_int_equal(pread(ls->regions[0].memfd, page, 4096,
+				       k * 4096),
+				 4096);
+		assert_int_equal(pwrite(ld->regions[0].memfd, page, 4096,
+					k * 4096),
+				 4096);
+		fy_bit_set(present, k);
+	}
+	assert_int_equal(fab_domain_open(&fo, &fdom), 0);
+	fp.uffd = uffd;
+	fp.uffd_base = ld->regions[0].uffd_base;
+	fp.minor = ld->uffd_minor;
+	fp.map = map;
+	fp.pages = pages;
+	fp.dom = fdom;
+	fp.ep = connect_to(fdom, &h1);
+	fp.rkey = h1.info.rkey;
+	fp.holes = holes;
+	fp.present = present;
+	fp.mode = mode;
+	fp.spin_us = 0; /* the default: spin 200 us, then poll() */
+	fp.prepage_max = 32;
+	/* COPY also pre-pages by itself, between faults */
+	fp.prepage_self = mode == ND_FAULT_COPY;
+	assert_int_equal(nd_fault_open(&fp, &fs), 0);
+
+	t0 = fy_now_ns();
+	assert_int_equal(kva_client_resume(cd), 0);
+	/* Faults only, until some pages came over the network. */
+	do {
+		nd_fault_stats(fs, &fst);
+		st = status(cd);
+		assert_int_equal(st.progress.failed, 0);
+		usleep(2000);
+	} while (fst.served - fst.zero_pages < 40 &&
+		 fy_now_ns() - t0 < 10000000000ULL);
+	assert_true(fst.served - fst.zero_pages >= 40);
+
+	/* The holder dies: faults stall, the guest stops, nothing fails. */
+	holder_kill(&h1);
+	do {
+		nd_fault_stats(fs, &fst);
+		usleep(2000);
+	} while (!fst.stalled && fy_now_ns() - t0 < 20000000000ULL);
+	assert_true(fst.stalled);
+	usleep(100000);
+	w1 = status(cd).progress.writes;
+	usleep(400000);
+	st = status(cd);
+	assert_int_equal(st.progress.writes, w1);
+	assert_int_equal(st.progress.failed, 0);
+	assert_int_equal(st.progress.done, 0);
+
+	/* A new holder, same memory: the fault server and a puller use it. */
+	holder_start(&h2, ls->regions[0].memfd, ls->regions[0].size);
+	assert_int_equal(nd_fault_set_holder(fs, connect_to(fdom, &h2),
+					     &h2.info.rkey),
+			 0);
+	assert_int_equal(fab_domain_open(&po, &pdom), 0);
+	pl.fs = fs;
+	pl.dom = pdom;
+	pl.ep = connect_to(pdom, &h2);
+	pl.rkey = h2.info.rkey;
+	pl.buf = aligned_alloc(4096, 4096);
+	assert_non_null(pl.buf);
+	assert_int_equal(
+		fab_mr_reg(pdom, pl.buf, 4096, FAB_ACCESS_LOCAL, &pl.mr), 0);
+	pl.uffd = uffd;
+	pl.base = fp.uffd_base;
+	pl.pages = pages;
+	pl.holes = holes;
+	pl.present = present;
+	/* Let faults alone run a while, then the background pull. */
+	do {
+		st = status(cd);
+		usleep(2000);
+	} while (st.progress.writes < w1 + 500 && !st.progress.done &&
+		 fy_now_ns() - t0 < 30000000000ULL);
+	assert_true(st.progress.writes >= w1 + 500 || st.progress.done);
+	assert_int_equal(pthread_create(&pl.thread, NULL, puller_thread, &pl),
+			 0);
+	pthread_join(pl.thread, NULL);
+	assert_int_equal(pl.errors, 0);
+	assert_int_equal(kva_client_ram_done(cd), 0);
+	nd_fault_stats(fs, &fst);
+	nd_fault_close(fs);
+
+	do {
+		st = status(cd);
+		usleep(10000);
+	} while (!st.progress.done && !st.progress.failed &&
+		 fy_now_ns() - t0 < 45000000000ULL);
+	print_message(
+		"post-copy (%s): %llu missing + %llu minor faults, "
+		"%llu zero pages (%llu holes), p50 %.1f us p99 %.1f us "
+		"max %.1f us, blocktime %.1f ms, %llu pre-page queued "
+		"(%llu taken, puller fetched %llu of them), window %u, "
+		"%llu pulled, %llu pre-paged by nd_fault, stall %.3f s (%llu), "
+		"pass %llu, %.1f s\n",
+		mode == ND_FAULT_COPY ? "copy" : "continue",
+		(unsigned long long)fst.missing, (unsigned long long)fst.minor,
+		(unsigned long long)fst.zero_pages, (unsigned long long)nholes,
+		fst.p50_ns / 1e3, fst.p99_ns / 1e3, fst.max_ns / 1e3,
+		fst.blocktime_ns / 1e6, (unsigned long long)fst.prepage_queued,
+		(unsigned long long)fst.prepage_taken,
+		(unsigned long long)pl.prepaged, fst.window,
+		(unsigned long long)pl.pulled, (unsigned long long)fst.prepaged,
+		fst.stall_ns / 1e9, (unsigned long long)fst.stalls,
+		(unsigned long long)st.progress.pass, (fy_now_ns() - t0) / 1e9);
+	assert_int_equal(st.progress.failed, 0);
+	assert_int_equal(st.progress.done, 1);
+	assert_int_equal(st.progress.pass, 5);
+	assert_true(fst.missing > 0);
+	assert_true(fst.minor > 0);
+	assert_true(fst.served > 0);
+	assert_true(fst.zero_pages > 0);
+	assert_true(fst.zero_pages <= nholes);
+	assert_true(fst.p50_ns > 0 && fst.p50_ns <= fst.p99_ns &&
+		    fst.p99_ns <= fst.max_ns);
+	assert_true(fst.blocktime_ns > 0);
+	assert_true(fst.stalls >= 1);
+	assert_true(fst.stall_ns >= 400000000ULL);
+	assert_int_equal(fst.holder_swaps, 1);
+	assert_true(fst.prepage_queued > 0);
+	if (fp.prepage_self)
+		assert_true(fst.prepaged > 0);
+	else
+		assert_int_equal(fst.prepaged, 0);
+
+	fab_mr_dereg(pl.mr);
+	fab_domain_close(pdom);
+	free(pl.buf);
+	fab_domain_close(fdom);
+	munmap(map, ld->regions[0].size);
+	holder_kill(&h2);
+	assert_int_equal(kva_client_exit(cd), 0);
+	kva_client_close(cd);
+	assert_int_equal(vm_wait(&dst, 10), 0);
+	assert_int_equal(kva_client_exit(cs), 0);
+	kva_client_close(cs);
+	assert_int_equal(vm_wait(&src, 10), 0);
+	free(holes);
+	free(present);
+	free(blob);
+}
+
+static void test_fault_continue(void **state)
+{
+	(void)state;
+	postcopy(ND_FAULT_CONTINUE);
+}
+
+static void test_fault_copy(void **state)
+{
+	(void)state;
+	postcopy(ND_FAULT_COPY);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fault_continue),
+		cmocka_unit_test(test_fault_copy),
+	};
+
+	self_exe = "/proc/self/exe";
+	if (argc == 3 && !strcmp(argv[1], "--holder"))
+		return holder_main(strtoull(argv[2], NULL, 0));
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s FERRY-VM\n", argv[0]);
+		return 2;
+	}
+	ferry_vm = argv[1];
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
