@@ -59,7 +59,10 @@ int kva_uffd_register(struct kva_vm *vm)
 		return fd;
 	close(fd);
 	vm->uffd_minor = features & UFFD_FEATURE_MINOR_SHMEM;
-	fd = kva_uffd_open(vm->uffd_minor ? UFFD_FEATURE_MINOR_SHMEM : 0, NULL);
+	/* the faulting vCPU's thread id lets ferryd keep blocktime per vCPU */
+	fd = kva_uffd_open((features & UFFD_FEATURE_MINOR_SHMEM) |
+				   (features & UFFD_FEATURE_THREAD_ID),
+			   NULL);
 	if (fd < 0)
 		return fd;
 	if (vm->uffd_minor)
