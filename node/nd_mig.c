@@ -68,11 +68,6 @@
 #define RESUMED_WAIT_NS (5 * 1000000000ULL)
 #define TICK_NS (50 * 1000000ULL)
 #define IDLE_TICK_NS (500 * 1000000ULL) /* reaps VMs we started */
-/*
- * Checksums per VERIFY: 32 Ki pages (128 MiB of RAM, 256 KiB of message),
- * so that D compares one chunk while S computes the next.
- */
-#define CSUMS_PER_MSG (1u << 15)
 
 static const char *const phase_names[] = {
 	[ND_MIG_PREPARE] = "prepare",	    [ND_MIG_PRECOPY] = "precopy",
@@ -213,11 +208,9 @@ static void stage_free(struct nd_mig *m)
 	m->stage_len = 0;
 }
 
-static void csum_end(struct nd_mig *m);
-
 static void src_release(struct nd_mig *m)
 {
-	csum_end(m); /* it reads the mapping */
+	nd_mig_csum_end(m); /* it reads the mapping */
 	stage_free(m);
 	fab_mr_dereg(m->cache_mr);
 	m->cache_mr = NULL;
@@ -396,87 +389,6 @@ static int harvest(struct nd_mig *m, struct fy_run **runs, size_t *nr,
 	return ret;
 }
 
-/*
- * --verify: checksum every page, chunk by chunk, in a thread of its own:
- * 1 GiB takes about half a second, and the control thread must keep
- * answering PINGs meanwhile (a peer silent for peer_timeout_ms is taken
- * for dead).
- */
-static void *csum_main(void *arg)
-{
-	struct nd_mig *m = arg;
-
-	for (uint64_t c = 0; c < m->csum_nchunks; c++) {
-		uint64_t s = c * CSUMS_PER_MSG;
-		uint64_t n = FY_MIN(m->pages - s, CSUMS_PER_MSG);
-		int ret;
-
-		if (__atomic_load_n(&m->csum_stop, __ATOMIC_ACQUIRE))
-			break;
-		ret = nd_memfd_csums(m->csum_fd, m->map, m->pages, s, n,
-				     m->csums + s);
-		if (ret) {
-			m->csum_ret = ret;
-			break;
-		}
-		__atomic_store_n(&m->csum_done, c + 1, __ATOMIC_RELEASE);
-		nd_mig_kick(m->n->mig_efd);
-	}
-	nd_mig_kick(m->n->mig_efd);
-	return NULL;
-}
-
-static int csum_start(struct nd_mig *m)
-{
-	int ret;
-
-	m->csum_nchunks = (m->pages + CSUMS_PER_MSG - 1) / CSUMS_PER_MSG;
-	m->csums = malloc(m->pages * 8);
-	if (!m->csums)
-		return -ENOMEM;
-	m->csum_fd = kva_client_layout(m->vmp->kc)->regions[0].memfd;
-	m->csum_done = m->csum_sent = 0;
-	m->csum_stop = false;
-	m->csum_ret = 0;
-	ret = -pthread_create(&m->csum_thread, NULL, csum_main, m);
-	if (ret)
-		return ret;
-	m->csum_running = true;
-	return 0;
-}
-
-static void csum_end(struct nd_mig *m)
-{
-	if (m->csum_running) {
-		__atomic_store_n(&m->csum_stop, true, __ATOMIC_RELEASE);
-		pthread_join(m->csum_thread, NULL);
-		m->csum_running = false;
-	}
-	free(m->csums);
-	m->csums = NULL;
-}
-
-/* Send the chunks computed so far; returns true once all are sent. */
-static bool csum_send(struct nd_mig *m, int *ret)
-{
-	uint64_t done = __atomic_load_n(&m->csum_done, __ATOMIC_ACQUIRE);
-	struct proto_msg v = { .type = PROTO_VERIFY };
-
-	*ret = 0;
-	for (; m->csum_sent < done && !*ret; m->csum_sent++) {
-		uint64_t s = m->csum_sent * CSUMS_PER_MSG;
-
-		v.verify.mig = m->id;
-		v.verify.start = s;
-		v.verify.len = FY_MIN(m->pages - s, CSUMS_PER_MSG) * 8;
-		v.verify.csums = (uint8_t *)(m->csums + s); /* little-endian */
-		*ret = nd_mig_send(m, &v);
-	}
-	if (!*ret && m->csum_ret)
-		*ret = m->csum_ret;
-	return m->csum_sent == m->csum_nchunks;
-}
-
 /* Announce what is left of the round, as pages or as deltas. */
 static int announce_round(struct nd_mig *m, bool paced)
 {
@@ -550,7 +462,7 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 	m->deadline = fy_now_ns() + m->n->cfg->mig_timeout_ms * 1000000ULL;
 	if (!ret && m->o.verify) {
 		/* the tick sends the chunks, then calls switchover_end() */
-		ret = csum_start(m);
+		ret = nd_mig_csum_start(m);
 		if (!ret)
 			return;
 	}
@@ -571,7 +483,7 @@ static void switchover_end(struct nd_mig *m)
 	size_t len = 0;
 	int ret;
 
-	csum_end(m);
+	nd_mig_csum_end(m);
 	m->verified_pages = m->o.verify ? m->pages : 0;
 	s.switchover.mig = m->id;
 	s.switchover.gen = m->gen;
@@ -1021,7 +933,7 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 		if (m->phase == ND_MIG_SWITCHOVER && m->csum_running) {
 			int ret;
 
-			if (csum_send(m, &ret) || ret) {
+			if (nd_mig_csum_send(m, &ret) || ret) {
 				if (ret && m->csum_ret)
 					nd_mig_src_fail(m, ND_MIG_FAILED, true,
 							"verify: cannot read "

@@ -493,6 +493,18 @@ const char *nd_mig_phase_name(enum nd_mig_phase p);
 /* Persist m's record in mig_dir (small text file). */
 void nd_mig_record(struct nd_mig *m);
 
+/* nd_mig_csum.c: --verify's checksums, on the source */
+
+/* Start checksumming m's pages in a thread; 0 or -errno. */
+int nd_mig_csum_start(struct nd_mig *m);
+/* Stop and join the thread, if running, and free the checksums. */
+void nd_mig_csum_end(struct nd_mig *m);
+/*
+ * Send the chunks computed so far as VERIFY; returns true once all are
+ * sent. *ret: 0, or -errno from sending or from the thread's reads.
+ */
+bool nd_mig_csum_send(struct nd_mig *m, int *ret);
+
 /* nd_mig_conv.c: auto-converge, on the source */
 
 /*

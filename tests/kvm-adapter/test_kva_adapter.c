@@ -24,7 +24,6 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -36,99 +35,7 @@
 #include "common/bitmap.h"
 #include "common/util.h"
 #include "kvm-adapter/kva_int.h"
-
-static const char *ferry_vm;
-
-struct vmproc {
-	pid_t pid;
-	char sock[108];
-};
-
-/* Start ferry-vm --adapter SOCK with args (NULL-terminated). */
-static void vm_spawn(struct vmproc *v, const char *name, ...)
-{
-	const char *argv[40];
-	unsigned int n = 0;
-	va_list ap;
-
-	/* A stale socket file is ferry-vm's to replace. */
-	snprintf(v->sock, sizeof(v->sock), "/tmp/ferry-kva-%d-%s.sock",
-		 (int)getpid(), name);
-	argv[n++] = ferry_vm;
-	argv[n++] = "--adapter";
-	argv[n++] = v->sock;
-	argv[n++] = "--report";
-	argv[n++] = "0";
-	va_start(ap, name);
-	while (n < ARRAY_SIZE(argv) - 1 && (argv[n] = va_arg(ap, const char *)))
-		n++;
-	va_end(ap);
-	argv[n] = NULL;
-	v->pid = fork();
-	assert_true(v->pid >= 0);
-	if (!v->pid) {
-		/* No VM outlives a test binary that crashed or failed. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execv(ferry_vm, (char *const *)argv);
-		_exit(127);
-	}
-}
-
-/* Attach, retrying while ferry-vm starts up (or notices a dead client). */
-static struct kva_client *vm_attach(struct vmproc *v)
-{
-	uint64_t end = fy_now_ns() + 10000000000ULL;
-	struct kva_client *c = NULL;
-	int ret;
-
-	do {
-		ret = kva_client_attach(v->sock, &c);
-		if (!ret)
-			return c;
-		usleep(20000);
-	} while ((ret == -ENOENT || ret == -ECONNREFUSED || ret == -EBUSY) &&
-		 fy_now_ns() < end);
-	fail_msg("attach %s: %s", v->sock, strerror(-ret));
-	return NULL;
-}
-
-/* Exit status of v within seconds, or -1 (and v killed). */
-static int vm_wait(struct vmproc *v, double seconds)
-{
-	uint64_t end = fy_now_ns() + (uint64_t)(seconds * 1e9);
-	int st;
-
-	do {
-		if (waitpid(v->pid, &st, WNOHANG) == v->pid) {
-			v->pid = 0;
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-		}
-		usleep(10000);
-	} while (fy_now_ns() < end);
-	kill(v->pid, SIGKILL);
-	waitpid(v->pid, &st, 0);
-	v->pid = 0;
-	return -1;
-}
-
-static void vm_kill(struct vmproc *v)
-{
-	if (v->pid > 0) {
-		kill(v->pid, SIGKILL);
-		waitpid(v->pid, NULL, 0);
-		v->pid = 0;
-	}
-	unlink(v->sock);
-}
-
-/* EXIT, then the process must end with status want. */
-static void vm_exit(struct vmproc *v, struct kva_client *c, int want)
-{
-	assert_int_equal(kva_client_exit(c), 0);
-	kva_client_close(c);
-	assert_int_equal(vm_wait(v, 10), want);
-	unlink(v->sock);
-}
+#include "kva_test.h"
 
 static void status(struct kva_client *c, struct kva_status *st)
 {
@@ -1015,7 +922,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s FERRY-VM\n", argv[0]);
 		return 2;
 	}
-	ferry_vm = argv[1];
+	vm_init(argv[1], "kva");
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

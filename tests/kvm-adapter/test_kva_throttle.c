@@ -10,76 +10,25 @@
  */
 #include <errno.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "common/util.h"
 #include "kvm-adapter/kvm_adapter.h"
+#include "kva_test.h"
 
-static const char *ferry_vm;
-
-struct vmproc {
-	pid_t pid;
-	char sock[108];
-};
-
-/* Start ferry-vm --adapter SOCK running the dirty guest on one vCPU. */
-static void vm_spawn(struct vmproc *v, const char *name)
+/* Start ferry-vm running the dirty guest on one vCPU. */
+static void vm_spawn_dirty(struct vmproc *v, const char *name)
 {
-	const char *argv[] = {
-		ferry_vm,  "--adapter",	   v->sock,   "--report", "0",
-		"--mem",   "32M",	   "--vcpus", "1",	  "--guest",
-		"dirty",   "--workingset", "4M",      "--stride", "16",
-		"--sleep", "1000",	   NULL,
-	};
-
-	snprintf(v->sock, sizeof(v->sock), "/tmp/ferry-kvt-%d-%s.sock",
-		 (int)getpid(), name);
-	v->pid = fork();
-	assert_true(v->pid >= 0);
-	if (!v->pid) {
-		/* No VM outlives a test binary that crashed or failed. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execv(ferry_vm, (char *const *)argv);
-		_exit(127);
-	}
-}
-
-/* Attach, retrying while ferry-vm starts up (or notices a dead client). */
-static struct kva_client *vm_attach(struct vmproc *v)
-{
-	uint64_t end = fy_now_ns() + 10000000000ULL;
-	struct kva_client *c = NULL;
-	int ret;
-
-	do {
-		ret = kva_client_attach(v->sock, &c);
-		if (!ret)
-			return c;
-		usleep(20000);
-	} while ((ret == -ENOENT || ret == -ECONNREFUSED || ret == -EBUSY) &&
-		 fy_now_ns() < end);
-	fail_msg("attach %s: %s", v->sock, strerror(-ret));
-	return NULL;
-}
-
-static void vm_kill(struct vmproc *v)
-{
-	if (v->pid > 0) {
-		kill(v->pid, SIGKILL);
-		waitpid(v->pid, NULL, 0);
-		v->pid = 0;
-	}
-	unlink(v->sock);
+	vm_spawn(v, name, "--mem", "32M", "--vcpus", "1", "--guest", "dirty",
+		 "--workingset", "4M", "--stride", "16", "--sleep", "1000",
+		 NULL);
 }
 
 static unsigned int throttle_of(struct kva_client *c)
@@ -140,7 +89,7 @@ static void test_throttle_rate(void **state)
 	double half, tenth, free50, free90, last, back;
 
 	(void)state;
-	vm_spawn(&v, "rate");
+	vm_spawn_dirty(&v, "rate");
 	c = vm_attach(&v);
 	assert_int_equal(throttle_of(c), 0);
 	half = throttled_share(c, 50, &free50, &last);
@@ -175,7 +124,7 @@ static void test_throttle_refused(void **state)
 	uint64_t t0;
 
 	(void)state;
-	vm_spawn(&v, "bad");
+	vm_spawn_dirty(&v, "bad");
 	c = vm_attach(&v);
 	assert_int_equal(kva_client_throttle(c, 30), 0);
 	assert_int_equal(kva_client_throttle(c, 100), -EINVAL);
@@ -224,6 +173,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s FERRY-VM\n", argv[0]);
 		return 2;
 	}
-	ferry_vm = argv[1];
+	vm_init(argv[1], "kvt");
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,12 +34,12 @@
 #include "common/bitmap.h"
 #include "common/util.h"
 #include "kvm-adapter/kvm_adapter.h"
+#include "kva_test.h"
 #include "node/node_int.h"
 
 #define HOLDER_MEM_FD 100
 #define HOLDER_SOCK_FD 101
 
-static const char *ferry_vm;
 static const char *self_exe;
 
 struct holder_info {
@@ -116,75 +116,6 @@ static void holder_kill(struct holder *h)
 		close(h->sock);
 		h->pid = 0;
 	}
-}
-
-struct vmproc {
-	pid_t pid;
-	char sock[108];
-};
-
-static void vm_spawn(struct vmproc *v, const char *name, ...)
-{
-	const char *argv[40];
-	unsigned int n = 0;
-	va_list ap;
-
-	snprintf(v->sock, sizeof(v->sock), "/tmp/ferry-fault-%d-%s.sock",
-		 (int)getpid(), name);
-	argv[n++] = ferry_vm;
-	argv[n++] = "--adapter";
-	argv[n++] = v->sock;
-	argv[n++] = "--report";
-	argv[n++] = "0";
-	va_start(ap, name);
-	while (n < ARRAY_SIZE(argv) - 1 && (argv[n] = va_arg(ap, const char *)))
-		n++;
-	va_end(ap);
-	argv[n] = NULL;
-	v->pid = fork();
-	assert_true(v->pid >= 0);
-	if (!v->pid) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		execv(ferry_vm, (char *const *)argv);
-		_exit(127);
-	}
-}
-
-static struct kva_client *vm_attach(struct vmproc *v)
-{
-	uint64_t end = fy_now_ns() + 10000000000ULL;
-	struct kva_client *c = NULL;
-	int ret;
-
-	do {
-		ret = kva_client_attach(v->sock, &c);
-		if (!ret)
-			return c;
-		usleep(20000);
-	} while ((ret == -ENOENT || ret == -ECONNREFUSED || ret == -EBUSY) &&
-		 fy_now_ns() < end);
-	fail_msg("attach %s: %s", v->sock, strerror(-ret));
-	return NULL;
-}
-
-static int vm_wait(struct vmproc *v, double seconds)
-{
-	uint64_t end = fy_now_ns() + (uint64_t)(seconds * 1e9);
-	int st;
-
-	do {
-		if (waitpid(v->pid, &st, WNOHANG) == v->pid) {
-			v->pid = 0;
-			unlink(v->sock);
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-		}
-		usleep(10000);
-	} while (fy_now_ns() < end);
-	kill(v->pid, SIGKILL);
-	waitpid(v->pid, &st, 0);
-	v->pid = 0;
-	unlink(v->sock);
-	return -1;
 }
 
 static struct kva_status status(struct kva_client *c)
@@ -492,12 +423,8 @@ static void postcopy(enum nd_fault_mode mode)
 	fab_domain_close(fdom);
 	munmap(map, ld->regions[0].size);
 	holder_kill(&h2);
-	assert_int_equal(kva_client_exit(cd), 0);
-	kva_client_close(cd);
-	assert_int_equal(vm_wait(&dst, 10), 0);
-	assert_int_equal(kva_client_exit(cs), 0);
-	kva_client_close(cs);
-	assert_int_equal(vm_wait(&src, 10), 0);
+	vm_exit(&dst, cd, 0);
+	vm_exit(&src, cs, 0);
 	free(holes);
 	free(present);
 	free(blob);
@@ -529,7 +456,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s FERRY-VM\n", argv[0]);
 		return 2;
 	}
-	ferry_vm = argv[1];
+	vm_init(argv[1], "fault");
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: MIT
+/*
+ * --verify, on the source: at switchover, checksum every page of the
+ * paused VM in a thread of its own while the control thread sends the
+ * chunks done so far as VERIFY messages (from nd_migs_tick()); the
+ * destination compares them with the pages it pulled.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+/*
+ * Checksums per VERIFY: 32 Ki pages (128 MiB of RAM, 256 KiB of message),
+ * so that D compares one chunk while S computes the next.
+ */
+#define CSUMS_PER_MSG (1u << 15)
+
+/*
+ * --verify: checksum every page, chunk by chunk, in a thread of its own:
+ * 1 GiB takes about half a second, and the control thread must keep
+ * answering PINGs meanwhile (a peer silent for peer_timeout_ms is taken
+ * for dead).
+ */
+static void *csum_main(void *arg)
+{
+	struct nd_mig *m = arg;
+
+	for (uint64_t c = 0; c < m->csum_nchunks; c++) {
+		uint64_t s = c * CSUMS_PER_MSG;
+		uint64_t n = FY_MIN(m->pages - s, CSUMS_PER_MSG);
+		int ret;
+
+		if (__atomic_load_n(&m->csum_stop, __ATOMIC_ACQUIRE))
+			break;
+		ret = nd_memfd_csums(m->csum_fd, m->map, m->pages, s, n,
+				     m->csums + s);
+		if (ret) {
+			m->csum_ret = ret;
+			break;
+		}
+		__atomic_store_n(&m->csum_done, c + 1, __ATOMIC_RELEASE);
+		nd_mig_kick(m->n->mig_efd);
+	}
+	nd_mig_kick(m->n->mig_efd);
+	return NULL;
+}
+
+int nd_mig_csum_start(struct nd_mig *m)
+{
+	int ret;
+
+	m->csum_nchunks = (m->pages + CSUMS_PER_MSG - 1) / CSUMS_PER_MSG;
+	m->csums = malloc(m->pages * 8);
+	if (!m->csums)
+		return -ENOMEM;
+	m->csum_fd = kva_client_layout(m->vmp->kc)->regions[0].memfd;
+	m->csum_done = m->csum_sent = 0;
+	m->csum_stop = false;
+	m->csum_ret = 0;
+	ret = -pthread_create(&m->csum_thread, NULL, csum_main, m);
+	if (ret)
+		return ret;
+	m->csum_running = true;
+	return 0;
+}
+
+void nd_mig_csum_end(struct nd_mig *m)
+{
+	if (m->csum_running) {
+		__atomic_store_n(&m->csum_stop, true, __ATOMIC_RELEASE);
+		pthread_join(m->csum_thread, NULL);
+		m->csum_running = false;
+	}
+	free(m->csums);
+	m->csums = NULL;
+}
+
+bool nd_mig_csum_send(struct nd_mig *m, int *ret)
+{
+	uint64_t done = __atomic_load_n(&m->csum_done, __ATOMIC_ACQUIRE);
+	struct proto_msg v = { .type = PROTO_VERIFY };
+
+	*ret = 0;
+	for (; m->csum_sent < done && !*ret; m->csum_sent++) {
+		uint64_t s = m->csum_sent * CSUMS_PER_MSG;
+
+		v.verify.mig = m->id;
+		v.verify.start = s;
+		v.verify.len = FY_MIN(m->pages - s, CSUMS_PER_MSG) * 8;
+		v.verify.csums = (uint8_t *)(m->csums + s); /* little-endian */
+		*ret = nd_mig_send(m, &v);
+	}
+	if (!*ret && m->csum_ret)
+		*ret = m->csum_ret;
+	return m->csum_sent == m->csum_nchunks;
+}
