@@ -78,6 +78,18 @@ void kill_node_vms(struct node *n);
 bool pid_gone(pid_t pid);
 /* Entries of dir other than dot files, -1 if it cannot be read. */
 int files_in(const char *dir);
+/*
+ * A test binary's start: FERRYD, FERRY (and FERRY_VM into *vm_bin unless
+ * vm_bin is NULL) from the environment, ITEST_FILTER, kill_children() at
+ * exit, SIGPIPE ignored. Returns 0, or 1 with a message.
+ */
+int itest_env(const char **vm_bin);
+/* 0 as root, else 1 with a message naming what. */
+int itest_need_root(const char *what);
+struct CMUnitTest;
+/* Run the n tests as group "integration", then kill_children(). */
+int itest_run(const struct CMUnitTest *tests, size_t n,
+	      int (*group_setup)(void **));
 
 int setup(void **state);
 int teardown(void **state);

@@ -171,3 +171,43 @@ int files_in(const char *dir)
 	closedir(d);
 	return n;
 }
+
+int itest_env(const char **vm_bin)
+{
+	ferryd_bin = getenv("FERRYD");
+	ferry_bin = getenv("FERRY");
+	if (vm_bin)
+		*vm_bin = getenv("FERRY_VM");
+	if (!ferryd_bin || !ferry_bin || (vm_bin && !*vm_bin)) {
+		fprintf(stderr, "set FERRYD, FERRY%s to the built binaries\n",
+			vm_bin ? " and FERRY_VM" : "");
+		return 1;
+	}
+	/* meson runs some binaries in groups, e.g. ITEST_FILTER=test_round0_* */
+	if (getenv("ITEST_FILTER"))
+		cmocka_set_test_filter(getenv("ITEST_FILTER"));
+	atexit(kill_children);
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+int itest_need_root(const char *what)
+{
+	if (geteuid() == 0)
+		return 0;
+	fprintf(stderr,
+		"%s needs root: it creates network namespaces, veth "
+		"pairs and tc qdiscs\n",
+		what);
+	return 1;
+}
+
+int itest_run(const struct CMUnitTest *tests, size_t n,
+	      int (*group_setup)(void **))
+{
+	int ret = _cmocka_run_group_tests("integration", tests, n, group_setup,
+					  group_teardown);
+
+	kill_children();
+	return ret;
+}

@@ -546,26 +546,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_source_ferryd, NULL,
 						mig_teardown),
 	};
-	int ret;
 
-	ferryd_bin = getenv("FERRYD");
-	ferry_bin = getenv("FERRY");
-	ferry_vm_bin = getenv("FERRY_VM");
-	if (!ferryd_bin || !ferry_bin || !ferry_vm_bin) {
-		fprintf(stderr, "set FERRYD, FERRY and FERRY_VM to the built "
-				"binaries\n");
-		return 1;
-	}
-	/* meson runs the cases in groups: ITEST_FILTER=test_round0_* */
-	if (getenv("ITEST_FILTER"))
-		cmocka_set_test_filter(getenv("ITEST_FILTER"));
-	atexit(kill_children);
-	signal(SIGPIPE, SIG_IGN);
-	if (setup(NULL))
+	if (itest_env(&ferry_vm_bin) || setup(NULL))
 		return 1;
 	write_wrapper();
-	ret = cmocka_run_group_tests_name("integration", tests, NULL,
-					  group_teardown);
-	kill_children();
-	return ret;
+	return itest_run(tests, sizeof(tests) / sizeof(tests[0]), NULL);
 }

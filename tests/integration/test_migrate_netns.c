@@ -285,28 +285,8 @@ int main(void)
 						mig_teardown),
 		cmocka_unit_test_setup_teardown(test_stall, NULL, mig_teardown),
 	};
-	int ret;
 
-	ferryd_bin = getenv("FERRYD");
-	ferry_bin = getenv("FERRY");
-	ferry_vm_bin = getenv("FERRY_VM");
-	if (!ferryd_bin || !ferry_bin || !ferry_vm_bin) {
-		fprintf(stderr, "set FERRYD, FERRY and FERRY_VM to the built "
-				"binaries\n");
+	if (itest_env(&ferry_vm_bin) || itest_need_root("test_migrate_netns"))
 		return 1;
-	}
-	if (geteuid() != 0) {
-		fprintf(stderr, "test_migrate_netns needs root: it creates "
-				"network namespaces, veth pairs and tc "
-				"qdiscs\n");
-		return 1;
-	}
-	if (getenv("ITEST_FILTER"))
-		cmocka_set_test_filter(getenv("ITEST_FILTER"));
-	atexit(kill_children);
-	signal(SIGPIPE, SIG_IGN);
-	ret = cmocka_run_group_tests_name("integration", tests, setup,
-					  group_teardown);
-	kill_children();
-	return ret;
+	return itest_run(tests, sizeof(tests) / sizeof(tests[0]), setup);
 }

@@ -621,24 +621,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_die_sigkill, NULL,
 						th_teardown),
 	};
-	int ret;
 
-	ferryd_bin = getenv("FERRYD");
-	ferry_bin = getenv("FERRY");
-	if (!ferryd_bin || !ferry_bin) {
-		fprintf(stderr, "set FERRYD and FERRY to the built binaries\n");
+	if (itest_env(NULL) || itest_need_root("test_netns"))
 		return 1;
-	}
-	if (geteuid() != 0) {
-		fprintf(stderr, "test_netns needs root: it creates network "
-				"namespaces, veth pairs and tc qdiscs\n");
-		return 1;
-	}
 	itest_node_extra = "ping_interval_ms = 200\npeer_timeout_ms = 1000\n";
-	atexit(kill_children);
-	signal(SIGPIPE, SIG_IGN);
-	ret = cmocka_run_group_tests_name("netns", tests, setup,
-					  group_teardown);
-	kill_children();
-	return ret;
+	return itest_run(tests, sizeof(tests) / sizeof(tests[0]), setup);
 }

@@ -420,18 +420,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_fabric, NULL,
 						teardown),
 	};
-	int ret;
 
-	ferryd_bin = getenv("FERRYD");
-	ferry_bin = getenv("FERRY");
-	if (!ferryd_bin || !ferry_bin) {
-		fprintf(stderr, "set FERRYD and FERRY to the built binaries\n");
+	if (itest_env(NULL))
 		return 1;
-	}
-	atexit(kill_children);
-	signal(SIGPIPE, SIG_IGN);
-	ret = cmocka_run_group_tests_name("integration", tests, setup,
-					  group_teardown);
-	kill_children();
-	return ret;
+	return itest_run(tests, sizeof(tests) / sizeof(tests[0]), setup);
 }
