@@ -78,6 +78,8 @@ void kill_node_vms(struct node *n);
 bool pid_gone(pid_t pid);
 /* Entries of dir other than dot files, -1 if it cannot be read. */
 int files_in(const char *dir);
+/* Nodes a and b listing each other, started, both seeing the other. */
+void itest_pair(struct node *a, struct node *b);
 /*
  * A test binary's start: FERRYD, FERRY (and FERRY_VM into *vm_bin unless
  * vm_bin is NULL) from the environment, ITEST_FILTER, kill_children() at

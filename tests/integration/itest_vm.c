@@ -172,6 +172,18 @@ int files_in(const char *dir)
 	return n;
 }
 
+void itest_pair(struct node *a, struct node *b)
+{
+	node_init(a, "a");
+	node_init(b, "b");
+	node_add_peer(a, "b", b->port, b->key);
+	node_add_peer(b, "a", a->port, a->key);
+	node_start(a);
+	node_start(b);
+	assert_true(wait_state(a, "reachable", 1, 10) >= 0);
+	assert_true(wait_state(b, "reachable", 1, 10) >= 0);
+}
+
 int itest_env(const char **vm_bin)
 {
 	ferryd_bin = getenv("FERRYD");

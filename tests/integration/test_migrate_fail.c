@@ -96,14 +96,7 @@ static void two_nodes(void)
 		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 5000\n",
 		 wrapper);
 	itest_node_extra = extra;
-	node_init(&na, "a");
-	node_init(&nb, "b");
-	node_add_peer(&na, "b", nb.port, nb.key);
-	node_add_peer(&nb, "a", na.port, na.key);
-	node_start(&na);
-	node_start(&nb);
-	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
-	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
+	itest_pair(&na, &nb);
 }
 
 /* Start a ferry-vm called name under node n's vm_dir; ferryd lists it. */
