@@ -184,6 +184,27 @@ static void fmt_duration(uint64_t s, char *buf, size_t len)
 			 s / 3600 % 24);
 }
 
+/* Post-copies waiting for their holder: the VM waits on its faults. */
+static void print_stalls(FILE *f, const msgpack_object *a)
+{
+	char vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1];
+
+	if (!a || a->type != MSGPACK_OBJECT_ARRAY)
+		return;
+	for (uint32_t i = 0; i < a->via.array.size; i++) {
+		const msgpack_object *m = &a->via.array.ptr[i];
+
+		fprintf(f,
+			"STALLED:     migration %" PRId64 " (%s from %s): "
+			"post-copy waits for %s since %.1f s; the VM waits "
+			"on its faults\n",
+			nd_mp_int(m, "id", 0),
+			nd_mp_str(m, "vm", vm, sizeof(vm)),
+			nd_mp_str(m, "peer", peer, sizeof(peer)), peer,
+			nd_mp_double(m, "stalled_s", 0));
+	}
+}
+
 void nd_cli_print_status(FILE *f, const msgpack_object *r)
 {
 	char s[256], t[256], b[32];
@@ -207,6 +228,7 @@ void nd_cli_print_status(FILE *f, const msgpack_object *r)
 		nd_mp_int(r, "peers_reachable", 0),
 		nd_mp_int(r, "peers_configured", 0));
 	fprintf(f, "migrations:  %" PRId64 "\n", nd_mp_int(r, "migrations", 0));
+	print_stalls(f, nd_mp_get(r, "stalls"));
 	fprintf(f, "refused:     %" PRId64 " connections, ",
 		nd_mp_int(r, "refused", 0));
 	fprintf(f, "%" PRId64 " malformed messages\n",

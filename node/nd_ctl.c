@@ -160,7 +160,7 @@ static void pack_status(struct nd_node *n, msgpack_packer *pk)
 			reachable++;
 	if (n->fab)
 		fab_domain_stats(n->fab, &st);
-	msgpack_pack_map(pk, 17);
+	msgpack_pack_map(pk, 18);
 	nd_mp_pack_kv_str(pk, "node", n->cfg->name);
 	nd_mp_pack_kv_str(pk, "version", FERRY_VERSION);
 	nd_mp_pack_kv_u64(pk, "protocol", PROTO_VERSION);
@@ -175,6 +175,7 @@ static void pack_status(struct nd_node *n, msgpack_packer *pk)
 	nd_mp_pack_kv_u64(pk, "peers_reachable", reachable);
 	nd_mp_pack_kv_u64(pk, "peers_configured", n->npeers);
 	nd_mp_pack_kv_u64(pk, "migrations", nd_migs_active(n));
+	nd_migs_pack_stalls(n, pk, now);
 	nd_mp_pack_kv_u64(pk, "refused", n->refused);
 	nd_mp_pack_kv_u64(pk, "malformed", n->malformed);
 	nd_mp_pack_kv_u64(pk, "uptime_s", (now - n->start_ns) / 1000000000ULL);

@@ -248,6 +248,12 @@ void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
 	va_start(ap, fmt);
 	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
 	va_end(ap);
+	if (m->phase == ND_MIG_POSTCOPY) {
+		/* the VM runs on D and may need any page: keep serving */
+		mig_err(m, "during post-copy, ignored: %s", m->reason);
+		m->reason[0] = '\0';
+		return;
+	}
 	if (m->phase >= ND_MIG_COMMITTED) {
 		/* the destination has it all: never run the VM twice */
 		mig_err(m, "after commit: %s", m->reason);
@@ -522,6 +528,35 @@ static void switchover_end(struct nd_mig *m)
 				strerror(-ret));
 }
 
+/*
+ * --mode postcopy: D is ready (it answered the empty round 0). Pause, then
+ * find the pages with data: D fetches those, the rest are holes.
+ */
+static void postcopy_start(struct nd_mig *m)
+{
+	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	struct fy_run *runs;
+	size_t nr;
+	int ret;
+
+	ret = kva_client_pause(m->vmp->kc);
+	if (ret) {
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"cannot pause the VM: %s", strerror(-ret));
+		return;
+	}
+	m->t_pause = fy_now_ns();
+	ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs, &nr);
+	if (ret) {
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"cannot scan guest RAM: %s", strerror(-ret));
+		return;
+	}
+	m->resident = fy_runs_pages(runs, nr);
+	m->pc = true;
+	switchover(m, runs, nr);
+}
+
 /* The destination pulled everything announced: next round or switchover. */
 static void round_done(struct nd_mig *m)
 {
@@ -530,6 +565,10 @@ static void round_done(struct nd_mig *m)
 	size_t nr;
 	int ret;
 
+	if (!strcmp(m->o.mode, "postcopy")) {
+		postcopy_start(m);
+		return;
+	}
 	elapsed = now - m->round_start_ns;
 	/*
 	 * Bandwidth: the best rate of a round that moved at least 1 MiB
@@ -642,22 +681,16 @@ static void src_start_rounds(struct nd_mig *m)
 	size_t nr, njunk;
 	int ret;
 
-	/* post-copy: the VM stops first, so that the scan below is final */
-	ret = postcopy ? kva_client_pause(m->vmp->kc) : 0;
-	if (ret) {
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
-				"cannot pause the VM: %s", strerror(-ret));
-		return;
-	}
-	if (postcopy)
-		m->t_pause = fy_now_ns();
 	/*
 	 * Clear the dirty log first, then look for data: a page written
 	 * after the harvest shows in the next one, whatever the scan saw.
 	 */
 	ret = harvest(m, &junk, &njunk, &dirty);
 	free(junk);
-	if (!ret)
+	runs = NULL;
+	nr = 0;
+	/* post-copy: an empty round 0 that D answers once it is ready */
+	if (!ret && !postcopy)
 		ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs,
 					 &nr);
 	if (ret) {
@@ -681,11 +714,6 @@ static void src_start_rounds(struct nd_mig *m)
 	m->round = 0;
 	m->last_harvest_ns = fy_now_ns();
 	m->resident = fy_runs_pages(runs, nr);
-	if (postcopy) {
-		m->pc = true;
-		switchover(m, runs, nr);
-		return;
-	}
 	round_begin(m, runs, nr);
 	nd_mig_record(m);
 	mig_info(m,
@@ -986,7 +1014,7 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			if (m->dst && !nd_mig_finished(m) &&
 			    nd_peer_state(m->peer, now) ==
 				    ND_PEER_UNREACHABLE &&
-			    m->phase < ND_MIG_COMMITTED)
+			    m->phase < ND_MIG_POSTCOPY)
 				nd_mig_dst_stop(m, "source unreachable", false);
 			continue;
 		}

@@ -293,6 +293,35 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	pack_pc(pk, m, now);
 }
 
+void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now)
+{
+	struct nd_mig *st[ND_MIGS_MAX];
+	unsigned k = 0;
+
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		struct nd_mig *m = n->migs[i];
+
+		/* the source's silence shows before a read times out */
+		if (m && m->phase == ND_MIG_POSTCOPY && !m->source &&
+		    (m->stall_t0 ||
+		     nd_peer_state(m->peer, now) != ND_PEER_REACHABLE))
+			st[k++] = m;
+	}
+	nd_mp_pack_str(pk, "stalls");
+	msgpack_pack_array(pk, k);
+	for (unsigned i = 0; i < k; i++) {
+		uint64_t t0 = st[i]->stall_t0 ? st[i]->stall_t0
+					      : st[i]->peer->last_pong_ns;
+
+		msgpack_pack_map(pk, 4);
+		nd_mp_pack_kv_u64(pk, "id", st[i]->id);
+		nd_mp_pack_kv_str(pk, "vm", st[i]->vm);
+		nd_mp_pack_kv_str(pk, "peer", st[i]->peer->conf->name);
+		nd_mp_pack_str(pk, "stalled_s");
+		msgpack_pack_double(pk, t0 && now > t0 ? (now - t0) / 1e9 : 0);
+	}
+}
+
 static void pack_error(msgpack_packer *pk, const char *text)
 {
 	msgpack_pack_map(pk, 1);

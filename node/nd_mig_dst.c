@@ -285,8 +285,13 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		if (ret)
 			return nd_mig_dst_fail(d,
 					       "cannot reach the source's "
-					       "fabric "
-					       "address: %s",
+					       "fabric address: %s",
+					       strerror(-ret));
+		/* post-copy's endpoints now, not in the downtime */
+		ret = d->may_postcopy ? nd_post_prepare(d) : 0;
+		if (ret)
+			return nd_mig_dst_fail(d,
+					       "cannot prepare post-copy: %s",
 					       strerror(-ret));
 		nd_mig_dst_phase(d, ND_MIG_PRECOPY);
 		return 0;

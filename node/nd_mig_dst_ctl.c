@@ -120,6 +120,7 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 	m->bytes = d->bytes;
 	m->verified_pages = d->verified;
 	m->pcs = d->pcs;
+	m->stall_t0 = d->stall_t0;
 	m->t_resumed = d->t_resumed;
 	m->o.verify = d->verified > 0;
 	if (m->vmp && !d->done)

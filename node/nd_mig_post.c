@@ -70,6 +70,7 @@ struct nd_post {
 	uint64_t *unmapped; /* minor: pre-copied pages not CONTINUEd yet */
 	uint64_t cont_cursor;
 	struct fab_domain *fdom;
+	struct fab_ep *fep; /* the fault server's, until it starts */
 	struct nd_fault *fs;
 	uint8_t *stage;
 	struct fab_mr *stage_mr;
@@ -429,6 +430,10 @@ static void send_stats(struct nd_mig_dst *d, uint64_t now)
 
 	nd_fault_stats(d->post->fs, &st);
 	pthread_mutex_lock(&d->lock);
+	if (!(st.stalled || d->post->broken))
+		d->stall_t0 = 0;
+	else if (!d->stall_t0)
+		d->stall_t0 = now;
 	nd_pc_stats_from(&d->pcs, &st, now - d->t_resumed);
 	d->pcs.mig = d->id;
 	d->pages_valid = d->pages - d->pending;
@@ -496,28 +501,79 @@ void nd_pc_stats_from(struct proto_pc_stats *o, const struct nd_fault_stats *s,
 	};
 }
 
-int nd_post_begin(struct nd_mig_dst *d)
+/*
+ * Read one page over ep and wait for it: the provider makes its
+ * connection on the first operation, which must not be a guest's fault.
+ */
+static int warm_up(struct nd_mig_dst *d, struct fab_domain *dom,
+		   struct fab_ep *ep, uint8_t *buf, struct fab_mr *mr)
 {
-	const struct kva_layout *l = kva_client_layout(d->kc);
+	uint64_t end = fy_now_ns() + 5000000000ULL;
+	struct fab_cqe c[8];
+	int ret, n;
+
+	do {
+		ret = fab_read(ep, buf, PAGE, mr, &d->rk, 0, buf);
+	} while (ret == -EAGAIN && fab_poll(dom, c, 8, 1) >= 0 &&
+		 fy_now_ns() < end);
+	while (!ret) {
+		n = fab_poll(dom, c, 8, 10);
+		for (int i = 0; i < n; i++)
+			if (c[i].ctx == buf)
+				return c[i].status;
+		if (n < 0 || fy_now_ns() > end)
+			return n < 0 ? n : -ETIMEDOUT;
+	}
+	return ret;
+}
+
+int nd_post_prepare(struct nd_mig_dst *d)
+{
 	struct fab_opts fo = {
 		.provider = d->n->cfg->provider,
 		.node = d->n->cfg->fabric_address,
 	};
-	struct nd_fault_params fp = { 0 };
 	struct nd_post *p;
+	int ret;
+
+	p = d->post = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->backoff = BACKOFF_MIN_NS;
+	ret = stage_alloc(d);
+	if (!ret)
+		ret = fab_domain_open(&fo, &p->fdom);
+	if (!ret && !(p->fep = connect_fault_ep(d)))
+		ret = -ENOTCONN;
+	if (!ret)
+		ret = warm_up(d, d->n->fab, d->ep, p->stage, p->stage_mr);
+	if (!ret) {
+		struct fab_mr *mr = NULL;
+
+		/* the fault domain's own buffer: the last staging page */
+		ret = fab_mr_reg(p->fdom, p->stage, PAGE, FAB_ACCESS_LOCAL,
+				 &mr);
+		if (!ret)
+			ret = warm_up(d, p->fdom, p->fep, p->stage, mr);
+		fab_mr_dereg(mr);
+	}
+	return ret;
+}
+
+int nd_post_begin(struct nd_mig_dst *d)
+{
+	const struct kva_layout *l = kva_client_layout(d->kc);
+	struct nd_fault_params fp = { 0 };
+	struct nd_post *p = d->post;
 	struct proto_msg *m;
 	uint64_t words = (d->pages + 63) / 64, t0 = fy_now_ns();
 	int ret;
 
-	if (!l->uffd || !d->seen)
+	if (!l->uffd || !p)
 		return nd_mig_dst_fail(d, "post-copy: the VM has no uffd");
-	p = d->post = calloc(1, sizeof(*p));
-	if (!p)
-		return nd_mig_dst_fail(d, "out of memory");
 	p->uffd = kva_client_uffd(d->kc);
 	p->uffd_base = l->regions[0].uffd_base;
 	p->minor = l->uffd_minor;
-	p->backoff = BACKOFF_MIN_NS;
 	/* no populator: a page it allocates would look present */
 	nd_pop_stop(d->pop);
 	d->pop = NULL;
@@ -537,24 +593,19 @@ int nd_post_begin(struct nd_mig_dst *d)
 		p->holes[words - 1] &= (1ULL << (d->pages % 64)) - 1;
 	if (p->minor)
 		p->unmapped = bitmap_dup(p->present, d->pages);
-	ret = stage_alloc(d);
-	if (!ret)
-		ret = fab_domain_open(&fo, &p->fdom);
-	if (ret)
-		return nd_mig_dst_fail(d, "post-copy: cannot set up reads: %s",
-				       strerror(-ret));
 	fp.uffd = p->uffd;
 	fp.uffd_base = p->uffd_base;
 	fp.minor = p->minor;
 	fp.map = d->map;
 	fp.pages = d->pages;
 	fp.dom = p->fdom;
-	fp.ep = connect_fault_ep(d);
+	fp.ep = p->fep;
+	p->fep = NULL; /* the server's, also when it fails to start */
 	fp.rkey = d->rk;
 	fp.holes = p->holes;
 	fp.present = p->present;
 	fp.prepage_max = PREPAGE_MAX;
-	ret = fp.ep ? nd_fault_open(&fp, &p->fs) : -ENOTCONN;
+	ret = nd_fault_open(&fp, &p->fs);
 	if (ret) {
 		fab_ep_close(fp.ep);
 		return nd_mig_dst_fail(d, "post-copy: no fault server: %s",
@@ -659,6 +710,7 @@ void nd_post_end(struct nd_mig_dst *d)
 	if (!p)
 		return;
 	nd_fault_close(p->fs);
+	fab_ep_close(p->fep);
 	if (p->fdom)
 		fab_domain_close(p->fdom);
 	drop_ep(d);

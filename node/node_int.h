@@ -555,6 +555,7 @@ struct nd_mig {
 	bool holder_lost; /* restarted: D needs our HOLDER_MAP again */
 	uint64_t t_resumed; /* the VM runs on the destination since */
 	struct proto_pc_stats pcs; /* the destination's last PC_STATS */
+	uint64_t stall_t0; /* destination: post-copy stalled since; 0 */
 	/* destination */
 	struct nd_mig_dst *dst;
 };
@@ -655,6 +656,7 @@ struct nd_mig_dst {
 	uint64_t gen, pages_valid, pages_pulled, bytes, verified;
 	struct proto_pc_stats pcs; /* post-copy: the last PC_STATS */
 	uint64_t t_resumed; /* post-copy: since when the VM runs here */
+	uint64_t stall_t0; /* post-copy: the holder is lost since; 0 */
 	bool done; /* the thread ended */
 	bool handed; /* committed: kc and pid are the node's now */
 	struct kva_client *kc_out;
@@ -711,7 +713,13 @@ int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /*
- * nd_mig_post.c, the destination's post-copy: all pre-copy reads are in
+ * nd_mig_post.c, the destination's post-copy. Prepare (with the source's
+ * holder map, while nothing waits): the fault server's domain, endpoint
+ * and our staging buffer. 0 or -errno.
+ */
+int nd_post_prepare(struct nd_mig_dst *d);
+/*
+ * All pre-copy reads are in
  * and STATE came; start the fault server, load the state, resume the VM
  * here. 0, or -1 (failed before the VM ran: the source resumes it).
  */
@@ -778,6 +786,8 @@ void nd_migs_command(struct nd_node *n, const char *cmd,
 		     const msgpack_object *req, msgpack_packer *pk);
 /* Migrations not finished yet. */
 unsigned nd_migs_active(const struct nd_node *n);
+/* For `ferry status`: "stalls", the post-copies waiting for a holder. */
+void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now);
 /* Stop destination threads, fail what is in flight; at shutdown. */
 void nd_migs_close(struct nd_node *n);
 

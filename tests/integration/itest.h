@@ -78,6 +78,10 @@ void kill_node_vms(struct node *n);
 bool pid_gone(pid_t pid);
 /* Entries of dir other than dot files, -1 if it cannot be read. */
 int files_in(const char *dir);
+/* n's ferryd still runs and its log shows no crash. */
+void itest_no_crash(struct node *n);
+/* Print both nodes' logs (a failing test's evidence). */
+void itest_dump_logs(struct node *a, struct node *b);
 /* Nodes a and b listing each other, started, both seeing the other. */
 void itest_pair(struct node *a, struct node *b);
 /*

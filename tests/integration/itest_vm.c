@@ -223,3 +223,22 @@ int itest_run(const struct CMUnitTest *tests, size_t n,
 	kill_children();
 	return ret;
 }
+
+void itest_no_crash(struct node *n)
+{
+	static const char *const bad[] = { "terminated with signal",
+					   "AddressSanitizer",
+					   "runtime error:" };
+	const char *log = slurp(n->log);
+
+	for (size_t j = 0; j < sizeof(bad) / sizeof(bad[0]); j++)
+		if (strstr(log, bad[j]))
+			fail_msg("%s: %s", n->name, log);
+	assert_int_equal(node_wait(n, 0), -1);
+}
+
+void itest_dump_logs(struct node *a, struct node *b)
+{
+	print_error("--- %s.log\n%s\n", a->name, slurp(a->log));
+	print_error("--- %s.log\n%s\n", b->name, slurp(b->log));
+}

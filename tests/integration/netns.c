@@ -721,3 +721,31 @@ void th_node_start(struct testhosts *th, int host, struct node *n)
 	assert_int_equal(th_spawn(th, host, argv, fd, &n->pid), 0);
 	close(fd);
 }
+
+struct testhosts *th_pair(uint64_t rate_bps, struct node *a, struct node *b,
+			  const char *ferry_vm)
+{
+	static char extra[600];
+	struct testhosts *th;
+
+	assert_int_equal(th_create(2, &th), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(th_shape(th, i, rate_bps, 0), 0);
+	snprintf(extra, sizeof(extra),
+		 "ferry_vm = %s\nping_interval_ms = 200\n"
+		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 5000\n",
+		 ferry_vm);
+	itest_node_extra = extra;
+	th_node_init(th, 0, a, "a");
+	th_node_init(th, 1, b, "b");
+	th_node_add_peer(th, a, 1, b);
+	th_node_add_peer(th, b, 0, a);
+	th_node_start(th, 0, a);
+	th_node_start(th, 1, b);
+	if (wait_state(a, "reachable", 1, 10) < 0 ||
+	    wait_state(b, "reachable", 1, 10) < 0) {
+		itest_dump_logs(a, b);
+		fail();
+	}
+	return th;
+}

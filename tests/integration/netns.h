@@ -126,5 +126,12 @@ void th_node_add_peer(struct testhosts *th, struct node *n, int peer_host,
 		      const struct node *p);
 /* Start n's ferryd in host (th_spawn(): killed by th_destroy()). */
 void th_node_start(struct testhosts *th, int host, struct node *n);
+/*
+ * Two hosts, links shaped to rate_bps, node a (ferryd) on host 0 and b on
+ * host 1 listing each other, started with ferry_vm and short timeouts
+ * (ping 200 ms, peer 1 s, migration 5 s), each seeing the other.
+ */
+struct testhosts *th_pair(uint64_t rate_bps, struct node *a, struct node *b,
+			  const char *ferry_vm);
 
 #endif /* FERRY_TESTS_INTEGRATION_NETNS_H */

@@ -43,50 +43,11 @@ static const char *ferry_vm_bin;
 static struct testhosts *th;
 static struct node na, nb;
 static pid_t vm_pid;
-static char extra[600];
-
-static void dump_logs(void)
-{
-	print_error("--- a.log\n%s\n", slurp(na.log));
-	print_error("--- b.log\n%s\n", slurp(nb.log));
-}
-
-/* n's ferryd still runs and its log shows no crash. */
-static void no_crash(struct node *n)
-{
-	static const char *const bad[] = { "terminated with signal",
-					   "AddressSanitizer",
-					   "runtime error:" };
-	const char *log = slurp(n->log);
-
-	for (size_t j = 0; j < sizeof(bad) / sizeof(bad[0]); j++)
-		if (strstr(log, bad[j]))
-			fail_msg("%s: %s", n->name, log);
-	assert_int_equal(node_wait(n, 0), -1);
-}
 
 /* Node a on host 0 and b on host 1, links shaped to rate_bps, reachable. */
 static void two_hosts(uint64_t rate_bps)
 {
-	assert_int_equal(th_create(2, &th), 0);
-	for (int i = 0; i < 2; i++)
-		assert_int_equal(th_shape(th, i, rate_bps, 0), 0);
-	snprintf(extra, sizeof(extra),
-		 "ferry_vm = %s\nping_interval_ms = 200\n"
-		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 5000\n",
-		 ferry_vm_bin);
-	itest_node_extra = extra;
-	th_node_init(th, 0, &na, "a");
-	th_node_init(th, 1, &nb, "b");
-	th_node_add_peer(th, &na, 1, &nb);
-	th_node_add_peer(th, &nb, 0, &na);
-	th_node_start(th, 0, &na);
-	th_node_start(th, 1, &nb);
-	if (wait_state(&na, "reachable", 1, 10) < 0 ||
-	    wait_state(&nb, "reachable", 1, 10) < 0) {
-		dump_logs();
-		fail();
-	}
+	th = th_pair(rate_bps, &na, &nb, ferry_vm_bin);
 }
 
 /* Start a ferry-vm called name under a's vm_dir; ferryd lists it. */
@@ -130,7 +91,7 @@ static void move_over(uint64_t rate_bps, const char *mem, long pages)
 	ret = ferry_args(&na, 60, out, err, "--json", "migrate", "v1", "--to",
 			 "b", "--verify", NULL);
 	if (ret || !strstr(out, "\"state\":\"completed\"")) {
-		dump_logs();
+		itest_dump_logs(&na, &nb);
 		fail_msg("migrate: %d %s %s", ret, out, err);
 	}
 	resident = json_num(out, "pages_resident");
@@ -161,8 +122,8 @@ static void move_over(uint64_t rate_bps, const char *mem, long pages)
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
 	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
 	assert_null(strstr(out, "v1"));
-	no_crash(&na);
-	no_crash(&nb);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
 }
 
 static void test_link_1g(void **state)
@@ -232,7 +193,7 @@ static void test_stall(void **state)
 		sleep_ms(100);
 	}
 	if (t_fail < 0) {
-		dump_logs();
+		itest_dump_logs(&na, &nb);
 		fail_msg("still not failed %d s after the stall: %s",
 			 STALL_BOUND_S, out);
 	}
@@ -272,8 +233,8 @@ static void test_stall(void **state)
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(th_set_rate(th, i, 1000000000ULL), 0);
 	sleep_ms(3000);
-	no_crash(&na);
-	no_crash(&nb);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
 }
 
 int main(void)
