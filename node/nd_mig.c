@@ -422,6 +422,16 @@ static void runs_or(uint64_t *bm, const struct fy_run *runs, size_t nr)
  */
 static void switchover_end(struct nd_mig *m);
 
+/* SWITCHOVER, POSTCOPY: the migration and its generation. */
+static int send_gen(struct nd_mig *m, enum proto_type t)
+{
+	struct proto_msg g = { .type = t };
+
+	g.switchover.mig = m->id;
+	g.switchover.gen = m->gen;
+	return nd_mig_send(m, &g);
+}
+
 static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 {
 	struct kva_client *kc = m->vmp->kc;
@@ -472,7 +482,13 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 			 " pages (expected downtime %" PRIu64 " ms)",
 			 m->round, fy_runs_pages(runs, nr), m->expected_dt_ms);
 	round_begin(m, runs, nr);
-	ret = announce_round(m, false);
+	/*
+	 * Post-copy: POSTCOPY first, so that D takes the last DIRTY_SETs as
+	 * pages to fetch with the VM running, not as one more round to pull.
+	 */
+	ret = m->pc ? send_gen(m, PROTO_POSTCOPY) : 0;
+	if (!ret)
+		ret = announce_round(m, false);
 	m->deadline = fy_now_ns() + m->n->cfg->mig_timeout_ms * 1000000ULL;
 	if (!ret && m->o.verify && !m->pc) {
 		/* the tick sends the chunks, then calls switchover_end() */
@@ -489,13 +505,11 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 
 /*
  * After the last pages (and checksums): SWITCHOVER and STATE; post-copy:
- * POSTCOPY and STATE, after which our VM never runs again unless the
- * destination ABORTs before it resumed the VM (the record says so first).
+ * STATE, after which our VM never runs again unless the destination
+ * ABORTs before it resumed the VM (the record says so before POSTCOPY).
  */
 static void switchover_end(struct nd_mig *m)
 {
-	struct proto_msg s = { .type = m->pc ? PROTO_POSTCOPY
-					     : PROTO_SWITCHOVER };
 	struct proto_msg st = { .type = PROTO_STATE };
 	struct kva_client *kc = m->vmp->kc;
 	void *blob = NULL;
@@ -504,11 +518,7 @@ static void switchover_end(struct nd_mig *m)
 
 	nd_mig_csum_end(m);
 	m->verified_pages = m->o.verify ? m->pages : 0;
-	s.switchover.mig = m->id;
-	s.switchover.gen = m->gen;
-	if (m->pc)
-		nd_mig_record(m);
-	ret = nd_mig_send(m, &s);
+	ret = m->pc ? 0 : send_gen(m, PROTO_SWITCHOVER);
 	if (!ret) {
 		ret = kva_client_get_state(kc, &blob, &len);
 		if (ret)

@@ -79,6 +79,7 @@ struct nd_post {
 	struct fab_mr *parked_mr[PARKED_MAX];
 	unsigned nparked;
 	uint64_t next_stats;
+	uint64_t prepaged; /* pages we fetched for the fault server */
 	bool broken; /* our endpoint failed: connect again */
 	uint64_t reconnect_at, backoff;
 };
@@ -192,6 +193,7 @@ static void drop_ep(struct nd_mig_dst *d)
 			d->slots[i].posted = false;
 			d->inflight--;
 		}
+	d->win.inflight = 0;
 	stage_park(d);
 }
 
@@ -298,7 +300,9 @@ static int post_run(struct nd_mig_dst *d, struct nd_mig_slot *s)
 		return 0;
 	}
 	s->posted = true;
+	s->t_post = fy_now_ns();
 	d->inflight++;
+	d->win.inflight += s->pages * PAGE;
 	return 0;
 }
 
@@ -365,16 +369,21 @@ static void post_reads(struct nd_mig_dst *d)
 	if (!d->ep || p->broken)
 		return;
 	for (i = 0; i < WINDOW; i++)
-		if (d->slots[i].used && !d->slots[i].posted && !p->broken)
+		if (d->slots[i].used && !d->slots[i].posted && !p->broken &&
+		    nd_window_room(&d->win, d->slots[i].pages * PAGE))
 			post_run(d, &d->slots[i]);
 	/* pre-paging around recent faults first */
 	n = nd_fault_prepage_take(p->fs, pre,
 				  FY_MIN(PREPAGE_BATCH, WINDOW - d->inflight));
-	for (i = 0; i < n && (s = free_slot(d)); i++)
+	for (i = 0;
+	     i < n && (s = free_slot(d)) && nd_window_room(&d->win, PAGE); i++)
 		if (fy_bit_test(d->need, pre[i]) &&
-		    nd_fault_claim(p->present, pre[i]))
+		    nd_fault_claim(p->present, pre[i])) {
 			take_slot(d, s, pre[i], 1);
-	while (!p->broken && (s = free_slot(d))) {
+			p->prepaged++;
+		}
+	while (!p->broken && (s = free_slot(d)) &&
+	       nd_window_room(&d->win, RUN * PAGE)) {
 		page = next_run(d, &len);
 		if (page == UINT64_MAX)
 			break;
@@ -398,6 +407,8 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 			continue;
 		s->posted = false;
 		d->inflight--;
+		nd_window_done(&d->win, s->pages * PAGE,
+			       fy_now_ns() - s->t_post);
 		if (c[i].status) {
 			if (!p->broken)
 				pr_warn("post-copy read failed (%s): "
@@ -436,6 +447,7 @@ static void send_stats(struct nd_mig_dst *d, uint64_t now)
 		d->stall_t0 = now;
 	nd_pc_stats_from(&d->pcs, &st, now - d->t_resumed);
 	d->pcs.mig = d->id;
+	d->pcs.prepaged += d->post->prepaged;
 	d->pages_valid = d->pages - d->pending;
 	pthread_mutex_unlock(&d->lock);
 	if (!m || !pg) {
@@ -620,6 +632,11 @@ int nd_post_begin(struct nd_mig_dst *d)
 	d->blob = NULL;
 	d->pending = fy_bitmap_count(d->need, d->pages);
 	d->cursor = 0;
+	/* a fault waits behind about 20 ms of our reads on the link */
+	d->win = (struct nd_window){ .cap = 1 << 20,
+				     .min = RUN * PAGE,
+				     .max = WINDOW * RUN * PAGE,
+				     .target_ns = 20000000ULL };
 	nd_mig_dst_phase(d, ND_MIG_POSTCOPY);
 	/* from here on the VM is ours alone: no ABORT, never killed */
 	d->pc = true;

@@ -624,8 +624,29 @@ struct nd_mig_qmsg {
 	struct nd_mig_qmsg *next;
 };
 
+/*
+ * The bytes of reads a puller keeps in flight: enough to fill the link,
+ * few enough that a read waits about target_ns at most (reads on one
+ * connection queue behind each other: on a slow link they would time out,
+ * and in post-copy a fault would wait behind them). Grows by what
+ * completes in time, halves when a read takes twice the target.
+ */
+struct nd_window {
+	uint64_t cap, min, max, target_ns;
+	uint64_t inflight;
+};
+
+static inline bool nd_window_room(const struct nd_window *w, uint64_t len)
+{
+	return !w->inflight || w->inflight + len <= w->cap;
+}
+
+/* A read of len bytes completed lat_ns after it was posted. */
+void nd_window_done(struct nd_window *w, uint64_t len, uint64_t lat_ns);
+
 struct nd_mig_slot {
 	uint64_t start, pages; /* a DELTA_SET chunk: offset and bytes */
+	uint64_t t_post;
 	bool used;
 	bool delta;
 	bool posted; /* post-copy: a read in flight (else one to repost) */
@@ -676,6 +697,7 @@ struct nd_mig_dst {
 	uint64_t cursor;
 	unsigned inflight;
 	uint64_t inflight_pages;
+	struct nd_window win;
 	struct nd_mig_slot slots[ND_MIG_WINDOW];
 	/* a DELTA_SET being pulled into dbuf, then applied */
 	bool djob;

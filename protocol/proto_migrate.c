@@ -37,7 +37,7 @@
  *     contents, encoded page by page against the copy D already holds, lie
  *     in S's registered buffer [b, b + l) under key k; D pulls the buffer
  *     and applies it.
- *   Post-copy: instead of SWITCHOVER, S sends POSTCOPY(m, g) after the
+ *   Post-copy: instead of SWITCHOVER, S sends POSTCOPY(m, g) before the
  *     last DIRTY_SETs (VM paused), then STATE: D resumes the VM at once
  *     with what it holds, fetches the rest on demand (faults) and in the
  *     background, sends RESUMED(m, g) once the VM runs, PC_STATS(m, ...)
