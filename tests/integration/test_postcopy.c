@@ -21,6 +21,8 @@
  *               migration completes on both sides
  *   cut         50 Mbit/s: the link is cut for 3 s during post-copy; the
  *               stall shows, then the migration completes
+ *   vm_killed   50 Mbit/s: SIGKILL the source ferry-vm during post-copy:
+ *               its pages live on in ferryd's mapping, nothing is lost
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -31,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -332,6 +335,26 @@ static void test_cut(void **state)
 	check_moved(out, pass);
 }
 
+static void test_vm_killed(void **state)
+{
+	char out[OUT_MAX], id[32];
+	long pass;
+	int status;
+
+	(void)state;
+	slow_postcopy(id, sizeof(id), &pass);
+	assert_int_equal(kill(vm_pid, SIGKILL), 0);
+	assert_int_equal(waitpid(vm_pid, &status, 0), vm_pid);
+	untrack(vm_pid);
+	wait_mig(&na, id, "completed", 60, out);
+	wait_counter(&nb, "pass", pass + 2);
+	assert_int_equal(vm_counter(&nb, "failed"), 0);
+	assert_int_equal(ferry(&na, true, "status", out, out + OUT_MAX / 2), 0);
+	assert_int_equal(json_num(out, "memory_bytes"), 0);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -344,6 +367,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart, NULL,
 						pc_teardown),
 		cmocka_unit_test_setup_teardown(test_cut, NULL, pc_teardown),
+		cmocka_unit_test_setup_teardown(test_vm_killed, NULL,
+						pc_teardown),
 	};
 
 	if (itest_env(&ferry_vm_bin) || itest_need_root("test_postcopy"))
