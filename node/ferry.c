@@ -37,7 +37,8 @@ static void usage(FILE *f)
 		"            last seen; connections refused\n"
 		"  vms       the VMs of this host: memory, vCPUs, state, "
 		"progress\n"
-		"  migrate VM --to PEER [--mode precopy] [--downtime-limit "
+		"  migrate VM --to PEER [--mode precopy|postcopy|hybrid]\n"
+		"            [--postcopy-after ROUNDS|auto] [--downtime-limit "
 		"MS]\n"
 		"            [--max-bandwidth RATE] [--compress none|delta] "
 		"[--verify]\n"
@@ -53,6 +54,8 @@ static void usage(FILE *f)
 		"  migration ID  one migration's state\n"
 		"  cancel ID   stop a migration before switchover; the VM "
 		"stays\n"
+		"  migrate-postcopy ID  switch a --mode hybrid migration to "
+		"post-copy now\n"
 		"  version   ferry's version and protocol version\n"
 		"\n"
 		"options:\n"
@@ -168,6 +171,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	static const struct option opts[] = {
 		{ "to", required_argument, NULL, 't' },
 		{ "mode", required_argument, NULL, 'm' },
+		{ "postcopy-after", required_argument, NULL, 'P' },
 		{ "downtime-limit", required_argument, NULL, 'd' },
 		{ "max-bandwidth", required_argument, NULL, 'b' },
 		{ "compress", required_argument, NULL, 'z' },
@@ -188,6 +192,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	uint64_t thr[3] = { 0, 0, 0 }; /* initial, increment, max */
 	const char *compress = "none";
 	uint64_t dt = 300, bw = 0, rounds = 30, timeout = 600, stall = 3, id;
+	uint64_t pc_after = 0; /* 0: auto */
 	bool verify = false, detach = false;
 	msgpack_unpacked reply;
 	msgpack_sbuffer sb;
@@ -197,14 +202,35 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	int c, ret;
 
 	optind = 0; /* GNU: a full reset, permuting again */
-	while ((c = getopt_long(argc, argv, "t:m:d:b:z:va:r:T:DjS:I:N:X:", opts,
-				NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:m:d:b:z:va:r:T:DjS:I:N:X:P:",
+				opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			to = optarg;
 			break;
 		case 'm':
+			if (strcmp(optarg, "precopy") &&
+			    strcmp(optarg, "postcopy") &&
+			    strcmp(optarg, "hybrid")) {
+				fprintf(stderr,
+					"ferry: --mode precopy, postcopy or "
+					"hybrid, not '%s'\n",
+					optarg);
+				return ND_EXIT_USAGE;
+			}
 			mode = optarg;
+			break;
+		case 'P':
+			pc_after = strtoull(optarg, &end, 10);
+			if (strcmp(optarg, "auto") && (*end || !pc_after)) {
+				fprintf(stderr,
+					"ferry: bad --postcopy-after '%s' "
+					"(rounds, or auto)\n",
+					optarg);
+				return ND_EXIT_USAGE;
+			}
+			if (!strcmp(optarg, "auto"))
+				pc_after = 0;
 			break;
 		case 'd':
 			dt = strtoull(optarg, &end, 10);
@@ -308,8 +334,9 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 15);
+	msgpack_pack_map(&pk, 16);
 	nd_mp_pack_kv_str(&pk, "cmd", "migrate");
+	nd_mp_pack_kv_u64(&pk, "postcopy_after", pc_after);
 	nd_mp_pack_kv_str(&pk, "vm", argv[optind]);
 	nd_mp_pack_kv_str(&pk, "to", to);
 	nd_mp_pack_kv_str(&pk, "mode", mode);
@@ -345,7 +372,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	return follow(sock, id, json);
 }
 
-/* status, peers, vms, migrations, migration ID, cancel ID */
+/* status, peers, vms, migrations; migration, cancel, migrate-postcopy ID */
 static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 		      bool json)
 {
@@ -452,13 +479,15 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "status") && strcmp(cmd, "peers") &&
 	    strcmp(cmd, "vms") && strcmp(cmd, "migrations") &&
 	    strcmp(cmd, "migration") && strcmp(cmd, "cancel") &&
-	    strcmp(cmd, "migrate") && strcmp(cmd, "version")) {
+	    strcmp(cmd, "migrate-postcopy") && strcmp(cmd, "migrate") &&
+	    strcmp(cmd, "version")) {
 		fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
 		usage(stderr);
 		return ND_EXIT_USAGE;
 	}
 	if (strcmp(cmd, "migrate") &&
-	    nargs != (!strcmp(cmd, "migration") || !strcmp(cmd, "cancel"))) {
+	    nargs != (!strcmp(cmd, "migration") || !strcmp(cmd, "cancel") ||
+		      !strcmp(cmd, "migrate-postcopy"))) {
 		fprintf(stderr, "ferry: %s\n",
 			nargs ? "too many arguments" : "missing argument");
 		usage(stderr);

@@ -93,12 +93,61 @@ void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
 	if (throttle)
 		snprintf(thr, sizeof(thr), "  vCPUs throttled %" PRId64 "%%",
 			 throttle);
+	if (!strcmp(nd_mp_str(m, "state", st, sizeof(st)), "postcopy")) {
+		const msgpack_object *pc = nd_mp_get(m, "postcopy");
+
+		snprintf(buf, len,
+			 "%-10s %5.1f%%  VM runs on the destination  faults "
+			 "%" PRId64 "  blocktime %.0f ms  bandwidth %s/s%s",
+			 st, *best_pct, nd_mp_int(pc, "faults", 0),
+			 nd_mp_double(pc, "blocktime_ms", 0), bw,
+			 nd_mp_get(pc, "stalled") &&
+					 nd_mp_get(pc, "stalled")->via.boolean
+				 ? "  STALLED: holder unreachable"
+				 : "");
+		return;
+	}
 	snprintf(buf, len,
 		 "%-10s %5.1f%%  round %-3" PRId64 " dirty %8.0f pages/s  "
 		 "bandwidth %s/s  expected downtime %" PRId64 " ms%s",
 		 nd_mp_str(m, "state", st, sizeof(st)), *best_pct,
 		 nd_mp_int(m, "round", 0), nd_mp_double(m, "dirty_rate", 0), bw,
 		 nd_mp_int(m, "expected_downtime_ms", 0), thr);
+}
+
+/* The post-copy part of a report, when there was one. */
+static void print_postcopy(FILE *f, const msgpack_object *m)
+{
+	const msgpack_object *pc = nd_mp_get(m, "postcopy");
+	char mode[16];
+
+	if (!pc ||
+	    !strcmp(nd_mp_str(m, "mode", mode, sizeof(mode)), "precopy") ||
+	    nd_mp_double(pc, "duration_ms", 0) <= 0)
+		return;
+	fprintf(f,
+		"  post-copy:        %.3f s with the VM on the destination\n",
+		nd_mp_double(pc, "duration_ms", 0) / 1e3);
+	fprintf(f,
+		"  faults:           %" PRId64 " served, p50 %.1f us, p99 %.1f "
+		"us, max %.1f us\n",
+		nd_mp_int(pc, "faults", 0), nd_mp_double(pc, "fault_p50_us", 0),
+		nd_mp_double(pc, "fault_p99_us", 0),
+		nd_mp_double(pc, "fault_max_us", 0));
+	fprintf(f,
+		"  blocktime:        %.1f ms (vCPU time spent waiting on "
+		"faults)\n",
+		nd_mp_double(pc, "blocktime_ms", 0));
+	fprintf(f,
+		"  pre-paged:        %" PRId64 " pages; %" PRId64 " holes "
+		"zero-filled\n",
+		nd_mp_int(pc, "prepaged", 0), nd_mp_int(pc, "zero_pages", 0));
+	if (nd_mp_int(pc, "stalls", 0))
+		fprintf(f,
+			"  stalls:           %" PRId64 " (holder unreachable "
+			"for %.1f s in all)\n",
+			nd_mp_int(pc, "stalls", 0),
+			nd_mp_double(pc, "stall_ms", 0) / 1e3);
 }
 
 void nd_cli_print_report(FILE *f, const msgpack_object *m)
@@ -154,6 +203,7 @@ void nd_cli_print_report(FILE *f, const msgpack_object *m)
 				(4096.0 * nd_mp_int(m, "delta_pages", 1)));
 	if (nd_mp_str(m, "converge_actions", acts, sizeof(acts))[0])
 		fprintf(f, "  auto-converge:    %s\n", acts);
+	print_postcopy(f, m);
 	if (verified && !strcmp(st, "completed"))
 		fprintf(f,
 			"  verify:           %" PRId64 " pages compared, all "

@@ -128,14 +128,9 @@ static inline bool present_test(const struct nd_fault *fs, uint64_t page)
 	       (1ULL << (page % 64));
 }
 
-/* Claim page: true when we flipped the bit, false when someone else had. */
 static inline bool present_claim(struct nd_fault *fs, uint64_t page)
 {
-	uint64_t bit = 1ULL << (page % 64);
-
-	return !(__atomic_fetch_or(&fs->p.present[page / 64], bit,
-				   __ATOMIC_ACQ_REL) &
-		 bit);
+	return nd_fault_claim(fs->p.present, page);
 }
 
 static unsigned hist_idx(uint64_t v)
@@ -211,6 +206,9 @@ static void slot_free(struct nd_fault *fs, struct slot *s)
 	s->kind = SLOT_FREE;
 	s->posted = false;
 	s->nwait = 0;
+	pthread_mutex_lock(&fs->lock);
+	fs->st.busy--;
+	pthread_mutex_unlock(&fs->lock);
 }
 
 static struct slot *slot_find(struct nd_fault *fs, uint64_t page)
@@ -236,6 +234,9 @@ static struct slot *slot_get(struct nd_fault *fs, enum slot_kind kind,
 			continue;
 		memset(s, 0, sizeof(*s));
 		s->kind = kind;
+		pthread_mutex_lock(&fs->lock);
+		fs->st.busy++;
+		pthread_mutex_unlock(&fs->lock);
 		s->page = page;
 		s->buf = fs->p.mode == ND_FAULT_COPY ? fs->staging + i * PAGE
 						     : fs->p.map + page * PAGE;

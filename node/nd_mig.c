@@ -71,9 +71,9 @@
 
 static const char *const phase_names[] = {
 	[ND_MIG_PREPARE] = "prepare",	    [ND_MIG_PRECOPY] = "precopy",
-	[ND_MIG_SWITCHOVER] = "switchover", [ND_MIG_COMMITTED] = "committed",
-	[ND_MIG_COMPLETED] = "completed",   [ND_MIG_FAILED] = "failed",
-	[ND_MIG_CANCELLED] = "cancelled",
+	[ND_MIG_SWITCHOVER] = "switchover", [ND_MIG_POSTCOPY] = "postcopy",
+	[ND_MIG_COMMITTED] = "committed",   [ND_MIG_COMPLETED] = "completed",
+	[ND_MIG_FAILED] = "failed",	    [ND_MIG_CANCELLED] = "cancelled",
 };
 
 const char *nd_mig_phase_name(enum nd_mig_phase p)
@@ -120,9 +120,9 @@ void nd_mig_record(struct nd_mig *m)
 	}
 	fprintf(f,
 		"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nstarted=%" PRIu64
-		"\nreason=%s\n",
+		"\nreason=%s\nmode=%s\npostcopy=%d\n",
 		m->id, m->vm, m->peer->conf->name, nd_mig_phase_name(m->phase),
-		m->started_unix, m->reason);
+		m->started_unix, m->reason, m->o.mode, m->pc);
 	/* rename: a crash leaves the old record or the new one */
 	if (fclose(f) || rename(tmp, path))
 		pr_perror("cannot write %s", path);
@@ -208,7 +208,7 @@ static void stage_free(struct nd_mig *m)
 	m->stage_len = 0;
 }
 
-static void src_release(struct nd_mig *m)
+void nd_mig_src_release(struct nd_mig *m)
 {
 	nd_mig_csum_end(m); /* it reads the mapping */
 	stage_free(m);
@@ -273,7 +273,7 @@ void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
 		m->reason);
 out:
 	m->t_end = fy_now_ns();
-	src_release(m);
+	nd_mig_src_release(m);
 	nd_mig_record(m);
 }
 
@@ -424,13 +424,14 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 	size_t nr;
 	int ret;
 
-	ret = kva_client_pause(kc);
+	ret = m->t_pause ? 0 : kva_client_pause(kc);
 	if (ret) {
 		nd_mig_src_fail(m, ND_MIG_FAILED, true,
 				"cannot pause the VM: %s", strerror(-ret));
 		return;
 	}
-	m->t_pause = fy_now_ns();
+	if (!m->t_pause)
+		m->t_pause = fy_now_ns();
 	m->phase = ND_MIG_SWITCHOVER;
 	nd_mig_record(m);
 	ret = harvest(m, &runs, &nr, &dirty);
@@ -452,15 +453,22 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 				strerror(-ret));
 		return;
 	}
-	m->round++;
-	mig_info(m,
-		 "switchover: VM paused, last round %u with %" PRIu64
-		 " pages (expected downtime %" PRIu64 " ms)",
-		 m->round, fy_runs_pages(runs, nr), m->expected_dt_ms);
+	if (m->announced)
+		m->round++;
+	if (m->pc)
+		mig_info(m,
+			 "switchover to post-copy: VM paused, %" PRIu64
+			 " pages left to fetch on demand",
+			 fy_runs_pages(runs, nr));
+	else
+		mig_info(m,
+			 "switchover: VM paused, last round %u with %" PRIu64
+			 " pages (expected downtime %" PRIu64 " ms)",
+			 m->round, fy_runs_pages(runs, nr), m->expected_dt_ms);
 	round_begin(m, runs, nr);
 	ret = announce_round(m, false);
 	m->deadline = fy_now_ns() + m->n->cfg->mig_timeout_ms * 1000000ULL;
-	if (!ret && m->o.verify) {
+	if (!ret && m->o.verify && !m->pc) {
 		/* the tick sends the chunks, then calls switchover_end() */
 		ret = nd_mig_csum_start(m);
 		if (!ret)
@@ -473,10 +481,15 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 		switchover_end(m);
 }
 
-/* After the last pages (and checksums): SWITCHOVER and STATE. */
+/*
+ * After the last pages (and checksums): SWITCHOVER and STATE; post-copy:
+ * POSTCOPY and STATE, after which our VM never runs again unless the
+ * destination ABORTs before it resumed the VM (the record says so first).
+ */
 static void switchover_end(struct nd_mig *m)
 {
-	struct proto_msg s = { .type = PROTO_SWITCHOVER };
+	struct proto_msg s = { .type = m->pc ? PROTO_POSTCOPY
+					     : PROTO_SWITCHOVER };
 	struct proto_msg st = { .type = PROTO_STATE };
 	struct kva_client *kc = m->vmp->kc;
 	void *blob = NULL;
@@ -487,6 +500,8 @@ static void switchover_end(struct nd_mig *m)
 	m->verified_pages = m->o.verify ? m->pages : 0;
 	s.switchover.mig = m->id;
 	s.switchover.gen = m->gen;
+	if (m->pc)
+		nd_mig_record(m);
 	ret = nd_mig_send(m, &s);
 	if (!ret) {
 		ret = kva_client_get_state(kc, &blob, &len);
@@ -552,6 +567,17 @@ static void round_done(struct nd_mig *m)
 	} else {
 		m->stall++;
 	}
+	if (!strcmp(m->o.mode, "hybrid") &&
+	    (m->pc_now ||
+	     (m->o.postcopy_after ? m->round + 1 >= m->o.postcopy_after
+				  : m->stall >= m->o.stall_rounds))) {
+		snprintf(m->actions, sizeof(m->actions),
+			 "post-copy after round %u%s", m->round,
+			 m->pc_now ? " (asked)" : "");
+		m->pc = true;
+		switchover(m, runs, nr);
+		return;
+	}
 	if (m->round + 1 >= m->o.max_rounds) {
 		free(runs);
 		nd_mig_src_fail(m, ND_MIG_FAILED, true,
@@ -576,18 +602,13 @@ static void round_done(struct nd_mig *m)
 				m->peer->conf->name);
 }
 
-/* D said yes: publish our copy and start round 0. */
-static void src_start_rounds(struct nd_mig *m)
+/* Tell D where our copy is: after its "yes", and after our restart. */
+static int send_holder_map(struct nd_mig *m)
 {
 	struct proto_msg h = { .type = PROTO_HOLDER_MAP };
-	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
 	struct proto_holder_region r = { 0 };
 	struct proto_genrun all = { 0, m->pages, 0 };
 	struct fab_rkey rk;
-	struct fy_run *runs, *junk;
-	uint64_t dirty;
-	size_t nr, njunk;
-	int ret;
 
 	/* with deltas D pulls the copy it will later get deltas against */
 	fab_mr_rkey(m->o.delta ? m->cache_mr : m->mr, &rk);
@@ -605,6 +626,31 @@ static void src_start_rounds(struct nd_mig *m)
 	r.len = m->pages * PAGE;
 	r.ngens = 1;
 	r.gens = &all;
+	return nd_mig_send(m, &h);
+}
+
+/*
+ * D said yes: publish our copy and start round 0, or with --mode
+ * postcopy pause at once and hand D the VM.
+ */
+static void src_start_rounds(struct nd_mig *m)
+{
+	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	bool postcopy = !strcmp(m->o.mode, "postcopy");
+	struct fy_run *runs, *junk;
+	uint64_t dirty;
+	size_t nr, njunk;
+	int ret;
+
+	/* post-copy: the VM stops first, so that the scan below is final */
+	ret = postcopy ? kva_client_pause(m->vmp->kc) : 0;
+	if (ret) {
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"cannot pause the VM: %s", strerror(-ret));
+		return;
+	}
+	if (postcopy)
+		m->t_pause = fy_now_ns();
 	/*
 	 * Clear the dirty log first, then look for data: a page written
 	 * after the harvest shows in the next one, whatever the scan saw.
@@ -623,7 +669,7 @@ static void src_start_rounds(struct nd_mig *m)
 	for (size_t i = 0; m->o.delta && i < nr; i++)
 		memcpy(m->cache + runs[i].start * PAGE,
 		       m->map + runs[i].start * PAGE, runs[i].len * PAGE);
-	ret = nd_mig_send(m, &h);
+	ret = send_holder_map(m);
 	if (ret) {
 		free(runs);
 		nd_mig_src_fail(m, ND_MIG_FAILED, true,
@@ -634,8 +680,13 @@ static void src_start_rounds(struct nd_mig *m)
 	m->phase = ND_MIG_PRECOPY;
 	m->round = 0;
 	m->last_harvest_ns = fy_now_ns();
+	m->resident = fy_runs_pages(runs, nr);
+	if (postcopy) {
+		m->pc = true;
+		switchover(m, runs, nr);
+		return;
+	}
 	round_begin(m, runs, nr);
-	m->resident = m->round_pages;
 	nd_mig_record(m);
 	mig_info(m,
 		 "pre-copy: round 0 with %" PRIu64 " of %" PRIu64 " pages (the "
@@ -646,6 +697,23 @@ static void src_start_rounds(struct nd_mig *m)
 		nd_mig_src_fail(m, ND_MIG_FAILED, true,
 				"lost the connection to %s",
 				m->peer->conf->name);
+}
+
+/* `ferry migrate-postcopy`: the rest of the round, then post-copy. */
+static void src_postcopy_now(struct nd_mig *m)
+{
+	int ret = announce(m, false);
+
+	if (ret) {
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+		return;
+	}
+	snprintf(m->actions, sizeof(m->actions),
+		 "post-copy during round %u (asked)", m->round);
+	m->pc = true;
+	switchover(m, NULL, 0);
 }
 
 /* The source's copy is no longer needed: the VM exits here. */
@@ -659,7 +727,7 @@ static void src_drop_vm(struct nd_mig *m)
 	ret = kva_client_exit(vm->kc);
 	if (ret)
 		mig_err(m, "EXIT: %s", strerror(-ret));
-	src_release(m);
+	nd_mig_src_release(m);
 	nd_vm_forget(vm);
 }
 
@@ -686,7 +754,9 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 			src_start_rounds(m);
 		break;
 	case PROTO_PROGRESS:
-		if (m->phase != ND_MIG_PRECOPY && m->phase != ND_MIG_SWITCHOVER)
+		if (m->phase != ND_MIG_PRECOPY &&
+		    m->phase != ND_MIG_SWITCHOVER &&
+		    m->phase != ND_MIG_POSTCOPY)
 			break;
 		/* pages not announced yet (paced) are not valid there either */
 		m->pages_valid =
@@ -706,12 +776,38 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 		    m->phase == ND_MIG_PRECOPY)
 			round_done(m);
 		break;
+	case PROTO_PC_STATS:
+		m->pcs = msg->pc_stats;
+		break;
 	case PROTO_COMMIT:
-		if (m->phase == ND_MIG_SWITCHOVER)
+		if (m->phase == ND_MIG_POSTCOPY) {
+			/* every page is on D: our copy and VM can go */
+			src_drop_vm(m);
+			m->phase = ND_MIG_COMPLETED;
+			m->t_end = now;
+			nd_mig_record(m);
+			mig_info(m,
+				 "completed in %.3f s: downtime %.1f ms, then "
+				 "%.3f s of post-copy, %" PRIu64 " faults",
+				 (m->t_end - m->t_start) / 1e9,
+				 m->downtime_ns / 1e6,
+				 (now - m->t_resumed) / 1e9, m->pcs.faults);
+		} else if (m->phase == ND_MIG_SWITCHOVER && !m->pc) {
 			src_committed(m, now);
+		}
 		break;
 	case PROTO_RESUMED:
-		if (m->phase == ND_MIG_COMMITTED) {
+		if (m->phase == ND_MIG_SWITCHOVER && m->pc) {
+			/* the VM lives on D; we serve its pages until COMMIT */
+			m->downtime_ns = now - m->t_pause;
+			m->t_resumed = now;
+			m->phase = ND_MIG_POSTCOPY;
+			nd_mig_record(m);
+			mig_info(m,
+				 "post-copy: the VM runs on %s after %.1f ms "
+				 "of downtime",
+				 m->peer->conf->name, m->downtime_ns / 1e6);
+		} else if (m->phase == ND_MIG_COMMITTED) {
 			m->downtime_ns = now - m->t_pause;
 			src_drop_vm(m);
 			m->phase = ND_MIG_COMPLETED;
@@ -726,6 +822,12 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 		}
 		break;
 	case PROTO_ABORT:
+		if (m->phase == ND_MIG_POSTCOPY) {
+			/* the VM ran there: ours must not run again */
+			mig_err(m, "ABORT during post-copy ignored: %s",
+				msg->abort.reason);
+			break;
+		}
 		nd_mig_src_fail(m, ND_MIG_FAILED, false, "%s aborted: %s",
 				m->peer->conf->name, msg->abort.reason);
 		break;
@@ -737,6 +839,26 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 	default:
 		mig_err(m, "unexpected %s", proto_type_name(msg->type));
 	}
+}
+
+int nd_mig_src_map(struct nd_mig *m)
+{
+	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+
+	m->pages = l->pages;
+	m->vcpus = l->nr_vcpus;
+	m->sent_bm = fy_bitmap_alloc(m->pages);
+	if (!m->sent_bm)
+		return -ENOMEM;
+	/* read-only: pages leave by the destination's reads, never by us */
+	m->map = mmap(NULL, m->pages * PAGE, PROT_READ, MAP_SHARED,
+		      l->regions[0].memfd, 0);
+	if (m->map == MAP_FAILED) {
+		m->map = NULL;
+		return -errno;
+	}
+	return fab_mr_reg(m->n->fab, m->map, m->pages * PAGE, FAB_ACCESS_READ,
+			  &m->mr);
 }
 
 /* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
@@ -751,7 +873,7 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	struct nd_peer *peer;
 	struct nd_vm *vm;
 	struct nd_mig *m;
-	int ret, fd;
+	int ret;
 
 	peer = nd_peer_find(n, peername);
 	if (!peer) {
@@ -803,22 +925,9 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	snprintf(m->vm, sizeof(m->vm), "%s", vmname);
 	m->o = *o;
 	m->limit_ms = o->downtime_ms;
-	m->pages = l->pages;
-	m->vcpus = l->nr_vcpus;
 	m->vmp = vm;
 	vm->mig = m;
-	m->sent_bm = fy_bitmap_alloc(m->pages);
-	fd = l->regions[0].memfd;
-	/* read-only: pages leave by the destination's reads, never by us */
-	m->map = mmap(NULL, m->pages * PAGE, PROT_READ, MAP_SHARED, fd, 0);
-	if (m->map == MAP_FAILED) {
-		m->map = NULL;
-		ret = -errno;
-		goto err;
-	}
-	ret = m->sent_bm ? fab_mr_reg(n->fab, m->map, m->pages * PAGE,
-				      FAB_ACCESS_READ, &m->mr)
-			 : -ENOMEM;
+	ret = nd_mig_src_map(m);
 	if (ret)
 		goto err;
 	if (o->delta) {
@@ -878,12 +987,25 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			    nd_peer_state(m->peer, now) ==
 				    ND_PEER_UNREACHABLE &&
 			    m->phase < ND_MIG_COMMITTED)
-				nd_mig_dst_stop(m, "source unreachable");
+				nd_mig_dst_stop(m, "source unreachable", false);
 			continue;
 		}
 		if (nd_mig_finished(m) || !m->source)
 			continue;
 		ps = nd_peer_state(m->peer, now);
+		if (m->pc && m->phase >= ND_MIG_SWITCHOVER) {
+			/*
+			 * Post-copy: whatever happens D may run the VM, so
+			 * ours waits, paused, with its pages served, for
+			 * COMMIT (or ABORT before D resumed it).
+			 */
+			if (m->holder_lost && ps == ND_PEER_REACHABLE &&
+			    !send_holder_map(m)) {
+				m->holder_lost = false;
+				mig_info(m, "post-copy: holder map sent again");
+			}
+			continue;
+		}
 		if (ps != ND_PEER_REACHABLE && m->phase < ND_MIG_COMMITTED) {
 			nd_mig_src_fail(m, ND_MIG_FAILED, true,
 					"peer %s unreachable (no PONG for %u "
@@ -949,6 +1071,10 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 				else
 					switchover_end(m);
 			}
+			continue;
+		}
+		if (m->phase == ND_MIG_PRECOPY && m->pc_now) {
+			src_postcopy_now(m);
 			continue;
 		}
 		if (m->phase == ND_MIG_PRECOPY && announce(m, true))

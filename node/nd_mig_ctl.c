@@ -39,11 +39,14 @@ static void dst_prepare(struct nd_node *n, struct nd_peer *p,
 		code = EEXIST;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "migration %" PRIu64 " is known here", pp->mig);
-	} else if (strcmp(pp->mode, "precopy") || pp->nregions != 1 ||
-		   pp->page_size != 4096) {
+	} else if ((strcmp(pp->mode, "precopy") &&
+		    strcmp(pp->mode, "postcopy") &&
+		    strcmp(pp->mode, "hybrid")) ||
+		   pp->nregions != 1 || pp->page_size != 4096) {
 		code = ENOTSUP;
 		snprintf(e.error.text, sizeof(e.error.text),
-			 "only precopy of one region of 4 KiB pages");
+			 "only precopy, postcopy or hybrid of one region of "
+			 "4 KiB pages");
 	} else if ((vm = nd_vm_find(n, pp->vm))) {
 		code = EEXIST;
 		snprintf(e.error.text, sizeof(e.error.text),
@@ -124,7 +127,10 @@ static uint64_t msg_mig(const struct proto_msg *m)
 	case PROTO_SWITCHOVER:
 	case PROTO_COMMIT:
 	case PROTO_RESUMED:
+	case PROTO_POSTCOPY:
 		return m->commit.mig;
+	case PROTO_PC_STATS:
+		return m->pc_stats.mig;
 	case PROTO_ABORT:
 		return m->abort.mig;
 	case PROTO_VERIFY:
@@ -152,6 +158,7 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 	case PROTO_PROGRESS:
 	case PROTO_COMMIT:
 	case PROTO_RESUMED:
+	case PROTO_PC_STATS:
 		m = nd_mig_find(n, id, true, p);
 		break;
 	case PROTO_HOLDER_MAP:
@@ -164,6 +171,20 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 		break;
 	default:
 		m = nd_mig_find(n, id, false, p);
+	}
+	if (m && !m->source && nd_mig_finished(m) &&
+	    msg->type == PROTO_HOLDER_MAP) {
+		/* a source back from a restart missed how it ended here */
+		struct proto_msg c = { .type = PROTO_COMMIT };
+
+		c.commit.mig = id;
+		c.commit.gen = m->gen;
+		if (m->phase != ND_MIG_COMPLETED) {
+			c.type = PROTO_ABORT;
+			snprintf(c.abort.reason, sizeof(c.abort.reason), "%s",
+				 m->reason);
+		}
+		nd_peer_send(p, &c);
 	}
 	if (!m || nd_mig_finished(m)) {
 		pr_debug("%s about migration %" PRIu64 " from %s: not running "
@@ -184,12 +205,45 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 
 /* Control socket */
 
+static void pack_ms(msgpack_packer *pk, const char *k, uint64_t ns)
+{
+	nd_mp_pack_str(pk, k);
+	msgpack_pack_double(pk, ns / 1e6);
+}
+
+/* "postcopy": the destination's figures (PC_STATS), times in ms / µs. */
+static void pack_pc(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
+{
+	const struct proto_pc_stats *s = &m->pcs;
+	uint64_t end = m->t_end ? m->t_end : now;
+
+	nd_mp_pack_str(pk, "postcopy");
+	msgpack_pack_map(pk, 11);
+	/* the source times it on its own clock, RESUMED to COMMIT */
+	pack_ms(pk, "duration_ms",
+		m->t_resumed ? end - m->t_resumed : s->duration);
+	nd_mp_pack_kv_u64(pk, "faults", s->faults);
+	pack_ms(pk, "fault_p50_us", s->p50 * 1000);
+	pack_ms(pk, "fault_p99_us", s->p99 * 1000);
+	pack_ms(pk, "fault_max_us", s->max * 1000);
+	pack_ms(pk, "blocktime_ms", s->blocktime);
+	nd_mp_pack_kv_u64(pk, "prepaged", s->prepaged);
+	nd_mp_pack_kv_u64(pk, "zero_pages", s->zero_pages);
+	nd_mp_pack_kv_u64(pk, "stalls", s->stalls);
+	pack_ms(pk, "stall_ms", s->stall_ns);
+	nd_mp_pack_str(pk, "stalled");
+	if (s->stalled)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}
+
 static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 {
 	uint64_t end = m->t_end ? m->t_end : now;
 	double total_s = (end - m->t_start) / 1e9;
 
-	msgpack_pack_map(pk, 31);
+	msgpack_pack_map(pk, 33);
 	nd_mp_pack_kv_u64(pk, "id", m->id);
 	nd_mp_pack_kv_str(pk, "role", m->source ? "source" : "destination");
 	nd_mp_pack_kv_str(pk, "vm", m->vm);
@@ -235,6 +289,8 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	nd_mp_pack_kv_u64(pk, "delta_bytes", m->delta_bytes);
 	nd_mp_pack_kv_str(pk, "reason", m->reason);
 	nd_mp_pack_kv_u64(pk, "started", m->started_unix);
+	nd_mp_pack_kv_u64(pk, "postcopy_after", m->o.postcopy_after);
+	pack_pc(pk, m, now);
 }
 
 static void pack_error(msgpack_packer *pk, const char *text)
@@ -293,8 +349,15 @@ static void cmd_migrate(struct nd_node *n, const msgpack_object *req,
 		return;
 	}
 	o.delta = !strcmp(compress, "delta");
-	if (strcmp(o.mode, "precopy")) {
-		pack_error(pk, "only --mode precopy is implemented");
+	if (strcmp(o.mode, "precopy") && strcmp(o.mode, "postcopy") &&
+	    strcmp(o.mode, "hybrid")) {
+		pack_error(pk, "mode must be precopy, postcopy or hybrid");
+		return;
+	}
+	o.postcopy_after = nd_mp_int(req, "postcopy_after", 0);
+	if (strcmp(o.mode, "precopy") && (o.verify || o.delta)) {
+		pack_error(pk, "--verify and --compress delta are for "
+			       "--mode precopy");
 		return;
 	}
 	if (strcmp(o.auto_converge, "downtime") &&
@@ -366,18 +429,64 @@ void nd_migs_command(struct nd_node *n, const char *cmd,
 			nd_mig_src_fail(m, ND_MIG_CANCELLED, true,
 					"cancelled by the user");
 		else
-			nd_mig_dst_stop(m, "cancelled by the user");
+			nd_mig_dst_stop(m, "cancelled by the user", false);
+	} else if (!strcmp(cmd, "migrate-postcopy")) {
+		if (!m->source || nd_mig_finished(m) ||
+		    strcmp(m->o.mode, "hybrid") || m->pc) {
+			pack_error(pk, "only a running --mode hybrid migration "
+				       "from this node can switch to "
+				       "post-copy");
+			return;
+		}
+		/* the tick announces the rest of the round, then pauses */
+		m->pc_now = true;
 	}
 	pack_mig(pk, m, now);
 }
 
 /* Startup */
 
+/*
+ * A post-copy source whose ferryd restarted: the VM may run on the
+ * destination and need our pages, which the paused ferry-vm still holds.
+ * Serve them again and tell the destination where (HOLDER_MAP, from the
+ * tick once the peer answers); COMMIT or ABORT ends it as before.
+ */
+static void src_recover_postcopy(struct nd_mig *m, const char *phase)
+{
+	struct nd_vm *v = nd_vm_find(m->n, m->vm);
+	int ret = -ENOENT;
+
+	if (v && v->kc && !v->mig) {
+		m->vmp = v;
+		v->mig = m;
+		ret = nd_mig_src_map(m);
+	}
+	if (ret) {
+		nd_mig_src_release(m);
+		snprintf(m->reason, sizeof(m->reason),
+			 "ferryd restarted during post-copy and cannot serve "
+			 "the VM's pages (%s): the VM on %.64s may miss pages",
+			 strerror(-ret), m->peer->conf->name);
+		return;
+	}
+	m->pc = true;
+	m->holder_lost = true;
+	m->phase = strcmp(phase, "postcopy") ? ND_MIG_SWITCHOVER
+					     : ND_MIG_POSTCOPY;
+	m->t_pause = m->t_start;
+	m->reason[0] = '\0';
+	pr_warn("migration %" PRIu64 " of %s: ferryd restarted during "
+		"post-copy: serving its pages again",
+		m->id, m->vm);
+}
+
 static void load_record(struct nd_node *n, const char *path, bool source)
 {
 	char line[600], vm[ND_NAME_MAX + 1] = "", peer[ND_NAME_MAX + 1] = "";
-	char phase[32] = "", reason[512] = "";
+	char phase[32] = "", reason[512] = "", mode[16] = "precopy";
 	uint64_t id = 0, started = 0;
+	bool pc = false;
 	struct nd_peer *p;
 	struct nd_mig *m;
 	FILE *f = fopen(path, "r");
@@ -400,6 +509,11 @@ static void load_record(struct nd_node *n, const char *path, bool source)
 				 (int)sizeof(phase) - 1, line + 6);
 		else if (!strncmp(line, "started=", 8))
 			started = strtoull(line + 8, NULL, 10);
+		else if (!strncmp(line, "mode=", 5))
+			snprintf(mode, sizeof(mode), "%.*s",
+				 (int)sizeof(mode) - 1, line + 5);
+		else if (!strncmp(line, "postcopy=", 9))
+			pc = line[9] == '1';
 		else if (!strncmp(line, "reason=", 7))
 			snprintf(reason, sizeof(reason), "%.*s",
 				 (int)sizeof(reason) - 1, line + 7);
@@ -420,11 +534,14 @@ static void load_record(struct nd_node *n, const char *path, bool source)
 	m->peer = p;
 	m->started_unix = started;
 	snprintf(m->vm, sizeof(m->vm), "%s", vm);
-	strcpy(m->o.mode, "precopy");
+	snprintf(m->o.mode, sizeof(m->o.mode), "%s", mode);
 	m->phase = ND_MIG_FAILED;
 	snprintf(m->reason, sizeof(m->reason),
 		 "ferryd restarted during the migration (phase %s)", phase);
-	if (source && !strcmp(phase, "committed")) {
+	if (source && pc &&
+	    (!strcmp(phase, "switchover") || !strcmp(phase, "postcopy"))) {
+		src_recover_postcopy(m, phase);
+	} else if (source && !strcmp(phase, "committed")) {
 		struct nd_vm *v = nd_vm_find(n, vm);
 
 		/* the destination has it: our paused copy must never run */
@@ -479,8 +596,10 @@ static void load_record(struct nd_node *n, const char *path, bool source)
 			m->reason[0] = '\0';
 		}
 	}
-	m->t_start = m->t_end = fy_now_ns();
-	pr_warn("migration %" PRIu64 " of %s: %s", id, vm, m->reason);
+	if (nd_mig_finished(m)) {
+		m->t_start = m->t_end = fy_now_ns();
+		pr_warn("migration %" PRIu64 " of %s: %s", id, vm, m->reason);
+	}
 	nd_mig_record(m);
 }
 
@@ -525,11 +644,15 @@ void nd_migs_close(struct nd_node *n)
 
 		if (!m)
 			continue;
-		if (m->source && !nd_mig_finished(m))
+		if (m->source && m->pc && !nd_mig_finished(m)) {
+			/* the record says post-copy: a restart serves on */
+			nd_mig_src_release(m);
+		} else if (m->source && !nd_mig_finished(m)) {
 			nd_mig_src_fail(m, ND_MIG_FAILED, true,
 					"ferryd shut down");
+		}
 		if (m->dst) {
-			nd_mig_dst_stop(m, "ferryd shut down");
+			nd_mig_dst_stop(m, "ferryd shut down", true);
 			nd_mig_dst_free(m);
 		}
 		free(m->todo);

@@ -72,8 +72,7 @@ void nd_mig_kick(int fd)
 		pr_perror("eventfd");
 }
 
-/* Thread: queue a message for the source. Takes msg. */
-static void out_push(struct nd_mig_dst *d, struct proto_msg *msg)
+void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg)
 {
 	struct nd_mig_qmsg *q = calloc(1, sizeof(*q));
 
@@ -105,7 +104,7 @@ static void write_record(struct nd_mig_dst *d, const char *phase,
 		pr_perror("cannot write %s", d->record);
 }
 
-static void set_phase(struct nd_mig_dst *d, enum nd_mig_phase p)
+void nd_mig_dst_phase(struct nd_mig_dst *d, enum nd_mig_phase p)
 {
 	pthread_mutex_lock(&d->lock);
 	d->phase = p;
@@ -124,11 +123,7 @@ static bool stopping(struct nd_mig_dst *d)
 	return s;
 }
 
-static int fail(struct nd_mig_dst *d, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-/* Record why the thread gives up; the first reason wins. Returns -1. */
-static int fail(struct nd_mig_dst *d, const char *fmt, ...)
+int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -150,8 +145,9 @@ static bool child_alive(struct nd_mig_dst *d)
 		return false;
 	if (waitpid(d->pid, &status, WNOHANG) != d->pid)
 		return true;
-	fail(d, "the incoming ferry-vm exited (status %d)",
-	     WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	nd_mig_dst_fail(d, "the incoming ferry-vm exited (status %d)",
+			WIFEXITED(status) ? WEXITSTATUS(status)
+					  : 128 + WTERMSIG(status));
 	d->pid = 0;
 	return false;
 }
@@ -168,7 +164,8 @@ static int setup(struct nd_mig_dst *d)
 	ret = nd_vm_spawn_incoming(d->n, d->vm, d->pages * PAGE, d->vcpus,
 				   &d->pid);
 	if (ret)
-		return fail(d, "cannot start ferry-vm: %s", strerror(-ret));
+		return nd_mig_dst_fail(d, "cannot start ferry-vm: %s",
+				       strerror(-ret));
 	pthread_mutex_lock(&d->lock);
 	d->pid_pub = d->pid;
 	pthread_mutex_unlock(&d->lock);
@@ -178,8 +175,10 @@ static int setup(struct nd_mig_dst *d)
 			break;
 		if ((ret != -ENOENT && ret != -ECONNREFUSED) ||
 		    fy_now_ns() > deadline)
-			return fail(d, "cannot attach to the incoming VM: %s",
-				    strerror(-ret));
+			return nd_mig_dst_fail(d,
+					       "cannot attach to the incoming "
+					       "VM: %s",
+					       strerror(-ret));
 		if (!child_alive(d) || stopping(d))
 			return -1;
 		usleep(10000);
@@ -187,21 +186,26 @@ static int setup(struct nd_mig_dst *d)
 	l = kva_client_layout(d->kc);
 	if (l->nr_regions != 1 || l->regions[0].pages != d->pages ||
 	    l->state != KVA_VM_INCOMING)
-		return fail(d, "the incoming VM does not have the source's "
-			       "shape");
+		return nd_mig_dst_fail(d, "the incoming VM does not have the "
+					  "source's "
+					  "shape");
 	d->map = mmap(NULL, d->pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
 		      l->regions[0].memfd, 0);
 	if (d->map == MAP_FAILED) {
 		d->map = NULL;
-		return fail(d, "cannot map guest RAM: %s", strerror(errno));
+		return nd_mig_dst_fail(d, "cannot map guest RAM: %s",
+				       strerror(errno));
 	}
 	ret = fab_mr_reg(d->n->fab, d->map, d->pages * PAGE, FAB_ACCESS_LOCAL,
 			 &d->mr);
 	if (ret)
-		return fail(d, "cannot register guest RAM: %s", strerror(-ret));
+		return nd_mig_dst_fail(d, "cannot register guest RAM: %s",
+				       strerror(-ret));
 	d->need = fy_bitmap_alloc(d->pages);
-	if (!d->need)
-		return fail(d, "out of memory");
+	if (d->may_postcopy)
+		d->seen = fy_bitmap_alloc(d->pages);
+	if (!d->need || (d->may_postcopy && !d->seen))
+		return nd_mig_dst_fail(d, "out of memory");
 	/* without it recv() allocates every page itself: slower, not wrong */
 	ret = nd_pop_start(d->map, d->pages, &d->pop);
 	if (ret)
@@ -210,7 +214,7 @@ static int setup(struct nd_mig_dst *d)
 	/* our (empty) holder map is the "yes" */
 	h = calloc(1, sizeof(*h));
 	if (!h)
-		return fail(d, "out of memory");
+		return nd_mig_dst_fail(d, "out of memory");
 	h->type = PROTO_HOLDER_MAP;
 	h->holder_map.mig = d->id;
 	snprintf(h->holder_map.node, sizeof(h->holder_map.node), "%s",
@@ -222,13 +226,13 @@ static int setup(struct nd_mig_dst *d)
 	h->holder_map.regions = calloc(1, sizeof(*h->holder_map.regions));
 	if (!h->holder_map.regions) {
 		free(h);
-		return fail(d, "out of memory");
+		return nd_mig_dst_fail(d, "out of memory");
 	}
 	fab_mr_rkey(d->mr, &rk);
 	h->holder_map.regions[0].key = rk.key;
 	h->holder_map.regions[0].base = rk.addr;
 	h->holder_map.regions[0].len = d->pages * PAGE;
-	out_push(d, h);
+	nd_mig_dst_out(d, h);
 	dst_info(d, "incoming VM ready (pid %d), RAM registered", d->pid);
 	return 0;
 }
@@ -248,7 +252,7 @@ static void send_progress(struct nd_mig_dst *d)
 	d->pages_valid = d->pages - d->pending;
 	p->progress.bytes = d->bytes;
 	pthread_mutex_unlock(&d->lock);
-	out_push(d, p);
+	nd_mig_dst_out(d, p);
 	d->last_progress_ns = fy_now_ns();
 	d->progress_dirty = false;
 }
@@ -263,18 +267,28 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		int ret;
 
 		if (h->nregions != 1 || h->regions[0].len != d->pages * PAGE)
-			return fail(d, "source's holder map does not match");
+			return nd_mig_dst_fail(d, "source's holder map does "
+						  "not match");
 		memcpy(a.bytes, h->addr, h->addr_len);
+		d->src_addr = a;
 		d->rk.addr = h->regions[0].base;
 		d->rk.key = h->regions[0].key;
 		d->rk.len = h->regions[0].len;
+		if (d->pc) {
+			/* the source's ferryd came back */
+			nd_post_holder(d);
+			return 0;
+		}
+		if (d->ep)
+			return nd_mig_dst_fail(d, "a second HOLDER_MAP");
 		ret = fab_ep_connect(d->n->fab, &a, &d->ep);
 		if (ret)
-			return fail(d,
-				    "cannot reach the source's fabric "
-				    "address: %s",
-				    strerror(-ret));
-		set_phase(d, ND_MIG_PRECOPY);
+			return nd_mig_dst_fail(d,
+					       "cannot reach the source's "
+					       "fabric "
+					       "address: %s",
+					       strerror(-ret));
+		nd_mig_dst_phase(d, ND_MIG_PRECOPY);
 		return 0;
 	}
 	case PROTO_DIRTY_SET: {
@@ -282,22 +296,28 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		uint64_t added = 0;
 
 		if (!d->ep)
-			return fail(d, "DIRTY_SET before the source's holder "
-				       "map");
+			return nd_mig_dst_fail(d, "DIRTY_SET before the "
+						  "source's holder "
+						  "map");
 		if (ds->region != 0)
-			return fail(d, "DIRTY_SET for unknown region %u",
-				    ds->region);
+			return nd_mig_dst_fail(d, "DIRTY_SET for region %u",
+					       ds->region);
+		if (d->pc_asked)
+			return nd_mig_dst_fail(d, "DIRTY_SET after POSTCOPY");
 		for (size_t i = 0; i < ds->nruns; i++) {
 			const struct fy_run *r = &ds->runs[i];
 
 			if (r->start + r->len > d->pages)
-				return fail(d, "DIRTY_SET past the end of RAM");
+				return nd_mig_dst_fail(d, "DIRTY_SET past the "
+							  "end of RAM");
 			for (uint64_t p = r->start; p < r->start + r->len;
 			     p++) {
 				if (!fy_bit_test(d->need, p)) {
 					fy_bit_set(d->need, p);
 					added++;
 				}
+				if (d->seen)
+					fy_bit_set(d->seen, p);
 			}
 		}
 		nd_pop_add(d->pop, ds->runs, ds->nruns);
@@ -317,12 +337,13 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 
 		if (!d->ep || d->djob || ds->region != 0 ||
 		    ds->pages > d->pages || ds->len > ds->pages * (PAGE + 16))
-			return fail(d, "unexpected DELTA_SET");
+			return nd_mig_dst_fail(d, "unexpected DELTA_SET");
 		d->dbuf = mmap(NULL, ds->len, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (d->dbuf == MAP_FAILED) {
 			d->dbuf = NULL;
-			return fail(d, "out of memory for a DELTA_SET");
+			return nd_mig_dst_fail(d, "out of memory for a "
+						  "DELTA_SET");
 		}
 		d->djob = true;
 		d->dlen = ds->len;
@@ -334,8 +355,10 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		ret = fab_mr_reg(d->n->fab, d->dbuf, d->dlen, FAB_ACCESS_LOCAL,
 				 &d->dmr);
 		if (ret)
-			return fail(d, "cannot register a DELTA_SET buffer: %s",
-				    strerror(-ret));
+			return nd_mig_dst_fail(d,
+					       "cannot register a DELTA_SET "
+					       "buffer: %s",
+					       strerror(-ret));
 		pthread_mutex_lock(&d->lock);
 		if (ds->gen != d->gen && d->pages_pulled)
 			d->round++;
@@ -351,24 +374,35 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		uint64_t n = v->len / 8;
 
 		if (v->region != 0 || v->start + n > d->pages)
-			return fail(d, "VERIFY outside guest RAM");
+			return nd_mig_dst_fail(d, "VERIFY outside guest RAM");
 		if (!d->csums)
 			d->csums = calloc(d->pages, 8);
 		if (!d->csums)
-			return fail(d, "out of memory");
+			return nd_mig_dst_fail(d, "out of memory");
 		if (d->nvq == ARRAY_SIZE(d->vq))
-			return fail(d, "VERIFY: too many chunks at once");
+			return nd_mig_dst_fail(d, "VERIFY: too many chunks at "
+						  "once");
 		memcpy(d->csums + v->start, v->csums, v->len);
 		d->csums_got += n;
 		d->vq[d->nvq].start = v->start;
 		d->vq[d->nvq++].len = n;
 		return 0;
 	}
+	case PROTO_POSTCOPY:
+		if (!d->seen || d->pc_asked || d->final)
+			return nd_mig_dst_fail(d, "unexpected POSTCOPY");
+		dst_info(d,
+			 "switchover to post-copy: %" PRIu64 " pages still "
+			 "to fetch",
+			 d->pending);
+		d->pc_asked = true;
+		nd_mig_dst_phase(d, ND_MIG_SWITCHOVER);
+		return 0;
 	case PROTO_SWITCHOVER:
 		dst_info(d, "switchover: %" PRIu64 " pages still to pull",
 			 d->pending);
 		d->final = true;
-		set_phase(d, ND_MIG_SWITCHOVER);
+		nd_mig_dst_phase(d, ND_MIG_SWITCHOVER);
 		return 0;
 	case PROTO_STATE:
 		d->blob = msg->state.blob;
@@ -377,14 +411,27 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		msg->state.len = 0;
 		return 0;
 	case PROTO_ABORT:
+		if (d->pc) {
+			dst_err(d,
+				"ABORT after the VM resumed here, ignored: %s",
+				msg->abort.reason);
+			return 0;
+		}
 		d->quiet_abort = true;
-		return fail(d, "the source aborted: %s", msg->abort.reason);
+		return nd_mig_dst_fail(d, "the source aborted: %s",
+				       msg->abort.reason);
 	case PROTO_ERROR:
+		if (d->pc) {
+			dst_err(d, "ERROR after the VM resumed here: %s",
+				msg->error.text);
+			return 0;
+		}
 		d->quiet_abort = true;
-		return fail(d, "the source sent ERROR %d: %s", msg->error.code,
-			    msg->error.text);
+		return nd_mig_dst_fail(d, "the source sent ERROR %d: %s",
+				       msg->error.code, msg->error.text);
 	default:
-		return fail(d, "unexpected %s", proto_type_name(msg->type));
+		return nd_mig_dst_fail(d, "unexpected %s",
+				       proto_type_name(msg->type));
 	}
 }
 
@@ -399,11 +446,12 @@ static int drain_inbox(struct nd_mig_dst *d)
 	q = d->in;
 	d->in = NULL;
 	d->in_tail = &d->in;
-	ret = d->stop ? -1 : 0;
+	/* once the VM runs here only a shutdown stops the thread */
+	ret = d->stop && (!d->pc || d->stop_always) ? -1 : 0;
 	memcpy(why, d->stop_reason, sizeof(why));
 	pthread_mutex_unlock(&d->lock);
 	if (ret)
-		fail(d, "%s", why);
+		nd_mig_dst_fail(d, "%s", why);
 	for (; q; q = next) {
 		next = q->next;
 		if (!ret)
@@ -437,8 +485,10 @@ static int post_delta(struct nd_mig_dst *d)
 		if (ret == -EAGAIN)
 			break;
 		if (ret)
-			return fail(d, "fabric read of a DELTA_SET failed: %s",
-				    strerror(-ret));
+			return nd_mig_dst_fail(d,
+					       "fabric read of a DELTA_SET "
+					       "failed: %s",
+					       strerror(-ret));
 		s->used = true;
 		s->delta = true;
 		s->start = d->dposted;
@@ -469,12 +519,13 @@ static int delta_apply(struct nd_mig_dst *d)
 	if (!ret && applied != d->dpages)
 		ret = -EBADMSG;
 	if (ret)
-		return fail(d,
-			    "bad DELTA_SET buffer (%" PRIu64 " of %" PRIu64 " p"
-			    "ag"
-			    "es"
-			    ")",
-			    applied, d->dpages);
+		return nd_mig_dst_fail(d,
+				       "bad DELTA_SET buffer (%" PRIu64
+				       " of %" PRIu64 " p"
+				       "ag"
+				       "es"
+				       ")",
+				       applied, d->dpages);
 	pthread_mutex_lock(&d->lock);
 	d->pending -= d->dpages;
 	d->pages_pulled += d->dpages;
@@ -511,10 +562,10 @@ static int post_reads(struct nd_mig_dst *d)
 		if (ret == -EAGAIN)
 			break;
 		if (ret)
-			return fail(d,
-				    "fabric read of pages %" PRIu64 "..%" PRIu64
-				    " failed: %s",
-				    p, e - 1, strerror(-ret));
+			return nd_mig_dst_fail(d,
+					       "fabric read of pages %" PRIu64
+					       "..%" PRIu64 " failed: %s",
+					       p, e - 1, strerror(-ret));
 		s->used = true;
 		s->delta = false;
 		s->start = p;
@@ -539,7 +590,7 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 
 	n = fab_poll(d->n->fab, c, 64, timeout_ms);
 	if (n < 0)
-		return fail(d, "fabric poll: %s", strerror(-n));
+		return nd_mig_dst_fail(d, "fabric poll: %s", strerror(-n));
 	for (int i = 0; i < n; i++) {
 		struct nd_mig_slot *s = c[i].ctx;
 
@@ -550,10 +601,11 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 		d->inflight--;
 		if (s->delta) {
 			if (c[i].status) {
-				ret = fail(d,
-					   "fabric read of a DELTA_SET "
-					   "failed: %s",
-					   strerror(-c[i].status));
+				ret = nd_mig_dst_fail(d,
+						      "fabric read of a "
+						      "DELTA_SET "
+						      "failed: %s",
+						      strerror(-c[i].status));
 				continue;
 			}
 			pthread_mutex_lock(&d->lock);
@@ -566,11 +618,13 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 		}
 		d->inflight_pages -= s->pages;
 		if (c[i].status) {
-			ret = fail(d,
-				   "fabric read of %" PRIu64 " pages at "
-				   "%" PRIu64 " faile"
-				   "d: %s",
-				   s->pages, s->start, strerror(-c[i].status));
+			ret = nd_mig_dst_fail(d,
+					      "fabric read of %" PRIu64 " pages"
+					      " at "
+					      "%" PRIu64 " faile"
+					      "d: %s",
+					      s->pages, s->start,
+					      strerror(-c[i].status));
 			continue;
 		}
 		pthread_mutex_lock(&d->lock);
@@ -599,7 +653,7 @@ static int verify_chunks(struct nd_mig_dst *d)
 
 		mine = malloc(r->len * 8);
 		if (!mine)
-			return fail(d, "out of memory");
+			return nd_mig_dst_fail(d, "out of memory");
 		ret = nd_memfd_csums(l->regions[0].memfd, d->map, d->pages,
 				     r->start, r->len, mine);
 		for (uint64_t j = 0; !ret && j < r->len; j++)
@@ -610,8 +664,8 @@ static int verify_chunks(struct nd_mig_dst *d)
 	}
 	d->nvq = 0;
 	if (ret)
-		return fail(d, "verify: cannot read guest RAM: %s",
-			    strerror(-ret));
+		return nd_mig_dst_fail(d, "verify: cannot read guest RAM: %s",
+				       strerror(-ret));
 	return 0;
 }
 
@@ -621,20 +675,23 @@ static int verify(struct nd_mig_dst *d)
 	if (verify_chunks(d))
 		return -1;
 	if (d->csums_got != d->pages || d->vdone != d->pages)
-		return fail(d,
-			    "verify: got checksums of %" PRIu64 " of %" PRIu64
-			    " pages",
-			    d->csums_got, d->pages);
+		return nd_mig_dst_fail(d,
+				       "verify: got checksums of %" PRIu64
+				       " of %" PRIu64 " pages",
+				       d->csums_got, d->pages);
 	if (d->vbad) {
 		dst_err(d,
 			"VERIFY FAILED: %" PRIu64 " pages differ, first "
 			"page %" PRIu64,
 			d->vbad, d->vfirst);
-		return fail(d,
-			    "verify: %" PRIu64 " of %" PRIu64 " pages differ "
-			    "(first: page "
-			    "%" PRIu64 ")",
-			    d->vbad, d->pages, d->vfirst);
+		return nd_mig_dst_fail(d,
+				       "verify: %" PRIu64 " of %" PRIu64 " page"
+				       "s "
+				       "diffe"
+				       "r "
+				       "(first: page "
+				       "%" PRIu64 ")",
+				       d->vbad, d->pages, d->vfirst);
 	}
 	pthread_mutex_lock(&d->lock);
 	d->verified = d->pages;
@@ -668,12 +725,12 @@ static int finish(struct nd_mig_dst *d)
 	t1 = fy_now_ns();
 	ret = kva_client_ram_done(d->kc);
 	if (ret)
-		return fail(d, "RAM_DONE: %s", strerror(-ret));
+		return nd_mig_dst_fail(d, "RAM_DONE: %s", strerror(-ret));
 	t2 = fy_now_ns();
 	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
 	if (ret)
-		return fail(d, "the VM refused the vCPU state: %s",
-			    strerror(-ret));
+		return nd_mig_dst_fail(d, "the VM refused the vCPU state: %s",
+				       strerror(-ret));
 	t3 = fy_now_ns();
 	/*
 	 * Commit before resuming: from here the source may drop its copy,
@@ -682,8 +739,8 @@ static int finish(struct nd_mig_dst *d)
 	write_record(d, "committed", "");
 	m = mig_gen_msg(d, PROTO_COMMIT);
 	if (!m)
-		return fail(d, "out of memory");
-	out_push(d, m);
+		return nd_mig_dst_fail(d, "out of memory");
+	nd_mig_dst_out(d, m);
 	pthread_mutex_lock(&d->lock);
 	d->phase = ND_MIG_COMMITTED;
 	pthread_mutex_unlock(&d->lock);
@@ -694,7 +751,7 @@ static int finish(struct nd_mig_dst *d)
 	}
 	m = mig_gen_msg(d, PROTO_RESUMED);
 	if (m)
-		out_push(d, m);
+		nd_mig_dst_out(d, m);
 	write_record(d, "completed", "");
 	dst_info(d,
 		 "VM resumed here (verify %.1f ms, RAM_DONE %.1f ms, "
@@ -735,6 +792,7 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 {
 	uint64_t deadline = fy_now_ns() + DRAIN_TIMEOUT_NS;
 
+	nd_post_end(d);
 	if (d->pop)
 		dst_info(d, "%" PRIu64 " pages mapped in ahead of the reads",
 			 nd_pop_done(d->pop));
@@ -758,6 +816,8 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 	d->map = NULL;
 	free(d->need);
 	d->need = NULL;
+	free(d->seen);
+	d->seen = NULL;
 	free(d->csums);
 	d->csums = NULL;
 	free(d->blob);
@@ -769,6 +829,14 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 		d->handed = true;
 		d->phase = ND_MIG_COMPLETED;
 		pthread_mutex_unlock(&d->lock);
+		d->kc = NULL;
+		return;
+	}
+	if (d->pc) {
+		/* the only copy of the VM that runs: never kill it */
+		dst_err(d, "post-copy left unfinished: the VM waits for "
+			   "pages no one serves now");
+		kva_client_close(d->kc);
 		d->kc = NULL;
 		return;
 	}
@@ -809,8 +877,27 @@ void *nd_mig_dst_thread(void *arg)
 		struct pollfd pfd = { .fd = d->efd, .events = POLLIN };
 		uint64_t v;
 
-		if (drain_inbox(d) || post_reads(d))
+		if (drain_inbox(d))
 			break;
+		if (d->pc) {
+			int r = nd_post_step(d);
+
+			if (r) {
+				ok = r > 0;
+				break;
+			}
+			if (!child_alive(d))
+				break;
+			continue;
+		}
+		if (d->pc_asked) {
+			/* pre-copy reads land first, then the VM resumes */
+			if (!d->inflight && !d->djob && d->blob &&
+			    nd_post_begin(d))
+				break;
+		} else if (post_reads(d)) {
+			break;
+		}
 		if (d->nvq && !d->pending && !d->inflight && verify_chunks(d))
 			break;
 		if (d->final && d->blob && !d->pending && !d->inflight) {
@@ -851,7 +938,7 @@ out:
 				snprintf(a->abort.reason,
 					 sizeof(a->abort.reason), "%s",
 					 d->reason);
-				out_push(d, a);
+				nd_mig_dst_out(d, a);
 			}
 		}
 	}

@@ -35,6 +35,7 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 	snprintf(d->peer, sizeof(d->peer), "%s", m->peer->conf->name);
 	d->pages = p->regions[0].pages;
 	d->vcpus = p->vcpus;
+	d->may_postcopy = strcmp(p->mode, "precopy") != 0;
 	d->phase = ND_MIG_PREPARE;
 	d->in_tail = &d->in;
 	d->out_tail = &d->out;
@@ -83,13 +84,14 @@ void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
 	nd_mig_kick(d->efd);
 }
 
-void nd_mig_dst_stop(struct nd_mig *m, const char *reason)
+void nd_mig_dst_stop(struct nd_mig *m, const char *reason, bool always)
 {
 	struct nd_mig_dst *d = m->dst;
 
 	if (!d)
 		return;
 	pthread_mutex_lock(&d->lock);
+	d->stop_always |= always;
 	if (!d->stop) {
 		d->stop = true;
 		snprintf(d->stop_reason, sizeof(d->stop_reason), "%s", reason);
@@ -117,6 +119,8 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 	m->pages_pulled = d->pages_pulled;
 	m->bytes = d->bytes;
 	m->verified_pages = d->verified;
+	m->pcs = d->pcs;
+	m->t_resumed = d->t_resumed;
 	m->o.verify = d->verified > 0;
 	if (m->vmp && !d->done)
 		m->vmp->pid = d->pid_pub; /* reaped by the thread, not by us */

@@ -446,6 +446,8 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 	case PROTO_VERIFY:
 	case PROTO_RESUMED:
 	case PROTO_DELTA_SET:
+	case PROTO_POSTCOPY:
+	case PROTO_PC_STATS:
 		/* one-way: the migration engine answers on our DEALER */
 		if (!p->hello_in) {
 			fill_error(&out, ENOTCONN, "HELLO first");

@@ -15,6 +15,7 @@
 #include "common/log.h"
 #include "fabric/fabric.h"
 #include "node/node.h"
+#include "protocol/protocol.h"
 
 /*
  * Internals of node/: configuration, keys, the msgpack -> JSON printer, the
@@ -373,12 +374,96 @@ int nd_mig_delta_round(struct nd_mig *m);
 int nd_delta_apply_buf(uint8_t *map, uint64_t pages, const uint8_t *buf,
 		       size_t len, uint64_t *applied);
 
+/*
+ * The post-copy fault server (nd_fault.c): one thread per incoming VM
+ * resolving its userfaultfd faults with one-sided reads from the holder.
+ */
+struct nd_fault;
+
+/* The zero values are the defaults, measured by bench/postcopy. */
+enum nd_fault_mode {
+	ND_FAULT_COPY, /* read into a staging page, UFFDIO_COPY */
+	ND_FAULT_CONTINUE, /* read into the memfd page, UFFDIO_CONTINUE */
+};
+
+#define ND_FAULT_VCPUS 16
+
+struct nd_fault_params {
+	int uffd; /* O_NONBLOCK; borrowed, the caller closes it */
+	uint64_t uffd_base; /* ferry-vm's address of page 0 */
+	bool minor; /* registered MISSING|MINOR */
+	uint8_t *map; /* ferryd's MAP_SHARED mapping of the memfd; borrowed */
+	uint64_t pages;
+	/*
+	 * A domain for faults only: the fault thread is its one fab_poll()
+	 * caller. Borrowed. ep (to the holder) is the server's from open on.
+	 */
+	struct fab_domain *dom;
+	struct fab_ep *ep;
+	struct fab_rkey rkey; /* the holder's registration of guest RAM */
+	const uint64_t *holes; /* pages that are holes on the source, or NULL */
+	/*
+	 * Shared with the background puller, atomic bits: whoever sets a
+	 * page's bit (0 -> 1) places that page, the puller with UFFDIO_COPY.
+	 */
+	uint64_t *present;
+	enum nd_fault_mode mode;
+	/* µs to spin after activity before poll(); 0: 200, <0: never spin */
+	int spin_us;
+	unsigned prepage_max; /* pre-paging window cap in pages; 0: none */
+	bool prepage_self; /* also fetch the pre-page queue ourselves */
+};
+
+struct nd_fault_stats {
+	uint64_t missing, minor; /* fault messages */
+	uint64_t served; /* fault messages resolved */
+	uint64_t p50_ns, p99_ns, max_ns; /* service time, message read->wake */
+	uint64_t blocktime_ns; /* sum over faults of their wait */
+	uint64_t zero_pages; /* holes served by UFFDIO_ZEROPAGE */
+	uint64_t prepage_queued, prepage_taken, prepaged;
+	unsigned window; /* current pre-paging window */
+	uint64_t stalls, stall_ns; /* holder unreachable: count, total */
+	bool stalled; /* now */
+	unsigned busy; /* pages being fetched or waited for */
+	uint64_t holder_swaps;
+	enum nd_fault_mode mode;
+	uint32_t vcpu_tid[ND_FAULT_VCPUS]; /* with UFFD_FEATURE_THREAD_ID */
+	uint64_t vcpu_blocktime_ns[ND_FAULT_VCPUS];
+};
+
+/* Claim page: true when we flipped its bit in present, false if taken. */
+static inline bool nd_fault_claim(uint64_t *present, uint64_t page)
+{
+	uint64_t bit = 1ULL << (page % 64);
+
+	return !(__atomic_fetch_or(&present[page / 64], bit, __ATOMIC_ACQ_REL) &
+		 bit);
+}
+
+/* Start the fault thread; 0 or -errno. On success p->ep is the server's. */
+int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out);
+/* Use ep / rk from now on (reconnected holder); the server owns ep. */
+int nd_fault_set_holder(struct nd_fault *fs, struct fab_ep *ep,
+			const struct fab_rkey *rk);
+/* Up to max pages to pre-page (not yet present), for the puller. */
+size_t nd_fault_prepage_take(struct nd_fault *fs, uint64_t *pages, size_t max);
+/* A snapshot of the counters; any thread. */
+void nd_fault_stats(struct nd_fault *fs, struct nd_fault_stats *out);
+/*
+ * Stop the thread and close the endpoint(s) it owns; faults read but not
+ * resolved stay unresolved (UFFDIO_WAKE the range to have them again).
+ * The uffd, map, domain and bitmaps go back to the caller. Accepts NULL.
+ */
+void nd_fault_close(struct nd_fault *fs);
+
 /* nd_mig.c: migrations, both roles (docs/migration.md) */
 
 enum nd_mig_phase {
 	ND_MIG_PREPARE, /* destination starting its VM */
 	ND_MIG_PRECOPY, /* rounds of pulls while the VM runs */
 	ND_MIG_SWITCHOVER, /* VM paused on the source; last pull, state */
+	/* post-copy: the VM runs on the destination, pages still arrive */
+	ND_MIG_POSTCOPY,
 	ND_MIG_COMMITTED, /* destination holds everything; source VM ends */
 	ND_MIG_COMPLETED,
 	ND_MIG_FAILED,
@@ -386,7 +471,9 @@ enum nd_mig_phase {
 };
 
 struct nd_mig_opts {
-	char mode[16]; /* "precopy" */
+	char mode[16]; /* "precopy", "postcopy" or "hybrid" */
+	/* hybrid: go post-copy after this many rounds; 0: when stuck */
+	unsigned postcopy_after;
 	uint64_t downtime_ms; /* --downtime-limit */
 	uint64_t max_bw; /* bytes/s of pulls; 0: no limit */
 	bool verify;
@@ -462,6 +549,12 @@ struct nd_mig {
 	size_t stage_len;
 	struct fab_mr *stage_mr;
 	uint64_t delta_pages, delta_raw, delta_bytes;
+	/* post-copy */
+	bool pc_now; /* `ferry migrate-postcopy`: at the next chance */
+	bool pc; /* POSTCOPY sent: our VM must not run again but on ABORT */
+	bool holder_lost; /* restarted: D needs our HOLDER_MAP again */
+	uint64_t t_resumed; /* the VM runs on the destination since */
+	struct proto_pc_stats pcs; /* the destination's last PC_STATS */
 	/* destination */
 	struct nd_mig_dst *dst;
 };
@@ -484,6 +577,10 @@ int nd_mig_src_start(struct nd_node *n, const char *vm, const char *peer,
 void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
 		     const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Source: map and register the memfd of m->vmp for reads; 0 or -errno. */
+int nd_mig_src_map(struct nd_mig *m);
+/* Source: give back the mapping, registrations and the VM's slot. */
+void nd_mig_src_release(struct nd_mig *m);
 /* Send msg to m's peer; logs and returns -errno on failure. */
 int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg);
 /* A message from the destination of source migration m (not freed). */
@@ -530,6 +627,7 @@ struct nd_mig_slot {
 	uint64_t start, pages; /* a DELTA_SET chunk: offset and bytes */
 	bool used;
 	bool delta;
+	bool posted; /* post-copy: a read in flight (else one to repost) */
 };
 
 struct nd_mig_dst {
@@ -540,6 +638,7 @@ struct nd_mig_dst {
 	char peer[ND_NAME_MAX + 1];
 	uint64_t pages;
 	uint32_t vcpus;
+	bool may_postcopy; /* mode postcopy or hybrid */
 	char sock[ND_DIR_MAX + 80];
 	char record[ND_DIR_MAX + 160];
 	int efd; /* wakes the thread */
@@ -548,11 +647,14 @@ struct nd_mig_dst {
 	pthread_mutex_t lock; /* everything down to "thread only" */
 	struct nd_mig_qmsg *in, **in_tail, *out, **out_tail;
 	bool stop;
+	bool stop_always; /* also once the VM runs here (shutdown) */
 	char stop_reason[256];
 	enum nd_mig_phase phase;
 	char reason[512];
 	uint32_t round;
 	uint64_t gen, pages_valid, pages_pulled, bytes, verified;
+	struct proto_pc_stats pcs; /* post-copy: the last PC_STATS */
+	uint64_t t_resumed; /* post-copy: since when the VM runs here */
 	bool done; /* the thread ended */
 	bool handed; /* committed: kc and pid are the node's now */
 	struct kva_client *kc_out;
@@ -591,10 +693,42 @@ struct nd_mig_dst {
 	uint64_t last_progress_ns;
 	bool progress_dirty;
 	bool quiet_abort; /* the source ended it: no ABORT back */
+	/* post-copy (nd_mig_post.c) */
+	struct fab_addr src_addr; /* the holder: the source */
+	uint64_t *seen; /* pages ever announced; the others are holes */
+	bool pc_asked; /* POSTCOPY came */
+	bool pc; /* the VM runs here: never kill it */
+	struct nd_post *post;
 };
 
 /* The thread's body (arg: its struct nd_mig_dst). */
 void *nd_mig_dst_thread(void *arg);
+/* Thread: queue msg (taken) for the source; record the phase. */
+void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg);
+void nd_mig_dst_phase(struct nd_mig_dst *d, enum nd_mig_phase p);
+/* Thread: the first reason to give up wins; returns -1. */
+int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/*
+ * nd_mig_post.c, the destination's post-copy: all pre-copy reads are in
+ * and STATE came; start the fault server, load the state, resume the VM
+ * here. 0, or -1 (failed before the VM ran: the source resumes it).
+ */
+int nd_post_begin(struct nd_mig_dst *d);
+/*
+ * One turn of the background puller, waiting up to 1 ms: 0 while pages
+ * are missing, 1 once every page is here and the uffd is released, -1 when
+ * the VM is gone.
+ */
+int nd_post_step(struct nd_mig_dst *d);
+/* A new address or key of the holder (its ferryd restarted). */
+void nd_post_holder(struct nd_mig_dst *d);
+/* Stop the fault server and free what post-copy made; the VM runs on. */
+void nd_post_end(struct nd_mig_dst *d);
+/* The fault server's figures as PC_STATS (mig left 0). */
+void nd_pc_stats_from(struct proto_pc_stats *o, const struct nd_fault_stats *s,
+		      uint64_t duration_ns);
 
 /*
  * The populator (nd_populate.c): a thread that MADV_POPULATE_WRITEs the
@@ -624,8 +758,12 @@ void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg);
  * once the thread has ended and was joined.
  */
 bool nd_mig_dst_poll(struct nd_mig *m);
-/* Ask the thread to give up (it cleans up everything), with a reason. */
-void nd_mig_dst_stop(struct nd_mig *m, const char *reason);
+/*
+ * Ask the thread to give up (it cleans up everything), with a reason. Once
+ * the VM runs here (post-copy) only `always` (a shutdown) stops it, and
+ * the VM is left running.
+ */
+void nd_mig_dst_stop(struct nd_mig *m, const char *reason, bool always);
 /* Join and free (after nd_mig_dst_poll() returned true or at shutdown). */
 void nd_mig_dst_free(struct nd_mig *m);
 
@@ -660,77 +798,5 @@ void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
 int nd_cli_call(const char *sock_path, const void *req, size_t len,
 		int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
 		size_t errlen);
-
-/*
- * The post-copy fault server (nd_fault.c): one thread per incoming VM
- * resolving its userfaultfd faults with one-sided reads from the holder.
- */
-struct nd_fault;
-
-/* The zero values are the defaults, measured by bench/postcopy. */
-enum nd_fault_mode {
-	ND_FAULT_COPY, /* read into a staging page, UFFDIO_COPY */
-	ND_FAULT_CONTINUE, /* read into the memfd page, UFFDIO_CONTINUE */
-};
-
-#define ND_FAULT_VCPUS 16
-
-struct nd_fault_params {
-	int uffd; /* O_NONBLOCK; borrowed, the caller closes it */
-	uint64_t uffd_base; /* ferry-vm's address of page 0 */
-	bool minor; /* registered MISSING|MINOR */
-	uint8_t *map; /* ferryd's MAP_SHARED mapping of the memfd; borrowed */
-	uint64_t pages;
-	/*
-	 * A domain for faults only: the fault thread is its one fab_poll()
-	 * caller. Borrowed. ep (to the holder) is the server's from open on.
-	 */
-	struct fab_domain *dom;
-	struct fab_ep *ep;
-	struct fab_rkey rkey; /* the holder's registration of guest RAM */
-	const uint64_t *holes; /* pages that are holes on the source, or NULL */
-	/*
-	 * Shared with the background puller, atomic bits: whoever sets a
-	 * page's bit (0 -> 1) places that page, the puller with UFFDIO_COPY.
-	 */
-	uint64_t *present;
-	enum nd_fault_mode mode;
-	/* µs to spin after activity before poll(); 0: 200, <0: never spin */
-	int spin_us;
-	unsigned prepage_max; /* pre-paging window cap in pages; 0: none */
-	bool prepage_self; /* also fetch the pre-page queue ourselves */
-};
-
-struct nd_fault_stats {
-	uint64_t missing, minor; /* fault messages */
-	uint64_t served; /* fault messages resolved */
-	uint64_t p50_ns, p99_ns, max_ns; /* service time, message read->wake */
-	uint64_t blocktime_ns; /* sum over faults of their wait */
-	uint64_t zero_pages; /* holes served by UFFDIO_ZEROPAGE */
-	uint64_t prepage_queued, prepage_taken, prepaged;
-	unsigned window; /* current pre-paging window */
-	uint64_t stalls, stall_ns; /* holder unreachable: count, total */
-	bool stalled; /* now */
-	uint64_t holder_swaps;
-	enum nd_fault_mode mode;
-	uint32_t vcpu_tid[ND_FAULT_VCPUS]; /* with UFFD_FEATURE_THREAD_ID */
-	uint64_t vcpu_blocktime_ns[ND_FAULT_VCPUS];
-};
-
-/* Start the fault thread; 0 or -errno. On success p->ep is the server's. */
-int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out);
-/* Use ep / rk from now on (reconnected holder); the server owns ep. */
-int nd_fault_set_holder(struct nd_fault *fs, struct fab_ep *ep,
-			const struct fab_rkey *rk);
-/* Up to max pages to pre-page (not yet present), for the puller. */
-size_t nd_fault_prepage_take(struct nd_fault *fs, uint64_t *pages, size_t max);
-/* A snapshot of the counters; any thread. */
-void nd_fault_stats(struct nd_fault *fs, struct nd_fault_stats *out);
-/*
- * Stop the thread and close the endpoint(s) it owns; faults read but not
- * resolved stay unresolved (UFFDIO_WAKE the range to have them again).
- * The uffd, map, domain and bitmaps go back to the caller. Accepts NULL.
- */
-void nd_fault_close(struct nd_fault *fs);
 
 #endif /* FERRY_NODE_NODE_INT_H */

@@ -63,6 +63,8 @@ static const struct proto_desc *const descs[] = {
 	[PROTO_VERIFY] = &proto_verify_desc,
 	[PROTO_RESUMED] = &proto_resumed_desc,
 	[PROTO_DELTA_SET] = &proto_delta_desc,
+	[PROTO_POSTCOPY] = &proto_postcopy_desc,
+	[PROTO_PC_STATS] = &proto_pc_stats_desc,
 };
 
 static const struct proto_desc *desc_of(uint64_t t)

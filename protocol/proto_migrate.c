@@ -37,6 +37,13 @@
  *     contents, encoded page by page against the copy D already holds, lie
  *     in S's registered buffer [b, b + l) under key k; D pulls the buffer
  *     and applies it.
+ *   Post-copy: instead of SWITCHOVER, S sends POSTCOPY(m, g) after the
+ *     last DIRTY_SETs (VM paused), then STATE: D resumes the VM at once
+ *     with what it holds, fetches the rest on demand (faults) and in the
+ *     background, sends RESUMED(m, g) once the VM runs, PC_STATS(m, ...)
+ *     while pages arrive and COMMIT(m, g) once it holds every page. From
+ *     RESUMED on the VM lives on D: S keeps its copy registered (also
+ *     across a restart of its ferryd, HOLDER_MAP again) until COMMIT.
  *   D may send COMMIT before it resumes the VM (it then holds everything
  *     and S may free its copy); RESUMED(m, g) follows once the VM runs on
  *     D, so that S can measure the downtime on its own clock.
@@ -460,4 +467,33 @@ const struct proto_desc proto_delta_desc = {
 	.fields = delta_fields,
 	.nfields = ARRAY_SIZE(delta_fields),
 	.check = delta_check,
+};
+
+const struct proto_desc proto_postcopy_desc = {
+	.name = "POSTCOPY",
+	.size = sizeof(struct proto_mig_gen),
+	.fields = mig_gen_fields,
+	.nfields = ARRAY_SIZE(mig_gen_fields),
+};
+
+static const struct proto_field pc_stats_fields[] = {
+	PF_U64("m", struct proto_pc_stats, mig, 1, UINT64_MAX),
+	PF_U64("f", struct proto_pc_stats, faults, 0, UINT64_MAX),
+	PF_U64("p50", struct proto_pc_stats, p50, 0, UINT64_MAX),
+	PF_U64("p99", struct proto_pc_stats, p99, 0, UINT64_MAX),
+	PF_U64("mx", struct proto_pc_stats, max, 0, UINT64_MAX),
+	PF_U64("bt", struct proto_pc_stats, blocktime, 0, UINT64_MAX),
+	PF_U64("pp", struct proto_pc_stats, prepaged, 0, UINT64_MAX),
+	PF_U64("z", struct proto_pc_stats, zero_pages, 0, UINT64_MAX),
+	PF_U64("st", struct proto_pc_stats, stalls, 0, UINT64_MAX),
+	PF_U64("sn", struct proto_pc_stats, stall_ns, 0, UINT64_MAX),
+	PF_U64("d", struct proto_pc_stats, duration, 0, UINT64_MAX),
+	PF_U64("sd", struct proto_pc_stats, stalled, 0, 1),
+};
+
+const struct proto_desc proto_pc_stats_desc = {
+	.name = "PC_STATS",
+	.size = sizeof(struct proto_pc_stats),
+	.fields = pc_stats_fields,
+	.nfields = ARRAY_SIZE(pc_stats_fields),
 };

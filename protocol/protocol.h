@@ -53,6 +53,8 @@ enum proto_type {
 	PROTO_VERIFY,
 	PROTO_RESUMED,
 	PROTO_DELTA_SET,
+	PROTO_POSTCOPY,
+	PROTO_PC_STATS,
 };
 
 /* A run of pages that a holder holds at one generation. */
@@ -170,6 +172,23 @@ struct proto_delta_set {
 	uint64_t pages;
 };
 
+/*
+ * PC_STATS: the destination's post-copy figures so far (times in ns):
+ * faults served, service time percentiles, blocktime (sum over faults of
+ * their wait), pages pre-paged, holes zero-filled, stalls and their total.
+ */
+struct proto_pc_stats {
+	uint64_t mig;
+	uint64_t faults;
+	uint64_t p50, p99, max;
+	uint64_t blocktime;
+	uint64_t prepaged;
+	uint64_t zero_pages;
+	uint64_t stalls, stall_ns;
+	uint64_t duration; /* since the VM resumed on the destination */
+	uint64_t stalled; /* 1: the holder does not answer now */
+};
+
 struct proto_abort {
 	uint64_t mig; /* every mig but ERROR's is >= 1 */
 	char reason[PROTO_TEXT_MAX + 1];
@@ -199,6 +218,8 @@ struct proto_msg {
 		struct proto_mig_gen switchover;
 		struct proto_mig_gen commit;
 		struct proto_mig_gen resumed;
+		struct proto_mig_gen postcopy;
+		struct proto_pc_stats pc_stats;
 		struct proto_verify verify;
 		struct proto_delta_set delta;
 		struct proto_abort abort;

@@ -188,9 +188,24 @@ struct proto_msg *proto_sample(enum proto_type t, unsigned v)
 		m->delta.pages = v == 2 ? PROTO_PAGES_MAX : v == 1 ? 1 : 300;
 		m->delta.len = v == 2 ? PROTO_DELTA_MAX : v == 1 ? 16 : 300000;
 		break;
+	case PROTO_PC_STATS:
+		m->pc_stats.mig = 18 + v;
+		m->pc_stats.faults = v == 2 ? UINT64_MAX : 1000 * v;
+		m->pc_stats.p50 = 30000 + v;
+		m->pc_stats.p99 = 50000 + v;
+		m->pc_stats.max = v == 2 ? UINT64_MAX : 900000;
+		m->pc_stats.blocktime = 123456789ULL * v;
+		m->pc_stats.prepaged = 77 * v;
+		m->pc_stats.zero_pages = v;
+		m->pc_stats.stalls = v;
+		m->pc_stats.stall_ns = 2000000000ULL * v;
+		m->pc_stats.stalled = v == 1;
+		m->pc_stats.duration = v == 2 ? UINT64_MAX : 5 * v;
+		break;
 	case PROTO_SWITCHOVER:
 	case PROTO_COMMIT:
 	case PROTO_RESUMED:
+	case PROTO_POSTCOPY:
 		m->switchover.mig = 12 + v;
 		m->switchover.gen = v == 2 ? UINT64_MAX : v;
 		break;
@@ -336,9 +351,14 @@ bool proto_msg_eq(const struct proto_msg *a, const struct proto_msg *b,
 	case PROTO_DELTA_SET:
 		DIFF(memcmp(&a->delta, &b->delta, sizeof(a->delta)), "delta");
 		return true;
+	case PROTO_PC_STATS:
+		DIFF(memcmp(&a->pc_stats, &b->pc_stats, sizeof(a->pc_stats)),
+		     "pc_stats");
+		return true;
 	case PROTO_SWITCHOVER:
 	case PROTO_COMMIT:
 	case PROTO_RESUMED:
+	case PROTO_POSTCOPY:
 		DIFF(a->commit.mig != b->commit.mig, "mig");
 		DIFF(a->commit.gen != b->commit.gen, "gen");
 		return true;

@@ -1,0 +1,676 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The destination's post-copy, run by the puller thread (nd_mig_dst.c):
+ * the VM resumes here before every page is in (Hines & Gopalan, VEE'09).
+ *
+ * begin   all pre-copy reads are in and STATE came. The pages still needed
+ *         are punched out of the memfd, so that the guest faults on them
+ *         instead of seeing an old or half-written copy; present = pages
+ *         pulled, holes = pages never announced (holes on the source).
+ *         The fault server (nd_fault.c) starts on a domain and endpoint of
+ *         its own, so faults never queue behind our reads; SET_STATE,
+ *         RESUME, RESUMED. A failure up to here is an ABORT: the VM never
+ *         ran here and resumes on the source.
+ * step    background reads: pages the fault server asks to pre-page
+ *         first, then the rest in page order (ordering/ will give a better
+ *         one). Each run is claimed in `present`, read into a registered
+ *         staging buffer and placed with UFFDIO_COPY, which wakes a vCPU
+ *         waiting on it; a page the fault server claimed first is its to
+ *         place. With MINOR registration the pre-copied pages are mapped
+ *         in bulk (UFFDIO_CONTINUE) when the reads leave time, so the guest
+ *         takes no fault on them. PROGRESS and PC_STATS every 200 ms.
+ * lost    reads fail or time out, the fault server stalls: both endpoints
+ *         connect again with backoff (100 ms doubling to 2 s), forever; the
+ *         vCPUs wait on their faults, nothing is killed. A HOLDER_MAP (the
+ *         source's ferryd restarted) reconnects at once.
+ * end     every page with data is in the memfd (mincore: the fault server
+ *         may still be placing one it claimed): RAM_DONE releases the uffd,
+ *         last PC_STATS, COMMIT; the source then frees its copy.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "fabric/fabric.h"
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+#define PAGE 4096ULL
+#define WINDOW ND_MIG_WINDOW
+#define RUN 64 /* pages per background read: a fault waits for one at most */
+#define PREPAGE_BATCH 16
+#define CONT_BATCH 512 /* pages mapped per UFFDIO_CONTINUE */
+#define STATS_NS (200 * 1000000ULL)
+#define BACKOFF_MIN_NS (100 * 1000000ULL)
+#define BACKOFF_MAX_NS (2000 * 1000000ULL)
+#define PARKED_MAX 16
+#define PREPAGE_MAX 64 /* fault server's pre-paging window cap */
+
+#define post_info(d, fmt, ...)                                                 \
+	pr_info("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
+		##__VA_ARGS__)
+
+struct nd_post {
+	int uffd;
+	uint64_t uffd_base;
+	bool minor;
+	uint64_t *present, *holes;
+	uint64_t *unmapped; /* minor: pre-copied pages not CONTINUEd yet */
+	uint64_t cont_cursor;
+	struct fab_domain *fdom;
+	struct nd_fault *fs;
+	uint8_t *stage;
+	struct fab_mr *stage_mr;
+	/* staging areas a stalled provider may still write into */
+	uint8_t *parked[PARKED_MAX];
+	struct fab_mr *parked_mr[PARKED_MAX];
+	unsigned nparked;
+	uint64_t next_stats;
+	bool broken; /* our endpoint failed: connect again */
+	uint64_t reconnect_at, backoff;
+};
+
+static uint64_t *bitmap_dup(const uint64_t *bm, uint64_t bits)
+{
+	uint64_t *c = fy_bitmap_alloc(bits);
+
+	if (c)
+		memcpy(c, bm, (bits + 63) / 64 * 8);
+	return c;
+}
+
+/* Drop the pages of bm (runs) from memfd fd: they fault again. */
+static int punch(int fd, const uint64_t *bm, uint64_t pages)
+{
+	uint64_t p = 0, e;
+
+	for (;;) {
+		p = fy_bitmap_next_set(bm, pages, p);
+		if (p >= pages)
+			return 0;
+		e = fy_bitmap_next_clear(bm, pages, p);
+		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      p * PAGE, (e - p) * PAGE))
+			return -errno;
+		p = e;
+	}
+}
+
+static int stage_alloc(struct nd_mig_dst *d)
+{
+	struct nd_post *p = d->post;
+	size_t len = WINDOW * RUN * PAGE;
+	int ret;
+
+	p->stage = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (p->stage == MAP_FAILED) {
+		p->stage = NULL;
+		return -ENOMEM;
+	}
+	ret = fab_mr_reg(d->n->fab, p->stage, len, FAB_ACCESS_LOCAL,
+			 &p->stage_mr);
+	if (ret) {
+		munmap(p->stage, len);
+		p->stage = NULL;
+	}
+	return ret;
+}
+
+static void stage_free(uint8_t *buf, struct fab_mr *mr)
+{
+	fab_mr_dereg(mr);
+	if (buf)
+		munmap(buf, WINDOW * RUN * PAGE);
+}
+
+/*
+ * A closed endpoint's reads may be held by the provider and land later:
+ * never in a staging area we reuse. Keep it, take a fresh one.
+ */
+static void stage_park(struct nd_mig_dst *d)
+{
+	struct nd_post *p = d->post;
+	struct fab_stats st;
+
+	fab_domain_stats(d->n->fab, &st);
+	if (!st.ops_held || p->nparked == PARKED_MAX)
+		return;
+	p->parked[p->nparked] = p->stage;
+	p->parked_mr[p->nparked++] = p->stage_mr;
+	p->stage = NULL;
+	p->stage_mr = NULL;
+	if (stage_alloc(d))
+		pr_err("no staging memory for post-copy reads");
+}
+
+static struct fab_ep *connect_fault_ep(struct nd_mig_dst *d)
+{
+	struct fab_ep *ep = NULL;
+
+	if (fab_ep_connect(d->post->fdom, &d->src_addr, &ep))
+		return NULL;
+	return ep;
+}
+
+/* Close our endpoint; completions of its reads say they are not posted. */
+static void drop_ep(struct nd_mig_dst *d)
+{
+	struct fab_cqe c[64];
+	int n;
+
+	if (!d->ep)
+		return;
+	fab_ep_close(d->ep);
+	d->ep = NULL;
+	while ((n = fab_poll(d->n->fab, c, 64, 0)) > 0)
+		for (int i = 0; i < n; i++) {
+			struct nd_mig_slot *s = c[i].ctx;
+
+			if (s >= d->slots && s < d->slots + WINDOW &&
+			    s->posted) {
+				s->posted = false;
+				d->inflight--;
+			}
+		}
+	for (int i = 0; i < WINDOW; i++)
+		if (d->slots[i].posted) {
+			/* cancelled but not reported: the provider holds it */
+			d->slots[i].posted = false;
+			d->inflight--;
+		}
+	stage_park(d);
+}
+
+/* Connect both endpoints to the holder again. */
+static void reconnect(struct nd_mig_dst *d, uint64_t now)
+{
+	struct nd_post *p = d->post;
+	struct fab_ep *fep;
+	int ret;
+
+	drop_ep(d);
+	p->reconnect_at = now + p->backoff;
+	p->backoff = FY_MIN(p->backoff * 2, BACKOFF_MAX_NS);
+	ret = fab_ep_connect(d->n->fab, &d->src_addr, &d->ep);
+	if (ret) {
+		d->ep = NULL;
+		return;
+	}
+	fep = connect_fault_ep(d);
+	if (!fep || nd_fault_set_holder(p->fs, fep, &d->rk)) {
+		fab_ep_close(fep);
+		drop_ep(d);
+		return;
+	}
+	p->broken = false;
+	post_info(d, "post-copy: connected to the holder again");
+}
+
+void nd_post_holder(struct nd_mig_dst *d)
+{
+	struct nd_post *p = d->post;
+
+	if (!p)
+		return;
+	post_info(d, "post-copy: the holder has a new address");
+	p->broken = true;
+	p->reconnect_at = 0;
+	p->backoff = BACKOFF_MIN_NS;
+}
+
+/* Pages of the memfd that the guest may see but its page tables lack. */
+static void cont_sweep(struct nd_post *p, uint64_t pages)
+{
+	uint64_t s, e;
+	struct uffdio_continue c;
+
+	if (!p->unmapped)
+		return;
+	s = fy_bitmap_next_set(p->unmapped, pages, p->cont_cursor);
+	if (s >= pages) {
+		free(p->unmapped);
+		p->unmapped = NULL;
+		return;
+	}
+	e = FY_MIN(fy_bitmap_next_clear(p->unmapped, pages, s), s + CONT_BATCH);
+	c = (struct uffdio_continue){ .range = { p->uffd_base + s * PAGE,
+						 (e - s) * PAGE } };
+	if (ioctl(p->uffd, UFFDIO_CONTINUE, &c) && c.mapped <= 0)
+		/* EEXIST: the guest mapped that page itself; EAGAIN: retry */
+		c.mapped = errno == EAGAIN ? 0 : (int64_t)PAGE;
+	for (uint64_t q = s; q < s + (uint64_t)c.mapped / PAGE && q < e; q++)
+		fy_bit_clear(p->unmapped, q);
+	p->cont_cursor = s + (uint64_t)c.mapped / PAGE;
+}
+
+/* Place n pages read into src at page with UFFDIO_COPY. 0 or -errno. */
+static int place(struct nd_post *p, uint64_t page, uint64_t n,
+		 const uint8_t *src)
+{
+	uint64_t done = 0;
+	unsigned tries = 0;
+
+	while (done < n) {
+		struct uffdio_copy c = {
+			.dst = p->uffd_base + (page + done) * PAGE,
+			.src = (uintptr_t)(src + done * PAGE),
+			.len = (n - done) * PAGE,
+		};
+
+		if (!ioctl(p->uffd, UFFDIO_COPY, &c))
+			return 0;
+		if (c.copy > 0)
+			done += (uint64_t)c.copy / PAGE;
+		else if (errno == EEXIST)
+			done++; /* mapped already: cannot be ours to fill */
+		else if (errno != EAGAIN || ++tries > 100000)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Post a read of [page, page + n) into a free slot; -1: fatal. */
+static int post_run(struct nd_mig_dst *d, struct nd_mig_slot *s)
+{
+	struct nd_post *p = d->post;
+	int i = s - d->slots, ret;
+
+	ret = fab_read(d->ep, p->stage + i * RUN * PAGE, s->pages * PAGE,
+		       p->stage_mr, &d->rk, s->start * PAGE, s);
+	if (ret == -EAGAIN)
+		return 0;
+	if (ret) {
+		p->broken = true;
+		return 0;
+	}
+	s->posted = true;
+	d->inflight++;
+	return 0;
+}
+
+static struct nd_mig_slot *free_slot(struct nd_mig_dst *d)
+{
+	for (int i = 0; i < WINDOW; i++)
+		if (!d->slots[i].used)
+			return &d->slots[i];
+	return NULL;
+}
+
+static void take_slot(struct nd_mig_dst *d, struct nd_mig_slot *s,
+		      uint64_t page, uint64_t n)
+{
+	s->used = true;
+	s->delta = false;
+	s->posted = false;
+	s->start = page;
+	s->pages = n;
+	for (uint64_t q = page; q < page + n; q++)
+		fy_bit_clear(d->need, q);
+	post_run(d, s);
+}
+
+/* The next run of needed pages we could claim, from the cursor on. */
+static uint64_t next_run(struct nd_mig_dst *d, uint64_t *len)
+{
+	struct nd_post *p = d->post;
+	uint64_t s, e;
+
+	for (;;) {
+		s = fy_bitmap_next_set(d->need, d->pages, d->cursor);
+		if (s >= d->pages)
+			s = fy_bitmap_next_set(d->need, d->pages, 0);
+		if (s >= d->pages)
+			return UINT64_MAX;
+		d->cursor = s;
+		if (nd_fault_claim(p->present, s))
+			break;
+		/* the fault server's: it reads and places that page */
+		fy_bit_clear(d->need, s);
+		pthread_mutex_lock(&d->lock);
+		d->pending--;
+		d->pages_pulled++;
+		d->bytes += PAGE;
+		pthread_mutex_unlock(&d->lock);
+	}
+	e = s + 1;
+	while (e < d->pages && e - s < RUN && fy_bit_test(d->need, e) &&
+	       nd_fault_claim(p->present, e))
+		e++;
+	*len = e - s;
+	d->cursor = e;
+	return s;
+}
+
+static void post_reads(struct nd_mig_dst *d)
+{
+	struct nd_post *p = d->post;
+	uint64_t pre[PREPAGE_BATCH], page, len;
+	struct nd_mig_slot *s;
+	size_t n, i;
+
+	if (!d->ep || p->broken)
+		return;
+	for (i = 0; i < WINDOW; i++)
+		if (d->slots[i].used && !d->slots[i].posted && !p->broken)
+			post_run(d, &d->slots[i]);
+	/* pre-paging around recent faults first */
+	n = nd_fault_prepage_take(p->fs, pre,
+				  FY_MIN(PREPAGE_BATCH, WINDOW - d->inflight));
+	for (i = 0; i < n && (s = free_slot(d)); i++)
+		if (fy_bit_test(d->need, pre[i]) &&
+		    nd_fault_claim(p->present, pre[i]))
+			take_slot(d, s, pre[i], 1);
+	while (!p->broken && (s = free_slot(d))) {
+		page = next_run(d, &len);
+		if (page == UINT64_MAX)
+			break;
+		take_slot(d, s, page, len);
+	}
+}
+
+/* Take completions; place what arrived. -1: the VM is gone. */
+static int reap(struct nd_mig_dst *d, int timeout_ms)
+{
+	struct nd_post *p = d->post;
+	struct fab_cqe c[64];
+	int n, ret;
+
+	n = fab_poll(d->n->fab, c, 64, timeout_ms);
+	for (int i = 0; i < n; i++) {
+		struct nd_mig_slot *s = c[i].ctx;
+
+		if (c[i].op != FAB_OP_READ || s < d->slots ||
+		    s >= d->slots + WINDOW || !s->posted)
+			continue;
+		s->posted = false;
+		d->inflight--;
+		if (c[i].status) {
+			if (!p->broken)
+				pr_warn("post-copy read failed (%s): "
+					"reconnecting",
+					strerror(-c[i].status));
+			p->broken = true;
+			continue;
+		}
+		ret = place(p, s->start, s->pages,
+			    p->stage + (s - d->slots) * RUN * PAGE);
+		if (ret)
+			return nd_mig_dst_fail(d, "UFFDIO_COPY: %s",
+					       strerror(-ret));
+		s->used = false;
+		p->backoff = BACKOFF_MIN_NS;
+		pthread_mutex_lock(&d->lock);
+		d->pending -= s->pages;
+		d->pages_pulled += s->pages;
+		d->bytes += s->pages * PAGE;
+		pthread_mutex_unlock(&d->lock);
+	}
+	return 0;
+}
+
+static void send_stats(struct nd_mig_dst *d, uint64_t now)
+{
+	struct proto_msg *m = calloc(1, sizeof(*m));
+	struct proto_msg *pg = calloc(1, sizeof(*pg));
+	struct nd_fault_stats st;
+
+	nd_fault_stats(d->post->fs, &st);
+	pthread_mutex_lock(&d->lock);
+	nd_pc_stats_from(&d->pcs, &st, now - d->t_resumed);
+	d->pcs.mig = d->id;
+	d->pages_valid = d->pages - d->pending;
+	pthread_mutex_unlock(&d->lock);
+	if (!m || !pg) {
+		free(m);
+		free(pg);
+		return;
+	}
+	m->type = PROTO_PC_STATS;
+	m->pc_stats = d->pcs;
+	nd_mig_dst_out(d, m);
+	pg->type = PROTO_PROGRESS;
+	pg->progress.mig = d->id;
+	pg->progress.round = d->round;
+	pg->progress.pages_total = d->pages;
+	pg->progress.pages_valid = d->pages - d->pending;
+	pg->progress.bytes = d->bytes;
+	nd_mig_dst_out(d, pg);
+	d->post->next_stats = now + STATS_NS;
+}
+
+/* Every page announced is in guest RAM: the fault server is done too. */
+static bool all_in(struct nd_mig_dst *d)
+{
+	uint64_t p = 0, e, len = 0;
+	unsigned char *vec = NULL;
+	bool ok = true;
+
+	while (ok &&
+	       (p = fy_bitmap_next_set(d->seen, d->pages, p)) < d->pages) {
+		e = fy_bitmap_next_clear(d->seen, d->pages, p);
+		if (e - p > len) {
+			free(vec);
+			len = e - p;
+			vec = malloc(len);
+			if (!vec)
+				return false;
+		}
+		if (mincore(d->map + p * PAGE, (e - p) * PAGE, vec))
+			ok = false;
+		for (uint64_t i = 0; ok && i < e - p; i++)
+			ok = vec[i] & 1;
+		p = e;
+	}
+	free(vec);
+	return ok;
+}
+
+void nd_pc_stats_from(struct proto_pc_stats *o, const struct nd_fault_stats *s,
+		      uint64_t duration_ns)
+{
+	*o = (struct proto_pc_stats){
+		.faults = s->served,
+		.p50 = s->p50_ns,
+		.p99 = s->p99_ns,
+		.max = s->max_ns,
+		.blocktime = s->blocktime_ns,
+		.prepaged = s->prepaged,
+		.zero_pages = s->zero_pages,
+		.stalls = s->stalls,
+		.stall_ns = s->stall_ns,
+		.duration = duration_ns,
+		.stalled = s->stalled,
+	};
+}
+
+int nd_post_begin(struct nd_mig_dst *d)
+{
+	const struct kva_layout *l = kva_client_layout(d->kc);
+	struct fab_opts fo = {
+		.provider = d->n->cfg->provider,
+		.node = d->n->cfg->fabric_address,
+	};
+	struct nd_fault_params fp = { 0 };
+	struct nd_post *p;
+	struct proto_msg *m;
+	uint64_t words = (d->pages + 63) / 64, t0 = fy_now_ns();
+	int ret;
+
+	if (!l->uffd || !d->seen)
+		return nd_mig_dst_fail(d, "post-copy: the VM has no uffd");
+	p = d->post = calloc(1, sizeof(*p));
+	if (!p)
+		return nd_mig_dst_fail(d, "out of memory");
+	p->uffd = kva_client_uffd(d->kc);
+	p->uffd_base = l->regions[0].uffd_base;
+	p->minor = l->uffd_minor;
+	p->backoff = BACKOFF_MIN_NS;
+	/* no populator: a page it allocates would look present */
+	nd_pop_stop(d->pop);
+	d->pop = NULL;
+	ret = punch(l->regions[0].memfd, d->need, d->pages);
+	if (ret)
+		return nd_mig_dst_fail(d, "cannot punch needed pages: %s",
+				       strerror(-ret));
+	p->present = fy_bitmap_alloc(d->pages);
+	p->holes = fy_bitmap_alloc(d->pages);
+	if (!p->present || !p->holes)
+		return nd_mig_dst_fail(d, "out of memory");
+	for (uint64_t i = 0; i < words; i++) {
+		p->present[i] = d->seen[i] & ~d->need[i];
+		p->holes[i] = ~d->seen[i];
+	}
+	if (d->pages % 64)
+		p->holes[words - 1] &= (1ULL << (d->pages % 64)) - 1;
+	if (p->minor)
+		p->unmapped = bitmap_dup(p->present, d->pages);
+	ret = stage_alloc(d);
+	if (!ret)
+		ret = fab_domain_open(&fo, &p->fdom);
+	if (ret)
+		return nd_mig_dst_fail(d, "post-copy: cannot set up reads: %s",
+				       strerror(-ret));
+	fp.uffd = p->uffd;
+	fp.uffd_base = p->uffd_base;
+	fp.minor = p->minor;
+	fp.map = d->map;
+	fp.pages = d->pages;
+	fp.dom = p->fdom;
+	fp.ep = connect_fault_ep(d);
+	fp.rkey = d->rk;
+	fp.holes = p->holes;
+	fp.present = p->present;
+	fp.prepage_max = PREPAGE_MAX;
+	ret = fp.ep ? nd_fault_open(&fp, &p->fs) : -ENOTCONN;
+	if (ret) {
+		fab_ep_close(fp.ep);
+		return nd_mig_dst_fail(d, "post-copy: no fault server: %s",
+				       strerror(-ret));
+	}
+	/* ferry-vm may touch guest RAM to load the state: faults are served */
+	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
+	if (ret)
+		return nd_mig_dst_fail(d, "the VM refused the vCPU state: %s",
+				       strerror(-ret));
+	free(d->blob);
+	d->blob = NULL;
+	d->pending = fy_bitmap_count(d->need, d->pages);
+	d->cursor = 0;
+	nd_mig_dst_phase(d, ND_MIG_POSTCOPY);
+	/* from here on the VM is ours alone: no ABORT, never killed */
+	d->pc = true;
+	d->quiet_abort = true;
+	ret = kva_client_resume(d->kc);
+	if (ret)
+		pr_err("post-copy: RESUME failed: %s", strerror(-ret));
+	d->t_resumed = fy_now_ns();
+	m = calloc(1, sizeof(*m));
+	if (m) {
+		m->type = PROTO_RESUMED;
+		m->resumed.mig = d->id;
+		m->resumed.gen = d->gen;
+		nd_mig_dst_out(d, m);
+	}
+	post_info(d,
+		  "post-copy: VM resumed here in %.1f ms, %" PRIu64
+		  " pages to fetch, %" PRIu64 " holes",
+		  (d->t_resumed - t0) / 1e6, d->pending,
+		  fy_bitmap_count(p->holes, d->pages));
+	send_stats(d, d->t_resumed);
+	return 0;
+}
+
+/* Everything is here: release the uffd, tell the source. */
+static void finish(struct nd_mig_dst *d)
+{
+	struct proto_msg *m;
+	int ret;
+
+	ret = kva_client_ram_done(d->kc);
+	if (ret)
+		pr_err("post-copy: RAM_DONE: %s", strerror(-ret));
+	send_stats(d, fy_now_ns());
+	post_info(d,
+		  "post-copy: all pages in after %.3f s: %" PRIu64
+		  " faults (p50 %.1f us, p99 %.1f us), blocktime %.1f ms, "
+		  "%" PRIu64 " pre-paged",
+		  d->pcs.duration / 1e9, d->pcs.faults, d->pcs.p50 / 1e3,
+		  d->pcs.p99 / 1e3, d->pcs.blocktime / 1e6, d->pcs.prepaged);
+	m = calloc(1, sizeof(*m));
+	if (m) {
+		m->type = PROTO_COMMIT;
+		m->commit.mig = d->id;
+		m->commit.gen = d->gen;
+		nd_mig_dst_out(d, m);
+	}
+	nd_mig_dst_phase(d, ND_MIG_COMPLETED);
+}
+
+int nd_post_step(struct nd_mig_dst *d)
+{
+	struct nd_post *p = d->post;
+	struct nd_fault_stats st;
+	uint64_t now = fy_now_ns();
+
+	nd_fault_stats(p->fs, &st);
+	if ((p->broken || st.stalled) && now >= p->reconnect_at)
+		reconnect(d, now);
+	post_reads(d);
+	if (d->inflight) {
+		if (reap(d, 1))
+			return -1;
+	} else if (p->unmapped && !d->pending) {
+		cont_sweep(p, d->pages);
+	} else {
+		struct pollfd pfd = { .fd = d->efd, .events = POLLIN };
+		uint64_t v;
+
+		cont_sweep(p, d->pages);
+		if (poll(&pfd, 1, 1) > 0 && read(d->efd, &v, sizeof(v)) < 0)
+			return -1;
+	}
+	now = fy_now_ns();
+	if (now >= p->next_stats)
+		send_stats(d, now);
+	if (d->pending || d->inflight || st.busy || !all_in(d))
+		return 0;
+	finish(d);
+	return 1;
+}
+
+void nd_post_end(struct nd_mig_dst *d)
+{
+	struct nd_post *p = d->post;
+	struct fab_stats st;
+
+	if (!p)
+		return;
+	nd_fault_close(p->fs);
+	if (p->fdom)
+		fab_domain_close(p->fdom);
+	drop_ep(d);
+	fab_domain_stats(d->n->fab, &st);
+	if (!st.ops_held) {
+		stage_free(p->stage, p->stage_mr);
+		for (unsigned i = 0; i < p->nparked; i++)
+			stage_free(p->parked[i], p->parked_mr[i]);
+	}
+	free(p->present);
+	free(p->holes);
+	free(p->unmapped);
+	free(p);
+	d->post = NULL;
+}
