@@ -14,6 +14,7 @@ KVA_GUEST(dirty);
 KVA_GUEST(verify);
 KVA_GUEST(state);
 KVA_GUEST(fault);
+KVA_GUEST(touch);
 
 static const struct {
 	const char *name;
@@ -25,6 +26,7 @@ static const struct {
 	{ "verify", kva_guest_verify, &kva_guest_verify_size },
 	{ "state", kva_guest_state, &kva_guest_state_size },
 	{ "fault", kva_guest_fault, &kva_guest_fault_size },
+	{ "touch", kva_guest_touch, &kva_guest_touch_size },
 };
 
 int kva_guest_image(const char *name, const unsigned char **img, size_t *len)
@@ -42,5 +44,5 @@ int kva_guest_image(const char *name, const unsigned char **img, size_t *len)
 
 const char *kva_guest_names(void)
 {
-	return "idle, dirty, verify, state, fault";
+	return "idle, dirty, verify, touch, state, fault";
 }

@@ -3,7 +3,8 @@
  * ferry-vm under real KVM: boot and exceptions, sparse RAM, dirty-log
  * completeness against the guest's own record, vCPU state save / recreate
  * / load / compare at guest sync points (after KVM selftests' state_test),
- * snapshot round trips with the verify guest, and bad input.
+ * snapshot round trips with the verify guest, the touch guest's walk
+ * before and after a restore, and bad input.
  *
  * Guest code runs emulated here (about 1e6 instructions/s), so working
  * sets are a few MiB and every wait has a deadline.
@@ -633,6 +634,45 @@ static void test_prefill(void **state)
 	kva_vm_destroy(vm);
 }
 
+/*
+ * touch reads every data page once, and a restored VM (like a migrated
+ * one: every vCPU runs again) walks once more after its DONE, reading the
+ * same sum: bench/postcopy times that second walk on the destination.
+ */
+static void test_touch_walks_again_after_restore(void **state)
+{
+	struct kva_config cfg = cfg_for("touch", 32ULL << 20, 2);
+	uint64_t pages = (cfg.mem_size - KVA_DATA_GPA) / 4096, sum = 0, pg;
+	const char *path = tmp_path("touch");
+	struct kva_progress p;
+	struct kva_vm *vm;
+
+	(void)state;
+	cfg.prefill = KVA_PREFILL_PATTERN;
+	for (pg = KVA_DATA_GPA / 4096; pg < cfg.mem_size / 4096; pg++)
+		sum += pg * 4096;
+	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, all_done, 2, 20, &p));
+	assert_int_equal(p.failed, 0);
+	assert_int_equal(p.pass, 1);
+	assert_int_equal(p.writes, pages);
+	assert_int_equal(p.checks, sum);
+	assert_int_equal(kva_vm_snapshot(vm, path), 0);
+	kva_vm_destroy(vm);
+
+	assert_int_equal(kva_vm_restore(path, &vm), 0);
+	assert_int_equal(kva_vm_start(vm), 0);
+	assert_true(wait_for(vm, pass_at_least, 2, 20, &p));
+	assert_true(wait_for(vm, all_done, 2, 20, &p));
+	assert_int_equal(p.failed, 0);
+	assert_int_equal(p.pass, 2);
+	assert_int_equal(p.writes, 2 * pages);
+	assert_int_equal(p.checks, sum);
+	kva_vm_destroy(vm);
+	unlink(path);
+}
+
 static void test_bad_config(void **state)
 {
 	struct kva_config cfg = cfg_for("dirty", 16ULL << 20, 1);
@@ -668,6 +708,7 @@ int main(void)
 		cmocka_unit_test(test_snapshot_roundtrip_1),
 		cmocka_unit_test(test_snapshot_roundtrip_2),
 		cmocka_unit_test(test_snapshot_bad_input),
+		cmocka_unit_test(test_touch_walks_again_after_restore),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,408 @@
+# SPDX-License-Identifier: MIT
+"""What ferry's Python benches share (bench/migrate/run, bench/postcopy/run).
+
+Two ferryd on this host over loopback ("a" and "b", each with its own
+config, keys and state directory under one temporary directory), the
+`ferry` CLI against either, a source `ferry-vm` on a, its RAM copied to a
+file QEMU can map (the same bytes for both), and the clean-up: every
+process and file goes on exit, also on SIGINT/SIGTERM/SIGHUP if the script
+turns those into Interrupted.
+
+Python 3 standard library only.
+"""
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MiB = 1 << 20
+GiB = 1 << 30
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+QEMU_MIGRATE = os.path.join(ROOT, "bench", "qemu", "qemu-migrate")
+PR_SET_PDEATHSIG = 1
+SAMPLE = MiB  # bytes per sampled chunk of the same-bytes check
+SHMEM_THP = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+
+_name = ["bench"]
+
+
+class BenchError(Exception):
+    """A failure with a message meant for the user."""
+
+
+class Interrupted(BenchError):
+    pass
+
+
+def set_name(name):
+    """The prefix of log lines: the bench's name."""
+    _name[0] = name
+
+
+def log(msg):
+    print(_name[0] + ": " + msg, file=sys.stderr, flush=True)
+
+
+def shmem_thp():
+    """The selected shmem THP mode ("never" by default here), or "?"."""
+    try:
+        with open(SHMEM_THP) as f:
+            words = f.read().split()
+    except OSError:
+        return "?"
+    return next((w[1:-1] for w in words if w.startswith("[")), "?")
+
+
+def set_shmem_thp(mode):
+    with open(SHMEM_THP, "w") as f:
+        f.write(mode)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def mem_available():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def fmt_bytes(n):
+    for unit, div in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if n >= div:
+            return "%.1f %s" % (n / div, unit)
+    return "%d B" % n
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent():
+    # Children die with the bench even if it is SIGKILLed.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def free_ports(n):
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def proc_gone(pid):
+    """True when pid has exited (gone or a zombie: its memory is freed)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def stop_pid(pid, timeout=5.0):
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    t = time.monotonic() + timeout
+    while not proc_gone(pid) and time.monotonic() < t:
+        time.sleep(0.02)
+    if not proc_gone(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        t = time.monotonic() + timeout
+        while not proc_gone(pid) and time.monotonic() < t:
+            time.sleep(0.02)
+
+
+def ensure_build(build, rebuild, extra=()):
+    """ferryd, ferry and ferry-vm of BUILD (relative to the tree, or
+    absolute), and the paths of the extra targets asked for.
+
+    A missing build directory is configured from this tree; the binaries
+    are built when missing, or always with rebuild.  Not rebuilding by
+    default keeps a run on the binaries one chose: other people may be
+    editing the tree (build from `git archive HEAD` for committed code).
+    """
+    bdir = os.path.join(ROOT, build)
+    targets = ["node/ferryd", "node/ferry", "kvm-adapter/ferry-vm"] + \
+        list(extra)
+    bins = [os.path.join(bdir, t) for t in targets]
+    if not os.path.isfile(os.path.join(bdir, "build.ninja")):
+        log("configuring %s" % bdir)
+        subprocess.run(["meson", "setup", bdir], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+    if rebuild or not all(os.access(b, os.X_OK) for b in bins):
+        log("building %s in %s" % (" ".join(targets), bdir))
+        r = subprocess.run(["ninja", "-C", bdir] + targets,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode:
+            raise BenchError("building in %s failed:\n%s" %
+                             (bdir, r.stdout.decode()[-2000:]))
+    return bins
+
+
+class Peers:
+    """Two ferryd (a, b) and the source VMs on a, in one temporary dir.
+
+    opt needs build, rebuild, provider and keep.  close() stops everything
+    this object started and removes its files.
+    """
+
+    def __init__(self, opt, prefix, extra_targets=()):
+        self.opt = opt
+        bins = ensure_build(opt.build, opt.rebuild, extra_targets)
+        self.ferryd, self.ferry, self.ferry_vm = bins[:3]
+        self.extra_bins = bins[3:]
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.daemons = {}      # node -> Popen
+        self.vms = []          # our source ferry-vm Popens
+        self.mem_file = None   # the RAM copy QEMU uses, in /dev/shm
+        self.seq = 0
+
+    # ------------------------------------------------------------ teardown
+
+    def close(self):
+        for p in self.vms:
+            if p.poll() is None:
+                stop_pid(p.pid)
+                p.wait()
+        # Incoming ferry-vms were started by ferryd b in their own session
+        # and outlive it by design: find them by our temporary directory,
+        # which is in their --adapter path, and stop them.
+        for pid in self.our_processes():
+            stop_pid(pid)
+        for p in self.daemons.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        self.drop_mem_file()
+        if self.opt.keep:
+            log("kept %s" % self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def drop_mem_file(self):
+        if self.mem_file and os.path.exists(self.mem_file):
+            os.unlink(self.mem_file)
+        self.mem_file = None
+
+    def our_processes(self):
+        pids = []
+        me = self.tmp.encode()
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if me in cmd and cmd.split(b"\0")[0].endswith(b"ferry-vm"):
+                pids.append(int(d))
+        return pids
+
+    # ------------------------------------------------------------- daemons
+
+    def ferry_cmd(self, node, *args, timeout=30, check=True):
+        r = subprocess.run([self.ferry, "-c", self.conf(node), "--json"] +
+                           list(args), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout)
+        if check and r.returncode:
+            raise BenchError("ferry %s on %s failed (%d): %s%s" %
+                             (" ".join(args), node, r.returncode,
+                              r.stdout.decode(errors="replace"),
+                              r.stderr.decode(errors="replace")))
+        return r
+
+    def ferry_argv(self, node, *args):
+        """The argv of a ferry command, for callers that Popen it."""
+        return [self.ferry, "-c", self.conf(node), "--json"] + list(args)
+
+    def conf(self, node):
+        return os.path.join(self.tmp, node + ".conf")
+
+    def start_daemons(self):
+        ports = free_ports(2)
+        keys = {}
+        for node, port in zip("ab", ports):
+            os.mkdir(os.path.join(self.tmp, node), 0o700)
+            with open(self.conf(node), "w") as f:
+                f.write("[node]\nname = %s\nlisten = tcp://127.0.0.1:%d\n"
+                        "state_dir = %s/%s/state\ncontrol = %s/%s/run/"
+                        "ferryd.sock\nferry_vm = %s\n\n[fabric]\n"
+                        "provider = %s\naddress = 127.0.0.1\n" %
+                        (node, port, self.tmp, node, self.tmp, node,
+                         self.ferry_vm, self.opt.provider))
+            keys[node] = subprocess.run(
+                [self.ferryd, "--config", self.conf(node), "--genkey"],
+                check=True, stdout=subprocess.PIPE).stdout.decode().strip()
+        for node, port in zip("ab", ports):
+            other = "b" if node == "a" else "a"
+            oport = ports[1] if node == "a" else ports[0]
+            with open(self.conf(node), "a") as f:
+                f.write("\n[peer %s]\naddress = tcp://127.0.0.1:%d\n"
+                        "public_key = %s\n" % (other, oport, keys[other]))
+        for node in "ab":
+            log_f = open(os.path.join(self.tmp, node + ".log"), "w")
+            self.daemons[node] = subprocess.Popen(
+                [self.ferryd, "--config", self.conf(node)], stderr=log_f,
+                stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            log_f.close()
+        deadline = time.monotonic() + 20
+        while True:
+            ok = 0
+            for node in "ab":
+                r = self.ferry_cmd(node, "peers", check=False)
+                if r.returncode == 0 and \
+                        b'"state":"reachable"' in r.stdout:
+                    ok += 1
+            if ok == 2:
+                break
+            for node, p in self.daemons.items():
+                if p.poll() is not None:
+                    raise BenchError("ferryd %s exited (%d), see %s.log" %
+                                     (node, p.returncode, node))
+            if time.monotonic() > deadline:
+                raise BenchError("the two ferryd never saw each other")
+            time.sleep(0.2)
+        log("ferryd a (pid %d) and b (pid %d) see each other" %
+            (self.daemons["a"].pid, self.daemons["b"].pid))
+
+    # ----------------------------------------------------------- a source VM
+
+    def start_vm(self, size, content, guest="idle"):
+        """A ferry-vm on a (RAM prefilled from seed 1 for "random");
+        returns (name, Popen) once ferryd a lists it."""
+        self.seq += 1
+        name = "g%d" % self.seq
+        sock = os.path.join(self.tmp, "a", "state", "vms", name + ".sock")
+        cmd = [self.ferry_vm, "--mem", "%dM" % (size // MiB), "--guest",
+               guest, "--report", "0", "--adapter", sock]
+        if content == "random":
+            cmd += ["--prefill", "random", "--seed", "1"]
+        log_f = open(os.path.join(self.tmp, name + ".log"), "w")
+        p = subprocess.Popen(cmd, stderr=log_f, stdout=subprocess.DEVNULL,
+                             preexec_fn=die_with_parent)
+        log_f.close()
+        self.vms.append(p)
+        deadline = time.monotonic() + 60 + 10 * size / GiB
+        while True:
+            if p.poll() is not None:
+                raise BenchError("ferry-vm %s exited (%d)" %
+                                 (name, p.returncode))
+            if os.path.exists(sock):
+                r = self.ferry_cmd("a", "vms", check=False)
+                if r.returncode == 0 and \
+                        ('"name":"%s"' % name).encode() in r.stdout:
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError("ferryd a never saw %s" % name)
+            time.sleep(0.05)
+        return name, p
+
+    def vm_info(self, node, name):
+        """VM name's entry of `ferry vms` on node, or None."""
+        r = self.ferry_cmd(node, "vms", check=False)
+        if r.returncode:
+            return None
+        try:
+            vms = json.loads(r.stdout.decode())
+        except ValueError:
+            return None
+        return next((v for v in vms.get("vms", [])
+                     if v.get("name") == name), None)
+
+    def ram_fd_path(self, pid):
+        d = "/proc/%d/fd" % pid
+        for fd in os.listdir(d):
+            try:
+                if os.readlink(os.path.join(d, fd)).startswith(
+                        "/memfd:ferry-vm-ram"):
+                    return os.path.join(d, fd)
+            except OSError:
+                continue
+        raise BenchError("no ferry-vm-ram memfd in %s" % d)
+
+    def copy_ram(self, pid, size, prefix):
+        """Copy the VM's RAM to a /dev/shm file, holes kept as holes.
+
+        The file becomes self.mem_file.  Returns it and its data extents
+        (offset, length).
+        """
+        fd_in = os.open(self.ram_fd_path(pid), os.O_RDONLY)
+        try:
+            if os.fstat(fd_in).st_size != size:
+                raise BenchError("the RAM memfd is not %d bytes" % size)
+            path = tempfile.mkstemp(prefix=prefix, dir="/dev/shm")[1]
+            self.mem_file = path
+            fd_out = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            extents = []
+            try:
+                os.ftruncate(fd_out, size)
+                off = 0
+                while off < size:
+                    try:
+                        data = os.lseek(fd_in, off, os.SEEK_DATA)
+                    except OSError:  # ENXIO: no data after off
+                        break
+                    hole = os.lseek(fd_in, data, os.SEEK_HOLE)
+                    extents.append((data, hole - data))
+                    pos = data
+                    while pos < hole:
+                        n = min(8 * MiB, hole - pos)
+                        buf = os.pread(fd_in, n, pos)
+                        os.pwrite(fd_out, buf, pos)
+                        pos += len(buf)
+                    off = hole
+            finally:
+                os.close(fd_out)
+        finally:
+            os.close(fd_in)
+        return path, extents
+
+    def sample_hash(self, path, size):
+        """blake2b of 32 chunks of 1 MiB spread over the RAM (cheap)."""
+        h = hashlib.blake2b(digest_size=16)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for i in range(32):
+                off = (size - SAMPLE) * i // 31 // 4096 * 4096
+                h.update(os.pread(fd, SAMPLE, off))
+        finally:
+            os.close(fd)
+        return h.hexdigest()
+
+    def stop_incoming(self, name):
+        """Stop b's ferry-vm of name (the destination), so the next run
+        starts with free memory."""
+        r = self.ferry_cmd("b", "vms", check=False)
+        try:
+            vms = json.loads(r.stdout.decode())
+        except ValueError:
+            return
+        for v in vms.get("vms", []):
+            if v.get("name") == name and v.get("pid"):
+                stop_pid(v["pid"])
