@@ -79,6 +79,7 @@ struct nd_post {
 	struct fab_mr *parked_mr[PARKED_MAX];
 	unsigned nparked;
 	uint64_t next_stats;
+	bool fault_stalled; /* as of the last PC_STATS */
 	uint64_t prepaged; /* pages we fetched for the fault server */
 	bool broken; /* our endpoint failed: connect again */
 	uint64_t reconnect_at, backoff;
@@ -440,6 +441,7 @@ static void send_stats(struct nd_mig_dst *d, uint64_t now)
 	struct nd_fault_stats st;
 
 	nd_fault_stats(d->post->fs, &st);
+	d->post->fault_stalled = st.stalled;
 	pthread_mutex_lock(&d->lock);
 	if (!(st.stalled || d->post->broken))
 		d->stall_t0 = 0;
@@ -693,8 +695,7 @@ int nd_post_step(struct nd_mig_dst *d)
 	struct nd_fault_stats st;
 	uint64_t now = fy_now_ns();
 
-	nd_fault_stats(p->fs, &st);
-	if ((p->broken || st.stalled) && now >= p->reconnect_at)
+	if ((p->broken || p->fault_stalled) && now >= p->reconnect_at)
 		reconnect(d, now);
 	post_reads(d);
 	if (d->inflight) {
@@ -713,7 +714,11 @@ int nd_post_step(struct nd_mig_dst *d)
 	now = fy_now_ns();
 	if (now >= p->next_stats)
 		send_stats(d, now);
-	if (d->pending || d->inflight || st.busy || !all_in(d))
+	if (d->pending || d->inflight)
+		return 0;
+	/* the fault server may still be placing a page it claimed */
+	nd_fault_stats(p->fs, &st);
+	if (st.busy || !all_in(d))
 		return 0;
 	finish(d);
 	return 1;
