@@ -49,7 +49,7 @@
 
 #define PAGE 4096ULL
 #define WINDOW ND_MIG_WINDOW
-#define RUN 64 /* pages per background read: a fault waits for one at most */
+#define RUN 256 /* pages per background read: a fault waits for one at most */
 #define PREPAGE_BATCH 16
 #define CONT_BATCH 512 /* pages mapped per UFFDIO_CONTINUE */
 #define STATS_NS (200 * 1000000ULL)
@@ -69,7 +69,6 @@ struct nd_post {
 	uint64_t *present, *holes;
 	uint64_t *unmapped; /* minor: pre-copied pages not CONTINUEd yet */
 	uint64_t cont_cursor;
-	struct fab_domain *fdom;
 	struct fab_ep *fep; /* the fault server's, until it starts */
 	struct nd_fault *fs;
 	uint8_t *stage;
@@ -163,7 +162,7 @@ static struct fab_ep *connect_fault_ep(struct nd_mig_dst *d)
 {
 	struct fab_ep *ep = NULL;
 
-	if (fab_ep_connect(d->post->fdom, &d->src_addr, &ep))
+	if (fab_ep_connect(d->n->fault_fab, &d->src_addr, &ep))
 		return NULL;
 	return ep;
 }
@@ -515,62 +514,80 @@ void nd_pc_stats_from(struct proto_pc_stats *o, const struct nd_fault_stats *s,
 	};
 }
 
+/* A read that makes an endpoint's connection (warm_up()). */
+struct warm {
+	struct fab_domain *dom;
+	struct fab_ep *ep;
+	uint8_t *buf;
+	struct fab_mr *mr;
+	bool done;
+};
+
 /*
- * Read one page over ep and wait for it: the provider makes its
- * connection on the first operation, which must not be a guest's fault.
+ * Read one page over each endpoint and wait for all: the provider makes
+ * its connection on the first operation, which must be neither a guest's
+ * fault nor in the downtime. 0 or -errno.
  */
-static int warm_up(struct nd_mig_dst *d, struct fab_domain *dom,
-		   struct fab_ep *ep, uint8_t *buf, struct fab_mr *mr)
+static int warm_up(struct nd_mig_dst *d, struct warm *w, int n)
 {
 	uint64_t end = fy_now_ns() + 5000000000ULL;
 	struct fab_cqe c[8];
-	int ret, n;
+	int ret = 0, left = n;
 
-	do {
-		ret = fab_read(ep, buf, PAGE, mr, &d->rk, 0, buf);
-	} while (ret == -EAGAIN && fab_poll(dom, c, 8, 1) >= 0 &&
-		 fy_now_ns() < end);
-	while (!ret) {
-		n = fab_poll(dom, c, 8, 10);
-		for (int i = 0; i < n; i++)
-			if (c[i].ctx == buf)
-				return c[i].status;
-		if (n < 0 || fy_now_ns() > end)
-			return n < 0 ? n : -ETIMEDOUT;
+	for (int i = 0; i < n && !ret; i++)
+		do {
+			ret = fab_read(w[i].ep, w[i].buf, PAGE, w[i].mr, &d->rk,
+				       0, &w[i]);
+		} while (ret == -EAGAIN && fab_poll(w[i].dom, c, 8, 1) >= 0 &&
+			 fy_now_ns() < end);
+	while (!ret && left) {
+		for (int i = 0; i < n; i++) {
+			int got = fab_poll(w[i].dom, c, 8, 1);
+
+			for (int k = 0; k < got; k++) {
+				struct warm *x = c[k].ctx;
+
+				if (x < w || x >= w + n || x->done)
+					continue;
+				x->done = true;
+				left--;
+				ret = ret ? ret : c[k].status;
+			}
+		}
+		if (left && fy_now_ns() > end)
+			ret = -ETIMEDOUT;
 	}
 	return ret;
 }
 
 int nd_post_prepare(struct nd_mig_dst *d)
 {
-	struct fab_opts fo = {
-		.provider = d->n->cfg->provider,
-		.node = d->n->cfg->fabric_address,
-	};
+	struct fab_mr *mr = NULL;
 	struct nd_post *p;
 	int ret;
 
+	if (!d->n->fault_fab)
+		return -ENODATA;
 	p = d->post = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->backoff = BACKOFF_MIN_NS;
 	ret = stage_alloc(d);
-	if (!ret)
-		ret = fab_domain_open(&fo, &p->fdom);
 	if (!ret && !(p->fep = connect_fault_ep(d)))
 		ret = -ENOTCONN;
+	/* the fault domain's own buffer: the second staging page */
 	if (!ret)
-		ret = warm_up(d, d->n->fab, d->ep, p->stage, p->stage_mr);
+		ret = fab_mr_reg(d->n->fault_fab, p->stage + PAGE, PAGE,
+				 FAB_ACCESS_LOCAL, &mr);
 	if (!ret) {
-		struct fab_mr *mr = NULL;
+		struct warm w[2] = {
+			{ d->n->fab, d->ep, p->stage, p->stage_mr, false },
+			{ d->n->fault_fab, p->fep, p->stage + PAGE, mr, false },
+		};
 
-		/* the fault domain's own buffer: the last staging page */
-		ret = fab_mr_reg(p->fdom, p->stage, PAGE, FAB_ACCESS_LOCAL,
-				 &mr);
-		if (!ret)
-			ret = warm_up(d, p->fdom, p->fep, p->stage, mr);
-		fab_mr_dereg(mr);
+		ret = warm_up(d, w, 2);
 	}
+	fab_mr_dereg(mr);
 	return ret;
 }
 
@@ -612,7 +629,7 @@ int nd_post_begin(struct nd_mig_dst *d)
 	fp.minor = p->minor;
 	fp.map = d->map;
 	fp.pages = d->pages;
-	fp.dom = p->fdom;
+	fp.dom = d->n->fault_fab;
 	fp.ep = p->fep;
 	p->fep = NULL; /* the server's, also when it fails to start */
 	fp.rkey = d->rk;
@@ -727,14 +744,16 @@ int nd_post_step(struct nd_mig_dst *d)
 void nd_post_end(struct nd_mig_dst *d)
 {
 	struct nd_post *p = d->post;
+	struct fab_cqe cqe[16];
 	struct fab_stats st;
 
 	if (!p)
 		return;
 	nd_fault_close(p->fs);
 	fab_ep_close(p->fep);
-	if (p->fdom)
-		fab_domain_close(p->fdom);
+	/* the next post-copy's server must not see this one's completions */
+	while (fab_poll(d->n->fault_fab, cqe, ARRAY_SIZE(cqe), 0) > 0)
+		;
 	drop_ep(d);
 	fab_domain_stats(d->n->fab, &st);
 	if (!st.ops_held) {
