@@ -300,6 +300,25 @@ static void timespec_at(struct timespec *ts, uint64_t ns)
 }
 
 /*
+ * How long a progress thread without a wait fd (shm) may sleep while idle.
+ * A holder that posted nothing waits for nothing: a peer's read is a CMA
+ * copy made by the reader, which only leaves a command slot (one of 1024)
+ * for us to hand back. And polling then costs: shm's fast read copies
+ * while holding the target's region lock, which our fi_cq_read() spins
+ * on; at 1 ms naps a source spun away a quarter of this 2-CPU machine
+ * during a 1 GiB pull. So nap up to the deadline granularity then.
+ */
+static long idle_max(struct ofi_domain *od)
+{
+	unsigned posted;
+
+	pthread_mutex_lock(&od->lock);
+	posted = od->nposted;
+	pthread_mutex_unlock(&od->lock);
+	return posted ? OFI_IDLE_SLEEP_MAX_NS : OFI_IDLE_WAIT_MS * 1000000L;
+}
+
+/*
  * The progress thread. While the application is in fab_poll() (and for
  * OFI_APP_HOLD_NS after) it drives progress itself and this thread stays
  * parked: two pollers on a 2-core machine starve each other and the peer.
@@ -360,7 +379,7 @@ void *fab_ofi_progress(void *arg)
 
 			/* nothing to block on: sleep, longer while idle */
 			nanosleep(&ts, NULL);
-			idle_ns = FY_MIN(idle_ns * 2, OFI_IDLE_SLEEP_MAX_NS);
+			idle_ns = FY_MIN(idle_ns * 2, idle_max(od));
 			continue;
 		}
 		if (wait_cq(od, OFI_IDLE_WAIT_MS))

@@ -212,7 +212,7 @@ static int setup(struct nd_mig_dst *d)
 				     .max = WINDOW * RUN_MAX * PAGE,
 				     .target_ns = 250000000ULL };
 	/* without it recv() allocates every page itself: slower, not wrong */
-	ret = nd_pop_start(d->map, d->pages, &d->pop);
+	ret = nd_pop_start(l->regions[0].memfd, d->map, d->pages, &d->pop);
 	if (ret)
 		dst_info(d, "no populator thread: %s", strerror(-ret));
 

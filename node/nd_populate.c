@@ -12,12 +12,20 @@
  * sparse guest costs no more memory than it has resident pages; the pages
  * read as zero until written, like the holes they replace.
  *
+ * Each chunk is fallocate()d first, then populated: allocating 512 pages
+ * in one call and faulting them in after took 0.43-0.46 s per GiB here
+ * against 0.47-0.60 s for MADV_POPULATE_WRITE alone. Not where shmem may
+ * use huge pages: fallocate() has no VMA to see our MADV_HUGEPAGE and
+ * would allocate 4 KiB pages.
+ *
  * The puller tells where it receives (nd_pop_hint()); a populator that has
  * fallen behind skips to there, and the two then allocate different parts
  * of RAM, one faulting in recv(), the other ahead of it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -34,6 +42,7 @@
 #define CHUNK 512 /* pages per madvise: 2 MiB */
 
 struct nd_pop {
+	int fd; /* the memfd map maps; -1: do not fallocate */
 	uint8_t *map;
 	uint64_t pages;
 	pthread_t thread;
@@ -84,6 +93,9 @@ static void *pop_thread(void *arg)
 	uint64_t start, len;
 
 	while (next_chunk(p, &start, &len)) {
+		if (p->fd >= 0 && fallocate(p->fd, FALLOC_FL_KEEP_SIZE,
+					    start * PAGE, len * PAGE))
+			p->fd = -1; /* not supported: populate only */
 		if (madvise(p->map + start * PAGE, len * PAGE,
 			    MADV_POPULATE_WRITE)) {
 			/* an old kernel, or out of memory: recv() faults */
@@ -95,13 +107,30 @@ static void *pop_thread(void *arg)
 	return NULL;
 }
 
-int nd_pop_start(uint8_t *map, uint64_t pages, struct nd_pop **out)
+/* Can memfd pages be huge? Unless shmem_enabled is never or deny. */
+static bool shmem_thp(void)
+{
+	FILE *f =
+		fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+	char buf[128] = "";
+	bool huge;
+
+	if (!f)
+		return false; /* no THP in this kernel */
+	huge = fgets(buf, sizeof(buf), f) && !strstr(buf, "[never]") &&
+	       !strstr(buf, "[deny]");
+	fclose(f);
+	return huge;
+}
+
+int nd_pop_start(int fd, uint8_t *map, uint64_t pages, struct nd_pop **out)
 {
 	struct nd_pop *p = calloc(1, sizeof(*p));
 	int ret;
 
 	if (!p)
 		return -ENOMEM;
+	p->fd = shmem_thp() ? -1 : fd;
 	p->map = map;
 	p->pages = pages;
 	pthread_mutex_init(&p->lock, NULL);

@@ -767,12 +767,13 @@ void nd_pc_stats_from(struct proto_pc_stats *o, const struct nd_fault_stats *s,
 		      uint64_t duration_ns);
 
 /*
- * The populator (nd_populate.c): a thread that MADV_POPULATE_WRITEs the
- * announced runs of map (pages long) ahead of the puller's receives.
+ * The populator (nd_populate.c): a thread that allocates and
+ * MADV_POPULATE_WRITEs the announced runs of map (pages long, a MAP_SHARED
+ * map of the memfd fd) ahead of the puller's receives.
  */
 struct nd_pop;
-/* Start it (idle until runs are added); 0 or -errno. */
-int nd_pop_start(uint8_t *map, uint64_t pages, struct nd_pop **out);
+/* Start it (idle until runs are added); fd stays the caller's; 0 or -errno. */
+int nd_pop_start(int fd, uint8_t *map, uint64_t pages, struct nd_pop **out);
 /* Queue n announced runs, in order; runs past pages are ignored. */
 int nd_pop_add(struct nd_pop *p, const struct fy_run *runs, size_t n);
 /* The puller receives about at page: what lies before needs no help. */

@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: MIT
 """What ferry's Python benches share (bench/migrate/run, bench/postcopy/run).
 
-Two ferryd on this host over loopback ("a" and "b", each with its own
+Pairs of ferryd on this host over loopback ("a" and "b" by default, or
+other node names, one pair per fabric provider; each ferryd with its own
 config, keys and state directory under one temporary directory), the
-`ferry` CLI against either, a source `ferry-vm` on a, its RAM copied to a
-file QEMU can map (the same bytes for both), and the clean-up: every
-process and file goes on exit, also on SIGINT/SIGTERM/SIGHUP if the script
-turns those into Interrupted.
+`ferry` CLI against any of them, a source `ferry-vm` on a pair's source
+node, its RAM copied to a file QEMU can map (the same bytes for both), and
+the clean-up: every process and file goes on exit, also on
+SIGINT/SIGTERM/SIGHUP if the script turns those into Interrupted.
 
 Python 3 standard library only.
 """
@@ -161,10 +162,11 @@ def ensure_build(build, rebuild, extra=()):
 
 
 class Peers:
-    """Two ferryd (a, b) and the source VMs on a, in one temporary dir.
+    """Pairs of ferryd (a, b by default) and the source VMs on them, in
+    one temporary dir.
 
-    opt needs build, rebuild, provider and keep.  close() stops everything
-    this object started and removes its files.
+    opt needs build, rebuild and keep, and provider for start_daemons().
+    close() stops everything this object started and removes its files.
     """
 
     def __init__(self, opt, prefix, extra_targets=()):
@@ -185,9 +187,9 @@ class Peers:
             if p.poll() is None:
                 stop_pid(p.pid)
                 p.wait()
-        # Incoming ferry-vms were started by ferryd b in their own session
-        # and outlive it by design: find them by our temporary directory,
-        # which is in their --adapter path, and stop them.
+        # Incoming ferry-vms were started by a destination ferryd in their
+        # own session and outlive it by design: find them by our temporary
+        # directory, which is in their --adapter path, and stop them.
         for pid in self.our_processes():
             stop_pid(pid)
         for p in self.daemons.values():
@@ -245,9 +247,15 @@ class Peers:
         return os.path.join(self.tmp, node + ".conf")
 
     def start_daemons(self):
+        """The pair a, b with opt.provider."""
+        self.start_pair(self.opt.provider)
+
+    def start_pair(self, provider, src="a", dst="b"):
+        """Two ferryd, src and dst, peers of each other with [fabric]
+        provider; returns once each sees the other reachable."""
         ports = free_ports(2)
         keys = {}
-        for node, port in zip("ab", ports):
+        for node, port in zip((src, dst), ports):
             os.mkdir(os.path.join(self.tmp, node), 0o700)
             with open(self.conf(node), "w") as f:
                 f.write("[node]\nname = %s\nlisten = tcp://127.0.0.1:%d\n"
@@ -255,17 +263,17 @@ class Peers:
                         "ferryd.sock\nferry_vm = %s\n\n[fabric]\n"
                         "provider = %s\naddress = 127.0.0.1\n" %
                         (node, port, self.tmp, node, self.tmp, node,
-                         self.ferry_vm, self.opt.provider))
+                         self.ferry_vm, provider))
             keys[node] = subprocess.run(
                 [self.ferryd, "--config", self.conf(node), "--genkey"],
                 check=True, stdout=subprocess.PIPE).stdout.decode().strip()
-        for node, port in zip("ab", ports):
-            other = "b" if node == "a" else "a"
-            oport = ports[1] if node == "a" else ports[0]
+        for node, port in zip((src, dst), ports):
+            other = dst if node == src else src
+            oport = ports[1] if node == src else ports[0]
             with open(self.conf(node), "a") as f:
                 f.write("\n[peer %s]\naddress = tcp://127.0.0.1:%d\n"
                         "public_key = %s\n" % (other, oport, keys[other]))
-        for node in "ab":
+        for node in (src, dst):
             log_f = open(os.path.join(self.tmp, node + ".log"), "w")
             self.daemons[node] = subprocess.Popen(
                 [self.ferryd, "--config", self.conf(node)], stderr=log_f,
@@ -274,31 +282,34 @@ class Peers:
         deadline = time.monotonic() + 20
         while True:
             ok = 0
-            for node in "ab":
+            for node in (src, dst):
                 r = self.ferry_cmd(node, "peers", check=False)
                 if r.returncode == 0 and \
                         b'"state":"reachable"' in r.stdout:
                     ok += 1
             if ok == 2:
                 break
-            for node, p in self.daemons.items():
+            for node in (src, dst):
+                p = self.daemons[node]
                 if p.poll() is not None:
                     raise BenchError("ferryd %s exited (%d), see %s.log" %
                                      (node, p.returncode, node))
             if time.monotonic() > deadline:
-                raise BenchError("the two ferryd never saw each other")
+                raise BenchError("ferryd %s and %s never saw each other" %
+                                 (src, dst))
             time.sleep(0.2)
-        log("ferryd a (pid %d) and b (pid %d) see each other" %
-            (self.daemons["a"].pid, self.daemons["b"].pid))
+        log("%s: ferryd %s (pid %d) and %s (pid %d) see each other" %
+            (provider, src, self.daemons[src].pid, dst,
+             self.daemons[dst].pid))
 
     # ----------------------------------------------------------- a source VM
 
-    def start_vm(self, size, content, guest="idle"):
-        """A ferry-vm on a (RAM prefilled from seed 1 for "random");
-        returns (name, Popen) once ferryd a lists it."""
+    def start_vm(self, size, content, guest="idle", node="a"):
+        """A ferry-vm on node (RAM prefilled from seed 1 for "random");
+        returns (name, Popen) once node's ferryd lists it."""
         self.seq += 1
         name = "g%d" % self.seq
-        sock = os.path.join(self.tmp, "a", "state", "vms", name + ".sock")
+        sock = os.path.join(self.tmp, node, "state", "vms", name + ".sock")
         cmd = [self.ferry_vm, "--mem", "%dM" % (size // MiB), "--guest",
                guest, "--report", "0", "--adapter", sock]
         if content == "random":
@@ -314,12 +325,12 @@ class Peers:
                 raise BenchError("ferry-vm %s exited (%d)" %
                                  (name, p.returncode))
             if os.path.exists(sock):
-                r = self.ferry_cmd("a", "vms", check=False)
+                r = self.ferry_cmd(node, "vms", check=False)
                 if r.returncode == 0 and \
                         ('"name":"%s"' % name).encode() in r.stdout:
                     break
             if time.monotonic() > deadline:
-                raise BenchError("ferryd a never saw %s" % name)
+                raise BenchError("ferryd %s never saw %s" % (node, name))
             time.sleep(0.05)
         return name, p
 
@@ -395,10 +406,10 @@ class Peers:
             os.close(fd)
         return h.hexdigest()
 
-    def stop_incoming(self, name):
-        """Stop b's ferry-vm of name (the destination), so the next run
+    def stop_incoming(self, name, node="b"):
+        """Stop node's ferry-vm of name (the destination), so the next run
         starts with free memory."""
-        r = self.ferry_cmd("b", "vms", check=False)
+        r = self.ferry_cmd(node, "vms", check=False)
         try:
             vms = json.loads(r.stdout.decode())
         except ValueError:

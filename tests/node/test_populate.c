@@ -91,7 +91,7 @@ static void test_only_announced_runs(void **state)
 	mem_open(&m);
 	/* data the puller already wrote must survive */
 	memset(m.map + 3000 * PAGE, 0xab, PAGE);
-	assert_int_equal(nd_pop_start(m.map, PAGES, &p), 0);
+	assert_int_equal(nd_pop_start(m.fd, m.map, PAGES, &p), 0);
 	assert_int_equal(nd_pop_add(p, bad, ARRAY_SIZE(bad)), 0);
 	assert_int_equal(nd_pop_add(p, runs, ARRAY_SIZE(runs)), 0);
 	assert_int_equal(wait_done(p, 613), 613);
@@ -123,7 +123,7 @@ static void test_hint_skips_received(void **state)
 
 	(void)state;
 	mem_open(&m);
-	assert_int_equal(nd_pop_start(m.map, PAGES, &p), 0);
+	assert_int_equal(nd_pop_start(m.fd, m.map, PAGES, &p), 0);
 	/* the puller is past page 6144: only the last quarter is left */
 	nd_pop_hint(p, 6144);
 	assert_int_equal(nd_pop_add(p, &all, 1), 0);
