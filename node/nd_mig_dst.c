@@ -181,7 +181,7 @@ static int setup(struct nd_mig_dst *d)
 					       strerror(-ret));
 		if (!child_alive(d) || stopping(d))
 			return -1;
-		usleep(10000);
+		usleep(1000); /* ferry-vm listens within ms */
 	}
 	l = kva_client_layout(d->kc);
 	if (l->nr_regions != 1 || l->regions[0].pages != d->pages ||
