@@ -258,13 +258,31 @@ static void wake(struct nd_fault *fs, uint64_t page)
 		pr_perror("UFFDIO_WAKE %llu", (unsigned long long)page);
 }
 
+static bool placed(const struct nd_fault *fs, uint64_t page)
+{
+	return !fs->p.placed ||
+	       (__atomic_load_n(&fs->p.placed[page / 64], __ATOMIC_ACQUIRE) &
+		(1ULL << (page % 64)));
+}
+
+static void set_placed(struct nd_fault *fs, uint64_t page)
+{
+	if (fs->p.placed)
+		__atomic_fetch_or(&fs->p.placed[page / 64], 1ULL << (page % 64),
+				  __ATOMIC_RELEASE);
+}
+
 /*
  * Map a page that is in the memfd. 0 when the guest may go on, -EAGAIN
- * when the page is not there yet (or the mm is busy): try again later.
+ * when the page is not there yet, or not complete (not placed), or the mm
+ * is busy: try again later.
  */
 static int cont(struct nd_fault *fs, uint64_t page)
 {
 	struct uffdio_continue c = { .range = { uaddr(fs, page), PAGE } };
+
+	if (!placed(fs, page))
+		return -EAGAIN;
 
 	if (!ioctl(fs->p.uffd, UFFDIO_CONTINUE, &c))
 		return 0;
@@ -282,6 +300,7 @@ static int cont(struct nd_fault *fs, uint64_t page)
 static int place(struct nd_fault *fs, struct slot *s)
 {
 	if (fs->p.mode == ND_FAULT_CONTINUE) {
+		set_placed(fs, s->page);
 		if (!fs->p.minor) {
 			/* MISSING-only: nobody faults on a page in the cache */
 			return 0;
@@ -291,8 +310,18 @@ static int place(struct nd_fault *fs, struct slot *s)
 	struct uffdio_copy c = { .dst = uaddr(fs, s->page),
 				 .src = (uintptr_t)s->buf,
 				 .len = PAGE };
-	if (!ioctl(fs->p.uffd, UFFDIO_COPY, &c))
+	if (!ioctl(fs->p.uffd, UFFDIO_COPY, &c)) {
+		set_placed(fs, s->page);
 		return 0;
+	}
+	if (errno == EEXIST && !placed(fs, s->page)) {
+		/*
+		 * In the page cache, not complete: allocated ahead by the
+		 * puller's populator. Ours (we claimed it): fill it, map it.
+		 */
+		memcpy(fs->p.map + s->page * PAGE, s->buf, PAGE);
+		set_placed(fs, s->page);
+	}
 	if (errno == EEXIST)
 		return cont(fs, s->page) ? -EAGAIN : 0;
 	if (errno == ENOENT || errno == ESRCH)
@@ -396,8 +425,14 @@ static void zero(struct nd_fault *fs, uint64_t page, const struct waiter *w,
 	struct uffdio_zeropage z = { .range = { uaddr(fs, page), PAGE } };
 	struct slot tmp = { .nwait = 1, .w = { *w } };
 
-	if (ioctl(fs->p.uffd, UFFDIO_ZEROPAGE, &z) && errno == EEXIST)
+	if (ioctl(fs->p.uffd, UFFDIO_ZEROPAGE, &z) && errno == EEXIST) {
+		if (!placed(fs, page))
+			memset(fs->p.map + page * PAGE, 0, PAGE);
+		set_placed(fs, page);
 		cont(fs, page);
+	} else {
+		set_placed(fs, page);
+	}
 	pthread_mutex_lock(&fs->lock);
 	fs->st.zero_pages++;
 	pthread_mutex_unlock(&fs->lock);
@@ -449,7 +484,12 @@ static void fault(struct nd_fault *fs, const struct uffd_msg *m, uint64_t now)
 			account(fs, &tmp, fy_now_ns());
 			return;
 		}
-	} else {
+	}
+	/*
+	 * MISSING, or MINOR on a page in the memfd that is not placed (the
+	 * puller's populator allocated it ahead): ours if nobody claimed it.
+	 */
+	if (!minor || fs->p.placed) {
 		prepage_around(fs, page, now);
 		if (present_claim(fs, page)) {
 			if (fs->p.holes && fy_bit_test(fs->p.holes, page)) {
@@ -469,7 +509,7 @@ static void fault(struct nd_fault *fs, const struct uffd_msg *m, uint64_t now)
 		}
 		struct slot tmp = { .nwait = 1, .w = { w } };
 
-		if (!cont(fs, page)) {
+		if (!minor && !cont(fs, page)) {
 			account(fs, &tmp, fy_now_ns());
 			return;
 		}

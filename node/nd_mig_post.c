@@ -13,17 +13,23 @@
  *         ran here and resumes on the source.
  * step    background reads: pages the fault server asks to pre-page
  *         first, then the rest in page order (ordering/ will give a better
- *         one). Each run is claimed in `present`, read into a registered
- *         staging buffer and placed with UFFDIO_COPY, which wakes a vCPU
- *         waiting on it; a page the fault server claimed first is its to
- *         place. With MINOR registration the pre-copied pages are mapped
- *         in bulk (UFFDIO_CONTINUE) when the reads leave time, so the guest
- *         takes no fault on them. PROGRESS and PC_STATS every 200 ms.
+ *         one). Each run is claimed in `present` (a page the fault server
+ *         claimed first is its to place). With MINOR registration (the
+ *         default) a run is read straight into the memfd through our
+ *         mapping, its pages allocated ahead by the populator on another
+ *         CPU, marked in `placed` once complete and mapped with
+ *         UFFDIO_CONTINUE, which wakes a vCPU waiting on it: a guest that
+ *         touches a page in the memfd not yet placed takes a MINOR fault
+ *         and waits (nd_fault.c maps only placed pages). Without MINOR a
+ *         run is read into a staging buffer and placed with UFFDIO_COPY.
+ *         Pre-copied pages are mapped in bulk (UFFDIO_CONTINUE) when the
+ *         reads leave time, so the guest takes no fault on them. PROGRESS
+ *         and PC_STATS every 200 ms.
  * lost    reads fail or time out, the fault server stalls: both endpoints
  *         connect again with backoff (100 ms doubling to 2 s), forever; the
  *         vCPUs wait on their faults, nothing is killed. A HOLDER_MAP (the
  *         source's ferryd restarted) reconnects at once.
- * end     every page with data is in the memfd (mincore: the fault server
+ * end     every page with data is placed (by us or the fault server, which
  *         may still be placing one it claimed): RAM_DONE releases the uffd,
  *         last PC_STATS, COMMIT; the source then frees its copy.
  */
@@ -67,6 +73,15 @@ struct nd_post {
 	uint64_t uffd_base;
 	bool minor;
 	uint64_t *present, *holes;
+	uint64_t *placed; /* shared with the fault server: contents complete */
+	/*
+	 * Zero-copy (with MINOR registration): reads land in the memfd
+	 * through ferryd's mapping, allocated ahead by the populator, and a
+	 * run is mapped with UFFDIO_CONTINUE once complete; else reads land in
+	 * the staging buffer and UFFDIO_COPY places them.
+	 */
+	bool zc;
+	bool quarantine; /* zc: a closed endpoint's reads may still land */
 	uint64_t *unmapped; /* minor: pre-copied pages not CONTINUEd yet */
 	uint64_t cont_cursor;
 	struct fab_ep *fep; /* the fault server's, until it starts */
@@ -194,7 +209,15 @@ static void drop_ep(struct nd_mig_dst *d)
 			d->inflight--;
 		}
 	d->win.inflight = 0;
-	stage_park(d);
+	if (d->post->zc) {
+		struct fab_stats st;
+
+		/* their pages are read again once no late data can land */
+		fab_domain_stats(d->n->fab, &st);
+		d->post->quarantine = st.ops_held > 0;
+	} else {
+		stage_park(d);
+	}
 }
 
 /* Connect both endpoints to the holder again. */
@@ -234,11 +257,44 @@ void nd_post_holder(struct nd_mig_dst *d)
 	p->backoff = BACKOFF_MIN_NS;
 }
 
-/* Pages of the memfd that the guest may see but its page tables lack. */
+/*
+ * Map n pages that are complete in the memfd into the guest
+ * (UFFDIO_CONTINUE), waking whoever waits on them; a page the fault
+ * server mapped first is skipped. 0 or -errno.
+ */
+static int map_range(struct nd_post *p, uint64_t page, uint64_t n)
+{
+	uint64_t q = page, end = page + n;
+	unsigned tries = 0;
+
+	while (q < end) {
+		struct uffdio_continue c = {
+			.range = { p->uffd_base + q * PAGE, (end - q) * PAGE },
+		};
+
+		if (!ioctl(p->uffd, UFFDIO_CONTINUE, &c))
+			return 0;
+		if (c.mapped > 0)
+			q += (uint64_t)c.mapped / PAGE;
+		else if (errno == EEXIST)
+			q++;
+		else if (errno != EAGAIN || ++tries > 100000)
+			return -errno;
+	}
+	return 0;
+}
+
+static void set_placed(struct nd_post *p, uint64_t page, uint64_t n)
+{
+	for (uint64_t q = page; q < page + n; q++)
+		__atomic_fetch_or(&p->placed[q / 64], 1ULL << (q % 64),
+				  __ATOMIC_RELEASE);
+}
+
+/* Pre-copied pages the guest may see but its page tables lack. */
 static void cont_sweep(struct nd_post *p, uint64_t pages)
 {
 	uint64_t s, e;
-	struct uffdio_continue c;
 
 	if (!p->unmapped)
 		return;
@@ -249,14 +305,10 @@ static void cont_sweep(struct nd_post *p, uint64_t pages)
 		return;
 	}
 	e = FY_MIN(fy_bitmap_next_clear(p->unmapped, pages, s), s + CONT_BATCH);
-	c = (struct uffdio_continue){ .range = { p->uffd_base + s * PAGE,
-						 (e - s) * PAGE } };
-	if (ioctl(p->uffd, UFFDIO_CONTINUE, &c) && c.mapped <= 0)
-		/* EEXIST: the guest mapped that page itself; EAGAIN: retry */
-		c.mapped = errno == EAGAIN ? 0 : (int64_t)PAGE;
-	for (uint64_t q = s; q < s + (uint64_t)c.mapped / PAGE && q < e; q++)
+	map_range(p, s, e - s);
+	for (uint64_t q = s; q < e; q++)
 		fy_bit_clear(p->unmapped, q);
-	p->cont_cursor = s + (uint64_t)c.mapped / PAGE;
+	p->cont_cursor = e;
 }
 
 /* Place n pages read into src at page with UFFDIO_COPY. 0 or -errno. */
@@ -291,8 +343,13 @@ static int post_run(struct nd_mig_dst *d, struct nd_mig_slot *s)
 	struct nd_post *p = d->post;
 	int i = s - d->slots, ret;
 
-	ret = fab_read(d->ep, p->stage + i * RUN * PAGE, s->pages * PAGE,
-		       p->stage_mr, &d->rk, s->start * PAGE, s);
+	if (p->zc)
+		ret = fab_read(d->ep, d->map + s->start * PAGE, s->pages * PAGE,
+			       d->mr, &d->rk, s->start * PAGE, s);
+	else
+		ret = fab_read(d->ep, p->stage + i * RUN * PAGE,
+			       s->pages * PAGE, p->stage_mr, &d->rk,
+			       s->start * PAGE, s);
 	if (ret == -EAGAIN)
 		return 0;
 	if (ret) {
@@ -368,7 +425,7 @@ static void post_reads(struct nd_mig_dst *d)
 
 	if (!d->ep || p->broken)
 		return;
-	for (i = 0; i < WINDOW; i++)
+	for (i = 0; i < WINDOW && !p->quarantine; i++)
 		if (d->slots[i].used && !d->slots[i].posted && !p->broken &&
 		    nd_window_room(&d->win, d->slots[i].pages * PAGE))
 			post_run(d, &d->slots[i]);
@@ -417,11 +474,18 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 			p->broken = true;
 			continue;
 		}
-		ret = place(p, s->start, s->pages,
-			    p->stage + (s - d->slots) * RUN * PAGE);
+		if (p->zc) {
+			set_placed(p, s->start, s->pages);
+			ret = map_range(p, s->start, s->pages);
+		} else {
+			ret = place(p, s->start, s->pages,
+				    p->stage + (s - d->slots) * RUN * PAGE);
+			set_placed(p, s->start, s->pages);
+		}
 		if (ret)
-			return nd_mig_dst_fail(d, "UFFDIO_COPY: %s",
+			return nd_mig_dst_fail(d, "placing pages: %s",
 					       strerror(-ret));
+		nd_pop_hint(d->pop, s->start + s->pages);
 		s->used = false;
 		p->backoff = BACKOFF_MIN_NS;
 		pthread_mutex_lock(&d->lock);
@@ -469,31 +533,14 @@ static void send_stats(struct nd_mig_dst *d, uint64_t now)
 	d->post->next_stats = now + STATS_NS;
 }
 
-/* Every page announced is in guest RAM: the fault server is done too. */
+/* Every page announced is placed: the fault server is done too. */
 static bool all_in(struct nd_mig_dst *d)
 {
-	uint64_t p = 0, e, len = 0;
-	unsigned char *vec = NULL;
-	bool ok = true;
-
-	while (ok &&
-	       (p = fy_bitmap_next_set(d->seen, d->pages, p)) < d->pages) {
-		e = fy_bitmap_next_clear(d->seen, d->pages, p);
-		if (e - p > len) {
-			free(vec);
-			len = e - p;
-			vec = malloc(len);
-			if (!vec)
-				return false;
-		}
-		if (mincore(d->map + p * PAGE, (e - p) * PAGE, vec))
-			ok = false;
-		for (uint64_t i = 0; ok && i < e - p; i++)
-			ok = vec[i] & 1;
-		p = e;
-	}
-	free(vec);
-	return ok;
+	for (uint64_t i = 0; i < (d->pages + 63) / 64; i++)
+		if (d->seen[i] &
+		    ~__atomic_load_n(&d->post->placed[i], __ATOMIC_ACQUIRE))
+			return false;
+	return true;
 }
 
 void nd_pc_stats_from(struct proto_pc_stats *o, const struct nd_fault_stats *s,
@@ -622,8 +669,23 @@ int nd_post_begin(struct nd_mig_dst *d)
 	}
 	if (d->pages % 64)
 		p->holes[words - 1] &= (1ULL << (d->pages % 64)) - 1;
+	p->placed = bitmap_dup(p->present, d->pages);
+	if (!p->placed)
+		return nd_mig_dst_fail(d, "out of memory");
+	p->zc = p->minor;
 	if (p->minor)
 		p->unmapped = bitmap_dup(p->present, d->pages);
+	if (p->zc &&
+	    !nd_pop_start(l->regions[0].memfd, d->map, d->pages, &d->pop)) {
+		struct fy_run *runs;
+		size_t nr;
+
+		/* allocate ahead of the reads, on another CPU */
+		if (!fy_runs_from_bitmap(d->need, d->pages, &runs, &nr)) {
+			nd_pop_add(d->pop, runs, nr);
+			free(runs);
+		}
+	}
 	fp.uffd = p->uffd;
 	fp.uffd_base = p->uffd_base;
 	fp.minor = p->minor;
@@ -635,6 +697,7 @@ int nd_post_begin(struct nd_mig_dst *d)
 	fp.rkey = d->rk;
 	fp.holes = p->holes;
 	fp.present = p->present;
+	fp.placed = p->placed;
 	fp.prepage_max = PREPAGE_MAX;
 	ret = nd_fault_open(&fp, &p->fs);
 	if (ret) {
@@ -714,6 +777,12 @@ int nd_post_step(struct nd_mig_dst *d)
 
 	if ((p->broken || p->fault_stalled) && now >= p->reconnect_at)
 		reconnect(d, now);
+	if (p->quarantine) {
+		struct fab_stats fst;
+
+		fab_domain_stats(d->n->fab, &fst);
+		p->quarantine = fst.ops_held > 0;
+	}
 	post_reads(d);
 	if (d->inflight) {
 		if (reap(d, 1))
@@ -763,6 +832,7 @@ void nd_post_end(struct nd_mig_dst *d)
 	}
 	free(p->present);
 	free(p->holes);
+	free(p->placed);
 	free(p->unmapped);
 	free(p);
 	d->post = NULL;

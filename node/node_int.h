@@ -413,6 +413,13 @@ struct nd_fault_params {
 	 * page's bit (0 -> 1) places that page, the puller with UFFDIO_COPY.
 	 */
 	uint64_t *present;
+	/*
+	 * Or NULL. Shared, atomic bits: the page's contents are complete in
+	 * the memfd. With it a page is mapped (CONTINUE) only once placed,
+	 * and a page in the memfd but not placed (allocated ahead) that nobody
+	 * claimed is fetched on a MINOR fault. Set for the pages we place.
+	 */
+	uint64_t *placed;
 	enum nd_fault_mode mode;
 	/* µs to spin after activity before poll(); 0: 200, <0: never spin */
 	int spin_us;
