@@ -9,6 +9,9 @@
  * stops; a second holder is handed over with nd_fault_set_holder(), a
  * stand-in background puller takes the pre-page queue and then every page
  * left, RAM_DONE, and verify must finish every pass without a mismatch.
+ * With `placed` (ferryd's zero-copy puller), some data pages are also in
+ * the incoming memfd before the resume with garbage in them, as pages
+ * allocated ahead of the reads are: the guest must never see it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -138,6 +141,8 @@ struct puller {
 	uint64_t base, pages;
 	const uint64_t *holes;
 	uint64_t *present;
+	uint64_t *placed; /* or NULL */
+	uint8_t *map;
 	uint64_t pulled, prepaged, errors;
 	atomic_bool done;
 	pthread_t thread;
@@ -172,8 +177,20 @@ static int pull_page(struct puller *p, uint64_t page)
 	while (n == 0);
 	if (n < 0 || cqe.status)
 		return n < 0 ? n : cqe.status;
-	/* atomic for the guest; EEXIST cannot happen: we claimed it */
-	if (ioctl(p->uffd, UFFDIO_COPY, &c) && errno != EEXIST)
+	/* atomic for the guest */
+	if (!ioctl(p->uffd, UFFDIO_COPY, &c)) {
+		if (p->placed)
+			claim(p->placed, page);
+		return 0;
+	}
+	if (errno != EEXIST || !p->placed)
+		return -errno;
+	/* allocated ahead, not placed: ours, we claimed it */
+	struct uffdio_continue k = { .range = { c.dst, 4096 } };
+
+	memcpy(p->map + page * 4096, p->buf, 4096);
+	claim(p->placed, page);
+	if (ioctl(p->uffd, UFFDIO_CONTINUE, &k) && errno != EEXIST)
 		return -errno;
 	return 0;
 }
@@ -217,7 +234,7 @@ static struct fab_ep *connect_to(struct fab_domain *d, const struct holder *h)
 	return ep;
 }
 
-static void postcopy(enum nd_fault_mode mode)
+static void postcopy(enum nd_fault_mode mode, bool ahead)
 {
 	struct vmproc src, dst;
 	struct kva_client *cs, *cd;
@@ -231,7 +248,8 @@ static void postcopy(enum nd_fault_mode mode)
 	struct nd_fault_stats fst;
 	struct nd_fault *fs;
 	struct puller pl = { 0 };
-	uint64_t *holes, *present, pages, k, nholes = 0, w1, t0;
+	uint64_t *holes, *present, *placed = NULL, pages, k, nholes = 0, w1;
+	uint64_t t0, nahead = 0;
 	uint8_t *map;
 	void *blob;
 	size_t len;
@@ -296,6 +314,24 @@ static void postcopy(enum nd_fault_mode mode)
 				 4096);
 		fy_bit_set(present, k);
 	}
+	/* allocated ahead: in the memfd, garbage, neither claimed nor placed */
+	if (ahead) {
+		uint8_t junk[4096];
+
+		placed = fy_bitmap_alloc(pages);
+		assert_non_null(placed);
+		memcpy(placed, present, (pages + 63) / 64 * 8);
+		memset(junk, 0xa5, sizeof(junk));
+		for (k = 1; k < pages; k += 4) {
+			if (fy_bit_test(holes, k))
+				continue;
+			assert_int_equal(pwrite(ld->regions[0].memfd, junk,
+						4096, k * 4096),
+					 4096);
+			nahead++;
+		}
+		assert_true(nahead > 0);
+	}
 	assert_int_equal(fab_domain_open(&fo, &fdom), 0);
 	fp.uffd = uffd;
 	fp.uffd_base = ld->regions[0].uffd_base;
@@ -307,6 +343,7 @@ static void postcopy(enum nd_fault_mode mode)
 	fp.rkey = h1.info.rkey;
 	fp.holes = holes;
 	fp.present = present;
+	fp.placed = placed;
 	fp.mode = mode;
 	fp.spin_us = 0; /* the default: spin 200 us, then poll() */
 	fp.prepage_max = 32;
@@ -360,6 +397,8 @@ static void postcopy(enum nd_fault_mode mode)
 	pl.pages = pages;
 	pl.holes = holes;
 	pl.present = present;
+	pl.placed = placed;
+	pl.map = map;
 	/* Let faults alone run a while, then the background pull. */
 	do {
 		st = status(cd);
@@ -387,7 +426,9 @@ static void postcopy(enum nd_fault_mode mode)
 		"(%llu taken, puller fetched %llu of them), window %u, "
 		"%llu pulled, %llu pre-paged by nd_fault, stall %.3f s (%llu), "
 		"pass %llu, %.1f s\n",
-		mode == ND_FAULT_COPY ? "copy" : "continue",
+		mode == ND_FAULT_COPY
+			? (ahead ? "copy, allocated ahead" : "copy")
+			: "continue",
 		(unsigned long long)fst.missing, (unsigned long long)fst.minor,
 		(unsigned long long)fst.zero_pages, (unsigned long long)nholes,
 		fst.p50_ns / 1e3, fst.p99_ns / 1e3, fst.max_ns / 1e3,
@@ -427,19 +468,26 @@ static void postcopy(enum nd_fault_mode mode)
 	vm_exit(&src, cs, 0);
 	free(holes);
 	free(present);
+	free(placed);
 	free(blob);
 }
 
 static void test_fault_continue(void **state)
 {
 	(void)state;
-	postcopy(ND_FAULT_CONTINUE);
+	postcopy(ND_FAULT_CONTINUE, false);
 }
 
 static void test_fault_copy(void **state)
 {
 	(void)state;
-	postcopy(ND_FAULT_COPY);
+	postcopy(ND_FAULT_COPY, false);
+}
+
+static void test_fault_ahead(void **state)
+{
+	(void)state;
+	postcopy(ND_FAULT_COPY, true);
 }
 
 int main(int argc, char **argv)
@@ -447,6 +495,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fault_continue),
 		cmocka_unit_test(test_fault_copy),
+		cmocka_unit_test(test_fault_ahead),
 	};
 
 	self_exe = "/proc/self/exe";
