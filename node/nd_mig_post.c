@@ -446,6 +446,9 @@ static void post_reads(struct nd_mig_dst *d)
 			break;
 		take_slot(d, s, page, len);
 	}
+	/* the linear reads complete about in order (pre-paging aside) */
+	if (d->cursor > d->win.inflight / PAGE)
+		nd_pop_hint(d->pop, d->cursor - d->win.inflight / PAGE);
 }
 
 /* Take completions; place what arrived. -1: the VM is gone. */
@@ -485,7 +488,6 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 		if (ret)
 			return nd_mig_dst_fail(d, "placing pages: %s",
 					       strerror(-ret));
-		nd_pop_hint(d->pop, s->start + s->pages);
 		s->used = false;
 		p->backoff = BACKOFF_MIN_NS;
 		pthread_mutex_lock(&d->lock);
