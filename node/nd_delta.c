@@ -117,7 +117,11 @@ size_t nd_delta_record(uint8_t *out, uint64_t page, const uint8_t *old,
 
 	/* a delta must save a sixteenth of the page to be worth it */
 	n = nd_delta_encode(old, new, out + 16, PAGE - PAGE / 16);
-	if (n && n < PAGE - PAGE / 16) {
+	if (!n && !memcmp(old, new, PAGE)) {
+		/* dirty again but as D has it: an empty delta */
+		len = 0;
+		kind = 1;
+	} else if (n && n < PAGE - PAGE / 16) {
 		len = (uint32_t)n;
 		kind = 1;
 	} else {
