@@ -108,6 +108,12 @@ struct nd_fault {
 
 	/* stall: reads failing, faults waiting for the holder */
 	bool stalled;
+	/*
+	 * The old holder's endpoint left reads held by the provider: their
+	 * data may still land in our buffers (the staging pages, or in
+	 * CONTINUE mode the memfd). No read is posted until none is held.
+	 */
+	bool held;
 	uint64_t stall_t0, next_retry, backoff;
 
 	/* pre-paging */
@@ -368,6 +374,14 @@ static void post(struct nd_fault *fs, struct slot *s, uint64_t now)
 
 	if (s->posted || !fs->ep || (fs->stalled && now < fs->next_retry))
 		return;
+	if (fs->held) {
+		struct fab_stats st;
+
+		fab_domain_stats(fs->p.dom, &st);
+		if (st.ops_held)
+			return;
+		fs->held = false;
+	}
 	ret = fab_read(fs->ep, s->buf, PAGE, mr, &fs->rkey, s->page * PAGE, s);
 	if (!ret) {
 		s->posted = true;
@@ -554,6 +568,7 @@ static void complete(struct nd_fault *fs, const struct fab_cqe *c, uint64_t now)
 /* Swap in a holder from nd_fault_set_holder(); repost everything. */
 static void swap_holder(struct nd_fault *fs, uint64_t now)
 {
+	struct fab_stats st;
 	struct fab_cqe cqe[16];
 	unsigned i;
 
@@ -575,6 +590,12 @@ static void swap_holder(struct nd_fault *fs, uint64_t now)
 	 */
 	while (fab_poll(fs->p.dom, cqe, ARRAY_SIZE(cqe), 0) > 0)
 		;
+	fab_domain_stats(fs->p.dom, &st);
+	fs->held = st.ops_held > 0;
+	if (fs->held)
+		pr_warn("%llu reads of the old holder still held: faults wait "
+			"for them",
+			(unsigned long long)st.ops_held);
 	for (i = 0; i < SLOTS; i++) {
 		if (fs->slot[i].posted) {
 			fs->slot[i].posted = false;
