@@ -769,6 +769,15 @@ static void src_drop_vm(struct nd_mig *m)
 	nd_vm_forget(vm);
 }
 
+/* D holds every page and runs the VM: ours exits, the migration ends. */
+static void src_complete(struct nd_mig *m, uint64_t now)
+{
+	src_drop_vm(m);
+	m->phase = ND_MIG_COMPLETED;
+	m->t_end = now;
+	nd_mig_record(m);
+}
+
 static void src_committed(struct nd_mig *m, uint64_t now)
 {
 	m->phase = ND_MIG_COMMITTED;
@@ -820,10 +829,7 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 	case PROTO_COMMIT:
 		if (m->phase == ND_MIG_POSTCOPY) {
 			/* every page is on D: our copy and VM can go */
-			src_drop_vm(m);
-			m->phase = ND_MIG_COMPLETED;
-			m->t_end = now;
-			nd_mig_record(m);
+			src_complete(m, now);
 			mig_info(m,
 				 "completed in %.3f s: downtime %.1f ms, then "
 				 "%.3f s of post-copy, %" PRIu64 " faults",
@@ -847,10 +853,7 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 				 m->peer->conf->name, m->downtime_ns / 1e6);
 		} else if (m->phase == ND_MIG_COMMITTED) {
 			m->downtime_ns = now - m->t_pause;
-			src_drop_vm(m);
-			m->phase = ND_MIG_COMPLETED;
-			m->t_end = now;
-			nd_mig_record(m);
+			src_complete(m, now);
 			mig_info(m,
 				 "completed in %.3f s, downtime %.1f ms, %u "
 				 "rounds, %" PRIu64 " pages",
@@ -1057,10 +1060,7 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 				pr_warn("%" PRIu64 ": no RESUMED from %s: "
 					"downtime unknown",
 					m->id, m->peer->conf->name);
-				src_drop_vm(m);
-				m->phase = ND_MIG_COMPLETED;
-				m->t_end = now;
-				nd_mig_record(m);
+				src_complete(m, now);
 			}
 			continue;
 		}

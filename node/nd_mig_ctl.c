@@ -205,6 +205,15 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 
 /* Control socket */
 
+static void pack_bool(msgpack_packer *pk, const char *k, bool v)
+{
+	nd_mp_pack_str(pk, k);
+	if (v)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}
+
 static void pack_ms(msgpack_packer *pk, const char *k, uint64_t ns)
 {
 	nd_mp_pack_str(pk, k);
@@ -231,11 +240,7 @@ static void pack_pc(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	nd_mp_pack_kv_u64(pk, "zero_pages", s->zero_pages);
 	nd_mp_pack_kv_u64(pk, "stalls", s->stalls);
 	pack_ms(pk, "stall_ms", s->stall_ns);
-	nd_mp_pack_str(pk, "stalled");
-	if (s->stalled)
-		msgpack_pack_true(pk);
-	else
-		msgpack_pack_false(pk);
+	pack_bool(pk, "stalled", s->stalled);
 }
 
 static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
@@ -275,11 +280,7 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	msgpack_pack_double(pk, total_s);
 	nd_mp_pack_str(pk, "throughput");
 	msgpack_pack_double(pk, total_s > 0 ? m->bytes / total_s : 0);
-	nd_mp_pack_str(pk, "verify");
-	if (m->o.verify)
-		msgpack_pack_true(pk);
-	else
-		msgpack_pack_false(pk);
+	pack_bool(pk, "verify", m->o.verify);
 	nd_mp_pack_kv_u64(pk, "verified_pages", m->verified_pages);
 	nd_mp_pack_kv_str(pk, "auto_converge", m->o.auto_converge);
 	nd_mp_pack_kv_str(pk, "converge_actions", m->actions);

@@ -87,6 +87,7 @@ struct nd_post {
 	struct fab_ep *fep; /* the fault server's, until it starts */
 	struct nd_fault *fs;
 	uint8_t *stage;
+	size_t stage_len; /* zc: two pages, for the warm-up reads */
 	struct fab_mr *stage_mr;
 	/* staging areas a stalled provider may still write into */
 	uint8_t *parked[PARKED_MAX];
@@ -128,7 +129,7 @@ static int punch(int fd, const uint64_t *bm, uint64_t pages)
 static int stage_alloc(struct nd_mig_dst *d)
 {
 	struct nd_post *p = d->post;
-	size_t len = WINDOW * RUN * PAGE;
+	size_t len = p->stage_len;
 	int ret;
 
 	p->stage = mmap(NULL, len, PROT_READ | PROT_WRITE,
@@ -146,11 +147,11 @@ static int stage_alloc(struct nd_mig_dst *d)
 	return ret;
 }
 
-static void stage_free(uint8_t *buf, struct fab_mr *mr)
+static void stage_free(uint8_t *buf, size_t len, struct fab_mr *mr)
 {
 	fab_mr_dereg(mr);
 	if (buf)
-		munmap(buf, WINDOW * RUN * PAGE);
+		munmap(buf, len);
 }
 
 /*
@@ -621,6 +622,9 @@ int nd_post_prepare(struct nd_mig_dst *d)
 	if (!p)
 		return -ENOMEM;
 	p->backoff = BACKOFF_MIN_NS;
+	/* zero-copy needs MINOR registration, known since the VM attached */
+	p->zc = kva_client_layout(d->kc)->uffd_minor;
+	p->stage_len = p->zc ? 2 * PAGE : WINDOW * RUN * PAGE;
 	ret = stage_alloc(d);
 	if (!ret && !(p->fep = connect_fault_ep(d)))
 		ret = -ENOTCONN;
@@ -654,7 +658,10 @@ int nd_post_begin(struct nd_mig_dst *d)
 	p->uffd = kva_client_uffd(d->kc);
 	p->uffd_base = l->regions[0].uffd_base;
 	p->minor = l->uffd_minor;
-	/* no populator: a page it allocates would look present */
+	/*
+	 * The pre-copy populator stops before the punch below; zero-copy
+	 * starts one anew for the pages still needed.
+	 */
 	nd_pop_stop(d->pop);
 	d->pop = NULL;
 	ret = punch(l->regions[0].memfd, d->need, d->pages);
@@ -674,7 +681,6 @@ int nd_post_begin(struct nd_mig_dst *d)
 	p->placed = bitmap_dup(p->present, d->pages);
 	if (!p->placed)
 		return nd_mig_dst_fail(d, "out of memory");
-	p->zc = p->minor;
 	if (p->minor)
 		p->unmapped = bitmap_dup(p->present, d->pages);
 	if (p->zc &&
@@ -828,9 +834,9 @@ void nd_post_end(struct nd_mig_dst *d)
 	drop_ep(d);
 	fab_domain_stats(d->n->fab, &st);
 	if (!st.ops_held) {
-		stage_free(p->stage, p->stage_mr);
+		stage_free(p->stage, p->stage_len, p->stage_mr);
 		for (unsigned i = 0; i < p->nparked; i++)
-			stage_free(p->parked[i], p->parked_mr[i]);
+			stage_free(p->parked[i], p->stage_len, p->parked_mr[i]);
 	}
 	free(p->present);
 	free(p->holes);

@@ -84,6 +84,8 @@ void itest_no_crash(struct node *n);
 void itest_dump_logs(struct node *a, struct node *b);
 /* Nodes a and b listing each other, started, both seeing the other. */
 void itest_pair(struct node *a, struct node *b);
+/* itest_pair() from new state directories, ferry_vm in the configuration. */
+void itest_fresh_pair(struct node *a, struct node *b, const char *ferry_vm);
 /*
  * A test binary's start: FERRYD, FERRY (and FERRY_VM into *vm_bin unless
  * vm_bin is NULL) from the environment, ITEST_FILTER, kill_children() at

@@ -184,6 +184,18 @@ void itest_pair(struct node *a, struct node *b)
 	assert_true(wait_state(b, "reachable", 1, 10) >= 0);
 }
 
+void itest_fresh_pair(struct node *a, struct node *b, const char *ferry_vm)
+{
+	static char extra[600];
+	char cmd[400];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b'", tmpdir, tmpdir);
+	assert_int_equal(system(cmd), 0);
+	snprintf(extra, sizeof(extra), "ferry_vm = %s\n", ferry_vm);
+	itest_node_extra = extra;
+	itest_pair(a, b);
+}
+
 int itest_env(const char **vm_bin)
 {
 	ferryd_bin = getenv("FERRYD");

@@ -46,19 +46,11 @@
 static const char *ferry_vm_bin;
 static struct node na, nb;
 static pid_t vm_pid;
-static char extra[600];
 
 /* Two nodes a and b that list each other, both up and reachable. */
 static void two_nodes(void)
 {
-	char cmd[400];
-
-	/* a fresh pair for every test */
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b'", tmpdir, tmpdir);
-	assert_int_equal(system(cmd), 0);
-	snprintf(extra, sizeof(extra), "ferry_vm = %s\n", ferry_vm_bin);
-	itest_node_extra = extra;
-	itest_pair(&na, &nb);
+	itest_fresh_pair(&na, &nb, ferry_vm_bin);
 }
 
 /* Start a ferry-vm called name under node n's vm_dir; ferryd lists it. */

@@ -44,7 +44,6 @@ static const char *ferry_vm_bin;
 static struct testhosts *th;
 static struct node na, nb;
 static pid_t vm_pid;
-static char extra[600];
 
 static const char *const random64[] = { "--mem",     "64M",	     "--guest",
 					"verify",    "--workingset", "4M",
@@ -52,13 +51,7 @@ static const char *const random64[] = { "--mem",     "64M",	     "--guest",
 
 static void two_nodes(void)
 {
-	char cmd[400];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b'", tmpdir, tmpdir);
-	assert_int_equal(system(cmd), 0);
-	snprintf(extra, sizeof(extra), "ferry_vm = %s\n", ferry_vm_bin);
-	itest_node_extra = extra;
-	itest_pair(&na, &nb);
+	itest_fresh_pair(&na, &nb, ferry_vm_bin);
 }
 
 static int pc_teardown(void **state)
@@ -157,19 +150,29 @@ static void test_postcopy(void **state)
 	assert_non_null(strstr(slurp(nb.log), "post-copy: all pages in"));
 }
 
-static void test_hybrid(void **state)
+/*
+ * A verify guest rewriting 8 MiB (no pre-copy round can meet 1 ms) called
+ * name on n, through its first pass; returns the pass it is in.
+ */
+static long busy_guest(struct node *n, const char *name)
 {
 	static const char *const opts[] = { "--mem",  "32M",	      "--guest",
 					    "verify", "--workingset", "8M",
 					    NULL };
+
+	vm_pid = itest_start_vm(n, ferry_vm_bin, name, opts);
+	wait_counter(n, "pass", 1);
+	return vm_counter(n, "pass");
+}
+
+static void test_hybrid(void **state)
+{
 	char out[OUT_MAX], err[OUT_MAX];
 	long pass;
 
 	(void)state;
 	two_nodes();
-	vm_pid = itest_start_vm(&na, ferry_vm_bin, "h1", opts);
-	wait_counter(&na, "pass", 1);
-	pass = vm_counter(&na, "pass");
+	pass = busy_guest(&na, "h1");
 	/* 1 ms cannot be met while the guest rewrites its 8 MiB */
 	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
 				    "h1", "--to", "b", "--mode", "hybrid",
@@ -188,17 +191,12 @@ static void test_hybrid(void **state)
 
 static void test_command(void **state)
 {
-	static const char *const opts[] = { "--mem",  "32M",	      "--guest",
-					    "verify", "--workingset", "8M",
-					    NULL };
 	char out[OUT_MAX], err[OUT_MAX], id[32];
 	long pass;
 
 	(void)state;
 	two_nodes();
-	vm_pid = itest_start_vm(&na, ferry_vm_bin, "c1", opts);
-	wait_counter(&na, "pass", 1);
-	pass = vm_counter(&na, "pass");
+	pass = busy_guest(&na, "c1");
 	/* never converges (1 ms), never goes post-copy on its own */
 	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
 				    "c1", "--to", "b", "--mode", "hybrid",
@@ -217,8 +215,7 @@ static void test_command(void **state)
 	check_moved(out, pass);
 
 	/* a pre-copy migration cannot be switched */
-	vm_pid = itest_start_vm(&nb, ferry_vm_bin, "c2", opts);
-	wait_counter(&nb, "pass", 1);
+	busy_guest(&nb, "c2");
 	assert_int_equal(ferry_args(&nb, 10, out, err, "--json", "migrate",
 				    "c2", "--to", "a", "--max-bandwidth", "1M",
 				    "--detach", NULL),
