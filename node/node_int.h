@@ -45,6 +45,8 @@
 #define ND_DEFAULT_PING_MS 500
 #define ND_DEFAULT_TIMEOUT_MS 1500
 #define ND_DEFAULT_MIG_TIMEOUT_MS 10000
+/* the destination starts its VM and answers MIGRATE_PREPARE within */
+#define ND_MIG_PREPARE_TIMEOUT_NS (30 * 1000000000ULL)
 /* auto-converge; the throttle steps are QEMU's defaults */
 #define ND_DEFAULT_AUTO_CONVERGE "downtime"
 #define ND_DEFAULT_THROTTLE_INITIAL 20
@@ -572,6 +574,16 @@ struct nd_mig {
 	/* destination */
 	struct nd_mig_dst *dst;
 };
+
+/* Log about migration m: "ID (VM to|from PEER): ..." */
+#define mig_err(m, fmt, ...)                                       \
+	pr_err("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
+	       (m)->source ? "to" : "from", (m)->peer->conf->name, \
+	       ##__VA_ARGS__)
+#define mig_info(m, fmt, ...)                                       \
+	pr_info("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
+		(m)->source ? "to" : "from", (m)->peer->conf->name, \
+		##__VA_ARGS__)
 
 /* Completed, failed or cancelled? */
 bool nd_mig_finished(const struct nd_mig *m);

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Starting a migration on the source (`ferry migrate`): the checks, the
+ * read-only mapping and registration of the VM's memfd (also used by a
+ * restarted ferryd that serves a post-copy again), MIGRATE_PREPARE. The
+ * rounds that follow are nd_mig.c's.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "fabric/fabric.h"
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+#define PAGE 4096UL
+
+int nd_mig_src_map(struct nd_mig *m)
+{
+	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+
+	m->pages = l->pages;
+	m->vcpus = l->nr_vcpus;
+	m->sent_bm = fy_bitmap_alloc(m->pages);
+	if (!m->sent_bm)
+		return -ENOMEM;
+	/* read-only: pages leave by the destination's reads, never by us */
+	m->map = mmap(NULL, m->pages * PAGE, PROT_READ, MAP_SHARED,
+		      l->regions[0].memfd, 0);
+	if (m->map == MAP_FAILED) {
+		m->map = NULL;
+		return -errno;
+	}
+	return fab_mr_reg(m->n->fab, m->map, m->pages * PAGE, FAB_ACCESS_READ,
+			  &m->mr);
+}
+
+/* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
+int nd_mig_src_start(struct nd_node *n, const char *vmname,
+		     const char *peername, const struct nd_mig_opts *o,
+		     uint64_t *id, char *err, size_t errlen)
+{
+	struct proto_msg p = { .type = PROTO_MIGRATE_PREPARE };
+	struct proto_region_desc rd;
+	const struct kva_layout *l;
+	struct kva_status st;
+	struct nd_peer *peer;
+	struct nd_vm *vm;
+	struct nd_mig *m;
+	int ret;
+
+	peer = nd_peer_find(n, peername);
+	if (!peer) {
+		snprintf(err, errlen, "no peer called '%s'", peername);
+		return -ENOENT;
+	}
+	if (nd_peer_state(peer, fy_now_ns()) != ND_PEER_REACHABLE) {
+		snprintf(err, errlen, "peer '%s' is %s", peername,
+			 nd_peer_state_name(nd_peer_state(peer, fy_now_ns())));
+		return -EHOSTUNREACH;
+	}
+	vm = nd_vm_find(n, vmname);
+	if (!vm) {
+		nd_vms_rescan(n);
+		vm = nd_vm_find(n, vmname);
+	}
+	if (!vm || !vm->kc) {
+		snprintf(err, errlen, "no VM called '%s' here (ferry vms)",
+			 vmname);
+		return -ENOENT;
+	}
+	if (vm->mig) {
+		snprintf(err, errlen,
+			 "VM '%s' is already migrating (%" PRIu64 ")", vmname,
+			 vm->mig->id);
+		return -EBUSY;
+	}
+	ret = kva_client_status(vm->kc, &st);
+	if (ret || st.state != KVA_VM_RUNNING) {
+		snprintf(err, errlen, "VM '%s' is not running", vmname);
+		return ret ? ret : -EINVAL;
+	}
+	l = kva_client_layout(vm->kc);
+	if (l->nr_regions != 1 || l->page_size != PAGE) {
+		snprintf(err, errlen,
+			 "VM '%s': only one region of 4 KiB pages "
+			 "is supported",
+			 vmname);
+		return -ENOTSUP;
+	}
+	m = nd_mig_new(n);
+	if (!m) {
+		snprintf(err, errlen, "too many migrations");
+		return -ENOSPC;
+	}
+	m->id = n->next_mig_id++;
+	m->source = true;
+	m->peer = peer;
+	snprintf(m->vm, sizeof(m->vm), "%s", vmname);
+	m->o = *o;
+	m->limit_ms = o->downtime_ms;
+	m->vmp = vm;
+	vm->mig = m;
+	ret = nd_mig_src_map(m);
+	if (ret)
+		goto err;
+	if (o->delta) {
+		/* what D holds: only pages with data ever get memory */
+		m->cache = mmap(NULL, m->pages * PAGE, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+				0);
+		if (m->cache == MAP_FAILED) {
+			m->cache = NULL;
+			ret = -ENOMEM;
+			goto err;
+		}
+		ret = fab_mr_reg(n->fab, m->cache, m->pages * PAGE,
+				 FAB_ACCESS_READ, &m->cache_mr);
+		if (ret)
+			goto err;
+	}
+	p.prepare.mig = m->id;
+	snprintf(p.prepare.vm, sizeof(p.prepare.vm), "%s", vmname);
+	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s", o->mode);
+	p.prepare.page_size = PAGE;
+	p.prepare.vcpus = m->vcpus;
+	p.prepare.nregions = 1;
+	p.prepare.regions = &rd;
+	rd.id = 0;
+	rd.pages = m->pages;
+	m->phase = ND_MIG_PREPARE;
+	m->deadline = fy_now_ns() + ND_MIG_PREPARE_TIMEOUT_NS;
+	nd_mig_record(m);
+	ret = nd_mig_send(m, &p);
+	if (ret)
+		goto err;
+	mig_info(m, "started: %" PRIu64 " MiB, downtime limit %" PRIu64 " ms%s",
+		 m->pages * PAGE >> 20, m->limit_ms,
+		 o->verify ? ", verify" : "");
+	*id = m->id;
+	return 0;
+err:
+	snprintf(err, errlen, "cannot start: %s", strerror(-ret));
+	nd_mig_src_fail(m, ND_MIG_FAILED, false, "cannot start: %s",
+			strerror(-ret));
+	return ret;
+}
