@@ -722,7 +722,7 @@ static int verify(struct nd_mig_dst *d)
 	return 0;
 }
 
-static struct proto_msg *mig_gen_msg(struct nd_mig_dst *d, enum proto_type t)
+struct proto_msg *nd_mig_dst_gen_msg(struct nd_mig_dst *d, enum proto_type t)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
 
@@ -759,7 +759,7 @@ static int finish(struct nd_mig_dst *d)
 	 * and a VM that never ran here cannot have diverged from it.
 	 */
 	write_record(d, "committed", "");
-	m = mig_gen_msg(d, PROTO_COMMIT);
+	m = nd_mig_dst_gen_msg(d, PROTO_COMMIT);
 	if (!m)
 		return nd_mig_dst_fail(d, "out of memory");
 	nd_mig_dst_out(d, m);
@@ -771,7 +771,7 @@ static int finish(struct nd_mig_dst *d)
 		/* committed: no way back; the operator must look */
 		dst_err(d, "RESUME after commit failed: %s", strerror(-ret));
 	}
-	m = mig_gen_msg(d, PROTO_RESUMED);
+	m = nd_mig_dst_gen_msg(d, PROTO_RESUMED);
 	if (m)
 		nd_mig_dst_out(d, m);
 	write_record(d, "completed", "");

@@ -735,13 +735,9 @@ int nd_post_begin(struct nd_mig_dst *d)
 	if (ret)
 		pr_err("post-copy: RESUME failed: %s", strerror(-ret));
 	d->t_resumed = fy_now_ns();
-	m = calloc(1, sizeof(*m));
-	if (m) {
-		m->type = PROTO_RESUMED;
-		m->resumed.mig = d->id;
-		m->resumed.gen = d->gen;
+	m = nd_mig_dst_gen_msg(d, PROTO_RESUMED);
+	if (m)
 		nd_mig_dst_out(d, m);
-	}
 	post_info(d,
 		  "post-copy: VM resumed here in %.1f ms, %" PRIu64
 		  " pages to fetch, %" PRIu64 " holes",
@@ -767,13 +763,9 @@ static void finish(struct nd_mig_dst *d)
 		  "%" PRIu64 " pre-paged",
 		  d->pcs.duration / 1e9, d->pcs.faults, d->pcs.p50 / 1e3,
 		  d->pcs.p99 / 1e3, d->pcs.blocktime / 1e6, d->pcs.prepaged);
-	m = calloc(1, sizeof(*m));
-	if (m) {
-		m->type = PROTO_COMMIT;
-		m->commit.mig = d->id;
-		m->commit.gen = d->gen;
+	m = nd_mig_dst_gen_msg(d, PROTO_COMMIT);
+	if (m)
 		nd_mig_dst_out(d, m);
-	}
 	nd_mig_dst_phase(d, ND_MIG_COMPLETED);
 }
 

@@ -755,6 +755,8 @@ void *nd_mig_dst_thread(void *arg);
 /* Thread: queue msg (taken) for the source; record the phase. */
 void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg);
 void nd_mig_dst_phase(struct nd_mig_dst *d, enum nd_mig_phase p);
+/* COMMIT or RESUMED (or any mig + gen message) at d's generation; NULL: OOM. */
+struct proto_msg *nd_mig_dst_gen_msg(struct nd_mig_dst *d, enum proto_type t);
 /* Thread: the first reason to give up wins; returns -1. */
 int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

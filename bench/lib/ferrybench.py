@@ -117,21 +117,17 @@ def proc_gone(pid):
 
 
 def stop_pid(pid, timeout=5.0):
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    t = time.monotonic() + timeout
-    while not proc_gone(pid) and time.monotonic() < t:
-        time.sleep(0.02)
-    if not proc_gone(pid):
+    """SIGTERM, then SIGKILL after timeout; wait up to timeout for each."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
         except ProcessLookupError:
-            pass
+            return
         t = time.monotonic() + timeout
         while not proc_gone(pid) and time.monotonic() < t:
             time.sleep(0.02)
+        if proc_gone(pid):
+            return
 
 
 def ensure_build(build, rebuild, extra=()):
