@@ -410,6 +410,17 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 			 0);
 	pthread_join(pl.thread, NULL);
 	assert_int_equal(pl.errors, 0);
+	/*
+	 * Every page is claimed now, not every page is placed: a page the
+	 * server claimed may still be on its way (after the stall, several
+	 * are). RAM_DONE before it lands would leave a hole the guest reads
+	 * as zeros. ferryd waits the same way (nd_mig_post.c).
+	 */
+	do {
+		nd_fault_stats(fs, &fst);
+		usleep(1000);
+	} while (fst.busy && fy_now_ns() - t0 < 40000000000ULL);
+	assert_int_equal(fst.busy, 0);
 	assert_int_equal(kva_client_ram_done(cd), 0);
 	nd_fault_stats(fs, &fst);
 	nd_fault_close(fs);
