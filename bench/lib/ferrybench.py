@@ -15,6 +15,7 @@ Python 3 standard library only.
 import ctypes
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import signal
@@ -88,6 +89,70 @@ def fmt_bytes(n):
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+MADV_POPULATE_WRITE = 23
+
+
+def warm_memory(size):
+    """Touch size bytes of fresh anonymous memory, then free it.
+
+    On this machine (a VM whose balloon takes back free memory: free page
+    reporting) a page the guest kernel has not used lately costs a fault
+    in the hypervisor on first touch, 4-5x a warm page; freed pages stay
+    warm for a few seconds.  Whichever engine ran first after a VM boot
+    got cold pages and took 2-3x longer, so every run is preceded by this:
+    each destination then allocates warm pages, as on a bare-metal host.
+    """
+    buf = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        c = ctypes.c_char.from_buffer(buf)
+        if _libc.madvise(ctypes.c_void_p(ctypes.addressof(c)),
+                         ctypes.c_size_t(size), MADV_POPULATE_WRITE):
+            for off in range(0, size, 4096):  # an old kernel
+                buf[off] = 1
+        del c
+    finally:
+        buf.close()
+
+
+def alloc_floor(size, threads=2):
+    """Seconds to allocate size bytes of a fresh memfd, with the machine's
+    CPUs faulting it in in parallel (MADV_POPULATE_WRITE, halves).
+
+    No data moves: it is what any destination writing into fresh shared
+    memory pays at least, here, now; ctypes drops the GIL in madvise.
+    """
+    import threading
+    fd = os.memfd_create("ferry-bench-floor", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        buf = mmap.mmap(fd, size, mmap.MAP_SHARED)
+        c = ctypes.c_char.from_buffer(buf)
+        base = ctypes.addressof(c)
+        part = size // threads // 4096 * 4096
+        errs = []
+
+        def one(i):
+            n = size - i * part if i == threads - 1 else part
+            if _libc.madvise(ctypes.c_void_p(base + i * part),
+                             ctypes.c_size_t(n), MADV_POPULATE_WRITE):
+                errs.append(ctypes.get_errno())
+        ts = [threading.Thread(target=one, args=(i,))
+              for i in range(threads)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        dt = time.monotonic() - t0
+        del c
+        buf.close()
+    finally:
+        os.close(fd)
+    if errs:
+        raise BenchError("MADV_POPULATE_WRITE: %s" % os.strerror(errs[0]))
+    return dt
 
 
 def die_with_parent():
