@@ -204,18 +204,15 @@ void nd_mig_src_release(struct nd_mig *m)
 	stage_free(m);
 	fab_mr_dereg(m->cache_mr);
 	m->cache_mr = NULL;
-	if (m->cache) {
-		munmap(m->cache, m->pages * PAGE);
-		m->cache = NULL;
-	}
+	nd_release_bg(m->cache, m->pages * PAGE, NULL);
+	m->cache = NULL;
 	if (m->mr) {
 		fab_mr_dereg(m->mr);
 		m->mr = NULL;
 	}
-	if (m->map) {
-		munmap(m->map, m->pages * PAGE);
-		m->map = NULL;
-	}
+	/* our map of the VM's RAM: the last reference, if the VM exited */
+	nd_release_bg(m->map, m->pages * PAGE, NULL);
+	m->map = NULL;
 	if (m->vmp) {
 		m->vmp->mig = NULL;
 		m->vmp = NULL;

@@ -14,11 +14,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,11 +68,53 @@ struct nd_vm *nd_vm_add(struct nd_node *n, const char *name)
 	return NULL;
 }
 
+struct bg_release {
+	void *map;
+	size_t len;
+	struct kva_client *kc;
+};
+
+static void *bg_release_thread(void *arg)
+{
+	struct bg_release *r = arg;
+
+	if (r->map)
+		munmap(r->map, r->len);
+	kva_client_close(r->kc);
+	free(r);
+	return NULL;
+}
+
+void nd_release_bg(void *map, size_t len, struct kva_client *kc)
+{
+	struct bg_release *r = malloc(sizeof(*r));
+	pthread_attr_t a;
+	pthread_t t;
+	int ret = -1;
+
+	if (!map && !kc) {
+		free(r);
+		return;
+	}
+	if (r && !pthread_attr_init(&a)) {
+		*r = (struct bg_release){ .map = map, .len = len, .kc = kc };
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&t, &a, bg_release_thread, r);
+		pthread_attr_destroy(&a);
+	}
+	if (!ret)
+		return; /* the thread owns r, map and kc now */
+	free(r);
+	if (map)
+		munmap(map, len);
+	kva_client_close(kc);
+}
+
 void nd_vm_forget(struct nd_vm *vm)
 {
 	if (!vm || !vm->used)
 		return;
-	kva_client_close(vm->kc);
+	nd_release_bg(NULL, 0, vm->kc);
 	memset(vm, 0, sizeof(*vm));
 }
 

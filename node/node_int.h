@@ -328,8 +328,15 @@ void nd_vms_reap(struct nd_node *n);
 struct nd_vm *nd_vm_find(struct nd_node *n, const char *name);
 /* Take a free slot for name (not attached); NULL when full. */
 struct nd_vm *nd_vm_add(struct nd_node *n, const char *name);
-/* Close the client (the VM runs on) and free the slot. */
+/* Close the client (the VM runs on; nd_release_bg()) and free the slot. */
 void nd_vm_forget(struct nd_vm *vm);
+/*
+ * Unmap map (len bytes; NULL: none) and close kc (NULL: none) on a thread
+ * of their own, which now owns both: the last reference to a guest's RAM
+ * frees it, 0.2-2 s per GiB here, time the control thread owes its peers'
+ * PINGs and the CLI. Inline if no thread can be had.
+ */
+void nd_release_bg(void *map, size_t len, struct kva_client *kc);
 /* <vm_dir>/<name>.sock into buf; -ENAMETOOLONG if it does not fit. */
 int nd_vm_sock_path(const struct nd_node *n, const char *name, char *buf,
 		    size_t len);
