@@ -87,15 +87,14 @@ static void *bg_release_thread(void *arg)
 
 void nd_release_bg(void *map, size_t len, struct kva_client *kc)
 {
-	struct bg_release *r = malloc(sizeof(*r));
+	struct bg_release *r;
 	pthread_attr_t a;
 	pthread_t t;
 	int ret = -1;
 
-	if (!map && !kc) {
-		free(r);
+	if (!map && !kc)
 		return;
-	}
+	r = malloc(sizeof(*r));
 	if (r && !pthread_attr_init(&a)) {
 		*r = (struct bg_release){ .map = map, .len = len, .kc = kc };
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);

@@ -333,8 +333,8 @@ void nd_vm_forget(struct nd_vm *vm);
 /*
  * Unmap map (len bytes; NULL: none) and close kc (NULL: none) on a thread
  * of their own, which now owns both: the last reference to a guest's RAM
- * frees it, 0.2-2 s per GiB here, time the control thread owes its peers'
- * PINGs and the CLI. Inline if no thread can be had.
+ * frees it, about 0.3 s per GiB here, time the control thread owes its
+ * peers' PINGs and the CLI. Inline if no thread can be had.
  */
 void nd_release_bg(void *map, size_t len, struct kva_client *kc);
 /* <vm_dir>/<name>.sock into buf; -ENAMETOOLONG if it does not fit. */
