@@ -7,6 +7,7 @@
  * Exit codes: 0 success, 1 ferryd not running or the request (or the
  * migration) failed, 2 bad command line or configuration.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -56,6 +57,9 @@ static void usage(FILE *f)
 		"stays\n"
 		"  migrate-postcopy ID  switch a --mode hybrid migration to "
 		"post-copy now\n"
+		"            ID: as `ferry migrations` shows it, 7 for one "
+		"this node\n"
+		"            started, a/7 for one peer a started\n"
 		"  version   ferry's version and protocol version\n"
 		"\n"
 		"options:\n"
@@ -385,17 +389,34 @@ static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, arg ? 2 : 1);
-	nd_mp_pack_kv_str(&pk, "cmd", cmd);
 	if (arg) {
-		uint64_t id = strtoull(arg, &end, 10);
+		/* ID, or SOURCE/ID for one that node started */
+		const char *slash = strchr(arg, '/');
+		const char *num = slash ? slash + 1 : arg;
+		size_t srclen = slash ? (size_t)(slash - arg) : 0;
+		uint64_t id = strtoull(num, &end, 10);
 
-		if (*end || !id) {
-			fprintf(stderr, "ferry: bad migration id '%s'\n", arg);
+		if (*end || !id || !isdigit((unsigned char)*num) ||
+		    (slash && (!srclen || srclen > ND_NAME_MAX))) {
+			fprintf(stderr,
+				"ferry: bad migration id '%s' (ID or "
+				"SOURCE/ID)\n",
+				arg);
 			msgpack_sbuffer_destroy(&sb);
 			return ND_EXIT_USAGE;
 		}
+		msgpack_pack_map(&pk, slash ? 3 : 2);
+		nd_mp_pack_kv_str(&pk, "cmd", cmd);
 		nd_mp_pack_kv_u64(&pk, "id", id);
+		if (slash) {
+			char src[ND_NAME_MAX + 1];
+
+			snprintf(src, sizeof(src), "%.*s", (int)srclen, arg);
+			nd_mp_pack_kv_str(&pk, "source", src);
+		}
+	} else {
+		msgpack_pack_map(&pk, 1);
+		nd_mp_pack_kv_str(&pk, "cmd", cmd);
 	}
 	ret = call(sock, &sb, &reply, &raw);
 	msgpack_sbuffer_destroy(&sb);

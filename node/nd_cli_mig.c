@@ -42,6 +42,19 @@ void nd_cli_print_vms(FILE *f, const msgpack_object *r)
 	}
 }
 
+void nd_cli_mig_id(char *buf, size_t len, const msgpack_object *m)
+{
+	char role[16], peer[ND_NAME_MAX + 1];
+
+	/* ids are the source's: one it started here is plain */
+	if (!strcmp(nd_mp_str(m, "role", role, sizeof(role)), "destination"))
+		snprintf(buf, len, "%s/%" PRId64,
+			 nd_mp_str(m, "peer", peer, sizeof(peer)),
+			 nd_mp_int(m, "id", 0));
+	else
+		snprintf(buf, len, "%" PRId64, nd_mp_int(m, "id", 0));
+}
+
 void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
 {
 	const msgpack_object *ms = nd_mp_get(r, "migrations");
@@ -49,23 +62,22 @@ void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
 
 	if (ms && ms->type == MSGPACK_OBJECT_ARRAY)
 		n = ms->via.array.size;
-	fprintf(f, "%-5s  %-11s  %-16s  %-10s  %-10s  %5s  %6s  %s\n", "ID",
+	fprintf(f, "%-8s  %-11s  %-16s  %-10s  %-10s  %5s  %6s  %s\n", "ID",
 		"ROLE", "VM", "PEER", "STATE", "ROUND", "VALID", "REASON");
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *m = &ms->via.array.ptr[i];
 		char role[16], vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1];
-		char st[16], reason[512];
+		char st[16], reason[512], id[ND_NAME_MAX + 24];
 		int64_t total = nd_mp_int(m, "pages_total", 0);
 
+		nd_cli_mig_id(id, sizeof(id), m);
 		fprintf(f,
-			"%-5" PRId64 "  %-11s  %-16s  %-10s  %-10s  %5" PRId64
-			"  %5.1f%%  %s\n",
-			nd_mp_int(m, "id", 0),
-			nd_mp_str(m, "role", role, sizeof(role)),
+			"%-8s  %-11s  %-16s  %-10s  %-10s  %5d  %5.1f%%  %s\n",
+			id, nd_mp_str(m, "role", role, sizeof(role)),
 			nd_mp_str(m, "vm", vm, sizeof(vm)),
 			nd_mp_str(m, "peer", peer, sizeof(peer)),
 			nd_mp_str(m, "state", st, sizeof(st)),
-			nd_mp_int(m, "round", 0),
+			(int)nd_mp_int(m, "round", 0),
 			total ? 100.0 * nd_mp_int(m, "pages_valid", 0) / total
 			      : 0.0,
 			nd_mp_str(m, "reason", reason, sizeof(reason))[0]
@@ -153,13 +165,15 @@ static void print_postcopy(FILE *f, const msgpack_object *m)
 void nd_cli_print_report(FILE *f, const msgpack_object *m)
 {
 	char st[16], vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1], b[32];
-	char reason[512], acts[512], tp[32];
+	char reason[512], acts[512], tp[32], id[ND_NAME_MAX + 24];
 	double total = nd_mp_double(m, "total_s", 0);
 	double dt = nd_mp_double(m, "downtime_ms", -1);
 	int64_t verified = nd_mp_int(m, "verified_pages", 0);
 
-	fprintf(f, "migration %" PRId64 ": %s to %s: %s\n",
-		nd_mp_int(m, "id", 0), nd_mp_str(m, "vm", vm, sizeof(vm)),
+	nd_cli_mig_id(id, sizeof(id), m);
+	fprintf(f, "migration %s: %s %s %s: %s\n", id,
+		nd_mp_str(m, "vm", vm, sizeof(vm)),
+		strchr(id, '/') ? "from" : "to",
 		nd_mp_str(m, "peer", peer, sizeof(peer)),
 		nd_mp_str(m, "state", st, sizeof(st)));
 	if (nd_mp_str(m, "reason", reason, sizeof(reason))[0])

@@ -416,11 +416,55 @@ static void cmd_migrate(struct nd_node *n, const msgpack_object *req,
 	nd_mp_pack_kv_u64(pk, "id", id);
 }
 
+/*
+ * The migration a request names. Ids are the source's: "id" alone is this
+ * node's own (it was the source), else the incoming one with that id if
+ * only one source used it; "source" names the node that started it
+ * (`ferry cancel a/7`). NULL with *why set when there is none.
+ */
+static struct nd_mig *named(struct nd_node *n, const msgpack_object *req,
+			    const char **why)
+{
+	uint64_t id = nd_mp_int(req, "id", 0);
+	char src[ND_NAME_MAX + 1];
+	struct nd_mig *m, *found = NULL;
+	struct nd_peer *p = NULL;
+
+	*why = "no such migration";
+	src[0] = '\0';
+	if (nd_mp_get(req, "source"))
+		nd_mp_str(req, "source", src, sizeof(src));
+	if (!src[0] || !strcmp(src, n->cfg->name)) {
+		m = nd_mig_find(n, id, true, NULL);
+		if (m || src[0])
+			return m;
+	} else if (!(p = nd_peer_find(n, src))) {
+		*why = "no such migration (no peer of that name)";
+		return NULL;
+	}
+	if (p)
+		return nd_mig_find(n, id, false, p);
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		m = n->migs[i];
+		if (!m || m->source || m->id != id)
+			continue;
+		if (found && found->peer != m->peer) {
+			*why = "ambiguous: incoming migrations from several "
+			       "peers have that id; say SOURCE/ID";
+			return NULL;
+		}
+		if (!found || !nd_mig_finished(m))
+			found = m;
+	}
+	return found;
+}
+
 void nd_migs_command(struct nd_node *n, const char *cmd,
 		     const msgpack_object *req, msgpack_packer *pk)
 {
-	uint64_t now = fy_now_ns(), id = nd_mp_int(req, "id", 0);
+	uint64_t now = fy_now_ns();
 	struct nd_mig *m = NULL;
+	const char *why;
 	unsigned count = 0;
 
 	if (!strcmp(cmd, "migrate")) {
@@ -438,12 +482,9 @@ void nd_migs_command(struct nd_node *n, const char *cmd,
 				pack_mig(pk, n->migs[i], now);
 		return;
 	}
-	/* migration / cancel: by id; the source's if this node is one */
-	m = nd_mig_find(n, id, true, NULL);
-	if (!m)
-		m = nd_mig_find(n, id, false, NULL);
+	m = named(n, req, &why);
 	if (!m) {
-		pack_error(pk, "no such migration");
+		pack_error(pk, why);
 		return;
 	}
 	if (!strcmp(cmd, "cancel")) {

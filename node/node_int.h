@@ -853,6 +853,8 @@ void nd_migs_close(struct nd_node *n);
 /* Render "vms" and "migrations" replies for humans. */
 void nd_cli_print_vms(FILE *f, const msgpack_object *r);
 void nd_cli_print_migrations(FILE *f, const msgpack_object *r);
+/* A migration's id as the CLI takes it: "7" started here, "a/7" by a. */
+void nd_cli_mig_id(char *buf, size_t len, const msgpack_object *m);
 /* Render one migration's final report. */
 void nd_cli_print_report(FILE *f, const msgpack_object *m);
 /* The one-line live progress, without newline. */

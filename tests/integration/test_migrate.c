@@ -10,6 +10,8 @@
  *   dirty    a dirty guest that keeps writing: several rounds, pages
  *            pulled again; and back with --compress delta
  *   sparse   an idle guest moves its resident pages only
+ *   ids      a guest moves a -> b and back: each node has an outgoing and
+ *            an incoming migration 1, and the CLI names them 1 and a/1
  *   cancel   cancel during pre-copy: the VM runs on at the source, the
  *            destination keeps no VM, no registration, no file
  *   mismatch a page changed behind ferryd's back on the destination: the
@@ -185,6 +187,60 @@ static void test_sparse(void **state)
 	assert_int_equal(json_num(out, "pages_pulled"), resident);
 	assert_int_equal(json_num(out, "bytes"), resident * 4096);
 	wait_vm_exit(vm_pid);
+}
+
+/* `ferry [--json] migration|cancel ID` on n; its exit code. */
+static int mig_cmd(struct node *n, const char *cmd, const char *id, char *out,
+		   char *err)
+{
+	return ferry_args(n, 10, out, err, "--json", cmd, id, NULL);
+}
+
+static void test_ids(void **state)
+{
+	static const char *const opts[] = { "--mem", "32M", "--guest", "idle",
+					    NULL };
+	char out[OUT_MAX], err[OUT_MAX];
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "ids1", opts);
+	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
+				    "ids1", "--to", "b", NULL),
+			 0);
+	assert_int_equal(json_num(out, "id"), 1);
+	wait_vm_exit(vm_pid);
+	assert_int_equal(ferry_args(&nb, 60, out, err, "--json", "migrate",
+				    "ids1", "--to", "a", NULL),
+			 0);
+	/* b's own first migration: the same id as the one it received */
+	assert_int_equal(json_num(out, "id"), 1);
+
+	/* plain: the one this node started; SOURCE/ID: the one it received */
+	assert_int_equal(mig_cmd(&nb, "migration", "1", out, err), 0);
+	assert_non_null(strstr(out, "\"role\":\"source\""));
+	assert_int_equal(mig_cmd(&nb, "migration", "a/1", out, err), 0);
+	assert_non_null(strstr(out, "\"role\":\"destination\""));
+	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	assert_int_equal(mig_cmd(&nb, "migration", "b/1", out, err), 0);
+	assert_non_null(strstr(out, "\"role\":\"source\""));
+	assert_int_equal(mig_cmd(&na, "migration", "b/1", out, err), 0);
+	assert_non_null(strstr(out, "\"role\":\"destination\""));
+	assert_int_equal(ferry(&nb, false, "migrations", out, err), 0);
+	assert_non_null(strstr(out, "a/1 "));
+
+	/* a cancel names one too, and an ended one says so */
+	assert_int_equal(mig_cmd(&nb, "cancel", "a/1", out, err), 1);
+	assert_non_null(strstr(err, "already ended"));
+	/* unknown source, unknown id, malformed */
+	assert_int_equal(mig_cmd(&nb, "migration", "c/1", out, err), 1);
+	assert_non_null(strstr(err, "no peer of that name"));
+	assert_int_equal(mig_cmd(&nb, "migration", "a/9", out, err), 1);
+	assert_non_null(strstr(err, "no such migration"));
+	assert_int_equal(mig_cmd(&nb, "migration", "a/", out, err), 2);
+	assert_int_equal(mig_cmd(&nb, "migration", "/1", out, err), 2);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
 }
 
 static void test_cancel(void **state)
@@ -492,6 +548,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dirty, NULL, mig_teardown),
 		cmocka_unit_test_setup_teardown(test_sparse, NULL,
 						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_ids, NULL, mig_teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, NULL,
 						mig_teardown),
 		cmocka_unit_test_setup_teardown(test_mismatch, NULL,
