@@ -9,8 +9,8 @@
  *   postcopy    loopback, --mode postcopy: the VM resumes on b at once
  *               and fetches its pages there; the source exits and frees
  *               its copy only after COMMIT; the report has the figures
- *   hybrid      loopback, --mode hybrid --postcopy-after 2 with a limit
- *               pre-copy cannot meet: two rounds, then post-copy
+ *   hybrid      loopback, --mode hybrid --postcopy-after 1 with a limit
+ *               pre-copy cannot meet: round 0, then post-copy
  *   command     `ferry migrate-postcopy ID` switches a hybrid migration
  *               that would never stop on its own; refused for pre-copy
  *   link        hosts joined by a 100 Mbit/s link: post-copy of 64 MiB of
@@ -173,17 +173,22 @@ static void test_hybrid(void **state)
 	(void)state;
 	two_nodes();
 	pass = busy_guest(&na, "h1");
-	/* 1 ms cannot be met while the guest rewrites its 8 MiB */
+	/*
+	 * 1 ms cannot be met while the guest rewrites its 8 MiB. After round
+	 * 0 (1 s at 8 MiB/s), not round 1: a guest that the emulation here
+	 * stalls for a 0.4 s round 1 (seen under ASan) dirties nothing in it,
+	 * and then pre-copy rightly converges.
+	 */
 	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
 				    "h1", "--to", "b", "--mode", "hybrid",
-				    "--postcopy-after", "2", "--downtime-limit",
+				    "--postcopy-after", "1", "--downtime-limit",
 				    "1", "--max-bandwidth", "8M", NULL),
 			 0);
 	print_message("hybrid: %ld rounds, then post-copy of %.1f ms; %ld "
 		      "faults\n",
 		      json_num(out, "round") + 1, json_dbl(out, "duration_ms"),
 		      json_num(out, "faults"));
-	assert_non_null(strstr(out, "post-copy after round 1"));
+	assert_non_null(strstr(out, "post-copy after round 0"));
 	assert_true(json_num(out, "pages_pulled_again") > 0);
 	assert_true(json_dbl(out, "duration_ms") > 0);
 	check_moved(out, pass);
