@@ -428,22 +428,21 @@ static struct nd_mig *named(struct nd_node *n, const msgpack_object *req,
 	uint64_t id = nd_mp_int(req, "id", 0);
 	char src[ND_NAME_MAX + 1];
 	struct nd_mig *m, *found = NULL;
-	struct nd_peer *p = NULL;
+	struct nd_peer *p;
 
 	*why = "no such migration";
 	src[0] = '\0';
 	if (nd_mp_get(req, "source"))
 		nd_mp_str(req, "source", src, sizeof(src));
-	if (!src[0] || !strcmp(src, n->cfg->name)) {
-		m = nd_mig_find(n, id, true, NULL);
-		if (m || src[0])
-			return m;
-	} else if (!(p = nd_peer_find(n, src))) {
-		*why = "no such migration (no peer of that name)";
-		return NULL;
+	if (src[0] && strcmp(src, n->cfg->name)) {
+		p = nd_peer_find(n, src);
+		if (!p)
+			*why = "no such migration (no peer of that name)";
+		return p ? nd_mig_find(n, id, false, p) : NULL;
 	}
-	if (p)
-		return nd_mig_find(n, id, false, p);
+	m = nd_mig_find(n, id, true, NULL);
+	if (m || src[0])
+		return m;
 	for (int i = 0; i < ND_MIGS_MAX; i++) {
 		m = n->migs[i];
 		if (!m || m->source || m->id != id)

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 MiB = 1 << 20
@@ -123,7 +124,6 @@ def alloc_floor(size, threads=2):
     No data moves: it is what any destination writing into fresh shared
     memory pays at least, here, now; ctypes drops the GIL in madvise.
     """
-    import threading
     fd = os.memfd_create("ferry-bench-floor", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, size)
