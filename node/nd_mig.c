@@ -22,14 +22,21 @@
  *      announce the dirty pages as the next round;
  *   S: PAUSE, harvest, DIRTY_SET(final), [VERIFY(checksums)],
  *      SWITCHOVER(m, g), STATE(m, GET_STATE blob);
- *   D -> S  COMMIT(m, g)      D holds all pages and the state: S's VM EXITs
+ *   D -> S  READY(m, g)       D holds all pages, its paused VM the state
+ *   S: commit: record "committed" (our VM never runs again unless D
+ *      ABORTs), then
+ *   S -> D  RESUME(m, g)      again every RESUME_NS until RESUMED
  *   D -> S  RESUMED(m, g)     the VM runs on D: downtime = now - pause, on
- *                             S's clock only
+ *                             S's clock only; S's VM EXITs
  *
- * Failure before COMMIT (ABORT or ERROR from D, D unreachable, silence for
- * migration_timeout_ms, a cap hit, `ferry cancel`): S resumes the VM if it
- * paused it, deregisters, sends ABORT, and the migration is failed with
- * the reason. docs/migration.md is the user's view of all this.
+ * S alone decides, so that the VM never runs twice: D resumes only on
+ * RESUME; S resumes its own only before its commit or on D's ABORT (D
+ * sends one only for a VM that never ran there and never will).
+ * Failure before the commit (ABORT or ERROR from D, D unreachable, silence
+ * for migration_timeout_ms, a cap hit, `ferry cancel`): S resumes the VM if
+ * it paused it, deregisters, sends ABORT, and the migration is failed with
+ * the reason. After it S waits, its VM paused, for RESUMED or ABORT, across
+ * link loss and restarts. docs/migration.md is the user's view of it all.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -55,15 +62,16 @@
 #define PAGE 4096UL
 #define RUNS_PER_MSG 65536
 #define PACE_NS (100 * 1000000ULL) /* --max-bandwidth: a slice per 100 ms */
-#define RESUMED_WAIT_NS (5 * 1000000000ULL)
+#define RESUME_NS (1000 * 1000000ULL) /* RESUME again, until RESUMED */
 #define TICK_NS (50 * 1000000ULL)
 #define IDLE_TICK_NS (500 * 1000000ULL) /* reaps VMs we started */
 
 static const char *const phase_names[] = {
 	[ND_MIG_PREPARE] = "prepare",	    [ND_MIG_PRECOPY] = "precopy",
-	[ND_MIG_SWITCHOVER] = "switchover", [ND_MIG_POSTCOPY] = "postcopy",
-	[ND_MIG_COMMITTED] = "committed",   [ND_MIG_COMPLETED] = "completed",
-	[ND_MIG_FAILED] = "failed",	    [ND_MIG_CANCELLED] = "cancelled",
+	[ND_MIG_SWITCHOVER] = "switchover", [ND_MIG_READY] = "ready",
+	[ND_MIG_POSTCOPY] = "postcopy",	    [ND_MIG_COMMITTED] = "committed",
+	[ND_MIG_COMPLETED] = "completed",   [ND_MIG_FAILED] = "failed",
+	[ND_MIG_CANCELLED] = "cancelled",
 };
 
 const char *nd_mig_phase_name(enum nd_mig_phase p)
@@ -241,12 +249,11 @@ void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
 		m->reason[0] = '\0';
 		return;
 	}
-	if (m->phase >= ND_MIG_COMMITTED) {
-		/* the destination has it all: never run the VM twice */
-		mig_err(m, "after commit: %s", m->reason);
-		m->phase = ND_MIG_COMPLETED;
-		src_drop_vm(m);
-		goto out;
+	if (m->phase == ND_MIG_COMMITTED) {
+		/* D may resume it any moment: ours waits for its answer */
+		mig_err(m, "after commit, ignored: %s", m->reason);
+		m->reason[0] = '\0';
+		return;
 	}
 	if (tell)
 		send_abort(m, m->reason);
@@ -264,7 +271,6 @@ void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
 	m->phase = how;
 	mig_err(m, "%s: %s", how == ND_MIG_CANCELLED ? "cancelled" : "failed",
 		m->reason);
-out:
 	m->t_end = fy_now_ns();
 	nd_mig_src_release(m);
 	nd_mig_record(m);
@@ -765,16 +771,32 @@ static void src_complete(struct nd_mig *m, uint64_t now)
 	nd_mig_record(m);
 }
 
+/* RESUME: D may run the VM now. */
+static void send_resume(struct nd_mig *m, uint64_t now)
+{
+	if (m->resumes++ % 10 == 1)
+		mig_err(m,
+			"no RESUMED from %s yet: the VM stays paused here "
+			"until it answers",
+			m->peer->conf->name);
+	send_gen(m, PROTO_RESUME);
+	m->deadline = now + RESUME_NS;
+}
+
+/*
+ * D is READY: decide. Recorded before RESUME goes out, so that a restart
+ * never runs our copy once D may run its own.
+ */
 static void src_committed(struct nd_mig *m, uint64_t now)
 {
 	m->phase = ND_MIG_COMMITTED;
 	nd_mig_record(m);
-	mig_info(m, "committed: the VM now lives on %s", m->peer->conf->name);
+	send_resume(m, now);
 	/*
-	 * The VM stays paused here until RESUMED (or a timeout): tearing
-	 * down 1 GiB of registration first would count in the downtime.
+	 * The VM stays paused here until RESUMED: tearing down 1 GiB of
+	 * registration first would count in the downtime.
 	 */
-	m->deadline = now + RESUMED_WAIT_NS;
+	mig_info(m, "committed: the VM now lives on %s", m->peer->conf->name);
 }
 
 void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
@@ -823,9 +845,13 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 				 (m->t_end - m->t_start) / 1e9,
 				 m->downtime_ns / 1e6,
 				 (now - m->t_resumed) / 1e9, m->pcs.faults);
-		} else if (m->phase == ND_MIG_SWITCHOVER && !m->pc) {
-			src_committed(m, now);
 		}
+		break;
+	case PROTO_READY:
+		if (m->phase == ND_MIG_SWITCHOVER && !m->pc && !m->csum_running)
+			src_committed(m, now);
+		else if (m->phase == ND_MIG_COMMITTED)
+			send_resume(m, now);
 		break;
 	case PROTO_RESUMED:
 		if (m->phase == ND_MIG_SWITCHOVER && m->pc) {
@@ -839,7 +865,7 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 				 "of downtime",
 				 m->peer->conf->name, m->downtime_ns / 1e6);
 		} else if (m->phase == ND_MIG_COMMITTED) {
-			m->downtime_ns = now - m->t_pause;
+			m->downtime_ns = m->recovered ? 0 : now - m->t_pause;
 			src_complete(m, now);
 			mig_info(m,
 				 "completed in %.3f s, downtime %.1f ms, %u "
@@ -856,10 +882,19 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 				msg->abort.reason);
 			break;
 		}
+		/* after our commit: D says its VM never ran, nor will */
+		if (m->phase == ND_MIG_COMMITTED)
+			m->phase = ND_MIG_SWITCHOVER;
 		nd_mig_src_fail(m, ND_MIG_FAILED, false, "%s aborted: %s",
 				m->peer->conf->name, msg->abort.reason);
 		break;
 	case PROTO_ERROR:
+		if (m->phase == ND_MIG_COMMITTED) {
+			/* not D's answer: RESUME goes on until it is */
+			mig_err(m, "%s sent ERROR after commit: %s",
+				m->peer->conf->name, msg->error.text);
+			break;
+		}
 		nd_mig_src_fail(m, ND_MIG_FAILED, false, "%s refused: %s (%s)",
 				m->peer->conf->name, msg->error.text,
 				strerror(msg->error.code));
@@ -883,7 +918,7 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			if (m->dst && !nd_mig_finished(m) &&
 			    nd_peer_state(m->peer, now) ==
 				    ND_PEER_UNREACHABLE &&
-			    m->phase < ND_MIG_POSTCOPY)
+			    m->phase < ND_MIG_READY)
 				nd_mig_dst_stop(m, "source unreachable", false);
 			continue;
 		}
@@ -912,12 +947,9 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			continue;
 		}
 		if (m->phase == ND_MIG_COMMITTED) {
-			if (now > m->deadline) {
-				pr_warn("%" PRIu64 ": no RESUMED from %s: "
-					"downtime unknown",
-					m->id, m->peer->conf->name);
-				src_complete(m, now);
-			}
+			/* only D's RESUMED or ABORT ends it: ask until then */
+			if (now > m->deadline && ps == ND_PEER_REACHABLE)
+				send_resume(m, now);
 			continue;
 		}
 		if (m->phase == ND_MIG_PREPARE && now > m->deadline) {

@@ -128,6 +128,8 @@ static uint64_t msg_mig(const struct proto_msg *m)
 	case PROTO_COMMIT:
 	case PROTO_RESUMED:
 	case PROTO_POSTCOPY:
+	case PROTO_READY:
+	case PROTO_RESUME:
 		return m->commit.mig;
 	case PROTO_PC_STATS:
 		return m->pc_stats.mig;
@@ -142,6 +144,43 @@ static uint64_t msg_mig(const struct proto_msg *m)
 	default:
 		return 0;
 	}
+}
+
+/*
+ * A peer asks about a migration that ended here, or that this node never
+ * had: READY (D waits for our decision), RESUME (S waits for D's answer),
+ * HOLDER_MAP (a source back from a restart). Tell it how it ended.
+ */
+static void answer_ended(struct nd_peer *p, const struct proto_msg *msg,
+			 const struct nd_mig *m)
+{
+	struct proto_msg a = { .type = PROTO_ABORT };
+	bool done = m && m->phase == ND_MIG_COMPLETED;
+
+	switch (msg->type) {
+	case PROTO_READY:
+		a.type = done ? PROTO_RESUME : PROTO_ABORT;
+		break;
+	case PROTO_RESUME:
+		a.type = done ? PROTO_RESUMED : PROTO_ABORT;
+		break;
+	case PROTO_HOLDER_MAP:
+		if (!m || m->source)
+			return;
+		a.type = done ? PROTO_COMMIT : PROTO_ABORT;
+		break;
+	default:
+		return;
+	}
+	if (a.type == PROTO_ABORT) {
+		a.abort.mig = msg_mig(msg);
+		snprintf(a.abort.reason, sizeof(a.abort.reason), "%s",
+			 m ? m->reason : "the migration is not known here");
+	} else {
+		a.commit.mig = msg_mig(msg);
+		a.commit.gen = m->gen;
+	}
+	nd_peer_send(p, &a);
 }
 
 void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
@@ -159,6 +198,7 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 	case PROTO_COMMIT:
 	case PROTO_RESUMED:
 	case PROTO_PC_STATS:
+	case PROTO_READY:
 		m = nd_mig_find(n, id, true, p);
 		break;
 	case PROTO_HOLDER_MAP:
@@ -172,21 +212,8 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 	default:
 		m = nd_mig_find(n, id, false, p);
 	}
-	if (m && !m->source && nd_mig_finished(m) &&
-	    msg->type == PROTO_HOLDER_MAP) {
-		/* a source back from a restart missed how it ended here */
-		struct proto_msg c = { .type = PROTO_COMMIT };
-
-		c.commit.mig = id;
-		c.commit.gen = m->gen;
-		if (m->phase != ND_MIG_COMPLETED) {
-			c.type = PROTO_ABORT;
-			snprintf(c.abort.reason, sizeof(c.abort.reason), "%s",
-				 m->reason);
-		}
-		nd_peer_send(p, &c);
-	}
 	if (!m || nd_mig_finished(m)) {
+		answer_ended(p, msg, m);
 		pr_debug("%s about migration %" PRIu64 " from %s: not running "
 			 "here",
 			 proto_type_name(msg->type), id, p->conf->name);
@@ -551,6 +578,33 @@ static void src_recover_postcopy(struct nd_mig *m, const char *phase)
 		m->id, m->vm);
 }
 
+/*
+ * A source whose ferryd restarted after its commit: the destination may
+ * run the VM or may still wait for RESUME, or may have lost it. Ours stays
+ * paused and the tick asks (RESUME) until RESUMED or ABORT says which.
+ */
+static void src_recover_committed(struct nd_mig *m)
+{
+	struct nd_vm *v = nd_vm_find(m->n, m->vm);
+
+	if (!v || !v->kc || v->mig) {
+		m->phase = ND_MIG_COMPLETED;
+		snprintf(m->reason, sizeof(m->reason),
+			 "ferryd restarted after commit; the VM lives on %.64s",
+			 m->peer->conf->name);
+		return;
+	}
+	m->vmp = v;
+	v->mig = m;
+	m->phase = ND_MIG_COMMITTED;
+	m->recovered = true;
+	m->reason[0] = '\0';
+	m->t_start = m->t_pause = fy_now_ns();
+	pr_warn("migration %" PRIu64 " of %s: ferryd restarted after commit: "
+		"the VM stays paused here until %s says whether it runs there",
+		m->id, m->vm, m->peer->conf->name);
+}
+
 static void load_record(struct nd_node *n, const char *path, bool source)
 {
 	char line[600], vm[ND_NAME_MAX + 1] = "", peer[ND_NAME_MAX + 1] = "";
@@ -612,28 +666,7 @@ static void load_record(struct nd_node *n, const char *path, bool source)
 	    (!strcmp(phase, "switchover") || !strcmp(phase, "postcopy"))) {
 		src_recover_postcopy(m, phase);
 	} else if (source && !strcmp(phase, "committed")) {
-		struct nd_vm *v = nd_vm_find(n, vm);
-
-		/* the destination has it: our paused copy must never run */
-		if (v && v->kc) {
-			kva_client_exit(v->kc);
-			nd_vm_forget(v);
-		}
-		m->phase = ND_MIG_COMPLETED;
-		snprintf(m->reason, sizeof(m->reason),
-			 "ferryd restarted after commit; the VM lives on %s",
-			 peer);
-	} else if (source && !strcmp(phase, "switchover")) {
-		/*
-		 * The destination may have committed and resumed while we
-		 * were down: running our copy too could make two. Leave it
-		 * paused for the operator.
-		 */
-		snprintf(m->reason, sizeof(m->reason),
-			 "ferryd restarted during switchover: the VM is left "
-			 "paused here; check `ferry migrations` on %.64s, then "
-			 "resume or remove one copy",
-			 peer);
+		src_recover_committed(m);
 	} else if (source) {
 		struct nd_vm *v = nd_vm_find(n, vm);
 		struct kva_status st;
@@ -714,8 +747,9 @@ void nd_migs_close(struct nd_node *n)
 
 		if (!m)
 			continue;
-		if (m->source && m->pc && !nd_mig_finished(m)) {
-			/* the record says post-copy: a restart serves on */
+		if (m->source && !nd_mig_finished(m) &&
+		    (m->pc || m->phase == ND_MIG_COMMITTED)) {
+			/* the record says so: a restart takes it up again */
 			nd_mig_src_release(m);
 		} else if (m->source && !nd_mig_finished(m)) {
 			nd_mig_src_fail(m, ND_MIG_FAILED, true,

@@ -22,7 +22,10 @@
  *   outbox PROGRESS every PROGRESS_NS while pulling and whenever all
  *          announced pages are in
  *   finish compare checksums (if S sent them), RAM_DONE, SET_STATE,
- *          COMMIT, RESUME, RESUMED; the VM is then the node's.
+ *          READY (again every READY_NS) and wait for the source's
+ *          decision: RESUME (record "committed", resume the VM, RESUMED;
+ *          the VM is then the node's) or ABORT. Only RESUME resumes it:
+ *          a lost link or a dead source leaves it paused here, waiting.
  *
  * On any failure, stop or cancel the thread cleans up all it made: reads
  * drained, endpoint closed, memory deregistered and unmapped, the incoming
@@ -56,6 +59,7 @@
 #define PROGRESS_NS (200 * 1000000ULL)
 #define ATTACH_TIMEOUT_NS (15 * 1000000000ULL)
 #define DRAIN_TIMEOUT_NS (8 * 1000000000ULL)
+#define READY_NS (500 * 1000000ULL)
 
 #define dst_err(d, fmt, ...)                                                  \
 	pr_err("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
@@ -413,6 +417,11 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		d->final = true;
 		nd_mig_dst_phase(d, ND_MIG_SWITCHOVER);
 		return 0;
+	case PROTO_RESUME:
+		if (!d->ready_ns)
+			return nd_mig_dst_fail(d, "RESUME before READY");
+		d->resume = true;
+		return 0;
 	case PROTO_STATE:
 		d->blob = msg->state.blob;
 		d->blob_len = msg->state.len;
@@ -734,13 +743,32 @@ struct proto_msg *nd_mig_dst_gen_msg(struct nd_mig_dst *d, enum proto_type t)
 	return m;
 }
 
-/* Everything is here: check, load the state, commit, resume. */
-static int finish(struct nd_mig_dst *d)
+/* READY to the source, now and every READY_NS until it decides. */
+static int send_ready(struct nd_mig_dst *d, uint64_t now)
 {
 	struct proto_msg *m;
+
+	if (now - d->ready_ns < READY_NS)
+		return 0;
+	if (d->readies++ % 20 == 19)
+		dst_err(d,
+			"no RESUME from the source for %.0f s: the VM stays "
+			"paused here until it answers",
+			(now - d->t_ready) / 1e9);
+	m = nd_mig_dst_gen_msg(d, PROTO_READY);
+	if (!m)
+		return nd_mig_dst_fail(d, "out of memory");
+	nd_mig_dst_out(d, m);
+	d->ready_ns = now;
+	return 0;
+}
+
+/* Everything is here: check, load the state, ask the source. */
+static int ready(struct nd_mig_dst *d)
+{
 	int ret;
 
-	uint64_t t0 = fy_now_ns(), t1, t2, t3;
+	uint64_t t0 = fy_now_ns(), t1, t2;
 
 	if (d->csums && verify(d))
 		return -1;
@@ -753,19 +781,23 @@ static int finish(struct nd_mig_dst *d)
 	if (ret)
 		return nd_mig_dst_fail(d, "the VM refused the vCPU state: %s",
 				       strerror(-ret));
-	t3 = fy_now_ns();
-	/*
-	 * Commit before resuming: from here the source may drop its copy,
-	 * and a VM that never ran here cannot have diverged from it.
-	 */
-	write_record(d, "committed", "");
-	m = nd_mig_dst_gen_msg(d, PROTO_COMMIT);
-	if (!m)
-		return nd_mig_dst_fail(d, "out of memory");
-	nd_mig_dst_out(d, m);
-	pthread_mutex_lock(&d->lock);
-	d->phase = ND_MIG_COMMITTED;
-	pthread_mutex_unlock(&d->lock);
+	d->t_ready = fy_now_ns();
+	dst_info(d,
+		 "ready (verify %.1f ms, RAM_DONE %.1f ms, SET_STATE %.1f "
+		 "ms): waiting for the source's RESUME",
+		 (t1 - t0) / 1e6, (t2 - t1) / 1e6, (d->t_ready - t2) / 1e6);
+	nd_mig_dst_phase(d, ND_MIG_READY);
+	return send_ready(d, d->t_ready);
+}
+
+/* The source committed: the VM is ours, it runs here from now on. */
+static void resume(struct nd_mig_dst *d)
+{
+	struct proto_msg *m;
+	int ret;
+
+	/* recorded first: a restarted ferryd resumes it, never removes it */
+	nd_mig_dst_phase(d, ND_MIG_COMMITTED);
 	ret = kva_client_resume(d->kc);
 	if (ret) {
 		/* committed: no way back; the operator must look */
@@ -775,12 +807,8 @@ static int finish(struct nd_mig_dst *d)
 	if (m)
 		nd_mig_dst_out(d, m);
 	write_record(d, "completed", "");
-	dst_info(d,
-		 "VM resumed here (verify %.1f ms, RAM_DONE %.1f ms, "
-		 "SET_STATE %.1f ms, COMMIT and RESUME %.1f ms)",
-		 (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6,
-		 (fy_now_ns() - t3) / 1e6);
-	return 0;
+	dst_info(d, "VM resumed here, %.1f ms after READY",
+		 (fy_now_ns() - d->t_ready) / 1e6);
 }
 
 /*
@@ -922,8 +950,16 @@ void *nd_mig_dst_thread(void *arg)
 		}
 		if (d->nvq && !d->pending && !d->inflight && verify_chunks(d))
 			break;
-		if (d->final && d->blob && !d->pending && !d->inflight) {
-			ok = !finish(d);
+		if (d->ready_ns) {
+			if (d->resume) {
+				resume(d);
+				ok = true;
+				break;
+			}
+			if (send_ready(d, fy_now_ns()))
+				break;
+		} else if (d->final && d->blob && !d->pending && !d->inflight &&
+			   ready(d)) {
 			break;
 		}
 		if (d->inflight) {

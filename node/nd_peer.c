@@ -448,6 +448,8 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 	case PROTO_DELTA_SET:
 	case PROTO_POSTCOPY:
 	case PROTO_PC_STATS:
+	case PROTO_READY:
+	case PROTO_RESUME:
 		/* one-way: the migration engine answers on our DEALER */
 		if (!p->hello_in) {
 			fill_error(&out, ENOTCONN, "HELLO first");

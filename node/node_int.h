@@ -484,9 +484,11 @@ enum nd_mig_phase {
 	ND_MIG_PREPARE, /* destination starting its VM */
 	ND_MIG_PRECOPY, /* rounds of pulls while the VM runs */
 	ND_MIG_SWITCHOVER, /* VM paused on the source; last pull, state */
+	ND_MIG_READY, /* destination: all here, state loaded, asks to resume */
 	/* post-copy: the VM runs on the destination, pages still arrive */
 	ND_MIG_POSTCOPY,
-	ND_MIG_COMMITTED, /* destination holds everything; source VM ends */
+	/* the source decided: the VM resumes on the destination only */
+	ND_MIG_COMMITTED,
 	ND_MIG_COMPLETED,
 	ND_MIG_FAILED,
 	ND_MIG_CANCELLED,
@@ -575,6 +577,8 @@ struct nd_mig {
 	bool pc_now; /* `ferry migrate-postcopy`: at the next chance */
 	bool pc; /* POSTCOPY sent: our VM must not run again but on ABORT */
 	bool holder_lost; /* restarted: D needs our HOLDER_MAP again */
+	bool recovered; /* taken up again by a restarted ferryd */
+	unsigned resumes; /* RESUMEs sent: the first, then unanswered ones */
 	uint64_t t_resumed; /* the VM runs on the destination since */
 	struct proto_pc_stats pcs; /* the destination's last PC_STATS */
 	uint64_t stall_t0; /* destination: post-copy stalled since; 0 */
@@ -746,6 +750,10 @@ struct nd_mig_dst {
 	bool final;
 	void *blob;
 	size_t blob_len;
+	uint64_t ready_ns; /* READY last sent; 0: not ready */
+	uint64_t t_ready; /* the state was loaded */
+	unsigned readies; /* READYs sent */
+	bool resume; /* the source's RESUME came */
 	uint64_t last_progress_ns;
 	bool progress_dirty;
 	bool quiet_abort; /* the source ended it: no ABORT back */

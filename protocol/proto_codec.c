@@ -65,6 +65,8 @@ static const struct proto_desc *const descs[] = {
 	[PROTO_DELTA_SET] = &proto_delta_desc,
 	[PROTO_POSTCOPY] = &proto_postcopy_desc,
 	[PROTO_PC_STATS] = &proto_pc_stats_desc,
+	[PROTO_READY] = &proto_ready_desc,
+	[PROTO_RESUME] = &proto_resume_desc,
 };
 
 static const struct proto_desc *desc_of(uint64_t t)

@@ -24,9 +24,16 @@
  *   S pauses the VM, harvests a last time, sends the last DIRTY_SETs and
  *     SWITCHOVER(m, g): g is the final generation, nothing changes after;
  *   S sends STATE(m, d): the vCPU and device state, an opaque blob;
- *   D loads it and resumes the VM (post-copy: before all pages are in,
- *     faults become priority pulls); once it holds every page at its final
- *     generation D sends COMMIT(m, g); S frees its copy only then.
+ *   D, once it holds every page at its final generation, loads it into its
+ *     paused VM and sends READY(m, g) (again every 500 ms until answered);
+ *   S decides: it records the commit, then sends RESUME(m, g), and its VM
+ *     never runs again unless D answers ABORT; D resumes the VM only on
+ *     RESUME, then sends RESUMED(m, g); S frees its copy only then. S is
+ *     the one side that decides, so a lost message or a dead peer leaves
+ *     the VM paused (to be resolved when the peer answers), never running
+ *     twice: before its commit S may resume its own VM at any time.
+ *   RESUME and READY about a migration that ended are answered from the
+ *     outcome: RESUMED or RESUME if it completed, ABORT if not.
  *
  *   With verification asked for, S sends after its last harvest (VM
  *     paused) VERIFY(m, rg, s, c) messages: the xxh3-64 checksum of every
@@ -44,12 +51,10 @@
  *     while pages arrive and COMMIT(m, g) once it holds every page. From
  *     RESUMED on the VM lives on D: S keeps its copy registered (also
  *     across a restart of its ferryd, HOLDER_MAP again) until COMMIT.
- *   D may send COMMIT before it resumes the VM (it then holds everything
- *     and S may free its copy); RESUMED(m, g) follows once the VM runs on
- *     D, so that S can measure the downtime on its own clock.
  *
- *   ABORT(m, tx), from S or D before COMMIT, ends the migration: before
- *     SWITCHOVER the VM keeps running on S. D frees its copy.
+ *   ABORT(m, tx), from S or D before RESUME (post-copy: before RESUMED),
+ *     ends the migration: the VM keeps or gets back running on S, D frees
+ *     its copy.
  *   RETARGET(m, id), from S to D, names a new destination: D stops pulling,
  *     becomes a relay (keeps its copy registered) and sends its HOLDER_MAP
  *     to the new destination, to which S sends MIGRATE_PREPARE and its own
@@ -362,19 +367,21 @@ static const struct proto_field mig_gen_fields[] = {
 	PF_U64("g", struct proto_mig_gen, gen, 0, UINT64_MAX),
 };
 
-const struct proto_desc proto_switchover_desc = {
-	.name = "SWITCHOVER",
-	.size = sizeof(struct proto_mig_gen),
-	.fields = mig_gen_fields,
-	.nfields = ARRAY_SIZE(mig_gen_fields),
-};
+/* The messages that carry a migration and a generation only. */
+#define MIG_GEN_DESC(var, nm)                          \
+	const struct proto_desc var = {                \
+		.name = nm,                            \
+		.size = sizeof(struct proto_mig_gen),  \
+		.fields = mig_gen_fields,              \
+		.nfields = ARRAY_SIZE(mig_gen_fields), \
+	}
 
-const struct proto_desc proto_commit_desc = {
-	.name = "COMMIT",
-	.size = sizeof(struct proto_mig_gen),
-	.fields = mig_gen_fields,
-	.nfields = ARRAY_SIZE(mig_gen_fields),
-};
+MIG_GEN_DESC(proto_switchover_desc, "SWITCHOVER");
+MIG_GEN_DESC(proto_commit_desc, "COMMIT");
+MIG_GEN_DESC(proto_resumed_desc, "RESUMED");
+MIG_GEN_DESC(proto_postcopy_desc, "POSTCOPY");
+MIG_GEN_DESC(proto_ready_desc, "READY");
+MIG_GEN_DESC(proto_resume_desc, "RESUME");
 
 static const struct proto_field abort_fields[] = {
 	PF_U64("m", struct proto_abort, mig, 1, UINT64_MAX),
@@ -429,13 +436,6 @@ const struct proto_desc proto_verify_desc = {
 	.check = verify_check,
 };
 
-const struct proto_desc proto_resumed_desc = {
-	.name = "RESUMED",
-	.size = sizeof(struct proto_mig_gen),
-	.fields = mig_gen_fields,
-	.nfields = ARRAY_SIZE(mig_gen_fields),
-};
-
 static int delta_check(struct proto_ctx *c, const void *s)
 {
 	const struct proto_delta_set *d = s;
@@ -467,13 +467,6 @@ const struct proto_desc proto_delta_desc = {
 	.fields = delta_fields,
 	.nfields = ARRAY_SIZE(delta_fields),
 	.check = delta_check,
-};
-
-const struct proto_desc proto_postcopy_desc = {
-	.name = "POSTCOPY",
-	.size = sizeof(struct proto_mig_gen),
-	.fields = mig_gen_fields,
-	.nfields = ARRAY_SIZE(mig_gen_fields),
 };
 
 static const struct proto_field pc_stats_fields[] = {

@@ -55,6 +55,9 @@ enum proto_type {
 	PROTO_DELTA_SET,
 	PROTO_POSTCOPY,
 	PROTO_PC_STATS,
+	PROTO_READY,
+	PROTO_RESUME,
+	PROTO_TYPE_LAST = PROTO_RESUME,
 };
 
 /* A run of pages that a holder holds at one generation. */
@@ -142,7 +145,7 @@ struct proto_state {
 	uint8_t *blob;
 };
 
-/* SWITCHOVER, COMMIT: */
+/* SWITCHOVER, COMMIT, RESUMED, POSTCOPY, READY, RESUME: */
 struct proto_mig_gen {
 	uint64_t mig;
 	uint64_t gen;

@@ -21,7 +21,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s DIR\n", argv[0]);
 		return 2;
 	}
-	for (int t = PROTO_HELLO; t <= PROTO_PC_STATS; t++) {
+	for (int t = PROTO_HELLO; t <= PROTO_TYPE_LAST; t++) {
 		for (unsigned v = 0; v < PROTO_SAMPLE_VARIANTS; v++) {
 			struct proto_msg *m = proto_sample(t, v);
 			char path[4096];

@@ -81,8 +81,11 @@ static void write_wrapper(void)
 	assert_int_equal(chmod(wrapper, 0755), 0);
 }
 
-/* Two nodes a and b that list each other, both up and reachable. */
-static void two_nodes(void)
+/*
+ * Two nodes a and b that list each other, both up and reachable; a peer
+ * that does not answer for peer_ms is unreachable.
+ */
+static void two_nodes(unsigned peer_ms)
 {
 	char cmd[1400];
 
@@ -93,8 +96,8 @@ static void two_nodes(void)
 	/* failures are noticed in about a second */
 	snprintf(extra, sizeof(extra),
 		 "ferry_vm = %s\nping_interval_ms = 200\n"
-		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 5000\n",
-		 wrapper);
+		 "peer_timeout_ms = %u\nmigration_timeout_ms = 5000\n",
+		 wrapper, peer_ms);
 	itest_node_extra = extra;
 	itest_pair(&na, &nb);
 }
@@ -171,7 +174,8 @@ static double wait_failed(struct node *n, const char *id, char *out,
 		if (!strcmp(st, "failed"))
 			return now_s() - t0;
 		if (st[0] && strcmp(st, "prepare") && strcmp(st, "precopy") &&
-		    strcmp(st, "switchover"))
+		    strcmp(st, "switchover") && strcmp(st, "ready") &&
+		    strcmp(st, "committed"))
 			fail_msg("migration %s ended %s: %s", id, st, out);
 		sleep_ms(50);
 	}
@@ -336,7 +340,7 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 	pid_t inc;
 	int fd;
 
-	two_nodes();
+	two_nodes(1000);
 	if (ph == PH_PREPARE) {
 		fd = open(holdfile, O_WRONLY | O_CREAT, 0600);
 		assert_true(fd >= 0);
@@ -469,7 +473,7 @@ static void test_source_ferryd(void **state)
 	pid_t inc;
 
 	(void)state;
-	two_nodes();
+	two_nodes(1000);
 	start_vm(&na, "s1", big);
 	wait_counter(&na, "writes", 1000);
 	migrate_detached("s1", id, sizeof(id), mig_opts);
@@ -506,6 +510,186 @@ static void test_source_ferryd(void **state)
 	no_crash();
 }
 
+/*
+ * The commit window, where the VM is paused on a and b holds all of it:
+ * a alone decides (READY from b, a records its commit, RESUME to b), so
+ * that whoever dies there the VM never runs twice and is never lost.
+ */
+
+/* Wait up to secs for migration id on n to be in state want. */
+static void wait_mig(struct node *n, const char *id, const char *want,
+		     double secs)
+{
+	char out[OUT_MAX], st[32];
+	double t0 = now_s();
+
+	do {
+		mig_state(n, id, out, st, sizeof(st));
+		if (!strcmp(st, want))
+			return;
+		sleep_ms(20);
+	} while (now_s() - t0 < secs);
+	fail_msg("%s: migration %s is %s, not %s: %s", n->name, id, st, want,
+		 out);
+}
+
+/* a's VM is there and paused, its migration in state want. */
+static void source_paused(const char *id, const char *want)
+{
+	char out[OUT_MAX], err[OUT_MAX], st[32];
+
+	mig_state(&na, id, out, st, sizeof(st));
+	assert_string_equal(st, want);
+	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
+	if (!strstr(out, "\"name\":\"f1\"") || !strstr(out, "\"state\":"
+							    "\"paused\""))
+		fail_msg("source VM not paused: %s", out);
+}
+
+/*
+ * Up to switchover with the incoming ferry-vm stopped (a paused, waiting);
+ * peers time out after 3 s, so a's ferryd can be stopped for a moment.
+ * a's id in id, b's name for it in bid.
+ */
+static pid_t to_switchover(char *id, size_t len, char *bid, size_t blen)
+{
+	static const char *const small[] = {
+		"--mem", "32M", "--guest", "verify", "--workingset", "2M", NULL
+	};
+	static const char *const opts[] = { "--max-bandwidth", "4M",
+					    "--downtime-limit", "60000", NULL };
+	pid_t inc;
+
+	two_nodes(3000);
+	start_vm(&na, "f1", small);
+	wait_counter(&na, "writes", 1000);
+	migrate_detached("f1", id, len, opts);
+	snprintf(bid, blen, "a/%s", id);
+	reach_phase(PH_SWITCHOVER, id, &inc);
+	assert_true(inc > 0);
+	return inc;
+}
+
+/* Stop a's ferryd; let b load the state and send READY; b is "ready". */
+static double stop_a_until_ready(pid_t inc, const char *bid)
+{
+	double t0 = now_s();
+
+	assert_int_equal(kill(na.pid, SIGSTOP), 0);
+	assert_int_equal(kill(inc, SIGCONT), 0);
+	wait_mig(&nb, bid, "ready", 5);
+	return t0;
+}
+
+/*
+ * a's ferryd dies before it decided, with b's READY unread: b waits (the
+ * VM paused, not removed, past its peer timeout); restarted a resumes its
+ * own VM and answers b's READY with ABORT: b removes its copy.
+ */
+static void test_window_source(void **state)
+{
+	char out[OUT_MAX], id[32], bid[40], st[32];
+	pid_t inc;
+
+	(void)state;
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid));
+	stop_a_until_ready(inc, bid);
+	assert_int_equal(kill(na.pid, SIGKILL), 0);
+	assert_true(node_wait(&na, 5) >= 0);
+	sleep_ms(3500);
+	mig_state(&nb, bid, out, st, sizeof(st));
+	assert_string_equal(st, "ready");
+	assert_false(pid_gone(inc));
+
+	node_start(&na);
+	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
+	mig_state(&na, id, out, st, sizeof(st));
+	assert_string_equal(st, "failed");
+	print_message("source ferryd killed in switchover: restarted a says "
+		      "%s\n",
+		      reason_of(out));
+	assert_non_null(strstr(reason_of(out), "phase switchover"));
+	dest_clean(inc, 10);
+	wait_failed(&nb, bid, out, 5);
+	assert_non_null(strstr(reason_of(out), "the source aborted"));
+	source_runs_on("f1");
+	no_crash();
+}
+
+/*
+ * b's ferryd dies after READY, before RESUME came: a commits on the READY
+ * it finds and waits, its VM paused, for as long as b is gone; restarted
+ * b holds only a "ready" record, removes its copy and answers a's RESUME
+ * with ABORT: the VM runs on a again.
+ */
+static void test_window_ready(void **state)
+{
+	char out[OUT_MAX], id[32], bid[40];
+	double t0;
+	pid_t inc;
+
+	(void)state;
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid));
+	t0 = stop_a_until_ready(inc, bid);
+	assert_int_equal(kill(nb.pid, SIGKILL), 0);
+	assert_true(node_wait(&nb, 5) >= 0);
+	assert_int_equal(kill(na.pid, SIGCONT), 0);
+	print_message("a stopped for %.2f s\n", now_s() - t0);
+	wait_mig(&na, id, "committed", 5);
+	sleep_ms(3500); /* b unreachable for longer than the peer timeout */
+	source_paused(id, "committed");
+
+	node_start(&nb);
+	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
+	wait_failed(&na, id, out, 10);
+	print_message("destination ferryd killed when ready: a says %s\n",
+		      reason_of(out));
+	assert_non_null(strstr(reason_of(out), "b aborted: "));
+	assert_non_null(strstr(reason_of(out), "phase ready"));
+	dest_clean(inc, 10);
+	source_runs_on("f1");
+	no_crash();
+}
+
+/*
+ * b's ferryd dies after RESUME came, before the VM ran (the incoming
+ * ferry-vm is stopped): a, committed, waits with its VM paused; restarted
+ * b finds its "committed" record, resumes the VM and answers a's RESUME
+ * with RESUMED: a's copy exits, the VM lives on b, intact.
+ */
+static void test_window_resume(void **state)
+{
+	char out[OUT_MAX], err[OUT_MAX], id[32], bid[40], st[32];
+	pid_t inc;
+
+	(void)state;
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid));
+	stop_a_until_ready(inc, bid);
+	assert_int_equal(kill(inc, SIGSTOP), 0);
+	assert_int_equal(kill(na.pid, SIGCONT), 0);
+	/* b's RESUME to its VM blocks: recorded committed, not running */
+	wait_mig(&nb, bid, "committed", 5);
+	wait_mig(&na, id, "committed", 5);
+	assert_int_equal(kill(nb.pid, SIGKILL), 0);
+	assert_true(node_wait(&nb, 5) >= 0);
+	sleep_ms(3500);
+	source_paused(id, "committed");
+
+	assert_int_equal(kill(inc, SIGCONT), 0);
+	node_start(&nb);
+	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
+	wait_mig(&na, id, "completed", 10);
+	mig_state(&na, id, out, st, sizeof(st));
+	print_message("destination ferryd killed after RESUME: a says %s%s\n",
+		      st, reason_of(out)[0] ? reason_of(out) : "");
+	wait_vm_exit(vm_pid);
+	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
+	assert_null(strstr(out, "\"name\":\"f1\""));
+	wait_counter(&nb, "writes", vm_counter(&nb, "writes") + 1500);
+	assert_int_equal(vm_counter(&nb, "failed"), 0);
+	no_crash();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -526,6 +710,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_switchover_vm, NULL,
 						mig_teardown),
 		cmocka_unit_test_setup_teardown(test_source_ferryd, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_window_source, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_window_ready, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_window_resume, NULL,
 						mig_teardown),
 	};
 

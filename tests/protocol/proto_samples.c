@@ -206,6 +206,8 @@ struct proto_msg *proto_sample(enum proto_type t, unsigned v)
 	case PROTO_COMMIT:
 	case PROTO_RESUMED:
 	case PROTO_POSTCOPY:
+	case PROTO_READY:
+	case PROTO_RESUME:
 		m->switchover.mig = 12 + v;
 		m->switchover.gen = v == 2 ? UINT64_MAX : v;
 		break;
@@ -359,6 +361,8 @@ bool proto_msg_eq(const struct proto_msg *a, const struct proto_msg *b,
 	case PROTO_COMMIT:
 	case PROTO_RESUMED:
 	case PROTO_POSTCOPY:
+	case PROTO_READY:
+	case PROTO_RESUME:
 		DIFF(a->commit.mig != b->commit.mig, "mig");
 		DIFF(a->commit.gen != b->commit.gen, "gen");
 		return true;

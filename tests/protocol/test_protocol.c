@@ -24,7 +24,7 @@
 #include "proto_samples.h"
 
 #define ALL_TYPES_FIRST PROTO_HELLO
-#define ALL_TYPES_LAST PROTO_PC_STATS
+#define ALL_TYPES_LAST PROTO_TYPE_LAST
 
 /* ---- helpers ---- */
 
@@ -220,6 +220,8 @@ static void test_type_names(void **state)
 	assert_string_equal(proto_type_name(PROTO_DELTA_SET), "DELTA_SET");
 	assert_string_equal(proto_type_name(PROTO_POSTCOPY), "POSTCOPY");
 	assert_string_equal(proto_type_name(PROTO_PC_STATS), "PC_STATS");
+	assert_string_equal(proto_type_name(PROTO_READY), "READY");
+	assert_string_equal(proto_type_name(PROTO_RESUME), "RESUME");
 	assert_string_equal(proto_type_name(0), "?");
 	assert_string_equal(proto_type_name(99), "?");
 	proto_msg_free(NULL);
