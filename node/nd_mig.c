@@ -48,7 +48,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "fabric/fabric.h"
@@ -91,89 +90,6 @@ unsigned nd_migs_active(const struct nd_node *n)
 	for (int i = 0; i < ND_MIGS_MAX; i++)
 		c += n->migs[i] && !nd_mig_finished(n->migs[i]);
 	return c;
-}
-
-/* records */
-
-static void record_path(const struct nd_mig *m, char *buf, size_t len)
-{
-	if (m->source)
-		snprintf(buf, len, "%s/%" PRIu64 ".src", m->n->mig_dir, m->id);
-	else
-		snprintf(buf, len, "%s/%s-%" PRIu64 ".dst", m->n->mig_dir,
-			 m->peer->conf->name, m->id);
-}
-
-void nd_mig_record(struct nd_mig *m)
-{
-	char path[ND_DIR_MAX + 128], tmp[ND_DIR_MAX + 140];
-	FILE *f;
-
-	record_path(m, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "w");
-	if (!f) {
-		pr_perror("cannot write %s", tmp);
-		return;
-	}
-	fprintf(f,
-		"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nstarted=%" PRIu64
-		"\nreason=%s\nmode=%s\npostcopy=%d\n",
-		m->id, m->vm, m->peer->conf->name, nd_mig_phase_name(m->phase),
-		m->started_unix, m->reason, m->o.mode, m->pc);
-	/* rename: a crash leaves the old record or the new one */
-	if (fclose(f) || rename(tmp, path))
-		pr_perror("cannot write %s", path);
-}
-
-/* The table */
-
-struct nd_mig *nd_mig_new(struct nd_node *n)
-{
-	int slot = -1;
-	struct nd_mig *m;
-
-	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
-		if (!n->migs[i])
-			slot = i;
-	/* full: drop the oldest finished one */
-	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
-		if (nd_mig_finished(n->migs[i]) && !n->migs[i]->dst) {
-			free(n->migs[i]->todo);
-			free(n->migs[i]->sent_bm);
-			free(n->migs[i]);
-			n->migs[i] = NULL;
-			slot = i;
-		}
-	if (slot < 0)
-		return NULL;
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return NULL;
-	m->n = n;
-	m->t_start = m->last_heard = fy_now_ns();
-	m->started_unix = (uint64_t)time(NULL);
-	n->migs[slot] = m;
-	return m;
-}
-
-struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
-			   const struct nd_peer *p)
-{
-	struct nd_mig *found = NULL;
-
-	/* a running one first: ids are unique per source, not per node */
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
-
-		if (m && m->id == id && m->source == source &&
-		    (!p || m->peer == p)) {
-			if (!nd_mig_finished(m))
-				return m;
-			found = m;
-		}
-	}
-	return found;
 }
 
 int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg)

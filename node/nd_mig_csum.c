@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: MIT
 /*
- * --verify, on the source: at switchover, checksum every page of the
+ * --verify. On the source: at switchover, checksum every page of the
  * paused VM in a thread of its own while the control thread sends the
- * chunks done so far as VERIFY messages (from nd_migs_tick()); the
- * destination compares them with the pages it pulled.
+ * chunks done so far as VERIFY messages (from nd_migs_tick()). On the
+ * destination (its thread): compare them with the pages it pulled.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kvm-adapter/kvm_adapter.h"
 #include "protocol/protocol.h"
@@ -101,4 +103,66 @@ bool nd_mig_csum_send(struct nd_mig *m, int *ret)
 	if (!*ret && m->csum_ret)
 		*ret = m->csum_ret;
 	return m->csum_sent == m->csum_nchunks;
+}
+
+/* Destination */
+
+/*
+ * Compare the queued VERIFY chunks with our copy. A VERIFY follows the last
+ * DIRTY_SET, so once nothing is left to pull our pages are final: D
+ * compares each chunk as it comes, while S computes the next one.
+ */
+int nd_mig_csum_compare(struct nd_mig_dst *d)
+{
+	const struct kva_layout *l = kva_client_layout(d->kc);
+	uint64_t *mine;
+	int ret = 0;
+
+	for (unsigned i = 0; i < d->nvq && !ret; i++) {
+		const struct fy_run *r = &d->vq[i];
+
+		mine = malloc(r->len * 8);
+		if (!mine)
+			return nd_mig_dst_fail(d, "out of memory");
+		ret = nd_memfd_csums(l->regions[0].memfd, d->map, d->pages,
+				     r->start, r->len, mine);
+		for (uint64_t j = 0; !ret && j < r->len; j++)
+			if (mine[j] != d->csums[r->start + j] && !d->vbad++)
+				d->vfirst = r->start + j;
+		free(mine);
+		d->vdone += r->len;
+	}
+	d->nvq = 0;
+	if (ret)
+		return nd_mig_dst_fail(d, "verify: cannot read guest RAM: %s",
+				       strerror(-ret));
+	return 0;
+}
+
+/* All checksums compared: the verdict. */
+int nd_mig_csum_verdict(struct nd_mig_dst *d)
+{
+	if (nd_mig_csum_compare(d))
+		return -1;
+	if (d->csums_got != d->pages || d->vdone != d->pages)
+		return nd_mig_dst_fail(d,
+				       "verify: got checksums of %" PRIu64
+				       " of %" PRIu64 " pages",
+				       d->csums_got, d->pages);
+	if (d->vbad) {
+		pr_err("%" PRIu64 " (%s from %s): VERIFY FAILED: %" PRIu64
+		       " pages differ, first page %" PRIu64,
+		       d->id, d->vm, d->peer, d->vbad, d->vfirst);
+		return nd_mig_dst_fail(d,
+				       "verify: %" PRIu64
+				       " of %" PRIu64 " pages differ (first: "
+						      "page %" PRIu64 ")",
+				       d->vbad, d->pages, d->vfirst);
+	}
+	pthread_mutex_lock(&d->lock);
+	d->verified = d->pages;
+	pthread_mutex_unlock(&d->lock);
+	pr_info("%" PRIu64 " (%s from %s): verify: all %" PRIu64 " pages match",
+		d->id, d->vm, d->peer, d->pages);
+	return 0;
 }

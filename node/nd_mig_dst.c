@@ -668,69 +668,6 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 	return ret;
 }
 
-/*
- * Compare the queued VERIFY chunks with our copy. A VERIFY follows the last
- * DIRTY_SET, so once nothing is left to pull our pages are final: D
- * compares each chunk as it comes, while S computes the next one.
- */
-static int verify_chunks(struct nd_mig_dst *d)
-{
-	const struct kva_layout *l = kva_client_layout(d->kc);
-	uint64_t *mine;
-	int ret = 0;
-
-	for (unsigned i = 0; i < d->nvq && !ret; i++) {
-		const struct fy_run *r = &d->vq[i];
-
-		mine = malloc(r->len * 8);
-		if (!mine)
-			return nd_mig_dst_fail(d, "out of memory");
-		ret = nd_memfd_csums(l->regions[0].memfd, d->map, d->pages,
-				     r->start, r->len, mine);
-		for (uint64_t j = 0; !ret && j < r->len; j++)
-			if (mine[j] != d->csums[r->start + j] && !d->vbad++)
-				d->vfirst = r->start + j;
-		free(mine);
-		d->vdone += r->len;
-	}
-	d->nvq = 0;
-	if (ret)
-		return nd_mig_dst_fail(d, "verify: cannot read guest RAM: %s",
-				       strerror(-ret));
-	return 0;
-}
-
-/* All checksums compared: the verdict. */
-static int verify(struct nd_mig_dst *d)
-{
-	if (verify_chunks(d))
-		return -1;
-	if (d->csums_got != d->pages || d->vdone != d->pages)
-		return nd_mig_dst_fail(d,
-				       "verify: got checksums of %" PRIu64
-				       " of %" PRIu64 " pages",
-				       d->csums_got, d->pages);
-	if (d->vbad) {
-		dst_err(d,
-			"VERIFY FAILED: %" PRIu64 " pages differ, first "
-			"page %" PRIu64,
-			d->vbad, d->vfirst);
-		return nd_mig_dst_fail(d,
-				       "verify: %" PRIu64 " of %" PRIu64 " page"
-				       "s "
-				       "diffe"
-				       "r "
-				       "(first: page "
-				       "%" PRIu64 ")",
-				       d->vbad, d->pages, d->vfirst);
-	}
-	pthread_mutex_lock(&d->lock);
-	d->verified = d->pages;
-	pthread_mutex_unlock(&d->lock);
-	dst_info(d, "verify: all %" PRIu64 " pages match", d->pages);
-	return 0;
-}
-
 struct proto_msg *nd_mig_dst_gen_msg(struct nd_mig_dst *d, enum proto_type t)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
@@ -770,7 +707,7 @@ static int ready(struct nd_mig_dst *d)
 
 	uint64_t t0 = fy_now_ns(), t1, t2;
 
-	if (d->csums && verify(d))
+	if (d->csums && nd_mig_csum_verdict(d))
 		return -1;
 	t1 = fy_now_ns();
 	ret = kva_client_ram_done(d->kc);
@@ -948,7 +885,8 @@ void *nd_mig_dst_thread(void *arg)
 		} else if (post_reads(d)) {
 			break;
 		}
-		if (d->nvq && !d->pending && !d->inflight && verify_chunks(d))
+		if (d->nvq && !d->pending && !d->inflight &&
+		    nd_mig_csum_compare(d))
 			break;
 		if (d->ready_ns) {
 			if (d->resume) {

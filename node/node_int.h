@@ -627,7 +627,7 @@ const char *nd_mig_phase_name(enum nd_mig_phase p);
 /* Persist m's record in mig_dir (small text file). */
 void nd_mig_record(struct nd_mig *m);
 
-/* nd_mig_csum.c: --verify's checksums, on the source */
+/* nd_mig_csum.c: --verify's checksums, on both sides */
 
 /* Start checksumming m's pages in a thread; 0 or -errno. */
 int nd_mig_csum_start(struct nd_mig *m);
@@ -638,6 +638,13 @@ void nd_mig_csum_end(struct nd_mig *m);
  * sent. *ret: 0, or -errno from sending or from the thread's reads.
  */
 bool nd_mig_csum_send(struct nd_mig *m, int *ret);
+/*
+ * Destination thread: compare the queued VERIFY chunks with d's pages,
+ * which are final (nothing left to pull); 0, or -1 with d's reason set.
+ */
+int nd_mig_csum_compare(struct nd_mig_dst *d);
+/* All of them compared: 0 if every page matched, else -1 (reason set). */
+int nd_mig_csum_verdict(struct nd_mig_dst *d);
 
 /* nd_mig_conv.c: auto-converge, on the source */
 
