@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * The migration table and its records; migrations seen from peers (MIGRATE_PREPARE and the routing of every
- * migration message to its migration), from the control socket (`ferry migrate`, `migrations`,
- * `migration`, `cancel`) and from a restarted ferryd: the records in
- * <state_dir>/migrations tell which migrations a crash interrupted; those
- * are reported failed, a paused source VM is resumed, and an incoming VM
- * that never got its commit is removed.
+ * The migration table and its records; migrations seen from peers
+ * (MIGRATE_PREPARE, the routing of every migration message to its
+ * migration, answers about ended ones), from the control socket (`ferry
+ * migrate`, `migrations`, `migration`, `cancel`) and from a restarted
+ * ferryd: the records in <state_dir>/migrations tell which migrations a
+ * crash interrupted. Those are reported failed and a paused source VM is
+ * resumed, unless the source had committed (its VM then waits, paused,
+ * for the destination's answer); an incoming VM that never got its commit
+ * is removed.
  */
 #include <dirent.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
  * checks the patterns it wrote, so corruption would show), the real ferry
  * CLI (FERRYD, FERRY, FERRY_VM from meson).
  *
- * For each phase before COMMIT (prepare, pre-copy round 0, a later
+ * For each phase before the commit (prepare, pre-copy round 0, a later
  * pre-copy round, switchover), SIGKILL of the destination ferryd, and
  * separately of the incoming ferry-vm: the VM keeps running on the source
  * (counters advance, `ferry vms` says running, no check failed), the
@@ -15,7 +15,10 @@
  * second migration to it then completes with --verify. And SIGKILL of the
  * source ferryd during pre-copy: the VM runs on, the destination cleans
  * up, the restarted source ferryd attaches the VM again and reports the
- * migration failed.
+ * migration failed. And in the commit window (test_window_*), where the
+ * VM is paused on a and b is ready: each ferryd killed in turn, the VM
+ * paused on both until the dead one is back, then running in exactly one
+ * place.
  *
  * Stopping at a phase, without hooks in ferryd:
  *   prepare     ferryd's `ferry_vm` is a wrapper script that writes its
