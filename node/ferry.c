@@ -22,7 +22,9 @@
 #include "node/node_int.h"
 
 #define CLI_TIMEOUT_MS 2000
-#define POLL_MS 200
+/* a query costs ferryd microseconds: the end is seen within 20 ms */
+#define POLL_MS 20
+#define LINE_MS 200 /* the live line, redrawn */
 
 static void usage(FILE *f)
 {
@@ -119,7 +121,7 @@ static int follow(const char *sock, uint64_t id, bool json)
 	double best = 0;
 	int ret = ND_EXIT_FAIL;
 
-	for (;;) {
+	for (unsigned n = 0;; n++) {
 		msgpack_unpacked reply;
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
@@ -136,7 +138,8 @@ static int follow(const char *sock, uint64_t id, bool json)
 		msgpack_sbuffer_destroy(&sb);
 		if (r)
 			return r;
-		if (tty) {
+		if (tty &&
+		    (n % (LINE_MS / POLL_MS) == 0 || ended(&reply.data))) {
 			nd_cli_progress_line(line, sizeof(line), &reply.data,
 					     &best);
 			printf("\r%-120s", line);
