@@ -154,9 +154,9 @@ int nd_mig_csum_verdict(struct nd_mig_dst *d)
 		       " pages differ, first page %" PRIu64,
 		       d->id, d->vm, d->peer, d->vbad, d->vfirst);
 		return nd_mig_dst_fail(d,
-				       "verify: %" PRIu64
-				       " of %" PRIu64 " pages differ (first: "
-						      "page %" PRIu64 ")",
+				       "verify: %" PRIu64 " of %" PRIu64
+				       " pages differ (first: "
+				       "page %" PRIu64 ")",
 				       d->vbad, d->pages, d->vfirst);
 	}
 	pthread_mutex_lock(&d->lock);

@@ -49,6 +49,7 @@
 
 #define ZAP_DOMAIN "ferry"
 #define HELLO_RETRY_TICKS 20 /* an incompatible peer is re-greeted */
+#define CLOSE_LINGER_MS 200 /* a closing DEALER may still send */
 /*
  * Messages handled per socket per poll round: a peer that floods us must
  * not starve the other sockets, the timer or the CLI.
@@ -783,6 +784,8 @@ void nd_peers_close(struct nd_node *n)
 			zmq_close(p->mon);
 			p->mon = NULL;
 		}
+		/* the ABORTs of a shutdown still go out; a dead peer waits not */
+		setopt_int(p->dealer, ZMQ_LINGER, CLOSE_LINGER_MS);
 		zmq_close(p->dealer);
 		p->dealer = NULL;
 	}
