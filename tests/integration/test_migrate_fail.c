@@ -693,6 +693,42 @@ static void test_window_resume(void **state)
 	no_crash();
 }
 
+/*
+ * Both ferryds die in the window: b's after READY, a's after it committed
+ * on that READY (its RESUME never arrived). Restarted b has only a "ready"
+ * record and removes its copy; restarted a finds "committed", keeps its
+ * copy paused and asks b (RESUME), which answers ABORT: a's copy, the only
+ * one left, runs again. Nothing is lost.
+ */
+static void test_window_both(void **state)
+{
+	char out[OUT_MAX], id[32], bid[40];
+	pid_t inc;
+
+	(void)state;
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid));
+	stop_a_until_ready(inc, bid);
+	assert_int_equal(kill(nb.pid, SIGKILL), 0);
+	assert_true(node_wait(&nb, 5) >= 0);
+	assert_int_equal(kill(na.pid, SIGCONT), 0);
+	wait_mig(&na, id, "committed", 5);
+	assert_int_equal(kill(na.pid, SIGKILL), 0);
+	assert_true(node_wait(&na, 5) >= 0);
+
+	node_start(&nb);
+	node_start(&na);
+	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
+	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
+	dest_clean(inc, 10);
+	wait_failed(&na, id, out, 10);
+	print_message("both ferryds killed in the window: restarted a says "
+		      "%s\n",
+		      reason_of(out));
+	assert_non_null(strstr(reason_of(out), "b aborted: "));
+	source_runs_on("f1");
+	no_crash();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -719,6 +755,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_window_ready, NULL,
 						mig_teardown),
 		cmocka_unit_test_setup_teardown(test_window_resume, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_window_both, NULL,
 						mig_teardown),
 	};
 
