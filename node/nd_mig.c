@@ -838,9 +838,14 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 				nd_mig_dst_stop(m, "source unreachable", false);
 			continue;
 		}
+		ps = nd_peer_state(m->peer, now);
+		if (m->tell_abort && ps == ND_PEER_REACHABLE) {
+			/* our copy is gone and never ran: the source's may */
+			send_abort(m, m->reason);
+			m->tell_abort = false;
+		}
 		if (nd_mig_finished(m) || !m->source)
 			continue;
-		ps = nd_peer_state(m->peer, now);
 		if (m->pc && m->phase >= ND_MIG_SWITCHOVER) {
 			/*
 			 * Post-copy: whatever happens D may run the VM, so

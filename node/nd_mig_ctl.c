@@ -767,7 +767,11 @@ static void load_record(struct nd_node *n, const char *path, bool source)
 	} else {
 		struct nd_vm *v = nd_vm_find(n, vm);
 
-		/* an incoming VM that never got its commit: remove it */
+		/*
+		 * An incoming VM that never got its commit: remove it, and
+		 * tell the source, which may wait for us with its copy
+		 * paused. Not one that may have run (post-copy, no VM).
+		 */
 		if (v && v->kc &&
 		    kva_client_layout(v->kc)->state == KVA_VM_INCOMING &&
 		    strcmp(phase, "committed")) {
@@ -776,6 +780,10 @@ static void load_record(struct nd_node *n, const char *path, bool source)
 				vm, id);
 			kva_client_exit(v->kc);
 			nd_vm_forget(v);
+			m->tell_abort = true;
+		} else if (!v && strcmp(phase, "committed") &&
+			   strcmp(phase, "postcopy")) {
+			m->tell_abort = true;
 		} else if (v && v->kc && !strcmp(phase, "committed")) {
 			kva_client_ram_done(v->kc);
 			if (!kva_client_resume(v->kc))

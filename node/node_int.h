@@ -578,6 +578,7 @@ struct nd_mig {
 	bool pc; /* POSTCOPY sent: our VM must not run again but on ABORT */
 	bool holder_lost; /* restarted: D needs our HOLDER_MAP again */
 	bool recovered; /* taken up again by a restarted ferryd */
+	bool tell_abort; /* restarted destination: ABORT once S answers */
 	unsigned resumes; /* RESUMEs sent: the first, then unanswered ones */
 	uint64_t t_resumed; /* the VM runs on the destination since */
 	struct proto_pc_stats pcs; /* the destination's last PC_STATS */

@@ -549,18 +549,21 @@ static void source_paused(const char *id, const char *want)
 		fail_msg("source VM not paused: %s", out);
 }
 
+/* Pre-copy, switching over at the first chance. */
+static const char *const precopy_opts[] = { "--max-bandwidth", "4M",
+					    "--downtime-limit", "60000", NULL };
+
 /*
  * Up to switchover with the incoming ferry-vm stopped (a paused, waiting);
  * peers time out after 3 s, so a's ferryd can be stopped for a moment.
  * a's id in id, b's name for it in bid.
  */
-static pid_t to_switchover(char *id, size_t len, char *bid, size_t blen)
+static pid_t to_switchover(char *id, size_t len, char *bid, size_t blen,
+			   const char *const *opts)
 {
 	static const char *const small[] = {
 		"--mem", "32M", "--guest", "verify", "--workingset", "2M", NULL
 	};
-	static const char *const opts[] = { "--max-bandwidth", "4M",
-					    "--downtime-limit", "60000", NULL };
 	pid_t inc;
 
 	two_nodes(3000);
@@ -595,7 +598,7 @@ static void test_window_source(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid));
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
 	stop_a_until_ready(inc, bid);
 	assert_int_equal(kill(na.pid, SIGKILL), 0);
 	assert_true(node_wait(&na, 5) >= 0);
@@ -632,7 +635,7 @@ static void test_window_ready(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid));
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
 	t0 = stop_a_until_ready(inc, bid);
 	assert_int_equal(kill(nb.pid, SIGKILL), 0);
 	assert_true(node_wait(&nb, 5) >= 0);
@@ -666,7 +669,7 @@ static void test_window_resume(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid));
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
 	stop_a_until_ready(inc, bid);
 	assert_int_equal(kill(inc, SIGSTOP), 0);
 	assert_int_equal(kill(na.pid, SIGCONT), 0);
@@ -706,7 +709,7 @@ static void test_window_both(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid));
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
 	stop_a_until_ready(inc, bid);
 	assert_int_equal(kill(nb.pid, SIGKILL), 0);
 	assert_true(node_wait(&nb, 5) >= 0);
@@ -725,6 +728,55 @@ static void test_window_both(void **state)
 		      "%s\n",
 		      reason_of(out));
 	assert_non_null(strstr(reason_of(out), "b aborted: "));
+	source_runs_on("f1");
+	no_crash();
+}
+
+/*
+ * Post-copy: b's ferryd dies after STATE, before the VM resumed there (its
+ * SET_STATE blocks on the stopped ferry-vm). a may not resume its copy,
+ * which b could be running, and waits paused; restarted b removes the
+ * copy that never ran and tells a (ABORT): the VM runs on a again.
+ */
+static void test_window_postcopy(void **state)
+{
+	static const char *const big[] = {
+		"--mem", "64M",	      "--guest", "verify", "--workingset",
+		"2M",	 "--prefill", "random",	 NULL
+	};
+	static const char *const hybrid[] = {
+		"--max-bandwidth",  "4M",   "--mode", "hybrid",
+		"--postcopy-after", "1000", NULL
+	};
+	char out[OUT_MAX], err[OUT_MAX], id[32];
+	pid_t inc;
+
+	(void)state;
+	two_nodes(3000);
+	start_vm(&na, "f1", big);
+	wait_counter(&na, "writes", 1000);
+	/* 56 MiB at 4 MiB/s: round 0 lasts, post-copy comes when asked */
+	migrate_detached("f1", id, sizeof(id), hybrid);
+	reach_phase(PH_ROUND0, id, &inc);
+	assert_true(inc > 0);
+	assert_int_equal(kill(inc, SIGSTOP), 0);
+	assert_int_equal(
+		ferry_args(&na, 10, out, err, "migrate-postcopy", id, NULL), 0);
+	wait_mig(&na, id, "switchover", 10);
+	sleep_ms(300); /* b's SET_STATE now waits on the stopped VM */
+	assert_int_equal(kill(nb.pid, SIGKILL), 0);
+	assert_true(node_wait(&nb, 5) >= 0);
+	sleep_ms(3500); /* b unreachable for longer than the peer timeout */
+	source_paused(id, "switchover");
+
+	assert_int_equal(kill(inc, SIGCONT), 0);
+	node_start(&nb);
+	wait_failed(&na, id, out, 10);
+	print_message("destination ferryd killed in the post-copy switchover: "
+		      "a says %s\n",
+		      reason_of(out));
+	assert_non_null(strstr(reason_of(out), "b aborted: "));
+	dest_clean(inc, 10);
 	source_runs_on("f1");
 	no_crash();
 }
@@ -757,6 +809,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_window_resume, NULL,
 						mig_teardown),
 		cmocka_unit_test_setup_teardown(test_window_both, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_window_postcopy, NULL,
 						mig_teardown),
 	};
 
