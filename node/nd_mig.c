@@ -761,6 +761,15 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 				 (m->t_end - m->t_start) / 1e9,
 				 m->downtime_ns / 1e6,
 				 (now - m->t_resumed) / 1e9, m->pcs.faults);
+		} else if (m->phase == ND_MIG_SWITCHOVER && !m->pc) {
+			/*
+			 * A destination from before READY decided itself and
+			 * resumes the VM: ours must not run again. (It drops
+			 * our RESUME as undecodable; RESUMED ends it.)
+			 */
+			mig_info(m, "%s committed on its own (an older ferryd)",
+				 m->peer->conf->name);
+			src_committed(m, now);
 		}
 		break;
 	case PROTO_READY:
