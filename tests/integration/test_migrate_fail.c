@@ -61,6 +61,10 @@ static const char *const phase_name[] = { "prepare", "precopy round 0",
 static const char *ferry_vm_bin;
 static struct node na, nb;
 static pid_t vm_pid;
+/* 56 MiB of random data: at 4 MiB/s round 0 lasts long enough to act in */
+static const char *const big[] = { "--mem",	"64M",		"--guest",
+				   "verify",	"--workingset", "2M",
+				   "--prefill", "random",	NULL };
 static char extra[600], wrapper[300], pidfile[300], holdfile[300];
 
 /*
@@ -314,14 +318,27 @@ static void reach_phase(enum phase ph, const char *id, pid_t *inc)
 	fail_msg("migration never reached %s: %s", phase_name[ph], out);
 }
 
+/* SIGKILL n's ferryd and reap it. */
+static void sigkill_node(struct node *n)
+{
+	assert_int_equal(kill(n->pid, SIGKILL), 0);
+	assert_true(node_wait(n, 5) >= 0);
+}
+
+/* Nodes (peer timeout peer_ms), a running guest, a detached migration. */
+static void begin(const char *name, const char *const *guest, unsigned peer_ms,
+		  const char *const *opts, char *id, size_t len)
+{
+	two_nodes(peer_ms);
+	start_vm(&na, name, guest);
+	wait_counter(&na, "writes", 1000);
+	migrate_detached(name, id, len, opts);
+}
+
 static void kill_case(enum phase ph, bool kill_ferryd)
 {
 	static const char *const small[] = {
 		"--mem", "32M", "--guest", "verify", "--workingset", "2M", NULL
-	};
-	static const char *const big[] = {
-		"--mem", "64M",	      "--guest", "verify", "--workingset",
-		"2M",	 "--prefill", "random",	 NULL
 	};
 	/* verify has read-only stretches; dirty writes all the time */
 	static const char *const busy[] = {
@@ -363,8 +380,7 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 	/* the failure */
 	t_detect = now_s();
 	if (kill_ferryd) {
-		assert_int_equal(kill(nb.pid, SIGKILL), 0);
-		assert_true(node_wait(&nb, 5) >= 0);
+		sigkill_node(&nb);
 	} else {
 		assert_int_equal(kill(inc, SIGKILL), 0);
 	}
@@ -466,26 +482,18 @@ static void test_switchover_vm(void **state)
  */
 static void test_source_ferryd(void **state)
 {
-	static const char *const big[] = {
-		"--mem", "64M",	      "--guest", "verify", "--workingset",
-		"2M",	 "--prefill", "random",	 NULL
-	};
 	static const char *const mig_opts[] = { "--max-bandwidth", "4M", NULL };
 	char out[OUT_MAX], err[OUT_MAX], id[32], st[32];
 	double t0, t_dst;
 	pid_t inc;
 
 	(void)state;
-	two_nodes(1000);
-	start_vm(&na, "s1", big);
-	wait_counter(&na, "writes", 1000);
-	migrate_detached("s1", id, sizeof(id), mig_opts);
+	begin("s1", big, 1000, mig_opts, id, sizeof(id));
 	reach_phase(PH_ROUND0, id, &inc);
 	assert_true(inc > 0);
 
 	t0 = now_s();
-	assert_int_equal(kill(na.pid, SIGKILL), 0);
-	assert_true(node_wait(&na, 5) >= 0);
+	sigkill_node(&na);
 	/* b notices and cleans up on its own */
 	dest_clean(inc, 10);
 	t_dst = now_s() - t0;
@@ -566,10 +574,7 @@ static pid_t to_switchover(char *id, size_t len, char *bid, size_t blen,
 	};
 	pid_t inc;
 
-	two_nodes(3000);
-	start_vm(&na, "f1", small);
-	wait_counter(&na, "writes", 1000);
-	migrate_detached("f1", id, len, opts);
+	begin("f1", small, 3000, opts, id, len);
 	snprintf(bid, blen, "a/%s", id);
 	reach_phase(PH_SWITCHOVER, id, &inc);
 	assert_true(inc > 0);
@@ -600,8 +605,7 @@ static void test_window_source(void **state)
 	(void)state;
 	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
 	stop_a_until_ready(inc, bid);
-	assert_int_equal(kill(na.pid, SIGKILL), 0);
-	assert_true(node_wait(&na, 5) >= 0);
+	sigkill_node(&na);
 	sleep_ms(3500);
 	mig_state(&nb, bid, out, st, sizeof(st));
 	assert_string_equal(st, "ready");
@@ -637,8 +641,7 @@ static void test_window_ready(void **state)
 	(void)state;
 	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
 	t0 = stop_a_until_ready(inc, bid);
-	assert_int_equal(kill(nb.pid, SIGKILL), 0);
-	assert_true(node_wait(&nb, 5) >= 0);
+	sigkill_node(&nb);
 	assert_int_equal(kill(na.pid, SIGCONT), 0);
 	print_message("a stopped for %.2f s\n", now_s() - t0);
 	wait_mig(&na, id, "committed", 5);
@@ -676,8 +679,7 @@ static void test_window_resume(void **state)
 	/* b's RESUME to its VM blocks: recorded committed, not running */
 	wait_mig(&nb, bid, "committed", 5);
 	wait_mig(&na, id, "committed", 5);
-	assert_int_equal(kill(nb.pid, SIGKILL), 0);
-	assert_true(node_wait(&nb, 5) >= 0);
+	sigkill_node(&nb);
 	sleep_ms(3500);
 	source_paused(id, "committed");
 
@@ -711,12 +713,10 @@ static void test_window_both(void **state)
 	(void)state;
 	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
 	stop_a_until_ready(inc, bid);
-	assert_int_equal(kill(nb.pid, SIGKILL), 0);
-	assert_true(node_wait(&nb, 5) >= 0);
+	sigkill_node(&nb);
 	assert_int_equal(kill(na.pid, SIGCONT), 0);
 	wait_mig(&na, id, "committed", 5);
-	assert_int_equal(kill(na.pid, SIGKILL), 0);
-	assert_true(node_wait(&na, 5) >= 0);
+	sigkill_node(&na);
 
 	node_start(&nb);
 	node_start(&na);
@@ -740,10 +740,6 @@ static void test_window_both(void **state)
  */
 static void test_window_postcopy(void **state)
 {
-	static const char *const big[] = {
-		"--mem", "64M",	      "--guest", "verify", "--workingset",
-		"2M",	 "--prefill", "random",	 NULL
-	};
 	static const char *const hybrid[] = {
 		"--max-bandwidth",  "4M",   "--mode", "hybrid",
 		"--postcopy-after", "1000", NULL
@@ -752,11 +748,8 @@ static void test_window_postcopy(void **state)
 	pid_t inc;
 
 	(void)state;
-	two_nodes(3000);
-	start_vm(&na, "f1", big);
-	wait_counter(&na, "writes", 1000);
-	/* 56 MiB at 4 MiB/s: round 0 lasts, post-copy comes when asked */
-	migrate_detached("f1", id, sizeof(id), hybrid);
+	/* round 0 lasts: post-copy comes when asked */
+	begin("f1", big, 3000, hybrid, id, sizeof(id));
 	reach_phase(PH_ROUND0, id, &inc);
 	assert_true(inc > 0);
 	assert_int_equal(kill(inc, SIGSTOP), 0);
@@ -764,8 +757,7 @@ static void test_window_postcopy(void **state)
 		ferry_args(&na, 10, out, err, "migrate-postcopy", id, NULL), 0);
 	wait_mig(&na, id, "switchover", 10);
 	sleep_ms(300); /* b's SET_STATE now waits on the stopped VM */
-	assert_int_equal(kill(nb.pid, SIGKILL), 0);
-	assert_true(node_wait(&nb, 5) >= 0);
+	sigkill_node(&nb);
 	sleep_ms(3500); /* b unreachable for longer than the peer timeout */
 	source_paused(id, "switchover");
 
