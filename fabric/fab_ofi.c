@@ -565,6 +565,7 @@ static int ofi_start_progress(struct ofi_domain *od)
 		pr_err("progress thread: %s", strerror(ret));
 		return -ret;
 	}
+	pthread_setname_np(od->pt, "ferry-progress");
 	od->pt_running = true;
 	if (pthread_getcpuclockid(od->pt, &od->pt_clock))
 		od->pt_clock = CLOCK_THREAD_CPUTIME_ID;

@@ -85,6 +85,8 @@ extern const struct fab_ops fab_ofi_ops;
 #define OFI_IDLE_WAIT_MS 20 /* block granularity: deadline checks */
 #define OFI_IDLE_SLEEP_MIN_NS 50000L /* providers without a wait fd */
 #define OFI_IDLE_SLEEP_MAX_NS 1000000L
+#define OFI_CONTENDED_NS 1000000ULL /* an empty CQ read this slow spun */
+#define OFI_CONTENDED_SLEEP_MAX_NS 100000000L
 #define NSEC 1000000000ULL
 
 /* MR modes we can honour; whatever subset the provider returns is obeyed. */

@@ -662,6 +662,7 @@ int kva_server_open(struct kva_vm *vm, const char *path,
 	ret = -pthread_create(&s->thread, NULL, kva_srv_thread, s);
 	if (ret)
 		goto err_close;
+	pthread_setname_np(s->thread, "ferry-adapter");
 	s->has_thread = true;
 	pr_info("serving the adapter protocol on %s", path);
 	*out = s;

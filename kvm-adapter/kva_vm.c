@@ -623,6 +623,7 @@ int kva_vm_start(struct kva_vm *vm)
 			pr_err("cannot start vCPU thread: %s", strerror(-ret));
 			break;
 		}
+		pthread_setname_np(vcpu->thread, "ferry-vcpu");
 		vcpu->has_thread = true;
 	}
 	vm->started = true;
@@ -705,6 +706,7 @@ int kva_vm_set_throttle(struct kva_vm *vm, unsigned int pct)
 			       strerror(-ret));
 			goto out_unlock;
 		}
+		pthread_setname_np(vm->throttle_thread, "ferry-throttle");
 		vm->has_throttle_thread = true;
 	}
 	if (atomic_exchange(&vm->throttle_pct, pct) != pct)

@@ -781,6 +781,7 @@ int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out)
 		fs->ep = NULL;
 		goto err_dereg;
 	}
+	pthread_setname_np(fs->thread, "ferry-fault");
 	*out = fs;
 	return 0;
 

@@ -70,6 +70,7 @@ int nd_mig_csum_start(struct nd_mig *m)
 	ret = -pthread_create(&m->csum_thread, NULL, csum_main, m);
 	if (ret)
 		return ret;
+	pthread_setname_np(m->csum_thread, "ferry-csum");
 	m->csum_running = true;
 	return 0;
 }

@@ -57,6 +57,7 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 	ret = -pthread_create(&d->thread, NULL, nd_mig_dst_thread, d);
 	if (ret)
 		goto err_close;
+	pthread_setname_np(d->thread, "ferry-pull");
 	m->dst = d;
 	return 0;
 err_close:

@@ -138,6 +138,7 @@ int nd_pop_start(int fd, uint8_t *map, uint64_t pages, struct nd_pop **out)
 	ret = -pthread_create(&p->thread, NULL, pop_thread, p);
 	if (ret)
 		goto err_sync;
+	pthread_setname_np(p->thread, "ferry-populate");
 	*out = p;
 	return 0;
 err_sync:

@@ -99,6 +99,8 @@ void nd_release_bg(void *map, size_t len, struct kva_client *kc)
 		*r = (struct bg_release){ .map = map, .len = len, .kc = kc };
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 		ret = pthread_create(&t, &a, bg_release_thread, r);
+		if (!ret)
+			pthread_setname_np(t, "ferry-release");
 		pthread_attr_destroy(&a);
 	}
 	if (!ret)
