@@ -59,6 +59,11 @@ static void usage(FILE *f)
 		"stays\n"
 		"  migrate-postcopy ID  switch a --mode hybrid migration to "
 		"post-copy now\n"
+		"  force-resume ID --fenced  run the VM here, out of the "
+		"commit window, when\n"
+		"            the peer is down for good and its copy can never "
+		"run again\n"
+		"            (docs/operations.md)\n"
 		"            ID: as `ferry migrations` shows it, 7 for one "
 		"this node\n"
 		"            started, a/7 for one peer a started\n"
@@ -379,7 +384,8 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	return follow(sock, id, json);
 }
 
-/* status, peers, vms, migrations; migration, cancel, migrate-postcopy ID */
+/* status, peers, vms, migrations; migration, cancel, migrate-postcopy,
+ * force-resume ID */
 static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 		      bool json)
 {
@@ -504,12 +510,21 @@ int main(int argc, char **argv)
 	    strcmp(cmd, "vms") && strcmp(cmd, "migrations") &&
 	    strcmp(cmd, "migration") && strcmp(cmd, "cancel") &&
 	    strcmp(cmd, "migrate-postcopy") && strcmp(cmd, "migrate") &&
-	    strcmp(cmd, "version")) {
+	    strcmp(cmd, "force-resume") && strcmp(cmd, "version")) {
 		fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
 		usage(stderr);
 		return ND_EXIT_USAGE;
 	}
-	if (strcmp(cmd, "migrate") &&
+	if (!strcmp(cmd, "force-resume") &&
+	    (nargs != 2 || strcmp(argv[optind + 2], "--fenced"))) {
+		fprintf(stderr, "ferry: force-resume ID --fenced: say --fenced "
+				"once the "
+				"peer's host is down or its ferry-vm killed; "
+				"two "
+				"running copies of a VM corrupt its disks\n");
+		return ND_EXIT_USAGE;
+	}
+	if (strcmp(cmd, "migrate") && strcmp(cmd, "force-resume") &&
 	    nargs != (!strcmp(cmd, "migration") || !strcmp(cmd, "cancel") ||
 		      !strcmp(cmd, "migrate-postcopy"))) {
 		fprintf(stderr, "ferry: %s\n",

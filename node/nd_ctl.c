@@ -250,7 +250,8 @@ static void answer(struct nd_node *n, const void *req, size_t len,
 		nd_vms_pack(n, &pk);
 	} else if (!strcmp(cmd, "migrate") || !strcmp(cmd, "migrations") ||
 		   !strcmp(cmd, "migration") || !strcmp(cmd, "cancel") ||
-		   !strcmp(cmd, "migrate-postcopy")) {
+		   !strcmp(cmd, "migrate-postcopy") ||
+		   !strcmp(cmd, "force-resume")) {
 		nd_migs_command(n, cmd, &up.data, &pk);
 	} else {
 		char text[64];

@@ -570,6 +570,55 @@ static struct nd_mig *named(struct nd_node *n, const msgpack_object *req,
 	return found;
 }
 
+/*
+ * `ferry force-resume ID --fenced`: the way out of the commit window when
+ * the peer is gone for good (its host down, its ferry-vm dead), which no
+ * message can end. A destination "ready" resumes the VM as if RESUME came;
+ * a source "committed" resumes its copy as if the destination aborted.
+ * Safe only if the peer's copy can never run again: the operator says so.
+ * NULL, or why not (in buf).
+ */
+static const char *force_resume(struct nd_mig *m, uint64_t now, char *buf,
+				size_t len)
+{
+	const char *peer = m->peer->conf->name;
+	struct proto_msg *msg;
+
+	if (nd_mig_finished(m))
+		return "migration already ended";
+	if (nd_peer_state(m->peer, now) == ND_PEER_REACHABLE) {
+		snprintf(buf, len,
+			 "%s is reachable: the migration ends by itself", peer);
+		return buf;
+	}
+	if (m->dst && m->phase == ND_MIG_READY) {
+		msg = calloc(1, sizeof(*msg));
+		if (!msg)
+			return "out of memory";
+		msg->type = PROTO_RESUME;
+		msg->commit.mig = m->id;
+		msg->commit.gen = m->gen;
+		pr_warn("migration %" PRIu64 " of %s: force-resume: the VM "
+			"resumes here, without %s's commit",
+			m->id, m->vm, peer);
+		nd_mig_dst_push(m, msg);
+		return NULL;
+	}
+	if (m->source && !m->pc && m->phase == ND_MIG_COMMITTED) {
+		m->phase = ND_MIG_SWITCHOVER; /* D's copy never runs: ours */
+		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+				"force-resume: the VM resumed here, %s taken "
+				"for down for good",
+				peer);
+		return NULL;
+	}
+	snprintf(buf, len,
+		 "force-resume is for a migration held in the commit window "
+		 "(a destination ready, a source committed); this one is %s",
+		 nd_mig_phase_name(m->phase));
+	return buf;
+}
+
 void nd_migs_command(struct nd_node *n, const char *cmd,
 		     const msgpack_object *req, msgpack_packer *pk)
 {
@@ -622,6 +671,14 @@ void nd_migs_command(struct nd_node *n, const char *cmd,
 		}
 		/* the tick announces the rest of the round, then pauses */
 		m->pc_now = true;
+	} else if (!strcmp(cmd, "force-resume")) {
+		char buf[200];
+
+		why = force_resume(m, now, buf, sizeof(buf));
+		if (why) {
+			pack_error(pk, why);
+			return;
+		}
 	}
 	pack_mig(pk, m, now);
 }

@@ -773,6 +773,78 @@ static void test_window_postcopy(void **state)
 	no_crash();
 }
 
+/* `ferry force-resume ID --fenced` on n: its exit status, stderr in err. */
+static int force_resume(struct node *n, const char *id, char *err)
+{
+	char out[OUT_MAX];
+
+	return ferry_args(n, 10, out, err, "force-resume", id, "--fenced",
+			  NULL);
+}
+
+/*
+ * a's host dies while b is ready (a's ferryd and its VM killed: fenced).
+ * Nothing but the operator can end b's wait. force-resume is refused
+ * without --fenced and while a still answers; once a is gone it runs the
+ * VM on b, intact, and b records the migration completed.
+ */
+static void test_force_dest(void **state)
+{
+	char out[OUT_MAX], err[OUT_MAX], id[32], bid[40], st[32];
+	pid_t inc;
+
+	(void)state;
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
+	stop_a_until_ready(inc, bid);
+	/* a is stopped, not yet unreachable: the protocol still decides */
+	assert_int_equal(force_resume(&nb, bid, err), 1);
+	assert_non_null(strstr(err, "a is reachable"));
+	assert_int_equal(
+		ferry_args(&nb, 10, out, err, "force-resume", bid, NULL), 2);
+	sigkill_node(&na);
+	assert_int_equal(kill(vm_pid, SIGKILL), 0); /* reaped at teardown */
+	sleep_ms(3500);
+	mig_state(&nb, bid, out, st, sizeof(st));
+	assert_string_equal(st, "ready");
+	assert_int_equal(force_resume(&nb, bid, err), 0);
+	wait_mig(&nb, bid, "completed", 5);
+	wait_counter(&nb, "writes", vm_counter(&nb, "writes") + 1500);
+	assert_int_equal(vm_counter(&nb, "failed"), 0);
+	assert_int_equal(force_resume(&nb, bid, err), 1);
+	assert_non_null(strstr(err, "already ended"));
+	print_message("force-resume on the destination: the VM runs on b\n");
+	itest_no_crash(&nb);
+}
+
+/*
+ * b's host dies after READY (b's ferryd and the incoming VM killed): a
+ * committed on that READY and waits, its VM paused, for an answer that
+ * never comes. force-resume runs a's copy again; the migration fails
+ * with that reason and the VM runs on a, intact.
+ */
+static void test_force_source(void **state)
+{
+	char out[OUT_MAX], err[OUT_MAX], id[32], bid[40];
+	pid_t inc;
+
+	(void)state;
+	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
+	stop_a_until_ready(inc, bid);
+	sigkill_node(&nb);
+	assert_int_equal(kill(inc, SIGKILL), 0);
+	assert_int_equal(kill(na.pid, SIGCONT), 0);
+	wait_mig(&na, id, "committed", 5);
+	sleep_ms(3500);
+	source_paused(id, "committed");
+	assert_int_equal(force_resume(&na, id, err), 0);
+	wait_failed(&na, id, out, 5);
+	print_message("force-resume on the source: a says %s\n",
+		      reason_of(out));
+	assert_non_null(strstr(reason_of(out), "force-resume: "));
+	source_runs_on("f1");
+	itest_no_crash(&na);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -803,6 +875,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_window_both, NULL,
 						mig_teardown),
 		cmocka_unit_test_setup_teardown(test_window_postcopy, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_force_dest, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_force_source, NULL,
 						mig_teardown),
 	};
 
