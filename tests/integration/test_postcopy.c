@@ -180,9 +180,9 @@ static void test_hybrid(void **state)
 	pass = busy_guest(&na, "h1");
 	/*
 	 * 1 ms cannot be met while the guest rewrites its 8 MiB. After round
-	 * 0 (1 s at 8 MiB/s), not round 1: a guest that the emulation here
-	 * stalls for a 0.4 s round 1 (seen under ASan) dirties nothing in it,
-	 * and then pre-copy rightly converges.
+	 * 0 (1 s at 8 MiB/s), not round 1: a 0.4 s round 1 that fell into a
+	 * pause of the guest (seen under ASan, before busy_guest's pauses
+	 * were made short) dirtied nothing, and pre-copy rightly converged.
 	 */
 	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
 				    "h1", "--to", "b", "--mode", "hybrid",
