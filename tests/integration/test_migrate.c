@@ -471,12 +471,16 @@ static void test_throttle(void **state)
 	base = write_rate(&na, 1.5);
 	/*
 	 * As in test_converge, every round re-dirties the working set; at
-	 * most 90% throttle cannot fix that (a tenth of the rate still
-	 * dirties most of it in a round), so this one runs until cancelled.
+	 * most 90% throttle cannot fix that, so this one runs until
+	 * cancelled. At 4 MiB/s a round of D dirty pages lasts D ms, in
+	 * which a tenth of the rate (1,600-2,000 writes/s here) rewrites
+	 * 1.6-2 D pages: the dirty set stays near 700 of 1,024. At 8 MiB/s
+	 * that was 0.8-1 D: it could shrink round after round to nothing,
+	 * and the migration converged (1 of 3 runs under ASan).
 	 */
 	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
 				    "t1", "--to", "b", "--downtime-limit", "1",
-				    "--max-bandwidth", "8M", "--auto-converge",
+				    "--max-bandwidth", "4M", "--auto-converge",
 				    "throttle", "--stall-rounds", "1",
 				    "--cpu-throttle-initial", "90",
 				    "--max-cpu-throttle", "90", "--max-rounds",

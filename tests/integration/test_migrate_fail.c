@@ -581,15 +581,21 @@ static pid_t to_switchover(char *id, size_t len, char *bid, size_t blen,
 	return inc;
 }
 
-/* Stop a's ferryd; let b load the state and send READY; b is "ready". */
-static double stop_a_until_ready(pid_t inc, const char *bid)
+/*
+ * A pre-copy up to switchover, then a's ferryd stopped while b loads the
+ * state and sends READY: b is "ready". The incoming ferry-vm's pid; when
+ * a was stopped in *t0 if not NULL.
+ */
+static pid_t to_ready(char *id, size_t len, char *bid, size_t blen, double *t0)
 {
-	double t0 = now_s();
+	pid_t inc = to_switchover(id, len, bid, blen, precopy_opts);
 
+	if (t0)
+		*t0 = now_s();
 	assert_int_equal(kill(na.pid, SIGSTOP), 0);
 	assert_int_equal(kill(inc, SIGCONT), 0);
 	wait_mig(&nb, bid, "ready", 5);
-	return t0;
+	return inc;
 }
 
 /*
@@ -603,8 +609,7 @@ static void test_window_source(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
-	stop_a_until_ready(inc, bid);
+	inc = to_ready(id, sizeof(id), bid, sizeof(bid), NULL);
 	sigkill_node(&na);
 	sleep_ms(3500);
 	mig_state(&nb, bid, out, st, sizeof(st));
@@ -639,8 +644,7 @@ static void test_window_ready(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
-	t0 = stop_a_until_ready(inc, bid);
+	inc = to_ready(id, sizeof(id), bid, sizeof(bid), &t0);
 	sigkill_node(&nb);
 	assert_int_equal(kill(na.pid, SIGCONT), 0);
 	print_message("a stopped for %.2f s\n", now_s() - t0);
@@ -672,8 +676,7 @@ static void test_window_resume(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
-	stop_a_until_ready(inc, bid);
+	inc = to_ready(id, sizeof(id), bid, sizeof(bid), NULL);
 	assert_int_equal(kill(inc, SIGSTOP), 0);
 	assert_int_equal(kill(na.pid, SIGCONT), 0);
 	/* b's RESUME to its VM blocks: recorded committed, not running */
@@ -711,8 +714,7 @@ static void test_window_both(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
-	stop_a_until_ready(inc, bid);
+	inc = to_ready(id, sizeof(id), bid, sizeof(bid), NULL);
 	sigkill_node(&nb);
 	assert_int_equal(kill(na.pid, SIGCONT), 0);
 	wait_mig(&na, id, "committed", 5);
@@ -791,11 +793,9 @@ static int force_resume(struct node *n, const char *id, char *err)
 static void test_force_dest(void **state)
 {
 	char out[OUT_MAX], err[OUT_MAX], id[32], bid[40], st[32];
-	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
-	stop_a_until_ready(inc, bid);
+	to_ready(id, sizeof(id), bid, sizeof(bid), NULL);
 	/* a is stopped, not yet unreachable: the protocol still decides */
 	assert_int_equal(force_resume(&nb, bid, err), 1);
 	assert_non_null(strstr(err, "a is reachable"));
@@ -828,8 +828,7 @@ static void test_force_source(void **state)
 	pid_t inc;
 
 	(void)state;
-	inc = to_switchover(id, sizeof(id), bid, sizeof(bid), precopy_opts);
-	stop_a_until_ready(inc, bid);
+	inc = to_ready(id, sizeof(id), bid, sizeof(bid), NULL);
 	sigkill_node(&nb);
 	assert_int_equal(kill(inc, SIGKILL), 0);
 	assert_int_equal(kill(na.pid, SIGCONT), 0);
