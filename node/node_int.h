@@ -741,7 +741,7 @@ struct nd_mig_dst {
 	uint64_t cursor;
 	unsigned inflight;
 	uint64_t inflight_pages;
-	bool refused; /* the last read got -EAGAIN: drive the fabric, retry */
+	bool refused; /* the last read got -EAGAIN */
 	struct nd_window win;
 	struct nd_mig_slot slots[ND_MIG_WINDOW];
 	/* a DELTA_SET being pulled into dbuf, then applied */
