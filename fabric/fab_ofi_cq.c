@@ -343,7 +343,6 @@ void *fab_ofi_progress(void *arg)
 	struct ofi_domain *od = arg;
 	uint64_t spin_until = 0, next_expire = 0;
 	long idle_ns = OFI_IDLE_SLEEP_MIN_NS;
-	uint64_t took;
 
 	while (!__atomic_load_n(&od->stop, __ATOMIC_ACQUIRE)) {
 		uint64_t now = fy_now_ns();
@@ -365,7 +364,6 @@ void *fab_ofi_progress(void *arg)
 		n = cq_drain(od);
 		if (n < 0)
 			break; /* logged; the CQ is unusable, fab_poll says so */
-		took = fy_now_ns() - now;
 		if (now >= next_expire) {
 			pthread_mutex_lock(&od->lock);
 			if (expire(od, now))
@@ -389,6 +387,7 @@ void *fab_ofi_progress(void *arg)
 		}
 		if (od->wait_fd < 0) {
 			struct timespec ts = { 0, idle_ns };
+			uint64_t took = fy_now_ns() - now; /* the empty read */
 
 			/* nothing to block on: sleep, longer while idle */
 			nanosleep(&ts, NULL);

@@ -518,10 +518,9 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "force-resume") &&
 	    (nargs != 2 || strcmp(argv[optind + 2], "--fenced"))) {
 		fprintf(stderr, "ferry: force-resume ID --fenced: say --fenced "
-				"once the "
-				"peer's host is down or its ferry-vm killed; "
-				"two "
-				"running copies of a VM corrupt its disks\n");
+				"once the peer's host is down or its ferry-vm "
+				"killed; two running copies of a VM corrupt "
+				"its disks\n");
 		return ND_EXIT_USAGE;
 	}
 	if (strcmp(cmd, "migrate") && strcmp(cmd, "force-resume") &&

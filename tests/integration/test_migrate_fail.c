@@ -557,39 +557,26 @@ static void source_paused(const char *id, const char *want)
 		fail_msg("source VM not paused: %s", out);
 }
 
-/* Pre-copy, switching over at the first chance. */
-static const char *const precopy_opts[] = { "--max-bandwidth", "4M",
-					    "--downtime-limit", "60000", NULL };
-
 /*
- * Up to switchover with the incoming ferry-vm stopped (a paused, waiting);
- * peers time out after 3 s, so a's ferryd can be stopped for a moment.
- * a's id in id, b's name for it in bid.
+ * A pre-copy switching over at the first chance, up to switchover with the
+ * incoming ferry-vm stopped (a paused, waiting); then a's ferryd stopped
+ * (peers time out after 3 s) while b loads the state and sends READY: b is
+ * "ready". a's id in id, b's name for it in bid, when a was stopped in *t0
+ * if not NULL; returns the incoming ferry-vm's pid.
  */
-static pid_t to_switchover(char *id, size_t len, char *bid, size_t blen,
-			   const char *const *opts)
+static pid_t to_ready(char *id, size_t len, char *bid, size_t blen, double *t0)
 {
 	static const char *const small[] = {
 		"--mem", "32M", "--guest", "verify", "--workingset", "2M", NULL
 	};
+	static const char *const opts[] = { "--max-bandwidth", "4M",
+					    "--downtime-limit", "60000", NULL };
 	pid_t inc;
 
 	begin("f1", small, 3000, opts, id, len);
 	snprintf(bid, blen, "a/%s", id);
 	reach_phase(PH_SWITCHOVER, id, &inc);
 	assert_true(inc > 0);
-	return inc;
-}
-
-/*
- * A pre-copy up to switchover, then a's ferryd stopped while b loads the
- * state and sends READY: b is "ready". The incoming ferry-vm's pid; when
- * a was stopped in *t0 if not NULL.
- */
-static pid_t to_ready(char *id, size_t len, char *bid, size_t blen, double *t0)
-{
-	pid_t inc = to_switchover(id, len, bid, blen, precopy_opts);
-
 	if (t0)
 		*t0 = now_s();
 	assert_int_equal(kill(na.pid, SIGSTOP), 0);
