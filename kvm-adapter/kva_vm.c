@@ -313,6 +313,32 @@ uint64_t kva_vm_pages(const struct kva_vm *vm)
 	return vm->mem_size / FY_PAGE_SIZE;
 }
 
+/* Log why a vCPU stopped beside the state that explains it. */
+static void kva_vcpu_dump(struct kva_vcpu *vcpu, const char *why)
+{
+	struct kvm_vcpu_events e;
+	struct kvm_sregs s;
+	struct kvm_regs r;
+
+	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) ||
+	    ioctl(vcpu->fd, KVM_GET_SREGS, &s) ||
+	    ioctl(vcpu->fd, KVM_GET_VCPU_EVENTS, &e)) {
+		pr_err("vCPU %u: %s", vcpu->id, why);
+		return;
+	}
+	pr_err("vCPU %u: %s at rip %#llx rsp %#llx rflags %#llx cr0 %#llx cr3 "
+	       "%#llx cr4 %#llx efer %#llx cs %#x/%u ss %#x/%u tr %#x/%u gdt "
+	       "%#llx idt %#llx, exception %u/%u vector %u",
+	       vcpu->id, why, (unsigned long long)r.rip,
+	       (unsigned long long)r.rsp, (unsigned long long)r.rflags,
+	       (unsigned long long)s.cr0, (unsigned long long)s.cr3,
+	       (unsigned long long)s.cr4, (unsigned long long)s.efer,
+	       s.cs.selector, s.cs.type, s.ss.selector, s.ss.type,
+	       s.tr.selector, s.tr.type, (unsigned long long)s.gdt.base,
+	       (unsigned long long)s.idt.base, e.exception.injected,
+	       e.exception.pending, e.exception.nr);
+}
+
 int kva_vcpu_run(struct kva_vcpu *vcpu, struct kva_event *ev)
 {
 	struct kvm_run *run = vcpu->run;
@@ -361,7 +387,7 @@ int kva_vcpu_run(struct kva_vcpu *vcpu, struct kva_event *ev)
 		ev->kind = KVA_EV_INTR;
 		return 0;
 	case KVM_EXIT_SHUTDOWN:
-		pr_err("vCPU %u: shutdown (triple fault)", vcpu->id);
+		kva_vcpu_dump(vcpu, "shutdown (triple fault)");
 		return -EFAULT;
 	case KVM_EXIT_FAIL_ENTRY:
 		pr_err("vCPU %u: VM entry failed, reason %#llx", vcpu->id,
