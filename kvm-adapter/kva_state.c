@@ -140,7 +140,11 @@ static int kva_save_msrs(struct kva_vm *vm, struct kva_vcpu *vcpu,
 		if (r == 1)
 			s->e[n++] = m->entries[0];
 	}
+	/* An MSR KVM would not read is left out: the section shrinks to
+	 * what it holds (it is the last one, so nothing moves). */
 	s->nmsrs = n;
+	((struct kva_sect *)s - 1)->len -= (vm->nr_msrs - n) * sizeof(s->e[0]);
+	b->len -= (vm->nr_msrs - n) * sizeof(s->e[0]);
 out_free:
 	free(m);
 	return ret;
@@ -155,8 +159,10 @@ static int kva_get(struct kva_buf *b, int fd, unsigned long req,
 	if (!d)
 		return -ENOMEM;
 	if (ioctl(fd, req, d)) {
+		int ret = -errno;
+
 		pr_perror("%s", what);
-		return -errno;
+		return ret;
 	}
 	return 0;
 }

@@ -313,7 +313,10 @@ uint64_t kva_vm_pages(const struct kva_vm *vm)
 	return vm->mem_size / FY_PAGE_SIZE;
 }
 
-/* Log why a vCPU stopped beside the state that explains it. */
+/*
+ * Log why a vCPU stopped beside its registers. After a triple fault on
+ * AMD, KVM has already reset the vCPU: the registers are the reset state.
+ */
 static void kva_vcpu_dump(struct kva_vcpu *vcpu, const char *why)
 {
 	struct kvm_vcpu_events e;
