@@ -435,26 +435,32 @@ struct pc_mig {
 	struct vmproc src, dst;
 	struct kva_client *cs, *cd;
 	uint64_t pass0; /* the source's pass when paused */
+	uint64_t end; /* the pass the guest ends at */
 	void *blob; /* its vCPU state */
 	size_t len;
 };
 
 /*
- * Run verify on a source (32 MiB, ws, passes) to pass min_pass, pause it,
- * save its state, start an incoming VM and attach to both.
+ * Run verify on a source (32 MiB, ws, no end) to pass min_pass, pause it,
+ * save its state, start an incoming VM and attach to both. A small
+ * working set takes well under a millisecond a pass, so where the pause
+ * lands is anyone's guess: once paused, the guest is told to end after
+ * `more` passes from there (its params page, which it reads each pass),
+ * so the destination has that many to run at any speed.
  */
 static void pc_begin(struct pc_mig *m, const char *tag, const char *ws,
-		     const char *passes, bool prefill, uint64_t min_pass)
+		     uint64_t more, bool prefill, uint64_t min_pass)
 {
 	char src[32], dst[32];
 	struct kva_status st;
+	struct kva_guest_params gp;
+	int fd;
 
 	snprintf(src, sizeof(src), "%s-src", tag);
 	snprintf(dst, sizeof(dst), "%s-dst", tag);
 	vm_spawn(&m->src, src, "--mem", "32M", "--guest", "verify",
 		 "--workingset", ws, "--stride", "32", "--sleep", "0",
-		 "--passes", passes, prefill ? "--prefill" : NULL, "random",
-		 NULL);
+		 prefill ? "--prefill" : NULL, "random", NULL);
 	vm_spawn(&m->dst, dst, "--incoming", "--mem", "32M", "--vcpus", "1",
 		 NULL);
 	m->cs = vm_attach(&m->src);
@@ -467,6 +473,13 @@ static void pc_begin(struct pc_mig *m, const char *tag, const char *ws,
 	assert_int_equal(kva_client_pause(m->cs), 0);
 	status(m->cs, &st);
 	m->pass0 = st.progress.pass;
+	m->end = m->pass0 + more;
+	fd = kva_client_layout(m->cs)->regions[0].memfd;
+	assert_int_equal(pread(fd, &gp, sizeof(gp), KVA_PARAMS_GPA),
+			 sizeof(gp));
+	gp.passes = m->end;
+	assert_int_equal(pwrite(fd, &gp, sizeof(gp), KVA_PARAMS_GPA),
+			 sizeof(gp));
 	assert_int_equal(kva_client_get_state(m->cs, &m->blob, &m->len), 0);
 	assert_true(m->len > 4096);
 	m->cd = vm_attach(&m->dst);
@@ -519,7 +532,7 @@ static void postcopy_verify(bool corrupt)
 	pthread_t thread;
 	uint64_t t0, k, precopied = 0;
 
-	pc_begin(&m, corrupt ? "pcc" : "pc", "4M", "8", true, 2);
+	pc_begin(&m, corrupt ? "pcc" : "pc", "4M", 4, true, 2);
 	ld = kva_client_layout(m.cd);
 	assert_int_equal(ld->state, KVA_VM_INCOMING);
 	assert_true(ld->uffd);
@@ -613,7 +626,7 @@ static void postcopy_verify(bool corrupt)
 		      (fy_now_ns() - t0) / 1e9);
 	assert_int_equal(sd.progress.failed, 0);
 	assert_int_equal(sd.progress.done, 1);
-	assert_int_equal(sd.progress.pass, 8);
+	assert_int_equal(sd.progress.pass, m.end);
 	assert_false(sd.uffd);
 	assert_int_equal(h.errors, 0);
 	/* Every page of the working set faulted: 3/4 missing, 1/4 minor. */
@@ -653,7 +666,7 @@ static void test_postcopy_reattach(void **state)
 	uint64_t t0, served;
 
 	(void)state;
-	pc_begin(&m, "pr", "2M", "6", false, 1);
+	pc_begin(&m, "pr", "2M", 2, false, 1);
 	assert_int_equal(kva_client_set_state(m.cd, m.blob, m.len), 0);
 	pc_handler_init(&h, &m);
 	/* After 200 faults the handler stops resolving, then "dies". */
@@ -700,7 +713,7 @@ static void test_postcopy_reattach(void **state)
 		      (unsigned long long)sd.progress.pass);
 	assert_int_equal(sd.progress.failed, 0);
 	assert_int_equal(sd.progress.done, 1);
-	assert_int_equal(sd.progress.pass, 6);
+	assert_int_equal(sd.progress.pass, m.end);
 	assert_int_equal(h.errors, 0);
 	/* The working set is 512 pages: most faulted after the re-attach. */
 	assert_true(h.missing + h.minor - served > 200);
