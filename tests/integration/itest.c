@@ -293,6 +293,30 @@ int node_wait(struct node *n, double timeout_s)
 	return -1;
 }
 
+/*
+ * Start-up is not a speed any test expects: under an emulated CPU
+ * (the test VM) loading libfabric's providers alone takes seconds. A
+ * hang guard, then; a ferryd that exits instead fails the test.
+ */
+void node_ready(struct node *n)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	double t0 = now_s();
+	siginfo_t si = { 0 };
+
+	while (now_s() - t0 < 120) {
+		if (ferry(n, true, "status", out, err) == 0)
+			return;
+		if (!waitid(P_PID, n->pid, &si, WEXITED | WNOHANG | WNOWAIT) &&
+		    si.si_pid == n->pid)
+			fail_msg("ferryd %s exited: %s", n->name,
+				 slurp(n->log));
+		sleep_ms(50);
+	}
+	fail_msg("ferryd %s: no control socket after 120 s: %s", n->name,
+		 slurp(n->log));
+}
+
 /* Run `ferry -s SOCK [--json] CMD`; returns its exit code. */
 int ferry(struct node *n, bool json, const char *cmd, char *out, char *err)
 {

@@ -49,6 +49,8 @@ void node_init(struct node *n, const char *name);
 void node_add_peer(struct node *n, const char *name, int port, const char *key);
 void node_start(struct node *n);
 int node_wait(struct node *n, double timeout_s);
+/* Wait until n's ferryd answers on its control socket (a hang guard). */
+void node_ready(struct node *n);
 /* `ferry -s SOCK [--json] CMD`; returns its exit code. */
 int ferry(struct node *n, bool json, const char *cmd, char *out, char *err);
 /* Seconds until want peers of n show state, or -1 after timeout_s. */
@@ -68,7 +70,7 @@ pid_t itest_start_vm(struct node *n, const char *vm_bin, const char *name,
 		     const char *const *opts);
 /* The guest counter key of the first VM n lists (-1 on error). */
 long vm_counter(struct node *n, const char *key);
-/* Wait up to 20 s for vm_counter(n, key) >= want. */
+/* Wait for vm_counter(n, key) >= want while the guest runs (20 s idle). */
 void wait_counter(struct node *n, const char *key, long want);
 /* Our child ferry-vm pid exits with status 0 within 10 s. */
 void wait_vm_exit(pid_t pid);

@@ -742,6 +742,8 @@ struct testhosts *th_pair(uint64_t rate_bps, struct node *a, struct node *b,
 	th_node_add_peer(th, b, 0, a);
 	th_node_start(th, 0, a);
 	th_node_start(th, 1, b);
+	node_ready(a);
+	node_ready(b);
 	if (wait_state(a, "reachable", 1, 10) < 0 ||
 	    wait_state(b, "reachable", 1, 10) < 0) {
 		itest_dump_logs(a, b);

@@ -30,7 +30,8 @@
  *               a 1 ms downtime limit and no auto-converge: it never
  *               switches over
  *   switchover  the incoming ferry-vm is SIGSTOPped during pre-copy (it
- *               plays no part in the pulls); at switchover the
+ *               plays no part in the pulls; 24 MiB of random data at
+ *               4 MiB/s give the test 6 s to see it); at switchover the
  *               destination's RAM_DONE to it blocks, and the source,
  *               with its VM paused, stays in `switchover`
  * The test polls `ferry --json migration ID` until the phase is reached.
@@ -65,6 +66,12 @@ static pid_t vm_pid;
 static const char *const big[] = { "--mem",	"64M",		"--guest",
 				   "verify",	"--workingset", "2M",
 				   "--prefill", "random",	NULL };
+static const char *const small[] = { "--mem",	     "32M", "--guest", "verify",
+				     "--workingset", "2M",  NULL };
+/* 24 MiB of data: pre-copy lasts 6 s at 4 MiB/s, at any CPU speed */
+static const char *const filled[] = { "--mem",	   "32M",	   "--guest",
+				      "verify",	   "--workingset", "2M",
+				      "--prefill", "random",	   NULL };
 static char extra[600], wrapper[300], pidfile[300], holdfile[300];
 
 /*
@@ -337,9 +344,6 @@ static void begin(const char *name, const char *const *guest, unsigned peer_ms,
 
 static void kill_case(enum phase ph, bool kill_ferryd)
 {
-	static const char *const small[] = {
-		"--mem", "32M", "--guest", "verify", "--workingset", "2M", NULL
-	};
 	/* verify has read-only stretches; dirty writes all the time */
 	static const char *const busy[] = {
 		"--mem",	"32M",	"--guest",  "dirty",
@@ -367,9 +371,10 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 		close(fd);
 	}
 	start_vm(&na, "f1",
-		 ph == PH_ROUND0  ? big
-		 : ph == PH_LATER ? busy
-				  : small);
+		 ph == PH_ROUND0       ? big
+		 : ph == PH_LATER      ? busy
+		 : ph == PH_SWITCHOVER ? filled
+				       : small);
 	wait_counter(&na, "writes", 1000);
 	t_phase = now_s();
 	migrate_detached("f1", id, sizeof(id), mig_opts[ph]);
@@ -408,6 +413,7 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 		 */
 		kill(inc, SIGCONT);
 		node_start(&nb);
+		node_ready(&nb);
 		assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
 		assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
 	}
@@ -503,6 +509,7 @@ static void test_source_ferryd(void **state)
 	assert_int_equal(kill(vm_pid, 0), 0);
 
 	node_start(&na);
+	node_ready(&na);
 	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
 	mig_state(&na, id, out, st, sizeof(st));
 	print_message("source ferryd killed in pre-copy: b clean after %.2f "
@@ -566,14 +573,11 @@ static void source_paused(const char *id, const char *want)
  */
 static pid_t to_ready(char *id, size_t len, char *bid, size_t blen, double *t0)
 {
-	static const char *const small[] = {
-		"--mem", "32M", "--guest", "verify", "--workingset", "2M", NULL
-	};
 	static const char *const opts[] = { "--max-bandwidth", "4M",
 					    "--downtime-limit", "60000", NULL };
 	pid_t inc;
 
-	begin("f1", small, 3000, opts, id, len);
+	begin("f1", filled, 3000, opts, id, len);
 	snprintf(bid, blen, "a/%s", id);
 	reach_phase(PH_SWITCHOVER, id, &inc);
 	assert_true(inc > 0);
@@ -604,6 +608,7 @@ static void test_window_source(void **state)
 	assert_false(pid_gone(inc));
 
 	node_start(&na);
+	node_ready(&na);
 	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
 	mig_state(&na, id, out, st, sizeof(st));
 	assert_string_equal(st, "failed");
@@ -640,6 +645,7 @@ static void test_window_ready(void **state)
 	source_paused(id, "committed");
 
 	node_start(&nb);
+	node_ready(&nb);
 	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
 	wait_failed(&na, id, out, 10);
 	print_message("destination ferryd killed when ready: a says %s\n",
@@ -675,6 +681,7 @@ static void test_window_resume(void **state)
 
 	assert_int_equal(kill(inc, SIGCONT), 0);
 	node_start(&nb);
+	node_ready(&nb);
 	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
 	wait_mig(&na, id, "completed", 10);
 	mig_state(&na, id, out, st, sizeof(st));
@@ -709,6 +716,8 @@ static void test_window_both(void **state)
 
 	node_start(&nb);
 	node_start(&na);
+	node_ready(&nb);
+	node_ready(&na);
 	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
 	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
 	dest_clean(inc, 10);
@@ -752,6 +761,7 @@ static void test_window_postcopy(void **state)
 
 	assert_int_equal(kill(inc, SIGCONT), 0);
 	node_start(&nb);
+	node_ready(&nb);
 	wait_failed(&na, id, out, 10);
 	print_message("destination ferryd killed in the post-copy switchover: "
 		      "a says %s\n",

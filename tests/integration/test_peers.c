@@ -137,6 +137,8 @@ static void test_mesh(void **state)
 		node_add_peer(&n[3], n[j].name, n[j].port, n[j].key);
 	for (int i = 0; i < 3; i++)
 		node_start(&n[i]);
+	for (int i = 0; i < 3; i++)
+		node_ready(&n[i]);
 
 	for (int i = 0; i < 3; i++) {
 		t = wait_state(&n[i], "reachable", 2, 15);
@@ -151,6 +153,7 @@ static void test_mesh(void **state)
 
 	/* the intruder: refused, logged with its key, never reachable */
 	node_start(&n[3]);
+	node_ready(&n[3]);
 	t0 = now_s();
 	for (int i = 0; i < 3; i++) {
 		while (now_s() - t0 < 10 && !strstr(slurp(n[i].log), n[3].key))
@@ -260,6 +263,7 @@ static void test_bad_peer(void **state)
 	node_init(&d, "d");
 	node_add_peer(&d, "fake", free_port(), pub);
 	node_start(&d);
+	node_ready(&d);
 	assert_true(wait_state(&d, "connecting", 1, 10) >= 0);
 
 	ctx = zmq_ctx_new();

@@ -316,6 +316,7 @@ static void test_restart(void **state)
 	sleep_ms(1000);
 
 	th_node_start(th, 0, &na);
+	node_ready(&na);
 	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
 	wait_mig(&nb, id, "completed", 60, out);
 	assert_true(json_num(out, "pages_pulled") > pulled);
