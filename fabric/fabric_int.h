@@ -222,6 +222,11 @@ void fab_ofi_wake(struct ofi_domain *od);
 void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op);
 int fab_ofi_post_rx(struct ofi_domain *od, struct ofi_rx *rx);
 void *fab_ofi_progress(void *arg);
+/*
+ * Closing: read the CQ until the provider has handed back every operation
+ * it held (fab_stats.ops_held), or until `until` (fy_now_ns()).
+ */
+void fab_ofi_drain_held(struct ofi_domain *od, uint64_t until);
 int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 		 int timeout_ms);
 
