@@ -236,10 +236,10 @@ void node_init(struct node *n, const char *name)
 		name, n->port, n->dir, n->sock,
 		itest_node_extra ? itest_node_extra : "");
 	fclose(f);
-	/* --genkey prints the public key alone on stdout */
+	/* --genkey prints the public key alone on stdout; a hang guard */
 	const char *argv[] = { ferryd_bin, "--config", n->conf, "--genkey",
 			       NULL };
-	assert_int_equal(run(out, err, argv), 0);
+	assert_int_equal(run_for(out, err, argv, 60), 0);
 	assert_int_equal(strlen(out), 41);
 	assert_int_equal(out[40], '\n');
 	memcpy(n->key, out, 40);

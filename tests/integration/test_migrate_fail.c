@@ -424,9 +424,11 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 	}
 
 	/* nothing in the way: the same VM now moves, and intact */
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "f1", "--to", "b", "--verify", NULL),
-			 0);
+	if (ferry_args(&na, 60, out, err, "--json", "migrate", "f1", "--to",
+		       "b", "--verify", NULL)) {
+		itest_dump_logs(&na, &nb);
+		fail_msg("the second migration failed: %s %s", out, err);
+	}
 	assert_non_null(strstr(out, "\"state\":\"completed\""));
 	wait_counter(&nb, "writes", vm_counter(&nb, "writes") + 1500);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
