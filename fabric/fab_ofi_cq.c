@@ -267,21 +267,6 @@ static int cq_drain(struct ofi_domain *od)
 	return (int)n;
 }
 
-static bool wait_cq(struct ofi_domain *od, int ms);
-
-void fab_ofi_drain_held(struct ofi_domain *od, uint64_t until)
-{
-	while (__atomic_load_n(&od->base.stats.ops_held, __ATOMIC_RELAXED) &&
-	       fy_now_ns() < until) {
-		int n = cq_drain(od);
-
-		if (n < 0)
-			return;
-		if (!n)
-			wait_cq(od, 10);
-	}
-}
-
 /* Block on the CQ's wait fd (and the kick fd) for up to ms. */
 static bool wait_cq(struct ofi_domain *od, int ms)
 {
@@ -306,6 +291,19 @@ static bool wait_cq(struct ofi_domain *od, int ms)
 	if ((pfd[1].revents & POLLIN) && read(od->kick_fd, &v, sizeof(v)) < 0)
 		pr_perror("read kick fd");
 	return pfd[0].revents != 0;
+}
+
+void fab_ofi_drain_held(struct ofi_domain *od, uint64_t until)
+{
+	while (__atomic_load_n(&od->base.stats.ops_held, __ATOMIC_RELAXED) &&
+	       fy_now_ns() < until) {
+		int n = cq_drain(od);
+
+		if (n < 0)
+			return;
+		if (!n)
+			wait_cq(od, 10);
+	}
 }
 
 static void timespec_at(struct timespec *ts, uint64_t ns)
