@@ -18,7 +18,10 @@
  */
 #define LOG_PREFIX "fabric: "
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -26,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,15 +48,51 @@
 
 /* memory */
 
+/*
+ * A key for a registration when we choose it (no FI_MR_PROV_KEY): 64 random
+ * bits, cut to the provider's mr_key_size. A key is all that stands between
+ * a process that reaches the fabric port and a registration (tcp checks
+ * nothing else), so it must not be guessable; see docs/security.md.
+ */
+static int mr_random_key(const struct ofi_domain *od, uint64_t *key)
+{
+	ssize_t n;
+
+	do {
+		n = getrandom(key, sizeof(*key), 0);
+	} while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(*key)) {
+		pr_err("getrandom: %s", n < 0 ? strerror(errno) : "short read");
+		return n < 0 ? -errno : -EIO;
+	}
+	if (od->key_size < sizeof(*key))
+		*key &= (1ULL << (8 * od->key_size)) - 1;
+	return 0;
+}
+
 static int mr_make(struct ofi_domain *od, void *buf, size_t len,
 		   uint64_t access, struct fid_mr **out)
 {
+	bool own = !(od->mr_mode & FI_MR_PROV_KEY);
 	uint64_t key = 0;
-	int ret;
+	int ret = -EAGAIN, tries;
 
-	if (!(od->mr_mode & FI_MR_PROV_KEY))
-		key = __atomic_fetch_add(&od->next_key, 1, __ATOMIC_RELAXED);
-	ret = fi_mr_reg(od->domain, buf, len, access, 0, key, 0, out, NULL);
+	for (tries = 0; tries < 8; tries++) {
+		if (own) {
+			ret = mr_random_key(od, &key);
+			if (ret)
+				return ret;
+			ret = -EAGAIN;
+			/* 0 and FI_KEY_NOTAVAIL look like defaults */
+			if (!key || key == FI_KEY_NOTAVAIL)
+				continue;
+		}
+		ret = fi_mr_reg(od->domain, buf, len, access, 0, key, 0, out,
+				NULL);
+		/* -FI_ENOKEY: our key is taken; draw another */
+		if (!own || ret != -FI_ENOKEY)
+			break;
+	}
 	if (ret) {
 		pr_err("fi_mr_reg(%zu bytes): %s", len, fi_strerror(-ret));
 		return ofi_err(ret);
@@ -93,7 +134,11 @@ static int ofi_reg_mr(struct fab_domain *d, void *buf, size_t len,
 		free(m);
 		return ret;
 	}
-	/* offset addressing unless the provider wants virtual addresses */
+	/*
+	 * Offset addressing unless the provider wants virtual addresses: we
+	 * offer FI_MR_VIRT_ADDR, but tcp;ofi_rxm (1.17) always addresses by
+	 * offset (docs/fabric.md), so there the key alone protects.
+	 */
 	m->base.rkey.addr =
 		(od->mr_mode & FI_MR_VIRT_ADDR) ? (uint64_t)(uintptr_t)buf : 0;
 	m->base.rkey.len = len;
@@ -200,7 +245,7 @@ void fab_ofi_reap(struct ofi_domain *od)
 		return;
 	pthread_mutex_lock(&od->lock);
 	ep = od->reap;
-	od->reap = NULL;
+	__atomic_store_n(&od->reap, NULL, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&od->lock);
 	while (ep) {
 		struct ofi_ep *next = ep->next;
@@ -423,6 +468,75 @@ static const char *ofi_prov_name(const char *prov)
 	return prov;
 }
 
+/*
+ * The fabric listens on the configured address and nowhere else. libfabric's
+ * tcp (1.17) quietly binds a wildcard node (0.0.0.0, ::) to loopback
+ * instead, which peers cannot reach: a wildcard is refused. After the
+ * endpoint is up, the address it got must be one the node resolves to.
+ */
+static bool sa_wildcard(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)sa)->sin_addr.s_addr ==
+		       htonl(INADDR_ANY);
+	if (sa->sa_family == AF_INET6)
+		return IN6_IS_ADDR_UNSPECIFIED(
+			&((const struct sockaddr_in6 *)sa)->sin6_addr);
+	return false;
+}
+
+static bool sa_same_host(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family)
+		return false;
+	if (a->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	if (a->sa_family == AF_INET6)
+		return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			       &((const struct sockaddr_in6 *)b)->sin6_addr,
+			       sizeof(struct in6_addr));
+	return false;
+}
+
+/* bound: the endpoint's address, or NULL before it exists */
+static int ofi_check_node(const char *node, const struct sockaddr *bound)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
+	char got[INET6_ADDRSTRLEN] = "?";
+	bool found = false;
+	int ret;
+
+	ret = getaddrinfo(node, NULL, &hints, &res);
+	if (ret) {
+		pr_err("fabric address '%s': %s", node, gai_strerror(ret));
+		return -EADDRNOTAVAIL;
+	}
+	for (ai = res; ai && !ret; ai = ai->ai_next) {
+		if (sa_wildcard(ai->ai_addr)) {
+			pr_err("fabric address '%s' is a wildcard: give the "
+			       "address of one interface",
+			       node);
+			ret = -EINVAL;
+		}
+		if (bound && sa_same_host(ai->ai_addr, bound))
+			found = true;
+	}
+	freeaddrinfo(res);
+	if (ret || !bound || found)
+		return ret;
+	if (bound->sa_family == AF_INET)
+		inet_ntop(AF_INET,
+			  &((const struct sockaddr_in *)bound)->sin_addr, got,
+			  sizeof(got));
+	else if (bound->sa_family == AF_INET6)
+		inet_ntop(AF_INET6,
+			  &((const struct sockaddr_in6 *)bound)->sin6_addr, got,
+			  sizeof(got));
+	pr_err("fabric endpoint bound to %s, not to '%s'", got, node);
+	return -EADDRNOTAVAIL;
+}
+
 static int ofi_getinfo(struct ofi_domain *od, const char *prov,
 		       const struct fab_opts *opts)
 {
@@ -431,6 +545,12 @@ static int ofi_getinfo(struct ofi_domain *od, const char *prov,
 	bool ip = strncmp(name, "shm", 3) != 0;
 	int ret = -FI_ENODATA, source;
 
+	if (ip) {
+		ret = ofi_check_node(opts->node, NULL);
+		if (ret)
+			return ret;
+		ret = -FI_ENODATA;
+	}
 	for (source = 1; source >= 0 && ret == -FI_ENODATA; source--) {
 		struct fi_info *h = ofi_hints(name, source);
 
@@ -451,13 +571,16 @@ static int ofi_getinfo(struct ofi_domain *od, const char *prov,
 		return ofi_err(ret);
 	}
 	od->mr_mode = od->info->domain_attr->mr_mode;
+	od->key_size = od->info->domain_attr->mr_key_size;
+	if (!od->key_size || od->key_size > sizeof(uint64_t))
+		od->key_size = sizeof(uint64_t);
 	if (od->mr_mode & ~OFI_MR_MODES)
 		pr_warn("provider asks mr_mode bits %#llx we did not offer",
 			(unsigned long long)(od->mr_mode & ~OFI_MR_MODES));
 	snprintf(od->provider, sizeof(od->provider), "ofi:%s",
 		 od->info->fabric_attr->prov_name);
-	pr_debug("%s: mr_mode %#llx%s", od->provider,
-		 (unsigned long long)od->mr_mode,
+	pr_debug("%s: mr_mode %#llx, %zu-byte keys%s", od->provider,
+		 (unsigned long long)od->mr_mode, od->key_size,
 		 od->has_source ? ", FI_SOURCE" : "");
 	return 0;
 }
@@ -523,6 +646,26 @@ static int ofi_open_ep(struct ofi_domain *od)
 	return 0;
 }
 
+/* An IP endpoint: its address must be the node's (ofi_check_node()). */
+static int ofi_check_bound(const struct ofi_domain *od, const char *node)
+{
+	const struct sockaddr *sa = (const void *)od->addr.bytes;
+
+	switch (od->info->addr_format) {
+	case FI_SOCKADDR:
+	case FI_SOCKADDR_IN:
+	case FI_SOCKADDR_IN6:
+		break;
+	default:
+		return 0;
+	}
+	if (od->addr.len < sizeof(struct sockaddr_in) ||
+	    (sa->sa_family == AF_INET6 &&
+	     od->addr.len < sizeof(struct sockaddr_in6)))
+		return 0;
+	return ofi_check_node(node, sa);
+}
+
 /* Slots, completion ring, message buffers; then post the receives. */
 static int ofi_open_bufs(struct ofi_domain *od)
 {
@@ -586,7 +729,6 @@ static int ofi_open(const char *prov, const struct fab_opts *opts,
 		return -ENOMEM;
 	od->base.ops = &fab_ofi_ops;
 	od->wait_fd = -1;
-	od->next_key = 1;
 	od->timeout_ns = (uint64_t)opts->op_timeout_ms * 1000000ULL;
 	od->spin_ns = opts->progress_spin_us > 0
 			      ? (uint64_t)opts->progress_spin_us * 1000
@@ -631,6 +773,8 @@ static int ofi_open(const char *prov, const struct fab_opts *opts,
 	ret = ofi_open_cq(od);
 	if (!ret)
 		ret = ofi_open_ep(od);
+	if (!ret)
+		ret = ofi_check_bound(od, opts->node);
 	if (!ret)
 		ret = ofi_open_bufs(od);
 	if (!ret && opts->progress_thread)

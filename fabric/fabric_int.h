@@ -152,7 +152,7 @@ struct ofi_domain {
 	int kick_fd; /* eventfd waking the progress thread */
 	uint64_t timeout_ns;
 	uint64_t spin_ns; /* progress thread: keep polling after activity */
-	uint64_t next_key; /* requested keys when !FI_MR_PROV_KEY */
+	size_t key_size; /* mr_key_size: bytes of a requested key, 1..8 */
 	struct fab_addr addr;
 
 	/* buffers for receives and sends, one registration */
@@ -172,6 +172,7 @@ struct ofi_domain {
 	struct fab_cqe *ring;
 	unsigned ring_cap, ring_head, ring_len;
 	struct ofi_rx rx[OFI_NRX];
+	/* lent and reap: stored atomically, peeked at without the lock */
 	struct ofi_rx *lent;
 	int sbuf_free[OFI_NSBUF];
 	unsigned nsbuf_free;
