@@ -30,7 +30,7 @@
 #include "kvm-adapter/kva_int.h"
 
 #define KVA_CLIENT_REGIONS 8
-#define KVA_CLIENT_TIMEOUT_S 30 /* a ferry-vm that answers nothing */
+#define KVA_CLIENT_TIMEOUT_MS 30000 /* a ferry-vm that answers nothing */
 
 struct kva_client {
 	int sock;
@@ -98,12 +98,21 @@ static int kva_call(struct kva_client *c, uint16_t type,
 		pr_err("send %s: %s", kva_req_name(type), strerror(-ret));
 		return ret;
 	}
-	n = kva_wire_recv(c->sock, buf, fds, nfds, &trunc);
-	if (n <= 0) {
-		ret = n == 0 ? -ECONNRESET : n == -EAGAIN ? -ETIMEDOUT : n;
-		pr_err("%s: no reply from ferry-vm: %s", kva_req_name(type),
-		       strerror(-ret));
-		return ret;
+	for (;;) {
+		n = kva_wire_recv(c->sock, buf, fds, nfds, &trunc);
+		if (n <= 0) {
+			ret = n == 0	     ? -ECONNRESET
+			      : n == -EAGAIN ? -ETIMEDOUT
+					     : n;
+			pr_err("%s: no reply from ferry-vm: %s",
+			       kva_req_name(type), strerror(-ret));
+			return ret;
+		}
+		/* the late reply to a request that timed out: skip it */
+		if (trunc || kva_wire_parse(buf, n, &h, r, &why) || !h.seq ||
+		    h.seq == seq || seq - h.seq > 1U << 31)
+			break;
+		kva_wire_close_fds(fds, nfds);
 	}
 	ret = -EPROTO;
 	if (trunc) {
@@ -223,9 +232,27 @@ err_proto:
 	return -EPROTO;
 }
 
-int kva_client_attach(const char *path, struct kva_client **out)
+/* The peer of sock runs as our effective user? 0, -EPERM or -errno. */
+static int kva_client_peer_ours(int sock, const char *path)
 {
-	struct timeval tv = { .tv_sec = KVA_CLIENT_TIMEOUT_S };
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &uc, &len))
+		return -errno;
+	if (uc.uid == geteuid())
+		return 0;
+	pr_err("%s: served by pid %d of uid %u, not by our uid %u; refused",
+	       path, (int)uc.pid, (unsigned)uc.uid, (unsigned)geteuid());
+	return -EPERM;
+}
+
+int kva_client_attach(const char *path, unsigned int timeout_ms,
+		      struct kva_client **out)
+{
+	unsigned int ms = timeout_ms ? timeout_ms : KVA_CLIENT_TIMEOUT_MS;
+	struct timeval tv = { .tv_sec = ms / 1000,
+			      .tv_usec = ms % 1000 * 1000 };
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	uint8_t req[8], buf[KVA_WIRE_MAX];
 	struct kva_wbuf w = { .p = req, .cap = sizeof(req) };
@@ -256,6 +283,9 @@ int kva_client_attach(const char *path, struct kva_client **out)
 		pr_debug("connect %s: %s", path, strerror(errno));
 		goto err_close;
 	}
+	ret = kva_client_peer_ours(c->sock, path);
+	if (ret)
+		goto err_close;
 	kva_put_u16(&w, KVA_WIRE_VERSION); /* lowest version spoken */
 	kva_put_u16(&w, KVA_WIRE_VERSION); /* highest */
 	kva_put_u32(&w, 0); /* flags */

@@ -29,26 +29,28 @@ static uint8_t *kva_put(struct kva_wbuf *w, size_t n)
 	return p;
 }
 
+/* Store v little-endian in n bytes: all of them, or none if w is full. */
+static void kva_put_le(struct kva_wbuf *w, uint64_t v, unsigned int n)
+{
+	uint8_t *p = kva_put(w, n);
+
+	for (unsigned int i = 0; p && i < n; i++, v >>= 8)
+		p[i] = v;
+}
+
 void kva_put_u16(struct kva_wbuf *w, uint16_t v)
 {
-	uint8_t *p = kva_put(w, 2);
-
-	if (p) {
-		p[0] = v;
-		p[1] = v >> 8;
-	}
+	kva_put_le(w, v, 2);
 }
 
 void kva_put_u32(struct kva_wbuf *w, uint32_t v)
 {
-	kva_put_u16(w, v);
-	kva_put_u16(w, v >> 16);
+	kva_put_le(w, v, 4);
 }
 
 void kva_put_u64(struct kva_wbuf *w, uint64_t v)
 {
-	kva_put_u32(w, v);
-	kva_put_u32(w, v >> 32);
+	kva_put_le(w, v, 8);
 }
 
 void kva_put_bytes(struct kva_wbuf *w, const void *src, size_t n)
@@ -72,25 +74,33 @@ static const uint8_t *kva_get(struct kva_rbuf *r, size_t n)
 	return p;
 }
 
+/*
+ * Read n bytes little-endian, all at once: a read past the end returns 0
+ * and leaves the offset where it was, never half a number.
+ */
+static uint64_t kva_get_le(struct kva_rbuf *r, unsigned int n)
+{
+	const uint8_t *p = kva_get(r, n);
+	uint64_t v = 0;
+
+	while (p && n--)
+		v = v << 8 | p[n];
+	return v;
+}
+
 uint16_t kva_get_u16(struct kva_rbuf *r)
 {
-	const uint8_t *p = kva_get(r, 2);
-
-	return p ? (uint16_t)(p[0] | p[1] << 8) : 0;
+	return kva_get_le(r, 2);
 }
 
 uint32_t kva_get_u32(struct kva_rbuf *r)
 {
-	uint32_t lo = kva_get_u16(r);
-
-	return lo | (uint32_t)kva_get_u16(r) << 16;
+	return kva_get_le(r, 4);
 }
 
 uint64_t kva_get_u64(struct kva_rbuf *r)
 {
-	uint64_t lo = kva_get_u32(r);
-
-	return lo | (uint64_t)kva_get_u32(r) << 32;
+	return kva_get_le(r, 8);
 }
 
 void kva_get_bytes(struct kva_rbuf *r, void *dst, size_t n)

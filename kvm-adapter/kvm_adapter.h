@@ -157,12 +157,16 @@ struct kva_status {
 };
 
 /*
- * Connect to the ferry-vm listening on path and attach. Returns 0, or
- * -errno: -ECONNREFUSED / -ENOENT (no ferry-vm there), -EBUSY (another
- * client is attached), -EPROTONOSUPPORT (no common protocol version).
- * *out is the caller's; free it with kva_client_close().
+ * Connect to the ferry-vm listening on path and attach. Every reply of
+ * this client, the ATTACH one included, is waited for timeout_ms at most
+ * (0: 30 s); a reply that comes later is skipped. Returns 0, or -errno:
+ * -ECONNREFUSED / -ENOENT (no ferry-vm there), -EPERM (it runs as another
+ * user: SO_PEERCRED), -EBUSY (another client is attached),
+ * -EPROTONOSUPPORT (no common protocol version), -ETIMEDOUT. *out is the
+ * caller's; free it with kva_client_close().
  */
-int kva_client_attach(const char *path, struct kva_client **out);
+int kva_client_attach(const char *path, unsigned int timeout_ms,
+		      struct kva_client **out);
 
 /* The layout received at ATTACH; valid until kva_client_close(). */
 const struct kva_layout *kva_client_layout(const struct kva_client *c);

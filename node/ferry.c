@@ -389,6 +389,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 		      bool json)
 {
+	bool fenced = !strcmp(cmd, "force-resume");
 	msgpack_unpacked reply;
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
@@ -414,9 +415,14 @@ static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 			msgpack_sbuffer_destroy(&sb);
 			return ND_EXIT_USAGE;
 		}
-		msgpack_pack_map(&pk, slash ? 3 : 2);
+		msgpack_pack_map(&pk, 2 + !!slash + fenced);
 		nd_mp_pack_kv_str(&pk, "cmd", cmd);
 		nd_mp_pack_kv_u64(&pk, "id", id);
+		if (fenced) {
+			/* main() saw --fenced; ferryd checks it again */
+			nd_mp_pack_str(&pk, "fenced");
+			msgpack_pack_true(&pk);
+		}
 		if (slash) {
 			char src[ND_NAME_MAX + 1];
 

@@ -71,18 +71,6 @@ static void perr(struct parse *p, int line, const char *fmt, ...)
 		snprintf(p->err, p->errlen, "%s:%d: %s", p->path, line, msg);
 }
 
-static bool valid_name(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (!n || n > ND_NAME_MAX)
-		return false;
-	for (; *s; s++)
-		if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
-			return false;
-	return true;
-}
-
 bool nd_key_valid(const char *s)
 {
 	uint8_t raw[32];
@@ -176,7 +164,7 @@ static int node_key(struct parse *p, const char *k, const char *v)
 	unsigned n;
 
 	if (!strcmp(k, "name")) {
-		if (!valid_name(v))
+		if (!proto_name_valid(v))
 			goto bad;
 		strcpy(c->name, v);
 	} else if (!strcmp(k, "listen")) {
@@ -407,10 +395,10 @@ static void section_begin(struct parse *p, const char *name)
 
 		while (isspace((unsigned char)*pn))
 			pn++;
-		if (!valid_name(pn)) {
+		if (!proto_name_valid(pn)) {
 			perr(p, p->line,
 			     "bad peer name '%s' (1-%d characters of A-Z a-z "
-			     "0-9 . _ -)",
+			     "0-9 . _ -, the first a letter or digit)",
 			     pn, ND_NAME_MAX);
 			return;
 		}
@@ -537,7 +525,7 @@ void nd_config_defaults(struct nd_config *cfg)
 	if (!gethostname(host, sizeof(host) - 1)) {
 		host[strcspn(host, ".")] = '\0';
 	}
-	strcpy(cfg->name, valid_name(host) ? host : "ferry");
+	strcpy(cfg->name, proto_name_valid(host) ? host : "ferry");
 	strcpy(cfg->listen, ND_DEFAULT_LISTEN);
 	strcpy(cfg->state_dir, ND_DEFAULT_STATE_DIR);
 	strcpy(cfg->control, ND_DEFAULT_CONTROL);

@@ -109,21 +109,54 @@ err_unlink:
 	return ret;
 }
 
+int nd_dir_prepare(const char *what, const char *dir, mode_t allowed)
+{
+	struct stat st;
+	int made = 0;
+
+	if (!mkdir(dir, allowed)) {
+		/* mkdir's mode went through the umask; set it exactly */
+		if (chmod(dir, allowed)) {
+			pr_perror("cannot set up %s %s", what, dir);
+			return -errno;
+		}
+		made = 1;
+	} else if (errno != EEXIST) {
+		pr_perror("cannot create %s %s", what, dir);
+		return -errno;
+	}
+	if (lstat(dir, &st)) {
+		pr_perror("cannot stat %s %s", what, dir);
+		return -errno;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		pr_err("%s %s is not a directory%s", what, dir,
+		       S_ISLNK(st.st_mode) ? " (a symlink)" : "");
+		return -ENOTDIR;
+	}
+	if (st.st_uid != geteuid()) {
+		pr_err("%s %s belongs to uid %u, not to us (uid %u); refusing",
+		       what, dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		return -EPERM;
+	}
+	if (st.st_mode & 07777 & ~allowed) {
+		pr_err("%s %s has mode %04o, looser than %04o; refusing (chmod "
+		       "%o %s)",
+		       what, dir, st.st_mode & 07777, allowed, allowed, dir);
+		return -EPERM;
+	}
+	return made;
+}
+
 int nd_keys_load_or_create(const char *dir, struct nd_keys *out, bool *created)
 {
 	char sec_path[PATH_MAX], pub_path[PATH_MAX], pub[ND_KEY_LEN + 1];
-	struct stat st;
 	int ret;
 
 	*created = false;
-	if (mkdir(dir, 0700) && errno != EEXIST) {
-		pr_perror("cannot create state directory %s", dir);
-		return -errno;
-	}
-	if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
-		pr_err("state directory %s is not a directory", dir);
-		return -ENOTDIR;
-	}
+	ret = nd_dir_prepare("state directory", dir, 0700);
+	if (ret < 0)
+		return ret;
 	if (snprintf(sec_path, sizeof(sec_path), "%s/" ND_SECRET_FILE, dir) >=
 		    (int)sizeof(sec_path) ||
 	    snprintf(pub_path, sizeof(pub_path), "%s/" ND_PUBLIC_FILE, dir) >=

@@ -12,12 +12,14 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kvm-adapter/kvm_adapter.h"
 #include "protocol/protocol.h"
@@ -59,10 +61,102 @@ void nd_mig_record(struct nd_mig *m)
 		pr_perror("cannot write %s", path);
 }
 
+struct record {
+	time_t mtime;
+	char name[ND_NAME_MAX + 40];
+};
+
+static int record_newer(const void *a, const void *b)
+{
+	const struct record *x = a, *y = b;
+
+	return (y->mtime > x->mtime) - (y->mtime < x->mtime);
+}
+
+/* Is name the record of a migration still running? */
+static bool record_live(struct nd_node *n, const char *name)
+{
+	char path[ND_DIR_MAX + 128];
+	size_t dlen = strlen(n->mig_dir) + 1;
+
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		struct nd_mig *m = n->migs[i];
+
+		if (!m || nd_mig_finished(m))
+			continue;
+		record_path(m, path, sizeof(path));
+		if (!strcmp(path + dlen, name))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Keep the newest ND_RECORDS_MAX records of ended migrations, none older
+ * than ND_RECORDS_AGE_S; never the records of running migrations, nor the
+ * source record with the highest id (the next id follows from it).
+ */
+static void records_prune(struct nd_node *n)
+{
+	time_t now = time(NULL);
+	struct record *r = NULL;
+	size_t nr = 0, cap = 0;
+	uint64_t top = 0;
+	struct dirent *de;
+	struct stat st;
+	char top_name[32];
+	DIR *d;
+
+	d = opendir(n->mig_dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		unsigned long long id;
+		char end;
+
+		if (len < 5 || len >= sizeof(r->name) ||
+		    (strcmp(de->d_name + len - 4, ".src") &&
+		     strcmp(de->d_name + len - 4, ".dst")) ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+		    !S_ISREG(st.st_mode) || record_live(n, de->d_name))
+			continue;
+		if (sscanf(de->d_name, "%llu.sr%c", &id, &end) == 2 &&
+		    end == 'c' && id > top)
+			top = id;
+		if (nr == cap) {
+			struct record *g;
+
+			cap = cap ? cap * 2 : 64;
+			g = realloc(r, cap * sizeof(*r));
+			if (!g)
+				break;
+			r = g;
+		}
+		r[nr].mtime = st.st_mtime;
+		snprintf(r[nr++].name, sizeof(r->name), "%s", de->d_name);
+	}
+	snprintf(top_name, sizeof(top_name), "%" PRIu64 ".src", top);
+	qsort(r, nr, sizeof(*r), record_newer);
+	for (size_t i = 0; i < nr; i++) {
+		if ((i < ND_RECORDS_MAX &&
+		     now - r[i].mtime <= ND_RECORDS_AGE_S) ||
+		    !strcmp(r[i].name, top_name))
+			continue;
+		if (unlinkat(dirfd(d), r[i].name, 0))
+			pr_perror("cannot remove old record %s", r[i].name);
+	}
+	closedir(d);
+	free(r);
+}
+
 struct nd_mig *nd_mig_new(struct nd_node *n)
 {
 	int slot = -1;
 	struct nd_mig *m;
+
+	if (n->up) /* not while nd_migs_open() reads them */
+		records_prune(n);
 
 	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
 		if (!n->migs[i])
@@ -109,6 +203,26 @@ struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
 
 /* Messages from peers */
 
+/*
+ * A peer may start ND_PREPARE_BURST migrations here at once, then one
+ * every ND_PREPARE_EVERY_S: each one spawns a ferry-vm and writes a record.
+ */
+static bool prepare_allowed(struct nd_peer *p)
+{
+	uint64_t now = fy_now_ns(), every = ND_PREPARE_EVERY_S * 1000000000ULL;
+	uint64_t floor = now > ND_PREPARE_BURST * every
+				 ? now - ND_PREPARE_BURST * every
+				 : 0;
+
+	/* prepare_t: when the bucket was last empty, moving with each take */
+	if (p->prepare_t < floor)
+		p->prepare_t = floor;
+	if (p->prepare_t + every > now)
+		return false;
+	p->prepare_t += every;
+	return true;
+}
+
 /* Destination: MIGRATE_PREPARE arrives. */
 static void dst_prepare(struct nd_node *n, struct nd_peer *p,
 			struct proto_msg *msg)
@@ -120,7 +234,14 @@ static void dst_prepare(struct nd_node *n, struct nd_peer *p,
 	int code = 0;
 
 	e.error.mig = pp->mig;
-	if (nd_mig_find(n, pp->mig, false, p)) {
+	if (!prepare_allowed(p)) {
+		code = EAGAIN;
+		snprintf(e.error.text, sizeof(e.error.text),
+			 "more than %u MIGRATE_PREPAREs in %u s; try again "
+			 "later",
+			 ND_PREPARE_BURST,
+			 ND_PREPARE_BURST * ND_PREPARE_EVERY_S);
+	} else if (nd_mig_find(n, pp->mig, false, p)) {
 		code = EEXIST;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "migration %" PRIu64 " is known here", pp->mig);
@@ -189,8 +310,10 @@ static void dst_prepare(struct nd_node *n, struct nd_peer *p,
 	}
 	if (code) {
 		e.error.code = code;
-		pr_warn("refusing migration %" PRIu64 " of %s from %s: %s",
-			pp->mig, pp->vm, p->conf->name, e.error.text);
+		pr_warn_limited(&p->warn,
+				"refusing migration %" PRIu64 " of %s from %s: "
+				"%s",
+				pp->mig, pp->vm, p->conf->name, e.error.text);
 		nd_peer_send(p, &e);
 	}
 	proto_msg_free(msg);
@@ -441,86 +564,53 @@ static void pack_error(msgpack_packer *pk, const char *text)
 	nd_mp_pack_kv_str(pk, "error", text);
 }
 
-static bool mp_bool(const msgpack_object *req, const char *k)
-{
-	const msgpack_object *o = nd_mp_get(req, k);
-
-	return o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
-}
-
-static void cmd_migrate(struct nd_node *n, const msgpack_object *req,
+/*
+ * `ferry migrate`. proto_ctl_decode() checked every field that came
+ * (its range, mode, compress, auto_converge): here the ones left out get
+ * their defaults, the only place those are applied. What the CLI sends
+ * as "" or 0 (auto_converge, the throttle percentages) is ferryd's config.
+ */
+static void cmd_migrate(struct nd_node *n, const struct proto_ctl_req *req,
 			msgpack_packer *pk)
 {
-	char vm[ND_NAME_MAX + 1], to[ND_NAME_MAX + 1], err[256];
-	char compress[16];
 	struct nd_mig_opts o = { 0 };
+	char err[256];
 	uint64_t id;
 
-	nd_mp_str(req, "vm", vm, sizeof(vm));
-	nd_mp_str(req, "to", to, sizeof(to));
-	nd_mp_str(req, "mode", o.mode, sizeof(o.mode));
-	if (!o.mode[0])
-		strcpy(o.mode, "precopy");
-	/* what the request leaves out (or 0, ""), ferryd's config says */
-	nd_mp_str(req, "auto_converge", o.auto_converge,
-		  sizeof(o.auto_converge));
-	if (!o.auto_converge[0])
-		strcpy(o.auto_converge, n->cfg->auto_converge);
+#define HAS(f) PROTO_CTL_HAS(req, PROTO_CTL_##f)
+	snprintf(o.mode, sizeof(o.mode), "%s",
+		 HAS(MODE) ? req->mode : "precopy");
+	snprintf(o.auto_converge, sizeof(o.auto_converge), "%s",
+		 req->auto_converge[0] ? req->auto_converge
+				       : n->cfg->auto_converge);
 	if (!strcmp(o.auto_converge, "off"))
 		strcpy(o.auto_converge, "none");
-	o.throttle_initial = nd_mp_int(req, "cpu_throttle_initial", 0);
-	if (!o.throttle_initial)
-		o.throttle_initial = n->cfg->cpu_throttle_initial;
-	o.throttle_increment = nd_mp_int(req, "cpu_throttle_increment", 0);
-	if (!o.throttle_increment)
-		o.throttle_increment = n->cfg->cpu_throttle_increment;
-	o.throttle_max = nd_mp_int(req, "max_cpu_throttle", 0);
-	if (!o.throttle_max)
-		o.throttle_max = n->cfg->max_cpu_throttle;
-	o.downtime_ms = nd_mp_int(req, "downtime_limit_ms", 300);
-	o.max_bw = nd_mp_int(req, "max_bandwidth", 0);
-	o.verify = mp_bool(req, "verify");
-	o.max_rounds = nd_mp_int(req, "max_rounds", 30);
-	o.stall_rounds = nd_mp_int(req, "stall_rounds", 3);
-	o.max_downtime_ms = nd_mp_int(req, "max_downtime_ms", 10000);
-	o.timeout_s = nd_mp_int(req, "timeout_s", 600);
-	nd_mp_str(req, "compress", compress, sizeof(compress));
-	if (compress[0] && strcmp(compress, "none") &&
-	    strcmp(compress, "delta")) {
-		pack_error(pk, "compress must be none or delta");
-		return;
-	}
-	o.delta = !strcmp(compress, "delta");
-	if (strcmp(o.mode, "precopy") && strcmp(o.mode, "postcopy") &&
-	    strcmp(o.mode, "hybrid")) {
-		pack_error(pk, "mode must be precopy, postcopy or hybrid");
-		return;
-	}
-	o.postcopy_after = nd_mp_int(req, "postcopy_after", 0);
+	o.throttle_initial = req->cpu_throttle_initial
+				     ? req->cpu_throttle_initial
+				     : n->cfg->cpu_throttle_initial;
+	o.throttle_increment = req->cpu_throttle_increment
+				       ? req->cpu_throttle_increment
+				       : n->cfg->cpu_throttle_increment;
+	o.throttle_max = req->max_cpu_throttle ? req->max_cpu_throttle
+					       : n->cfg->max_cpu_throttle;
+	o.downtime_ms = HAS(DOWNTIME_LIMIT_MS) ? req->downtime_limit_ms : 300;
+	o.max_bw = req->max_bandwidth;
+	o.verify = req->verify;
+	o.max_rounds = HAS(MAX_ROUNDS) ? req->max_rounds : 30;
+	o.stall_rounds = HAS(STALL_ROUNDS) ? req->stall_rounds : 3;
+	o.max_downtime_ms = HAS(MAX_DOWNTIME_MS) ? req->max_downtime_ms : 10000;
+	o.timeout_s = HAS(TIMEOUT_S) ? req->timeout_s : 600;
+	o.delta = !strcmp(req->compress, "delta");
+	o.postcopy_after = req->postcopy_after;
+#undef HAS
 	if (strcmp(o.mode, "precopy") && (o.verify || o.delta)) {
 		pack_error(pk, "--verify and --compress delta are for "
 			       "--mode precopy");
 		return;
 	}
-	if (strcmp(o.auto_converge, "downtime") &&
-	    strcmp(o.auto_converge, "throttle") &&
-	    strcmp(o.auto_converge, "none")) {
-		pack_error(pk, "auto_converge must be downtime, throttle or "
-			       "none");
-		return;
-	}
-	if (o.throttle_initial > 99 || o.throttle_increment > 99 ||
-	    o.throttle_max > 99) {
-		pack_error(pk, "cpu throttle percentages must be 1 to 99");
-		return;
-	}
-	if (!o.downtime_ms || o.max_rounds < 1 || o.max_rounds > 10000) {
-		pack_error(pk, "bad downtime limit or max rounds");
-		return;
-	}
 	if (o.max_downtime_ms < o.downtime_ms)
 		o.max_downtime_ms = o.downtime_ms;
-	if (nd_mig_src_start(n, vm, to, &o, &id, err, sizeof(err))) {
+	if (nd_mig_src_start(n, req->vm, req->to, &o, &id, err, sizeof(err))) {
 		pack_error(pk, err);
 		return;
 	}
@@ -534,18 +624,15 @@ static void cmd_migrate(struct nd_node *n, const msgpack_object *req,
  * only one source used it; "source" names the node that started it
  * (`ferry cancel a/7`). NULL with *why set when there is none.
  */
-static struct nd_mig *named(struct nd_node *n, const msgpack_object *req,
+static struct nd_mig *named(struct nd_node *n, const struct proto_ctl_req *req,
 			    const char **why)
 {
-	uint64_t id = nd_mp_int(req, "id", 0);
-	char src[ND_NAME_MAX + 1];
+	const char *src = req->source;
+	uint64_t id = req->id;
 	struct nd_mig *m, *found = NULL;
 	struct nd_peer *p;
 
 	*why = "no such migration";
-	src[0] = '\0';
-	if (nd_mp_get(req, "source"))
-		nd_mp_str(req, "source", src, sizeof(src));
 	if (src[0] && strcmp(src, n->cfg->name)) {
 		p = nd_peer_find(n, src);
 		if (!p)
@@ -619,19 +706,19 @@ static const char *force_resume(struct nd_mig *m, uint64_t now, char *buf,
 	return buf;
 }
 
-void nd_migs_command(struct nd_node *n, const char *cmd,
-		     const msgpack_object *req, msgpack_packer *pk)
+void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
+		     msgpack_packer *pk)
 {
 	uint64_t now = fy_now_ns();
 	struct nd_mig *m = NULL;
 	const char *why;
 	unsigned count = 0;
 
-	if (!strcmp(cmd, "migrate")) {
+	if (req->cmd == PROTO_CTL_MIGRATE) {
 		cmd_migrate(n, req, pk);
 		return;
 	}
-	if (!strcmp(cmd, "migrations")) {
+	if (req->cmd == PROTO_CTL_MIGRATIONS) {
 		for (int i = 0; i < ND_MIGS_MAX; i++)
 			count += !!n->migs[i];
 		msgpack_pack_map(pk, 1);
@@ -642,12 +729,20 @@ void nd_migs_command(struct nd_node *n, const char *cmd,
 				pack_mig(pk, n->migs[i], now);
 		return;
 	}
+	/* the CLI asks for --fenced too, but any client can reach us */
+	if (req->cmd == PROTO_CTL_FORCE_RESUME && !req->fenced) {
+		pack_error(pk, "force-resume needs \"fenced\": true (ferry "
+			       "force-resume ID --fenced), given once the "
+			       "peer's host is down or its ferry-vm killed: "
+			       "two running copies of a VM corrupt its disks");
+		return;
+	}
 	m = named(n, req, &why);
 	if (!m) {
 		pack_error(pk, why);
 		return;
 	}
-	if (!strcmp(cmd, "cancel")) {
+	if (req->cmd == PROTO_CTL_CANCEL) {
 		if (nd_mig_finished(m)) {
 			pack_error(pk, "migration already ended");
 			return;
@@ -661,7 +756,7 @@ void nd_migs_command(struct nd_node *n, const char *cmd,
 					"cancelled by the user");
 		else
 			nd_mig_dst_stop(m, "cancelled by the user", false);
-	} else if (!strcmp(cmd, "migrate-postcopy")) {
+	} else if (req->cmd == PROTO_CTL_MIGRATE_POSTCOPY) {
 		if (!m->source || nd_mig_finished(m) ||
 		    strcmp(m->o.mode, "hybrid") || m->pc) {
 			pack_error(pk, "only a running --mode hybrid migration "
@@ -671,7 +766,7 @@ void nd_migs_command(struct nd_node *n, const char *cmd,
 		}
 		/* the tick announces the rest of the round, then pauses */
 		m->pc_now = true;
-	} else if (!strcmp(cmd, "force-resume")) {
+	} else if (req->cmd == PROTO_CTL_FORCE_RESUME) {
 		char buf[200];
 
 		why = force_resume(m, now, buf, sizeof(buf));
@@ -860,17 +955,16 @@ int nd_migs_open(struct nd_node *n)
 {
 	struct dirent *de;
 	DIR *d;
-	int w;
+	int w, ret;
 
 	n->next_mig_id = 1;
 	w = snprintf(n->mig_dir, sizeof(n->mig_dir), "%s/%s", n->cfg->state_dir,
 		     ND_MIG_DIR_SUB);
 	if (w < 0 || (size_t)w >= sizeof(n->mig_dir) - 64)
 		return -ENAMETOOLONG;
-	if (mkdir(n->mig_dir, 0700) && errno != EEXIST) {
-		pr_perror("cannot create %s", n->mig_dir);
-		return -errno;
-	}
+	ret = nd_dir_prepare("migration records' directory", n->mig_dir, 0700);
+	if (ret < 0)
+		return ret;
 	d = opendir(n->mig_dir);
 	if (!d)
 		return -errno;
@@ -887,6 +981,7 @@ int nd_migs_open(struct nd_node *n)
 			load_record(n, path, false);
 	}
 	closedir(d);
+	records_prune(n);
 	return 0;
 }
 

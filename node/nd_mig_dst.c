@@ -58,6 +58,7 @@
 #define RUN_MAX 256 /* pages per read: 1 MiB */
 #define PROGRESS_NS (200 * 1000000ULL)
 #define ATTACH_TIMEOUT_NS (15 * 1000000000ULL)
+#define ATTACH_CALL_MS 5000U /* each adapter call of the incoming VM */
 #define DRAIN_TIMEOUT_NS (8 * 1000000000ULL)
 #define READY_NS (500 * 1000000ULL)
 
@@ -170,11 +171,13 @@ static int setup(struct nd_mig_dst *d)
 	if (ret)
 		return nd_mig_dst_fail(d, "cannot start ferry-vm: %s",
 				       strerror(-ret));
+	d->spawned = true;
 	pthread_mutex_lock(&d->lock);
 	d->pid_pub = d->pid;
 	pthread_mutex_unlock(&d->lock);
 	for (;;) {
-		ret = kva_client_attach(d->sock, &d->kc);
+		/* one that never answers must not outlast the deadline */
+		ret = kva_client_attach(d->sock, ATTACH_CALL_MS, &d->kc);
 		if (!ret)
 			break;
 		if ((ret != -ENOENT && ret != -ECONNREFUSED) ||
@@ -423,6 +426,8 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		d->resume = true;
 		return 0;
 	case PROTO_STATE:
+		if (d->blob || d->t_ready)
+			return nd_mig_dst_fail(d, "a second STATE");
 		d->blob = msg->state.blob;
 		d->blob_len = msg->state.len;
 		msg->state.blob = NULL; /* ours now */
@@ -464,6 +469,8 @@ static int drain_inbox(struct nd_mig_dst *d)
 	q = d->in;
 	d->in = NULL;
 	d->in_tail = &d->in;
+	d->in_n = 0;
+	d->in_bytes = 0;
 	/* once the VM runs here only a shutdown stops the thread */
 	ret = d->stop && (!d->pc || d->stop_always) ? -1 : 0;
 	memcpy(why, d->stop_reason, sizeof(why));
@@ -849,7 +856,8 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 		d->pid = 0;
 	}
 	/* ferry-vm removes it on EXIT; not after a SIGKILL */
-	unlink(d->sock);
+	if (d->spawned)
+		nd_vm_unlink_sock(d->n, d->vm);
 }
 
 void *nd_mig_dst_thread(void *arg)

@@ -24,9 +24,12 @@
 
 int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 {
-	struct nd_mig_dst *d = calloc(1, sizeof(*d));
+	struct nd_mig_dst *d;
 	int ret;
 
+	if (!proto_name_valid(p->vm))
+		return -EINVAL; /* the decoder checked it: a name, not a path */
+	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
 	d->n = m->n;
@@ -71,7 +74,9 @@ err_free:
 void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
 {
 	struct nd_mig_dst *d = m->dst;
+	size_t size = proto_msg_size(msg);
 	struct nd_mig_qmsg *q;
+	bool over;
 
 	if (!d || !(q = calloc(1, sizeof(*q)))) {
 		proto_msg_free(msg);
@@ -79,9 +84,35 @@ void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
 	}
 	q->m = msg;
 	pthread_mutex_lock(&d->lock);
-	*d->in_tail = q;
-	d->in_tail = &q->next;
+	/* a source cannot make us hold more than this, however slow we are */
+	over = d->in_n >= ND_MIG_INBOX_MSGS ||
+	       d->in_bytes + size > ND_MIG_INBOX_BYTES;
+	if (!over) {
+		*d->in_tail = q;
+		d->in_tail = &q->next;
+		d->in_n++;
+		d->in_bytes += size;
+	} else if (!d->stop) {
+		d->stop = true;
+		snprintf(d->stop_reason, sizeof(d->stop_reason),
+			 "the source sent more than %u messages or %llu MiB "
+			 "faster than they were taken",
+			 ND_MIG_INBOX_MSGS, ND_MIG_INBOX_BYTES >> 20);
+		/* the first reason wins: this one, even if setup fails next */
+		if (!d->reason[0])
+			snprintf(d->reason, sizeof(d->reason), "%s",
+				 d->stop_reason);
+	}
 	pthread_mutex_unlock(&d->lock);
+	if (over) {
+		pr_warn_limited(&m->peer->warn,
+				"%" PRIu64 ": %s from %s dropped: the "
+				"migration's inbox is full",
+				m->id, proto_type_name(msg->type),
+				m->peer->conf->name);
+		proto_msg_free(msg);
+		free(q);
+	}
 	nd_mig_kick(d->efd);
 }
 

@@ -59,6 +59,10 @@
 #define peer_warn(p, fmt, ...)                                        \
 	pr_warn("%s (%s): " fmt, (p)->conf->name, (p)->conf->address, \
 		##__VA_ARGS__)
+/* for what the peer can repeat at will */
+#define peer_warn_limited(p, fmt, ...)                                \
+	pr_warn_limited(&(p)->warn, "%s (%s): " fmt, (p)->conf->name, \
+			(p)->conf->address, ##__VA_ARGS__)
 #define peer_info(p, fmt, ...)                                        \
 	pr_info("%s (%s): " fmt, (p)->conf->name, (p)->conf->address, \
 		##__VA_ARGS__)
@@ -198,6 +202,10 @@ static void fill_error(struct proto_msg *m, int code, const char *text)
 	m->type = PROTO_ERROR;
 	m->error.code = code;
 	snprintf(m->error.text, sizeof(m->error.text), "%s", text);
+	/* a text with a peer's bytes in it must still encode */
+	for (char *c = m->error.text; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 }
 
 static void count_malformed(struct nd_peer *p, const char *why)
@@ -362,8 +370,8 @@ void nd_dealer_handle(struct nd_peer *p)
 			} else if (m->error.code == EPROTONOSUPPORT) {
 				mark_incompatible(p, m->error.text);
 			} else {
-				peer_warn(p, "ERROR %d: %s", m->error.code,
-					  m->error.text);
+				peer_warn_limited(p, "ERROR %d: %s",
+						  m->error.code, m->error.text);
 			}
 			break;
 		default:
@@ -404,11 +412,14 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 		fill_error(&out, EPROTONOSUPPORT, "protocol version mismatch");
 		goto reply;
 	}
-	if (ret) {
-		if (ret == -EBADMSG)
-			count_malformed(p, why[0] ? why : "undecodable");
-		return;
+	if (ret == -EBADMSG) {
+		/* answered, so that a peer of another build sees why */
+		count_malformed(p, why[0] ? why : "undecodable");
+		fill_error(&out, EBADMSG, why[0] ? why : "undecodable");
+		goto reply;
 	}
+	if (ret)
+		return;
 	p->last_seen_ns = fy_now_ns();
 	switch (m->type) {
 	case PROTO_HELLO:
@@ -467,8 +478,8 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 		if (m->error.code == EPROTONOSUPPORT)
 			mark_incompatible(p, m->error.text);
 		else
-			peer_warn(p, "ERROR %d: %s", m->error.code,
-				  m->error.text);
+			peer_warn_limited(p, "ERROR %d: %s", m->error.code,
+					  m->error.text);
 		proto_msg_free(m);
 		return;
 	default:
@@ -502,8 +513,10 @@ void nd_router_handle(struct nd_node *n)
 		user = zmq_msg_gets(&msg, "User-Id");
 		p = nd_peer_find(n, user);
 		if (!p) {
-			pr_warn("message from unknown user '%s' dropped",
-				user ? user : "?");
+			pr_warn_limited(&n->peer_warn,
+					"message from unknown user '%s' "
+					"dropped",
+					user ? user : "?");
 			n->malformed++;
 		} else if (zmq_msg_more(&msg)) {
 			count_malformed(p, "multipart message");

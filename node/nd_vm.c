@@ -21,11 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
 
 #define LOG_PREFIX "vm: "
 #include "common/util.h"
@@ -119,23 +122,79 @@ void nd_vm_forget(struct nd_vm *vm)
 	memset(vm, 0, sizeof(*vm));
 }
 
-/* Attach to the VM called name; an entry exists on success. */
+unsigned nd_vm_timeout_ms(const struct nd_node *n)
+{
+	return FY_MAX(500U, n->cfg->peer_timeout_ms / 3);
+}
+
+/*
+ * A socket that could not be attached for a reason that would not change
+ * by itself (no answer, another user, not a ferry-vm): not tried again
+ * for ND_VM_BAD_NS, unless the file is replaced.
+ */
+static bool vm_bad(struct nd_node *n, const struct stat *st, uint64_t now)
+{
+	for (int i = 0; i < ND_VMS_MAX; i++) {
+		struct nd_vm_bad *b = &n->vm_bad[i];
+
+		if (b->until_ns > now && b->dev == st->st_dev &&
+		    b->ino == st->st_ino)
+			return true;
+	}
+	return false;
+}
+
+static void vm_bad_add(struct nd_node *n, const struct stat *st, uint64_t now)
+{
+	struct nd_vm_bad *slot = &n->vm_bad[0];
+
+	for (int i = 0; i < ND_VMS_MAX; i++)
+		if (n->vm_bad[i].until_ns < slot->until_ns)
+			slot = &n->vm_bad[i];
+	*slot = (struct nd_vm_bad){ .dev = st->st_dev,
+				    .ino = st->st_ino,
+				    .until_ns = now + ND_VM_BAD_NS };
+}
+
+/*
+ * Attach to the VM called name; an entry exists on success. Only a socket
+ * of ours, never through a symlink; the ferry-vm behind it must run as
+ * our user and answer within nd_vm_timeout_ms().
+ */
 static int vm_attach(struct nd_node *n, const char *name)
 {
-	char path[ND_DIR_MAX + 80];
+	char path[ND_DIR_MAX + 80], file[ND_NAME_MAX + 8];
+	uint64_t now = fy_now_ns();
 	struct kva_client *kc;
 	struct nd_vm *vm;
+	struct stat st;
 	int ret;
 
-	if (nd_vm_sock_path(n, name, path, sizeof(path)))
-		return -ENAMETOOLONG;
-	ret = kva_client_attach(path, &kc);
+	if (!proto_name_valid(name) ||
+	    nd_vm_sock_path(n, name, path, sizeof(path)))
+		return -EINVAL;
+	snprintf(file, sizeof(file), "%s.sock", name);
+	if (fstatat(n->vm_dir_fd, file, &st, AT_SYMLINK_NOFOLLOW))
+		return -errno;
+	if (vm_bad(n, &st, now))
+		return -EAGAIN;
+	if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid()) {
+		pr_warn_limited(&n->vm_warn, "%s: %s; ignored", path,
+				S_ISSOCK(st.st_mode) ? "another user's socket"
+						     : "not a socket");
+		vm_bad_add(n, &st, now);
+		return -EPERM;
+	}
+	ret = kva_client_attach(path, nd_vm_timeout_ms(n), &kc);
 	if (ret) {
-		if (ret == -ECONNREFUSED || ret == -ENOENT)
+		if (ret == -ECONNREFUSED || ret == -ENOENT) {
 			pr_debug("%s: no ferry-vm listens", path);
-		else
-			pr_warn("cannot attach to %s: %s", path,
-				strerror(-ret));
+		} else {
+			pr_warn_limited(&n->vm_warn, "cannot attach to %s: %s",
+					path, strerror(-ret));
+			if (ret != -EBUSY)
+				vm_bad_add(n, &st, now);
+		}
 		return ret;
 	}
 	vm = nd_vm_add(n, name);
@@ -159,6 +218,7 @@ void nd_vms_rescan(struct nd_node *n)
 {
 	struct kva_status st;
 	struct dirent *de;
+	int fd;
 	DIR *d;
 
 	/* forget VMs whose ferry-vm went away */
@@ -172,9 +232,14 @@ void nd_vms_rescan(struct nd_node *n)
 			nd_vm_forget(vm);
 		}
 	}
-	d = opendir(n->vm_dir);
-	if (!d)
+	fd = dup(n->vm_dir_fd);
+	d = fd < 0 ? NULL : fdopendir(fd);
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
 		return;
+	}
+	rewinddir(d);
 	while ((de = readdir(d))) {
 		char name[ND_NAME_MAX + 1];
 		size_t len = strlen(de->d_name);
@@ -186,7 +251,9 @@ void nd_vms_rescan(struct nd_node *n)
 		name[len - 5] = '\0';
 		if (nd_vm_find(n, name))
 			continue;
-		vm_attach(n, name);
+		/* one that does not answer costs a timeout: one a scan */
+		if (vm_attach(n, name) == -ETIMEDOUT)
+			break;
 	}
 	closedir(d);
 }
@@ -194,7 +261,7 @@ void nd_vms_rescan(struct nd_node *n)
 int nd_vms_open(struct nd_node *n)
 {
 	const struct nd_config *cfg = n->cfg;
-	int w;
+	int w, ret;
 
 	if (cfg->vm_dir[0])
 		w = snprintf(n->vm_dir, sizeof(n->vm_dir), "%s", cfg->vm_dir);
@@ -205,12 +272,45 @@ int nd_vms_open(struct nd_node *n)
 		pr_err("vm_dir too long");
 		return -ENAMETOOLONG;
 	}
-	if (mkdir(n->vm_dir, 0700) && errno != EEXIST) {
-		pr_perror("cannot create %s", n->vm_dir);
+	ret = nd_dir_prepare("vm_dir", n->vm_dir, 0700);
+	if (ret < 0)
+		return ret;
+	n->vm_dir_fd = open(n->vm_dir,
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (n->vm_dir_fd < 0) {
+		pr_perror("cannot open %s", n->vm_dir);
 		return -errno;
 	}
 	nd_vms_rescan(n);
 	return 0;
+}
+
+int nd_vm_unlink_sock(const struct nd_node *n, const char *name)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char file[ND_NAME_MAX + 8], path[ND_DIR_MAX + 80];
+	struct stat st;
+	int fd, ret;
+
+	if (!proto_name_valid(name))
+		return -EINVAL;
+	snprintf(file, sizeof(file), "%s.sock", name);
+	if (fstatat(n->vm_dir_fd, file, &st, AT_SYMLINK_NOFOLLOW))
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid())
+		return -EPERM;
+	if (nd_vm_sock_path(n, name, path, sizeof(path)))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	/* a ferry-vm that listens there is not ours to cut off */
+	ret = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ? -errno : 0;
+	close(fd);
+	if (ret != -ECONNREFUSED)
+		return ret ? ret : -EBUSY;
+	return unlinkat(n->vm_dir_fd, file, 0) && errno != ENOENT ? -errno : 0;
 }
 
 void nd_vms_reap(struct nd_node *n)
@@ -362,6 +462,9 @@ void nd_vms_close(struct nd_node *n)
 {
 	for (int i = 0; i < ND_VMS_MAX; i++)
 		nd_vm_forget(&n->vms[i]);
+	if (n->vm_dir_fd >= 0)
+		close(n->vm_dir_fd);
+	n->vm_dir_fd = -1;
 }
 
 int nd_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs, size_t *nr)

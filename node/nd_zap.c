@@ -67,7 +67,8 @@ void nd_zap_handle(struct nd_node *n)
 		/* REP must answer before it can receive again */
 		zmq_msg_t none;
 
-		pr_warn("ZAP request without request id refused");
+		pr_warn_limited(&n->zap_warn, "ZAP request without request id "
+					      "refused");
 		zmq_msg_init(&none);
 		zap_reply(n->zap, &none, "400", "malformed ZAP request", "");
 		zmq_msg_close(&none);
@@ -77,7 +78,8 @@ void nd_zap_handle(struct nd_node *n)
 	    memcmp(zmq_msg_data(&f[MECH]), "CURVE", 5) ||
 	    zmq_msg_size(&f[KEY]) != 32) {
 		n->refused++;
-		pr_warn("refused a connection that is not CURVE");
+		pr_warn_limited(&n->zap_warn, "refused a connection that is "
+					      "not CURVE");
 		zap_reply(n->zap, &f[REQID], "400", "CURVE only", "");
 		goto out;
 	}
@@ -111,10 +113,13 @@ void nd_zap_handle(struct nd_node *n)
 				 "refused so far)",
 				 addr, z85, (unsigned long long)n->refused);
 		else
-			pr_warn("refused connection from %s: public key %s is "
-				"not in the peer list (further refusals of it "
-				"are counted, not logged)",
-				addr, z85);
+			pr_warn_limited(&n->zap_warn,
+					"refused connection from %s: public "
+					"key "
+					"%s is not in the peer list (further "
+					"refusals of it are counted, not "
+					"logged)",
+					addr, z85);
 	}
 	zap_reply(n->zap, &f[REQID], "400", "unknown key", "");
 out:

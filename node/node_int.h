@@ -115,9 +115,9 @@ struct nd_keys {
 };
 
 /*
- * Load the key pair from dir, or create it (dir 0700 if missing, files
- * 0600 created with O_EXCL, never chmod'ed afterwards). *created tells
- * which. Returns 0 or -errno (logged).
+ * Load the key pair from dir, or create it (dir: nd_dir_prepare() with
+ * 0700; files 0600 created with O_EXCL, never chmod'ed afterwards).
+ * *created tells which. Returns 0 or -errno (logged).
  */
 int nd_keys_load_or_create(const char *dir, struct nd_keys *out, bool *created);
 
@@ -158,6 +158,15 @@ int nd_cli_request(const char *sock_path, const char *cmd, int timeout_ms,
 /* Render a "status" or "peers" reply for humans. */
 void nd_cli_print_status(FILE *f, const msgpack_object *r);
 void nd_cli_print_peers(FILE *f, const msgpack_object *r);
+
+/*
+ * nd_keys.c: make directory dir (what: "state directory", ...) with mode
+ * `allowed` exactly, or check an existing one: a directory, not a
+ * symlink, ours (euid), no mode bit beyond `allowed`. Returns 1 when it
+ * made it, 0 when it was there, or -errno with the reason logged (-EPERM:
+ * another owner, or looser than allowed).
+ */
+int nd_dir_prepare(const char *what, const char *dir, mode_t allowed);
 
 /* nd_ctl.c: the CLI's ipc:// socket, daemon side */
 
@@ -208,13 +217,21 @@ struct nd_peer {
 	uint64_t malformed;
 	bool malformed_logged;
 	bool key_mismatch_logged;
+	struct fy_ratelimit warn; /* for what it can repeat: its ERRORs */
+	uint64_t prepare_t; /* its MIGRATE_PREPAREs' bucket (nd_mig_ctl.c) */
 	char problem[64]; /* why our handshake fails; "" when it does not */
 	bool problem_logged;
 };
 
 #define ND_REFUSED_KEYS_MAX 32
+/* MIGRATE_PREPAREs a peer may send: a burst, then one every so often */
+#define ND_PREPARE_BURST 8U
+#define ND_PREPARE_EVERY_S 2U
 #define ND_VMS_MAX 64
 #define ND_MIGS_MAX 32 /* kept, finished ones included */
+/* records of ended migrations kept in <state_dir>/migrations */
+#define ND_RECORDS_MAX 256
+#define ND_RECORDS_AGE_S (30 * 86400)
 
 /* A VM on this host: a ferry-vm whose adapter socket is in vm_dir. */
 struct nd_vm {
@@ -225,6 +242,15 @@ struct nd_vm {
 	pid_t pid; /* a ferry-vm we started (destination), else 0 */
 	struct nd_mig *mig; /* the migration using it, or NULL */
 };
+
+/* A vm_dir socket that failed to attach: not tried again for a while. */
+struct nd_vm_bad {
+	dev_t dev;
+	ino_t ino;
+	uint64_t until_ns;
+};
+
+#define ND_VM_BAD_NS (60 * 1000000000ULL)
 
 struct nd_node {
 	const struct nd_config *cfg;
@@ -254,9 +280,13 @@ struct nd_node {
 	uint64_t malformed; /* malformed messages, all peers */
 	size_t nrefused_keys; /* distinct refused keys already logged */
 	uint8_t refused_keys[ND_REFUSED_KEYS_MAX][32];
+	/* what peers, strangers and local files can make us log */
+	struct fy_ratelimit zap_warn, peer_warn, vm_warn;
 	size_t npeers;
 	struct nd_peer peers[ND_PEERS_MAX];
 	char vm_dir[ND_DIR_MAX];
+	int vm_dir_fd; /* O_DIRECTORY of vm_dir, opened once */
+	struct nd_vm_bad vm_bad[ND_VMS_MAX];
 	char mig_dir[ND_DIR_MAX];
 	struct nd_vm vms[ND_VMS_MAX];
 	struct nd_mig *migs[ND_MIGS_MAX];
@@ -337,6 +367,18 @@ void nd_vm_forget(struct nd_vm *vm);
  * peers' PINGs and the CLI. Inline if no thread can be had.
  */
 void nd_release_bg(void *map, size_t len, struct kva_client *kc);
+/*
+ * The timeout of every adapter call the control thread makes: well under
+ * peer_timeout_ms, so that a ferry-vm that does not answer never makes
+ * this node look dead to its peers.
+ */
+unsigned nd_vm_timeout_ms(const struct nd_node *n);
+/*
+ * Remove <vm_dir>/<name>.sock if it is a stale socket of ours: not a
+ * symlink, nobody listening. 0 when it is gone, -EPERM when it is
+ * something else, -EBUSY when a ferry-vm listens there, -errno.
+ */
+int nd_vm_unlink_sock(const struct nd_node *n, const char *name);
 /* <vm_dir>/<name>.sock into buf; -ENAMETOOLONG if it does not fit. */
 int nd_vm_sock_path(const struct nd_node *n, const char *name, char *buf,
 		    size_t len);
@@ -662,6 +704,9 @@ void nd_mig_unthrottle(struct nd_mig *m);
 /* nd_mig_dst.c, nd_mig_dst_ctl.c: the destination's puller thread */
 
 #define ND_MIG_WINDOW 32 /* reads in flight */
+/* What a source may have queued at a destination's thread at once. */
+#define ND_MIG_INBOX_MSGS 4096U
+#define ND_MIG_INBOX_BYTES (64ULL << 20)
 
 struct nd_mig_qmsg {
 	struct proto_msg *m;
@@ -712,6 +757,8 @@ struct nd_mig_dst {
 
 	pthread_mutex_t lock; /* everything down to "thread only" */
 	struct nd_mig_qmsg *in, **in_tail, *out, **out_tail;
+	unsigned in_n; /* messages in the inbox */
+	size_t in_bytes; /* and the memory they hold (proto_msg_size()) */
 	bool stop;
 	bool stop_always; /* also once the VM runs here (shutdown) */
 	char stop_reason[256];
@@ -727,6 +774,7 @@ struct nd_mig_dst {
 	struct kva_client *kc_out;
 	pid_t pid_out;
 	pid_t pid_pub; /* the incoming ferry-vm, for `ferry vms` */
+	bool spawned; /* we started it: its stale socket is ours to remove */
 
 	/* thread only */
 	struct kva_client *kc;
@@ -855,9 +903,12 @@ int nd_migs_open(struct nd_node *n);
 void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *m);
 /* Timers, peer loss, destination threads' news; returns when to call again. */
 void nd_migs_tick(struct nd_node *n, uint64_t now);
-/* Control socket commands: migrate, migrations, migration, cancel. */
-void nd_migs_command(struct nd_node *n, const char *cmd,
-		     const msgpack_object *req, msgpack_packer *pk);
+/*
+ * Control socket commands, decoded by proto_ctl_decode(): migrate,
+ * migrations, migration, cancel, migrate-postcopy, force-resume.
+ */
+void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
+		     msgpack_packer *pk);
 /* Migrations not finished yet. */
 unsigned nd_migs_active(const struct nd_node *n);
 /* For `ferry status`: "stalls", the post-copies waiting for a holder. */

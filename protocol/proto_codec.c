@@ -83,6 +83,24 @@ const char *proto_type_name(enum proto_type t)
 
 /* ---- checks, shared by encoder and decoder ---- */
 
+static bool alnum(uint8_t ch)
+{
+	return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') ||
+	       (ch >= 'a' && ch <= 'z');
+}
+
+bool proto_name_valid(const char *s)
+{
+	size_t n = strnlen(s, PROTO_NAME_MAX + 1);
+
+	if (!n || n > PROTO_NAME_MAX || !alnum(s[0]))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!alnum(s[i]) && !strchr("._-", s[i]))
+			return false;
+	return true;
+}
+
 static bool char_ok(uint8_t ch, uint8_t cls)
 {
 	static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -92,6 +110,8 @@ static bool char_ok(uint8_t ch, uint8_t cls)
 	switch (cls) {
 	case PC_NAME:
 		return ch > 0x20 && ch < 0x7f;
+	case PC_ID:
+		return alnum(ch) || (ch && strchr("._-", ch));
 	case PC_Z85:
 		return ch && strchr(z85, ch);
 	default:
@@ -150,6 +170,9 @@ static int check_value(struct proto_ctx *c, const void *s,
 						  "byte 0x%02x at offset %zu "
 						  "not allowed",
 						  (uint8_t)str[i], i);
+		if (n && f->chars == PC_ID && !alnum(str[0]))
+			return proto_fail(c, "does not begin with a letter or "
+					     "digit");
 		return 0;
 	case PK_BIN:
 		v = *CAT(s, f->len_off, uint32_t);
@@ -652,6 +675,40 @@ static void free_fields(void *s, const struct proto_desc *d)
 		free(arr);
 		*AT(s, f->off, char *) = NULL;
 	}
+}
+
+static size_t size_fields(const void *s, const struct proto_desc *d)
+{
+	const struct proto_field *f;
+	size_t i, j, n, sum = 0;
+	const char *arr;
+
+	for (i = 0; i < d->nfields; i++) {
+		f = &d->fields[i];
+		if (f->kind < PK_BLOB)
+			continue;
+		arr = *CAT(s, f->off, char *);
+		n = *CAT(s, f->len_off, size_t);
+		if (!arr)
+			continue;
+		if (f->kind == PK_BLOB)
+			sum += n;
+		else if (f->kind == PK_RUNS)
+			sum += n * f->width * sizeof(uint64_t);
+		else
+			for (j = 0; j < n; j++)
+				sum += f->sub->size +
+				       size_fields(arr + j * f->sub->size,
+						   f->sub);
+	}
+	return sum;
+}
+
+size_t proto_msg_size(const struct proto_msg *m)
+{
+	const struct proto_desc *d = desc_of((unsigned)m->type);
+
+	return sizeof(*m) + (d ? size_fields(BODY(m), d) : 0);
 }
 
 void proto_msg_free(struct proto_msg *m)

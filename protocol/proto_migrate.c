@@ -214,7 +214,7 @@ static const struct proto_desc holder_region_desc = {
 
 static const struct proto_field holder_map_fields[] = {
 	PF_U64("m", struct proto_holder_map, mig, 1, UINT64_MAX),
-	PF_STR("id", struct proto_holder_map, node, 1, PC_NAME),
+	PF_STR("id", struct proto_holder_map, node, 1, PC_ID),
 	PF_BIN("a", struct proto_holder_map, addr, addr_len, 1),
 	PF_U32("ps", struct proto_holder_map, page_size, PROTO_PAGE_SIZE_MIN,
 	       PROTO_PAGE_SIZE_MAX),
@@ -277,7 +277,7 @@ static const struct proto_desc region_desc_desc = {
 
 static const struct proto_field prepare_fields[] = {
 	PF_U64("m", struct proto_migrate_prepare, mig, 1, UINT64_MAX),
-	PF_STR("vm", struct proto_migrate_prepare, vm, 1, PC_NAME),
+	PF_STR("vm", struct proto_migrate_prepare, vm, 1, PC_ID),
 	PF_STR("mo", struct proto_migrate_prepare, mode, 1, PC_NAME),
 	PF_U32("ps", struct proto_migrate_prepare, page_size,
 	       PROTO_PAGE_SIZE_MIN, PROTO_PAGE_SIZE_MAX),
@@ -397,7 +397,7 @@ const struct proto_desc proto_abort_desc = {
 
 static const struct proto_field retarget_fields[] = {
 	PF_U64("m", struct proto_retarget, mig, 1, UINT64_MAX),
-	PF_STR("id", struct proto_retarget, node, 1, PC_NAME),
+	PF_STR("id", struct proto_retarget, node, 1, PC_ID),
 };
 
 const struct proto_desc proto_retarget_desc = {

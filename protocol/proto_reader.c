@@ -284,6 +284,14 @@ int proto_rd_map(struct proto_ctx *c, uint32_t *n)
 	return rd_container(c, 0x80, 0xde, 2, "a map", n);
 }
 
+int proto_rd_bool(struct proto_ctx *c, bool *v)
+{
+	if (!left(c) || (*c->p != 0xc2 && *c->p != 0xc3))
+		return truncated_or(c, "a boolean");
+	*v = *c->p++ == 0xc3;
+	return 0;
+}
+
 int proto_rd_skip(struct proto_ctx *c, unsigned depth)
 {
 	const uint8_t *body;

@@ -45,7 +45,7 @@ static int hello_check(struct proto_ctx *c, const void *s)
 
 static const struct proto_field hello_fields[] = {
 	PF_U32("v", struct proto_hello, version, PROTO_VERSION, PROTO_VERSION),
-	PF_STR("id", struct proto_hello, node, 1, PC_NAME),
+	PF_STR("id", struct proto_hello, node, 1, PC_ID),
 	PF_STR("pk", struct proto_hello, pubkey, PROTO_KEY_LEN, PC_Z85),
 	PF_STR("pv", struct proto_hello, provider, 0, PC_NAME),
 	PF_BIN("a", struct proto_hello, addr, addr_len, 0),

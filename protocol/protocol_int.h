@@ -49,6 +49,7 @@ int proto_rd_str(struct proto_ctx *c, const char **s, uint32_t *len);
 int proto_rd_bin(struct proto_ctx *c, const uint8_t **b, uint32_t *len);
 int proto_rd_array(struct proto_ctx *c, uint32_t *n);
 int proto_rd_map(struct proto_ctx *c, uint32_t *n);
+int proto_rd_bool(struct proto_ctx *c, bool *v);
 /* Step over one value of any type, nested at most PROTO_DEPTH_MAX deep. */
 int proto_rd_skip(struct proto_ctx *c, unsigned depth);
 
@@ -59,6 +60,7 @@ enum proto_kind {
 	PK_I32, /* int32_t, never negative on the wire */
 	PK_STR, /* char[max + 1], NUL-terminated; str on the wire */
 	PK_BIN, /* uint8_t[max] + uint32_t length; bin on the wire */
+	PK_BOOL, /* bool; true or false: control requests only (proto_ctl.c) */
 	PK_BLOB, /* uint8_t * (malloc'ed) + size_t length; bin */
 	PK_MAPS, /* array of sub structs + size_t count; array of maps */
 	PK_RUNS, /* array of `width` uint64_t + size_t count; flat array */
@@ -66,7 +68,8 @@ enum proto_kind {
 
 /* Which bytes a string may hold (besides "no NUL", always). */
 enum proto_chars {
-	PC_NAME, /* printable ASCII, no space: ids, names, providers */
+	PC_NAME, /* printable ASCII, no space: modes, providers */
+	PC_ID, /* proto_name_valid(): node ids, VM names (used in paths) */
 	PC_TEXT, /* no control characters: reasons, error texts */
 	PC_Z85, /* the Z85 alphabet: CURVE keys */
 };
@@ -125,6 +128,10 @@ struct proto_desc {
 	{                                                                 \
 		.key = k, .kind = PK_MAPS, .off = offsetof(T, m),         \
 		.len_off = offsetof(T, n), .min = lo, .max = hi, .sub = d \
+	}
+#define PF_BOOL(k, T, m)                                                   \
+	{                                                                  \
+		.key = k, .kind = PK_BOOL, .off = offsetof(T, m), .max = 1 \
 	}
 #define PF_RUNS(k, T, m, n, w, lo, hi)                                        \
 	{                                                                     \

@@ -62,7 +62,7 @@ struct kva_client *vm_attach(struct vmproc *v)
 	int ret;
 
 	do {
-		ret = kva_client_attach(v->sock, &c);
+		ret = kva_client_attach(v->sock, 0, &c);
 		if (!ret)
 			return c;
 		usleep(20000);

@@ -196,7 +196,7 @@ static void test_reattach(void **state)
 	c1 = vm_attach(&v);
 	assert_int_equal(kva_client_harvest(c1, &bm, &g1, &dirty), 0);
 	/* One client at a time: a second is refused, the first goes on. */
-	assert_int_equal(kva_client_attach(v.sock, &busy), -EBUSY);
+	assert_int_equal(kva_client_attach(v.sock, 0, &busy), -EBUSY);
 	assert_null(busy);
 	assert_int_equal(kva_client_pause(c1), 0);
 	keep = dup(kva_client_layout(c1)->regions[0].memfd);
@@ -220,7 +220,8 @@ static void test_reattach(void **state)
 	if (!child) {
 		struct kva_client *c;
 
-		if (kva_client_attach(v.sock, &c) || write(pfd[1], "a", 1) != 1)
+		if (kva_client_attach(v.sock, 0, &c) ||
+		    write(pfd[1], "a", 1) != 1)
 			_exit(1);
 		for (;;)
 			pause();

@@ -427,6 +427,40 @@ static void test_hello_version(void **state)
 	tree_done(&t);
 }
 
+/* VM names and node ids end up in file names: ids only (issue 14). */
+static void test_ids(void **state)
+{
+	static const char *const bad[] = {
+		"../../../../tmp/x", "../vms/g1", "a/b", ".", "..",
+		".hidden",	     "-x",	  "a:b", "a*"
+	};
+	struct proto_msg *m;
+	struct tree t;
+
+	(void)state;
+	tree_of(&t, PROTO_MIGRATE_PREPARE, 0);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		assert_false(proto_name_valid(bad[i]));
+		set_str(get(t.root, "vm"), bad[i], strlen(bad[i]));
+		pack(&t);
+		expect_bad(t.sb.data, t.sb.size, "MIGRATE_PREPARE.vm: ");
+	}
+	set_str(get(t.root, "vm"), "..", 2);
+	tree_bad(&t, "MIGRATE_PREPARE.vm: does not begin with a letter");
+	set_str(get(t.root, "vm"), "guest-1.a_b", 11);
+	pack(&t);
+	assert_int_equal(proto_decode(t.sb.data, t.sb.size, &m, NULL, 0), 0);
+	assert_string_equal(m->prepare.vm, "guest-1.a_b");
+	proto_msg_free(m);
+	tree_done(&t);
+	assert_true(proto_name_valid("9"));
+	assert_false(proto_name_valid(""));
+	tree_of(&t, PROTO_HOLDER_MAP, 0);
+	set_str(get(t.root, "id"), "../x", 4);
+	tree_bad(&t, "HOLDER_MAP.id: byte 0x2f at offset 2 not allowed");
+	tree_done(&t);
+}
+
 static void test_hello_fields(void **state)
 {
 	char longname[PROTO_NAME_MAX + 1];
@@ -967,6 +1001,7 @@ int main(void)
 		cmocka_unit_test(test_reject_delta),
 		cmocka_unit_test(test_reject_deep_nesting),
 		cmocka_unit_test(test_encode_refuses),
+		cmocka_unit_test(test_ids),
 		cmocka_unit_test(test_err_optional),
 	};
 
