@@ -614,6 +614,57 @@ static void test_vm_dir(void **state)
 	assert_non_null(strstr(slurp(e.log), "looser than 0700"));
 }
 
+/* ---- control requests have a size limit ---- */
+
+static void test_ctl_size(void **state)
+{
+	size_t big = 200 * MiB;
+	int tmo = 2000, zero = 0, n;
+	char ep[320], reply[256];
+	long rss0, rss1;
+	struct node d;
+	void *ctx, *req;
+	char *buf;
+
+	(void)state;
+	node_init(&d, "vc");
+	node_start(&d);
+	node_ready(&d);
+	rss0 = rss_kb(d.pid);
+	/* a str of 200 MiB in a map: {"cmd": "status", "x": "..."} */
+	buf = malloc(big);
+	assert_non_null(buf);
+	memset(buf, 'a', big);
+	memcpy(buf,
+	       "\x82\xa3"
+	       "cmd\xa6"
+	       "status\xa1x\xdb",
+	       15);
+	buf[15] = (char)((big - 19) >> 24);
+	buf[16] = (char)((big - 19) >> 16);
+	buf[17] = (char)((big - 19) >> 8);
+	buf[18] = (char)(big - 19);
+	ctx = zmq_ctx_new();
+	req = zmq_socket(ctx, ZMQ_REQ);
+	zmq_setsockopt(req, ZMQ_LINGER, &zero, sizeof(zero));
+	zmq_setsockopt(req, ZMQ_RCVTIMEO, &tmo, sizeof(tmo));
+	snprintf(ep, sizeof(ep), "ipc://%s", d.sock);
+	assert_int_equal(zmq_connect(req, ep), 0);
+	assert_true(zmq_send(req, buf, big, 0) >= 0);
+	free(buf);
+	/* dropped with its connection, never read: no answer */
+	n = zmq_recv(req, reply, sizeof(reply), 0);
+	assert_int_equal(n, -1);
+	zmq_close(req);
+	zmq_ctx_term(ctx);
+	status_fast(&d);
+	rss1 = rss_kb(d.pid);
+	print_message("ferryd RSS %ld MB before, %ld MB after\n", rss0 >> 10,
+		      rss1 >> 10);
+	assert_true(rss1 - rss0 < 32 * 1024);
+	itest_no_crash(&d);
+}
+
 /* ---- records are pruned by count and by age ---- */
 
 static void test_records(void **state)
@@ -661,6 +712,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_prepare_flood, teardown),
 		cmocka_unit_test_teardown(test_log_flood, teardown),
 		cmocka_unit_test_teardown(test_vm_dir, teardown),
+		cmocka_unit_test_teardown(test_ctl_size, teardown),
 		cmocka_unit_test_teardown(test_records, teardown),
 	};
 	ssize_t n;
