@@ -163,6 +163,16 @@ static struct proto_msg *h_wait(struct hostile *h, int t, double secs)
 	return NULL;
 }
 
+/* d shows its one peer reachable. */
+static bool reachable(struct node *d)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+
+	return !ferry(d, true, "peers", out, err) && strstr(out, "\"state\":"
+								 "\"reachable"
+								 "\"");
+}
+
 /* Connect to d as its configured peer "hostile", HELLO both ways. */
 static void h_open(struct hostile *h, struct node *d)
 {
@@ -194,7 +204,7 @@ static void h_open(struct hostile *h, struct node *d)
 	memcpy(h->fab, r->hello.addr, r->hello.addr_len);
 	proto_msg_free(r);
 	/* its DEALER reaches our ROUTER too: it can answer us */
-	for (double t0 = now_s(); wait_state(d, "reachable", 1, 0.1) < 0;) {
+	for (double t0 = now_s(); !reachable(d);) {
 		r = h_wait(h, -1, 0.2);
 		proto_msg_free(r);
 		if (now_s() - t0 > 30)
