@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -63,6 +64,9 @@ static int listen_unix(const char *path)
 
 static int fake_vm(int argc, char **argv)
 {
+	/* ferryd started it in a session of its own: go when ferryd goes */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	alarm(300);
 	for (int i = 1; i + 1 < argc; i++) {
 		if (strcmp(argv[i], "--adapter"))
 			continue;
