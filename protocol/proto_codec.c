@@ -41,8 +41,6 @@
 #include "common/util.h"
 #include "protocol/protocol_int.h"
 
-#define AT(s, off, T) ((T *)((char *)(s) + (off)))
-#define CAT(s, off, T) ((const T *)((const char *)(s) + (off)))
 /* Every union member starts at the same address: the field offsets' base. */
 #define BODY(m) ((void *)&(m)->hello)
 
@@ -135,8 +133,8 @@ static int check_count(struct proto_ctx *c, const struct proto_field *f,
 	return 0;
 }
 
-static int check_value(struct proto_ctx *c, const void *s,
-		       const struct proto_field *f)
+int proto_check_value(struct proto_ctx *c, const void *s,
+		      const struct proto_field *f)
 {
 	const char *str;
 	uint64_t v = 0;
@@ -144,6 +142,8 @@ static int check_value(struct proto_ctx *c, const void *s,
 	int rc;
 
 	switch (f->kind) {
+	case PK_BOOL:
+		return 0;
 	case PK_U64:
 	case PK_U32:
 		v = f->kind == PK_U64 ? *CAT(s, f->off, uint64_t)
@@ -230,7 +230,7 @@ static int check_fields(struct proto_ctx *c, const void *s,
 
 	for (i = 0; i < d->nfields; i++) {
 		old = proto_path_push(c, ".%s", d->fields[i].key);
-		rc = check_value(c, s, &d->fields[i]);
+		rc = proto_check_value(c, s, &d->fields[i]);
 		proto_path_pop(c, old);
 		if (rc)
 			return rc;
@@ -313,7 +313,7 @@ static int rd_array_of(struct proto_ctx *c, void *s,
 	return rc;
 }
 
-static int rd_value(struct proto_ctx *c, void *s, const struct proto_field *f)
+int proto_rd_value(struct proto_ctx *c, void *s, const struct proto_field *f)
 {
 	const char *str;
 	const uint8_t *b;
@@ -323,6 +323,8 @@ static int rd_value(struct proto_ctx *c, void *s, const struct proto_field *f)
 	int rc;
 
 	switch (f->kind) {
+	case PK_BOOL:
+		return proto_rd_bool(c, AT(s, f->off, bool));
 	case PK_U64:
 	case PK_U32:
 	case PK_I32:
@@ -377,9 +379,7 @@ static int rd_value(struct proto_ctx *c, void *s, const struct proto_field *f)
 	}
 }
 
-/* Quote a peer's key for an error message, printable bytes only. */
-static const char *quote_key(char *buf, size_t size, const char *k,
-			     uint32_t len)
+const char *proto_quote(char *buf, size_t size, const char *k, uint32_t len)
 {
 	size_t i, n = FY_MIN((size_t)len, size - 1);
 
@@ -421,12 +421,12 @@ static int rd_fields(struct proto_ctx *c, void *s, const struct proto_desc *d,
 		}
 		if (j == d->nfields)
 			return proto_fail(c, "unknown field \"%s\"",
-					  quote_key(q, sizeof(q), key, klen));
+					  proto_quote(q, sizeof(q), key, klen));
 		if (seen & (1ULL << j))
 			return proto_fail(c, "field \"%s\" twice", f->key);
 		seen |= 1ULL << j;
 		old = proto_path_push(c, ".%s", f->key);
-		rc = rd_value(c, s, f);
+		rc = proto_rd_value(c, s, f);
 		proto_path_pop(c, old);
 	}
 	for (j = 0; !rc && j < d->nfields; j++)

@@ -38,9 +38,6 @@
 #include "common/util.h"
 #include "protocol/protocol_int.h"
 
-#define AT(s, off, T) ((T *)((char *)(s) + (off)))
-#define CAT(s, off, T) ((const T *)((const char *)(s) + (off)))
-
 #define CMD(c) (1u << (c))
 #define ONE_MIG                                             \
 	(CMD(PROTO_CTL_MIGRATION) | CMD(PROTO_CTL_CANCEL) | \
@@ -133,97 +130,29 @@ static const struct ctl_field fields[PROTO_CTL_NFIELDS] = {
 };
 #undef R
 
-/* Quote a client's key or word for an error message, printable bytes only. */
-static const char *quote(char *buf, size_t size, const char *s, uint32_t len)
+/* The field's value, then for a word that it is one of its values. */
+static int rd_value(struct proto_ctx *c, struct proto_ctl_req *r,
+		    const struct ctl_field *cf)
 {
-	size_t i, n = FY_MIN((size_t)len, size - 1);
-
-	for (i = 0; i < n; i++)
-		buf[i] = s[i] > 0x20 && s[i] < 0x7f ? s[i] : '?';
-	buf[n] = '\0';
-	return buf;
-}
-
-static bool alnum(char ch)
-{
-	return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') ||
-	       (ch >= 'a' && ch <= 'z');
-}
-
-/* A str of the field's class, length and, for words, one of its values. */
-static int rd_str(struct proto_ctx *c, char *dst, const struct ctl_field *cf)
-{
-	const struct proto_field *f = &cf->f;
+	const char *word = CAT(r, cf->f.off, char);
 	char list[80] = "";
-	const char *s;
-	uint32_t len, i;
 	int rc;
 
-	rc = proto_rd_str(c, &s, &len);
-	if (rc)
+	rc = proto_rd_value(c, r, &cf->f);
+	if (!rc)
+		rc = proto_check_value(c, r, &cf->f);
+	if (rc || !cf->words)
 		return rc;
-	if (len > f->max)
-		return proto_fail(c, "string of %u bytes, at most %llu", len,
-				  (unsigned long long)f->max);
-	if (len < f->min)
-		return proto_fail(c, "empty");
-	for (i = 0; i < len; i++) {
-		uint8_t ch = s[i];
-		bool ok = f->chars == PC_ID
-				  ? alnum(ch) || (ch && strchr("._-", ch))
-				  : ch > 0x20 && ch < 0x7f;
-
-		if (!ok)
-			return proto_fail(c,
-					  "byte 0x%02x at offset %u not "
-					  "allowed",
-					  ch, i);
-	}
-	if (len && f->chars == PC_ID && !alnum(s[0]))
-		return proto_fail(c, "does not begin with a letter or digit");
-	memcpy(dst, s, len);
-	dst[len] = '\0';
-	if (!cf->words)
-		return 0;
-	for (i = 0; cf->words[i]; i++) {
-		if (!strcmp(dst, cf->words[i]))
+	for (int i = 0; cf->words[i]; i++) {
+		if (!strcmp(word, cf->words[i]))
 			return 0;
 		if (cf->words[i][0])
 			snprintf(list + strlen(list),
 				 sizeof(list) - strlen(list), "%s%s",
 				 i ? ", " : "", cf->words[i]);
 	}
-	return proto_fail(c, "\"%s\" is not one of %s%s", dst, list,
-			  f->min ? "" : " or empty");
-}
-
-static int rd_value(struct proto_ctx *c, struct proto_ctl_req *r,
-		    const struct ctl_field *cf)
-{
-	const struct proto_field *f = &cf->f;
-	uint64_t v;
-	int rc;
-
-	switch (f->kind) {
-	case PK_STR:
-		return rd_str(c, AT(r, f->off, char), cf);
-	case PK_BOOL:
-		return proto_rd_bool(c, AT(r, f->off, bool));
-	default:
-		rc = proto_rd_uint(c, &v);
-		if (rc)
-			return rc;
-		if (v < f->min || v > f->max)
-			return proto_fail(c, "%llu not in %llu..%llu",
-					  (unsigned long long)v,
-					  (unsigned long long)f->min,
-					  (unsigned long long)f->max);
-		if (f->kind == PK_U64)
-			*AT(r, f->off, uint64_t) = v;
-		else
-			*AT(r, f->off, uint32_t) = v;
-		return 0;
-	}
+	return proto_fail(c, "\"%s\" is not one of %s%s", word, list,
+			  cf->f.min ? "" : " or empty");
 }
 
 static bool is_cmd(const char *key, uint32_t klen)
@@ -246,7 +175,7 @@ static int rd_cmd(struct proto_ctx *c, enum proto_ctl_cmd *cmd)
 			break;
 	if (!rc && i > PROTO_CTL_CMD_LAST)
 		rc = proto_fail(c, "unknown command \"%s\"",
-				quote(q, sizeof(q), s, len));
+				proto_quote(q, sizeof(q), s, len));
 	if (!rc)
 		*cmd = i;
 	proto_path_pop(c, old);
@@ -301,7 +230,7 @@ static int rd_fields(struct proto_ctx *c, struct proto_ctl_req *r)
 				break;
 		if (j == PROTO_CTL_NFIELDS)
 			return proto_fail(c, "unknown field \"%s\"",
-					  quote(q, sizeof(q), key, klen));
+					  proto_quote(q, sizeof(q), key, klen));
 		cf = &fields[j];
 		if (!(cf->cmds & CMD(r->cmd)))
 			return proto_fail(c, "field \"%s\" is not one of %s's",

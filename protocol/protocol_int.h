@@ -98,6 +98,10 @@ struct proto_desc {
 	int (*check)(struct proto_ctx *c, const void *s);
 };
 
+/* The member at offset off of struct s, of type T (CAT: const). */
+#define AT(s, off, T) ((T *)((char *)(s) + (off)))
+#define CAT(s, off, T) ((const T *)((const char *)(s) + (off)))
+
 #define PF_MEMBER(T, m) (((T *)0)->m)
 #define PF_INT(k, kind_, T, m, lo, hi)                                     \
 	{                                                                  \
@@ -138,6 +142,17 @@ struct proto_desc {
 		.key = k, .kind = PK_RUNS, .width = w, .off = offsetof(T, m), \
 		.len_off = offsetof(T, n), .min = lo, .max = hi               \
 	}
+
+/*
+ * One field's value (proto_codec.c), shared by the peer messages and the
+ * control requests: read it into s (ints checked to fit, strings for NUL
+ * and length); check it against the field's range, length and alphabet.
+ */
+int proto_rd_value(struct proto_ctx *c, void *s, const struct proto_field *f);
+int proto_check_value(struct proto_ctx *c, const void *s,
+		      const struct proto_field *f);
+/* A client's or peer's key or word for a message, printable bytes only. */
+const char *proto_quote(char *buf, size_t size, const char *s, uint32_t len);
 
 /* The messages of each exchange, defined next to their narrative. */
 extern const struct proto_desc proto_hello_desc, proto_ping_desc,

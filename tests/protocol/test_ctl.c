@@ -472,7 +472,7 @@ static void test_reject_names(void **state)
 	} bad[] = {
 		{ "../x", "byte 0x2f at offset 2 not allowed" },
 		{ "a/b", "byte 0x2f at offset 1 not allowed" },
-		{ "", "empty" },
+		{ "", "0 bytes, at least 1 needed" },
 		{ "a123456789b123456789c123456789d123456789e123456789f"
 		  "123456789g123",
 		  "string of 64 bytes, at most 63" },
@@ -511,7 +511,7 @@ static void test_reject_names(void **state)
 	key(&r, "vm");
 	msgpack_pack_str_with_body(&r.pk, "a\0b", 3);
 	kv_str(&r, "to", "b");
-	expect_bad(&r, "migrate.vm: byte 0x00 at offset 1 not allowed");
+	expect_bad(&r, "migrate.vm: string holds a NUL byte");
 }
 
 static void test_reject_words(void **state)
@@ -529,7 +529,7 @@ static void test_reject_words(void **state)
 	kv_str(&r, "vm", "a");
 	kv_str(&r, "to", "b");
 	kv_str(&r, "mode", "");
-	expect_bad(&r, "migrate.mode: empty");
+	expect_bad(&r, "migrate.mode: 0 bytes, at least 1 needed");
 	begin(&r, 4, "migrate");
 	kv_str(&r, "vm", "a");
 	kv_str(&r, "to", "b");
@@ -557,12 +557,13 @@ static void test_reject_ints(void **state)
 		const char *why;
 	} bad[] = {
 		{ "downtime_limit_ms", 0, "0 not in 1..3600000" },
-		{ "downtime_limit_ms", 1ULL << 32, "4294967296 not in" },
+		{ "downtime_limit_ms", 1ULL << 32, "4294967296 does not fit" },
 		{ "max_downtime_ms", 3600001, "3600001 not in 1..3600000" },
 		{ "max_rounds", 0, "0 not in 1..10000" },
 		{ "max_rounds", 10001, "10001 not in 1..10000" },
 		{ "stall_rounds", 0, "0 not in 1..10000" },
-		{ "timeout_s", UINT64_MAX, "18446744073709551615 not in" },
+		{ "timeout_s", UINT64_MAX,
+		  "18446744073709551615 does not fit" },
 		{ "cpu_throttle_initial", 100, "100 not in 0..99" },
 		{ "cpu_throttle_increment", 1000, "1000 not in 0..99" },
 		{ "max_cpu_throttle", UINT32_MAX, "4294967295 not in 0..99" },
