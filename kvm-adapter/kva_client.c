@@ -247,12 +247,25 @@ static int kva_client_peer_ours(int sock, const char *path)
 	return -EPERM;
 }
 
-int kva_client_attach(const char *path, unsigned int timeout_ms,
-		      struct kva_client **out)
+static int kva_sock_timeout(int sock, unsigned int timeout_ms)
 {
 	unsigned int ms = timeout_ms ? timeout_ms : KVA_CLIENT_TIMEOUT_MS;
 	struct timeval tv = { .tv_sec = ms / 1000,
 			      .tv_usec = ms % 1000 * 1000 };
+
+	return setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv))
+		       ? -errno
+		       : 0;
+}
+
+int kva_client_set_timeout(struct kva_client *c, unsigned int timeout_ms)
+{
+	return kva_sock_timeout(c->sock, timeout_ms);
+}
+
+int kva_client_attach(const char *path, unsigned int timeout_ms,
+		      struct kva_client **out)
+{
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	uint8_t req[8], buf[KVA_WIRE_MAX];
 	struct kva_wbuf w = { .p = req, .cap = sizeof(req) };
@@ -277,7 +290,9 @@ int kva_client_attach(const char *path, unsigned int timeout_ms,
 		ret = -errno;
 		goto err_close;
 	}
-	setsockopt(c->sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	ret = kva_sock_timeout(c->sock, timeout_ms);
+	if (ret)
+		goto err_close;
 	if (connect(c->sock, (struct sockaddr *)&sa, sizeof(sa))) {
 		ret = -errno;
 		pr_debug("connect %s: %s", path, strerror(errno));

@@ -168,6 +168,8 @@ struct kva_status {
 int kva_client_attach(const char *path, unsigned int timeout_ms,
 		      struct kva_client **out);
 
+/* Wait timeout_ms (0: 30 s) for each reply from now on; 0 or -errno. */
+int kva_client_set_timeout(struct kva_client *c, unsigned int timeout_ms);
 /* The layout received at ATTACH; valid until kva_client_close(). */
 const struct kva_layout *kva_client_layout(const struct kva_client *c);
 /*

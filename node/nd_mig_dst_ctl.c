@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "fabric/fabric.h"
+#include "kvm-adapter/kvm_adapter.h"
 #include "protocol/protocol.h"
 
 #define LOG_PREFIX "migration: "
@@ -162,6 +163,8 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 	if (d->handed && m->vmp) {
 		/* the VM is the node's now */
 		m->vmp->kc = d->kc_out;
+		/* the control thread's calls wait no longer than its own */
+		kva_client_set_timeout(d->kc_out, nd_vm_timeout_ms(m->n));
 		m->vmp->pid = d->pid_out;
 		m->vmp->mig = NULL;
 		m->vmp = NULL;
