@@ -2,6 +2,7 @@
 #ifndef FERRY_COMMON_UTIL_H
 #define FERRY_COMMON_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -34,6 +35,8 @@ uint64_t fy_page_csum(const void *page);
  * Returns 0 or -EINVAL (no digits, junk, overflow).
  */
 int fy_parse_size(const char *s, uint64_t *out);
+/* Write (wr) or read all len bytes of buf on fd: 0, or -1 (error, EOF). */
+int fy_full_io(int fd, void *buf, size_t len, bool wr);
 /* Format bytes as "1.5 GiB" into buf; returns buf. */
 char *fy_fmt_bytes(uint64_t bytes, char *buf, size_t len);
 

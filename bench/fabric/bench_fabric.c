@@ -80,21 +80,6 @@ struct result {
 };
 static double run_s = 0.3;
 
-static int full_io(int fd, void *buf, size_t len, bool wr)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = wr ? write(fd, p, len) : read(fd, p, len);
-
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static void *map_region(size_t len)
 {
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
@@ -160,14 +145,14 @@ static int target_main(const char *prov, int spin_us, int sock)
 		snprintf(h.provider, sizeof(h.provider), "%s",
 			 fab_domain_provider(d));
 	}
-	if (full_io(sock, &h, sizeof(h), true) || h.status)
+	if (fy_full_io(sock, &h, sizeof(h), true) || h.status)
 		goto out;
 	/* 's': report progress CPU time; anything else: quit */
-	while (!full_io(sock, &c, 1, false) && c == 's') {
+	while (!fy_full_io(sock, &c, 1, false) && c == 's') {
 		struct fab_stats st;
 
 		fab_domain_stats(d, &st);
-		if (full_io(sock, &st.progress_cpu_ns, 8, true))
+		if (fy_full_io(sock, &st.progress_cpu_ns, 8, true))
 			break;
 	}
 out:
@@ -194,7 +179,7 @@ static int target_start(struct target *t, const char *prov, int spin_us)
 	}
 	close(sv[1]);
 	t->sock = sv[0];
-	if (full_io(t->sock, &t->h, sizeof(t->h), false) || t->h.status)
+	if (fy_full_io(t->sock, &t->h, sizeof(t->h), false) || t->h.status)
 		return -EIO;
 	return 0;
 }
@@ -204,7 +189,8 @@ static uint64_t target_cpu(struct target *t)
 	uint64_t ns = 0;
 	char c = 's';
 
-	if (full_io(t->sock, &c, 1, true) || full_io(t->sock, &ns, 8, false))
+	if (fy_full_io(t->sock, &c, 1, true) ||
+	    fy_full_io(t->sock, &ns, 8, false))
 		return 0;
 	return ns;
 }
@@ -213,7 +199,7 @@ static void target_stop(struct target *t)
 {
 	char c = 'q';
 
-	if (full_io(t->sock, &c, 1, true))
+	if (fy_full_io(t->sock, &c, 1, true))
 		kill(t->pid, SIGKILL);
 	close(t->sock);
 	waitpid(t->pid, NULL, 0);
@@ -267,11 +253,11 @@ static void tcp_server(int lfd)
 
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		/* req: {mode, size}; 's': stream until closed; 'r': answer */
-		while (!full_io(fd, req, sizeof(req), false)) {
+		while (!fy_full_io(fd, req, sizeof(req), false)) {
 			if (req[0] == 's')
-				while (!full_io(fd, buf, req[1], true))
+				while (!fy_full_io(fd, buf, req[1], true))
 					;
-			else if (full_io(fd, buf, req[1], true))
+			else if (fy_full_io(fd, buf, req[1], true))
 				break;
 		}
 		close(fd);
@@ -302,11 +288,11 @@ static double tcp_bw(int port, char *dst, size_t sz)
 	size_t bytes = 0;
 	int fd = tcp_connect(port);
 
-	full_io(fd, req, sizeof(req), true);
+	fy_full_io(fd, req, sizeof(req), true);
 	t0 = fy_now_ns();
 	end = t0 + (uint64_t)(run_s * 1e9);
 	while (fy_now_ns() < end) {
-		if (full_io(fd, dst + bytes % REGION, sz, false))
+		if (fy_full_io(fd, dst + bytes % REGION, sz, false))
 			break;
 		bytes += sz;
 	}
@@ -324,8 +310,8 @@ static struct lat tcp_lat(int port, char *dst)
 	for (i = 0; i < LAT_SAMPLES; i++) {
 		uint64_t t0 = fy_now_ns();
 
-		full_io(fd, req, sizeof(req), true);
-		full_io(fd, dst, 4096, false);
+		fy_full_io(fd, req, sizeof(req), true);
+		fy_full_io(fd, dst, 4096, false);
 		ns[i] = fy_now_ns() - t0;
 	}
 	close(fd);

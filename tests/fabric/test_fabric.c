@@ -72,21 +72,6 @@ static size_t pattern_check(const void *buf, size_t len, uint64_t seed)
 	return 0;
 }
 
-static int full_io(int fd, void *buf, size_t len, bool wr)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = wr ? write(fd, p, len) : read(fd, p, len);
-
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static void *map_region(size_t len)
 {
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
@@ -161,10 +146,10 @@ static int target_main(const char *prov, size_t size, int sock)
 		snprintf(h.provider, sizeof(h.provider), "%s",
 			 fab_domain_provider(d));
 	}
-	if (full_io(sock, &h, sizeof(h), true) || h.status)
+	if (fy_full_io(sock, &h, sizeof(h), true) || h.status)
 		goto out;
 	/* the main thread now sleeps in read(): only progress serves peers */
-	while (!full_io(sock, &c, sizeof(c), false) && c.op != 'q') {
+	while (!fy_full_io(sock, &c, sizeof(c), false) && c.op != 'q') {
 		int32_t r = 0;
 
 		if (c.op == 'f')
@@ -175,7 +160,7 @@ static int target_main(const char *prov, size_t size, int sock)
 			r = fab_ep_connect(d, &c.addr, &ep);
 		else if (c.op == 'e')
 			r = target_echo(d, ep);
-		if (full_io(sock, &r, sizeof(r), true))
+		if (fy_full_io(sock, &r, sizeof(r), true))
 			break;
 	}
 out:
@@ -206,7 +191,7 @@ static void target_start(struct target *t, const char *prov, size_t size)
 	}
 	close(sv[1]);
 	t->sock = sv[0];
-	assert_int_equal(full_io(t->sock, &t->h, sizeof(t->h), false), 0);
+	assert_int_equal(fy_full_io(t->sock, &t->h, sizeof(t->h), false), 0);
 	assert_int_equal(t->h.status, 0);
 	assert_int_equal(t->h.rk.len, size);
 }
@@ -219,11 +204,11 @@ static int target_cmd(struct target *t, char op, uint64_t seed,
 
 	if (addr)
 		c.addr = *addr;
-	if (full_io(t->sock, &c, sizeof(c), true))
+	if (fy_full_io(t->sock, &c, sizeof(c), true))
 		return -EPIPE;
 	if (op == 'q')
 		return 0;
-	if (full_io(t->sock, &r, sizeof(r), false))
+	if (fy_full_io(t->sock, &r, sizeof(r), false))
 		return -EPIPE;
 	return r;
 }

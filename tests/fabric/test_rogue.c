@@ -98,21 +98,6 @@ static bool secret_seen(const void *buf, size_t len, uint64_t seed)
 	return false;
 }
 
-static int full_io(int fd, void *buf, size_t len, bool wr)
-{
-	char *p = buf;
-
-	while (len) {
-		ssize_t n = wr ? write(fd, p, len) : read(fd, p, len);
-
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* The holder: a separate process, as ferryd is. */
 static int target_main(const char *prov, uint64_t seed, int sock)
 {
@@ -146,14 +131,14 @@ static int target_main(const char *prov, uint64_t seed, int sock)
 		snprintf(h.provider, sizeof(h.provider), "%s",
 			 fab_domain_provider(d));
 	}
-	if (full_io(sock, &h, sizeof(h), true) || h.status)
+	if (fy_full_io(sock, &h, sizeof(h), true) || h.status)
 		goto out;
 	/*
 	 * Only the progress thread serves the rogue. 'v': is the region
 	 * intact? 'p': restore it and map it read-only, as ferryd maps a
 	 * source's guest RAM.
 	 */
-	while (!full_io(sock, &c, 1, false) && c != 'q') {
+	while (!fy_full_io(sock, &c, 1, false) && c != 'q') {
 		int32_t r;
 
 		if (c == 'p') {
@@ -162,7 +147,7 @@ static int target_main(const char *prov, uint64_t seed, int sock)
 		} else {
 			r = !memcmp(want, buf, REGION);
 		}
-		if (full_io(sock, &r, sizeof(r), true))
+		if (fy_full_io(sock, &r, sizeof(r), true))
 			break;
 	}
 out:
@@ -198,7 +183,7 @@ static void target_start(struct target *t, const char *prov, uint64_t seed)
 	}
 	close(sv[1]);
 	t->sock = sv[0];
-	assert_int_equal(full_io(t->sock, &t->h, sizeof(t->h), false), 0);
+	assert_int_equal(fy_full_io(t->sock, &t->h, sizeof(t->h), false), 0);
 	assert_int_equal(t->h.status, 0);
 }
 
@@ -206,8 +191,8 @@ static int32_t target_cmd(struct target *t, char c)
 {
 	int32_t r = 0;
 
-	assert_int_equal(full_io(t->sock, &c, 1, true), 0);
-	assert_int_equal(full_io(t->sock, &r, sizeof(r), false), 0);
+	assert_int_equal(fy_full_io(t->sock, &c, 1, true), 0);
+	assert_int_equal(fy_full_io(t->sock, &r, sizeof(r), false), 0);
 	return r;
 }
 
@@ -222,7 +207,7 @@ static void target_stop(struct target *t)
 	char q = 'q';
 	int st;
 
-	assert_int_equal(full_io(t->sock, &q, 1, true), 0);
+	assert_int_equal(fy_full_io(t->sock, &q, 1, true), 0);
 	close(t->sock);
 	assert_int_equal(waitpid(t->pid, &st, 0), t->pid);
 	assert_true(WIFEXITED(st));
