@@ -41,6 +41,7 @@
 
 #define MiB (1ULL << 20)
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 /* ferryd's ND_PREPARE_BURST: MIGRATE_PREPAREs a peer may send at once */
 #define PREPARE_BURST 8
 
@@ -269,6 +270,40 @@ static void h_prepare(struct hostile *h, uint64_t mig, const char *vm)
 	free(buf);
 }
 
+/*
+ * Seconds `ferry status` takes on an idle d: the CLI's own start-up, which
+ * under an emulated CPU (the test VM) is a good part of a second.
+ */
+static double status_base(struct node *d)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	double best = 1e9;
+
+	for (int i = 0; i < 3; i++) {
+		double t0 = now_s();
+
+		assert_int_equal(ferry(d, false, "status", out, err), 0);
+		best = MIN(best, now_s() - t0);
+	}
+	return best;
+}
+
+static double base_s; /* status_base() of the test's node */
+
+/* `ferry status` answers, and within 1 s of its idle time. */
+static void status_fast(struct node *d)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	double t0 = now_s();
+
+	if (!base_s)
+		base_s = status_base(d);
+	assert_int_equal(ferry(d, false, "status", out, err), 0);
+	if (now_s() - t0 > base_s + 1.0)
+		fail_msg("ferry status took %.2f s (%.2f s idle)", now_s() - t0,
+			 base_s);
+}
+
 /* The victim, with the hostile peer configured; ferry_vm: its binary. */
 static void victim(struct node *d, struct hostile *h, const char *ferry_vm,
 		   const char *name)
@@ -283,6 +318,7 @@ static void victim(struct node *d, struct hostile *h, const char *ferry_vm,
 	node_add_peer(d, "hostile", h->port, h->pub);
 	node_start(d);
 	node_ready(d);
+	base_s = status_base(d);
 	h_open(h, d);
 }
 
@@ -296,17 +332,6 @@ static long rss_kb(pid_t pid)
 	if (s)
 		sscanf(s + 6, "%ld", &kb);
 	return kb;
-}
-
-/* `ferry status` answers, and within 1 s. */
-static void status_fast(struct node *d)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-	double t0 = now_s();
-
-	assert_int_equal(ferry(d, false, "status", out, err), 0);
-	if (now_s() - t0 > 1.0)
-		fail_msg("ferry status took %.2f s", now_s() - t0);
 }
 
 /* The ABORT the victim sends about mig, its reason containing why. */
@@ -599,11 +624,14 @@ static void test_vm_dir(void **state)
 	close(open(path, O_CREAT | O_WRONLY, 0600));
 	sleep_ms(300);
 
+	base_s = status_base(&d);
 	t0 = now_s();
 	assert_int_equal(ferry(&d, true, "vms", out, err), 0);
 	t1 = now_s();
-	print_message("first scan %.2f s\n", t1 - t0);
-	assert_true(t1 - t0 < 2.0);
+	print_message("first scan %.2f s, ferry status %.2f s\n", t1 - t0,
+		      base_s);
+	/* one attach that times out (500 ms), at most */
+	assert_true(t1 - t0 < base_s + 1.5);
 	assert_null(strstr(out, "\"link\""));
 	assert_null(strstr(out, "\"nobody\""));
 	assert_null(strstr(out, "\"hang\""));
@@ -611,7 +639,7 @@ static void test_vm_dir(void **state)
 	t0 = now_s();
 	assert_int_equal(ferry(&d, true, "vms", out, err), 0);
 	print_message("second scan %.2f s\n", now_s() - t0);
-	assert_true(now_s() - t0 < 1.0);
+	assert_true(now_s() - t0 < base_s + 0.5);
 	assert_non_null(strstr(slurp(d.log), "not by our uid"));
 	assert_non_null(strstr(slurp(d.log), "file.sock: not a socket"));
 	/* the symlink's target is left alone: lstat saw a link */
@@ -644,6 +672,7 @@ static void test_ctl_size(void **state)
 	node_init(&d, "vc");
 	node_start(&d);
 	node_ready(&d);
+	base_s = status_base(&d);
 	rss0 = rss_kb(d.pid);
 	/* a str of 200 MiB in a map: {"cmd": "status", "x": "..."} */
 	buf = malloc(big);
