@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,40 +31,58 @@
 
 /* The table and its records */
 
-static void record_path(const struct nd_mig *m, char *buf, size_t len)
+/* A record's file name in mig_dir: "ID.src", "PEER-ID.dst". */
+static void record_name(const struct nd_mig *m, char *buf, size_t len)
 {
 	if (m->source)
-		snprintf(buf, len, "%s/%" PRIu64 ".src", m->n->mig_dir, m->id);
+		snprintf(buf, len, "%" PRIu64 ".src", m->id);
 	else
-		snprintf(buf, len, "%s/%s-%" PRIu64 ".dst", m->n->mig_dir,
-			 m->peer->conf->name, m->id);
+		snprintf(buf, len, "%s-%" PRIu64 ".dst", m->peer->conf->name,
+			 m->id);
+}
+
+void nd_record_write(const struct nd_node *n, const char *name, const char *fmt,
+		     ...)
+{
+	char tmp[ND_RECORD_NAME_MAX + 8], text[2048];
+	va_list ap;
+	int fd, len;
+
+	va_start(ap, fmt);
+	len = vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = openat(n->mig_dir_fd, tmp,
+		    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	if (fd < 0) {
+		pr_perror("cannot write %s/%s", n->mig_dir, tmp);
+		return;
+	}
+	len = FY_MIN(len, (int)sizeof(text) - 1);
+	/* rename: a crash leaves the old record or the new one */
+	if (fy_full_io(fd, text, len, true) || close(fd) ||
+	    renameat(n->mig_dir_fd, tmp, n->mig_dir_fd, name))
+		pr_perror("cannot write %s/%s", n->mig_dir, name);
 }
 
 void nd_mig_record(struct nd_mig *m)
 {
-	char path[ND_DIR_MAX + 128], tmp[ND_DIR_MAX + 140];
-	FILE *f;
+	char name[ND_RECORD_NAME_MAX];
 
-	record_path(m, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "w");
-	if (!f) {
-		pr_perror("cannot write %s", tmp);
-		return;
-	}
-	fprintf(f,
-		"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nstarted=%" PRIu64
-		"\nreason=%s\nmode=%s\npostcopy=%d\n",
-		m->id, m->vm, m->peer->conf->name, nd_mig_phase_name(m->phase),
-		m->started_unix, m->reason, m->o.mode, m->pc);
-	/* rename: a crash leaves the old record or the new one */
-	if (fclose(f) || rename(tmp, path))
-		pr_perror("cannot write %s", path);
+	record_name(m, name, sizeof(name));
+	nd_record_write(m->n, name,
+			"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nstarted="
+				      "%" PRIu64 "\nreason=%s\nmode=%"
+						 "s\npostcopy=%d\n",
+			m->id, m->vm, m->peer->conf->name,
+			nd_mig_phase_name(m->phase), m->started_unix, m->reason,
+			m->o.mode, m->pc);
 }
 
 struct record {
 	time_t mtime;
-	char name[ND_NAME_MAX + 40];
+	char name[ND_RECORD_NAME_MAX];
 };
 
 static int record_newer(const void *a, const void *b)
@@ -76,19 +95,34 @@ static int record_newer(const void *a, const void *b)
 /* Is name the record of a migration still running? */
 static bool record_live(struct nd_node *n, const char *name)
 {
-	char path[ND_DIR_MAX + 128];
-	size_t dlen = strlen(n->mig_dir) + 1;
+	char own[ND_RECORD_NAME_MAX];
 
 	for (int i = 0; i < ND_MIGS_MAX; i++) {
 		struct nd_mig *m = n->migs[i];
 
 		if (!m || nd_mig_finished(m))
 			continue;
-		record_path(m, path, sizeof(path));
-		if (!strcmp(path + dlen, name))
+		record_name(m, own, sizeof(own));
+		if (!strcmp(own, name))
 			return true;
 	}
 	return false;
+}
+
+/* mig_dir, for reading: a DIR of its own (NULL: logged). */
+static DIR *records_open(struct nd_node *n)
+{
+	int fd = dup(n->mig_dir_fd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+
+	if (!d) {
+		pr_perror("cannot read %s", n->mig_dir);
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	rewinddir(d);
+	return d;
 }
 
 /*
@@ -107,7 +141,7 @@ static void records_prune(struct nd_node *n)
 	char top_name[32];
 	DIR *d;
 
-	d = opendir(n->mig_dir);
+	d = records_open(n);
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
@@ -842,7 +876,7 @@ static void src_recover_committed(struct nd_mig *m)
 		m->id, m->vm, m->peer->conf->name);
 }
 
-static void load_record(struct nd_node *n, const char *path, bool source)
+static void load_record(struct nd_node *n, const char *name, bool source)
 {
 	char line[600], vm[ND_NAME_MAX + 1] = "", peer[ND_NAME_MAX + 1] = "";
 	char phase[32] = "", reason[512] = "", mode[16] = "precopy";
@@ -850,11 +884,15 @@ static void load_record(struct nd_node *n, const char *path, bool source)
 	bool pc = false;
 	struct nd_peer *p;
 	struct nd_mig *m;
-	FILE *f = fopen(path, "r");
+	int fd = openat(n->mig_dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
 	bool interrupted;
 
-	if (!f)
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
 		return;
+	}
 	while (fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
 		if (!strncmp(line, "id=", 3))
@@ -883,6 +921,8 @@ static void load_record(struct nd_node *n, const char *path, bool source)
 	if (source && id >= n->next_mig_id)
 		n->next_mig_id = id + 1;
 	p = nd_peer_find(n, peer);
+	if (!proto_name_valid(vm))
+		p = NULL; /* not a record ferryd wrote: never acted upon */
 	interrupted = strcmp(phase, "completed") && strcmp(phase, "failed") &&
 		      strcmp(phase, "cancelled");
 	if (!p || !id || !interrupted)
@@ -960,25 +1000,25 @@ int nd_migs_open(struct nd_node *n)
 	n->next_mig_id = 1;
 	w = snprintf(n->mig_dir, sizeof(n->mig_dir), "%s/%s", n->cfg->state_dir,
 		     ND_MIG_DIR_SUB);
-	if (w < 0 || (size_t)w >= sizeof(n->mig_dir) - 64)
+	if (w < 0 || (size_t)w >= sizeof(n->mig_dir))
 		return -ENAMETOOLONG;
 	ret = nd_dir_prepare("migration records' directory", n->mig_dir, 0700);
 	if (ret < 0)
 		return ret;
-	d = opendir(n->mig_dir);
+	n->mig_dir_fd = open(n->mig_dir,
+			     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	d = n->mig_dir_fd < 0 ? NULL : records_open(n);
 	if (!d)
-		return -errno;
+		return -EIO;
 	while ((de = readdir(d))) {
-		char path[ND_DIR_MAX + 300];
 		size_t len = strlen(de->d_name);
 
-		if (len < 5)
+		if (len < 5 || len >= ND_RECORD_NAME_MAX)
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", n->mig_dir, de->d_name);
 		if (!strcmp(de->d_name + len - 4, ".src"))
-			load_record(n, path, true);
+			load_record(n, de->d_name, true);
 		else if (!strcmp(de->d_name + len - 4, ".dst"))
-			load_record(n, path, false);
+			load_record(n, de->d_name, false);
 	}
 	closedir(d);
 	records_prune(n);
@@ -1009,4 +1049,7 @@ void nd_migs_close(struct nd_node *n)
 		free(m);
 		n->migs[i] = NULL;
 	}
+	if (n->mig_dir_fd >= 0)
+		close(n->mig_dir_fd);
+	n->mig_dir_fd = -1;
 }

@@ -96,17 +96,9 @@ void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg)
 static void write_record(struct nd_mig_dst *d, const char *phase,
 			 const char *reason)
 {
-	char tmp[sizeof(d->record) + 8];
-	FILE *f;
-
-	snprintf(tmp, sizeof(tmp), "%s.tmp", d->record);
-	f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fprintf(f, "id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nreason=%s\n",
-		d->id, d->vm, d->peer, phase, reason);
-	if (fclose(f) || rename(tmp, d->record))
-		pr_perror("cannot write %s", d->record);
+	nd_record_write(d->n, d->record,
+			"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nreason=%s\n",
+			d->id, d->vm, d->peer, phase, reason);
 }
 
 void nd_mig_dst_phase(struct nd_mig_dst *d, enum nd_mig_phase p)

@@ -43,8 +43,8 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 	d->phase = ND_MIG_PREPARE;
 	d->in_tail = &d->in;
 	d->out_tail = &d->out;
-	snprintf(d->record, sizeof(d->record), "%s/%s-%" PRIu64 ".dst",
-		 m->n->mig_dir, d->peer, d->id);
+	snprintf(d->record, sizeof(d->record), "%s-%" PRIu64 ".dst", d->peer,
+		 d->id);
 	ret = nd_vm_sock_path(m->n, d->vm, d->sock, sizeof(d->sock));
 	if (ret)
 		goto err_free;

@@ -98,6 +98,7 @@ int nd_node_open(const struct nd_config *cfg, struct nd_node **out)
 	n->sigfd = -1;
 	n->mig_efd = -1;
 	n->vm_dir_fd = -1;
+	n->mig_dir_fd = -1;
 	n->start_ns = fy_now_ns();
 
 	ret = nd_keys_load_or_create(cfg->state_dir, &n->keys, &created);

@@ -229,6 +229,8 @@ struct nd_peer {
 #define ND_PREPARE_EVERY_S 2U
 #define ND_VMS_MAX 64
 #define ND_MIGS_MAX 32 /* kept, finished ones included */
+/* a record's file name: "<peer>-<id>.dst" at the longest */
+#define ND_RECORD_NAME_MAX (ND_NAME_MAX + 32)
 /* records of ended migrations kept in <state_dir>/migrations */
 #define ND_RECORDS_MAX 256
 #define ND_RECORDS_AGE_S (30 * 86400)
@@ -288,6 +290,7 @@ struct nd_node {
 	int vm_dir_fd; /* O_DIRECTORY of vm_dir, opened once */
 	struct nd_vm_bad vm_bad[ND_VMS_MAX];
 	char mig_dir[ND_DIR_MAX];
+	int mig_dir_fd; /* O_DIRECTORY of mig_dir: records are opened in it */
 	struct nd_vm vms[ND_VMS_MAX];
 	struct nd_mig *migs[ND_MIGS_MAX];
 	uint64_t next_mig_id;
@@ -669,6 +672,9 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg);
 const char *nd_mig_phase_name(enum nd_mig_phase p);
 /* Persist m's record in mig_dir (small text file). */
 void nd_mig_record(struct nd_mig *m);
+/* Write record name in mig_dir (via a temporary file and renameat()). */
+void nd_record_write(const struct nd_node *n, const char *name, const char *fmt,
+		     ...) __attribute__((format(printf, 3, 4)));
 
 /* nd_mig_csum.c: --verify's checksums, on both sides */
 
@@ -751,7 +757,7 @@ struct nd_mig_dst {
 	uint32_t vcpus;
 	bool may_postcopy; /* mode postcopy or hybrid */
 	char sock[ND_DIR_MAX + 80];
-	char record[ND_DIR_MAX + 160];
+	char record[ND_RECORD_NAME_MAX]; /* its name in mig_dir */
 	int efd; /* wakes the thread */
 	pthread_t thread;
 
