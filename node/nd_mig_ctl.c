@@ -73,8 +73,8 @@ void nd_mig_record(struct nd_mig *m)
 	record_name(m, name, sizeof(name));
 	nd_record_write(m->n, name,
 			"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nstarted="
-				      "%" PRIu64 "\nreason=%s\nmode=%"
-						 "s\npostcopy=%d\n",
+			"%" PRIu64 "\nreason=%s\nmode=%"
+			"s\npostcopy=%d\n",
 			m->id, m->vm, m->peer->conf->name,
 			nd_mig_phase_name(m->phase), m->started_unix, m->reason,
 			m->o.mode, m->pc);
