@@ -285,9 +285,13 @@ static void ofi_ep_close(struct fab_ep *e)
 
 /* operations */
 
-/* Take a slot and put it on the posted list before the provider sees it. */
+/*
+ * Take a slot and put it on the posted list before the provider sees it;
+ * sbuf: NULL, or where to return a send bounce buffer (taken under the
+ * lock: the progress thread frees the slot once the send completes).
+ */
 static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
-		  size_t len, void *ctx, bool sbuf, struct ofi_op **out)
+		  size_t len, void *ctx, char **sbuf, struct ofi_op **out)
 {
 	struct ofi_op *op;
 
@@ -305,6 +309,8 @@ static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
 	}
 	od->free_ops = op->next;
 	op->sbuf = sbuf ? od->sbuf_free[--od->nsbuf_free] : -1;
+	if (sbuf)
+		*sbuf = od->bufs + (size_t)(OFI_NRX + op->sbuf) * FAB_MSG_MAX;
 	op->ep = ep;
 	op->owner = ep;
 	ep->held++;
@@ -365,7 +371,7 @@ static int ofi_rma(struct fab_ep *e, enum fab_op kind, void *buf, size_t len,
 
 	ret = local_desc(od, buf, len, mr, &desc);
 	if (!ret)
-		ret = op_get(od, ep, kind, len, ctx, false, &op);
+		ret = op_get(od, ep, kind, len, ctx, NULL, &op);
 	if (ret)
 		return (int)ret;
 	if (kind == FAB_OP_READ)
@@ -401,10 +407,9 @@ static int ofi_send(struct fab_ep *e, const void *buf, size_t len, void *ctx)
 	char *sb;
 	ssize_t ret;
 
-	ret = op_get(od, ep, FAB_OP_SEND, len, ctx, true, &op);
+	ret = op_get(od, ep, FAB_OP_SEND, len, ctx, &sb, &op);
 	if (ret)
 		return (int)ret;
-	sb = od->bufs + (size_t)(OFI_NRX + op->sbuf) * FAB_MSG_MAX;
 	memcpy(sb, buf, len);
 	ret = fi_send(od->ep, sb, len, od->bufs_desc, ep->fa, &op->fictx);
 	if (ret)

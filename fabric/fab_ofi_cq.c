@@ -51,7 +51,7 @@ static int ring_pop(struct ofi_domain *od, struct fab_cqe *out, int max)
 
 			/* valid until the next fab_poll(), which reposts it */
 			rx->next = od->lent;
-			od->lent = rx;
+			__atomic_store_n(&od->lent, rx, __ATOMIC_RELAXED);
 		}
 		od->ring_head = (od->ring_head + 1) % od->ring_cap;
 		od->ring_len--;
@@ -73,7 +73,7 @@ void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op)
 		z->prev->next = z->next;
 		z->next->prev = z->prev;
 		z->next = od->reap;
-		od->reap = z;
+		__atomic_store_n(&od->reap, z, __ATOMIC_RELAXED);
 	}
 	if (op->owner)
 		__atomic_sub_fetch(&od->base.stats.ops_held, 1,
@@ -134,7 +134,7 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 				pr_warn("receive failed: %s",
 					strerror(-status));
 			rx->next = od->lent;
-			od->lent = rx;
+			__atomic_store_n(&od->lent, rx, __ATOMIC_RELAXED);
 			return;
 		}
 		c.op = FAB_OP_RECV;
@@ -435,7 +435,7 @@ static void repost_lent(struct ofi_domain *od)
 		return;
 	pthread_mutex_lock(&od->lock);
 	rx = od->lent;
-	od->lent = NULL;
+	__atomic_store_n(&od->lent, NULL, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&od->lock);
 	for (; rx; rx = next) {
 		next = rx->next;
@@ -443,7 +443,7 @@ static void repost_lent(struct ofi_domain *od)
 			/* keep it for the next attempt */
 			pthread_mutex_lock(&od->lock);
 			rx->next = od->lent;
-			od->lent = rx;
+			__atomic_store_n(&od->lent, rx, __ATOMIC_RELAXED);
 			pthread_mutex_unlock(&od->lock);
 		}
 	}

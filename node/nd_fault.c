@@ -106,7 +106,11 @@ struct nd_fault {
 	struct slot slot[SLOTS];
 	unsigned inflight, inflight_pre;
 
-	/* stall: reads failing, faults waiting for the holder */
+	/*
+	 * stall: reads failing, faults waiting for the holder. stalled and
+	 * stall_t0 are the thread's, written under lock: nd_fault_stats()
+	 * reads them.
+	 */
 	bool stalled;
 	/*
 	 * The old holder's endpoint left reads held by the provider: their
@@ -340,10 +344,10 @@ static void stall_begin(struct nd_fault *fs, uint64_t now, int err)
 	if (!fs->stalled) {
 		pr_warn("holder read failed (%s): faults wait, retrying",
 			strerror(-err));
-		fs->stalled = true;
-		fs->stall_t0 = now;
 		fs->backoff = BACKOFF_MIN_NS;
 		pthread_mutex_lock(&fs->lock);
+		fs->stalled = true;
+		fs->stall_t0 = now;
 		fs->st.stalls++;
 		fs->st.stalled = true;
 		pthread_mutex_unlock(&fs->lock);
@@ -357,8 +361,8 @@ static void stall_end(struct nd_fault *fs, uint64_t now)
 {
 	if (!fs->stalled)
 		return;
-	fs->stalled = false;
 	pthread_mutex_lock(&fs->lock);
+	fs->stalled = false;
 	fs->st.stall_ns += now - fs->stall_t0;
 	fs->st.stalled = false;
 	pthread_mutex_unlock(&fs->lock);

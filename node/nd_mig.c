@@ -913,7 +913,8 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			int ret;
 
 			if (nd_mig_csum_send(m, &ret) || ret) {
-				if (ret && m->csum_ret)
+				if (ret && __atomic_load_n(&m->csum_ret,
+							   __ATOMIC_RELAXED))
 					nd_mig_src_fail(m, ND_MIG_FAILED, true,
 							"verify: cannot read "
 							"guest RAM: %s",

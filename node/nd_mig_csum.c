@@ -45,7 +45,8 @@ static void *csum_main(void *arg)
 		ret = nd_memfd_csums(m->csum_fd, m->map, m->pages, s, n,
 				     m->csums + s);
 		if (ret) {
-			m->csum_ret = ret;
+			/* read by the control thread at any time */
+			__atomic_store_n(&m->csum_ret, ret, __ATOMIC_RELAXED);
 			break;
 		}
 		__atomic_store_n(&m->csum_done, c + 1, __ATOMIC_RELEASE);
@@ -101,8 +102,8 @@ bool nd_mig_csum_send(struct nd_mig *m, int *ret)
 		v.verify.csums = (uint8_t *)(m->csums + s); /* little-endian */
 		*ret = nd_mig_send(m, &v);
 	}
-	if (!*ret && m->csum_ret)
-		*ret = m->csum_ret;
+	if (!*ret)
+		*ret = __atomic_load_n(&m->csum_ret, __ATOMIC_RELAXED);
 	return m->csum_sent == m->csum_nchunks;
 }
 

@@ -734,7 +734,10 @@ int nd_post_begin(struct nd_mig_dst *d)
 	ret = kva_client_resume(d->kc);
 	if (ret)
 		pr_err("post-copy: RESUME failed: %s", strerror(-ret));
+	/* nd_mig_dst_poll() copies it for the control thread */
+	pthread_mutex_lock(&d->lock);
 	d->t_resumed = fy_now_ns();
+	pthread_mutex_unlock(&d->lock);
 	m = nd_mig_dst_gen_msg(d, PROTO_RESUMED);
 	if (m)
 		nd_mig_dst_out(d, m);

@@ -81,6 +81,8 @@ static void *bg_release_thread(void *arg)
 {
 	struct bg_release *r = arg;
 
+	/* here: the detached thread's handle is not ours once it may exit */
+	pthread_setname_np(pthread_self(), "ferry-release");
 	if (r->map)
 		munmap(r->map, r->len);
 	kva_client_close(r->kc);
@@ -102,8 +104,6 @@ void nd_release_bg(void *map, size_t len, struct kva_client *kc)
 		*r = (struct bg_release){ .map = map, .len = len, .kc = kc };
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 		ret = pthread_create(&t, &a, bg_release_thread, r);
-		if (!ret)
-			pthread_setname_np(t, "ferry-release");
 		pthread_attr_destroy(&a);
 	}
 	if (!ret)

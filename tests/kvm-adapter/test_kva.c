@@ -265,12 +265,17 @@ static void test_dirty_log_complete(void **state)
 	assert_int_equal(kva_vm_start(vm), 0);
 	end = fy_now_ns() + 20000000000ULL;
 	for (;;) {
+		uint64_t records, harvests;
+
+		/* the vCPU threads' hook counts too: read under the lock */
 		pthread_mutex_lock(&c.lock);
 		dl_harvest(&c);
+		records = c.records;
+		harvests = c.harvests;
 		pthread_mutex_unlock(&c.lock);
-		if (c.records >= 60 || fy_now_ns() > end)
+		if (records >= 60 || fy_now_ns() > end)
 			break;
-		usleep(1000 + c.harvests % 3 * 1000);
+		usleep(1000 + harvests % 3 * 1000);
 	}
 	assert_int_equal(kva_vm_pause(vm), 0);
 	kva_vm_progress(vm, &p);
@@ -510,6 +515,8 @@ static void snapshot_roundtrip(unsigned int vcpus)
 {
 	struct kva_config cfg = cfg_for("verify", 64ULL << 20, vcpus);
 	struct hb_seen h = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	uint64_t first[2];
+	unsigned int n[2], fails;
 	uint64_t saved[2], data_bytes;
 	struct kva_progress before, after;
 	const char *path = tmp_path("snap");
@@ -544,11 +551,17 @@ static void snapshot_roundtrip(unsigned int vcpus)
 	assert_int_equal(kva_vm_start(vm), 0);
 	assert_true(wait_for(vm, pass_at_least, before.pass + 3, 30, &after));
 	assert_int_equal(after.failed, 0);
-	assert_int_equal(h.fails, 0);
+	/* the vCPUs run on and their hook counts: a copy under the lock */
+	pthread_mutex_lock(&h.lock);
+	memcpy(first, h.first, sizeof(first));
+	memcpy(n, h.n, sizeof(n));
+	fails = h.fails;
+	pthread_mutex_unlock(&h.lock);
+	assert_int_equal(fails, 0);
 	/* The next heartbeat is the very next stride after the snapshot. */
 	for (i = 0; i < vcpus; i++) {
-		assert_true(h.n[i] > 0);
-		assert_int_equal(h.first[i], saved[i] + cfg.stride);
+		assert_true(n[i] > 0);
+		assert_int_equal(first[i], saved[i] + cfg.stride);
 	}
 	print_message("snapshot (%u vCPUs): %lld bytes, resumed at writes "
 		      "%llu, now pass %llu\n",

@@ -156,6 +156,24 @@ static bool claim(uint64_t *bm, uint64_t page)
 		 bit);
 }
 
+/*
+ * The next page from `from` on that nobody claimed, or pages: the fault
+ * thread sets bits of bm meanwhile, so every word is read atomically.
+ */
+static uint64_t next_unclaimed(uint64_t *bm, uint64_t pages, uint64_t from)
+{
+	uint64_t w, word;
+
+	for (w = from / 64; w * 64 < pages; w++) {
+		word = ~__atomic_load_n(&bm[w], __ATOMIC_ACQUIRE);
+		if (w == from / 64)
+			word &= ~0ULL << (from % 64);
+		if (word)
+			return FY_MIN(w * 64 + __builtin_ctzll(word), pages);
+	}
+	return pages;
+}
+
 static int pull_page(struct puller *p, uint64_t page)
 {
 	struct uffdio_copy c = { .dst = p->base + page * 4096,
@@ -210,10 +228,9 @@ static void *puller_thread(void *arg)
 				p->errors++;
 			p->prepaged++;
 		}
-		page = fy_bitmap_next_clear(p->present, p->pages, 0);
+		page = next_unclaimed(p->present, p->pages, 0);
 		while (page < p->pages && fy_bit_test(p->holes, page))
-			page = fy_bitmap_next_clear(p->present, p->pages,
-						    page + 1);
+			page = next_unclaimed(p->present, p->pages, page + 1);
 		if (page >= p->pages)
 			break;
 		if (!claim(p->present, page))
