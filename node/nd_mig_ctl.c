@@ -171,7 +171,8 @@ static void records_prune(struct nd_node *n)
 		snprintf(r[nr++].name, sizeof(r->name), "%s", de->d_name);
 	}
 	snprintf(top_name, sizeof(top_name), "%" PRIu64 ".src", top);
-	qsort(r, nr, sizeof(*r), record_newer);
+	if (nr) /* r is NULL without records */
+		qsort(r, nr, sizeof(*r), record_newer);
 	for (size_t i = 0; i < nr; i++) {
 		if ((i < ND_RECORDS_MAX &&
 		     now - r[i].mtime <= ND_RECORDS_AGE_S) ||
