@@ -51,10 +51,12 @@
 #define HELLO_RETRY_TICKS 20 /* an incompatible peer is re-greeted */
 #define CLOSE_LINGER_MS 200 /* a closing DEALER may still send */
 /*
- * Messages handled per socket per poll round: a peer that floods us must
- * not starve the other sockets, the timer or the CLI.
+ * Messages handled per socket per poll round, and for how long: a peer
+ * that floods us (large messages take a while to decode, longer under an
+ * emulated CPU) must not starve the other sockets, the timer or the CLI.
  */
 #define BATCH_MAX 256
+#define BATCH_NS (20 * 1000000ULL)
 
 #define peer_warn(p, fmt, ...)                                        \
 	pr_warn("%s (%s): " fmt, (p)->conf->name, (p)->conf->address, \
@@ -289,11 +291,12 @@ void nd_dealer_handle(struct nd_peer *p)
 {
 	uint64_t now;
 	struct proto_msg *m, out;
+	uint64_t end = fy_now_ns() + BATCH_NS;
 	char why[256];
 	zmq_msg_t msg;
 	int ret;
 
-	for (int batch = 0; batch < BATCH_MAX; batch++) {
+	for (int batch = 0; batch < BATCH_MAX && fy_now_ns() < end; batch++) {
 		zmq_msg_init(&msg);
 		if (zmq_msg_recv(&msg, p->dealer, ZMQ_DONTWAIT) < 0) {
 			zmq_msg_close(&msg);
@@ -494,9 +497,10 @@ reply:
 
 void nd_router_handle(struct nd_node *n)
 {
+	uint64_t end = fy_now_ns() + BATCH_NS;
 	zmq_msg_t rid, msg;
 
-	for (int batch = 0; batch < BATCH_MAX; batch++) {
+	for (int batch = 0; batch < BATCH_MAX && fy_now_ns() < end; batch++) {
 		const char *user;
 		struct nd_peer *p;
 

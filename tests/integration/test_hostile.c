@@ -529,6 +529,7 @@ static void test_log_flood(void **state)
 	char out[OUT_MAX], err[OUT_MAX];
 	struct hostile h;
 	struct node d;
+	long refused;
 	int lines;
 
 	(void)state;
@@ -556,13 +557,15 @@ static void test_log_flood(void **state)
 	}
 	sleep_ms(2000);
 	status_fast(&d);
-	/* they did reach the ZAP handler */
+	/* more of them reached the ZAP handler than may be logged */
 	assert_int_equal(ferry(&d, true, "status", out, err), 0);
-	assert_true(json_num(out, "refused") >= 100);
+	refused = json_num(out, "refused");
 	lines = count(slurp(d.log), "ERROR 5: flood");
-	print_message("%d log lines for 20000 ERRORs, %d for 200 unknown "
-		      "keys\n",
-		      lines, count(slurp(d.log), "not in the peer list"));
+	print_message("%d log lines for 20000 ERRORs, %d for %ld refused "
+		      "unknown keys\n",
+		      lines, count(slurp(d.log), "not in the peer list"),
+		      refused);
+	assert_true(refused > 10);
 	assert_true(lines >= 1 && lines <= 10);
 	assert_non_null(strstr(slurp(d.log), "more like it are suppressed"));
 	assert_true(count(slurp(d.log), "not in the peer list") <= 10);
