@@ -933,7 +933,9 @@ out:
 	if (!ok) {
 		pthread_mutex_lock(&d->lock);
 		if (!d->reason[0])
-			snprintf(d->reason, sizeof(d->reason), "%s", "stopped");
+			snprintf(d->reason, sizeof(d->reason), "%s",
+				 d->stop_reason[0] ? d->stop_reason
+						   : "stopped");
 		pthread_mutex_unlock(&d->lock);
 		dst_err(d, "failed: %s", d->reason);
 		if (!d->quiet_abort) {
