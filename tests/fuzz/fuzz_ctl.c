@@ -18,62 +18,7 @@
 #include <msgpack.h>
 
 #include "protocol/protocol.h"
-
-#define CHECK(cond, ...)                              \
-	do {                                          \
-		if (!(cond)) {                        \
-			fprintf(stderr, __VA_ARGS__); \
-			fputc('\n', stderr);          \
-			abort();                      \
-		}                                     \
-	} while (0)
-
-/* Same map: the same keys with the same values, in any order. */
-static bool same_map(const msgpack_object *a, const msgpack_object *b)
-{
-	uint32_t i, j;
-
-	if (a->type != MSGPACK_OBJECT_MAP || b->type != MSGPACK_OBJECT_MAP ||
-	    a->via.map.size != b->via.map.size)
-		return false;
-	for (i = 0; i < a->via.map.size; i++) {
-		for (j = 0; j < b->via.map.size; j++)
-			if (msgpack_object_equal(a->via.map.ptr[i].key,
-						 b->via.map.ptr[j].key))
-				break;
-		if (j == b->via.map.size ||
-		    !msgpack_object_equal(a->via.map.ptr[i].val,
-					  b->via.map.ptr[j].val))
-			return false;
-	}
-	return true;
-}
-
-/*
- * The input passed our decoder, so it is one flat map of bounded size:
- * msgpack-c's unpacker is safe to run on it here.
- */
-static void check_same_value(const void *in, size_t inlen, const void *out,
-			     size_t outlen, const char *cmd)
-{
-	msgpack_unpacked a, b;
-	size_t aoff = 0, boff = 0;
-
-	msgpack_unpacked_init(&a);
-	msgpack_unpacked_init(&b);
-	CHECK(msgpack_unpack_next(&a, in, inlen, &aoff) ==
-			      MSGPACK_UNPACK_SUCCESS &&
-		      aoff == inlen,
-	      "msgpack-c does not read a request we accepted");
-	CHECK(msgpack_unpack_next(&b, out, outlen, &boff) ==
-			      MSGPACK_UNPACK_SUCCESS &&
-		      boff == outlen,
-	      "msgpack-c does not read our encoding");
-	CHECK(same_map(&a.data, &b.data),
-	      "%s: our encoding of the decoded request is another value", cmd);
-	msgpack_unpacked_destroy(&a);
-	msgpack_unpacked_destroy(&b);
-}
+#include "fuzz_check.h"
 
 static bool terminated(const char *s, size_t size)
 {

@@ -25,15 +25,7 @@
 #include <unistd.h>
 
 #include "kvm-adapter/kva_int.h"
-
-#define CHECK(cond, ...)                              \
-	do {                                          \
-		if (!(cond)) {                        \
-			fprintf(stderr, __VA_ARGS__); \
-			fputc('\n', stderr);          \
-			abort();                      \
-		}                                     \
-	} while (0)
+#include "fuzz_check.h"
 
 /* A reader that cannot be wrong: what kva_get_*() must agree with. */
 struct ref {
