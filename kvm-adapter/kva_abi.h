@@ -11,7 +11,12 @@
  */
 #include <stdint.h>
 
-/* Guest-physical layout; guest virtual == guest physical (identity map). */
+/*
+ * Guest-physical layout. A guest reaches gpa at virtual address
+ * params->ram_base + gpa: under KVM ram_base is 0 (identity map); under
+ * the user accelerator, guest RAM is ferry-vm's mapping at a fixed base.
+ * Guest images are position-independent code, linked here.
+ */
 #define KVA_GDT_GPA 0x1000ULL
 #define KVA_IDT_GPA 0x2000ULL
 #define KVA_TSS_GPA 0x3000ULL
@@ -36,7 +41,10 @@
 #define KVA_PORT_UCALL 0xe7 /* mailbox holds the call */
 #define KVA_PORT_EXCEPTION 0xe8 /* rax vector, rbx error, rcx rip, rsi cr2 */
 
-/* Image header at KVA_IMAGE_GPA, filled in by the guest's linker script. */
+/*
+ * Image header at KVA_IMAGE_GPA, filled in by the guest's linker script.
+ * Offsets from the image's start, so the image runs at any address.
+ */
 #define KVA_IMAGE_MAGIC 0x4547414d49594646ULL /* "FFYIMAGE" */
 struct kva_image_hdr {
 	uint64_t magic;
@@ -71,7 +79,7 @@ struct kva_ucall {
 
 /* One page per vCPU at KVA_MAILBOX_GPA + id * 4096; GS base points here. */
 struct kva_mailbox {
-	uint64_t self; /* its own address, so %gs:0 finds the mailbox */
+	uint64_t self; /* its own virtual address: %gs:0 finds the mailbox */
 	uint64_t vcpu_id;
 	struct kva_ucall uc;
 	/* Progress the guest keeps current; the host reads it at any time. */
@@ -81,7 +89,7 @@ struct kva_mailbox {
 };
 
 #define KVA_PARAMS_MAGIC 0x534d524150594646ULL /* "FFYPARMS" */
-#define KVA_PARAMS_VERSION 1
+#define KVA_PARAMS_VERSION 2
 
 /* The parameter page at KVA_PARAMS_GPA, written by the VMM before boot. */
 struct kva_guest_params {
@@ -99,6 +107,7 @@ struct kva_guest_params {
 	uint64_t sync_every; /* dirty: RECORD ucall every n pauses; 0 = never */
 	uint64_t record; /* dirty: gpa of the record bitmaps; 0 = none */
 	uint64_t seed;
+	uint64_t ram_base; /* guest virtual address of gpa 0 */
 };
 
 /* What the verify guest writes into word w of page p in pass n. */

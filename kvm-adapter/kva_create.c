@@ -109,7 +109,7 @@ int kva_vm_create(const struct kva_config *cfg, struct kva_vm **out)
 	ret = kva_config_check(cfg);
 	if (ret)
 		return ret;
-	ret = kva_vm_open(cfg->mem_size, cfg->nr_vcpus, -1, &vm);
+	ret = kva_vm_open(cfg->mem_size, cfg->nr_vcpus, -1, cfg->accel, &vm);
 	if (ret)
 		return ret;
 	vm->cfg = *cfg;
@@ -126,7 +126,7 @@ int kva_vm_create(const struct kva_config *cfg, struct kva_vm **out)
 	if (ret)
 		goto err_destroy;
 	for (i = 0; i < vm->nr_vcpus; i++) {
-		ret = kva_vcpu_boot(vm, &vm->vcpus[i]);
+		ret = vm->ops->vcpu_boot(vm, &vm->vcpus[i]);
 		if (ret)
 			goto err_destroy;
 	}
@@ -143,13 +143,13 @@ int kva_vm_create_incoming(const struct kva_config *cfg, struct kva_vm **out)
 	struct kva_vm *vm;
 	int ret;
 
-	ret = kva_vm_open(cfg->mem_size, cfg->nr_vcpus, -1, &vm);
+	ret = kva_vm_open(cfg->mem_size, cfg->nr_vcpus, -1, cfg->accel, &vm);
 	if (ret)
 		return ret;
 	vm->cfg = *cfg;
 	vm->guest[0] = 0; /* the guest comes with the RAM */
 	vm->cfg.guest = vm->guest;
-	ret = kva_uffd_register(vm);
+	ret = vm->ops->uffd_register(vm);
 	if (ret) {
 		kva_vm_destroy(vm);
 		return ret;

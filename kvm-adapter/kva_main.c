@@ -38,6 +38,11 @@ static void usage(FILE *f)
 		"(default 1G);\n"
 		"                      untouched RAM costs nothing\n"
 		"  --vcpus N           vCPUs, 1..%d (default 1)\n"
+		"  --accel NAME        kvm (a KVM VM), user (native threads of "
+		"ferry-vm,\n"
+		"                      no /dev/kvm needed) or auto: kvm where "
+		"/dev/kvm\n"
+		"                      opens (default auto)\n"
 		"  --guest NAME        guest program: idle (halts), dirty "
 		"(rewrites its\n"
 		"                      working set), verify (writes and checks "
@@ -54,8 +59,9 @@ static void usage(FILE *f)
 		"1000)\n"
 		"  --sleep N           empty-loop iterations per pause "
 		"(default 500000);\n"
-		"                      guest code runs at roughly 1e6 "
-		"instructions/s here\n"
+		"                      (under kvm on emulating hosts guest code "
+		"runs at\n"
+		"                      roughly 1e6 instructions/s)\n"
 		"  --heartbeat N       pauses between heartbeats to the host "
 		"(default 1)\n"
 		"  --passes N          end after N passes over the working set "
@@ -121,6 +127,7 @@ enum {
 	OPT_INCOMING,
 	OPT_ADAPTER,
 	OPT_LOG,
+	OPT_ACCEL,
 	OPT_HELP,
 };
 
@@ -142,6 +149,7 @@ static const struct option opts[] = {
 	{ "incoming", no_argument, NULL, OPT_INCOMING },
 	{ "adapter", required_argument, NULL, OPT_ADAPTER },
 	{ "log-level", required_argument, NULL, OPT_LOG },
+	{ "accel", required_argument, NULL, OPT_ACCEL },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -252,6 +260,11 @@ static int parse_args(int argc, char **argv, struct kva_config *cfg,
 		case OPT_ADAPTER:
 			ro->adapter = optarg;
 			break;
+		case OPT_ACCEL:
+			ret = kva_accel_parse(optarg, &cfg->accel);
+			if (ret)
+				pr_err("--accel: auto, kvm or user");
+			break;
 		case OPT_LOG:
 			ret = fy_log_parse_level(optarg, &level);
 			if (ret)
@@ -345,7 +358,7 @@ int main(int argc, char **argv)
 	signal(SIGINT, on_stop);
 	signal(SIGTERM, on_stop);
 	if (ro.restore)
-		ret = kva_vm_restore(ro.restore, &vm);
+		ret = kva_vm_restore(ro.restore, cfg.accel, &vm);
 	else if (ro.incoming)
 		ret = kva_vm_create_incoming(&cfg, &vm);
 	else

@@ -444,7 +444,7 @@ static void kva_srv_handle(struct kva_server *s, const uint8_t *buf, size_t n,
 	case KVA_MSG_STATUS:
 		return kva_srv_status(s, &h);
 	case KVA_MSG_RAM_DONE:
-		if (kva_uffd_release(s->vm))
+		if (s->vm->ops->uffd_release(s->vm))
 			return kva_srv_error(s->cfd, h.seq, EINVAL,
 					     "no userfaultfd to release");
 		return kva_srv_reply(s, h.type, h.seq, NULL, NULL, 0);

@@ -323,8 +323,10 @@ out_free:
 	return ret;
 }
 
-int kva_vm_restore(const char *path, struct kva_vm **out)
+int kva_vm_restore(const char *path, enum kva_accel accel,
+		   struct kva_vm **out)
 {
+	enum kva_accel saved;
 	struct kva_snap_hdr *h;
 	struct fy_run *runs = NULL;
 	struct kva_vm *vm = NULL;
@@ -371,7 +373,17 @@ int kva_vm_restore(const char *path, struct kva_vm **out)
 	ret = kva_runs_check(runs, h->nr_runs, h);
 	if (ret)
 		goto out_close;
-	ret = kva_vm_open(h->mem_size, h->nr_vcpus, -1, &vm);
+	ret = kva_state_accel(state, h->state_len, &saved);
+	if (ret)
+		goto out_close;
+	if (accel != KVA_ACCEL_AUTO && accel != saved) {
+		pr_err("%s: a VM of the %s accelerator cannot be restored on "
+		       "%s",
+		       path, kva_accel_name(saved), kva_accel_name(accel));
+		ret = -EINVAL;
+		goto out_close;
+	}
+	ret = kva_vm_open(h->mem_size, h->nr_vcpus, -1, saved, &vm);
 	if (ret)
 		goto out_close;
 	snprintf(vm->guest, sizeof(vm->guest), "%.15s", h->guest);

@@ -21,7 +21,7 @@
 #include "common/log.h"
 #include "kvm-adapter/kva_int.h"
 
-static int kva_uffd_open(uint64_t features, uint64_t *supported)
+int kva_uffd_open(uint64_t features, uint64_t *supported)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = features };
 	int fd, ret;

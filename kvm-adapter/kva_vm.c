@@ -1,19 +1,19 @@
 // SPDX-License-Identifier: MIT
 /*
- * The VM: guest RAM (one memfd, MAP_SHARED, one memslot with dirty
- * logging), vCPUs and their threads, pause and resume.
+ * The VM: guest RAM (one memfd, MAP_SHARED), vCPUs and their threads,
+ * pause, resume and throttle, whatever the accelerator (kva_kvm.c,
+ * kva_user.c) that runs the vCPUs and keeps the dirty log.
  *
- * Pausing: the requester sets pause_req and, for each running vCPU,
- * kvm_run->immediate_exit before kicking its thread with SIGUSR1. KVM_RUN
- * then returns EINTR at once or as soon as it notices the signal, and,
- * being a KVM_RUN, first completes any port I/O the vCPU was in, so a
- * parked vCPU's registers are consistent and can be saved.
+ * Pausing: the requester sets pause_req and kicks each running vCPU with
+ * an immediate kick: its run() returns KVA_EV_INTR, at once if it had not
+ * entered the guest yet, with the vCPU's registers consistent, and the
+ * thread parks.
  *
  * Throttling (auto-converge), as QEMU's cpu-throttle does it: while a
- * throttle is set, a timer thread kicks every running vCPU out of KVM_RUN
- * once a slice (10 ms), and each vCPU thread, before it re-enters KVM_RUN,
- * sleeps pct / (100 - pct) of the time it ran. The sleep is a wait on
- * vm->cond, so a pause, an exit or a new throttle ends it at once.
+ * throttle is set, a timer thread kicks every running vCPU out of the
+ * guest once a slice (10 ms), and each vCPU thread, before it enters the
+ * guest again, sleeps pct / (100 - pct) of the time it ran. The sleep is a
+ * wait on vm->cond, so a pause, an exit or a new throttle ends it at once.
  */
 #define LOG_PREFIX "ferry-vm: "
 
@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -36,132 +35,51 @@
 #define KVA_KICK_SIGNAL SIGUSR1
 #define KVA_THROTTLE_SLICE_NS (10 * 1000000ULL)
 
-/* The MSRs worth saving, if KVM lists them (KVM_GET_MSR_INDEX_LIST). */
-static const uint32_t kva_msr_wanted[] = {
-	0x00000010, /* TSC */
-	0x0000003b, /* TSC_ADJUST */
-	0x00000048, /* SPEC_CTRL */
-	0x00000174, /* SYSENTER_CS */
-	0x00000175, /* SYSENTER_ESP */
-	0x00000176, /* SYSENTER_EIP */
-	0x000001a0, /* MISC_ENABLE */
-	0x00000277, /* PAT */
-	0x00000da0, /* XSS */
-	0xc0000081, /* STAR */
-	0xc0000082, /* LSTAR */
-	0xc0000083, /* CSTAR */
-	0xc0000084, /* SFMASK */
-	0xc0000102, /* KERNEL_GS_BASE */
-	0xc0000103, /* TSC_AUX */
-	0x4b564d00, /* KVM wall clock */
-	0x4b564d01, /* KVM system time */
-	0x4b564d02, /* KVM async PF */
-	0x4b564d03, /* KVM steal time */
-	0x4b564d04, /* KVM PV EOI */
-	0x4b564d05, /* KVM poll control */
-	0x4b564d06, /* KVM async PF interrupt */
-};
-
-static int kva_kvm_check(struct kva_vm *vm, long cap)
+const char *kva_accel_name(enum kva_accel a)
 {
-	int r = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, cap);
+	static const char *const names[] = { "auto", "kvm", "user" };
 
-	return r < 0 ? 0 : r;
+	return (unsigned int)a < ARRAY_SIZE(names) ? names[a] : "?";
 }
 
-/*
- * Whether KVM lets the host read msr and write the value back. Listed
- * MSRs may still refuse a write (the async-PF interrupt MSR wants an
- * in-kernel LAPIC), which would make every restore fail.
- */
-static bool kva_msr_roundtrip(struct kva_vcpu *vcpu, uint32_t msr)
+int kva_accel_parse(const char *name, enum kva_accel *out)
 {
-	struct {
-		struct kvm_msrs hdr;
-		struct kvm_msr_entry e;
-	} m = { .hdr.nmsrs = 1, .e.index = msr };
+	enum kva_accel a;
 
-	return ioctl(vcpu->fd, KVM_GET_MSRS, &m) == 1 &&
-	       ioctl(vcpu->fd, KVM_SET_MSRS, &m) == 1;
+	for (a = KVA_ACCEL_AUTO; a <= KVA_ACCEL_USER; a++)
+		if (!strcmp(name, kva_accel_name(a))) {
+			*out = a;
+			return 0;
+		}
+	return -EINVAL;
 }
 
-/* The MSRs to save: wanted, listed by KVM and writable back. */
-static int kva_msr_list(struct kva_vm *vm)
+/* auto: kvm where /dev/kvm opens, user otherwise. */
+static const struct kva_accel_ops *kva_accel_pick(enum kva_accel a)
 {
-	struct kvm_msr_list probe = { .nmsrs = 0 }, *list;
-	unsigned int i, j;
-	int ret = 0;
+	int fd;
 
-	if (!ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &probe) ||
-	    errno != E2BIG) {
-		pr_perror("KVM_GET_MSR_INDEX_LIST");
-		return -EIO;
+	if (a == KVA_ACCEL_KVM)
+		return &kva_kvm_ops;
+	if (a == KVA_ACCEL_USER)
+		return &kva_user_ops;
+	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		pr_info("no /dev/kvm (%s): the user accelerator runs the guest",
+			strerror(errno));
+		return &kva_user_ops;
 	}
-	list = calloc(1, sizeof(*list) + probe.nmsrs * sizeof(uint32_t));
-	vm->msrs = calloc(ARRAY_SIZE(kva_msr_wanted), sizeof(uint32_t));
-	if (!list || !vm->msrs) {
-		ret = -ENOMEM;
-		goto out_free_list;
-	}
-	list->nmsrs = probe.nmsrs;
-	if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, list)) {
-		ret = -errno;
-		pr_perror("KVM_GET_MSR_INDEX_LIST");
-		goto out_free_list;
-	}
-	for (i = 0; i < ARRAY_SIZE(kva_msr_wanted); i++)
-		for (j = 0; j < list->nmsrs; j++)
-			if (list->indices[j] == kva_msr_wanted[i]) {
-				if (kva_msr_roundtrip(&vm->vcpus[0],
-						      kva_msr_wanted[i]))
-					vm->msrs[vm->nr_msrs++] =
-						kva_msr_wanted[i];
-				break;
-			}
-out_free_list:
-	free(list);
-	return ret;
-}
-
-static int kva_vcpu_open(struct kva_vm *vm, unsigned int id)
-{
-	struct kva_vcpu *vcpu = &vm->vcpus[id];
-	int ret;
-
-	vcpu->vm = vm;
-	vcpu->id = id;
-	vcpu->mb = kva_gpa(vm, KVA_MAILBOX_GPA + id * FY_PAGE_SIZE);
-	vcpu->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, id);
-	if (vcpu->fd < 0) {
-		ret = -errno;
-		pr_perror("KVM_CREATE_VCPU %u", id);
-		return ret;
-	}
-	vcpu->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-			 vcpu->fd, 0);
-	if (vcpu->run == MAP_FAILED) {
-		ret = -errno;
-		pr_perror("mmap kvm_run of vCPU %u", id);
-		vcpu->run = NULL;
-		return ret;
-	}
-	if (ioctl(vcpu->fd, KVM_SET_CPUID2, vm->cpuid)) {
-		ret = -errno;
-		pr_perror("KVM_SET_CPUID2 on vCPU %u", id);
-		return ret;
-	}
-	return 0;
+	close(fd);
+	return &kva_kvm_ops;
 }
 
 int kva_vm_open(uint64_t mem_size, unsigned int nr_vcpus, int memfd,
-		struct kva_vm **out)
+		enum kva_accel accel, struct kva_vm **out)
 {
-	struct kvm_userspace_memory_region slot;
-	struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 };
 	struct kva_vm *vm;
 	struct stat st;
 	unsigned int i;
-	int ret, r;
+	int ret;
 
 	ret = -EINVAL;
 	if (mem_size < KVA_MIN_MEM || mem_size > KVA_MAX_MEM ||
@@ -181,58 +99,19 @@ int kva_vm_open(uint64_t mem_size, unsigned int nr_vcpus, int memfd,
 		ret = -ENOMEM;
 		goto err_close_memfd;
 	}
+	vm->ops = kva_accel_pick(accel);
 	vm->kvm_fd = vm->vm_fd = vm->uffd = -1;
 	vm->memfd = memfd; /* the VM owns it from here, even on failure */
-	vm->mem = MAP_FAILED;
 	vm->mem_size = mem_size;
 	vm->nr_vcpus = nr_vcpus;
-	for (i = 0; i < KVA_MAX_VCPUS; i++)
+	for (i = 0; i < KVA_MAX_VCPUS; i++) {
 		vm->vcpus[i].fd = -1;
+		vm->vcpus[i].vm = vm;
+		vm->vcpus[i].id = i;
+	}
 	pthread_mutex_init(&vm->lock, NULL);
 	pthread_cond_init(&vm->cond, NULL);
 	pthread_mutex_init(&vm->dirty_lock, NULL);
-
-	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	if (vm->kvm_fd < 0) {
-		ret = -errno;
-		pr_perror("open /dev/kvm");
-		goto err_destroy;
-	}
-	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
-		pr_err("unexpected KVM API version");
-		ret = -EPROTO;
-		goto err_destroy;
-	}
-	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
-	if (vm->vm_fd < 0) {
-		ret = -errno;
-		pr_perror("KVM_CREATE_VM");
-		goto err_destroy;
-	}
-	r = kva_kvm_check(vm, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
-	if (!(r & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) ||
-	    !kva_kvm_check(vm, KVM_CAP_IMMEDIATE_EXIT) ||
-	    !kva_kvm_check(vm, KVM_CAP_XSAVE) ||
-	    !kva_kvm_check(vm, KVM_CAP_XCRS)) {
-		pr_err("KVM lacks manual dirty-log protect, immediate exit, "
-		       "XSAVE or XCRS");
-		ret = -EOPNOTSUPP;
-		goto err_destroy;
-	}
-	/*
-	 * Manual protect, without KVM_DIRTY_LOG_INITIALLY_SET: the log starts
-	 * empty and KVM_GET_DIRTY_LOG leaves clearing to KVM_CLEAR_DIRTY_LOG.
-	 */
-	cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
-	if (ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap)) {
-		ret = -errno;
-		pr_perror("enable KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2");
-		goto err_destroy;
-	}
-	r = kva_kvm_check(vm, KVM_CAP_XSAVE2);
-	vm->xsave_size = r > (int)sizeof(struct kvm_xsave)
-				 ? (size_t)r
-				 : sizeof(struct kvm_xsave);
 
 	if (vm->memfd < 0) {
 		vm->memfd = memfd_create("ferry-vm-ram", MFD_CLOEXEC);
@@ -248,47 +127,11 @@ int kva_vm_open(uint64_t mem_size, unsigned int nr_vcpus, int memfd,
 		ret = -EINVAL;
 		goto err_destroy;
 	}
-	/* MAP_NORESERVE: nothing is allocated until first touched. */
-	vm->mem = mmap(NULL, mem_size, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_NORESERVE, vm->memfd, 0);
-	if (vm->mem == MAP_FAILED) {
-		ret = -errno;
-		pr_perror("mmap guest RAM");
-		goto err_destroy;
-	}
-	slot = (struct kvm_userspace_memory_region){
-		.slot = 0,
-		.flags = KVM_MEM_LOG_DIRTY_PAGES,
-		.guest_phys_addr = 0,
-		.memory_size = mem_size,
-		.userspace_addr = (uintptr_t)vm->mem,
-	};
-	if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &slot)) {
-		ret = -errno;
-		pr_perror("KVM_SET_USER_MEMORY_REGION");
-		goto err_destroy;
-	}
-	ret = kva_dirty_init(vm);
+	ret = vm->ops->open(vm);
 	if (ret)
 		goto err_destroy;
-	r = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (r <= 0) {
-		ret = -EIO;
-		pr_perror("KVM_GET_VCPU_MMAP_SIZE");
-		goto err_destroy;
-	}
-	vm->run_size = r;
-	ret = kva_supported_cpuid(vm->kvm_fd, &vm->cpuid);
-	if (ret)
-		goto err_destroy;
-	for (i = 0; i < nr_vcpus; i++) {
-		ret = kva_vcpu_open(vm, i);
-		if (ret)
-			goto err_destroy;
-	}
-	ret = kva_msr_list(vm);
-	if (ret)
-		goto err_destroy;
+	for (i = 0; i < nr_vcpus; i++)
+		vm->vcpus[i].mb = kva_gpa(vm, KVA_MAILBOX_GPA + i * FY_PAGE_SIZE);
 	*out = vm;
 	return 0;
 
@@ -308,131 +151,22 @@ void kva_vm_set_hook(struct kva_vm *vm, kva_ucall_fn fn, void *opaque)
 	vm->opaque = opaque;
 }
 
+int kva_vm_harvest(struct kva_vm *vm, uint64_t *bm)
+{
+	int ret;
+
+	pthread_mutex_lock(&vm->dirty_lock);
+	ret = vm->ops->harvest(vm, bm);
+	pthread_mutex_unlock(&vm->dirty_lock);
+	return ret;
+}
+
 uint64_t kva_vm_pages(const struct kva_vm *vm)
 {
 	return vm->mem_size / FY_PAGE_SIZE;
 }
 
-/*
- * Log why a vCPU stopped beside its registers. After a triple fault on
- * AMD, KVM has already reset the vCPU: the registers are the reset state.
- */
-static void kva_vcpu_dump(struct kva_vcpu *vcpu, const char *why)
-{
-	struct kvm_vcpu_events e;
-	struct kvm_sregs s;
-	struct kvm_regs r;
-
-	if (ioctl(vcpu->fd, KVM_GET_REGS, &r) ||
-	    ioctl(vcpu->fd, KVM_GET_SREGS, &s) ||
-	    ioctl(vcpu->fd, KVM_GET_VCPU_EVENTS, &e)) {
-		pr_err("vCPU %u: %s", vcpu->id, why);
-		return;
-	}
-	pr_err("vCPU %u: %s at rip %#llx rsp %#llx rflags %#llx cr0 %#llx cr3 "
-	       "%#llx cr4 %#llx efer %#llx cs %#x/%u ss %#x/%u tr %#x/%u gdt "
-	       "%#llx idt %#llx, exception %u/%u vector %u",
-	       vcpu->id, why, (unsigned long long)r.rip,
-	       (unsigned long long)r.rsp, (unsigned long long)r.rflags,
-	       (unsigned long long)s.cr0, (unsigned long long)s.cr3,
-	       (unsigned long long)s.cr4, (unsigned long long)s.efer,
-	       s.cs.selector, s.cs.type, s.ss.selector, s.ss.type,
-	       s.tr.selector, s.tr.type, (unsigned long long)s.gdt.base,
-	       (unsigned long long)s.idt.base, e.exception.injected,
-	       e.exception.pending, e.exception.nr);
-}
-
-int kva_vcpu_run(struct kva_vcpu *vcpu, struct kva_event *ev)
-{
-	struct kvm_run *run = vcpu->run;
-	struct kvm_regs regs;
-	unsigned int i;
-
-	if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
-		if (errno == EINTR || errno == EAGAIN) {
-			ev->kind = KVA_EV_INTR;
-			return 0;
-		}
-		pr_perror("vCPU %u: KVM_RUN", vcpu->id);
-		return -EIO;
-	}
-	switch (run->exit_reason) {
-	case KVM_EXIT_IO:
-		if (run->io.direction == KVM_EXIT_IO_OUT &&
-		    run->io.port == KVA_PORT_UCALL) {
-			ev->kind = KVA_EV_UCALL;
-			ev->uc.cmd = vcpu->mb->uc.cmd;
-			for (i = 0; i < ARRAY_SIZE(ev->uc.args); i++)
-				ev->uc.args[i] = vcpu->mb->uc.args[i];
-			return 0;
-		}
-		if (run->io.direction == KVM_EXIT_IO_OUT &&
-		    run->io.port == KVA_PORT_EXCEPTION) {
-			if (ioctl(vcpu->fd, KVM_GET_REGS, &regs)) {
-				pr_perror("vCPU %u: KVM_GET_REGS", vcpu->id);
-				return -EIO;
-			}
-			ev->kind = KVA_EV_EXCEPTION;
-			ev->vector = regs.rax & 0xff;
-			ev->error = regs.rbx;
-			ev->rip = regs.rcx;
-			ev->cr2 = regs.rsi;
-			return 0;
-		}
-		pr_err("vCPU %u: unexpected port I/O %s port %#x", vcpu->id,
-		       run->io.direction == KVM_EXIT_IO_OUT ? "out" : "in",
-		       run->io.port);
-		return -EPROTO;
-	case KVM_EXIT_HLT:
-		ev->kind = KVA_EV_HALT;
-		return 0;
-	case KVM_EXIT_INTR:
-		ev->kind = KVA_EV_INTR;
-		return 0;
-	case KVM_EXIT_SHUTDOWN:
-		kva_vcpu_dump(vcpu, "shutdown (triple fault)");
-		return -EFAULT;
-	case KVM_EXIT_FAIL_ENTRY:
-		pr_err("vCPU %u: VM entry failed, reason %#llx", vcpu->id,
-		       (unsigned long long)
-			       run->fail_entry.hardware_entry_failure_reason);
-		return -EIO;
-	case KVM_EXIT_INTERNAL_ERROR:
-		/* Suberror 1 (emulation) names an instruction KVM cannot run. */
-		if (ioctl(vcpu->fd, KVM_GET_REGS, &regs))
-			regs.rip = ~0ULL;
-		pr_err("vCPU %u: KVM internal error, suberror %u, at rip %#llx",
-		       vcpu->id, run->internal.suberror,
-		       (unsigned long long)regs.rip);
-		return -EIO;
-	case KVM_EXIT_MMIO:
-		pr_err("vCPU %u: access to %#llx, outside guest RAM", vcpu->id,
-		       (unsigned long long)run->mmio.phys_addr);
-		return -EFAULT;
-	default:
-		pr_err("vCPU %u: unexpected exit reason %u", vcpu->id,
-		       run->exit_reason);
-		return -EPROTO;
-	}
-}
-
-int kva_vcpu_complete_io(struct kva_vcpu *vcpu)
-{
-	int r;
-
-	vcpu->run->immediate_exit = 1;
-	r = ioctl(vcpu->fd, KVM_RUN, 0);
-	vcpu->run->immediate_exit = 0;
-	if (r == 0 || errno != EINTR) {
-		pr_err("vCPU %u: KVM_RUN with immediate_exit did not return "
-		       "EINTR",
-		       vcpu->id);
-		return -EIO;
-	}
-	return 0;
-}
-
-static const char *kva_vector_name(uint64_t v)
+const char *kva_vector_name(uint64_t v)
 {
 	static const char *const names[] = {
 		"#DE", "#DB",  "NMI", "#BP", "#OF", "#BR", "#UD", "#NM",
@@ -450,7 +184,7 @@ static void kva_vcpu_stop(struct kva_vcpu *vcpu, enum kva_vcpu_run_state state)
 
 	pthread_mutex_lock(&vm->lock);
 	vcpu->state = state;
-	vcpu->run->immediate_exit = 0;
+	vm->ops->unkick(vcpu);
 	pthread_cond_broadcast(&vm->cond);
 	while (!vm->exit_req)
 		pthread_cond_wait(&vm->cond, &vm->lock);
@@ -464,7 +198,7 @@ static bool kva_vcpu_intr(struct kva_vcpu *vcpu)
 	bool leave;
 
 	pthread_mutex_lock(&vm->lock);
-	vcpu->run->immediate_exit = 0;
+	vm->ops->unkick(vcpu);
 	if (vm->pause_req && !vm->exit_req) {
 		vcpu->state = KVA_VCPU_PARKED;
 		pthread_cond_broadcast(&vm->cond);
@@ -547,7 +281,7 @@ static void *kva_vcpu_thread(void *arg)
 
 	for (;;) {
 		kva_vcpu_throttle(vcpu);
-		r = kva_vcpu_run(vcpu, &ev);
+		r = vm->ops->run(vcpu, &ev);
 		if (r)
 			break;
 		switch (ev.kind) {
@@ -582,7 +316,7 @@ static void *kva_vcpu_thread(void *arg)
 			atomic_fetch_add(&vcpu->heartbeats, 1);
 		} else if (ev.uc.cmd == KVA_UC_DONE) {
 			/* Finish the OUT so a later snapshot sees its end. */
-			if (kva_vcpu_complete_io(vcpu))
+			if (vm->ops->complete_io(vcpu))
 				break;
 			kva_vcpu_stop(vcpu, KVA_VCPU_DONE);
 			return NULL;
@@ -597,19 +331,23 @@ static void *kva_vcpu_thread(void *arg)
 	return NULL;
 }
 
-static void kva_kick_handler(int sig)
+/* A kick: a native guest (kva_user.c) leaves; KVM_RUN just returns. */
+static void kva_kick_handler(int sig, siginfo_t *si, void *uc)
 {
-	(void)sig;
+	kva_user_signal(sig, si, uc);
 }
 
 static pthread_once_t kva_kick_once = PTHREAD_ONCE_INIT;
 
 static void kva_kick_install(void)
 {
-	struct sigaction sa = { .sa_handler = kva_kick_handler };
+	struct sigaction sa = {
+		.sa_sigaction = kva_kick_handler,
+		.sa_flags = SA_SIGINFO | SA_ONSTACK,
+	};
 
 	/* No SA_RESTART: the point is to make KVM_RUN return EINTR. */
-	sigemptyset(&sa.sa_mask);
+	sigfillset(&sa.sa_mask);
 	sigaction(KVA_KICK_SIGNAL, &sa, NULL);
 }
 
@@ -623,8 +361,7 @@ static void kva_kick_all(struct kva_vm *vm)
 
 		if (vcpu->state != KVA_VCPU_RUNNING || !vcpu->has_thread)
 			continue;
-		vcpu->run->immediate_exit = 1;
-		pthread_kill(vcpu->thread, KVA_KICK_SIGNAL);
+		vm->ops->kick(vcpu, true);
 	}
 }
 
@@ -706,7 +443,7 @@ static void *kva_throttle_thread(void *arg)
 			/* No immediate_exit: only leave KVM_RUN now. */
 			if (vcpu->state == KVA_VCPU_RUNNING &&
 			    vcpu->has_thread && !vm->pause_req)
-				pthread_kill(vcpu->thread, KVA_KICK_SIGNAL);
+				vm->ops->kick(vcpu, false);
 		}
 		next = fy_now_ns() + KVA_THROTTLE_SLICE_NS;
 		ts = kva_abstime(KVA_THROTTLE_SLICE_NS);
@@ -807,29 +544,12 @@ void kva_vm_destroy(struct kva_vm *vm)
 	pthread_mutex_unlock(&vm->lock);
 	if (vm->has_throttle_thread)
 		pthread_join(vm->throttle_thread, NULL);
-	for (i = 0; i < KVA_MAX_VCPUS; i++) {
-		struct kva_vcpu *vcpu = &vm->vcpus[i];
-
-		if (vcpu->has_thread)
-			pthread_join(vcpu->thread, NULL);
-		if (vcpu->run)
-			munmap(vcpu->run, vm->run_size);
-		if (vcpu->fd >= 0)
-			close(vcpu->fd);
-	}
-	kva_dirty_fini(vm);
-	if (vm->uffd >= 0)
-		close(vm->uffd);
-	if (vm->mem != MAP_FAILED)
-		munmap(vm->mem, vm->mem_size);
+	for (i = 0; i < KVA_MAX_VCPUS; i++)
+		if (vm->vcpus[i].has_thread)
+			pthread_join(vm->vcpus[i].thread, NULL);
+	vm->ops->close(vm);
 	if (vm->memfd >= 0)
 		close(vm->memfd);
-	if (vm->vm_fd >= 0)
-		close(vm->vm_fd);
-	if (vm->kvm_fd >= 0)
-		close(vm->kvm_fd);
-	free(vm->cpuid);
-	free(vm->msrs);
 	pthread_cond_destroy(&vm->cond);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_mutex_destroy(&vm->dirty_lock);

@@ -19,6 +19,23 @@
 
 struct kva_vm;
 
+/*
+ * How the vCPUs run. kvm: in KVM VMs (/dev/kvm). user: natively, as
+ * threads of ferry-vm, with privileged instructions trapped and emulated
+ * and the dirty log kept by the kernel's userfaultfd write-protection
+ * (docs/kvm-adapter.md, "Accelerators"). auto: kvm where /dev/kvm opens,
+ * else user.
+ */
+enum kva_accel {
+	KVA_ACCEL_AUTO,
+	KVA_ACCEL_KVM,
+	KVA_ACCEL_USER,
+};
+
+/* "auto", "kvm", "user"; and back (-EINVAL for another name). */
+const char *kva_accel_name(enum kva_accel a);
+int kva_accel_parse(const char *name, enum kva_accel *out);
+
 enum kva_prefill {
 	KVA_PREFILL_NONE,
 	KVA_PREFILL_RANDOM,
@@ -39,6 +56,7 @@ struct kva_config {
 	bool record; /* dirty: keep a record of written pages */
 	uint64_t seed;
 	enum kva_prefill prefill;
+	enum kva_accel accel;
 };
 
 /* Fill cfg with the defaults of the command line. */
@@ -52,10 +70,12 @@ void kva_config_init(struct kva_config *cfg);
 int kva_vm_create(const struct kva_config *cfg, struct kva_vm **out);
 /*
  * Build a VM from a snapshot file written by kva_vm_snapshot(): RAM, vCPU
- * and clock state; not yet running. Returns 0, or -EBADMSG / -EPROTO /
+ * and clock state; not yet running. accel must be the snapshot's or auto.
+ * Returns 0, or -EBADMSG / -EPROTO / -EINVAL (another accelerator) /
  * -errno with the reason logged.
  */
-int kva_vm_restore(const char *path, struct kva_vm **out);
+int kva_vm_restore(const char *path, enum kva_accel accel,
+		   struct kva_vm **out);
 
 /*
  * Build an incoming VM of cfg's RAM size and vCPUs: empty RAM registered

@@ -22,7 +22,9 @@ void guest_main(uint64_t id, const volatile struct kva_guest_params *p)
 {
 	volatile struct kva_mailbox *mb = guest_mailbox();
 	uint64_t pages = p->workingset / 4096 / p->nr_vcpus;
-	uint64_t base = p->data_start + id * pages * 4096;
+	volatile uint8_t *base =
+		guest_ptr(p, p->data_start + id * pages * 4096);
+	uint64_t rec_gpa = p->record + id * record_bytes(pages);
 	volatile uint64_t *rec = 0;
 	uint64_t writes = 0, pauses = 0, cursor = 0, k;
 
@@ -31,8 +33,7 @@ void guest_main(uint64_t id, const volatile struct kva_guest_params *p)
 		return;
 	}
 	if (p->record)
-		rec = (volatile uint64_t *)(p->record +
-					    id * record_bytes(pages));
+		rec = guest_ptr(p, rec_gpa);
 	for (;;) {
 		for (k = 0; k < p->stride; k++) {
 			*(volatile uint64_t *)(base + cursor * 4096) = writes;
@@ -49,7 +50,7 @@ void guest_main(uint64_t id, const volatile struct kva_guest_params *p)
 			guest_ucall(KVA_UC_HEARTBEAT, writes, writes / pages, 0,
 				    0, 0, 0);
 		if (rec && p->sync_every && pauses % p->sync_every == 0) {
-			guest_ucall(KVA_UC_RECORD, (uint64_t)rec, pages, writes,
+			guest_ucall(KVA_UC_RECORD, rec_gpa, pages, writes,
 				    0, 0, 0);
 			for (k = 0; k < (pages + 63) / 64; k++)
 				if (rec[k])

@@ -15,7 +15,7 @@ void guest_main(uint64_t id, const volatile struct kva_guest_params *p)
 	if (p->seed == 0)
 		__asm__ volatile("ud2");
 	else if (p->seed == 1)
-		(void)*(volatile uint64_t *)(p->mem_size + 0x1000);
+		(void)*(volatile uint64_t *)guest_ptr(p, p->mem_size + 0x1000);
 	else
 		__asm__ volatile("divq %2" : "+a"(a), "+d"(d) : "r"(z));
 }

@@ -19,6 +19,13 @@ static inline volatile struct kva_mailbox *guest_mailbox(void)
 	return mb;
 }
 
+/* The guest's pointer to guest-physical address gpa. */
+static inline volatile void *guest_ptr(const volatile struct kva_guest_params *p,
+				       uint64_t gpa)
+{
+	return (volatile void *)(p->ram_base + gpa);
+}
+
 /* Make a ucall: fill the mailbox, then exit to the host by port I/O. */
 void guest_ucall(uint64_t cmd, uint64_t a0, uint64_t a1, uint64_t a2,
 		 uint64_t a3, uint64_t a4, uint64_t a5);

@@ -40,7 +40,7 @@ static uint64_t touch_walk(uint64_t id,
 	for (k = id; k < span; k += p->nr_vcpus) {
 		page = (k * TOUCH_MUL) & (span - 1);
 		if (page >= lo && page < hi) {
-			sum += *(volatile uint64_t *)(page * 4096);
+			sum += *(volatile uint64_t *)guest_ptr(p, page * 4096);
 			n++;
 		}
 		if ((k & (TOUCH_UPDATE - 1)) < p->nr_vcpus)

@@ -9,9 +9,10 @@
  */
 #include "guest_lib.h"
 
-static int check_page(uint64_t gpa, uint64_t pass)
+static int check_page(const volatile struct kva_guest_params *p, uint64_t gpa,
+		      uint64_t pass)
 {
-	volatile uint64_t *w = (volatile uint64_t *)gpa;
+	volatile uint64_t *w = guest_ptr(p, gpa);
 	uint64_t pg = gpa / 4096, i, exp, got;
 
 	for (i = 0; i < KVA_VERIFY_WORDS; i++) {
@@ -41,16 +42,16 @@ void guest_main(uint64_t id, const volatile struct kva_guest_params *p)
 	for (pass = 0; !p->passes || pass < p->passes; pass++) {
 		for (i = 0; i < pages; i++) {
 			uint64_t gpa = base + i * 4096;
-			volatile uint64_t *pw = (volatile uint64_t *)gpa;
+			volatile uint64_t *pw = guest_ptr(p, gpa);
 
-			if (pass && check_page(gpa, pass - 1))
+			if (pass && check_page(p, gpa, pass - 1))
 				return;
 			for (w = 0; w < KVA_VERIFY_WORDS; w++)
 				pw[w * KVA_VERIFY_GAP / 8] =
 					kva_pattern(gpa / 4096, pass, w);
 			/* An earlier page of this pass, spread by a hash. */
 			j = (i * 0x9e3779b97f4a7c15ULL >> 17) % (i + 1);
-			if (check_page(base + j * 4096, pass))
+			if (check_page(p, base + j * 4096, pass))
 				return;
 			checks += pass ? 2 : 1;
 			writes++;

@@ -28,12 +28,16 @@
 #include "common/util.h"
 #include "kvm-adapter/kva_int.h"
 
+/* The accelerator under test: main()'s argument, kvm or user. */
+static enum kva_accel accel = KVA_ACCEL_KVM;
+
 static struct kva_config cfg_for(const char *guest, uint64_t mem,
 				 unsigned int vcpus)
 {
 	struct kva_config cfg;
 
 	kva_config_init(&cfg);
+	cfg.accel = accel;
 	cfg.guest = guest;
 	cfg.mem_size = mem;
 	cfg.nr_vcpus = vcpus;
@@ -357,6 +361,8 @@ static void view_vcpu(struct kva_vm *vm, struct kva_vcpu *v,
 	unsigned int i;
 
 	memset(w, 0, sizeof(*w));
+	if (accel == KVA_ACCEL_USER)
+		return; /* the user accelerator: blobs are compared instead */
 	assert_int_equal(ioctl(v->fd, KVM_GET_REGS, &w->regs), 0);
 	assert_int_equal(ioctl(v->fd, KVM_GET_SREGS, &w->sregs), 0);
 	assert_int_equal(ioctl(v->fd, KVM_GET_XCRS, &w->xcrs), 0);
@@ -432,8 +438,8 @@ static void test_state_save_load(void **state)
 	uint64_t stage = 1, syncs = 0;
 	struct kva_event ev;
 	struct kva_vm *vm;
-	size_t len;
-	void *blob;
+	size_t len, len2;
+	void *blob, *blob2;
 	int fd;
 
 	(void)state;
@@ -445,7 +451,7 @@ static void test_state_save_load(void **state)
 	assert_non_null(w2);
 	assert_int_equal(kva_vm_create(&cfg, &vm), 0);
 	for (;;) {
-		assert_int_equal(kva_vcpu_run(&vm->vcpus[0], &ev), 0);
+		assert_int_equal(vm->ops->run(&vm->vcpus[0], &ev), 0);
 		assert_int_equal(ev.kind, KVA_EV_UCALL);
 		if (ev.uc.cmd == KVA_UC_DONE)
 			break;
@@ -465,12 +471,19 @@ static void test_state_save_load(void **state)
 		fd = dup(vm->memfd);
 		assert_true(fd >= 0);
 		kva_vm_destroy(vm);
-		assert_int_equal(kva_vm_open(cfg.mem_size, 1, fd, &vm), 0);
+		assert_int_equal(kva_vm_open(cfg.mem_size, 1, fd, accel, &vm), 0);
 		if (syncs == 2)
 			check_bad_blobs(vm, blob, len);
 		assert_int_equal(kva_state_load(vm, blob, len), 0);
 		view_vcpu(vm, &vm->vcpus[0], w2);
 		assert_same_vcpu(vm, w1, w2);
+		if (accel == KVA_ACCEL_USER) {
+			/* Its state is all in the blob, and nothing moves. */
+			assert_int_equal(kva_state_save(vm, &blob2, &len2), 0);
+			assert_int_equal(len2, len);
+			assert_memory_equal(blob2, blob, len);
+			free(blob2);
+		}
 		free(blob);
 	}
 	assert_int_equal(syncs, cfg.passes + 1);
@@ -541,7 +554,7 @@ static void snapshot_roundtrip(unsigned int vcpus)
 	assert_true((uint64_t)st.st_size < data_bytes + (1ULL << 20));
 	assert_true((uint64_t)st.st_size < cfg.mem_size / 8);
 
-	assert_int_equal(kva_vm_restore(path, &vm), 0);
+	assert_int_equal(kva_vm_restore(path, KVA_ACCEL_AUTO, &vm), 0);
 	assert_true(memfd_bytes(vm) <= data_bytes);
 	kva_vm_progress(vm, &after);
 	assert_int_equal(after.writes, before.writes);
@@ -617,7 +630,10 @@ static void copy_file(const char *from, const char *to, off_t len, off_t flip)
 	close(out);
 }
 
-/* Truncated, corrupted or foreign snapshots: a clear error, no VM. */
+/*
+ * Truncated, corrupted or foreign snapshots: a clear error, no VM. The
+ * VM is gone first: the user accelerator has one VM per process.
+ */
 static void test_snapshot_bad_input(void **state)
 {
 	struct kva_config cfg = cfg_for("verify", 32ULL << 20, 1);
@@ -633,26 +649,28 @@ static void test_snapshot_bad_input(void **state)
 	assert_int_equal(kva_vm_start(vm), 0);
 	assert_true(wait_for(vm, pass_at_least, 1, 20, NULL));
 	assert_int_equal(kva_vm_snapshot(vm, good), 0);
+	kva_vm_progress(vm, &p1);
+	kva_vm_destroy(vm);
 	assert_int_equal(stat(good, &st), 0);
 
 	/* Truncations anywhere: header, state, runs, data. */
 	copy_file(good, bad, 0, -1);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EBADMSG);
 	copy_file(good, bad, 100, -1);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EBADMSG);
 	copy_file(good, bad, 4096 + 100, -1);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EBADMSG);
 	copy_file(good, bad, st.st_size - 4096, -1);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EBADMSG);
 	copy_file(good, bad, st.st_size - 1, -1);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EBADMSG);
 	/* A flipped bit in header, state blob and memory. */
 	copy_file(good, bad, st.st_size, 40);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EBADMSG);
 	copy_file(good, bad, st.st_size, 4096 + 200);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EBADMSG);
 	copy_file(good, bad, st.st_size, st.st_size - 5000);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EBADMSG);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EBADMSG);
 	/* Another version. */
 	copy_file(good, bad, st.st_size, -1);
 	fd = open(bad, O_RDWR);
@@ -660,18 +678,15 @@ static void test_snapshot_bad_input(void **state)
 	version = 99;
 	assert_int_equal(pwrite(fd, &version, 4, 8), 4);
 	close(fd);
-	assert_int_equal(kva_vm_restore(bad, &vm2), -EPROTO);
-	assert_int_equal(kva_vm_restore("/nonexistent/snap", &vm2), -ENOENT);
+	assert_int_equal(kva_vm_restore(bad, KVA_ACCEL_AUTO, &vm2), -EPROTO);
+	assert_int_equal(kva_vm_restore("/nonexistent/snap", KVA_ACCEL_AUTO, &vm2), -ENOENT);
 	assert_null(vm2);
 
-	/* The running VM did not notice. */
-	kva_vm_progress(vm, &p1);
+	/* The good file still restores, and its guest still verifies. */
+	assert_int_equal(kva_vm_restore(good, accel, &vm), 0);
 	assert_int_equal(kva_vm_start(vm), 0);
 	assert_true(wait_for(vm, pass_at_least, p1.pass + 2, 20, &p2));
 	assert_int_equal(p2.failed, 0);
-	/* And the good file still restores. */
-	assert_int_equal(kva_vm_restore(good, &vm2), 0);
-	kva_vm_destroy(vm2);
 	kva_vm_destroy(vm);
 	unlink(good);
 	unlink(bad);
@@ -736,7 +751,7 @@ static void test_touch_walks_again_after_restore(void **state)
 	assert_int_equal(kva_vm_snapshot(vm, path), 0);
 	kva_vm_destroy(vm);
 
-	assert_int_equal(kva_vm_restore(path, &vm), 0);
+	assert_int_equal(kva_vm_restore(path, KVA_ACCEL_AUTO, &vm), 0);
 	assert_int_equal(kva_vm_start(vm), 0);
 	assert_true(wait_for(vm, pass_at_least, 2, 20, &p));
 	assert_true(wait_for(vm, all_done, 2, 20, &p));
@@ -769,7 +784,8 @@ static void test_bad_config(void **state)
 	kva_vm_destroy(NULL);
 }
 
-int main(void)
+/* argv[1]: the accelerator, kvm (default) or user. */
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bad_config),
@@ -786,5 +802,9 @@ int main(void)
 		cmocka_unit_test(test_touch_walks_again_after_restore),
 	};
 
+	if (argc > 1 && kva_accel_parse(argv[1], &accel)) {
+		fprintf(stderr, "usage: %s [kvm|user]\n", argv[0]);
+		return 2;
+	}
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
