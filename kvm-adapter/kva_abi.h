@@ -108,6 +108,8 @@ struct kva_guest_params {
 	uint64_t record; /* dirty: gpa of the record bitmaps; 0 = none */
 	uint64_t seed;
 	uint64_t ram_base; /* guest virtual address of gpa 0 */
+	uint64_t rate; /* dirty: page writes per second, all vCPUs; 0: stride */
+	uint64_t tsc_hz; /* with rate: TSC ticks per second, host-measured */
 };
 
 /* What the verify guest writes into word w of page p in pass n. */

@@ -182,6 +182,7 @@ void kva_user_signal(int sig, siginfo_t *si, void *uc);
 /* kva_x86.c */
 /* Load the guest image and parameters, build page tables, GDT, IDT. */
 int kva_boot_setup(struct kva_vm *vm, const struct kva_config *cfg);
+uint64_t kva_tsc_hz(void);
 /* Where vcpu starts: the image's entry, its stack and the params. */
 struct kva_boot_regs {
 	uint64_t rip, rsp, rdi, rsi, gs_base;
@@ -228,8 +229,7 @@ struct kva_buf {
 	int err;
 };
 /* Append a zeroed section of len bytes; its data, or NULL (b->err). */
-void *kva_buf_sect(struct kva_buf *b, uint16_t tag, uint16_t vcpu,
-		   size_t len);
+void *kva_buf_sect(struct kva_buf *b, uint16_t tag, uint16_t vcpu, size_t len);
 /* Make the last section by bytes shorter. */
 void kva_buf_shrink(struct kva_buf *b, size_t by);
 /* Where each section of a checked blob is. */
@@ -296,6 +296,7 @@ enum kva_msg {
 #define KVA_ATTACH_UFFD 0x1 /* a userfaultfd comes with the reply */
 #define KVA_ATTACH_UFFD_MINOR 0x2 /* registered MISSING|MINOR */
 #define KVA_ATTACH_STATE_SET 0x4 /* an incoming VM has its vCPU state */
+#define KVA_ATTACH_USER 0x8 /* the user accelerator runs it (else kvm) */
 
 struct kva_hdr {
 	uint32_t magic;

@@ -237,8 +237,7 @@ static int kvm_open(struct kva_vm *vm)
 	r = kvm_check(vm, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
 	if (!(r & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) ||
 	    !kvm_check(vm, KVM_CAP_IMMEDIATE_EXIT) ||
-	    !kvm_check(vm, KVM_CAP_XSAVE) ||
-	    !kvm_check(vm, KVM_CAP_XCRS)) {
+	    !kvm_check(vm, KVM_CAP_XSAVE) || !kvm_check(vm, KVM_CAP_XCRS)) {
 		pr_err("KVM lacks manual dirty-log protect, immediate exit, "
 		       "XSAVE or XCRS");
 		return -EOPNOTSUPP;
@@ -663,8 +662,8 @@ static int kvm_save(struct kva_vm *vm, struct kva_buf *b)
 		ret = kvm_complete_io(vcpu);
 		if (ret)
 			return ret;
-		ret = kvm_get(b, fd, KVM_GET_REGS, "KVM_GET_REGS",
-			      KVA_TAG_REGS, i, sizeof(struct kvm_regs));
+		ret = kvm_get(b, fd, KVM_GET_REGS, "KVM_GET_REGS", KVA_TAG_REGS,
+			      i, sizeof(struct kvm_regs));
 		ret = ret
 			      ?: kvm_get(b, fd, KVM_GET_SREGS, "KVM_GET_SREGS",
 					 KVA_TAG_SREGS, i,
@@ -698,7 +697,8 @@ static int kvm_save(struct kva_vm *vm, struct kva_buf *b)
 			return ret;
 	}
 	return kvm_get(b, vm->vm_fd, KVM_GET_CLOCK, "KVM_GET_CLOCK",
-		       KVA_TAG_CLOCK, KVA_VM_WIDE, sizeof(struct kvm_clock_data));
+		       KVA_TAG_CLOCK, KVA_VM_WIDE,
+		       sizeof(struct kvm_clock_data));
 }
 
 static size_t kvm_sect_size(struct kva_vm *vm, unsigned int tag,
@@ -737,9 +737,9 @@ static size_t kvm_sect_size(struct kva_vm *vm, unsigned int tag,
 }
 
 static const uint16_t kvm_vcpu_tags[] = {
-	KVA_TAG_REGS,	  KVA_TAG_SREGS,    KVA_TAG_XSAVE,     KVA_TAG_XCRS,
-	KVA_TAG_MSRS,	  KVA_TAG_EVENTS,   KVA_TAG_MP_STATE,  KVA_TAG_DEBUGREGS,
-	0,
+	KVA_TAG_REGS,	  KVA_TAG_SREGS,     KVA_TAG_XSAVE,
+	KVA_TAG_XCRS,	  KVA_TAG_MSRS,	     KVA_TAG_EVENTS,
+	KVA_TAG_MP_STATE, KVA_TAG_DEBUGREGS, 0,
 };
 static const uint16_t kvm_vm_tags[] = { KVA_TAG_CLOCK, KVA_TAG_CPUID, 0 };
 
@@ -797,7 +797,8 @@ static int kvm_load(struct kva_vm *vm, const struct kva_parsed *ps)
 	unsigned int i;
 	int ret = 0;
 
-	cpuid = calloc(1, sizeof(*cpuid) + cs->nent * sizeof(cpuid->entries[0]));
+	cpuid = calloc(1,
+		       sizeof(*cpuid) + cs->nent * sizeof(cpuid->entries[0]));
 	if (!cpuid)
 		return -ENOMEM;
 	cpuid->nent = cs->nent;

@@ -59,9 +59,14 @@ static void usage(FILE *f)
 		"1000)\n"
 		"  --sleep N           empty-loop iterations per pause "
 		"(default 500000);\n"
-		"                      (under kvm on emulating hosts guest code "
+		"                      (under kvm on emulating hosts guest "
+		"code "
 		"runs at\n"
 		"                      roughly 1e6 instructions/s)\n"
+		"  --rate N            dirty: N page writes per second in all, "
+		"in bursts of\n"
+		"                      at most --stride, by the TSC (default "
+		"0: --sleep)\n"
 		"  --heartbeat N       pauses between heartbeats to the host "
 		"(default 1)\n"
 		"  --passes N          end after N passes over the working set "
@@ -116,6 +121,7 @@ enum {
 	OPT_WS,
 	OPT_STRIDE,
 	OPT_SLEEP,
+	OPT_RATE,
 	OPT_HEARTBEAT,
 	OPT_PASSES,
 	OPT_SEED,
@@ -138,6 +144,7 @@ static const struct option opts[] = {
 	{ "workingset", required_argument, NULL, OPT_WS },
 	{ "stride", required_argument, NULL, OPT_STRIDE },
 	{ "sleep", required_argument, NULL, OPT_SLEEP },
+	{ "rate", required_argument, NULL, OPT_RATE },
 	{ "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
 	{ "passes", required_argument, NULL, OPT_PASSES },
 	{ "seed", required_argument, NULL, OPT_SEED },
@@ -214,6 +221,9 @@ static int parse_args(int argc, char **argv, struct kva_config *cfg,
 			break;
 		case OPT_SLEEP:
 			ret = parse_num("--sleep", optarg, &cfg->sleep);
+			break;
+		case OPT_RATE:
+			ret = parse_num("--rate", optarg, &cfg->rate);
 			break;
 		case OPT_HEARTBEAT:
 			ret = parse_num("--heartbeat", optarg, &cfg->heartbeat);

@@ -151,6 +151,8 @@ static void kva_srv_attach(struct kva_server *s, const struct kva_hdr *h,
 		aflags |= KVA_ATTACH_UFFD_MINOR;
 	if (vm->state_set)
 		aflags |= KVA_ATTACH_STATE_SET;
+	if (vm->ops->id == KVA_ACCEL_USER)
+		aflags |= KVA_ATTACH_USER;
 	snprintf(guest, sizeof(guest), "%s", vm->incoming ? "" : vm->guest);
 	kva_put_u16(&w, KVA_WIRE_VERSION);
 	kva_put_u16(&w, kva_srv_state(s));

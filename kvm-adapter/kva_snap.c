@@ -323,8 +323,7 @@ out_free:
 	return ret;
 }
 
-int kva_vm_restore(const char *path, enum kva_accel accel,
-		   struct kva_vm **out)
+int kva_vm_restore(const char *path, enum kva_accel accel, struct kva_vm **out)
 {
 	enum kva_accel saved;
 	struct kva_snap_hdr *h;

@@ -136,8 +136,7 @@ static greg_t *kva_gpr(greg_t *g, unsigned int n)
 	return &g[map[n & 15]];
 }
 
-static uint64_t *kva_msr_slot(struct kva_user_vcpu *u, uint32_t index,
-			      bool add)
+static uint64_t *kva_msr_slot(struct kva_user_vcpu *u, uint32_t index, bool add)
 {
 	unsigned int i;
 
@@ -296,8 +295,11 @@ void kva_user_signal(int sig, siginfo_t *si, void *ctx)
 			return;
 		}
 	} else if (sig == SIGSYS) {
+		/* Not run. Back to the instruction, as a fault leaves it. */
 		u->exit = KVA_UX_SYSCALL;
 		u->sysno = si->si_syscall;
+		g[REG_RIP] -= 2;
+		g[REG_RAX] = si->si_syscall;
 	} else {
 		u->exit = KVA_UX_EXCEPTION;
 		u->vector = g[REG_TRAPNO];
@@ -352,7 +354,8 @@ static int kva_user_seccomp(struct kva_vm *vm)
 	uint64_t hi = vm->gva_base + vm->mem_size + KVA_USER_GUARD - 1;
 	struct sock_filter f[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-			 offsetof(struct seccomp_data, instruction_pointer) + 4),
+			 offsetof(struct seccomp_data, instruction_pointer) +
+				 4),
 		BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, (uint32_t)(lo >> 32), 0, 2),
 		BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, (uint32_t)(hi >> 32), 1, 0),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
@@ -453,11 +456,17 @@ static int user_run(struct kva_vcpu *vcpu, struct kva_event *ev)
 		       u->insn.port);
 		return -EPROTO;
 	case KVA_UX_SYSCALL:
+		/* As a CPU without SCE does: #UD, which stops the VM. */
 		pr_err("vCPU %u: the guest made a system call (%llu) at rip "
-		       "%#llx; guests have no system calls: stopped",
+		       "%#llx; the host kernel did not run it",
 		       vcpu->id, (unsigned long long)u->sysno,
 		       (unsigned long long)(u->gregs[REG_RIP] - vm->gva_base));
-		return -EPERM;
+		ev->kind = KVA_EV_EXCEPTION;
+		ev->vector = 6;
+		ev->error = 0;
+		ev->rip = u->gregs[REG_RIP] - vm->gva_base;
+		ev->cr2 = 0;
+		return 0;
 	case KVA_UX_RIP:
 		pr_err("vCPU %u: rip %#llx is outside guest RAM: stopped",
 		       vcpu->id, (unsigned long long)u->gregs[REG_RIP]);
@@ -636,16 +645,26 @@ static int user_save(struct kva_vm *vm, struct kva_buf *b)
 		if (!r || !fx || !m)
 			return -ENOMEM;
 		*r = (struct kva_uregs){
-			.rax = u->gregs[REG_RAX], .rbx = u->gregs[REG_RBX],
-			.rcx = u->gregs[REG_RCX], .rdx = u->gregs[REG_RDX],
-			.rsi = u->gregs[REG_RSI], .rdi = u->gregs[REG_RDI],
-			.rbp = u->gregs[REG_RBP], .rsp = u->gregs[REG_RSP],
-			.r8 = u->gregs[REG_R8],	  .r9 = u->gregs[REG_R9],
-			.r10 = u->gregs[REG_R10], .r11 = u->gregs[REG_R11],
-			.r12 = u->gregs[REG_R12], .r13 = u->gregs[REG_R13],
-			.r14 = u->gregs[REG_R14], .r15 = u->gregs[REG_R15],
-			.rip = u->gregs[REG_RIP], .rflags = u->gregs[REG_EFL],
-			.gs_base = u->gs_base,	  .halted = u->halted,
+			.rax = u->gregs[REG_RAX],
+			.rbx = u->gregs[REG_RBX],
+			.rcx = u->gregs[REG_RCX],
+			.rdx = u->gregs[REG_RDX],
+			.rsi = u->gregs[REG_RSI],
+			.rdi = u->gregs[REG_RDI],
+			.rbp = u->gregs[REG_RBP],
+			.rsp = u->gregs[REG_RSP],
+			.r8 = u->gregs[REG_R8],
+			.r9 = u->gregs[REG_R9],
+			.r10 = u->gregs[REG_R10],
+			.r11 = u->gregs[REG_R11],
+			.r12 = u->gregs[REG_R12],
+			.r13 = u->gregs[REG_R13],
+			.r14 = u->gregs[REG_R14],
+			.r15 = u->gregs[REG_R15],
+			.rip = u->gregs[REG_RIP],
+			.rflags = u->gregs[REG_EFL],
+			.gs_base = u->gs_base,
+			.halted = u->halted,
 		};
 		memcpy(fx, u->fx, KVA_FX_SIZE);
 		m[0] = u->nr_msrs;

@@ -131,7 +131,8 @@ int kva_vm_open(uint64_t mem_size, unsigned int nr_vcpus, int memfd,
 	if (ret)
 		goto err_destroy;
 	for (i = 0; i < nr_vcpus; i++)
-		vm->vcpus[i].mb = kva_gpa(vm, KVA_MAILBOX_GPA + i * FY_PAGE_SIZE);
+		vm->vcpus[i].mb =
+			kva_gpa(vm, KVA_MAILBOX_GPA + i * FY_PAGE_SIZE);
 	*out = vm;
 	return 0;
 

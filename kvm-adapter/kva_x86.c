@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -84,6 +85,27 @@ static void kva_write_page_tables(struct kva_vm *vm)
 	}
 }
 
+/*
+ * TSC ticks per second, measured once against CLOCK_MONOTONIC over 20 ms
+ * (the dirty guest's clock for --rate); 0 if the TSC does not advance.
+ */
+uint64_t kva_tsc_hz(void)
+{
+	static uint64_t hz;
+	uint64_t t0, t1, c0, c1;
+
+	if (hz)
+		return hz;
+	t0 = fy_now_ns();
+	c0 = __builtin_ia32_rdtsc();
+	usleep(20000);
+	t1 = fy_now_ns();
+	c1 = __builtin_ia32_rdtsc();
+	if (c1 > c0 && t1 > t0)
+		hz = (uint64_t)((double)(c1 - c0) * 1e9 / (double)(t1 - t0));
+	return hz;
+}
+
 int kva_boot_setup(struct kva_vm *vm, const struct kva_config *cfg)
 {
 	struct kva_guest_params *p = kva_gpa(vm, KVA_PARAMS_GPA);
@@ -129,6 +151,15 @@ int kva_boot_setup(struct kva_vm *vm, const struct kva_config *cfg)
 	p->sync_every = cfg->sync_every;
 	p->seed = cfg->seed;
 	p->ram_base = kva_gva(vm, 0);
+	p->rate = cfg->rate;
+	if (cfg->rate) {
+		p->tsc_hz = kva_tsc_hz();
+		if (!p->tsc_hz) {
+			pr_err("--rate needs the TSC's rate, which could not "
+			       "be measured");
+			return -ENODEV;
+		}
+	}
 	if (rec)
 		memset(kva_gpa(vm, KVA_DATA_GPA), 0, rec);
 

@@ -50,6 +50,8 @@ struct kva_config {
 	uint64_t workingset; /* bytes */
 	uint64_t stride; /* page writes between pauses */
 	uint64_t sleep; /* empty-loop iterations per pause */
+	uint64_t rate; /* dirty: page writes/s in all (stride at most per
+			* burst); 0: stride and sleep alone */
 	uint64_t heartbeat; /* pauses between heartbeats; 0 = none */
 	uint64_t passes; /* 0 = run for ever */
 	uint64_t sync_every; /* dirty: RECORD ucall period; needs record */
@@ -74,8 +76,7 @@ int kva_vm_create(const struct kva_config *cfg, struct kva_vm **out);
  * Returns 0, or -EBADMSG / -EPROTO / -EINVAL (another accelerator) /
  * -errno with the reason logged.
  */
-int kva_vm_restore(const char *path, enum kva_accel accel,
-		   struct kva_vm **out);
+int kva_vm_restore(const char *path, enum kva_accel accel, struct kva_vm **out);
 
 /*
  * Build an incoming VM of cfg's RAM size and vCPUs: empty RAM registered
@@ -160,6 +161,7 @@ struct kva_layout {
 	bool uffd; /* an incoming VM's uffd came with ATTACH */
 	bool uffd_minor; /* registered MISSING|MINOR (else MISSING only) */
 	bool state_set; /* an incoming VM already has its vCPU state */
+	enum kva_accel accel; /* kvm or user */
 	char guest[16]; /* guest program; "" for an incoming VM */
 	uint64_t pages; /* over all regions: bits of a harvest bitmap */
 	uint64_t generation; /* harvests made so far, by any client */

@@ -18,23 +18,26 @@ void nd_cli_print_vms(FILE *f, const msgpack_object *r)
 
 	if (vms && vms->type == MSGPACK_OBJECT_ARRAY)
 		n = vms->via.array.size;
-	fprintf(f, "%-16s  %-9s  %5s  %-8s  %-8s  %10s  %8s  %8s  %s\n", "NAME",
-		"MEMORY", "VCPUS", "GUEST", "STATE", "WRITES", "PASS", "CHECKS",
-		"MIGRATION");
+	fprintf(f, "%-16s  %-9s  %5s  %-8s  %-5s  %-8s  %10s  %8s  %8s  %s\n",
+		"NAME", "MEMORY", "VCPUS", "GUEST", "ACCEL", "STATE", "WRITES",
+		"PASS", "CHECKS", "MIGRATION");
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *v = &vms->via.array.ptr[i];
 		char name[ND_NAME_MAX + 1], guest[32], st[32], mem[32], mig[32];
+		char accel[8];
 		int64_t id = nd_mp_int(v, "migration", 0);
 
 		snprintf(mig, sizeof(mig), id ? "%" PRId64 : "-", id);
 		fprintf(f,
-			"%-16s  %-9s  %5" PRId64 "  %-8s  %-8s  %10" PRId64
-			"  %8" PRId64 "  %8" PRId64 "  %s\n",
+			"%-16s  %-9s  %5" PRId64 "  %-8s  %-5s  %-8s  "
+			"%10" PRId64 "  %8" PRId64 "  %8" PRId64 "  %s\n",
 			nd_mp_str(v, "name", name, sizeof(name)),
 			fy_fmt_bytes(nd_mp_int(v, "memory_bytes", 0), mem,
 				     sizeof(mem)),
 			nd_mp_int(v, "vcpus", 0),
 			nd_mp_str(v, "guest", guest, sizeof(guest))[0] ? guest
+								       : "-",
+			nd_mp_str(v, "accel", accel, sizeof(accel))[0] ? accel
 								       : "-",
 			nd_mp_str(v, "state", st, sizeof(st)),
 			nd_mp_int(v, "writes", 0), nd_mp_int(v, "pass", 0),

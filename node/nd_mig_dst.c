@@ -159,7 +159,7 @@ static int setup(struct nd_mig_dst *d)
 	int ret;
 
 	ret = nd_vm_spawn_incoming(d->n, d->vm, d->pages * PAGE, d->vcpus,
-				   &d->pid);
+				   d->accel, &d->pid);
 	if (ret)
 		return nd_mig_dst_fail(d, "cannot start ferry-vm: %s",
 				       strerror(-ret));

@@ -39,6 +39,11 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 	snprintf(d->peer, sizeof(d->peer), "%s", m->peer->conf->name);
 	d->pages = p->regions[0].pages;
 	d->vcpus = p->vcpus;
+	if (kva_accel_parse(p->accel, &d->accel) ||
+	    d->accel == KVA_ACCEL_AUTO) {
+		ret = -EINVAL; /* the decoder checked it: kvm or user */
+		goto err_free;
+	}
 	d->may_postcopy = strcmp(p->mode, "precopy") != 0;
 	d->phase = ND_MIG_PREPARE;
 	d->in_tail = &d->in;

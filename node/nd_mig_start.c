@@ -28,6 +28,7 @@ int nd_mig_src_map(struct nd_mig *m)
 
 	m->pages = l->pages;
 	m->vcpus = l->nr_vcpus;
+	m->accel = l->accel;
 	m->sent_bm = fy_bitmap_alloc(m->pages);
 	if (!m->sent_bm)
 		return -ENOMEM;
@@ -131,6 +132,8 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s", o->mode);
 	p.prepare.page_size = PAGE;
 	p.prepare.vcpus = m->vcpus;
+	snprintf(p.prepare.accel, sizeof(p.prepare.accel), "%s",
+		 kva_accel_name(m->accel));
 	p.prepare.nregions = 1;
 	p.prepare.regions = &rd;
 	rd.id = 0;

@@ -362,12 +362,15 @@ static void ferry_vm_path(const struct nd_node *n, char *buf, size_t len)
 }
 
 int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
-			 uint64_t mem, unsigned vcpus, pid_t *pid)
+			 uint64_t mem, unsigned vcpus, enum kva_accel accel,
+			 pid_t *pid)
 {
 	char bin[PATH_MAX], sock[ND_DIR_MAX + 80], smem[32], svcpus[16];
-	char *argv[] = { bin,	     "--incoming", "--adapter", sock,
-			 "--mem",    smem,	   "--vcpus",	svcpus,
-			 "--report", "0",	   NULL };
+	char saccel[8];
+	char *argv[] = { bin,	    "--incoming", "--adapter", sock,
+			 "--mem",   smem,	  "--vcpus",   svcpus,
+			 "--accel", saccel,	  "--report",  "0",
+			 NULL };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none;
@@ -380,6 +383,7 @@ int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
 	ferry_vm_path(n, bin, sizeof(bin));
 	snprintf(smem, sizeof(smem), "%lluK", (unsigned long long)(mem >> 10));
 	snprintf(svcpus, sizeof(svcpus), "%u", vcpus);
+	snprintf(saccel, sizeof(saccel), "%s", kva_accel_name(accel));
 	posix_spawnattr_init(&attr);
 	posix_spawn_file_actions_init(&fa);
 	/* ferryd blocks the signals it reads from a signalfd: unblock them */
@@ -397,8 +401,8 @@ int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
 		return -ret;
 	}
 	pr_info("started incoming VM %s: %s --incoming --mem %s --vcpus %s "
-		"(pid %d)",
-		name, bin, smem, svcpus, *pid);
+		"--accel %s (pid %d)",
+		name, bin, smem, svcpus, saccel, *pid);
 	return 0;
 }
 
@@ -433,7 +437,7 @@ void nd_vms_pack(struct nd_node *n, msgpack_packer *pk)
 
 		if (!vm->used)
 			continue;
-		msgpack_pack_map(pk, 13);
+		msgpack_pack_map(pk, 14);
 		nd_mp_pack_kv_str(pk, "name", vm->name);
 		/* a ferry-vm this ferryd started (destination), else 0 */
 		nd_mp_pack_kv_u64(pk, "pid", vm->pid > 0 ? vm->pid : 0);
@@ -444,6 +448,8 @@ void nd_vms_pack(struct nd_node *n, msgpack_packer *pk)
 				  l ? l->pages * l->page_size : 0);
 		nd_mp_pack_kv_u64(pk, "vcpus", l ? l->nr_vcpus : 0);
 		nd_mp_pack_kv_str(pk, "guest", l ? l->guest : "");
+		nd_mp_pack_kv_str(pk, "accel",
+				  l ? kva_accel_name(l->accel) : "");
 		nd_mp_pack_kv_str(pk, "state",
 				  have	   ? state_name(st.state)
 				  : vm->kc ? "unknown"

@@ -14,6 +14,7 @@
 #include "common/bitmap.h"
 #include "common/log.h"
 #include "fabric/fabric.h"
+#include "kvm-adapter/kvm_adapter.h"
 #include "node/node.h"
 #include "protocol/protocol.h"
 
@@ -386,11 +387,12 @@ int nd_vm_unlink_sock(const struct nd_node *n, const char *name);
 int nd_vm_sock_path(const struct nd_node *n, const char *name, char *buf,
 		    size_t len);
 /*
- * Start `ferry-vm --incoming --adapter SOCK --mem M --vcpus C` in its own
- * session; *pid is the child. 0 or -errno (logged).
+ * Start `ferry-vm --incoming --adapter SOCK --mem M --vcpus C --accel A`
+ * in its own session; *pid is the child. 0 or -errno (logged).
  */
 int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
-			 uint64_t mem, unsigned vcpus, pid_t *pid);
+			 uint64_t mem, unsigned vcpus, enum kva_accel accel,
+			 pid_t *pid);
 /* Answer {"cmd": "vms"}. */
 void nd_vms_pack(struct nd_node *n, msgpack_packer *pk);
 /* Close every client (the VMs run on). */
@@ -574,6 +576,7 @@ struct nd_mig {
 	/* guest RAM (one region) */
 	uint64_t pages;
 	uint32_t vcpus;
+	enum kva_accel accel; /* the destination's ferry-vm uses it too */
 	uint8_t *map;
 	struct fab_mr *mr;
 	/* progress, both roles (the destination fills it from its thread) */
@@ -755,6 +758,7 @@ struct nd_mig_dst {
 	char peer[ND_NAME_MAX + 1];
 	uint64_t pages;
 	uint32_t vcpus;
+	enum kva_accel accel; /* the source's: kvm or user */
 	bool may_postcopy; /* mode postcopy or hybrid */
 	char sock[ND_DIR_MAX + 80];
 	char record[ND_RECORD_NAME_MAX]; /* its name in mig_dir */

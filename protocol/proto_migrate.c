@@ -233,6 +233,7 @@ const struct proto_desc proto_holder_map_desc = {
 static int prepare_check(struct proto_ctx *c, const void *s)
 {
 	static const char *const modes[] = { "precopy", "postcopy", "hybrid" };
+	static const char *const accels[] = { "kvm", "user" };
 	const struct proto_migrate_prepare *p = s;
 	const struct proto_region_desc *r;
 	size_t i, old;
@@ -246,6 +247,13 @@ static int prepare_check(struct proto_ctx *c, const void *s)
 				     "mode \"%s\" is not precopy, postcopy or "
 				     "hybrid",
 				     p->mode);
+	for (i = 0; i < ARRAY_SIZE(accels); i++)
+		if (!strcmp(p->accel, accels[i]))
+			break;
+	if (i == ARRAY_SIZE(accels))
+		return proto_fail_in(c, ".ac",
+				     "accelerator \"%s\" is not kvm or user",
+				     p->accel);
 	rc = page_size_check(c, p->page_size);
 	for (i = 0; !rc && i < p->nregions; i++) {
 		r = &p->regions[i];
@@ -282,6 +290,7 @@ static const struct proto_field prepare_fields[] = {
 	PF_U32("ps", struct proto_migrate_prepare, page_size,
 	       PROTO_PAGE_SIZE_MIN, PROTO_PAGE_SIZE_MAX),
 	PF_U32("c", struct proto_migrate_prepare, vcpus, 1, PROTO_VCPUS_MAX),
+	PF_STR("ac", struct proto_migrate_prepare, accel, 1, PC_NAME),
 	PF_MAPS("r", struct proto_migrate_prepare, regions, nregions, 1,
 		PROTO_REGIONS_MAX, &region_desc_desc),
 };

@@ -120,6 +120,7 @@ struct proto_migrate_prepare {
 	char mode[16]; /* "precopy", "postcopy", "hybrid" */
 	uint32_t page_size; /* a power of two, 4096 .. 1 GiB */
 	uint32_t vcpus; /* 1 .. PROTO_VCPUS_MAX */
+	char accel[8]; /* "kvm", "user": the source's, the destination's too */
 	size_t nregions;
 	struct proto_region_desc *regions;
 };

@@ -20,8 +20,8 @@ static inline volatile struct kva_mailbox *guest_mailbox(void)
 }
 
 /* The guest's pointer to guest-physical address gpa. */
-static inline volatile void *guest_ptr(const volatile struct kva_guest_params *p,
-				       uint64_t gpa)
+static inline volatile void *
+guest_ptr(const volatile struct kva_guest_params *p, uint64_t gpa)
 {
 	return (volatile void *)(p->ram_base + gpa);
 }

@@ -65,6 +65,11 @@ long json_num(const char *json, const char *key);
 int ferry_args(struct node *n, double secs, char *out, char *err, ...);
 /* The number after "key": in json, or -1. */
 double json_dbl(const char *json, const char *key);
+/*
+ * The accelerator of the guests the tests start: FERRY_TEST_ACCEL, else
+ * user (kvm in a ThreadSanitizer build). A destination's follows it.
+ */
+const char *itest_accel(void);
 /* Start vm_bin as VM name in n's vm_dir, wait until ferryd lists it. */
 pid_t itest_start_vm(struct node *n, const char *vm_bin, const char *name,
 		     const char *const *opts);

@@ -44,13 +44,27 @@ double json_dbl(const char *json, const char *key)
 	return p ? strtod(p + strlen(pat), NULL) : -1;
 }
 
+const char *itest_accel(void)
+{
+	const char *a = getenv("FERRY_TEST_ACCEL");
+
+	if (a && *a)
+		return a;
+#if defined(__SANITIZE_THREAD__)
+	return "kvm"; /* ThreadSanitizer's shadow covers user's guest RAM */
+#else
+	return "user";
+#endif
+}
+
 pid_t itest_start_vm(struct node *n, const char *vm_bin, const char *name,
 		     const char *const *opts)
 {
 	char sock[400], out[OUT_MAX], err[OUT_MAX], pat[128];
-	const char *argv[32] = { vm_bin, "--adapter", sock, "--report", "0" };
+	const char *argv[32] = { vm_bin, "--adapter", sock,	    "--report",
+				 "0",	 "--accel",   itest_accel() };
 	double t0 = now_s();
-	int i = 5;
+	int i = 7;
 	pid_t pid;
 
 	snprintf(sock, sizeof(sock), "%s/state/vms/%s.sock", n->dir, name);

@@ -257,6 +257,7 @@ static void h_prepare(struct hostile *h, uint64_t mig, const char *vm)
 	strcpy(m.prepare.mode, "precopy");
 	m.prepare.page_size = 4096;
 	m.prepare.vcpus = 1;
+	snprintf(m.prepare.accel, sizeof(m.prepare.accel), "%s", itest_accel());
 	m.prepare.nregions = 1;
 	m.prepare.regions = &r;
 	if (proto_name_valid(vm)) {
@@ -640,7 +641,7 @@ static void start_vm_at(const char *path)
 	assert_true(pid >= 0);
 	if (!pid) {
 		execl(vm_bin, vm_bin, "--adapter", path, "--report", "0",
-		      (char *)NULL);
+		      "--accel", itest_accel(), (char *)NULL);
 		_exit(127);
 	}
 	track(pid);

@@ -75,6 +75,7 @@ static int fill_prepare(struct proto_migrate_prepare *p, unsigned v)
 			  : "hybrid");
 	p->page_size = v == 2 ? PROTO_PAGE_SIZE_MAX : 4096;
 	p->vcpus = v == 2 ? PROTO_VCPUS_MAX : 2;
+	snprintf(p->accel, sizeof(p->accel), "%s", v == 1 ? "user" : "kvm");
 	p->nregions = nr;
 	p->regions = xcalloc(nr, sizeof(*p->regions));
 	if (!p->regions)
@@ -304,6 +305,7 @@ bool proto_msg_eq(const struct proto_msg *a, const struct proto_msg *b,
 		DIFF(strcmp(a->prepare.mode, b->prepare.mode), "mode");
 		DIFF(a->prepare.page_size != b->prepare.page_size, "page_size");
 		DIFF(a->prepare.vcpus != b->prepare.vcpus, "vcpus");
+		DIFF(strcmp(a->prepare.accel, b->prepare.accel), "accel");
 		DIFF(a->prepare.nregions != b->prepare.nregions, "nregions");
 		for (size_t i = 0; i < a->prepare.nregions; i++)
 			DIFF(a->prepare.regions[i].id !=

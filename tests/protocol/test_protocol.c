@@ -565,6 +565,9 @@ static void test_reject_prepare(void **state)
 	set_str(get(t.root, "mo"), "teleport", 8);
 	tree_bad(&t, "MIGRATE_PREPARE.mo: mode \"teleport\"");
 	set_str(get(t.root, "mo"), "hybrid", 6);
+	set_str(get(t.root, "ac"), "tcg", 3);
+	tree_bad(&t, "MIGRATE_PREPARE.ac: accelerator \"tcg\" is not kvm");
+	set_str(get(t.root, "ac"), "kvm", 3);
 	set_uint(get(t.root, "c"), PROTO_VCPUS_MAX + 1);
 	tree_bad(&t, "MIGRATE_PREPARE.c: 1025 not in 1..1024");
 	set_uint(get(t.root, "c"), 4);
