@@ -50,8 +50,8 @@ struct kva_config {
 	uint64_t workingset; /* bytes */
 	uint64_t stride; /* page writes between pauses */
 	uint64_t sleep; /* empty-loop iterations per pause */
-	uint64_t rate; /* dirty: page writes/s in all (stride at most per
-			* burst); 0: stride and sleep alone */
+	uint64_t rate; /* dirty, verify: page writes/s in all, in bursts
+			* of stride; 0: stride and sleep alone */
 	uint64_t heartbeat; /* pauses between heartbeats; 0 = none */
 	uint64_t passes; /* 0 = run for ever */
 	uint64_t sync_every; /* dirty: RECORD ucall period; needs record */

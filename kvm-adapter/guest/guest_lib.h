@@ -41,6 +41,66 @@ static inline void guest_spin(uint64_t n)
 		__asm__ volatile("" ::: "memory");
 }
 
+/*
+ * --rate: page writes per second, shared by the vCPUs, by the TSC (whose
+ * rate the host measured). A burst of stride writes waits for its time; a
+ * vCPU that fell behind by more than 20 ms (a pause, a migration, a TSC
+ * that jumped) starts its schedule again rather than catching up in one
+ * long burst.
+ */
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return lo | (uint64_t)hi << 32;
+}
+
+/* Page writes per second of one vCPU, and its schedule: n writes since t0. */
+struct pace {
+	uint64_t per, hz, t0, n;
+};
+
+/* Wait until the next burst of stride writes is due. */
+static inline void pace_wait(struct pace *pc, uint64_t stride)
+{
+	uint64_t now, due;
+
+	for (;;) {
+		now = rdtsc();
+		if (now < pc->t0 || now - pc->t0 >= 2 * pc->hz) {
+			pc->t0 = now;
+			pc->n = 0;
+		}
+		due = (now - pc->t0) * pc->per / pc->hz;
+		if (due >= pc->n + stride)
+			break;
+		__asm__ volatile("pause");
+	}
+	if (due - pc->n > stride + pc->per / 50) {
+		pc->t0 = now;
+		pc->n = 0;
+	}
+	pc->n += stride;
+	if (pc->n >= pc->per && now - pc->t0 >= pc->hz) {
+		pc->t0 += pc->hz;
+		pc->n -= pc->per;
+	}
+}
+
+static inline void pace_init(struct pace *pc,
+			     const volatile struct kva_guest_params *p)
+{
+	pc->per = p->rate / p->nr_vcpus;
+	if (p->rate && !pc->per)
+		pc->per = 1;
+	if (pc->per > 1000000000)
+		pc->per = 1000000000; /* (2 s of ticks) * per fits 64 bits */
+	pc->hz = p->tsc_hz;
+	pc->t0 = rdtsc();
+	pc->n = 0;
+}
+
 /* The program's main, called on every vCPU; returning makes a DONE ucall. */
 void guest_main(uint64_t id, const volatile struct kva_guest_params *p);
 

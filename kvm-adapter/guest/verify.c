@@ -5,7 +5,8 @@
  * overwriting a page it checks the previous pass's pattern, and after each
  * write it re-checks an earlier page of the current pass, so a page lost or
  * torn by a migration is caught by the guest itself. A mismatch is a FAIL
- * ucall: (KVA_FAIL_MISMATCH, page, expected, actual, word, pass).
+ * ucall: (KVA_FAIL_MISMATCH, page, expected, actual, word, pass). Paced
+ * like dirty: Sleep, or a rate (guest_lib.h).
  */
 #include "guest_lib.h"
 
@@ -34,8 +35,10 @@ void guest_main(uint64_t id, const volatile struct kva_guest_params *p)
 	uint64_t base = p->data_start + id * pages * 4096;
 	uint64_t pass, i, w, j, since = 0, pauses = 0;
 	uint64_t checks = 0, writes = 0;
+	struct pace pc;
 
-	if (!pages || !p->stride) {
+	pace_init(&pc, p);
+	if (!pages || !p->stride || (pc.per && !pc.hz)) {
 		GUEST_FAIL(KVA_FAIL_PARAMS, 1, pages, p->stride);
 		return;
 	}
@@ -44,6 +47,8 @@ void guest_main(uint64_t id, const volatile struct kva_guest_params *p)
 			uint64_t gpa = base + i * 4096;
 			volatile uint64_t *pw = guest_ptr(p, gpa);
 
+			if (pc.per && !since)
+				pace_wait(&pc, p->stride);
 			if (pass && check_page(p, gpa, pass - 1))
 				return;
 			for (w = 0; w < KVA_VERIFY_WORDS; w++)
@@ -65,7 +70,8 @@ void guest_main(uint64_t id, const volatile struct kva_guest_params *p)
 			if (p->heartbeat && pauses % p->heartbeat == 0)
 				guest_ucall(KVA_UC_HEARTBEAT, writes, pass,
 					    checks, 0, 0, 0);
-			guest_spin(p->sleep);
+			if (!pc.per)
+				guest_spin(p->sleep);
 		}
 	}
 	mb->writes = writes;

@@ -18,11 +18,13 @@
 #include "kva_test.h"
 
 static const char *vm_binary;
+static const char *vm_accel;
 static const char *vm_tag;
 
-void vm_init(const char *ferry_vm, const char *tag)
+void vm_init(const char *ferry_vm, const char *accel, const char *tag)
 {
 	vm_binary = ferry_vm;
+	vm_accel = accel ? accel : "kvm";
 	vm_tag = tag;
 }
 
@@ -40,6 +42,8 @@ void vm_spawn(struct vmproc *v, const char *name, ...)
 	argv[n++] = v->sock;
 	argv[n++] = "--report";
 	argv[n++] = "0";
+	argv[n++] = "--accel";
+	argv[n++] = vm_accel;
 	va_start(ap, name);
 	while (n < ARRAY_SIZE(argv) - 1 && (argv[n] = va_arg(ap, const char *)))
 		n++;

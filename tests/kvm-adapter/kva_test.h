@@ -18,12 +18,16 @@ struct vmproc {
 };
 
 /*
- * Set the ferry-vm binary and the tag that names this binary's sockets
+ * Set the ferry-vm binary, its accelerator (argv[2] of the tests: kvm or
+ * user; NULL: kvm) and the tag that names this binary's sockets
  * (/tmp/ferry-TAG-PID-NAME.sock); call once from main().
  */
-void vm_init(const char *ferry_vm, const char *tag);
+void vm_init(const char *ferry_vm, const char *accel, const char *tag);
 
-/* Start ferry-vm --adapter SOCK --report 0 with args (NULL-terminated). */
+/*
+ * Start ferry-vm --adapter SOCK --report 0 --accel ACCEL with args
+ * (NULL-terminated).
+ */
 void vm_spawn(struct vmproc *v, const char *name, ...);
 
 /* Attach, retrying while ferry-vm starts up (or notices a dead client). */

@@ -89,9 +89,11 @@ static void test_attach_harvest_pause(void **state)
 	struct stat st;
 
 	(void)state;
+	/* At most 40k pages/s (native guests run much faster): the rounds
+	 * below, 3 to 18 ms, must cover part of the set, not all of it. */
 	vm_spawn(&v, "harvest", "--mem", "64M", "--vcpus", "2", "--guest",
-		 "dirty", "--workingset", "16M", "--stride", "64", "--sleep",
-		 "100", NULL);
+		 "dirty", "--workingset", "16M", "--stride", "64", "--rate",
+		 "40000", NULL);
 	c = vm_attach(&v);
 	l = kva_client_layout(c);
 	assert_int_equal(l->nr_regions, 1);
@@ -482,7 +484,7 @@ static void pc_begin(struct pc_mig *m, const char *tag, const char *ws,
 	assert_int_equal(pwrite(fd, &gp, sizeof(gp), KVA_PARAMS_GPA),
 			 sizeof(gp));
 	assert_int_equal(kva_client_get_state(m->cs, &m->blob, &m->len), 0);
-	assert_true(m->len > 4096);
+	assert_true(m->len > 32); /* a header and sections */
 	m->cd = vm_attach(&m->dst);
 }
 
@@ -932,11 +934,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_postcopy_reattach),
 	};
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s FERRY-VM\n", argv[0]);
+	if (argc < 2 || argc > 3) {
+		fprintf(stderr, "usage: %s FERRY-VM [kvm|user]\n", argv[0]);
 		return 2;
 	}
-	vm_init(argv[1], "kva");
+	vm_init(argv[1], argv[2], "kva");
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -170,9 +170,9 @@ int main(int argc, char **argv)
 	};
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s FERRY-VM\n", argv[0]);
+		fprintf(stderr, "usage: %s FERRY-VM [kvm|user]\n", argv[0]);
 		return 2;
 	}
-	vm_init(argv[1], "kvt");
+	vm_init(argv[1], argv[2], "kvt");
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -272,8 +272,9 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 	size_t len;
 	int uffd;
 
+	/* At most 20k pages/s, so that a pause lands inside pass 0. */
 	vm_spawn(&src, "src", "--mem", "32M", "--guest", "verify",
-		 "--workingset", "8M", "--stride", "32", "--sleep", "0",
+		 "--workingset", "8M", "--stride", "32", "--rate", "20000",
 		 "--passes", "5", NULL);
 	vm_spawn(&dst, "dst", "--incoming", "--mem", "32M", "--vcpus", "1",
 		 NULL);
@@ -530,10 +531,10 @@ int main(int argc, char **argv)
 	if (argc == 3 && !strcmp(argv[1], "--holder"))
 		return holder_main(strtoull(argv[2], NULL, 0));
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s FERRY-VM\n", argv[0]);
+		fprintf(stderr, "usage: %s FERRY-VM [kvm|user]\n", argv[0]);
 		return 2;
 	}
-	vm_init(argv[1], "fault");
+	vm_init(argv[1], argv[2], "fault");
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
