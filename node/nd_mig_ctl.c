@@ -288,6 +288,14 @@ static void dst_prepare(struct nd_node *n, struct nd_peer *p,
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "only precopy, postcopy or hybrid of one region of "
 			 "4 KiB pages");
+	} else if (!strcmp(pp->accel, "kvm") &&
+		   access("/dev/kvm", R_OK | W_OK)) {
+		/* ferry-vm --accel kvm would fail here: say why, up front */
+		code = ENODEV;
+		snprintf(e.error.text, sizeof(e.error.text),
+			 "%s has no usable /dev/kvm: it can receive only VMs "
+			 "of the user accelerator",
+			 n->cfg->name);
 	} else if ((vm = nd_vm_find(n, pp->vm))) {
 		code = EEXIST;
 		snprintf(e.error.text, sizeof(e.error.text),
