@@ -141,7 +141,8 @@ static const char *const node_keys[] = {
 	"max_cpu_throttle",
 };
 static const char *const fabric_keys[] = { "provider", "address", "port" };
-static const char *const peer_keys[] = { "address", "public_key" };
+static const char *const peer_keys[] = { "address", "public_key",
+					 "accept_user_vms" };
 
 static const char *sec_label(struct parse *p, char *buf, size_t len)
 {
@@ -279,6 +280,13 @@ static int peer_key(struct parse *p, const char *k, const char *v)
 			return -EINVAL;
 		}
 		strcpy(pc->public_key, v);
+	} else if (!strcmp(k, "accept_user_vms")) {
+		if (!strcmp(v, "true") || !strcmp(v, "yes"))
+			pc->accept_user_vms = true;
+		else if (!strcmp(v, "false") || !strcmp(v, "no"))
+			pc->accept_user_vms = false;
+		else
+			return -EINVAL;
 	}
 	return 0;
 }

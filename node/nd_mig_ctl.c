@@ -288,6 +288,13 @@ static void dst_prepare(struct nd_node *n, struct nd_peer *p,
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "only precopy, postcopy or hybrid of one region of "
 			 "4 KiB pages");
+	} else if (!strcmp(pp->accel, "user") && !p->conf->accept_user_vms) {
+		/* its guest code would run natively in our ferry-vm */
+		code = EPERM;
+		snprintf(e.error.text, sizeof(e.error.text),
+			 "%s does not accept VMs of the user accelerator from "
+			 "%s (accept_user_vms in its [peer %s])",
+			 n->cfg->name, p->conf->name, p->conf->name);
 	} else if (!strcmp(pp->accel, "kvm") &&
 		   access("/dev/kvm", R_OK | W_OK)) {
 		/* ferry-vm --accel kvm would fail here: say why, up front */

@@ -69,6 +69,9 @@ struct nd_peer_conf {
 	char name[ND_NAME_MAX + 1];
 	char address[ND_ENDPOINT_MAX];
 	char public_key[ND_KEY_LEN + 1];
+	/* it may send us VMs of the user accelerator, whose guest code runs
+	 * natively in our ferry-vm (docs/security.md) */
+	bool accept_user_vms;
 	int line; /* of its [peer NAME] header */
 };
 

@@ -34,6 +34,7 @@
 const char *ferryd_bin, *ferry_bin;
 char tmpdir[128];
 const char *itest_node_extra;
+bool itest_accept_user = true;
 static pid_t children[MAX_CHILDREN];
 
 double now_s(void)
@@ -251,8 +252,10 @@ void node_add_peer(struct node *n, const char *name, int port, const char *key)
 	FILE *f = fopen(n->conf, "a");
 
 	assert_non_null(f);
-	fprintf(f, "[peer %s]\naddress = tcp://127.0.0.1:%d\npublic_key = %s\n",
-		name, port, key);
+	fprintf(f,
+		"[peer %s]\naddress = tcp://127.0.0.1:%d\npublic_key = %s\n"
+		"accept_user_vms = %s\n",
+		name, port, key, itest_accept_user ? "true" : "false");
 	fclose(f);
 }
 

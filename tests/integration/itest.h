@@ -18,6 +18,8 @@ extern const char *ferryd_bin, *ferry_bin;
 extern char tmpdir[128];
 /* Lines node_init() adds to each [node] section ("key = value\n"...). */
 extern const char *itest_node_extra;
+/* Peers added from now on may send us user VMs (default true). */
+extern bool itest_accept_user;
 
 struct node {
 	char name[16];

@@ -707,8 +707,11 @@ void th_node_add_peer(struct testhosts *th, struct node *n, int peer_host,
 	FILE *f = fopen(n->conf, "a");
 
 	assert_non_null(f);
-	fprintf(f, "[peer %s]\naddress = tcp://%s:%d\npublic_key = %s\n",
-		p->name, th_addr(th, peer_host), p->port, p->key);
+	fprintf(f,
+		"[peer %s]\naddress = tcp://%s:%d\npublic_key = %s\n"
+		"accept_user_vms = %s\n",
+		p->name, th_addr(th, peer_host), p->port, p->key,
+		itest_accept_user ? "true" : "false");
 	fclose(f);
 }
 

@@ -245,6 +245,8 @@ static void h_close(struct hostile *h)
 	zmq_ctx_term(h->ctx);
 }
 
+static const char *prep_accel; /* NULL: itest_accel() */
+
 static void h_prepare(struct hostile *h, uint64_t mig, const char *vm)
 {
 	struct proto_region_desc r = { .id = 0, .pages = 4096 }; /* 16 MiB */
@@ -257,7 +259,8 @@ static void h_prepare(struct hostile *h, uint64_t mig, const char *vm)
 	strcpy(m.prepare.mode, "precopy");
 	m.prepare.page_size = 4096;
 	m.prepare.vcpus = 1;
-	snprintf(m.prepare.accel, sizeof(m.prepare.accel), "%s", itest_accel());
+	snprintf(m.prepare.accel, sizeof(m.prepare.accel), "%s",
+		 prep_accel ? prep_accel : itest_accel());
 	m.prepare.nregions = 1;
 	m.prepare.regions = &r;
 	if (proto_name_valid(vm)) {
@@ -377,6 +380,34 @@ static void expect_abort(struct hostile *h, uint64_t mig, const char *why)
 }
 
 /* ---- finding 1: names that are paths ---- */
+
+/*
+ * A user VM's guest code runs natively in the destination's ferry-vm: a
+ * peer not trusted with that (no accept_user_vms) is refused up front, and
+ * no ferry-vm is started.
+ */
+static void test_user_vm_refused(void **state)
+{
+	struct proto_msg *e;
+	struct hostile h;
+	struct node d;
+
+	(void)state;
+	itest_accept_user = false;
+	victim(&d, &h, "/bin/false", "v0");
+	itest_accept_user = true;
+	prep_accel = "user";
+	h_prepare(&h, 1, "g1");
+	prep_accel = NULL;
+	e = h_wait(&h, PROTO_ERROR, 10);
+	assert_non_null(e);
+	assert_int_equal(e->error.code, EPERM);
+	assert_non_null(strstr(e->error.text, "accept_user_vms"));
+	proto_msg_free(e);
+	assert_null(strstr(slurp(d.log), "started incoming VM"));
+	h_close(&h);
+	itest_no_crash(&d);
+}
 
 static void test_vm_name_path(void **state)
 {
@@ -804,6 +835,7 @@ static void test_records(void **state)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_user_vm_refused, teardown),
 		cmocka_unit_test_teardown(test_vm_name_path, teardown),
 		cmocka_unit_test_teardown(test_state_twice, teardown),
 		cmocka_unit_test_teardown(test_inbox_flood, teardown),

@@ -118,7 +118,8 @@ static void test_full(void **state)
 		"public_key = " KEY_A "\n"
 		"[ peer   c ]\n"
 		"public_key = " KEY_B "\n"
-		"address = tcp://host.example:7403\n");
+		"address = tcp://host.example:7403\n"
+		"accept_user_vms = yes\n");
 
 	(void)state;
 	assert_int_equal(nd_config_load(path, &cfg, err, sizeof(err)), 0);
@@ -143,10 +144,12 @@ static void test_full(void **state)
 	assert_string_equal(cfg->peers[0].address, "tcp://127.0.0.1:7402");
 	assert_string_equal(cfg->peers[0].public_key, KEY_A);
 	assert_int_equal(cfg->peers[0].line, 19);
+	assert_false(cfg->peers[0].accept_user_vms);
 	assert_string_equal(cfg->peers[1].name, "c");
 	assert_string_equal(cfg->peers[1].address, "tcp://host.example:7403");
 	assert_string_equal(cfg->peers[1].public_key, KEY_B);
 	assert_int_equal(cfg->peers[1].line, 22);
+	assert_true(cfg->peers[1].accept_user_vms);
 	free(cfg);
 }
 
@@ -201,6 +204,8 @@ static const struct bad_case bad_cases[] = {
 	{ "[node]\n\n[peer b]\naddress = tcp://127.0.0.1:1\n\n[fabric]\n",
 	  "3: peer 'b' has no public_key" },
 	{ "[peer b]\npublic_key = " KEY_A "\n", "1: peer 'b' has no address" },
+	{ "[peer b]\naccept_user_vms = maybe\n", "2: accept_user_vms: bad "
+						 "value 'maybe'" },
 	{ "[peer b]\naddress = tcp://127.0.0.1:1\npublic_key = short\n",
 	  "3: public_key of peer 'b': not a 40-character Z85 CURVE key" },
 	{ "[peer b]\naddress = tcp://127.0.0.1:1\n"
