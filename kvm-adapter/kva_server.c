@@ -321,7 +321,8 @@ static void kva_srv_set_state(struct kva_server *s, const struct kva_hdr *h,
 	else if (ret == -EINVAL)
 		kva_srv_error(s->cfd, h->seq, EINVAL,
 			      "state blob is for another VM shape (vCPUs or "
-			      "RAM size)");
+			      "RAM size) or accelerator (this VM runs on %s)",
+			      s->vm->ops->name);
 	else if (ret)
 		kva_srv_error(s->cfd, h->seq, -ret, "loading the state failed");
 	if (ret)

@@ -249,7 +249,11 @@ static void kva_enter(struct kva_user_vcpu *u, ucontext_t *uc)
 static void kva_leave(struct kva_user_vcpu *u, ucontext_t *uc)
 {
 	uint8_t *fp = (uint8_t *)uc->uc_mcontext.fpregs;
+	unsigned long gs;
 
+	/* A guest may move its GS base (wrgsbase): keep what it left. */
+	if (!syscall(SYS_arch_prctl, ARCH_GET_GS, &gs))
+		u->gs_base = gs;
 	memcpy(u->gregs, uc->uc_mcontext.gregs, sizeof(u->gregs));
 	memcpy(u->fx, fp, KVA_FX_SIZE);
 	memcpy(uc->uc_mcontext.gregs, u->host_gregs, sizeof(u->host_gregs));
