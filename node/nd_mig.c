@@ -829,6 +829,24 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 	}
 }
 
+/*
+ * A destination has lost its source when the connection to it dropped
+ * after the migration began (the source died or restarted: its side of
+ * the migration is gone), or when it has been silent for peer_timeout_ms.
+ * Not merely because no PONG came yet: a source that restarted just
+ * before this migration is unreachable by PONG until our side has
+ * reconnected, though its PINGs and messages arrive.
+ */
+static bool dst_lost_source(const struct nd_mig *m, uint64_t now)
+{
+	const struct nd_peer *p = m->peer;
+
+	if (nd_peer_state(p, now) != ND_PEER_UNREACHABLE)
+		return false;
+	return p->disconnect_ns > m->t_start ||
+	       now - p->last_seen_ns >= m->n->cfg->peer_timeout_ms * 1000000ULL;
+}
+
 void nd_migs_tick(struct nd_node *n, uint64_t now)
 {
 	for (int i = 0; i < ND_MIGS_MAX; i++) {
@@ -841,9 +859,7 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			if (nd_mig_dst_poll(m))
 				nd_mig_dst_free(m);
 			if (m->dst && !nd_mig_finished(m) &&
-			    nd_peer_state(m->peer, now) ==
-				    ND_PEER_UNREACHABLE &&
-			    m->phase < ND_MIG_READY)
+			    m->phase < ND_MIG_READY && dst_lost_source(m, now))
 				nd_mig_dst_stop(m, "source unreachable", false);
 			continue;
 		}

@@ -141,7 +141,7 @@ void nd_mig_dst_stop(struct nd_mig *m, const char *reason, bool always)
 bool nd_mig_dst_poll(struct nd_mig *m)
 {
 	struct nd_mig_dst *d = m->dst;
-	struct nd_mig_qmsg *q, *next;
+	struct nd_mig_qmsg *q, *next, *last;
 	bool done;
 
 	if (!d)
@@ -179,10 +179,27 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 	pthread_mutex_unlock(&d->lock);
 	for (; q; q = next) {
 		next = q->next;
-		if (nd_peer_send(m->peer, q->m))
-			pr_warn("%" PRIu64 ": cannot send %s to %s", m->id,
-				proto_type_name(q->m->type),
-				m->peer->conf->name);
+		if (nd_peer_send(m->peer, q->m)) {
+			/*
+			 * Not connected to the source yet (it restarted and
+			 * our side reconnects) or for now: keep the rest, in
+			 * order, for the next tick. A source that stays
+			 * silent is stopped for it below (nd_migs_tick).
+			 */
+			pr_debug("%" PRIu64 ": cannot send %s to %s yet", m->id,
+				 proto_type_name(q->m->type),
+				 m->peer->conf->name);
+			last = q;
+			while (last->next)
+				last = last->next;
+			pthread_mutex_lock(&d->lock);
+			last->next = d->out;
+			if (!d->out)
+				d->out_tail = &last->next;
+			d->out = q;
+			pthread_mutex_unlock(&d->lock);
+			break;
+		}
 		proto_msg_free(q->m);
 		free(q);
 	}
@@ -205,6 +222,14 @@ void nd_mig_dst_free(struct nd_mig *m)
 		return;
 	pthread_join(d->thread, NULL);
 	nd_mig_dst_poll(m);
+	/* what the source could not be sent by now is dropped */
+	for (q = d->out; q; q = next) {
+		next = q->next;
+		pr_warn("%" PRIu64 ": cannot send %s to %s", m->id,
+			proto_type_name(q->m->type), m->peer->conf->name);
+		proto_msg_free(q->m);
+		free(q);
+	}
 	for (q = d->in; q; q = next) {
 		next = q->next;
 		proto_msg_free(q->m);

@@ -686,6 +686,7 @@ void nd_monitor_handle(struct nd_peer *p)
 			peer_info(p, "disconnected");
 		p->hello_out = false;
 		p->last_pong_ns = 0;
+		p->disconnect_ns = fy_now_ns();
 		break;
 	}
 out:

@@ -217,6 +217,7 @@ struct nd_peer {
 	uint64_t ping_seq;
 	uint64_t ticks;
 	uint64_t last_pong_ns, last_seen_ns; /* 0: never */
+	uint64_t disconnect_ns; /* our connection to it last dropped; 0 */
 	uint64_t rtt_last_ns, rtt_sum_ns, rtt_count;
 	uint64_t malformed;
 	bool malformed_logged;
