@@ -83,6 +83,8 @@ struct kva_accel_ops {
 	void (*unkick)(struct kva_vcpu *vcpu);
 	/* Finish an in-flight I/O so the registers are consistent. */
 	int (*complete_io)(struct kva_vcpu *vcpu);
+	/* The vCPU's thread ends (optional); on that thread. */
+	void (*thread_exit)(struct kva_vcpu *vcpu);
 	/* kva_vm_harvest(), under vm->dirty_lock. */
 	int (*harvest)(struct kva_vm *vm, uint64_t *bm);
 	/* Append the vCPU and VM sections of a paused VM (kva_state.c). */

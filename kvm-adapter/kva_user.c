@@ -55,6 +55,7 @@
 #define KVA_USER_BASE 0x200000000000ULL
 #define KVA_USER_GUARD (1ULL << 30)
 #define KVA_USER_ALTSTACK (256U << 10)
+#define KVA_USER_ALTSTACK_MIN (64U << 10)
 #define KVA_USER_MSRS 32
 #define KVA_FX_SIZE 512
 #define KVA_XSTATE_BV_OFF 512 /* the XSAVE header follows the legacy area */
@@ -105,6 +106,8 @@ struct kva_user_vcpu {
 	uint64_t vector, error, cr2, sysno;
 	bool thread_ready; /* altstack, mask and seccomp set up */
 	void *altstack;
+	stack_t old_altstack; /* the thread's before ours */
+	pthread_t altstack_thread; /* the thread ours is on */
 };
 
 struct kva_user_vm {
@@ -381,17 +384,26 @@ static int kva_user_seccomp(struct kva_vm *vm)
 static int kva_user_thread_init(struct kva_vcpu *vcpu)
 {
 	struct kva_user_vcpu *u = vcpu->user;
-	stack_t ss = { .ss_size = KVA_USER_ALTSTACK };
+	stack_t ss = { .ss_size = KVA_USER_ALTSTACK }, old;
 	sigset_t mask;
 	unsigned int i;
 
-	u->altstack = malloc(KVA_USER_ALTSTACK);
-	if (!u->altstack)
-		return -ENOMEM;
-	ss.ss_sp = u->altstack;
-	if (sigaltstack(&ss, NULL)) {
-		pr_perror("vCPU %u: sigaltstack", vcpu->id);
-		return -errno;
+	/*
+	 * A big enough alternate stack the thread has already (a sanitizer's,
+	 * which it unmaps itself when the thread ends) is kept; else ours.
+	 */
+	if (sigaltstack(NULL, &old) || (old.ss_flags & SS_DISABLE) ||
+	    old.ss_size < KVA_USER_ALTSTACK_MIN) {
+		u->old_altstack = old;
+		u->altstack_thread = pthread_self();
+		u->altstack = malloc(KVA_USER_ALTSTACK);
+		if (!u->altstack)
+			return -ENOMEM;
+		ss.ss_sp = u->altstack;
+		if (sigaltstack(&ss, NULL)) {
+			pr_perror("vCPU %u: sigaltstack", vcpu->id);
+			return -errno;
+		}
 	}
 	/* Nothing but ours may interrupt the guest on its own stack. */
 	sigfillset(&mask);
@@ -491,6 +503,20 @@ static void user_unkick(struct kva_vcpu *vcpu)
 	atomic_store(&vcpu->user->immediate, false);
 }
 
+/*
+ * Give the thread back its own alternate stack: AddressSanitizer unmaps
+ * whatever stack a thread it started has at its end, ours included.
+ */
+static void user_thread_exit(struct kva_vcpu *vcpu)
+{
+	struct kva_user_vcpu *u = vcpu->user;
+
+	if (u->altstack && pthread_equal(u->altstack_thread, pthread_self())) {
+		sigaltstack(&u->old_altstack, NULL);
+		u->altstack_thread = 0;
+	}
+}
+
 static int user_complete_io(struct kva_vcpu *vcpu)
 {
 	(void)vcpu; /* rip is past the instruction once it trapped */
@@ -577,6 +603,8 @@ static void user_close(struct kva_vm *vm)
 
 		if (!u)
 			continue;
+		/* a vCPU run on this thread (tests) leaves no stack behind */
+		user_thread_exit(&vm->vcpus[i]);
 		free(u->host_fp);
 		free(u->altstack);
 		free(u);
@@ -760,6 +788,7 @@ const struct kva_accel_ops kva_user_ops = {
 	.kick = user_kick,
 	.unkick = user_unkick,
 	.complete_io = user_complete_io,
+	.thread_exit = user_thread_exit,
 	.harvest = user_harvest,
 	.save = user_save,
 	.sect_size = user_sect_size,

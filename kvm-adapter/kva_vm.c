@@ -273,9 +273,8 @@ static void kva_vcpu_throttle(struct kva_vcpu *vcpu)
 	vcpu->slice_ns = fy_now_ns();
 }
 
-static void *kva_vcpu_thread(void *arg)
+static void kva_vcpu_loop(struct kva_vcpu *vcpu)
 {
-	struct kva_vcpu *vcpu = arg;
 	struct kva_vm *vm = vcpu->vm;
 	struct kva_event ev;
 	int r;
@@ -288,11 +287,11 @@ static void *kva_vcpu_thread(void *arg)
 		switch (ev.kind) {
 		case KVA_EV_INTR:
 			if (kva_vcpu_intr(vcpu))
-				return NULL;
+				return;
 			continue;
 		case KVA_EV_HALT:
 			kva_vcpu_stop(vcpu, KVA_VCPU_HALTED);
-			return NULL;
+			return;
 		case KVA_EV_EXCEPTION:
 			pr_err("vCPU %u: guest exception %llu (%s), error "
 			       "%#llx, rip %#llx, cr2 %#llx",
@@ -303,7 +302,7 @@ static void *kva_vcpu_thread(void *arg)
 			       (unsigned long long)ev.cr2);
 			vcpu->fail = ev;
 			kva_vcpu_stop(vcpu, KVA_VCPU_FAILED);
-			return NULL;
+			return;
 		case KVA_EV_UCALL:
 			break;
 		}
@@ -320,7 +319,7 @@ static void *kva_vcpu_thread(void *arg)
 			if (vm->ops->complete_io(vcpu))
 				break;
 			kva_vcpu_stop(vcpu, KVA_VCPU_DONE);
-			return NULL;
+			return;
 		} else if (ev.uc.cmd == KVA_UC_FAIL) {
 			kva_log_fail(vcpu, &ev.uc);
 			vcpu->fail = ev;
@@ -329,6 +328,15 @@ static void *kva_vcpu_thread(void *arg)
 		}
 	}
 	kva_vcpu_stop(vcpu, KVA_VCPU_FAILED);
+}
+
+static void *kva_vcpu_thread(void *arg)
+{
+	struct kva_vcpu *vcpu = arg;
+
+	kva_vcpu_loop(vcpu);
+	if (vcpu->vm->ops->thread_exit)
+		vcpu->vm->ops->thread_exit(vcpu);
 	return NULL;
 }
 
