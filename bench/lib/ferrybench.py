@@ -3,11 +3,14 @@
 
 Pairs of ferryd on this host over loopback ("a" and "b" by default, or
 other node names, one pair per fabric provider; each ferryd with its own
-config, keys and state directory under one temporary directory), the
-`ferry` CLI against any of them, a source `ferry-vm` on a pair's source
-node, its RAM copied to a file QEMU can map (the same bytes for both), and
-the clean-up: every process and file goes on exit, also on
-SIGINT/SIGTERM/SIGHUP if the script turns those into Interrupted.
+config, keys and state directory under one temporary directory), or over
+a Link (two network namespaces joined by a veth pair shaped to a set rate),
+the `ferry` CLI against any of them (over their unix control sockets, so
+from the root namespace too), a source `ferry-vm` on a pair's source node
+with the accelerator asked for (opt.accel), its RAM copied to a file QEMU
+can map (the same bytes for both), and the clean-up: every process, file
+and namespace goes on exit, also on SIGINT/SIGTERM/SIGHUP if the script
+turns those into Interrupted.
 
 Python 3 standard library only.
 """
@@ -33,6 +36,9 @@ QEMU_MIGRATE = os.path.join(ROOT, "bench", "qemu", "qemu-migrate")
 PR_SET_PDEATHSIG = 1
 SAMPLE = MiB  # bytes per sampled chunk of the same-bytes check
 SHMEM_THP = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+NETNS_DIR = "/run/netns"
+NS_PREFIX = "ferryb-"  # tests/integration/netns.c's hosts are ferryt-
+LINK_PORT = 7411       # ferryd's listen port on a Link (namespaces are new)
 
 _name = ["bench"]
 
@@ -195,6 +201,166 @@ def stop_pid(pid, timeout=5.0):
             return
 
 
+def run_tool(*argv):
+    """Run an ip or tc command; BenchError with its output if it fails."""
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode:
+        raise BenchError("`%s` failed (%d): %s" %
+                         (" ".join(argv), r.returncode,
+                          r.stdout.decode(errors="replace").strip()))
+
+
+def kill_in_netns(ino):
+    """Stop every process whose network namespace is inode ino."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            if os.stat("/proc/%s/ns/net" % d).st_ino != ino:
+                continue
+        except OSError:
+            continue
+        stop_pid(int(d))
+
+
+def remove_stale_netns():
+    """Delete the names of the namespaces of a bench that died without
+    cleaning up (ferryb-PID-*, PID gone): what ran in them died with it
+    (PR_SET_PDEATHSIG), and the kernel frees a namespace nothing uses."""
+    try:
+        names = os.listdir(NETNS_DIR)
+    except OSError:
+        return
+    for n in names:
+        pid = n[len(NS_PREFIX):].split("-")[0]
+        if not n.startswith(NS_PREFIX) or not pid.isdigit():
+            continue
+        if int(pid) == os.getpid() or os.path.exists("/proc/" + pid):
+            continue
+        log("removing stale namespace %s" % n)
+        subprocess.run(["ip", "netns", "del", n], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+
+# The receiving end of Link.measure(): bytes and seconds from the first
+# byte to EOF.
+_RECEIVER = """import socket, sys, time
+s = socket.socket()
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("ready", flush=True)
+c, _ = s.accept()
+n, t0 = 0, None
+while True:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    if t0 is None:
+        t0 = time.monotonic()
+    n += len(b)
+print(n, time.monotonic() - (t0 or time.monotonic()), flush=True)
+"""
+_SENDER = """import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+b, t = bytes(1 << 20), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < t:
+    s.sendall(b)
+s.close()
+"""
+
+
+class Link:
+    """Two network namespaces joined by a veth pair shaped to rate_bps: a
+    link with a defined rate, for ferryd or QEMU on each side.
+
+    tests/integration/netns.c's layout (names, addresses, htb), without
+    its hub and bridge, K = 1 + pid % 254:
+
+      ferryb-PID-h0: eth0 10.222.K.1 <-veth-> eth0 10.222.K.2 :ferryb-PID-h1
+
+    Both ends' egress carry an htb class of rate = ceil = rate_bps
+    (quantum 60000, as netns.c), so both directions are limited. Needs
+    root. close() stops what is left in the namespaces and deletes them;
+    the namespaces of a bench that was SIGKILLed are deleted when the next
+    one starts (remove_stale_netns()).
+    """
+
+    def __init__(self, rate_bps):
+        if os.geteuid():
+            raise BenchError("a shaped link needs root (network "
+                             "namespaces, veth, tc)")
+        for tool in ("ip", "tc"):
+            if not shutil.which(tool):
+                raise BenchError("%s not found (apt-get install iproute2)" %
+                                 tool)
+        remove_stale_netns()
+        self.rate_bps = rate_bps
+        k = 1 + os.getpid() % 254
+        self.ns = ["%s%d-h%d" % (NS_PREFIX, os.getpid(), i) for i in (0, 1)]
+        self.addrs = ["10.222.%d.%d" % (k, i + 1) for i in (0, 1)]
+        self.made, self.ino = [], []
+        try:
+            for ns in self.ns:
+                run_tool("ip", "netns", "add", ns)
+                self.made.append(ns)
+                self.ino.append(os.stat(os.path.join(NETNS_DIR, ns)).st_ino)
+            # born in h0, its far end goes straight into h1
+            run_tool("ip", "-n", self.ns[0], "link", "add", "eth0", "type",
+                     "veth", "peer", "name", "eth0", "netns", self.ns[1])
+            for ns, addr in zip(self.ns, self.addrs):
+                run_tool("ip", "-n", ns, "addr", "add", addr + "/24", "dev",
+                         "eth0")
+                run_tool("ip", "-n", ns, "link", "set", "eth0", "up")
+                run_tool("ip", "-n", ns, "link", "set", "lo", "up")
+                run_tool("tc", "-n", ns, "qdisc", "add", "dev", "eth0",
+                         "root", "handle", "1:", "htb", "default", "1")
+                run_tool("tc", "-n", ns, "class", "add", "dev", "eth0",
+                         "parent", "1:", "classid", "1:1", "htb", "rate",
+                         "%dbit" % rate_bps, "ceil", "%dbit" % rate_bps,
+                         "quantum", "60000")
+        except BaseException:
+            self.close()
+            raise
+        log("link %s (%s) <-> %s (%s), htb %s bit/s each way" %
+            (self.ns[0], self.addrs[0], self.ns[1], self.addrs[1],
+             format(rate_bps, ",")))
+
+    def exec_argv(self, i):
+        """The prefix that runs a command in namespace i."""
+        return ["ip", "netns", "exec", self.ns[i]]
+
+    def measure(self, seconds=2.0):
+        """Bytes/s one TCP stream gets from namespace 0 to namespace 1."""
+        rx = subprocess.Popen(
+            self.exec_argv(1) + [sys.executable, "-c", _RECEIVER,
+                                 self.addrs[1], str(LINK_PORT + 1)],
+            stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+        try:
+            rx.stdout.readline()
+            subprocess.run(self.exec_argv(0) + [
+                sys.executable, "-c", _SENDER, self.addrs[1],
+                str(LINK_PORT + 1), str(seconds)], check=True,
+                timeout=seconds + 30, preexec_fn=die_with_parent)
+            n, dt = rx.communicate(timeout=30)[0].split()
+        except (subprocess.SubprocessError, ValueError) as e:
+            raise BenchError("cannot send over the link %s -> %s: %s" %
+                             (self.ns[0], self.ns[1], e))
+        finally:
+            if rx.poll() is None:
+                rx.kill()
+                rx.wait()
+        return int(n) / float(dt)
+
+    def close(self):
+        for ino in self.ino:
+            kill_in_netns(ino)
+        for ns in self.made:
+            subprocess.run(["ip", "netns", "del", ns],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        self.made, self.ino = [], []
+
+
 def ensure_build(build, rebuild, extra=()):
     """ferryd, ferry and ferry-vm of BUILD (relative to the tree, or
     absolute), and the paths of the extra targets asked for.
@@ -226,7 +392,8 @@ class Peers:
     """Pairs of ferryd (a, b by default) and the source VMs on them, in
     one temporary dir.
 
-    opt needs build, rebuild and keep, and provider for start_daemons().
+    opt needs build, rebuild, keep and accel, and provider for
+    start_daemons().
     close() stops everything this object started and removes its files.
     """
 
@@ -240,6 +407,7 @@ class Peers:
         self.vms = []          # our source ferry-vm Popens
         self.mem_file = None   # the RAM copy QEMU uses, in /dev/shm
         self.seq = 0
+        self.accel = None      # what the source VMs ran with (accel_of())
 
     # ------------------------------------------------------------ teardown
 
@@ -311,20 +479,29 @@ class Peers:
         """The pair a, b with opt.provider."""
         self.start_pair(self.opt.provider)
 
-    def start_pair(self, provider, src="a", dst="b"):
+    def start_pair(self, provider, src="a", dst="b", link=None):
         """Two ferryd, src and dst, peers of each other with [fabric]
-        provider; returns once each sees the other reachable."""
-        ports = free_ports(2)
+        provider; returns once each sees the other reachable.
+
+        With a Link, src runs in its first namespace and dst in its second,
+        each listening (and its fabric bound) on its veth address.
+        """
+        if link:
+            addrs = dict(zip((src, dst), link.addrs))
+            ports = [LINK_PORT, LINK_PORT]
+        else:
+            addrs = {src: "127.0.0.1", dst: "127.0.0.1"}
+            ports = free_ports(2)
         keys = {}
         for node, port in zip((src, dst), ports):
             os.mkdir(os.path.join(self.tmp, node), 0o700)
             with open(self.conf(node), "w") as f:
-                f.write("[node]\nname = %s\nlisten = tcp://127.0.0.1:%d\n"
+                f.write("[node]\nname = %s\nlisten = tcp://%s:%d\n"
                         "state_dir = %s/%s/state\ncontrol = %s/%s/run/"
                         "ferryd.sock\nferry_vm = %s\n\n[fabric]\n"
-                        "provider = %s\naddress = 127.0.0.1\n" %
-                        (node, port, self.tmp, node, self.tmp, node,
-                         self.ferry_vm, provider))
+                        "provider = %s\naddress = %s\n" %
+                        (node, addrs[node], port, self.tmp, node, self.tmp,
+                         node, self.ferry_vm, provider, addrs[node]))
             keys[node] = subprocess.run(
                 [self.ferryd, "--config", self.conf(node), "--genkey"],
                 check=True, stdout=subprocess.PIPE).stdout.decode().strip()
@@ -332,11 +509,14 @@ class Peers:
             other = dst if node == src else src
             oport = ports[1] if node == src else ports[0]
             with open(self.conf(node), "a") as f:
-                f.write("\n[peer %s]\naddress = tcp://127.0.0.1:%d\n"
-                        "public_key = %s\n" % (other, oport, keys[other]))
-        for node in (src, dst):
+                # the bench's peers are this machine: user VMs are fine
+                f.write("\n[peer %s]\naddress = tcp://%s:%d\n"
+                        "public_key = %s\naccept_user_vms = true\n" %
+                        (other, addrs[other], oport, keys[other]))
+        for i, node in enumerate((src, dst)):
             log_f = open(os.path.join(self.tmp, node + ".log"), "w")
             self.daemons[node] = subprocess.Popen(
+                (link.exec_argv(i) if link else []) +
                 [self.ferryd, "--config", self.conf(node)], stderr=log_f,
                 stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
             log_f.close()
@@ -365,14 +545,16 @@ class Peers:
 
     # ----------------------------------------------------------- a source VM
 
-    def start_vm(self, size, content, guest="idle", node="a"):
-        """A ferry-vm on node (RAM prefilled from seed 1 for "random");
-        returns (name, Popen) once node's ferryd lists it."""
+    def start_vm(self, size, content, guest="idle", node="a", extra=()):
+        """A ferry-vm on node with --accel opt.accel (RAM prefilled from
+        seed 1 for "random"; extra: more ferry-vm options); returns (name,
+        Popen) once node's ferryd lists it."""
         self.seq += 1
         name = "g%d" % self.seq
         sock = os.path.join(self.tmp, node, "state", "vms", name + ".sock")
         cmd = [self.ferry_vm, "--mem", "%dM" % (size // MiB), "--guest",
-               guest, "--report", "0", "--adapter", sock]
+               guest, "--accel", self.opt.accel, "--report", "0",
+               "--adapter", sock] + [str(x) for x in extra]
         if content == "random":
             cmd += ["--prefill", "random", "--seed", "1"]
         log_f = open(os.path.join(self.tmp, name + ".log"), "w")
@@ -394,6 +576,15 @@ class Peers:
                 raise BenchError("ferryd %s never saw %s" % (node, name))
             time.sleep(0.05)
         return name, p
+
+    def accel_of(self, node, name):
+        """The accelerator VM name runs with ("accel" of `ferry vms`), or
+        "?"; the first one seen is kept in self.accel for the report."""
+        v = self.vm_info(node, name)
+        a = (v or {}).get("accel") or "?"
+        if self.accel is None and a != "?":
+            self.accel = a
+        return a
 
     def vm_info(self, node, name):
         """VM name's entry of `ferry vms` on node, or None."""
