@@ -19,10 +19,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/kvm.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -54,10 +56,10 @@ int kva_accel_parse(const char *name, enum kva_accel *out)
 	return -EINVAL;
 }
 
-/* auto: kvm where /dev/kvm opens, user otherwise. */
+/* auto: kvm where /dev/kvm opens and is KVM, user otherwise. */
 static const struct kva_accel_ops *kva_accel_pick(enum kva_accel a)
 {
-	int fd;
+	int fd, api;
 
 	if (a == KVA_ACCEL_KVM)
 		return &kva_kvm_ops;
@@ -69,7 +71,14 @@ static const struct kva_accel_ops *kva_accel_pick(enum kva_accel a)
 			strerror(errno));
 		return &kva_user_ops;
 	}
+	api = ioctl(fd, KVM_GET_API_VERSION, 0);
 	close(fd);
+	if (api != KVM_API_VERSION) {
+		pr_info("/dev/kvm is not KVM (API version %d): the user "
+			"accelerator runs the guest",
+			api);
+		return &kva_user_ops;
+	}
 	return &kva_kvm_ops;
 }
 
