@@ -26,8 +26,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-#define PAGE 4096
-
 static size_t put_varint(uint8_t *out, size_t cap, size_t pos, uint64_t v)
 {
 	do {
@@ -58,7 +56,7 @@ static int get_varint(const uint8_t *in, size_t len, size_t *pos, uint64_t *v)
 size_t nd_delta_encode(const uint8_t *old, const uint8_t *new, uint8_t *out,
 		       size_t cap)
 {
-	size_t pos = 0, w = 0, words = PAGE / 8;
+	size_t pos = 0, w = 0, words = FY_PAGE_SIZE / 8;
 
 	while (w < words) {
 		size_t same = w, diff;
@@ -98,8 +96,9 @@ int nd_delta_apply(uint8_t *page, const uint8_t *d, size_t len)
 		uint64_t skip, count;
 
 		if (get_varint(d, len, &pos, &skip) ||
-		    get_varint(d, len, &pos, &count) || skip > PAGE - at ||
-		    count > PAGE - at - skip || count > len - pos)
+		    get_varint(d, len, &pos, &count) ||
+		    skip > FY_PAGE_SIZE - at ||
+		    count > FY_PAGE_SIZE - at - skip || count > len - pos)
 			return -EBADMSG;
 		at += skip;
 		memcpy(page + at, d + pos, count);
@@ -116,17 +115,18 @@ size_t nd_delta_record(uint8_t *out, uint64_t page, const uint8_t *old,
 	size_t n;
 
 	/* a delta must save a sixteenth of the page to be worth it */
-	n = nd_delta_encode(old, new, out + 16, PAGE - PAGE / 16);
-	if (!n && !memcmp(old, new, PAGE)) {
+	n = nd_delta_encode(old, new, out + 16,
+			    FY_PAGE_SIZE - FY_PAGE_SIZE / 16);
+	if (!n && !memcmp(old, new, FY_PAGE_SIZE)) {
 		/* dirty again but as D has it: an empty delta */
 		len = 0;
 		kind = 1;
-	} else if (n && n < PAGE - PAGE / 16) {
+	} else if (n && n < FY_PAGE_SIZE - FY_PAGE_SIZE / 16) {
 		len = (uint32_t)n;
 		kind = 1;
 	} else {
-		memcpy(out + 16, new, PAGE);
-		len = PAGE;
+		memcpy(out + 16, new, FY_PAGE_SIZE);
+		len = FY_PAGE_SIZE;
 		kind = 0;
 	}
 	*raw = !kind;
@@ -154,13 +154,14 @@ int nd_delta_apply_buf(uint8_t *map, uint64_t pages, const uint8_t *buf,
 		memcpy(&kind, buf + pos + 12, 4);
 		pos += 16;
 		if (page >= pages || rlen > len - pos || kind > 1 ||
-		    (kind == 0 && rlen != PAGE))
+		    (kind == 0 && rlen != FY_PAGE_SIZE))
 			return -EBADMSG;
 		if (kind == 0) {
-			memcpy(map + page * PAGE, buf + pos, PAGE);
+			memcpy(map + page * FY_PAGE_SIZE, buf + pos,
+			       FY_PAGE_SIZE);
 		} else {
-			ret = nd_delta_apply(map + page * PAGE, buf + pos,
-					     rlen);
+			ret = nd_delta_apply(map + page * FY_PAGE_SIZE,
+					     buf + pos, rlen);
 			if (ret)
 				return ret;
 		}
@@ -180,12 +181,13 @@ int nd_mig_delta_round(struct nd_mig *m)
 {
 	struct proto_msg d = { .type = PROTO_DELTA_SET };
 	uint64_t pages = fy_runs_pages(m->todo, m->ntodo), used = 0;
-	uint8_t tmp[PAGE];
+	uint8_t tmp[FY_PAGE_SIZE];
 	struct fab_rkey rk;
 	size_t cap;
 	int ret;
 
-	cap = (pages * (PAGE + 16) + PAGE - 1) & ~(PAGE - 1);
+	cap = (pages * (FY_PAGE_SIZE + 16) + FY_PAGE_SIZE - 1) &
+	      ~(FY_PAGE_SIZE - 1);
 	m->stage = mmap(NULL, cap, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (m->stage == MAP_FAILED) {
@@ -198,10 +200,11 @@ int nd_mig_delta_round(struct nd_mig *m)
 		     p < m->todo[i].start + m->todo[i].len; p++) {
 			bool raw;
 
-			memcpy(tmp, m->map + p * PAGE, PAGE);
+			memcpy(tmp, m->map + p * FY_PAGE_SIZE, FY_PAGE_SIZE);
 			used += nd_delta_record(m->stage + used, p,
-						m->cache + p * PAGE, tmp, &raw);
-			memcpy(m->cache + p * PAGE, tmp, PAGE);
+						m->cache + p * FY_PAGE_SIZE,
+						tmp, &raw);
+			memcpy(m->cache + p * FY_PAGE_SIZE, tmp, FY_PAGE_SIZE);
 			m->delta_raw += raw;
 		}
 	m->todo_pos = m->ntodo;

@@ -39,7 +39,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-#define PAGE 4096ULL
 #define SLOTS 64 /* pages in flight or waiting */
 #define WAITERS 8 /* fault messages attached to one page */
 #define PREPAGE_Q 4096 /* queue of pages for the puller (power of 2) */
@@ -248,8 +247,9 @@ static struct slot *slot_get(struct nd_fault *fs, enum slot_kind kind,
 		fs->st.busy++;
 		pthread_mutex_unlock(&fs->lock);
 		s->page = page;
-		s->buf = fs->p.mode == ND_FAULT_COPY ? fs->staging + i * PAGE
-						     : fs->p.map + page * PAGE;
+		s->buf = fs->p.mode == ND_FAULT_COPY
+				 ? fs->staging + i * FY_PAGE_SIZE
+				 : fs->p.map + page * FY_PAGE_SIZE;
 		return s;
 	}
 	return NULL;
@@ -257,12 +257,12 @@ static struct slot *slot_get(struct nd_fault *fs, enum slot_kind kind,
 
 static uint64_t uaddr(const struct nd_fault *fs, uint64_t page)
 {
-	return fs->p.uffd_base + page * PAGE;
+	return fs->p.uffd_base + page * FY_PAGE_SIZE;
 }
 
 static void wake(struct nd_fault *fs, uint64_t page)
 {
-	struct uffdio_range r = { uaddr(fs, page), PAGE };
+	struct uffdio_range r = { uaddr(fs, page), FY_PAGE_SIZE };
 
 	if (ioctl(fs->p.uffd, UFFDIO_WAKE, &r) && errno != ENOENT)
 		pr_perror("UFFDIO_WAKE %llu", (unsigned long long)page);
@@ -289,7 +289,8 @@ static void set_placed(struct nd_fault *fs, uint64_t page)
  */
 static int cont(struct nd_fault *fs, uint64_t page)
 {
-	struct uffdio_continue c = { .range = { uaddr(fs, page), PAGE } };
+	struct uffdio_continue c = { .range = { uaddr(fs, page),
+						FY_PAGE_SIZE } };
 
 	if (!placed(fs, page))
 		return -EAGAIN;
@@ -319,7 +320,7 @@ static int place(struct nd_fault *fs, struct slot *s)
 	}
 	struct uffdio_copy c = { .dst = uaddr(fs, s->page),
 				 .src = (uintptr_t)s->buf,
-				 .len = PAGE };
+				 .len = FY_PAGE_SIZE };
 	if (!ioctl(fs->p.uffd, UFFDIO_COPY, &c)) {
 		set_placed(fs, s->page);
 		return 0;
@@ -329,7 +330,8 @@ static int place(struct nd_fault *fs, struct slot *s)
 		 * In the page cache, not complete: allocated ahead by the
 		 * puller's populator. Ours (we claimed it): fill it, map it.
 		 */
-		memcpy(fs->p.map + s->page * PAGE, s->buf, PAGE);
+		memcpy(fs->p.map + s->page * FY_PAGE_SIZE, s->buf,
+		       FY_PAGE_SIZE);
 		set_placed(fs, s->page);
 	}
 	if (errno == EEXIST)
@@ -386,7 +388,8 @@ static void post(struct nd_fault *fs, struct slot *s, uint64_t now)
 			return;
 		fs->held = false;
 	}
-	ret = fab_read(fs->ep, s->buf, PAGE, mr, &fs->rkey, s->page * PAGE, s);
+	ret = fab_read(fs->ep, s->buf, FY_PAGE_SIZE, mr, &fs->rkey,
+		       s->page * FY_PAGE_SIZE, s);
 	if (!ret) {
 		s->posted = true;
 		s->t_post = now;
@@ -440,12 +443,14 @@ static void prepage_around(struct nd_fault *fs, uint64_t page, uint64_t now)
 static void zero(struct nd_fault *fs, uint64_t page, const struct waiter *w,
 		 uint64_t now)
 {
-	struct uffdio_zeropage z = { .range = { uaddr(fs, page), PAGE } };
+	struct uffdio_zeropage z = { .range = { uaddr(fs, page),
+						FY_PAGE_SIZE } };
 	struct slot tmp = { .nwait = 1, .w = { *w } };
 
 	if (ioctl(fs->p.uffd, UFFDIO_ZEROPAGE, &z) && errno == EEXIST) {
 		if (!placed(fs, page))
-			memset(fs->p.map + page * PAGE, 0, PAGE);
+			memset(fs->p.map + page * FY_PAGE_SIZE, 0,
+			       FY_PAGE_SIZE);
 		set_placed(fs, page);
 		cont(fs, page);
 	} else {
@@ -465,8 +470,8 @@ static void attach(struct slot *s, const struct waiter *w)
 
 static void fault(struct nd_fault *fs, const struct uffd_msg *m, uint64_t now)
 {
-	uint64_t addr = m->arg.pagefault.address & ~(PAGE - 1);
-	uint64_t page = (addr - fs->p.uffd_base) / PAGE;
+	uint64_t addr = m->arg.pagefault.address & ~(FY_PAGE_SIZE - 1);
+	uint64_t page = (addr - fs->p.uffd_base) / FY_PAGE_SIZE;
 	struct waiter w = { now, m->arg.pagefault.feat.ptid };
 	bool minor = m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR;
 	struct slot *s;
@@ -759,18 +764,18 @@ int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out)
 	}
 	pthread_mutex_init(&fs->lock, NULL);
 	if (fs->p.mode == ND_FAULT_COPY) {
-		fs->staging = mmap(NULL, SLOTS * PAGE, PROT_READ | PROT_WRITE,
-				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-				   -1, 0);
+		fs->staging =
+			mmap(NULL, SLOTS * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 		if (fs->staging == MAP_FAILED) {
 			ret = -errno;
 			fs->staging = NULL;
 			goto err_hist;
 		}
-		ret = fab_mr_reg(p->dom, fs->staging, SLOTS * PAGE,
+		ret = fab_mr_reg(p->dom, fs->staging, SLOTS * FY_PAGE_SIZE,
 				 FAB_ACCESS_LOCAL, &fs->stage_mr);
 	} else {
-		ret = fab_mr_reg(p->dom, p->map, p->pages * PAGE,
+		ret = fab_mr_reg(p->dom, p->map, p->pages * FY_PAGE_SIZE,
 				 FAB_ACCESS_LOCAL, &fs->map_mr);
 	}
 	if (ret) {
@@ -794,7 +799,7 @@ err_dereg:
 	fab_mr_dereg(fs->map_mr);
 err_unmap:
 	if (fs->staging)
-		munmap(fs->staging, SLOTS * PAGE);
+		munmap(fs->staging, SLOTS * FY_PAGE_SIZE);
 err_hist:
 	pthread_mutex_destroy(&fs->lock);
 	free(fs->hist);
@@ -870,7 +875,7 @@ void nd_fault_close(struct nd_fault *fs)
 	fab_mr_dereg(fs->stage_mr);
 	fab_mr_dereg(fs->map_mr);
 	if (fs->staging)
-		munmap(fs->staging, SLOTS * PAGE);
+		munmap(fs->staging, SLOTS * FY_PAGE_SIZE);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs->hist);
 	free(fs);

@@ -58,7 +58,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-#define PAGE 4096UL
 #define RUNS_PER_MSG 65536
 #define PACE_NS (100 * 1000000ULL) /* --max-bandwidth: a slice per 100 ms */
 #define RESUME_NS (1000 * 1000000ULL) /* RESUME again, until RESUMED */
@@ -128,14 +127,14 @@ void nd_mig_src_release(struct nd_mig *m)
 	stage_free(m);
 	fab_mr_dereg(m->cache_mr);
 	m->cache_mr = NULL;
-	nd_release_bg(m->cache, m->pages * PAGE, NULL);
+	nd_release_bg(m->cache, m->pages * FY_PAGE_SIZE, NULL);
 	m->cache = NULL;
 	if (m->mr) {
 		fab_mr_dereg(m->mr);
 		m->mr = NULL;
 	}
 	/* our map of the VM's RAM: the last reference, if the VM exited */
-	nd_release_bg(m->map, m->pages * PAGE, NULL);
+	nd_release_bg(m->map, m->pages * FY_PAGE_SIZE, NULL);
 	m->map = NULL;
 	if (m->vmp) {
 		m->vmp->mig = NULL;
@@ -235,7 +234,7 @@ static int announce(struct nd_mig *m, bool paced)
 		if (now < m->pace_next_ns)
 			return 0;
 		budget = FY_MAX(1, m->o.max_bw * (PACE_NS / 1000000) / 1000 /
-					   PAGE);
+					   FY_PAGE_SIZE);
 		m->pace_next_ns = now + PACE_NS;
 	}
 	d.dirty.mig = m->id;
@@ -277,7 +276,7 @@ static int announce(struct nd_mig *m, bool paced)
 		if (ret)
 			return ret;
 		m->announced += pages;
-		m->expect_bytes += pages * PAGE;
+		m->expect_bytes += pages * FY_PAGE_SIZE;
 		budget -= FY_MIN(budget, pages);
 	} while (m->todo_pos < m->ntodo && budget);
 	m->todo_sent = m->todo_pos >= m->ntodo;
@@ -493,11 +492,12 @@ static void round_done(struct nd_mig *m)
 	 * Bandwidth: the best rate of a round that moved at least 1 MiB
 	 * (tiny rounds measure the round trip, not the link).
 	 */
-	if (m->round_pages * PAGE >= (1 << 20) || m->bw == 0) {
-		double bw = m->round_pages * PAGE / (elapsed / 1e9 + 1e-9);
+	if (m->round_pages * FY_PAGE_SIZE >= (1 << 20) || m->bw == 0) {
+		double bw =
+			m->round_pages * FY_PAGE_SIZE / (elapsed / 1e9 + 1e-9);
 
 		if (m->round_pages &&
-		    (bw > m->bw || m->round_pages * PAGE >= (8 << 20)))
+		    (bw > m->bw || m->round_pages * FY_PAGE_SIZE >= (8 << 20)))
 			m->bw = bw;
 	}
 	ret = harvest(m, &runs, &nr, &dirty);
@@ -509,7 +509,8 @@ static void round_done(struct nd_mig *m)
 	if (m->last_harvest_ns)
 		m->dirty_rate = dirty / ((now - m->last_harvest_ns) / 1e9);
 	m->last_harvest_ns = now;
-	est = m->bw > 0 ? (uint64_t)(dirty * PAGE / m->bw * 1000) : UINT64_MAX;
+	est = m->bw > 0 ? (uint64_t)(dirty * FY_PAGE_SIZE / m->bw * 1000)
+			: UINT64_MAX;
 	m->expected_dt_ms = est;
 	pr_debug("%" PRIu64 ": round %u done in %.1f ms; %" PRIu64
 		 " dirty, bw %.0f MB/s, expected downtime %" PRIu64 " ms",
@@ -575,13 +576,13 @@ static int send_holder_map(struct nd_mig *m)
 		 m->n->cfg->name);
 	h.holder_map.addr_len = m->n->fab_addr_len;
 	memcpy(h.holder_map.addr, m->n->fab_addr_raw, m->n->fab_addr_len);
-	h.holder_map.page_size = PAGE;
+	h.holder_map.page_size = FY_PAGE_SIZE;
 	h.holder_map.nregions = 1;
 	h.holder_map.regions = &r;
 	r.id = 0;
 	r.key = rk.key;
 	r.base = rk.addr;
-	r.len = m->pages * PAGE;
+	r.len = m->pages * FY_PAGE_SIZE;
 	r.ngens = 1;
 	r.gens = &all;
 	return nd_mig_send(m, &h);
@@ -619,8 +620,9 @@ static void src_start_rounds(struct nd_mig *m)
 	}
 	/* --compress delta: D pulls round 0 from a copy that we keep */
 	for (size_t i = 0; m->o.delta && i < nr; i++)
-		memcpy(m->cache + runs[i].start * PAGE,
-		       m->map + runs[i].start * PAGE, runs[i].len * PAGE);
+		memcpy(m->cache + runs[i].start * FY_PAGE_SIZE,
+		       m->map + runs[i].start * FY_PAGE_SIZE,
+		       runs[i].len * FY_PAGE_SIZE);
 	ret = send_holder_map(m);
 	if (ret) {
 		free(runs);

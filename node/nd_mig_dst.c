@@ -53,7 +53,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-#define PAGE 4096ULL
 #define WINDOW ND_MIG_WINDOW
 #define RUN_MAX 256 /* pages per read: 1 MiB */
 #define PROGRESS_NS (200 * 1000000ULL)
@@ -158,8 +157,8 @@ static int setup(struct nd_mig_dst *d)
 	struct fab_rkey rk;
 	int ret;
 
-	ret = nd_vm_spawn_incoming(d->n, d->vm, d->pages * PAGE, d->vcpus,
-				   d->accel, &d->pid);
+	ret = nd_vm_spawn_incoming(d->n, d->vm, d->pages * FY_PAGE_SIZE,
+				   d->vcpus, d->accel, &d->pid);
 	if (ret)
 		return nd_mig_dst_fail(d, "cannot start ferry-vm: %s",
 				       strerror(-ret));
@@ -188,15 +187,15 @@ static int setup(struct nd_mig_dst *d)
 		return nd_mig_dst_fail(d, "the incoming VM does not have the "
 					  "source's "
 					  "shape");
-	d->map = mmap(NULL, d->pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
-		      l->regions[0].memfd, 0);
+	d->map = mmap(NULL, d->pages * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
+		      MAP_SHARED, l->regions[0].memfd, 0);
 	if (d->map == MAP_FAILED) {
 		d->map = NULL;
 		return nd_mig_dst_fail(d, "cannot map guest RAM: %s",
 				       strerror(errno));
 	}
-	ret = fab_mr_reg(d->n->fab, d->map, d->pages * PAGE, FAB_ACCESS_LOCAL,
-			 &d->mr);
+	ret = fab_mr_reg(d->n->fab, d->map, d->pages * FY_PAGE_SIZE,
+			 FAB_ACCESS_LOCAL, &d->mr);
 	if (ret)
 		return nd_mig_dst_fail(d, "cannot register guest RAM: %s",
 				       strerror(-ret));
@@ -207,8 +206,8 @@ static int setup(struct nd_mig_dst *d)
 		return nd_mig_dst_fail(d, "out of memory");
 	/* 4 MiB at first: 0.7 s on a 50 Mbit/s link, where 32 MiB time out */
 	d->win = (struct nd_window){ .cap = 4 << 20,
-				     .min = RUN_MAX * PAGE,
-				     .max = WINDOW * RUN_MAX * PAGE,
+				     .min = RUN_MAX * FY_PAGE_SIZE,
+				     .max = WINDOW * RUN_MAX * FY_PAGE_SIZE,
 				     .target_ns = 250000000ULL };
 	/* without it recv() allocates every page itself: slower, not wrong */
 	ret = nd_pop_start(l->regions[0].memfd, d->map, d->pages, &d->pop);
@@ -225,7 +224,7 @@ static int setup(struct nd_mig_dst *d)
 		 d->n->cfg->name);
 	h->holder_map.addr_len = d->n->fab_addr_len;
 	memcpy(h->holder_map.addr, d->n->fab_addr_raw, d->n->fab_addr_len);
-	h->holder_map.page_size = PAGE;
+	h->holder_map.page_size = FY_PAGE_SIZE;
 	h->holder_map.nregions = 1;
 	h->holder_map.regions = calloc(1, sizeof(*h->holder_map.regions));
 	if (!h->holder_map.regions) {
@@ -235,7 +234,7 @@ static int setup(struct nd_mig_dst *d)
 	fab_mr_rkey(d->mr, &rk);
 	h->holder_map.regions[0].key = rk.key;
 	h->holder_map.regions[0].base = rk.addr;
-	h->holder_map.regions[0].len = d->pages * PAGE;
+	h->holder_map.regions[0].len = d->pages * FY_PAGE_SIZE;
 	nd_mig_dst_out(d, h);
 	dst_info(d, "incoming VM ready (pid %d), RAM registered", d->pid);
 	return 0;
@@ -270,7 +269,8 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		struct fab_addr a = { .len = h->addr_len };
 		int ret;
 
-		if (h->nregions != 1 || h->regions[0].len != d->pages * PAGE)
+		if (h->nregions != 1 ||
+		    h->regions[0].len != d->pages * FY_PAGE_SIZE)
 			return nd_mig_dst_fail(d, "source's holder map does "
 						  "not match");
 		memcpy(a.bytes, h->addr, h->addr_len);
@@ -344,7 +344,8 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		int ret;
 
 		if (!d->ep || d->djob || ds->region != 0 ||
-		    ds->pages > d->pages || ds->len > ds->pages * (PAGE + 16))
+		    ds->pages > d->pages ||
+		    ds->len > ds->pages * (FY_PAGE_SIZE + 16))
 			return nd_mig_dst_fail(d, "unexpected DELTA_SET");
 		d->dbuf = mmap(NULL, ds->len, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -500,7 +501,8 @@ static struct nd_mig_slot *free_slot(struct nd_mig_dst *d)
 static int post_delta(struct nd_mig_dst *d)
 {
 	while (d->djob && d->dposted < d->dlen && d->inflight < WINDOW) {
-		size_t len = FY_MIN(d->dlen - d->dposted, RUN_MAX * PAGE);
+		size_t len =
+			FY_MIN(d->dlen - d->dposted, RUN_MAX * FY_PAGE_SIZE);
 		struct nd_mig_slot *s = free_slot(d);
 		int ret;
 
@@ -582,10 +584,11 @@ static int post_reads(struct nd_mig_dst *d)
 		if (e - p > RUN_MAX)
 			e = p + RUN_MAX;
 		s = free_slot(d);
-		if (!s || !nd_window_room(&d->win, (e - p) * PAGE))
+		if (!s || !nd_window_room(&d->win, (e - p) * FY_PAGE_SIZE))
 			break;
-		ret = fab_read(d->ep, d->map + p * PAGE, (e - p) * PAGE, d->mr,
-			       &d->rk, p * PAGE, s);
+		ret = fab_read(d->ep, d->map + p * FY_PAGE_SIZE,
+			       (e - p) * FY_PAGE_SIZE, d->mr, &d->rk,
+			       p * FY_PAGE_SIZE, s);
 		d->refused = ret == -EAGAIN;
 		if (ret == -EAGAIN)
 			break;
@@ -603,7 +606,7 @@ static int post_reads(struct nd_mig_dst *d)
 			fy_bit_clear(d->need, q);
 		d->inflight++;
 		d->inflight_pages += e - p;
-		d->win.inflight += (e - p) * PAGE;
+		d->win.inflight += (e - p) * FY_PAGE_SIZE;
 		d->cursor = e;
 	}
 	/* one connection: reads complete about in the order posted */
@@ -647,7 +650,7 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 			continue;
 		}
 		d->inflight_pages -= s->pages;
-		nd_window_done(&d->win, s->pages * PAGE,
+		nd_window_done(&d->win, s->pages * FY_PAGE_SIZE,
 			       fy_now_ns() - s->t_post);
 		if (c[i].status) {
 			ret = nd_mig_dst_fail(d,
@@ -662,7 +665,7 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 		pthread_mutex_lock(&d->lock);
 		d->pending -= s->pages;
 		d->pages_pulled += s->pages;
-		d->bytes += s->pages * PAGE;
+		d->bytes += s->pages * FY_PAGE_SIZE;
 		pthread_mutex_unlock(&d->lock);
 		d->progress_dirty = true;
 	}
@@ -761,10 +764,10 @@ static void unmap(struct nd_mig_dst *d)
 
 	fab_domain_stats(d->n->fab, &st);
 	if (!st.ops_held) {
-		munmap(d->map, d->pages * PAGE);
+		munmap(d->map, d->pages * FY_PAGE_SIZE);
 		return;
 	}
-	if (mmap(d->map, d->pages * PAGE, PROT_READ | PROT_WRITE,
+	if (mmap(d->map, d->pages * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
 		 0) == MAP_FAILED)
 		dst_err(d, "cannot park the map (%" PRIu64 " reads held): %s",

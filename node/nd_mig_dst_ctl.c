@@ -21,8 +21,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-#define PAGE 4096ULL
-
 int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 {
 	struct nd_mig_dst *d;
@@ -53,7 +51,7 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 	ret = nd_vm_sock_path(m->n, d->vm, d->sock, sizeof(d->sock));
 	if (ret)
 		goto err_free;
-	if (d->pages * PAGE < (16ULL << 20) || d->pages % 512) {
+	if (d->pages * FY_PAGE_SIZE < (16ULL << 20) || d->pages % 512) {
 		ret = -EINVAL;
 		goto err_free;
 	}

@@ -53,7 +53,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-#define PAGE 4096ULL
 #define WINDOW ND_MIG_WINDOW
 #define RUN 256 /* pages per background read: a fault waits for one at most */
 #define PREPAGE_BATCH 16
@@ -120,7 +119,7 @@ static int punch(int fd, const uint64_t *bm, uint64_t pages)
 			return 0;
 		e = fy_bitmap_next_clear(bm, pages, p);
 		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      p * PAGE, (e - p) * PAGE))
+			      p * FY_PAGE_SIZE, (e - p) * FY_PAGE_SIZE))
 			return -errno;
 		p = e;
 	}
@@ -270,13 +269,14 @@ static int map_range(struct nd_post *p, uint64_t page, uint64_t n)
 
 	while (q < end) {
 		struct uffdio_continue c = {
-			.range = { p->uffd_base + q * PAGE, (end - q) * PAGE },
+			.range = { p->uffd_base + q * FY_PAGE_SIZE,
+				   (end - q) * FY_PAGE_SIZE },
 		};
 
 		if (!ioctl(p->uffd, UFFDIO_CONTINUE, &c))
 			return 0;
 		if (c.mapped > 0)
-			q += (uint64_t)c.mapped / PAGE;
+			q += (uint64_t)c.mapped / FY_PAGE_SIZE;
 		else if (errno == EEXIST)
 			q++;
 		else if (errno != EAGAIN || ++tries > 100000)
@@ -321,15 +321,15 @@ static int place(struct nd_post *p, uint64_t page, uint64_t n,
 
 	while (done < n) {
 		struct uffdio_copy c = {
-			.dst = p->uffd_base + (page + done) * PAGE,
-			.src = (uintptr_t)(src + done * PAGE),
-			.len = (n - done) * PAGE,
+			.dst = p->uffd_base + (page + done) * FY_PAGE_SIZE,
+			.src = (uintptr_t)(src + done * FY_PAGE_SIZE),
+			.len = (n - done) * FY_PAGE_SIZE,
 		};
 
 		if (!ioctl(p->uffd, UFFDIO_COPY, &c))
 			return 0;
 		if (c.copy > 0)
-			done += (uint64_t)c.copy / PAGE;
+			done += (uint64_t)c.copy / FY_PAGE_SIZE;
 		else if (errno == EEXIST)
 			done++; /* mapped already: cannot be ours to fill */
 		else if (errno != EAGAIN || ++tries > 100000)
@@ -345,12 +345,13 @@ static int post_run(struct nd_mig_dst *d, struct nd_mig_slot *s)
 	int i = s - d->slots, ret;
 
 	if (p->zc)
-		ret = fab_read(d->ep, d->map + s->start * PAGE, s->pages * PAGE,
-			       d->mr, &d->rk, s->start * PAGE, s);
+		ret = fab_read(d->ep, d->map + s->start * FY_PAGE_SIZE,
+			       s->pages * FY_PAGE_SIZE, d->mr, &d->rk,
+			       s->start * FY_PAGE_SIZE, s);
 	else
-		ret = fab_read(d->ep, p->stage + i * RUN * PAGE,
-			       s->pages * PAGE, p->stage_mr, &d->rk,
-			       s->start * PAGE, s);
+		ret = fab_read(d->ep, p->stage + i * RUN * FY_PAGE_SIZE,
+			       s->pages * FY_PAGE_SIZE, p->stage_mr, &d->rk,
+			       s->start * FY_PAGE_SIZE, s);
 	if (ret == -EAGAIN)
 		return 0;
 	if (ret) {
@@ -360,7 +361,7 @@ static int post_run(struct nd_mig_dst *d, struct nd_mig_slot *s)
 	s->posted = true;
 	s->t_post = fy_now_ns();
 	d->inflight++;
-	d->win.inflight += s->pages * PAGE;
+	d->win.inflight += s->pages * FY_PAGE_SIZE;
 	return 0;
 }
 
@@ -405,7 +406,7 @@ static uint64_t next_run(struct nd_mig_dst *d, uint64_t *len)
 		pthread_mutex_lock(&d->lock);
 		d->pending--;
 		d->pages_pulled++;
-		d->bytes += PAGE;
+		d->bytes += FY_PAGE_SIZE;
 		pthread_mutex_unlock(&d->lock);
 	}
 	e = s + 1;
@@ -428,28 +429,29 @@ static void post_reads(struct nd_mig_dst *d)
 		return;
 	for (i = 0; i < WINDOW && !p->quarantine; i++)
 		if (d->slots[i].used && !d->slots[i].posted && !p->broken &&
-		    nd_window_room(&d->win, d->slots[i].pages * PAGE))
+		    nd_window_room(&d->win, d->slots[i].pages * FY_PAGE_SIZE))
 			post_run(d, &d->slots[i]);
 	/* pre-paging around recent faults first */
 	n = nd_fault_prepage_take(p->fs, pre,
 				  FY_MIN(PREPAGE_BATCH, WINDOW - d->inflight));
-	for (i = 0;
-	     i < n && (s = free_slot(d)) && nd_window_room(&d->win, PAGE); i++)
+	for (i = 0; i < n && (s = free_slot(d)) &&
+		    nd_window_room(&d->win, FY_PAGE_SIZE);
+	     i++)
 		if (fy_bit_test(d->need, pre[i]) &&
 		    nd_fault_claim(p->present, pre[i])) {
 			take_slot(d, s, pre[i], 1);
 			p->prepaged++;
 		}
 	while (!p->broken && (s = free_slot(d)) &&
-	       nd_window_room(&d->win, RUN * PAGE)) {
+	       nd_window_room(&d->win, RUN * FY_PAGE_SIZE)) {
 		page = next_run(d, &len);
 		if (page == UINT64_MAX)
 			break;
 		take_slot(d, s, page, len);
 	}
 	/* the linear reads complete about in order (pre-paging aside) */
-	if (d->cursor > d->win.inflight / PAGE)
-		nd_pop_hint(d->pop, d->cursor - d->win.inflight / PAGE);
+	if (d->cursor > d->win.inflight / FY_PAGE_SIZE)
+		nd_pop_hint(d->pop, d->cursor - d->win.inflight / FY_PAGE_SIZE);
 }
 
 /* Take completions; place what arrived. -1: the VM is gone. */
@@ -468,7 +470,7 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 			continue;
 		s->posted = false;
 		d->inflight--;
-		nd_window_done(&d->win, s->pages * PAGE,
+		nd_window_done(&d->win, s->pages * FY_PAGE_SIZE,
 			       fy_now_ns() - s->t_post);
 		if (c[i].status) {
 			if (!p->broken)
@@ -483,7 +485,8 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 			ret = map_range(p, s->start, s->pages);
 		} else {
 			ret = place(p, s->start, s->pages,
-				    p->stage + (s - d->slots) * RUN * PAGE);
+				    p->stage + (s - d->slots) * RUN *
+						       FY_PAGE_SIZE);
 			set_placed(p, s->start, s->pages);
 		}
 		if (ret)
@@ -494,7 +497,7 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 		pthread_mutex_lock(&d->lock);
 		d->pending -= s->pages;
 		d->pages_pulled += s->pages;
-		d->bytes += s->pages * PAGE;
+		d->bytes += s->pages * FY_PAGE_SIZE;
 		pthread_mutex_unlock(&d->lock);
 	}
 	return 0;
@@ -586,8 +589,8 @@ static int warm_up(struct nd_mig_dst *d, struct warm *w, int n)
 
 	for (int i = 0; i < n && !ret; i++)
 		do {
-			ret = fab_read(w[i].ep, w[i].buf, PAGE, w[i].mr, &d->rk,
-				       0, &w[i]);
+			ret = fab_read(w[i].ep, w[i].buf, FY_PAGE_SIZE, w[i].mr,
+				       &d->rk, 0, &w[i]);
 		} while (ret == -EAGAIN && fab_poll(w[i].dom, c, 8, 1) >= 0 &&
 			 fy_now_ns() < end);
 	while (!ret && left) {
@@ -624,18 +627,19 @@ int nd_post_prepare(struct nd_mig_dst *d)
 	p->backoff = BACKOFF_MIN_NS;
 	/* zero-copy needs MINOR registration, known since the VM attached */
 	p->zc = kva_client_layout(d->kc)->uffd_minor;
-	p->stage_len = p->zc ? 2 * PAGE : WINDOW * RUN * PAGE;
+	p->stage_len = p->zc ? 2 * FY_PAGE_SIZE : WINDOW * RUN * FY_PAGE_SIZE;
 	ret = stage_alloc(d);
 	if (!ret && !(p->fep = connect_fault_ep(d)))
 		ret = -ENOTCONN;
 	/* the fault domain's own buffer: the second staging page */
 	if (!ret)
-		ret = fab_mr_reg(d->n->fault_fab, p->stage + PAGE, PAGE,
-				 FAB_ACCESS_LOCAL, &mr);
+		ret = fab_mr_reg(d->n->fault_fab, p->stage + FY_PAGE_SIZE,
+				 FY_PAGE_SIZE, FAB_ACCESS_LOCAL, &mr);
 	if (!ret) {
 		struct warm w[2] = {
 			{ d->n->fab, d->ep, p->stage, p->stage_mr, false },
-			{ d->n->fault_fab, p->fep, p->stage + PAGE, mr, false },
+			{ d->n->fault_fab, p->fep, p->stage + FY_PAGE_SIZE, mr,
+			  false },
 		};
 
 		ret = warm_up(d, w, 2);
@@ -724,8 +728,8 @@ int nd_post_begin(struct nd_mig_dst *d)
 	d->cursor = 0;
 	/* a fault waits behind about 20 ms of our reads on the link */
 	d->win = (struct nd_window){ .cap = 1 << 20,
-				     .min = RUN * PAGE,
-				     .max = WINDOW * RUN * PAGE,
+				     .min = RUN * FY_PAGE_SIZE,
+				     .max = WINDOW * RUN * FY_PAGE_SIZE,
 				     .target_ns = 20000000ULL };
 	nd_mig_dst_phase(d, ND_MIG_POSTCOPY);
 	/* from here on the VM is ours alone: no ABORT, never killed */

@@ -20,8 +20,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-#define PAGE 4096UL
-
 int nd_mig_src_map(struct nd_mig *m)
 {
 	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
@@ -33,14 +31,14 @@ int nd_mig_src_map(struct nd_mig *m)
 	if (!m->sent_bm)
 		return -ENOMEM;
 	/* read-only: pages leave by the destination's reads, never by us */
-	m->map = mmap(NULL, m->pages * PAGE, PROT_READ, MAP_SHARED,
+	m->map = mmap(NULL, m->pages * FY_PAGE_SIZE, PROT_READ, MAP_SHARED,
 		      l->regions[0].memfd, 0);
 	if (m->map == MAP_FAILED) {
 		m->map = NULL;
 		return -errno;
 	}
-	return fab_mr_reg(m->n->fab, m->map, m->pages * PAGE, FAB_ACCESS_READ,
-			  &m->mr);
+	return fab_mr_reg(m->n->fab, m->map, m->pages * FY_PAGE_SIZE,
+			  FAB_ACCESS_READ, &m->mr);
 }
 
 /* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
@@ -89,7 +87,7 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 		return ret ? ret : -EINVAL;
 	}
 	l = kva_client_layout(vm->kc);
-	if (l->nr_regions != 1 || l->page_size != PAGE) {
+	if (l->nr_regions != 1 || l->page_size != FY_PAGE_SIZE) {
 		snprintf(err, errlen,
 			 "VM '%s': only one region of 4 KiB pages "
 			 "is supported",
@@ -114,7 +112,8 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 		goto err;
 	if (o->delta) {
 		/* what D holds: only pages with data ever get memory */
-		m->cache = mmap(NULL, m->pages * PAGE, PROT_READ | PROT_WRITE,
+		m->cache = mmap(NULL, m->pages * FY_PAGE_SIZE,
+				PROT_READ | PROT_WRITE,
 				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
 				0);
 		if (m->cache == MAP_FAILED) {
@@ -122,7 +121,7 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 			ret = -ENOMEM;
 			goto err;
 		}
-		ret = fab_mr_reg(n->fab, m->cache, m->pages * PAGE,
+		ret = fab_mr_reg(n->fab, m->cache, m->pages * FY_PAGE_SIZE,
 				 FAB_ACCESS_READ, &m->cache_mr);
 		if (ret)
 			goto err;
@@ -130,7 +129,7 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	p.prepare.mig = m->id;
 	snprintf(p.prepare.vm, sizeof(p.prepare.vm), "%s", vmname);
 	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s", o->mode);
-	p.prepare.page_size = PAGE;
+	p.prepare.page_size = FY_PAGE_SIZE;
 	p.prepare.vcpus = m->vcpus;
 	snprintf(p.prepare.accel, sizeof(p.prepare.accel), "%s",
 		 kva_accel_name(m->accel));
@@ -145,7 +144,7 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	if (ret)
 		goto err;
 	mig_info(m, "started: %" PRIu64 " MiB, downtime limit %" PRIu64 " ms%s",
-		 m->pages * PAGE >> 20, m->limit_ms,
+		 m->pages * FY_PAGE_SIZE >> 20, m->limit_ms,
 		 o->verify ? ", verify" : "");
 	*id = m->id;
 	return 0;

@@ -38,7 +38,6 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-#define PAGE 4096ULL
 #define CHUNK 512 /* pages per madvise: 2 MiB */
 
 struct nd_pop {
@@ -93,10 +92,11 @@ static void *pop_thread(void *arg)
 	uint64_t start, len;
 
 	while (next_chunk(p, &start, &len)) {
-		if (p->fd >= 0 && fallocate(p->fd, FALLOC_FL_KEEP_SIZE,
-					    start * PAGE, len * PAGE))
+		if (p->fd >= 0 &&
+		    fallocate(p->fd, FALLOC_FL_KEEP_SIZE, start * FY_PAGE_SIZE,
+			      len * FY_PAGE_SIZE))
 			p->fd = -1; /* not supported: populate only */
-		if (madvise(p->map + start * PAGE, len * PAGE,
+		if (madvise(p->map + start * FY_PAGE_SIZE, len * FY_PAGE_SIZE,
 			    MADV_POPULATE_WRITE)) {
 			/* an old kernel, or out of memory: recv() faults */
 			pr_debug("MADV_POPULATE_WRITE: %s", strerror(errno));
@@ -170,8 +170,8 @@ int nd_pop_add(struct nd_pop *p, const struct fy_run *runs, size_t n)
 		 * shmem_enabled to advise; a no-op by default.
 		 */
 		if (run_ok(p, &runs[i]) && hs < he &&
-		    madvise(p->map + hs * PAGE, (he - hs) * PAGE,
-			    MADV_HUGEPAGE))
+		    madvise(p->map + hs * FY_PAGE_SIZE,
+			    (he - hs) * FY_PAGE_SIZE, MADV_HUGEPAGE))
 			pr_debug("MADV_HUGEPAGE: %s", strerror(errno));
 	}
 	pthread_mutex_lock(&p->lock);

@@ -22,7 +22,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-#define PAGE 4096ULL
 #define PAGES 8192 /* 32 MiB */
 
 struct mem {
@@ -34,15 +33,15 @@ static void mem_open(struct mem *m)
 {
 	m->fd = memfd_create("test-populate", MFD_CLOEXEC);
 	assert_true(m->fd >= 0);
-	assert_int_equal(ftruncate(m->fd, PAGES * PAGE), 0);
-	m->map = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
-		      m->fd, 0);
+	assert_int_equal(ftruncate(m->fd, PAGES * FY_PAGE_SIZE), 0);
+	m->map = mmap(NULL, PAGES * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
+		      MAP_SHARED, m->fd, 0);
 	assert_true(m->map != MAP_FAILED);
 }
 
 static void mem_close(struct mem *m)
 {
-	munmap(m->map, PAGES * PAGE);
+	munmap(m->map, PAGES * FY_PAGE_SIZE);
 	close(m->fd);
 }
 
@@ -52,7 +51,7 @@ static uint64_t resident(const struct mem *m)
 	struct stat st;
 
 	assert_int_equal(fstat(m->fd, &st), 0);
-	return st.st_blocks * 512 / PAGE;
+	return st.st_blocks * 512 / FY_PAGE_SIZE;
 }
 
 /* Wait until the populator did want pages (5 s at most). */
@@ -90,7 +89,7 @@ static void test_only_announced_runs(void **state)
 	(void)state;
 	mem_open(&m);
 	/* data the puller already wrote must survive */
-	memset(m.map + 3000 * PAGE, 0xab, PAGE);
+	memset(m.map + 3000 * FY_PAGE_SIZE, 0xab, FY_PAGE_SIZE);
 	assert_int_equal(nd_pop_start(m.fd, m.map, PAGES, &p), 0);
 	assert_int_equal(nd_pop_add(p, bad, ARRAY_SIZE(bad)), 0);
 	assert_int_equal(nd_pop_add(p, runs, ARRAY_SIZE(runs)), 0);
@@ -100,10 +99,10 @@ static void test_only_announced_runs(void **state)
 	/* huge pages (if root allowed them) only for the full chunk */
 	assert_true(resident(&m) >= 613);
 	assert_true(resident(&m) <= 613 + 8);
-	assert_true(is_zero(m.map + 1024 * PAGE, 512 * PAGE));
-	assert_true(is_zero(m.map + 4600 * PAGE, 100 * PAGE));
-	for (size_t i = 0; i < PAGE; i++)
-		assert_int_equal(m.map[3000 * PAGE + i], 0xab);
+	assert_true(is_zero(m.map + 1024 * FY_PAGE_SIZE, 512 * FY_PAGE_SIZE));
+	assert_true(is_zero(m.map + 4600 * FY_PAGE_SIZE, 100 * FY_PAGE_SIZE));
+	for (size_t i = 0; i < FY_PAGE_SIZE; i++)
+		assert_int_equal(m.map[3000 * FY_PAGE_SIZE + i], 0xab);
 	/* a later round, once all was done */
 	assert_int_equal(nd_pop_add(p, &later, 1), 0);
 	assert_int_equal(wait_done(p, 623), 623);
