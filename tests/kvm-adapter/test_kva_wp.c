@@ -513,18 +513,30 @@ static void server_fault(struct server *s, const struct uffd_msg *m)
 	/* never a write-protect fault: those are not ours to see */
 	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)
 		return server_error(s, "WP fault", page, EPERM);
-	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) {
-		struct uffdio_continue c = { .range = { addr, FY_PAGE_SIZE } };
+	for (i = 0; i < FY_PAGE_SIZE / 8; i++)
+		s->buf[i] = page ^ PATTERN;
+	/*
+	 * EAGAIN: the mm is changing (the tracker's release drops and
+	 * registers ranges); nobody else wakes the faulting thread, so try
+	 * again, as ferryd's fault server does.
+	 */
+	for (i = 0; i < 10000; i++) {
+		if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+			struct uffdio_continue c = {
+				.range = { addr, FY_PAGE_SIZE }
+			};
 
-		ret = ioctl(s->uffd, UFFDIO_CONTINUE, &c) ? errno : 0;
-	} else {
-		struct uffdio_copy c = { .dst = addr,
-					 .src = (uintptr_t)s->buf,
-					 .len = FY_PAGE_SIZE };
+			ret = ioctl(s->uffd, UFFDIO_CONTINUE, &c) ? errno : 0;
+		} else {
+			struct uffdio_copy c = { .dst = addr,
+						 .src = (uintptr_t)s->buf,
+						 .len = FY_PAGE_SIZE };
 
-		for (i = 0; i < FY_PAGE_SIZE / 8; i++)
-			s->buf[i] = page ^ PATTERN;
-		ret = ioctl(s->uffd, UFFDIO_COPY, &c) ? errno : 0;
+			ret = ioctl(s->uffd, UFFDIO_COPY, &c) ? errno : 0;
+		}
+		if (ret != EAGAIN)
+			break;
+		usleep(100);
 	}
 	if (ret == EEXIST)
 		server_wake(s, addr); /* placed meanwhile */
