@@ -238,137 +238,6 @@ struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
 
 /* Messages from peers */
 
-/*
- * A peer may start ND_PREPARE_BURST migrations here at once, then one
- * every ND_PREPARE_EVERY_S: each one spawns a ferry-vm and writes a record.
- */
-static bool prepare_allowed(struct nd_peer *p)
-{
-	uint64_t now = fy_now_ns(), every = ND_PREPARE_EVERY_S * 1000000000ULL;
-	uint64_t floor = now > ND_PREPARE_BURST * every
-				 ? now - ND_PREPARE_BURST * every
-				 : 0;
-
-	/* prepare_t: when the bucket was last empty, moving with each take */
-	if (p->prepare_t < floor)
-		p->prepare_t = floor;
-	if (p->prepare_t + every > now)
-		return false;
-	p->prepare_t += every;
-	return true;
-}
-
-/* Destination: MIGRATE_PREPARE arrives. */
-static void dst_prepare(struct nd_node *n, struct nd_peer *p,
-			struct proto_msg *msg)
-{
-	const struct proto_migrate_prepare *pp = &msg->prepare;
-	struct proto_msg e = { .type = PROTO_ERROR };
-	struct nd_vm *vm;
-	struct nd_mig *m;
-	int code = 0;
-
-	e.error.mig = pp->mig;
-	if (!prepare_allowed(p)) {
-		code = EAGAIN;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "more than %u MIGRATE_PREPAREs in %u s; try again "
-			 "later",
-			 ND_PREPARE_BURST,
-			 ND_PREPARE_BURST * ND_PREPARE_EVERY_S);
-	} else if (nd_mig_find(n, pp->mig, false, p)) {
-		code = EEXIST;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "migration %" PRIu64 " is known here", pp->mig);
-	} else if ((strcmp(pp->mode, "precopy") &&
-		    strcmp(pp->mode, "postcopy") &&
-		    strcmp(pp->mode, "hybrid")) ||
-		   pp->nregions != 1 || pp->page_size != 4096) {
-		code = ENOTSUP;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "only precopy, postcopy or hybrid of one region of "
-			 "4 KiB pages");
-	} else if (!strcmp(pp->accel, "user") && !p->conf->accept_user_vms) {
-		/* its guest code would run natively in our ferry-vm */
-		code = EPERM;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "%s does not accept VMs of the user accelerator from "
-			 "%s (accept_user_vms in its [peer %s])",
-			 n->cfg->name, p->conf->name, p->conf->name);
-	} else if (!strcmp(pp->accel, "kvm") &&
-		   access("/dev/kvm", R_OK | W_OK)) {
-		/* ferry-vm --accel kvm would fail here: say why, up front */
-		code = ENODEV;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "%s has no usable /dev/kvm: it can receive only VMs "
-			 "of the user accelerator",
-			 n->cfg->name);
-	} else if ((vm = nd_vm_find(n, pp->vm))) {
-		code = EEXIST;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "a VM called %s exists on %s", pp->vm, n->cfg->name);
-	} else {
-		for (int i = 0; i < ND_MIGS_MAX; i++)
-			if (n->migs[i] && n->migs[i]->dst)
-				code = EBUSY;
-		if (code)
-			snprintf(e.error.text, sizeof(e.error.text),
-				 "%s already receives a VM", n->cfg->name);
-	}
-	if (!code && !(m = nd_mig_new(n))) {
-		code = ENOSPC;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "too many migrations");
-	}
-	if (!code) {
-		m->id = pp->mig;
-		m->peer = p;
-		snprintf(m->vm, sizeof(m->vm), "%s", pp->vm);
-		snprintf(m->o.mode, sizeof(m->o.mode), "%s", pp->mode);
-		m->pages = pp->regions[0].pages;
-		m->vcpus = pp->vcpus;
-		m->phase = ND_MIG_PREPARE;
-		vm = nd_vm_add(n, pp->vm);
-		if (!vm) {
-			code = ENOSPC;
-			snprintf(e.error.text, sizeof(e.error.text),
-				 "too many VMs");
-		} else {
-			vm->mig = m;
-			m->vmp = vm;
-			nd_mig_record(m);
-			code = -nd_mig_dst_start(m, pp);
-			if (code)
-				snprintf(e.error.text, sizeof(e.error.text),
-					 "cannot start the receiving side: %s",
-					 strerror(code));
-		}
-		if (code) {
-			m->phase = ND_MIG_FAILED;
-			snprintf(m->reason, sizeof(m->reason), "%.500s",
-				 e.error.text);
-			if (m->vmp)
-				nd_vm_forget(m->vmp);
-			m->vmp = NULL;
-			nd_mig_record(m);
-		} else {
-			pr_info("%" PRIu64 " (%s from %s): incoming: %" PRIu64
-				" MiB, %u vCPUs",
-				m->id, m->vm, p->conf->name,
-				m->pages * 4096 >> 20, m->vcpus);
-		}
-	}
-	if (code) {
-		e.error.code = code;
-		pr_warn_limited(&p->warn,
-				"refusing migration %" PRIu64 " of %s from %s: "
-				"%s",
-				pp->mig, pp->vm, p->conf->name, e.error.text);
-		nd_peer_send(p, &e);
-	}
-	proto_msg_free(msg);
-}
-
 static uint64_t msg_mig(const struct proto_msg *m)
 {
 	switch (m->type) {
@@ -447,7 +316,7 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 	struct nd_mig *m;
 
 	if (msg->type == PROTO_MIGRATE_PREPARE) {
-		dst_prepare(n, p, msg);
+		nd_mig_dst_prepare(n, p, msg);
 		return;
 	}
 	/* to the source: what the destination says; else to a destination */

@@ -894,6 +894,12 @@ void nd_mig_kick(int fd);
 
 /* Start the puller thread for a MIGRATE_PREPARE; it spawns the VM. */
 int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p);
+/*
+ * A peer's MIGRATE_PREPARE: refuse it with an ERROR (rate, ids, mode,
+ * accelerator, names, one incoming VM at a time) or start the migration.
+ */
+void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
+			struct proto_msg *msg);
 /* Hand a message from the source to the thread; takes msg. */
 void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg);
 /*
