@@ -213,13 +213,11 @@ static int node_key(struct parse *p, const char *k, const char *v)
 			goto bad;
 		c->mig_timeout_ms = n;
 	} else if (!strcmp(k, "auto_converge")) {
-		/* "off" as QEMU says it; "none" as ferry migrate does */
-		if (!strcmp(v, "off"))
-			v = "none";
-		if (strcmp(v, "downtime") && strcmp(v, "throttle") &&
-		    strcmp(v, "none"))
+		int ac = proto_converge_parse(v);
+
+		if (ac < 0)
 			goto bad;
-		strcpy(c->auto_converge, v);
+		c->auto_converge = ac;
 	} else if (!strcmp(k, "cpu_throttle_initial")) {
 		if (parse_uint(v, 1, 99, &n))
 			goto bad;
@@ -541,7 +539,7 @@ void nd_config_defaults(struct nd_config *cfg)
 	cfg->ping_interval_ms = ND_DEFAULT_PING_MS;
 	cfg->peer_timeout_ms = ND_DEFAULT_TIMEOUT_MS;
 	cfg->mig_timeout_ms = ND_DEFAULT_MIG_TIMEOUT_MS;
-	strcpy(cfg->auto_converge, ND_DEFAULT_AUTO_CONVERGE);
+	cfg->auto_converge = ND_DEFAULT_AUTO_CONVERGE;
 	cfg->cpu_throttle_initial = ND_DEFAULT_THROTTLE_INITIAL;
 	cfg->cpu_throttle_increment = ND_DEFAULT_THROTTLE_INCREMENT;
 	cfg->max_cpu_throttle = ND_DEFAULT_THROTTLE_MAX;

@@ -77,9 +77,57 @@ const char *nd_mig_phase_name(enum nd_mig_phase p)
 	return p < ARRAY_SIZE(phase_names) ? phase_names[p] : "?";
 }
 
+int nd_mig_phase_parse(const char *s)
+{
+	for (unsigned i = 0; i < ARRAY_SIZE(phase_names); i++)
+		if (!strcmp(s, phase_names[i]))
+			return i;
+	return -EINVAL;
+}
+
+unsigned nd_mig_state(const struct nd_mig *m)
+{
+	unsigned s;
+
+	if (!m->dst)
+		return m->sm.state;
+	pthread_mutex_lock(&m->dst->lock);
+	s = m->sm.state;
+	pthread_mutex_unlock(&m->dst->lock);
+	return s;
+}
+
+enum nd_mig_phase nd_mig_phase(const struct nd_mig *m)
+{
+	return nd_sm_phase(m->source, nd_mig_state(m));
+}
+
+bool nd_mig_has(const struct nd_mig *m, unsigned flags)
+{
+	return nd_sm_has(m->source, nd_mig_state(m), flags);
+}
+
 bool nd_mig_finished(const struct nd_mig *m)
 {
-	return m->phase >= ND_MIG_COMPLETED;
+	return nd_mig_has(m, ND_SM_END);
+}
+
+int nd_mig_to(struct nd_mig *m, unsigned to, const char *why)
+{
+	unsigned from = m->sm.state;
+
+	/* a destination's thread moves its state while it runs */
+	if (m->dst || nd_sm_move(&m->sm, to)) {
+		mig_err(m, "refused: no move from %s to %s (%s)",
+			nd_sm_name(m->source, from), nd_sm_name(m->source, to),
+			why);
+		return -EINVAL;
+	}
+	pr_debug("%" PRIu64 ": %s -> %s: %s", m->id,
+		 nd_sm_name(m->source, from), nd_sm_name(m->source, to), why);
+	nd_mig_record(m);
+	m->n->next_mig_tick_ns = 0; /* the tick acts on it at once */
+	return 0;
 }
 
 unsigned nd_migs_active(const struct nd_node *n)
@@ -144,32 +192,9 @@ void nd_mig_src_release(struct nd_mig *m)
 
 static void src_drop_vm(struct nd_mig *m);
 
-/*
- * End a source migration that cannot go on: the VM keeps (or gets back)
- * running here. tell: send ABORT to the destination.
- */
-void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
-		     const char *fmt, ...)
+/* The VM keeps (or gets back) running here; m->reason says why. */
+static void src_end(struct nd_mig *m, enum nd_src_state how, bool tell)
 {
-	va_list ap;
-
-	if (nd_mig_finished(m))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
-	va_end(ap);
-	if (m->phase == ND_MIG_POSTCOPY) {
-		/* the VM runs on D and may need any page: keep serving */
-		mig_err(m, "during post-copy, ignored: %s", m->reason);
-		m->reason[0] = '\0';
-		return;
-	}
-	if (m->phase == ND_MIG_COMMITTED) {
-		/* D may resume it any moment: ours waits for its answer */
-		mig_err(m, "after commit, ignored: %s", m->reason);
-		m->reason[0] = '\0';
-		return;
-	}
 	if (tell)
 		send_abort(m, m->reason);
 	/* the VM stays here: at full speed again */
@@ -183,12 +208,48 @@ void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
 		else
 			mig_info(m, "VM resumed here");
 	}
-	m->phase = how;
-	mig_err(m, "%s: %s", how == ND_MIG_CANCELLED ? "cancelled" : "failed",
+	mig_err(m, "%s: %s", how == ND_SRC_CANCELLED ? "cancelled" : "failed",
 		m->reason);
+	nd_mig_to(m, how, m->reason);
 	m->t_end = fy_now_ns();
 	nd_mig_src_release(m);
-	nd_mig_record(m);
+}
+
+void nd_mig_src_fail(struct nd_mig *m, enum nd_src_state how, bool tell,
+		     const char *fmt, ...)
+{
+	va_list ap;
+
+	if (nd_mig_finished(m))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
+	va_end(ap);
+	if (nd_mig_has(m, ND_SM_HELD)) {
+		/*
+		 * Committed: D may resume it any moment, ours waits for its
+		 * answer. Post-copy: the VM runs on D and may need any page.
+		 */
+		mig_err(m, "%s, ignored: %s",
+			nd_mig_has(m, ND_SM_PC) ? "during post-copy"
+						: "after commit",
+			m->reason);
+		m->reason[0] = '\0';
+		return;
+	}
+	src_end(m, how, tell);
+}
+
+void nd_mig_src_abandon(struct nd_mig *m, bool tell, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (nd_mig_finished(m))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
+	va_end(ap);
+	src_end(m, ND_SRC_FAILED, tell);
 }
 
 /* Source */
@@ -340,7 +401,8 @@ static int send_gen(struct nd_mig *m, enum proto_type t)
 	return nd_mig_send(m, &g);
 }
 
-static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
+static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev,
+		       bool pc)
 {
 	struct kva_client *kc = m->vmp->kc;
 	struct fy_run *runs;
@@ -350,15 +412,17 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 
 	ret = m->t_pause ? 0 : kva_client_pause(kc);
 	if (ret) {
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"cannot pause the VM: %s", strerror(-ret));
 		return;
 	}
 	if (!m->t_pause)
 		m->t_pause = fy_now_ns();
-	m->phase = ND_MIG_SWITCHOVER;
-	nd_mig_record(m);
-	ret = harvest(m, &runs, &nr, &dirty);
+	/* recorded before POSTCOPY goes out: a restart keeps it paused */
+	ret = nd_mig_to(m, pc ? ND_SRC_PC_SWITCHOVER : ND_SRC_SWITCHOVER,
+			"VM paused");
+	if (!ret)
+		ret = harvest(m, &runs, &nr, &dirty);
 	if (!ret && nprev) {
 		uint64_t *bm = fy_bitmap_alloc(m->pages);
 
@@ -373,13 +437,13 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 	}
 	free(prev);
 	if (ret) {
-		nd_mig_src_fail(m, ND_MIG_FAILED, true, "harvest failed: %s",
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "harvest failed: %s",
 				strerror(-ret));
 		return;
 	}
 	if (m->announced)
 		m->round++;
-	if (m->pc)
+	if (pc)
 		mig_info(m,
 			 "switchover to post-copy: VM paused, %" PRIu64
 			 " pages left to fetch on demand",
@@ -394,18 +458,18 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev)
 	 * Post-copy: POSTCOPY first, so that D takes the last DIRTY_SETs as
 	 * pages to fetch with the VM running, not as one more round to pull.
 	 */
-	ret = m->pc ? send_gen(m, PROTO_POSTCOPY) : 0;
+	ret = pc ? send_gen(m, PROTO_POSTCOPY) : 0;
 	if (!ret)
 		ret = announce_round(m, false);
 	m->deadline = fy_now_ns() + m->n->cfg->mig_timeout_ms * 1000000ULL;
-	if (!ret && m->o.verify && !m->pc) {
+	if (!ret && m->o.verify && !pc) {
 		/* the tick sends the chunks, then calls switchover_end() */
 		ret = nd_mig_csum_start(m);
 		if (!ret)
 			return;
 	}
 	if (ret)
-		nd_mig_src_fail(m, ND_MIG_FAILED, true, "switchover failed: %s",
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "switchover failed: %s",
 				strerror(-ret));
 	else
 		switchover_end(m);
@@ -426,7 +490,7 @@ static void switchover_end(struct nd_mig *m)
 
 	nd_mig_csum_end(m);
 	m->verified_pages = m->o.verify ? m->pages : 0;
-	ret = m->pc ? 0 : send_gen(m, PROTO_SWITCHOVER);
+	ret = nd_mig_has(m, ND_SM_PC) ? 0 : send_gen(m, PROTO_SWITCHOVER);
 	if (!ret) {
 		ret = kva_client_get_state(kc, &blob, &len);
 		if (ret)
@@ -442,7 +506,7 @@ static void switchover_end(struct nd_mig *m)
 	pr_debug("%" PRIu64 ": paused, announced, STATE sent in %.1f ms", m->id,
 		 (fy_now_ns() - m->t_pause) / 1e6);
 	if (ret)
-		nd_mig_src_fail(m, ND_MIG_FAILED, true, "switchover failed: %s",
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "switchover failed: %s",
 				strerror(-ret));
 }
 
@@ -459,20 +523,19 @@ static void postcopy_start(struct nd_mig *m)
 
 	ret = kva_client_pause(m->vmp->kc);
 	if (ret) {
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"cannot pause the VM: %s", strerror(-ret));
 		return;
 	}
 	m->t_pause = fy_now_ns();
 	ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs, &nr);
 	if (ret) {
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"cannot scan guest RAM: %s", strerror(-ret));
 		return;
 	}
 	m->resident = fy_runs_pages(runs, nr);
-	m->pc = true;
-	switchover(m, runs, nr);
+	switchover(m, runs, nr, true);
 }
 
 /* The destination pulled everything announced: next round or switchover. */
@@ -480,10 +543,11 @@ static void round_done(struct nd_mig *m)
 {
 	uint64_t now = fy_now_ns(), dirty, elapsed, est;
 	struct fy_run *runs;
+	bool asked;
 	size_t nr;
 	int ret;
 
-	if (!strcmp(m->o.mode, "postcopy")) {
+	if (m->o.mode == PROTO_MODE_POSTCOPY) {
 		postcopy_start(m);
 		return;
 	}
@@ -502,7 +566,7 @@ static void round_done(struct nd_mig *m)
 	}
 	ret = harvest(m, &runs, &nr, &dirty);
 	if (ret) {
-		nd_mig_src_fail(m, ND_MIG_FAILED, true, "harvest failed: %s",
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "harvest failed: %s",
 				strerror(-ret));
 		return;
 	}
@@ -516,7 +580,7 @@ static void round_done(struct nd_mig *m)
 		 " dirty, bw %.0f MB/s, expected downtime %" PRIu64 " ms",
 		 m->id, m->round, elapsed / 1e6, dirty, m->bw / 1e6, est);
 	if (est <= m->limit_ms) {
-		switchover(m, runs, nr);
+		switchover(m, runs, nr, false);
 		return;
 	}
 	/* progress: the dirty set shrinks by a tenth at least */
@@ -526,20 +590,19 @@ static void round_done(struct nd_mig *m)
 	} else {
 		m->stall++;
 	}
-	if (!strcmp(m->o.mode, "hybrid") &&
-	    (m->pc_now ||
-	     (m->o.postcopy_after ? m->round + 1 >= m->o.postcopy_after
-				  : m->stall >= m->o.stall_rounds))) {
+	asked = m->sm.state == ND_SRC_PRECOPY_ASKED;
+	if (m->o.mode == PROTO_MODE_HYBRID &&
+	    (asked || (m->o.postcopy_after ? m->round + 1 >= m->o.postcopy_after
+					   : m->stall >= m->o.stall_rounds))) {
 		snprintf(m->actions, sizeof(m->actions),
 			 "post-copy after round %u%s", m->round,
-			 m->pc_now ? " (asked)" : "");
-		m->pc = true;
-		switchover(m, runs, nr);
+			 asked ? " (asked)" : "");
+		switchover(m, runs, nr, true);
 		return;
 	}
 	if (m->round + 1 >= m->o.max_rounds) {
 		free(runs);
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"did not converge in %u rounds: %" PRIu64
 				" pages dirty per round (%.0f pages/s), "
 				"bandwidth "
@@ -550,13 +613,13 @@ static void round_done(struct nd_mig *m)
 		return;
 	}
 	if (nd_mig_converge(m, est)) {
-		switchover(m, runs, nr);
+		switchover(m, runs, nr, false);
 		return;
 	}
 	m->round++;
 	round_begin(m, runs, nr);
 	if (announce_round(m, true))
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"lost the connection to %s",
 				m->peer->conf->name);
 }
@@ -595,7 +658,7 @@ static int send_holder_map(struct nd_mig *m)
 static void src_start_rounds(struct nd_mig *m)
 {
 	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
-	bool postcopy = !strcmp(m->o.mode, "postcopy");
+	bool postcopy = m->o.mode == PROTO_MODE_POSTCOPY;
 	struct fy_run *runs, *junk;
 	uint64_t dirty;
 	size_t nr, njunk;
@@ -614,7 +677,7 @@ static void src_start_rounds(struct nd_mig *m)
 		ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs,
 					 &nr);
 	if (ret) {
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"cannot scan guest RAM: %s", strerror(-ret));
 		return;
 	}
@@ -626,24 +689,30 @@ static void src_start_rounds(struct nd_mig *m)
 	ret = send_holder_map(m);
 	if (ret) {
 		free(runs);
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"lost the connection to %s",
 				m->peer->conf->name);
 		return;
 	}
-	m->phase = ND_MIG_PRECOPY;
+	if (nd_mig_to(m,
+		      m->sm.state == ND_SRC_PREPARE_ASKED ? ND_SRC_PRECOPY_ASKED
+							  : ND_SRC_PRECOPY,
+		      "the destination said yes")) {
+		free(runs);
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "internal error");
+		return;
+	}
 	m->round = 0;
 	m->last_harvest_ns = fy_now_ns();
 	m->resident = fy_runs_pages(runs, nr);
 	round_begin(m, runs, nr);
-	nd_mig_record(m);
 	mig_info(m,
 		 "pre-copy: round 0 with %" PRIu64 " of %" PRIu64 " pages (the "
 		 "rest are "
 		 "holes)",
 		 m->resident, m->pages);
 	if (announce(m, true))
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"lost the connection to %s",
 				m->peer->conf->name);
 }
@@ -654,15 +723,14 @@ static void src_postcopy_now(struct nd_mig *m)
 	int ret = announce(m, false);
 
 	if (ret) {
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"lost the connection to %s",
 				m->peer->conf->name);
 		return;
 	}
 	snprintf(m->actions, sizeof(m->actions),
 		 "post-copy during round %u (asked)", m->round);
-	m->pc = true;
-	switchover(m, NULL, 0);
+	switchover(m, NULL, 0, true);
 }
 
 /* The source's copy is no longer needed: the VM exits here. */
@@ -684,9 +752,8 @@ static void src_drop_vm(struct nd_mig *m)
 static void src_complete(struct nd_mig *m, uint64_t now)
 {
 	src_drop_vm(m);
-	m->phase = ND_MIG_COMPLETED;
 	m->t_end = now;
-	nd_mig_record(m);
+	nd_mig_to(m, ND_SRC_COMPLETED, "the VM runs on the destination");
 }
 
 /* RESUME: D may run the VM now. */
@@ -707,8 +774,8 @@ static void send_resume(struct nd_mig *m, uint64_t now)
  */
 static void src_committed(struct nd_mig *m, uint64_t now)
 {
-	m->phase = ND_MIG_COMMITTED;
-	nd_mig_record(m);
+	if (nd_mig_to(m, ND_SRC_COMMITTED, "the destination is ready"))
+		return;
 	send_resume(m, now);
 	/*
 	 * The VM stays paused here until RESUMED: tearing down 1 GiB of
@@ -719,18 +786,19 @@ static void src_committed(struct nd_mig *m, uint64_t now)
 
 void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 {
+	enum nd_mig_phase phase = nd_mig_phase(m);
+	enum nd_src_state st = m->sm.state;
 	uint64_t now = fy_now_ns();
 
 	m->last_heard = now;
 	switch (msg->type) {
 	case PROTO_HOLDER_MAP:
-		if (m->phase == ND_MIG_PREPARE)
+		if (st == ND_SRC_PREPARE || st == ND_SRC_PREPARE_ASKED)
 			src_start_rounds(m);
 		break;
 	case PROTO_PROGRESS:
-		if (m->phase != ND_MIG_PRECOPY &&
-		    m->phase != ND_MIG_SWITCHOVER &&
-		    m->phase != ND_MIG_POSTCOPY)
+		if (phase != ND_MIG_PRECOPY && phase != ND_MIG_SWITCHOVER &&
+		    phase != ND_MIG_POSTCOPY)
 			break;
 		/* pages not announced yet (paced) are not valid there either */
 		m->pages_valid =
@@ -747,14 +815,14 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 		/* every page announced pulled (announced pages are disjoint) */
 		if (m->todo_sent && msg->progress.bytes >= m->expect_bytes &&
 		    msg->progress.pages_valid == msg->progress.pages_total &&
-		    m->phase == ND_MIG_PRECOPY)
+		    phase == ND_MIG_PRECOPY)
 			round_done(m);
 		break;
 	case PROTO_PC_STATS:
 		m->pcs = msg->pc_stats;
 		break;
 	case PROTO_COMMIT:
-		if (m->phase == ND_MIG_POSTCOPY) {
+		if (phase == ND_MIG_POSTCOPY) {
 			/* every page is on D: our copy and VM can go */
 			src_complete(m, now);
 			mig_info(m,
@@ -763,7 +831,7 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 				 (m->t_end - m->t_start) / 1e9,
 				 m->downtime_ns / 1e6,
 				 (now - m->t_resumed) / 1e9, m->pcs.faults);
-		} else if (m->phase == ND_MIG_SWITCHOVER && !m->pc) {
+		} else if (st == ND_SRC_SWITCHOVER) {
 			/*
 			 * A destination from before READY decided itself and
 			 * resumes the VM: ours must not run again. (It drops
@@ -775,23 +843,27 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 		}
 		break;
 	case PROTO_READY:
-		if (m->phase == ND_MIG_SWITCHOVER && !m->pc && !m->csum_running)
+		if (st == ND_SRC_SWITCHOVER && !m->csum_running)
 			src_committed(m, now);
-		else if (m->phase == ND_MIG_COMMITTED)
+		else if (st == ND_SRC_COMMITTED)
 			send_resume(m, now);
 		break;
 	case PROTO_RESUMED:
-		if (m->phase == ND_MIG_SWITCHOVER && m->pc) {
+		if (st == ND_SRC_PC_SWITCHOVER ||
+		    st == ND_SRC_PC_SWITCHOVER_LOST) {
 			/* the VM lives on D; we serve its pages until COMMIT */
 			m->downtime_ns = now - m->t_pause;
 			m->t_resumed = now;
-			m->phase = ND_MIG_POSTCOPY;
-			nd_mig_record(m);
+			nd_mig_to(m,
+				  st == ND_SRC_PC_SWITCHOVER
+					  ? ND_SRC_POSTCOPY
+					  : ND_SRC_POSTCOPY_LOST,
+				  "the VM runs on the destination");
 			mig_info(m,
 				 "post-copy: the VM runs on %s after %.1f ms "
 				 "of downtime",
 				 m->peer->conf->name, m->downtime_ns / 1e6);
-		} else if (m->phase == ND_MIG_COMMITTED) {
+		} else if (st == ND_SRC_COMMITTED) {
 			m->downtime_ns = m->recovered ? 0 : now - m->t_pause;
 			src_complete(m, now);
 			mig_info(m,
@@ -803,26 +875,24 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 		}
 		break;
 	case PROTO_ABORT:
-		if (m->phase == ND_MIG_POSTCOPY) {
+		if (phase == ND_MIG_POSTCOPY) {
 			/* the VM ran there: ours must not run again */
 			mig_err(m, "ABORT during post-copy ignored: %s",
 				msg->abort.reason);
 			break;
 		}
-		/* after our commit: D says its VM never ran, nor will */
-		if (m->phase == ND_MIG_COMMITTED)
-			m->phase = ND_MIG_SWITCHOVER;
-		nd_mig_src_fail(m, ND_MIG_FAILED, false, "%s aborted: %s",
-				m->peer->conf->name, msg->abort.reason);
+		/* after our commit too: D says its VM never ran, nor will */
+		nd_mig_src_abandon(m, false, "%s aborted: %s",
+				   m->peer->conf->name, msg->abort.reason);
 		break;
 	case PROTO_ERROR:
-		if (m->phase == ND_MIG_COMMITTED) {
+		if (st == ND_SRC_COMMITTED) {
 			/* not D's answer: RESUME goes on until it is */
 			mig_err(m, "%s sent ERROR after commit: %s",
 				m->peer->conf->name, msg->error.text);
 			break;
 		}
-		nd_mig_src_fail(m, ND_MIG_FAILED, false, "%s refused: %s (%s)",
+		nd_mig_src_fail(m, ND_SRC_FAILED, false, "%s refused: %s (%s)",
 				m->peer->conf->name, msg->error.text,
 				strerror(msg->error.code));
 		break;
@@ -854,6 +924,7 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 	for (int i = 0; i < ND_MIGS_MAX; i++) {
 		struct nd_mig *m = n->migs[i];
 		enum nd_peer_state ps;
+		unsigned st;
 
 		if (!m)
 			continue;
@@ -861,47 +932,54 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			if (nd_mig_dst_poll(m))
 				nd_mig_dst_free(m);
 			if (m->dst && !nd_mig_finished(m) &&
-			    m->phase < ND_MIG_READY && dst_lost_source(m, now))
+			    nd_mig_phase(m) < ND_MIG_READY &&
+			    dst_lost_source(m, now))
 				nd_mig_dst_stop(m, "source unreachable", false);
 			continue;
 		}
 		ps = nd_peer_state(m->peer, now);
-		if (m->tell_abort && ps == ND_PEER_REACHABLE) {
+		st = m->sm.state;
+		if (!m->source && st == ND_DST_FAILED_UNTOLD &&
+		    ps == ND_PEER_REACHABLE) {
 			/* our copy is gone and never ran: the source's may */
 			send_abort(m, m->reason);
-			m->tell_abort = false;
+			nd_mig_to(m, ND_DST_FAILED, "ABORT sent");
 		}
 		if (nd_mig_finished(m) || !m->source)
 			continue;
-		if (m->pc && m->phase >= ND_MIG_SWITCHOVER) {
+		if (nd_mig_has(m, ND_SM_PC)) {
 			/*
 			 * Post-copy: whatever happens D may run the VM, so
 			 * ours waits, paused, with its pages served, for
 			 * COMMIT (or ABORT before D resumed it).
 			 */
-			if (m->holder_lost && ps == ND_PEER_REACHABLE &&
-			    !send_holder_map(m)) {
-				m->holder_lost = false;
+			if (nd_mig_has(m, ND_SM_LOST) &&
+			    ps == ND_PEER_REACHABLE && !send_holder_map(m)) {
+				nd_mig_to(m,
+					  st == ND_SRC_POSTCOPY_LOST
+						  ? ND_SRC_POSTCOPY
+						  : ND_SRC_PC_SWITCHOVER,
+					  "holder map sent again");
 				mig_info(m, "post-copy: holder map sent again");
 			}
 			continue;
 		}
-		if (ps != ND_PEER_REACHABLE && m->phase < ND_MIG_COMMITTED) {
-			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		if (ps != ND_PEER_REACHABLE && st != ND_SRC_COMMITTED) {
+			nd_mig_src_fail(m, ND_SRC_FAILED, true,
 					"peer %s unreachable (no PONG for %u "
 					"ms)",
 					m->peer->conf->name,
 					n->cfg->peer_timeout_ms);
 			continue;
 		}
-		if (m->phase == ND_MIG_COMMITTED) {
+		if (st == ND_SRC_COMMITTED) {
 			/* only D's RESUMED or ABORT ends it: ask until then */
 			if (now > m->deadline && ps == ND_PEER_REACHABLE)
 				send_resume(m, now);
 			continue;
 		}
-		if (m->phase == ND_MIG_PREPARE && now > m->deadline) {
-			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		if (nd_mig_phase(m) == ND_MIG_PREPARE && now > m->deadline) {
+			nd_mig_src_fail(m, ND_SRC_FAILED, true,
 					"%s did not answer MIGRATE_PREPARE in "
 					"%llu s",
 					m->peer->conf->name,
@@ -909,9 +987,9 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 						1000000000ULL);
 			continue;
 		}
-		if (m->phase >= ND_MIG_PRECOPY &&
+		if (nd_mig_phase(m) != ND_MIG_PREPARE &&
 		    now - m->last_heard > n->cfg->mig_timeout_ms * 1000000ULL) {
-			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+			nd_mig_src_fail(m, ND_SRC_FAILED, true,
 					"no progress from %s for %u ms "
 					"(stalled "
 					"link?)",
@@ -921,24 +999,24 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 		}
 		if (m->o.timeout_s &&
 		    now - m->t_start > m->o.timeout_s * 1000000000ULL) {
-			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+			nd_mig_src_fail(m, ND_SRC_FAILED, true,
 					"not done after %" PRIu64 " s "
 					"(--timeout)",
 					m->o.timeout_s);
 			continue;
 		}
-		if (m->phase == ND_MIG_SWITCHOVER && m->csum_running) {
+		if (st == ND_SRC_SWITCHOVER && m->csum_running) {
 			int ret;
 
 			if (nd_mig_csum_send(m, &ret) || ret) {
 				if (ret && __atomic_load_n(&m->csum_ret,
 							   __ATOMIC_RELAXED))
-					nd_mig_src_fail(m, ND_MIG_FAILED, true,
+					nd_mig_src_fail(m, ND_SRC_FAILED, true,
 							"verify: cannot read "
 							"guest RAM: %s",
 							strerror(-ret));
 				else if (ret)
-					nd_mig_src_fail(m, ND_MIG_FAILED, true,
+					nd_mig_src_fail(m, ND_SRC_FAILED, true,
 							"lost the connection "
 							"to %s (cannot send "
 							"VERIFY: %s)",
@@ -949,12 +1027,12 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			}
 			continue;
 		}
-		if (m->phase == ND_MIG_PRECOPY && m->pc_now) {
+		if (st == ND_SRC_PRECOPY_ASKED) {
 			src_postcopy_now(m);
 			continue;
 		}
-		if (m->phase == ND_MIG_PRECOPY && announce(m, true))
-			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+		if (st == ND_SRC_PRECOPY && announce(m, true))
+			nd_mig_src_fail(m, ND_SRC_FAILED, true,
 					"lost the connection to %s",
 					m->peer->conf->name);
 	}

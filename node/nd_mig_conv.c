@@ -115,9 +115,9 @@ static void converge_throttle(struct nd_mig *m)
 
 bool nd_mig_converge(struct nd_mig *m, uint64_t est)
 {
-	if (!strcmp(m->o.auto_converge, "downtime"))
+	if (m->o.auto_converge == PROTO_CONVERGE_DOWNTIME)
 		return converge_downtime(m, est);
-	if (!strcmp(m->o.auto_converge, "throttle")) {
+	if (m->o.auto_converge == PROTO_CONVERGE_THROTTLE) {
 		if (!m->throttle_pct)
 			m->throttle_round = m->round;
 		converge_throttle(m);

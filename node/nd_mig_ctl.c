@@ -29,169 +29,15 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-/* The table and its records */
+/* The table */
 
-/* A record's file name in mig_dir: "ID.src", "PEER-ID.dst". */
-static void record_name(const struct nd_mig *m, char *buf, size_t len)
-{
-	if (m->source)
-		snprintf(buf, len, "%" PRIu64 ".src", m->id);
-	else
-		snprintf(buf, len, "%s-%" PRIu64 ".dst", m->peer->conf->name,
-			 m->id);
-}
-
-void nd_record_write(const struct nd_node *n, const char *name, const char *fmt,
-		     ...)
-{
-	char tmp[ND_RECORD_NAME_MAX + 8], text[2048];
-	va_list ap;
-	int fd, len;
-
-	va_start(ap, fmt);
-	len = vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
-	fd = openat(n->mig_dir_fd, tmp,
-		    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-		    0600);
-	if (fd < 0) {
-		pr_perror("cannot write %s/%s", n->mig_dir, tmp);
-		return;
-	}
-	len = FY_MIN(len, (int)sizeof(text) - 1);
-	/* rename: a crash leaves the old record or the new one */
-	if (fy_full_io(fd, text, len, true) || close(fd) ||
-	    renameat(n->mig_dir_fd, tmp, n->mig_dir_fd, name))
-		pr_perror("cannot write %s/%s", n->mig_dir, name);
-}
-
-void nd_mig_record(struct nd_mig *m)
-{
-	char name[ND_RECORD_NAME_MAX];
-
-	record_name(m, name, sizeof(name));
-	nd_record_write(m->n, name,
-			"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nstarted="
-			"%" PRIu64 "\nreason=%s\nmode=%"
-			"s\npostcopy=%d\n",
-			m->id, m->vm, m->peer->conf->name,
-			nd_mig_phase_name(m->phase), m->started_unix, m->reason,
-			m->o.mode, m->pc);
-}
-
-struct record {
-	time_t mtime;
-	char name[ND_RECORD_NAME_MAX];
-};
-
-static int record_newer(const void *a, const void *b)
-{
-	const struct record *x = a, *y = b;
-
-	return (y->mtime > x->mtime) - (y->mtime < x->mtime);
-}
-
-/* Is name the record of a migration still running? */
-static bool record_live(struct nd_node *n, const char *name)
-{
-	char own[ND_RECORD_NAME_MAX];
-
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
-
-		if (!m || nd_mig_finished(m))
-			continue;
-		record_name(m, own, sizeof(own));
-		if (!strcmp(own, name))
-			return true;
-	}
-	return false;
-}
-
-/* mig_dir, for reading: a DIR of its own (NULL: logged). */
-static DIR *records_open(struct nd_node *n)
-{
-	int fd = dup(n->mig_dir_fd);
-	DIR *d = fd < 0 ? NULL : fdopendir(fd);
-
-	if (!d) {
-		pr_perror("cannot read %s", n->mig_dir);
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	rewinddir(d);
-	return d;
-}
-
-/*
- * Keep the newest ND_RECORDS_MAX records of ended migrations, none older
- * than ND_RECORDS_AGE_S; never the records of running migrations, nor the
- * source record with the highest id (the next id follows from it).
- */
-static void records_prune(struct nd_node *n)
-{
-	time_t now = time(NULL);
-	struct record *r = NULL;
-	size_t nr = 0, cap = 0;
-	uint64_t top = 0;
-	struct dirent *de;
-	struct stat st;
-	char top_name[32];
-	DIR *d;
-
-	d = records_open(n);
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		size_t len = strlen(de->d_name);
-		unsigned long long id;
-		char end;
-
-		if (len < 5 || len >= sizeof(r->name) ||
-		    (strcmp(de->d_name + len - 4, ".src") &&
-		     strcmp(de->d_name + len - 4, ".dst")) ||
-		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
-		    !S_ISREG(st.st_mode) || record_live(n, de->d_name))
-			continue;
-		if (sscanf(de->d_name, "%llu.sr%c", &id, &end) == 2 &&
-		    end == 'c' && id > top)
-			top = id;
-		if (nr == cap) {
-			struct record *g;
-
-			cap = cap ? cap * 2 : 64;
-			g = realloc(r, cap * sizeof(*r));
-			if (!g)
-				break;
-			r = g;
-		}
-		r[nr].mtime = st.st_mtime;
-		snprintf(r[nr++].name, sizeof(r->name), "%s", de->d_name);
-	}
-	snprintf(top_name, sizeof(top_name), "%" PRIu64 ".src", top);
-	if (nr) /* r is NULL without records */
-		qsort(r, nr, sizeof(*r), record_newer);
-	for (size_t i = 0; i < nr; i++) {
-		if ((i < ND_RECORDS_MAX &&
-		     now - r[i].mtime <= ND_RECORDS_AGE_S) ||
-		    !strcmp(r[i].name, top_name))
-			continue;
-		if (unlinkat(dirfd(d), r[i].name, 0))
-			pr_perror("cannot remove old record %s", r[i].name);
-	}
-	closedir(d);
-	free(r);
-}
-
-struct nd_mig *nd_mig_new(struct nd_node *n)
+struct nd_mig *nd_mig_new(struct nd_node *n, bool source)
 {
 	int slot = -1;
 	struct nd_mig *m;
 
 	if (n->up) /* not while nd_migs_open() reads them */
-		records_prune(n);
+		nd_records_prune(n);
 
 	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
 		if (!n->migs[i])
@@ -211,6 +57,7 @@ struct nd_mig *nd_mig_new(struct nd_node *n)
 	if (!m)
 		return NULL;
 	m->n = n;
+	m->source = m->sm.source = source;
 	m->t_start = m->last_heard = fy_now_ns();
 	m->started_unix = (uint64_t)time(NULL);
 	n->migs[slot] = m;
@@ -282,7 +129,7 @@ static void answer_ended(struct nd_peer *p, const struct proto_msg *msg,
 			 const struct nd_mig *m)
 {
 	struct proto_msg a = { .type = PROTO_ABORT };
-	bool done = m && m->phase == ND_MIG_COMPLETED;
+	bool done = m && nd_mig_phase(m) == ND_MIG_COMPLETED;
 
 	switch (msg->type) {
 	case PROTO_READY:
@@ -407,8 +254,8 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	nd_mp_pack_kv_str(pk, "role", m->source ? "source" : "destination");
 	nd_mp_pack_kv_str(pk, "vm", m->vm);
 	nd_mp_pack_kv_str(pk, "peer", m->peer->conf->name);
-	nd_mp_pack_kv_str(pk, "mode", m->o.mode);
-	nd_mp_pack_kv_str(pk, "state", nd_mig_phase_name(m->phase));
+	nd_mp_pack_kv_str(pk, "mode", proto_mode_name(m->o.mode));
+	nd_mp_pack_kv_str(pk, "state", nd_mig_phase_name(nd_mig_phase(m)));
 	nd_mp_pack_kv_u64(pk, "round", m->round);
 	nd_mp_pack_kv_u64(pk, "generation", m->gen);
 	nd_mp_pack_kv_u64(pk, "pages_total", m->pages);
@@ -436,7 +283,8 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	msgpack_pack_double(pk, total_s > 0 ? m->bytes / total_s : 0);
 	pack_bool(pk, "verify", m->o.verify);
 	nd_mp_pack_kv_u64(pk, "verified_pages", m->verified_pages);
-	nd_mp_pack_kv_str(pk, "auto_converge", m->o.auto_converge);
+	nd_mp_pack_kv_str(pk, "auto_converge",
+			  proto_converge_name(m->o.auto_converge));
 	nd_mp_pack_kv_str(pk, "converge_actions", m->actions);
 	nd_mp_pack_kv_u64(pk, "cpu_throttle", m->throttle_pct);
 	nd_mp_pack_kv_str(pk, "compress", m->o.delta ? "delta" : "none");
@@ -457,7 +305,7 @@ void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now)
 		struct nd_mig *m = n->migs[i];
 
 		/* the source's silence shows before a read times out */
-		if (m && m->phase == ND_MIG_POSTCOPY && !m->source &&
+		if (m && !m->source && nd_mig_phase(m) == ND_MIG_POSTCOPY &&
 		    (m->stall_t0 ||
 		     nd_peer_state(m->peer, now) != ND_PEER_REACHABLE))
 			st[k++] = m;
@@ -497,13 +345,13 @@ static void cmd_migrate(struct nd_node *n, const struct proto_ctl_req *req,
 	uint64_t id;
 
 #define HAS(f) PROTO_CTL_HAS(req, PROTO_CTL_##f)
-	snprintf(o.mode, sizeof(o.mode), "%s",
-		 HAS(MODE) ? req->mode : "precopy");
-	snprintf(o.auto_converge, sizeof(o.auto_converge), "%s",
-		 req->auto_converge[0] ? req->auto_converge
-				       : n->cfg->auto_converge);
-	if (!strcmp(o.auto_converge, "off"))
-		strcpy(o.auto_converge, "none");
+	/* the decoder checked the words */
+	o.mode = HAS(MODE) ? (enum proto_mode)proto_mode_parse(req->mode)
+			   : PROTO_MODE_PRECOPY;
+	o.auto_converge = req->auto_converge[0]
+				  ? (enum proto_converge)proto_converge_parse(
+					    req->auto_converge)
+				  : n->cfg->auto_converge;
 	o.throttle_initial = req->cpu_throttle_initial
 				     ? req->cpu_throttle_initial
 				     : n->cfg->cpu_throttle_initial;
@@ -522,7 +370,7 @@ static void cmd_migrate(struct nd_node *n, const struct proto_ctl_req *req,
 	o.delta = !strcmp(req->compress, "delta");
 	o.postcopy_after = req->postcopy_after;
 #undef HAS
-	if (strcmp(o.mode, "precopy") && (o.verify || o.delta)) {
+	if (o.mode != PROTO_MODE_PRECOPY && (o.verify || o.delta)) {
 		pack_error(pk, "--verify and --compress delta are for "
 			       "--mode precopy");
 		return;
@@ -597,7 +445,7 @@ static const char *force_resume(struct nd_mig *m, uint64_t now, char *buf,
 			 "%s is reachable: the migration ends by itself", peer);
 		return buf;
 	}
-	if (m->dst && m->phase == ND_MIG_READY) {
+	if (m->dst && nd_mig_state(m) == ND_DST_READY) {
 		msg = calloc(1, sizeof(*msg));
 		if (!msg)
 			return "out of memory";
@@ -610,18 +458,18 @@ static const char *force_resume(struct nd_mig *m, uint64_t now, char *buf,
 		nd_mig_dst_push(m, msg);
 		return NULL;
 	}
-	if (m->source && !m->pc && m->phase == ND_MIG_COMMITTED) {
-		m->phase = ND_MIG_SWITCHOVER; /* D's copy never runs: ours */
-		nd_mig_src_fail(m, ND_MIG_FAILED, true,
-				"force-resume: the VM resumed here, %s taken "
-				"for down for good",
-				peer);
+	if (m->source && m->sm.state == ND_SRC_COMMITTED) {
+		/* D's copy never runs: ours does */
+		nd_mig_src_abandon(m, true,
+				   "force-resume: the VM resumed here, %s "
+				   "taken for down for good",
+				   peer);
 		return NULL;
 	}
 	snprintf(buf, len,
 		 "force-resume is for a migration held in the commit window "
 		 "(a destination ready, a source committed); this one is %s",
-		 nd_mig_phase_name(m->phase));
+		 nd_mig_phase_name(nd_mig_phase(m)));
 	return buf;
 }
 
@@ -666,25 +514,33 @@ void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
 			pack_error(pk, "migration already ended");
 			return;
 		}
-		if (m->phase >= ND_MIG_SWITCHOVER) {
+		if (nd_mig_phase(m) >= ND_MIG_SWITCHOVER) {
 			pack_error(pk, "too late to cancel: switchover began");
 			return;
 		}
 		if (m->source)
-			nd_mig_src_fail(m, ND_MIG_CANCELLED, true,
+			nd_mig_src_fail(m, ND_SRC_CANCELLED, true,
 					"cancelled by the user");
 		else
 			nd_mig_dst_stop(m, "cancelled by the user", false);
 	} else if (req->cmd == PROTO_CTL_MIGRATE_POSTCOPY) {
-		if (!m->source || nd_mig_finished(m) ||
-		    strcmp(m->o.mode, "hybrid") || m->pc) {
+		unsigned st = m->sm.state;
+
+		if (!m->source || m->o.mode != PROTO_MODE_HYBRID ||
+		    (st != ND_SRC_PREPARE && st != ND_SRC_PRECOPY &&
+		     st != ND_SRC_PREPARE_ASKED &&
+		     st != ND_SRC_PRECOPY_ASKED)) {
 			pack_error(pk, "only a running --mode hybrid migration "
 				       "from this node can switch to "
-				       "post-copy");
+				       "post-copy, before its switchover");
 			return;
 		}
 		/* the tick announces the rest of the round, then pauses */
-		m->pc_now = true;
+		if (st == ND_SRC_PREPARE || st == ND_SRC_PRECOPY)
+			nd_mig_to(m,
+				  st == ND_SRC_PREPARE ? ND_SRC_PREPARE_ASKED
+						       : ND_SRC_PRECOPY_ASKED,
+				  "ferry migrate-postcopy");
 	} else if (req->cmd == PROTO_CTL_FORCE_RESUME) {
 		char buf[200];
 
@@ -705,7 +561,8 @@ void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
  * Serve them again and tell the destination where (HOLDER_MAP, from the
  * tick once the peer answers); COMMIT or ABORT ends it as before.
  */
-static void src_recover_postcopy(struct nd_mig *m, const char *phase)
+static enum nd_src_state src_recover_postcopy(struct nd_mig *m,
+					      enum nd_mig_phase phase)
 {
 	struct nd_vm *v = nd_vm_find(m->n, m->vm);
 	int ret = -ENOENT;
@@ -721,17 +578,15 @@ static void src_recover_postcopy(struct nd_mig *m, const char *phase)
 			 "ferryd restarted during post-copy and cannot serve "
 			 "the VM's pages (%s): the VM on %.64s may miss pages",
 			 strerror(-ret), m->peer->conf->name);
-		return;
+		return ND_SRC_FAILED;
 	}
-	m->pc = true;
-	m->holder_lost = true;
-	m->phase = strcmp(phase, "postcopy") ? ND_MIG_SWITCHOVER
-					     : ND_MIG_POSTCOPY;
 	m->t_pause = m->t_start;
 	m->reason[0] = '\0';
 	pr_warn("migration %" PRIu64 " of %s: ferryd restarted during "
 		"post-copy: serving its pages again",
 		m->id, m->vm);
+	return phase == ND_MIG_POSTCOPY ? ND_SRC_POSTCOPY_LOST
+					: ND_SRC_PC_SWITCHOVER_LOST;
 }
 
 /*
@@ -739,141 +594,117 @@ static void src_recover_postcopy(struct nd_mig *m, const char *phase)
  * run the VM or may still wait for RESUME, or may have lost it. Ours stays
  * paused and the tick asks (RESUME) until RESUMED or ABORT says which.
  */
-static void src_recover_committed(struct nd_mig *m)
+static enum nd_src_state src_recover_committed(struct nd_mig *m)
 {
 	struct nd_vm *v = nd_vm_find(m->n, m->vm);
 
 	if (!v || !v->kc || v->mig) {
-		m->phase = ND_MIG_COMPLETED;
 		snprintf(m->reason, sizeof(m->reason),
 			 "ferryd restarted after commit; the VM lives on %.64s",
 			 m->peer->conf->name);
-		return;
+		return ND_SRC_COMPLETED;
 	}
 	m->vmp = v;
 	v->mig = m;
-	m->phase = ND_MIG_COMMITTED;
 	m->recovered = true;
 	m->reason[0] = '\0';
 	m->t_start = m->t_pause = fy_now_ns();
 	pr_warn("migration %" PRIu64 " of %s: ferryd restarted after commit: "
 		"the VM stays paused here until %s says whether it runs there",
 		m->id, m->vm, m->peer->conf->name);
+	return ND_SRC_COMMITTED;
 }
 
-static void load_record(struct nd_node *n, const char *name, bool source)
+/* Where an interrupted source migration goes after a restart. */
+static enum nd_src_state src_recover(struct nd_mig *m,
+				     const struct nd_record *r)
 {
-	char line[600], vm[ND_NAME_MAX + 1] = "", peer[ND_NAME_MAX + 1] = "";
-	char phase[32] = "", reason[512] = "", mode[16] = "precopy";
-	uint64_t id = 0, started = 0;
-	bool pc = false;
+	struct nd_vm *v = nd_vm_find(m->n, m->vm);
+	struct kva_status st;
+
+	if (r->postcopy &&
+	    (r->phase == ND_MIG_SWITCHOVER || r->phase == ND_MIG_POSTCOPY))
+		return src_recover_postcopy(m, r->phase);
+	if (r->phase == ND_MIG_COMMITTED)
+		return src_recover_committed(m);
+	/* before switchover the VM is ours: run it */
+	if (v && v->kc && !kva_client_status(v->kc, &st) &&
+	    st.state == KVA_VM_PAUSED && !kva_client_resume(v->kc))
+		pr_info("VM %s resumed: migration %" PRIu64 " was interrupted",
+			m->vm, m->id);
+	return ND_SRC_FAILED;
+}
+
+/*
+ * An interrupted incoming migration: an incoming VM that never got its
+ * commit is removed, and the source, which may wait for us with its copy
+ * paused, is told (FAILED_UNTOLD). Not one that may have run (post-copy,
+ * no VM); a committed one is resumed.
+ */
+static enum nd_dst_state dst_recover(struct nd_mig *m,
+				     const struct nd_record *r)
+{
+	struct nd_vm *v = nd_vm_find(m->n, m->vm);
+
+	if (v && v->kc && kva_client_layout(v->kc)->state == KVA_VM_INCOMING &&
+	    r->phase != ND_MIG_COMMITTED) {
+		pr_info("removing incoming VM %s of interrupted migration "
+			"%" PRIu64,
+			m->vm, m->id);
+		kva_client_exit(v->kc);
+		nd_vm_forget(v);
+		return ND_DST_FAILED_UNTOLD;
+	}
+	if (!v && r->phase != ND_MIG_COMMITTED && r->phase != ND_MIG_POSTCOPY)
+		return ND_DST_FAILED_UNTOLD;
+	if (v && v->kc && r->phase == ND_MIG_COMMITTED) {
+		kva_client_ram_done(v->kc);
+		if (!kva_client_resume(v->kc))
+			pr_info("VM %s resumed after commit", m->vm);
+		m->reason[0] = '\0';
+		return ND_DST_COMPLETED;
+	}
+	return ND_DST_FAILED;
+}
+
+static void load_record(struct nd_node *n, const char *name)
+{
+	struct nd_record r;
 	struct nd_peer *p;
 	struct nd_mig *m;
-	int fd = openat(n->mig_dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
-	bool interrupted;
+	unsigned to;
 
-	if (!f) {
-		if (fd >= 0)
-			close(fd);
+	if (nd_record_get(n, name, &r))
 		return;
-	}
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (!strncmp(line, "id=", 3))
-			id = strtoull(line + 3, NULL, 10);
-		else if (!strncmp(line, "vm=", 3))
-			snprintf(vm, sizeof(vm), "%.*s", (int)sizeof(vm) - 1,
-				 line + 3);
-		else if (!strncmp(line, "peer=", 5))
-			snprintf(peer, sizeof(peer), "%.*s",
-				 (int)sizeof(peer) - 1, line + 5);
-		else if (!strncmp(line, "phase=", 6))
-			snprintf(phase, sizeof(phase), "%.*s",
-				 (int)sizeof(phase) - 1, line + 6);
-		else if (!strncmp(line, "started=", 8))
-			started = strtoull(line + 8, NULL, 10);
-		else if (!strncmp(line, "mode=", 5))
-			snprintf(mode, sizeof(mode), "%.*s",
-				 (int)sizeof(mode) - 1, line + 5);
-		else if (!strncmp(line, "postcopy=", 9))
-			pc = line[9] == '1';
-		else if (!strncmp(line, "reason=", 7))
-			snprintf(reason, sizeof(reason), "%.*s",
-				 (int)sizeof(reason) - 1, line + 7);
-	}
-	fclose(f);
-	if (source && id >= n->next_mig_id)
-		n->next_mig_id = id + 1;
-	p = nd_peer_find(n, peer);
-	if (!proto_name_valid(vm))
+	if (r.source && r.id >= n->next_mig_id)
+		n->next_mig_id = r.id + 1;
+	p = nd_peer_find(n, r.peer);
+	if (!proto_name_valid(r.vm))
 		p = NULL; /* not a record ferryd wrote: never acted upon */
-	interrupted = strcmp(phase, "completed") && strcmp(phase, "failed") &&
-		      strcmp(phase, "cancelled");
-	if (!p || !id || !interrupted)
+	if (!p || !r.id ||
+	    (r.known &&
+	     (r.phase == ND_MIG_COMPLETED || r.phase == ND_MIG_FAILED ||
+	      r.phase == ND_MIG_CANCELLED)))
 		return; /* history: the file stays, the table keeps live ones */
-	m = nd_mig_new(n);
+	m = nd_mig_new(n, r.source);
 	if (!m)
 		return;
-	m->id = id;
-	m->source = source;
+	m->id = r.id;
 	m->peer = p;
-	m->started_unix = started;
-	snprintf(m->vm, sizeof(m->vm), "%s", vm);
-	snprintf(m->o.mode, sizeof(m->o.mode), "%s", mode);
-	m->phase = ND_MIG_FAILED;
+	m->started_unix = r.started;
+	m->o.mode = r.mode;
+	snprintf(m->vm, sizeof(m->vm), "%s", r.vm);
 	snprintf(m->reason, sizeof(m->reason),
-		 "ferryd restarted during the migration (phase %s)", phase);
-	if (source && pc &&
-	    (!strcmp(phase, "switchover") || !strcmp(phase, "postcopy"))) {
-		src_recover_postcopy(m, phase);
-	} else if (source && !strcmp(phase, "committed")) {
-		src_recover_committed(m);
-	} else if (source) {
-		struct nd_vm *v = nd_vm_find(n, vm);
-		struct kva_status st;
-
-		/* before switchover the VM is ours: run it */
-		if (v && v->kc && !kva_client_status(v->kc, &st) &&
-		    st.state == KVA_VM_PAUSED) {
-			if (!kva_client_resume(v->kc))
-				pr_info("VM %s resumed: migration %" PRIu64
-					" was interrupted",
-					vm, id);
-		}
-	} else {
-		struct nd_vm *v = nd_vm_find(n, vm);
-
-		/*
-		 * An incoming VM that never got its commit: remove it, and
-		 * tell the source, which may wait for us with its copy
-		 * paused. Not one that may have run (post-copy, no VM).
-		 */
-		if (v && v->kc &&
-		    kva_client_layout(v->kc)->state == KVA_VM_INCOMING &&
-		    strcmp(phase, "committed")) {
-			pr_info("removing incoming VM %s of interrupted "
-				"migration %" PRIu64,
-				vm, id);
-			kva_client_exit(v->kc);
-			nd_vm_forget(v);
-			m->tell_abort = true;
-		} else if (!v && strcmp(phase, "committed") &&
-			   strcmp(phase, "postcopy")) {
-			m->tell_abort = true;
-		} else if (v && v->kc && !strcmp(phase, "committed")) {
-			kva_client_ram_done(v->kc);
-			if (!kva_client_resume(v->kc))
-				pr_info("VM %s resumed after commit", vm);
-			m->phase = ND_MIG_COMPLETED;
-			m->reason[0] = '\0';
-		}
-	}
-	if (nd_mig_finished(m)) {
+		 "ferryd restarted during the migration (phase %s)",
+		 r.known ? nd_mig_phase_name(r.phase) : "?");
+	to = r.source ? (unsigned)src_recover(m, &r)
+		      : (unsigned)dst_recover(m, &r);
+	if (nd_sm_has(r.source, to, ND_SM_END)) {
 		m->t_start = m->t_end = fy_now_ns();
-		pr_warn("migration %" PRIu64 " of %s: %s", id, vm, m->reason);
+		pr_warn("migration %" PRIu64 " of %s: %s", m->id, m->vm,
+			m->reason);
 	}
-	nd_mig_record(m);
+	nd_mig_to(m, to, "ferryd restarted");
 }
 
 int nd_migs_open(struct nd_node *n)
@@ -892,7 +723,7 @@ int nd_migs_open(struct nd_node *n)
 		return ret;
 	n->mig_dir_fd = open(n->mig_dir,
 			     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	d = n->mig_dir_fd < 0 ? NULL : records_open(n);
+	d = n->mig_dir_fd < 0 ? NULL : nd_records_open(n);
 	if (!d)
 		return -EIO;
 	while ((de = readdir(d))) {
@@ -900,13 +731,12 @@ int nd_migs_open(struct nd_node *n)
 
 		if (len < 5 || len >= ND_RECORD_NAME_MAX)
 			continue;
-		if (!strcmp(de->d_name + len - 4, ".src"))
-			load_record(n, de->d_name, true);
-		else if (!strcmp(de->d_name + len - 4, ".dst"))
-			load_record(n, de->d_name, false);
+		if (!strcmp(de->d_name + len - 4, ".src") ||
+		    !strcmp(de->d_name + len - 4, ".dst"))
+			load_record(n, de->d_name);
 	}
 	closedir(d);
-	records_prune(n);
+	nd_records_prune(n);
 	return 0;
 }
 
@@ -918,11 +748,11 @@ void nd_migs_close(struct nd_node *n)
 		if (!m)
 			continue;
 		if (m->source && !nd_mig_finished(m) &&
-		    (m->pc || m->phase == ND_MIG_COMMITTED)) {
+		    nd_mig_has(m, ND_SM_PC | ND_SM_HELD)) {
 			/* the record says so: a restart takes it up again */
 			nd_mig_src_release(m);
 		} else if (m->source && !nd_mig_finished(m)) {
-			nd_mig_src_fail(m, ND_MIG_FAILED, true,
+			nd_mig_src_fail(m, ND_SRC_FAILED, true,
 					"ferryd shut down");
 		}
 		if (m->dst) {

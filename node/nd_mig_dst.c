@@ -92,21 +92,37 @@ void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg)
 	nd_mig_kick(d->n->mig_efd);
 }
 
-static void write_record(struct nd_mig_dst *d, const char *phase,
-			 const char *reason)
+bool nd_dst_has(const struct nd_mig_dst *d, unsigned flags)
 {
-	nd_record_write(d->n, d->record,
-			"id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nreason=%s\n",
-			d->id, d->vm, d->peer, phase, reason);
+	/* the thread is the only writer: it reads without the lock */
+	return nd_sm_has(false, d->sm->state, flags);
 }
 
-void nd_mig_dst_phase(struct nd_mig_dst *d, enum nd_mig_phase p)
+int nd_dst_to(struct nd_mig_dst *d, enum nd_dst_state to, const char *why)
 {
+	struct nd_record r = { .id = d->id, .mode = d->mode };
+	unsigned from = d->sm->state;
+	int ret;
+
 	pthread_mutex_lock(&d->lock);
-	d->phase = p;
+	ret = nd_sm_move(d->sm, to);
+	snprintf(r.reason, sizeof(r.reason), "%s", d->reason);
 	pthread_mutex_unlock(&d->lock);
-	write_record(d, nd_mig_phase_name(p), "");
+	if (ret) {
+		dst_err(d, "refused: no move from %s to %s (%s)",
+			nd_sm_name(false, from), nd_sm_name(false, to), why);
+		return ret;
+	}
+	pr_debug("%" PRIu64 ": %s -> %s: %s", d->id, nd_sm_name(false, from),
+		 nd_sm_name(false, to), why);
+	snprintf(r.vm, sizeof(r.vm), "%s", d->vm);
+	snprintf(r.peer, sizeof(r.peer), "%s", d->peer);
+	r.phase = nd_sm_phase(false, to);
+	r.postcopy = nd_sm_has(false, to, ND_SM_PC);
+	r.started = d->started;
+	nd_record_put(d->n, &r);
 	nd_mig_kick(d->n->mig_efd);
+	return 0;
 }
 
 static bool stopping(struct nd_mig_dst *d)
@@ -200,9 +216,9 @@ static int setup(struct nd_mig_dst *d)
 		return nd_mig_dst_fail(d, "cannot register guest RAM: %s",
 				       strerror(-ret));
 	d->need = fy_bitmap_alloc(d->pages);
-	if (d->may_postcopy)
+	if (d->mode != PROTO_MODE_PRECOPY)
 		d->seen = fy_bitmap_alloc(d->pages);
-	if (!d->need || (d->may_postcopy && !d->seen))
+	if (!d->need || (d->mode != PROTO_MODE_PRECOPY && !d->seen))
 		return nd_mig_dst_fail(d, "out of memory");
 	/* 4 MiB at first: 0.7 s on a 50 Mbit/s link, where 32 MiB time out */
 	d->win = (struct nd_window){ .cap = 4 << 20,
@@ -278,7 +294,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		d->rk.addr = h->regions[0].base;
 		d->rk.key = h->regions[0].key;
 		d->rk.len = h->regions[0].len;
-		if (d->pc) {
+		if (nd_dst_has(d, ND_SM_RUNS)) {
 			/* the source's ferryd came back */
 			nd_post_holder(d);
 			return 0;
@@ -292,12 +308,13 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 					       "fabric address: %s",
 					       strerror(-ret));
 		/* post-copy's endpoints now, not in the downtime */
-		ret = d->may_postcopy ? nd_post_prepare(d) : 0;
+		ret = d->mode != PROTO_MODE_PRECOPY ? nd_post_prepare(d) : 0;
 		if (ret)
 			return nd_mig_dst_fail(d,
 					       "cannot prepare post-copy: %s",
 					       strerror(-ret));
-		nd_mig_dst_phase(d, ND_MIG_PRECOPY);
+		if (nd_dst_to(d, ND_DST_PRECOPY, "HOLDER_MAP"))
+			return nd_mig_dst_fail(d, "unexpected HOLDER_MAP");
 		return 0;
 	}
 	case PROTO_DIRTY_SET: {
@@ -327,7 +344,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 					fy_bit_set(d->seen, p);
 			}
 		}
-		if (!d->pc_asked) /* post-copy punches them out anyway */
+		if (!nd_dst_has(d, ND_SM_PC)) /* post-copy punches them out */
 			nd_pop_add(d->pop, ds->runs, ds->nruns);
 		pthread_mutex_lock(&d->lock);
 		if (ds->gen != d->gen && d->pages_pulled)
@@ -398,20 +415,18 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		return 0;
 	}
 	case PROTO_POSTCOPY:
-		if (!d->seen || d->pc_asked || d->final)
+		if (!d->seen || nd_dst_to(d, ND_DST_PC_SWITCHOVER, "POSTCOPY"))
 			return nd_mig_dst_fail(d, "unexpected POSTCOPY");
 		dst_info(d,
 			 "switchover to post-copy: %" PRIu64 " pages still "
 			 "to fetch",
 			 d->pending);
-		d->pc_asked = true;
-		nd_mig_dst_phase(d, ND_MIG_SWITCHOVER);
 		return 0;
 	case PROTO_SWITCHOVER:
+		if (nd_dst_to(d, ND_DST_SWITCHOVER, "SWITCHOVER"))
+			return nd_mig_dst_fail(d, "unexpected SWITCHOVER");
 		dst_info(d, "switchover: %" PRIu64 " pages still to pull",
 			 d->pending);
-		d->final = true;
-		nd_mig_dst_phase(d, ND_MIG_SWITCHOVER);
 		return 0;
 	case PROTO_RESUME:
 		if (!d->ready_ns)
@@ -427,7 +442,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		msg->state.len = 0;
 		return 0;
 	case PROTO_ABORT:
-		if (d->pc) {
+		if (nd_dst_has(d, ND_SM_RUNS)) {
 			dst_err(d,
 				"ABORT after the VM resumed here, ignored: %s",
 				msg->abort.reason);
@@ -437,7 +452,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		return nd_mig_dst_fail(d, "the source aborted: %s",
 				       msg->abort.reason);
 	case PROTO_ERROR:
-		if (d->pc) {
+		if (nd_dst_has(d, ND_SM_RUNS)) {
 			dst_err(d, "ERROR after the VM resumed here: %s",
 				msg->error.text);
 			return 0;
@@ -465,7 +480,10 @@ static int drain_inbox(struct nd_mig_dst *d)
 	d->in_n = 0;
 	d->in_bytes = 0;
 	/* once the VM runs here only a shutdown stops the thread */
-	ret = d->stop && (!d->pc || d->stop_always) ? -1 : 0;
+	ret = d->stop && (!nd_sm_has(false, d->sm->state, ND_SM_RUNS) ||
+			  d->stop_always)
+		      ? -1
+		      : 0;
 	memcpy(why, d->stop_reason, sizeof(why));
 	pthread_mutex_unlock(&d->lock);
 	if (ret)
@@ -727,7 +745,8 @@ static int ready(struct nd_mig_dst *d)
 		 "ready (verify %.1f ms, RAM_DONE %.1f ms, SET_STATE %.1f "
 		 "ms): waiting for the source's RESUME",
 		 (t1 - t0) / 1e6, (t2 - t1) / 1e6, (d->t_ready - t2) / 1e6);
-	nd_mig_dst_phase(d, ND_MIG_READY);
+	if (nd_dst_to(d, ND_DST_READY, "all pages and the state here"))
+		return nd_mig_dst_fail(d, "internal error");
 	return send_ready(d, d->t_ready);
 }
 
@@ -738,7 +757,7 @@ static void resume(struct nd_mig_dst *d)
 	int ret;
 
 	/* recorded first: a restarted ferryd resumes it, never removes it */
-	nd_mig_dst_phase(d, ND_MIG_COMMITTED);
+	nd_dst_to(d, ND_DST_COMMITTED, "RESUME");
 	ret = kva_client_resume(d->kc);
 	if (ret) {
 		/* committed: no way back; the operator must look */
@@ -747,7 +766,6 @@ static void resume(struct nd_mig_dst *d)
 	m = nd_mig_dst_gen_msg(d, PROTO_RESUMED);
 	if (m)
 		nd_mig_dst_out(d, m);
-	write_record(d, "completed", "");
 	dst_info(d, "VM resumed here, %.1f ms after READY",
 		 (fy_now_ns() - d->t_ready) / 1e6);
 }
@@ -818,12 +836,13 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 		d->kc_out = d->kc;
 		d->pid_out = d->pid;
 		d->handed = true;
-		d->phase = ND_MIG_COMPLETED;
 		pthread_mutex_unlock(&d->lock);
 		d->kc = NULL;
+		if (d->sm->state == ND_DST_COMMITTED)
+			nd_dst_to(d, ND_DST_COMPLETED, "the VM is ours");
 		return;
 	}
-	if (d->pc) {
+	if (nd_dst_has(d, ND_SM_RUNS)) {
 		/* the only copy of the VM that runs: never kill it */
 		dst_err(d, "post-copy left unfinished: the VM waits for "
 			   "pages no one serves now");
@@ -871,7 +890,7 @@ void *nd_mig_dst_thread(void *arg)
 
 		if (drain_inbox(d))
 			break;
-		if (d->pc) {
+		if (nd_dst_has(d, ND_SM_RUNS)) {
 			int r = nd_post_step(d);
 
 			if (r) {
@@ -882,7 +901,7 @@ void *nd_mig_dst_thread(void *arg)
 				break;
 			continue;
 		}
-		if (d->pc_asked) {
+		if (nd_dst_has(d, ND_SM_PC)) {
 			/* pre-copy reads land first, then the VM resumes */
 			if (!d->inflight && !d->djob && d->blob &&
 			    nd_post_begin(d))
@@ -901,8 +920,8 @@ void *nd_mig_dst_thread(void *arg)
 			}
 			if (send_ready(d, fy_now_ns()))
 				break;
-		} else if (d->final && d->blob && !d->pending && !d->inflight &&
-			   ready(d)) {
+		} else if (d->sm->state == ND_DST_SWITCHOVER && d->blob &&
+			   !d->pending && !d->inflight && ready(d)) {
 			break;
 		}
 		/*
@@ -955,10 +974,8 @@ out:
 	}
 	cleanup(d, ok);
 	if (!ok)
-		write_record(d, "failed", d->reason);
+		nd_dst_to(d, ND_DST_FAILED, d->reason);
 	pthread_mutex_lock(&d->lock);
-	if (!ok)
-		d->phase = ND_MIG_FAILED;
 	d->done = true;
 	pthread_mutex_unlock(&d->lock);
 	nd_mig_kick(d->n->mig_efd);

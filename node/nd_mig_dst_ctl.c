@@ -42,12 +42,11 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 		ret = -EINVAL; /* the decoder checked it: kvm or user */
 		goto err_free;
 	}
-	d->may_postcopy = strcmp(p->mode, "precopy") != 0;
-	d->phase = ND_MIG_PREPARE;
+	d->mode = m->o.mode;
+	d->started = m->started_unix;
+	d->sm = &m->sm;
 	d->in_tail = &d->in;
 	d->out_tail = &d->out;
-	snprintf(d->record, sizeof(d->record), "%s-%" PRIu64 ".dst", d->peer,
-		 d->id);
 	ret = nd_vm_sock_path(m->n, d->vm, d->sock, sizeof(d->sock));
 	if (ret)
 		goto err_free;
@@ -61,13 +60,15 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 		goto err_free;
 	}
 	pthread_mutex_init(&d->lock, NULL);
+	/* from now on the thread moves m->sm, under d->lock */
+	m->dst = d;
 	ret = -pthread_create(&d->thread, NULL, nd_mig_dst_thread, d);
 	if (ret)
 		goto err_close;
 	pthread_setname_np(d->thread, "ferry-pull");
-	m->dst = d;
 	return 0;
 err_close:
+	m->dst = NULL;
 	pthread_mutex_destroy(&d->lock);
 	close(d->efd);
 err_free:
@@ -117,14 +118,11 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 		code = EEXIST;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "migration %" PRIu64 " is known here", pp->mig);
-	} else if ((strcmp(pp->mode, "precopy") &&
-		    strcmp(pp->mode, "postcopy") &&
-		    strcmp(pp->mode, "hybrid")) ||
-		   pp->nregions != 1 || pp->page_size != 4096) {
+	} else if (pp->nregions != 1 || pp->page_size != FY_PAGE_SIZE) {
+		/* the decoder checked the mode */
 		code = ENOTSUP;
 		snprintf(e.error.text, sizeof(e.error.text),
-			 "only precopy, postcopy or hybrid of one region of "
-			 "4 KiB pages");
+			 "only one region of 4 KiB pages");
 	} else if (!strcmp(pp->accel, "user") && !p->conf->accept_user_vms) {
 		/* its guest code would run natively in our ferry-vm */
 		code = EPERM;
@@ -152,7 +150,7 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 			snprintf(e.error.text, sizeof(e.error.text),
 				 "%s already receives a VM", n->cfg->name);
 	}
-	if (!code && !(m = nd_mig_new(n))) {
+	if (!code && !(m = nd_mig_new(n, false))) {
 		code = ENOSPC;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "too many migrations");
@@ -161,10 +159,10 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 		m->id = pp->mig;
 		m->peer = p;
 		snprintf(m->vm, sizeof(m->vm), "%s", pp->vm);
-		snprintf(m->o.mode, sizeof(m->o.mode), "%s", pp->mode);
+		m->o.mode = proto_mode_parse(pp->mode);
 		m->pages = pp->regions[0].pages;
 		m->vcpus = pp->vcpus;
-		m->phase = ND_MIG_PREPARE;
+		nd_mig_to(m, ND_DST_PREPARE, "MIGRATE_PREPARE");
 		vm = nd_vm_add(n, pp->vm);
 		if (!vm) {
 			code = ENOSPC;
@@ -173,7 +171,6 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 		} else {
 			vm->mig = m;
 			m->vmp = vm;
-			nd_mig_record(m);
 			code = -nd_mig_dst_start(m, pp);
 			if (code)
 				snprintf(e.error.text, sizeof(e.error.text),
@@ -181,13 +178,12 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 					 strerror(code));
 		}
 		if (code) {
-			m->phase = ND_MIG_FAILED;
 			snprintf(m->reason, sizeof(m->reason), "%.500s",
 				 e.error.text);
 			if (m->vmp)
 				nd_vm_forget(m->vmp);
 			m->vmp = NULL;
-			nd_mig_record(m);
+			nd_mig_to(m, ND_DST_FAILED, m->reason);
 		} else {
 			pr_info("%" PRIu64 " (%s from %s): incoming: %" PRIu64
 				" MiB, %u vCPUs",
@@ -279,7 +275,6 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 	q = d->out;
 	d->out = NULL;
 	d->out_tail = &d->out;
-	m->phase = d->phase;
 	m->round = d->round;
 	m->gen = d->gen;
 	m->pages_valid = d->pages_valid;

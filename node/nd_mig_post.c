@@ -731,9 +731,9 @@ int nd_post_begin(struct nd_mig_dst *d)
 				     .min = RUN * FY_PAGE_SIZE,
 				     .max = WINDOW * RUN * FY_PAGE_SIZE,
 				     .target_ns = 20000000ULL };
-	nd_mig_dst_phase(d, ND_MIG_POSTCOPY);
 	/* from here on the VM is ours alone: no ABORT, never killed */
-	d->pc = true;
+	if (nd_dst_to(d, ND_DST_POSTCOPY, "the VM resumes here"))
+		return nd_mig_dst_fail(d, "internal error");
 	d->quiet_abort = true;
 	ret = kva_client_resume(d->kc);
 	if (ret)
@@ -773,7 +773,7 @@ static void finish(struct nd_mig_dst *d)
 	m = nd_mig_dst_gen_msg(d, PROTO_COMMIT);
 	if (m)
 		nd_mig_dst_out(d, m);
-	nd_mig_dst_phase(d, ND_MIG_COMPLETED);
+	nd_dst_to(d, ND_DST_COMPLETED, "all pages here");
 }
 
 int nd_post_step(struct nd_mig_dst *d)

@@ -94,13 +94,12 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 			 vmname);
 		return -ENOTSUP;
 	}
-	m = nd_mig_new(n);
+	m = nd_mig_new(n, true);
 	if (!m) {
 		snprintf(err, errlen, "too many migrations");
 		return -ENOSPC;
 	}
 	m->id = n->next_mig_id++;
-	m->source = true;
 	m->peer = peer;
 	snprintf(m->vm, sizeof(m->vm), "%s", vmname);
 	m->o = *o;
@@ -128,7 +127,8 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	}
 	p.prepare.mig = m->id;
 	snprintf(p.prepare.vm, sizeof(p.prepare.vm), "%s", vmname);
-	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s", o->mode);
+	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s",
+		 proto_mode_name(o->mode));
 	p.prepare.page_size = FY_PAGE_SIZE;
 	p.prepare.vcpus = m->vcpus;
 	snprintf(p.prepare.accel, sizeof(p.prepare.accel), "%s",
@@ -137,10 +137,10 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	p.prepare.regions = &rd;
 	rd.id = 0;
 	rd.pages = m->pages;
-	m->phase = ND_MIG_PREPARE;
 	m->deadline = fy_now_ns() + ND_MIG_PREPARE_TIMEOUT_NS;
-	nd_mig_record(m);
-	ret = nd_mig_send(m, &p);
+	ret = nd_mig_to(m, ND_SRC_PREPARE, "started");
+	if (!ret)
+		ret = nd_mig_send(m, &p);
 	if (ret)
 		goto err;
 	mig_info(m, "started: %" PRIu64 " MiB, downtime limit %" PRIu64 " ms%s",
@@ -150,7 +150,7 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	return 0;
 err:
 	snprintf(err, errlen, "cannot start: %s", strerror(-ret));
-	nd_mig_src_fail(m, ND_MIG_FAILED, false, "cannot start: %s",
+	nd_mig_src_fail(m, ND_SRC_FAILED, false, "cannot start: %s",
 			strerror(-ret));
 	return ret;
 }

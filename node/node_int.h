@@ -3,6 +3,7 @@
 #define FERRY_NODE_NODE_INT_H
 
 #include <stdbool.h>
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <pthread.h>
@@ -49,7 +50,7 @@
 /* the destination starts its VM and answers MIGRATE_PREPARE within */
 #define ND_MIG_PREPARE_TIMEOUT_NS (30 * 1000000000ULL)
 /* auto-converge; the throttle steps are QEMU's defaults */
-#define ND_DEFAULT_AUTO_CONVERGE "downtime"
+#define ND_DEFAULT_AUTO_CONVERGE PROTO_CONVERGE_DOWNTIME
 #define ND_DEFAULT_THROTTLE_INITIAL 20
 #define ND_DEFAULT_THROTTLE_INCREMENT 10
 #define ND_DEFAULT_THROTTLE_MAX 99
@@ -93,7 +94,7 @@ struct nd_config {
 	char ferry_vm[ND_DIR_MAX]; /* "" = beside ferryd, then PATH */
 	unsigned mig_timeout_ms; /* silence that fails a migration */
 	/* defaults of `ferry migrate` for auto-converge */
-	char auto_converge[16]; /* "downtime", "throttle" or "none" */
+	enum proto_converge auto_converge;
 	unsigned cpu_throttle_initial; /* percent, 1..99 */
 	unsigned cpu_throttle_increment; /* percent, 1..99 */
 	unsigned max_cpu_throttle; /* percent, 1..99 */
@@ -545,8 +546,75 @@ enum nd_mig_phase {
 	ND_MIG_CANCELLED,
 };
 
+/*
+ * The state machines (nd_mig_sm.c; docs/migration.md prints the tables).
+ * A state is one of the role's enum; each shows as a phase above.
+ */
+enum nd_src_state {
+	ND_SRC_NEW,
+	ND_SRC_PREPARE,
+	ND_SRC_PREPARE_ASKED,
+	ND_SRC_PRECOPY,
+	ND_SRC_PRECOPY_ASKED,
+	ND_SRC_SWITCHOVER,
+	ND_SRC_COMMITTED,
+	ND_SRC_PC_SWITCHOVER,
+	ND_SRC_PC_SWITCHOVER_LOST,
+	ND_SRC_POSTCOPY,
+	ND_SRC_POSTCOPY_LOST,
+	ND_SRC_COMPLETED,
+	ND_SRC_FAILED,
+	ND_SRC_CANCELLED,
+	ND_SRC_NSTATES
+};
+
+enum nd_dst_state {
+	ND_DST_NEW,
+	ND_DST_PREPARE,
+	ND_DST_PRECOPY,
+	ND_DST_SWITCHOVER,
+	ND_DST_PC_SWITCHOVER,
+	ND_DST_READY,
+	ND_DST_POSTCOPY,
+	ND_DST_COMMITTED,
+	ND_DST_COMPLETED,
+	ND_DST_FAILED,
+	ND_DST_FAILED_UNTOLD,
+	ND_DST_NSTATES
+};
+
+/* What a state implies (nd_sm_has()). */
+#define ND_SM_PAUSED (1U << 0) /* source: the VM is paused here */
+/* source: POSTCOPY sent, our VM runs again only on an ABORT before
+ * RESUMED; destination: POSTCOPY came */
+#define ND_SM_PC (1U << 1)
+/* only the peer's answer ends it: local failures are ignored */
+#define ND_SM_HELD (1U << 2)
+#define ND_SM_LOST (1U << 3) /* source restarted: HOLDER_MAP is due */
+#define ND_SM_RUNS (1U << 4) /* destination: the VM runs here */
+#define ND_SM_END (1U << 5) /* completed, failed or cancelled */
+
+/* A migration's state: one cell, written only by nd_sm_move(). */
+struct nd_mig_sm {
+	bool source; /* state is an enum nd_src_state, else nd_dst_state */
+	unsigned state;
+};
+
+/* The state's name ("precopy+asked"), "?" out of range. */
+const char *nd_sm_name(bool source, unsigned s);
+/* The phase it shows as. */
+enum nd_mig_phase nd_sm_phase(bool source, unsigned s);
+/* Does state s imply any of flags (ND_SM_*)? */
+bool nd_sm_has(bool source, unsigned s, unsigned flags);
+/* Is from -> to in the table? */
+bool nd_sm_legal(bool source, unsigned from, unsigned to);
+/* Move sm to state to: 0, or -EINVAL for a move not in the table. */
+int nd_sm_move(struct nd_mig_sm *sm, unsigned to);
+/* The role's table in markdown, as docs/migration.md shows it. */
+void nd_sm_print(FILE *f, bool source);
+
 struct nd_mig_opts {
-	char mode[16]; /* "precopy", "postcopy" or "hybrid" */
+	enum proto_mode mode;
 	/* hybrid: go post-copy after this many rounds; 0: when stuck */
 	unsigned postcopy_after;
 	uint64_t downtime_ms; /* --downtime-limit */
@@ -554,7 +622,7 @@ struct nd_mig_opts {
 	bool verify;
 	unsigned max_rounds; /* hard cap: fail after that many */
 	unsigned stall_rounds; /* rounds without progress before acting */
-	char auto_converge[16]; /* "downtime", "throttle" or "none" */
+	enum proto_converge auto_converge;
 	uint64_t max_downtime_ms; /* auto-converge raises up to this */
 	/* auto-converge by throttle: first step, later steps, ceiling (%) */
 	unsigned throttle_initial, throttle_increment, throttle_max;
@@ -572,7 +640,7 @@ struct nd_mig {
 	char vm[ND_NAME_MAX + 1];
 	struct nd_vm *vmp; /* NULL once the VM left */
 	struct nd_mig_opts o;
-	enum nd_mig_phase phase;
+	struct nd_mig_sm sm; /* nd_mig_state(), nd_mig_to() */
 	char reason[512]; /* why it failed */
 	uint64_t started_unix;
 	uint64_t t_start, t_end, t_pause, last_heard, deadline;
@@ -626,11 +694,7 @@ struct nd_mig {
 	struct fab_mr *stage_mr;
 	uint64_t delta_pages, delta_raw, delta_bytes;
 	/* post-copy */
-	bool pc_now; /* `ferry migrate-postcopy`: at the next chance */
-	bool pc; /* POSTCOPY sent: our VM must not run again but on ABORT */
-	bool holder_lost; /* restarted: D needs our HOLDER_MAP again */
 	bool recovered; /* taken up again by a restarted ferryd */
-	bool tell_abort; /* restarted destination: ABORT once S answers */
 	unsigned resumes; /* RESUMEs sent: the first, then unanswered ones */
 	uint64_t t_resumed; /* the VM runs on the destination since */
 	struct proto_pc_stats pcs; /* the destination's last PC_STATS */
@@ -651,8 +715,8 @@ struct nd_mig {
 
 /* Completed, failed or cancelled? */
 bool nd_mig_finished(const struct nd_mig *m);
-/* A zeroed migration in the table (a finished one may be dropped). */
-struct nd_mig *nd_mig_new(struct nd_node *n);
+/* A zeroed migration of that role in the table, in state NEW. */
+struct nd_mig *nd_mig_new(struct nd_node *n, bool source);
 /* Migration id of the given role; p NULL: any peer. */
 struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
 			   const struct nd_peer *p);
@@ -664,9 +728,15 @@ int nd_mig_src_start(struct nd_node *n, const char *vm, const char *peer,
  * End a source migration before it completes: the VM keeps (or gets back)
  * running here; how is FAILED or CANCELLED; tell: send ABORT to the peer.
  */
-void nd_mig_src_fail(struct nd_mig *m, enum nd_mig_phase how, bool tell,
+void nd_mig_src_fail(struct nd_mig *m, enum nd_src_state how, bool tell,
 		     const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/*
+ * The same in the commit window too (FAILED), which only the destination's
+ * ABORT or `ferry force-resume --fenced` may do: its copy never runs.
+ */
+void nd_mig_src_abandon(struct nd_mig *m, bool tell, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 /* Source: map and register the memfd of m->vmp for reads; 0 or -errno. */
 int nd_mig_src_map(struct nd_mig *m);
 /* Source: give back the mapping, registrations and the VM's slot. */
@@ -675,13 +745,54 @@ void nd_mig_src_release(struct nd_mig *m);
 int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg);
 /* A message from the destination of source migration m (not freed). */
 void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg);
-/* "precopy", "completed", ... */
+/* "precopy", "completed", ...; parse: the phase or -EINVAL. */
 const char *nd_mig_phase_name(enum nd_mig_phase p);
-/* Persist m's record in mig_dir (small text file). */
+int nd_mig_phase_parse(const char *s);
+/* m's state, its phase (the destination's thread may move it: locked). */
+unsigned nd_mig_state(const struct nd_mig *m);
+enum nd_mig_phase nd_mig_phase(const struct nd_mig *m);
+/* Does m's state imply any of flags (ND_SM_*)? */
+bool nd_mig_has(const struct nd_mig *m, unsigned flags);
+/*
+ * The control thread's transition function, both roles (a destination's
+ * only before its thread starts or once it ended): move m to state `to`
+ * for reason why, log it, record it, wake the tick. -EINVAL (logged, m
+ * unchanged) for a move the table does not have.
+ */
+int nd_mig_to(struct nd_mig *m, unsigned to, const char *why);
+
+/* nd_mig_record.c: the records in mig_dir */
+
+struct nd_record {
+	uint64_t id;
+	bool source;
+	char vm[ND_NAME_MAX + 1];
+	char peer[ND_NAME_MAX + 1];
+	enum nd_mig_phase phase;
+	bool known; /* read: the phase was one of ours */
+	bool postcopy; /* the state has ND_SM_PC */
+	uint64_t started; /* unix time */
+	enum proto_mode mode;
+	char reason[512];
+};
+
+/* "ID.src" or "PEER-ID.dst". */
+void nd_record_name(const struct nd_record *r, char *buf, size_t len);
+/* Write r in mig_dir (a temporary file, then renameat()); errors logged. */
+void nd_record_put(const struct nd_node *n, const struct nd_record *r);
+/* Read record name from mig_dir; 0 or -errno. */
+int nd_record_get(const struct nd_node *n, const char *name,
+		  struct nd_record *r);
+/* Persist m's record. */
 void nd_mig_record(struct nd_mig *m);
-/* Write record name in mig_dir (via a temporary file and renameat()). */
-void nd_record_write(const struct nd_node *n, const char *name, const char *fmt,
-		     ...) __attribute__((format(printf, 3, 4)));
+/* mig_dir for reading, a DIR of its own; NULL (logged). */
+DIR *nd_records_open(struct nd_node *n);
+/*
+ * Keep the newest ND_RECORDS_MAX records of ended migrations, none older
+ * than ND_RECORDS_AGE_S; never the records of running migrations, nor the
+ * source record with the highest id (the next id follows from it).
+ */
+void nd_records_prune(struct nd_node *n);
 
 /* nd_mig_csum.c: --verify's checksums, on both sides */
 
@@ -763,9 +874,9 @@ struct nd_mig_dst {
 	uint64_t pages;
 	uint32_t vcpus;
 	enum kva_accel accel; /* the source's: kvm or user */
-	bool may_postcopy; /* mode postcopy or hybrid */
+	enum proto_mode mode;
+	uint64_t started; /* unix time, for the record */
 	char sock[ND_DIR_MAX + 80];
-	char record[ND_RECORD_NAME_MAX]; /* its name in mig_dir */
 	int efd; /* wakes the thread */
 	pthread_t thread;
 
@@ -776,7 +887,7 @@ struct nd_mig_dst {
 	bool stop;
 	bool stop_always; /* also once the VM runs here (shutdown) */
 	char stop_reason[256];
-	enum nd_mig_phase phase;
+	struct nd_mig_sm *sm; /* the migration's: nd_dst_to() moves it */
 	char reason[512];
 	uint32_t round;
 	uint64_t gen, pages_valid, pages_pulled, bytes, verified;
@@ -818,7 +929,6 @@ struct nd_mig_dst {
 	struct fy_run vq[64]; /* VERIFY chunks not compared yet */
 	unsigned nvq;
 	uint64_t vbad, vfirst, vdone; /* mismatches, first one, compared */
-	bool final;
 	void *blob;
 	size_t blob_len;
 	uint64_t ready_ns; /* READY last sent; 0: not ready */
@@ -831,16 +941,21 @@ struct nd_mig_dst {
 	/* post-copy (nd_mig_post.c) */
 	struct fab_addr src_addr; /* the holder: the source */
 	uint64_t *seen; /* pages ever announced; the others are holes */
-	bool pc_asked; /* POSTCOPY came */
-	bool pc; /* the VM runs here: never kill it */
 	struct nd_post *post;
 };
 
 /* The thread's body (arg: its struct nd_mig_dst). */
 void *nd_mig_dst_thread(void *arg);
-/* Thread: queue msg (taken) for the source; record the phase. */
+/* Thread: queue msg (taken) for the source. */
 void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg);
-void nd_mig_dst_phase(struct nd_mig_dst *d, enum nd_mig_phase p);
+/*
+ * The thread's transition function: move to state `to` (under the lock),
+ * log, record, wake the control thread. -EINVAL for a move the table does
+ * not have: the state stays, the caller fails the migration.
+ */
+int nd_dst_to(struct nd_mig_dst *d, enum nd_dst_state to, const char *why);
+/* Does d's state imply any of flags? Thread only. */
+bool nd_dst_has(const struct nd_mig_dst *d, unsigned flags);
 /* COMMIT or RESUMED (or any mig + gen message) at d's generation; NULL: OOM. */
 struct proto_msg *nd_mig_dst_gen_msg(struct nd_mig_dst *d, enum proto_type t);
 /* Thread: the first reason to give up wins; returns -1. */

@@ -79,6 +79,50 @@ const char *proto_type_name(enum proto_type t)
 	return d ? d->name : "?";
 }
 
+const char *const proto_mode_words[] = {
+	[PROTO_MODE_PRECOPY] = "precopy",
+	[PROTO_MODE_POSTCOPY] = "postcopy",
+	[PROTO_MODE_HYBRID] = "hybrid",
+	NULL,
+};
+
+const char *const proto_converge_words[] = {
+	[PROTO_CONVERGE_DOWNTIME] = "downtime",
+	[PROTO_CONVERGE_THROTTLE] = "throttle",
+	[PROTO_CONVERGE_NONE] = "none",
+	NULL,
+};
+
+static int word_parse(const char *const *words, const char *s)
+{
+	for (int i = 0; words[i]; i++)
+		if (!strcmp(s, words[i]))
+			return i;
+	return -EINVAL;
+}
+
+int proto_mode_parse(const char *s)
+{
+	return word_parse(proto_mode_words, s);
+}
+
+int proto_converge_parse(const char *s)
+{
+	/* "off" as QEMU says it */
+	return word_parse(proto_converge_words, strcmp(s, "off") ? s : "none");
+}
+
+const char *proto_mode_name(enum proto_mode m)
+{
+	return (unsigned)m <= PROTO_MODE_HYBRID ? proto_mode_words[m] : "?";
+}
+
+const char *proto_converge_name(enum proto_converge c)
+{
+	return (unsigned)c <= PROTO_CONVERGE_NONE ? proto_converge_words[c]
+						  : "?";
+}
+
 /* ---- checks, shared by encoder and decoder ---- */
 
 static bool alnum(uint8_t ch)

@@ -62,7 +62,6 @@ const char *proto_ctl_cmd_name(enum proto_ctl_cmd c)
 								: "?";
 }
 
-static const char *const modes[] = { "precopy", "postcopy", "hybrid", NULL };
 static const char *const compressions[] = { "none", "delta", NULL };
 /* "": ferryd's configuration; "off" is "none" */
 static const char *const convergers[] = {
@@ -82,7 +81,7 @@ static const struct ctl_field fields[PROTO_CTL_NFIELDS] = {
 	[PROTO_CTL_VM] = { PF_STR("vm", R, vm, 1, PC_ID), MIG, MIG },
 	[PROTO_CTL_TO] = { PF_STR("to", R, to, 1, PC_ID), MIG, MIG },
 	[PROTO_CTL_MODE] = { PF_STR("mode", R, mode, 1, PC_NAME), MIG, 0,
-			     modes },
+			     proto_mode_words },
 	[PROTO_CTL_POSTCOPY_AFTER] = { PF_U32("postcopy_after", R,
 					      postcopy_after, 0, 10000),
 				       MIG },

@@ -232,17 +232,13 @@ const struct proto_desc proto_holder_map_desc = {
 
 static int prepare_check(struct proto_ctx *c, const void *s)
 {
-	static const char *const modes[] = { "precopy", "postcopy", "hybrid" };
 	static const char *const accels[] = { "kvm", "user" };
 	const struct proto_migrate_prepare *p = s;
 	const struct proto_region_desc *r;
 	size_t i, old;
 	int rc;
 
-	for (i = 0; i < ARRAY_SIZE(modes); i++)
-		if (!strcmp(p->mode, modes[i]))
-			break;
-	if (i == ARRAY_SIZE(modes))
+	if (proto_mode_parse(p->mode) < 0)
 		return proto_fail_in(c, ".mo",
 				     "mode \"%s\" is not precopy, postcopy or "
 				     "hybrid",

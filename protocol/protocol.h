@@ -267,6 +267,32 @@ bool proto_name_valid(const char *s);
 const char *proto_type_name(enum proto_type t);
 
 /*
+ * A migration's mode and auto-converge policy, and their words: the same
+ * in MIGRATE_PREPARE, in control requests, in ferryd.conf and in records.
+ */
+enum proto_mode {
+	PROTO_MODE_PRECOPY,
+	PROTO_MODE_POSTCOPY,
+	PROTO_MODE_HYBRID,
+};
+
+enum proto_converge {
+	PROTO_CONVERGE_DOWNTIME,
+	PROTO_CONVERGE_THROTTLE,
+	PROTO_CONVERGE_NONE,
+};
+
+/* NULL-terminated, indexed by the enum. */
+extern const char *const proto_mode_words[];
+extern const char *const proto_converge_words[];
+/* The enum of word s ("off" is "none"), or -EINVAL. */
+int proto_mode_parse(const char *s);
+int proto_converge_parse(const char *s);
+/* The word of a value; "?" out of range. */
+const char *proto_mode_name(enum proto_mode m);
+const char *proto_converge_name(enum proto_converge c);
+
+/*
  * Requests of the `ferry` CLI on ferryd's control socket (proto_ctl.c;
  * docs/operations.md, "The control socket"): one msgpack map, "cmd" and
  * the fields that command takes. Decoded as strictly as peer messages,

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The two state machines of a migration, as tables: the source's and the
+ * destination's states, what each one reports as its phase, and the legal
+ * moves. nd_sm_move() is the only writer of a state; the engine's
+ * transition functions (nd_mig_to(), nd_dst_to()) call it, then log,
+ * record and wake. docs/migration.md prints the tables as nd_sm_print()
+ * writes them, and tests/node/test_mig_sm.c checks that it does.
+ */
+#include <errno.h>
+#include <stdio.h>
+
+#include "common/util.h"
+#include "node/node_int.h"
+
+struct sm_state {
+	const char *name;
+	enum nd_mig_phase phase; /* what `ferry migrations` shows */
+	unsigned flags; /* ND_SM_* */
+	uint32_t next; /* bit t: a move to state t is legal */
+	const char *what;
+};
+
+#define TO(s) (1U << (s))
+
+static const struct sm_state src_states[ND_SRC_NSTATES] = {
+	[ND_SRC_NEW] = { "new", ND_MIG_PREPARE, 0,
+			 TO(ND_SRC_PREPARE) | TO(ND_SRC_COMMITTED) |
+				 TO(ND_SRC_PC_SWITCHOVER_LOST) |
+				 TO(ND_SRC_POSTCOPY_LOST) |
+				 TO(ND_SRC_COMPLETED) | TO(ND_SRC_FAILED),
+			 "being set up, or read from its record by a "
+			 "restarted ferryd" },
+	[ND_SRC_PREPARE] = { "prepare", ND_MIG_PREPARE, 0,
+			     TO(ND_SRC_PREPARE_ASKED) | TO(ND_SRC_PRECOPY) |
+				     TO(ND_SRC_FAILED) | TO(ND_SRC_CANCELLED),
+			     "MIGRATE_PREPARE sent: the destination starts "
+			     "its VM" },
+	[ND_SRC_PREPARE_ASKED] = { "prepare+asked", ND_MIG_PREPARE, 0,
+				   TO(ND_SRC_PRECOPY_ASKED) |
+					   TO(ND_SRC_FAILED) |
+					   TO(ND_SRC_CANCELLED),
+				   "the same; `ferry migrate-postcopy` came" },
+	[ND_SRC_PRECOPY] = { "precopy", ND_MIG_PRECOPY, 0,
+			     TO(ND_SRC_PRECOPY_ASKED) | TO(ND_SRC_SWITCHOVER) |
+				     TO(ND_SRC_PC_SWITCHOVER) |
+				     TO(ND_SRC_FAILED) | TO(ND_SRC_CANCELLED),
+			     "rounds of pulls while the VM runs here" },
+	[ND_SRC_PRECOPY_ASKED] = { "precopy+asked", ND_MIG_PRECOPY, 0,
+				   TO(ND_SRC_SWITCHOVER) |
+					   TO(ND_SRC_PC_SWITCHOVER) |
+					   TO(ND_SRC_FAILED) |
+					   TO(ND_SRC_CANCELLED),
+				   "the same; post-copy at the next tick" },
+	[ND_SRC_SWITCHOVER] = { "switchover", ND_MIG_SWITCHOVER, ND_SM_PAUSED,
+				TO(ND_SRC_COMMITTED) | TO(ND_SRC_FAILED),
+				"VM paused: the last round, checksums, STATE; "
+				"waits for READY" },
+	[ND_SRC_COMMITTED] = { "committed", ND_MIG_COMMITTED,
+			       ND_SM_PAUSED | ND_SM_HELD,
+			       TO(ND_SRC_COMPLETED) | TO(ND_SRC_FAILED),
+			       "recorded, then RESUME until RESUMED; FAILED "
+			       "only on ABORT or force-resume" },
+	[ND_SRC_PC_SWITCHOVER] = { "pc-switchover", ND_MIG_SWITCHOVER,
+				   ND_SM_PAUSED | ND_SM_PC,
+				   TO(ND_SRC_POSTCOPY) | TO(ND_SRC_FAILED),
+				   "VM paused for good: POSTCOPY, the last "
+				   "pages, STATE; FAILED only before RESUMED" },
+	[ND_SRC_PC_SWITCHOVER_LOST] = { "pc-switchover+lost", ND_MIG_SWITCHOVER,
+					ND_SM_PAUSED | ND_SM_PC | ND_SM_LOST,
+					TO(ND_SRC_PC_SWITCHOVER) |
+						TO(ND_SRC_POSTCOPY_LOST) |
+						TO(ND_SRC_FAILED),
+					"the same after our restart: "
+					"HOLDER_MAP again once the peer "
+					"answers" },
+	[ND_SRC_POSTCOPY] = { "postcopy", ND_MIG_POSTCOPY,
+			      ND_SM_PAUSED | ND_SM_PC | ND_SM_HELD,
+			      TO(ND_SRC_COMPLETED),
+			      "the VM runs on the destination: we serve its "
+			      "pages until COMMIT" },
+	[ND_SRC_POSTCOPY_LOST] = { "postcopy+lost", ND_MIG_POSTCOPY,
+				   ND_SM_PAUSED | ND_SM_PC | ND_SM_HELD |
+					   ND_SM_LOST,
+				   TO(ND_SRC_POSTCOPY) | TO(ND_SRC_COMPLETED),
+				   "the same after our restart: HOLDER_MAP "
+				   "again once the peer answers" },
+	[ND_SRC_COMPLETED] = { "completed", ND_MIG_COMPLETED, ND_SM_END, 0,
+			       "the VM runs on the destination; ours exited" },
+	[ND_SRC_FAILED] = { "failed", ND_MIG_FAILED, ND_SM_END, 0,
+			    "the VM runs here" },
+	[ND_SRC_CANCELLED] = { "cancelled", ND_MIG_CANCELLED, ND_SM_END, 0,
+			       "the VM runs here" },
+};
+
+static const struct sm_state dst_states[ND_DST_NSTATES] = {
+	[ND_DST_NEW] = { "new", ND_MIG_PREPARE, 0,
+			 TO(ND_DST_PREPARE) | TO(ND_DST_COMPLETED) |
+				 TO(ND_DST_FAILED) | TO(ND_DST_FAILED_UNTOLD),
+			 "being set up, or read from its record by a "
+			 "restarted ferryd" },
+	[ND_DST_PREPARE] = { "prepare", ND_MIG_PREPARE, 0,
+			     TO(ND_DST_PRECOPY) | TO(ND_DST_FAILED),
+			     "MIGRATE_PREPARE accepted: our VM starts, "
+			     "HOLDER_MAP is our yes" },
+	[ND_DST_PRECOPY] = { "precopy", ND_MIG_PRECOPY, 0,
+			     TO(ND_DST_SWITCHOVER) | TO(ND_DST_PC_SWITCHOVER) |
+				     TO(ND_DST_FAILED),
+			     "pulling each round's DIRTY_SETs" },
+	[ND_DST_SWITCHOVER] = { "switchover", ND_MIG_SWITCHOVER, 0,
+				TO(ND_DST_READY) | TO(ND_DST_FAILED),
+				"SWITCHOVER came: the last pulls, checksums, "
+				"STATE" },
+	[ND_DST_PC_SWITCHOVER] = { "pc-switchover", ND_MIG_SWITCHOVER, ND_SM_PC,
+				   TO(ND_DST_POSTCOPY) | TO(ND_DST_FAILED),
+				   "POSTCOPY came: the reads in flight, "
+				   "STATE, then the VM runs here" },
+	[ND_DST_READY] = { "ready", ND_MIG_READY, ND_SM_HELD,
+			   TO(ND_DST_COMMITTED) | TO(ND_DST_FAILED),
+			   "all pages and the state here: READY until "
+			   "RESUME" },
+	[ND_DST_POSTCOPY] = { "postcopy", ND_MIG_POSTCOPY,
+			      ND_SM_PC | ND_SM_RUNS,
+			      TO(ND_DST_COMPLETED) | TO(ND_DST_FAILED),
+			      "the VM runs here; faults and the background "
+			      "pull fetch the rest; FAILED leaves it running" },
+	[ND_DST_COMMITTED] = { "committed", ND_MIG_COMMITTED, ND_SM_RUNS,
+			       TO(ND_DST_COMPLETED),
+			       "RESUME came: recorded, the VM resumed, "
+			       "RESUMED sent" },
+	[ND_DST_COMPLETED] = { "completed", ND_MIG_COMPLETED, ND_SM_END, 0,
+			       "the VM is this node's" },
+	[ND_DST_FAILED] = { "failed", ND_MIG_FAILED, ND_SM_END, 0,
+			    "our copy is gone (or, after post-copy began, "
+			    "left running)" },
+	[ND_DST_FAILED_UNTOLD] = { "failed+untold", ND_MIG_FAILED, ND_SM_END,
+				   TO(ND_DST_FAILED),
+				   "ferryd restarted and removed our copy: "
+				   "ABORT once the source answers" },
+};
+
+static const struct sm_state *sm_state(bool source, unsigned s)
+{
+	if (source)
+		return s < ND_SRC_NSTATES ? &src_states[s] : NULL;
+	return s < ND_DST_NSTATES ? &dst_states[s] : NULL;
+}
+
+const char *nd_sm_name(bool source, unsigned s)
+{
+	const struct sm_state *st = sm_state(source, s);
+
+	return st ? st->name : "?";
+}
+
+enum nd_mig_phase nd_sm_phase(bool source, unsigned s)
+{
+	const struct sm_state *st = sm_state(source, s);
+
+	return st ? st->phase : ND_MIG_FAILED;
+}
+
+bool nd_sm_has(bool source, unsigned s, unsigned flags)
+{
+	const struct sm_state *st = sm_state(source, s);
+
+	return st && (st->flags & flags);
+}
+
+bool nd_sm_legal(bool source, unsigned from, unsigned to)
+{
+	const struct sm_state *st = sm_state(source, from);
+
+	return st && sm_state(source, to) && (st->next & TO(to));
+}
+
+int nd_sm_move(struct nd_mig_sm *sm, unsigned to)
+{
+	if (!nd_sm_legal(sm->source, sm->state, to))
+		return -EINVAL;
+	sm->state = to;
+	return 0;
+}
+
+static const char *const flag_names[] = {
+	"paused",	  "post-copy",	  "commit window",
+	"holder map due", "VM runs here", "ended",
+};
+
+void nd_sm_print(FILE *f, bool source)
+{
+	unsigned n = source ? ND_SRC_NSTATES : ND_DST_NSTATES;
+
+	fprintf(f, "| state | shown as | implies | legal next states | meaning "
+		   "|\n|---|---|---|---|---|\n");
+	for (unsigned s = 0; s < n; s++) {
+		const struct sm_state *st = sm_state(source, s);
+		const char *sep = "";
+
+		fprintf(f, "| `%s` | %s | ", st->name,
+			nd_mig_phase_name(st->phase));
+		for (unsigned b = 0; b < ARRAY_SIZE(flag_names); b++) {
+			if (st->flags & (1U << b)) {
+				fprintf(f, "%s%s", sep, flag_names[b]);
+				sep = ", ";
+			}
+		}
+		fprintf(f, " | ");
+		sep = "";
+		for (unsigned t = 0; t < n; t++) {
+			if (st->next & TO(t)) {
+				fprintf(f, "%s`%s`", sep,
+					sm_state(source, t)->name);
+				sep = ", ";
+			}
+		}
+		fprintf(f, "%s | %s |\n", *sep ? "" : "none", st->what);
+	}
+}

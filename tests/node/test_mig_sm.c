@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The migration state machines (nd_mig_sm.c): every move of each role's
+ * table, legal and illegal, against the list below (written out here a
+ * second time, so that a change to the table is a change to this test);
+ * no move rewinds the phase; every state can be reached and every
+ * running one can end; docs/migration.md prints the tables as they are.
+ * Records (nd_mig_record.c) and the words of modes round-trip.
+ * argv[1]: the source tree; --print: print the tables for the docs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "common/util.h"
+#include "node/node_int.h"
+
+static const char *srcdir;
+
+struct move {
+	unsigned from, to;
+};
+
+#define S(x) ND_SRC_##x
+static const struct move src_moves[] = {
+	{ S(NEW), S(PREPARE) },
+	{ S(NEW), S(COMMITTED) },
+	{ S(NEW), S(PC_SWITCHOVER_LOST) },
+	{ S(NEW), S(POSTCOPY_LOST) },
+	{ S(NEW), S(COMPLETED) },
+	{ S(NEW), S(FAILED) },
+	{ S(PREPARE), S(PREPARE_ASKED) },
+	{ S(PREPARE), S(PRECOPY) },
+	{ S(PREPARE), S(FAILED) },
+	{ S(PREPARE), S(CANCELLED) },
+	{ S(PREPARE_ASKED), S(PRECOPY_ASKED) },
+	{ S(PREPARE_ASKED), S(FAILED) },
+	{ S(PREPARE_ASKED), S(CANCELLED) },
+	{ S(PRECOPY), S(PRECOPY_ASKED) },
+	{ S(PRECOPY), S(SWITCHOVER) },
+	{ S(PRECOPY), S(PC_SWITCHOVER) },
+	{ S(PRECOPY), S(FAILED) },
+	{ S(PRECOPY), S(CANCELLED) },
+	{ S(PRECOPY_ASKED), S(SWITCHOVER) },
+	{ S(PRECOPY_ASKED), S(PC_SWITCHOVER) },
+	{ S(PRECOPY_ASKED), S(FAILED) },
+	{ S(PRECOPY_ASKED), S(CANCELLED) },
+	{ S(SWITCHOVER), S(COMMITTED) },
+	{ S(SWITCHOVER), S(FAILED) },
+	{ S(COMMITTED), S(COMPLETED) },
+	{ S(COMMITTED), S(FAILED) },
+	{ S(PC_SWITCHOVER), S(POSTCOPY) },
+	{ S(PC_SWITCHOVER), S(FAILED) },
+	{ S(PC_SWITCHOVER_LOST), S(PC_SWITCHOVER) },
+	{ S(PC_SWITCHOVER_LOST), S(POSTCOPY_LOST) },
+	{ S(PC_SWITCHOVER_LOST), S(FAILED) },
+	{ S(POSTCOPY), S(COMPLETED) },
+	{ S(POSTCOPY_LOST), S(POSTCOPY) },
+	{ S(POSTCOPY_LOST), S(COMPLETED) },
+};
+#undef S
+
+#define D(x) ND_DST_##x
+static const struct move dst_moves[] = {
+	{ D(NEW), D(PREPARE) },		 { D(NEW), D(COMPLETED) },
+	{ D(NEW), D(FAILED) },		 { D(NEW), D(FAILED_UNTOLD) },
+	{ D(PREPARE), D(PRECOPY) },	 { D(PREPARE), D(FAILED) },
+	{ D(PRECOPY), D(SWITCHOVER) },	 { D(PRECOPY), D(PC_SWITCHOVER) },
+	{ D(PRECOPY), D(FAILED) },	 { D(SWITCHOVER), D(READY) },
+	{ D(SWITCHOVER), D(FAILED) },	 { D(PC_SWITCHOVER), D(POSTCOPY) },
+	{ D(PC_SWITCHOVER), D(FAILED) }, { D(READY), D(COMMITTED) },
+	{ D(READY), D(FAILED) },	 { D(POSTCOPY), D(COMPLETED) },
+	{ D(POSTCOPY), D(FAILED) },	 { D(COMMITTED), D(COMPLETED) },
+	{ D(FAILED_UNTOLD), D(FAILED) },
+};
+#undef D
+
+static bool listed(const struct move *mv, size_t n, unsigned f, unsigned t)
+{
+	for (size_t i = 0; i < n; i++)
+		if (mv[i].from == f && mv[i].to == t)
+			return true;
+	return false;
+}
+
+/* Every pair, out of range too: legal exactly when listed; moves obey. */
+static void check_moves(bool source, const struct move *mv, size_t n,
+			unsigned nstates)
+{
+	for (unsigned f = 0; f <= nstates; f++) {
+		for (unsigned t = 0; t <= nstates; t++) {
+			struct nd_mig_sm sm = { .source = source, .state = f };
+			bool ok = listed(mv, n, f, t);
+
+			assert_int_equal(nd_sm_legal(source, f, t), ok);
+			assert_int_equal(nd_sm_move(&sm, t), ok ? 0 : -EINVAL);
+			assert_int_equal(sm.state, ok ? t : f);
+			if (!ok)
+				continue;
+			/* no rewind: the phase shown never goes back */
+			assert_true(nd_sm_phase(source, t) >=
+				    nd_sm_phase(source, f));
+			assert_string_not_equal(nd_sm_name(source, t), "?");
+		}
+	}
+	assert_string_equal(nd_sm_name(source, nstates), "?");
+}
+
+static void test_src_moves(void **state)
+{
+	(void)state;
+	check_moves(true, src_moves, ARRAY_SIZE(src_moves), ND_SRC_NSTATES);
+}
+
+static void test_dst_moves(void **state)
+{
+	(void)state;
+	check_moves(false, dst_moves, ARRAY_SIZE(dst_moves), ND_DST_NSTATES);
+}
+
+/*
+ * From NEW every state can be reached; from every state one that ended
+ * can (nothing is stuck); an ended state leaves only to another ended one.
+ */
+static void check_graph(bool source, unsigned nstates)
+{
+	uint32_t seen = 1, grow;
+
+	do {
+		grow = seen;
+		for (unsigned f = 0; f < nstates; f++)
+			for (unsigned t = 0; t < nstates; t++)
+				if ((seen & (1U << f)) &&
+				    nd_sm_legal(source, f, t))
+					grow |= 1U << t;
+		if (grow == seen)
+			break;
+		seen = grow;
+	} while (1);
+	assert_int_equal(seen, (1U << nstates) - 1);
+	for (unsigned f = 0; f < nstates; f++) {
+		bool ends = nd_sm_has(source, f, ND_SM_END);
+
+		for (unsigned t = 0; t < nstates && !ends; t++)
+			ends = nd_sm_legal(source, f, t) &&
+			       nd_sm_has(source, t, ND_SM_END);
+		assert_true(ends);
+		for (unsigned t = 0; t < nstates; t++)
+			if (nd_sm_has(source, f, ND_SM_END) &&
+			    nd_sm_legal(source, f, t))
+				assert_true(nd_sm_has(source, t, ND_SM_END));
+	}
+}
+
+static void test_graph(void **state)
+{
+	(void)state;
+	check_graph(true, ND_SRC_NSTATES);
+	check_graph(false, ND_DST_NSTATES);
+	/* what the engine relies on */
+	assert_true(nd_sm_has(true, ND_SRC_COMMITTED, ND_SM_HELD));
+	assert_true(nd_sm_has(true, ND_SRC_POSTCOPY_LOST, ND_SM_HELD));
+	assert_false(nd_sm_has(true, ND_SRC_PC_SWITCHOVER, ND_SM_HELD));
+	assert_true(nd_sm_has(false, ND_DST_POSTCOPY, ND_SM_RUNS));
+	assert_false(nd_sm_has(false, ND_DST_READY, ND_SM_RUNS));
+}
+
+/* The text between "<!-- states:NAME -->" and the next "<!-- /states -->". */
+static char *docs_table(const char *doc, const char *name)
+{
+	char open[64];
+	const char *a, *b;
+
+	snprintf(open, sizeof(open), "<!-- states:%s -->\n", name);
+	a = strstr(doc, open);
+	assert_non_null(a);
+	a += strlen(open);
+	b = strstr(a, "<!-- /states -->");
+	assert_non_null(b);
+	return strndup(a, b - a);
+}
+
+static void check_docs(const char *doc, bool source)
+{
+	char *want = NULL, *got;
+	size_t len = 0;
+	FILE *f = open_memstream(&want, &len);
+
+	assert_non_null(f);
+	nd_sm_print(f, source);
+	fclose(f);
+	got = docs_table(doc, source ? "source" : "destination");
+	if (strcmp(got, want))
+		fprintf(stderr, "docs/migration.md should show:\n%s", want);
+	assert_string_equal(got, want);
+	free(got);
+	free(want);
+}
+
+static void test_docs(void **state)
+{
+	char path[4096], *doc;
+	size_t len = 0;
+	FILE *f;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/docs/migration.md", srcdir);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	doc = calloc(1, 1 << 20);
+	assert_non_null(doc);
+	len = fread(doc, 1, (1 << 20) - 1, f);
+	fclose(f);
+	assert_true(len > 0);
+	check_docs(doc, true);
+	check_docs(doc, false);
+	free(doc);
+}
+
+static void test_records(void **state)
+{
+	char dir[] = "/tmp/ferry-test-records.XXXXXX";
+	struct nd_node n = { 0 };
+	struct nd_record r = { 0 }, back;
+	char name[ND_RECORD_NAME_MAX];
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(n.mig_dir, sizeof(n.mig_dir), "%s", dir);
+	n.mig_dir_fd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(n.mig_dir_fd >= 0);
+
+	r.id = 42;
+	r.source = false;
+	strcpy(r.vm, "web-1");
+	strcpy(r.peer, "b");
+	r.phase = ND_MIG_SWITCHOVER;
+	r.postcopy = true;
+	r.started = 1767225600;
+	r.mode = PROTO_MODE_HYBRID;
+	strcpy(r.reason, "the source aborted: x=y");
+	nd_record_put(&n, &r);
+	nd_record_name(&r, name, sizeof(name));
+	assert_string_equal(name, "b-42.dst");
+	assert_int_equal(nd_record_get(&n, name, &back), 0);
+	assert_int_equal(back.id, 42);
+	assert_false(back.source);
+	assert_string_equal(back.vm, "web-1");
+	assert_string_equal(back.peer, "b");
+	assert_int_equal(back.phase, ND_MIG_SWITCHOVER);
+	assert_true(back.known);
+	assert_true(back.postcopy);
+	assert_int_equal(back.started, 1767225600);
+	assert_int_equal(back.mode, PROTO_MODE_HYBRID);
+	assert_string_equal(back.reason, r.reason);
+
+	/* a source's, written over: the newest wins */
+	r.source = true;
+	r.phase = ND_MIG_COMMITTED;
+	r.postcopy = false;
+	nd_record_put(&n, &r);
+	r.phase = ND_MIG_COMPLETED;
+	nd_record_put(&n, &r);
+	assert_int_equal(nd_record_get(&n, "42.src", &back), 0);
+	assert_true(back.source);
+	assert_int_equal(back.phase, ND_MIG_COMPLETED);
+	assert_false(back.postcopy);
+
+	/* not ours: an unknown phase and mode, a line far too long */
+	fd = openat(n.mig_dir_fd, "7.src", O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	dprintf(fd, "id=7\nphase=flying\nmode=warp\nvm=%01000d\n", 0);
+	close(fd);
+	assert_int_equal(nd_record_get(&n, "7.src", &back), 0);
+	assert_false(back.known);
+	assert_int_equal(back.mode, PROTO_MODE_PRECOPY);
+	assert_int_equal(strlen(back.vm), ND_NAME_MAX);
+	assert_int_equal(nd_record_get(&n, "nope.src", &back), -ENOENT);
+
+	unlinkat(n.mig_dir_fd, "b-42.dst", 0);
+	unlinkat(n.mig_dir_fd, "42.src", 0);
+	unlinkat(n.mig_dir_fd, "7.src", 0);
+	close(n.mig_dir_fd);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+static void test_words(void **state)
+{
+	(void)state;
+	for (int m = PROTO_MODE_PRECOPY; m <= PROTO_MODE_HYBRID; m++)
+		assert_int_equal(proto_mode_parse(proto_mode_name(m)), m);
+	assert_int_equal(proto_mode_parse("Precopy"), -EINVAL);
+	assert_int_equal(proto_mode_parse(""), -EINVAL);
+	assert_string_equal(proto_mode_name(9), "?");
+	for (int c = PROTO_CONVERGE_DOWNTIME; c <= PROTO_CONVERGE_NONE; c++)
+		assert_int_equal(proto_converge_parse(proto_converge_name(c)),
+				 c);
+	assert_int_equal(proto_converge_parse("off"), PROTO_CONVERGE_NONE);
+	assert_int_equal(proto_converge_parse("fast"), -EINVAL);
+	for (int p = ND_MIG_PREPARE; p <= ND_MIG_CANCELLED; p++)
+		assert_int_equal(nd_mig_phase_parse(nd_mig_phase_name(p)), p);
+	assert_int_equal(nd_mig_phase_parse("new"), -EINVAL);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_src_moves),
+		cmocka_unit_test(test_dst_moves),
+		cmocka_unit_test(test_graph),
+		cmocka_unit_test(test_docs),
+		cmocka_unit_test(test_records),
+		cmocka_unit_test(test_words),
+	};
+
+	srcdir = argc > 1 ? argv[1] : ".";
+	if (!strcmp(srcdir, "--print")) {
+		printf("The source:\n\n");
+		nd_sm_print(stdout, true);
+		printf("\nThe destination:\n\n");
+		nd_sm_print(stdout, false);
+		return 0;
+	}
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
