@@ -85,41 +85,6 @@ struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
 
 /* Messages from peers */
 
-static uint64_t msg_mig(const struct proto_msg *m)
-{
-	switch (m->type) {
-	case PROTO_HOLDER_MAP:
-		return m->holder_map.mig;
-	case PROTO_MIGRATE_PREPARE:
-		return m->prepare.mig;
-	case PROTO_DIRTY_SET:
-		return m->dirty.mig;
-	case PROTO_PROGRESS:
-		return m->progress.mig;
-	case PROTO_STATE:
-		return m->state.mig;
-	case PROTO_SWITCHOVER:
-	case PROTO_COMMIT:
-	case PROTO_RESUMED:
-	case PROTO_POSTCOPY:
-	case PROTO_READY:
-	case PROTO_RESUME:
-		return m->commit.mig;
-	case PROTO_PC_STATS:
-		return m->pc_stats.mig;
-	case PROTO_ABORT:
-		return m->abort.mig;
-	case PROTO_VERIFY:
-		return m->verify.mig;
-	case PROTO_DELTA_SET:
-		return m->delta.mig;
-	case PROTO_ERROR:
-		return m->error.mig;
-	default:
-		return 0;
-	}
-}
-
 /*
  * A peer asks about a migration that ended here, or that this node never
  * had: READY (D waits for our decision), RESUME (S waits for D's answer),
@@ -147,11 +112,11 @@ static void answer_ended(struct nd_peer *p, const struct proto_msg *msg,
 		return;
 	}
 	if (a.type == PROTO_ABORT) {
-		a.abort.mig = msg_mig(msg);
+		proto_msg_mig(msg, &a.abort.mig);
 		snprintf(a.abort.reason, sizeof(a.abort.reason), "%s",
 			 m ? m->reason : "the migration is not known here");
 	} else {
-		a.commit.mig = msg_mig(msg);
+		proto_msg_mig(msg, &a.commit.mig);
 		a.commit.gen = m->gen;
 	}
 	nd_peer_send(p, &a);
@@ -159,33 +124,18 @@ static void answer_ended(struct nd_peer *p, const struct proto_msg *msg,
 
 void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 {
-	uint64_t id = msg_mig(msg);
+	uint64_t id;
+	enum proto_dir to = proto_msg_mig(msg, &id);
 	struct nd_mig *m;
 
 	if (msg->type == PROTO_MIGRATE_PREPARE) {
 		nd_mig_dst_prepare(n, p, msg);
 		return;
 	}
-	/* to the source: what the destination says; else to a destination */
-	switch (msg->type) {
-	case PROTO_PROGRESS:
-	case PROTO_COMMIT:
-	case PROTO_RESUMED:
-	case PROTO_PC_STATS:
-	case PROTO_READY:
-		m = nd_mig_find(n, id, true, p);
-		break;
-	case PROTO_HOLDER_MAP:
-	case PROTO_ABORT:
-	case PROTO_ERROR:
-		/* either role: the one still running (ids are per source) */
-		m = nd_mig_find(n, id, true, p);
-		if (!m || nd_mig_finished(m))
-			m = nd_mig_find(n, id, false, p);
-		break;
-	default:
+	/* either role: the one still running (ids are per source) */
+	m = nd_mig_find(n, id, to != PROTO_TO_DEST, p);
+	if (to == PROTO_TO_EITHER && (!m || nd_mig_finished(m)))
 		m = nd_mig_find(n, id, false, p);
-	}
 	if (!m || nd_mig_finished(m)) {
 		answer_ended(p, msg, m);
 		pr_debug("%s about migration %" PRIu64 " from %s: not running "

@@ -404,6 +404,7 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 {
 	struct proto_msg *m, out;
 	char why[256] = "";
+	uint64_t id;
 	int ret;
 
 	ret = proto_decode(zmq_msg_data(msg), zmq_msg_size(msg), &m, why,
@@ -450,28 +451,6 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 		out = *m;
 		out.type = PROTO_PONG;
 		break;
-	case PROTO_HOLDER_MAP:
-	case PROTO_MIGRATE_PREPARE:
-	case PROTO_DIRTY_SET:
-	case PROTO_PROGRESS:
-	case PROTO_STATE:
-	case PROTO_SWITCHOVER:
-	case PROTO_COMMIT:
-	case PROTO_ABORT:
-	case PROTO_VERIFY:
-	case PROTO_RESUMED:
-	case PROTO_DELTA_SET:
-	case PROTO_POSTCOPY:
-	case PROTO_PC_STATS:
-	case PROTO_READY:
-	case PROTO_RESUME:
-		/* one-way: the migration engine answers on our DEALER */
-		if (!p->hello_in) {
-			fill_error(&out, ENOTCONN, "HELLO first");
-			break;
-		}
-		nd_mig_handle(n, p, m);
-		return;
 	case PROTO_ERROR:
 		/* nobody answers an ERROR: two peers never loop on them */
 		if (m->error.mig) {
@@ -486,7 +465,20 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 		proto_msg_free(m);
 		return;
 	default:
-		fill_error(&out, EOPNOTSUPP, "message type not handled yet");
+		/* the others are about a migration (the message table says) */
+		if (m->type == PROTO_RETARGET ||
+		    proto_msg_mig(m, &id) == PROTO_TO_NONE) {
+			fill_error(&out, EOPNOTSUPP,
+				   "message type not handled yet");
+			break;
+		}
+		if (!p->hello_in) {
+			fill_error(&out, ENOTCONN, "HELLO first");
+			break;
+		}
+		/* one-way: the migration engine answers on our DEALER */
+		nd_mig_handle(n, p, m);
+		return;
 	}
 	proto_msg_free(m);
 reply:

@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -121,6 +122,32 @@ const char *proto_converge_name(enum proto_converge c)
 {
 	return (unsigned)c <= PROTO_CONVERGE_NONE ? proto_converge_words[c]
 						  : "?";
+}
+
+/* Every message about a migration has it first: proto_msg_mig() reads it. */
+_Static_assert(offsetof(struct proto_holder_map, mig) == 0 &&
+		       offsetof(struct proto_migrate_prepare, mig) == 0 &&
+		       offsetof(struct proto_dirty_set, mig) == 0 &&
+		       offsetof(struct proto_progress, mig) == 0 &&
+		       offsetof(struct proto_state, mig) == 0 &&
+		       offsetof(struct proto_mig_gen, mig) == 0 &&
+		       offsetof(struct proto_verify, mig) == 0 &&
+		       offsetof(struct proto_delta_set, mig) == 0 &&
+		       offsetof(struct proto_pc_stats, mig) == 0 &&
+		       offsetof(struct proto_abort, mig) == 0 &&
+		       offsetof(struct proto_retarget, mig) == 0 &&
+		       offsetof(struct proto_error, mig) == 0,
+	       "mig first");
+
+enum proto_dir proto_msg_mig(const struct proto_msg *m, uint64_t *mig)
+{
+	const struct proto_desc *d = desc_of((unsigned)m->type);
+
+	*mig = 0;
+	if (!d || d->dir == PROTO_TO_NONE)
+		return PROTO_TO_NONE;
+	memcpy(mig, &m->abort, sizeof(*mig)); /* the union's first member */
+	return d->dir;
 }
 
 /* ---- checks, shared by encoder and decoder ---- */

@@ -224,6 +224,7 @@ static const struct proto_field holder_map_fields[] = {
 
 const struct proto_desc proto_holder_map_desc = {
 	.name = "HOLDER_MAP",
+	.dir = PROTO_TO_EITHER,
 	.size = sizeof(struct proto_holder_map),
 	.fields = holder_map_fields,
 	.nfields = ARRAY_SIZE(holder_map_fields),
@@ -293,6 +294,7 @@ static const struct proto_field prepare_fields[] = {
 
 const struct proto_desc proto_prepare_desc = {
 	.name = "MIGRATE_PREPARE",
+	.dir = PROTO_TO_DEST,
 	.size = sizeof(struct proto_migrate_prepare),
 	.fields = prepare_fields,
 	.nfields = ARRAY_SIZE(prepare_fields),
@@ -320,6 +322,7 @@ static const struct proto_field dirty_fields[] = {
 
 const struct proto_desc proto_dirty_desc = {
 	.name = "DIRTY_SET",
+	.dir = PROTO_TO_DEST,
 	.size = sizeof(struct proto_dirty_set),
 	.fields = dirty_fields,
 	.nfields = ARRAY_SIZE(dirty_fields),
@@ -349,6 +352,7 @@ static const struct proto_field progress_fields[] = {
 
 const struct proto_desc proto_progress_desc = {
 	.name = "PROGRESS",
+	.dir = PROTO_TO_SOURCE,
 	.size = sizeof(struct proto_progress),
 	.fields = progress_fields,
 	.nfields = ARRAY_SIZE(progress_fields),
@@ -362,6 +366,7 @@ static const struct proto_field state_fields[] = {
 
 const struct proto_desc proto_state_desc = {
 	.name = "STATE",
+	.dir = PROTO_TO_DEST,
 	.size = sizeof(struct proto_state),
 	.fields = state_fields,
 	.nfields = ARRAY_SIZE(state_fields),
@@ -373,20 +378,21 @@ static const struct proto_field mig_gen_fields[] = {
 };
 
 /* The messages that carry a migration and a generation only. */
-#define MIG_GEN_DESC(var, nm)                          \
+#define MIG_GEN_DESC(var, nm, to)                      \
 	const struct proto_desc var = {                \
 		.name = nm,                            \
+		.dir = to,                             \
 		.size = sizeof(struct proto_mig_gen),  \
 		.fields = mig_gen_fields,              \
 		.nfields = ARRAY_SIZE(mig_gen_fields), \
 	}
 
-MIG_GEN_DESC(proto_switchover_desc, "SWITCHOVER");
-MIG_GEN_DESC(proto_commit_desc, "COMMIT");
-MIG_GEN_DESC(proto_resumed_desc, "RESUMED");
-MIG_GEN_DESC(proto_postcopy_desc, "POSTCOPY");
-MIG_GEN_DESC(proto_ready_desc, "READY");
-MIG_GEN_DESC(proto_resume_desc, "RESUME");
+MIG_GEN_DESC(proto_switchover_desc, "SWITCHOVER", PROTO_TO_DEST);
+MIG_GEN_DESC(proto_commit_desc, "COMMIT", PROTO_TO_SOURCE);
+MIG_GEN_DESC(proto_resumed_desc, "RESUMED", PROTO_TO_SOURCE);
+MIG_GEN_DESC(proto_postcopy_desc, "POSTCOPY", PROTO_TO_DEST);
+MIG_GEN_DESC(proto_ready_desc, "READY", PROTO_TO_SOURCE);
+MIG_GEN_DESC(proto_resume_desc, "RESUME", PROTO_TO_DEST);
 
 static const struct proto_field abort_fields[] = {
 	PF_U64("m", struct proto_abort, mig, 1, UINT64_MAX),
@@ -395,6 +401,7 @@ static const struct proto_field abort_fields[] = {
 
 const struct proto_desc proto_abort_desc = {
 	.name = "ABORT",
+	.dir = PROTO_TO_EITHER,
 	.size = sizeof(struct proto_abort),
 	.fields = abort_fields,
 	.nfields = ARRAY_SIZE(abort_fields),
@@ -407,6 +414,7 @@ static const struct proto_field retarget_fields[] = {
 
 const struct proto_desc proto_retarget_desc = {
 	.name = "RETARGET",
+	.dir = PROTO_TO_EITHER,
 	.size = sizeof(struct proto_retarget),
 	.fields = retarget_fields,
 	.nfields = ARRAY_SIZE(retarget_fields),
@@ -435,6 +443,7 @@ static const struct proto_field verify_fields[] = {
 
 const struct proto_desc proto_verify_desc = {
 	.name = "VERIFY",
+	.dir = PROTO_TO_DEST,
 	.size = sizeof(struct proto_verify),
 	.fields = verify_fields,
 	.nfields = ARRAY_SIZE(verify_fields),
@@ -468,6 +477,7 @@ static const struct proto_field delta_fields[] = {
 
 const struct proto_desc proto_delta_desc = {
 	.name = "DELTA_SET",
+	.dir = PROTO_TO_DEST,
 	.size = sizeof(struct proto_delta_set),
 	.fields = delta_fields,
 	.nfields = ARRAY_SIZE(delta_fields),
@@ -491,6 +501,7 @@ static const struct proto_field pc_stats_fields[] = {
 
 const struct proto_desc proto_pc_stats_desc = {
 	.name = "PC_STATS",
+	.dir = PROTO_TO_SOURCE,
 	.size = sizeof(struct proto_pc_stats),
 	.fields = pc_stats_fields,
 	.nfields = ARRAY_SIZE(pc_stats_fields),

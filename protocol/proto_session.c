@@ -86,6 +86,7 @@ static const struct proto_field error_fields[] = {
 
 const struct proto_desc proto_error_desc = {
 	.name = "ERROR",
+	.dir = PROTO_TO_EITHER,
 	.size = sizeof(struct proto_error),
 	.fields = error_fields,
 	.nfields = ARRAY_SIZE(error_fields),

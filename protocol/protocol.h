@@ -266,6 +266,20 @@ bool proto_name_valid(const char *s);
 /* "HELLO", "DIRTY_SET", ...; "?" for an unknown type. */
 const char *proto_type_name(enum proto_type t);
 
+/* Whom a message about a migration is for: its source, its destination. */
+enum proto_dir {
+	PROTO_TO_NONE, /* not about a migration: HELLO, PING, PONG */
+	PROTO_TO_SOURCE,
+	PROTO_TO_DEST,
+	PROTO_TO_EITHER, /* HOLDER_MAP, ABORT, ERROR, RETARGET */
+};
+
+/*
+ * The migration m is about (0 for an ERROR about none) and whom it is
+ * for, from the message table. PROTO_TO_NONE (and *mig 0) for the others.
+ */
+enum proto_dir proto_msg_mig(const struct proto_msg *m, uint64_t *mig);
+
 /*
  * A migration's mode and auto-converge policy, and their words: the same
  * in MIGRATE_PREPARE, in control requests, in ferryd.conf and in records.

@@ -91,6 +91,8 @@ struct proto_field {
 /* A message (or a nested map): its fields and what the table can't say. */
 struct proto_desc {
 	const char *name;
+	/* messages about a migration: whom they are for (mig at offset 0) */
+	enum proto_dir dir;
 	size_t size; /* of the struct the offsets are in */
 	const struct proto_field *fields;
 	size_t nfields;
