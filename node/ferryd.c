@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #define LOG_PREFIX "ferryd: "
+#include "common/fault.h"
 #include "node/node_int.h"
 
 static void usage(FILE *f)
@@ -103,6 +104,11 @@ int main(int argc, char **argv)
 		nd_config_defaults(cfg);
 	}
 	fy_log_set_level(cfg->log_level);
+	if (fy_fault_init(nd_mig_fault_known, err, sizeof(err))) {
+		fprintf(stderr, "ferryd: %s\n", err);
+		free(cfg);
+		return ND_EXIT_USAGE;
+	}
 
 	if (genkey) {
 		struct nd_keys keys;

@@ -117,7 +117,8 @@ int nd_mig_to(struct nd_mig *m, unsigned to, const char *why)
 	unsigned from = m->sm.state;
 
 	/* a destination's thread moves its state while it runs */
-	if (m->dst || nd_sm_move(&m->sm, to)) {
+	if (m->dst || nd_sm_fault(m->source, "before", to) ||
+	    nd_sm_move(&m->sm, to)) {
 		mig_err(m, "refused: no move from %s to %s (%s)",
 			nd_sm_name(m->source, from), nd_sm_name(m->source, to),
 			why);
@@ -126,6 +127,7 @@ int nd_mig_to(struct nd_mig *m, unsigned to, const char *why)
 	pr_debug("%" PRIu64 ": %s -> %s: %s", m->id,
 		 nd_sm_name(m->source, from), nd_sm_name(m->source, to), why);
 	nd_mig_record(m);
+	nd_sm_fault(m->source, "after", to);
 	m->n->next_mig_tick_ns = 0; /* the tick acts on it at once */
 	return 0;
 }

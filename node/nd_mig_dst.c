@@ -104,6 +104,8 @@ int nd_dst_to(struct nd_mig_dst *d, enum nd_dst_state to, const char *why)
 	unsigned from = d->sm->state;
 	int ret;
 
+	if (nd_sm_fault(false, "before", to))
+		return -EIO;
 	pthread_mutex_lock(&d->lock);
 	ret = nd_sm_move(d->sm, to);
 	snprintf(r.reason, sizeof(r.reason), "%s", d->reason);
@@ -122,6 +124,7 @@ int nd_dst_to(struct nd_mig_dst *d, enum nd_dst_state to, const char *why)
 	r.started = d->started;
 	nd_record_put(d->n, &r);
 	nd_mig_kick(d->n->mig_efd);
+	nd_sm_fault(false, "after", to);
 	return 0;
 }
 

@@ -9,6 +9,9 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "common/fault.h"
 
 #include "common/util.h"
 #include "node/node_int.h"
@@ -180,6 +183,35 @@ int nd_sm_move(struct nd_mig_sm *sm, unsigned to)
 		return -EINVAL;
 	sm->state = to;
 	return 0;
+}
+
+bool nd_sm_fault(bool source, const char *when, unsigned to)
+{
+	char point[FY_FAULT_NAME_MAX + 1];
+
+	snprintf(point, sizeof(point), "%s:%s:%s", source ? "src" : "dst", when,
+		 nd_sm_name(source, to));
+	return fy_fault(point);
+}
+
+bool nd_mig_fault_known(const char *point)
+{
+	for (int role = 0; role < 2; role++) {
+		unsigned n = role ? ND_SRC_NSTATES : ND_DST_NSTATES;
+
+		for (unsigned s = 0; s < n; s++) {
+			char a[FY_FAULT_NAME_MAX + 1], b[FY_FAULT_NAME_MAX + 1];
+			const char *r = role ? "src" : "dst";
+
+			snprintf(a, sizeof(a), "%s:before:%s", r,
+				 nd_sm_name(role, s));
+			snprintf(b, sizeof(b), "%s:after:%s", r,
+				 nd_sm_name(role, s));
+			if (!strcmp(point, a) || !strcmp(point, b))
+				return true;
+		}
+	}
+	return false;
 }
 
 static const char *const flag_names[] = {

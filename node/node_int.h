@@ -612,6 +612,15 @@ bool nd_sm_legal(bool source, unsigned from, unsigned to);
 int nd_sm_move(struct nd_mig_sm *sm, unsigned to);
 /* The role's table in markdown, as docs/migration.md shows it. */
 void nd_sm_print(FILE *f, bool source);
+/*
+ * The fault points (common/fault.h) of the transition functions:
+ * "src:before:STATE" and "dst:before:STATE" fire before the move (and its
+ * record; "fail" refuses the move), "src:after:STATE" and
+ * "dst:after:STATE" once the move is recorded. Is point one of them?
+ */
+bool nd_mig_fault_known(const char *point);
+/* Fire the fault point of moving to state to, when (before, after). */
+bool nd_sm_fault(bool source, const char *when, unsigned to);
 
 struct nd_mig_opts {
 	enum proto_mode mode;
