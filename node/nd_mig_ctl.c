@@ -503,6 +503,56 @@ void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
 	pack_mig(pk, m, now);
 }
 
+/* Timers */
+
+#define TICK_NS (50 * 1000000ULL)
+#define IDLE_TICK_NS (500 * 1000000ULL) /* reaps VMs we started */
+
+/*
+ * A destination has lost its source when the connection to it dropped
+ * after the migration began (the source died or restarted: its side of
+ * the migration is gone), or when it has been silent for peer_timeout_ms.
+ * Not merely because no PONG came yet: a source that restarted just
+ * before this migration is unreachable by PONG until our side has
+ * reconnected, though its PINGs and messages arrive.
+ */
+static bool dst_lost_source(const struct nd_mig *m, uint64_t now)
+{
+	const struct nd_peer *p = m->peer;
+
+	if (nd_peer_state(p, now) != ND_PEER_UNREACHABLE)
+		return false;
+	return p->disconnect_ns > m->t_start ||
+	       now - p->last_seen_ns >= m->n->cfg->peer_timeout_ms * 1000000ULL;
+}
+
+void nd_migs_tick(struct nd_node *n, uint64_t now)
+{
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		struct nd_mig *m = n->migs[i];
+
+		if (!m) {
+			continue;
+		} else if (m->source) {
+			nd_mig_src_tick(m, now);
+		} else if (m->dst) {
+			if (nd_mig_dst_poll(m))
+				nd_mig_dst_free(m);
+			if (m->dst && !nd_mig_finished(m) &&
+			    nd_mig_phase(m) < ND_MIG_READY &&
+			    dst_lost_source(m, now))
+				nd_mig_dst_stop(m, "source unreachable", false);
+		} else if (m->sm.state == ND_DST_FAILED_UNTOLD &&
+			   nd_peer_state(m->peer, now) == ND_PEER_REACHABLE) {
+			/* our copy is gone and never ran: the source's may */
+			nd_mig_send_abort(m, m->reason);
+			nd_mig_to(m, ND_DST_FAILED, "ABORT sent");
+		}
+	}
+	n->next_mig_tick_ns =
+		now + (nd_migs_active(n) ? TICK_NS : IDLE_TICK_NS);
+}
+
 /* Startup */
 
 /*

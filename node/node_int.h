@@ -752,8 +752,36 @@ int nd_mig_src_map(struct nd_mig *m);
 void nd_mig_src_release(struct nd_mig *m);
 /* Send msg to m's peer; logs and returns -errno on failure. */
 int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg);
+/* Send ABORT with reason to m's peer (not logged). */
+void nd_mig_send_abort(struct nd_mig *m, const char *reason);
 /* A message from the destination of source migration m (not freed). */
 void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg);
+/* Source m's timers and pacing; from nd_migs_tick(). */
+void nd_mig_src_tick(struct nd_mig *m, uint64_t now);
+
+/* nd_mig_src_io.c: the source's actions, for nd_mig_src.c */
+
+/* Start announcing runs (owned by m now) as round m->round at gen. */
+void nd_src_round_begin(struct nd_mig *m, struct fy_run *runs, size_t nr);
+/*
+ * Send DIRTY_SETs for what is left of the round: all of it, or with
+ * --max-bandwidth (paced; not the final round) a slice per 100 ms.
+ * Returns 0 or -errno (the migration failed).
+ */
+int nd_src_announce(struct nd_mig *m, bool paced);
+/* The same, as pages or, with --compress delta after round 0, deltas. */
+int nd_src_announce_round(struct nd_mig *m, bool paced);
+/* Harvest the dirty log into *runs (malloc'ed); m->gen the new one. */
+int nd_src_harvest(struct nd_mig *m, struct fy_run **runs, size_t *nr,
+		   uint64_t *dirty);
+/* SWITCHOVER, POSTCOPY, RESUME: the migration and its generation. */
+int nd_src_send_gen(struct nd_mig *m, enum proto_type t);
+/* Tell D where our copy is: after its "yes", and after our restart. */
+int nd_src_send_holder_map(struct nd_mig *m);
+/* RESUME: D may run the VM now; again after a second if unanswered. */
+void nd_src_send_resume(struct nd_mig *m, uint64_t now);
+/* The source's copy is no longer needed: the VM exits here. */
+void nd_src_drop_vm(struct nd_mig *m);
 /* "precopy", "completed", ...; parse: the phase or -EINVAL. */
 const char *nd_mig_phase_name(enum nd_mig_phase p);
 int nd_mig_phase_parse(const char *s);

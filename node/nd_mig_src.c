@@ -1,0 +1,598 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The source's engine: its state machine's decisions, on the control
+ * thread (the actions are nd_mig_src_io.c's).
+ *
+ * The source runs in the control thread: its adapter calls (HARVEST, PAUSE,
+ * GET_STATE, RESUME, EXIT) take milliseconds and pages never pass through
+ * it. Every transfer is a pull by the destination (nd_mig_dst.c):
+ *
+ *   S: map the VM's memfd read-only, register it (peers may read);
+ *   S -> D  MIGRATE_PREPARE(m, vm, mode, page size, vCPUs, pages)
+ *   D -> S  HOLDER_MAP(m, D's, no runs)            its "yes" (ERROR: "no")
+ *   S: harvest once (clears the dirty log), find the pages with data
+ *      (SEEK_DATA/SEEK_HOLE): round 0's set;
+ *   S -> D  HOLDER_MAP(m, S's address, key, base, len, [0, pages, gen 0])
+ *   S -> D  DIRTY_SET(m, g, runs) ...   the pages D must pull this round,
+ *           paced when --max-bandwidth is given, at most 64 Ki runs each
+ *   D -> S  PROGRESS(m, rd, pg, pt, b) while pulling, and when done
+ *   S: once D pulled every announced page (b = announced x page size):
+ *      harvest, g++; estimate the last round as dirty x page size / the
+ *      bandwidth D achieved; fits the downtime limit -> switchover, else
+ *      announce the dirty pages as the next round;
+ *   S: PAUSE, harvest, DIRTY_SET(final), [VERIFY(checksums)],
+ *      SWITCHOVER(m, g), STATE(m, GET_STATE blob);
+ *   D -> S  READY(m, g)       D holds all pages, its paused VM the state
+ *   S: commit: record "committed" (our VM never runs again unless D
+ *      ABORTs), then
+ *   S -> D  RESUME(m, g)      again every RESUME_NS until RESUMED
+ *   D -> S  RESUMED(m, g)     the VM runs on D: downtime = now - pause, on
+ *                             S's clock only; S's VM EXITs
+ *
+ * S alone decides, so that the VM never runs twice: D resumes only on
+ * RESUME; S resumes its own only before its commit or on D's ABORT (D
+ * sends one only for a VM that never ran there and never will).
+ * Failure before the commit (ABORT or ERROR from D, D unreachable, silence
+ * for migration_timeout_ms, a cap hit, `ferry cancel`): S resumes the VM if
+ * it paused it, deregisters, sends ABORT, and the migration is failed with
+ * the reason. After it S waits, its VM paused, for RESUMED or ABORT, across
+ * link loss and restarts. docs/migration.md is the user's view of it all.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+static void switchover_end(struct nd_mig *m);
+
+/*
+ * Pause, last harvest, last announcement, checksums, SWITCHOVER, STATE.
+ * prev (nprev runs, taken) is the dirty set harvested just before, which
+ * the last round carries too. pc: to post-copy.
+ */
+static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev,
+		       bool pc)
+{
+	struct kva_client *kc = m->vmp->kc;
+	struct fy_run *runs;
+	uint64_t dirty;
+	size_t nr;
+	int ret;
+
+	ret = m->t_pause ? 0 : kva_client_pause(kc);
+	if (ret) {
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"cannot pause the VM: %s", strerror(-ret));
+		return;
+	}
+	if (!m->t_pause)
+		m->t_pause = fy_now_ns();
+	/* recorded before POSTCOPY goes out: a restart keeps it paused */
+	ret = nd_mig_to(m, pc ? ND_SRC_PC_SWITCHOVER : ND_SRC_SWITCHOVER,
+			"VM paused");
+	if (!ret)
+		ret = nd_src_harvest(m, &runs, &nr, &dirty);
+	if (!ret && nprev) {
+		uint64_t *bm = fy_bitmap_alloc(m->pages);
+
+		ret = -ENOMEM;
+		if (bm) {
+			fy_runs_to_bitmap(prev, nprev, bm, m->pages);
+			fy_runs_to_bitmap(runs, nr, bm, m->pages);
+			free(runs);
+			ret = fy_runs_from_bitmap(bm, m->pages, &runs, &nr);
+			free(bm);
+		}
+	}
+	free(prev);
+	if (ret) {
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "harvest failed: %s",
+				strerror(-ret));
+		return;
+	}
+	if (m->announced)
+		m->round++;
+	if (pc)
+		mig_info(m,
+			 "switchover to post-copy: VM paused, %" PRIu64
+			 " pages left to fetch on demand",
+			 fy_runs_pages(runs, nr));
+	else
+		mig_info(m,
+			 "switchover: VM paused, last round %u with %" PRIu64
+			 " pages (expected downtime %" PRIu64 " ms)",
+			 m->round, fy_runs_pages(runs, nr), m->expected_dt_ms);
+	nd_src_round_begin(m, runs, nr);
+	/*
+	 * Post-copy: POSTCOPY first, so that D takes the last DIRTY_SETs as
+	 * pages to fetch with the VM running, not as one more round to pull.
+	 */
+	ret = pc ? nd_src_send_gen(m, PROTO_POSTCOPY) : 0;
+	if (!ret)
+		ret = nd_src_announce_round(m, false);
+	m->deadline = fy_now_ns() + m->n->cfg->mig_timeout_ms * 1000000ULL;
+	if (!ret && m->o.verify && !pc) {
+		/* the tick sends the chunks, then calls switchover_end() */
+		ret = nd_mig_csum_start(m);
+		if (!ret)
+			return;
+	}
+	if (ret)
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "switchover failed: %s",
+				strerror(-ret));
+	else
+		switchover_end(m);
+}
+
+/*
+ * After the last pages (and checksums): SWITCHOVER and STATE; post-copy:
+ * STATE, after which our VM never runs again unless the destination
+ * ABORTs before it resumed the VM (the record says so before POSTCOPY).
+ */
+static void switchover_end(struct nd_mig *m)
+{
+	struct proto_msg st = { .type = PROTO_STATE };
+	struct kva_client *kc = m->vmp->kc;
+	void *blob = NULL;
+	size_t len = 0;
+	int ret;
+
+	nd_mig_csum_end(m);
+	m->verified_pages = m->o.verify ? m->pages : 0;
+	ret = nd_mig_has(m, ND_SM_PC) ? 0
+				      : nd_src_send_gen(m, PROTO_SWITCHOVER);
+	if (!ret) {
+		ret = kva_client_get_state(kc, &blob, &len);
+		if (ret)
+			mig_err(m, "GET_STATE: %s", strerror(-ret));
+	}
+	if (!ret) {
+		st.state.mig = m->id;
+		st.state.blob = blob;
+		st.state.len = len;
+		ret = nd_mig_send(m, &st);
+	}
+	free(blob);
+	pr_debug("%" PRIu64 ": paused, announced, STATE sent in %.1f ms", m->id,
+		 (fy_now_ns() - m->t_pause) / 1e6);
+	if (ret)
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "switchover failed: %s",
+				strerror(-ret));
+}
+
+/*
+ * --mode postcopy: D is ready (it answered the empty round 0). Pause, then
+ * find the pages with data: D fetches those, the rest are holes.
+ */
+static void postcopy_start(struct nd_mig *m)
+{
+	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	struct fy_run *runs;
+	size_t nr;
+	int ret;
+
+	ret = kva_client_pause(m->vmp->kc);
+	if (ret) {
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"cannot pause the VM: %s", strerror(-ret));
+		return;
+	}
+	m->t_pause = fy_now_ns();
+	ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs, &nr);
+	if (ret) {
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"cannot scan guest RAM: %s", strerror(-ret));
+		return;
+	}
+	m->resident = fy_runs_pages(runs, nr);
+	switchover(m, runs, nr, true);
+}
+
+/* The destination pulled everything announced: next round or switchover. */
+static void round_done(struct nd_mig *m)
+{
+	uint64_t now = fy_now_ns(), dirty, elapsed, est;
+	struct fy_run *runs;
+	bool asked;
+	size_t nr;
+	int ret;
+
+	if (m->o.mode == PROTO_MODE_POSTCOPY) {
+		postcopy_start(m);
+		return;
+	}
+	elapsed = now - m->round_start_ns;
+	/*
+	 * Bandwidth: the best rate of a round that moved at least 1 MiB
+	 * (tiny rounds measure the round trip, not the link).
+	 */
+	if (m->round_pages * FY_PAGE_SIZE >= (1 << 20) || m->bw == 0) {
+		double bw =
+			m->round_pages * FY_PAGE_SIZE / (elapsed / 1e9 + 1e-9);
+
+		if (m->round_pages &&
+		    (bw > m->bw || m->round_pages * FY_PAGE_SIZE >= (8 << 20)))
+			m->bw = bw;
+	}
+	ret = nd_src_harvest(m, &runs, &nr, &dirty);
+	if (ret) {
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "harvest failed: %s",
+				strerror(-ret));
+		return;
+	}
+	if (m->last_harvest_ns)
+		m->dirty_rate = dirty / ((now - m->last_harvest_ns) / 1e9);
+	m->last_harvest_ns = now;
+	est = m->bw > 0 ? (uint64_t)(dirty * FY_PAGE_SIZE / m->bw * 1000)
+			: UINT64_MAX;
+	m->expected_dt_ms = est;
+	pr_debug("%" PRIu64 ": round %u done in %.1f ms; %" PRIu64
+		 " dirty, bw %.0f MB/s, expected downtime %" PRIu64 " ms",
+		 m->id, m->round, elapsed / 1e6, dirty, m->bw / 1e6, est);
+	if (est <= m->limit_ms) {
+		switchover(m, runs, nr, false);
+		return;
+	}
+	/* progress: the dirty set shrinks by a tenth at least */
+	if (!m->best_dirty || dirty * 10 < m->best_dirty * 9) {
+		m->best_dirty = dirty;
+		m->stall = 0;
+	} else {
+		m->stall++;
+	}
+	asked = m->sm.state == ND_SRC_PRECOPY_ASKED;
+	if (m->o.mode == PROTO_MODE_HYBRID &&
+	    (asked || (m->o.postcopy_after ? m->round + 1 >= m->o.postcopy_after
+					   : m->stall >= m->o.stall_rounds))) {
+		snprintf(m->actions, sizeof(m->actions),
+			 "post-copy after round %u%s", m->round,
+			 asked ? " (asked)" : "");
+		switchover(m, runs, nr, true);
+		return;
+	}
+	if (m->round + 1 >= m->o.max_rounds) {
+		free(runs);
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"did not converge in %u rounds: %" PRIu64
+				" pages dirty per round (%.0f pages/s), "
+				"bandwidth "
+				"%.0f MB/s, expected downtime %" PRIu64
+				" ms > limit %" PRIu64 " ms",
+				m->round + 1, dirty, m->dirty_rate, m->bw / 1e6,
+				est, m->limit_ms);
+		return;
+	}
+	if (nd_mig_converge(m, est)) {
+		switchover(m, runs, nr, false);
+		return;
+	}
+	m->round++;
+	nd_src_round_begin(m, runs, nr);
+	if (nd_src_announce_round(m, true))
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+}
+
+/*
+ * D said yes: publish our copy and start round 0, or with --mode
+ * postcopy pause at once and hand D the VM.
+ */
+static void src_start_rounds(struct nd_mig *m)
+{
+	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	bool postcopy = m->o.mode == PROTO_MODE_POSTCOPY;
+	struct fy_run *runs, *junk;
+	uint64_t dirty;
+	size_t nr, njunk;
+	int ret;
+
+	/*
+	 * Clear the dirty log first, then look for data: a page written
+	 * after the harvest shows in the next one, whatever the scan saw.
+	 */
+	ret = nd_src_harvest(m, &junk, &njunk, &dirty);
+	free(junk);
+	runs = NULL;
+	nr = 0;
+	/* post-copy: an empty round 0 that D answers once it is ready */
+	if (!ret && !postcopy)
+		ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs,
+					 &nr);
+	if (ret) {
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"cannot scan guest RAM: %s", strerror(-ret));
+		return;
+	}
+	/* --compress delta: D pulls round 0 from a copy that we keep */
+	for (size_t i = 0; m->o.delta && i < nr; i++)
+		memcpy(m->cache + runs[i].start * FY_PAGE_SIZE,
+		       m->map + runs[i].start * FY_PAGE_SIZE,
+		       runs[i].len * FY_PAGE_SIZE);
+	ret = nd_src_send_holder_map(m);
+	if (ret) {
+		free(runs);
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+		return;
+	}
+	if (nd_mig_to(m,
+		      m->sm.state == ND_SRC_PREPARE_ASKED ? ND_SRC_PRECOPY_ASKED
+							  : ND_SRC_PRECOPY,
+		      "the destination said yes")) {
+		free(runs);
+		nd_mig_src_fail(m, ND_SRC_FAILED, true, "internal error");
+		return;
+	}
+	m->round = 0;
+	m->last_harvest_ns = fy_now_ns();
+	m->resident = fy_runs_pages(runs, nr);
+	nd_src_round_begin(m, runs, nr);
+	mig_info(m,
+		 "pre-copy: round 0 with %" PRIu64 " of %" PRIu64 " pages (the "
+		 "rest are "
+		 "holes)",
+		 m->resident, m->pages);
+	if (nd_src_announce(m, true))
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+}
+
+/* `ferry migrate-postcopy`: the rest of the round, then post-copy. */
+static void src_postcopy_now(struct nd_mig *m)
+{
+	int ret = nd_src_announce(m, false);
+
+	if (ret) {
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+		return;
+	}
+	snprintf(m->actions, sizeof(m->actions),
+		 "post-copy during round %u (asked)", m->round);
+	switchover(m, NULL, 0, true);
+}
+
+/* D holds every page and runs the VM: ours exits, the migration ends. */
+static void src_complete(struct nd_mig *m, uint64_t now)
+{
+	nd_src_drop_vm(m);
+	m->t_end = now;
+	nd_mig_to(m, ND_SRC_COMPLETED, "the VM runs on the destination");
+}
+
+/*
+ * D is READY: decide. Recorded before RESUME goes out, so that a restart
+ * never runs our copy once D may run its own.
+ */
+static void src_committed(struct nd_mig *m, uint64_t now)
+{
+	if (nd_mig_to(m, ND_SRC_COMMITTED, "the destination is ready"))
+		return;
+	nd_src_send_resume(m, now);
+	/*
+	 * The VM stays paused here until RESUMED: tearing down 1 GiB of
+	 * registration first would count in the downtime.
+	 */
+	mig_info(m, "committed: the VM now lives on %s", m->peer->conf->name);
+}
+
+void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
+{
+	enum nd_mig_phase phase = nd_mig_phase(m);
+	enum nd_src_state st = m->sm.state;
+	uint64_t now = fy_now_ns();
+
+	m->last_heard = now;
+	switch (msg->type) {
+	case PROTO_HOLDER_MAP:
+		if (st == ND_SRC_PREPARE || st == ND_SRC_PREPARE_ASKED)
+			src_start_rounds(m);
+		break;
+	case PROTO_PROGRESS:
+		if (phase != ND_MIG_PRECOPY && phase != ND_MIG_SWITCHOVER &&
+		    phase != ND_MIG_POSTCOPY)
+			break;
+		/* pages not announced yet (paced) are not valid there either */
+		m->pages_valid =
+			msg->progress.pages_valid -
+			FY_MIN(msg->progress.pages_valid,
+			       m->todo_pos < m->ntodo
+				       ? fy_runs_pages(&m->todo[m->todo_pos],
+						       m->ntodo - m->todo_pos)
+				       : 0);
+		m->bytes = msg->progress.bytes;
+		if (now > m->round_start_ns && m->bytes > m->round_bytes0)
+			m->live_bw = (m->bytes - m->round_bytes0) /
+				     ((now - m->round_start_ns) / 1e9);
+		/* every page announced pulled (announced pages are disjoint) */
+		if (m->todo_sent && msg->progress.bytes >= m->expect_bytes &&
+		    msg->progress.pages_valid == msg->progress.pages_total &&
+		    phase == ND_MIG_PRECOPY)
+			round_done(m);
+		break;
+	case PROTO_PC_STATS:
+		m->pcs = msg->pc_stats;
+		break;
+	case PROTO_COMMIT:
+		if (phase == ND_MIG_POSTCOPY) {
+			/* every page is on D: our copy and VM can go */
+			src_complete(m, now);
+			mig_info(m,
+				 "completed in %.3f s: downtime %.1f ms, then "
+				 "%.3f s of post-copy, %" PRIu64 " faults",
+				 (m->t_end - m->t_start) / 1e9,
+				 m->downtime_ns / 1e6,
+				 (now - m->t_resumed) / 1e9, m->pcs.faults);
+		} else if (st == ND_SRC_SWITCHOVER) {
+			/*
+			 * A destination from before READY decided itself and
+			 * resumes the VM: ours must not run again. (It drops
+			 * our RESUME as undecodable; RESUMED ends it.)
+			 */
+			mig_info(m, "%s committed on its own (an older ferryd)",
+				 m->peer->conf->name);
+			src_committed(m, now);
+		}
+		break;
+	case PROTO_READY:
+		if (st == ND_SRC_SWITCHOVER && !m->csum_running)
+			src_committed(m, now);
+		else if (st == ND_SRC_COMMITTED)
+			nd_src_send_resume(m, now);
+		break;
+	case PROTO_RESUMED:
+		if (st == ND_SRC_PC_SWITCHOVER ||
+		    st == ND_SRC_PC_SWITCHOVER_LOST) {
+			/* the VM lives on D; we serve its pages until COMMIT */
+			m->downtime_ns = now - m->t_pause;
+			m->t_resumed = now;
+			nd_mig_to(m,
+				  st == ND_SRC_PC_SWITCHOVER
+					  ? ND_SRC_POSTCOPY
+					  : ND_SRC_POSTCOPY_LOST,
+				  "the VM runs on the destination");
+			mig_info(m,
+				 "post-copy: the VM runs on %s after %.1f ms "
+				 "of downtime",
+				 m->peer->conf->name, m->downtime_ns / 1e6);
+		} else if (st == ND_SRC_COMMITTED) {
+			m->downtime_ns = m->recovered ? 0 : now - m->t_pause;
+			src_complete(m, now);
+			mig_info(m,
+				 "completed in %.3f s, downtime %.1f ms, %u "
+				 "rounds, %" PRIu64 " pages",
+				 (m->t_end - m->t_start) / 1e9,
+				 m->downtime_ns / 1e6, m->round + 1,
+				 m->pages_pulled);
+		}
+		break;
+	case PROTO_ABORT:
+		if (phase == ND_MIG_POSTCOPY) {
+			/* the VM ran there: ours must not run again */
+			mig_err(m, "ABORT during post-copy ignored: %s",
+				msg->abort.reason);
+			break;
+		}
+		/* after our commit too: D says its VM never ran, nor will */
+		nd_mig_src_abandon(m, false, "%s aborted: %s",
+				   m->peer->conf->name, msg->abort.reason);
+		break;
+	case PROTO_ERROR:
+		if (st == ND_SRC_COMMITTED) {
+			/* not D's answer: RESUME goes on until it is */
+			mig_err(m, "%s sent ERROR after commit: %s",
+				m->peer->conf->name, msg->error.text);
+			break;
+		}
+		nd_mig_src_fail(m, ND_SRC_FAILED, false, "%s refused: %s (%s)",
+				m->peer->conf->name, msg->error.text,
+				strerror(msg->error.code));
+		break;
+	default:
+		mig_err(m, "unexpected %s", proto_type_name(msg->type));
+	}
+}
+
+/* The source's timers: peer loss, silence, --timeout, RESUME again. */
+static bool src_timed_out(struct nd_mig *m, uint64_t now, enum nd_peer_state ps)
+{
+	const struct nd_config *cfg = m->n->cfg;
+
+	if (ps != ND_PEER_REACHABLE)
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"peer %s unreachable (no PONG for %u ms)",
+				m->peer->conf->name, cfg->peer_timeout_ms);
+	else if (nd_mig_phase(m) == ND_MIG_PREPARE && now > m->deadline)
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"%s did not answer MIGRATE_PREPARE in %llu s",
+				m->peer->conf->name,
+				ND_MIG_PREPARE_TIMEOUT_NS / 1000000000ULL);
+	else if (nd_mig_phase(m) != ND_MIG_PREPARE &&
+		 now - m->last_heard > cfg->mig_timeout_ms * 1000000ULL)
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"no progress from %s for %u ms (stalled "
+				"link?)",
+				m->peer->conf->name, cfg->mig_timeout_ms);
+	else if (m->o.timeout_s &&
+		 now - m->t_start > m->o.timeout_s * 1000000000ULL)
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"not done after %" PRIu64 " s (--timeout)",
+				m->o.timeout_s);
+	else
+		return false;
+	return true;
+}
+
+/* --verify: send the checksums computed so far; all sent: SWITCHOVER. */
+static void src_send_csums(struct nd_mig *m)
+{
+	int ret;
+
+	if (!nd_mig_csum_send(m, &ret) && !ret)
+		return;
+	if (ret && __atomic_load_n(&m->csum_ret, __ATOMIC_RELAXED))
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"verify: cannot read guest RAM: %s",
+				strerror(-ret));
+	else if (ret)
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"lost the connection to %s (cannot send "
+				"VERIFY: %s)",
+				m->peer->conf->name, strerror(-ret));
+	else
+		switchover_end(m);
+}
+
+void nd_mig_src_tick(struct nd_mig *m, uint64_t now)
+{
+	enum nd_peer_state ps = nd_peer_state(m->peer, now);
+	enum nd_src_state st = m->sm.state;
+
+	if (nd_mig_finished(m))
+		return;
+	if (nd_mig_has(m, ND_SM_PC)) {
+		/*
+		 * Post-copy: whatever happens D may run the VM, so ours
+		 * waits, paused, with its pages served, for COMMIT (or
+		 * ABORT before D resumed it).
+		 */
+		if (nd_mig_has(m, ND_SM_LOST) && ps == ND_PEER_REACHABLE &&
+		    !nd_src_send_holder_map(m)) {
+			nd_mig_to(m,
+				  st == ND_SRC_POSTCOPY_LOST
+					  ? ND_SRC_POSTCOPY
+					  : ND_SRC_PC_SWITCHOVER,
+				  "holder map sent again");
+			mig_info(m, "post-copy: holder map sent again");
+		}
+		return;
+	}
+	if (st == ND_SRC_COMMITTED) {
+		/* only D's RESUMED or ABORT ends it: ask until then */
+		if (now > m->deadline && ps == ND_PEER_REACHABLE)
+			nd_src_send_resume(m, now);
+		return;
+	}
+	if (src_timed_out(m, now, ps))
+		return;
+	if (st == ND_SRC_SWITCHOVER && m->csum_running)
+		src_send_csums(m);
+	else if (st == ND_SRC_PRECOPY_ASKED)
+		src_postcopy_now(m);
+	else if (st == ND_SRC_PRECOPY && nd_src_announce(m, true))
+		nd_mig_src_fail(m, ND_SRC_FAILED, true,
+				"lost the connection to %s",
+				m->peer->conf->name);
+}

@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: MIT
+/*
+ * What the source does (nd_mig_src.c decides when): announce a round's
+ * dirty pages as DIRTY_SETs, paced by --max-bandwidth; harvest the dirty
+ * log; publish its copy (HOLDER_MAP); the messages that carry a
+ * generation; give back the mapping, registrations and the VM; end a
+ * migration that cannot go on, with the VM running here again.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "fabric/fabric.h"
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "node/node_int.h"
+
+#define RUNS_PER_MSG 65536
+#define PACE_NS (100 * 1000000ULL) /* --max-bandwidth: a slice per 100 ms */
+#define RESUME_NS (1000 * 1000000ULL) /* RESUME again, until RESUMED */
+
+/* Give the source's registration and mapping back. */
+static void stage_free(struct nd_mig *m)
+{
+	fab_mr_dereg(m->stage_mr);
+	m->stage_mr = NULL;
+	if (m->stage)
+		munmap(m->stage, m->stage_len);
+	m->stage = NULL;
+	m->stage_len = 0;
+}
+
+void nd_mig_src_release(struct nd_mig *m)
+{
+	nd_mig_csum_end(m); /* it reads the mapping */
+	stage_free(m);
+	fab_mr_dereg(m->cache_mr);
+	m->cache_mr = NULL;
+	nd_release_bg(m->cache, m->pages * FY_PAGE_SIZE, NULL);
+	m->cache = NULL;
+	if (m->mr) {
+		fab_mr_dereg(m->mr);
+		m->mr = NULL;
+	}
+	/* our map of the VM's RAM: the last reference, if the VM exited */
+	nd_release_bg(m->map, m->pages * FY_PAGE_SIZE, NULL);
+	m->map = NULL;
+	if (m->vmp) {
+		m->vmp->mig = NULL;
+		m->vmp = NULL;
+	}
+}
+
+/* The VM keeps (or gets back) running here; m->reason says why. */
+static void src_end(struct nd_mig *m, enum nd_src_state how, bool tell)
+{
+	if (tell)
+		nd_mig_send_abort(m, m->reason);
+	/* the VM stays here: at full speed again */
+	nd_mig_unthrottle(m);
+	if (m->t_pause && m->vmp && m->vmp->kc) {
+		int ret = kva_client_resume(m->vmp->kc);
+
+		if (ret)
+			mig_err(m, "cannot resume the VM here: %s",
+				strerror(-ret));
+		else
+			mig_info(m, "VM resumed here");
+	}
+	mig_err(m, "%s: %s", how == ND_SRC_CANCELLED ? "cancelled" : "failed",
+		m->reason);
+	nd_mig_to(m, how, m->reason);
+	m->t_end = fy_now_ns();
+	nd_mig_src_release(m);
+}
+
+void nd_mig_src_fail(struct nd_mig *m, enum nd_src_state how, bool tell,
+		     const char *fmt, ...)
+{
+	va_list ap;
+
+	if (nd_mig_finished(m))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
+	va_end(ap);
+	if (nd_mig_has(m, ND_SM_HELD)) {
+		/*
+		 * Committed: D may resume it any moment, ours waits for its
+		 * answer. Post-copy: the VM runs on D and may need any page.
+		 */
+		mig_err(m, "%s, ignored: %s",
+			nd_mig_has(m, ND_SM_PC) ? "during post-copy"
+						: "after commit",
+			m->reason);
+		m->reason[0] = '\0';
+		return;
+	}
+	src_end(m, how, tell);
+}
+
+void nd_mig_src_abandon(struct nd_mig *m, bool tell, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (nd_mig_finished(m))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
+	va_end(ap);
+	src_end(m, ND_SRC_FAILED, tell);
+}
+
+/* Start announcing runs (owned by m now) as round m->round at gen. */
+void nd_src_round_begin(struct nd_mig *m, struct fy_run *runs, size_t nr)
+{
+	free(m->todo);
+	m->todo = runs;
+	m->ntodo = nr;
+	m->todo_pos = 0;
+	m->todo_sent = false;
+	m->round_pages = fy_runs_pages(runs, nr);
+	m->round_start_ns = fy_now_ns();
+	m->round_bytes0 = m->bytes;
+	m->pace_next_ns = 0;
+	for (size_t i = 0; i < nr; i++)
+		for (uint64_t p = runs[i].start;
+		     p < runs[i].start + runs[i].len; p++) {
+			if (fy_bit_test(m->sent_bm, p))
+				m->pages_repulled++;
+			else
+				fy_bit_set(m->sent_bm, p);
+		}
+	m->pages_pulled += m->round_pages;
+}
+
+/*
+ * Send DIRTY_SETs for what is left of the round: all of it, or with
+ * --max-bandwidth (except in the final round) one slice per PACE_NS.
+ * Returns 0 or -errno (the migration failed).
+ */
+int nd_src_announce(struct nd_mig *m, bool paced)
+{
+	uint64_t now = fy_now_ns(), budget = UINT64_MAX;
+	struct proto_msg d = { .type = PROTO_DIRTY_SET };
+	struct fy_run *cut = NULL;
+	int ret = 0;
+
+	if (m->todo_sent)
+		return 0;
+	if (paced && m->o.max_bw) {
+		if (now < m->pace_next_ns)
+			return 0;
+		budget = FY_MAX(1, m->o.max_bw * (PACE_NS / 1000000) / 1000 /
+					   FY_PAGE_SIZE);
+		m->pace_next_ns = now + PACE_NS;
+	}
+	d.dirty.mig = m->id;
+	d.dirty.gen = m->gen;
+	d.dirty.region = 0;
+	/* an empty round still says "nothing new at generation g" */
+	do {
+		size_t first = m->todo_pos, n = 0;
+		uint64_t pages = 0;
+
+		while (first + n < m->ntodo && n < RUNS_PER_MSG &&
+		       pages < budget) {
+			pages += m->todo[first + n].len;
+			n++;
+		}
+		if (pages > budget) {
+			/* split the last run: the rest stays for later */
+			struct fy_run *last = &m->todo[first + n - 1];
+			uint64_t over = pages - budget;
+
+			cut = malloc(n * sizeof(*cut));
+			if (!cut)
+				return -ENOMEM;
+			memcpy(cut, &m->todo[first], n * sizeof(*cut));
+			cut[n - 1].len -= over;
+			last->start += last->len - over;
+			last->len = over;
+			d.dirty.runs = cut;
+			m->todo_pos = first + n - 1;
+			pages = budget;
+		} else {
+			d.dirty.runs = n ? &m->todo[first] : NULL;
+			m->todo_pos = first + n;
+		}
+		d.dirty.nruns = n;
+		ret = nd_mig_send(m, &d);
+		free(cut);
+		cut = NULL;
+		if (ret)
+			return ret;
+		m->announced += pages;
+		m->expect_bytes += pages * FY_PAGE_SIZE;
+		budget -= FY_MIN(budget, pages);
+	} while (m->todo_pos < m->ntodo && budget);
+	m->todo_sent = m->todo_pos >= m->ntodo;
+	return 0;
+}
+
+/* Harvest the dirty log into runs; *gen the new generation. */
+int nd_src_harvest(struct nd_mig *m, struct fy_run **runs, size_t *nr,
+		   uint64_t *dirty)
+{
+	const uint64_t *bm;
+	uint64_t gen;
+	int ret;
+
+	ret = kva_client_harvest(m->vmp->kc, &bm, &gen, dirty);
+	if (ret) {
+		mig_err(m, "harvest: %s", strerror(-ret));
+		return ret;
+	}
+	m->gen = gen;
+	ret = fy_runs_from_bitmap(bm, m->pages, runs, nr);
+	if (ret)
+		mig_err(m, "out of memory");
+	return ret;
+}
+
+/* Announce what is left of the round, as pages or as deltas. */
+int nd_src_announce_round(struct nd_mig *m, bool paced)
+{
+	if (m->o.delta && m->round > 0) {
+		/* the previous round's buffer: D has pulled it */
+		stage_free(m);
+		return m->ntodo ? nd_mig_delta_round(m)
+				: nd_src_announce(m, false);
+	}
+	return nd_src_announce(m, paced);
+}
+
+/* SWITCHOVER, POSTCOPY: the migration and its generation. */
+int nd_src_send_gen(struct nd_mig *m, enum proto_type t)
+{
+	struct proto_msg g = { .type = t };
+
+	g.switchover.mig = m->id;
+	g.switchover.gen = m->gen;
+	return nd_mig_send(m, &g);
+}
+
+/* Tell D where our copy is: after its "yes", and after our restart. */
+int nd_src_send_holder_map(struct nd_mig *m)
+{
+	struct proto_msg h = { .type = PROTO_HOLDER_MAP };
+	struct proto_holder_region r = { 0 };
+	struct proto_genrun all = { 0, m->pages, 0 };
+	struct fab_rkey rk;
+
+	/* with deltas D pulls the copy it will later get deltas against */
+	fab_mr_rkey(m->o.delta ? m->cache_mr : m->mr, &rk);
+	h.holder_map.mig = m->id;
+	snprintf(h.holder_map.node, sizeof(h.holder_map.node), "%s",
+		 m->n->cfg->name);
+	h.holder_map.addr_len = m->n->fab_addr_len;
+	memcpy(h.holder_map.addr, m->n->fab_addr_raw, m->n->fab_addr_len);
+	h.holder_map.page_size = FY_PAGE_SIZE;
+	h.holder_map.nregions = 1;
+	h.holder_map.regions = &r;
+	r.id = 0;
+	r.key = rk.key;
+	r.base = rk.addr;
+	r.len = m->pages * FY_PAGE_SIZE;
+	r.ngens = 1;
+	r.gens = &all;
+	return nd_mig_send(m, &h);
+}
+
+/* The source's copy is no longer needed: the VM exits here. */
+void nd_src_drop_vm(struct nd_mig *m)
+{
+	struct nd_vm *vm = m->vmp;
+	int ret;
+
+	if (!vm)
+		return;
+	ret = kva_client_exit(vm->kc);
+	if (ret)
+		mig_err(m, "EXIT: %s", strerror(-ret));
+	nd_mig_src_release(m);
+	nd_vm_forget(vm);
+}
+
+/* RESUME: D may run the VM now. */
+void nd_src_send_resume(struct nd_mig *m, uint64_t now)
+{
+	if (m->resumes++ % 10 == 1)
+		mig_err(m,
+			"no RESUMED from %s yet: the VM stays paused here "
+			"until it answers",
+			m->peer->conf->name);
+	nd_src_send_gen(m, PROTO_RESUME);
+	m->deadline = now + RESUME_NS;
+}
