@@ -368,7 +368,9 @@ static int cq_read(struct ofi_domain *od)
 void fab_ofi_after(struct ofi_domain *od)
 {
 	fab_ofi_reap(od);
-	if (__atomic_exchange_n(&od->freed, false, __ATOMIC_RELAXED))
+	/* looked at first: every fab_poll() passes here */
+	if (__atomic_load_n(&od->freed, __ATOMIC_RELAXED) &&
+	    __atomic_exchange_n(&od->freed, false, __ATOMIC_RELAXED))
 		fab_release_sweep(&od->base);
 }
 
