@@ -76,7 +76,6 @@ void fab_domain_stats(const struct fab_domain *d, struct fab_stats *out)
 	out->ep_count = stat_get(&d->stats.ep_count);
 	out->ops_done = stat_get(&d->stats.ops_done);
 	out->ops_failed = stat_get(&d->stats.ops_failed);
-	out->ops_held = stat_get(&d->stats.ops_held);
 	out->progress_cpu_ns = d->ops->progress_cpu_ns(d);
 }
 

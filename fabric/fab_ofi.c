@@ -219,8 +219,14 @@ static void ep_abandon(struct ofi_domain *od, struct ofi_ep *ep)
 		};
 
 		ofi_op_unlink(od, op);
-		op->state = OP_ABANDONED;
-		op->ep = NULL;
+		if (op->state == OP_QUEUED) {
+			/* the provider never saw it: the slot is free now */
+			ofi_op_unqueue(od, op);
+			fab_ofi_op_free(od, op);
+		} else {
+			op->state = OP_ABANDONED;
+			op->ep = NULL;
+		}
 		fab_ofi_ring_push(od, &c);
 	}
 	ep->prev->next = ep->next;
@@ -281,18 +287,22 @@ static void ofi_ep_close(struct fab_ep *e)
 	pthread_mutex_unlock(&od->lock);
 	if (!held)
 		ep_remove(od, ep);
+	/* its queued operations freed their slots */
+	fab_ofi_after(od);
 }
 
 /* operations */
 
 /*
- * Take a slot and put it on the posted list before the provider sees it;
- * sbuf: NULL, or where to return a send bounce buffer (taken under the
- * lock: the progress thread frees the slot once the send completes).
+ * Take a slot, filled from `want` (op, buf, len, desc, raddr, key, ctx),
+ * and put it on the posted list before the provider sees it. A send gets
+ * a bounce buffer as its buf (taken under the lock: the progress thread
+ * frees the slot once the send completes); the caller copies into it.
  */
-static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
-		  size_t len, void *ctx, char **sbuf, struct ofi_op **out)
+static int op_get(struct ofi_domain *od, struct ofi_ep *ep,
+		  const struct ofi_op *want, struct ofi_op **out)
 {
+	bool send = want->op == FAB_OP_SEND;
 	struct ofi_op *op;
 
 	pthread_mutex_lock(&od->lock);
@@ -302,22 +312,29 @@ static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
 	}
 	op = od->free_ops;
 	/* a cqe not yet fetched also holds a place in the ring */
-	if (!op || (sbuf && !od->nsbuf_free) ||
+	if (!op || (send && !od->nsbuf_free) ||
 	    od->nposted + od->ring_len >= od->nops) {
 		pthread_mutex_unlock(&od->lock);
 		return -EAGAIN;
 	}
 	od->free_ops = op->next;
-	op->sbuf = sbuf ? od->sbuf_free[--od->nsbuf_free] : -1;
-	if (sbuf)
-		*sbuf = od->bufs + (size_t)(OFI_NRX + op->sbuf) * FAB_MSG_MAX;
+	/* under the lock: fab_mem_busy() reads buf and len */
+	op->buf = want->buf;
+	op->desc = want->desc;
+	op->raddr = want->raddr;
+	op->key = want->key;
+	op->sbuf = send ? od->sbuf_free[--od->nsbuf_free] : -1;
+	if (send) {
+		op->buf = od->bufs + (size_t)(OFI_NRX + op->sbuf) * FAB_MSG_MAX;
+		op->desc = od->bufs_desc;
+	}
 	op->ep = ep;
 	op->owner = ep;
 	ep->held++;
-	__atomic_add_fetch(&od->base.stats.ops_held, 1, __ATOMIC_RELAXED);
-	op->ctx = ctx;
-	op->len = len;
-	op->op = type;
+	__atomic_add_fetch(&od->held, 1, __ATOMIC_RELAXED);
+	op->ctx = want->ctx;
+	op->len = want->len;
+	op->op = want->op;
 	op->state = OP_POSTED;
 	od->nposted++;
 	/* one timeout for all: appending keeps the list in deadline order */
@@ -332,17 +349,68 @@ static int op_get(struct ofi_domain *od, struct ofi_ep *ep, enum fab_op type,
 }
 
 /* The provider refused the operation: take the slot back. */
-static int op_unpost(struct ofi_domain *od, struct ofi_op *op, ssize_t ret,
-		     const char *what)
+static int op_unpost(struct ofi_domain *od, struct ofi_op *op, ssize_t ret)
 {
+	static const char *const what[] = {
+		[FAB_OP_READ] = "fi_read",
+		[FAB_OP_WRITE] = "fi_write",
+		[FAB_OP_SEND] = "fi_send",
+	};
+
+	uint8_t kind = op->op;
+
 	pthread_mutex_lock(&od->lock);
 	ofi_op_unlink(od, op);
 	fab_ofi_op_free(od, op);
 	pthread_mutex_unlock(&od->lock);
 	if (ret == -FI_EAGAIN)
 		return -EAGAIN;
-	pr_err("%s: %s", what, fi_strerror((int)-ret));
+	pr_err("%s: %s", what[kind], fi_strerror((int)-ret));
 	return ofi_err(ret);
+}
+
+/* Queue a POSTED slot the provider has not seen; lock held. */
+static void op_queue(struct ofi_domain *od, struct ofi_op *op)
+{
+	op->state = OP_QUEUED;
+	op->ep->nqueued++;
+	__atomic_store_n(&od->nqueued, od->nqueued + 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * Post a slot taken by op_get(). ofi_rxm refuses
+ * operations (-FI_EAGAIN) while it makes a peer's connection, which only
+ * progresses while someone reads the CQ: those are queued and posted again
+ * from there (fab_ofi_post_queued()), so that callers never retry for it.
+ * Once a connection is up -FI_EAGAIN is a full queue: the caller's -EAGAIN.
+ */
+static int op_start(struct ofi_domain *od, struct ofi_ep *ep, struct ofi_op *op)
+{
+	ssize_t ret;
+
+	pthread_mutex_lock(&od->lock);
+	if (ep->nqueued) {
+		/* behind those already waiting: messages keep their order */
+		op_queue(od, op);
+		pthread_mutex_unlock(&od->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&od->lock);
+	ret = fab_ofi_op_post(od, op);
+	if (!ret) {
+		__atomic_store_n(&ep->up, true, __ATOMIC_RELAXED);
+		return 0;
+	}
+	if (ret == -FI_EAGAIN && !__atomic_load_n(&ep->up, __ATOMIC_RELAXED)) {
+		pthread_mutex_lock(&od->lock);
+		if (op->state == OP_POSTED)
+			op_queue(od, op);
+		else /* expired meanwhile, and reported: never posted */
+			fab_ofi_op_free(od, op);
+		pthread_mutex_unlock(&od->lock);
+		return 0;
+	}
+	return op_unpost(od, op, ret);
 }
 
 /* The local descriptor for buf, or an error if the provider needs one. */
@@ -365,25 +433,21 @@ static int ofi_rma(struct fab_ep *e, enum fab_op kind, void *buf, size_t len,
 {
 	struct ofi_domain *od = ofi_od(e->d);
 	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
+	struct ofi_op want = { .op = kind,
+			       .buf = buf,
+			       .len = len,
+			       .raddr = addr,
+			       .key = key,
+			       .ctx = ctx };
 	struct ofi_op *op;
-	void *desc;
-	ssize_t ret;
+	int ret;
 
-	ret = local_desc(od, buf, len, mr, &desc);
+	ret = local_desc(od, buf, len, mr, &want.desc);
 	if (!ret)
-		ret = op_get(od, ep, kind, len, ctx, NULL, &op);
+		ret = op_get(od, ep, &want, &op);
 	if (ret)
-		return (int)ret;
-	if (kind == FAB_OP_READ)
-		ret = fi_read(od->ep, buf, len, desc, ep->fa, addr, key,
-			      &op->fictx);
-	else
-		ret = fi_write(od->ep, buf, len, desc, ep->fa, addr, key,
-			       &op->fictx);
-	if (ret)
-		return op_unpost(od, op, ret,
-				 kind == FAB_OP_READ ? "fi_read" : "fi_write");
-	return 0;
+		return ret;
+	return op_start(od, ep, op);
 }
 
 static int ofi_read(struct fab_ep *e, void *buf, size_t len, struct fab_mr *mr,
@@ -403,18 +467,16 @@ static int ofi_send(struct fab_ep *e, const void *buf, size_t len, void *ctx)
 {
 	struct ofi_domain *od = ofi_od(e->d);
 	struct ofi_ep *ep = container_of(e, struct ofi_ep, base);
+	struct ofi_op want = { .op = FAB_OP_SEND, .len = len, .ctx = ctx };
 	struct ofi_op *op;
-	char *sb;
-	ssize_t ret;
+	int ret;
 
-	ret = op_get(od, ep, FAB_OP_SEND, len, ctx, &sb, &op);
+	ret = op_get(od, ep, &want, &op);
 	if (ret)
-		return (int)ret;
-	memcpy(sb, buf, len);
-	ret = fi_send(od->ep, sb, len, od->bufs_desc, ep->fa, &op->fictx);
-	if (ret)
-		return op_unpost(od, op, ret, "fi_send");
-	return 0;
+		return ret;
+	/* the bounce buffer is ours until op_start() posts it */
+	memcpy(op->buf, buf, len);
+	return op_start(od, ep, op);
 }
 
 /* open and close */
@@ -733,6 +795,7 @@ static int ofi_open(const char *prov, const struct fab_opts *opts,
 	if (!od)
 		return -ENOMEM;
 	od->base.ops = &fab_ofi_ops;
+	fab_release_init(&od->base);
 	od->wait_fd = -1;
 	od->timeout_ns = (uint64_t)opts->op_timeout_ms * 1000000ULL;
 	od->spin_ns = opts->progress_spin_us > 0
@@ -810,6 +873,16 @@ static void ofi_close(struct fab_domain *d)
 		pthread_join(od->pt, NULL);
 		od->pt_running = false;
 	}
+	/* queued operations never reached the provider: only free them */
+	while (od->nqueued) {
+		struct ofi_op *op = od->posted.next;
+
+		while (op->state != OP_QUEUED)
+			op = op->next;
+		ofi_op_unqueue(od, op);
+		ofi_op_unlink(od, op);
+		fab_ofi_op_free(od, op);
+	}
 	/*
 	 * ofi_rxm (1.17) crashes in fi_close() of the endpoint below while
 	 * the response to a read is still arriving (a stopped peer that
@@ -818,6 +891,8 @@ static void ofi_close(struct fab_domain *d)
 	 */
 	if (od->cq)
 		fab_ofi_drain_held(od, fy_now_ns() + drain_ns);
+	/* memory handed over while busy: released now, or leaked */
+	fab_release_close(&od->base);
 	while (od->eps.next && od->eps.next != &od->eps) {
 		struct ofi_ep *ep = od->eps.next;
 
@@ -887,5 +962,6 @@ const struct fab_ops fab_ofi_ops = {
 	.write = ofi_write,
 	.send = ofi_send,
 	.poll = fab_ofi_poll,
+	.mem_busy = fab_ofi_mem_busy,
 	.close = ofi_close,
 };

@@ -24,6 +24,7 @@
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_eq.h>
 #include <rdma/fi_errno.h>
+#include <rdma/fi_rma.h>
 
 #include "common/log.h"
 
@@ -75,12 +76,105 @@ void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op)
 		z->next = od->reap;
 		__atomic_store_n(&od->reap, z, __ATOMIC_RELAXED);
 	}
-	if (op->owner)
-		__atomic_sub_fetch(&od->base.stats.ops_held, 1,
-				   __ATOMIC_RELAXED);
+	if (op->owner) {
+		__atomic_sub_fetch(&od->held, 1, __ATOMIC_RELAXED);
+		/* a deferred release may wait for this one */
+		__atomic_store_n(&od->freed, true, __ATOMIC_RELAXED);
+	}
 	op->owner = NULL;
 	op->next = od->free_ops;
 	od->free_ops = op;
+}
+
+ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op)
+{
+	fi_addr_t fa = op->owner->fa;
+
+	switch (op->op) {
+	case FAB_OP_READ:
+		return fi_read(od->ep, op->buf, op->len, op->desc, fa,
+			       op->raddr, op->key, &op->fictx);
+	case FAB_OP_WRITE:
+		return fi_write(od->ep, op->buf, op->len, op->desc, fa,
+				op->raddr, op->key, &op->fictx);
+	default:
+		return fi_send(od->ep, op->buf, op->len, op->desc, fa,
+			       &op->fictx);
+	}
+}
+
+int fab_ofi_post_queued(struct ofi_domain *od)
+{
+	struct ofi_op *op, *next;
+	int failed = 0;
+	ssize_t ret;
+
+	if (!__atomic_load_n(&od->nqueued, __ATOMIC_RELAXED))
+		return 0;
+	/* under the lock: a completion must find the slot POSTED */
+	pthread_mutex_lock(&od->lock);
+	od->round++;
+	for (op = od->posted.next; op != &od->posted && od->nqueued;
+	     op = next) {
+		struct ofi_ep *ep = op->ep;
+
+		next = op->next;
+		if (op->state != OP_QUEUED || ep->refused_round == od->round)
+			continue;
+		ret = ep->failed ? -FI_ENOTCONN : fab_ofi_op_post(od, op);
+		if (ret == -FI_EAGAIN) {
+			/* still connecting: keep its later ones in order */
+			ep->refused_round = od->round;
+			continue;
+		}
+		ofi_op_unqueue(od, op);
+		if (!ret) {
+			op->state = OP_POSTED;
+			__atomic_store_n(&ep->up, true, __ATOMIC_RELAXED);
+			continue;
+		}
+		/* refused for good: its completion says why */
+		struct fab_cqe c = {
+			.ctx = op->ctx,
+			.ep = &ep->base,
+			.op = op->op,
+			.status = ofi_err(ret),
+		};
+
+		if (ret != -FI_ENOTCONN)
+			pr_err("posting a queued operation: %s",
+			       fi_strerror((int)-ret));
+		ofi_op_unlink(od, op);
+		fab_ofi_op_free(od, op);
+		fab_ofi_ring_push(od, &c);
+		failed++;
+	}
+	if (failed)
+		fab_ofi_wake(od);
+	pthread_mutex_unlock(&od->lock);
+	return failed;
+}
+
+/* fab_mem_busy(): a slot not yet free whose buffer overlaps the range. */
+bool fab_ofi_mem_busy(const struct fab_domain *d, const void *addr, size_t len)
+{
+	struct ofi_domain *od = ofi_od(d);
+	const char *a = addr;
+	bool busy = false;
+	unsigned i;
+
+	if (!__atomic_load_n(&od->held, __ATOMIC_RELAXED))
+		return false;
+	pthread_mutex_lock(&od->lock);
+	for (i = 0; i < od->nops && !busy; i++) {
+		const struct ofi_op *op = &od->ops[i];
+		const char *b = op->buf;
+
+		busy = op->state != OP_FREE && b && b < a + len &&
+		       a < b + op->len;
+	}
+	pthread_mutex_unlock(&od->lock);
+	return busy;
 }
 
 static struct ofi_ep *ep_by_addr(struct ofi_domain *od, fi_addr_t fa)
@@ -198,8 +292,14 @@ static int expire(struct ofi_domain *od, uint64_t now)
 			pr_warn("operation timed out; peer presumed dead");
 		op->ep->failed = true;
 		ofi_op_unlink(od, op);
-		op->state = OP_ABANDONED;
-		op->ep = NULL;
+		if (op->state == OP_QUEUED) {
+			/* its connection never came up; the provider never saw it */
+			ofi_op_unqueue(od, op);
+			fab_ofi_op_free(od, op);
+		} else {
+			op->state = OP_ABANDONED;
+			op->ep = NULL;
+		}
 		fab_ofi_ring_push(od, &c);
 		n++;
 	}
@@ -222,7 +322,7 @@ void fab_ofi_wake(struct ofi_domain *od)
  * providers) and queue the results. Returns the number of provider
  * completions handled, or -errno.
  */
-static int cq_drain(struct ofi_domain *od)
+static int cq_read(struct ofi_domain *od)
 {
 	struct fi_cq_msg_entry e[OFI_CQ_BATCH];
 	fi_addr_t src[OFI_CQ_BATCH];
@@ -250,7 +350,6 @@ static int cq_drain(struct ofi_domain *od)
 			 FI_ADDR_NOTAVAIL);
 		fab_ofi_wake(od);
 		pthread_mutex_unlock(&od->lock);
-		fab_ofi_reap(od);
 		return 1;
 	}
 	if (n < 0) {
@@ -263,8 +362,31 @@ static int cq_drain(struct ofi_domain *od)
 			 od->has_source ? src[i] : FI_ADDR_NOTAVAIL);
 	fab_ofi_wake(od);
 	pthread_mutex_unlock(&od->lock);
-	fab_ofi_reap(od);
 	return (int)n;
+}
+
+void fab_ofi_after(struct ofi_domain *od)
+{
+	fab_ofi_reap(od);
+	/* looked at first: every fab_poll() passes here */
+	if (__atomic_load_n(&od->freed, __ATOMIC_RELAXED) &&
+	    __atomic_exchange_n(&od->freed, false, __ATOMIC_RELAXED))
+		fab_release_sweep(&od->base);
+}
+
+/*
+ * One pass: read the CQ, post what waited for its connection, then act on
+ * the slots the provider handed back. Returns the number of completions
+ * queued, or -errno.
+ */
+static int cq_drain(struct ofi_domain *od)
+{
+	int n = cq_read(od);
+
+	if (n >= 0)
+		n += fab_ofi_post_queued(od);
+	fab_ofi_after(od);
+	return n;
 }
 
 /* Block on the CQ's wait fd (and the kick fd) for up to ms. */
@@ -295,7 +417,7 @@ static bool wait_cq(struct ofi_domain *od, int ms)
 
 void fab_ofi_drain_held(struct ofi_domain *od, uint64_t until)
 {
-	while (__atomic_load_n(&od->base.stats.ops_held, __ATOMIC_RELAXED) &&
+	while (__atomic_load_n(&od->held, __ATOMIC_RELAXED) &&
 	       fy_now_ns() < until) {
 		int n = cq_drain(od);
 
@@ -382,6 +504,7 @@ void *fab_ofi_progress(void *arg)
 			if (expire(od, now))
 				fab_ofi_wake(od);
 			pthread_mutex_unlock(&od->lock);
+			fab_ofi_after(od);
 			next_expire = now + OFI_IDLE_WAIT_MS * 1000000ULL;
 		}
 		if (n > 0) {
@@ -522,6 +645,7 @@ int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 		expire(od, now);
 		n = ring_pop(od, cqes, max);
 		pthread_mutex_unlock(&od->lock);
+		fab_ofi_after(od);
 		if (n || !timeout_ms)
 			return n;
 		now = fy_now_ns();

@@ -41,6 +41,19 @@ enum fab_access {
 	FAB_ACCESS_LOCAL = 1 << 2, /* local buffer of our reads and writes */
 };
 
+/* How fab_mem_release() gives memory back once nothing can write into it. */
+enum fab_release {
+	FAB_RELEASE_FREE, /* free(addr): from malloc() */
+	FAB_RELEASE_MUNMAP, /* munmap(addr, len): a mapping only we use */
+	/*
+	 * munmap(addr, len) of a MAP_SHARED mapping whose object others keep
+	 * using (a VM's memfd): while something may still write into it,
+	 * private anonymous memory is mapped over the range at once, so late
+	 * bytes never reach the object.
+	 */
+	FAB_RELEASE_MUNMAP_SHARED,
+};
+
 enum fab_op {
 	FAB_OP_READ,
 	FAB_OP_WRITE,
@@ -84,7 +97,6 @@ struct fab_stats {
 	uint64_t ep_count; /* connected endpoints */
 	uint64_t ops_done; /* operations completed, successful or not */
 	uint64_t ops_failed; /* of which failed */
-	uint64_t ops_held; /* posted and not yet returned by the provider */
 	uint64_t progress_cpu_ns; /* CPU time used by the progress thread */
 };
 
@@ -125,19 +137,27 @@ int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
  * Post a one-sided read of len bytes at rk->addr + off on the peer into buf.
  * mr is the registration holding buf (NULL when the provider does not need
  * local registration). Completion arrives from fab_poll() with ctx.
- * Returns 0, -EAGAIN when too many operations are in flight or the first
- * connection to the peer is still being made (poll, retry), -ERANGE when
+ * Returns 0 (posted: exactly one completion follows), -EAGAIN when there is
+ * no room (too many operations in flight or not yet fetched, or the
+ * provider's queue is full): retry after fab_poll() returned a completion,
+ * or a little later when none of ours is in flight, -ERANGE when
  * [off, off + len) is outside rk, -ENOTCONN when ep has failed (see
- * fab_ep_close()), or another -errno. An operation not completed within
- * op_timeout_ms completes with -ETIMEDOUT; its buffer may still be written
- * while fab_stats.ops_held says the provider holds it (see fab_ep_close()).
+ * fab_ep_close()), or another -errno. The first operations to a peer are
+ * accepted while its connection is still being made: the fabric posts them
+ * once it is up, from fab_poll() or the progress thread. An operation not
+ * completed within op_timeout_ms completes with -ETIMEDOUT. The provider
+ * may write into buf after that completion, and after fab_ep_close(): hand
+ * it back with fab_mem_release(), or ask fab_mem_busy() before reusing it.
  */
 int fab_read(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
 	     const struct fab_rkey *rk, uint64_t off, void *ctx);
 /* Like fab_read(), from buf to the peer's memory. */
 int fab_write(struct fab_ep *ep, const void *buf, size_t len, struct fab_mr *mr,
 	      const struct fab_rkey *rk, uint64_t off, void *ctx);
-/* Send a message of at most FAB_MSG_MAX bytes; buf is copied. */
+/*
+ * Send a message of at most FAB_MSG_MAX bytes; buf is copied. Returns like
+ * fab_read(), or -EMSGSIZE.
+ */
 int fab_send(struct fab_ep *ep, const void *buf, size_t len, void *ctx);
 /*
  * Fetch up to max completions, waiting up to timeout_ms (0: do not wait,
@@ -146,6 +166,14 @@ int fab_send(struct fab_ep *ep, const void *buf, size_t len, void *ctx);
  */
 int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 	     int timeout_ms);
+/*
+ * Whether an operation posted on d may still write into (a read) or read
+ * from (a write) some byte of [addr, addr + len): in flight, waiting for
+ * its connection, or already completed (-ETIMEDOUT, -ECANCELED) but not
+ * yet handed back by the provider. Before reusing a buffer after such a
+ * completion. Any thread; addr NULL or len 0: false.
+ */
+bool fab_mem_busy(const struct fab_domain *d, const void *addr, size_t len);
 
 /* close */
 
@@ -153,15 +181,33 @@ int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 int fab_mr_dereg(struct fab_mr *mr);
 /*
  * Close an endpoint; its outstanding operations complete with -ECANCELED
- * at once. The provider may hold some longer (a stalled connection): while
- * fab_stats.ops_held is non-zero late data may still land in their buffers,
- * so keep that memory mapped, or map something else over it.
+ * at once. The provider may hold some longer (a stalled connection), and
+ * late data may land in their buffers until it hands them back: see
+ * fab_mem_release() and fab_mem_busy().
  * After an operation on ep timed out or hit a connection error (peer died,
  * peer refused a key) the endpoint refuses new operations (-ENOTCONN):
  * close it and connect again. Accepts NULL.
  */
 void fab_ep_close(struct fab_ep *ep);
-/* Close endpoints, deregister all memory, stop progress. Accepts NULL. */
+/*
+ * Hand over memory the caller is done with; the fabric owns it from here
+ * and gives it back as `how` says, with mr (the registration covering it,
+ * or NULL) deregistered first: at once when no operation on d may still
+ * write into or read from [addr, addr + len) (fab_mem_busy()), else once
+ * the provider has handed the last such operation back (from fab_poll() or
+ * the progress thread). At fab_domain_close() what is still busy then is
+ * leaked on purpose, with one log line. addr NULL: only mr is deregistered.
+ * Any thread; never fails (without memory for the bookkeeping the area is
+ * leaked and logged). The caller must not touch addr or mr afterwards.
+ */
+void fab_mem_release(struct fab_domain *d, void *addr, size_t len,
+		     struct fab_mr *mr, enum fab_release how);
+
+/*
+ * Close endpoints, stop progress, wait up to op_timeout_ms for what the
+ * provider holds, release what fab_mem_release() deferred (or leak it, see
+ * there), deregister all memory. Accepts NULL.
+ */
 void fab_domain_close(struct fab_domain *d);
 
 #endif /* FERRY_FABRIC_FABRIC_H */

@@ -45,14 +45,23 @@ struct fab_ops {
 	int (*send)(struct fab_ep *ep, const void *buf, size_t len, void *ctx);
 	int (*poll)(struct fab_domain *d, struct fab_cqe *cqes, int max,
 		    int timeout_ms);
+	/* fab_mem_busy(); any thread */
+	bool (*mem_busy)(const struct fab_domain *d, const void *addr,
+			 size_t len);
 	void (*close)(struct fab_domain *d);
 };
+
+struct fab_rel;
 
 /* Base of every backend's domain. */
 struct fab_domain {
 	const struct fab_ops *ops;
 	/* updated with __atomic builtins: stats may be read from any thread */
 	struct fab_stats stats;
+	/* fab_release.c: memory handed over while busy */
+	pthread_mutex_t rel_lock;
+	struct fab_rel *rel; /* under rel_lock */
+	unsigned nrel; /* entries on rel; written under rel_lock, peeked at */
 };
 
 /* Base of every backend's registration. */
@@ -94,7 +103,12 @@ extern const struct fab_ops fab_ofi_ops;
 	(FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_PROV_KEY | FI_MR_ALLOCATED | \
 	 FI_MR_ENDPOINT)
 
-enum ofi_op_state { OP_FREE, OP_POSTED, OP_ABANDONED };
+/*
+ * QUEUED: refused by the provider while its endpoint's connection was being
+ * made; on the posted list (its deadline runs), posted again by
+ * fab_ofi_post_queued(). The provider has not seen it.
+ */
+enum ofi_op_state { OP_FREE, OP_POSTED, OP_QUEUED, OP_ABANDONED };
 
 struct ofi_ep;
 
@@ -105,7 +119,11 @@ struct ofi_op {
 	struct ofi_ep *owner; /* its endpoint, until the provider returns it */
 	void *ctx;
 	uint64_t deadline;
+	/* what the provider is given: buf may be written or read until FREE */
+	void *buf; /* read or write: the caller's; send: our bounce buffer */
 	size_t len;
+	void *desc;
+	uint64_t raddr, key; /* read or write */
 	int sbuf; /* send bounce buffer index or -1 */
 	uint8_t op; /* enum fab_op */
 	uint8_t state; /* enum ofi_op_state */
@@ -127,7 +145,14 @@ struct ofi_ep {
 	 * address stays until the last one comes back (see ofi_ep_close()).
 	 */
 	bool closed;
+	/*
+	 * The provider accepted an operation: its connection is made, and
+	 * -FI_EAGAIN from now on means a full queue (atomic).
+	 */
+	bool up;
 	unsigned held; /* operations posted and not yet returned */
+	unsigned nqueued; /* of which QUEUED; later ones queue behind */
+	unsigned refused_round; /* fab_ofi_post_queued(): refused this round */
 	struct ofi_ep *next, *prev;
 };
 
@@ -169,6 +194,14 @@ struct ofi_domain {
 	struct ofi_op *free_ops;
 	struct ofi_op posted; /* list head, in deadline order */
 	unsigned nposted; /* slots on it: each owes the ring one cqe */
+	unsigned nqueued; /* QUEUED slots among them; peeked at atomically */
+	unsigned round; /* fab_ofi_post_queued() calls */
+	/*
+	 * Slots taken and not yet free: the provider (or our queue) holds
+	 * them, and their buffers may still be written. Atomic.
+	 */
+	uint64_t held;
+	bool freed; /* atomic: a held slot was freed since fab_ofi_after() */
 	struct fab_cqe *ring;
 	unsigned ring_cap, ring_head, ring_len;
 	struct ofi_rx rx[OFI_NRX];
@@ -215,8 +248,35 @@ static inline void ofi_op_unlink(struct ofi_domain *od, struct ofi_op *op)
 	op->next = op->prev = NULL;
 }
 
+/* fab_release.c: the domain's deferred releases (fab_mem_release()) */
+void fab_release_init(struct fab_domain *d);
+/* Release what is no longer busy; no backend lock held. Any thread. */
+void fab_release_sweep(struct fab_domain *d);
+/* Closing: release what is not busy, leak the rest with one log line. */
+void fab_release_close(struct fab_domain *d);
+
+/* A QUEUED slot leaves the queue (posted, or to be freed); od->lock held. */
+static inline void ofi_op_unqueue(struct ofi_domain *od, struct ofi_op *op)
+{
+	op->owner->nqueued--;
+	__atomic_store_n(&od->nqueued, od->nqueued - 1, __ATOMIC_RELAXED);
+}
+
 /* fab_ofi.c: remove the addresses of released endpoints; lock not held */
 void fab_ofi_reap(struct ofi_domain *od);
+/*
+ * fab_ofi_cq.c. Hand a slot's operation to the provider: 0 or -FI_E*.
+ * Post QUEUED operations again (their connection may be up now), lock not
+ * held: returns how many completed with an error instead.
+ */
+ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op);
+int fab_ofi_post_queued(struct ofi_domain *od);
+bool fab_ofi_mem_busy(const struct fab_domain *d, const void *addr, size_t len);
+/*
+ * After slots may have been freed, lock not held: remove released
+ * endpoints' addresses, sweep deferred releases (fab_ofi_cq.c).
+ */
+void fab_ofi_after(struct ofi_domain *od);
 /* fab_ofi_cq.c; od->lock held for ring_push, op_free and wake */
 void fab_ofi_ring_push(struct ofi_domain *od, const struct fab_cqe *c);
 void fab_ofi_wake(struct ofi_domain *od);
@@ -225,7 +285,7 @@ int fab_ofi_post_rx(struct ofi_domain *od, struct ofi_rx *rx);
 void *fab_ofi_progress(void *arg);
 /*
  * Closing: read the CQ until the provider has handed back every operation
- * it held (fab_stats.ops_held), or until `until` (fy_now_ns()).
+ * it held (od->held), or until `until` (fy_now_ns()).
  */
 void fab_ofi_drain_held(struct ofi_domain *od, uint64_t until);
 int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,

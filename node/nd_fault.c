@@ -372,6 +372,15 @@ static void stall_end(struct nd_fault *fs, uint64_t now)
 		(now - fs->stall_t0) / 1e9);
 }
 
+/* Whether a read the provider still holds may land in our buffers. */
+static bool bufs_busy(const struct nd_fault *fs)
+{
+	if (fs->p.mode == ND_FAULT_COPY)
+		return fab_mem_busy(fs->p.dom, fs->staging,
+				    SLOTS * FY_PAGE_SIZE);
+	return fab_mem_busy(fs->p.dom, fs->p.map, fs->p.pages * FY_PAGE_SIZE);
+}
+
 static void post(struct nd_fault *fs, struct slot *s, uint64_t now)
 {
 	struct fab_mr *mr = fs->p.mode == ND_FAULT_COPY ? fs->stage_mr
@@ -381,10 +390,7 @@ static void post(struct nd_fault *fs, struct slot *s, uint64_t now)
 	if (s->posted || !fs->ep || (fs->stalled && now < fs->next_retry))
 		return;
 	if (fs->held) {
-		struct fab_stats st;
-
-		fab_domain_stats(fs->p.dom, &st);
-		if (st.ops_held)
+		if (bufs_busy(fs))
 			return;
 		fs->held = false;
 	}
@@ -577,7 +583,6 @@ static void complete(struct nd_fault *fs, const struct fab_cqe *c, uint64_t now)
 /* Swap in a holder from nd_fault_set_holder(); repost everything. */
 static void swap_holder(struct nd_fault *fs, uint64_t now)
 {
-	struct fab_stats st;
 	struct fab_cqe cqe[16];
 	unsigned i;
 
@@ -599,12 +604,9 @@ static void swap_holder(struct nd_fault *fs, uint64_t now)
 	 */
 	while (fab_poll(fs->p.dom, cqe, ARRAY_SIZE(cqe), 0) > 0)
 		;
-	fab_domain_stats(fs->p.dom, &st);
-	fs->held = st.ops_held > 0;
+	fs->held = bufs_busy(fs);
 	if (fs->held)
-		pr_warn("%llu reads of the old holder still held: faults wait "
-			"for them",
-			(unsigned long long)st.ops_held);
+		pr_warn("old holder's reads still held: faults wait");
 	for (i = 0; i < SLOTS; i++) {
 		if (fs->slot[i].posted) {
 			fs->slot[i].posted = false;
@@ -868,14 +870,13 @@ void nd_fault_close(struct nd_fault *fs)
 		return;
 	atomic_store(&fs->stop, true);
 	pthread_join(fs->thread, NULL);
-	/* closing the endpoints ends any read still writing our buffers */
 	fab_ep_close(fs->ep);
 	if (fs->have_new)
 		fab_ep_close(fs->new_ep);
-	fab_mr_dereg(fs->stage_mr);
+	/* a read the provider still holds may write the staging pages */
+	fab_mem_release(fs->p.dom, fs->staging, SLOTS * FY_PAGE_SIZE,
+			fs->stage_mr, FAB_RELEASE_MUNMAP);
 	fab_mr_dereg(fs->map_mr);
-	if (fs->staging)
-		munmap(fs->staging, SLOTS * FY_PAGE_SIZE);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs->hist);
 	free(fs);

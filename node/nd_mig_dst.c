@@ -531,7 +531,6 @@ static int post_delta(struct nd_mig_dst *d)
 			break;
 		ret = fab_read(d->ep, d->dbuf + d->dposted, len, d->dmr,
 			       &d->drk, d->dposted, s);
-		d->refused = ret == -EAGAIN;
 		if (ret == -EAGAIN)
 			break;
 		if (ret)
@@ -551,10 +550,10 @@ static int post_delta(struct nd_mig_dst *d)
 
 static void delta_free(struct nd_mig_dst *d)
 {
-	fab_mr_dereg(d->dmr);
+	/* the fabric unmaps it once no read can land there */
+	fab_mem_release(d->n->fab, d->dbuf, d->dlen, d->dmr,
+			FAB_RELEASE_MUNMAP);
 	d->dmr = NULL;
-	if (d->dbuf)
-		munmap(d->dbuf, d->dlen);
 	d->dbuf = NULL;
 	d->djob = false;
 }
@@ -610,7 +609,6 @@ static int post_reads(struct nd_mig_dst *d)
 		ret = fab_read(d->ep, d->map + p * FY_PAGE_SIZE,
 			       (e - p) * FY_PAGE_SIZE, d->mr, &d->rk,
 			       p * FY_PAGE_SIZE, s);
-		d->refused = ret == -EAGAIN;
 		if (ret == -EAGAIN)
 			break;
 		if (ret)
@@ -775,29 +773,13 @@ static void resume(struct nd_mig_dst *d)
 
 /*
  * Drop the map of the VM's memfd. A stalled link can leave reads held by
- * the provider after their endpoint closed; their data may still arrive,
- * so then anonymous memory is mapped over the range instead: late bytes
- * land there, never in the memfd, and never in unmapped space.
+ * the provider after their endpoint closed: the fabric then parks the
+ * range on anonymous memory, so late bytes never reach the memfd.
  */
 static void unmap(struct nd_mig_dst *d)
 {
-	struct fab_stats st;
-
-	fab_domain_stats(d->n->fab, &st);
-	if (!st.ops_held) {
-		munmap(d->map, d->pages * FY_PAGE_SIZE);
-		return;
-	}
-	if (mmap(d->map, d->pages * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
-		 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-		 0) == MAP_FAILED)
-		dst_err(d, "cannot park the map (%" PRIu64 " reads held): %s",
-			st.ops_held, strerror(errno));
-	else
-		dst_info(d,
-			 "%" PRIu64 " reads still held by the fabric: "
-			 "map parked on anonymous memory",
-			 st.ops_held);
+	fab_mem_release(d->n->fab, d->map, d->pages * FY_PAGE_SIZE, NULL,
+			FAB_RELEASE_MUNMAP_SHARED);
 }
 
 static void cleanup(struct nd_mig_dst *d, bool ok)
@@ -928,14 +910,12 @@ void *nd_mig_dst_thread(void *arg)
 			break;
 		}
 		/*
-		 * Reads refused while the first connection is made progress
-		 * only in fab_poll(): waiting on the queue instead cost up
-		 * to 50 ms a retry (an idle 1 GiB took 65 ms over tcp). Not
-		 * later: then shm refuses until the source hands back its
-		 * command slots, and polling for that took the populator's
-		 * CPU (1 GiB over shm 660 -> 1000 ms).
+		 * Nothing in flight: reads refused for room (shm refuses
+		 * until the source hands back its command slots) wait on the
+		 * queue; polling for them took the populator's CPU (1 GiB
+		 * over shm 660 -> 1000 ms).
 		 */
-		if (d->inflight || (d->refused && !d->bytes)) {
+		if (d->inflight) {
 			if (reap(d, 1))
 				break;
 		} else {

@@ -60,7 +60,6 @@
 #define STATS_NS (200 * 1000000ULL)
 #define BACKOFF_MIN_NS (100 * 1000000ULL)
 #define BACKOFF_MAX_NS (2000 * 1000000ULL)
-#define PARKED_MAX 16
 #define PREPAGE_MAX 64 /* fault server's pre-paging window cap */
 
 #define post_info(d, fmt, ...)                                                 \
@@ -88,10 +87,6 @@ struct nd_post {
 	uint8_t *stage;
 	size_t stage_len; /* zc: two pages, for the warm-up reads */
 	struct fab_mr *stage_mr;
-	/* staging areas a stalled provider may still write into */
-	uint8_t *parked[PARKED_MAX];
-	struct fab_mr *parked_mr[PARKED_MAX];
-	unsigned nparked;
 	uint64_t next_stats;
 	bool fault_stalled; /* as of the last PC_STATS */
 	uint64_t prepaged; /* pages we fetched for the fault server */
@@ -146,29 +141,28 @@ static int stage_alloc(struct nd_mig_dst *d)
 	return ret;
 }
 
-static void stage_free(uint8_t *buf, size_t len, struct fab_mr *mr)
+/* The fabric unmaps it once no read the provider holds can land there. */
+static void stage_free(struct nd_mig_dst *d)
 {
-	fab_mr_dereg(mr);
-	if (buf)
-		munmap(buf, len);
+	struct nd_post *p = d->post;
+
+	fab_mem_release(d->n->fab, p->stage, p->stage_len, p->stage_mr,
+			FAB_RELEASE_MUNMAP);
+	p->stage = NULL;
+	p->stage_mr = NULL;
 }
 
 /*
  * A closed endpoint's reads may be held by the provider and land later:
- * never in a staging area we reuse. Keep it, take a fresh one.
+ * never in a staging area we reuse. Hand it over, take a fresh one.
  */
 static void stage_park(struct nd_mig_dst *d)
 {
 	struct nd_post *p = d->post;
-	struct fab_stats st;
 
-	fab_domain_stats(d->n->fab, &st);
-	if (!st.ops_held || p->nparked == PARKED_MAX)
+	if (!fab_mem_busy(d->n->fab, p->stage, p->stage_len))
 		return;
-	p->parked[p->nparked] = p->stage;
-	p->parked_mr[p->nparked++] = p->stage_mr;
-	p->stage = NULL;
-	p->stage_mr = NULL;
+	stage_free(d);
 	if (stage_alloc(d))
 		pr_err("no staging memory for post-copy reads");
 }
@@ -210,11 +204,9 @@ static void drop_ep(struct nd_mig_dst *d)
 		}
 	d->win.inflight = 0;
 	if (d->post->zc) {
-		struct fab_stats st;
-
 		/* their pages are read again once no late data can land */
-		fab_domain_stats(d->n->fab, &st);
-		d->post->quarantine = st.ops_held > 0;
+		d->post->quarantine = fab_mem_busy(d->n->fab, d->map,
+						   d->pages * FY_PAGE_SIZE);
 	} else {
 		stage_park(d);
 	}
@@ -784,12 +776,9 @@ int nd_post_step(struct nd_mig_dst *d)
 
 	if ((p->broken || p->fault_stalled) && now >= p->reconnect_at)
 		reconnect(d, now);
-	if (p->quarantine) {
-		struct fab_stats fst;
-
-		fab_domain_stats(d->n->fab, &fst);
-		p->quarantine = fst.ops_held > 0;
-	}
+	if (p->quarantine)
+		p->quarantine = fab_mem_busy(d->n->fab, d->map,
+					     d->pages * FY_PAGE_SIZE);
 	post_reads(d);
 	if (d->inflight) {
 		if (reap(d, 1))
@@ -821,7 +810,6 @@ void nd_post_end(struct nd_mig_dst *d)
 {
 	struct nd_post *p = d->post;
 	struct fab_cqe cqe[16];
-	struct fab_stats st;
 
 	if (!p)
 		return;
@@ -831,12 +819,7 @@ void nd_post_end(struct nd_mig_dst *d)
 	while (fab_poll(d->n->fault_fab, cqe, ARRAY_SIZE(cqe), 0) > 0)
 		;
 	drop_ep(d);
-	fab_domain_stats(d->n->fab, &st);
-	if (!st.ops_held) {
-		stage_free(p->stage, p->stage_len, p->stage_mr);
-		for (unsigned i = 0; i < p->nparked; i++)
-			stage_free(p->parked[i], p->stage_len, p->parked_mr[i]);
-	}
+	stage_free(d);
 	free(p->present);
 	free(p->holes);
 	free(p->placed);

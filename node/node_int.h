@@ -951,7 +951,6 @@ struct nd_mig_dst {
 	uint64_t cursor;
 	unsigned inflight;
 	uint64_t inflight_pages;
-	bool refused; /* the last read got -EAGAIN */
 	struct nd_window win;
 	struct nd_mig_slot slots[ND_MIG_WINDOW];
 	/* a DELTA_SET being pulled into dbuf, then applied */

@@ -1,0 +1,301 @@
+// SPDX-License-Identifier: MIT
+/*
+ * fab_mem_release() and fab_mem_busy(), in one process. Two tcp domains
+ * without progress threads: the target serves a read only while the test
+ * polls it, so "the provider holds a read" is a read posted while the
+ * target is left alone. The leak at close is checked on a stand-in
+ * backend whose mem_busy says what the test wants: a real domain closed
+ * against a silent peer can crash inside ofi_rxm (docs/fabric.md).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/util.h"
+#include "fabric/fabric_int.h"
+
+#define PAGE 4096
+#define TIMEOUT_MS 300
+
+static bool mapped(void *p)
+{
+	return msync(p, PAGE, MS_ASYNC) == 0;
+}
+
+static void *map_pages(size_t n)
+{
+	void *p = mmap(NULL, n * PAGE, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	assert_true(p != MAP_FAILED);
+	return p;
+}
+
+struct pair {
+	struct fab_domain *t, *i; /* target, initiator */
+	char *region; /* the target's, registered for reads */
+	struct fab_mr *tmr;
+	struct fab_rkey rk;
+	struct fab_ep *ep;
+};
+
+static void pair_open(struct pair *p)
+{
+	struct fab_opts o = { .op_timeout_ms = TIMEOUT_MS };
+	struct fab_addr a;
+
+	assert_int_equal(fab_domain_open(&o, &p->t), 0);
+	assert_int_equal(fab_domain_open(&o, &p->i), 0);
+	p->region = map_pages(4);
+	memset(p->region, 0x5a, 4 * PAGE);
+	assert_int_equal(fab_mr_reg(p->t, p->region, 4 * PAGE, FAB_ACCESS_READ,
+				    &p->tmr),
+			 0);
+	fab_mr_rkey(p->tmr, &p->rk);
+	fab_domain_addr(p->t, &a);
+	assert_int_equal(fab_ep_connect(p->i, &a, &p->ep), 0);
+}
+
+static void pair_close(struct pair *p)
+{
+	fab_ep_close(p->ep);
+	fab_domain_close(p->i);
+	fab_domain_close(p->t);
+	munmap(p->region, 4 * PAGE);
+}
+
+/* Poll the initiator (and the target when serve) until one cqe or 2 s. */
+static struct fab_cqe wait_cqe(struct pair *p, bool serve)
+{
+	uint64_t end = fy_now_ns() + 2000000000ULL;
+	struct fab_cqe c = { .status = 1 };
+	struct fab_cqe tc;
+
+	while (fy_now_ns() < end) {
+		if (serve)
+			assert_true(fab_poll(p->t, &tc, 1, 0) >= 0);
+		if (fab_poll(p->i, &c, 1, 1) == 1)
+			return c;
+	}
+	fail_msg("no completion within 2 s");
+	return c;
+}
+
+/*
+ * The first read to a peer is accepted (not -EAGAIN) although its
+ * connection is still being made; it lands once both sides progress.
+ */
+static void test_first_read_accepted(void **state)
+{
+	struct fab_mr *mr;
+	struct fab_cqe c;
+	struct pair p;
+	char *buf;
+
+	(void)state;
+	pair_open(&p);
+	buf = map_pages(1);
+	assert_int_equal(fab_mr_reg(p.i, buf, PAGE, FAB_ACCESS_LOCAL, &mr), 0);
+	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, buf), 0);
+	assert_true(fab_mem_busy(p.i, buf, PAGE));
+	c = wait_cqe(&p, true);
+	assert_int_equal(c.status, 0);
+	assert_ptr_equal(c.ctx, buf);
+	assert_int_equal((unsigned char)buf[PAGE - 1], 0x5a);
+	assert_false(fab_mem_busy(p.i, buf, PAGE));
+	/* nothing holds it: unmapped at once, registration gone */
+	fab_mem_release(p.i, buf, PAGE, mr, FAB_RELEASE_MUNMAP);
+	assert_false(mapped(buf));
+	pair_close(&p);
+}
+
+/*
+ * A read the provider holds past its endpoint's close: the buffer handed
+ * over stays mapped until the read comes back, late, then goes.
+ */
+static void test_release_waits_for_held_read(void **state)
+{
+	struct fab_stats st;
+	struct fab_mr *mr;
+	struct fab_cqe c;
+	struct pair p;
+	char *buf, *other;
+	uint64_t end;
+
+	(void)state;
+	pair_open(&p);
+	buf = map_pages(2);
+	other = buf + PAGE;
+	assert_int_equal(fab_mr_reg(p.i, buf, 2 * PAGE, FAB_ACCESS_LOCAL, &mr),
+			 0);
+	/* make the connection */
+	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, NULL), 0);
+	assert_int_equal(wait_cqe(&p, true).status, 0);
+
+	/* the target is left alone: the provider keeps this read */
+	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, PAGE, NULL), 0);
+	fab_ep_close(p.ep);
+	p.ep = NULL;
+	c = wait_cqe(&p, false);
+	assert_int_equal(c.status, -ECANCELED);
+	assert_true(fab_mem_busy(p.i, buf, PAGE));
+	assert_true(fab_mem_busy(p.i, buf + PAGE - 1, 1));
+	assert_false(fab_mem_busy(p.i, other, PAGE));
+
+	fab_mem_release(p.i, buf, PAGE, NULL, FAB_RELEASE_MUNMAP);
+	assert_true(mapped(buf));
+	/* a neighbour nothing writes goes at once */
+	fab_mem_release(p.i, other, PAGE, NULL, FAB_RELEASE_MUNMAP);
+	assert_false(mapped(other));
+
+	/* the target serves it: the late completion releases buf */
+	end = fy_now_ns() + 2000000000ULL;
+	while (mapped(buf) && fy_now_ns() < end) {
+		assert_true(fab_poll(p.t, &c, 1, 0) >= 0);
+		/* late completions never surface */
+		assert_int_equal(fab_poll(p.i, &c, 1, 1), 0);
+	}
+	assert_false(mapped(buf));
+	assert_int_equal(fab_mr_dereg(mr), 0);
+	fab_domain_stats(p.i, &st);
+	assert_int_equal(st.mr_count, 0);
+	pair_close(&p);
+}
+
+/*
+ * A shared mapping handed over while busy is replaced by private memory
+ * at once: late bytes never reach the file behind it.
+ */
+static void test_release_shared_parks(void **state)
+{
+	struct fab_mr *mr;
+	struct fab_cqe c;
+	struct pair p;
+	char *buf, probe[PAGE];
+	uint64_t end;
+	int fd;
+
+	(void)state;
+	pair_open(&p);
+	fd = memfd_create("release-test", 0);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, PAGE), 0);
+	buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(buf != MAP_FAILED);
+	assert_int_equal(fab_mr_reg(p.i, buf, PAGE, FAB_ACCESS_LOCAL, &mr), 0);
+	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, NULL), 0);
+	assert_int_equal(wait_cqe(&p, true).status, 0);
+	memset(buf, 0, PAGE);
+
+	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, NULL), 0);
+	fab_ep_close(p.ep);
+	p.ep = NULL;
+	assert_int_equal(wait_cqe(&p, false).status, -ECANCELED);
+	fab_mem_release(p.i, buf, PAGE, mr, FAB_RELEASE_MUNMAP_SHARED);
+	assert_true(mapped(buf));
+	end = fy_now_ns() + 2000000000ULL;
+	while (mapped(buf) && fy_now_ns() < end) {
+		assert_true(fab_poll(p.t, &c, 1, 0) >= 0);
+		assert_int_equal(fab_poll(p.i, &c, 1, 1), 0);
+	}
+	assert_false(mapped(buf));
+	/* the late read landed in the parked memory, not in the memfd */
+	assert_int_equal(pread(fd, probe, PAGE, 0), PAGE);
+	for (size_t k = 0; k < PAGE; k++)
+		assert_int_equal(probe[k], 0);
+	close(fd);
+	pair_close(&p);
+}
+
+/* A stand-in backend: mem_busy answers what the test says. */
+static bool fake_busy_now;
+
+static bool fake_busy(const struct fab_domain *d, const void *addr, size_t len)
+{
+	(void)d;
+	(void)addr;
+	(void)len;
+	return fake_busy_now;
+}
+
+static const struct fab_ops fake_ops = { .name = "fake",
+					 .mem_busy = fake_busy };
+
+/* Count the lines of fd's file from off on that contain s. */
+static int lines_with(int fd, off_t off, const char *s)
+{
+	char text[8192], *l, *save;
+	ssize_t n;
+	int count = 0;
+
+	n = pread(fd, text, sizeof(text) - 1, off);
+	assert_true(n >= 0);
+	text[n] = 0;
+	for (l = strtok_r(text, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save))
+		count += strstr(l, s) != NULL;
+	return count;
+}
+
+/*
+ * Busy at release: kept; a sweep once it is not: freed. Busy at close:
+ * leaked (still mapped afterwards), said in one log line.
+ */
+static void test_release_close_leaks(void **state)
+{
+	struct fab_domain d = { .ops = &fake_ops };
+	char *a = map_pages(1), *b = map_pages(1), *c = map_pages(2);
+	int logfd, saved;
+
+	(void)state;
+	fab_release_init(&d);
+	fake_busy_now = true;
+	fab_mem_release(&d, a, PAGE, NULL, FAB_RELEASE_MUNMAP);
+	assert_true(mapped(a));
+	fake_busy_now = false;
+	fab_release_sweep(&d);
+	assert_false(mapped(a));
+
+	fake_busy_now = true;
+	fab_mem_release(&d, b, PAGE, NULL, FAB_RELEASE_MUNMAP);
+	fab_mem_release(&d, c, 2 * PAGE, NULL, FAB_RELEASE_MUNMAP);
+	fab_release_sweep(&d);
+	assert_true(mapped(b) && mapped(c));
+
+	logfd = open("/tmp", O_TMPFILE | O_RDWR, 0600);
+	assert_true(logfd >= 0);
+	saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(logfd, STDERR_FILENO), STDERR_FILENO);
+	fab_release_close(&d);
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	assert_true(mapped(b) && mapped(c));
+	assert_int_equal(lines_with(logfd, 0, "leaked"), 1);
+	assert_int_equal(lines_with(logfd, 0, "2 busy areas (12288 bytes)"), 1);
+	close(logfd);
+	munmap(b, PAGE);
+	munmap(c, 2 * PAGE);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_first_read_accepted),
+		cmocka_unit_test(test_release_waits_for_held_read),
+		cmocka_unit_test(test_release_shared_parks),
+		cmocka_unit_test(test_release_close_leaks),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
