@@ -2,9 +2,10 @@
 /*
  * Auto-converge, on the source: what a migration does when rounds stop
  * making progress (the dirty set no longer shrinks by a tenth) while the
- * expected downtime stays over the limit. round_done() in nd_mig.c
- * counts the stalled rounds and calls nd_mig_converge(); the hard cap
- * (--max-rounds) stays in force whatever this does.
+ * expected downtime stays over the limit. nd_src_next() decides, from
+ * the round's figures alone, what the source does after each round (it
+ * counts the stalled rounds too); round_done() in nd_mig_src.c acts. The
+ * hard cap (--max-rounds) stays in force whatever auto-converge does.
  *
  * - downtime: after --stall-rounds stalled rounds, double the downtime
  *   limit, up to max_downtime_ms;
@@ -63,25 +64,32 @@ static bool converge_downtime(struct nd_mig *m, uint64_t est)
 	return est <= m->limit_ms;
 }
 
-static void converge_throttle(struct nd_mig *m)
+/* The throttle auto-converge asks for after this round; 0: none. */
+static unsigned throttle_step(const struct nd_mig *m)
 {
-	unsigned first = m->throttle_pct, pct;
-	int ret;
+	unsigned pct;
 
 	/* 0: THROTTLE failed before (an old ferry-vm?); do not insist */
 	if (!m->o.throttle_max)
-		return;
+		return 0;
 	if (!m->throttle_pct) {
 		if (m->stall < m->o.stall_rounds)
-			return;
+			return 0;
 		pct = m->o.throttle_initial;
 	} else {
 		/* throttled already: one more step per stalled round */
 		if (!m->stall || m->throttle_pct >= m->o.throttle_max)
-			return;
+			return 0;
 		pct = m->throttle_pct + m->o.throttle_increment;
 	}
-	pct = FY_MIN(pct, m->o.throttle_max);
+	return FY_MIN(pct, m->o.throttle_max);
+}
+
+void nd_mig_throttle(struct nd_mig *m, unsigned pct)
+{
+	unsigned first = m->throttle_pct;
+	int ret;
+
 	if (!m->vmp || !m->vmp->kc)
 		return;
 	ret = kva_client_throttle(m->vmp->kc, pct);
@@ -113,16 +121,68 @@ static void converge_throttle(struct nd_mig *m)
 		    m->throttle_round, pct, m->round);
 }
 
-bool nd_mig_converge(struct nd_mig *m, uint64_t est)
+void nd_src_round_bw(struct nd_mig *m, uint64_t elapsed_ns)
 {
-	if (m->o.auto_converge == PROTO_CONVERGE_DOWNTIME)
-		return converge_downtime(m, est);
+	uint64_t bytes = m->round_pages * FY_PAGE_SIZE;
+	double bw;
+
+	/*
+	 * The best rate of a round that moved at least 1 MiB (tiny rounds
+	 * measure the round trip, not the link); one of 8 MiB or more
+	 * replaces it, however slow: the link may have become slower.
+	 */
+	if (!m->round_pages || (bytes < (1 << 20) && m->bw > 0))
+		return;
+	bw = bytes / (elapsed_ns / 1e9 + 1e-9);
+	if (bw > m->bw || bytes >= (8 << 20))
+		m->bw = bw;
+}
+
+uint64_t nd_src_estimate(struct nd_mig *m, uint64_t dirty, uint64_t now)
+{
+	if (m->last_harvest_ns && now > m->last_harvest_ns)
+		m->dirty_rate = dirty / ((now - m->last_harvest_ns) / 1e9);
+	m->last_harvest_ns = now;
+	m->expected_dt_ms =
+		m->bw > 0 ? (uint64_t)(dirty * FY_PAGE_SIZE / m->bw * 1000)
+			  : UINT64_MAX;
+	return m->expected_dt_ms;
+}
+
+enum nd_src_next nd_src_next(struct nd_mig *m, uint64_t dirty, uint64_t est,
+			     unsigned *throttle)
+{
+	bool asked = m->sm.state == ND_SRC_PRECOPY_ASKED;
+
+	*throttle = 0;
+	if (est <= m->limit_ms)
+		return ND_NEXT_SWITCHOVER;
+	/* progress: the dirty set shrinks by a tenth at least */
+	if (!m->best_dirty || dirty * 10 < m->best_dirty * 9) {
+		m->best_dirty = dirty;
+		m->stall = 0;
+	} else {
+		m->stall++;
+	}
+	if (m->o.mode == PROTO_MODE_HYBRID &&
+	    (asked || (m->o.postcopy_after ? m->round + 1 >= m->o.postcopy_after
+					   : m->stall >= m->o.stall_rounds))) {
+		snprintf(m->actions, sizeof(m->actions),
+			 "post-copy after round %u%s", m->round,
+			 asked ? " (asked)" : "");
+		return ND_NEXT_POSTCOPY;
+	}
+	if (m->round + 1 >= m->o.max_rounds)
+		return ND_NEXT_FAIL;
+	if (m->o.auto_converge == PROTO_CONVERGE_DOWNTIME &&
+	    converge_downtime(m, est))
+		return ND_NEXT_SWITCHOVER;
 	if (m->o.auto_converge == PROTO_CONVERGE_THROTTLE) {
 		if (!m->throttle_pct)
 			m->throttle_round = m->round;
-		converge_throttle(m);
+		*throttle = throttle_step(m);
 	}
-	return false;
+	return ND_NEXT_ROUND;
 }
 
 void nd_mig_unthrottle(struct nd_mig *m)

@@ -199,9 +199,10 @@ static void postcopy_start(struct nd_mig *m)
 /* The destination pulled everything announced: next round or switchover. */
 static void round_done(struct nd_mig *m)
 {
-	uint64_t now = fy_now_ns(), dirty, elapsed, est;
+	uint64_t now = fy_now_ns(), dirty, est;
+	enum nd_src_next next;
 	struct fy_run *runs;
-	bool asked;
+	unsigned pct;
 	size_t nr;
 	int ret;
 
@@ -209,69 +210,34 @@ static void round_done(struct nd_mig *m)
 		postcopy_start(m);
 		return;
 	}
-	elapsed = now - m->round_start_ns;
-	/*
-	 * Bandwidth: the best rate of a round that moved at least 1 MiB
-	 * (tiny rounds measure the round trip, not the link).
-	 */
-	if (m->round_pages * FY_PAGE_SIZE >= (1 << 20) || m->bw == 0) {
-		double bw =
-			m->round_pages * FY_PAGE_SIZE / (elapsed / 1e9 + 1e-9);
-
-		if (m->round_pages &&
-		    (bw > m->bw || m->round_pages * FY_PAGE_SIZE >= (8 << 20)))
-			m->bw = bw;
-	}
+	nd_src_round_bw(m, now - m->round_start_ns);
 	ret = nd_src_harvest(m, &runs, &nr, &dirty);
 	if (ret) {
 		nd_mig_src_fail(m, ND_SRC_FAILED, true, "harvest failed: %s",
 				strerror(-ret));
 		return;
 	}
-	if (m->last_harvest_ns)
-		m->dirty_rate = dirty / ((now - m->last_harvest_ns) / 1e9);
-	m->last_harvest_ns = now;
-	est = m->bw > 0 ? (uint64_t)(dirty * FY_PAGE_SIZE / m->bw * 1000)
-			: UINT64_MAX;
-	m->expected_dt_ms = est;
+	est = nd_src_estimate(m, dirty, now);
 	pr_debug("%" PRIu64 ": round %u done in %.1f ms; %" PRIu64
 		 " dirty, bw %.0f MB/s, expected downtime %" PRIu64 " ms",
-		 m->id, m->round, elapsed / 1e6, dirty, m->bw / 1e6, est);
-	if (est <= m->limit_ms) {
-		switchover(m, runs, nr, false);
+		 m->id, m->round, (now - m->round_start_ns) / 1e6, dirty,
+		 m->bw / 1e6, est);
+	next = nd_src_next(m, dirty, est, &pct);
+	if (pct)
+		nd_mig_throttle(m, pct);
+	if (next == ND_NEXT_SWITCHOVER || next == ND_NEXT_POSTCOPY) {
+		switchover(m, runs, nr, next == ND_NEXT_POSTCOPY);
 		return;
 	}
-	/* progress: the dirty set shrinks by a tenth at least */
-	if (!m->best_dirty || dirty * 10 < m->best_dirty * 9) {
-		m->best_dirty = dirty;
-		m->stall = 0;
-	} else {
-		m->stall++;
-	}
-	asked = m->sm.state == ND_SRC_PRECOPY_ASKED;
-	if (m->o.mode == PROTO_MODE_HYBRID &&
-	    (asked || (m->o.postcopy_after ? m->round + 1 >= m->o.postcopy_after
-					   : m->stall >= m->o.stall_rounds))) {
-		snprintf(m->actions, sizeof(m->actions),
-			 "post-copy after round %u%s", m->round,
-			 asked ? " (asked)" : "");
-		switchover(m, runs, nr, true);
-		return;
-	}
-	if (m->round + 1 >= m->o.max_rounds) {
+	if (next == ND_NEXT_FAIL) {
 		free(runs);
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"did not converge in %u rounds: %" PRIu64
 				" pages dirty per round (%.0f pages/s), "
-				"bandwidth "
-				"%.0f MB/s, expected downtime %" PRIu64
-				" ms > limit %" PRIu64 " ms",
+				"bandwidth %.0f MB/s, expected downtime "
+				"%" PRIu64 " ms > limit %" PRIu64 " ms",
 				m->round + 1, dirty, m->dirty_rate, m->bw / 1e6,
 				est, m->limit_ms);
-		return;
-	}
-	if (nd_mig_converge(m, est)) {
-		switchover(m, runs, nr, false);
 		return;
 	}
 	m->round++;

@@ -850,15 +850,35 @@ int nd_mig_csum_compare(struct nd_mig_dst *d);
 /* All of them compared: 0 if every page matched, else -1 (reason set). */
 int nd_mig_csum_verdict(struct nd_mig_dst *d);
 
-/* nd_mig_conv.c: auto-converge, on the source */
+/* nd_mig_conv.c: the source's round accounting and auto-converge */
 
+/* What the source does after a round. */
+enum nd_src_next {
+	ND_NEXT_ROUND, /* announce the dirty pages as the next round */
+	ND_NEXT_SWITCHOVER, /* the rest fits the downtime limit (maybe raised) */
+	ND_NEXT_POSTCOPY, /* hybrid: post-copy now */
+	ND_NEXT_FAIL, /* --max-rounds reached: did not converge */
+};
+
+/* A round of m->round_pages took elapsed_ns: update the bandwidth m->bw. */
+void nd_src_round_bw(struct nd_mig *m, uint64_t elapsed_ns);
 /*
- * Round `m->round` ended with an expected downtime of est ms over the
- * limit and m->stall rounds without progress: raise the downtime limit or
- * throttle the vCPUs, as m->o.auto_converge says, and note what was done
- * in m->actions. Returns true when the raised limit now fits est.
+ * dirty pages were harvested at now: the dirty rate, and the expected
+ * downtime in ms of moving them (UINT64_MAX while the bandwidth is not
+ * known), which is returned.
  */
-bool nd_mig_converge(struct nd_mig *m, uint64_t est);
+uint64_t nd_src_estimate(struct nd_mig *m, uint64_t dirty, uint64_t now);
+/*
+ * Round m->round ended with dirty pages and expected downtime est ms:
+ * count its progress (m->stall), then decide, from m's options and
+ * figures only. Auto-converge by downtime raises m->limit_ms here; by
+ * throttle, *throttle is the percentage to apply (nd_mig_throttle()), or
+ * 0. Notes what it did in m->actions.
+ */
+enum nd_src_next nd_src_next(struct nd_mig *m, uint64_t dirty, uint64_t est,
+			     unsigned *throttle);
+/* Throttle m's source VM to pct percent (the adapter's THROTTLE). */
+void nd_mig_throttle(struct nd_mig *m, unsigned pct);
 /* Lift the throttle of m's source VM, if any: it runs at full speed. */
 void nd_mig_unthrottle(struct nd_mig *m);
 
