@@ -92,9 +92,9 @@ static int call(const char *sock, msgpack_sbuffer *sb, msgpack_unpacked *reply,
 		fprintf(stderr, "ferry: %s\n", err);
 		return ND_EXIT_FAIL;
 	}
-	if (nd_mp_get(&reply->data, "error")) {
+	if (proto_mp_get(&reply->data, "error")) {
 		fprintf(stderr, "ferry: ferryd: %s\n",
-			nd_mp_str(&reply->data, "error", err, sizeof(err)));
+			proto_mp_str(&reply->data, "error", err, sizeof(err)));
 		msgpack_unpacked_destroy(reply);
 		free(*raw);
 		*raw = NULL;
@@ -114,7 +114,7 @@ static bool ended(const msgpack_object *m)
 {
 	char st[16];
 
-	nd_mp_str(m, "state", st, sizeof(st));
+	proto_mp_str(m, "state", st, sizeof(st));
 	return !strcmp(st, "completed") || !strcmp(st, "failed") ||
 	       !strcmp(st, "cancelled");
 }
@@ -137,8 +137,8 @@ static int follow(const char *sock, uint64_t id, bool json)
 		msgpack_sbuffer_init(&sb);
 		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 		msgpack_pack_map(&pk, 2);
-		nd_mp_pack_kv_str(&pk, "cmd", "migration");
-		nd_mp_pack_kv_u64(&pk, "id", id);
+		proto_mp_pack_kv_str(&pk, "cmd", "migration");
+		proto_mp_pack_kv_u64(&pk, "id", id);
 		r = call(sock, &sb, &reply, &raw);
 		msgpack_sbuffer_destroy(&sb);
 		if (r)
@@ -159,7 +159,7 @@ static int follow(const char *sock, uint64_t id, bool json)
 			} else {
 				nd_cli_print_report(stdout, &reply.data);
 			}
-			nd_mp_str(&reply.data, "state", st, sizeof(st));
+			proto_mp_str(&reply.data, "state", st, sizeof(st));
 			ret = strcmp(st, "completed") ? ND_EXIT_FAIL
 						      : ND_EXIT_OK;
 			msgpack_unpacked_destroy(&reply);
@@ -347,31 +347,31 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 16);
-	nd_mp_pack_kv_str(&pk, "cmd", "migrate");
-	nd_mp_pack_kv_u64(&pk, "postcopy_after", pc_after);
-	nd_mp_pack_kv_str(&pk, "vm", argv[optind]);
-	nd_mp_pack_kv_str(&pk, "to", to);
-	nd_mp_pack_kv_str(&pk, "mode", mode);
-	nd_mp_pack_kv_u64(&pk, "downtime_limit_ms", dt);
-	nd_mp_pack_kv_u64(&pk, "max_bandwidth", bw);
-	nd_mp_pack_str(&pk, "verify");
+	proto_mp_pack_kv_str(&pk, "cmd", "migrate");
+	proto_mp_pack_kv_u64(&pk, "postcopy_after", pc_after);
+	proto_mp_pack_kv_str(&pk, "vm", argv[optind]);
+	proto_mp_pack_kv_str(&pk, "to", to);
+	proto_mp_pack_kv_str(&pk, "mode", mode);
+	proto_mp_pack_kv_u64(&pk, "downtime_limit_ms", dt);
+	proto_mp_pack_kv_u64(&pk, "max_bandwidth", bw);
+	proto_mp_pack_str(&pk, "verify");
 	if (verify)
 		msgpack_pack_true(&pk);
 	else
 		msgpack_pack_false(&pk);
-	nd_mp_pack_kv_str(&pk, "auto_converge", ac);
-	nd_mp_pack_kv_u64(&pk, "max_rounds", rounds);
-	nd_mp_pack_kv_u64(&pk, "timeout_s", timeout);
-	nd_mp_pack_kv_u64(&pk, "stall_rounds", stall);
-	nd_mp_pack_kv_str(&pk, "compress", compress);
-	nd_mp_pack_kv_u64(&pk, "cpu_throttle_initial", thr[0]);
-	nd_mp_pack_kv_u64(&pk, "cpu_throttle_increment", thr[1]);
-	nd_mp_pack_kv_u64(&pk, "max_cpu_throttle", thr[2]);
+	proto_mp_pack_kv_str(&pk, "auto_converge", ac);
+	proto_mp_pack_kv_u64(&pk, "max_rounds", rounds);
+	proto_mp_pack_kv_u64(&pk, "timeout_s", timeout);
+	proto_mp_pack_kv_u64(&pk, "stall_rounds", stall);
+	proto_mp_pack_kv_str(&pk, "compress", compress);
+	proto_mp_pack_kv_u64(&pk, "cpu_throttle_initial", thr[0]);
+	proto_mp_pack_kv_u64(&pk, "cpu_throttle_increment", thr[1]);
+	proto_mp_pack_kv_u64(&pk, "max_cpu_throttle", thr[2]);
 	ret = call(sock, &sb, &reply, &raw);
 	msgpack_sbuffer_destroy(&sb);
 	if (ret)
 		return ret;
-	id = nd_mp_int(&reply.data, "id", 0);
+	id = proto_mp_int(&reply.data, "id", 0);
 	msgpack_unpacked_destroy(&reply);
 	free(raw);
 	if (detach) {
@@ -416,22 +416,22 @@ static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 			return ND_EXIT_USAGE;
 		}
 		msgpack_pack_map(&pk, 2 + !!slash + fenced);
-		nd_mp_pack_kv_str(&pk, "cmd", cmd);
-		nd_mp_pack_kv_u64(&pk, "id", id);
+		proto_mp_pack_kv_str(&pk, "cmd", cmd);
+		proto_mp_pack_kv_u64(&pk, "id", id);
 		if (fenced) {
 			/* main() saw --fenced; ferryd checks it again */
-			nd_mp_pack_str(&pk, "fenced");
+			proto_mp_pack_str(&pk, "fenced");
 			msgpack_pack_true(&pk);
 		}
 		if (slash) {
 			char src[ND_NAME_MAX + 1];
 
 			snprintf(src, sizeof(src), "%.*s", (int)srclen, arg);
-			nd_mp_pack_kv_str(&pk, "source", src);
+			proto_mp_pack_kv_str(&pk, "source", src);
 		}
 	} else {
 		msgpack_pack_map(&pk, 1);
-		nd_mp_pack_kv_str(&pk, "cmd", cmd);
+		proto_mp_pack_kv_str(&pk, "cmd", cmd);
 	}
 	ret = call(sock, &sb, &reply, &raw);
 	msgpack_sbuffer_destroy(&sb);

@@ -13,7 +13,7 @@
 
 void nd_cli_print_vms(FILE *f, const msgpack_object *r)
 {
-	const msgpack_object *vms = nd_mp_get(r, "vms");
+	const msgpack_object *vms = proto_mp_get(r, "vms");
 	uint32_t n = 0;
 
 	if (vms && vms->type == MSGPACK_OBJECT_ARRAY)
@@ -25,23 +25,26 @@ void nd_cli_print_vms(FILE *f, const msgpack_object *r)
 		const msgpack_object *v = &vms->via.array.ptr[i];
 		char name[ND_NAME_MAX + 1], guest[32], st[32], mem[32], mig[32];
 		char accel[8];
-		int64_t id = nd_mp_int(v, "migration", 0);
+		int64_t id = proto_mp_int(v, "migration", 0);
 
 		snprintf(mig, sizeof(mig), id ? "%" PRId64 : "-", id);
 		fprintf(f,
 			"%-16s  %-9s  %5" PRId64 "  %-8s  %-5s  %-8s  "
 			"%10" PRId64 "  %8" PRId64 "  %8" PRId64 "  %s\n",
-			nd_mp_str(v, "name", name, sizeof(name)),
-			fy_fmt_bytes(nd_mp_int(v, "memory_bytes", 0), mem,
+			proto_mp_str(v, "name", name, sizeof(name)),
+			fy_fmt_bytes(proto_mp_int(v, "memory_bytes", 0), mem,
 				     sizeof(mem)),
-			nd_mp_int(v, "vcpus", 0),
-			nd_mp_str(v, "guest", guest, sizeof(guest))[0] ? guest
-								       : "-",
-			nd_mp_str(v, "accel", accel, sizeof(accel))[0] ? accel
-								       : "-",
-			nd_mp_str(v, "state", st, sizeof(st)),
-			nd_mp_int(v, "writes", 0), nd_mp_int(v, "pass", 0),
-			nd_mp_int(v, "checks", 0), mig);
+			proto_mp_int(v, "vcpus", 0),
+			proto_mp_str(v, "guest", guest, sizeof(guest))[0]
+				? guest
+				: "-",
+			proto_mp_str(v, "accel", accel, sizeof(accel))[0]
+				? accel
+				: "-",
+			proto_mp_str(v, "state", st, sizeof(st)),
+			proto_mp_int(v, "writes", 0),
+			proto_mp_int(v, "pass", 0),
+			proto_mp_int(v, "checks", 0), mig);
 	}
 }
 
@@ -50,17 +53,17 @@ void nd_cli_mig_id(char *buf, size_t len, const msgpack_object *m)
 	char role[16], peer[ND_NAME_MAX + 1];
 
 	/* ids are the source's: one it started here is plain */
-	if (!strcmp(nd_mp_str(m, "role", role, sizeof(role)), "destination"))
+	if (!strcmp(proto_mp_str(m, "role", role, sizeof(role)), "destination"))
 		snprintf(buf, len, "%s/%" PRId64,
-			 nd_mp_str(m, "peer", peer, sizeof(peer)),
-			 nd_mp_int(m, "id", 0));
+			 proto_mp_str(m, "peer", peer, sizeof(peer)),
+			 proto_mp_int(m, "id", 0));
 	else
-		snprintf(buf, len, "%" PRId64, nd_mp_int(m, "id", 0));
+		snprintf(buf, len, "%" PRId64, proto_mp_int(m, "id", 0));
 }
 
 void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
 {
-	const msgpack_object *ms = nd_mp_get(r, "migrations");
+	const msgpack_object *ms = proto_mp_get(r, "migrations");
 	uint32_t n = 0;
 
 	if (ms && ms->type == MSGPACK_OBJECT_ARRAY)
@@ -71,19 +74,20 @@ void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
 		const msgpack_object *m = &ms->via.array.ptr[i];
 		char role[16], vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1];
 		char st[16], reason[512], id[ND_NAME_MAX + 24];
-		int64_t total = nd_mp_int(m, "pages_total", 0);
+		int64_t total = proto_mp_int(m, "pages_total", 0);
 
 		nd_cli_mig_id(id, sizeof(id), m);
 		fprintf(f,
 			"%-8s  %-11s  %-16s  %-10s  %-10s  %5d  %5.1f%%  %s\n",
-			id, nd_mp_str(m, "role", role, sizeof(role)),
-			nd_mp_str(m, "vm", vm, sizeof(vm)),
-			nd_mp_str(m, "peer", peer, sizeof(peer)),
-			nd_mp_str(m, "state", st, sizeof(st)),
-			(int)nd_mp_int(m, "round", 0),
-			total ? 100.0 * nd_mp_int(m, "pages_valid", 0) / total
+			id, proto_mp_str(m, "role", role, sizeof(role)),
+			proto_mp_str(m, "vm", vm, sizeof(vm)),
+			proto_mp_str(m, "peer", peer, sizeof(peer)),
+			proto_mp_str(m, "state", st, sizeof(st)),
+			(int)proto_mp_int(m, "round", 0),
+			total ? 100.0 * proto_mp_int(m, "pages_valid", 0) /
+					total
 			      : 0.0,
-			nd_mp_str(m, "reason", reason, sizeof(reason))[0]
+			proto_mp_str(m, "reason", reason, sizeof(reason))[0]
 				? reason
 				: "-");
 	}
@@ -92,10 +96,11 @@ void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
 void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
 			  double *best_pct)
 {
-	int64_t total = nd_mp_int(m, "pages_total", 0);
-	double pct = total ? 100.0 * nd_mp_int(m, "pages_valid", 0) / total : 0;
+	int64_t total = proto_mp_int(m, "pages_total", 0);
+	double pct = total ? 100.0 * proto_mp_int(m, "pages_valid", 0) / total
+			   : 0;
 	char st[16], bw[32], thr[32] = "";
-	int64_t throttle = nd_mp_int(m, "cpu_throttle", 0);
+	int64_t throttle = proto_mp_int(m, "cpu_throttle", 0);
 
 	/*
 	 * Pages dirtied again make the share of valid pages drop; the line
@@ -104,82 +109,87 @@ void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
 	 */
 	if (pct > *best_pct)
 		*best_pct = pct;
-	fy_fmt_bytes((uint64_t)nd_mp_double(m, "bandwidth", 0), bw, sizeof(bw));
+	fy_fmt_bytes((uint64_t)proto_mp_double(m, "bandwidth", 0), bw,
+		     sizeof(bw));
 	if (throttle)
 		snprintf(thr, sizeof(thr), "  vCPUs throttled %" PRId64 "%%",
 			 throttle);
-	if (!strcmp(nd_mp_str(m, "state", st, sizeof(st)), "postcopy")) {
-		const msgpack_object *pc = nd_mp_get(m, "postcopy");
+	if (!strcmp(proto_mp_str(m, "state", st, sizeof(st)), "postcopy")) {
+		const msgpack_object *pc = proto_mp_get(m, "postcopy");
 
-		snprintf(buf, len,
-			 "%-10s %5.1f%%  VM runs on the destination  faults "
-			 "%" PRId64 "  blocktime %.0f ms  bandwidth %s/s%s",
-			 st, *best_pct, nd_mp_int(pc, "faults", 0),
-			 nd_mp_double(pc, "blocktime_ms", 0), bw,
-			 nd_mp_get(pc, "stalled") &&
-					 nd_mp_get(pc, "stalled")->via.boolean
-				 ? "  STALLED: holder unreachable"
-				 : "");
+		snprintf(
+			buf, len,
+			"%-10s %5.1f%%  VM runs on the destination  faults "
+			"%" PRId64 "  blocktime %.0f ms  bandwidth %s/s%s",
+			st, *best_pct, proto_mp_int(pc, "faults", 0),
+			proto_mp_double(pc, "blocktime_ms", 0), bw,
+			proto_mp_get(pc, "stalled") &&
+					proto_mp_get(pc, "stalled")->via.boolean
+				? "  STALLED: holder unreachable"
+				: "");
 		return;
 	}
 	snprintf(buf, len,
 		 "%-10s %5.1f%%  round %-3" PRId64 " dirty %8.0f pages/s  "
 		 "bandwidth %s/s  expected downtime %" PRId64 " ms%s",
-		 nd_mp_str(m, "state", st, sizeof(st)), *best_pct,
-		 nd_mp_int(m, "round", 0), nd_mp_double(m, "dirty_rate", 0), bw,
-		 nd_mp_int(m, "expected_downtime_ms", 0), thr);
+		 proto_mp_str(m, "state", st, sizeof(st)), *best_pct,
+		 proto_mp_int(m, "round", 0),
+		 proto_mp_double(m, "dirty_rate", 0), bw,
+		 proto_mp_int(m, "expected_downtime_ms", 0), thr);
 }
 
 /* The post-copy part of a report, when there was one. */
 static void print_postcopy(FILE *f, const msgpack_object *m)
 {
-	const msgpack_object *pc = nd_mp_get(m, "postcopy");
+	const msgpack_object *pc = proto_mp_get(m, "postcopy");
 	char mode[16];
 
 	if (!pc ||
-	    !strcmp(nd_mp_str(m, "mode", mode, sizeof(mode)), "precopy") ||
-	    nd_mp_double(pc, "duration_ms", 0) <= 0)
+	    !strcmp(proto_mp_str(m, "mode", mode, sizeof(mode)), "precopy") ||
+	    proto_mp_double(pc, "duration_ms", 0) <= 0)
 		return;
 	fprintf(f,
 		"  post-copy:        %.3f s with the VM on the destination\n",
-		nd_mp_double(pc, "duration_ms", 0) / 1e3);
+		proto_mp_double(pc, "duration_ms", 0) / 1e3);
 	fprintf(f,
 		"  faults:           %" PRId64 " served, p50 %.1f us, p99 %.1f "
 		"us, max %.1f us\n",
-		nd_mp_int(pc, "faults", 0), nd_mp_double(pc, "fault_p50_us", 0),
-		nd_mp_double(pc, "fault_p99_us", 0),
-		nd_mp_double(pc, "fault_max_us", 0));
+		proto_mp_int(pc, "faults", 0),
+		proto_mp_double(pc, "fault_p50_us", 0),
+		proto_mp_double(pc, "fault_p99_us", 0),
+		proto_mp_double(pc, "fault_max_us", 0));
 	fprintf(f,
 		"  blocktime:        %.1f ms (vCPU time spent waiting on "
 		"faults)\n",
-		nd_mp_double(pc, "blocktime_ms", 0));
+		proto_mp_double(pc, "blocktime_ms", 0));
 	fprintf(f,
 		"  pre-paged:        %" PRId64 " pages; %" PRId64 " holes "
 		"zero-filled\n",
-		nd_mp_int(pc, "prepaged", 0), nd_mp_int(pc, "zero_pages", 0));
-	if (nd_mp_int(pc, "stalls", 0))
+		proto_mp_int(pc, "prepaged", 0),
+		proto_mp_int(pc, "zero_pages", 0));
+	if (proto_mp_int(pc, "stalls", 0))
 		fprintf(f,
 			"  stalls:           %" PRId64 " (holder unreachable "
 			"for %.1f s in all)\n",
-			nd_mp_int(pc, "stalls", 0),
-			nd_mp_double(pc, "stall_ms", 0) / 1e3);
+			proto_mp_int(pc, "stalls", 0),
+			proto_mp_double(pc, "stall_ms", 0) / 1e3);
 }
 
 void nd_cli_print_report(FILE *f, const msgpack_object *m)
 {
 	char st[16], vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1], b[32];
 	char reason[512], acts[512], tp[32], id[ND_NAME_MAX + 24];
-	double total = nd_mp_double(m, "total_s", 0);
-	double dt = nd_mp_double(m, "downtime_ms", -1);
-	int64_t verified = nd_mp_int(m, "verified_pages", 0);
+	double total = proto_mp_double(m, "total_s", 0);
+	double dt = proto_mp_double(m, "downtime_ms", -1);
+	int64_t verified = proto_mp_int(m, "verified_pages", 0);
 
 	nd_cli_mig_id(id, sizeof(id), m);
 	fprintf(f, "migration %s: %s %s %s: %s\n", id,
-		nd_mp_str(m, "vm", vm, sizeof(vm)),
+		proto_mp_str(m, "vm", vm, sizeof(vm)),
 		strchr(id, '/') ? "from" : "to",
-		nd_mp_str(m, "peer", peer, sizeof(peer)),
-		nd_mp_str(m, "state", st, sizeof(st)));
-	if (nd_mp_str(m, "reason", reason, sizeof(reason))[0])
+		proto_mp_str(m, "peer", peer, sizeof(peer)),
+		proto_mp_str(m, "state", st, sizeof(st)));
+	if (proto_mp_str(m, "reason", reason, sizeof(reason))[0])
 		fprintf(f, "  reason:           %s\n", reason);
 	fprintf(f, "  total time:       %.3f s\n", total);
 	if (dt >= 0)
@@ -190,35 +200,35 @@ void nd_cli_print_report(FILE *f, const msgpack_object *m)
 	else
 		fprintf(f, "  downtime:         -\n");
 	fprintf(f, "  rounds:           %" PRId64 "\n",
-		nd_mp_int(m, "round", 0) + 1);
+		proto_mp_int(m, "round", 0) + 1);
 	fprintf(f,
 		"  pages:            %" PRId64 " total, %" PRId64 " resident "
 		"at start\n",
-		nd_mp_int(m, "pages_total", 0),
-		nd_mp_int(m, "pages_resident", 0));
+		proto_mp_int(m, "pages_total", 0),
+		proto_mp_int(m, "pages_resident", 0));
 	fprintf(f,
 		"  pages pulled:     %" PRId64 " (%" PRId64 " pulled again)\n",
-		nd_mp_int(m, "pages_pulled", 0),
-		nd_mp_int(m, "pages_pulled_again", 0));
+		proto_mp_int(m, "pages_pulled", 0),
+		proto_mp_int(m, "pages_pulled_again", 0));
 	fprintf(f, "  bytes:            %s\n",
-		fy_fmt_bytes(nd_mp_int(m, "bytes", 0), b, sizeof(b)));
+		fy_fmt_bytes(proto_mp_int(m, "bytes", 0), b, sizeof(b)));
 	fprintf(f, "  throughput:       %s/s (bandwidth of the pulls %s/s)\n",
-		fy_fmt_bytes((uint64_t)nd_mp_double(m, "throughput", 0), tp,
+		fy_fmt_bytes((uint64_t)proto_mp_double(m, "throughput", 0), tp,
 			     sizeof(tp)),
-		fy_fmt_bytes((uint64_t)nd_mp_double(m, "bandwidth", 0), b,
+		fy_fmt_bytes((uint64_t)proto_mp_double(m, "bandwidth", 0), b,
 			     sizeof(b)));
 	fprintf(f, "  downtime limit:   %" PRId64 " ms\n",
-		nd_mp_int(m, "downtime_limit_ms", 0));
-	if (nd_mp_int(m, "delta_pages", 0))
+		proto_mp_int(m, "downtime_limit_ms", 0));
+	if (proto_mp_int(m, "delta_pages", 0))
 		fprintf(f,
 			"  delta:            %" PRId64 " pages re-sent in %s "
 			"(%.1f%% of their size)\n",
-			nd_mp_int(m, "delta_pages", 0),
-			fy_fmt_bytes(nd_mp_int(m, "delta_bytes", 0), b,
+			proto_mp_int(m, "delta_pages", 0),
+			fy_fmt_bytes(proto_mp_int(m, "delta_bytes", 0), b,
 				     sizeof(b)),
-			100.0 * nd_mp_int(m, "delta_bytes", 0) /
-				(4096.0 * nd_mp_int(m, "delta_pages", 1)));
-	if (nd_mp_str(m, "converge_actions", acts, sizeof(acts))[0])
+			100.0 * proto_mp_int(m, "delta_bytes", 0) /
+				(4096.0 * proto_mp_int(m, "delta_pages", 1)));
+	if (proto_mp_str(m, "converge_actions", acts, sizeof(acts))[0])
 		fprintf(f, "  auto-converge:    %s\n", acts);
 	print_postcopy(f, m);
 	if (verified && !strcmp(st, "completed"))

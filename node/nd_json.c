@@ -155,7 +155,7 @@ int nd_json_write(FILE *f, const msgpack_object *o)
 	return write_obj(f, o, 0);
 }
 
-const msgpack_object *nd_mp_get(const msgpack_object *map, const char *key)
+const msgpack_object *proto_mp_get(const msgpack_object *map, const char *key)
 {
 	size_t klen = strlen(key);
 
@@ -171,10 +171,10 @@ const msgpack_object *nd_mp_get(const msgpack_object *map, const char *key)
 	return NULL;
 }
 
-const char *nd_mp_str(const msgpack_object *map, const char *key, char *buf,
-		      size_t len)
+const char *proto_mp_str(const msgpack_object *map, const char *key, char *buf,
+			 size_t len)
 {
-	const msgpack_object *o = nd_mp_get(map, key);
+	const msgpack_object *o = proto_mp_get(map, key);
 	size_t n;
 
 	if (!len)
@@ -189,9 +189,9 @@ const char *nd_mp_str(const msgpack_object *map, const char *key, char *buf,
 	return buf;
 }
 
-int64_t nd_mp_int(const msgpack_object *map, const char *key, int64_t dflt)
+int64_t proto_mp_int(const msgpack_object *map, const char *key, int64_t dflt)
 {
-	const msgpack_object *o = nd_mp_get(map, key);
+	const msgpack_object *o = proto_mp_get(map, key);
 
 	if (!o)
 		return dflt;
@@ -202,9 +202,9 @@ int64_t nd_mp_int(const msgpack_object *map, const char *key, int64_t dflt)
 	return dflt;
 }
 
-double nd_mp_double(const msgpack_object *map, const char *key, double dflt)
+double proto_mp_double(const msgpack_object *map, const char *key, double dflt)
 {
-	const msgpack_object *o = nd_mp_get(map, key);
+	const msgpack_object *o = proto_mp_get(map, key);
 
 	if (!o)
 		return dflt;
@@ -218,7 +218,7 @@ double nd_mp_double(const msgpack_object *map, const char *key, double dflt)
 	return dflt;
 }
 
-void nd_mp_pack_str(msgpack_packer *pk, const char *s)
+void proto_mp_pack_str(msgpack_packer *pk, const char *s)
 {
 	size_t n = strlen(s);
 
@@ -226,14 +226,14 @@ void nd_mp_pack_str(msgpack_packer *pk, const char *s)
 	msgpack_pack_str_body(pk, s, n);
 }
 
-void nd_mp_pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
+void proto_mp_pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
 {
-	nd_mp_pack_str(pk, k);
-	nd_mp_pack_str(pk, v);
+	proto_mp_pack_str(pk, k);
+	proto_mp_pack_str(pk, v);
 }
 
-void nd_mp_pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
+void proto_mp_pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
 {
-	nd_mp_pack_str(pk, k);
+	proto_mp_pack_str(pk, k);
 	msgpack_pack_uint64(pk, v);
 }
