@@ -135,17 +135,6 @@ void nd_json_string(FILE *f, const char *s, size_t len);
  * nesting deeper than 32.
  */
 int nd_json_write(FILE *f, const msgpack_object *o);
-/* Look a string key up in a msgpack map; NULL when absent or not a map. */
-const msgpack_object *proto_mp_get(const msgpack_object *map, const char *key);
-/* Helpers over proto_mp_get(): copy a string or read an integer. */
-const char *proto_mp_str(const msgpack_object *map, const char *key, char *buf,
-			 size_t len);
-int64_t proto_mp_int(const msgpack_object *map, const char *key, int64_t dflt);
-double proto_mp_double(const msgpack_object *map, const char *key, double dflt);
-/* Pack a C string, or a key and its string or integer value. */
-void proto_mp_pack_str(msgpack_packer *pk, const char *s);
-void proto_mp_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
-void proto_mp_pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
 
 /* nd_cli.c */
 

@@ -455,41 +455,6 @@ static void test_json(void **state)
 	msgpack_sbuffer_destroy(&sb);
 }
 
-static void test_mp_helpers(void **state)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_unpacked up;
-	char buf[8];
-
-	(void)state;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 3);
-	proto_mp_pack_kv_str(&pk, "name", "a-long-name");
-	proto_mp_pack_kv_u64(&pk, "n", 5);
-	proto_mp_pack_str(&pk, "d");
-	msgpack_pack_double(&pk, 1.5);
-	msgpack_unpacked_init(&up);
-	assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL),
-			 MSGPACK_UNPACK_SUCCESS);
-	/* truncated to the buffer, always terminated */
-	assert_string_equal(proto_mp_str(&up.data, "name", buf, sizeof(buf)),
-			    "a-"
-			    "lon"
-			    "g"
-			    "-");
-	assert_string_equal(proto_mp_str(&up.data, "none", buf, sizeof(buf)),
-			    "-");
-	assert_int_equal(proto_mp_int(&up.data, "n", -1), 5);
-	assert_int_equal(proto_mp_int(&up.data, "name", -1), -1);
-	assert_true(proto_mp_double(&up.data, "d", 0) == 1.5);
-	assert_true(proto_mp_double(&up.data, "n", 0) == 5.0);
-	assert_null(proto_mp_get(&up.data, "nam"));
-	msgpack_unpacked_destroy(&up);
-	msgpack_sbuffer_destroy(&sb);
-}
-
 static void test_fab_addr(void **state)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };
@@ -526,7 +491,6 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_ctl_dir),
 		cmocka_unit_test(test_json),
-		cmocka_unit_test(test_mp_helpers),
 		cmocka_unit_test(test_fab_addr),
 	};
 
