@@ -542,7 +542,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "ferry: %s\n", err);
 			return ND_EXIT_USAGE;
 		}
-		sock = cfg->control;
+		sock = nd_config_control(cfg);
 	}
 	if (!strcmp(cmd, "migrate"))
 		ret = cmd_migrate(sock, argc - optind, argv + optind, json);

@@ -40,7 +40,6 @@
 #define ND_DEFAULT_CONFIG "/etc/ferry/ferryd.conf"
 #define ND_DEFAULT_LISTEN "tcp://127.0.0.1:7401"
 #define ND_DEFAULT_STATE_DIR "/var/lib/ferry"
-#define ND_DEFAULT_CONTROL "/run/ferry/ferryd.sock"
 #define ND_DEFAULT_PROVIDER "ofi:tcp"
 #define ND_DEFAULT_FABRIC_ADDR "127.0.0.1"
 #define ND_DEFAULT_PING_MS 500
