@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The control socket, ferryd's side: an ipc:// ROUTER that answers the
- * `ferry` CLI (see nd_cli.c for the exchange).
+ * `ferry` CLI (see cli/cli.c for the exchange).
  *
  * Access control is the file system's: the socket lives in a directory
  * that only ferryd's user (and the control_group, if configured) can

@@ -3,7 +3,7 @@
  * protocol/proto_ctl.c: the control requests of the `ferry` CLI. Every
  * command decodes as the CLI packs it; every class of bad request is
  * refused with a reason that names the field. Requests are packed here
- * with msgpack-c, key by key, as node/ferry.c does, so that each bad one
+ * with msgpack-c, key by key, as cli/ferry.c does, so that each bad one
  * has exactly one thing wrong.
  */
 #include <errno.h>
@@ -127,7 +127,7 @@ static void test_simple_commands(void **state)
 	assert_string_equal(proto_ctl_cmd_name(PROTO_CTL_CMD_LAST + 1), "?");
 }
 
-/* `ferry migrate`: the 16 fields node/ferry.c packs, in its order. */
+/* `ferry migrate`: the 16 fields cli/ferry.c packs, in its order. */
 static void pack_cli_migrate(struct rq *r, const char *ac)
 {
 	begin(r, 16, "migrate");

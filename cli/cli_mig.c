@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The CLI's rendering of VMs and migrations. ferryd answers with msgpack
- * maps (nd_vm.c, nd_mig_ctl.c); `--json` prints them unchanged, and these
+ * maps (node/nd_vm.c, node/nd_mig_ctl.c); `--json` prints them unchanged, and these
  * functions render the very same maps for humans.
  */
 #include <inttypes.h>
@@ -9,9 +9,10 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "node/node_int.h"
+#include "cli/cli.h"
+#include "protocol/protocol.h"
 
-void nd_cli_print_vms(FILE *f, const msgpack_object *r)
+void cli_print_vms(FILE *f, const msgpack_object *r)
 {
 	const msgpack_object *vms = proto_mp_get(r, "vms");
 	uint32_t n = 0;
@@ -23,7 +24,8 @@ void nd_cli_print_vms(FILE *f, const msgpack_object *r)
 		"PASS", "CHECKS", "MIGRATION");
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *v = &vms->via.array.ptr[i];
-		char name[ND_NAME_MAX + 1], guest[32], st[32], mem[32], mig[32];
+		char name[PROTO_NAME_MAX + 1], guest[32], st[32], mem[32],
+			mig[32];
 		char accel[8];
 		int64_t id = proto_mp_int(v, "migration", 0);
 
@@ -48,9 +50,10 @@ void nd_cli_print_vms(FILE *f, const msgpack_object *r)
 	}
 }
 
-void nd_cli_mig_id(char *buf, size_t len, const msgpack_object *m)
+/* A migration's id as the CLI takes it: "7" started here, "a/7" by a. */
+static void mig_id(char *buf, size_t len, const msgpack_object *m)
 {
-	char role[16], peer[ND_NAME_MAX + 1];
+	char role[16], peer[PROTO_NAME_MAX + 1];
 
 	/* ids are the source's: one it started here is plain */
 	if (!strcmp(proto_mp_str(m, "role", role, sizeof(role)), "destination"))
@@ -61,7 +64,7 @@ void nd_cli_mig_id(char *buf, size_t len, const msgpack_object *m)
 		snprintf(buf, len, "%" PRId64, proto_mp_int(m, "id", 0));
 }
 
-void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
+void cli_print_migrations(FILE *f, const msgpack_object *r)
 {
 	const msgpack_object *ms = proto_mp_get(r, "migrations");
 	uint32_t n = 0;
@@ -72,11 +75,11 @@ void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
 		"ROLE", "VM", "PEER", "STATE", "ROUND", "VALID", "REASON");
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *m = &ms->via.array.ptr[i];
-		char role[16], vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1];
-		char st[16], reason[512], id[ND_NAME_MAX + 24];
+		char role[16], vm[PROTO_NAME_MAX + 1], peer[PROTO_NAME_MAX + 1];
+		char st[16], reason[512], id[PROTO_NAME_MAX + 24];
 		int64_t total = proto_mp_int(m, "pages_total", 0);
 
-		nd_cli_mig_id(id, sizeof(id), m);
+		mig_id(id, sizeof(id), m);
 		fprintf(f,
 			"%-8s  %-11s  %-16s  %-10s  %-10s  %5d  %5.1f%%  %s\n",
 			id, proto_mp_str(m, "role", role, sizeof(role)),
@@ -93,8 +96,8 @@ void nd_cli_print_migrations(FILE *f, const msgpack_object *r)
 	}
 }
 
-void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
-			  double *best_pct)
+void cli_progress_line(char *buf, size_t len, const msgpack_object *m,
+		       double *best_pct)
 {
 	int64_t total = proto_mp_int(m, "pages_total", 0);
 	double pct = total ? 100.0 * proto_mp_int(m, "pages_valid", 0) / total
@@ -175,15 +178,15 @@ static void print_postcopy(FILE *f, const msgpack_object *m)
 			proto_mp_double(pc, "stall_ms", 0) / 1e3);
 }
 
-void nd_cli_print_report(FILE *f, const msgpack_object *m)
+void cli_print_report(FILE *f, const msgpack_object *m)
 {
-	char st[16], vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1], b[32];
-	char reason[512], acts[512], tp[32], id[ND_NAME_MAX + 24];
+	char st[16], vm[PROTO_NAME_MAX + 1], peer[PROTO_NAME_MAX + 1], b[32];
+	char reason[512], acts[512], tp[32], id[PROTO_NAME_MAX + 24];
 	double total = proto_mp_double(m, "total_s", 0);
 	double dt = proto_mp_double(m, "downtime_ms", -1);
 	int64_t verified = proto_mp_int(m, "verified_pages", 0);
 
-	nd_cli_mig_id(id, sizeof(id), m);
+	mig_id(id, sizeof(id), m);
 	fprintf(f, "migration %s: %s %s %s: %s\n", id,
 		proto_mp_str(m, "vm", vm, sizeof(vm)),
 		strchr(id, '/') ? "from" : "to",

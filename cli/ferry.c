@@ -18,8 +18,9 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "cli/cli.h"
+#include "node/node.h"
 #include "protocol/protocol.h"
-#include "node/node_int.h"
 
 #define CLI_TIMEOUT_MS 2000
 /* a query costs ferryd microseconds: the end is seen within 20 ms */
@@ -81,16 +82,16 @@ static void usage(FILE *f)
 		ND_DEFAULT_CONTROL);
 }
 
-/* One request; prints ferryd's error. Returns 0 or ND_EXIT_FAIL. */
+/* One request; prints ferryd's error. Returns 0 or CLI_EXIT_FAIL. */
 static int call(const char *sock, msgpack_sbuffer *sb, msgpack_unpacked *reply,
 		void **raw)
 {
 	char err[1024];
 
-	if (nd_cli_call(sock, sb->data, sb->size, CLI_TIMEOUT_MS, reply, raw,
-			err, sizeof(err))) {
+	if (cli_call(sock, sb->data, sb->size, CLI_TIMEOUT_MS, reply, raw, err,
+		     sizeof(err))) {
 		fprintf(stderr, "ferry: %s\n", err);
-		return ND_EXIT_FAIL;
+		return CLI_EXIT_FAIL;
 	}
 	if (proto_mp_get(&reply->data, "error")) {
 		fprintf(stderr, "ferry: ferryd: %s\n",
@@ -98,7 +99,7 @@ static int call(const char *sock, msgpack_sbuffer *sb, msgpack_unpacked *reply,
 		msgpack_unpacked_destroy(reply);
 		free(*raw);
 		*raw = NULL;
-		return ND_EXIT_FAIL;
+		return CLI_EXIT_FAIL;
 	}
 	return 0;
 }
@@ -124,7 +125,7 @@ static int follow(const char *sock, uint64_t id, bool json)
 {
 	bool tty = !json && isatty(1);
 	double best = 0;
-	int ret = ND_EXIT_FAIL;
+	int ret = CLI_EXIT_FAIL;
 
 	for (unsigned n = 0;; n++) {
 		msgpack_unpacked reply;
@@ -145,8 +146,8 @@ static int follow(const char *sock, uint64_t id, bool json)
 			return r;
 		if (tty &&
 		    (n % (LINE_MS / POLL_MS) == 0 || ended(&reply.data))) {
-			nd_cli_progress_line(line, sizeof(line), &reply.data,
-					     &best);
+			cli_progress_line(line, sizeof(line), &reply.data,
+					  &best);
 			printf("\r%-120s", line);
 			fflush(stdout);
 		}
@@ -154,14 +155,14 @@ static int follow(const char *sock, uint64_t id, bool json)
 			if (tty)
 				printf("\n");
 			if (json) {
-				nd_json_write(stdout, &reply.data);
+				cli_json_write(stdout, &reply.data);
 				putchar('\n');
 			} else {
-				nd_cli_print_report(stdout, &reply.data);
+				cli_print_report(stdout, &reply.data);
 			}
 			proto_mp_str(&reply.data, "state", st, sizeof(st));
-			ret = strcmp(st, "completed") ? ND_EXIT_FAIL
-						      : ND_EXIT_OK;
+			ret = strcmp(st, "completed") ? CLI_EXIT_FAIL
+						      : CLI_EXIT_OK;
 			msgpack_unpacked_destroy(&reply);
 			free(raw);
 			return ret;
@@ -228,7 +229,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: --mode precopy, postcopy or "
 					"hybrid, not '%s'\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			mode = optarg;
 			break;
@@ -239,7 +240,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: bad --postcopy-after '%s' "
 					"(rounds, or auto)\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			if (!strcmp(optarg, "auto"))
 				pc_after = 0;
@@ -251,7 +252,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: bad --downtime-limit "
 					"'%s' (milliseconds)\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'b':
@@ -260,7 +261,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: bad --max-bandwidth "
 					"'%s' (bytes/s, e.g. 100M)\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'z':
@@ -269,7 +270,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: --compress none or delta, "
 					"not '%s'\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			compress = optarg;
 			break;
@@ -284,7 +285,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: --auto-converge downtime, "
 					"throttle or off, not '%s'\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			ac = optarg;
 			break;
@@ -304,7 +305,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: bad --%s '%s' (percent, 1 "
 					"to 99)\n",
 					names[k], optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		}
@@ -312,14 +313,14 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 			rounds = strtoull(optarg, &end, 10);
 			if (*end || !rounds) {
 				fprintf(stderr, "ferry: bad --max-rounds\n");
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'T':
 			timeout = strtoull(optarg, &end, 10);
 			if (*end) {
 				fprintf(stderr, "ferry: bad --timeout\n");
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'D':
@@ -329,20 +330,20 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 			stall = strtoull(optarg, &end, 10);
 			if (*end || !stall) {
 				fprintf(stderr, "ferry: bad --stall-rounds\n");
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'j':
 			json = true;
 			break;
 		default:
-			return ND_EXIT_USAGE;
+			return CLI_EXIT_USAGE;
 		}
 	}
 	if (optind != argc - 1 || !to) {
 		fprintf(stderr, "ferry: usage: ferry migrate VM --to PEER "
 				"[options]\n");
-		return ND_EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -379,7 +380,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 			printf("{\"id\":%" PRIu64 "}\n", id);
 		else
 			printf("migration %" PRIu64 " started\n", id);
-		return ND_EXIT_OK;
+		return CLI_EXIT_OK;
 	}
 	return follow(sock, id, json);
 }
@@ -407,13 +408,13 @@ static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 		uint64_t id = strtoull(num, &end, 10);
 
 		if (*end || !id || !isdigit((unsigned char)*num) ||
-		    (slash && (!srclen || srclen > ND_NAME_MAX))) {
+		    (slash && (!srclen || srclen > PROTO_NAME_MAX))) {
 			fprintf(stderr,
 				"ferry: bad migration id '%s' (ID or "
 				"SOURCE/ID)\n",
 				arg);
 			msgpack_sbuffer_destroy(&sb);
-			return ND_EXIT_USAGE;
+			return CLI_EXIT_USAGE;
 		}
 		msgpack_pack_map(&pk, 2 + !!slash + fenced);
 		proto_mp_pack_kv_str(&pk, "cmd", cmd);
@@ -424,7 +425,7 @@ static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 			msgpack_pack_true(&pk);
 		}
 		if (slash) {
-			char src[ND_NAME_MAX + 1];
+			char src[PROTO_NAME_MAX + 1];
 
 			snprintf(src, sizeof(src), "%.*s", (int)srclen, arg);
 			proto_mp_pack_kv_str(&pk, "source", src);
@@ -438,22 +439,22 @@ static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 	if (ret)
 		return ret;
 	if (json) {
-		nd_json_write(stdout, &reply.data);
+		cli_json_write(stdout, &reply.data);
 		putchar('\n');
 	} else if (!strcmp(cmd, "status")) {
-		nd_cli_print_status(stdout, &reply.data);
+		cli_print_status(stdout, &reply.data);
 	} else if (!strcmp(cmd, "peers")) {
-		nd_cli_print_peers(stdout, &reply.data);
+		cli_print_peers(stdout, &reply.data);
 	} else if (!strcmp(cmd, "vms")) {
-		nd_cli_print_vms(stdout, &reply.data);
+		cli_print_vms(stdout, &reply.data);
 	} else if (!strcmp(cmd, "migrations")) {
-		nd_cli_print_migrations(stdout, &reply.data);
+		cli_print_migrations(stdout, &reply.data);
 	} else {
-		nd_cli_print_report(stdout, &reply.data);
+		cli_print_report(stdout, &reply.data);
 	}
 	msgpack_unpacked_destroy(&reply);
 	free(raw);
-	return ND_EXIT_OK;
+	return CLI_EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -486,22 +487,22 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
-			return ND_EXIT_OK;
+			return CLI_EXIT_OK;
 		default:
 			usage(stderr);
-			return ND_EXIT_USAGE;
+			return CLI_EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {
 		fprintf(stderr, "ferry: no command given\n");
 		usage(stderr);
-		return ND_EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	cmd = argv[optind];
 	nargs = argc - optind - 1;
 	if (config && have_sock) {
 		fprintf(stderr, "ferry: give -c or -s, not both\n");
-		return ND_EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (!strcmp(cmd, "version") && !nargs) {
 		if (json)
@@ -510,7 +511,7 @@ int main(int argc, char **argv)
 		else
 			printf("ferry %s (protocol %d)\n", FERRY_VERSION,
 			       PROTO_VERSION);
-		return ND_EXIT_OK;
+		return CLI_EXIT_OK;
 	}
 	if (strcmp(cmd, "status") && strcmp(cmd, "peers") &&
 	    strcmp(cmd, "vms") && strcmp(cmd, "migrations") &&
@@ -519,7 +520,7 @@ int main(int argc, char **argv)
 	    strcmp(cmd, "force-resume") && strcmp(cmd, "version")) {
 		fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
 		usage(stderr);
-		return ND_EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (!strcmp(cmd, "force-resume") &&
 	    (nargs != 2 || strcmp(argv[optind + 2], "--fenced"))) {
@@ -527,7 +528,7 @@ int main(int argc, char **argv)
 				"once the peer's host is down or its ferry-vm "
 				"killed; two running copies of a VM corrupt "
 				"its disks\n");
-		return ND_EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (strcmp(cmd, "migrate") && strcmp(cmd, "force-resume") &&
 	    nargs != (!strcmp(cmd, "migration") || !strcmp(cmd, "cancel") ||
@@ -535,12 +536,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferry: %s\n",
 			nargs ? "too many arguments" : "missing argument");
 		usage(stderr);
-		return ND_EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (config) {
 		if (nd_config_load(config, &cfg, err, sizeof(err))) {
 			fprintf(stderr, "ferry: %s\n", err);
-			return ND_EXIT_USAGE;
+			return CLI_EXIT_USAGE;
 		}
 		sock = nd_config_control(cfg);
 	}
@@ -551,6 +552,6 @@ int main(int argc, char **argv)
 				 json);
 	free(cfg);
 	if (fflush(stdout))
-		ret = ND_EXIT_FAIL;
+		ret = CLI_EXIT_FAIL;
 	return ret;
 }

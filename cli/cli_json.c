@@ -1,22 +1,21 @@
 // SPDX-License-Identifier: MIT
 /*
- * msgpack helpers for the CLI exchange, and a msgpack -> JSON printer so
- * that `ferry --json` prints exactly the reply ferryd sent: one set of
- * fields feeds both the JSON and the human rendering.
+ * A msgpack -> JSON printer, so that `ferry --json` prints exactly the
+ * reply ferryd sent: one set of fields feeds both the JSON and the human
+ * rendering.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "common/util.h"
-#include "node/node_int.h"
+#include "cli/cli.h"
 
 #define JSON_DEPTH_MAX 32
 
-void nd_json_string(FILE *f, const char *s, size_t len)
+/* Write s (len bytes) as a JSON string literal with escapes. */
+static void json_string(FILE *f, const char *s, size_t len)
 {
 	fputc('"', f);
 	for (size_t i = 0; i < len; i++) {
@@ -84,7 +83,7 @@ static int write_obj(FILE *f, const msgpack_object *o, int depth)
 			fputs("null", f);
 		break;
 	case MSGPACK_OBJECT_STR:
-		nd_json_string(f, o->via.str.ptr, o->via.str.size);
+		json_string(f, o->via.str.ptr, o->via.str.size);
 		break;
 	case MSGPACK_OBJECT_BIN:
 	case MSGPACK_OBJECT_EXT: {
@@ -119,8 +118,8 @@ static int write_obj(FILE *f, const msgpack_object *o, int depth)
 			if (i)
 				fputc(',', f);
 			if (kv->key.type == MSGPACK_OBJECT_STR) {
-				nd_json_string(f, kv->key.via.str.ptr,
-					       kv->key.via.str.size);
+				json_string(f, kv->key.via.str.ptr,
+					    kv->key.via.str.size);
 			} else {
 				/* JSON keys are strings: quote the rendering */
 				char *buf = NULL;
@@ -135,7 +134,7 @@ static int write_obj(FILE *f, const msgpack_object *o, int depth)
 					return -EINVAL;
 				}
 				fclose(m);
-				nd_json_string(f, buf, len);
+				json_string(f, buf, len);
 				free(buf);
 			}
 			fputc(':', f);
@@ -150,7 +149,7 @@ static int write_obj(FILE *f, const msgpack_object *o, int depth)
 	return 0;
 }
 
-int nd_json_write(FILE *f, const msgpack_object *o)
+int cli_json_write(FILE *f, const msgpack_object *o)
 {
 	return write_obj(f, o, 0);
 }

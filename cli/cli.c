@@ -24,7 +24,11 @@
 #include <zmq.h>
 
 #include "common/util.h"
-#include "node/node_int.h"
+#include "cli/cli.h"
+#include "protocol/protocol.h"
+
+/* a peer's "tcp://HOST:PORT", as long as ferryd's configuration takes */
+#define ADDR_MAX 256
 
 static int probe(const char *path, char *err, size_t errlen)
 {
@@ -72,11 +76,12 @@ static int probe(const char *path, char *err, size_t errlen)
 	return ret;
 }
 
-int nd_cli_call(const char *sock_path, const void *reqbuf, size_t reqlen,
-		int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
-		size_t errlen)
+int cli_call(const char *sock_path, const void *reqbuf, size_t reqlen,
+	     int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
+	     size_t errlen)
 {
-	char endpoint[ND_SOCK_MAX + 8];
+	char endpoint[sizeof("ipc://") +
+		      sizeof(((struct sockaddr_un *)0)->sun_path)];
 	void *ctx, *req;
 	zmq_msg_t msg;
 	int ret, zero = 0;
@@ -151,24 +156,6 @@ err_ctx:
 	return ret;
 }
 
-int nd_cli_request(const char *sock_path, const char *cmd, int timeout_ms,
-		   msgpack_unpacked *reply, void **raw, char *err,
-		   size_t errlen)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	int ret;
-
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 1);
-	proto_mp_pack_kv_str(&pk, "cmd", cmd);
-	ret = nd_cli_call(sock_path, sb.data, sb.size, timeout_ms, reply, raw,
-			  err, errlen);
-	msgpack_sbuffer_destroy(&sb);
-	return ret;
-}
-
 static void fmt_duration(uint64_t s, char *buf, size_t len)
 {
 	if (s < 60)
@@ -187,7 +174,7 @@ static void fmt_duration(uint64_t s, char *buf, size_t len)
 /* Post-copies waiting for their holder: the VM waits on its faults. */
 static void print_stalls(FILE *f, const msgpack_object *a)
 {
-	char vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1];
+	char vm[PROTO_NAME_MAX + 1], peer[PROTO_NAME_MAX + 1];
 
 	if (!a || a->type != MSGPACK_OBJECT_ARRAY)
 		return;
@@ -205,7 +192,7 @@ static void print_stalls(FILE *f, const msgpack_object *a)
 	}
 }
 
-void nd_cli_print_status(FILE *f, const msgpack_object *r)
+void cli_print_status(FILE *f, const msgpack_object *r)
 {
 	char s[256], t[256], b[32];
 
@@ -253,7 +240,7 @@ static const char *fmt_ms(const msgpack_object *p, const char *key, char *buf,
 	return buf;
 }
 
-void nd_cli_print_peers(FILE *f, const msgpack_object *r)
+void cli_print_peers(FILE *f, const msgpack_object *r)
 {
 	const msgpack_object *peers = proto_mp_get(r, "peers");
 	int wn = 4, wa = 7;
@@ -263,7 +250,7 @@ void nd_cli_print_peers(FILE *f, const msgpack_object *r)
 		n = peers->via.array.size;
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *p = &peers->via.array.ptr[i];
-		char s[ND_ENDPOINT_MAX];
+		char s[ADDR_MAX];
 
 		wn = FY_MAX(wn,
 			    (int)strlen(proto_mp_str(p, "name", s, sizeof(s))));
@@ -275,7 +262,7 @@ void nd_cli_print_peers(FILE *f, const msgpack_object *r)
 		"MALFORMED", "PROBLEM");
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *p = &peers->via.array.ptr[i];
-		char name[ND_NAME_MAX + 1], addr[ND_ENDPOINT_MAX], st[32];
+		char name[PROTO_NAME_MAX + 1], addr[ADDR_MAX], st[32];
 		char last[16], avg[16], rtt[40], seen[32], problem[64];
 		double ago = proto_mp_double(p, "last_seen_s", -1);
 
