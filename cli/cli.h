@@ -8,8 +8,9 @@
 #include <msgpack.h>
 
 /*
- * What the files of `ferry`, ferryd's command line, share: the request to
- * ferryd, and the JSON and human renderings of its replies. Only cli/ and
+ * What the files of `ferry`, ferryd's command line, share: the commands'
+ * table, the request to ferryd, and the JSON and human renderings of its
+ * replies. Only cli/ and
  * tests/cli include this; the rest of ferry is reached through the public
  * headers node/node.h and protocol/protocol.h.
  */
@@ -18,6 +19,23 @@
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1 /* ferryd not running, request or migration failed */
 #define CLI_EXIT_USAGE 2 /* bad command line or configuration */
+
+/* cli_help.c */
+
+/* A command of ferry, as its help shows it. */
+struct cli_cmd {
+	const char *name;
+	const char *args; /* after the name, "" for none; '\n' between lines */
+	const char *help; /* what it does; '\n' between lines */
+	int nargs; /* positional arguments; -1: the command parses its own */
+};
+
+/* Every command, in the order of `ferry --help`; a NULL name ends it. */
+extern const struct cli_cmd cli_cmds[];
+/* The command called name, or NULL. */
+const struct cli_cmd *cli_cmd_find(const char *name);
+/* Print cmd's help to f; with NULL, the overview of every command. */
+void cli_usage(FILE *f, const struct cli_cmd *cmd);
 
 /* cli.c */
 

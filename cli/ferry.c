@@ -27,61 +27,6 @@
 #define POLL_MS 20
 #define LINE_MS 200 /* the live line, redrawn */
 
-static void usage(FILE *f)
-{
-	fprintf(f,
-		"usage: ferry [-c CONFIG | -s SOCKET] [--json] COMMAND [ARGS]\n"
-		"\n"
-		"commands:\n"
-		"  status    this node: name, key, listen address, fabric, "
-		"memory,\n"
-		"            peers reachable, migrations, uptime\n"
-		"  peers     every configured peer: address, state, round-trip "
-		"time,\n"
-		"            last seen; connections refused\n"
-		"  vms       the VMs of this host: memory, vCPUs, state, "
-		"progress\n"
-		"  migrate VM --to PEER [--mode precopy|postcopy|hybrid]\n"
-		"            [--postcopy-after ROUNDS|auto] [--downtime-limit "
-		"MS]\n"
-		"            [--max-bandwidth RATE] [--compress none|delta] "
-		"[--verify]\n"
-		"            [--auto-converge downtime|throttle|off] "
-		"[--max-rounds N]\n"
-		"            [--cpu-throttle-initial PCT] "
-		"[--cpu-throttle-increment PCT]\n"
-		"            [--max-cpu-throttle PCT] [--stall-rounds N] "
-		"[--timeout S]\n"
-		"            [--detach]\n"
-		"            move a running VM to PEER (docs/migration.md)\n"
-		"  migrations  migrations of this node, running and past\n"
-		"  migration ID  one migration's state\n"
-		"  cancel ID   stop a migration before switchover; the VM "
-		"stays\n"
-		"  migrate-postcopy ID  switch a --mode hybrid migration to "
-		"post-copy now\n"
-		"  force-resume ID --fenced  run the VM here, out of the "
-		"commit window, when\n"
-		"            the peer is down for good and its copy can never "
-		"run again\n"
-		"            (docs/operations.md)\n"
-		"            ID: as `ferry migrations` shows it, 7 for one "
-		"this node\n"
-		"            started, a/7 for one peer a started\n"
-		"  version   ferry's version and protocol version\n"
-		"\n"
-		"options:\n"
-		"  -c, --config FILE   take the control socket from ferryd's "
-		"config\n"
-		"  -s, --socket PATH   control socket (default %s)\n"
-		"  -j, --json          print JSON instead of text\n"
-		"  -h, --help          this help\n"
-		"\n"
-		"exit codes: 0 ok, 1 ferryd not running or request failed, 2 "
-		"usage\n",
-		ND_DEFAULT_CONTROL);
-}
-
 /* One request; prints ferryd's error. Returns 0 or CLI_EXIT_FAIL. */
 static int call(const char *sock, msgpack_sbuffer *sb, msgpack_unpacked *reply,
 		void **raw)
@@ -179,7 +124,8 @@ static int parse_rate(const char *s, uint64_t *out)
 	return fy_parse_size(s, out);
 }
 
-static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
+static int cmd_migrate(const char *sock, const struct cli_cmd *cmd, int argc,
+		       char **argv, bool json)
 {
 	static const struct option opts[] = {
 		{ "to", required_argument, NULL, 't' },
@@ -336,13 +282,14 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 		case 'j':
 			json = true;
 			break;
-		default:
+		default: /* getopt said which option */
+			cli_usage(stderr, cmd);
 			return CLI_EXIT_USAGE;
 		}
 	}
 	if (optind != argc - 1 || !to) {
-		fprintf(stderr, "ferry: usage: ferry migrate VM --to PEER "
-				"[options]\n");
+		fprintf(stderr, "ferry: migrate takes one VM and --to PEER\n");
+		cli_usage(stderr, cmd);
 		return CLI_EXIT_USAGE;
 	}
 	msgpack_sbuffer_init(&sb);
@@ -466,7 +413,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *config = NULL, *sock = ND_DEFAULT_CONTROL, *cmd;
+	const char *config = NULL, *sock = ND_DEFAULT_CONTROL;
+	const struct cli_cmd *cmd;
 	struct nd_config *cfg = NULL;
 	bool json = false, have_sock = false;
 	char err[1024];
@@ -486,25 +434,51 @@ int main(int argc, char **argv)
 			json = true;
 			break;
 		case 'h':
-			usage(stdout);
+			cli_usage(stdout, NULL);
 			return CLI_EXIT_OK;
 		default:
-			usage(stderr);
+			cli_usage(stderr, NULL);
 			return CLI_EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {
 		fprintf(stderr, "ferry: no command given\n");
-		usage(stderr);
+		cli_usage(stderr, NULL);
 		return CLI_EXIT_USAGE;
 	}
-	cmd = argv[optind];
+	cmd = cli_cmd_find(argv[optind]);
+	if (!cmd) {
+		fprintf(stderr, "ferry: unknown command '%s'\n", argv[optind]);
+		cli_usage(stderr, NULL);
+		return CLI_EXIT_USAGE;
+	}
 	nargs = argc - optind - 1;
+	for (int i = optind + 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			cli_usage(stdout, cmd);
+			return CLI_EXIT_OK;
+		}
+	}
 	if (config && have_sock) {
 		fprintf(stderr, "ferry: give -c or -s, not both\n");
 		return CLI_EXIT_USAGE;
 	}
-	if (!strcmp(cmd, "version") && !nargs) {
+	if (!strcmp(cmd->name, "force-resume") &&
+	    (nargs != 2 || strcmp(argv[optind + 2], "--fenced"))) {
+		fprintf(stderr, "ferry: force-resume ID --fenced: say --fenced "
+				"once the peer's host is down or its ferry-vm "
+				"killed; two running copies of a VM corrupt "
+				"its disks\n");
+		return CLI_EXIT_USAGE;
+	}
+	if (cmd->nargs >= 0 && nargs != cmd->nargs) {
+		fprintf(stderr, "ferry: %s\n",
+			nargs > cmd->nargs ? "too many arguments"
+					   : "missing argument");
+		cli_usage(stderr, cmd);
+		return CLI_EXIT_USAGE;
+	}
+	if (!strcmp(cmd->name, "version")) {
 		if (json)
 			printf("{\"version\":\"%s\",\"protocol\":%d}\n",
 			       FERRY_VERSION, PROTO_VERSION);
@@ -513,31 +487,6 @@ int main(int argc, char **argv)
 			       PROTO_VERSION);
 		return CLI_EXIT_OK;
 	}
-	if (strcmp(cmd, "status") && strcmp(cmd, "peers") &&
-	    strcmp(cmd, "vms") && strcmp(cmd, "migrations") &&
-	    strcmp(cmd, "migration") && strcmp(cmd, "cancel") &&
-	    strcmp(cmd, "migrate-postcopy") && strcmp(cmd, "migrate") &&
-	    strcmp(cmd, "force-resume") && strcmp(cmd, "version")) {
-		fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
-		usage(stderr);
-		return CLI_EXIT_USAGE;
-	}
-	if (!strcmp(cmd, "force-resume") &&
-	    (nargs != 2 || strcmp(argv[optind + 2], "--fenced"))) {
-		fprintf(stderr, "ferry: force-resume ID --fenced: say --fenced "
-				"once the peer's host is down or its ferry-vm "
-				"killed; two running copies of a VM corrupt "
-				"its disks\n");
-		return CLI_EXIT_USAGE;
-	}
-	if (strcmp(cmd, "migrate") && strcmp(cmd, "force-resume") &&
-	    nargs != (!strcmp(cmd, "migration") || !strcmp(cmd, "cancel") ||
-		      !strcmp(cmd, "migrate-postcopy"))) {
-		fprintf(stderr, "ferry: %s\n",
-			nargs ? "too many arguments" : "missing argument");
-		usage(stderr);
-		return CLI_EXIT_USAGE;
-	}
 	if (config) {
 		if (nd_config_load(config, &cfg, err, sizeof(err))) {
 			fprintf(stderr, "ferry: %s\n", err);
@@ -545,11 +494,12 @@ int main(int argc, char **argv)
 		}
 		sock = nd_config_control(cfg);
 	}
-	if (!strcmp(cmd, "migrate"))
-		ret = cmd_migrate(sock, argc - optind, argv + optind, json);
+	if (!strcmp(cmd->name, "migrate"))
+		ret = cmd_migrate(sock, cmd, argc - optind, argv + optind,
+				  json);
 	else
-		ret = cmd_simple(sock, cmd, nargs ? argv[optind + 1] : NULL,
-				 json);
+		ret = cmd_simple(sock, cmd->name,
+				 nargs ? argv[optind + 1] : NULL, json);
 	free(cfg);
 	if (fflush(stdout))
 		ret = CLI_EXIT_FAIL;
