@@ -608,3 +608,8 @@ err_free:
 	free(p.cfg);
 	return ret;
 }
+
+const char *nd_config_control(const struct nd_config *cfg)
+{
+	return cfg->control;
+}

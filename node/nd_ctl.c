@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The control socket, ferryd's side: an ipc:// ROUTER that answers the
- * `ferry` CLI (see nd_cli.c for the exchange).
+ * `ferry` CLI (see cli/cli.c for the exchange).
  *
  * Access control is the file system's: the socket lives in a directory
  * that only ferryd's user (and the control_group, if configured) can
@@ -152,29 +152,30 @@ static void pack_status(struct nd_node *n, msgpack_packer *pk)
 	if (n->fab)
 		fab_domain_stats(n->fab, &st);
 	msgpack_pack_map(pk, 18);
-	nd_mp_pack_kv_str(pk, "node", n->cfg->name);
-	nd_mp_pack_kv_str(pk, "version", FERRY_VERSION);
-	nd_mp_pack_kv_u64(pk, "protocol", PROTO_VERSION);
-	nd_mp_pack_kv_u64(pk, "pid", getpid());
-	nd_mp_pack_kv_str(pk, "public_key", n->keys.public_key);
-	nd_mp_pack_kv_str(pk, "listen", n->cfg->listen);
-	nd_mp_pack_kv_str(pk, "control", n->cfg->control);
-	nd_mp_pack_kv_str(pk, "fabric_provider", n->fab_provider);
-	nd_mp_pack_kv_str(pk, "fabric_address", n->fab_addr);
-	nd_mp_pack_kv_u64(pk, "memory_bytes", st.mr_bytes);
-	nd_mp_pack_kv_u64(pk, "memory_regions", st.mr_count);
-	nd_mp_pack_kv_u64(pk, "peers_reachable", reachable);
-	nd_mp_pack_kv_u64(pk, "peers_configured", n->npeers);
-	nd_mp_pack_kv_u64(pk, "migrations", nd_migs_active(n));
+	proto_mp_pack_kv_str(pk, "node", n->cfg->name);
+	proto_mp_pack_kv_str(pk, "version", FERRY_VERSION);
+	proto_mp_pack_kv_u64(pk, "protocol", PROTO_VERSION);
+	proto_mp_pack_kv_u64(pk, "pid", getpid());
+	proto_mp_pack_kv_str(pk, "public_key", n->keys.public_key);
+	proto_mp_pack_kv_str(pk, "listen", n->cfg->listen);
+	proto_mp_pack_kv_str(pk, "control", n->cfg->control);
+	proto_mp_pack_kv_str(pk, "fabric_provider", n->fab_provider);
+	proto_mp_pack_kv_str(pk, "fabric_address", n->fab_addr);
+	proto_mp_pack_kv_u64(pk, "memory_bytes", st.mr_bytes);
+	proto_mp_pack_kv_u64(pk, "memory_regions", st.mr_count);
+	proto_mp_pack_kv_u64(pk, "peers_reachable", reachable);
+	proto_mp_pack_kv_u64(pk, "peers_configured", n->npeers);
+	proto_mp_pack_kv_u64(pk, "migrations", nd_migs_active(n));
 	nd_migs_pack_stalls(n, pk, now);
-	nd_mp_pack_kv_u64(pk, "refused", n->refused);
-	nd_mp_pack_kv_u64(pk, "malformed", n->malformed);
-	nd_mp_pack_kv_u64(pk, "uptime_s", (now - n->start_ns) / 1000000000ULL);
+	proto_mp_pack_kv_u64(pk, "refused", n->refused);
+	proto_mp_pack_kv_u64(pk, "malformed", n->malformed);
+	proto_mp_pack_kv_u64(pk, "uptime_s",
+			     (now - n->start_ns) / 1000000000ULL);
 }
 
 static void pack_ms(msgpack_packer *pk, const char *k, bool have, double ms)
 {
-	nd_mp_pack_str(pk, k);
+	proto_mp_pack_str(pk, k);
 	/* microseconds are all the precision a human or script needs */
 	if (have)
 		msgpack_pack_double(pk,
@@ -188,31 +189,31 @@ static void pack_peers(struct nd_node *n, msgpack_packer *pk)
 	uint64_t now = fy_now_ns();
 
 	msgpack_pack_map(pk, 2);
-	nd_mp_pack_str(pk, "peers");
+	proto_mp_pack_str(pk, "peers");
 	msgpack_pack_array(pk, n->npeers);
 	for (size_t i = 0; i < n->npeers; i++) {
 		struct nd_peer *p = &n->peers[i];
 
 		msgpack_pack_map(pk, 12);
-		nd_mp_pack_kv_str(pk, "name", p->conf->name);
-		nd_mp_pack_kv_str(pk, "address", p->conf->address);
-		nd_mp_pack_kv_str(pk, "state",
-				  nd_peer_state_name(nd_peer_state(p, now)));
+		proto_mp_pack_kv_str(pk, "name", p->conf->name);
+		proto_mp_pack_kv_str(pk, "address", p->conf->address);
+		proto_mp_pack_kv_str(pk, "state",
+				     nd_peer_state_name(nd_peer_state(p, now)));
 		pack_ms(pk, "rtt_last_ms", p->rtt_count, p->rtt_last_ns / 1e6);
 		pack_ms(pk, "rtt_avg_ms", p->rtt_count,
 			p->rtt_count ? p->rtt_sum_ns / 1e6 / p->rtt_count : 0);
 		pack_ms(pk, "last_seen_s", p->last_seen_ns,
 			(now - p->last_seen_ns) / 1e9);
-		nd_mp_pack_kv_u64(pk, "malformed", p->malformed);
-		nd_mp_pack_kv_u64(pk, "protocol", p->remote_version);
-		nd_mp_pack_kv_str(pk, "public_key", p->conf->public_key);
-		nd_mp_pack_kv_str(pk, "fabric_provider",
-				  p->remote_provider[0] ? p->remote_provider
-							: "");
-		nd_mp_pack_kv_str(pk, "fabric_address", p->remote_fabric);
-		nd_mp_pack_kv_str(pk, "problem", p->problem);
+		proto_mp_pack_kv_u64(pk, "malformed", p->malformed);
+		proto_mp_pack_kv_u64(pk, "protocol", p->remote_version);
+		proto_mp_pack_kv_str(pk, "public_key", p->conf->public_key);
+		proto_mp_pack_kv_str(pk, "fabric_provider",
+				     p->remote_provider[0] ? p->remote_provider
+							   : "");
+		proto_mp_pack_kv_str(pk, "fabric_address", p->remote_fabric);
+		proto_mp_pack_kv_str(pk, "problem", p->problem);
 	}
-	nd_mp_pack_kv_u64(pk, "refused", n->refused);
+	proto_mp_pack_kv_u64(pk, "refused", n->refused);
 }
 
 /*
@@ -231,7 +232,7 @@ static void answer(struct nd_node *n, const void *buf, size_t len,
 		/* the client is told; a log line per request would flood */
 		pr_debug("request refused: %s", err);
 		msgpack_pack_map(&pk, 1);
-		nd_mp_pack_kv_str(&pk, "error", err);
+		proto_mp_pack_kv_str(&pk, "error", err);
 		return;
 	}
 	switch (req.cmd) {

@@ -158,7 +158,7 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 
 static void pack_bool(msgpack_packer *pk, const char *k, bool v)
 {
-	nd_mp_pack_str(pk, k);
+	proto_mp_pack_str(pk, k);
 	if (v)
 		msgpack_pack_true(pk);
 	else
@@ -167,7 +167,7 @@ static void pack_bool(msgpack_packer *pk, const char *k, bool v)
 
 static void pack_ms(msgpack_packer *pk, const char *k, uint64_t ns)
 {
-	nd_mp_pack_str(pk, k);
+	proto_mp_pack_str(pk, k);
 	msgpack_pack_double(pk, ns / 1e6);
 }
 
@@ -177,19 +177,19 @@ static void pack_pc(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	const struct proto_pc_stats *s = &m->pcs;
 	uint64_t end = m->t_end ? m->t_end : now;
 
-	nd_mp_pack_str(pk, "postcopy");
+	proto_mp_pack_str(pk, "postcopy");
 	msgpack_pack_map(pk, 11);
 	/* the source times it on its own clock, RESUMED to COMMIT */
 	pack_ms(pk, "duration_ms",
 		m->t_resumed ? end - m->t_resumed : s->duration);
-	nd_mp_pack_kv_u64(pk, "faults", s->faults);
+	proto_mp_pack_kv_u64(pk, "faults", s->faults);
 	pack_ms(pk, "fault_p50_us", s->p50 * 1000);
 	pack_ms(pk, "fault_p99_us", s->p99 * 1000);
 	pack_ms(pk, "fault_max_us", s->max * 1000);
 	pack_ms(pk, "blocktime_ms", s->blocktime);
-	nd_mp_pack_kv_u64(pk, "prepaged", s->prepaged);
-	nd_mp_pack_kv_u64(pk, "zero_pages", s->zero_pages);
-	nd_mp_pack_kv_u64(pk, "stalls", s->stalls);
+	proto_mp_pack_kv_u64(pk, "prepaged", s->prepaged);
+	proto_mp_pack_kv_u64(pk, "zero_pages", s->zero_pages);
+	proto_mp_pack_kv_u64(pk, "stalls", s->stalls);
 	pack_ms(pk, "stall_ms", s->stall_ns);
 	pack_bool(pk, "stalled", s->stalled);
 }
@@ -200,49 +200,49 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	double total_s = (end - m->t_start) / 1e9;
 
 	msgpack_pack_map(pk, 33);
-	nd_mp_pack_kv_u64(pk, "id", m->id);
-	nd_mp_pack_kv_str(pk, "role", m->source ? "source" : "destination");
-	nd_mp_pack_kv_str(pk, "vm", m->vm);
-	nd_mp_pack_kv_str(pk, "peer", m->peer->conf->name);
-	nd_mp_pack_kv_str(pk, "mode", proto_mode_name(m->o.mode));
-	nd_mp_pack_kv_str(pk, "state", nd_mig_phase_name(nd_mig_phase(m)));
-	nd_mp_pack_kv_u64(pk, "round", m->round);
-	nd_mp_pack_kv_u64(pk, "generation", m->gen);
-	nd_mp_pack_kv_u64(pk, "pages_total", m->pages);
-	nd_mp_pack_kv_u64(pk, "pages_valid", m->pages_valid);
-	nd_mp_pack_kv_u64(pk, "pages_resident", m->resident);
-	nd_mp_pack_kv_u64(pk, "pages_pulled", m->pages_pulled);
-	nd_mp_pack_kv_u64(pk, "pages_pulled_again", m->pages_repulled);
-	nd_mp_pack_kv_u64(pk, "bytes", m->bytes);
-	nd_mp_pack_str(pk, "dirty_rate");
+	proto_mp_pack_kv_u64(pk, "id", m->id);
+	proto_mp_pack_kv_str(pk, "role", m->source ? "source" : "destination");
+	proto_mp_pack_kv_str(pk, "vm", m->vm);
+	proto_mp_pack_kv_str(pk, "peer", m->peer->conf->name);
+	proto_mp_pack_kv_str(pk, "mode", proto_mode_name(m->o.mode));
+	proto_mp_pack_kv_str(pk, "state", nd_mig_phase_name(nd_mig_phase(m)));
+	proto_mp_pack_kv_u64(pk, "round", m->round);
+	proto_mp_pack_kv_u64(pk, "generation", m->gen);
+	proto_mp_pack_kv_u64(pk, "pages_total", m->pages);
+	proto_mp_pack_kv_u64(pk, "pages_valid", m->pages_valid);
+	proto_mp_pack_kv_u64(pk, "pages_resident", m->resident);
+	proto_mp_pack_kv_u64(pk, "pages_pulled", m->pages_pulled);
+	proto_mp_pack_kv_u64(pk, "pages_pulled_again", m->pages_repulled);
+	proto_mp_pack_kv_u64(pk, "bytes", m->bytes);
+	proto_mp_pack_str(pk, "dirty_rate");
 	msgpack_pack_double(pk, m->dirty_rate);
-	nd_mp_pack_str(pk, "bandwidth");
+	proto_mp_pack_str(pk, "bandwidth");
 	msgpack_pack_double(pk, m->bw > 0 ? m->bw : m->live_bw);
-	nd_mp_pack_kv_u64(pk, "expected_downtime_ms",
-			  m->expected_dt_ms == UINT64_MAX ? 0
-							  : m->expected_dt_ms);
-	nd_mp_pack_kv_u64(pk, "downtime_limit_ms", m->limit_ms);
-	nd_mp_pack_str(pk, "downtime_ms");
+	proto_mp_pack_kv_u64(
+		pk, "expected_downtime_ms",
+		m->expected_dt_ms == UINT64_MAX ? 0 : m->expected_dt_ms);
+	proto_mp_pack_kv_u64(pk, "downtime_limit_ms", m->limit_ms);
+	proto_mp_pack_str(pk, "downtime_ms");
 	if (m->downtime_ns)
 		msgpack_pack_double(pk, m->downtime_ns / 1e6);
 	else
 		msgpack_pack_nil(pk);
-	nd_mp_pack_str(pk, "total_s");
+	proto_mp_pack_str(pk, "total_s");
 	msgpack_pack_double(pk, total_s);
-	nd_mp_pack_str(pk, "throughput");
+	proto_mp_pack_str(pk, "throughput");
 	msgpack_pack_double(pk, total_s > 0 ? m->bytes / total_s : 0);
 	pack_bool(pk, "verify", m->o.verify);
-	nd_mp_pack_kv_u64(pk, "verified_pages", m->verified_pages);
-	nd_mp_pack_kv_str(pk, "auto_converge",
-			  proto_converge_name(m->o.auto_converge));
-	nd_mp_pack_kv_str(pk, "converge_actions", m->actions);
-	nd_mp_pack_kv_u64(pk, "cpu_throttle", m->throttle_pct);
-	nd_mp_pack_kv_str(pk, "compress", m->o.delta ? "delta" : "none");
-	nd_mp_pack_kv_u64(pk, "delta_pages", m->delta_pages);
-	nd_mp_pack_kv_u64(pk, "delta_bytes", m->delta_bytes);
-	nd_mp_pack_kv_str(pk, "reason", m->reason);
-	nd_mp_pack_kv_u64(pk, "started", m->started_unix);
-	nd_mp_pack_kv_u64(pk, "postcopy_after", m->o.postcopy_after);
+	proto_mp_pack_kv_u64(pk, "verified_pages", m->verified_pages);
+	proto_mp_pack_kv_str(pk, "auto_converge",
+			     proto_converge_name(m->o.auto_converge));
+	proto_mp_pack_kv_str(pk, "converge_actions", m->actions);
+	proto_mp_pack_kv_u64(pk, "cpu_throttle", m->throttle_pct);
+	proto_mp_pack_kv_str(pk, "compress", m->o.delta ? "delta" : "none");
+	proto_mp_pack_kv_u64(pk, "delta_pages", m->delta_pages);
+	proto_mp_pack_kv_u64(pk, "delta_bytes", m->delta_bytes);
+	proto_mp_pack_kv_str(pk, "reason", m->reason);
+	proto_mp_pack_kv_u64(pk, "started", m->started_unix);
+	proto_mp_pack_kv_u64(pk, "postcopy_after", m->o.postcopy_after);
 	pack_pc(pk, m, now);
 }
 
@@ -260,17 +260,17 @@ void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now)
 		     nd_peer_state(m->peer, now) != ND_PEER_REACHABLE))
 			st[k++] = m;
 	}
-	nd_mp_pack_str(pk, "stalls");
+	proto_mp_pack_str(pk, "stalls");
 	msgpack_pack_array(pk, k);
 	for (unsigned i = 0; i < k; i++) {
 		uint64_t t0 = st[i]->stall_t0 ? st[i]->stall_t0
 					      : st[i]->peer->last_pong_ns;
 
 		msgpack_pack_map(pk, 4);
-		nd_mp_pack_kv_u64(pk, "id", st[i]->id);
-		nd_mp_pack_kv_str(pk, "vm", st[i]->vm);
-		nd_mp_pack_kv_str(pk, "peer", st[i]->peer->conf->name);
-		nd_mp_pack_str(pk, "stalled_s");
+		proto_mp_pack_kv_u64(pk, "id", st[i]->id);
+		proto_mp_pack_kv_str(pk, "vm", st[i]->vm);
+		proto_mp_pack_kv_str(pk, "peer", st[i]->peer->conf->name);
+		proto_mp_pack_str(pk, "stalled_s");
 		msgpack_pack_double(pk, t0 && now > t0 ? (now - t0) / 1e9 : 0);
 	}
 }
@@ -278,7 +278,7 @@ void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now)
 static void pack_error(msgpack_packer *pk, const char *text)
 {
 	msgpack_pack_map(pk, 1);
-	nd_mp_pack_kv_str(pk, "error", text);
+	proto_mp_pack_kv_str(pk, "error", text);
 }
 
 /*
@@ -332,7 +332,7 @@ static void cmd_migrate(struct nd_node *n, const struct proto_ctl_req *req,
 		return;
 	}
 	msgpack_pack_map(pk, 1);
-	nd_mp_pack_kv_u64(pk, "id", id);
+	proto_mp_pack_kv_u64(pk, "id", id);
 }
 
 /*
@@ -439,7 +439,7 @@ void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
 		for (int i = 0; i < ND_MIGS_MAX; i++)
 			count += !!n->migs[i];
 		msgpack_pack_map(pk, 1);
-		nd_mp_pack_str(pk, "migrations");
+		proto_mp_pack_str(pk, "migrations");
 		msgpack_pack_array(pk, count);
 		for (int i = 0; i < ND_MIGS_MAX; i++)
 			if (n->migs[i])

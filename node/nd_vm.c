@@ -427,7 +427,7 @@ void nd_vms_pack(struct nd_node *n, msgpack_packer *pk)
 	for (int i = 0; i < ND_VMS_MAX; i++)
 		count += n->vms[i].used;
 	msgpack_pack_map(pk, 1);
-	nd_mp_pack_str(pk, "vms");
+	proto_mp_pack_str(pk, "vms");
 	msgpack_pack_array(pk, count);
 	for (int i = 0; i < ND_VMS_MAX; i++) {
 		struct nd_vm *vm = &n->vms[i];
@@ -438,29 +438,30 @@ void nd_vms_pack(struct nd_node *n, msgpack_packer *pk)
 		if (!vm->used)
 			continue;
 		msgpack_pack_map(pk, 14);
-		nd_mp_pack_kv_str(pk, "name", vm->name);
+		proto_mp_pack_kv_str(pk, "name", vm->name);
 		/* a ferry-vm this ferryd started (destination), else 0 */
-		nd_mp_pack_kv_u64(pk, "pid", vm->pid > 0 ? vm->pid : 0);
+		proto_mp_pack_kv_u64(pk, "pid", vm->pid > 0 ? vm->pid : 0);
 		/* an incoming VM is its migration thread's for now */
 		have = vm->kc && !kva_client_status(vm->kc, &st);
 		l = vm->kc ? kva_client_layout(vm->kc) : NULL;
-		nd_mp_pack_kv_u64(pk, "memory_bytes",
-				  l ? l->pages * l->page_size : 0);
-		nd_mp_pack_kv_u64(pk, "vcpus", l ? l->nr_vcpus : 0);
-		nd_mp_pack_kv_str(pk, "guest", l ? l->guest : "");
-		nd_mp_pack_kv_str(pk, "accel",
-				  l ? kva_accel_name(l->accel) : "");
-		nd_mp_pack_kv_str(pk, "state",
-				  have	   ? state_name(st.state)
-				  : vm->kc ? "unknown"
-					   : "incoming");
-		nd_mp_pack_kv_u64(pk, "migration", vm->mig ? vm->mig->id : 0);
-		nd_mp_pack_kv_u64(pk, "generation", st.generation);
-		nd_mp_pack_kv_u64(pk, "writes", st.progress.writes);
-		nd_mp_pack_kv_u64(pk, "pass", st.progress.pass);
-		nd_mp_pack_kv_u64(pk, "checks", st.progress.checks);
-		nd_mp_pack_kv_u64(pk, "heartbeats", st.progress.heartbeats);
-		nd_mp_pack_kv_u64(pk, "failed", st.progress.failed);
+		proto_mp_pack_kv_u64(pk, "memory_bytes",
+				     l ? l->pages * l->page_size : 0);
+		proto_mp_pack_kv_u64(pk, "vcpus", l ? l->nr_vcpus : 0);
+		proto_mp_pack_kv_str(pk, "guest", l ? l->guest : "");
+		proto_mp_pack_kv_str(pk, "accel",
+				     l ? kva_accel_name(l->accel) : "");
+		proto_mp_pack_kv_str(pk, "state",
+				     have     ? state_name(st.state)
+				     : vm->kc ? "unknown"
+					      : "incoming");
+		proto_mp_pack_kv_u64(pk, "migration",
+				     vm->mig ? vm->mig->id : 0);
+		proto_mp_pack_kv_u64(pk, "generation", st.generation);
+		proto_mp_pack_kv_u64(pk, "writes", st.progress.writes);
+		proto_mp_pack_kv_u64(pk, "pass", st.progress.pass);
+		proto_mp_pack_kv_u64(pk, "checks", st.progress.checks);
+		proto_mp_pack_kv_u64(pk, "heartbeats", st.progress.heartbeats);
+		proto_mp_pack_kv_u64(pk, "failed", st.progress.failed);
 	}
 }
 

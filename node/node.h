@@ -10,6 +10,9 @@
  * the control socket; see docs/operations.md.
  */
 
+/* ferryd's control socket when the configuration names none */
+#define ND_DEFAULT_CONTROL "/run/ferry/ferryd.sock"
+
 struct nd_config;
 struct nd_node;
 
@@ -20,6 +23,8 @@ struct nd_node;
  */
 int nd_config_load(const char *path, struct nd_config **out, char *err,
 		   size_t errlen);
+/* The control socket's path in cfg (owned by cfg, valid while it is). */
+const char *nd_config_control(const struct nd_config *cfg);
 
 /*
  * Bring a node up: key pair (created on first start), control socket,

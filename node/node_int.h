@@ -20,9 +20,8 @@
 #include "protocol/protocol.h"
 
 /*
- * Internals of node/: configuration, keys, the msgpack -> JSON printer, the
- * CLI's request/rendering code and the daemon's pieces. Only node/ and
- * tests/node, tests/integration include this.
+ * Internals of node/: configuration, keys and the daemon's pieces. Only
+ * node/ and tests/node include this.
  */
 
 #ifndef FERRY_VERSION
@@ -41,7 +40,6 @@
 #define ND_DEFAULT_CONFIG "/etc/ferry/ferryd.conf"
 #define ND_DEFAULT_LISTEN "tcp://127.0.0.1:7401"
 #define ND_DEFAULT_STATE_DIR "/var/lib/ferry"
-#define ND_DEFAULT_CONTROL "/run/ferry/ferryd.sock"
 #define ND_DEFAULT_PROVIDER "ofi:tcp"
 #define ND_DEFAULT_FABRIC_ADDR "127.0.0.1"
 #define ND_DEFAULT_PING_MS 500
@@ -125,44 +123,6 @@ struct nd_keys {
  * *created tells which. Returns 0 or -errno (logged).
  */
 int nd_keys_load_or_create(const char *dir, struct nd_keys *out, bool *created);
-
-/* nd_json.c */
-
-/* Write s (len bytes) as a JSON string literal with escapes. */
-void nd_json_string(FILE *f, const char *s, size_t len);
-/*
- * Write a msgpack object as compact JSON. Binary becomes a hex string,
- * non-string map keys are rendered as strings. Returns 0 or -EINVAL for
- * nesting deeper than 32.
- */
-int nd_json_write(FILE *f, const msgpack_object *o);
-/* Look a string key up in a msgpack map; NULL when absent or not a map. */
-const msgpack_object *nd_mp_get(const msgpack_object *map, const char *key);
-/* Helpers over nd_mp_get(): copy a string or read an integer. */
-const char *nd_mp_str(const msgpack_object *map, const char *key, char *buf,
-		      size_t len);
-int64_t nd_mp_int(const msgpack_object *map, const char *key, int64_t dflt);
-double nd_mp_double(const msgpack_object *map, const char *key, double dflt);
-/* Pack a C string, or a key and its string or integer value. */
-void nd_mp_pack_str(msgpack_packer *pk, const char *s);
-void nd_mp_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
-void nd_mp_pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
-
-/* nd_cli.c */
-
-/*
- * Send {"cmd": cmd} to the ferryd control socket at sock_path and wait up
- * to timeout_ms for the reply, unpacked into *reply. reply points into
- * *raw: the caller destroys reply, then frees *raw. Returns 0; -ENOENT / -ECONNREFUSED when no ferryd listens there,
- * -ETIMEDOUT when it does not answer, -EACCES, or another -errno; a text
- * for the user is put in err.
- */
-int nd_cli_request(const char *sock_path, const char *cmd, int timeout_ms,
-		   msgpack_unpacked *reply, void **raw, char *err,
-		   size_t errlen);
-/* Render a "status" or "peers" reply for humans. */
-void nd_cli_print_status(FILE *f, const msgpack_object *r);
-void nd_cli_print_peers(FILE *f, const msgpack_object *r);
 
 /*
  * nd_keys.c: make directory dir (what: "state directory", ...) with mode
@@ -1106,25 +1066,5 @@ unsigned nd_migs_active(const struct nd_node *n);
 void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now);
 /* Stop destination threads, fail what is in flight; at shutdown. */
 void nd_migs_close(struct nd_node *n);
-
-/* nd_cli_mig.c: the CLI's migration commands */
-
-/* Render "vms" and "migrations" replies for humans. */
-void nd_cli_print_vms(FILE *f, const msgpack_object *r);
-void nd_cli_print_migrations(FILE *f, const msgpack_object *r);
-/* A migration's id as the CLI takes it: "7" started here, "a/7" by a. */
-void nd_cli_mig_id(char *buf, size_t len, const msgpack_object *m);
-/* Render one migration's final report. */
-void nd_cli_print_report(FILE *f, const msgpack_object *m);
-/* The one-line live progress, without newline. */
-void nd_cli_progress_line(char *buf, size_t len, const msgpack_object *m,
-			  double *best_pct);
-/*
- * Send the msgpack map req (len bytes) to ferryd and wait up to
- * timeout_ms; like nd_cli_request().
- */
-int nd_cli_call(const char *sock_path, const void *req, size_t len,
-		int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
-		size_t errlen);
 
 #endif /* FERRY_NODE_NODE_INT_H */

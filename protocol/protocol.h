@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <msgpack.h>
+
 #include "common/bitmap.h"
 
 /*
@@ -401,5 +403,29 @@ int proto_ctl_decode(const void *buf, size_t len, struct proto_ctl_req *out,
 int proto_ctl_encode(const struct proto_ctl_req *r, void **buf, size_t *len);
 /* "status", "force-resume", ...; "?" for an unknown command. */
 const char *proto_ctl_cmd_name(enum proto_ctl_cmd c);
+
+/*
+ * The control socket's replies (proto_mp.c): msgpack maps that ferryd
+ * packs and the CLI reads field by field. The readers never fail: a
+ * missing field, one of another type or a map that is not one reads as
+ * the default. Nothing is allocated; results point into map.
+ */
+
+/* The value of str key in map; NULL when absent or map is not a map. */
+const msgpack_object *proto_mp_get(const msgpack_object *map, const char *key);
+/*
+ * Copy str key of map into buf (len bytes, truncated, always terminated
+ * when len > 0); "-" when absent or not a str. Returns buf.
+ */
+const char *proto_mp_str(const msgpack_object *map, const char *key, char *buf,
+			 size_t len);
+/* Integer key of map (clamped to INT64_MAX), or dflt. */
+int64_t proto_mp_int(const msgpack_object *map, const char *key, int64_t dflt);
+/* Float or integer key of map as a double, or dflt. */
+double proto_mp_double(const msgpack_object *map, const char *key, double dflt);
+/* Pack a C string, or a str key and its str or unsigned value. */
+void proto_mp_pack_str(msgpack_packer *pk, const char *s);
+void proto_mp_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
+void proto_mp_pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
 
 #endif /* FERRY_PROTOCOL_PROTOCOL_H */

@@ -371,7 +371,7 @@ def ensure_build(build, rebuild, extra=()):
     editing the tree (build from `git archive HEAD` for committed code).
     """
     bdir = os.path.join(ROOT, build)
-    targets = ["node/ferryd", "node/ferry", "kvm-adapter/ferry-vm"] + \
+    targets = ["node/ferryd", "cli/ferry", "kvm-adapter/ferry-vm"] + \
         list(extra)
     bins = [os.path.join(bdir, t) for t in targets]
     if not os.path.isfile(os.path.join(bdir, "build.ninja")):

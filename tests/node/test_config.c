@@ -395,99 +395,6 @@ static void test_ctl_dir(void **state)
 	assert_int_equal(chown(dir, 0, -1), 0);
 }
 
-/* Render a packed buffer as JSON into a string. */
-static char *to_json(msgpack_sbuffer *sb)
-{
-	msgpack_unpacked up;
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
-
-	msgpack_unpacked_init(&up);
-	assert_int_equal(msgpack_unpack_next(&up, sb->data, sb->size, NULL),
-			 MSGPACK_UNPACK_SUCCESS);
-	f = open_memstream(&buf, &len);
-	assert_non_null(f);
-	assert_int_equal(nd_json_write(f, &up.data), 0);
-	fclose(f);
-	msgpack_unpacked_destroy(&up);
-	return buf;
-}
-
-static void test_json(void **state)
-{
-	static const char weird[] = "q\"b\\s/n\nr\rt\tx\x01y\x1f\x7f\xc3\xa9";
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	char *json;
-
-	(void)state;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 8);
-	nd_mp_pack_kv_str(&pk, "s", weird);
-	nd_mp_pack_kv_u64(&pk, "u", UINT64_MAX);
-	nd_mp_pack_str(&pk, "i");
-	msgpack_pack_int64(&pk, -42);
-	nd_mp_pack_str(&pk, "f");
-	msgpack_pack_double(&pk, 0.25);
-	nd_mp_pack_str(&pk, "a");
-	msgpack_pack_array(&pk, 3);
-	msgpack_pack_nil(&pk);
-	msgpack_pack_true(&pk);
-	msgpack_pack_false(&pk);
-	nd_mp_pack_str(&pk, "b");
-	msgpack_pack_bin(&pk, 3);
-	msgpack_pack_bin_body(&pk, "\x00\xab\xff", 3);
-	msgpack_pack_int(&pk, 7); /* a non-string key */
-	msgpack_pack_map(&pk, 0);
-	nd_mp_pack_str(&pk, "k\"ey");
-	msgpack_pack_array(&pk, 0);
-	json = to_json(&sb);
-	assert_string_equal(json, "{\"s\":\"q\\\"b\\\\s/"
-				  "n\\nr\\rt\\tx\\u0001y\\u001f\x7f\xc3\xa9\","
-				  "\"u\":18446744073709551615,\"i\":-42,\"f\":"
-				  "0.25,"
-				  "\"a\":[null,true,false],\"b\":\"00abff\","
-				  "\"7\":{},"
-				  "\"k\\\"ey\":[]}");
-	free(json);
-	msgpack_sbuffer_destroy(&sb);
-}
-
-static void test_mp_helpers(void **state)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_unpacked up;
-	char buf[8];
-
-	(void)state;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 3);
-	nd_mp_pack_kv_str(&pk, "name", "a-long-name");
-	nd_mp_pack_kv_u64(&pk, "n", 5);
-	nd_mp_pack_str(&pk, "d");
-	msgpack_pack_double(&pk, 1.5);
-	msgpack_unpacked_init(&up);
-	assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL),
-			 MSGPACK_UNPACK_SUCCESS);
-	/* truncated to the buffer, always terminated */
-	assert_string_equal(nd_mp_str(&up.data, "name", buf, sizeof(buf)), "a-"
-									   "lon"
-									   "g"
-									   "-");
-	assert_string_equal(nd_mp_str(&up.data, "none", buf, sizeof(buf)), "-");
-	assert_int_equal(nd_mp_int(&up.data, "n", -1), 5);
-	assert_int_equal(nd_mp_int(&up.data, "name", -1), -1);
-	assert_true(nd_mp_double(&up.data, "d", 0) == 1.5);
-	assert_true(nd_mp_double(&up.data, "n", 0) == 5.0);
-	assert_null(nd_mp_get(&up.data, "nam"));
-	msgpack_unpacked_destroy(&up);
-	msgpack_sbuffer_destroy(&sb);
-}
-
 static void test_fab_addr(void **state)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET };
@@ -523,8 +430,6 @@ int main(void)
 		cmocka_unit_test(test_unreadable),
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_ctl_dir),
-		cmocka_unit_test(test_json),
-		cmocka_unit_test(test_mp_helpers),
 		cmocka_unit_test(test_fab_addr),
 	};
 

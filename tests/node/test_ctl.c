@@ -31,8 +31,8 @@ static const char *run(struct nd_node *n, const struct proto_ctl_req *req,
 			 MSGPACK_UNPACK_SUCCESS);
 	assert_int_equal(up.data.type, MSGPACK_OBJECT_MAP);
 	buf[0] = '\0';
-	if (nd_mp_get(&up.data, "error"))
-		nd_mp_str(&up.data, "error", buf, len);
+	if (proto_mp_get(&up.data, "error"))
+		proto_mp_str(&up.data, "error", buf, len);
 	msgpack_unpacked_destroy(&up);
 	msgpack_sbuffer_destroy(&sb);
 	return buf;

@@ -3,7 +3,7 @@
  * protocol/proto_ctl.c: the control requests of the `ferry` CLI. Every
  * command decodes as the CLI packs it; every class of bad request is
  * refused with a reason that names the field. Requests are packed here
- * with msgpack-c, key by key, as node/ferry.c does, so that each bad one
+ * with msgpack-c, key by key, as cli/ferry.c does, so that each bad one
  * has exactly one thing wrong.
  */
 #include <errno.h>
@@ -127,7 +127,7 @@ static void test_simple_commands(void **state)
 	assert_string_equal(proto_ctl_cmd_name(PROTO_CTL_CMD_LAST + 1), "?");
 }
 
-/* `ferry migrate`: the 16 fields node/ferry.c packs, in its order. */
+/* `ferry migrate`: the 16 fields cli/ferry.c packs, in its order. */
 static void pack_cli_migrate(struct rq *r, const char *ac)
 {
 	begin(r, 16, "migrate");
@@ -676,6 +676,39 @@ static void test_err_optional(void **state)
 	assert_int_equal(one[0], '\0');
 }
 
+/* The helpers that pack and read the control socket's replies. */
+static void test_mp_helpers(void **state)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_unpacked up;
+	char buf[8];
+
+	(void)state;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 3);
+	proto_mp_pack_kv_str(&pk, "name", "a-long-name");
+	proto_mp_pack_kv_u64(&pk, "n", 5);
+	proto_mp_pack_str(&pk, "d");
+	msgpack_pack_double(&pk, 1.5);
+	msgpack_unpacked_init(&up);
+	assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL),
+			 MSGPACK_UNPACK_SUCCESS);
+	/* truncated to the buffer, always terminated */
+	assert_string_equal(proto_mp_str(&up.data, "name", buf, sizeof(buf)),
+			    "a-long-");
+	assert_string_equal(proto_mp_str(&up.data, "none", buf, sizeof(buf)),
+			    "-");
+	assert_int_equal(proto_mp_int(&up.data, "n", -1), 5);
+	assert_int_equal(proto_mp_int(&up.data, "name", -1), -1);
+	assert_true(proto_mp_double(&up.data, "d", 0) == 1.5);
+	assert_true(proto_mp_double(&up.data, "n", 0) == 5.0);
+	assert_null(proto_mp_get(&up.data, "nam"));
+	msgpack_unpacked_destroy(&up);
+	msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -696,6 +729,7 @@ int main(void)
 		cmocka_unit_test(test_reject_truncated),
 		cmocka_unit_test(test_reject_size),
 		cmocka_unit_test(test_err_optional),
+		cmocka_unit_test(test_mp_helpers),
 	};
 
 	return cmocka_run_group_tests_name("protocol-ctl", tests, NULL, NULL);

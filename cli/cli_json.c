@@ -1,22 +1,21 @@
 // SPDX-License-Identifier: MIT
 /*
- * msgpack helpers for the CLI exchange, and a msgpack -> JSON printer so
- * that `ferry --json` prints exactly the reply ferryd sent: one set of
- * fields feeds both the JSON and the human rendering.
+ * A msgpack -> JSON printer, so that `ferry --json` prints exactly the
+ * reply ferryd sent: one set of fields feeds both the JSON and the human
+ * rendering.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "common/util.h"
-#include "node/node_int.h"
+#include "cli/cli.h"
 
 #define JSON_DEPTH_MAX 32
 
-void nd_json_string(FILE *f, const char *s, size_t len)
+/* Write s (len bytes) as a JSON string literal with escapes. */
+static void json_string(FILE *f, const char *s, size_t len)
 {
 	fputc('"', f);
 	for (size_t i = 0; i < len; i++) {
@@ -84,7 +83,7 @@ static int write_obj(FILE *f, const msgpack_object *o, int depth)
 			fputs("null", f);
 		break;
 	case MSGPACK_OBJECT_STR:
-		nd_json_string(f, o->via.str.ptr, o->via.str.size);
+		json_string(f, o->via.str.ptr, o->via.str.size);
 		break;
 	case MSGPACK_OBJECT_BIN:
 	case MSGPACK_OBJECT_EXT: {
@@ -119,8 +118,8 @@ static int write_obj(FILE *f, const msgpack_object *o, int depth)
 			if (i)
 				fputc(',', f);
 			if (kv->key.type == MSGPACK_OBJECT_STR) {
-				nd_json_string(f, kv->key.via.str.ptr,
-					       kv->key.via.str.size);
+				json_string(f, kv->key.via.str.ptr,
+					    kv->key.via.str.size);
 			} else {
 				/* JSON keys are strings: quote the rendering */
 				char *buf = NULL;
@@ -135,7 +134,7 @@ static int write_obj(FILE *f, const msgpack_object *o, int depth)
 					return -EINVAL;
 				}
 				fclose(m);
-				nd_json_string(f, buf, len);
+				json_string(f, buf, len);
 				free(buf);
 			}
 			fputc(':', f);
@@ -150,90 +149,7 @@ static int write_obj(FILE *f, const msgpack_object *o, int depth)
 	return 0;
 }
 
-int nd_json_write(FILE *f, const msgpack_object *o)
+int cli_json_write(FILE *f, const msgpack_object *o)
 {
 	return write_obj(f, o, 0);
-}
-
-const msgpack_object *nd_mp_get(const msgpack_object *map, const char *key)
-{
-	size_t klen = strlen(key);
-
-	if (!map || map->type != MSGPACK_OBJECT_MAP)
-		return NULL;
-	for (uint32_t i = 0; i < map->via.map.size; i++) {
-		const msgpack_object *k = &map->via.map.ptr[i].key;
-
-		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
-		    !memcmp(k->via.str.ptr, key, klen))
-			return &map->via.map.ptr[i].val;
-	}
-	return NULL;
-}
-
-const char *nd_mp_str(const msgpack_object *map, const char *key, char *buf,
-		      size_t len)
-{
-	const msgpack_object *o = nd_mp_get(map, key);
-	size_t n;
-
-	if (!len)
-		return buf;
-	if (!o || o->type != MSGPACK_OBJECT_STR) {
-		snprintf(buf, len, "-");
-		return buf;
-	}
-	n = FY_MIN((size_t)o->via.str.size, len - 1);
-	memcpy(buf, o->via.str.ptr, n);
-	buf[n] = '\0';
-	return buf;
-}
-
-int64_t nd_mp_int(const msgpack_object *map, const char *key, int64_t dflt)
-{
-	const msgpack_object *o = nd_mp_get(map, key);
-
-	if (!o)
-		return dflt;
-	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-		return o->via.u64 > INT64_MAX ? INT64_MAX : (int64_t)o->via.u64;
-	if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-		return o->via.i64;
-	return dflt;
-}
-
-double nd_mp_double(const msgpack_object *map, const char *key, double dflt)
-{
-	const msgpack_object *o = nd_mp_get(map, key);
-
-	if (!o)
-		return dflt;
-	if (o->type == MSGPACK_OBJECT_FLOAT32 ||
-	    o->type == MSGPACK_OBJECT_FLOAT64)
-		return o->via.f64;
-	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-		return (double)o->via.u64;
-	if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-		return (double)o->via.i64;
-	return dflt;
-}
-
-void nd_mp_pack_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = strlen(s);
-
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
-void nd_mp_pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-	nd_mp_pack_str(pk, k);
-	nd_mp_pack_str(pk, v);
-}
-
-void nd_mp_pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	nd_mp_pack_str(pk, k);
-	msgpack_pack_uint64(pk, v);
 }

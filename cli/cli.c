@@ -24,7 +24,11 @@
 #include <zmq.h>
 
 #include "common/util.h"
-#include "node/node_int.h"
+#include "cli/cli.h"
+#include "protocol/protocol.h"
+
+/* a peer's "tcp://HOST:PORT", as long as ferryd's configuration takes */
+#define ADDR_MAX 256
 
 static int probe(const char *path, char *err, size_t errlen)
 {
@@ -72,11 +76,12 @@ static int probe(const char *path, char *err, size_t errlen)
 	return ret;
 }
 
-int nd_cli_call(const char *sock_path, const void *reqbuf, size_t reqlen,
-		int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
-		size_t errlen)
+int cli_call(const char *sock_path, const void *reqbuf, size_t reqlen,
+	     int timeout_ms, msgpack_unpacked *reply, void **raw, char *err,
+	     size_t errlen)
 {
-	char endpoint[ND_SOCK_MAX + 8];
+	char endpoint[sizeof("ipc://") +
+		      sizeof(((struct sockaddr_un *)0)->sun_path)];
 	void *ctx, *req;
 	zmq_msg_t msg;
 	int ret, zero = 0;
@@ -151,24 +156,6 @@ err_ctx:
 	return ret;
 }
 
-int nd_cli_request(const char *sock_path, const char *cmd, int timeout_ms,
-		   msgpack_unpacked *reply, void **raw, char *err,
-		   size_t errlen)
-{
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	int ret;
-
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 1);
-	nd_mp_pack_kv_str(&pk, "cmd", cmd);
-	ret = nd_cli_call(sock_path, sb.data, sb.size, timeout_ms, reply, raw,
-			  err, errlen);
-	msgpack_sbuffer_destroy(&sb);
-	return ret;
-}
-
 static void fmt_duration(uint64_t s, char *buf, size_t len)
 {
 	if (s < 60)
@@ -187,7 +174,7 @@ static void fmt_duration(uint64_t s, char *buf, size_t len)
 /* Post-copies waiting for their holder: the VM waits on its faults. */
 static void print_stalls(FILE *f, const msgpack_object *a)
 {
-	char vm[ND_NAME_MAX + 1], peer[ND_NAME_MAX + 1];
+	char vm[PROTO_NAME_MAX + 1], peer[PROTO_NAME_MAX + 1];
 
 	if (!a || a->type != MSGPACK_OBJECT_ARRAY)
 		return;
@@ -198,42 +185,45 @@ static void print_stalls(FILE *f, const msgpack_object *a)
 			"STALLED:     migration %" PRId64 " (%s from %s): "
 			"post-copy waits for %s since %.1f s; the VM waits "
 			"on its faults\n",
-			nd_mp_int(m, "id", 0),
-			nd_mp_str(m, "vm", vm, sizeof(vm)),
-			nd_mp_str(m, "peer", peer, sizeof(peer)), peer,
-			nd_mp_double(m, "stalled_s", 0));
+			proto_mp_int(m, "id", 0),
+			proto_mp_str(m, "vm", vm, sizeof(vm)),
+			proto_mp_str(m, "peer", peer, sizeof(peer)), peer,
+			proto_mp_double(m, "stalled_s", 0));
 	}
 }
 
-void nd_cli_print_status(FILE *f, const msgpack_object *r)
+void cli_print_status(FILE *f, const msgpack_object *r)
 {
 	char s[256], t[256], b[32];
 
-	fprintf(f, "node:        %s\n", nd_mp_str(r, "node", s, sizeof(s)));
+	fprintf(f, "node:        %s\n", proto_mp_str(r, "node", s, sizeof(s)));
 	fprintf(f, "version:     %s (protocol %" PRId64 ", pid %" PRId64 ")\n",
-		nd_mp_str(r, "version", s, sizeof(s)),
-		nd_mp_int(r, "protocol", 0), nd_mp_int(r, "pid", 0));
+		proto_mp_str(r, "version", s, sizeof(s)),
+		proto_mp_int(r, "protocol", 0), proto_mp_int(r, "pid", 0));
 	fprintf(f, "public key:  %s\n",
-		nd_mp_str(r, "public_key", s, sizeof(s)));
-	fprintf(f, "listen:      %s\n", nd_mp_str(r, "listen", s, sizeof(s)));
-	fprintf(f, "control:     %s\n", nd_mp_str(r, "control", s, sizeof(s)));
+		proto_mp_str(r, "public_key", s, sizeof(s)));
+	fprintf(f, "listen:      %s\n",
+		proto_mp_str(r, "listen", s, sizeof(s)));
+	fprintf(f, "control:     %s\n",
+		proto_mp_str(r, "control", s, sizeof(s)));
 	fprintf(f, "fabric:      %s at %s\n",
-		nd_mp_str(r, "fabric_provider", s, sizeof(s)),
-		nd_mp_str(r, "fabric_address", t, sizeof(t)));
+		proto_mp_str(r, "fabric_provider", s, sizeof(s)),
+		proto_mp_str(r, "fabric_address", t, sizeof(t)));
 	fprintf(f, "memory:      %s registered in %" PRId64 " regions\n",
-		fy_fmt_bytes(nd_mp_int(r, "memory_bytes", 0), b, sizeof(b)),
-		nd_mp_int(r, "memory_regions", 0));
+		fy_fmt_bytes(proto_mp_int(r, "memory_bytes", 0), b, sizeof(b)),
+		proto_mp_int(r, "memory_regions", 0));
 	fprintf(f,
 		"peers:       %" PRId64 " reachable / %" PRId64 " configured\n",
-		nd_mp_int(r, "peers_reachable", 0),
-		nd_mp_int(r, "peers_configured", 0));
-	fprintf(f, "migrations:  %" PRId64 "\n", nd_mp_int(r, "migrations", 0));
-	print_stalls(f, nd_mp_get(r, "stalls"));
+		proto_mp_int(r, "peers_reachable", 0),
+		proto_mp_int(r, "peers_configured", 0));
+	fprintf(f, "migrations:  %" PRId64 "\n",
+		proto_mp_int(r, "migrations", 0));
+	print_stalls(f, proto_mp_get(r, "stalls"));
 	fprintf(f, "refused:     %" PRId64 " connections, ",
-		nd_mp_int(r, "refused", 0));
+		proto_mp_int(r, "refused", 0));
 	fprintf(f, "%" PRId64 " malformed messages\n",
-		nd_mp_int(r, "malformed", 0));
-	fmt_duration(nd_mp_int(r, "uptime_s", 0), s, sizeof(s));
+		proto_mp_int(r, "malformed", 0));
+	fmt_duration(proto_mp_int(r, "uptime_s", 0), s, sizeof(s));
 	fprintf(f, "uptime:      %s\n", s);
 }
 
@@ -241,7 +231,7 @@ void nd_cli_print_status(FILE *f, const msgpack_object *r)
 static const char *fmt_ms(const msgpack_object *p, const char *key, char *buf,
 			  size_t len)
 {
-	double v = nd_mp_double(p, key, -1);
+	double v = proto_mp_double(p, key, -1);
 
 	if (v < 0)
 		snprintf(buf, len, "-");
@@ -250,9 +240,9 @@ static const char *fmt_ms(const msgpack_object *p, const char *key, char *buf,
 	return buf;
 }
 
-void nd_cli_print_peers(FILE *f, const msgpack_object *r)
+void cli_print_peers(FILE *f, const msgpack_object *r)
 {
-	const msgpack_object *peers = nd_mp_get(r, "peers");
+	const msgpack_object *peers = proto_mp_get(r, "peers");
 	int wn = 4, wa = 7;
 	uint32_t n = 0;
 
@@ -260,21 +250,21 @@ void nd_cli_print_peers(FILE *f, const msgpack_object *r)
 		n = peers->via.array.size;
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *p = &peers->via.array.ptr[i];
-		char s[ND_ENDPOINT_MAX];
+		char s[ADDR_MAX];
 
 		wn = FY_MAX(wn,
-			    (int)strlen(nd_mp_str(p, "name", s, sizeof(s))));
-		wa = FY_MAX(wa,
-			    (int)strlen(nd_mp_str(p, "address", s, sizeof(s))));
+			    (int)strlen(proto_mp_str(p, "name", s, sizeof(s))));
+		wa = FY_MAX(wa, (int)strlen(proto_mp_str(p, "address", s,
+							 sizeof(s))));
 	}
 	fprintf(f, "%-*s  %-*s  %-12s  %-17s  %-10s  %-9s  %s\n", wn, "NAME",
 		wa, "ADDRESS", "STATE", "RTT ms last/avg", "LAST SEEN",
 		"MALFORMED", "PROBLEM");
 	for (uint32_t i = 0; i < n; i++) {
 		const msgpack_object *p = &peers->via.array.ptr[i];
-		char name[ND_NAME_MAX + 1], addr[ND_ENDPOINT_MAX], st[32];
+		char name[PROTO_NAME_MAX + 1], addr[ADDR_MAX], st[32];
 		char last[16], avg[16], rtt[40], seen[32], problem[64];
-		double ago = nd_mp_double(p, "last_seen_s", -1);
+		double ago = proto_mp_double(p, "last_seen_s", -1);
 
 		if (ago < 0)
 			snprintf(seen, sizeof(seen), "never");
@@ -284,13 +274,14 @@ void nd_cli_print_peers(FILE *f, const msgpack_object *r)
 			 fmt_ms(p, "rtt_last_ms", last, sizeof(last)),
 			 fmt_ms(p, "rtt_avg_ms", avg, sizeof(avg)));
 		fprintf(f, "%-*s  %-*s  %-12s  %-17s  %-10s  %-9" PRId64, wn,
-			nd_mp_str(p, "name", name, sizeof(name)), wa,
-			nd_mp_str(p, "address", addr, sizeof(addr)),
-			nd_mp_str(p, "state", st, sizeof(st)), rtt, seen,
-			nd_mp_int(p, "malformed", 0));
-		nd_mp_str(p, "problem", problem, sizeof(problem));
+			proto_mp_str(p, "name", name, sizeof(name)), wa,
+			proto_mp_str(p, "address", addr, sizeof(addr)),
+			proto_mp_str(p, "state", st, sizeof(st)), rtt, seen,
+			proto_mp_int(p, "malformed", 0));
+		proto_mp_str(p, "problem", problem, sizeof(problem));
 		fprintf(f, "  %s\n", problem[0] ? problem : "-");
 	}
-	fprintf(f, "refused connections: %" PRId64, nd_mp_int(r, "refused", 0));
+	fprintf(f, "refused connections: %" PRId64,
+		proto_mp_int(r, "refused", 0));
 	fputs(" (keys not in the peer list)\n", f);
 }

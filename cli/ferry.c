@@ -18,87 +18,33 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "cli/cli.h"
+#include "node/node.h"
 #include "protocol/protocol.h"
-#include "node/node_int.h"
 
 #define CLI_TIMEOUT_MS 2000
 /* a query costs ferryd microseconds: the end is seen within 20 ms */
 #define POLL_MS 20
 #define LINE_MS 200 /* the live line, redrawn */
 
-static void usage(FILE *f)
-{
-	fprintf(f,
-		"usage: ferry [-c CONFIG | -s SOCKET] [--json] COMMAND [ARGS]\n"
-		"\n"
-		"commands:\n"
-		"  status    this node: name, key, listen address, fabric, "
-		"memory,\n"
-		"            peers reachable, migrations, uptime\n"
-		"  peers     every configured peer: address, state, round-trip "
-		"time,\n"
-		"            last seen; connections refused\n"
-		"  vms       the VMs of this host: memory, vCPUs, state, "
-		"progress\n"
-		"  migrate VM --to PEER [--mode precopy|postcopy|hybrid]\n"
-		"            [--postcopy-after ROUNDS|auto] [--downtime-limit "
-		"MS]\n"
-		"            [--max-bandwidth RATE] [--compress none|delta] "
-		"[--verify]\n"
-		"            [--auto-converge downtime|throttle|off] "
-		"[--max-rounds N]\n"
-		"            [--cpu-throttle-initial PCT] "
-		"[--cpu-throttle-increment PCT]\n"
-		"            [--max-cpu-throttle PCT] [--stall-rounds N] "
-		"[--timeout S]\n"
-		"            [--detach]\n"
-		"            move a running VM to PEER (docs/migration.md)\n"
-		"  migrations  migrations of this node, running and past\n"
-		"  migration ID  one migration's state\n"
-		"  cancel ID   stop a migration before switchover; the VM "
-		"stays\n"
-		"  migrate-postcopy ID  switch a --mode hybrid migration to "
-		"post-copy now\n"
-		"  force-resume ID --fenced  run the VM here, out of the "
-		"commit window, when\n"
-		"            the peer is down for good and its copy can never "
-		"run again\n"
-		"            (docs/operations.md)\n"
-		"            ID: as `ferry migrations` shows it, 7 for one "
-		"this node\n"
-		"            started, a/7 for one peer a started\n"
-		"  version   ferry's version and protocol version\n"
-		"\n"
-		"options:\n"
-		"  -c, --config FILE   take the control socket from ferryd's "
-		"config\n"
-		"  -s, --socket PATH   control socket (default %s)\n"
-		"  -j, --json          print JSON instead of text\n"
-		"  -h, --help          this help\n"
-		"\n"
-		"exit codes: 0 ok, 1 ferryd not running or request failed, 2 "
-		"usage\n",
-		ND_DEFAULT_CONTROL);
-}
-
-/* One request; prints ferryd's error. Returns 0 or ND_EXIT_FAIL. */
+/* One request; prints ferryd's error. Returns 0 or CLI_EXIT_FAIL. */
 static int call(const char *sock, msgpack_sbuffer *sb, msgpack_unpacked *reply,
 		void **raw)
 {
 	char err[1024];
 
-	if (nd_cli_call(sock, sb->data, sb->size, CLI_TIMEOUT_MS, reply, raw,
-			err, sizeof(err))) {
+	if (cli_call(sock, sb->data, sb->size, CLI_TIMEOUT_MS, reply, raw, err,
+		     sizeof(err))) {
 		fprintf(stderr, "ferry: %s\n", err);
-		return ND_EXIT_FAIL;
+		return CLI_EXIT_FAIL;
 	}
-	if (nd_mp_get(&reply->data, "error")) {
+	if (proto_mp_get(&reply->data, "error")) {
 		fprintf(stderr, "ferry: ferryd: %s\n",
-			nd_mp_str(&reply->data, "error", err, sizeof(err)));
+			proto_mp_str(&reply->data, "error", err, sizeof(err)));
 		msgpack_unpacked_destroy(reply);
 		free(*raw);
 		*raw = NULL;
-		return ND_EXIT_FAIL;
+		return CLI_EXIT_FAIL;
 	}
 	return 0;
 }
@@ -114,7 +60,7 @@ static bool ended(const msgpack_object *m)
 {
 	char st[16];
 
-	nd_mp_str(m, "state", st, sizeof(st));
+	proto_mp_str(m, "state", st, sizeof(st));
 	return !strcmp(st, "completed") || !strcmp(st, "failed") ||
 	       !strcmp(st, "cancelled");
 }
@@ -124,7 +70,7 @@ static int follow(const char *sock, uint64_t id, bool json)
 {
 	bool tty = !json && isatty(1);
 	double best = 0;
-	int ret = ND_EXIT_FAIL;
+	int ret = CLI_EXIT_FAIL;
 
 	for (unsigned n = 0;; n++) {
 		msgpack_unpacked reply;
@@ -137,16 +83,16 @@ static int follow(const char *sock, uint64_t id, bool json)
 		msgpack_sbuffer_init(&sb);
 		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 		msgpack_pack_map(&pk, 2);
-		nd_mp_pack_kv_str(&pk, "cmd", "migration");
-		nd_mp_pack_kv_u64(&pk, "id", id);
+		proto_mp_pack_kv_str(&pk, "cmd", "migration");
+		proto_mp_pack_kv_u64(&pk, "id", id);
 		r = call(sock, &sb, &reply, &raw);
 		msgpack_sbuffer_destroy(&sb);
 		if (r)
 			return r;
 		if (tty &&
 		    (n % (LINE_MS / POLL_MS) == 0 || ended(&reply.data))) {
-			nd_cli_progress_line(line, sizeof(line), &reply.data,
-					     &best);
+			cli_progress_line(line, sizeof(line), &reply.data,
+					  &best);
 			printf("\r%-120s", line);
 			fflush(stdout);
 		}
@@ -154,14 +100,14 @@ static int follow(const char *sock, uint64_t id, bool json)
 			if (tty)
 				printf("\n");
 			if (json) {
-				nd_json_write(stdout, &reply.data);
+				cli_json_write(stdout, &reply.data);
 				putchar('\n');
 			} else {
-				nd_cli_print_report(stdout, &reply.data);
+				cli_print_report(stdout, &reply.data);
 			}
-			nd_mp_str(&reply.data, "state", st, sizeof(st));
-			ret = strcmp(st, "completed") ? ND_EXIT_FAIL
-						      : ND_EXIT_OK;
+			proto_mp_str(&reply.data, "state", st, sizeof(st));
+			ret = strcmp(st, "completed") ? CLI_EXIT_FAIL
+						      : CLI_EXIT_OK;
 			msgpack_unpacked_destroy(&reply);
 			free(raw);
 			return ret;
@@ -178,7 +124,8 @@ static int parse_rate(const char *s, uint64_t *out)
 	return fy_parse_size(s, out);
 }
 
-static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
+static int cmd_migrate(const char *sock, const struct cli_cmd *cmd, int argc,
+		       char **argv, bool json)
 {
 	static const struct option opts[] = {
 		{ "to", required_argument, NULL, 't' },
@@ -228,7 +175,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: --mode precopy, postcopy or "
 					"hybrid, not '%s'\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			mode = optarg;
 			break;
@@ -239,7 +186,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: bad --postcopy-after '%s' "
 					"(rounds, or auto)\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			if (!strcmp(optarg, "auto"))
 				pc_after = 0;
@@ -251,7 +198,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: bad --downtime-limit "
 					"'%s' (milliseconds)\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'b':
@@ -260,7 +207,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: bad --max-bandwidth "
 					"'%s' (bytes/s, e.g. 100M)\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'z':
@@ -269,7 +216,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: --compress none or delta, "
 					"not '%s'\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			compress = optarg;
 			break;
@@ -284,7 +231,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: --auto-converge downtime, "
 					"throttle or off, not '%s'\n",
 					optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			ac = optarg;
 			break;
@@ -304,7 +251,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 					"ferry: bad --%s '%s' (percent, 1 "
 					"to 99)\n",
 					names[k], optarg);
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		}
@@ -312,14 +259,14 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 			rounds = strtoull(optarg, &end, 10);
 			if (*end || !rounds) {
 				fprintf(stderr, "ferry: bad --max-rounds\n");
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'T':
 			timeout = strtoull(optarg, &end, 10);
 			if (*end) {
 				fprintf(stderr, "ferry: bad --timeout\n");
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'D':
@@ -329,49 +276,50 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 			stall = strtoull(optarg, &end, 10);
 			if (*end || !stall) {
 				fprintf(stderr, "ferry: bad --stall-rounds\n");
-				return ND_EXIT_USAGE;
+				return CLI_EXIT_USAGE;
 			}
 			break;
 		case 'j':
 			json = true;
 			break;
-		default:
-			return ND_EXIT_USAGE;
+		default: /* getopt said which option */
+			cli_usage(stderr, cmd);
+			return CLI_EXIT_USAGE;
 		}
 	}
 	if (optind != argc - 1 || !to) {
-		fprintf(stderr, "ferry: usage: ferry migrate VM --to PEER "
-				"[options]\n");
-		return ND_EXIT_USAGE;
+		fprintf(stderr, "ferry: migrate takes one VM and --to PEER\n");
+		cli_usage(stderr, cmd);
+		return CLI_EXIT_USAGE;
 	}
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 16);
-	nd_mp_pack_kv_str(&pk, "cmd", "migrate");
-	nd_mp_pack_kv_u64(&pk, "postcopy_after", pc_after);
-	nd_mp_pack_kv_str(&pk, "vm", argv[optind]);
-	nd_mp_pack_kv_str(&pk, "to", to);
-	nd_mp_pack_kv_str(&pk, "mode", mode);
-	nd_mp_pack_kv_u64(&pk, "downtime_limit_ms", dt);
-	nd_mp_pack_kv_u64(&pk, "max_bandwidth", bw);
-	nd_mp_pack_str(&pk, "verify");
+	proto_mp_pack_kv_str(&pk, "cmd", "migrate");
+	proto_mp_pack_kv_u64(&pk, "postcopy_after", pc_after);
+	proto_mp_pack_kv_str(&pk, "vm", argv[optind]);
+	proto_mp_pack_kv_str(&pk, "to", to);
+	proto_mp_pack_kv_str(&pk, "mode", mode);
+	proto_mp_pack_kv_u64(&pk, "downtime_limit_ms", dt);
+	proto_mp_pack_kv_u64(&pk, "max_bandwidth", bw);
+	proto_mp_pack_str(&pk, "verify");
 	if (verify)
 		msgpack_pack_true(&pk);
 	else
 		msgpack_pack_false(&pk);
-	nd_mp_pack_kv_str(&pk, "auto_converge", ac);
-	nd_mp_pack_kv_u64(&pk, "max_rounds", rounds);
-	nd_mp_pack_kv_u64(&pk, "timeout_s", timeout);
-	nd_mp_pack_kv_u64(&pk, "stall_rounds", stall);
-	nd_mp_pack_kv_str(&pk, "compress", compress);
-	nd_mp_pack_kv_u64(&pk, "cpu_throttle_initial", thr[0]);
-	nd_mp_pack_kv_u64(&pk, "cpu_throttle_increment", thr[1]);
-	nd_mp_pack_kv_u64(&pk, "max_cpu_throttle", thr[2]);
+	proto_mp_pack_kv_str(&pk, "auto_converge", ac);
+	proto_mp_pack_kv_u64(&pk, "max_rounds", rounds);
+	proto_mp_pack_kv_u64(&pk, "timeout_s", timeout);
+	proto_mp_pack_kv_u64(&pk, "stall_rounds", stall);
+	proto_mp_pack_kv_str(&pk, "compress", compress);
+	proto_mp_pack_kv_u64(&pk, "cpu_throttle_initial", thr[0]);
+	proto_mp_pack_kv_u64(&pk, "cpu_throttle_increment", thr[1]);
+	proto_mp_pack_kv_u64(&pk, "max_cpu_throttle", thr[2]);
 	ret = call(sock, &sb, &reply, &raw);
 	msgpack_sbuffer_destroy(&sb);
 	if (ret)
 		return ret;
-	id = nd_mp_int(&reply.data, "id", 0);
+	id = proto_mp_int(&reply.data, "id", 0);
 	msgpack_unpacked_destroy(&reply);
 	free(raw);
 	if (detach) {
@@ -379,7 +327,7 @@ static int cmd_migrate(const char *sock, int argc, char **argv, bool json)
 			printf("{\"id\":%" PRIu64 "}\n", id);
 		else
 			printf("migration %" PRIu64 " started\n", id);
-		return ND_EXIT_OK;
+		return CLI_EXIT_OK;
 	}
 	return follow(sock, id, json);
 }
@@ -407,53 +355,53 @@ static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 		uint64_t id = strtoull(num, &end, 10);
 
 		if (*end || !id || !isdigit((unsigned char)*num) ||
-		    (slash && (!srclen || srclen > ND_NAME_MAX))) {
+		    (slash && (!srclen || srclen > PROTO_NAME_MAX))) {
 			fprintf(stderr,
 				"ferry: bad migration id '%s' (ID or "
 				"SOURCE/ID)\n",
 				arg);
 			msgpack_sbuffer_destroy(&sb);
-			return ND_EXIT_USAGE;
+			return CLI_EXIT_USAGE;
 		}
 		msgpack_pack_map(&pk, 2 + !!slash + fenced);
-		nd_mp_pack_kv_str(&pk, "cmd", cmd);
-		nd_mp_pack_kv_u64(&pk, "id", id);
+		proto_mp_pack_kv_str(&pk, "cmd", cmd);
+		proto_mp_pack_kv_u64(&pk, "id", id);
 		if (fenced) {
 			/* main() saw --fenced; ferryd checks it again */
-			nd_mp_pack_str(&pk, "fenced");
+			proto_mp_pack_str(&pk, "fenced");
 			msgpack_pack_true(&pk);
 		}
 		if (slash) {
-			char src[ND_NAME_MAX + 1];
+			char src[PROTO_NAME_MAX + 1];
 
 			snprintf(src, sizeof(src), "%.*s", (int)srclen, arg);
-			nd_mp_pack_kv_str(&pk, "source", src);
+			proto_mp_pack_kv_str(&pk, "source", src);
 		}
 	} else {
 		msgpack_pack_map(&pk, 1);
-		nd_mp_pack_kv_str(&pk, "cmd", cmd);
+		proto_mp_pack_kv_str(&pk, "cmd", cmd);
 	}
 	ret = call(sock, &sb, &reply, &raw);
 	msgpack_sbuffer_destroy(&sb);
 	if (ret)
 		return ret;
 	if (json) {
-		nd_json_write(stdout, &reply.data);
+		cli_json_write(stdout, &reply.data);
 		putchar('\n');
 	} else if (!strcmp(cmd, "status")) {
-		nd_cli_print_status(stdout, &reply.data);
+		cli_print_status(stdout, &reply.data);
 	} else if (!strcmp(cmd, "peers")) {
-		nd_cli_print_peers(stdout, &reply.data);
+		cli_print_peers(stdout, &reply.data);
 	} else if (!strcmp(cmd, "vms")) {
-		nd_cli_print_vms(stdout, &reply.data);
+		cli_print_vms(stdout, &reply.data);
 	} else if (!strcmp(cmd, "migrations")) {
-		nd_cli_print_migrations(stdout, &reply.data);
+		cli_print_migrations(stdout, &reply.data);
 	} else {
-		nd_cli_print_report(stdout, &reply.data);
+		cli_print_report(stdout, &reply.data);
 	}
 	msgpack_unpacked_destroy(&reply);
 	free(raw);
-	return ND_EXIT_OK;
+	return CLI_EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -465,7 +413,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *config = NULL, *sock = ND_DEFAULT_CONTROL, *cmd;
+	const char *config = NULL, *sock = ND_DEFAULT_CONTROL;
+	const struct cli_cmd *cmd;
 	struct nd_config *cfg = NULL;
 	bool json = false, have_sock = false;
 	char err[1024];
@@ -485,72 +434,74 @@ int main(int argc, char **argv)
 			json = true;
 			break;
 		case 'h':
-			usage(stdout);
-			return ND_EXIT_OK;
+			cli_usage(stdout, NULL);
+			return CLI_EXIT_OK;
 		default:
-			usage(stderr);
-			return ND_EXIT_USAGE;
+			cli_usage(stderr, NULL);
+			return CLI_EXIT_USAGE;
 		}
 	}
 	if (optind >= argc) {
 		fprintf(stderr, "ferry: no command given\n");
-		usage(stderr);
-		return ND_EXIT_USAGE;
+		cli_usage(stderr, NULL);
+		return CLI_EXIT_USAGE;
 	}
-	cmd = argv[optind];
+	cmd = cli_cmd_find(argv[optind]);
+	if (!cmd) {
+		fprintf(stderr, "ferry: unknown command '%s'\n", argv[optind]);
+		cli_usage(stderr, NULL);
+		return CLI_EXIT_USAGE;
+	}
 	nargs = argc - optind - 1;
+	for (int i = optind + 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			cli_usage(stdout, cmd);
+			return CLI_EXIT_OK;
+		}
+	}
 	if (config && have_sock) {
 		fprintf(stderr, "ferry: give -c or -s, not both\n");
-		return ND_EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
-	if (!strcmp(cmd, "version") && !nargs) {
+	if (!strcmp(cmd->name, "force-resume") &&
+	    (nargs != 2 || strcmp(argv[optind + 2], "--fenced"))) {
+		fprintf(stderr, "ferry: force-resume ID --fenced: say --fenced "
+				"once the peer's host is down or its ferry-vm "
+				"killed; two running copies of a VM corrupt "
+				"its disks\n");
+		return CLI_EXIT_USAGE;
+	}
+	if (cmd->nargs >= 0 && nargs != cmd->nargs) {
+		fprintf(stderr, "ferry: %s\n",
+			nargs > cmd->nargs ? "too many arguments"
+					   : "missing argument");
+		cli_usage(stderr, cmd);
+		return CLI_EXIT_USAGE;
+	}
+	if (!strcmp(cmd->name, "version")) {
 		if (json)
 			printf("{\"version\":\"%s\",\"protocol\":%d}\n",
 			       FERRY_VERSION, PROTO_VERSION);
 		else
 			printf("ferry %s (protocol %d)\n", FERRY_VERSION,
 			       PROTO_VERSION);
-		return ND_EXIT_OK;
-	}
-	if (strcmp(cmd, "status") && strcmp(cmd, "peers") &&
-	    strcmp(cmd, "vms") && strcmp(cmd, "migrations") &&
-	    strcmp(cmd, "migration") && strcmp(cmd, "cancel") &&
-	    strcmp(cmd, "migrate-postcopy") && strcmp(cmd, "migrate") &&
-	    strcmp(cmd, "force-resume") && strcmp(cmd, "version")) {
-		fprintf(stderr, "ferry: unknown command '%s'\n", cmd);
-		usage(stderr);
-		return ND_EXIT_USAGE;
-	}
-	if (!strcmp(cmd, "force-resume") &&
-	    (nargs != 2 || strcmp(argv[optind + 2], "--fenced"))) {
-		fprintf(stderr, "ferry: force-resume ID --fenced: say --fenced "
-				"once the peer's host is down or its ferry-vm "
-				"killed; two running copies of a VM corrupt "
-				"its disks\n");
-		return ND_EXIT_USAGE;
-	}
-	if (strcmp(cmd, "migrate") && strcmp(cmd, "force-resume") &&
-	    nargs != (!strcmp(cmd, "migration") || !strcmp(cmd, "cancel") ||
-		      !strcmp(cmd, "migrate-postcopy"))) {
-		fprintf(stderr, "ferry: %s\n",
-			nargs ? "too many arguments" : "missing argument");
-		usage(stderr);
-		return ND_EXIT_USAGE;
+		return CLI_EXIT_OK;
 	}
 	if (config) {
 		if (nd_config_load(config, &cfg, err, sizeof(err))) {
 			fprintf(stderr, "ferry: %s\n", err);
-			return ND_EXIT_USAGE;
+			return CLI_EXIT_USAGE;
 		}
-		sock = cfg->control;
+		sock = nd_config_control(cfg);
 	}
-	if (!strcmp(cmd, "migrate"))
-		ret = cmd_migrate(sock, argc - optind, argv + optind, json);
+	if (!strcmp(cmd->name, "migrate"))
+		ret = cmd_migrate(sock, cmd, argc - optind, argv + optind,
+				  json);
 	else
-		ret = cmd_simple(sock, cmd, nargs ? argv[optind + 1] : NULL,
-				 json);
+		ret = cmd_simple(sock, cmd->name,
+				 nargs ? argv[optind + 1] : NULL, json);
 	free(cfg);
 	if (fflush(stdout))
-		ret = ND_EXIT_FAIL;
+		ret = CLI_EXIT_FAIL;
 	return ret;
 }

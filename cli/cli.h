@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef FERRY_CLI_CLI_H
+#define FERRY_CLI_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include <msgpack.h>
+
+/*
+ * What the files of `ferry`, ferryd's command line, share: the commands'
+ * table, the request to ferryd, and the JSON and human renderings of its
+ * replies. Only cli/ and
+ * tests/cli include this; the rest of ferry is reached through the public
+ * headers node/node.h and protocol/protocol.h.
+ */
+
+/* Exit codes (docs/operations.md). */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1 /* ferryd not running, request or migration failed */
+#define CLI_EXIT_USAGE 2 /* bad command line or configuration */
+
+/* cli_help.c */
+
+/* A command of ferry, as its help shows it. */
+struct cli_cmd {
+	const char *name;
+	const char *args; /* after the name, "" for none; '\n' between lines */
+	const char *help; /* what it does; '\n' between lines */
+	int nargs; /* positional arguments; -1: the command parses its own */
+};
+
+/* Every command, in the order of `ferry --help`; a NULL name ends it. */
+extern const struct cli_cmd cli_cmds[];
+/* The command called name, or NULL. */
+const struct cli_cmd *cli_cmd_find(const char *name);
+/* Print cmd's help to f; with NULL, the overview of every command. */
+void cli_usage(FILE *f, const struct cli_cmd *cmd);
+
+/* cli.c */
+
+/*
+ * Send the msgpack map req (len bytes) to the ferryd control socket at
+ * sock_path and wait up to timeout_ms for the reply, unpacked into
+ * *reply. reply points into *raw: the caller destroys reply, then frees
+ * *raw. Returns 0; -ENOENT / -ECONNREFUSED when no ferryd listens there,
+ * -ETIMEDOUT when it does not answer, -EBADMSG for a reply that is not a
+ * map, or another -errno; a text for the user is put in err.
+ */
+int cli_call(const char *sock_path, const void *req, size_t len, int timeout_ms,
+	     msgpack_unpacked *reply, void **raw, char *err, size_t errlen);
+/* Render a "status" or "peers" reply for humans. */
+void cli_print_status(FILE *f, const msgpack_object *r);
+void cli_print_peers(FILE *f, const msgpack_object *r);
+
+/* cli_mig.c */
+
+/* Render "vms" and "migrations" replies for humans. */
+void cli_print_vms(FILE *f, const msgpack_object *r);
+void cli_print_migrations(FILE *f, const msgpack_object *r);
+/* Render one migration's final report. */
+void cli_print_report(FILE *f, const msgpack_object *m);
+/* The one-line live progress, without newline. */
+void cli_progress_line(char *buf, size_t len, const msgpack_object *m,
+		       double *best_pct);
+
+/* cli_json.c */
+
+/*
+ * Write a msgpack object as compact JSON. Binary becomes a hex string,
+ * non-string map keys are rendered as strings. Returns 0 or -EINVAL for
+ * nesting deeper than 32.
+ */
+int cli_json_write(FILE *f, const msgpack_object *o);
+
+#endif /* FERRY_CLI_CLI_H */
