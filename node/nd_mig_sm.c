@@ -214,6 +214,63 @@ bool nd_mig_fault_known(const char *point)
 	return false;
 }
 
+enum nd_src_act nd_src_on(enum nd_src_state st, enum proto_type t, bool csums,
+			  const char **why)
+{
+	bool pc = nd_sm_has(true, st, ND_SM_PC);
+	bool running = pc && nd_sm_has(true, st, ND_SM_HELD);
+
+	*why = NULL;
+	if (nd_sm_has(true, st, ND_SM_END))
+		return ND_ACT_IGNORE;
+	switch (t) {
+	case PROTO_HOLDER_MAP:
+		return st == ND_SRC_PREPARE || st == ND_SRC_PREPARE_ASKED
+			       ? ND_ACT_START
+			       : ND_ACT_IGNORE;
+	case PROTO_PROGRESS:
+		return st == ND_SRC_NEW || st == ND_SRC_PREPARE ||
+				       st == ND_SRC_PREPARE_ASKED ||
+				       st == ND_SRC_COMMITTED
+			       ? ND_ACT_IGNORE
+			       : ND_ACT_PROGRESS;
+	case PROTO_PC_STATS:
+		return ND_ACT_STATS;
+	case PROTO_COMMIT:
+		/* an older D decides itself at SWITCHOVER: ours never runs */
+		if (st == ND_SRC_SWITCHOVER)
+			return ND_ACT_COMMIT;
+		return running ? ND_ACT_COMPLETE : ND_ACT_IGNORE;
+	case PROTO_READY:
+		if (st == ND_SRC_SWITCHOVER)
+			return csums ? ND_ACT_IGNORE : ND_ACT_COMMIT;
+		return st == ND_SRC_COMMITTED ? ND_ACT_RESUME_AGAIN
+					      : ND_ACT_IGNORE;
+	case PROTO_RESUMED:
+		if (st == ND_SRC_COMMITTED)
+			return ND_ACT_COMPLETE;
+		return pc && !running ? ND_ACT_RUNS_THERE : ND_ACT_IGNORE;
+	case PROTO_ABORT:
+		/* the VM ran there: ours must not run again */
+		if (running) {
+			*why = "ABORT during post-copy ignored";
+			return ND_ACT_REFUSE;
+		}
+		/* after our commit too: D says its VM never ran, nor will */
+		return ND_ACT_ABANDON;
+	case PROTO_ERROR:
+		/* not D's answer: RESUME goes on until it is */
+		if (st == ND_SRC_COMMITTED) {
+			*why = "ERROR after commit ignored";
+			return ND_ACT_REFUSE;
+		}
+		return ND_ACT_FAIL;
+	default:
+		*why = "unexpected message";
+		return ND_ACT_REFUSE;
+	}
+}
+
 static const char *const flag_names[] = {
 	"paused",	  "post-copy",	  "commit window",
 	"holder map due", "VM runs here", "ended",

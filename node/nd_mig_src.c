@@ -354,120 +354,116 @@ static void src_committed(struct nd_mig *m, uint64_t now)
 	mig_info(m, "committed: the VM now lives on %s", m->peer->conf->name);
 }
 
+/* D's PROGRESS: the counters; every page announced pulled: round done. */
+static void src_progress(struct nd_mig *m, const struct proto_progress *p,
+			 uint64_t now)
+{
+	/* pages not announced yet (paced) are not valid there either */
+	m->pages_valid = p->pages_valid -
+			 FY_MIN(p->pages_valid,
+				m->todo_pos < m->ntodo
+					? fy_runs_pages(&m->todo[m->todo_pos],
+							m->ntodo - m->todo_pos)
+					: 0);
+	m->bytes = p->bytes;
+	if (now > m->round_start_ns && m->bytes > m->round_bytes0)
+		m->live_bw = (m->bytes - m->round_bytes0) /
+			     ((now - m->round_start_ns) / 1e9);
+	/* every page announced pulled (announced pages are disjoint) */
+	if (m->todo_sent && p->bytes >= m->expect_bytes &&
+	    p->pages_valid == p->pages_total &&
+	    nd_mig_phase(m) == ND_MIG_PRECOPY)
+		round_done(m);
+}
+
+/* RESUMED after POSTCOPY: the VM lives on D; we serve its pages. */
+static void src_runs_there(struct nd_mig *m, uint64_t now)
+{
+	m->downtime_ns = now - m->t_pause;
+	m->t_resumed = now;
+	nd_mig_to(m,
+		  m->sm.state == ND_SRC_PC_SWITCHOVER ? ND_SRC_POSTCOPY
+						      : ND_SRC_POSTCOPY_LOST,
+		  "the VM runs on the destination");
+	mig_info(m, "post-copy: the VM runs on %s after %.1f ms of downtime",
+		 m->peer->conf->name, m->downtime_ns / 1e6);
+}
+
+/* RESUMED after our commit, or COMMIT after post-copy: it is over. */
+static void src_done(struct nd_mig *m, uint64_t now)
+{
+	bool pc = nd_mig_has(m, ND_SM_PC);
+
+	if (!pc)
+		m->downtime_ns = m->recovered ? 0 : now - m->t_pause;
+	src_complete(m, now);
+	if (pc)
+		mig_info(m,
+			 "completed in %.3f s: downtime %.1f ms, then %.3f s "
+			 "of post-copy, %" PRIu64 " faults",
+			 (m->t_end - m->t_start) / 1e9, m->downtime_ns / 1e6,
+			 (now - m->t_resumed) / 1e9, m->pcs.faults);
+	else
+		mig_info(m,
+			 "completed in %.3f s, downtime %.1f ms, %u rounds, "
+			 "%" PRIu64 " pages",
+			 (m->t_end - m->t_start) / 1e9, m->downtime_ns / 1e6,
+			 m->round + 1, m->pages_pulled);
+}
+
 void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 {
-	enum nd_mig_phase phase = nd_mig_phase(m);
-	enum nd_src_state st = m->sm.state;
 	uint64_t now = fy_now_ns();
+	const char *why;
 
 	m->last_heard = now;
-	switch (msg->type) {
-	case PROTO_HOLDER_MAP:
-		if (st == ND_SRC_PREPARE || st == ND_SRC_PREPARE_ASKED)
-			src_start_rounds(m);
+	switch (nd_src_on(m->sm.state, msg->type, m->csum_running, &why)) {
+	case ND_ACT_IGNORE:
 		break;
-	case PROTO_PROGRESS:
-		if (phase != ND_MIG_PRECOPY && phase != ND_MIG_SWITCHOVER &&
-		    phase != ND_MIG_POSTCOPY)
-			break;
-		/* pages not announced yet (paced) are not valid there either */
-		m->pages_valid =
-			msg->progress.pages_valid -
-			FY_MIN(msg->progress.pages_valid,
-			       m->todo_pos < m->ntodo
-				       ? fy_runs_pages(&m->todo[m->todo_pos],
-						       m->ntodo - m->todo_pos)
-				       : 0);
-		m->bytes = msg->progress.bytes;
-		if (now > m->round_start_ns && m->bytes > m->round_bytes0)
-			m->live_bw = (m->bytes - m->round_bytes0) /
-				     ((now - m->round_start_ns) / 1e9);
-		/* every page announced pulled (announced pages are disjoint) */
-		if (m->todo_sent && msg->progress.bytes >= m->expect_bytes &&
-		    msg->progress.pages_valid == msg->progress.pages_total &&
-		    phase == ND_MIG_PRECOPY)
-			round_done(m);
+	case ND_ACT_REFUSE:
+		mig_err(m, "%s: %s %s", why, proto_type_name(msg->type),
+			msg->type == PROTO_ABORT   ? msg->abort.reason
+			: msg->type == PROTO_ERROR ? msg->error.text
+						   : "");
 		break;
-	case PROTO_PC_STATS:
+	case ND_ACT_START:
+		src_start_rounds(m);
+		break;
+	case ND_ACT_PROGRESS:
+		src_progress(m, &msg->progress, now);
+		break;
+	case ND_ACT_STATS:
 		m->pcs = msg->pc_stats;
 		break;
-	case PROTO_COMMIT:
-		if (phase == ND_MIG_POSTCOPY) {
-			/* every page is on D: our copy and VM can go */
-			src_complete(m, now);
-			mig_info(m,
-				 "completed in %.3f s: downtime %.1f ms, then "
-				 "%.3f s of post-copy, %" PRIu64 " faults",
-				 (m->t_end - m->t_start) / 1e9,
-				 m->downtime_ns / 1e6,
-				 (now - m->t_resumed) / 1e9, m->pcs.faults);
-		} else if (st == ND_SRC_SWITCHOVER) {
-			/*
-			 * A destination from before READY decided itself and
-			 * resumes the VM: ours must not run again. (It drops
-			 * our RESUME as undecodable; RESUMED ends it.)
-			 */
+	case ND_ACT_COMMIT:
+		/*
+		 * COMMIT: a destination from before READY decided itself
+		 * and resumes the VM: ours must not run again. (It drops our
+		 * RESUME as undecodable; RESUMED ends it.)
+		 */
+		if (msg->type == PROTO_COMMIT)
 			mig_info(m, "%s committed on its own (an older ferryd)",
 				 m->peer->conf->name);
-			src_committed(m, now);
-		}
+		src_committed(m, now);
 		break;
-	case PROTO_READY:
-		if (st == ND_SRC_SWITCHOVER && !m->csum_running)
-			src_committed(m, now);
-		else if (st == ND_SRC_COMMITTED)
-			nd_src_send_resume(m, now);
+	case ND_ACT_RESUME_AGAIN:
+		nd_src_send_resume(m, now);
 		break;
-	case PROTO_RESUMED:
-		if (st == ND_SRC_PC_SWITCHOVER ||
-		    st == ND_SRC_PC_SWITCHOVER_LOST) {
-			/* the VM lives on D; we serve its pages until COMMIT */
-			m->downtime_ns = now - m->t_pause;
-			m->t_resumed = now;
-			nd_mig_to(m,
-				  st == ND_SRC_PC_SWITCHOVER
-					  ? ND_SRC_POSTCOPY
-					  : ND_SRC_POSTCOPY_LOST,
-				  "the VM runs on the destination");
-			mig_info(m,
-				 "post-copy: the VM runs on %s after %.1f ms "
-				 "of downtime",
-				 m->peer->conf->name, m->downtime_ns / 1e6);
-		} else if (st == ND_SRC_COMMITTED) {
-			m->downtime_ns = m->recovered ? 0 : now - m->t_pause;
-			src_complete(m, now);
-			mig_info(m,
-				 "completed in %.3f s, downtime %.1f ms, %u "
-				 "rounds, %" PRIu64 " pages",
-				 (m->t_end - m->t_start) / 1e9,
-				 m->downtime_ns / 1e6, m->round + 1,
-				 m->pages_pulled);
-		}
+	case ND_ACT_RUNS_THERE:
+		src_runs_there(m, now);
 		break;
-	case PROTO_ABORT:
-		if (phase == ND_MIG_POSTCOPY) {
-			/* the VM ran there: ours must not run again */
-			mig_err(m, "ABORT during post-copy ignored: %s",
-				msg->abort.reason);
-			break;
-		}
-		/* after our commit too: D says its VM never ran, nor will */
+	case ND_ACT_COMPLETE:
+		src_done(m, now);
+		break;
+	case ND_ACT_ABANDON:
 		nd_mig_src_abandon(m, false, "%s aborted: %s",
 				   m->peer->conf->name, msg->abort.reason);
 		break;
-	case PROTO_ERROR:
-		if (st == ND_SRC_COMMITTED) {
-			/* not D's answer: RESUME goes on until it is */
-			mig_err(m, "%s sent ERROR after commit: %s",
-				m->peer->conf->name, msg->error.text);
-			break;
-		}
+	case ND_ACT_FAIL:
 		nd_mig_src_fail(m, ND_SRC_FAILED, false, "%s refused: %s (%s)",
 				m->peer->conf->name, msg->error.text,
 				strerror(msg->error.code));
 		break;
-	default:
-		mig_err(m, "unexpected %s", proto_type_name(msg->type));
 	}
 }
 

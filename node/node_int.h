@@ -570,6 +570,28 @@ bool nd_sm_has(bool source, unsigned s, unsigned flags);
 bool nd_sm_legal(bool source, unsigned from, unsigned to);
 /* Move sm to state to: 0, or -EINVAL for a move not in the table. */
 int nd_sm_move(struct nd_mig_sm *sm, unsigned to);
+/* What the source does with a message from its destination. */
+enum nd_src_act {
+	ND_ACT_IGNORE, /* not in this state: dropped */
+	ND_ACT_REFUSE, /* the same, logged with why */
+	ND_ACT_START, /* HOLDER_MAP, D's yes: round 0 */
+	ND_ACT_PROGRESS, /* D's counters: the round may be done */
+	ND_ACT_STATS, /* PC_STATS kept for reports */
+	ND_ACT_COMMIT, /* READY (or an old D's COMMIT): commit, RESUME */
+	ND_ACT_RESUME_AGAIN, /* READY again: RESUME again */
+	ND_ACT_RUNS_THERE, /* RESUMED after POSTCOPY: serve its pages */
+	ND_ACT_COMPLETE, /* RESUMED after commit, COMMIT after post-copy */
+	ND_ACT_ABANDON, /* ABORT: D's copy never runs; ours does */
+	ND_ACT_FAIL, /* ERROR before the commit */
+};
+
+/*
+ * The source's answer to message type t in state st (still sending
+ * checksums: csums), the commit window's decisions included; *why says
+ * why for ND_ACT_REFUSE.
+ */
+enum nd_src_act nd_src_on(enum nd_src_state st, enum proto_type t, bool csums,
+			  const char **why);
 /* The role's table in markdown, as docs/migration.md shows it. */
 void nd_sm_print(FILE *f, bool source);
 /*

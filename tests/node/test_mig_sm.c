@@ -173,6 +173,79 @@ static void test_graph(void **state)
 	assert_false(nd_sm_has(false, ND_DST_READY, ND_SM_RUNS));
 }
 
+/* The source's answer to message t in state st. */
+static enum nd_src_act on(unsigned st, enum proto_type t, bool csums)
+{
+	const char *why;
+	enum nd_src_act a = nd_src_on(st, t, csums, &why);
+
+	/* a reason exactly for what is refused with a log line */
+	assert_int_equal(why != NULL, a == ND_ACT_REFUSE);
+	return a;
+}
+
+/*
+ * The commit window: only READY commits (not while checksums go out);
+ * once committed only D's RESUMED or ABORT ends it, READY gets RESUME
+ * again, an ERROR changes nothing; post-copy: RESUMED hands the VM over,
+ * ABORT is refused once it ran there, COMMIT completes; ended migrations
+ * take nothing.
+ */
+static void test_src_on(void **state)
+{
+	(void)state;
+	assert_int_equal(on(ND_SRC_SWITCHOVER, PROTO_READY, false),
+			 ND_ACT_COMMIT);
+	assert_int_equal(on(ND_SRC_SWITCHOVER, PROTO_READY, true),
+			 ND_ACT_IGNORE);
+	assert_int_equal(on(ND_SRC_SWITCHOVER, PROTO_COMMIT, false),
+			 ND_ACT_COMMIT);
+	assert_int_equal(on(ND_SRC_PRECOPY, PROTO_READY, false), ND_ACT_IGNORE);
+	assert_int_equal(on(ND_SRC_PC_SWITCHOVER, PROTO_READY, false),
+			 ND_ACT_IGNORE);
+	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_READY, false),
+			 ND_ACT_RESUME_AGAIN);
+	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_RESUMED, false),
+			 ND_ACT_COMPLETE);
+	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_ABORT, false),
+			 ND_ACT_ABANDON);
+	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_ERROR, false),
+			 ND_ACT_REFUSE);
+	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_COMMIT, false),
+			 ND_ACT_IGNORE);
+	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_PROGRESS, false),
+			 ND_ACT_IGNORE);
+	assert_int_equal(on(ND_SRC_SWITCHOVER, PROTO_RESUMED, false),
+			 ND_ACT_IGNORE);
+	for (unsigned st = ND_SRC_PC_SWITCHOVER; st <= ND_SRC_POSTCOPY_LOST;
+	     st++) {
+		bool ran = st >= ND_SRC_POSTCOPY;
+
+		assert_int_equal(on(st, PROTO_RESUMED, false),
+				 ran ? ND_ACT_IGNORE : ND_ACT_RUNS_THERE);
+		assert_int_equal(on(st, PROTO_ABORT, false),
+				 ran ? ND_ACT_REFUSE : ND_ACT_ABANDON);
+		assert_int_equal(on(st, PROTO_COMMIT, false),
+				 ran ? ND_ACT_COMPLETE : ND_ACT_IGNORE);
+		assert_int_equal(on(st, PROTO_ERROR, false), ND_ACT_FAIL);
+		assert_int_equal(on(st, PROTO_PROGRESS, false),
+				 ND_ACT_PROGRESS);
+	}
+	/* before the commit: ABORT and ERROR end it, the VM stays here */
+	for (unsigned st = ND_SRC_PREPARE; st <= ND_SRC_SWITCHOVER; st++) {
+		assert_int_equal(on(st, PROTO_ABORT, false), ND_ACT_ABANDON);
+		assert_int_equal(on(st, PROTO_ERROR, false), ND_ACT_FAIL);
+		assert_int_equal(on(st, PROTO_HOLDER_MAP, false),
+				 st <= ND_SRC_PREPARE_ASKED ? ND_ACT_START
+							    : ND_ACT_IGNORE);
+	}
+	for (unsigned st = ND_SRC_COMPLETED; st <= ND_SRC_CANCELLED; st++)
+		for (unsigned t = PROTO_HELLO; t <= PROTO_TYPE_LAST; t++)
+			assert_int_equal(on(st, t, false), ND_ACT_IGNORE);
+	assert_int_equal(on(ND_SRC_PRECOPY, PROTO_DIRTY_SET, false),
+			 ND_ACT_REFUSE);
+}
+
 /* The text between "<!-- states:NAME -->" and the next "<!-- /states -->". */
 static char *docs_table(const char *doc, const char *name)
 {
@@ -317,6 +390,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_src_moves),
 		cmocka_unit_test(test_dst_moves),
 		cmocka_unit_test(test_graph),
+		cmocka_unit_test(test_src_on),
 		cmocka_unit_test(test_docs),
 		cmocka_unit_test(test_records),
 		cmocka_unit_test(test_words),
