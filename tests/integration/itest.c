@@ -570,16 +570,6 @@ double wait_state(struct node *n, const char *state, int want, double timeout_s)
 	return -1;
 }
 
-long json_num(const char *json, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtol(p + strlen(pat), NULL, 10) : -1;
-}
-
 int setup(void **state)
 {
 	(void)state;

@@ -59,8 +59,6 @@ int ferry(struct node *n, bool json, const char *cmd, char *out, char *err);
 /* Seconds until want peers of n show state, or -1 after timeout_s. */
 double wait_state(struct node *n, const char *state, int want,
 		  double timeout_s);
-/* The integer after "key": in json, or -1. */
-long json_num(const char *json, const char *key);
 
 /*
  * JSON replies, read as data. ferry_json() and ferry_jargs() run
@@ -126,8 +124,6 @@ json_t *itest_json_poll(struct node *n, const char *cmd);
 
 /* ferry -s SOCK ARGS... (up to 28, NULL-terminated), deadline secs. */
 int ferry_args(struct node *n, double secs, char *out, char *err, ...);
-/* The number after "key": in json, or -1. */
-double json_dbl(const char *json, const char *key);
 /*
  * The accelerator of the guests the tests start: FERRY_TEST_ACCEL, else
  * user (kvm in a ThreadSanitizer build). A destination's follows it.

@@ -34,16 +34,6 @@ int ferry_args(struct node *n, double secs, char *out, char *err, ...)
 	return run_for(out, err, argv, secs);
 }
 
-double json_dbl(const char *json, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtod(p + strlen(pat), NULL) : -1;
-}
-
 const char *itest_accel(void)
 {
 	const char *a = getenv("FERRY_TEST_ACCEL");
