@@ -36,6 +36,9 @@ char tmpdir[128];
 const char *itest_node_extra;
 bool itest_accept_user = true;
 static pid_t children[MAX_CHILDREN];
+/* The JSON documents handed to the test, freed at teardown. */
+static json_t **docs;
+static size_t ndocs, docs_cap;
 
 double now_s(void)
 {
@@ -330,32 +333,241 @@ int ferry(struct node *n, bool json, const char *cmd, char *out, char *err)
 	return run(out, err, argv);
 }
 
+/* out parsed, owned by the caller; not one JSON object fails the test. */
+static json_t *parse(const char *out, const char *err)
+{
+	json_error_t jerr;
+	json_t *j = json_loads(out, 0, &jerr);
+
+	if (j && !json_is_object(j)) {
+		json_decref(j);
+		j = NULL;
+		snprintf(jerr.text, sizeof(jerr.text), "not an object");
+	}
+	if (!j)
+		fail_msg("ferry --json printed no JSON object (%s): %s; "
+			 "stderr: %s",
+			 jerr.text, out, err);
+	return j;
+}
+
+/*
+ * Run argv (deadline secs) and parse its stdout. Returns the document,
+ * owned by the caller; NULL when the command printed nothing and rc takes
+ * its exit code. Anything else fails the test.
+ */
+static json_t *run_json(double secs, int *rc, const char *const argv[])
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	int ret;
+
+	ret = run_for(out, err, argv, secs);
+	if (rc)
+		*rc = ret;
+	else if (ret)
+		fail_msg("ferry --json %s: exit %d: %s%s", argv[4], ret, err,
+			 out);
+	if (rc && !out[0])
+		return NULL;
+	return parse(out, err);
+}
+
+/* Hand j to the test: freed at teardown. */
+static json_t *keep(json_t *j)
+{
+	if (!j)
+		return NULL;
+	if (ndocs == docs_cap) {
+		size_t cap = docs_cap ? 2 * docs_cap : 64;
+		json_t **d = realloc(docs, cap * sizeof(*d));
+
+		if (!d) {
+			json_decref(j);
+			fail_msg("out of memory");
+		}
+		docs = d;
+		docs_cap = cap;
+	}
+	docs[ndocs++] = j;
+	return j;
+}
+
+static void free_docs(void)
+{
+	for (size_t i = 0; i < ndocs; i++)
+		json_decref(docs[i]);
+	free(docs);
+	docs = NULL;
+	ndocs = docs_cap = 0;
+}
+
+json_t *jparse(const char *out, const char *err)
+{
+	return keep(parse(out, err));
+}
+
+json_t *ferry_json(struct node *n, const char *cmd)
+{
+	return ferry_jargs(n, 10, NULL, cmd, NULL);
+}
+
+json_t *ferry_jargs(struct node *n, double secs, int *rc, ...)
+{
+	const char *argv[32] = { ferry_bin, "-s", n->sock, "--json" };
+	int i = 4;
+	va_list ap;
+
+	va_start(ap, rc);
+	while (i < 31 && (argv[i] = va_arg(ap, const char *)))
+		i++;
+	va_end(ap);
+	argv[i] = NULL;
+	return keep(run_json(secs, rc, argv));
+}
+
+json_t *itest_json_poll(struct node *n, const char *cmd)
+{
+	const char *argv[] = { ferry_bin, "-s", n->sock, "--json", cmd, NULL };
+	int rc;
+	json_t *j = run_json(10, &rc, argv);
+
+	if (rc) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+json_t *jget(const json_t *j, const char *path)
+{
+	const char *p = path;
+	char key[64], *end;
+	size_t len;
+
+	while (j && *p) {
+		if (*p == '[') {
+			unsigned long i = strtoul(p + 1, &end, 10);
+
+			if (end == p + 1 || *end != ']')
+				fail_msg("bad JSON path '%s'", path);
+			j = json_array_get(j, i);
+			p = end + 1;
+			continue;
+		}
+		if (*p == '.')
+			p++;
+		len = strcspn(p, ".[");
+		if (!len || len >= sizeof(key))
+			fail_msg("bad JSON path '%s'", path);
+		memcpy(key, p, len);
+		key[len] = '\0';
+		j = json_object_get(j, key);
+		p += len;
+	}
+	return (json_t *)j;
+}
+
+const char *jstr(const json_t *j, const char *path)
+{
+	return json_string_value(jget(j, path));
+}
+
+bool jis(const json_t *j, const char *path, const char *val)
+{
+	const char *s = jstr(j, path);
+
+	return s && val && !strcmp(s, val);
+}
+
+long jint(const json_t *j, const char *path)
+{
+	const json_t *v = jget(j, path);
+
+	return json_is_integer(v) ? (long)json_integer_value(v) : -1;
+}
+
+double jdbl(const json_t *j, const char *path)
+{
+	const json_t *v = jget(j, path);
+
+	return json_is_number(v) ? json_number_value(v) : -1;
+}
+
+json_t *jfind(const json_t *j, const char *path, const char *key,
+	      const char *val)
+{
+	const json_t *a = jget(j, path);
+
+	for (size_t i = 0; i < json_array_size(a); i++)
+		if (jis(json_array_get(a, i), key, val))
+			return json_array_get(a, i);
+	return NULL;
+}
+
+int jlen(const json_t *j, const char *path)
+{
+	const json_t *a = jget(j, path);
+
+	return json_is_array(a) ? (int)json_array_size(a) : -1;
+}
+
+int jcount(const json_t *j, const char *path, const char *key, const char *val)
+{
+	const json_t *a = jget(j, path);
+	int n = 0;
+
+	if (!json_is_array(a))
+		return -1;
+	for (size_t i = 0; i < json_array_size(a); i++)
+		n += jis(json_array_get(a, i), key, val);
+	return n;
+}
+
+const char *jtext(const json_t *j)
+{
+	static char buf[OUT_MAX];
+	size_t n;
+
+	if (!j)
+		return "(no JSON)";
+	n = json_dumpb(j, buf, sizeof(buf) - 1, JSON_COMPACT | JSON_ENCODE_ANY);
+	buf[n < sizeof(buf) - 1 ? n : sizeof(buf) - 1] = '\0';
+	return buf;
+}
+
+void itest_assert_jstr(const json_t *j, const char *path, const char *want,
+		       bool part, const char *file, int line)
+{
+	const char *s = jstr(j, path);
+
+	if (s && (part ? strstr(s, want) != NULL : !strcmp(s, want)))
+		return;
+	print_error("%s is %s%s%s, not %s\"%s\"; in %s\n", path, s ? "\"" : "",
+		    s ? s : "absent", s ? "\"" : "",
+		    part ? "one containing " : "", want, jtext(j));
+	_fail(file, line);
+}
+
 /* Poll `ferry --json peers` until want peers show state, or timeout. */
 double wait_state(struct node *n, const char *state, int want, double timeout_s)
 {
-	char out[OUT_MAX], err[OUT_MAX], pat[64];
 	double t0 = now_s();
+	char last[OUT_MAX] = "";
+	json_t *j;
+	int k;
 
-	snprintf(pat, sizeof(pat), "\"state\":\"%s\"", state);
 	while (now_s() - t0 < timeout_s) {
-		if (ferry(n, true, "peers", out, err) == 0 &&
-		    count(out, pat) == want)
+		j = itest_json_poll(n, "peers");
+		k = jcount(j, "peers", "state", state);
+		snprintf(last, sizeof(last), "%s", jtext(j));
+		json_decref(j);
+		if (k == want)
 			return now_s() - t0;
 		sleep_ms(100);
 	}
-	print_error("%s: timed out waiting for %d peers %s; last: %s %s\n",
-		    n->name, want, state, out, err);
+	print_error("%s: timed out waiting for %d peers %s; last: %s\n",
+		    n->name, want, state, last);
 	return -1;
-}
-
-long json_num(const char *json, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtol(p + strlen(pat), NULL, 10) : -1;
 }
 
 int setup(void **state)
@@ -370,6 +582,7 @@ int teardown(void **state)
 {
 	(void)state;
 	kill_children();
+	free_docs();
 	return 0;
 }
 
@@ -379,6 +592,7 @@ int group_teardown(void **state)
 
 	(void)state;
 	kill_children();
+	free_docs();
 	if (getenv("FERRY_TEST_KEEP")) {
 		fprintf(stderr, "kept %s\n", tmpdir);
 		return 0;

@@ -10,6 +10,7 @@
  */
 #include <stdbool.h>
 #include <sys/types.h>
+#include <jansson.h>
 
 #define MAX_CHILDREN 16
 #define OUT_MAX 16384
@@ -58,15 +59,71 @@ int ferry(struct node *n, bool json, const char *cmd, char *out, char *err);
 /* Seconds until want peers of n show state, or -1 after timeout_s. */
 double wait_state(struct node *n, const char *state, int want,
 		  double timeout_s);
-/* The integer after "key": in json, or -1. */
-long json_num(const char *json, const char *key);
-/* cmocka fixtures: make tmpdir; kill children; remove tmpdir. */
+
+/*
+ * JSON replies, read as data. ferry_json() and ferry_jargs() run
+ * `ferry -s SOCK --json ...` and parse what it prints; output that is not
+ * one JSON object fails the test, showing the command's stderr. itest owns
+ * every document they return: each stays valid until teardown() or
+ * group_teardown(), which free them all. Tests never json_decref().
+ */
+/* out, what a `ferry --json` run printed, parsed; err shown if it fails. */
+json_t *jparse(const char *out, const char *err);
+/* `ferry --json CMD` (exit 0, or the test fails): its reply. */
+json_t *ferry_json(struct node *n, const char *cmd);
+/*
+ * `ferry --json ARGS...` (NULL-terminated), deadline secs. With rc, the
+ * exit code goes to *rc and a run that printed nothing returns NULL (the
+ * error went to stderr); without rc, any exit but 0 fails the test.
+ */
+json_t *ferry_jargs(struct node *n, double secs, int *rc, ...);
+/*
+ * The value at path in j: keys and array indexes, "migrations[0].state",
+ * "postcopy.faults", "" for j itself. NULL if absent; j may be NULL.
+ */
+json_t *jget(const json_t *j, const char *path);
+/* The string at path, or NULL if absent or not a string. */
+const char *jstr(const json_t *j, const char *path);
+/* The string at path is val. */
+bool jis(const json_t *j, const char *path, const char *val);
+/* The integer at path, or -1 if absent or not an integer. */
+long jint(const json_t *j, const char *path);
+/* The number at path (integer or real), or -1 if absent or null. */
+double jdbl(const json_t *j, const char *path);
+/*
+ * The first object of the array at path whose key is the string val, or
+ * NULL: jfind(j, "vms", "name", "vm1").
+ */
+json_t *jfind(const json_t *j, const char *path, const char *key,
+	      const char *val);
+/* The length of the array at path, or -1 if there is no array. */
+int jlen(const json_t *j, const char *path);
+/* Objects of the array at path whose key is the string val; -1: no array. */
+int jcount(const json_t *j, const char *path, const char *key, const char *val);
+/* j as compact JSON, for a message (static buffer, the next call's too). */
+const char *jtext(const json_t *j);
+/* Fail, showing j, unless the string at path is want. */
+#define assert_jstr(j, path, want) \
+	itest_assert_jstr(j, path, want, false, __FILE__, __LINE__)
+/* Fail, showing j, unless the string at path contains part. */
+#define assert_jpart(j, path, part) \
+	itest_assert_jstr(j, path, part, true, __FILE__, __LINE__)
+void itest_assert_jstr(const json_t *j, const char *path, const char *want,
+		       bool part, const char *file, int line);
+/*
+ * For itest's own polling loops, which may ask thousands of times: `ferry
+ * --json CMD` parsed, NULL if it failed. The caller owns the reply and
+ * json_decref()s it.
+ */
+json_t *itest_json_poll(struct node *n, const char *cmd);
+/*
+ * cmocka fixtures: make tmpdir; kill children and free the JSON documents;
+ * remove tmpdir.
+ */
 /* itest_vm.c: the migration tests' helpers */
 
 /* ferry -s SOCK ARGS... (up to 28, NULL-terminated), deadline secs. */
 int ferry_args(struct node *n, double secs, char *out, char *err, ...);
-/* The number after "key": in json, or -1. */
-double json_dbl(const char *json, const char *key);
 /*
  * The accelerator of the guests the tests start: FERRY_TEST_ACCEL, else
  * user (kvm in a ThreadSanitizer build). A destination's follows it.

@@ -34,16 +34,6 @@ int ferry_args(struct node *n, double secs, char *out, char *err, ...)
 	return run_for(out, err, argv, secs);
 }
 
-double json_dbl(const char *json, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtod(p + strlen(pat), NULL) : -1;
-}
-
 const char *itest_accel(void)
 {
 	const char *a = getenv("FERRY_TEST_ACCEL");
@@ -60,7 +50,7 @@ const char *itest_accel(void)
 pid_t itest_start_vm(struct node *n, const char *vm_bin, const char *name,
 		     const char *const *opts)
 {
-	char sock[400], out[OUT_MAX], err[OUT_MAX], pat[128];
+	char sock[400], last[OUT_MAX] = "";
 	const char *argv[32] = { vm_bin, "--adapter", sock,	    "--report",
 				 "0",	 "--accel",   itest_accel() };
 	double t0 = now_s();
@@ -86,43 +76,50 @@ pid_t itest_start_vm(struct node *n, const char *vm_bin, const char *name,
 		_exit(127);
 	}
 	track(pid);
-	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
 	while (now_s() - t0 < 10) {
-		if (ferry(n, true, "vms", out, err) == 0 && strstr(out, pat))
+		json_t *j = itest_json_poll(n, "vms");
+		bool listed = jfind(j, "vms", "name", name);
+
+		snprintf(last, sizeof(last), "%s", jtext(j));
+		json_decref(j);
+		if (listed)
 			return pid;
 		sleep_ms(50);
 	}
-	fail_msg("ferryd %s never listed VM %s: %s %s", n->name, name, out,
-		 err);
+	fail_msg("ferryd %s never listed VM %s: %s", n->name, name, last);
 	return pid;
 }
 
 long vm_counter(struct node *n, const char *key)
 {
-	char out[OUT_MAX], err[OUT_MAX];
+	json_t *j = itest_json_poll(n, "vms");
+	char path[80];
+	long v;
 
-	if (ferry(n, true, "vms", out, err))
-		return -1;
-	return json_num(out, key);
+	snprintf(path, sizeof(path), "vms[0].%s", key);
+	v = jint(j, path);
+	json_decref(j);
+	return v;
 }
 
 void wait_counter(struct node *n, const char *key, long want)
 {
-	char out[OUT_MAX], err[OUT_MAX];
 	double t0 = now_s(), moved = t0;
 	long v = -1, w = -1, nv, nw;
+	char path[80];
 
 	/*
 	 * How long a guest takes depends on the CPU (an emulated one in the
 	 * test VM is several times slower): wait as long as it runs, that
 	 * is while its writes or the counter advance.
 	 */
+	snprintf(path, sizeof(path), "vms[0].%s", key);
 	while (now_s() - moved < 20 && now_s() - t0 < 600) {
-		nv = nw = -1;
-		if (ferry(n, true, "vms", out, err) == 0) {
-			nv = json_num(out, key);
-			nw = json_num(out, "writes");
-		}
+		json_t *j = itest_json_poll(n, "vms");
+
+		nv = jint(j, path);
+		nw = jint(j, "vms[0].writes");
+		json_decref(j);
 		if (nv >= want)
 			return;
 		if (nv != v || nw != w)
@@ -155,18 +152,19 @@ void wait_vm_exit(pid_t pid)
 
 void kill_node_vms(struct node *n)
 {
-	char out[OUT_MAX], err[OUT_MAX];
-	const char *p = out;
+	const json_t *vms;
+	json_t *j;
 
-	if (!n->pid || ferry(n, true, "vms", out, err))
+	if (!n->pid || !(j = itest_json_poll(n, "vms")))
 		return;
-	while ((p = strstr(p, "\"pid\":"))) {
-		long pid = strtol(p + 6, NULL, 10);
+	vms = jget(j, "vms");
+	for (size_t i = 0; i < json_array_size(vms); i++) {
+		long pid = jint(json_array_get(vms, i), "pid");
 
 		if (pid > 0)
 			kill((pid_t)pid, SIGKILL);
-		p += 6;
 	}
+	json_decref(j);
 }
 
 bool pid_gone(pid_t pid)

@@ -192,11 +192,10 @@ static void h_pump(struct hostile *h)
 /* d shows its one peer reachable. */
 static bool reachable(struct node *d)
 {
-	char out[OUT_MAX], err[OUT_MAX];
+	int rc;
+	json_t *j = ferry_jargs(d, 10, &rc, "peers", NULL);
 
-	return !ferry(d, true, "peers", out, err) && strstr(out, "\"state\":"
-								 "\"reachable"
-								 "\"");
+	return !rc && jcount(j, "peers", "state", "reachable") > 0;
 }
 
 /* Connect to d as its configured peer "hostile", HELLO both ways. */
@@ -447,8 +446,8 @@ static void test_state_twice(void **state)
 {
 	struct proto_msg m = { .type = PROTO_HOLDER_MAP }, *r;
 	struct proto_holder_region reg = { 0 };
-	char out[OUT_MAX], err[OUT_MAX];
 	static uint8_t blob[1 << 20];
+	json_t *j;
 	struct hostile h;
 	struct node d;
 
@@ -478,9 +477,9 @@ static void test_state_twice(void **state)
 	h_send(&h, &m);
 	h_send(&h, &m);
 	expect_abort(&h, 7, "a second STATE");
-	assert_int_equal(
-		ferry_args(&d, 10, out, err, "--json", "migrations", NULL), 0);
-	assert_non_null(strstr(out, "a second STATE"));
+	j = ferry_json(&d, "migrations");
+	assert_jpart(jfind(j, "migrations", "vm", "h1"), "reason",
+		     "a second STATE");
 	status_fast(&d);
 	h_close(&h);
 	itest_no_crash(&d);
@@ -593,7 +592,6 @@ static void test_prepare_flood(void **state)
 static void test_log_flood(void **state)
 {
 	struct proto_msg m = { .type = PROTO_ERROR };
-	char out[OUT_MAX], err[OUT_MAX];
 	struct hostile h;
 	struct node d;
 	long refused;
@@ -625,8 +623,7 @@ static void test_log_flood(void **state)
 	sleep_ms(2000);
 	status_fast(&d);
 	/* more of them reached the ZAP handler than may be logged */
-	assert_int_equal(ferry(&d, true, "status", out, err), 0);
-	refused = json_num(out, "refused");
+	refused = jint(ferry_json(&d, "status"), "refused");
 	lines = count(slurp(d.log), "ERROR 5: flood");
 	print_message("%d log lines for 20000 ERRORs, %d for %ld refused "
 		      "unknown keys\n",
@@ -684,6 +681,7 @@ static void start_vm_at(const char *path)
 static void test_vm_dir(void **state)
 {
 	char out[OUT_MAX], err[OUT_MAX], path[400], other[400], vms[320];
+	json_t *j;
 	struct node d, e;
 	struct stat st;
 	double t0, t1;
@@ -712,15 +710,15 @@ static void test_vm_dir(void **state)
 
 	base_s = status_base(&d);
 	t0 = now_s();
-	assert_int_equal(ferry(&d, true, "vms", out, err), 0);
+	j = ferry_json(&d, "vms");
 	t1 = now_s();
 	print_message("first scan %.2f s, ferry status %.2f s\n", t1 - t0,
 		      base_s);
 	/* one attach that times out (500 ms), at most */
 	assert_true(t1 - t0 < base_s + 1.5);
-	assert_null(strstr(out, "\"link\""));
-	assert_null(strstr(out, "\"nobody\""));
-	assert_null(strstr(out, "\"hang\""));
+	assert_null(jfind(j, "vms", "name", "link"));
+	assert_null(jfind(j, "vms", "name", "nobody"));
+	assert_null(jfind(j, "vms", "name", "hang"));
 	status_fast(&d);
 	t0 = now_s();
 	assert_int_equal(ferry(&d, true, "vms", out, err), 0);

@@ -73,8 +73,8 @@ static void test_verify(void **state)
 	static const char *const opts[] = { "--mem",  "32M",	      "--guest",
 					    "verify", "--workingset", "4M",
 					    NULL };
-	char out[OUT_MAX], err[OUT_MAX];
 	long writes_before, pass_before, resident, pulled;
+	json_t *j;
 
 	(void)state;
 	two_nodes();
@@ -82,18 +82,17 @@ static void test_verify(void **state)
 	wait_counter(&na, "pass", 2);
 	writes_before = vm_counter(&na, "writes");
 	pass_before = vm_counter(&na, "pass");
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "vm1", "--to", "b", "--verify", NULL),
-			 0);
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
-	resident = json_num(out, "pages_resident");
-	pulled = json_num(out, "pages_pulled");
+	j = ferry_jargs(&na, 60, NULL, "migrate", "vm1", "--to", "b",
+			"--verify", NULL);
+	assert_jstr(j, "state", "completed");
+	resident = jint(j, "pages_resident");
+	pulled = jint(j, "pages_pulled");
 	assert_true(resident > 0);
 	assert_true(pulled >= resident);
-	assert_int_equal(json_num(out, "bytes"), pulled * 4096);
-	assert_true(json_dbl(out, "downtime_ms") > 0);
-	assert_true(json_dbl(out, "total_s") > 0);
-	assert_int_equal(json_num(out, "verified_pages"), 32 << 8);
+	assert_int_equal(jint(j, "bytes"), pulled * 4096);
+	assert_true(jdbl(j, "downtime_ms") > 0);
+	assert_true(jdbl(j, "total_s") > 0);
+	assert_int_equal(jint(j, "verified_pages"), 32 << 8);
 	wait_vm_exit(vm_pid);
 
 	/* it goes on at b, from where it was, without a mismatch */
@@ -102,10 +101,9 @@ static void test_verify(void **state)
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
 	assert_non_null(strstr(slurp(nb.log), "verify: all 8192 pages match"));
 	/* a has no VM left; b's migration record says completed */
-	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
-	assert_null(strstr(out, "vm1"));
-	assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	assert_null(jfind(ferry_json(&na, "vms"), "vms", "name", "vm1"));
+	j = jfind(ferry_json(&nb, "migrations"), "migrations", "vm", "vm1");
+	assert_jstr(j, "state", "completed");
 }
 
 static void test_dirty(void **state)
@@ -115,22 +113,19 @@ static void test_dirty(void **state)
 		"--workingset", "16M",	"--stride", "100",
 		"--sleep",	"1000", NULL
 	};
-	char out[OUT_MAX], err[OUT_MAX];
+	json_t *j;
 
 	(void)state;
 	two_nodes();
 	start_vm(&na, "d1", opts);
 	wait_counter(&na, "writes", 20000);
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "d1", "--to", "b", "--verify",
-				    "--downtime-limit", "2", NULL),
-			 0);
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	j = ferry_jargs(&na, 60, NULL, "migrate", "d1", "--to", "b", "--verify",
+			"--downtime-limit", "2", NULL);
+	assert_jstr(j, "state", "completed");
 	/* round 0, at least one round of dirty pages, the final one */
-	assert_true(json_num(out, "round") >= 2);
-	assert_true(json_num(out, "pages_pulled_again") > 0);
-	assert_true(json_num(out, "pages_pulled") > json_num(out, "pages_"
-								  "resident"));
+	assert_true(jint(j, "round") >= 2);
+	assert_true(jint(j, "pages_pulled_again") > 0);
+	assert_true(jint(j, "pages_pulled") > jint(j, "pages_resident"));
 	wait_vm_exit(vm_pid);
 	long w = vm_counter(&nb, "writes");
 	wait_counter(&nb, "writes", w + 5000);
@@ -140,26 +135,23 @@ static void test_dirty(void **state)
 	 * And back with --compress delta: the guest changes one word per
 	 * page, so a re-sent page costs tens of bytes, not 4 KiB.
 	 */
-	assert_int_equal(ferry_args(&nb, 60, out, err, "--json", "migrate",
-				    "d1", "--to", "a", "--verify",
-				    "--downtime-limit", "2", "--compress",
-				    "delta", NULL),
-			 0);
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
-	assert_non_null(strstr(out, "\"compress\":\"delta\""));
-	assert_int_equal(json_num(out, "verified_pages"), 64 << 8);
-	long dp = json_num(out, "delta_pages"), db = json_num(out, "delta_"
-								   "bytes");
+	j = ferry_jargs(&nb, 60, NULL, "migrate", "d1", "--to", "a", "--verify",
+			"--downtime-limit", "2", "--compress", "delta", NULL);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "compress", "delta");
+	assert_int_equal(jint(j, "verified_pages"), 64 << 8);
+	long dp = jint(j, "delta_pages"), db = jint(j, "delta_bytes");
 	assert_true(dp > 0);
-	assert_int_equal(dp, json_num(out, "pages_pulled_again") +
-				     (json_num(out, "pages_pulled") -
-				      json_num(out, "pages_resident") -
-				      json_num(out, "pages_pulled_again")));
+	assert_int_equal(dp, jint(j, "pages_pulled_again") +
+				     (jint(j, "pages_pulled") -
+				      jint(j, "pages_resident") -
+				      jint(j, "pages_pulled_again")));
 	if (db >= dp * 4096 / 4)
-		fail_msg("%ld pages re-sent in %ld bytes: %s", dp, db, out);
+		fail_msg("%ld pages re-sent in %ld bytes: %s", dp, db,
+			 jtext(j));
 	/* bytes moved: round 0's pages whole, then the deltas */
-	assert_int_equal(json_num(out, "bytes"),
-			 json_num(out, "pages_resident") * 4096 + db);
+	assert_int_equal(jint(j, "bytes"),
+			 jint(j, "pages_resident") * 4096 + db);
 	w = vm_counter(&na, "writes");
 	wait_counter(&na, "writes", w + 5000);
 	assert_int_equal(vm_counter(&na, "failed"), 0);
@@ -169,27 +161,26 @@ static void test_sparse(void **state)
 {
 	static const char *const opts[] = { "--mem", "64M", "--guest", "idle",
 					    NULL };
-	char out[OUT_MAX], err[OUT_MAX];
 	long resident, total;
+	json_t *j;
 
 	(void)state;
 	two_nodes();
 	start_vm(&na, "idle1", opts);
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "idle1", "--to", "b", "--verify", NULL),
-			 0);
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
-	resident = json_num(out, "pages_resident");
-	total = json_num(out, "pages_total");
+	j = ferry_jargs(&na, 60, NULL, "migrate", "idle1", "--to", "b",
+			"--verify", NULL);
+	assert_jstr(j, "state", "completed");
+	resident = jint(j, "pages_resident");
+	total = jint(j, "pages_total");
 	assert_int_equal(total, 64 << 8);
 	/* the image, page tables, stacks: a few MiB of 64 */
 	assert_true(resident > 0 && resident < total / 8);
-	assert_int_equal(json_num(out, "pages_pulled"), resident);
-	assert_int_equal(json_num(out, "bytes"), resident * 4096);
+	assert_int_equal(jint(j, "pages_pulled"), resident);
+	assert_int_equal(jint(j, "bytes"), resident * 4096);
 	wait_vm_exit(vm_pid);
 }
 
-/* `ferry [--json] migration|cancel ID` on n; its exit code. */
+/* `ferry --json migration|cancel ID` on n; its exit code. */
 static int mig_cmd(struct node *n, const char *cmd, const char *id, char *out,
 		   char *err)
 {
@@ -201,31 +192,28 @@ static void test_ids(void **state)
 	static const char *const opts[] = { "--mem", "32M", "--guest", "idle",
 					    NULL };
 	char out[OUT_MAX], err[OUT_MAX];
+	json_t *j;
 
 	(void)state;
 	two_nodes();
 	start_vm(&na, "ids1", opts);
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "ids1", "--to", "b", NULL),
-			 0);
-	assert_int_equal(json_num(out, "id"), 1);
+	j = ferry_jargs(&na, 60, NULL, "migrate", "ids1", "--to", "b", NULL);
+	assert_int_equal(jint(j, "id"), 1);
 	wait_vm_exit(vm_pid);
-	assert_int_equal(ferry_args(&nb, 60, out, err, "--json", "migrate",
-				    "ids1", "--to", "a", NULL),
-			 0);
+	j = ferry_jargs(&nb, 60, NULL, "migrate", "ids1", "--to", "a", NULL);
 	/* b's own first migration: the same id as the one it received */
-	assert_int_equal(json_num(out, "id"), 1);
+	assert_int_equal(jint(j, "id"), 1);
 
 	/* plain: the one this node started; SOURCE/ID: the one it received */
-	assert_int_equal(mig_cmd(&nb, "migration", "1", out, err), 0);
-	assert_non_null(strstr(out, "\"role\":\"source\""));
-	assert_int_equal(mig_cmd(&nb, "migration", "a/1", out, err), 0);
-	assert_non_null(strstr(out, "\"role\":\"destination\""));
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
-	assert_int_equal(mig_cmd(&nb, "migration", "b/1", out, err), 0);
-	assert_non_null(strstr(out, "\"role\":\"source\""));
-	assert_int_equal(mig_cmd(&na, "migration", "b/1", out, err), 0);
-	assert_non_null(strstr(out, "\"role\":\"destination\""));
+	j = ferry_jargs(&nb, 10, NULL, "migration", "1", NULL);
+	assert_jstr(j, "role", "source");
+	j = ferry_jargs(&nb, 10, NULL, "migration", "a/1", NULL);
+	assert_jstr(j, "role", "destination");
+	assert_jstr(j, "state", "completed");
+	j = ferry_jargs(&nb, 10, NULL, "migration", "b/1", NULL);
+	assert_jstr(j, "role", "source");
+	j = ferry_jargs(&na, 10, NULL, "migration", "b/1", NULL);
+	assert_jstr(j, "role", "destination");
 	assert_int_equal(ferry(&nb, false, "migrations", out, err), 0);
 	assert_non_null(strstr(out, "a/1 "));
 
@@ -250,7 +238,8 @@ static void test_cancel(void **state)
 		"--workingset", "16M",	"--stride", "100",
 		"--sleep",	"1000", NULL
 	};
-	char out[OUT_MAX], err[OUT_MAX], vmdir[400], id[32];
+	char vmdir[400], id[32];
+	json_t *j, *m = NULL;
 	long pid, w;
 	double t0;
 
@@ -258,27 +247,24 @@ static void test_cancel(void **state)
 	two_nodes();
 	start_vm(&na, "c1", opts);
 	/* 2 MiB/s: round 0 alone takes seconds */
-	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
-				    "c1", "--to", "b", "--max-bandwidth", "2M",
-				    "--detach", NULL),
-			 0);
-	snprintf(id, sizeof(id), "%ld", json_num(out, "id"));
+	j = ferry_jargs(&na, 10, NULL, "migrate", "c1", "--to", "b",
+			"--max-bandwidth", "2M", "--detach", NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
 	t0 = now_s();
 	while (now_s() - t0 < 10) {
-		assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
-		if (strstr(out, "\"state\":\"precopy\"") &&
-		    json_num(out, "pages_pulled") > 0)
+		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+			  "c1");
+		if (jis(m, "state", "precopy") && jint(m, "pages_pulled") > 0)
 			break;
 		sleep_ms(50);
 	}
-	assert_non_null(strstr(out, "\"state\":\"precopy\""));
+	assert_jstr(m, "state", "precopy");
 	pid = vm_counter(&nb, "pid");
 	assert_true(pid > 0);
 	assert_int_equal(kill((pid_t)pid, 0), 0);
 
-	assert_int_equal(
-		ferry_args(&na, 10, out, err, "--json", "cancel", id, NULL), 0);
-	assert_non_null(strstr(out, "\"state\":\"cancelled\""));
+	j = ferry_jargs(&na, 10, NULL, "cancel", id, NULL);
+	assert_jstr(j, "state", "cancelled");
 	/* the VM runs on at a */
 	w = vm_counter(&na, "writes");
 	wait_counter(&na, "writes", w + 5000);
@@ -287,21 +273,21 @@ static void test_cancel(void **state)
 	snprintf(vmdir, sizeof(vmdir), "%s/state/vms", nb.dir);
 	t0 = now_s();
 	while (now_s() - t0 < 10) {
-		assert_int_equal(ferry(&nb, true, "vms", out, err), 0);
-		if (!strstr(out, "c1") && files_in(vmdir) == 0 &&
+		j = ferry_json(&nb, "vms");
+		if (!jfind(j, "vms", "name", "c1") && files_in(vmdir) == 0 &&
 		    kill((pid_t)pid, 0) && errno == ESRCH)
 			break;
 		sleep_ms(50);
 	}
-	assert_null(strstr(out, "c1"));
+	assert_null(jfind(j, "vms", "name", "c1"));
 	assert_int_equal(files_in(vmdir), 0);
 	assert_int_equal(kill((pid_t)pid, 0), -1);
-	assert_int_equal(ferry(&nb, true, "status", out, err), 0);
-	assert_int_equal(json_num(out, "memory_bytes"), 0);
-	assert_int_equal(json_num(out, "migrations"), 0);
-	assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
-	assert_non_null(strstr(out, "\"state\":\"failed\""));
-	assert_non_null(strstr(out, "cancelled by the user"));
+	j = ferry_json(&nb, "status");
+	assert_int_equal(jint(j, "memory_bytes"), 0);
+	assert_int_equal(jint(j, "migrations"), 0);
+	m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm", "c1");
+	assert_jstr(m, "state", "failed");
+	assert_jpart(m, "reason", "cancelled by the user");
 }
 
 /* Open the guest RAM memfd of ferry-vm pid through /proc (we are root). */
@@ -338,9 +324,10 @@ static void test_mismatch(void **state)
 		"--workingset", "4M",	"--stride", "100",
 		"--sleep",	"1000", NULL
 	};
-	char out[OUT_MAX], err[OUT_MAX], id[32];
 	uint64_t junk = 0x5a5a5a5a5a5a5a5aULL;
+	json_t *j, *m = NULL;
 	long pid, w;
+	char id[32];
 	double t0;
 	int fd;
 
@@ -348,25 +335,22 @@ static void test_mismatch(void **state)
 	two_nodes();
 	start_vm(&na, "m1", opts);
 	/* about 4 s of round 0 at 2 MiB/s; then the last round at once */
-	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
-				    "m1", "--to", "b", "--max-bandwidth", "2M",
-				    "--downtime-limit", "5000", "--verify",
-				    "--detach", NULL),
-			 0);
-	snprintf(id, sizeof(id), "%ld", json_num(out, "id"));
+	j = ferry_jargs(&na, 10, NULL, "migrate", "m1", "--to", "b",
+			"--max-bandwidth", "2M", "--downtime-limit", "5000",
+			"--verify", "--detach", NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
 	t0 = now_s();
 	while (now_s() - t0 < 10) {
-		assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
-		if (json_num(out, "pages_pulled") > 64)
+		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+			  "m1");
+		if (jint(m, "pages_pulled") > 64)
 			break;
 		sleep_ms(20);
 	}
 	/* not over yet: b compares only after the last pages (and page 1
 	 * is never pulled again) */
-	if (!strstr(out, "\"state\":\"precopy\"") && !strstr(out, "\"state\":"
-								  "\"switchover"
-								  "\""))
-		fail_msg("migration not in progress: %s", out);
+	if (!jis(m, "state", "precopy") && !jis(m, "state", "switchover"))
+		fail_msg("migration not in progress: %s", jtext(m));
 	/*
 	 * Page 1 (the GDT) was pulled first and the guest never writes it
 	 * again: change one word of b's copy.
@@ -380,24 +364,21 @@ static void test_mismatch(void **state)
 	/* the migration fails, loudly, and the VM runs on at a */
 	t0 = now_s();
 	while (now_s() - t0 < 20) {
-		assert_int_equal(ferry_args(&na, 10, out, err, "--json",
-					    "migration", id, NULL),
-				 0);
-		if (strstr(out, "\"state\":\"failed\""))
+		j = ferry_jargs(&na, 10, NULL, "migration", id, NULL);
+		if (jis(j, "state", "failed"))
 			break;
 		sleep_ms(50);
 	}
-	assert_non_null(strstr(out, "\"state\":\"failed\""));
-	assert_non_null(strstr(out, "verify: 1 of 8192 pages differ (first: "
-				    "page 1)"));
+	assert_jstr(j, "state", "failed");
+	assert_jpart(j, "reason",
+		     "verify: 1 of 8192 pages differ (first: page 1)");
 	assert_non_null(strstr(slurp(nb.log), "VERIFY FAILED"));
 	assert_int_equal(kill(vm_pid, 0), 0);
 	w = vm_counter(&na, "writes");
 	wait_counter(&na, "writes", w + 5000);
-	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
-	assert_non_null(strstr(out, "\"state\":\"running\""));
-	assert_int_equal(ferry(&nb, true, "vms", out, err), 0);
-	assert_null(strstr(out, "m1"));
+	m = jfind(ferry_json(&na, "vms"), "vms", "name", "m1");
+	assert_jstr(m, "state", "running");
+	assert_null(jfind(ferry_json(&nb, "vms"), "vms", "name", "m1"));
 }
 
 static void test_converge(void **state)
@@ -407,7 +388,7 @@ static void test_converge(void **state)
 		"--workingset", "4M",	 "--stride", "100",
 		"--rate",	"48000", NULL
 	};
-	char out[OUT_MAX], err[OUT_MAX];
+	json_t *j;
 	int rc;
 
 	(void)state;
@@ -420,28 +401,29 @@ static void test_converge(void **state)
 	 * set (500 ms of transfer), far over 20 ms. Without auto-converge,
 	 * 4 rounds end it.
 	 */
-	rc = ferry_args(&na, 30, out, err, "--json", "migrate", "u1", "--to",
-			"b", "--downtime-limit", "20", "--max-bandwidth", "8M",
+	j = ferry_jargs(&na, 30, &rc, "migrate", "u1", "--to", "b",
+			"--downtime-limit", "20", "--max-bandwidth", "8M",
 			"--auto-converge", "none", "--max-rounds", "4", NULL);
 	if (rc != 1)
-		print_message("ferry migrate: %d, %s %s\n", rc, out, err);
+		print_message("ferry migrate: %d, %s\n", rc, jtext(j));
 	assert_int_equal(rc, 1);
-	assert_non_null(strstr(out, "\"state\":\"failed\""));
-	assert_non_null(strstr(out, "did not converge in 4 rounds"));
+	assert_jstr(j, "state", "failed");
+	assert_jpart(j, "reason", "did not converge in 4 rounds");
 	assert_int_equal(kill(vm_pid, 0), 0);
 	long w = vm_counter(&na, "writes");
 	wait_counter(&na, "writes", w + 5000);
 
 	/* with it: the limit doubles after each stalled round, then fits */
-	rc = ferry_args(&na, 50, out, err, "--json", "migrate", "u1", "--to",
-			"b", "--downtime-limit", "20", "--max-bandwidth", "8M",
+	j = ferry_jargs(&na, 50, &rc, "migrate", "u1", "--to", "b",
+			"--downtime-limit", "20", "--max-bandwidth", "8M",
 			"--stall-rounds", "1", "--verify", NULL);
 	if (rc)
-		print_message("ferry migrate: %d, %s %s\n", rc, out, err);
+		print_message("ferry migrate: %d, %s\n", rc, jtext(j));
 	assert_int_equal(rc, 0);
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
-	assert_non_null(strstr(out, "downtime limit raised from 20 to 40 ms"));
-	assert_true(json_num(out, "downtime_limit_ms") > 20);
+	assert_jstr(j, "state", "completed");
+	assert_jpart(j, "converge_actions",
+		     "downtime limit raised from 20 to 40 ms");
+	assert_true(jint(j, "downtime_limit_ms") > 20);
 	wait_vm_exit(vm_pid);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
 }
@@ -465,8 +447,9 @@ static void test_throttle(void **state)
 		"--workingset", "4M",	"--stride", "100",
 		"--sleep",	"1000", NULL
 	};
-	char out[OUT_MAX], err[OUT_MAX], id[32];
 	double base, slow, back, t0;
+	char id[32];
+	json_t *j;
 
 	(void)state;
 	two_nodes();
@@ -482,32 +465,27 @@ static void test_throttle(void **state)
 	 * that was 0.8-1 D: it could shrink round after round to nothing,
 	 * and the migration converged (1 of 3 runs under ASan).
 	 */
-	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
-				    "t1", "--to", "b", "--downtime-limit", "1",
-				    "--max-bandwidth", "4M", "--auto-converge",
-				    "throttle", "--stall-rounds", "1",
-				    "--cpu-throttle-initial", "90",
-				    "--max-cpu-throttle", "90", "--max-rounds",
-				    "1000", "--detach", NULL),
-			 0);
-	snprintf(id, sizeof(id), "%ld", json_num(out, "id"));
+	j = ferry_jargs(&na, 10, NULL, "migrate", "t1", "--to", "b",
+			"--downtime-limit", "1", "--max-bandwidth", "4M",
+			"--auto-converge", "throttle", "--stall-rounds", "1",
+			"--cpu-throttle-initial", "90", "--max-cpu-throttle",
+			"90", "--max-rounds", "1000", "--detach", NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
 	t0 = now_s();
 	while (now_s() - t0 < 20) {
-		assert_int_equal(ferry_args(&na, 10, out, err, "--json",
-					    "migration", id, NULL),
-				 0);
-		if (json_num(out, "cpu_throttle") == 90)
+		j = ferry_jargs(&na, 10, NULL, "migration", id, NULL);
+		if (jint(j, "cpu_throttle") == 90)
 			break;
 		sleep_ms(100);
 	}
-	if (!strstr(out, "\"state\":\"precopy\""))
-		fail_msg("not in pre-copy: %s", out);
-	assert_int_equal(json_num(out, "cpu_throttle"), 90);
-	assert_non_null(strstr(out, "throttled vCPUs to 90% after round"));
+	if (!jis(j, "state", "precopy"))
+		fail_msg("not in pre-copy: %s", jtext(j));
+	assert_int_equal(jint(j, "cpu_throttle"), 90);
+	assert_jpart(j, "converge_actions",
+		     "throttled vCPUs to 90% after round");
 	slow = write_rate(&na, 1.5);
-	assert_int_equal(
-		ferry_args(&na, 10, out, err, "--json", "cancel", id, NULL), 0);
-	assert_non_null(strstr(out, "\"state\":\"cancelled\""));
+	j = ferry_jargs(&na, 10, NULL, "cancel", id, NULL);
+	assert_jstr(j, "state", "cancelled");
 	back = write_rate(&na, 1.5);
 	print_message("source writes/s: %.0f free, %.0f throttled 90%%, %.0f "
 		      "after cancel\n",
@@ -525,23 +503,20 @@ static void test_throttle(void **state)
 	 * Throttled up to 99% the rate fits: 1% of it dirties a fraction of
 	 * what a round moves, and the dirty set shrinks to the 1 ms limit.
 	 */
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "t1", "--to", "b", "--downtime-limit", "1",
-				    "--max-bandwidth", "8M", "--auto-converge",
-				    "throttle", "--stall-rounds", "1",
-				    "--cpu-throttle-initial", "50",
-				    "--cpu-throttle-increment", "20",
-				    "--verify", NULL),
-			 0);
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
-	assert_non_null(strstr(out, "throttled vCPUs to 50% after round"));
-	assert_true(json_num(out, "cpu_throttle") >= 50);
+	j = ferry_jargs(&na, 60, NULL, "migrate", "t1", "--to", "b",
+			"--downtime-limit", "1", "--max-bandwidth", "8M",
+			"--auto-converge", "throttle", "--stall-rounds", "1",
+			"--cpu-throttle-initial", "50",
+			"--cpu-throttle-increment", "20", "--verify", NULL);
+	assert_jstr(j, "state", "completed");
+	assert_jpart(j, "converge_actions",
+		     "throttled vCPUs to 50% after round");
+	assert_true(jint(j, "cpu_throttle") >= 50);
 	print_message("converged in %ld rounds at %ld%% throttle, downtime "
 		      "%.1f ms: %.120s\n",
-		      json_num(out, "round") + 1, json_num(out, "cpu_throttle"),
-		      json_dbl(out, "downtime_ms"),
-		      strstr(out, "\"converge_actions\""));
-	assert_int_equal(json_num(out, "downtime_limit_ms"), 1);
+		      jint(j, "round") + 1, jint(j, "cpu_throttle"),
+		      jdbl(j, "downtime_ms"), jstr(j, "converge_actions"));
+	assert_int_equal(jint(j, "downtime_limit_ms"), 1);
 	wait_vm_exit(vm_pid);
 	/* the destination runs it, and at full speed */
 	assert_int_equal(vm_counter(&nb, "failed"), 0);

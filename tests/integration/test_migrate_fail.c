@@ -148,68 +148,65 @@ static int mig_teardown(void **state)
 	return teardown(state);
 }
 
-/* `ferry --json migration ID` on n into out; its "state" value in st. */
-static void mig_state(struct node *n, const char *id, char *out, char *st,
-		      size_t len)
+/* `ferry --json migration ID` on n: the report, NULL if ferry failed. */
+static json_t *mig(struct node *n, const char *id)
 {
-	char err[OUT_MAX];
-	const char *p;
+	int rc;
+	json_t *j = ferry_jargs(n, 10, &rc, "migration", id, NULL);
 
-	st[0] = '\0';
-	if (ferry_args(n, 10, out, err, "--json", "migration", id, NULL))
-		return;
-	p = strstr(out, "\"state\":\"");
-	if (p)
-		snprintf(st, len, "%.*s", (int)strcspn(p + 9, "\""), p + 9);
+	return rc ? NULL : j;
 }
 
-/* The "reason" of a migration's JSON (static buffer). */
-static const char *reason_of(const char *json)
+/* A migration report's "state" ("" without one). */
+static const char *state_of(const json_t *j)
 {
-	static char r[512];
-	const char *p = strstr(json, "\"reason\":\"");
+	const char *s = jstr(j, "state");
 
-	r[0] = '\0';
-	if (p)
-		snprintf(r, sizeof(r), "%.*s", (int)strcspn(p + 10, "\""),
-			 p + 10);
-	return r;
+	return s ? s : "";
 }
 
-/* Wait up to secs for migration id on n to fail; seconds taken. */
-static double wait_failed(struct node *n, const char *id, char *out,
-			  double secs)
+/* A migration report's "reason" ("" without one). */
+static const char *reason_of(const json_t *j)
+{
+	const char *s = jstr(j, "reason");
+
+	return s ? s : "";
+}
+
+/* Wait up to secs for migration id on n to fail; its report. */
+static json_t *wait_failed(struct node *n, const char *id, double secs)
 {
 	double t0 = now_s();
-	char st[32];
+	const char *st;
+	json_t *j;
 
-	while (now_s() - t0 < secs) {
-		mig_state(n, id, out, st, sizeof(st));
+	do {
+		j = mig(n, id);
+		st = state_of(j);
 		if (!strcmp(st, "failed"))
-			return now_s() - t0;
+			return j;
 		if (st[0] && strcmp(st, "prepare") && strcmp(st, "precopy") &&
 		    strcmp(st, "switchover") && strcmp(st, "ready") &&
 		    strcmp(st, "committed"))
-			fail_msg("migration %s ended %s: %s", id, st, out);
+			fail_msg("migration %s ended %s: %s", id, st, jtext(j));
 		sleep_ms(50);
-	}
+	} while (now_s() - t0 < secs);
 	fail_msg("%s: migration %s not failed after %.0f s: %s", n->name, id,
-		 secs, out);
-	return -1;
+		 secs, jtext(j));
+	return NULL;
 }
 
 /* The VM runs on at a: running, not migrated, checking, and unharmed. */
 static void source_runs_on(const char *name)
 {
-	char out[OUT_MAX], err[OUT_MAX], pat[128];
+	json_t *vm;
 	long w;
 
 	assert_int_equal(kill(vm_pid, 0), 0);
-	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
-	snprintf(pat, sizeof(pat), "\"name\":\"%s\"", name);
-	assert_non_null(strstr(out, pat));
-	if (!strstr(out, "\"state\":\"running\""))
-		fail_msg("source VM not running: %s", out);
+	vm = jfind(ferry_json(&na, "vms"), "vms", "name", name);
+	assert_non_null(vm);
+	if (!jis(vm, "state", "running"))
+		fail_msg("source VM not running: %s", jtext(vm));
 	w = vm_counter(&na, "writes");
 	wait_counter(&na, "writes", w + 1500);
 	assert_int_equal(vm_counter(&na, "failed"), 0);
@@ -218,14 +215,15 @@ static void source_runs_on(const char *name)
 /* b keeps no VM, process, socket, registration or running migration. */
 static void dest_clean(pid_t inc, double secs)
 {
-	char out[OUT_MAX], err[OUT_MAX], vmdir[400];
 	double t0 = now_s();
+	json_t *j = NULL;
+	char vmdir[400];
 	bool ok = false;
 
 	snprintf(vmdir, sizeof(vmdir), "%s/state/vms", nb.dir);
 	while (!ok && now_s() - t0 < secs) {
-		assert_int_equal(ferry(&nb, true, "vms", out, err), 0);
-		ok = !strstr(out, "\"name\"") && files_in(vmdir) == 0 &&
+		j = ferry_json(&nb, "vms");
+		ok = jlen(j, "vms") == 0 && files_in(vmdir) == 0 &&
 		     pid_gone(inc);
 		if (!ok)
 			sleep_ms(50);
@@ -233,11 +231,11 @@ static void dest_clean(pid_t inc, double secs)
 	if (!ok)
 		fail_msg("b not clean after %.0f s: vms %s, %d files, incoming "
 			 "pid %d %s",
-			 secs, out, files_in(vmdir), (int)inc,
+			 secs, jtext(j), files_in(vmdir), (int)inc,
 			 pid_gone(inc) ? "gone" : "alive");
-	assert_int_equal(ferry(&nb, true, "status", out, err), 0);
-	assert_int_equal(json_num(out, "memory_bytes"), 0);
-	assert_int_equal(json_num(out, "migrations"), 0);
+	j = ferry_json(&nb, "status");
+	assert_int_equal(jint(j, "memory_bytes"), 0);
+	assert_int_equal(jint(j, "migrations"), 0);
 }
 
 /* Neither ferryd crashed (only the test's SIGKILLs end them). */
@@ -256,52 +254,57 @@ static void migrate_detached(const char *name, char *id, size_t len,
 				 "--to",    "b",       "--detach" };
 	char out[OUT_MAX], err[OUT_MAX];
 	int i = 9;
+	json_t *j;
 
 	while (*opts && i < 31)
 		argv[i++] = *opts++;
 	argv[i] = NULL;
 	assert_int_equal(run_for(out, err, argv, 10), 0);
-	assert_true(json_num(out, "id") > 0);
-	snprintf(id, len, "%ld", json_num(out, "id"));
+	j = jparse(out, err);
+	assert_true(jint(j, "id") > 0);
+	snprintf(id, len, "%ld", jint(j, "id"));
 }
 
 /* Poll the source until the migration is in phase ph. */
 static void reach_phase(enum phase ph, const char *id, pid_t *inc)
 {
-	char out[OUT_MAX], err[OUT_MAX], st[32];
 	bool stopped = false;
 	double t0 = now_s();
+	json_t *j = NULL, *d;
+	const char *st;
+	int rc;
 
 	*inc = 0;
 	while (now_s() - t0 < 20) {
-		mig_state(&na, id, out, st, sizeof(st));
+		j = mig(&na, id);
+		st = state_of(j);
 		if (!*inc)
 			*inc = incoming_pid();
 		if (strcmp(st, "prepare") && strcmp(st, "precopy") &&
 		    strcmp(st, "switchover"))
 			fail_msg("migration left before %s: %s", phase_name[ph],
-				 out);
+				 jtext(j));
 		switch (ph) {
 		case PH_PREPARE:
 			/* held by the wrapper: D cannot attach */
 			if (*inc && !strcmp(st, "prepare")) {
 				sleep_ms(200);
-				mig_state(&na, id, out, st, sizeof(st));
-				assert_string_equal(st, "prepare");
+				assert_jstr(mig(&na, id), "state", "prepare");
 				return;
 			}
 			break;
 		case PH_ROUND0:
 			/* and b has pulled some of it */
-			if (!strcmp(st, "precopy") &&
-			    json_num(out, "round") == 0 &&
-			    !ferry(&nb, true, "migrations", out, err) &&
-			    json_num(out, "pages_pulled") > 0)
-				return;
+			if (!strcmp(st, "precopy") && jint(j, "round") == 0) {
+				d = ferry_jargs(&nb, 10, &rc, "migrations",
+						NULL);
+				if (!rc && jint(d, "migrations[0].pages_"
+						   "pulled") > 0)
+					return;
+			}
 			break;
 		case PH_LATER:
-			if (!strcmp(st, "precopy") &&
-			    json_num(out, "round") >= 2)
+			if (!strcmp(st, "precopy") && jint(j, "round") >= 2)
 				return;
 			break;
 		case PH_SWITCHOVER:
@@ -312,17 +315,16 @@ static void reach_phase(enum phase ph, const char *id, pid_t *inc)
 			}
 			if (stopped && !strcmp(st, "switchover")) {
 				/* the source VM is paused: S waits for D */
-				assert_int_equal(
-					ferry(&na, true, "vms", out, err), 0);
-				if (!strstr(out, "\"state\":\"paused\""))
-					fail_msg("not paused: %s", out);
+				d = ferry_json(&na, "vms");
+				if (!jis(d, "vms[0].state", "paused"))
+					fail_msg("not paused: %s", jtext(d));
 				return;
 			}
 			break;
 		}
 		sleep_ms(20);
 	}
-	fail_msg("migration never reached %s: %s", phase_name[ph], out);
+	fail_msg("migration never reached %s: %s", phase_name[ph], jtext(j));
 }
 
 /* SIGKILL n's ferryd and reap it. */
@@ -359,8 +361,9 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 		[PH_SWITCHOVER] = { "--max-bandwidth", "4M", "--downtime-limit",
 				    "60000", "--verify", NULL },
 	};
-	char out[OUT_MAX], err[OUT_MAX], id[32], reason[512];
+	char out[OUT_MAX], err[OUT_MAX], id[32];
 	double t_phase, t_detect;
+	json_t *j;
 	pid_t inc;
 	int fd;
 
@@ -390,20 +393,19 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 		assert_int_equal(kill(inc, SIGKILL), 0);
 	}
 	unlink(holdfile); /* let the next incoming ferry-vm start */
-	wait_failed(&na, id, out, 15);
+	j = wait_failed(&na, id, 15);
 	t_detect = now_s() - t_detect;
-	snprintf(reason, sizeof(reason), "%s", reason_of(out));
 	print_message("%s, SIGKILL %s: phase reached in %.2f s, failed after "
 		      "%.2f s: %s\n",
 		      phase_name[ph],
 		      kill_ferryd ? "destination ferryd" : "incoming ferry-vm",
-		      t_phase, t_detect, reason);
-	assert_true(reason[0]);
+		      t_phase, t_detect, reason_of(j));
+	assert_true(reason_of(j)[0]);
 	if (kill_ferryd)
-		assert_non_null(strstr(reason, "b"));
+		assert_jpart(j, "reason", "b");
 	else
 		/* exited, or RAM_DONE's connection reset at switchover */
-		assert_non_null(strstr(reason, "b aborted: "));
+		assert_jpart(j, "reason", "b aborted: ");
 	source_runs_on("f1");
 
 	if (kill_ferryd) {
@@ -419,8 +421,9 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 	}
 	dest_clean(inc, 10);
 	if (!kill_ferryd) {
-		assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
-		assert_non_null(strstr(out, "\"state\":\"failed\""));
+		j = ferry_json(&nb, "migrations");
+		assert_jstr(jfind(j, "migrations", "vm", "f1"), "state",
+			    "failed");
 	}
 
 	/* nothing in the way: the same VM now moves, and intact */
@@ -429,7 +432,7 @@ static void kill_case(enum phase ph, bool kill_ferryd)
 		itest_dump_logs(&na, &nb);
 		fail_msg("the second migration failed: %s %s", out, err);
 	}
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	assert_jstr(jparse(out, err), "state", "completed");
 	wait_counter(&nb, "writes", vm_counter(&nb, "writes") + 1500);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
 	no_crash();
@@ -491,8 +494,9 @@ static void test_switchover_vm(void **state)
 static void test_source_ferryd(void **state)
 {
 	static const char *const mig_opts[] = { "--max-bandwidth", "4M", NULL };
-	char out[OUT_MAX], err[OUT_MAX], id[32], st[32];
 	double t0, t_dst;
+	char id[32];
+	json_t *j;
 	pid_t inc;
 
 	(void)state;
@@ -505,26 +509,25 @@ static void test_source_ferryd(void **state)
 	/* b notices and cleans up on its own */
 	dest_clean(inc, 10);
 	t_dst = now_s() - t0;
-	assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
-	assert_non_null(strstr(out, "\"state\":\"failed\""));
+	j = ferry_json(&nb, "migrations");
+	assert_jstr(jfind(j, "migrations", "vm", "s1"), "state", "failed");
 	/* the VM never stopped */
 	assert_int_equal(kill(vm_pid, 0), 0);
 
 	node_start(&na);
 	node_ready(&na);
 	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
-	mig_state(&na, id, out, st, sizeof(st));
+	j = mig(&na, id);
 	print_message("source ferryd killed in pre-copy: b clean after %.2f "
 		      "s; restarted a says %s: %s\n",
-		      t_dst, st, reason_of(out));
-	assert_string_equal(st, "failed");
-	assert_non_null(strstr(reason_of(out), "ferryd restarted during the "
-					       "migration (phase precopy)"));
+		      t_dst, state_of(j), reason_of(j));
+	assert_jstr(j, "state", "failed");
+	assert_jpart(j, "reason",
+		     "ferryd restarted during the migration (phase precopy)");
 	source_runs_on("s1");
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "s1", "--to", "b", "--verify", NULL),
-			 0);
-	assert_non_null(strstr(out, "\"state\":\"completed\""));
+	j = ferry_jargs(&na, 60, NULL, "migrate", "s1", "--to", "b", "--verify",
+			NULL);
+	assert_jstr(j, "state", "completed");
 	wait_counter(&nb, "pass", 1);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
 	no_crash();
@@ -540,30 +543,28 @@ static void test_source_ferryd(void **state)
 static void wait_mig(struct node *n, const char *id, const char *want,
 		     double secs)
 {
-	char out[OUT_MAX], st[32];
 	double t0 = now_s();
+	json_t *j;
 
 	do {
-		mig_state(n, id, out, st, sizeof(st));
-		if (!strcmp(st, want))
+		j = mig(n, id);
+		if (jis(j, "state", want))
 			return;
 		sleep_ms(20);
 	} while (now_s() - t0 < secs);
-	fail_msg("%s: migration %s is %s, not %s: %s", n->name, id, st, want,
-		 out);
+	fail_msg("%s: migration %s is %s, not %s: %s", n->name, id, state_of(j),
+		 want, jtext(j));
 }
 
 /* a's VM is there and paused, its migration in state want. */
 static void source_paused(const char *id, const char *want)
 {
-	char out[OUT_MAX], err[OUT_MAX], st[32];
+	json_t *vm;
 
-	mig_state(&na, id, out, st, sizeof(st));
-	assert_string_equal(st, want);
-	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
-	if (!strstr(out, "\"name\":\"f1\"") || !strstr(out, "\"state\":"
-							    "\"paused\""))
-		fail_msg("source VM not paused: %s", out);
+	assert_jstr(mig(&na, id), "state", want);
+	vm = jfind(ferry_json(&na, "vms"), "vms", "name", "f1");
+	if (!jis(vm, "state", "paused"))
+		fail_msg("source VM not paused: %s", jtext(vm));
 }
 
 /*
@@ -598,29 +599,29 @@ static pid_t to_ready(char *id, size_t len, char *bid, size_t blen, double *t0)
  */
 static void test_window_source(void **state)
 {
-	char out[OUT_MAX], id[32], bid[40], st[32];
+	char id[32], bid[40];
+	json_t *j;
 	pid_t inc;
 
 	(void)state;
 	inc = to_ready(id, sizeof(id), bid, sizeof(bid), NULL);
 	sigkill_node(&na);
 	sleep_ms(3500);
-	mig_state(&nb, bid, out, st, sizeof(st));
-	assert_string_equal(st, "ready");
+	assert_jstr(mig(&nb, bid), "state", "ready");
 	assert_false(pid_gone(inc));
 
 	node_start(&na);
 	node_ready(&na);
 	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
-	mig_state(&na, id, out, st, sizeof(st));
-	assert_string_equal(st, "failed");
+	j = mig(&na, id);
+	assert_jstr(j, "state", "failed");
 	print_message("source ferryd killed in switchover: restarted a says "
 		      "%s\n",
-		      reason_of(out));
-	assert_non_null(strstr(reason_of(out), "phase switchover"));
+		      reason_of(j));
+	assert_jpart(j, "reason", "phase switchover");
 	dest_clean(inc, 10);
-	wait_failed(&nb, bid, out, 5);
-	assert_non_null(strstr(reason_of(out), "the source aborted"));
+	j = wait_failed(&nb, bid, 5);
+	assert_jpart(j, "reason", "the source aborted");
 	source_runs_on("f1");
 	no_crash();
 }
@@ -633,7 +634,8 @@ static void test_window_source(void **state)
  */
 static void test_window_ready(void **state)
 {
-	char out[OUT_MAX], id[32], bid[40];
+	char id[32], bid[40];
+	json_t *j;
 	double t0;
 	pid_t inc;
 
@@ -649,11 +651,11 @@ static void test_window_ready(void **state)
 	node_start(&nb);
 	node_ready(&nb);
 	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
-	wait_failed(&na, id, out, 10);
+	j = wait_failed(&na, id, 10);
 	print_message("destination ferryd killed when ready: a says %s\n",
-		      reason_of(out));
-	assert_non_null(strstr(reason_of(out), "b aborted: "));
-	assert_non_null(strstr(reason_of(out), "phase ready"));
+		      reason_of(j));
+	assert_jpart(j, "reason", "b aborted: ");
+	assert_jpart(j, "reason", "phase ready");
 	dest_clean(inc, 10);
 	source_runs_on("f1");
 	no_crash();
@@ -667,7 +669,8 @@ static void test_window_ready(void **state)
  */
 static void test_window_resume(void **state)
 {
-	char out[OUT_MAX], err[OUT_MAX], id[32], bid[40], st[32];
+	char id[32], bid[40];
+	json_t *j;
 	pid_t inc;
 
 	(void)state;
@@ -686,12 +689,11 @@ static void test_window_resume(void **state)
 	node_ready(&nb);
 	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
 	wait_mig(&na, id, "completed", 10);
-	mig_state(&na, id, out, st, sizeof(st));
+	j = mig(&na, id);
 	print_message("destination ferryd killed after RESUME: a says %s%s\n",
-		      st, reason_of(out)[0] ? reason_of(out) : "");
+		      state_of(j), reason_of(j));
 	wait_vm_exit(vm_pid);
-	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
-	assert_null(strstr(out, "\"name\":\"f1\""));
+	assert_null(jfind(ferry_json(&na, "vms"), "vms", "name", "f1"));
 	wait_counter(&nb, "writes", vm_counter(&nb, "writes") + 1500);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
 	no_crash();
@@ -706,7 +708,8 @@ static void test_window_resume(void **state)
  */
 static void test_window_both(void **state)
 {
-	char out[OUT_MAX], id[32], bid[40];
+	char id[32], bid[40];
+	json_t *j;
 	pid_t inc;
 
 	(void)state;
@@ -723,11 +726,11 @@ static void test_window_both(void **state)
 	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
 	assert_true(wait_state(&nb, "reachable", 1, 10) >= 0);
 	dest_clean(inc, 10);
-	wait_failed(&na, id, out, 10);
+	j = wait_failed(&na, id, 10);
 	print_message("both ferryds killed in the window: restarted a says "
 		      "%s\n",
-		      reason_of(out));
-	assert_non_null(strstr(reason_of(out), "b aborted: "));
+		      reason_of(j));
+	assert_jpart(j, "reason", "b aborted: ");
 	source_runs_on("f1");
 	no_crash();
 }
@@ -745,6 +748,7 @@ static void test_window_postcopy(void **state)
 		"--postcopy-after", "1000", NULL
 	};
 	char out[OUT_MAX], err[OUT_MAX], id[32];
+	json_t *j;
 	pid_t inc;
 
 	(void)state;
@@ -764,11 +768,11 @@ static void test_window_postcopy(void **state)
 	assert_int_equal(kill(inc, SIGCONT), 0);
 	node_start(&nb);
 	node_ready(&nb);
-	wait_failed(&na, id, out, 10);
+	j = wait_failed(&na, id, 10);
 	print_message("destination ferryd killed in the post-copy switchover: "
 		      "a says %s\n",
-		      reason_of(out));
-	assert_non_null(strstr(reason_of(out), "b aborted: "));
+		      reason_of(j));
+	assert_jpart(j, "reason", "b aborted: ");
 	dest_clean(inc, 10);
 	source_runs_on("f1");
 	no_crash();
@@ -791,7 +795,7 @@ static int force_resume(struct node *n, const char *id, char *err)
  */
 static void test_force_dest(void **state)
 {
-	char out[OUT_MAX], err[OUT_MAX], id[32], bid[40], st[32];
+	char out[OUT_MAX], err[OUT_MAX], id[32], bid[40];
 
 	(void)state;
 	to_ready(id, sizeof(id), bid, sizeof(bid), NULL);
@@ -803,8 +807,7 @@ static void test_force_dest(void **state)
 	sigkill_node(&na);
 	assert_int_equal(kill(vm_pid, SIGKILL), 0); /* reaped at teardown */
 	sleep_ms(3500);
-	mig_state(&nb, bid, out, st, sizeof(st));
-	assert_string_equal(st, "ready");
+	assert_jstr(mig(&nb, bid), "state", "ready");
 	assert_int_equal(force_resume(&nb, bid, err), 0);
 	wait_mig(&nb, bid, "completed", 5);
 	wait_counter(&nb, "writes", vm_counter(&nb, "writes") + 1500);
@@ -823,7 +826,8 @@ static void test_force_dest(void **state)
  */
 static void test_force_source(void **state)
 {
-	char out[OUT_MAX], err[OUT_MAX], id[32], bid[40];
+	char err[OUT_MAX], id[32], bid[40];
+	json_t *j;
 	pid_t inc;
 
 	(void)state;
@@ -835,10 +839,9 @@ static void test_force_source(void **state)
 	sleep_ms(3500);
 	source_paused(id, "committed");
 	assert_int_equal(force_resume(&na, id, err), 0);
-	wait_failed(&na, id, out, 5);
-	print_message("force-resume on the source: a says %s\n",
-		      reason_of(out));
-	assert_non_null(strstr(reason_of(out), "force-resume: "));
+	j = wait_failed(&na, id, 5);
+	print_message("force-resume on the source: a says %s\n", reason_of(j));
+	assert_jpart(j, "reason", "force-resume: ");
 	source_runs_on("f1");
 	itest_no_crash(&na);
 }

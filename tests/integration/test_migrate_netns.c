@@ -81,6 +81,7 @@ static void move_over(uint64_t rate_bps, const char *mem, long pages)
 	char out[OUT_MAX], err[OUT_MAX], want[64];
 	long pass, resident;
 	double bw, t0;
+	json_t *j;
 	int ret;
 
 	two_hosts(rate_bps);
@@ -90,28 +91,27 @@ static void move_over(uint64_t rate_bps, const char *mem, long pages)
 	t0 = now_s();
 	ret = ferry_args(&na, 60, out, err, "--json", "migrate", "v1", "--to",
 			 "b", "--verify", NULL);
-	if (ret || !strstr(out, "\"state\":\"completed\"")) {
+	j = out[0] ? jparse(out, err) : NULL;
+	if (ret || !jis(j, "state", "completed")) {
 		itest_dump_logs(&na, &nb);
 		fail_msg("migrate: %d %s %s", ret, out, err);
 	}
-	resident = json_num(out, "pages_resident");
-	bw = json_dbl(out, "bandwidth");
+	resident = jint(j, "pages_resident");
+	bw = jdbl(j, "bandwidth");
 	print_message("%.0f Mbit/s link: %ld MiB moved in %.2f s (ferry: "
 		      "total %.2f s, downtime %.1f ms, pull bandwidth %.1f "
 		      "Mbit/s, %ld rounds)\n",
-		      rate_bps / 1e6, json_num(out, "bytes") >> 20,
-		      now_s() - t0, json_dbl(out, "total_s"),
-		      json_dbl(out, "downtime_ms"), bw * 8 / 1e6,
-		      json_num(out, "round") + 1);
+		      rate_bps / 1e6, jint(j, "bytes") >> 20, now_s() - t0,
+		      jdbl(j, "total_s"), jdbl(j, "downtime_ms"), bw * 8 / 1e6,
+		      jint(j, "round") + 1);
 	/* random data: next to all of it is resident, and moved */
 	assert_true(resident > pages * 3 / 4);
-	assert_true(json_num(out, "pages_pulled") >= resident);
-	assert_int_equal(json_num(out, "verified_pages"), pages);
+	assert_true(jint(j, "pages_pulled") >= resident);
+	assert_int_equal(jint(j, "verified_pages"), pages);
 	/* through the shaped link: not faster than it (plus a margin) */
 	assert_true(bw > 0);
 	if (bw * 8 > 1.3 * rate_bps ||
-	    json_num(out, "bytes") * 8 / json_dbl(out, "total_s") >
-		    1.3 * rate_bps)
+	    jint(j, "bytes") * 8 / jdbl(j, "total_s") > 1.3 * rate_bps)
 		fail_msg("faster than the %.0f Mbit/s link: %s", rate_bps / 1e6,
 			 out);
 	wait_vm_exit(vm_pid);
@@ -120,8 +120,7 @@ static void move_over(uint64_t rate_bps, const char *mem, long pages)
 	/* it goes on at b without a mismatch */
 	wait_counter(&nb, "pass", pass + 2);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
-	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
-	assert_null(strstr(out, "v1"));
+	assert_null(jfind(ferry_json(&na, "vms"), "vms", "name", "v1"));
 	itest_no_crash(&na);
 	itest_no_crash(&nb);
 }
@@ -148,31 +147,30 @@ static void test_stall(void **state)
 		"--mem", "256M",      "--guest", "verify", "--workingset",
 		"4M",	 "--prefill", "random",	 NULL
 	};
-	char out[OUT_MAX], err[OUT_MAX], id[32];
+	json_t *j, *m = NULL;
 	double t0, t_fail = -1;
-	const char *r;
 	long pid, w;
+	char id[32];
 
 	(void)state;
 	two_hosts(200000000ULL);
 	start_vm("s1", opts);
 	wait_counter(&na, "pass", 1);
 	/* 248 MiB at 200 Mbit/s: about 10 s of round 0 */
-	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
-				    "s1", "--to", "b", "--verify", "--detach",
-				    NULL),
-			 0);
-	snprintf(id, sizeof(id), "%ld", json_num(out, "id"));
+	j = ferry_jargs(&na, 10, NULL, "migrate", "s1", "--to", "b", "--verify",
+			"--detach", NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
 	t0 = now_s();
 	while (now_s() - t0 < 10) {
-		assert_int_equal(ferry(&nb, true, "migrations", out, err), 0);
-		if (strstr(out, "\"state\":\"precopy\"") &&
-		    json_num(out, "pages_pulled") > 4096)
+		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+			  "s1");
+		if (jis(m, "state", "precopy") &&
+		    jint(m, "pages_pulled") > 4096)
 			break;
 		sleep_ms(50);
 	}
-	if (!strstr(out, "\"state\":\"precopy\""))
-		fail_msg("not in pre-copy: %s", out);
+	if (!jis(m, "state", "precopy"))
+		fail_msg("not in pre-copy: %s", jtext(m));
 	pid = vm_counter(&nb, "pid");
 	assert_true(pid > 0);
 
@@ -181,32 +179,29 @@ static void test_stall(void **state)
 		assert_int_equal(th_set_rate(th, i, 8000), 0);
 	t0 = now_s();
 	while (now_s() - t0 < STALL_BOUND_S) {
-		assert_int_equal(ferry_args(&na, 10, out, err, "--json",
-					    "migration", id, NULL),
-				 0);
-		if (strstr(out, "\"state\":\"failed\"")) {
+		j = ferry_jargs(&na, 10, NULL, "migration", id, NULL);
+		if (jis(j, "state", "failed")) {
 			t_fail = now_s() - t0;
 			break;
 		}
-		if (!strstr(out, "\"state\":\"precopy\""))
-			fail_msg("stalled migration: %s", out);
+		if (!jis(j, "state", "precopy"))
+			fail_msg("stalled migration: %s", jtext(j));
 		sleep_ms(100);
 	}
 	if (t_fail < 0) {
 		itest_dump_logs(&na, &nb);
 		fail_msg("still not failed %d s after the stall: %s",
-			 STALL_BOUND_S, out);
+			 STALL_BOUND_S, jtext(j));
 	}
-	r = strstr(out, "\"reason\":\"");
-	assert_non_null(r);
-	print_message("stalled link: failed after %.2f s: %.*s\n", t_fail,
-		      (int)strcspn(r + 10, "\""), r + 10);
-	assert_true(r[10] != '"');
+	assert_non_null(jstr(j, "reason"));
+	print_message("stalled link: failed after %.2f s: %s\n", t_fail,
+		      jstr(j, "reason"));
+	assert_true(jstr(j, "reason")[0]);
 
 	/* the VM runs on at a, unharmed */
 	assert_int_equal(kill(vm_pid, 0), 0);
-	assert_int_equal(ferry(&na, true, "vms", out, err), 0);
-	assert_non_null(strstr(out, "\"state\":\"running\""));
+	m = jfind(ferry_json(&na, "vms"), "vms", "name", "s1");
+	assert_jstr(m, "state", "running");
 	w = vm_counter(&na, "writes");
 	wait_counter(&na, "writes", w + 1500);
 	assert_int_equal(vm_counter(&na, "failed"), 0);
@@ -219,17 +214,16 @@ static void test_stall(void **state)
 	 */
 	t0 = now_s();
 	for (;;) {
-		assert_int_equal(ferry(&nb, true, "vms", out, err), 0);
-		if (!strstr(out, "\"name\"") && kill((pid_t)pid, 0) &&
+		j = ferry_json(&nb, "vms");
+		if (jlen(j, "vms") == 0 && kill((pid_t)pid, 0) &&
 		    errno == ESRCH)
 			break;
 		if (now_s() - t0 > 10)
 			fail_msg("b still holds the VM (pid %ld): %s", pid,
-				 out);
+				 jtext(j));
 		sleep_ms(100);
 	}
-	assert_int_equal(ferry(&nb, true, "status", out, err), 0);
-	assert_int_equal(json_num(out, "memory_bytes"), 0);
+	assert_int_equal(jint(ferry_json(&nb, "status"), "memory_bytes"), 0);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(th_set_rate(th, i, 1000000000ULL), 0);
 	sleep_ms(3000);

@@ -118,6 +118,7 @@ static void test_mesh(void **state)
 {
 	char out[OUT_MAX], err[OUT_MAX];
 	struct node n[4];
+	json_t *j;
 	struct stat st;
 	double t, t0 = now_s();
 	int status;
@@ -160,17 +161,19 @@ static void test_mesh(void **state)
 			sleep_ms(100);
 		assert_non_null(strstr(slurp(n[i].log), "refused connection"));
 		assert_non_null(strstr(slurp(n[i].log), n[3].key));
-		assert_int_equal(ferry(&n[i], true, "status", out, err), 0);
-		assert_true(json_num(out, "refused") >= 1);
+		j = ferry_json(&n[i], "status");
+		assert_true(jint(j, "refused") >= 1);
 		/* still only the two real peers */
-		assert_int_equal(json_num(out, "peers_reachable"), 2);
+		assert_int_equal(jint(j, "peers_reachable"), 2);
 	}
 	sleep_ms(1000); /* give it every chance to (wrongly) get through */
-	assert_int_equal(ferry(&n[3], true, "peers", out, err), 0);
-	assert_int_equal(count(out, "\"state\":\"reachable\""), 0);
-	assert_int_equal(count(out, "\"state\":\"connecting\""), 3);
+	j = ferry_json(&n[3], "peers");
+	assert_int_equal(jcount(j, "peers", "state", "reachable"), 0);
+	assert_int_equal(jcount(j, "peers", "state", "connecting"), 3);
 	/* and it can tell why */
-	assert_int_equal(count(out, "refused our key"), 3);
+	for (int i = 0; i < 3; i++)
+		assert_jpart(json_array_get(jget(j, "peers"), i), "problem",
+			     "refused our key");
 	assert_non_null(strstr(slurp(n[3].log), "refuses our key"));
 	assert_null(strstr(slurp(n[3].log), "reachable (rtt"));
 
@@ -184,8 +187,8 @@ static void test_mesh(void **state)
 	t = now_s() - t0;
 	print_message("SIGKILLed peer unreachable after %.2f s\n", t);
 	assert_true(t <= 3.0);
-	assert_int_equal(ferry(&n[0], true, "peers", out, err), 0);
-	assert_int_equal(count(out, "\"state\":\"reachable\""), 1);
+	j = ferry_json(&n[0], "peers");
+	assert_int_equal(jcount(j, "peers", "state", "reachable"), 1);
 
 	/* SIGTERM: exit 0, socket gone, logged */
 	assert_int_equal(stat(n[0].sock, &st), 0);
@@ -250,6 +253,7 @@ static size_t pack_hello(char *buf, size_t cap, unsigned version,
 static void test_bad_peer(void **state)
 {
 	char out[OUT_MAX], err[OUT_MAX], pub[41], sec[41], ep[320];
+	json_t *j;
 	char buf[4096], reply[4096];
 	struct proto_msg *m;
 	struct node d;
@@ -298,9 +302,9 @@ static void test_bad_peer(void **state)
 	assert_int_equal(m->type, PROTO_ERROR);
 	assert_int_equal(m->error.code, EPROTONOSUPPORT);
 	proto_msg_free(m);
-	assert_int_equal(ferry(&d, true, "peers", out, err), 0);
-	assert_int_equal(count(out, "\"state\":\"incompatible\""), 1);
-	assert_int_equal(json_num(out, "malformed"), 2);
+	j = ferry_json(&d, "peers");
+	assert_int_equal(jcount(j, "peers", "state", "incompatible"), 1);
+	assert_int_equal(jint(j, "peers[0].malformed"), 2);
 	assert_non_null(strstr(slurp(d.log), "malformed message"));
 	assert_non_null(strstr(slurp(d.log), "incompatible"));
 
@@ -345,9 +349,9 @@ static void test_bad_peer(void **state)
 	assert_int_equal(m->ping.sent_ns, 1234);
 	proto_msg_free(m);
 
-	assert_int_equal(ferry(&d, true, "peers", out, err), 0);
-	assert_int_equal(count(out, "\"state\":\"incompatible\""), 0);
-	assert_int_equal(json_num(out, "malformed"), 2);
+	j = ferry_json(&d, "peers");
+	assert_int_equal(jcount(j, "peers", "state", "incompatible"), 0);
+	assert_int_equal(jint(j, "peers[0].malformed"), 2);
 
 	zmq_close(dealer);
 

@@ -64,89 +64,82 @@ static int pc_teardown(void **state)
 }
 
 /* A migration that ended well: the guest checks on at b, a holds nothing. */
-static void check_moved(const char *out, long pass)
+static void check_moved(const json_t *rep, long pass)
 {
-	char o[OUT_MAX], e[OUT_MAX];
+	json_t *j;
 
-	if (!strstr(out, "\"state\":\"completed\"")) {
+	if (!jis(rep, "state", "completed")) {
 		itest_dump_logs(&na, &nb);
-		fail_msg("not completed: %s", out);
+		fail_msg("not completed: %s", jtext(rep));
 	}
 	wait_vm_exit(vm_pid);
 	wait_counter(&nb, "pass", pass + 2);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
-	assert_int_equal(ferry(&na, true, "status", o, e), 0);
-	assert_int_equal(json_num(o, "memory_bytes"), 0);
-	assert_int_equal(ferry(&nb, true, "migrations", o, e), 0);
-	assert_non_null(strstr(o, "\"state\":\"completed\""));
+	assert_int_equal(jint(ferry_json(&na, "status"), "memory_bytes"), 0);
+	j = ferry_json(&nb, "migrations");
+	assert_jstr(jfind(j, "migrations", "vm", jstr(rep, "vm")), "state",
+		    "completed");
 	itest_no_crash(&na);
 	itest_no_crash(&nb);
 }
 
-/* The state of migration id on n ("" if unknown). */
-static const char *mig_state(struct node *n, const char *id, char *out)
+/* `ferry --json migration ID` on n: the report, NULL if ferry failed. */
+static json_t *mig(struct node *n, const char *id)
 {
-	static char st[32];
-	char err[OUT_MAX];
-	const char *s;
+	int rc;
+	json_t *j = ferry_jargs(n, 10, &rc, "migration", id, NULL);
 
-	st[0] = '\0';
-	if (ferry_args(n, 10, out, err, "--json", "migration", id, NULL))
-		return st;
-	s = strstr(out, "\"state\":\"");
-	if (s)
-		snprintf(st, sizeof(st), "%.*s", (int)strcspn(s + 9, "\""),
-			 s + 9);
-	return st;
+	return rc ? NULL : j;
 }
 
-/* Wait up to secs for migration id on n to reach state. */
-static void wait_mig(struct node *n, const char *id, const char *state,
-		     double secs, char *out)
+/* Wait up to secs for migration id on n to reach state; its report. */
+static json_t *wait_mig(struct node *n, const char *id, const char *state,
+			double secs)
 {
 	double t0 = now_s();
+	json_t *j;
 
-	while (strcmp(mig_state(n, id, out), state)) {
+	while (!jis(j = mig(n, id), "state", state)) {
 		if (now_s() - t0 > secs) {
 			itest_dump_logs(&na, &nb);
 			fail_msg("migration %s on %s not %s after %.0f s: %s",
-				 id, n->name, state, secs, out);
+				 id, n->name, state, secs, jtext(j));
 		}
 		sleep_ms(50);
 	}
+	return j;
 }
 
 static void test_postcopy(void **state)
 {
-	char out[OUT_MAX], err[OUT_MAX];
 	long pass, resident;
+	json_t *j;
 
 	(void)state;
 	two_nodes();
 	vm_pid = itest_start_vm(&na, ferry_vm_bin, "p1", random64);
 	wait_counter(&na, "pass", 1);
 	pass = vm_counter(&na, "pass");
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "p1", "--to", "b", "--mode", "postcopy",
-				    NULL),
-			 0);
+	j = ferry_jargs(&na, 60, NULL, "migrate", "p1", "--to", "b", "--mode",
+			"postcopy", NULL);
 	print_message("post-copy of 64 MiB: total %.3f s, downtime %.1f ms, "
 		      "post-copy %.1f ms, %ld faults (p50 %.1f us), blocktime "
 		      "%.1f ms\n",
-		      json_dbl(out, "total_s"), json_dbl(out, "downtime_ms"),
-		      json_dbl(out, "duration_ms"), json_num(out, "faults"),
-		      json_dbl(out, "fault_p50_us"),
-		      json_dbl(out, "blocktime_ms"));
-	assert_non_null(strstr(out, "\"mode\":\"postcopy\""));
+		      jdbl(j, "total_s"), jdbl(j, "downtime_ms"),
+		      jdbl(j, "postcopy.duration_ms"),
+		      jint(j, "postcopy.faults"),
+		      jdbl(j, "postcopy.fault_p50_us"),
+		      jdbl(j, "postcopy.blocktime_ms"));
+	assert_jstr(j, "mode", "postcopy");
 	/* one round: nothing was pulled before the VM moved */
-	assert_int_equal(json_num(out, "round"), 0);
-	resident = json_num(out, "pages_resident");
+	assert_int_equal(jint(j, "round"), 0);
+	resident = jint(j, "pages_resident");
 	assert_true(resident > (64 << 8) * 3 / 4);
-	assert_int_equal(json_num(out, "pages_pulled"), resident);
-	assert_int_equal(json_num(out, "pages_pulled_again"), 0);
-	assert_true(json_dbl(out, "downtime_ms") > 0);
-	assert_true(json_dbl(out, "duration_ms") > 0);
-	check_moved(out, pass);
+	assert_int_equal(jint(j, "pages_pulled"), resident);
+	assert_int_equal(jint(j, "pages_pulled_again"), 0);
+	assert_true(jdbl(j, "downtime_ms") > 0);
+	assert_true(jdbl(j, "postcopy.duration_ms") > 0);
+	check_moved(j, pass);
 	assert_non_null(strstr(slurp(nb.log), "post-copy: all pages in"));
 }
 
@@ -172,7 +165,7 @@ static long busy_guest(struct node *n, const char *name)
 
 static void test_hybrid(void **state)
 {
-	char out[OUT_MAX], err[OUT_MAX];
+	json_t *j;
 	long pass;
 
 	(void)state;
@@ -184,53 +177,48 @@ static void test_hybrid(void **state)
 	 * pause of the guest (seen under ASan, before busy_guest's pauses
 	 * were made short) dirtied nothing, and pre-copy rightly converged.
 	 */
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "h1", "--to", "b", "--mode", "hybrid",
-				    "--postcopy-after", "1", "--downtime-limit",
-				    "1", "--max-bandwidth", "8M", NULL),
-			 0);
+	j = ferry_jargs(&na, 60, NULL, "migrate", "h1", "--to", "b", "--mode",
+			"hybrid", "--postcopy-after", "1", "--downtime-limit",
+			"1", "--max-bandwidth", "8M", NULL);
 	print_message("hybrid: %ld rounds, then post-copy of %.1f ms; %ld "
 		      "faults\n",
-		      json_num(out, "round") + 1, json_dbl(out, "duration_ms"),
-		      json_num(out, "faults"));
-	assert_non_null(strstr(out, "post-copy after round 0"));
-	assert_true(json_num(out, "pages_pulled_again") > 0);
-	assert_true(json_dbl(out, "duration_ms") > 0);
-	check_moved(out, pass);
+		      jint(j, "round") + 1, jdbl(j, "postcopy.duration_ms"),
+		      jint(j, "postcopy.faults"));
+	assert_jpart(j, "converge_actions", "post-copy after round 0");
+	assert_true(jint(j, "pages_pulled_again") > 0);
+	assert_true(jdbl(j, "postcopy.duration_ms") > 0);
+	check_moved(j, pass);
 }
 
 static void test_command(void **state)
 {
 	char out[OUT_MAX], err[OUT_MAX], id[32];
+	json_t *j;
 	long pass;
 
 	(void)state;
 	two_nodes();
 	pass = busy_guest(&na, "c1");
 	/* never converges (1 ms), never goes post-copy on its own */
-	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
-				    "c1", "--to", "b", "--mode", "hybrid",
-				    "--postcopy-after", "1000",
-				    "--downtime-limit", "1", "--max-bandwidth",
-				    "4M", "--auto-converge", "off",
-				    "--max-rounds", "1000", "--detach", NULL),
-			 0);
-	snprintf(id, sizeof(id), "%ld", json_num(out, "id"));
-	wait_mig(&na, id, "precopy", 10, out);
+	j = ferry_jargs(&na, 10, NULL, "migrate", "c1", "--to", "b", "--mode",
+			"hybrid", "--postcopy-after", "1000",
+			"--downtime-limit", "1", "--max-bandwidth", "4M",
+			"--auto-converge", "off", "--max-rounds", "1000",
+			"--detach", NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
+	wait_mig(&na, id, "precopy", 10);
 	sleep_ms(1500);
 	assert_int_equal(
 		ferry_args(&na, 10, out, err, "migrate-postcopy", id, NULL), 0);
-	wait_mig(&na, id, "completed", 30, out);
-	assert_non_null(strstr(out, "(asked)"));
-	check_moved(out, pass);
+	j = wait_mig(&na, id, "completed", 30);
+	assert_jpart(j, "converge_actions", "(asked)");
+	check_moved(j, pass);
 
 	/* a pre-copy migration cannot be switched */
 	busy_guest(&nb, "c2");
-	assert_int_equal(ferry_args(&nb, 10, out, err, "--json", "migrate",
-				    "c2", "--to", "a", "--max-bandwidth", "1M",
-				    "--detach", NULL),
-			 0);
-	snprintf(id, sizeof(id), "%ld", json_num(out, "id"));
+	j = ferry_jargs(&nb, 10, NULL, "migrate", "c2", "--to", "a",
+			"--max-bandwidth", "1M", "--detach", NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
 	assert_int_equal(
 		ferry_args(&nb, 10, out, err, "migrate-postcopy", id, NULL), 1);
 	assert_non_null(strstr(err, "--mode hybrid"));
@@ -239,8 +227,8 @@ static void test_command(void **state)
 
 static void test_link(void **state)
 {
-	char out[OUT_MAX], err[OUT_MAX];
 	double secs;
+	json_t *j;
 	long pass;
 
 	(void)state;
@@ -248,36 +236,32 @@ static void test_link(void **state)
 	vm_pid = itest_start_vm(&na, ferry_vm_bin, "l1", random64);
 	wait_counter(&na, "pass", 1);
 	pass = vm_counter(&na, "pass");
-	assert_int_equal(ferry_args(&na, 60, out, err, "--json", "migrate",
-				    "l1", "--to", "b", "--mode", "postcopy",
-				    NULL),
-			 0);
-	secs = json_dbl(out, "total_s");
+	j = ferry_jargs(&na, 60, NULL, "migrate", "l1", "--to", "b", "--mode",
+			"postcopy", NULL);
+	secs = jdbl(j, "total_s");
 	print_message("100 Mbit/s link: post-copy of %ld MiB in %.2f s, "
 		      "downtime %.1f ms, %ld faults, blocktime %.1f ms\n",
-		      json_num(out, "bytes") >> 20, secs,
-		      json_dbl(out, "downtime_ms"), json_num(out, "faults"),
-		      json_dbl(out, "blocktime_ms"));
-	if (json_num(out, "bytes") * 8 / secs > 1.3e8)
-		fail_msg("faster than the link: %s", out);
-	check_moved(out, pass);
+		      jint(j, "bytes") >> 20, secs, jdbl(j, "downtime_ms"),
+		      jint(j, "postcopy.faults"),
+		      jdbl(j, "postcopy.blocktime_ms"));
+	if (jint(j, "bytes") * 8 / secs > 1.3e8)
+		fail_msg("faster than the link: %s", jtext(j));
+	check_moved(j, pass);
 }
 
 /* Start a slow post-copy (50 Mbit/s, 56 MiB: ~9 s); wait until it runs. */
 static void slow_postcopy(char *id, size_t len, long *pass)
 {
-	char out[OUT_MAX], err[OUT_MAX];
+	json_t *j;
 
 	th = th_pair(50000000ULL, &na, &nb, ferry_vm_bin);
 	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1", random64);
 	wait_counter(&na, "pass", 1);
 	*pass = vm_counter(&na, "pass");
-	assert_int_equal(ferry_args(&na, 10, out, err, "--json", "migrate",
-				    "r1", "--to", "b", "--mode", "postcopy",
-				    "--detach", NULL),
-			 0);
-	snprintf(id, len, "%ld", json_num(out, "id"));
-	wait_mig(&nb, id, "postcopy", 20, out);
+	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b", "--mode",
+			"postcopy", "--detach", NULL);
+	snprintf(id, len, "%ld", jint(j, "id"));
+	wait_mig(&nb, id, "postcopy", 20);
 	sleep_ms(1000);
 }
 
@@ -301,8 +285,9 @@ static void wait_stall_shown(double secs)
 
 static void test_restart(void **state)
 {
-	char out[OUT_MAX], id[32];
 	long pass, pulled;
+	char id[32];
+	json_t *j;
 
 	(void)state;
 	slow_postcopy(id, sizeof(id), &pass);
@@ -310,24 +295,26 @@ static void test_restart(void **state)
 	assert_true(node_wait(&na, 5) >= 0);
 	wait_stall_shown(5);
 	/* the VM waits on b, not killed; its source copy waits at a */
-	assert_string_equal(mig_state(&nb, id, out), "postcopy");
-	pulled = json_num(out, "pages_pulled");
+	j = mig(&nb, id);
+	assert_jstr(j, "state", "postcopy");
+	pulled = jint(j, "pages_pulled");
 	assert_int_equal(kill(vm_pid, 0), 0);
 	sleep_ms(1000);
 
 	th_node_start(th, 0, &na);
 	node_ready(&na);
 	assert_true(wait_state(&na, "reachable", 1, 10) >= 0);
-	wait_mig(&nb, id, "completed", 60, out);
-	assert_true(json_num(out, "pages_pulled") > pulled);
-	wait_mig(&na, id, "completed", 10, out);
-	check_moved(out, pass);
+	j = wait_mig(&nb, id, "completed", 60);
+	assert_true(jint(j, "pages_pulled") > pulled);
+	j = wait_mig(&na, id, "completed", 10);
+	check_moved(j, pass);
 	assert_non_null(strstr(slurp(na.log), "serving its pages again"));
 }
 
 static void test_cut(void **state)
 {
-	char out[OUT_MAX], id[32];
+	char id[32];
+	json_t *j;
 	long pass;
 
 	(void)state;
@@ -336,16 +323,17 @@ static void test_cut(void **state)
 	wait_stall_shown(5);
 	sleep_ms(1500);
 	assert_int_equal(th_restore(th, 0), 0);
-	wait_mig(&na, id, "completed", 60, out);
+	j = wait_mig(&na, id, "completed", 60);
 	print_message("link cut for 3 s: completed, %ld stalls seen by the "
 		      "fault server (%.1f s)\n",
-		      json_num(out, "stalls"), json_dbl(out, "stall_ms") / 1e3);
-	check_moved(out, pass);
+		      jint(j, "postcopy.stalls"),
+		      jdbl(j, "postcopy.stall_ms") / 1e3);
+	check_moved(j, pass);
 }
 
 static void test_vm_killed(void **state)
 {
-	char out[OUT_MAX], id[32];
+	char id[32];
 	long pass;
 	int status;
 
@@ -354,11 +342,10 @@ static void test_vm_killed(void **state)
 	assert_int_equal(kill(vm_pid, SIGKILL), 0);
 	assert_int_equal(waitpid(vm_pid, &status, 0), vm_pid);
 	untrack(vm_pid);
-	wait_mig(&na, id, "completed", 60, out);
+	wait_mig(&na, id, "completed", 60);
 	wait_counter(&nb, "pass", pass + 2);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
-	assert_int_equal(ferry(&na, true, "status", out, out + OUT_MAX / 2), 0);
-	assert_int_equal(json_num(out, "memory_bytes"), 0);
+	assert_int_equal(jint(ferry_json(&na, "status"), "memory_bytes"), 0);
 	itest_no_crash(&na);
 	itest_no_crash(&nb);
 }
