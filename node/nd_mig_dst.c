@@ -224,12 +224,12 @@ static int setup(struct nd_mig_dst *d)
 	if (!d->need || (d->mode != PROTO_MODE_PRECOPY && !d->seen))
 		return nd_mig_dst_fail(d, "out of memory");
 	/* 4 MiB at first: 0.7 s on a 50 Mbit/s link, where 32 MiB time out */
-	d->win = (struct nd_window){ .cap = 4 << 20,
-				     .min = RUN_MAX * FY_PAGE_SIZE,
-				     .max = WINDOW * RUN_MAX * FY_PAGE_SIZE,
-				     .target_ns = 250000000ULL };
+	d->win = (struct codec_window){ .cap = 4 << 20,
+					.min = RUN_MAX * FY_PAGE_SIZE,
+					.max = WINDOW * RUN_MAX * FY_PAGE_SIZE,
+					.target_ns = 250000000ULL };
 	/* without it recv() allocates every page itself: slower, not wrong */
-	ret = nd_pop_start(l->regions[0].memfd, d->map, d->pages, &d->pop);
+	ret = pc_pop_start(l->regions[0].memfd, d->map, d->pages, &d->pop);
 	if (ret)
 		dst_info(d, "no populator thread: %s", strerror(-ret));
 
@@ -348,7 +348,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 			}
 		}
 		if (!nd_dst_has(d, ND_SM_PC)) /* post-copy punches them out */
-			nd_pop_add(d->pop, ds->runs, ds->nruns);
+			pc_pop_add(d->pop, ds->runs, ds->nruns);
 		pthread_mutex_lock(&d->lock);
 		if (ds->gen != d->gen && d->pages_pulled)
 			d->round++;
@@ -501,15 +501,6 @@ static int drain_inbox(struct nd_mig_dst *d)
 	return ret;
 }
 
-void nd_window_done(struct nd_window *w, uint64_t len, uint64_t lat_ns)
-{
-	w->inflight -= FY_MIN(w->inflight, len);
-	if (lat_ns < w->target_ns)
-		w->cap = FY_MIN(w->cap + len, w->max);
-	else if (lat_ns > 2 * w->target_ns)
-		w->cap = FY_MAX(w->cap / 2, w->min);
-}
-
 static struct nd_mig_slot *free_slot(struct nd_mig_dst *d)
 {
 	for (int i = 0; i < WINDOW; i++)
@@ -564,7 +555,8 @@ static int delta_apply(struct nd_mig_dst *d)
 	uint64_t applied;
 	int ret;
 
-	ret = nd_delta_apply_buf(d->map, d->pages, d->dbuf, d->dlen, &applied);
+	ret = codec_delta_apply_buf(d->map, d->pages, d->dbuf, d->dlen,
+				    &applied);
 	if (!ret && applied != d->dpages)
 		ret = -EBADMSG;
 	if (ret)
@@ -604,7 +596,7 @@ static int post_reads(struct nd_mig_dst *d)
 		if (e - p > RUN_MAX)
 			e = p + RUN_MAX;
 		s = free_slot(d);
-		if (!s || !nd_window_room(&d->win, (e - p) * FY_PAGE_SIZE))
+		if (!s || !codec_window_room(&d->win, (e - p) * FY_PAGE_SIZE))
 			break;
 		ret = fab_read(d->ep, d->map + p * FY_PAGE_SIZE,
 			       (e - p) * FY_PAGE_SIZE, d->mr, &d->rk,
@@ -630,7 +622,7 @@ static int post_reads(struct nd_mig_dst *d)
 	}
 	/* one connection: reads complete about in the order posted */
 	if (d->cursor >= d->inflight_pages)
-		nd_pop_hint(d->pop, d->cursor - d->inflight_pages);
+		pc_pop_hint(d->pop, d->cursor - d->inflight_pages);
 	return 0;
 }
 
@@ -669,8 +661,8 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 			continue;
 		}
 		d->inflight_pages -= s->pages;
-		nd_window_done(&d->win, s->pages * FY_PAGE_SIZE,
-			       fy_now_ns() - s->t_post);
+		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
+				  fy_now_ns() - s->t_post);
 		if (c[i].status) {
 			ret = nd_mig_dst_fail(d,
 					      "fabric read of %" PRIu64 " pages"
@@ -789,8 +781,8 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 	nd_post_end(d);
 	if (d->pop)
 		dst_info(d, "%" PRIu64 " pages mapped in ahead of the reads",
-			 nd_pop_done(d->pop));
-	nd_pop_stop(d->pop); /* before the munmap below */
+			 pc_pop_done(d->pop));
+	pc_pop_stop(d->pop); /* before the munmap below */
 	d->pop = NULL;
 	if (d->ep) {
 		fab_ep_close(d->ep);

@@ -7,7 +7,7 @@
  *         are punched out of the memfd, so that the guest faults on them
  *         instead of seeing an old or half-written copy; present = pages
  *         pulled, holes = pages never announced (holes on the source).
- *         The fault server (nd_fault.c) starts on a domain and endpoint of
+ *         The fault server (postcopy/pc_fault.c) starts on a domain and endpoint of
  *         its own, so faults never queue behind our reads; SET_STATE,
  *         RESUME, RESUMED. A failure up to here is an ABORT: the VM never
  *         ran here and resumes on the source.
@@ -20,7 +20,7 @@
  *         CPU, marked in `placed` once complete and mapped with
  *         UFFDIO_CONTINUE, which wakes a vCPU waiting on it: a guest that
  *         touches a page in the memfd not yet placed takes a MINOR fault
- *         and waits (nd_fault.c maps only placed pages). Without MINOR a
+ *         and waits (postcopy/pc_fault.c maps only placed pages). Without MINOR a
  *         run is read into a staging buffer and placed with UFFDIO_COPY.
  *         Pre-copied pages are mapped in bulk (UFFDIO_CONTINUE) when the
  *         reads leave time, so the guest takes no fault on them. PROGRESS
@@ -83,7 +83,7 @@ struct nd_post {
 	uint64_t *unmapped; /* minor: pre-copied pages not CONTINUEd yet */
 	uint64_t cont_cursor;
 	struct fab_ep *fep; /* the fault server's, until it starts */
-	struct nd_fault *fs;
+	struct pc_fault *fs;
 	uint8_t *stage;
 	size_t stage_len; /* zc: two pages, for the warm-up reads */
 	struct fab_mr *stage_mr;
@@ -228,7 +228,7 @@ static void reconnect(struct nd_mig_dst *d, uint64_t now)
 		return;
 	}
 	fep = connect_fault_ep(d);
-	if (!fep || nd_fault_set_holder(p->fs, fep, &d->rk)) {
+	if (!fep || pc_fault_set_holder(p->fs, fep, &d->rk)) {
 		fab_ep_close(fep);
 		drop_ep(d);
 		return;
@@ -391,7 +391,7 @@ static uint64_t next_run(struct nd_mig_dst *d, uint64_t *len)
 		if (s >= d->pages)
 			return UINT64_MAX;
 		d->cursor = s;
-		if (nd_fault_claim(p->present, s))
+		if (pc_fault_claim(p->present, s))
 			break;
 		/* the fault server's: it reads and places that page */
 		fy_bit_clear(d->need, s);
@@ -403,7 +403,7 @@ static uint64_t next_run(struct nd_mig_dst *d, uint64_t *len)
 	}
 	e = s + 1;
 	while (e < d->pages && e - s < RUN && fy_bit_test(d->need, e) &&
-	       nd_fault_claim(p->present, e))
+	       pc_fault_claim(p->present, e))
 		e++;
 	*len = e - s;
 	d->cursor = e;
@@ -421,21 +421,22 @@ static void post_reads(struct nd_mig_dst *d)
 		return;
 	for (i = 0; i < WINDOW && !p->quarantine; i++)
 		if (d->slots[i].used && !d->slots[i].posted && !p->broken &&
-		    nd_window_room(&d->win, d->slots[i].pages * FY_PAGE_SIZE))
+		    codec_window_room(&d->win,
+				      d->slots[i].pages * FY_PAGE_SIZE))
 			post_run(d, &d->slots[i]);
 	/* pre-paging around recent faults first */
-	n = nd_fault_prepage_take(p->fs, pre,
+	n = pc_fault_prepage_take(p->fs, pre,
 				  FY_MIN(PREPAGE_BATCH, WINDOW - d->inflight));
 	for (i = 0; i < n && (s = free_slot(d)) &&
-		    nd_window_room(&d->win, FY_PAGE_SIZE);
+		    codec_window_room(&d->win, FY_PAGE_SIZE);
 	     i++)
 		if (fy_bit_test(d->need, pre[i]) &&
-		    nd_fault_claim(p->present, pre[i])) {
+		    pc_fault_claim(p->present, pre[i])) {
 			take_slot(d, s, pre[i], 1);
 			p->prepaged++;
 		}
 	while (!p->broken && (s = free_slot(d)) &&
-	       nd_window_room(&d->win, RUN * FY_PAGE_SIZE)) {
+	       codec_window_room(&d->win, RUN * FY_PAGE_SIZE)) {
 		page = next_run(d, &len);
 		if (page == UINT64_MAX)
 			break;
@@ -443,7 +444,7 @@ static void post_reads(struct nd_mig_dst *d)
 	}
 	/* the linear reads complete about in order (pre-paging aside) */
 	if (d->cursor > d->win.inflight / FY_PAGE_SIZE)
-		nd_pop_hint(d->pop, d->cursor - d->win.inflight / FY_PAGE_SIZE);
+		pc_pop_hint(d->pop, d->cursor - d->win.inflight / FY_PAGE_SIZE);
 }
 
 /* Take completions; place what arrived. -1: the VM is gone. */
@@ -462,8 +463,8 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 			continue;
 		s->posted = false;
 		d->inflight--;
-		nd_window_done(&d->win, s->pages * FY_PAGE_SIZE,
-			       fy_now_ns() - s->t_post);
+		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
+				  fy_now_ns() - s->t_post);
 		if (c[i].status) {
 			if (!p->broken)
 				pr_warn("post-copy read failed (%s): "
@@ -499,9 +500,9 @@ static void send_stats(struct nd_mig_dst *d, uint64_t now)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
 	struct proto_msg *pg = calloc(1, sizeof(*pg));
-	struct nd_fault_stats st;
+	struct pc_fault_stats st;
 
-	nd_fault_stats(d->post->fs, &st);
+	pc_fault_stats(d->post->fs, &st);
 	d->post->fault_stalled = st.stalled;
 	pthread_mutex_lock(&d->lock);
 	if (!(st.stalled || d->post->broken))
@@ -541,7 +542,7 @@ static bool all_in(struct nd_mig_dst *d)
 	return true;
 }
 
-void nd_pc_stats_from(struct proto_pc_stats *o, const struct nd_fault_stats *s,
+void nd_pc_stats_from(struct proto_pc_stats *o, const struct pc_fault_stats *s,
 		      uint64_t duration_ns)
 {
 	*o = (struct proto_pc_stats){
@@ -643,7 +644,7 @@ int nd_post_prepare(struct nd_mig_dst *d)
 int nd_post_begin(struct nd_mig_dst *d)
 {
 	const struct kva_layout *l = kva_client_layout(d->kc);
-	struct nd_fault_params fp = { 0 };
+	struct pc_fault_params fp = { 0 };
 	struct nd_post *p = d->post;
 	struct proto_msg *m;
 	uint64_t words = (d->pages + 63) / 64, t0 = fy_now_ns();
@@ -658,7 +659,7 @@ int nd_post_begin(struct nd_mig_dst *d)
 	 * The pre-copy populator stops before the punch below; zero-copy
 	 * starts one anew for the pages still needed.
 	 */
-	nd_pop_stop(d->pop);
+	pc_pop_stop(d->pop);
 	d->pop = NULL;
 	ret = punch(l->regions[0].memfd, d->need, d->pages);
 	if (ret)
@@ -680,13 +681,13 @@ int nd_post_begin(struct nd_mig_dst *d)
 	if (p->minor)
 		p->unmapped = bitmap_dup(p->present, d->pages);
 	if (p->zc &&
-	    !nd_pop_start(l->regions[0].memfd, d->map, d->pages, &d->pop)) {
+	    !pc_pop_start(l->regions[0].memfd, d->map, d->pages, &d->pop)) {
 		struct fy_run *runs;
 		size_t nr;
 
 		/* allocate ahead of the reads, on another CPU */
 		if (!fy_runs_from_bitmap(d->need, d->pages, &runs, &nr)) {
-			nd_pop_add(d->pop, runs, nr);
+			pc_pop_add(d->pop, runs, nr);
 			free(runs);
 		}
 	}
@@ -703,7 +704,7 @@ int nd_post_begin(struct nd_mig_dst *d)
 	fp.present = p->present;
 	fp.placed = p->placed;
 	fp.prepage_max = PREPAGE_MAX;
-	ret = nd_fault_open(&fp, &p->fs);
+	ret = pc_fault_open(&fp, &p->fs);
 	if (ret) {
 		fab_ep_close(fp.ep);
 		return nd_mig_dst_fail(d, "post-copy: no fault server: %s",
@@ -719,10 +720,10 @@ int nd_post_begin(struct nd_mig_dst *d)
 	d->pending = fy_bitmap_count(d->need, d->pages);
 	d->cursor = 0;
 	/* a fault waits behind about 20 ms of our reads on the link */
-	d->win = (struct nd_window){ .cap = 1 << 20,
-				     .min = RUN * FY_PAGE_SIZE,
-				     .max = WINDOW * RUN * FY_PAGE_SIZE,
-				     .target_ns = 20000000ULL };
+	d->win = (struct codec_window){ .cap = 1 << 20,
+					.min = RUN * FY_PAGE_SIZE,
+					.max = WINDOW * RUN * FY_PAGE_SIZE,
+					.target_ns = 20000000ULL };
 	/* from here on the VM is ours alone: no ABORT, never killed */
 	if (nd_dst_to(d, ND_DST_POSTCOPY, "the VM resumes here"))
 		return nd_mig_dst_fail(d, "internal error");
@@ -771,7 +772,7 @@ static void finish(struct nd_mig_dst *d)
 int nd_post_step(struct nd_mig_dst *d)
 {
 	struct nd_post *p = d->post;
-	struct nd_fault_stats st;
+	struct pc_fault_stats st;
 	uint64_t now = fy_now_ns();
 
 	if ((p->broken || p->fault_stalled) && now >= p->reconnect_at)
@@ -799,7 +800,7 @@ int nd_post_step(struct nd_mig_dst *d)
 	if (d->pending || d->inflight)
 		return 0;
 	/* the fault server may still be placing a page it claimed */
-	nd_fault_stats(p->fs, &st);
+	pc_fault_stats(p->fs, &st);
 	if (st.busy || !all_in(d))
 		return 0;
 	finish(d);
@@ -813,7 +814,7 @@ void nd_post_end(struct nd_mig_dst *d)
 
 	if (!p)
 		return;
-	nd_fault_close(p->fs);
+	pc_fault_close(p->fs);
 	fab_ep_close(p->fep);
 	/* the next post-copy's server must not see this one's completions */
 	while (fab_poll(d->n->fault_fab, cqe, ARRAY_SIZE(cqe), 0) > 0)

@@ -303,3 +303,62 @@ void nd_src_send_resume(struct nd_mig *m, uint64_t now)
 	nd_src_send_gen(m, PROTO_RESUME);
 	m->deadline = now + RESUME_NS;
 }
+
+/*
+ * --compress delta: announce the round's runs as one DELTA_SET. Each page
+ * is copied once (the guest may be writing it), encoded against the copy
+ * D holds (m->cache, equal to what D has), and the copy becomes D's new
+ * one. A write after our copy is in the next harvest. Returns 0 or -errno.
+ */
+int nd_mig_delta_round(struct nd_mig *m)
+{
+	struct proto_msg d = { .type = PROTO_DELTA_SET };
+	uint64_t pages = fy_runs_pages(m->todo, m->ntodo), used = 0;
+	uint8_t tmp[FY_PAGE_SIZE];
+	struct fab_rkey rk;
+	size_t cap;
+	int ret;
+
+	cap = (pages * (FY_PAGE_SIZE + 16) + FY_PAGE_SIZE - 1) &
+	      ~(FY_PAGE_SIZE - 1);
+	m->stage = mmap(NULL, cap, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m->stage == MAP_FAILED) {
+		m->stage = NULL;
+		return -ENOMEM;
+	}
+	m->stage_len = cap;
+	for (size_t i = 0; i < m->ntodo; i++)
+		for (uint64_t p = m->todo[i].start;
+		     p < m->todo[i].start + m->todo[i].len; p++) {
+			bool raw;
+
+			memcpy(tmp, m->map + p * FY_PAGE_SIZE, FY_PAGE_SIZE);
+			used += codec_delta_record(m->stage + used, p,
+						   m->cache + p * FY_PAGE_SIZE,
+						   tmp, &raw);
+			memcpy(m->cache + p * FY_PAGE_SIZE, tmp, FY_PAGE_SIZE);
+			m->delta_raw += raw;
+		}
+	m->todo_pos = m->ntodo;
+	m->todo_sent = true;
+	ret = fab_mr_reg(m->n->fab, m->stage, used, FAB_ACCESS_READ,
+			 &m->stage_mr);
+	if (ret)
+		return ret;
+	fab_mr_rkey(m->stage_mr, &rk);
+	d.delta.mig = m->id;
+	d.delta.gen = m->gen;
+	d.delta.key = rk.key;
+	d.delta.base = rk.addr;
+	d.delta.len = used;
+	d.delta.pages = pages;
+	ret = nd_mig_send(m, &d);
+	if (ret)
+		return ret;
+	m->announced += pages;
+	m->expect_bytes += used;
+	m->delta_pages += pages;
+	m->delta_bytes += used;
+	return 0;
+}

@@ -13,10 +13,12 @@
 #include <zmq.h>
 
 #include "common/bitmap.h"
+#include "codec/codec.h"
 #include "common/log.h"
 #include "fabric/fabric.h"
 #include "kvm-adapter/kvm_adapter.h"
 #include "node/node.h"
+#include "postcopy/postcopy.h"
 #include "protocol/protocol.h"
 
 /*
@@ -233,7 +235,7 @@ struct nd_node {
 	bool ctl_bound; /* we created the socket file: remove it at close */
 	struct fab_domain *fab;
 	/*
-	 * Post-copy faults only (nd_fault.c): no progress thread, the fault
+	 * Post-copy faults only (postcopy/pc_fault.c): no progress thread, the fault
 	 * server of the one incoming post-copy migration polls it. NULL when
 	 * it could not be opened: post-copy is refused.
 	 */
@@ -375,120 +377,6 @@ int nd_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs,
  */
 int nd_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
 		   uint64_t n, uint64_t *out);
-
-/* nd_delta.c: XBZRLE-like page deltas (--compress delta) */
-
-/*
- * Encode how new differs from old (one page) into out (cap bytes);
- * returns the length, 0 when unchanged or when it does not fit.
- */
-size_t nd_delta_encode(const uint8_t *old, const uint8_t *new, uint8_t *out,
-		       size_t cap);
-/* Apply a delta to page in place; 0 or -EBADMSG. */
-int nd_delta_apply(uint8_t *page, const uint8_t *d, size_t len);
-/*
- * Write page's record (header, delta or raw page) at out, which has room
- * for 16 + 4096 bytes; returns its length, a multiple of 8.
- */
-size_t nd_delta_record(uint8_t *out, uint64_t page, const uint8_t *old,
-		       const uint8_t *new, bool *raw);
-/*
- * Source: send the round's dirty runs (m->todo, at least one page) as one
- * DELTA_SET, encoded against m->cache, which is updated. 0 or -errno.
- */
-int nd_mig_delta_round(struct nd_mig *m);
-/* Apply every record of a DELTA_SET buffer to map; *applied pages. */
-int nd_delta_apply_buf(uint8_t *map, uint64_t pages, const uint8_t *buf,
-		       size_t len, uint64_t *applied);
-
-/*
- * The post-copy fault server (nd_fault.c): one thread per incoming VM
- * resolving its userfaultfd faults with one-sided reads from the holder.
- */
-struct nd_fault;
-
-/* The zero values are the defaults, measured by bench/postcopy. */
-enum nd_fault_mode {
-	ND_FAULT_COPY, /* read into a staging page, UFFDIO_COPY */
-	ND_FAULT_CONTINUE, /* read into the memfd page, UFFDIO_CONTINUE */
-};
-
-#define ND_FAULT_VCPUS 16
-
-struct nd_fault_params {
-	int uffd; /* O_NONBLOCK; borrowed, the caller closes it */
-	uint64_t uffd_base; /* ferry-vm's address of page 0 */
-	bool minor; /* registered MISSING|MINOR */
-	uint8_t *map; /* ferryd's MAP_SHARED mapping of the memfd; borrowed */
-	uint64_t pages;
-	/*
-	 * A domain for faults only: the fault thread is its one fab_poll()
-	 * caller. Borrowed. ep (to the holder) is the server's from open on.
-	 */
-	struct fab_domain *dom;
-	struct fab_ep *ep;
-	struct fab_rkey rkey; /* the holder's registration of guest RAM */
-	const uint64_t *holes; /* pages that are holes on the source, or NULL */
-	/*
-	 * Shared with the background puller, atomic bits: whoever sets a
-	 * page's bit (0 -> 1) places that page, the puller with UFFDIO_COPY.
-	 */
-	uint64_t *present;
-	/*
-	 * Or NULL. Shared, atomic bits: the page's contents are complete in
-	 * the memfd. With it a page is mapped (CONTINUE) only once placed,
-	 * and a page in the memfd but not placed (allocated ahead) that nobody
-	 * claimed is fetched on a MINOR fault. Set for the pages we place.
-	 */
-	uint64_t *placed;
-	enum nd_fault_mode mode;
-	/* µs to spin after activity before poll(); 0: 200, <0: never spin */
-	int spin_us;
-	unsigned prepage_max; /* pre-paging window cap in pages; 0: none */
-	bool prepage_self; /* also fetch the pre-page queue ourselves */
-};
-
-struct nd_fault_stats {
-	uint64_t missing, minor; /* fault messages */
-	uint64_t served; /* fault messages resolved */
-	uint64_t p50_ns, p99_ns, max_ns; /* service time, message read->wake */
-	uint64_t blocktime_ns; /* sum over faults of their wait */
-	uint64_t zero_pages; /* holes served by UFFDIO_ZEROPAGE */
-	uint64_t prepage_queued, prepage_taken, prepaged;
-	unsigned window; /* current pre-paging window */
-	uint64_t stalls, stall_ns; /* holder unreachable: count, total */
-	bool stalled; /* now */
-	unsigned busy; /* pages being fetched or waited for */
-	uint64_t holder_swaps;
-	enum nd_fault_mode mode;
-	uint32_t vcpu_tid[ND_FAULT_VCPUS]; /* with UFFD_FEATURE_THREAD_ID */
-	uint64_t vcpu_blocktime_ns[ND_FAULT_VCPUS];
-};
-
-/* Claim page: true when we flipped its bit in present, false if taken. */
-static inline bool nd_fault_claim(uint64_t *present, uint64_t page)
-{
-	uint64_t bit = 1ULL << (page % 64);
-
-	return !(__atomic_fetch_or(&present[page / 64], bit, __ATOMIC_ACQ_REL) &
-		 bit);
-}
-
-/* Start the fault thread; 0 or -errno. On success p->ep is the server's. */
-int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out);
-/* Use ep / rk from now on (reconnected holder); the server owns ep. */
-int nd_fault_set_holder(struct nd_fault *fs, struct fab_ep *ep,
-			const struct fab_rkey *rk);
-/* Up to max pages to pre-page (not yet present), for the puller. */
-size_t nd_fault_prepage_take(struct nd_fault *fs, uint64_t *pages, size_t max);
-/* A snapshot of the counters; any thread. */
-void nd_fault_stats(struct nd_fault *fs, struct nd_fault_stats *out);
-/*
- * Stop the thread and close the endpoint(s) it owns; faults read but not
- * resolved stay unresolved (UFFDIO_WAKE the range to have them again).
- * The uffd, map, domain and bitmaps go back to the caller. Accepts NULL.
- */
-void nd_fault_close(struct nd_fault *fs);
 
 /* nd_mig.c: migrations, both roles (docs/migration.md) */
 
@@ -743,6 +631,12 @@ void nd_mig_src_tick(struct nd_mig *m, uint64_t now);
 
 /* nd_mig_src_io.c: the source's actions, for nd_mig_src.c */
 
+/*
+ * Source: send the round's dirty runs (m->todo, at least one page) as one
+ * DELTA_SET, encoded against m->cache, which is updated. 0 or -errno.
+ */
+int nd_mig_delta_round(struct nd_mig *m);
+
 /* Start announcing runs (owned by m now) as round m->round at gen. */
 void nd_src_round_begin(struct nd_mig *m, struct fy_run *runs, size_t nr);
 /*
@@ -876,26 +770,6 @@ struct nd_mig_qmsg {
 	struct nd_mig_qmsg *next;
 };
 
-/*
- * The bytes of reads a puller keeps in flight: enough to fill the link,
- * few enough that a read waits about target_ns at most (reads on one
- * connection queue behind each other: on a slow link they would time out,
- * and in post-copy a fault would wait behind them). Grows by what
- * completes in time, halves when a read takes twice the target.
- */
-struct nd_window {
-	uint64_t cap, min, max, target_ns;
-	uint64_t inflight;
-};
-
-static inline bool nd_window_room(const struct nd_window *w, uint64_t len)
-{
-	return !w->inflight || w->inflight + len <= w->cap;
-}
-
-/* A read of len bytes completed lat_ns after it was posted. */
-void nd_window_done(struct nd_window *w, uint64_t len, uint64_t lat_ns);
-
 struct nd_mig_slot {
 	uint64_t start, pages; /* a DELTA_SET chunk: offset and bytes */
 	uint64_t t_post;
@@ -948,12 +822,12 @@ struct nd_mig_dst {
 	struct fab_ep *ep;
 	struct fab_rkey rk;
 	uint64_t *need;
-	struct nd_pop *pop; /* maps announced pages in ahead of the reads */
+	struct pc_pop *pop; /* maps announced pages in ahead of the reads */
 	uint64_t pending; /* pages announced and not pulled yet */
 	uint64_t cursor;
 	unsigned inflight;
 	uint64_t inflight_pages;
-	struct nd_window win;
+	struct codec_window win;
 	struct nd_mig_slot slots[ND_MIG_WINDOW];
 	/* a DELTA_SET being pulled into dbuf, then applied */
 	bool djob;
@@ -1023,25 +897,9 @@ void nd_post_holder(struct nd_mig_dst *d);
 /* Stop the fault server and free what post-copy made; the VM runs on. */
 void nd_post_end(struct nd_mig_dst *d);
 /* The fault server's figures as PC_STATS (mig left 0). */
-void nd_pc_stats_from(struct proto_pc_stats *o, const struct nd_fault_stats *s,
+void nd_pc_stats_from(struct proto_pc_stats *o, const struct pc_fault_stats *s,
 		      uint64_t duration_ns);
 
-/*
- * The populator (nd_populate.c): a thread that allocates and
- * MADV_POPULATE_WRITEs the announced runs of map (pages long, a MAP_SHARED
- * map of the memfd fd) ahead of the puller's receives.
- */
-struct nd_pop;
-/* Start it (idle until runs are added); fd stays the caller's; 0 or -errno. */
-int nd_pop_start(int fd, uint8_t *map, uint64_t pages, struct nd_pop **out);
-/* Queue n announced runs, in order; runs past pages are ignored. */
-int nd_pop_add(struct nd_pop *p, const struct fy_run *runs, size_t n);
-/* The puller receives about at page: what lies before needs no help. */
-void nd_pop_hint(struct nd_pop *p, uint64_t page);
-/* Pages populated so far. */
-uint64_t nd_pop_done(const struct nd_pop *p);
-/* Stop and free (p may be NULL); returns after its last madvise. */
-void nd_pop_stop(struct nd_pop *p);
 /* Wake the side polling eventfd fd. */
 void nd_mig_kick(int fd);
 

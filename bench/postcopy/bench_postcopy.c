@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 /*
- * bench_postcopy: the 4 KiB post-copy fault service time through nd_fault,
+ * bench_postcopy: the 4 KiB post-copy fault service time through pc_fault,
  * side by side in one run with its two raw parts measured alone:
  *   - a raw 4 KiB fabric read (fabric/, one at a time, spinning on the CQ)
  *     from a holder process (this binary re-executed, a ferry domain with
  *     a progress thread, like ferryd);
  *   - a raw userfaultfd fault resolved by UFFDIO_COPY from a handler thread
  *     of the same process, the handler blocked in poll() or busy-polling;
- *   - nd_fault: a thread touches pages of a memfd mapping registered with a
- *     uffd (MISSING|MINOR), nd_fault serves each from the holder, in COPY
+ *   - pc_fault: a thread touches pages of a memfd mapping registered with a
+ *     uffd (MISSING|MINOR), pc_fault serves each from the holder, in COPY
  *     and in CONTINUE (zero-copy) mode, its thread blocking in poll()
  *     at once (spin_us -1), spinning 200 µs after activity (the default),
  *     or always spinning.
@@ -40,7 +40,7 @@
 
 #include "common/bitmap.h"
 #include "common/util.h"
-#include "node/node_int.h"
+#include "postcopy/postcopy.h"
 
 #define PG 4096ULL
 #define MEM_FD 100
@@ -237,25 +237,25 @@ static void raw_uffd(bool busy, uint64_t *s, size_t n, double *p50, double *p99)
 	pct(s, n, p50, p99);
 }
 
-/* nd_fault */
+/* pc_fault */
 
 struct fault_cfg {
 	const char *name;
-	enum nd_fault_mode mode;
+	enum pc_fault_mode mode;
 	int spin_us;
 };
 
 static void fault_run(const struct fault_cfg *cfg, struct fab_domain *d,
 		      const struct fab_addr *peer, const struct fab_rkey *rk,
 		      uint64_t *s, size_t n, double *p50, double *p99,
-		      struct nd_fault_stats *st)
+		      struct pc_fault_stats *st)
 {
-	struct nd_fault_params p = { 0 };
+	struct pc_fault_params p = { 0 };
 	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING |
 					       UFFDIO_REGISTER_MODE_MINOR };
 	int mfd = memfd_create("guest", MFD_CLOEXEC);
 	uint8_t *guest, *map;
-	struct nd_fault *fs;
+	struct pc_fault *fs;
 	uint64_t *present = fy_bitmap_alloc(n);
 	struct fab_ep *ep;
 	int uffd, ret;
@@ -284,15 +284,15 @@ static void fault_run(const struct fault_cfg *cfg, struct fab_domain *d,
 	p.mode = cfg->mode;
 	p.spin_us = cfg->spin_us;
 	p.prepage_max = 0; /* every touch a fault */
-	ret = nd_fault_open(&p, &fs);
+	ret = pc_fault_open(&p, &fs);
 	if (ret) {
-		fprintf(stderr, "nd_fault_open: %s\n", strerror(-ret));
+		fprintf(stderr, "pc_fault_open: %s\n", strerror(-ret));
 		exit(1);
 	}
 	usleep(20000);
 	touch(guest, s, n);
-	nd_fault_stats(fs, st);
-	nd_fault_close(fs);
+	pc_fault_stats(fs, st);
+	pc_fault_close(fs);
 	munmap(guest, n * PG);
 	munmap(map, n * PG);
 	close(uffd);
@@ -304,12 +304,12 @@ static void fault_run(const struct fault_cfg *cfg, struct fab_domain *d,
 int main(int argc, char **argv)
 {
 	static const struct fault_cfg cfgs[] = {
-		{ "nd_fault copy, poll()", ND_FAULT_COPY, -1 },
-		{ "nd_fault copy, spin 200us", ND_FAULT_COPY, 200 },
-		{ "nd_fault copy, busy", ND_FAULT_COPY, INT_MAX },
-		{ "nd_fault continue, poll()", ND_FAULT_CONTINUE, -1 },
-		{ "nd_fault continue, spin 200us", ND_FAULT_CONTINUE, 200 },
-		{ "nd_fault continue, busy", ND_FAULT_CONTINUE, INT_MAX },
+		{ "pc_fault copy, poll()", PC_FAULT_COPY, -1 },
+		{ "pc_fault copy, spin 200us", PC_FAULT_COPY, 200 },
+		{ "pc_fault copy, busy", PC_FAULT_COPY, INT_MAX },
+		{ "pc_fault continue, poll()", PC_FAULT_CONTINUE, -1 },
+		{ "pc_fault continue, spin 200us", PC_FAULT_CONTINUE, 200 },
+		{ "pc_fault continue, busy", PC_FAULT_CONTINUE, INT_MAX },
 	};
 	enum { R_READ, R_UPOLL, R_UBUSY, R_CFG0 };
 	double p50[R_CFG0 + ARRAY_SIZE(cfgs)][MAX_ROUNDS];
@@ -396,7 +396,7 @@ int main(int argc, char **argv)
 	raw_read(d, ep, &hi.rkey, holder_pages, s, 100, &p50[0][0], &p99[0][0]);
 
 	for (r = 0; r < rounds; r++) {
-		struct nd_fault_stats st;
+		struct pc_fault_stats st;
 		size_t c;
 
 		raw_read(d, ep, &hi.rkey, holder_pages, s, n, &p50[R_READ][r],

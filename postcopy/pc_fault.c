@@ -21,7 +21,7 @@
  * A holder that stops answering: reads time out (the domain's
  * op_timeout_ms) or the endpoint fails; the faults stay pending (the vCPUs
  * wait, nothing is killed), are reposted with backoff, and the stall is
- * timed. nd_fault_set_holder() points the server at a new endpoint.
+ * timed. pc_fault_set_holder() points the server at a new endpoint.
  */
 #include <errno.h>
 #include <linux/userfaultfd.h>
@@ -36,8 +36,9 @@
 #include <unistd.h>
 
 #define LOG_PREFIX "fault: "
+#include "common/log.h"
 #include "common/util.h"
-#include "node/node_int.h"
+#include "postcopy/postcopy.h"
 
 #define SLOTS 64 /* pages in flight or waiting */
 #define WAITERS 8 /* fault messages attached to one page */
@@ -54,7 +55,7 @@
  * noise of each other, COPY ahead in three runs of four, and COPY needs no
  * registration of guest RAM in the fault domain.
  */
-#define ND_FAULT_SPIN_US 200
+#define PC_FAULT_SPIN_US 200
 #define IDLE_SHRINK_NS 20000000ULL /* no fault for this long: shrink window */
 /* log-linear histogram: 64 sub-buckets per power of two of ns */
 #define HSUB 6
@@ -87,8 +88,8 @@ struct tidstat {
 	uint64_t ns;
 };
 
-struct nd_fault {
-	struct nd_fault_params p;
+struct pc_fault {
+	struct pc_fault_params p;
 	uint8_t *staging; /* SLOTS pages, COPY mode */
 	struct fab_mr *stage_mr, *map_mr;
 	pthread_t thread;
@@ -107,7 +108,7 @@ struct nd_fault {
 
 	/*
 	 * stall: reads failing, faults waiting for the holder. stalled and
-	 * stall_t0 are the thread's, written under lock: nd_fault_stats()
+	 * stall_t0 are the thread's, written under lock: pc_fault_stats()
 	 * reads them.
 	 */
 	bool stalled;
@@ -126,20 +127,20 @@ struct nd_fault {
 	uint64_t pq_head, pq_tail; /* under lock */
 
 	/* statistics, under lock */
-	struct nd_fault_stats st;
+	struct pc_fault_stats st;
 	uint32_t *hist;
-	struct tidstat tids[ND_FAULT_VCPUS];
+	struct tidstat tids[PC_FAULT_VCPUS];
 };
 
-static inline bool present_test(const struct nd_fault *fs, uint64_t page)
+static inline bool present_test(const struct pc_fault *fs, uint64_t page)
 {
 	return __atomic_load_n(&fs->p.present[page / 64], __ATOMIC_ACQUIRE) &
 	       (1ULL << (page % 64));
 }
 
-static inline bool present_claim(struct nd_fault *fs, uint64_t page)
+static inline bool present_claim(struct pc_fault *fs, uint64_t page)
 {
-	return nd_fault_claim(fs->p.present, page);
+	return pc_fault_claim(fs->p.present, page);
 }
 
 static unsigned hist_idx(uint64_t v)
@@ -177,7 +178,7 @@ static uint64_t hist_pct(const uint32_t *h, uint64_t n, double pct)
 	return 0;
 }
 
-static void account(struct nd_fault *fs, struct slot *s, uint64_t now)
+static void account(struct pc_fault *fs, struct slot *s, uint64_t now)
 {
 	unsigned i, k;
 
@@ -193,11 +194,11 @@ static void account(struct nd_fault *fs, struct slot *s, uint64_t now)
 			fs->st.max_ns = d;
 		if (!s->w[i].tid)
 			continue;
-		for (k = 0; k < ND_FAULT_VCPUS; k++) {
+		for (k = 0; k < PC_FAULT_VCPUS; k++) {
 			if (fs->tids[k].tid == s->w[i].tid || !fs->tids[k].tid)
 				break;
 		}
-		if (k < ND_FAULT_VCPUS) {
+		if (k < PC_FAULT_VCPUS) {
 			fs->tids[k].tid = s->w[i].tid;
 			fs->tids[k].ns += d;
 		}
@@ -205,7 +206,7 @@ static void account(struct nd_fault *fs, struct slot *s, uint64_t now)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static void slot_free(struct nd_fault *fs, struct slot *s)
+static void slot_free(struct pc_fault *fs, struct slot *s)
 {
 	if (s->posted) {
 		fs->inflight--;
@@ -220,7 +221,7 @@ static void slot_free(struct nd_fault *fs, struct slot *s)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static struct slot *slot_find(struct nd_fault *fs, uint64_t page)
+static struct slot *slot_find(struct pc_fault *fs, uint64_t page)
 {
 	unsigned i;
 
@@ -231,7 +232,7 @@ static struct slot *slot_find(struct nd_fault *fs, uint64_t page)
 	return NULL;
 }
 
-static struct slot *slot_get(struct nd_fault *fs, enum slot_kind kind,
+static struct slot *slot_get(struct pc_fault *fs, enum slot_kind kind,
 			     uint64_t page)
 {
 	unsigned i;
@@ -247,7 +248,7 @@ static struct slot *slot_get(struct nd_fault *fs, enum slot_kind kind,
 		fs->st.busy++;
 		pthread_mutex_unlock(&fs->lock);
 		s->page = page;
-		s->buf = fs->p.mode == ND_FAULT_COPY
+		s->buf = fs->p.mode == PC_FAULT_COPY
 				 ? fs->staging + i * FY_PAGE_SIZE
 				 : fs->p.map + page * FY_PAGE_SIZE;
 		return s;
@@ -255,12 +256,12 @@ static struct slot *slot_get(struct nd_fault *fs, enum slot_kind kind,
 	return NULL;
 }
 
-static uint64_t uaddr(const struct nd_fault *fs, uint64_t page)
+static uint64_t uaddr(const struct pc_fault *fs, uint64_t page)
 {
 	return fs->p.uffd_base + page * FY_PAGE_SIZE;
 }
 
-static void wake(struct nd_fault *fs, uint64_t page)
+static void wake(struct pc_fault *fs, uint64_t page)
 {
 	struct uffdio_range r = { uaddr(fs, page), FY_PAGE_SIZE };
 
@@ -268,14 +269,14 @@ static void wake(struct nd_fault *fs, uint64_t page)
 		pr_perror("UFFDIO_WAKE %llu", (unsigned long long)page);
 }
 
-static bool placed(const struct nd_fault *fs, uint64_t page)
+static bool placed(const struct pc_fault *fs, uint64_t page)
 {
 	return !fs->p.placed ||
 	       (__atomic_load_n(&fs->p.placed[page / 64], __ATOMIC_ACQUIRE) &
 		(1ULL << (page % 64)));
 }
 
-static void set_placed(struct nd_fault *fs, uint64_t page)
+static void set_placed(struct pc_fault *fs, uint64_t page)
 {
 	if (fs->p.placed)
 		__atomic_fetch_or(&fs->p.placed[page / 64], 1ULL << (page % 64),
@@ -287,7 +288,7 @@ static void set_placed(struct nd_fault *fs, uint64_t page)
  * when the page is not there yet, or not complete (not placed), or the mm
  * is busy: try again later.
  */
-static int cont(struct nd_fault *fs, uint64_t page)
+static int cont(struct pc_fault *fs, uint64_t page)
 {
 	struct uffdio_continue c = { .range = { uaddr(fs, page),
 						FY_PAGE_SIZE } };
@@ -308,9 +309,9 @@ static int cont(struct nd_fault *fs, uint64_t page)
 }
 
 /* Place a page whose contents just arrived in s->buf; 0 or -EAGAIN. */
-static int place(struct nd_fault *fs, struct slot *s)
+static int place(struct pc_fault *fs, struct slot *s)
 {
-	if (fs->p.mode == ND_FAULT_CONTINUE) {
+	if (fs->p.mode == PC_FAULT_CONTINUE) {
 		set_placed(fs, s->page);
 		if (!fs->p.minor) {
 			/* MISSING-only: nobody faults on a page in the cache */
@@ -341,7 +342,7 @@ static int place(struct nd_fault *fs, struct slot *s)
 	return -EAGAIN;
 }
 
-static void stall_begin(struct nd_fault *fs, uint64_t now, int err)
+static void stall_begin(struct pc_fault *fs, uint64_t now, int err)
 {
 	if (!fs->stalled) {
 		pr_warn("holder read failed (%s): faults wait, retrying",
@@ -359,7 +360,7 @@ static void stall_begin(struct nd_fault *fs, uint64_t now, int err)
 	fs->next_retry = now + fs->backoff;
 }
 
-static void stall_end(struct nd_fault *fs, uint64_t now)
+static void stall_end(struct pc_fault *fs, uint64_t now)
 {
 	if (!fs->stalled)
 		return;
@@ -373,17 +374,17 @@ static void stall_end(struct nd_fault *fs, uint64_t now)
 }
 
 /* Whether a read the provider still holds may land in our buffers. */
-static bool bufs_busy(const struct nd_fault *fs)
+static bool bufs_busy(const struct pc_fault *fs)
 {
-	if (fs->p.mode == ND_FAULT_COPY)
+	if (fs->p.mode == PC_FAULT_COPY)
 		return fab_mem_busy(fs->p.dom, fs->staging,
 				    SLOTS * FY_PAGE_SIZE);
 	return fab_mem_busy(fs->p.dom, fs->p.map, fs->p.pages * FY_PAGE_SIZE);
 }
 
-static void post(struct nd_fault *fs, struct slot *s, uint64_t now)
+static void post(struct pc_fault *fs, struct slot *s, uint64_t now)
 {
-	struct fab_mr *mr = fs->p.mode == ND_FAULT_COPY ? fs->stage_mr
+	struct fab_mr *mr = fs->p.mode == PC_FAULT_COPY ? fs->stage_mr
 							: fs->map_mr;
 	int ret;
 
@@ -407,7 +408,7 @@ static void post(struct nd_fault *fs, struct slot *s, uint64_t now)
 	}
 }
 
-static void prepage_queue(struct nd_fault *fs, uint64_t page)
+static void prepage_queue(struct pc_fault *fs, uint64_t page)
 {
 	pthread_mutex_lock(&fs->lock);
 	if (fs->pq_tail - fs->pq_head < PREPAGE_Q) {
@@ -422,7 +423,7 @@ static void prepage_queue(struct nd_fault *fs, uint64_t page)
  * walking memory) double the window, a fault elsewhere halves it, and a
  * quiet spell shrinks it too (in the idle path).
  */
-static void prepage_around(struct nd_fault *fs, uint64_t page, uint64_t now)
+static void prepage_around(struct pc_fault *fs, uint64_t page, uint64_t now)
 {
 	uint64_t last = fs->last_fault_page, w = fs->window, p, n = 0;
 	unsigned max = fs->p.prepage_max;
@@ -446,7 +447,7 @@ static void prepage_around(struct nd_fault *fs, uint64_t page, uint64_t now)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static void zero(struct nd_fault *fs, uint64_t page, const struct waiter *w,
+static void zero(struct pc_fault *fs, uint64_t page, const struct waiter *w,
 		 uint64_t now)
 {
 	struct uffdio_zeropage z = { .range = { uaddr(fs, page),
@@ -474,7 +475,7 @@ static void attach(struct slot *s, const struct waiter *w)
 		s->w[s->nwait++] = *w;
 }
 
-static void fault(struct nd_fault *fs, const struct uffd_msg *m, uint64_t now)
+static void fault(struct pc_fault *fs, const struct uffd_msg *m, uint64_t now)
 {
 	uint64_t addr = m->arg.pagefault.address & ~(FY_PAGE_SIZE - 1);
 	uint64_t page = (addr - fs->p.uffd_base) / FY_PAGE_SIZE;
@@ -549,7 +550,7 @@ static void fault(struct nd_fault *fs, const struct uffd_msg *m, uint64_t now)
 		attach(s, &w);
 }
 
-static void complete(struct nd_fault *fs, const struct fab_cqe *c, uint64_t now)
+static void complete(struct pc_fault *fs, const struct fab_cqe *c, uint64_t now)
 {
 	struct slot *s = c->ctx;
 
@@ -580,8 +581,8 @@ static void complete(struct nd_fault *fs, const struct fab_cqe *c, uint64_t now)
 	slot_free(fs, s);
 }
 
-/* Swap in a holder from nd_fault_set_holder(); repost everything. */
-static void swap_holder(struct nd_fault *fs, uint64_t now)
+/* Swap in a holder from pc_fault_set_holder(); repost everything. */
+static void swap_holder(struct pc_fault *fs, uint64_t now)
 {
 	struct fab_cqe cqe[16];
 	unsigned i;
@@ -619,14 +620,14 @@ static void swap_holder(struct nd_fault *fs, uint64_t now)
 }
 
 /* Our own low-priority pre-paging, when nothing else is in flight. */
-static void prepage_self(struct nd_fault *fs, uint64_t now)
+static void prepage_self(struct pc_fault *fs, uint64_t now)
 {
 	uint64_t page;
 	struct slot *s;
 
 	while (fs->inflight_pre < PREPAGE_SELF_MAX && fs->inflight == 0 &&
 	       !fs->stalled) {
-		if (nd_fault_prepage_take(fs, &page, 1) != 1)
+		if (pc_fault_prepage_take(fs, &page, 1) != 1)
 			return;
 		if (!present_claim(fs, page))
 			continue;
@@ -650,7 +651,7 @@ static void prepage_self(struct nd_fault *fs, uint64_t now)
 }
 
 /* Retry what waits: reads to (re)post, pages the puller claimed. */
-static bool retry(struct nd_fault *fs, uint64_t now)
+static bool retry(struct pc_fault *fs, uint64_t now)
 {
 	bool pending = false;
 	unsigned i;
@@ -675,7 +676,7 @@ static bool retry(struct nd_fault *fs, uint64_t now)
 
 static void *fault_thread(void *arg)
 {
-	struct nd_fault *fs = arg;
+	struct pc_fault *fs = arg;
 	struct pollfd pfd = { .fd = fs->p.uffd, .events = POLLIN };
 	struct uffd_msg msg[16];
 	struct fab_cqe cqe[16];
@@ -742,9 +743,9 @@ static void *fault_thread(void *arg)
 	return NULL;
 }
 
-int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out)
+int pc_fault_open(const struct pc_fault_params *p, struct pc_fault **out)
 {
-	struct nd_fault *fs;
+	struct pc_fault *fs;
 	int ret;
 
 	if (p->uffd < 0 || !p->map || !p->pages || !p->dom || !p->ep ||
@@ -754,10 +755,10 @@ int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out)
 	if (!fs)
 		return -ENOMEM;
 	fs->p = *p;
-	if (fs->p.mode == ND_FAULT_CONTINUE && !fs->p.minor)
-		fs->p.mode = ND_FAULT_COPY; /* zero-copy needs MINOR */
+	if (fs->p.mode == PC_FAULT_CONTINUE && !fs->p.minor)
+		fs->p.mode = PC_FAULT_COPY; /* zero-copy needs MINOR */
 	if (!fs->p.spin_us)
-		fs->p.spin_us = ND_FAULT_SPIN_US;
+		fs->p.spin_us = PC_FAULT_SPIN_US;
 	fs->window = 1;
 	fs->hist = calloc(HBUCKETS, sizeof(*fs->hist));
 	if (!fs->hist) {
@@ -765,7 +766,7 @@ int nd_fault_open(const struct nd_fault_params *p, struct nd_fault **out)
 		goto err_free;
 	}
 	pthread_mutex_init(&fs->lock, NULL);
-	if (fs->p.mode == ND_FAULT_COPY) {
+	if (fs->p.mode == PC_FAULT_COPY) {
 		fs->staging =
 			mmap(NULL, SLOTS * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
 			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -810,7 +811,7 @@ err_free:
 	return ret;
 }
 
-int nd_fault_set_holder(struct nd_fault *fs, struct fab_ep *ep,
+int pc_fault_set_holder(struct pc_fault *fs, struct fab_ep *ep,
 			const struct fab_rkey *rk)
 {
 	if (!ep || !rk)
@@ -826,7 +827,7 @@ int nd_fault_set_holder(struct nd_fault *fs, struct fab_ep *ep,
 	return 0;
 }
 
-size_t nd_fault_prepage_take(struct nd_fault *fs, uint64_t *pages, size_t max)
+size_t pc_fault_prepage_take(struct pc_fault *fs, uint64_t *pages, size_t max)
 {
 	size_t n = 0;
 
@@ -842,7 +843,7 @@ size_t nd_fault_prepage_take(struct nd_fault *fs, uint64_t *pages, size_t max)
 	return n;
 }
 
-void nd_fault_stats(struct nd_fault *fs, struct nd_fault_stats *out)
+void pc_fault_stats(struct pc_fault *fs, struct pc_fault_stats *out)
 {
 	unsigned k;
 
@@ -856,7 +857,7 @@ void nd_fault_stats(struct nd_fault *fs, struct nd_fault_stats *out)
 		out->p50_ns = out->p99_ns;
 	if (fs->stalled)
 		out->stall_ns += fy_now_ns() - fs->stall_t0;
-	for (k = 0; k < ND_FAULT_VCPUS; k++) {
+	for (k = 0; k < PC_FAULT_VCPUS; k++) {
 		out->vcpu_tid[k] = fs->tids[k].tid;
 		out->vcpu_blocktime_ns[k] = fs->tids[k].ns;
 	}
@@ -864,7 +865,7 @@ void nd_fault_stats(struct nd_fault *fs, struct nd_fault_stats *out)
 	pthread_mutex_unlock(&fs->lock);
 }
 
-void nd_fault_close(struct nd_fault *fs)
+void pc_fault_close(struct pc_fault *fs)
 {
 	if (!fs)
 		return;

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "common/util.h"
-#include "node/node_int.h"
+#include "codec/codec.h"
 
 static uint8_t old[FY_PAGE_SIZE], new[FY_PAGE_SIZE], out[16 + FY_PAGE_SIZE],
 	copy[FY_PAGE_SIZE];
@@ -24,7 +24,7 @@ static size_t round_trip(bool want_raw)
 	size_t len;
 	bool raw;
 
-	len = nd_delta_record(out, 7, old, new, &raw);
+	len = codec_delta_record(out, 7, old, new, &raw);
 	assert_int_equal(raw, want_raw);
 	assert_int_equal(len % 8, 0);
 	memcpy(copy, old, FY_PAGE_SIZE);
@@ -32,7 +32,7 @@ static size_t round_trip(bool want_raw)
 	uint8_t map[8 * FY_PAGE_SIZE];
 
 	memcpy(map + 7 * FY_PAGE_SIZE, copy, FY_PAGE_SIZE);
-	assert_int_equal(nd_delta_apply_buf(map, 8, out, len, &applied), 0);
+	assert_int_equal(codec_delta_apply_buf(map, 8, out, len, &applied), 0);
 	assert_int_equal(applied, 1);
 	assert_memory_equal(map + 7 * FY_PAGE_SIZE, new, FY_PAGE_SIZE);
 	return len;

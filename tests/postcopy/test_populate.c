@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * node/ unit tests of the destination's populator (nd_populate.c): it maps
+ * node/ unit tests of the destination's populator (postcopy/pc_populate.c): it maps
  * in exactly the announced runs of a memfd (holes stay holes, so a sparse
  * guest costs no memory), the pages read as zero, data already written is
  * kept, runs past the end are ignored, and the hint makes it skip what the
@@ -20,7 +20,7 @@
 #include <cmocka.h>
 
 #include "common/util.h"
-#include "node/node_int.h"
+#include "postcopy/postcopy.h"
 
 #define PAGES 8192 /* 32 MiB */
 
@@ -55,11 +55,11 @@ static uint64_t resident(const struct mem *m)
 }
 
 /* Wait until the populator did want pages (5 s at most). */
-static uint64_t wait_done(struct nd_pop *p, uint64_t want)
+static uint64_t wait_done(struct pc_pop *p, uint64_t want)
 {
-	for (int i = 0; i < 5000 && nd_pop_done(p) < want; i++)
+	for (int i = 0; i < 5000 && pc_pop_done(p) < want; i++)
 		usleep(1000);
-	return nd_pop_done(p);
+	return pc_pop_done(p);
 }
 
 static bool is_zero(const uint8_t *b, size_t len)
@@ -83,19 +83,19 @@ static void test_only_announced_runs(void **state)
 		{ .start = PAGES, .len = 1 },
 	};
 	const struct fy_run later = { .start = 6000, .len = 10 };
-	struct nd_pop *p = NULL;
+	struct pc_pop *p = NULL;
 	struct mem m;
 
 	(void)state;
 	mem_open(&m);
 	/* data the puller already wrote must survive */
 	memset(m.map + 3000 * FY_PAGE_SIZE, 0xab, FY_PAGE_SIZE);
-	assert_int_equal(nd_pop_start(m.fd, m.map, PAGES, &p), 0);
-	assert_int_equal(nd_pop_add(p, bad, ARRAY_SIZE(bad)), 0);
-	assert_int_equal(nd_pop_add(p, runs, ARRAY_SIZE(runs)), 0);
+	assert_int_equal(pc_pop_start(m.fd, m.map, PAGES, &p), 0);
+	assert_int_equal(pc_pop_add(p, bad, ARRAY_SIZE(bad)), 0);
+	assert_int_equal(pc_pop_add(p, runs, ARRAY_SIZE(runs)), 0);
 	assert_int_equal(wait_done(p, 613), 613);
 	usleep(20000);
-	assert_int_equal(nd_pop_done(p), 613);
+	assert_int_equal(pc_pop_done(p), 613);
 	/* huge pages (if root allowed them) only for the full chunk */
 	assert_true(resident(&m) >= 613);
 	assert_true(resident(&m) <= 613 + 8);
@@ -104,11 +104,11 @@ static void test_only_announced_runs(void **state)
 	for (size_t i = 0; i < FY_PAGE_SIZE; i++)
 		assert_int_equal(m.map[3000 * FY_PAGE_SIZE + i], 0xab);
 	/* a later round, once all was done */
-	assert_int_equal(nd_pop_add(p, &later, 1), 0);
+	assert_int_equal(pc_pop_add(p, &later, 1), 0);
 	assert_int_equal(wait_done(p, 623), 623);
-	nd_pop_stop(p);
-	nd_pop_stop(NULL);
-	assert_int_equal(nd_pop_add(NULL, runs, 1), 0);
+	pc_pop_stop(p);
+	pc_pop_stop(NULL);
+	assert_int_equal(pc_pop_add(NULL, runs, 1), 0);
 	/* nothing announced beyond: the rest of the memfd is still a hole */
 	assert_true(resident(&m) <= 623 + 8);
 	mem_close(&m);
@@ -117,20 +117,20 @@ static void test_only_announced_runs(void **state)
 static void test_hint_skips_received(void **state)
 {
 	const struct fy_run all = { .start = 0, .len = PAGES };
-	struct nd_pop *p = NULL;
+	struct pc_pop *p = NULL;
 	struct mem m;
 
 	(void)state;
 	mem_open(&m);
-	assert_int_equal(nd_pop_start(m.fd, m.map, PAGES, &p), 0);
+	assert_int_equal(pc_pop_start(m.fd, m.map, PAGES, &p), 0);
 	/* the puller is past page 6144: only the last quarter is left */
-	nd_pop_hint(p, 6144);
-	assert_int_equal(nd_pop_add(p, &all, 1), 0);
+	pc_pop_hint(p, 6144);
+	assert_int_equal(pc_pop_add(p, &all, 1), 0);
 	assert_int_equal(wait_done(p, PAGES - 6144), PAGES - 6144);
 	usleep(20000);
-	assert_int_equal(nd_pop_done(p), PAGES - 6144);
+	assert_int_equal(pc_pop_done(p), PAGES - 6144);
 	assert_true(resident(&m) <= PAGES - 6144 + 8);
-	nd_pop_stop(p);
+	pc_pop_stop(p);
 	mem_close(&m);
 }
 

@@ -18,7 +18,7 @@
  * use huge pages: fallocate() has no VMA to see our MADV_HUGEPAGE and
  * would allocate 4 KiB pages.
  *
- * The puller tells where it receives (nd_pop_hint()); a populator that has
+ * The puller tells where it receives (pc_pop_hint()); a populator that has
  * fallen behind skips to there, and the two then allocate different parts
  * of RAM, one faulting in recv(), the other ahead of it.
  */
@@ -31,8 +31,9 @@
 #include <sys/mman.h>
 
 #define LOG_PREFIX "populate: "
+#include "common/log.h"
 #include "common/util.h"
-#include "node/node_int.h"
+#include "postcopy/postcopy.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -40,7 +41,7 @@
 
 #define CHUNK 512 /* pages per madvise: 2 MiB */
 
-struct nd_pop {
+struct pc_pop {
 	int fd; /* the memfd map maps; -1: do not fallocate */
 	uint8_t *map;
 	uint64_t pages;
@@ -56,7 +57,7 @@ struct nd_pop {
 };
 
 /* Take the next chunk to populate into *start, *len; false to end. */
-static bool next_chunk(struct nd_pop *p, uint64_t *start, uint64_t *len)
+static bool next_chunk(struct pc_pop *p, uint64_t *start, uint64_t *len)
 {
 	uint64_t hint, end;
 
@@ -88,7 +89,7 @@ static bool next_chunk(struct nd_pop *p, uint64_t *start, uint64_t *len)
 
 static void *pop_thread(void *arg)
 {
-	struct nd_pop *p = arg;
+	struct pc_pop *p = arg;
 	uint64_t start, len;
 
 	while (next_chunk(p, &start, &len)) {
@@ -123,9 +124,9 @@ static bool shmem_thp(void)
 	return huge;
 }
 
-int nd_pop_start(int fd, uint8_t *map, uint64_t pages, struct nd_pop **out)
+int pc_pop_start(int fd, uint8_t *map, uint64_t pages, struct pc_pop **out)
 {
-	struct nd_pop *p = calloc(1, sizeof(*p));
+	struct pc_pop *p = calloc(1, sizeof(*p));
 	int ret;
 
 	if (!p)
@@ -149,12 +150,12 @@ err_sync:
 }
 
 /* Valid run of p's RAM? */
-static bool run_ok(const struct nd_pop *p, const struct fy_run *r)
+static bool run_ok(const struct pc_pop *p, const struct fy_run *r)
 {
 	return r->start < p->pages && r->len <= p->pages - r->start;
 }
 
-int nd_pop_add(struct nd_pop *p, const struct fy_run *runs, size_t n)
+int pc_pop_add(struct pc_pop *p, const struct fy_run *runs, size_t n)
 {
 	struct fy_run *r;
 
@@ -200,18 +201,18 @@ int nd_pop_add(struct nd_pop *p, const struct fy_run *runs, size_t n)
 	return 0;
 }
 
-void nd_pop_hint(struct nd_pop *p, uint64_t page)
+void pc_pop_hint(struct pc_pop *p, uint64_t page)
 {
 	if (p)
 		__atomic_store_n(&p->hint, page, __ATOMIC_RELAXED);
 }
 
-uint64_t nd_pop_done(const struct nd_pop *p)
+uint64_t pc_pop_done(const struct pc_pop *p)
 {
 	return p ? __atomic_load_n(&p->done, __ATOMIC_RELAXED) : 0;
 }
 
-void nd_pop_stop(struct nd_pop *p)
+void pc_pop_stop(struct pc_pop *p)
 {
 	if (!p)
 		return;

@@ -17,14 +17,9 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/mman.h>
 
-#include "fabric/fabric.h"
-#include "protocol/protocol.h"
-
-#define LOG_PREFIX "migration: "
+#include "codec/codec.h"
 #include "common/util.h"
-#include "node/node_int.h"
 
 static size_t put_varint(uint8_t *out, size_t cap, size_t pos, uint64_t v)
 {
@@ -53,8 +48,8 @@ static int get_varint(const uint8_t *in, size_t len, size_t *pos, uint64_t *v)
 	return -EBADMSG;
 }
 
-size_t nd_delta_encode(const uint8_t *old, const uint8_t *new, uint8_t *out,
-		       size_t cap)
+size_t codec_delta_encode(const uint8_t *old, const uint8_t *new, uint8_t *out,
+			  size_t cap)
 {
 	size_t pos = 0, w = 0, words = FY_PAGE_SIZE / 8;
 
@@ -88,7 +83,7 @@ size_t nd_delta_encode(const uint8_t *old, const uint8_t *new, uint8_t *out,
 	return pos;
 }
 
-int nd_delta_apply(uint8_t *page, const uint8_t *d, size_t len)
+int codec_delta_apply(uint8_t *page, const uint8_t *d, size_t len)
 {
 	size_t pos = 0, at = 0;
 
@@ -108,15 +103,15 @@ int nd_delta_apply(uint8_t *page, const uint8_t *d, size_t len)
 	return 0;
 }
 
-size_t nd_delta_record(uint8_t *out, uint64_t page, const uint8_t *old,
-		       const uint8_t *new, bool *raw)
+size_t codec_delta_record(uint8_t *out, uint64_t page, const uint8_t *old,
+			  const uint8_t *new, bool *raw)
 {
 	uint32_t len, kind;
 	size_t n;
 
 	/* a delta must save a sixteenth of the page to be worth it */
-	n = nd_delta_encode(old, new, out + 16,
-			    FY_PAGE_SIZE - FY_PAGE_SIZE / 16);
+	n = codec_delta_encode(old, new, out + 16,
+			       FY_PAGE_SIZE - FY_PAGE_SIZE / 16);
 	if (!n && !memcmp(old, new, FY_PAGE_SIZE)) {
 		/* dirty again but as D has it: an empty delta */
 		len = 0;
@@ -136,8 +131,8 @@ size_t nd_delta_record(uint8_t *out, uint64_t page, const uint8_t *old,
 	return 16 + ((len + 7) & ~7u);
 }
 
-int nd_delta_apply_buf(uint8_t *map, uint64_t pages, const uint8_t *buf,
-		       size_t len, uint64_t *applied)
+int codec_delta_apply_buf(uint8_t *map, uint64_t pages, const uint8_t *buf,
+			  size_t len, uint64_t *applied)
 {
 	size_t pos = 0;
 
@@ -160,72 +155,13 @@ int nd_delta_apply_buf(uint8_t *map, uint64_t pages, const uint8_t *buf,
 			memcpy(map + page * FY_PAGE_SIZE, buf + pos,
 			       FY_PAGE_SIZE);
 		} else {
-			ret = nd_delta_apply(map + page * FY_PAGE_SIZE,
-					     buf + pos, rlen);
+			ret = codec_delta_apply(map + page * FY_PAGE_SIZE,
+						buf + pos, rlen);
 			if (ret)
 				return ret;
 		}
 		pos += (rlen + 7) & ~7u;
 		(*applied)++;
 	}
-	return 0;
-}
-
-/*
- * --compress delta: announce the round's runs as one DELTA_SET. Each page
- * is copied once (the guest may be writing it), encoded against the copy
- * D holds (m->cache, equal to what D has), and the copy becomes D's new
- * one. A write after our copy is in the next harvest. Returns 0 or -errno.
- */
-int nd_mig_delta_round(struct nd_mig *m)
-{
-	struct proto_msg d = { .type = PROTO_DELTA_SET };
-	uint64_t pages = fy_runs_pages(m->todo, m->ntodo), used = 0;
-	uint8_t tmp[FY_PAGE_SIZE];
-	struct fab_rkey rk;
-	size_t cap;
-	int ret;
-
-	cap = (pages * (FY_PAGE_SIZE + 16) + FY_PAGE_SIZE - 1) &
-	      ~(FY_PAGE_SIZE - 1);
-	m->stage = mmap(NULL, cap, PROT_READ | PROT_WRITE,
-			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m->stage == MAP_FAILED) {
-		m->stage = NULL;
-		return -ENOMEM;
-	}
-	m->stage_len = cap;
-	for (size_t i = 0; i < m->ntodo; i++)
-		for (uint64_t p = m->todo[i].start;
-		     p < m->todo[i].start + m->todo[i].len; p++) {
-			bool raw;
-
-			memcpy(tmp, m->map + p * FY_PAGE_SIZE, FY_PAGE_SIZE);
-			used += nd_delta_record(m->stage + used, p,
-						m->cache + p * FY_PAGE_SIZE,
-						tmp, &raw);
-			memcpy(m->cache + p * FY_PAGE_SIZE, tmp, FY_PAGE_SIZE);
-			m->delta_raw += raw;
-		}
-	m->todo_pos = m->ntodo;
-	m->todo_sent = true;
-	ret = fab_mr_reg(m->n->fab, m->stage, used, FAB_ACCESS_READ,
-			 &m->stage_mr);
-	if (ret)
-		return ret;
-	fab_mr_rkey(m->stage_mr, &rk);
-	d.delta.mig = m->id;
-	d.delta.gen = m->gen;
-	d.delta.key = rk.key;
-	d.delta.base = rk.addr;
-	d.delta.len = used;
-	d.delta.pages = pages;
-	ret = nd_mig_send(m, &d);
-	if (ret)
-		return ret;
-	m->announced += pages;
-	m->expect_bytes += used;
-	m->delta_pages += pages;
-	m->delta_bytes += used;
 	return 0;
 }

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * nd_fault against a real incoming ferry-vm running the verify guest
+ * pc_fault against a real incoming ferry-vm running the verify guest
  * (argv[1] is the ferry-vm binary): the source VM is paused in its first
  * pass (so part of its working set is still holes), a holder process
  * (this binary re-executed) registers the source's memfd in its own
- * fabric domain, and the incoming VM's RAM is served only by nd_fault over
+ * fabric domain, and the incoming VM's RAM is served only by pc_fault over
  * loopback ofi:tcp. The holder is killed mid-run: faults stall, the guest
- * stops; a second holder is handed over with nd_fault_set_holder(), a
+ * stops; a second holder is handed over with pc_fault_set_holder(), a
  * stand-in background puller takes the pre-page queue and then every page
  * left, RAM_DONE, and verify must finish every pass without a mismatch.
  * With `placed` (ferryd's zero-copy puller), some data pages are also in
@@ -38,7 +38,7 @@
 #include "common/util.h"
 #include "kvm-adapter/kvm_adapter.h"
 #include "kva_test.h"
-#include "node/node_int.h"
+#include "postcopy/postcopy.h"
 
 #define HOLDER_MEM_FD 100
 #define HOLDER_SOCK_FD 101
@@ -131,7 +131,7 @@ static struct kva_status status(struct kva_client *c)
 
 /* The stand-in background puller: pre-page queue first, then linear. */
 struct puller {
-	struct nd_fault *fs;
+	struct pc_fault *fs;
 	struct fab_domain *dom;
 	struct fab_ep *ep;
 	struct fab_rkey rkey;
@@ -220,7 +220,7 @@ static void *puller_thread(void *arg)
 	size_t n, i;
 
 	for (;;) {
-		n = nd_fault_prepage_take(p->fs, q, ARRAY_SIZE(q));
+		n = pc_fault_prepage_take(p->fs, q, ARRAY_SIZE(q));
 		for (i = 0; i < n; i++) {
 			if (!claim(p->present, q[i]))
 				continue;
@@ -251,7 +251,7 @@ static struct fab_ep *connect_to(struct fab_domain *d, const struct holder *h)
 	return ep;
 }
 
-static void postcopy(enum nd_fault_mode mode, bool ahead)
+static void postcopy(enum pc_fault_mode mode, bool ahead)
 {
 	struct vmproc src, dst;
 	struct kva_client *cs, *cd;
@@ -261,9 +261,9 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 	struct fab_opts fo = { .op_timeout_ms = 500 };
 	struct fab_opts po = { 0 };
 	struct fab_domain *fdom, *pdom;
-	struct nd_fault_params fp = { 0 };
-	struct nd_fault_stats fst;
-	struct nd_fault *fs;
+	struct pc_fault_params fp = { 0 };
+	struct pc_fault_stats fst;
+	struct pc_fault *fs;
 	struct puller pl = { 0 };
 	uint64_t *holes, *present, *placed = NULL, pages, k, nholes = 0, w1;
 	uint64_t t0, nahead = 0;
@@ -366,14 +366,14 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 	fp.spin_us = 0; /* the default: spin 200 us, then poll() */
 	fp.prepage_max = 32;
 	/* COPY also pre-pages by itself, between faults */
-	fp.prepage_self = mode == ND_FAULT_COPY;
-	assert_int_equal(nd_fault_open(&fp, &fs), 0);
+	fp.prepage_self = mode == PC_FAULT_COPY;
+	assert_int_equal(pc_fault_open(&fp, &fs), 0);
 
 	t0 = fy_now_ns();
 	assert_int_equal(kva_client_resume(cd), 0);
 	/* Faults only, until some pages came over the network. */
 	do {
-		nd_fault_stats(fs, &fst);
+		pc_fault_stats(fs, &fst);
 		st = status(cd);
 		assert_int_equal(st.progress.failed, 0);
 		usleep(2000);
@@ -384,7 +384,7 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 	/* The holder dies: faults stall, the guest stops, nothing fails. */
 	holder_kill(&h1);
 	do {
-		nd_fault_stats(fs, &fst);
+		pc_fault_stats(fs, &fst);
 		usleep(2000);
 	} while (!fst.stalled && fy_now_ns() - t0 < 20000000000ULL);
 	assert_true(fst.stalled);
@@ -398,7 +398,7 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 
 	/* A new holder, same memory: the fault server and a puller use it. */
 	holder_start(&h2, ls->regions[0].memfd, ls->regions[0].size);
-	assert_int_equal(nd_fault_set_holder(fs, connect_to(fdom, &h2),
+	assert_int_equal(pc_fault_set_holder(fs, connect_to(fdom, &h2),
 					     &h2.info.rkey),
 			 0);
 	assert_int_equal(fab_domain_open(&po, &pdom), 0);
@@ -435,13 +435,13 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 	 * as zeros. ferryd waits the same way (nd_mig_post.c).
 	 */
 	do {
-		nd_fault_stats(fs, &fst);
+		pc_fault_stats(fs, &fst);
 		usleep(1000);
 	} while (fst.busy && fy_now_ns() - t0 < 40000000000ULL);
 	assert_int_equal(fst.busy, 0);
 	assert_int_equal(kva_client_ram_done(cd), 0);
-	nd_fault_stats(fs, &fst);
-	nd_fault_close(fs);
+	pc_fault_stats(fs, &fst);
+	pc_fault_close(fs);
 
 	do {
 		st = status(cd);
@@ -453,9 +453,9 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 		"%llu zero pages (%llu holes), p50 %.1f us p99 %.1f us "
 		"max %.1f us, blocktime %.1f ms, %llu pre-page queued "
 		"(%llu taken, puller fetched %llu of them), window %u, "
-		"%llu pulled, %llu pre-paged by nd_fault, stall %.3f s (%llu), "
+		"%llu pulled, %llu pre-paged by pc_fault, stall %.3f s (%llu), "
 		"pass %llu, %.1f s\n",
-		mode == ND_FAULT_COPY
+		mode == PC_FAULT_COPY
 			? (ahead ? "copy, allocated ahead" : "copy")
 			: "continue",
 		(unsigned long long)fst.missing, (unsigned long long)fst.minor,
@@ -504,19 +504,19 @@ static void postcopy(enum nd_fault_mode mode, bool ahead)
 static void test_fault_continue(void **state)
 {
 	(void)state;
-	postcopy(ND_FAULT_CONTINUE, false);
+	postcopy(PC_FAULT_CONTINUE, false);
 }
 
 static void test_fault_copy(void **state)
 {
 	(void)state;
-	postcopy(ND_FAULT_COPY, false);
+	postcopy(PC_FAULT_COPY, false);
 }
 
 static void test_fault_ahead(void **state)
 {
 	(void)state;
-	postcopy(ND_FAULT_COPY, true);
+	postcopy(PC_FAULT_COPY, true);
 }
 
 int main(int argc, char **argv)
