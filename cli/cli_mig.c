@@ -230,7 +230,8 @@ void cli_print_report(FILE *f, const msgpack_object *m)
 			fy_fmt_bytes(proto_mp_int(m, "delta_bytes", 0), b,
 				     sizeof(b)),
 			100.0 * proto_mp_int(m, "delta_bytes", 0) /
-				(4096.0 * proto_mp_int(m, "delta_pages", 1)));
+				((double)FY_PAGE_SIZE *
+				 proto_mp_int(m, "delta_pages", 1)));
 	if (proto_mp_str(m, "converge_actions", acts, sizeof(acts))[0])
 		fprintf(f, "  auto-converge:    %s\n", acts);
 	print_postcopy(f, m);

@@ -188,7 +188,7 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 			pr_info("%" PRIu64 " (%s from %s): incoming: %" PRIu64
 				" MiB, %u vCPUs",
 				m->id, m->vm, p->conf->name,
-				m->pages * 4096 >> 20, m->vcpus);
+				m->pages * FY_PAGE_SIZE >> 20, m->vcpus);
 		}
 	}
 	if (code) {

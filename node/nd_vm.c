@@ -476,7 +476,7 @@ void nd_vms_close(struct nd_node *n)
 
 int nd_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs, size_t *nr)
 {
-	off_t end = (off_t)(pages * 4096), pos = 0;
+	off_t end = (off_t)(pages * FY_PAGE_SIZE), pos = 0;
 	struct fy_run *r = NULL;
 	size_t n = 0, cap = 0;
 
@@ -507,8 +507,9 @@ int nd_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs, size_t *nr)
 			r = nr2;
 		}
 		/* pages: data is page aligned; a partial page counts whole */
-		r[n].start = (uint64_t)data / 4096;
-		r[n].len = ((uint64_t)hole + 4095) / 4096 - r[n].start;
+		r[n].start = (uint64_t)data / FY_PAGE_SIZE;
+		r[n].len = ((uint64_t)hole + FY_PAGE_SIZE - 1) / FY_PAGE_SIZE -
+			   r[n].start;
 		if (n && r[n - 1].start + r[n - 1].len >= r[n].start) {
 			r[n - 1].len = r[n].start + r[n].len - r[n - 1].start;
 		} else {
@@ -528,7 +529,7 @@ err:
 int nd_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
 		   uint64_t n, uint64_t *out)
 {
-	static const uint8_t zero[4096];
+	static const uint8_t zero[FY_PAGE_SIZE];
 	uint64_t zcsum = fy_page_csum(zero);
 	struct fy_run *runs;
 	size_t nr, ri = 0;
@@ -541,7 +542,7 @@ int nd_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
 		while (ri < nr && runs[ri].start + runs[ri].len <= p)
 			ri++;
 		if (ri < nr && runs[ri].start <= p)
-			out[p - start] = fy_page_csum(base + p * 4096);
+			out[p - start] = fy_page_csum(base + p * FY_PAGE_SIZE);
 		else
 			out[p - start] = zcsum;
 	}
