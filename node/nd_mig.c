@@ -6,37 +6,22 @@
  * decisions) over nd_mig_src_io.c (its actions); the destination's is
  * nd_mig_dst*.c; nd_mig_ctl.c routes messages, ticks and commands to them.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "protocol/protocol.h"
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
 #include "node/node_int.h"
-
-static const char *const phase_names[] = {
-	[ND_MIG_PREPARE] = "prepare",	    [ND_MIG_PRECOPY] = "precopy",
-	[ND_MIG_SWITCHOVER] = "switchover", [ND_MIG_READY] = "ready",
-	[ND_MIG_POSTCOPY] = "postcopy",	    [ND_MIG_COMMITTED] = "committed",
-	[ND_MIG_COMPLETED] = "completed",   [ND_MIG_FAILED] = "failed",
-	[ND_MIG_CANCELLED] = "cancelled",
-};
-
-const char *nd_mig_phase_name(enum nd_mig_phase p)
-{
-	return p < ARRAY_SIZE(phase_names) ? phase_names[p] : "?";
-}
-
-int nd_mig_phase_parse(const char *s)
-{
-	for (unsigned i = 0; i < ARRAY_SIZE(phase_names); i++)
-		if (!strcmp(s, phase_names[i]))
-			return i;
-	return -EINVAL;
-}
 
 unsigned nd_mig_state(const struct nd_mig *m)
 {
@@ -111,4 +96,173 @@ void nd_mig_send_abort(struct nd_mig *m, const char *reason)
 	a.abort.mig = m->id;
 	snprintf(a.abort.reason, sizeof(a.abort.reason), "%s", reason);
 	nd_peer_send(m->peer, &a);
+}
+
+void nd_mig_record(struct nd_mig *m)
+{
+	struct nd_record r = {
+		.id = m->id,
+		.source = m->source,
+		.phase = nd_mig_phase(m),
+		.postcopy = nd_mig_has(m, ND_SM_PC),
+		.started = m->started_unix,
+		.mode = m->o.mode,
+	};
+
+	snprintf(r.vm, sizeof(r.vm), "%s", m->vm);
+	snprintf(r.peer, sizeof(r.peer), "%s", m->peer->conf->name);
+	snprintf(r.reason, sizeof(r.reason), "%s", m->reason);
+	nd_record_put(m->n, &r);
+}
+
+/* Old records */
+
+struct record_age {
+	time_t mtime;
+	char name[ND_RECORD_NAME_MAX];
+};
+
+static int record_newer(const void *a, const void *b)
+{
+	const struct record_age *x = a, *y = b;
+
+	return (y->mtime > x->mtime) - (y->mtime < x->mtime);
+}
+
+/* Is name the record of a migration still running? */
+static bool record_live(struct nd_node *n, const char *name)
+{
+	char own[ND_RECORD_NAME_MAX];
+
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		struct nd_mig *m = n->migs[i];
+		struct nd_record r;
+
+		if (!m || nd_mig_finished(m))
+			continue;
+		r.source = m->source;
+		r.id = m->id;
+		snprintf(r.peer, sizeof(r.peer), "%s", m->peer->conf->name);
+		nd_record_name(&r, own, sizeof(own));
+		if (!strcmp(own, name))
+			return true;
+	}
+	return false;
+}
+
+void nd_records_prune(struct nd_node *n)
+{
+	time_t now = time(NULL);
+	struct record_age *r = NULL;
+	size_t nr = 0, cap = 0;
+	uint64_t top = 0;
+	struct dirent *de;
+	struct stat st;
+	char top_name[32];
+	DIR *d;
+
+	d = nd_records_open(n);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		unsigned long long id;
+		char end;
+
+		if (len < 5 || len >= sizeof(r->name) ||
+		    (strcmp(de->d_name + len - 4, ".src") &&
+		     strcmp(de->d_name + len - 4, ".dst")) ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+		    !S_ISREG(st.st_mode) || record_live(n, de->d_name))
+			continue;
+		if (sscanf(de->d_name, "%llu.sr%c", &id, &end) == 2 &&
+		    end == 'c' && id > top)
+			top = id;
+		if (nr == cap) {
+			struct record_age *g;
+
+			cap = cap ? cap * 2 : 64;
+			g = realloc(r, cap * sizeof(*r));
+			if (!g)
+				break;
+			r = g;
+		}
+		r[nr].mtime = st.st_mtime;
+		snprintf(r[nr++].name, sizeof(r->name), "%s", de->d_name);
+	}
+	snprintf(top_name, sizeof(top_name), "%" PRIu64 ".src", top);
+	if (nr) /* r is NULL without records */
+		qsort(r, nr, sizeof(*r), record_newer);
+	for (size_t i = 0; i < nr; i++) {
+		if ((i < ND_RECORDS_MAX &&
+		     now - r[i].mtime <= ND_RECORDS_AGE_S) ||
+		    !strcmp(r[i].name, top_name))
+			continue;
+		if (unlinkat(dirfd(d), r[i].name, 0))
+			pr_perror("cannot remove old record %s", r[i].name);
+	}
+	closedir(d);
+	free(r);
+}
+
+/* The table */
+
+struct nd_mig *nd_mig_new(struct nd_node *n, bool source)
+{
+	int slot = -1;
+	struct nd_mig *m;
+
+	if (n->up) /* not while nd_migs_open() reads them */
+		nd_records_prune(n);
+
+	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
+		if (!n->migs[i])
+			slot = i;
+	/* full: drop the oldest finished one */
+	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
+		if (nd_mig_finished(n->migs[i]) && !n->migs[i]->dst) {
+			free(n->migs[i]->todo);
+			free(n->migs[i]->sent_bm);
+			free(n->migs[i]);
+			n->migs[i] = NULL;
+			slot = i;
+		}
+	if (slot < 0)
+		return NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->n = n;
+	m->source = m->sm.source = source;
+	m->t_start = m->last_heard = fy_now_ns();
+	m->started_unix = (uint64_t)time(NULL);
+	n->migs[slot] = m;
+	return m;
+}
+
+struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
+			   const struct nd_peer *p)
+{
+	struct nd_mig *found = NULL;
+
+	/* a running one first: ids are unique per source, not per node */
+	for (int i = 0; i < ND_MIGS_MAX; i++) {
+		struct nd_mig *m = n->migs[i];
+
+		if (m && m->id == id && m->source == source &&
+		    (!p || m->peer == p)) {
+			if (!nd_mig_finished(m))
+				return m;
+			found = m;
+		}
+	}
+	return found;
+}
+
+void nd_mig_kick(int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		pr_perror("eventfd");
 }

@@ -29,60 +29,6 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
-/* The table */
-
-struct nd_mig *nd_mig_new(struct nd_node *n, bool source)
-{
-	int slot = -1;
-	struct nd_mig *m;
-
-	if (n->up) /* not while nd_migs_open() reads them */
-		nd_records_prune(n);
-
-	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
-		if (!n->migs[i])
-			slot = i;
-	/* full: drop the oldest finished one */
-	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
-		if (nd_mig_finished(n->migs[i]) && !n->migs[i]->dst) {
-			free(n->migs[i]->todo);
-			free(n->migs[i]->sent_bm);
-			free(n->migs[i]);
-			n->migs[i] = NULL;
-			slot = i;
-		}
-	if (slot < 0)
-		return NULL;
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return NULL;
-	m->n = n;
-	m->source = m->sm.source = source;
-	m->t_start = m->last_heard = fy_now_ns();
-	m->started_unix = (uint64_t)time(NULL);
-	n->migs[slot] = m;
-	return m;
-}
-
-struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
-			   const struct nd_peer *p)
-{
-	struct nd_mig *found = NULL;
-
-	/* a running one first: ids are unique per source, not per node */
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
-
-		if (m && m->id == id && m->source == source &&
-		    (!p || m->peer == p)) {
-			if (!nd_mig_finished(m))
-				return m;
-			found = m;
-		}
-	}
-	return found;
-}
-
 /* Messages from peers */
 
 /*

@@ -61,73 +61,6 @@
 #define DRAIN_TIMEOUT_NS (8 * 1000000000ULL)
 #define READY_NS (500 * 1000000ULL)
 
-#define dst_err(d, fmt, ...)                                                  \
-	pr_err("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
-	       ##__VA_ARGS__)
-#define dst_info(d, fmt, ...)                                                  \
-	pr_info("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
-		##__VA_ARGS__)
-
-void nd_mig_kick(int fd)
-{
-	uint64_t one = 1;
-
-	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		pr_perror("eventfd");
-}
-
-void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg)
-{
-	struct nd_mig_qmsg *q = calloc(1, sizeof(*q));
-
-	if (!q) {
-		proto_msg_free(msg);
-		return;
-	}
-	q->m = msg;
-	pthread_mutex_lock(&d->lock);
-	*d->out_tail = q;
-	d->out_tail = &q->next;
-	pthread_mutex_unlock(&d->lock);
-	nd_mig_kick(d->n->mig_efd);
-}
-
-bool nd_dst_has(const struct nd_mig_dst *d, unsigned flags)
-{
-	/* the thread is the only writer: it reads without the lock */
-	return nd_sm_has(false, d->sm->state, flags);
-}
-
-int nd_dst_to(struct nd_mig_dst *d, enum nd_dst_state to, const char *why)
-{
-	struct nd_record r = { .id = d->id, .mode = d->mode };
-	unsigned from = d->sm->state;
-	int ret;
-
-	if (nd_sm_fault(false, "before", to))
-		return -EIO;
-	pthread_mutex_lock(&d->lock);
-	ret = nd_sm_move(d->sm, to);
-	snprintf(r.reason, sizeof(r.reason), "%s", d->reason);
-	pthread_mutex_unlock(&d->lock);
-	if (ret) {
-		dst_err(d, "refused: no move from %s to %s (%s)",
-			nd_sm_name(false, from), nd_sm_name(false, to), why);
-		return ret;
-	}
-	pr_debug("%" PRIu64 ": %s -> %s: %s", d->id, nd_sm_name(false, from),
-		 nd_sm_name(false, to), why);
-	snprintf(r.vm, sizeof(r.vm), "%s", d->vm);
-	snprintf(r.peer, sizeof(r.peer), "%s", d->peer);
-	r.phase = nd_sm_phase(false, to);
-	r.postcopy = nd_sm_has(false, to, ND_SM_PC);
-	r.started = d->started;
-	nd_record_put(d->n, &r);
-	nd_mig_kick(d->n->mig_efd);
-	nd_sm_fault(false, "after", to);
-	return 0;
-}
-
 static bool stopping(struct nd_mig_dst *d)
 {
 	bool s;
@@ -136,20 +69,6 @@ static bool stopping(struct nd_mig_dst *d)
 	s = d->stop;
 	pthread_mutex_unlock(&d->lock);
 	return s;
-}
-
-int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
-{
-	va_list ap;
-
-	pthread_mutex_lock(&d->lock);
-	if (!d->reason[0]) {
-		va_start(ap, fmt);
-		vsnprintf(d->reason, sizeof(d->reason), fmt, ap);
-		va_end(ap);
-	}
-	pthread_mutex_unlock(&d->lock);
-	return -1;
 }
 
 static bool child_alive(struct nd_mig_dst *d)
@@ -681,18 +600,6 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 		d->progress_dirty = true;
 	}
 	return ret;
-}
-
-struct proto_msg *nd_mig_dst_gen_msg(struct nd_mig_dst *d, enum proto_type t)
-{
-	struct proto_msg *m = calloc(1, sizeof(*m));
-
-	if (m) {
-		m->type = t;
-		m->commit.mig = d->id;
-		m->commit.gen = d->gen;
-	}
-	return m;
 }
 
 /* READY to the source, now and every READY_NS until it decides. */

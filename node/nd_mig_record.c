@@ -62,23 +62,6 @@ void nd_record_put(const struct nd_node *n, const struct nd_record *r)
 		pr_perror("cannot write %s/%s", n->mig_dir, name);
 }
 
-void nd_mig_record(struct nd_mig *m)
-{
-	struct nd_record r = {
-		.id = m->id,
-		.source = m->source,
-		.phase = nd_mig_phase(m),
-		.postcopy = nd_mig_has(m, ND_SM_PC),
-		.started = m->started_unix,
-		.mode = m->o.mode,
-	};
-
-	snprintf(r.vm, sizeof(r.vm), "%s", m->vm);
-	snprintf(r.peer, sizeof(r.peer), "%s", m->peer->conf->name);
-	snprintf(r.reason, sizeof(r.reason), "%s", m->reason);
-	nd_record_put(m->n, &r);
-}
-
 /* Copy the value of "key=value" line into buf if line has that key. */
 static bool value(const char *line, const char *key, char *buf, size_t len)
 {
@@ -129,41 +112,6 @@ int nd_record_get(const struct nd_node *n, const char *name,
 	return 0;
 }
 
-/* Prune */
-
-struct record_age {
-	time_t mtime;
-	char name[ND_RECORD_NAME_MAX];
-};
-
-static int record_newer(const void *a, const void *b)
-{
-	const struct record_age *x = a, *y = b;
-
-	return (y->mtime > x->mtime) - (y->mtime < x->mtime);
-}
-
-/* Is name the record of a migration still running? */
-static bool record_live(struct nd_node *n, const char *name)
-{
-	char own[ND_RECORD_NAME_MAX];
-
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
-		struct nd_record r;
-
-		if (!m || nd_mig_finished(m))
-			continue;
-		r.source = m->source;
-		r.id = m->id;
-		snprintf(r.peer, sizeof(r.peer), "%s", m->peer->conf->name);
-		nd_record_name(&r, own, sizeof(own));
-		if (!strcmp(own, name))
-			return true;
-	}
-	return false;
-}
-
 DIR *nd_records_open(struct nd_node *n)
 {
 	int fd = dup(n->mig_dir_fd);
@@ -177,59 +125,4 @@ DIR *nd_records_open(struct nd_node *n)
 	}
 	rewinddir(d);
 	return d;
-}
-
-void nd_records_prune(struct nd_node *n)
-{
-	time_t now = time(NULL);
-	struct record_age *r = NULL;
-	size_t nr = 0, cap = 0;
-	uint64_t top = 0;
-	struct dirent *de;
-	struct stat st;
-	char top_name[32];
-	DIR *d;
-
-	d = nd_records_open(n);
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		size_t len = strlen(de->d_name);
-		unsigned long long id;
-		char end;
-
-		if (len < 5 || len >= sizeof(r->name) ||
-		    (strcmp(de->d_name + len - 4, ".src") &&
-		     strcmp(de->d_name + len - 4, ".dst")) ||
-		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
-		    !S_ISREG(st.st_mode) || record_live(n, de->d_name))
-			continue;
-		if (sscanf(de->d_name, "%llu.sr%c", &id, &end) == 2 &&
-		    end == 'c' && id > top)
-			top = id;
-		if (nr == cap) {
-			struct record_age *g;
-
-			cap = cap ? cap * 2 : 64;
-			g = realloc(r, cap * sizeof(*r));
-			if (!g)
-				break;
-			r = g;
-		}
-		r[nr].mtime = st.st_mtime;
-		snprintf(r[nr++].name, sizeof(r->name), "%s", de->d_name);
-	}
-	snprintf(top_name, sizeof(top_name), "%" PRIu64 ".src", top);
-	if (nr) /* r is NULL without records */
-		qsort(r, nr, sizeof(*r), record_newer);
-	for (size_t i = 0; i < nr; i++) {
-		if ((i < ND_RECORDS_MAX &&
-		     now - r[i].mtime <= ND_RECORDS_AGE_S) ||
-		    !strcmp(r[i].name, top_name))
-			continue;
-		if (unlinkat(dirfd(d), r[i].name, 0))
-			pr_perror("cannot remove old record %s", r[i].name);
-	}
-	closedir(d);
-	free(r);
 }

@@ -16,6 +16,27 @@
 #include "common/util.h"
 #include "node/node_int.h"
 
+static const char *const phase_names[] = {
+	[ND_MIG_PREPARE] = "prepare",	    [ND_MIG_PRECOPY] = "precopy",
+	[ND_MIG_SWITCHOVER] = "switchover", [ND_MIG_READY] = "ready",
+	[ND_MIG_POSTCOPY] = "postcopy",	    [ND_MIG_COMMITTED] = "committed",
+	[ND_MIG_COMPLETED] = "completed",   [ND_MIG_FAILED] = "failed",
+	[ND_MIG_CANCELLED] = "cancelled",
+};
+
+const char *nd_mig_phase_name(enum nd_mig_phase p)
+{
+	return p < ARRAY_SIZE(phase_names) ? phase_names[p] : "?";
+}
+
+int nd_mig_phase_parse(const char *s)
+{
+	for (unsigned i = 0; i < ARRAY_SIZE(phase_names); i++)
+		if (!strcmp(s, phase_names[i]))
+			return i;
+	return -EINVAL;
+}
+
 struct sm_state {
 	const char *name;
 	enum nd_mig_phase phase; /* what `ferry migrations` shows */

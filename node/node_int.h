@@ -582,6 +582,14 @@ struct nd_mig {
 	struct nd_mig_dst *dst;
 };
 
+/* Log about the destination thread d: "ID (VM from PEER): ..." */
+#define dst_err(d, fmt, ...)                                                  \
+	pr_err("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
+	       ##__VA_ARGS__)
+#define dst_info(d, fmt, ...)                                                  \
+	pr_info("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
+		##__VA_ARGS__)
+
 /* Log about migration m: "ID (VM to|from PEER): ..." */
 #define mig_err(m, fmt, ...)                                       \
 	pr_err("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
