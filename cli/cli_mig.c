@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The CLI's rendering of VMs and migrations. ferryd answers with msgpack
- * maps (node/nd_vm.c, node/nd_mig_ctl.c); `--json` prints them unchanged, and these
+ * maps (node/nd_vm.c, migration/mig_ctl.c); `--json` prints them unchanged, and these
  * functions render the very same maps for humans.
  */
 #include <inttypes.h>

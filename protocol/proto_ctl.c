@@ -17,7 +17,7 @@
  *     words (mode, compress, auto_converge) are one of their values.
  * The reason names the field: "migrate.downtime_limit_ms: 0 not in
  * 1..3600000". Fields that did not come stay zero with their bit clear in
- * `has`: their defaults are ferryd's (node/nd_mig_ctl.c), in one place.
+ * `has`: their defaults are ferryd's (migration/mig_ctl.c), in one place.
  *
  * Decoding, proto_ctl_decode(bytes):
  *   1. refuse more than PROTO_CTL_MSG_MAX bytes;

@@ -2,7 +2,7 @@
 /*
  * msgpack maps as the control socket's replies use them. ferryd packs a
  * reply with the proto_mp_pack_* helpers (node/nd_ctl.c, nd_vm.c,
- * nd_mig_ctl.c); the `ferry` CLI reads fields of it by name with
+ * mig_ctl.c); the `ferry` CLI reads fields of it by name with
  * proto_mp_get() and its typed wrappers, which never fail: a missing or
  * mistyped field reads as the caller's default. Replies come from the
  * local ferryd, so unlike requests (proto_ctl.c) they are read leniently.

@@ -432,7 +432,7 @@ static void postcopy(enum pc_fault_mode mode, bool ahead)
 	 * Every page is claimed now, not every page is placed: a page the
 	 * server claimed may still be on its way (after the stall, several
 	 * are). RAM_DONE before it lands would leave a hole the guest reads
-	 * as zeros. ferryd waits the same way (nd_mig_post.c).
+	 * as zeros. ferryd waits the same way (mig_post.c).
 	 */
 	do {
 		pc_fault_stats(fs, &fst);

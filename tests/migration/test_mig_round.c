@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 static struct nd_peer_conf conf = { .name = "b" };
 static struct nd_peer peer = { .conf = &conf };

@@ -51,7 +51,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 #define WINDOW ND_MIG_WINDOW
 #define RUN_MAX 256 /* pages per read: 1 MiB */

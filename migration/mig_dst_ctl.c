@@ -2,7 +2,7 @@
 /*
  * The destination's puller thread seen from the control thread: start it,
  * hand it the source's messages, take back what it has to send and its
- * counters, stop it, join it. The thread itself is nd_mig_dst.c.
+ * counters, stop it, join it. The thread itself is mig_dst.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,7 +19,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 {

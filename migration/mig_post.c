@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * The destination's post-copy, run by the puller thread (nd_mig_dst.c):
+ * The destination's post-copy, run by the puller thread (mig_dst.c):
  * the VM resumes here before every page is in (Hines & Gopalan, VEE'09).
  *
  * begin   all pre-copy reads are in and STATE came. The pages still needed
@@ -51,7 +51,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 #define WINDOW ND_MIG_WINDOW
 #define RUN 256 /* pages per background read: a fault waits for one at most */

@@ -17,7 +17,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 /*
  * Checksums per VERIFY: 32 Ki pages (128 MiB of RAM, 256 KiB of message),

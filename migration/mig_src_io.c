@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * What the source does (nd_mig_src.c decides when): announce a round's
+ * What the source does (mig_src.c decides when): announce a round's
  * dirty pages as DIRTY_SETs, paced by --max-bandwidth; harvest the dirty
  * log; publish its copy (HOLDER_MAP); the messages that carry a
  * generation; give back the mapping, registrations and the VM; end a
@@ -20,7 +20,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_int.h"
 
 #define RUNS_PER_MSG 65536
 #define PACE_NS (100 * 1000000ULL) /* --max-bandwidth: a slice per 100 ms */

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
- * A migration's base: the phases it shows, its state (nd_mig_sm.c's
+ * A migration's base: the phases it shows, its state (mig_sm.c's
  * tables) read and moved by the control thread's transition function,
- * and sending to its peer. The source's engine is nd_mig_src.c (its
- * decisions) over nd_mig_src_io.c (its actions); the destination's is
- * nd_mig_dst*.c; nd_mig_ctl.c routes messages, ticks and commands to them.
+ * and sending to its peer. The source's engine is mig_src.c (its
+ * decisions) over mig_src_io.c (its actions); the destination's is
+ * nd_mig_dst*.c; mig_ctl.c routes messages, ticks and commands to them.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,7 +21,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 unsigned nd_mig_state(const struct nd_mig *m)
 {
@@ -265,4 +265,9 @@ void nd_mig_kick(int fd)
 
 	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		pr_perror("eventfd");
+}
+
+uint64_t nd_mig_id(const struct nd_mig *m)
+{
+	return m->id;
 }

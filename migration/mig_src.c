@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
  * The source's engine: its state machine's decisions, on the control
- * thread (the actions are nd_mig_src_io.c's).
+ * thread (the actions are mig_src_io.c's).
  *
  * The source runs in the control thread: its adapter calls (HARVEST, PAUSE,
  * GET_STATE, RESUME, EXIT) take milliseconds and pages never pass through
- * it. Every transfer is a pull by the destination (nd_mig_dst.c):
+ * it. Every transfer is a pull by the destination (mig_dst.c):
  *
  *   S: map the VM's memfd read-only, register it (peers may read);
  *   S -> D  MIGRATE_PREPARE(m, vm, mode, page size, vCPUs, pages)
@@ -49,7 +49,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_int.h"
 
 static void switchover_end(struct nd_mig *m);
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * The destination thread's primitives, for its engine (nd_mig_dst.c),
- * post-copy (nd_mig_post.c) and checksums (nd_mig_csum.c): its transition
+ * The destination thread's primitives, for its engine (mig_dst.c),
+ * post-copy (mig_post.c) and checksums (mig_csum.c): its transition
  * function, its first reason to fail, and the messages it queues for the
  * source.
  */
@@ -16,7 +16,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg)
 {

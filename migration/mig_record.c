@@ -23,7 +23,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_int.h"
 
 void nd_record_name(const struct nd_record *r, char *buf, size_t len)
 {

@@ -4,7 +4,7 @@
  * making progress (the dirty set no longer shrinks by a tenth) while the
  * expected downtime stays over the limit. nd_src_next() decides, from
  * the round's figures alone, what the source does after each round (it
- * counts the stalled rounds too); round_done() in nd_mig_src.c acts. The
+ * counts the stalled rounds too); round_done() in mig_src.c acts. The
  * hard cap (--max-rounds) stays in force whatever auto-converge does.
  *
  * - downtime: after --stall-rounds stalled rounds, double the downtime
@@ -27,7 +27,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_int.h"
 
 static void note_action(struct nd_mig *m, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -27,7 +27,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 /* Messages from peers */
 

@@ -14,7 +14,7 @@
 #include "common/fault.h"
 
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_int.h"
 
 static const char *const phase_names[] = {
 	[ND_MIG_PREPARE] = "prepare",	    [ND_MIG_PRECOPY] = "precopy",

@@ -3,7 +3,7 @@
  * Starting a migration on the source (`ferry migrate`): the checks, the
  * read-only mapping and registration of the VM's memfd (also used by a
  * restarted ferryd that serves a post-copy again), MIGRATE_PREPARE. The
- * rounds that follow are nd_mig.c's.
+ * rounds that follow are mig.c's.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -18,7 +18,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_int.h"
 
 int nd_mig_src_map(struct nd_mig *m)
 {

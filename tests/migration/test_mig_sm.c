@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: MIT
 /*
- * The migration state machines (nd_mig_sm.c): every move of each role's
+ * The migration state machines (mig_sm.c): every move of each role's
  * table, legal and illegal, against the list below (written out here a
  * second time, so that a change to the table is a change to this test);
  * no move rewinds the phase; every state can be reached and every
  * running one can end; docs/migration.md prints the tables as they are.
- * Records (nd_mig_record.c) and the words of modes round-trip.
+ * Records (mig_record.c) and the words of modes round-trip.
  * argv[1]: the source tree; --print: print the tables for the docs.
  */
 #include <errno.h>
@@ -21,7 +21,7 @@
 #include <cmocka.h>
 
 #include "common/util.h"
-#include "node/node_int.h"
+#include "migration/mig_dst.h"
 
 static const char *srcdir;
 

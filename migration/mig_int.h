@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef FERRY_MIGRATION_MIG_INT_H
+#define FERRY_MIGRATION_MIG_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#include "codec/codec.h"
+#include "common/log.h"
+#include "migration/mig_sm.h"
+#include "migration/migration.h"
+#include "node/node_int.h"
+#include "postcopy/postcopy.h"
+#include "protocol/protocol.h"
+
+/*
+ * Inside the migration engine: a migration (struct nd_mig), the base
+ * (mig.c), the source (mig_src.c over mig_src_io.c, mig_start.c,
+ * mig_conv.c), records (mig_record.c) and the table's commands
+ * (mig_ctl.c). The destination's side is mig_dst.h.
+ *
+ * The engine still reaches the daemon's peers and VMs through
+ * node/node_int.h, the one coupling left: node/ calls the engine through
+ * migration.h, the engine calls node's peer and VM functions.
+ */
+
+struct nd_mig_opts {
+	enum proto_mode mode;
+	/* hybrid: go post-copy after this many rounds; 0: when stuck */
+	unsigned postcopy_after;
+	uint64_t downtime_ms; /* --downtime-limit */
+	uint64_t max_bw; /* bytes/s of pulls; 0: no limit */
+	bool verify;
+	unsigned max_rounds; /* hard cap: fail after that many */
+	unsigned stall_rounds; /* rounds without progress before acting */
+	enum proto_converge auto_converge;
+	uint64_t max_downtime_ms; /* auto-converge raises up to this */
+	/* auto-converge by throttle: first step, later steps, ceiling (%) */
+	unsigned throttle_initial, throttle_increment, throttle_max;
+	uint64_t timeout_s; /* the whole migration */
+	bool delta; /* --compress delta */
+};
+
+struct nd_mig_dst;
+
+struct nd_mig {
+	uint64_t id; /* chosen by the source */
+	bool source;
+	struct nd_node *n;
+	struct nd_peer *peer;
+	char vm[ND_NAME_MAX + 1];
+	struct nd_vm *vmp; /* NULL once the VM left */
+	struct nd_mig_opts o;
+	struct nd_mig_sm sm; /* nd_mig_state(), nd_mig_to() */
+	char reason[512]; /* why it failed */
+	uint64_t started_unix;
+	uint64_t t_start, t_end, t_pause, last_heard, deadline;
+	uint64_t downtime_ns; /* 0: not known */
+	/* guest RAM (one region) */
+	uint64_t pages;
+	uint32_t vcpus;
+	enum kva_accel accel; /* the destination's ferry-vm uses it too */
+	uint8_t *map;
+	struct fab_mr *mr;
+	/* progress, both roles (the destination fills it from its thread) */
+	uint32_t round;
+	uint64_t gen;
+	uint64_t pages_valid, pages_pulled, pages_repulled, bytes;
+	uint64_t resident; /* pages with data at round 0 */
+	double bw; /* bytes/s, measured over whole rounds */
+	double live_bw; /* bytes/s of the round in progress */
+	uint64_t round_bytes0; /* bytes pulled when the round began */
+	double dirty_rate; /* pages/s */
+	uint64_t expected_dt_ms, limit_ms;
+	uint64_t verified_pages;
+	char actions[512]; /* what auto-converge did */
+	unsigned throttle_pct; /* the last throttle set; 0: never */
+	bool throttled; /* the source VM is throttled now */
+	size_t throttle_note; /* where the throttle's text starts in actions */
+	uint32_t throttle_round; /* the round after which it began */
+	/* source: the round being announced */
+	struct fy_run *todo;
+	size_t ntodo, todo_pos;
+	bool todo_sent; /* the whole round is announced */
+	uint64_t announced; /* pages announced, all rounds */
+	uint64_t round_pages, round_start_ns, last_harvest_ns;
+	uint64_t *sent_bm; /* pages announced at least once */
+	uint64_t best_dirty;
+	unsigned stall;
+	uint64_t pace_next_ns;
+	uint64_t expect_bytes; /* D has pulled all announced at this count */
+	/* --verify: checksums computed off the control thread, by chunks */
+	pthread_t csum_thread;
+	bool csum_running;
+	int csum_fd, csum_ret;
+	uint64_t *csums;
+	uint64_t csum_nchunks, csum_sent;
+	uint64_t csum_done; /* atomic: chunks ready */
+	bool csum_stop; /* atomic */
+	/* source, --compress delta: what D holds, and a round's encodings */
+	uint8_t *cache;
+	struct fab_mr *cache_mr;
+	uint8_t *stage;
+	size_t stage_len;
+	struct fab_mr *stage_mr;
+	uint64_t delta_pages, delta_raw, delta_bytes;
+	/* post-copy */
+	bool recovered; /* taken up again by a restarted ferryd */
+	unsigned resumes; /* RESUMEs sent: the first, then unanswered ones */
+	uint64_t t_resumed; /* the VM runs on the destination since */
+	struct proto_pc_stats pcs; /* the destination's last PC_STATS */
+	uint64_t stall_t0; /* destination: post-copy stalled since; 0 */
+	/* destination */
+	struct nd_mig_dst *dst;
+};
+
+/* Log about migration m: "ID (VM to|from PEER): ..." */
+#define mig_err(m, fmt, ...)                                       \
+	pr_err("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
+	       (m)->source ? "to" : "from", (m)->peer->conf->name, \
+	       ##__VA_ARGS__)
+#define mig_info(m, fmt, ...)                                       \
+	pr_info("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
+		(m)->source ? "to" : "from", (m)->peer->conf->name, \
+		##__VA_ARGS__)
+
+/* Completed, failed or cancelled? */
+bool nd_mig_finished(const struct nd_mig *m);
+/* A zeroed migration of that role in the table, in state NEW. */
+struct nd_mig *nd_mig_new(struct nd_node *n, bool source);
+/* Migration id of the given role; p NULL: any peer. */
+struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
+			   const struct nd_peer *p);
+/* Start migrating vm to peer; 0 and *id, or -errno with a text in err. */
+int nd_mig_src_start(struct nd_node *n, const char *vm, const char *peer,
+		     const struct nd_mig_opts *o, uint64_t *id, char *err,
+		     size_t errlen);
+/*
+ * End a source migration before it completes: the VM keeps (or gets back)
+ * running here; how is FAILED or CANCELLED; tell: send ABORT to the peer.
+ */
+void nd_mig_src_fail(struct nd_mig *m, enum nd_src_state how, bool tell,
+		     const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/*
+ * The same in the commit window too (FAILED), which only the destination's
+ * ABORT or `ferry force-resume --fenced` may do: its copy never runs.
+ */
+void nd_mig_src_abandon(struct nd_mig *m, bool tell, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Source: map and register the memfd of m->vmp for reads; 0 or -errno. */
+int nd_mig_src_map(struct nd_mig *m);
+/* Source: give back the mapping, registrations and the VM's slot. */
+void nd_mig_src_release(struct nd_mig *m);
+/* Send msg to m's peer; logs and returns -errno on failure. */
+int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg);
+/* Send ABORT with reason to m's peer (not logged). */
+void nd_mig_send_abort(struct nd_mig *m, const char *reason);
+/* A message from the destination of source migration m (not freed). */
+void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg);
+/* Source m's timers and pacing; from nd_migs_tick(). */
+void nd_mig_src_tick(struct nd_mig *m, uint64_t now);
+
+/* mig_src_io.c: the source's actions, for mig_src.c */
+
+/*
+ * Source: send the round's dirty runs (m->todo, at least one page) as one
+ * DELTA_SET, encoded against m->cache, which is updated. 0 or -errno.
+ */
+int nd_mig_delta_round(struct nd_mig *m);
+
+/* Start announcing runs (owned by m now) as round m->round at gen. */
+void nd_src_round_begin(struct nd_mig *m, struct fy_run *runs, size_t nr);
+/*
+ * Send DIRTY_SETs for what is left of the round: all of it, or with
+ * --max-bandwidth (paced; not the final round) a slice per 100 ms.
+ * Returns 0 or -errno (the migration failed).
+ */
+int nd_src_announce(struct nd_mig *m, bool paced);
+/* The same, as pages or, with --compress delta after round 0, deltas. */
+int nd_src_announce_round(struct nd_mig *m, bool paced);
+/* Harvest the dirty log into *runs (malloc'ed); m->gen the new one. */
+int nd_src_harvest(struct nd_mig *m, struct fy_run **runs, size_t *nr,
+		   uint64_t *dirty);
+/* SWITCHOVER, POSTCOPY, RESUME: the migration and its generation. */
+int nd_src_send_gen(struct nd_mig *m, enum proto_type t);
+/* Tell D where our copy is: after its "yes", and after our restart. */
+int nd_src_send_holder_map(struct nd_mig *m);
+/* RESUME: D may run the VM now; again after a second if unanswered. */
+void nd_src_send_resume(struct nd_mig *m, uint64_t now);
+/* The source's copy is no longer needed: the VM exits here. */
+void nd_src_drop_vm(struct nd_mig *m);
+/* "precopy", "completed", ...; parse: the phase or -EINVAL. */
+const char *nd_mig_phase_name(enum nd_mig_phase p);
+int nd_mig_phase_parse(const char *s);
+/* m's state, its phase (the destination's thread may move it: locked). */
+unsigned nd_mig_state(const struct nd_mig *m);
+enum nd_mig_phase nd_mig_phase(const struct nd_mig *m);
+/* Does m's state imply any of flags (ND_SM_*)? */
+bool nd_mig_has(const struct nd_mig *m, unsigned flags);
+/*
+ * The control thread's transition function, both roles (a destination's
+ * only before its thread starts or once it ended): move m to state `to`
+ * for reason why, log it, record it, wake the tick. -EINVAL (logged, m
+ * unchanged) for a move the table does not have.
+ */
+int nd_mig_to(struct nd_mig *m, unsigned to, const char *why);
+
+/* mig_record.c: the records in mig_dir */
+
+struct nd_record {
+	uint64_t id;
+	bool source;
+	char vm[ND_NAME_MAX + 1];
+	char peer[ND_NAME_MAX + 1];
+	enum nd_mig_phase phase;
+	bool known; /* read: the phase was one of ours */
+	bool postcopy; /* the state has ND_SM_PC */
+	uint64_t started; /* unix time */
+	enum proto_mode mode;
+	char reason[512];
+};
+
+/* "ID.src" or "PEER-ID.dst". */
+void nd_record_name(const struct nd_record *r, char *buf, size_t len);
+/* Write r in mig_dir (a temporary file, then renameat()); errors logged. */
+void nd_record_put(const struct nd_node *n, const struct nd_record *r);
+/* Read record name from mig_dir; 0 or -errno. */
+int nd_record_get(const struct nd_node *n, const char *name,
+		  struct nd_record *r);
+/* Persist m's record. */
+void nd_mig_record(struct nd_mig *m);
+/* mig_dir for reading, a DIR of its own; NULL (logged). */
+DIR *nd_records_open(struct nd_node *n);
+/*
+ * Keep the newest ND_RECORDS_MAX records of ended migrations, none older
+ * than ND_RECORDS_AGE_S; never the records of running migrations, nor the
+ * source record with the highest id (the next id follows from it).
+ */
+void nd_records_prune(struct nd_node *n);
+
+/* mig_csum.c: --verify's checksums, on both sides */
+
+/* Start checksumming m's pages in a thread; 0 or -errno. */
+int nd_mig_csum_start(struct nd_mig *m);
+/* Stop and join the thread, if running, and free the checksums. */
+void nd_mig_csum_end(struct nd_mig *m);
+/*
+ * Send the chunks computed so far as VERIFY; returns true once all are
+ * sent. *ret: 0, or -errno from sending or from the thread's reads.
+ */
+bool nd_mig_csum_send(struct nd_mig *m, int *ret);
+/*
+ * Destination thread: compare the queued VERIFY chunks with d's pages,
+ * which are final (nothing left to pull); 0, or -1 with d's reason set.
+ */
+int nd_mig_csum_compare(struct nd_mig_dst *d);
+/* All of them compared: 0 if every page matched, else -1 (reason set). */
+int nd_mig_csum_verdict(struct nd_mig_dst *d);
+
+/* mig_conv.c: the source's round accounting and auto-converge */
+
+/* What the source does after a round. */
+enum nd_src_next {
+	ND_NEXT_ROUND, /* announce the dirty pages as the next round */
+	ND_NEXT_SWITCHOVER, /* the rest fits the downtime limit (maybe raised) */
+	ND_NEXT_POSTCOPY, /* hybrid: post-copy now */
+	ND_NEXT_FAIL, /* --max-rounds reached: did not converge */
+};
+
+/* A round of m->round_pages took elapsed_ns: update the bandwidth m->bw. */
+void nd_src_round_bw(struct nd_mig *m, uint64_t elapsed_ns);
+/*
+ * dirty pages were harvested at now: the dirty rate, and the expected
+ * downtime in ms of moving them (UINT64_MAX while the bandwidth is not
+ * known), which is returned.
+ */
+uint64_t nd_src_estimate(struct nd_mig *m, uint64_t dirty, uint64_t now);
+/*
+ * Round m->round ended with dirty pages and expected downtime est ms:
+ * count its progress (m->stall), then decide, from m's options and
+ * figures only. Auto-converge by downtime raises m->limit_ms here; by
+ * throttle, *throttle is the percentage to apply (nd_mig_throttle()), or
+ * 0. Notes what it did in m->actions.
+ */
+enum nd_src_next nd_src_next(struct nd_mig *m, uint64_t dirty, uint64_t est,
+			     unsigned *throttle);
+/* Throttle m's source VM to pct percent (the adapter's THROTTLE). */
+void nd_mig_throttle(struct nd_mig *m, unsigned pct);
+/* Lift the throttle of m's source VM, if any: it runs at full speed. */
+void nd_mig_unthrottle(struct nd_mig *m);
+
+#endif /* FERRY_MIGRATION_MIG_INT_H */
