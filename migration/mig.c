@@ -70,18 +70,18 @@ int nd_mig_to(struct nd_mig *m, unsigned to, const char *why)
 	return 0;
 }
 
-unsigned nd_migs_active(const struct nd_node *n)
+unsigned nd_migs_active(const struct mig_env *n)
 {
 	unsigned c = 0;
 
-	for (int i = 0; i < ND_MIGS_MAX; i++)
+	for (int i = 0; i < MIG_MAX; i++)
 		c += n->migs[i] && !nd_mig_finished(n->migs[i]);
 	return c;
 }
 
 int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg)
 {
-	int ret = nd_peer_send(m->peer, msg);
+	int ret = mig_peer_send(m->n, m->peer, msg);
 
 	if (ret)
 		mig_err(m, "cannot send %s: %s", proto_type_name(msg->type),
@@ -95,7 +95,7 @@ void nd_mig_send_abort(struct nd_mig *m, const char *reason)
 
 	a.abort.mig = m->id;
 	snprintf(a.abort.reason, sizeof(a.abort.reason), "%s", reason);
-	nd_peer_send(m->peer, &a);
+	mig_peer_send(m->n, m->peer, &a);
 }
 
 void nd_mig_record(struct nd_mig *m)
@@ -110,7 +110,7 @@ void nd_mig_record(struct nd_mig *m)
 	};
 
 	snprintf(r.vm, sizeof(r.vm), "%s", m->vm);
-	snprintf(r.peer, sizeof(r.peer), "%s", m->peer->conf->name);
+	snprintf(r.peer, sizeof(r.peer), "%s", m->peer->name);
 	snprintf(r.reason, sizeof(r.reason), "%s", m->reason);
 	nd_record_put(m->n, &r);
 }
@@ -130,11 +130,11 @@ static int record_newer(const void *a, const void *b)
 }
 
 /* Is name the record of a migration still running? */
-static bool record_live(struct nd_node *n, const char *name)
+static bool record_live(struct mig_env *n, const char *name)
 {
 	char own[ND_RECORD_NAME_MAX];
 
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
+	for (int i = 0; i < MIG_MAX; i++) {
 		struct nd_mig *m = n->migs[i];
 		struct nd_record r;
 
@@ -142,7 +142,7 @@ static bool record_live(struct nd_node *n, const char *name)
 			continue;
 		r.source = m->source;
 		r.id = m->id;
-		snprintf(r.peer, sizeof(r.peer), "%s", m->peer->conf->name);
+		snprintf(r.peer, sizeof(r.peer), "%s", m->peer->name);
 		nd_record_name(&r, own, sizeof(own));
 		if (!strcmp(own, name))
 			return true;
@@ -150,7 +150,7 @@ static bool record_live(struct nd_node *n, const char *name)
 	return false;
 }
 
-void nd_records_prune(struct nd_node *n)
+void nd_records_prune(struct mig_env *n)
 {
 	time_t now = time(NULL);
 	struct record_age *r = NULL;
@@ -207,7 +207,7 @@ void nd_records_prune(struct nd_node *n)
 
 /* The table */
 
-struct nd_mig *nd_mig_new(struct nd_node *n, bool source)
+struct nd_mig *nd_mig_new(struct mig_env *n, bool source)
 {
 	int slot = -1;
 	struct nd_mig *m;
@@ -215,11 +215,11 @@ struct nd_mig *nd_mig_new(struct nd_node *n, bool source)
 	if (n->up) /* not while nd_migs_open() reads them */
 		nd_records_prune(n);
 
-	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
+	for (int i = 0; i < MIG_MAX && slot < 0; i++)
 		if (!n->migs[i])
 			slot = i;
 	/* full: drop the oldest finished one */
-	for (int i = 0; i < ND_MIGS_MAX && slot < 0; i++)
+	for (int i = 0; i < MIG_MAX && slot < 0; i++)
 		if (nd_mig_finished(n->migs[i]) && !n->migs[i]->dst) {
 			free(n->migs[i]->todo);
 			free(n->migs[i]->sent_bm);
@@ -240,13 +240,13 @@ struct nd_mig *nd_mig_new(struct nd_node *n, bool source)
 	return m;
 }
 
-struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
-			   const struct nd_peer *p)
+struct nd_mig *nd_mig_find(struct mig_env *n, uint64_t id, bool source,
+			   const struct mig_peer *p)
 {
 	struct nd_mig *found = NULL;
 
 	/* a running one first: ids are unique per source, not per node */
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
+	for (int i = 0; i < MIG_MAX; i++) {
 		struct nd_mig *m = n->migs[i];
 
 		if (m && m->id == id && m->source == source &&
@@ -270,4 +270,69 @@ void nd_mig_kick(int fd)
 uint64_t nd_mig_id(const struct nd_mig *m)
 {
 	return m->id;
+}
+
+const char *mig_peer_state_name(enum mig_peer_state s)
+{
+	switch (s) {
+	case MIG_PEER_CONNECTING:
+		return "connecting";
+	case MIG_PEER_REACHABLE:
+		return "reachable";
+	case MIG_PEER_UNREACHABLE:
+		return "unreachable";
+	case MIG_PEER_INCOMPATIBLE:
+		return "incompatible";
+	}
+	return "?";
+}
+
+/* The host */
+
+int mig_peer_send(struct mig_env *n, struct mig_peer *p,
+		  const struct proto_msg *msg)
+{
+	return n->ops->send(n->host, p, msg);
+}
+
+enum mig_peer_state mig_peer_state(struct mig_env *n, const struct mig_peer *p,
+				   uint64_t now)
+{
+	return n->ops->peer_state(n->host, p, now);
+}
+
+struct mig_peer *mig_peer_find(struct mig_env *n, const char *name)
+{
+	return n->ops->peer_find(n->host, name);
+}
+
+struct mig_vm *mig_vm_find(struct mig_env *n, const char *name, bool rescan)
+{
+	return n->ops->vm_find(n->host, name, rescan);
+}
+
+struct mig_vm *mig_vm_add(struct mig_env *n, const char *name)
+{
+	return n->ops->vm_add(n->host, name);
+}
+
+void mig_vm_forget(struct mig_env *n, struct mig_vm *vm)
+{
+	n->ops->vm_forget(n->host, vm);
+}
+
+int mig_vm_spawn(struct mig_env *n, const char *name, uint64_t mem,
+		 unsigned vcpus, enum kva_accel accel, pid_t *pid)
+{
+	return n->ops->vm_spawn(n->host, name, mem, vcpus, accel, pid);
+}
+
+int mig_vm_sock_path(struct mig_env *n, const char *name, char *buf, size_t len)
+{
+	return n->ops->vm_sock_path(n->host, name, buf, len);
+}
+
+int mig_vm_unlink_sock(struct mig_env *n, const char *name)
+{
+	return n->ops->vm_unlink_sock(n->host, name);
 }

@@ -46,7 +46,7 @@ static void note_action(struct nd_mig *m, const char *fmt, ...)
 	vsnprintf(m->actions + len, sizeof(m->actions) - len, fmt, ap);
 	va_end(ap);
 	pr_info("%" PRIu64 " (%s to %s): auto-converge: %s", m->id, m->vm,
-		m->peer->conf->name, m->actions + len);
+		m->peer->name, m->actions + len);
 }
 
 static bool converge_downtime(struct nd_mig *m, uint64_t est)

@@ -42,8 +42,8 @@ static void *csum_main(void *arg)
 
 		if (__atomic_load_n(&m->csum_stop, __ATOMIC_ACQUIRE))
 			break;
-		ret = nd_memfd_csums(m->csum_fd, m->map, m->pages, s, n,
-				     m->csums + s);
+		ret = mig_memfd_csums(m->csum_fd, m->map, m->pages, s, n,
+				      m->csums + s);
 		if (ret) {
 			/* read by the control thread at any time */
 			__atomic_store_n(&m->csum_ret, ret, __ATOMIC_RELAXED);
@@ -126,8 +126,8 @@ int nd_mig_csum_compare(struct nd_mig_dst *d)
 		mine = malloc(r->len * 8);
 		if (!mine)
 			return nd_mig_dst_fail(d, "out of memory");
-		ret = nd_memfd_csums(l->regions[0].memfd, d->map, d->pages,
-				     r->start, r->len, mine);
+		ret = mig_memfd_csums(l->regions[0].memfd, d->map, d->pages,
+				      r->start, r->len, mine);
 		for (uint64_t j = 0; !ret && j < r->len; j++)
 			if (mine[j] != d->csums[r->start + j] && !d->vbad++)
 				d->vfirst = r->start + j;

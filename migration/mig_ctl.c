@@ -36,8 +36,8 @@
  * had: READY (D waits for our decision), RESUME (S waits for D's answer),
  * HOLDER_MAP (a source back from a restart). Tell it how it ended.
  */
-static void answer_ended(struct nd_peer *p, const struct proto_msg *msg,
-			 const struct nd_mig *m)
+static void answer_ended(struct mig_env *n, struct mig_peer *p,
+			 const struct proto_msg *msg, const struct nd_mig *m)
 {
 	struct proto_msg a = { .type = PROTO_ABORT };
 	bool done = m && nd_mig_phase(m) == ND_MIG_COMPLETED;
@@ -65,10 +65,10 @@ static void answer_ended(struct nd_peer *p, const struct proto_msg *msg,
 		proto_msg_mig(msg, &a.commit.mig);
 		a.commit.gen = m->gen;
 	}
-	nd_peer_send(p, &a);
+	mig_peer_send(n, p, &a);
 }
 
-void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
+void nd_mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 {
 	uint64_t id;
 	enum proto_dir to = proto_msg_mig(msg, &id);
@@ -83,10 +83,10 @@ void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *msg)
 	if (to == PROTO_TO_EITHER && (!m || nd_mig_finished(m)))
 		m = nd_mig_find(n, id, false, p);
 	if (!m || nd_mig_finished(m)) {
-		answer_ended(p, msg, m);
+		answer_ended(n, p, msg, m);
 		pr_debug("%s about migration %" PRIu64 " from %s: not running "
 			 "here",
-			 proto_type_name(msg->type), id, p->conf->name);
+			 proto_type_name(msg->type), id, p->name);
 		proto_msg_free(msg);
 		return;
 	}
@@ -149,7 +149,7 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	proto_mp_pack_kv_u64(pk, "id", m->id);
 	proto_mp_pack_kv_str(pk, "role", m->source ? "source" : "destination");
 	proto_mp_pack_kv_str(pk, "vm", m->vm);
-	proto_mp_pack_kv_str(pk, "peer", m->peer->conf->name);
+	proto_mp_pack_kv_str(pk, "peer", m->peer->name);
 	proto_mp_pack_kv_str(pk, "mode", proto_mode_name(m->o.mode));
 	proto_mp_pack_kv_str(pk, "state", nd_mig_phase_name(nd_mig_phase(m)));
 	proto_mp_pack_kv_u64(pk, "round", m->round);
@@ -192,18 +192,18 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	pack_pc(pk, m, now);
 }
 
-void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now)
+void nd_migs_pack_stalls(struct mig_env *n, msgpack_packer *pk, uint64_t now)
 {
-	struct nd_mig *st[ND_MIGS_MAX];
+	struct nd_mig *st[MIG_MAX];
 	unsigned k = 0;
 
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
+	for (int i = 0; i < MIG_MAX; i++) {
 		struct nd_mig *m = n->migs[i];
 
 		/* the source's silence shows before a read times out */
 		if (m && !m->source && nd_mig_phase(m) == ND_MIG_POSTCOPY &&
 		    (m->stall_t0 ||
-		     nd_peer_state(m->peer, now) != ND_PEER_REACHABLE))
+		     mig_peer_state(m->n, m->peer, now) != MIG_PEER_REACHABLE))
 			st[k++] = m;
 	}
 	proto_mp_pack_str(pk, "stalls");
@@ -215,7 +215,7 @@ void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now)
 		msgpack_pack_map(pk, 4);
 		proto_mp_pack_kv_u64(pk, "id", st[i]->id);
 		proto_mp_pack_kv_str(pk, "vm", st[i]->vm);
-		proto_mp_pack_kv_str(pk, "peer", st[i]->peer->conf->name);
+		proto_mp_pack_kv_str(pk, "peer", st[i]->peer->name);
 		proto_mp_pack_str(pk, "stalled_s");
 		msgpack_pack_double(pk, t0 && now > t0 ? (now - t0) / 1e9 : 0);
 	}
@@ -233,7 +233,7 @@ static void pack_error(msgpack_packer *pk, const char *text)
  * their defaults, the only place those are applied. What the CLI sends
  * as "" or 0 (auto_converge, the throttle percentages) is ferryd's config.
  */
-static void cmd_migrate(struct nd_node *n, const struct proto_ctl_req *req,
+static void cmd_migrate(struct mig_env *n, const struct proto_ctl_req *req,
 			msgpack_packer *pk)
 {
 	struct nd_mig_opts o = { 0 };
@@ -247,15 +247,15 @@ static void cmd_migrate(struct nd_node *n, const struct proto_ctl_req *req,
 	o.auto_converge = req->auto_converge[0]
 				  ? (enum proto_converge)proto_converge_parse(
 					    req->auto_converge)
-				  : n->cfg->auto_converge;
+				  : n->cfg.auto_converge;
 	o.throttle_initial = req->cpu_throttle_initial
 				     ? req->cpu_throttle_initial
-				     : n->cfg->cpu_throttle_initial;
+				     : n->cfg.cpu_throttle_initial;
 	o.throttle_increment = req->cpu_throttle_increment
 				       ? req->cpu_throttle_increment
-				       : n->cfg->cpu_throttle_increment;
+				       : n->cfg.cpu_throttle_increment;
 	o.throttle_max = req->max_cpu_throttle ? req->max_cpu_throttle
-					       : n->cfg->max_cpu_throttle;
+					       : n->cfg.max_cpu_throttle;
 	o.downtime_ms = HAS(DOWNTIME_LIMIT_MS) ? req->downtime_limit_ms : 300;
 	o.max_bw = req->max_bandwidth;
 	o.verify = req->verify;
@@ -287,17 +287,17 @@ static void cmd_migrate(struct nd_node *n, const struct proto_ctl_req *req,
  * only one source used it; "source" names the node that started it
  * (`ferry cancel a/7`). NULL with *why set when there is none.
  */
-static struct nd_mig *named(struct nd_node *n, const struct proto_ctl_req *req,
+static struct nd_mig *named(struct mig_env *n, const struct proto_ctl_req *req,
 			    const char **why)
 {
 	const char *src = req->source;
 	uint64_t id = req->id;
 	struct nd_mig *m, *found = NULL;
-	struct nd_peer *p;
+	struct mig_peer *p;
 
 	*why = "no such migration";
-	if (src[0] && strcmp(src, n->cfg->name)) {
-		p = nd_peer_find(n, src);
+	if (src[0] && strcmp(src, n->cfg.name)) {
+		p = mig_peer_find(n, src);
 		if (!p)
 			*why = "no such migration (no peer of that name)";
 		return p ? nd_mig_find(n, id, false, p) : NULL;
@@ -305,7 +305,7 @@ static struct nd_mig *named(struct nd_node *n, const struct proto_ctl_req *req,
 	m = nd_mig_find(n, id, true, NULL);
 	if (m || src[0])
 		return m;
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
+	for (int i = 0; i < MIG_MAX; i++) {
 		m = n->migs[i];
 		if (!m || m->source || m->id != id)
 			continue;
@@ -331,12 +331,12 @@ static struct nd_mig *named(struct nd_node *n, const struct proto_ctl_req *req,
 static const char *force_resume(struct nd_mig *m, uint64_t now, char *buf,
 				size_t len)
 {
-	const char *peer = m->peer->conf->name;
+	const char *peer = m->peer->name;
 	struct proto_msg *msg;
 
 	if (nd_mig_finished(m))
 		return "migration already ended";
-	if (nd_peer_state(m->peer, now) == ND_PEER_REACHABLE) {
+	if (mig_peer_state(m->n, m->peer, now) == MIG_PEER_REACHABLE) {
 		snprintf(buf, len,
 			 "%s is reachable: the migration ends by itself", peer);
 		return buf;
@@ -369,7 +369,7 @@ static const char *force_resume(struct nd_mig *m, uint64_t now, char *buf,
 	return buf;
 }
 
-void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
+void nd_migs_command(struct mig_env *n, const struct proto_ctl_req *req,
 		     msgpack_packer *pk)
 {
 	uint64_t now = fy_now_ns();
@@ -382,12 +382,12 @@ void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
 		return;
 	}
 	if (req->cmd == PROTO_CTL_MIGRATIONS) {
-		for (int i = 0; i < ND_MIGS_MAX; i++)
+		for (int i = 0; i < MIG_MAX; i++)
 			count += !!n->migs[i];
 		msgpack_pack_map(pk, 1);
 		proto_mp_pack_str(pk, "migrations");
 		msgpack_pack_array(pk, count);
-		for (int i = 0; i < ND_MIGS_MAX; i++)
+		for (int i = 0; i < MIG_MAX; i++)
 			if (n->migs[i])
 				pack_mig(pk, n->migs[i], now);
 		return;
@@ -464,17 +464,17 @@ void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
  */
 static bool dst_lost_source(const struct nd_mig *m, uint64_t now)
 {
-	const struct nd_peer *p = m->peer;
+	const struct mig_peer *p = m->peer;
 
-	if (nd_peer_state(p, now) != ND_PEER_UNREACHABLE)
+	if (mig_peer_state(m->n, p, now) != MIG_PEER_UNREACHABLE)
 		return false;
 	return p->disconnect_ns > m->t_start ||
-	       now - p->last_seen_ns >= m->n->cfg->peer_timeout_ms * 1000000ULL;
+	       now - p->last_seen_ns >= m->n->cfg.peer_timeout_ms * 1000000ULL;
 }
 
-void nd_migs_tick(struct nd_node *n, uint64_t now)
+void nd_migs_tick(struct mig_env *n, uint64_t now)
 {
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
+	for (int i = 0; i < MIG_MAX; i++) {
 		struct nd_mig *m = n->migs[i];
 
 		if (!m) {
@@ -489,7 +489,8 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 			    dst_lost_source(m, now))
 				nd_mig_dst_stop(m, "source unreachable", false);
 		} else if (m->sm.state == ND_DST_FAILED_UNTOLD &&
-			   nd_peer_state(m->peer, now) == ND_PEER_REACHABLE) {
+			   mig_peer_state(m->n, m->peer, now) ==
+				   MIG_PEER_REACHABLE) {
 			/* our copy is gone and never ran: the source's may */
 			nd_mig_send_abort(m, m->reason);
 			nd_mig_to(m, ND_DST_FAILED, "ABORT sent");
@@ -510,7 +511,7 @@ void nd_migs_tick(struct nd_node *n, uint64_t now)
 static enum nd_src_state src_recover_postcopy(struct nd_mig *m,
 					      enum nd_mig_phase phase)
 {
-	struct nd_vm *v = nd_vm_find(m->n, m->vm);
+	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 	int ret = -ENOENT;
 
 	if (v && v->kc && !v->mig) {
@@ -523,7 +524,7 @@ static enum nd_src_state src_recover_postcopy(struct nd_mig *m,
 		snprintf(m->reason, sizeof(m->reason),
 			 "ferryd restarted during post-copy and cannot serve "
 			 "the VM's pages (%s): the VM on %.64s may miss pages",
-			 strerror(-ret), m->peer->conf->name);
+			 strerror(-ret), m->peer->name);
 		return ND_SRC_FAILED;
 	}
 	m->t_pause = m->t_start;
@@ -542,12 +543,12 @@ static enum nd_src_state src_recover_postcopy(struct nd_mig *m,
  */
 static enum nd_src_state src_recover_committed(struct nd_mig *m)
 {
-	struct nd_vm *v = nd_vm_find(m->n, m->vm);
+	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 
 	if (!v || !v->kc || v->mig) {
 		snprintf(m->reason, sizeof(m->reason),
 			 "ferryd restarted after commit; the VM lives on %.64s",
-			 m->peer->conf->name);
+			 m->peer->name);
 		return ND_SRC_COMPLETED;
 	}
 	m->vmp = v;
@@ -557,7 +558,7 @@ static enum nd_src_state src_recover_committed(struct nd_mig *m)
 	m->t_start = m->t_pause = fy_now_ns();
 	pr_warn("migration %" PRIu64 " of %s: ferryd restarted after commit: "
 		"the VM stays paused here until %s says whether it runs there",
-		m->id, m->vm, m->peer->conf->name);
+		m->id, m->vm, m->peer->name);
 	return ND_SRC_COMMITTED;
 }
 
@@ -565,7 +566,7 @@ static enum nd_src_state src_recover_committed(struct nd_mig *m)
 static enum nd_src_state src_recover(struct nd_mig *m,
 				     const struct nd_record *r)
 {
-	struct nd_vm *v = nd_vm_find(m->n, m->vm);
+	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 	struct kva_status st;
 
 	if (r->postcopy &&
@@ -590,7 +591,7 @@ static enum nd_src_state src_recover(struct nd_mig *m,
 static enum nd_dst_state dst_recover(struct nd_mig *m,
 				     const struct nd_record *r)
 {
-	struct nd_vm *v = nd_vm_find(m->n, m->vm);
+	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 
 	if (v && v->kc && kva_client_layout(v->kc)->state == KVA_VM_INCOMING &&
 	    r->phase != ND_MIG_COMMITTED) {
@@ -598,7 +599,7 @@ static enum nd_dst_state dst_recover(struct nd_mig *m,
 			"%" PRIu64,
 			m->vm, m->id);
 		kva_client_exit(v->kc);
-		nd_vm_forget(v);
+		mig_vm_forget(m->n, v);
 		return ND_DST_FAILED_UNTOLD;
 	}
 	if (!v && r->phase != ND_MIG_COMMITTED && r->phase != ND_MIG_POSTCOPY)
@@ -613,10 +614,10 @@ static enum nd_dst_state dst_recover(struct nd_mig *m,
 	return ND_DST_FAILED;
 }
 
-static void load_record(struct nd_node *n, const char *name)
+static void load_record(struct mig_env *n, const char *name)
 {
 	struct nd_record r;
-	struct nd_peer *p;
+	struct mig_peer *p;
 	struct nd_mig *m;
 	unsigned to;
 
@@ -624,7 +625,7 @@ static void load_record(struct nd_node *n, const char *name)
 		return;
 	if (r.source && r.id >= n->next_mig_id)
 		n->next_mig_id = r.id + 1;
-	p = nd_peer_find(n, r.peer);
+	p = mig_peer_find(n, r.peer);
 	if (!proto_name_valid(r.vm))
 		p = NULL; /* not a record ferryd wrote: never acted upon */
 	if (!p || !r.id ||
@@ -653,20 +654,12 @@ static void load_record(struct nd_node *n, const char *name)
 	nd_mig_to(m, to, "ferryd restarted");
 }
 
-int nd_migs_open(struct nd_node *n)
+int nd_migs_open(struct mig_env *n)
 {
 	struct dirent *de;
 	DIR *d;
-	int w, ret;
 
 	n->next_mig_id = 1;
-	w = snprintf(n->mig_dir, sizeof(n->mig_dir), "%s/%s", n->cfg->state_dir,
-		     ND_MIG_DIR_SUB);
-	if (w < 0 || (size_t)w >= sizeof(n->mig_dir))
-		return -ENAMETOOLONG;
-	ret = nd_dir_prepare("migration records' directory", n->mig_dir, 0700);
-	if (ret < 0)
-		return ret;
 	n->mig_dir_fd = open(n->mig_dir,
 			     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	d = n->mig_dir_fd < 0 ? NULL : nd_records_open(n);
@@ -683,12 +676,13 @@ int nd_migs_open(struct nd_node *n)
 	}
 	closedir(d);
 	nd_records_prune(n);
+	n->up = true;
 	return 0;
 }
 
-void nd_migs_close(struct nd_node *n)
+void nd_migs_close(struct mig_env *n)
 {
-	for (int i = 0; i < ND_MIGS_MAX; i++) {
+	for (int i = 0; i < MIG_MAX; i++) {
 		struct nd_mig *m = n->migs[i];
 
 		if (!m)

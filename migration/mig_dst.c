@@ -95,8 +95,8 @@ static int setup(struct nd_mig_dst *d)
 	struct fab_rkey rk;
 	int ret;
 
-	ret = nd_vm_spawn_incoming(d->n, d->vm, d->pages * FY_PAGE_SIZE,
-				   d->vcpus, d->accel, &d->pid);
+	ret = mig_vm_spawn(d->n, d->vm, d->pages * FY_PAGE_SIZE, d->vcpus,
+			   d->accel, &d->pid);
 	if (ret)
 		return nd_mig_dst_fail(d, "cannot start ferry-vm: %s",
 				       strerror(-ret));
@@ -159,7 +159,7 @@ static int setup(struct nd_mig_dst *d)
 	h->type = PROTO_HOLDER_MAP;
 	h->holder_map.mig = d->id;
 	snprintf(h->holder_map.node, sizeof(h->holder_map.node), "%s",
-		 d->n->cfg->name);
+		 d->n->cfg.name);
 	h->holder_map.addr_len = d->n->fab_addr_len;
 	memcpy(h->holder_map.addr, d->n->fab_addr_raw, d->n->fab_addr_len);
 	h->holder_map.page_size = FY_PAGE_SIZE;
@@ -755,7 +755,7 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 	}
 	/* ferry-vm removes it on EXIT; not after a SIGKILL */
 	if (d->spawned)
-		nd_vm_unlink_sock(d->n, d->vm);
+		mig_vm_unlink_sock(d->n, d->vm);
 }
 
 void *nd_mig_dst_thread(void *arg)

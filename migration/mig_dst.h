@@ -40,16 +40,16 @@ struct nd_mig_slot {
 
 struct nd_mig_dst {
 	/* fixed before the thread starts */
-	struct nd_node *n;
+	struct mig_env *n;
 	uint64_t id;
-	char vm[ND_NAME_MAX + 1];
-	char peer[ND_NAME_MAX + 1];
+	char vm[PROTO_NAME_MAX + 1];
+	char peer[PROTO_NAME_MAX + 1];
 	uint64_t pages;
 	uint32_t vcpus;
 	enum kva_accel accel; /* the source's: kvm or user */
 	enum proto_mode mode;
 	uint64_t started; /* unix time, for the record */
-	char sock[ND_DIR_MAX + 80];
+	char sock[MIG_DIR_MAX + 80];
 	int efd; /* wakes the thread */
 	pthread_t thread;
 
@@ -169,7 +169,7 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p);
  * A peer's MIGRATE_PREPARE: refuse it with an ERROR (rate, ids, mode,
  * accelerator, names, one incoming VM at a time) or start the migration.
  */
-void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
+void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 			struct proto_msg *msg);
 /* Hand a message from the source to the thread; takes msg. */
 void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg);

@@ -34,7 +34,7 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 	d->n = m->n;
 	d->id = m->id;
 	snprintf(d->vm, sizeof(d->vm), "%s", p->vm);
-	snprintf(d->peer, sizeof(d->peer), "%s", m->peer->conf->name);
+	snprintf(d->peer, sizeof(d->peer), "%s", m->peer->name);
 	d->pages = p->regions[0].pages;
 	d->vcpus = p->vcpus;
 	if (kva_accel_parse(p->accel, &d->accel) ||
@@ -47,7 +47,7 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 	d->sm = &m->sm;
 	d->in_tail = &d->in;
 	d->out_tail = &d->out;
-	ret = nd_vm_sock_path(m->n, d->vm, d->sock, sizeof(d->sock));
+	ret = mig_vm_sock_path(m->n, d->vm, d->sock, sizeof(d->sock));
 	if (ret)
 		goto err_free;
 	if (d->pages * FY_PAGE_SIZE < (16ULL << 20) || d->pages % 512) {
@@ -80,7 +80,7 @@ err_free:
  * A peer may start ND_PREPARE_BURST migrations here at once, then one
  * every ND_PREPARE_EVERY_S: each one spawns a ferry-vm and writes a record.
  */
-static bool prepare_allowed(struct nd_peer *p)
+static bool prepare_allowed(struct mig_peer *p)
 {
 	uint64_t now = fy_now_ns(), every = ND_PREPARE_EVERY_S * 1000000000ULL;
 	uint64_t floor = now > ND_PREPARE_BURST * every
@@ -97,12 +97,12 @@ static bool prepare_allowed(struct nd_peer *p)
 }
 
 /* Destination: MIGRATE_PREPARE arrives. */
-void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
+void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 			struct proto_msg *msg)
 {
 	const struct proto_migrate_prepare *pp = &msg->prepare;
 	struct proto_msg e = { .type = PROTO_ERROR };
-	struct nd_vm *vm;
+	struct mig_vm *vm;
 	struct nd_mig *m;
 	int code = 0;
 
@@ -123,13 +123,13 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 		code = ENOTSUP;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "only one region of 4 KiB pages");
-	} else if (!strcmp(pp->accel, "user") && !p->conf->accept_user_vms) {
+	} else if (!strcmp(pp->accel, "user") && !p->accept_user_vms) {
 		/* its guest code would run natively in our ferry-vm */
 		code = EPERM;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "%s does not accept VMs of the user accelerator from "
 			 "%s (accept_user_vms in its [peer %s])",
-			 n->cfg->name, p->conf->name, p->conf->name);
+			 n->cfg.name, p->name, p->name);
 	} else if (!strcmp(pp->accel, "kvm") &&
 		   access("/dev/kvm", R_OK | W_OK)) {
 		/* ferry-vm --accel kvm would fail here: say why, up front */
@@ -137,18 +137,18 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "%s has no usable /dev/kvm: it can receive only VMs "
 			 "of the user accelerator",
-			 n->cfg->name);
-	} else if ((vm = nd_vm_find(n, pp->vm))) {
+			 n->cfg.name);
+	} else if ((vm = mig_vm_find(n, pp->vm, false))) {
 		code = EEXIST;
 		snprintf(e.error.text, sizeof(e.error.text),
-			 "a VM called %s exists on %s", pp->vm, n->cfg->name);
+			 "a VM called %s exists on %s", pp->vm, n->cfg.name);
 	} else {
-		for (int i = 0; i < ND_MIGS_MAX; i++)
+		for (int i = 0; i < MIG_MAX; i++)
 			if (n->migs[i] && n->migs[i]->dst)
 				code = EBUSY;
 		if (code)
 			snprintf(e.error.text, sizeof(e.error.text),
-				 "%s already receives a VM", n->cfg->name);
+				 "%s already receives a VM", n->cfg.name);
 	}
 	if (!code && !(m = nd_mig_new(n, false))) {
 		code = ENOSPC;
@@ -163,7 +163,7 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 		m->pages = pp->regions[0].pages;
 		m->vcpus = pp->vcpus;
 		nd_mig_to(m, ND_DST_PREPARE, "MIGRATE_PREPARE");
-		vm = nd_vm_add(n, pp->vm);
+		vm = mig_vm_add(n, pp->vm);
 		if (!vm) {
 			code = ENOSPC;
 			snprintf(e.error.text, sizeof(e.error.text),
@@ -181,13 +181,13 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 			snprintf(m->reason, sizeof(m->reason), "%.500s",
 				 e.error.text);
 			if (m->vmp)
-				nd_vm_forget(m->vmp);
+				mig_vm_forget(n, m->vmp);
 			m->vmp = NULL;
 			nd_mig_to(m, ND_DST_FAILED, m->reason);
 		} else {
 			pr_info("%" PRIu64 " (%s from %s): incoming: %" PRIu64
 				" MiB, %u vCPUs",
-				m->id, m->vm, p->conf->name,
+				m->id, m->vm, p->name,
 				m->pages * FY_PAGE_SIZE >> 20, m->vcpus);
 		}
 	}
@@ -196,8 +196,8 @@ void nd_mig_dst_prepare(struct nd_node *n, struct nd_peer *p,
 		pr_warn_limited(&p->warn,
 				"refusing migration %" PRIu64 " of %s from %s: "
 				"%s",
-				pp->mig, pp->vm, p->conf->name, e.error.text);
-		nd_peer_send(p, &e);
+				pp->mig, pp->vm, p->name, e.error.text);
+		mig_peer_send(n, p, &e);
 	}
 	proto_msg_free(msg);
 }
@@ -240,7 +240,7 @@ void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
 				"%" PRIu64 ": %s from %s dropped: the "
 				"migration's inbox is full",
 				m->id, proto_type_name(msg->type),
-				m->peer->conf->name);
+				m->peer->name);
 		proto_msg_free(msg);
 		free(q);
 	}
@@ -293,7 +293,7 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 		/* the VM is the node's now */
 		m->vmp->kc = d->kc_out;
 		/* the control thread's calls wait no longer than its own */
-		kva_client_set_timeout(d->kc_out, nd_vm_timeout_ms(m->n));
+		kva_client_set_timeout(d->kc_out, m->n->cfg.vm_timeout_ms);
 		m->vmp->pid = d->pid_out;
 		m->vmp->mig = NULL;
 		m->vmp = NULL;
@@ -303,7 +303,7 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 	pthread_mutex_unlock(&d->lock);
 	for (; q; q = next) {
 		next = q->next;
-		if (nd_peer_send(m->peer, q->m)) {
+		if (mig_peer_send(m->n, m->peer, q->m)) {
 			/*
 			 * Not connected to the source yet (it restarted and
 			 * our side reconnects) or for now: keep the rest, in
@@ -311,8 +311,7 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 			 * silent is stopped for it below (nd_migs_tick).
 			 */
 			pr_debug("%" PRIu64 ": cannot send %s to %s yet", m->id,
-				 proto_type_name(q->m->type),
-				 m->peer->conf->name);
+				 proto_type_name(q->m->type), m->peer->name);
 			last = q;
 			while (last->next)
 				last = last->next;
@@ -330,7 +329,7 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 	if (done && !m->t_end) {
 		m->t_end = fy_now_ns();
 		if (m->vmp && !d->handed) {
-			nd_vm_forget(m->vmp);
+			mig_vm_forget(m->n, m->vmp);
 			m->vmp = NULL;
 		}
 	}
@@ -350,7 +349,7 @@ void nd_mig_dst_free(struct nd_mig *m)
 	for (q = d->out; q; q = next) {
 		next = q->next;
 		pr_warn("%" PRIu64 ": cannot send %s to %s", m->id,
-			proto_type_name(q->m->type), m->peer->conf->name);
+			proto_type_name(q->m->type), m->peer->name);
 		proto_msg_free(q->m);
 		free(q);
 	}

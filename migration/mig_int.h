@@ -2,6 +2,7 @@
 #ifndef FERRY_MIGRATION_MIG_INT_H
 #define FERRY_MIGRATION_MIG_INT_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <pthread.h>
@@ -10,7 +11,6 @@
 #include "common/log.h"
 #include "migration/mig_sm.h"
 #include "migration/migration.h"
-#include "node/node_int.h"
 #include "postcopy/postcopy.h"
 #include "protocol/protocol.h"
 
@@ -20,10 +20,21 @@
  * mig_conv.c), records (mig_record.c) and the table's commands
  * (mig_ctl.c). The destination's side is mig_dst.h.
  *
- * The engine still reaches the daemon's peers and VMs through
- * node/node_int.h, the one coupling left: node/ calls the engine through
- * migration.h, the engine calls node's peer and VM functions.
+ * The daemon's peers and VMs are reached only through mig_env's host
+ * operations (migration.h), so that node/ calls the engine and never the
+ * other way round.
  */
+
+/* the destination starts its VM and answers MIGRATE_PREPARE within */
+#define ND_MIG_PREPARE_TIMEOUT_NS (30 * 1000000000ULL)
+/* MIGRATE_PREPAREs a peer may send: a burst, then one every so often */
+#define ND_PREPARE_BURST 8U
+#define ND_PREPARE_EVERY_S 2U
+/* a record's file name: "<peer>-<id>.dst" at the longest */
+#define ND_RECORD_NAME_MAX (PROTO_NAME_MAX + 32)
+/* records of ended migrations kept in <state_dir>/migrations */
+#define ND_RECORDS_MAX 256
+#define ND_RECORDS_AGE_S (30 * 86400)
 
 struct nd_mig_opts {
 	enum proto_mode mode;
@@ -47,10 +58,10 @@ struct nd_mig_dst;
 struct nd_mig {
 	uint64_t id; /* chosen by the source */
 	bool source;
-	struct nd_node *n;
-	struct nd_peer *peer;
-	char vm[ND_NAME_MAX + 1];
-	struct nd_vm *vmp; /* NULL once the VM left */
+	struct mig_env *n;
+	struct mig_peer *peer;
+	char vm[PROTO_NAME_MAX + 1];
+	struct mig_vm *vmp; /* NULL once the VM left */
 	struct nd_mig_opts o;
 	struct nd_mig_sm sm; /* nd_mig_state(), nd_mig_to() */
 	char reason[512]; /* why it failed */
@@ -116,24 +127,22 @@ struct nd_mig {
 };
 
 /* Log about migration m: "ID (VM to|from PEER): ..." */
-#define mig_err(m, fmt, ...)                                       \
-	pr_err("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
-	       (m)->source ? "to" : "from", (m)->peer->conf->name, \
-	       ##__VA_ARGS__)
-#define mig_info(m, fmt, ...)                                       \
-	pr_info("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm,   \
-		(m)->source ? "to" : "from", (m)->peer->conf->name, \
-		##__VA_ARGS__)
+#define mig_err(m, fmt, ...)                                     \
+	pr_err("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm, \
+	       (m)->source ? "to" : "from", (m)->peer->name, ##__VA_ARGS__)
+#define mig_info(m, fmt, ...)                                     \
+	pr_info("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm, \
+		(m)->source ? "to" : "from", (m)->peer->name, ##__VA_ARGS__)
 
 /* Completed, failed or cancelled? */
 bool nd_mig_finished(const struct nd_mig *m);
 /* A zeroed migration of that role in the table, in state NEW. */
-struct nd_mig *nd_mig_new(struct nd_node *n, bool source);
+struct nd_mig *nd_mig_new(struct mig_env *n, bool source);
 /* Migration id of the given role; p NULL: any peer. */
-struct nd_mig *nd_mig_find(struct nd_node *n, uint64_t id, bool source,
-			   const struct nd_peer *p);
+struct nd_mig *nd_mig_find(struct mig_env *n, uint64_t id, bool source,
+			   const struct mig_peer *p);
 /* Start migrating vm to peer; 0 and *id, or -errno with a text in err. */
-int nd_mig_src_start(struct nd_node *n, const char *vm, const char *peer,
+int nd_mig_src_start(struct mig_env *n, const char *vm, const char *peer,
 		     const struct nd_mig_opts *o, uint64_t *id, char *err,
 		     size_t errlen);
 /*
@@ -207,13 +216,47 @@ bool nd_mig_has(const struct nd_mig *m, unsigned flags);
  */
 int nd_mig_to(struct nd_mig *m, unsigned to, const char *why);
 
+/* mig.c: the daemon's peers and VMs (mig_env.ops), for the engine */
+
+int mig_peer_send(struct mig_env *n, struct mig_peer *p,
+		  const struct proto_msg *msg);
+enum mig_peer_state mig_peer_state(struct mig_env *n, const struct mig_peer *p,
+				   uint64_t now);
+struct mig_peer *mig_peer_find(struct mig_env *n, const char *name);
+struct mig_vm *mig_vm_find(struct mig_env *n, const char *name, bool rescan);
+struct mig_vm *mig_vm_add(struct mig_env *n, const char *name);
+void mig_vm_forget(struct mig_env *n, struct mig_vm *vm);
+/* These three from any thread. */
+int mig_vm_spawn(struct mig_env *n, const char *name, uint64_t mem,
+		 unsigned vcpus, enum kva_accel accel, pid_t *pid);
+int mig_vm_sock_path(struct mig_env *n, const char *name, char *buf,
+		     size_t len);
+int mig_vm_unlink_sock(struct mig_env *n, const char *name);
+
+/* mig_mem.c: guest RAM */
+
+/*
+ * The runs of pages that hold data in memfd fd of `pages` pages
+ * (SEEK_DATA / SEEK_HOLE; holes read as zeros). *runs is malloc'ed.
+ */
+int mig_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs,
+			size_t *nr);
+
+/*
+ * Checksums (fy_page_csum) of pages [start, start + n) of the mapping
+ * base of memfd fd into out; holes get the zero page's checksum without
+ * being touched (a read would allocate them).
+ */
+int mig_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
+		    uint64_t n, uint64_t *out);
+
 /* mig_record.c: the records in mig_dir */
 
 struct nd_record {
 	uint64_t id;
 	bool source;
-	char vm[ND_NAME_MAX + 1];
-	char peer[ND_NAME_MAX + 1];
+	char vm[PROTO_NAME_MAX + 1];
+	char peer[PROTO_NAME_MAX + 1];
 	enum nd_mig_phase phase;
 	bool known; /* read: the phase was one of ours */
 	bool postcopy; /* the state has ND_SM_PC */
@@ -225,20 +268,20 @@ struct nd_record {
 /* "ID.src" or "PEER-ID.dst". */
 void nd_record_name(const struct nd_record *r, char *buf, size_t len);
 /* Write r in mig_dir (a temporary file, then renameat()); errors logged. */
-void nd_record_put(const struct nd_node *n, const struct nd_record *r);
+void nd_record_put(const struct mig_env *n, const struct nd_record *r);
 /* Read record name from mig_dir; 0 or -errno. */
-int nd_record_get(const struct nd_node *n, const char *name,
+int nd_record_get(const struct mig_env *n, const char *name,
 		  struct nd_record *r);
 /* Persist m's record. */
 void nd_mig_record(struct nd_mig *m);
 /* mig_dir for reading, a DIR of its own; NULL (logged). */
-DIR *nd_records_open(struct nd_node *n);
+DIR *nd_records_open(struct mig_env *n);
 /*
  * Keep the newest ND_RECORDS_MAX records of ended migrations, none older
  * than ND_RECORDS_AGE_S; never the records of running migrations, nor the
  * source record with the highest id (the next id follows from it).
  */
-void nd_records_prune(struct nd_node *n);
+void nd_records_prune(struct mig_env *n);
 
 /* mig_csum.c: --verify's checksums, on both sides */
 

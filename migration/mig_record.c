@@ -33,7 +33,7 @@ void nd_record_name(const struct nd_record *r, char *buf, size_t len)
 		snprintf(buf, len, "%s-%" PRIu64 ".dst", r->peer, r->id);
 }
 
-void nd_record_put(const struct nd_node *n, const struct nd_record *r)
+void nd_record_put(const struct mig_env *n, const struct nd_record *r)
 {
 	char name[ND_RECORD_NAME_MAX], tmp[ND_RECORD_NAME_MAX + 8];
 	char text[2048];
@@ -73,7 +73,7 @@ static bool value(const char *line, const char *key, char *buf, size_t len)
 	return true;
 }
 
-int nd_record_get(const struct nd_node *n, const char *name,
+int nd_record_get(const struct mig_env *n, const char *name,
 		  struct nd_record *r)
 {
 	char line[600], num[24], phase[32] = "", mode[16] = "precopy";
@@ -112,7 +112,7 @@ int nd_record_get(const struct nd_node *n, const char *name,
 	return 0;
 }
 
-DIR *nd_records_open(struct nd_node *n)
+DIR *nd_records_open(struct mig_env *n)
 {
 	int fd = dup(n->mig_dir_fd);
 	DIR *d = fd < 0 ? NULL : fdopendir(fd);

@@ -118,7 +118,7 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev,
 	ret = pc ? nd_src_send_gen(m, PROTO_POSTCOPY) : 0;
 	if (!ret)
 		ret = nd_src_announce_round(m, false);
-	m->deadline = fy_now_ns() + m->n->cfg->mig_timeout_ms * 1000000ULL;
+	m->deadline = fy_now_ns() + m->n->cfg.mig_timeout_ms * 1000000ULL;
 	if (!ret && m->o.verify && !pc) {
 		/* the tick sends the chunks, then calls switchover_end() */
 		ret = nd_mig_csum_start(m);
@@ -186,7 +186,7 @@ static void postcopy_start(struct nd_mig *m)
 		return;
 	}
 	m->t_pause = fy_now_ns();
-	ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs, &nr);
+	ret = mig_memfd_data_runs(l->regions[0].memfd, m->pages, &runs, &nr);
 	if (ret) {
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"cannot scan guest RAM: %s", strerror(-ret));
@@ -244,8 +244,7 @@ static void round_done(struct nd_mig *m)
 	nd_src_round_begin(m, runs, nr);
 	if (nd_src_announce_round(m, true))
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s",
-				m->peer->conf->name);
+				"lost the connection to %s", m->peer->name);
 }
 
 /*
@@ -271,8 +270,8 @@ static void src_start_rounds(struct nd_mig *m)
 	nr = 0;
 	/* post-copy: an empty round 0 that D answers once it is ready */
 	if (!ret && !postcopy)
-		ret = nd_memfd_data_runs(l->regions[0].memfd, m->pages, &runs,
-					 &nr);
+		ret = mig_memfd_data_runs(l->regions[0].memfd, m->pages, &runs,
+					  &nr);
 	if (ret) {
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"cannot scan guest RAM: %s", strerror(-ret));
@@ -287,8 +286,7 @@ static void src_start_rounds(struct nd_mig *m)
 	if (ret) {
 		free(runs);
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s",
-				m->peer->conf->name);
+				"lost the connection to %s", m->peer->name);
 		return;
 	}
 	if (nd_mig_to(m,
@@ -310,8 +308,7 @@ static void src_start_rounds(struct nd_mig *m)
 		 m->resident, m->pages);
 	if (nd_src_announce(m, true))
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s",
-				m->peer->conf->name);
+				"lost the connection to %s", m->peer->name);
 }
 
 /* `ferry migrate-postcopy`: the rest of the round, then post-copy. */
@@ -321,8 +318,7 @@ static void src_postcopy_now(struct nd_mig *m)
 
 	if (ret) {
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s",
-				m->peer->conf->name);
+				"lost the connection to %s", m->peer->name);
 		return;
 	}
 	snprintf(m->actions, sizeof(m->actions),
@@ -351,7 +347,7 @@ static void src_committed(struct nd_mig *m, uint64_t now)
 	 * The VM stays paused here until RESUMED: tearing down 1 GiB of
 	 * registration first would count in the downtime.
 	 */
-	mig_info(m, "committed: the VM now lives on %s", m->peer->conf->name);
+	mig_info(m, "committed: the VM now lives on %s", m->peer->name);
 }
 
 /* D's PROGRESS: the counters; every page announced pulled: round done. */
@@ -386,7 +382,7 @@ static void src_runs_there(struct nd_mig *m, uint64_t now)
 						      : ND_SRC_POSTCOPY_LOST,
 		  "the VM runs on the destination");
 	mig_info(m, "post-copy: the VM runs on %s after %.1f ms of downtime",
-		 m->peer->conf->name, m->downtime_ns / 1e6);
+		 m->peer->name, m->downtime_ns / 1e6);
 }
 
 /* RESUMED after our commit, or COMMIT after post-copy: it is over. */
@@ -443,7 +439,7 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 		 */
 		if (msg->type == PROTO_COMMIT)
 			mig_info(m, "%s committed on its own (an older ferryd)",
-				 m->peer->conf->name);
+				 m->peer->name);
 		src_committed(m, now);
 		break;
 	case ND_ACT_RESUME_AGAIN:
@@ -456,37 +452,38 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 		src_done(m, now);
 		break;
 	case ND_ACT_ABANDON:
-		nd_mig_src_abandon(m, false, "%s aborted: %s",
-				   m->peer->conf->name, msg->abort.reason);
+		nd_mig_src_abandon(m, false, "%s aborted: %s", m->peer->name,
+				   msg->abort.reason);
 		break;
 	case ND_ACT_FAIL:
 		nd_mig_src_fail(m, ND_SRC_FAILED, false, "%s refused: %s (%s)",
-				m->peer->conf->name, msg->error.text,
+				m->peer->name, msg->error.text,
 				strerror(msg->error.code));
 		break;
 	}
 }
 
 /* The source's timers: peer loss, silence, --timeout, RESUME again. */
-static bool src_timed_out(struct nd_mig *m, uint64_t now, enum nd_peer_state ps)
+static bool src_timed_out(struct nd_mig *m, uint64_t now,
+			  enum mig_peer_state ps)
 {
-	const struct nd_config *cfg = m->n->cfg;
+	const struct mig_conf *cfg = &m->n->cfg;
 
-	if (ps != ND_PEER_REACHABLE)
+	if (ps != MIG_PEER_REACHABLE)
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"peer %s unreachable (no PONG for %u ms)",
-				m->peer->conf->name, cfg->peer_timeout_ms);
+				m->peer->name, cfg->peer_timeout_ms);
 	else if (nd_mig_phase(m) == ND_MIG_PREPARE && now > m->deadline)
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"%s did not answer MIGRATE_PREPARE in %llu s",
-				m->peer->conf->name,
+				m->peer->name,
 				ND_MIG_PREPARE_TIMEOUT_NS / 1000000000ULL);
 	else if (nd_mig_phase(m) != ND_MIG_PREPARE &&
 		 now - m->last_heard > cfg->mig_timeout_ms * 1000000ULL)
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"no progress from %s for %u ms (stalled "
 				"link?)",
-				m->peer->conf->name, cfg->mig_timeout_ms);
+				m->peer->name, cfg->mig_timeout_ms);
 	else if (m->o.timeout_s &&
 		 now - m->t_start > m->o.timeout_s * 1000000000ULL)
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
@@ -512,14 +509,14 @@ static void src_send_csums(struct nd_mig *m)
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
 				"lost the connection to %s (cannot send "
 				"VERIFY: %s)",
-				m->peer->conf->name, strerror(-ret));
+				m->peer->name, strerror(-ret));
 	else
 		switchover_end(m);
 }
 
 void nd_mig_src_tick(struct nd_mig *m, uint64_t now)
 {
-	enum nd_peer_state ps = nd_peer_state(m->peer, now);
+	enum mig_peer_state ps = mig_peer_state(m->n, m->peer, now);
 	enum nd_src_state st = m->sm.state;
 
 	if (nd_mig_finished(m))
@@ -530,7 +527,7 @@ void nd_mig_src_tick(struct nd_mig *m, uint64_t now)
 		 * waits, paused, with its pages served, for COMMIT (or
 		 * ABORT before D resumed it).
 		 */
-		if (nd_mig_has(m, ND_SM_LOST) && ps == ND_PEER_REACHABLE &&
+		if (nd_mig_has(m, ND_SM_LOST) && ps == MIG_PEER_REACHABLE &&
 		    !nd_src_send_holder_map(m)) {
 			nd_mig_to(m,
 				  st == ND_SRC_POSTCOPY_LOST
@@ -543,7 +540,7 @@ void nd_mig_src_tick(struct nd_mig *m, uint64_t now)
 	}
 	if (st == ND_SRC_COMMITTED) {
 		/* only D's RESUMED or ABORT ends it: ask until then */
-		if (now > m->deadline && ps == ND_PEER_REACHABLE)
+		if (now > m->deadline && ps == MIG_PEER_REACHABLE)
 			nd_src_send_resume(m, now);
 		return;
 	}
@@ -555,6 +552,5 @@ void nd_mig_src_tick(struct nd_mig *m, uint64_t now)
 		src_postcopy_now(m);
 	else if (st == ND_SRC_PRECOPY && nd_src_announce(m, true))
 		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s",
-				m->peer->conf->name);
+				"lost the connection to %s", m->peer->name);
 }

@@ -43,14 +43,14 @@ void nd_mig_src_release(struct nd_mig *m)
 	stage_free(m);
 	fab_mr_dereg(m->cache_mr);
 	m->cache_mr = NULL;
-	nd_release_bg(m->cache, m->pages * FY_PAGE_SIZE, NULL);
+	mig_release_bg(m->cache, m->pages * FY_PAGE_SIZE, NULL);
 	m->cache = NULL;
 	if (m->mr) {
 		fab_mr_dereg(m->mr);
 		m->mr = NULL;
 	}
 	/* our map of the VM's RAM: the last reference, if the VM exited */
-	nd_release_bg(m->map, m->pages * FY_PAGE_SIZE, NULL);
+	mig_release_bg(m->map, m->pages * FY_PAGE_SIZE, NULL);
 	m->map = NULL;
 	if (m->vmp) {
 		m->vmp->mig = NULL;
@@ -262,7 +262,7 @@ int nd_src_send_holder_map(struct nd_mig *m)
 	fab_mr_rkey(m->o.delta ? m->cache_mr : m->mr, &rk);
 	h.holder_map.mig = m->id;
 	snprintf(h.holder_map.node, sizeof(h.holder_map.node), "%s",
-		 m->n->cfg->name);
+		 m->n->cfg.name);
 	h.holder_map.addr_len = m->n->fab_addr_len;
 	memcpy(h.holder_map.addr, m->n->fab_addr_raw, m->n->fab_addr_len);
 	h.holder_map.page_size = FY_PAGE_SIZE;
@@ -280,7 +280,7 @@ int nd_src_send_holder_map(struct nd_mig *m)
 /* The source's copy is no longer needed: the VM exits here. */
 void nd_src_drop_vm(struct nd_mig *m)
 {
-	struct nd_vm *vm = m->vmp;
+	struct mig_vm *vm = m->vmp;
 	int ret;
 
 	if (!vm)
@@ -289,7 +289,7 @@ void nd_src_drop_vm(struct nd_mig *m)
 	if (ret)
 		mig_err(m, "EXIT: %s", strerror(-ret));
 	nd_mig_src_release(m);
-	nd_vm_forget(vm);
+	mig_vm_forget(m->n, vm);
 }
 
 /* RESUME: D may run the VM now. */
@@ -299,7 +299,7 @@ void nd_src_send_resume(struct nd_mig *m, uint64_t now)
 		mig_err(m,
 			"no RESUMED from %s yet: the VM stays paused here "
 			"until it answers",
-			m->peer->conf->name);
+			m->peer->name);
 	nd_src_send_gen(m, PROTO_RESUME);
 	m->deadline = now + RESUME_NS;
 }

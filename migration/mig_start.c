@@ -42,7 +42,7 @@ int nd_mig_src_map(struct nd_mig *m)
 }
 
 /* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
-int nd_mig_src_start(struct nd_node *n, const char *vmname,
+int nd_mig_src_start(struct mig_env *n, const char *vmname,
 		     const char *peername, const struct nd_mig_opts *o,
 		     uint64_t *id, char *err, size_t errlen)
 {
@@ -50,26 +50,24 @@ int nd_mig_src_start(struct nd_node *n, const char *vmname,
 	struct proto_region_desc rd;
 	const struct kva_layout *l;
 	struct kva_status st;
-	struct nd_peer *peer;
-	struct nd_vm *vm;
+	enum mig_peer_state ps;
+	struct mig_peer *peer;
+	struct mig_vm *vm;
 	struct nd_mig *m;
 	int ret;
 
-	peer = nd_peer_find(n, peername);
+	peer = mig_peer_find(n, peername);
 	if (!peer) {
 		snprintf(err, errlen, "no peer called '%s'", peername);
 		return -ENOENT;
 	}
-	if (nd_peer_state(peer, fy_now_ns()) != ND_PEER_REACHABLE) {
+	ps = mig_peer_state(n, peer, fy_now_ns());
+	if (ps != MIG_PEER_REACHABLE) {
 		snprintf(err, errlen, "peer '%s' is %s", peername,
-			 nd_peer_state_name(nd_peer_state(peer, fy_now_ns())));
+			 mig_peer_state_name(ps));
 		return -EHOSTUNREACH;
 	}
-	vm = nd_vm_find(n, vmname);
-	if (!vm) {
-		nd_vms_rescan(n);
-		vm = nd_vm_find(n, vmname);
-	}
+	vm = mig_vm_find(n, vmname, true);
 	if (!vm || !vm->kc) {
 		snprintf(err, errlen, "no VM called '%s' here (ferry vms)",
 			 vmname);

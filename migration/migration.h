@@ -5,7 +5,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <sys/types.h>
+
 #include <msgpack.h>
+
+#include "common/log.h"
+#include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
 
 /*
  * The migration engine (docs/migration.md, docs/architecture.md): every
@@ -15,30 +21,131 @@
  * migration commands, and at shutdown.
  */
 
-struct nd_node;
-struct nd_peer;
 struct nd_mig;
 struct proto_msg;
 struct proto_ctl_req;
+struct kva_client;
+struct fab_domain;
 
-/* Load the records of earlier migrations; fail interrupted ones. */
-int nd_migs_open(struct nd_node *n);
+#define MIG_MAX 32 /* migrations kept, finished ones included */
+#define MIG_DIR_MAX 1024
+
+/* A peer as the engine sees it; the daemon keeps one in each peer. */
+struct mig_peer {
+	const char *name; /* its configured name */
+	bool accept_user_vms; /* it may send us VMs of the user accelerator */
+	uint64_t disconnect_ns; /* our connection to it last dropped; 0 */
+	uint64_t last_seen_ns, last_pong_ns; /* 0: never */
+	struct fy_ratelimit warn; /* for what it can repeat: its ERRORs */
+	uint64_t prepare_t; /* its MIGRATE_PREPAREs' bucket (mig_dst_ctl.c) */
+};
+
+/* A peer's state, as its PONGs tell (the daemon computes it). */
+enum mig_peer_state {
+	MIG_PEER_CONNECTING, /* no PONG yet */
+	MIG_PEER_REACHABLE, /* PONGs arrive */
+	MIG_PEER_UNREACHABLE, /* PONGs stopped for peer_timeout_ms */
+	MIG_PEER_INCOMPATIBLE, /* HELLO with another protocol version */
+};
+
+/* "reachable", ...: the names ferry prints. */
+const char *mig_peer_state_name(enum mig_peer_state s);
+
+/* A VM of this host: a ferry-vm whose adapter socket is in vm_dir. */
+struct mig_vm {
+	bool used; /* the registry's slot is taken */
+	char name[PROTO_NAME_MAX + 1];
+	/* NULL while an incoming migration's thread owns the VM */
+	struct kva_client *kc;
+	pid_t pid; /* a ferry-vm we started (destination), else 0 */
+	struct nd_mig *mig; /* the migration using it, or NULL */
+};
+
+/*
+ * What the engine asks of the daemon it runs in: the peer transport and
+ * the VM registry. host is mig_env.host. Called on the control thread.
+ */
+struct mig_host_ops {
+	/* Send m to p (never blocks); 0 or -errno. */
+	int (*send)(void *host, struct mig_peer *p, const struct proto_msg *m);
+	enum mig_peer_state (*peer_state)(void *host, const struct mig_peer *p,
+					  uint64_t now);
+	/* The configured peer called name, or NULL. */
+	struct mig_peer *(*peer_find)(void *host, const char *name);
+	/* The VM called name, or NULL; rescan: look in vm_dir first. */
+	struct mig_vm *(*vm_find)(void *host, const char *name, bool rescan);
+	/* A free slot for name (not attached); NULL when full. */
+	struct mig_vm *(*vm_add)(void *host, const char *name);
+	/* Close the client (the VM runs on) and free the slot. */
+	void (*vm_forget)(void *host, struct mig_vm *vm);
+	/* Start `ferry-vm --incoming` for name; *pid; 0 or -errno (logged). */
+	int (*vm_spawn)(void *host, const char *name, uint64_t mem,
+			unsigned vcpus, enum kva_accel accel, pid_t *pid);
+	/* <vm_dir>/<name>.sock into buf; -ENAMETOOLONG if it does not fit. */
+	int (*vm_sock_path)(void *host, const char *name, char *buf,
+			    size_t len);
+	/* Remove our stale socket of name; 0, -EPERM, -EBUSY, -errno. */
+	int (*vm_unlink_sock)(void *host, const char *name);
+};
+
+/* The daemon's settings the engine uses (ferryd.conf). */
+struct mig_conf {
+	const char *name; /* this node's */
+	unsigned peer_timeout_ms, mig_timeout_ms;
+	unsigned vm_timeout_ms; /* each adapter call of the control thread */
+	/* `ferry migrate`'s defaults for auto-converge */
+	enum proto_converge auto_converge;
+	unsigned cpu_throttle_initial, cpu_throttle_increment;
+	unsigned max_cpu_throttle;
+};
+
+/* The engine of one node: the daemon fills what is above "ours". */
+struct mig_env {
+	const struct mig_host_ops *ops;
+	void *host;
+	struct mig_conf cfg;
+	struct fab_domain *fab;
+	struct fab_domain *fault_fab; /* post-copy faults; NULL: refused */
+	uint8_t fab_addr_raw[256]; /* our fabric address, for HOLDER_MAP */
+	uint32_t fab_addr_len;
+	char mig_dir[MIG_DIR_MAX]; /* records: <state_dir>/migrations */
+	int mig_efd; /* eventfd: a destination's thread has news */
+	/* ours */
+	bool up; /* nd_migs_open() finished */
+	int mig_dir_fd;
+	struct nd_mig *migs[MIG_MAX];
+	uint64_t next_mig_id;
+	uint64_t next_mig_tick_ns;
+};
+
+/*
+ * Open mig_dir (made 0700 if missing), load the records of earlier
+ * migrations, fail or take up interrupted ones. 0 or -errno.
+ */
+int nd_migs_open(struct mig_env *n);
 /* A migration message (or an ERROR about one) from peer p; takes m. */
-void nd_mig_handle(struct nd_node *n, struct nd_peer *p, struct proto_msg *m);
+void nd_mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *m);
 /* Timers, peer loss, destination threads' news; returns when to call again. */
-void nd_migs_tick(struct nd_node *n, uint64_t now);
+void nd_migs_tick(struct mig_env *n, uint64_t now);
 /*
  * Control socket commands, decoded by proto_ctl_decode(): migrate,
  * migrations, migration, cancel, migrate-postcopy, force-resume.
  */
-void nd_migs_command(struct nd_node *n, const struct proto_ctl_req *req,
+void nd_migs_command(struct mig_env *n, const struct proto_ctl_req *req,
 		     msgpack_packer *pk);
 /* Migrations not finished yet. */
-unsigned nd_migs_active(const struct nd_node *n);
+unsigned nd_migs_active(const struct mig_env *n);
 /* For `ferry status`: "stalls", the post-copies waiting for a holder. */
-void nd_migs_pack_stalls(struct nd_node *n, msgpack_packer *pk, uint64_t now);
+void nd_migs_pack_stalls(struct mig_env *n, msgpack_packer *pk, uint64_t now);
 /* Stop destination threads, fail what is in flight; at shutdown. */
-void nd_migs_close(struct nd_node *n);
+void nd_migs_close(struct mig_env *n);
+/*
+ * Unmap map (len bytes; NULL: none) and close kc (NULL: none) on a thread
+ * of their own, which now owns both: the last reference to a guest's RAM
+ * frees it, about 0.3 s per GiB here, time the control thread owes its
+ * peers' PINGs and the CLI. Inline if no thread can be had.
+ */
+void mig_release_bg(void *map, size_t len, struct kva_client *kc);
 /* The migration's id (chosen by its source). */
 uint64_t nd_mig_id(const struct nd_mig *m);
 /*

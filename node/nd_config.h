@@ -34,8 +34,6 @@
 #define ND_DEFAULT_PING_MS 500
 #define ND_DEFAULT_TIMEOUT_MS 1500
 #define ND_DEFAULT_MIG_TIMEOUT_MS 10000
-/* the destination starts its VM and answers MIGRATE_PREPARE within */
-#define ND_MIG_PREPARE_TIMEOUT_NS (30 * 1000000000ULL)
 /* auto-converge; the throttle steps are QEMU's defaults */
 #define ND_DEFAULT_AUTO_CONVERGE PROTO_CONVERGE_DOWNTIME
 #define ND_DEFAULT_THROTTLE_INITIAL 20

@@ -147,7 +147,7 @@ static void pack_status(struct nd_node *n, msgpack_packer *pk)
 	struct fab_stats st = { 0 };
 
 	for (size_t i = 0; i < n->npeers; i++)
-		if (nd_peer_state(&n->peers[i], now) == ND_PEER_REACHABLE)
+		if (nd_peer_state(&n->peers[i], now) == MIG_PEER_REACHABLE)
 			reachable++;
 	if (n->fab)
 		fab_domain_stats(n->fab, &st);
@@ -165,8 +165,8 @@ static void pack_status(struct nd_node *n, msgpack_packer *pk)
 	proto_mp_pack_kv_u64(pk, "memory_regions", st.mr_count);
 	proto_mp_pack_kv_u64(pk, "peers_reachable", reachable);
 	proto_mp_pack_kv_u64(pk, "peers_configured", n->npeers);
-	proto_mp_pack_kv_u64(pk, "migrations", nd_migs_active(n));
-	nd_migs_pack_stalls(n, pk, now);
+	proto_mp_pack_kv_u64(pk, "migrations", nd_migs_active(&n->mig));
+	nd_migs_pack_stalls(&n->mig, pk, now);
 	proto_mp_pack_kv_u64(pk, "refused", n->refused);
 	proto_mp_pack_kv_u64(pk, "malformed", n->malformed);
 	proto_mp_pack_kv_u64(pk, "uptime_s",
@@ -197,13 +197,14 @@ static void pack_peers(struct nd_node *n, msgpack_packer *pk)
 		msgpack_pack_map(pk, 12);
 		proto_mp_pack_kv_str(pk, "name", p->conf->name);
 		proto_mp_pack_kv_str(pk, "address", p->conf->address);
-		proto_mp_pack_kv_str(pk, "state",
-				     nd_peer_state_name(nd_peer_state(p, now)));
+		proto_mp_pack_kv_str(
+			pk, "state",
+			mig_peer_state_name(nd_peer_state(p, now)));
 		pack_ms(pk, "rtt_last_ms", p->rtt_count, p->rtt_last_ns / 1e6);
 		pack_ms(pk, "rtt_avg_ms", p->rtt_count,
 			p->rtt_count ? p->rtt_sum_ns / 1e6 / p->rtt_count : 0);
-		pack_ms(pk, "last_seen_s", p->last_seen_ns,
-			(now - p->last_seen_ns) / 1e9);
+		pack_ms(pk, "last_seen_s", p->mig.last_seen_ns,
+			(now - p->mig.last_seen_ns) / 1e9);
 		proto_mp_pack_kv_u64(pk, "malformed", p->malformed);
 		proto_mp_pack_kv_u64(pk, "protocol", p->remote_version);
 		proto_mp_pack_kv_str(pk, "public_key", p->conf->public_key);
@@ -246,7 +247,7 @@ static void answer(struct nd_node *n, const void *buf, size_t len,
 		nd_vms_pack(n, &pk);
 		break;
 	default:
-		nd_migs_command(n, &req, &pk);
+		nd_migs_command(&n->mig, &req, &pk);
 	}
 }
 

@@ -96,9 +96,9 @@ int nd_node_open(const struct nd_config *cfg, struct nd_node **out)
 	}
 	n->cfg = cfg;
 	n->sigfd = -1;
-	n->mig_efd = -1;
+	n->mig.mig_efd = -1;
 	n->vm_dir_fd = -1;
-	n->mig_dir_fd = -1;
+	n->mig.mig_dir_fd = -1;
 	n->start_ns = fy_now_ns();
 
 	ret = nd_keys_load_or_create(cfg->state_dir, &n->keys, &created);
@@ -130,8 +130,8 @@ int nd_node_open(const struct nd_config *cfg, struct nd_node **out)
 	ret = nd_ctl_open(n);
 	if (ret)
 		goto err_close;
-	n->mig_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (n->mig_efd < 0) {
+	n->mig.mig_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (n->mig.mig_efd < 0) {
 		ret = -errno;
 		pr_perror("eventfd");
 		goto err_close;
@@ -139,7 +139,9 @@ int nd_node_open(const struct nd_config *cfg, struct nd_node **out)
 	ret = nd_vms_open(n);
 	if (ret)
 		goto err_close;
-	ret = nd_migs_open(n);
+	ret = nd_host_open(n);
+	if (!ret)
+		ret = nd_migs_open(&n->mig);
 	if (ret)
 		goto err_close;
 
@@ -180,7 +182,7 @@ int nd_node_run(struct nd_node *n)
 	items[POLL_ZAP].socket = n->zap;
 	items[POLL_ROUTER].socket = n->router;
 	items[POLL_CTL].socket = n->ctl;
-	items[POLL_MIG].fd = n->mig_efd;
+	items[POLL_MIG].fd = n->mig.mig_efd;
 	for (size_t i = 0; i < n->npeers; i++) {
 		items[POLL_PEERS + i].socket = n->peers[i].dealer;
 		items[POLL_PEERS + n->npeers + i].socket = n->peers[i].mon;
@@ -210,15 +212,15 @@ int nd_node_run(struct nd_node *n)
 		if (n->next_greet_ns && now >= n->next_greet_ns)
 			n->next_greet_ns = nd_peers_greet(n) ? now + GREET_NS
 							     : 0;
-		if (now >= n->next_mig_tick_ns) {
+		if (now >= n->mig.next_mig_tick_ns) {
 			nd_vms_reap(n);
-			nd_migs_tick(n, now);
+			nd_migs_tick(&n->mig, now);
 		}
 		next = n->next_tick_ns;
 		if (n->next_greet_ns && n->next_greet_ns < next)
 			next = n->next_greet_ns;
-		if (n->next_mig_tick_ns < next)
-			next = n->next_mig_tick_ns;
+		if (n->mig.next_mig_tick_ns < next)
+			next = n->mig.next_mig_tick_ns;
 		timeout = next > now ? (next - now + 999999) / 1000000 : 0;
 		ret = zmq_poll(items, nitems, timeout);
 		if (ret < 0) {
@@ -245,10 +247,10 @@ int nd_node_run(struct nd_node *n)
 			uint64_t v;
 
 			/* a destination thread has news: hear it at once */
-			if (read(n->mig_efd, &v, sizeof(v)) < 0 &&
+			if (read(n->mig.mig_efd, &v, sizeof(v)) < 0 &&
 			    errno != EAGAIN)
 				pr_perror("eventfd");
-			n->next_mig_tick_ns = 0;
+			n->mig.next_mig_tick_ns = 0;
 		}
 		if (items[POLL_SIG].revents & ZMQ_POLLIN)
 			signals_handle(n);
@@ -260,7 +262,7 @@ void nd_node_close(struct nd_node *n)
 {
 	if (!n)
 		return;
-	nd_migs_close(n);
+	nd_migs_close(&n->mig);
 	nd_vms_close(n);
 	nd_ctl_close(n);
 	nd_peers_close(n);
@@ -273,8 +275,8 @@ void nd_node_close(struct nd_node *n)
 	fab_domain_close(n->fab);
 	if (n->sigfd >= 0)
 		close(n->sigfd);
-	if (n->mig_efd >= 0)
-		close(n->mig_efd);
+	if (n->mig.mig_efd >= 0)
+		close(n->mig.mig_efd);
 	if (n->up)
 		pr_info("stopped");
 	free(n);

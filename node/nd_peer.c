@@ -62,8 +62,8 @@
 	pr_warn("%s (%s): " fmt, (p)->conf->name, (p)->conf->address, \
 		##__VA_ARGS__)
 /* for what the peer can repeat at will */
-#define peer_warn_limited(p, fmt, ...)                                \
-	pr_warn_limited(&(p)->warn, "%s (%s): " fmt, (p)->conf->name, \
+#define peer_warn_limited(p, fmt, ...)                                    \
+	pr_warn_limited(&(p)->mig.warn, "%s (%s): " fmt, (p)->conf->name, \
 			(p)->conf->address, ##__VA_ARGS__)
 #define peer_info(p, fmt, ...)                                        \
 	pr_info("%s (%s): " fmt, (p)->conf->name, (p)->conf->address, \
@@ -105,30 +105,15 @@ void nd_fmt_fab_addr(const uint8_t *raw, uint32_t len, char *buf, size_t buflen)
 		snprintf(buf, buflen, "-");
 }
 
-enum nd_peer_state nd_peer_state(const struct nd_peer *p, uint64_t now)
+enum mig_peer_state nd_peer_state(const struct nd_peer *p, uint64_t now)
 {
 	uint64_t timeout = p->node->cfg->peer_timeout_ms * 1000000ULL;
 
 	if (p->incompatible)
-		return ND_PEER_INCOMPATIBLE;
-	if (p->last_pong_ns && now - p->last_pong_ns < timeout)
-		return ND_PEER_REACHABLE;
-	return p->ever_reachable ? ND_PEER_UNREACHABLE : ND_PEER_CONNECTING;
-}
-
-const char *nd_peer_state_name(enum nd_peer_state s)
-{
-	switch (s) {
-	case ND_PEER_CONNECTING:
-		return "connecting";
-	case ND_PEER_REACHABLE:
-		return "reachable";
-	case ND_PEER_UNREACHABLE:
-		return "unreachable";
-	case ND_PEER_INCOMPATIBLE:
-		return "incompatible";
-	}
-	return "?";
+		return MIG_PEER_INCOMPATIBLE;
+	if (p->mig.last_pong_ns && now - p->mig.last_pong_ns < timeout)
+		return MIG_PEER_REACHABLE;
+	return p->ever_reachable ? MIG_PEER_UNREACHABLE : MIG_PEER_CONNECTING;
 }
 
 static int setopt_int(void *s, int opt, int v)
@@ -321,7 +306,7 @@ void nd_dealer_handle(struct nd_peer *p)
 		zmq_msg_close(&msg);
 		if (ret == -EPROTONOSUPPORT) {
 			/* its answer to our HELLO is of another version */
-			p->last_seen_ns = now;
+			p->mig.last_seen_ns = now;
 			mark_incompatible(p, why);
 			fill_error(&out, EPROTONOSUPPORT,
 				   "protocol version mismatch");
@@ -334,7 +319,7 @@ void nd_dealer_handle(struct nd_peer *p)
 						why[0] ? why : "undecodable");
 			continue;
 		}
-		p->last_seen_ns = now;
+		p->mig.last_seen_ns = now;
 		switch (m->type) {
 		case PROTO_HELLO:
 			ret = take_hello(p, &m->hello);
@@ -360,7 +345,7 @@ void nd_dealer_handle(struct nd_peer *p)
 			p->rtt_last_ns = now - m->ping.sent_ns;
 			p->rtt_sum_ns += p->rtt_last_ns;
 			p->rtt_count++;
-			p->last_pong_ns = now;
+			p->mig.last_pong_ns = now;
 			p->ever_reachable = true;
 			break;
 		case PROTO_ERROR:
@@ -410,7 +395,7 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 	ret = proto_decode(zmq_msg_data(msg), zmq_msg_size(msg), &m, why,
 			   sizeof(why));
 	if (ret == -EPROTONOSUPPORT) {
-		p->last_seen_ns = fy_now_ns();
+		p->mig.last_seen_ns = fy_now_ns();
 		p->hello_in = false;
 		mark_incompatible(p, why);
 		fill_error(&out, EPROTONOSUPPORT, "protocol version mismatch");
@@ -424,7 +409,7 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 	}
 	if (ret)
 		return;
-	p->last_seen_ns = fy_now_ns();
+	p->mig.last_seen_ns = fy_now_ns();
 	switch (m->type) {
 	case PROTO_HELLO:
 		ret = take_hello(p, &m->hello);
@@ -454,7 +439,7 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 	case PROTO_ERROR:
 		/* nobody answers an ERROR: two peers never loop on them */
 		if (m->error.mig) {
-			nd_mig_handle(n, p, m);
+			nd_mig_handle(&n->mig, &p->mig, m);
 			return;
 		}
 		if (m->error.code == EPROTONOSUPPORT)
@@ -477,7 +462,7 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 			break;
 		}
 		/* one-way: the migration engine answers on our DEALER */
-		nd_mig_handle(n, p, m);
+		nd_mig_handle(&n->mig, &p->mig, m);
 		return;
 	}
 	proto_msg_free(m);
@@ -557,7 +542,7 @@ void nd_peers_tick(struct nd_node *n, uint64_t now)
 
 	for (size_t i = 0; i < n->npeers; i++) {
 		struct nd_peer *p = &n->peers[i];
-		enum nd_peer_state st;
+		enum mig_peer_state st;
 
 		p->ticks++;
 		if (p->incompatible) {
@@ -574,14 +559,14 @@ void nd_peers_tick(struct nd_node *n, uint64_t now)
 		st = nd_peer_state(p, now);
 		if (st == p->state)
 			continue;
-		if (st == ND_PEER_REACHABLE)
+		if (st == MIG_PEER_REACHABLE)
 			peer_info(p, "reachable (rtt %.2f ms)",
 				  p->rtt_last_ns / 1e6);
-		else if (st == ND_PEER_UNREACHABLE)
+		else if (st == MIG_PEER_UNREACHABLE)
 			peer_warn(p, "unreachable: no PONG for %u ms",
 				  n->cfg->peer_timeout_ms);
 		else
-			peer_info(p, "%s", nd_peer_state_name(st));
+			peer_info(p, "%s", mig_peer_state_name(st));
 		p->state = st;
 	}
 }
@@ -677,8 +662,8 @@ void nd_monitor_handle(struct nd_peer *p)
 		if (p->hello_out)
 			peer_info(p, "disconnected");
 		p->hello_out = false;
-		p->last_pong_ns = 0;
-		p->disconnect_ns = fy_now_ns();
+		p->mig.last_pong_ns = 0;
+		p->mig.disconnect_ns = fy_now_ns();
 		break;
 	}
 out:

@@ -47,7 +47,7 @@ int nd_vm_sock_path(const struct nd_node *n, const char *name, char *buf,
 	return 0;
 }
 
-struct nd_vm *nd_vm_find(struct nd_node *n, const char *name)
+struct mig_vm *nd_vm_find(struct nd_node *n, const char *name)
 {
 	for (int i = 0; i < ND_VMS_MAX; i++)
 		if (n->vms[i].used && !strcmp(n->vms[i].name, name))
@@ -55,10 +55,10 @@ struct nd_vm *nd_vm_find(struct nd_node *n, const char *name)
 	return NULL;
 }
 
-struct nd_vm *nd_vm_add(struct nd_node *n, const char *name)
+struct mig_vm *nd_vm_add(struct nd_node *n, const char *name)
 {
 	for (int i = 0; i < ND_VMS_MAX; i++) {
-		struct nd_vm *vm = &n->vms[i];
+		struct mig_vm *vm = &n->vms[i];
 
 		if (vm->used)
 			continue;
@@ -71,54 +71,11 @@ struct nd_vm *nd_vm_add(struct nd_node *n, const char *name)
 	return NULL;
 }
 
-struct bg_release {
-	void *map;
-	size_t len;
-	struct kva_client *kc;
-};
-
-static void *bg_release_thread(void *arg)
-{
-	struct bg_release *r = arg;
-
-	/* here: the detached thread's handle is not ours once it may exit */
-	pthread_setname_np(pthread_self(), "ferry-release");
-	if (r->map)
-		munmap(r->map, r->len);
-	kva_client_close(r->kc);
-	free(r);
-	return NULL;
-}
-
-void nd_release_bg(void *map, size_t len, struct kva_client *kc)
-{
-	struct bg_release *r;
-	pthread_attr_t a;
-	pthread_t t;
-	int ret = -1;
-
-	if (!map && !kc)
-		return;
-	r = malloc(sizeof(*r));
-	if (r && !pthread_attr_init(&a)) {
-		*r = (struct bg_release){ .map = map, .len = len, .kc = kc };
-		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-		ret = pthread_create(&t, &a, bg_release_thread, r);
-		pthread_attr_destroy(&a);
-	}
-	if (!ret)
-		return; /* the thread owns r, map and kc now */
-	free(r);
-	if (map)
-		munmap(map, len);
-	kva_client_close(kc);
-}
-
-void nd_vm_forget(struct nd_vm *vm)
+void nd_vm_forget(struct mig_vm *vm)
 {
 	if (!vm || !vm->used)
 		return;
-	nd_release_bg(NULL, 0, vm->kc);
+	mig_release_bg(NULL, 0, vm->kc);
 	memset(vm, 0, sizeof(*vm));
 }
 
@@ -166,7 +123,7 @@ static int vm_attach(struct nd_node *n, const char *name)
 	char path[ND_DIR_MAX + 80], file[ND_NAME_MAX + 8];
 	uint64_t now = fy_now_ns();
 	struct kva_client *kc;
-	struct nd_vm *vm;
+	struct mig_vm *vm;
 	struct stat st;
 	int ret;
 
@@ -223,7 +180,7 @@ void nd_vms_rescan(struct nd_node *n)
 
 	/* forget VMs whose ferry-vm went away */
 	for (int i = 0; i < ND_VMS_MAX; i++) {
-		struct nd_vm *vm = &n->vms[i];
+		struct mig_vm *vm = &n->vms[i];
 
 		if (!vm->used || !vm->kc || vm->mig)
 			continue;
@@ -316,7 +273,7 @@ int nd_vm_unlink_sock(const struct nd_node *n, const char *name)
 void nd_vms_reap(struct nd_node *n)
 {
 	for (int i = 0; i < ND_VMS_MAX; i++) {
-		struct nd_vm *vm = &n->vms[i];
+		struct mig_vm *vm = &n->vms[i];
 		int status;
 
 		if (!vm->used || vm->pid <= 0 || vm->mig)
@@ -430,7 +387,7 @@ void nd_vms_pack(struct nd_node *n, msgpack_packer *pk)
 	proto_mp_pack_str(pk, "vms");
 	msgpack_pack_array(pk, count);
 	for (int i = 0; i < ND_VMS_MAX; i++) {
-		struct nd_vm *vm = &n->vms[i];
+		struct mig_vm *vm = &n->vms[i];
 		const struct kva_layout *l;
 		struct kva_status st = { 0 };
 		bool have;
@@ -472,80 +429,4 @@ void nd_vms_close(struct nd_node *n)
 	if (n->vm_dir_fd >= 0)
 		close(n->vm_dir_fd);
 	n->vm_dir_fd = -1;
-}
-
-int nd_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs, size_t *nr)
-{
-	off_t end = (off_t)(pages * FY_PAGE_SIZE), pos = 0;
-	struct fy_run *r = NULL;
-	size_t n = 0, cap = 0;
-
-	while (pos < end) {
-		off_t data = lseek(fd, pos, SEEK_DATA), hole;
-
-		if (data < 0) {
-			if (errno == ENXIO)
-				break;
-			goto err;
-		}
-		if (data >= end)
-			break;
-		hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0)
-			goto err;
-		if (hole > end)
-			hole = end;
-		if (n == cap) {
-			struct fy_run *nr2;
-
-			cap = cap ? cap * 2 : 64;
-			nr2 = realloc(r, cap * sizeof(*r));
-			if (!nr2) {
-				free(r);
-				return -ENOMEM;
-			}
-			r = nr2;
-		}
-		/* pages: data is page aligned; a partial page counts whole */
-		r[n].start = (uint64_t)data / FY_PAGE_SIZE;
-		r[n].len = ((uint64_t)hole + FY_PAGE_SIZE - 1) / FY_PAGE_SIZE -
-			   r[n].start;
-		if (n && r[n - 1].start + r[n - 1].len >= r[n].start) {
-			r[n - 1].len = r[n].start + r[n].len - r[n - 1].start;
-		} else {
-			n++;
-		}
-		pos = hole;
-	}
-	*runs = r;
-	*nr = n;
-	return 0;
-err:
-	pr_perror("lseek on a memfd");
-	free(r);
-	return -errno;
-}
-
-int nd_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
-		   uint64_t n, uint64_t *out)
-{
-	static const uint8_t zero[FY_PAGE_SIZE];
-	uint64_t zcsum = fy_page_csum(zero);
-	struct fy_run *runs;
-	size_t nr, ri = 0;
-	int ret;
-
-	ret = nd_memfd_data_runs(fd, pages, &runs, &nr);
-	if (ret)
-		return ret;
-	for (uint64_t p = start; p < start + n; p++) {
-		while (ri < nr && runs[ri].start + runs[ri].len <= p)
-			ri++;
-		if (ri < nr && runs[ri].start <= p)
-			out[p - start] = fy_page_csum(base + p * FY_PAGE_SIZE);
-		else
-			out[p - start] = zcsum;
-	}
-	free(runs);
-	return 0;
 }

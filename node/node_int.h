@@ -39,13 +39,6 @@ int nd_ctl_prepare(const struct nd_config *cfg);
 
 /* The daemon: one node, its peers, its sockets (nd_node.c, nd_peer.c). */
 
-enum nd_peer_state {
-	ND_PEER_CONNECTING, /* no PONG yet */
-	ND_PEER_REACHABLE, /* PONGs arrive */
-	ND_PEER_UNREACHABLE, /* PONGs stopped for peer_timeout_ms */
-	ND_PEER_INCOMPATIBLE, /* HELLO with another protocol version */
-};
-
 struct nd_node;
 struct nd_mig;
 struct proto_msg;
@@ -55,6 +48,8 @@ struct kva_client;
 struct kva_layout;
 
 struct nd_peer {
+	/* what the engine sees: name, last seen, PONGs, its log limiter */
+	struct mig_peer mig;
 	const struct nd_peer_conf *conf;
 	struct nd_node *node;
 	void *dealer; /* our CURVE client socket to its ROUTER */
@@ -64,46 +59,23 @@ struct nd_peer {
 	bool hello_in; /* it sent us its HELLO */
 	bool incompatible;
 	bool ever_reachable;
-	enum nd_peer_state state; /* as last computed by nd_peers_tick() */
+	enum mig_peer_state state; /* as last computed by nd_peers_tick() */
 	uint32_t remote_version;
 	char remote_node[ND_NAME_MAX + 1];
 	char remote_provider[ND_PROVIDER_MAX + 1];
 	char remote_fabric[128]; /* its fabric address, formatted */
 	uint64_t ping_seq;
 	uint64_t ticks;
-	uint64_t last_pong_ns, last_seen_ns; /* 0: never */
-	uint64_t disconnect_ns; /* our connection to it last dropped; 0 */
 	uint64_t rtt_last_ns, rtt_sum_ns, rtt_count;
 	uint64_t malformed;
 	bool malformed_logged;
 	bool key_mismatch_logged;
-	struct fy_ratelimit warn; /* for what it can repeat: its ERRORs */
-	uint64_t prepare_t; /* its MIGRATE_PREPAREs' bucket (mig_ctl.c) */
 	char problem[64]; /* why our handshake fails; "" when it does not */
 	bool problem_logged;
 };
 
 #define ND_REFUSED_KEYS_MAX 32
-/* MIGRATE_PREPAREs a peer may send: a burst, then one every so often */
-#define ND_PREPARE_BURST 8U
-#define ND_PREPARE_EVERY_S 2U
 #define ND_VMS_MAX 64
-#define ND_MIGS_MAX 32 /* kept, finished ones included */
-/* a record's file name: "<peer>-<id>.dst" at the longest */
-#define ND_RECORD_NAME_MAX (ND_NAME_MAX + 32)
-/* records of ended migrations kept in <state_dir>/migrations */
-#define ND_RECORDS_MAX 256
-#define ND_RECORDS_AGE_S (30 * 86400)
-
-/* A VM on this host: a ferry-vm whose adapter socket is in vm_dir. */
-struct nd_vm {
-	bool used;
-	char name[ND_NAME_MAX + 1];
-	/* NULL while an incoming migration's thread owns the VM */
-	struct kva_client *kc;
-	pid_t pid; /* a ferry-vm we started (destination), else 0 */
-	struct nd_mig *mig; /* the migration using it, or NULL */
-};
 
 /* A vm_dir socket that failed to attach: not tried again for a while. */
 struct nd_vm_bad {
@@ -149,14 +121,12 @@ struct nd_node {
 	char vm_dir[ND_DIR_MAX];
 	int vm_dir_fd; /* O_DIRECTORY of vm_dir, opened once */
 	struct nd_vm_bad vm_bad[ND_VMS_MAX];
-	char mig_dir[ND_DIR_MAX];
-	int mig_dir_fd; /* O_DIRECTORY of mig_dir: records are opened in it */
-	struct nd_vm vms[ND_VMS_MAX];
-	struct nd_mig *migs[ND_MIGS_MAX];
-	uint64_t next_mig_id;
-	uint64_t next_mig_tick_ns;
-	int mig_efd; /* eventfd: a destination's thread has news */
+	struct mig_vm vms[ND_VMS_MAX];
+	struct mig_env mig; /* the migration engine, run by our thread */
 };
+
+/* nd_host.c: fill n->mig, the engine's view of this node; 0 or -errno. */
+int nd_host_open(struct nd_node *n);
 
 /* nd_peer.c */
 
@@ -175,10 +145,8 @@ void nd_router_handle(struct nd_node *n);
 void nd_dealer_handle(struct nd_peer *p);
 /* Handle an event of the DEALER's monitor (handshake refused or failed). */
 void nd_monitor_handle(struct nd_peer *p);
-/* p's state at time now (see enum nd_peer_state), computed from its PONGs. */
-enum nd_peer_state nd_peer_state(const struct nd_peer *p, uint64_t now);
-/* "reachable", ...: the names ferry prints. */
-const char *nd_peer_state_name(enum nd_peer_state s);
+/* p's state at time now (see enum mig_peer_state), computed from its PONGs. */
+enum mig_peer_state nd_peer_state(const struct nd_peer *p, uint64_t now);
 /* Close the DEALERs, the ROUTER and the ZAP handler. */
 void nd_peers_close(struct nd_node *n);
 /* Send m to p on our DEALER (never blocks); 0 or -errno. */
@@ -218,18 +186,11 @@ int nd_vms_open(struct nd_node *n);
 void nd_vms_rescan(struct nd_node *n);
 /* Reap VMs we started that exited. */
 void nd_vms_reap(struct nd_node *n);
-struct nd_vm *nd_vm_find(struct nd_node *n, const char *name);
+struct mig_vm *nd_vm_find(struct nd_node *n, const char *name);
 /* Take a free slot for name (not attached); NULL when full. */
-struct nd_vm *nd_vm_add(struct nd_node *n, const char *name);
-/* Close the client (the VM runs on; nd_release_bg()) and free the slot. */
-void nd_vm_forget(struct nd_vm *vm);
-/*
- * Unmap map (len bytes; NULL: none) and close kc (NULL: none) on a thread
- * of their own, which now owns both: the last reference to a guest's RAM
- * frees it, about 0.3 s per GiB here, time the control thread owes its
- * peers' PINGs and the CLI. Inline if no thread can be had.
- */
-void nd_release_bg(void *map, size_t len, struct kva_client *kc);
+struct mig_vm *nd_vm_add(struct nd_node *n, const char *name);
+/* Close the client (the VM runs on; mig_release_bg()) and free the slot. */
+void nd_vm_forget(struct mig_vm *vm);
 /*
  * The timeout of every adapter call the control thread makes: well under
  * peer_timeout_ms, so that a ferry-vm that does not answer never makes
@@ -256,18 +217,5 @@ int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
 void nd_vms_pack(struct nd_node *n, msgpack_packer *pk);
 /* Close every client (the VMs run on). */
 void nd_vms_close(struct nd_node *n);
-/*
- * The runs of pages that hold data in memfd fd of `pages` pages
- * (SEEK_DATA / SEEK_HOLE; holes read as zeros). *runs is malloc'ed.
- */
-int nd_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs,
-		       size_t *nr);
-/*
- * Checksums (fy_page_csum) of pages [start, start + n) of the mapping
- * base of memfd fd into out; holes get the zero page's checksum without
- * being touched (a read would allocate them).
- */
-int nd_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
-		   uint64_t n, uint64_t *out);
 
 #endif /* FERRY_NODE_NODE_INT_H */

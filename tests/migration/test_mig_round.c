@@ -18,8 +18,7 @@
 #include "common/util.h"
 #include "migration/mig_dst.h"
 
-static struct nd_peer_conf conf = { .name = "b" };
-static struct nd_peer peer = { .conf = &conf };
+static struct mig_peer peer = { .name = "b" };
 
 /* A source in pre-copy of pages pages with ferry migrate's defaults. */
 static struct nd_mig *mig(uint64_t pages)

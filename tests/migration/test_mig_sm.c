@@ -305,7 +305,7 @@ static void test_docs(void **state)
 static void test_records(void **state)
 {
 	char dir[] = "/tmp/ferry-test-records.XXXXXX";
-	struct nd_node n = { 0 };
+	struct mig_env n = { 0 };
 	struct nd_record r = { 0 }, back;
 	char name[ND_RECORD_NAME_MAX];
 	int fd;
@@ -360,7 +360,7 @@ static void test_records(void **state)
 	assert_int_equal(nd_record_get(&n, "7.src", &back), 0);
 	assert_false(back.known);
 	assert_int_equal(back.mode, PROTO_MODE_PRECOPY);
-	assert_int_equal(strlen(back.vm), ND_NAME_MAX);
+	assert_int_equal(strlen(back.vm), PROTO_NAME_MAX);
 	assert_int_equal(nd_record_get(&n, "nope.src", &back), -ENOENT);
 
 	unlinkat(n.mig_dir_fd, "b-42.dst", 0);

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Guest RAM as the engine sees it: which pages of a memfd hold data
+ * (SEEK_DATA / SEEK_HOLE: holes are never sent), their checksums for
+ * --verify, and letting go of a mapping and an adapter client off the
+ * control thread.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kvm-adapter/kvm_adapter.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "migration/mig_int.h"
+
+struct bg_release {
+	void *map;
+	size_t len;
+	struct kva_client *kc;
+};
+
+static void *bg_release_thread(void *arg)
+{
+	struct bg_release *r = arg;
+
+	/* here: the detached thread's handle is not ours once it may exit */
+	pthread_setname_np(pthread_self(), "ferry-release");
+	if (r->map)
+		munmap(r->map, r->len);
+	kva_client_close(r->kc);
+	free(r);
+	return NULL;
+}
+
+void mig_release_bg(void *map, size_t len, struct kva_client *kc)
+{
+	struct bg_release *r;
+	pthread_attr_t a;
+	pthread_t t;
+	int ret = -1;
+
+	if (!map && !kc)
+		return;
+	r = malloc(sizeof(*r));
+	if (r && !pthread_attr_init(&a)) {
+		*r = (struct bg_release){ .map = map, .len = len, .kc = kc };
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		ret = pthread_create(&t, &a, bg_release_thread, r);
+		pthread_attr_destroy(&a);
+	}
+	if (!ret)
+		return; /* the thread owns r, map and kc now */
+	free(r);
+	if (map)
+		munmap(map, len);
+	kva_client_close(kc);
+}
+
+int mig_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs,
+			size_t *nr)
+{
+	off_t end = (off_t)(pages * FY_PAGE_SIZE), pos = 0;
+	struct fy_run *r = NULL;
+	size_t n = 0, cap = 0;
+
+	while (pos < end) {
+		off_t data = lseek(fd, pos, SEEK_DATA), hole;
+
+		if (data < 0) {
+			if (errno == ENXIO)
+				break;
+			goto err;
+		}
+		if (data >= end)
+			break;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			goto err;
+		if (hole > end)
+			hole = end;
+		if (n == cap) {
+			struct fy_run *nr2;
+
+			cap = cap ? cap * 2 : 64;
+			nr2 = realloc(r, cap * sizeof(*r));
+			if (!nr2) {
+				free(r);
+				return -ENOMEM;
+			}
+			r = nr2;
+		}
+		/* pages: data is page aligned; a partial page counts whole */
+		r[n].start = (uint64_t)data / FY_PAGE_SIZE;
+		r[n].len = ((uint64_t)hole + FY_PAGE_SIZE - 1) / FY_PAGE_SIZE -
+			   r[n].start;
+		if (n && r[n - 1].start + r[n - 1].len >= r[n].start) {
+			r[n - 1].len = r[n].start + r[n].len - r[n - 1].start;
+		} else {
+			n++;
+		}
+		pos = hole;
+	}
+	*runs = r;
+	*nr = n;
+	return 0;
+err:
+	pr_perror("lseek on a memfd");
+	free(r);
+	return -errno;
+}
+
+int mig_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
+		    uint64_t n, uint64_t *out)
+{
+	static const uint8_t zero[FY_PAGE_SIZE];
+	uint64_t zcsum = fy_page_csum(zero);
+	struct fy_run *runs;
+	size_t nr, ri = 0;
+	int ret;
+
+	ret = mig_memfd_data_runs(fd, pages, &runs, &nr);
+	if (ret)
+		return ret;
+	for (uint64_t p = start; p < start + n; p++) {
+		while (ri < nr && runs[ri].start + runs[ri].len <= p)
+			ri++;
+		if (ri < nr && runs[ri].start <= p)
+			out[p - start] = fy_page_csum(base + p * FY_PAGE_SIZE);
+		else
+			out[p - start] = zcsum;
+	}
+	free(runs);
+	return 0;
+}

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT
+/* The migration engine's host for unit tests (fake_host.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "tests/migration/fake_host.h"
+
+static struct fake_host *of(void *host)
+{
+	return host;
+}
+
+static int fake_send(void *host, struct mig_peer *p, const struct proto_msg *m)
+{
+	struct fake_host *h = of(host);
+
+	if (h->send_ret)
+		return h->send_ret;
+	if (h->nsent < FAKE_SENT) {
+		h->sent_to[h->nsent] = p;
+		h->sent[h->nsent++] = *m;
+	}
+	return 0;
+}
+
+static enum mig_peer_state fake_state(void *host, const struct mig_peer *p,
+				      uint64_t now)
+{
+	struct fake_host *h = of(host);
+
+	(void)now;
+	return h->state[p - h->peers];
+}
+
+static struct mig_peer *fake_find(void *host, const char *name)
+{
+	struct fake_host *h = of(host);
+
+	for (size_t i = 0; i < h->npeers; i++)
+		if (!strcmp(h->peers[i].name, name))
+			return &h->peers[i];
+	return NULL;
+}
+
+static struct mig_vm *fake_vm_find(void *host, const char *name, bool rescan)
+{
+	struct fake_host *h = of(host);
+
+	(void)rescan;
+	for (int i = 0; i < FAKE_VMS; i++)
+		if (h->vms[i].used && !strcmp(h->vms[i].name, name))
+			return &h->vms[i];
+	return NULL;
+}
+
+static struct mig_vm *fake_vm_add(void *host, const char *name)
+{
+	struct fake_host *h = of(host);
+
+	for (int i = 0; i < FAKE_VMS; i++) {
+		if (!h->vms[i].used) {
+			h->vms[i].used = true;
+			snprintf(h->vms[i].name, sizeof(h->vms[i].name), "%s",
+				 name);
+			return &h->vms[i];
+		}
+	}
+	return NULL;
+}
+
+static void fake_vm_forget(void *host, struct mig_vm *vm)
+{
+	(void)host;
+	memset(vm, 0, sizeof(*vm));
+}
+
+static int fake_spawn(void *host, const char *name, uint64_t mem,
+		      unsigned vcpus, enum kva_accel accel, pid_t *pid)
+{
+	(void)host, (void)name, (void)mem, (void)vcpus, (void)accel, (void)pid;
+	return -ENOSYS;
+}
+
+static int fake_sock_path(void *host, const char *name, char *buf, size_t len)
+{
+	struct fake_host *h = of(host);
+	int w = snprintf(buf, len, "%s/%s.sock", h->dir, name);
+
+	return w < 0 || (size_t)w >= len ? -ENAMETOOLONG : 0;
+}
+
+static int fake_unlink_sock(void *host, const char *name)
+{
+	(void)host, (void)name;
+	return 0;
+}
+
+static const struct mig_host_ops fake_ops = {
+	.send = fake_send,
+	.peer_state = fake_state,
+	.peer_find = fake_find,
+	.vm_find = fake_vm_find,
+	.vm_add = fake_vm_add,
+	.vm_forget = fake_vm_forget,
+	.vm_spawn = fake_spawn,
+	.vm_sock_path = fake_sock_path,
+	.vm_unlink_sock = fake_unlink_sock,
+};
+
+struct fake_host *fake_host_new(const char *const *names)
+{
+	struct fake_host *h = calloc(1, sizeof(*h));
+
+	assert_non_null(h);
+	strcpy(h->dir, "/tmp/ferry-fake-host.XXXXXX");
+	assert_non_null(mkdtemp(h->dir));
+	for (; names && *names && h->npeers < FAKE_PEERS; names++) {
+		h->peers[h->npeers].name = *names;
+		h->state[h->npeers++] = MIG_PEER_REACHABLE;
+	}
+	h->env.ops = &fake_ops;
+	h->env.host = h;
+	h->env.cfg = (struct mig_conf){
+		.name = "a",
+		.peer_timeout_ms = 1500,
+		.mig_timeout_ms = 10000,
+		.vm_timeout_ms = 1000,
+		.auto_converge = PROTO_CONVERGE_DOWNTIME,
+		.cpu_throttle_initial = 20,
+		.cpu_throttle_increment = 10,
+		.max_cpu_throttle = 99,
+	};
+	h->env.mig_efd = -1;
+	snprintf(h->env.mig_dir, sizeof(h->env.mig_dir), "%s", h->dir);
+	assert_int_equal(nd_migs_open(&h->env), 0);
+	return h;
+}
+
+void fake_host_free(struct fake_host *h)
+{
+	char cmd[128];
+
+	nd_migs_close(&h->env);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", h->dir);
+	assert_int_equal(system(cmd), 0);
+	free(h);
+}

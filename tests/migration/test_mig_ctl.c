@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The engine's commands and its answers to peers, on a fake host
+ * (fake_host.c): no daemon, no sockets, no VMs. The control socket's
+ * migration commands: force-resume needs "fenced", unknown migrations,
+ * the cross-field check ferryd applies, `ferry migrate` to an unknown or
+ * unreachable peer or for a VM that is not here. A peer's
+ * MIGRATE_PREPARE: refused for a user VM without accept_user_vms, for a
+ * name taken here, for pages that are not 4 KiB, and beyond its burst;
+ * READY and RESUME about a migration this node does not have are
+ * answered ABORT.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "tests/migration/fake_host.h"
+
+static const char *const names[] = { "b", "c", NULL };
+
+/* Run one request; the reply's "error", or "" if none. */
+static const char *run(struct fake_host *h, const struct proto_ctl_req *req,
+		       char *buf, size_t len)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_unpacked up;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	nd_migs_command(&h->env, req, &pk);
+	msgpack_unpacked_init(&up);
+	assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL),
+			 MSGPACK_UNPACK_SUCCESS);
+	assert_int_equal(up.data.type, MSGPACK_OBJECT_MAP);
+	buf[0] = '\0';
+	if (proto_mp_get(&up.data, "error"))
+		proto_mp_str(&up.data, "error", buf, len);
+	msgpack_unpacked_destroy(&up);
+	msgpack_sbuffer_destroy(&sb);
+	return buf;
+}
+
+static void test_force_resume_needs_fenced(void **state)
+{
+	struct proto_ctl_req req = { .cmd = PROTO_CTL_FORCE_RESUME, .id = 5 };
+	struct fake_host *h = fake_host_new(names);
+	char err[512];
+
+	(void)state;
+	req.has = 1u << PROTO_CTL_ID;
+	assert_non_null(strstr(run(h, &req, err, sizeof(err)), "force-resume "
+							       "needs "
+							       "\"fenced\": "
+							       "true"));
+	req.has |= 1u << PROTO_CTL_FENCED;
+	assert_non_null(strstr(run(h, &req, err, sizeof(err)), "force-resume "
+							       "needs "
+							       "\"fenced\": "
+							       "true"));
+	/* fenced: on to the migration, which this node does not have */
+	req.fenced = true;
+	assert_string_equal(run(h, &req, err, sizeof(err)), "no such "
+							    "migration");
+	fake_host_free(h);
+}
+
+static void test_migrations(void **state)
+{
+	struct proto_ctl_req req = { .cmd = PROTO_CTL_MIGRATIONS };
+	struct fake_host *h = fake_host_new(names);
+	char err[512];
+
+	(void)state;
+	assert_string_equal(run(h, &req, err, sizeof(err)), "");
+	req.cmd = PROTO_CTL_CANCEL;
+	req.id = 3;
+	assert_string_equal(run(h, &req, err, sizeof(err)), "no such "
+							    "migration");
+	assert_int_equal(h->nsent, 0);
+	fake_host_free(h);
+}
+
+static struct proto_ctl_req migrate(const char *vm, const char *to)
+{
+	struct proto_ctl_req req = { .cmd = PROTO_CTL_MIGRATE };
+
+	strcpy(req.vm, vm);
+	strcpy(req.to, to);
+	req.has = 1u << PROTO_CTL_VM | 1u << PROTO_CTL_TO;
+	return req;
+}
+
+static void test_migrate_refused(void **state)
+{
+	struct proto_ctl_req req = migrate("v", "b");
+	struct fake_host *h = fake_host_new(names);
+	char err[512];
+
+	(void)state;
+	/* the cross-field check ferryd applies */
+	req.verify = true;
+	strcpy(req.mode, "postcopy");
+	req.has |= 1u << PROTO_CTL_MODE | 1u << PROTO_CTL_VERIFY;
+	assert_string_equal(run(h, &req, err, sizeof(err)), "--verify and "
+							    "--compress delta "
+							    "are for --mode "
+							    "precopy");
+	req = migrate("v", "x");
+	assert_string_equal(run(h, &req, err, sizeof(err)), "no peer called "
+							    "'x'");
+	h->state[0] = MIG_PEER_UNREACHABLE;
+	req = migrate("v", "b");
+	assert_string_equal(run(h, &req, err, sizeof(err)), "peer 'b' is "
+							    "unreachable");
+	req = migrate("v", "c");
+	assert_non_null(strstr(run(h, &req, err, sizeof(err)), "no VM called "
+							       "'v' here"));
+	/* nothing was started, nothing sent */
+	assert_int_equal(nd_migs_active(&h->env), 0);
+	assert_int_equal(h->nsent, 0);
+	fake_host_free(h);
+}
+
+/* A MIGRATE_PREPARE from peer i for vm (accel), with page size. */
+static void prepare(struct fake_host *h, size_t i, uint64_t mig, const char *vm,
+		    const char *accel, uint32_t page_size)
+{
+	struct proto_msg *m = calloc(1, sizeof(*m));
+	struct proto_region_desc *r = calloc(1, sizeof(*r));
+
+	assert_non_null(m);
+	assert_non_null(r);
+	m->type = PROTO_MIGRATE_PREPARE;
+	m->prepare.mig = mig;
+	strcpy(m->prepare.vm, vm);
+	strcpy(m->prepare.mode, "precopy");
+	strcpy(m->prepare.accel, accel);
+	m->prepare.page_size = page_size;
+	m->prepare.vcpus = 1;
+	r->pages = 8192;
+	m->prepare.regions = r;
+	m->prepare.nregions = 1;
+	nd_mig_handle(&h->env, &h->peers[i], m);
+}
+
+/* The last message sent: an ERROR to peer i with code. */
+static const char *refused(struct fake_host *h, size_t i, int code)
+{
+	const struct proto_msg *e;
+
+	assert_true(h->nsent > 0);
+	e = &h->sent[h->nsent - 1];
+	assert_int_equal(e->type, PROTO_ERROR);
+	assert_ptr_equal(h->sent_to[h->nsent - 1], &h->peers[i]);
+	assert_int_equal(e->error.code, code);
+	return e->error.text;
+}
+
+static void test_prepare_refused(void **state)
+{
+	struct fake_host *h = fake_host_new(names);
+
+	(void)state;
+	prepare(h, 0, 1, "v", "user", 4096);
+	assert_non_null(strstr(refused(h, 0, EPERM), "accept_user_vms"));
+	h->peers[0].accept_user_vms = true;
+	assert_non_null(h->env.ops->vm_add(h, "v"));
+	prepare(h, 0, 2, "v", "user", 4096);
+	assert_non_null(strstr(refused(h, 0, EEXIST), "a VM called v"));
+	prepare(h, 0, 3, "w", "user", 8192);
+	assert_string_equal(refused(h, 0, ENOTSUP), "only one region of 4 KiB "
+						    "pages");
+	/* a burst of 8, then one every 2 s: the rest of this one is refused */
+	for (uint64_t id = 4; id <= 8; id++)
+		prepare(h, 0, id, "v", "user", 4096);
+	assert_non_null(strstr(refused(h, 0, EEXIST), "a VM called v"));
+	prepare(h, 0, 9, "v", "user", 4096);
+	assert_non_null(strstr(refused(h, 0, EAGAIN), "try again later"));
+	/* another peer has its own bucket */
+	prepare(h, 1, 1, "v", "user", 4096);
+	refused(h, 1, EPERM);
+	assert_int_equal(nd_migs_active(&h->env), 0);
+	fake_host_free(h);
+}
+
+/* READY or RESUME about a migration this node never had: ABORT. */
+static void test_unknown_answered(void **state)
+{
+	static const enum proto_type types[] = { PROTO_READY, PROTO_RESUME };
+	struct fake_host *h = fake_host_new(names);
+
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		struct proto_msg *m = calloc(1, sizeof(*m));
+
+		assert_non_null(m);
+		m->type = types[i];
+		m->commit.mig = 40 + i;
+		nd_mig_handle(&h->env, &h->peers[1], m);
+		assert_int_equal(h->nsent, i + 1);
+		assert_int_equal(h->sent[i].type, PROTO_ABORT);
+		assert_int_equal(h->sent[i].abort.mig, 40 + i);
+		assert_string_equal(h->sent[i].abort.reason, "the migration is "
+							     "not known here");
+	}
+	/* PROGRESS about nothing: dropped, not answered */
+	struct proto_msg *p = calloc(1, sizeof(*p));
+
+	assert_non_null(p);
+	p->type = PROTO_PROGRESS;
+	p->progress.mig = 7;
+	nd_mig_handle(&h->env, &h->peers[1], p);
+	assert_int_equal(h->nsent, 2);
+	fake_host_free(h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_force_resume_needs_fenced),
+		cmocka_unit_test(test_migrations),
+		cmocka_unit_test(test_migrate_refused),
+		cmocka_unit_test(test_prepare_refused),
+		cmocka_unit_test(test_unknown_answered),
+	};
+
+	return cmocka_run_group_tests_name("mig-ctl", tests, NULL, NULL);
+}
