@@ -5,9 +5,9 @@
 /*
  * kvm-adapter internals: the accelerator interface. The ops table each
  * accelerator fills in (kva_kvm.c, kva_user.c), what its run() reports,
- * and the pieces the accelerators are built from: the userfaultfd of an
- * incoming VM (kva_uffd.c) and the user accelerator's dirty log
- * (kva_user_dirty.c).
+ * and the pieces the accelerators are built from: the kvm accelerator's
+ * state sections (kva_kvm_state.c), the userfaultfd of an incoming VM
+ * (kva_uffd.c) and the user accelerator's dirty log (kva_user_dirty.c).
  * The VM these work on is in kva_int.h.
  */
 #include <signal.h>
@@ -94,6 +94,20 @@ extern const struct kva_accel_ops kva_user_ops;
  * the signal to the handler installed before.
  */
 void kva_user_signal(int sig, siginfo_t *si, void *uc);
+
+/*
+ * kva_kvm_state.c: the kvm accelerator's vCPU and VM state, for
+ * kva_kvm.c's ops table. kva_kvm_msr_list() fills vm->msrs with the MSRs
+ * to save (wanted, listed by KVM and writable back) at open.
+ */
+int kva_kvm_msr_list(struct kva_vm *vm);
+int kva_kvm_save(struct kva_vm *vm, struct kva_buf *b);
+size_t kva_kvm_sect_size(struct kva_vm *vm, unsigned int tag, const void *data,
+			 uint32_t len);
+int kva_kvm_load(struct kva_vm *vm, const struct kva_parsed *ps);
+extern const uint16_t kva_kvm_vcpu_tags[], kva_kvm_vm_tags[];
+/* kva_kvm.c: finish an in-flight I/O (the ops' complete_io). */
+int kva_kvm_complete_io(struct kva_vcpu *vcpu);
 
 /* kva_uffd.c (kvm) */
 /*
