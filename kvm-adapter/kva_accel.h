@@ -128,7 +128,7 @@ int kva_uffd_release(struct kva_vm *vm);
  * KVA_WP_SYNC (5.19+: a thread of the tracker takes each first write of a
  * page after a harvest as a fault message, records the page and lets the
  * writer go), KVA_WP_SOFTDIRTY (/proc soft-dirty bits; exact only while
- * the writers are paused around each harvest, see kva_user_dirty.c).
+ * the writers are paused around each harvest, see kva_user_dirty_compat.c).
  */
 enum kva_wp_mode { KVA_WP_AUTO, KVA_WP_ASYNC, KVA_WP_SYNC, KVA_WP_SOFTDIRTY };
 struct kva_wp;
