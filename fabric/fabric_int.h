@@ -80,8 +80,9 @@ struct fab_ep {
 extern const struct fab_ops fab_ofi_ops;
 
 /*
- * libfabric backend internals, shared by fab_ofi.c (open, close, memory,
- * endpoints, posting) and fab_ofi_cq.c (completions, deadlines, progress).
+ * libfabric backend internals, shared by fab_ofi.c (memory, endpoints,
+ * posting), fab_ofi_domain.c (open, close) and fab_ofi_cq.c (completions,
+ * deadlines, progress).
  */
 
 #define OFI_VERSION FI_VERSION(1, 17)
@@ -264,6 +265,14 @@ static inline void ofi_op_unqueue(struct ofi_domain *od, struct ofi_op *op)
 
 /* fab_ofi.c: remove the addresses of released endpoints; lock not held */
 void fab_ofi_reap(struct ofi_domain *od);
+/* Register buf; report ep's operations cancelled, forget ep (lock held). */
+int fab_ofi_mr_make(struct ofi_domain *od, void *buf, size_t len,
+		    uint64_t access, struct fid_mr **out);
+void fab_ofi_ep_abandon(struct ofi_domain *od, struct ofi_ep *ep);
+/* fab_ofi_domain.c: fab_ofi_ops' open and close */
+int fab_ofi_open(const char *prov, const struct fab_opts *opts,
+		 struct fab_domain **out);
+void fab_ofi_close(struct fab_domain *d);
 /*
  * fab_ofi_cq.c. Hand a slot's operation to the provider: 0 or -FI_E*.
  * Post QUEUED operations again (their connection may be up now), lock not
@@ -272,10 +281,7 @@ void fab_ofi_reap(struct ofi_domain *od);
 ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op);
 int fab_ofi_post_queued(struct ofi_domain *od);
 bool fab_ofi_mem_busy(const struct fab_domain *d, const void *addr, size_t len);
-/*
- * After slots may have been freed, lock not held: remove released
- * endpoints' addresses, sweep deferred releases (fab_ofi_cq.c).
- */
+/* After slots may have been freed, lock not held: reap, sweep releases. */
 void fab_ofi_after(struct ofi_domain *od);
 /* fab_ofi_cq.c; od->lock held for ring_push, op_free and wake */
 void fab_ofi_ring_push(struct ofi_domain *od, const struct fab_cqe *c);
@@ -283,10 +289,7 @@ void fab_ofi_wake(struct ofi_domain *od);
 void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op);
 int fab_ofi_post_rx(struct ofi_domain *od, struct ofi_rx *rx);
 void *fab_ofi_progress(void *arg);
-/*
- * Closing: read the CQ until the provider has handed back every operation
- * it held (od->held), or until `until` (fy_now_ns()).
- */
+/* Closing: read the CQ until od->held is 0 or fy_now_ns() is past until. */
 void fab_ofi_drain_held(struct ofi_domain *od, uint64_t until);
 int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 		 int timeout_ms);

@@ -2,7 +2,10 @@
 /*
  * The user accelerator's dirty log: which pages of guest RAM (a MAP_SHARED
  * mapping of the memfd in this process) were written, by userfaultfd
- * write-protection (uffd-wp). The API is in kva_int.h.
+ * write-protection (uffd-wp). The API is in kva_accel.h. This file picks
+ * the mode, registers the range, harvests and releases; the modes for
+ * kernels before 6.7, SYNC (5.19 to 6.6) and SOFTDIRTY (soft-dirty bits),
+ * are in kva_user_dirty_compat.c.
  *
  * ASYNC (6.7+: UFFD_FEATURE_WP_ASYNC). The range is registered WP and
  * protected whole (on shmem the kernel keeps a marker in each empty pte, so
@@ -17,31 +20,6 @@
  * dropped by MADV_DONTNEED, MADV_PAGEOUT or a hole punched in the memfd)
  * counts as written too. The output vector has a fixed size: the scan stops
  * when it is full and says where (walk_end); we go on from there.
- *
- * SYNC (5.19 to 6.6: write-protection of shmem, no WP_ASYNC). A write to a
- * protected page stops the writer and queues a fault message; our fault
- * thread sets the page in `pending` and unprotects it, which wakes the
- * writer. Invariant, kept by doing both under fault_lock: a page that is
- * not protected is in `pending`. A harvest, under fault_lock, first
- * re-protects every page of `pending` (UFFDIO_WRITEPROTECT), then takes
- * `pending` (ORs it into the caller's bitmap and clears it). Protect before
- * take: a write made before the page is protected again is already in
- * `pending` (its page was unprotected, so it is there by the invariant) and
- * is taken now; a write after it faults, and the fault thread cannot record
- * it before we have taken `pending` (it waits for fault_lock), so it goes
- * to the next harvest. Taking first would leave a moment where a page is
- * writable but not in `pending`. Re-protecting spans a little wider than
- * the runs of `pending` is harmless: under fault_lock every page outside
- * `pending` is protected already. A second message for a page (two
- * writers) may unprotect it once more after a harvest: it is recorded with
- * it, so that costs at most one extra page, never a lost one.
- *
- * SOFTDIRTY (older kernels with CONFIG_MEM_SOFT_DIRTY, only when a probe
- * shows the bit working: on kernels without it, "4" > clear_refs succeeds
- * and bit 55 is never set). A harvest reads bit 55 of /proc/self/pagemap
- * and clears every soft-dirty bit of the process ("4" > clear_refs). The
- * two steps are not atomic: a write between them is lost, so it is exact
- * only if the writers are paused around each harvest (logged at open).
  *
  * Incoming (an incoming VM's empty RAM). The same range is registered
  * MISSING (and MINOR) on a userfaultfd that ferryd resolves from its
@@ -94,7 +72,7 @@
 #include "common/bitmap.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "kvm-adapter/kva_int.h"
+#include "kvm-adapter/kva_user_dirty.h"
 
 /* 6.7 UAPI that older headers lack; the kernel decides at run time. */
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
@@ -132,39 +110,9 @@ struct pm_scan_arg {
 #define PM_SCAN_CHECK_WPASYNC (1 << 1)
 #endif
 
-#define KVA_PM_SOFT_DIRTY (1ULL << 55) /* bit of a /proc/pid/pagemap entry */
 #define KVA_WP_VEC 512 /* page_regions per PAGEMAP_SCAN */
 #define KVA_WP_RELEASE_CHUNK (64ULL << 20) /* bytes per release step */
-#define KVA_WP_SYNC_GAP 32 /* pages: re-protect over holes this small */
-#define KVA_WP_MSGS 64 /* fault messages per read() */
-#define KVA_WP_PM_CHUNK 65536 /* pagemap entries per pread() */
 #define KVA_WP_MINCORE_CHUNK (1ULL << 30) /* bytes per mincore() */
-
-struct kva_wp {
-	uint8_t *mem;
-	uint64_t size, pages;
-	enum kva_wp_mode mode;
-	int wp_fd; /* uffd the range is registered WP on, or -1 */
-	int in_fd; /* incoming uffd (== wp_fd in ASYNC), -1 once released */
-	bool minor; /* incoming registered MINOR too */
-	bool tracking; /* false: SYNC + incoming, not released yet */
-	int pagemap_fd, clear_refs_fd;
-	/* one harvest or release at a time; guards all below but pending */
-	pthread_mutex_t lock;
-	uint64_t *carry; /* pages for the next harvest */
-	bool carry_any;
-	bool all_dirty; /* the next harvest reports every page */
-	struct page_region *vec;
-	uint64_t *pmbuf; /* SOFTDIRTY: pagemap entries */
-	/* SYNC */
-	pthread_mutex_t fault_lock; /* pending, and each page's protection */
-	uint64_t *pending; /* unprotected pages, written since the harvest */
-	pthread_t thread;
-	bool thread_running;
-	atomic_bool stopping;
-	int stop_fd; /* eventfd that ends the fault thread */
-	struct fy_ratelimit rl; /* the fault thread's warnings */
-};
 
 const char *kva_wp_mode_name(enum kva_wp_mode m)
 {
@@ -207,11 +155,6 @@ static void bm_set_range(uint64_t *bm, uint64_t first, uint64_t n)
 		bm[first / 64] = ~0ULL;
 	while (first < end)
 		fy_bit_set(bm, first++);
-}
-
-static uint64_t page_of(const struct kva_wp *w, uint64_t addr)
-{
-	return (addr - (uintptr_t)w->mem) / FY_PAGE_SIZE;
 }
 
 /*
@@ -257,7 +200,8 @@ static int wp_scan(struct kva_wp *w, uint64_t first, uint64_t n, uint64_t flags,
 				       (unsigned long long)end);
 				return -EIO;
 			}
-			bm_set_range(bm, page_of(w, s), (e - s) / FY_PAGE_SIZE);
+			bm_set_range(bm, kva_wp_page(w, s),
+				     (e - s) / FY_PAGE_SIZE);
 		}
 		if (arg.walk_end <= arg.start || arg.walk_end > end) {
 			pr_err("PAGEMAP_SCAN stopped at %#llx in %#llx-%#llx",
@@ -272,7 +216,7 @@ static int wp_scan(struct kva_wp *w, uint64_t first, uint64_t n, uint64_t flags,
 }
 
 /* UFFDIO_WRITEPROTECT pages [first, first + n) on or off. 0 or -errno. */
-static int wp_protect(struct kva_wp *w, uint64_t first, uint64_t n, bool on)
+int kva_wp_protect(struct kva_wp *w, uint64_t first, uint64_t n, bool on)
 {
 	struct uffdio_writeprotect wp = {
 		.range = { .start = (uintptr_t)(w->mem + first * FY_PAGE_SIZE),
@@ -370,109 +314,6 @@ static int wp_mark_populated(struct kva_wp *w, uint64_t *bm)
 	return 0;
 }
 
-/* SYNC: one batch of fault messages, under fault_lock. */
-static void wp_sync_faults(struct kva_wp *w, const struct uffd_msg *msg,
-			   unsigned int n)
-{
-	unsigned int i;
-	uint64_t addr, page;
-	int ret;
-
-	pthread_mutex_lock(&w->fault_lock);
-	for (i = 0; i < n; i++) {
-		if (msg[i].event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		addr = msg[i].arg.pagefault.address & ~(FY_PAGE_SIZE - 1);
-		if (addr < (uintptr_t)w->mem ||
-		    addr >= (uintptr_t)w->mem + w->size) {
-			pr_warn_limited(&w->rl,
-					"write fault at %#llx outside RAM",
-					(unsigned long long)addr);
-			continue;
-		}
-		page = page_of(w, addr);
-		/* Record, then let the writer go: the invariant at the top. */
-		fy_bit_set(w->pending, page);
-		ret = wp_protect(w, page, 1, false);
-		if (ret && !atomic_load(&w->stopping))
-			pr_warn_limited(&w->rl,
-					"unprotect page %llu: %s (its writer "
-					"waits until the tracker closes)",
-					(unsigned long long)page,
-					strerror(-ret));
-	}
-	pthread_mutex_unlock(&w->fault_lock);
-}
-
-/* SYNC: the thread that takes the write faults. */
-static void *wp_fault_thread(void *arg)
-{
-	struct kva_wp *w = arg;
-	struct uffd_msg msg[KVA_WP_MSGS];
-	struct pollfd pfd[2] = {
-		{ .fd = w->wp_fd, .events = POLLIN },
-		{ .fd = w->stop_fd, .events = POLLIN },
-	};
-	ssize_t n;
-
-	while (!atomic_load(&w->stopping)) {
-		if (poll(pfd, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			pr_perror("poll on the dirty-log userfaultfd");
-			break;
-		}
-		if (pfd[1].revents)
-			break;
-		n = read(w->wp_fd, msg, sizeof(msg));
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			pr_perror("read of the dirty-log userfaultfd");
-			break;
-		}
-		wp_sync_faults(w, msg, n / sizeof(msg[0]));
-	}
-	return NULL;
-}
-
-/* SYNC: start the fault thread, every signal blocked in it. */
-static int wp_start_thread(struct kva_wp *w)
-{
-	sigset_t all, old;
-	int ret;
-
-	w->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (w->stop_fd < 0) {
-		ret = -errno;
-		pr_perror("eventfd");
-		return ret;
-	}
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = -pthread_create(&w->thread, NULL, wp_fault_thread, w);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (ret) {
-		pr_err("dirty-log fault thread: %s", strerror(-ret));
-		return ret;
-	}
-	w->thread_running = true;
-	return 0;
-}
-
-static void wp_stop_thread(struct kva_wp *w)
-{
-	uint64_t one = 1;
-
-	atomic_store(&w->stopping, true);
-	if (w->thread_running) {
-		if (write(w->stop_fd, &one, sizeof(one)) < 0)
-			pr_perror("wake the dirty-log fault thread");
-		pthread_join(w->thread, NULL);
-		w->thread_running = false;
-	}
-}
-
 /*
  * The WP features to ask for in mode m, or 0 if the kernel's offered
  * features lack them.
@@ -486,51 +327,6 @@ static uint64_t wp_features(enum kva_wp_mode m, uint64_t offered)
 	if ((offered & need) != need)
 		return 0;
 	return need | (offered & UFFD_FEATURE_WP_UNPOPULATED);
-}
-
-/* Read the soft-dirty bit of the page at p. 0/1, or -errno. */
-static int soft_dirty_bit(int pm_fd, const void *p)
-{
-	uint64_t e;
-	off_t off = (uintptr_t)p / FY_PAGE_SIZE * sizeof(e);
-
-	if (pread(pm_fd, &e, sizeof(e), off) != sizeof(e))
-		return -EIO;
-	return !!(e & KVA_PM_SOFT_DIRTY);
-}
-
-static int clear_soft_dirty(int fd)
-{
-	if (pwrite(fd, "4", 1, 0) != 1) {
-		int ret = -errno;
-
-		pr_perror("write 4 to /proc/self/clear_refs");
-		return ret;
-	}
-	return 0;
-}
-
-/*
- * Whether soft-dirty works here: clear, the bit is off; write the page, it
- * is on. Kernels without CONFIG_MEM_SOFT_DIRTY take the clear and never
- * set the bit.
- */
-static bool soft_dirty_works(int pm_fd, int cr_fd)
-{
-	volatile uint8_t *p;
-	bool ok = false;
-
-	p = mmap(NULL, FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return false;
-	p[0] = 1;
-	if (!clear_soft_dirty(cr_fd) && soft_dirty_bit(pm_fd, (void *)p) == 0) {
-		p[0] = 2;
-		ok = soft_dirty_bit(pm_fd, (void *)p) == 1;
-	}
-	munmap((void *)p, FY_PAGE_SIZE);
-	return ok;
 }
 
 /* The uffd features the kernel offers, or -errno if there is no uffd. */
@@ -573,7 +369,7 @@ static int wp_pick_mode(struct kva_wp *w, enum kva_wp_mode want,
 	}
 	w->clear_refs_fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
 	sd = w->clear_refs_fd >= 0 &&
-	     soft_dirty_works(w->pagemap_fd, w->clear_refs_fd);
+	     kva_wp_sd_works(w->pagemap_fd, w->clear_refs_fd);
 	if (sd) {
 		w->mode = KVA_WP_SOFTDIRTY;
 		return 0;
@@ -644,11 +440,11 @@ static int wp_arm(struct kva_wp *w, uint64_t offered)
 		}
 	}
 	if (w->mode == KVA_WP_SYNC) {
-		ret = wp_start_thread(w);
+		ret = kva_wp_sync_start(w);
 		if (ret)
 			return ret;
 	}
-	ret = wp_protect(w, 0, w->pages, true);
+	ret = kva_wp_protect(w, 0, w->pages, true);
 	if (ret) {
 		errno = -ret;
 		pr_perror("UFFDIO_WRITEPROTECT of guest RAM");
@@ -727,11 +523,7 @@ int kva_wp_open(void *mem, uint64_t size, enum kva_wp_mode mode, bool incoming,
 			ret = wp_arm(w, offered);
 		break;
 	default:
-		pr_warn("dirty log by soft-dirty bits: a write made while a "
-			"harvest runs may be lost; pause the vCPUs around "
-			"harvests");
-		w->pmbuf = calloc(KVA_WP_PM_CHUNK, sizeof(uint64_t));
-		ret = w->pmbuf ? clear_soft_dirty(w->clear_refs_fd) : -ENOMEM;
+		ret = kva_wp_sd_start(w);
 		w->tracking = !ret;
 		break;
 	}
@@ -754,66 +546,6 @@ err:
 	return ret;
 }
 
-/* SYNC: re-protect then take pending (see the top), under fault_lock. */
-static int wp_sync_take(struct kva_wp *w, uint64_t *bm)
-{
-	uint64_t nw = FY_BITMAP_WORDS(w->pages), s, e, next;
-	int ret = 0;
-
-	pthread_mutex_lock(&w->fault_lock);
-	s = fy_bitmap_next_set(w->pending, w->pages, 0);
-	while (s < w->pages) {
-		/* One span over runs of pending and short holes between. */
-		e = fy_bitmap_next_clear(w->pending, w->pages, s);
-		while (e < w->pages) {
-			next = fy_bitmap_next_set(w->pending, w->pages, e);
-			if (next >= w->pages || next - e > KVA_WP_SYNC_GAP)
-				break;
-			e = fy_bitmap_next_clear(w->pending, w->pages, next);
-		}
-		ret = wp_protect(w, s, e - s, true);
-		if (ret) {
-			/* Take nothing: every unprotected page stays pending. */
-			errno = -ret;
-			pr_perror("UFFDIO_WRITEPROTECT of pages %llu-%llu",
-				  (unsigned long long)s,
-				  (unsigned long long)e - 1);
-			goto out;
-		}
-		s = fy_bitmap_next_set(w->pending, w->pages, e);
-	}
-	for (s = 0; s < nw; s++) {
-		bm[s] |= w->pending[s];
-		w->pending[s] = 0;
-	}
-out:
-	pthread_mutex_unlock(&w->fault_lock);
-	return ret;
-}
-
-/* SOFTDIRTY: pages with bit 55 set, then clear them all. */
-static int wp_softdirty_take(struct kva_wp *w, uint64_t *bm)
-{
-	uint64_t first, n, i, base = (uintptr_t)w->mem / FY_PAGE_SIZE;
-	ssize_t got;
-
-	for (first = 0; first < w->pages; first += n) {
-		n = FY_MIN(KVA_WP_PM_CHUNK, w->pages - first);
-		got = pread(w->pagemap_fd, w->pmbuf, n * sizeof(uint64_t),
-			    (base + first) * sizeof(uint64_t));
-		if (got != (ssize_t)(n * sizeof(uint64_t))) {
-			int ret = got < 0 ? -errno : -EIO;
-
-			pr_perror("read /proc/self/pagemap");
-			return ret;
-		}
-		for (i = 0; i < n; i++)
-			if (w->pmbuf[i] & KVA_PM_SOFT_DIRTY)
-				fy_bit_set(bm, first + i);
-	}
-	return clear_soft_dirty(w->clear_refs_fd);
-}
-
 int kva_wp_harvest(struct kva_wp *w, uint64_t *bm)
 {
 	uint64_t i;
@@ -826,9 +558,9 @@ int kva_wp_harvest(struct kva_wp *w, uint64_t *bm)
 		ret = wp_scan(w, 0, w->pages, PM_SCAN_WP_MATCHING,
 			      PAGE_IS_WRITTEN, bm);
 	else if (w->mode == KVA_WP_SYNC)
-		ret = wp_sync_take(w, bm);
+		ret = kva_wp_sync_take(w, bm);
 	else
-		ret = wp_softdirty_take(w, bm);
+		ret = kva_wp_sd_take(w, bm);
 	if (ret) {
 		/* Pages re-armed but not reported: report all next time. */
 		w->all_dirty = true;
@@ -873,7 +605,7 @@ static int wp_release_async_chunk(struct kva_wp *w, uint64_t first, uint64_t n)
 			  1ULL << _UFFDIO_WRITEPROTECT, "write");
 	if (ret)
 		return ret;
-	ret = wp_protect(w, first, n, true);
+	ret = kva_wp_protect(w, first, n, true);
 	if (ret) {
 		errno = -ret;
 		pr_perror("UFFDIO_WRITEPROTECT of guest RAM");
@@ -960,7 +692,7 @@ void kva_wp_close(struct kva_wp *w)
 	if (w->in_fd >= 0 && w->in_fd != w->wp_fd &&
 	    ioctl(w->in_fd, UFFDIO_UNREGISTER, &r))
 		pr_perror("UFFDIO_UNREGISTER of guest RAM");
-	wp_stop_thread(w);
+	kva_wp_sync_stop(w);
 	if (w->in_fd >= 0 && w->in_fd != w->wp_fd)
 		close(w->in_fd);
 	if (w->wp_fd >= 0)

@@ -71,9 +71,8 @@ struct proto_genrun {
 };
 
 /*
- * Strings below are NUL-terminated. Names (node ids, VM names, providers)
- * are printable ASCII without spaces; texts have no control characters;
- * docs/protocol.md gives every field's limits.
+ * Strings are NUL-terminated. Names (node ids, VM names, providers) are
+ * printable ASCII without spaces, texts have no control characters.
  */
 struct proto_hello {
 	uint32_t version; /* PROTO_VERSION */
@@ -165,9 +164,8 @@ struct proto_verify {
 };
 
 /*
- * DELTA_SET: the new contents of `pages` pages of a region, encoded (page
- * by page, raw or as a delta against the copy the destination holds) in
- * the sender's registered buffer [base, base + len) under key.
+ * DELTA_SET: `pages` pages of a region, each raw or a delta against the
+ * destination's copy, in the sender's registered [base, base + len), key.
  */
 struct proto_delta_set {
 	uint64_t mig;
@@ -180,9 +178,9 @@ struct proto_delta_set {
 };
 
 /*
- * PC_STATS: the destination's post-copy figures so far (times in ns):
- * faults served, service time percentiles, blocktime (sum over faults of
- * their wait), pages pre-paged, holes zero-filled, stalls and their total.
+ * PC_STATS: the destination's post-copy figures so far (ns): faults, their
+ * service times, blocktime (the sum of their waits), pages pre-paged,
+ * holes zero-filled, stalls and their total.
  */
 struct proto_pc_stats {
 	uint64_t mig;
@@ -236,33 +234,29 @@ struct proto_msg {
 };
 
 /*
- * Encode m. On success *buf is malloc'ed (the caller frees it) and *len its
- * size. Returns 0, -EINVAL if m itself breaks a limit (checked as the
- * decoder would), or -ENOMEM.
+ * Encode m into *buf (malloc'ed, the caller frees it) of *len bytes. 0,
+ * -EINVAL if m breaks a limit (checked as the decoder would), or -ENOMEM.
  */
 int proto_encode(const struct proto_msg *m, void **buf, size_t *len);
 /*
- * Decode one message. On success *out is allocated and owned by the caller
- * (proto_msg_free()). Returns 0, -EBADMSG with the reason, naming the
- * field, in err (errlen bytes; err may be NULL), -EPROTONOSUPPORT for a
- * well-formed HELLO of another PROTO_VERSION (err says which; answer it
- * with an ERROR), or -ENOMEM. On failure *out is NULL. It does not log:
- * the caller knows which peer sent the message and logs that.
+ * Decode one message into *out, the caller's (proto_msg_free()); NULL on
+ * failure. 0, -EBADMSG with the reason, naming the field, in err (errlen
+ * bytes; err may be NULL), -EPROTONOSUPPORT for a well-formed HELLO of
+ * another PROTO_VERSION (err says which; answer it with an ERROR), or
+ * -ENOMEM. No logging: the caller knows the peer and logs that.
  */
 int proto_decode(const void *buf, size_t len, struct proto_msg **out, char *err,
 		 size_t errlen);
 /*
- * Free a message and its arrays (blob, regions, gens, runs): one from
- * proto_decode(), or one the caller built with malloc'ed arrays.
- * Accepts NULL.
+ * Free a message and its arrays (blob, regions, gens, runs), decoded or
+ * built by the caller with malloc'ed arrays. Accepts NULL.
  */
 void proto_msg_free(struct proto_msg *m);
 /* The bytes m holds in memory, its arrays included: what to bound. */
 size_t proto_msg_size(const struct proto_msg *m);
 /*
- * Is s a valid name: a node id or VM name, 1..PROTO_NAME_MAX characters of
- * A-Z a-z 0-9 . _ -, beginning with a letter or digit? Such a name is
- * safe in a file name (no '/', never "." or "..").
+ * Is s a node id or VM name: 1..PROTO_NAME_MAX of A-Z a-z 0-9 . _ -, first
+ * a letter or digit? Safe in a file name (no '/', never "." or "..").
  */
 bool proto_name_valid(const char *s);
 /* "HELLO", "DIRTY_SET", ...; "?" for an unknown type. */
@@ -276,16 +270,10 @@ enum proto_dir {
 	PROTO_TO_EITHER, /* HOLDER_MAP, ABORT, ERROR, RETARGET */
 };
 
-/*
- * The migration m is about (0 for an ERROR about none) and whom it is
- * for, from the message table. PROTO_TO_NONE (and *mig 0) for the others.
- */
+/* The migration m is about (0: none) and whom it is for, from the table. */
 enum proto_dir proto_msg_mig(const struct proto_msg *m, uint64_t *mig);
 
-/*
- * A migration's mode and auto-converge policy, and their words: the same
- * in MIGRATE_PREPARE, in control requests, in ferryd.conf and in records.
- */
+/* Modes, auto-converge policies: words in PREPARE, requests, conf, records. */
 enum proto_mode {
 	PROTO_MODE_PRECOPY,
 	PROTO_MODE_POSTCOPY,
@@ -298,9 +286,6 @@ enum proto_converge {
 	PROTO_CONVERGE_NONE,
 };
 
-/* NULL-terminated, indexed by the enum. */
-extern const char *const proto_mode_words[];
-extern const char *const proto_converge_words[];
 /* The enum of word s ("off" is "none"), or -EINVAL. */
 int proto_mode_parse(const char *s);
 int proto_converge_parse(const char *s);
@@ -308,124 +293,7 @@ int proto_converge_parse(const char *s);
 const char *proto_mode_name(enum proto_mode m);
 const char *proto_converge_name(enum proto_converge c);
 
-/*
- * Requests of the `ferry` CLI on ferryd's control socket (proto_ctl.c;
- * docs/operations.md, "The control socket"): one msgpack map, "cmd" and
- * the fields that command takes. Decoded as strictly as peer messages,
- * with the same reader; only the fields differ, and most are optional.
- */
-#define PROTO_CTL_MSG_MAX (64u << 10) /* bytes in one control request */
-
-enum proto_ctl_cmd {
-	PROTO_CTL_STATUS = 1,
-	PROTO_CTL_PEERS,
-	PROTO_CTL_VMS,
-	PROTO_CTL_MIGRATE,
-	PROTO_CTL_MIGRATIONS,
-	PROTO_CTL_MIGRATION,
-	PROTO_CTL_CANCEL,
-	PROTO_CTL_MIGRATE_POSTCOPY,
-	PROTO_CTL_FORCE_RESUME,
-	PROTO_CTL_CMD_LAST = PROTO_CTL_FORCE_RESUME,
-};
-
-/* The fields besides "cmd": bit f of proto_ctl_req.has says f came. */
-enum proto_ctl_field {
-	PROTO_CTL_VM,
-	PROTO_CTL_TO,
-	PROTO_CTL_MODE,
-	PROTO_CTL_POSTCOPY_AFTER,
-	PROTO_CTL_DOWNTIME_LIMIT_MS,
-	PROTO_CTL_MAX_DOWNTIME_MS,
-	PROTO_CTL_MAX_BANDWIDTH,
-	PROTO_CTL_COMPRESS,
-	PROTO_CTL_VERIFY,
-	PROTO_CTL_AUTO_CONVERGE,
-	PROTO_CTL_MAX_ROUNDS,
-	PROTO_CTL_STALL_ROUNDS,
-	PROTO_CTL_TIMEOUT_S,
-	PROTO_CTL_CPU_THROTTLE_INITIAL,
-	PROTO_CTL_CPU_THROTTLE_INCREMENT,
-	PROTO_CTL_MAX_CPU_THROTTLE,
-	PROTO_CTL_ID,
-	PROTO_CTL_SOURCE,
-	PROTO_CTL_FENCED,
-	PROTO_CTL_NFIELDS,
-};
-
-#define PROTO_CTL_HAS(r, f) (((r)->has >> (f)) & 1)
-
-/*
- * A decoded request. A field that did not come is zero (""), and its bit
- * in has is clear: the defaults are ferryd's to apply, not the decoder's.
- * docs/operations.md lists each field's range.
- */
-struct proto_ctl_req {
-	enum proto_ctl_cmd cmd;
-	uint32_t has; /* bit f: field f (enum proto_ctl_field) came */
-	/* migrate: vm and to are required */
-	char vm[PROTO_NAME_MAX + 1]; /* ids (proto_name_valid()) */
-	char to[PROTO_NAME_MAX + 1];
-	char mode[16]; /* "precopy", "postcopy", "hybrid" */
-	uint32_t postcopy_after; /* rounds; 0: when stuck */
-	uint32_t downtime_limit_ms, max_downtime_ms;
-	uint64_t max_bandwidth; /* bytes/s; 0: no limit */
-	char compress[16]; /* "none", "delta" */
-	bool verify;
-	char auto_converge[16]; /* "downtime", "throttle", "off", "none", "" */
-	uint32_t max_rounds, stall_rounds;
-	uint32_t timeout_s; /* 0: none */
-	/* percent; 0: ferryd's configuration */
-	uint32_t cpu_throttle_initial, cpu_throttle_increment;
-	uint32_t max_cpu_throttle;
-	/* migration, cancel, migrate-postcopy, force-resume: id required */
-	uint64_t id;
-	char source[PROTO_NAME_MAX + 1]; /* the node that started it */
-	bool fenced; /* force-resume: the operator fenced the peer */
-};
-
-/*
- * Decode one control request into *out. Returns 0, or -EBADMSG with the
- * reason, naming the field ("migrate.vm: byte 0x2f at offset 2 not
- * allowed"), in err (errlen bytes; may be NULL): more than PROTO_CTL_MSG_MAX
- * bytes, not one map, bytes after it, a missing or unknown "cmd", a key
- * that command does not take or that comes twice, a value of the wrong
- * type or out of its range, a missing required field. Never allocates,
- * never logs.
- */
-int proto_ctl_decode(const void *buf, size_t len, struct proto_ctl_req *out,
-		     char *err, size_t errlen);
-/*
- * Encode r: "cmd", then every field whose has bit is set, in the order of
- * enum proto_ctl_field. r is checked as the decoder would (-EINVAL).
- * *buf is malloc'ed; returns 0, -EINVAL or -ENOMEM.
- */
-int proto_ctl_encode(const struct proto_ctl_req *r, void **buf, size_t *len);
-/* "status", "force-resume", ...; "?" for an unknown command. */
-const char *proto_ctl_cmd_name(enum proto_ctl_cmd c);
-
-/*
- * The control socket's replies (proto_mp.c): msgpack maps that ferryd
- * packs and the CLI reads field by field. The readers never fail: a
- * missing field, one of another type or a map that is not one reads as
- * the default. Nothing is allocated; results point into map.
- */
-
-/* The value of str key in map; NULL when absent or map is not a map. */
-const msgpack_object *proto_mp_get(const msgpack_object *map, const char *key);
-/*
- * Copy str key of map into buf (len bytes, truncated, always terminated
- * when len > 0); "-" when absent or not a str. Returns buf.
- */
-const char *proto_mp_str(const msgpack_object *map, const char *key, char *buf,
-			 size_t len);
-/* Integer key of map (clamped to INT64_MAX), or dflt. */
-int64_t proto_mp_int(const msgpack_object *map, const char *key, int64_t dflt);
-/* Float or integer key of map as a double, or dflt. */
-double proto_mp_double(const msgpack_object *map, const char *key, double dflt);
-/* Pack a C string, or a str key and its str or unsigned value. */
-void proto_mp_pack_str(msgpack_packer *pk, const char *s);
-void proto_mp_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
-void proto_mp_pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
+/* The control socket: its requests and the helpers of its replies. */
+#include "protocol/protocol_ctl.h"
 
 #endif /* FERRY_PROTOCOL_PROTOCOL_H */

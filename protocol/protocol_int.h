@@ -155,6 +155,9 @@ int proto_check_value(struct proto_ctx *c, const void *s,
 		      const struct proto_field *f);
 /* A client's or peer's key or word for a message, printable bytes only. */
 const char *proto_quote(char *buf, size_t size, const char *s, uint32_t len);
+/* The words of enum proto_mode and proto_converge, NULL-terminated. */
+extern const char *const proto_mode_words[];
+extern const char *const proto_converge_words[];
 
 /* The messages of each exchange, defined next to their narrative. */
 extern const struct proto_desc proto_hello_desc, proto_ping_desc,

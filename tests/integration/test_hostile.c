@@ -12,6 +12,8 @@
  * The test binary is also the fake ferry-vm of the stalled case: started
  * as `test_hostile --incoming --adapter SOCK ...` it never listens, and the
  * destination's puller waits for it.
+ *
+ * Hostile local files and requests are in test_hostile_local.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,29 +41,15 @@
 
 #include "itest.h"
 
-#define MiB (1ULL << 20)
-#define MAX(a, b) ((a) > (b) ? (a) : (b))
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#include "hostile.h"
+
 /* ferryd's ND_PREPARE_BURST: MIGRATE_PREPAREs a peer may send at once */
 #define PREPARE_BURST 8
 
 static const char *vm_bin;
 static char self_bin[256];
 
-/* ---- a socket that never answers, and the fake ferry-vm ---- */
-
-static int listen_unix(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-
-	if (fd < 0 || strlen(path) >= sizeof(sa.sun_path))
-		return -1;
-	strcpy(sa.sun_path, path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 8))
-		return -1;
-	return fd;
-}
+/* ---- the fake ferry-vm ---- */
 
 static __attribute__((noreturn)) void fake_vm(int argc, char **argv)
 {
@@ -294,44 +282,6 @@ static void h_prepare(struct hostile *h, uint64_t mig, const char *vm)
 	free(buf);
 }
 
-/*
- * Seconds `ferry status` takes on an idle d: the CLI's own start-up, which
- * under an emulated CPU (the test VM) is a good part of a second.
- */
-static double status_base(struct node *d)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-	double best = 1e9;
-
-	for (int i = 0; i < 3; i++) {
-		double t0 = now_s();
-
-		assert_int_equal(ferry(d, false, "status", out, err), 0);
-		best = MIN(best, now_s() - t0);
-	}
-	return best;
-}
-
-static double base_s; /* status_base() of the test's node */
-
-/*
- * `ferry status` answers, and within 1 s of its idle time; where the CPU
- * is emulated (idle time over 0.2 s instead of 0.02 s) within 5 idle times
- * of it, since everything there, ferryd's decoding included, is as slow.
- */
-static void status_fast(struct node *d)
-{
-	char out[OUT_MAX], err[OUT_MAX];
-	double t0 = now_s();
-
-	if (!base_s)
-		base_s = status_base(d);
-	assert_int_equal(ferry(d, false, "status", out, err), 0);
-	if (now_s() - t0 > base_s + MAX(1.0, 5 * base_s))
-		fail_msg("ferry status took %.2f s (%.2f s idle)", now_s() - t0,
-			 base_s);
-}
-
 static const char *victim_extra; /* more [node] lines for victim() */
 
 /* The victim, with the hostile peer configured; ferry_vm: its binary. */
@@ -351,18 +301,6 @@ static void victim(struct node *d, struct hostile *h, const char *ferry_vm,
 	node_ready(d);
 	base_s = status_base(d);
 	h_open(h, d);
-}
-
-static long rss_kb(pid_t pid)
-{
-	char path[64], *s;
-	long kb = -1;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	s = strstr(slurp(path), "VmRSS:");
-	if (s)
-		sscanf(s + 6, "%ld", &kb);
-	return kb;
 }
 
 /* The ABORT the victim sends about mig, its reason containing why. */
@@ -637,199 +575,6 @@ static void test_log_flood(void **state)
 	itest_no_crash(&d);
 }
 
-/* ---- finding 4: vm_dir and state_dir ---- */
-
-/* A child that listens on path as user nobody (SO_PEERCRED: 65534). */
-static pid_t listen_as_nobody(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	pid_t pid = fork();
-	int fd;
-
-	assert_true(pid >= 0);
-	if (pid) {
-		track(pid);
-		return pid;
-	}
-	fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-	strcpy(sa.sun_path, path);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
-	    setgid(65534) || setuid(65534) || listen(fd, 8))
-		_exit(1);
-	for (;;)
-		pause();
-}
-
-/* A real ferry-vm listening on path (outside any vm_dir). */
-static void start_vm_at(const char *path)
-{
-	pid_t pid = fork();
-	double t0 = now_s();
-
-	assert_true(pid >= 0);
-	if (!pid) {
-		execl(vm_bin, vm_bin, "--adapter", path, "--report", "0",
-		      "--accel", itest_accel(), (char *)NULL);
-		_exit(127);
-	}
-	track(pid);
-	while (access(path, F_OK) && now_s() - t0 < 60)
-		sleep_ms(20);
-	assert_int_equal(access(path, F_OK), 0);
-}
-
-static void test_vm_dir(void **state)
-{
-	char out[OUT_MAX], err[OUT_MAX], path[400], other[400], vms[320];
-	json_t *j;
-	struct node d, e;
-	struct stat st;
-	double t0, t1;
-	int hang;
-
-	(void)state;
-	node_init(&d, "vd");
-	node_start(&d);
-	node_ready(&d);
-	snprintf(vms, sizeof(vms), "%s/state/vms", d.dir);
-	/* a socket that takes connections and never answers */
-	snprintf(path, sizeof(path), "%s/hang.sock", vms);
-	hang = listen_unix(path);
-	assert_true(hang >= 0);
-	/* a real ferry-vm outside vm_dir, reached through a symlink */
-	snprintf(other, sizeof(other), "%s/elsewhere.sock", tmpdir);
-	start_vm_at(other);
-	snprintf(path, sizeof(path), "%s/link.sock", vms);
-	assert_int_equal(symlink(other, path), 0);
-	/* another user's ferry-vm (its socket file is ours: SO_PEERCRED) */
-	snprintf(path, sizeof(path), "%s/nobody.sock", vms);
-	listen_as_nobody(path);
-	snprintf(path, sizeof(path), "%s/file.sock", vms);
-	close(open(path, O_CREAT | O_WRONLY, 0600));
-	sleep_ms(300);
-
-	base_s = status_base(&d);
-	t0 = now_s();
-	j = ferry_json(&d, "vms");
-	t1 = now_s();
-	print_message("first scan %.2f s, ferry status %.2f s\n", t1 - t0,
-		      base_s);
-	/* one attach that times out (500 ms), at most */
-	assert_true(t1 - t0 < base_s + 1.5);
-	assert_null(jfind(j, "vms", "name", "link"));
-	assert_null(jfind(j, "vms", "name", "nobody"));
-	assert_null(jfind(j, "vms", "name", "hang"));
-	status_fast(&d);
-	t0 = now_s();
-	assert_int_equal(ferry(&d, true, "vms", out, err), 0);
-	print_message("second scan %.2f s\n", now_s() - t0);
-	assert_true(now_s() - t0 < base_s + 0.5);
-	assert_non_null(strstr(slurp(d.log), "not by our uid"));
-	assert_non_null(strstr(slurp(d.log), "file.sock: not a socket"));
-	/* the symlink's target is left alone: lstat saw a link */
-	assert_int_equal(lstat(other, &st), 0);
-	close(hang);
-	itest_no_crash(&d);
-
-	/* a state_dir anyone may write: refused at start */
-	node_init(&e, "ve");
-	snprintf(path, sizeof(path), "%s/state", e.dir);
-	assert_int_equal(chmod(path, 0777), 0);
-	node_start(&e);
-	assert_int_equal(WEXITSTATUS(node_wait(&e, 30)), 1);
-	assert_non_null(strstr(slurp(e.log), "looser than 0700"));
-}
-
-/* ---- control requests have a size limit ---- */
-
-static void test_ctl_size(void **state)
-{
-	size_t big = 200 * MiB;
-	int tmo = 2000, zero = 0, n;
-	char ep[320], reply[256];
-	long rss0, rss1;
-	struct node d;
-	void *ctx, *req;
-	char *buf;
-
-	(void)state;
-	node_init(&d, "vc");
-	node_start(&d);
-	node_ready(&d);
-	base_s = status_base(&d);
-	rss0 = rss_kb(d.pid);
-	/* a str of 200 MiB in a map: {"cmd": "status", "x": "..."} */
-	buf = malloc(big);
-	assert_non_null(buf);
-	memset(buf, 'a', big);
-	memcpy(buf,
-	       "\x82\xa3"
-	       "cmd\xa6"
-	       "status\xa1x\xdb",
-	       15);
-	buf[15] = (char)((big - 19) >> 24);
-	buf[16] = (char)((big - 19) >> 16);
-	buf[17] = (char)((big - 19) >> 8);
-	buf[18] = (char)(big - 19);
-	ctx = zmq_ctx_new();
-	req = zmq_socket(ctx, ZMQ_REQ);
-	zmq_setsockopt(req, ZMQ_LINGER, &zero, sizeof(zero));
-	zmq_setsockopt(req, ZMQ_RCVTIMEO, &tmo, sizeof(tmo));
-	snprintf(ep, sizeof(ep), "ipc://%s", d.sock);
-	assert_int_equal(zmq_connect(req, ep), 0);
-	assert_true(zmq_send(req, buf, big, 0) >= 0);
-	free(buf);
-	/* dropped with its connection, never read: no answer */
-	n = zmq_recv(req, reply, sizeof(reply), 0);
-	assert_int_equal(n, -1);
-	zmq_close(req);
-	zmq_ctx_term(ctx);
-	status_fast(&d);
-	rss1 = rss_kb(d.pid);
-	print_message("ferryd RSS %ld MB before, %ld MB after\n", rss0 >> 10,
-		      rss1 >> 10);
-	assert_true(rss1 - rss0 < 32 * 1024);
-	itest_no_crash(&d);
-}
-
-/* ---- records are pruned by count and by age ---- */
-
-static void test_records(void **state)
-{
-	char dir[320], path[400];
-	struct timespec old[2] = { { .tv_sec = time(NULL) - 40 * 86400 },
-				   { .tv_sec = time(NULL) - 40 * 86400 } };
-	struct node d;
-	int n;
-
-	(void)state;
-	node_init(&d, "vr");
-	snprintf(dir, sizeof(dir), "%s/state/migrations", d.dir);
-	assert_int_equal(mkdir(dir, 0700), 0);
-	for (int i = 1; i <= 300; i++) {
-		FILE *f;
-
-		snprintf(path, sizeof(path), "%s/%d.src", dir, i);
-		f = fopen(path, "w");
-		assert_non_null(f);
-		fprintf(f, "id=%d\nvm=v\npeer=nobody\nphase=completed\n", i);
-		fclose(f);
-		/* the oldest by far, and one of them the highest id */
-		if (i == 1 || i == 300)
-			assert_int_equal(utimensat(AT_FDCWD, path, old, 0), 0);
-	}
-	node_start(&d);
-	node_ready(&d);
-	n = files_in(dir);
-	print_message("%d of 300 records kept\n", n);
-	assert_true(n <= 257);
-	snprintf(path, sizeof(path), "%s/1.src", dir);
-	assert_int_equal(access(path, F_OK), -1);
-	snprintf(path, sizeof(path), "%s/300.src", dir);
-	assert_int_equal(access(path, F_OK), 0); /* the next id follows it */
-	itest_no_crash(&d);
-}
-
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -839,9 +584,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_inbox_flood, teardown),
 		cmocka_unit_test_teardown(test_prepare_flood, teardown),
 		cmocka_unit_test_teardown(test_log_flood, teardown),
-		cmocka_unit_test_teardown(test_vm_dir, teardown),
-		cmocka_unit_test_teardown(test_ctl_size, teardown),
-		cmocka_unit_test_teardown(test_records, teardown),
 	};
 	ssize_t n;
 

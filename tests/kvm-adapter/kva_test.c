@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -111,4 +112,17 @@ void vm_exit(struct vmproc *v, struct kva_client *c, int want)
 	assert_int_equal(kva_client_exit(c), 0);
 	kva_client_close(c);
 	assert_int_equal(vm_wait(v, 10), want);
+}
+
+void vm_status(struct kva_client *c, struct kva_status *st)
+{
+	assert_int_equal(kva_client_status(c, st), 0);
+}
+
+void *vm_map_memfd(const struct kva_region *g, int prot)
+{
+	void *p = mmap(NULL, g->size, prot, MAP_SHARED, g->memfd, 0);
+
+	assert_true(p != MAP_FAILED);
+	return p;
 }

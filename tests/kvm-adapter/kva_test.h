@@ -42,4 +42,10 @@ void vm_kill(struct vmproc *v);
 /* EXIT, close c, then the process must end with status want. */
 void vm_exit(struct vmproc *v, struct kva_client *c, int want);
 
+/* STATUS into st; it must succeed. */
+void vm_status(struct kva_client *c, struct kva_status *st);
+
+/* Map the memfd of guest RAM region g, shared, with prot. */
+void *vm_map_memfd(const struct kva_region *g, int prot);
+
 #endif
