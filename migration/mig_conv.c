@@ -27,7 +27,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "migration/mig_int.h"
+#include "migration/mig_src.h"
 
 static void note_action(struct nd_mig *m, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -49,7 +49,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "migration/mig_int.h"
+#include "migration/mig_src.h"
 
 static void switchover_end(struct nd_mig *m);
 

@@ -20,7 +20,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "migration/mig_int.h"
+#include "migration/mig_src.h"
 
 #define RUNS_PER_MSG 65536
 #define PACE_NS (100 * 1000000ULL) /* --max-bandwidth: a slice per 100 ms */

@@ -17,6 +17,7 @@
 
 #include "common/util.h"
 #include "migration/mig_dst.h"
+#include "migration/mig_src.h"
 
 static struct mig_peer peer = { .name = "b" };
 
