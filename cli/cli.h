@@ -2,15 +2,19 @@
 #ifndef FERRY_CLI_CLI_H
 #define FERRY_CLI_CLI_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <msgpack.h>
 
+#include "protocol/protocol.h"
+
 /*
  * What the files of `ferry`, ferryd's command line, share: the commands'
- * table, the request to ferryd, and the JSON and human renderings of its
- * replies. Only cli/ and
+ * table, the request to ferryd and how the command line fills it, and the
+ * JSON and human renderings of its replies. Only cli/ and
  * tests/cli include this; the rest of ferry is reached through the public
  * headers node/node.h and protocol/protocol.h.
  */
@@ -36,6 +40,48 @@ extern const struct cli_cmd cli_cmds[];
 const struct cli_cmd *cli_cmd_find(const char *name);
 /* Print cmd's help to f; with NULL, the overview of every command. */
 void cli_usage(FILE *f, const struct cli_cmd *cmd);
+
+/* cli_req.c */
+
+/* How the argument of an option of `ferry migrate` reads. */
+enum cli_arg {
+	CLI_ARG_NONE, /* none: a flag */
+	CLI_ARG_STR, /* a name or a word, as given */
+	CLI_ARG_NUM, /* a decimal number */
+	CLI_ARG_RATE, /* bytes/s, K/M/G suffixes (binary): fy_parse_size() */
+	CLI_ARG_ROUNDS, /* a number of rounds, or auto (0) */
+};
+
+/* An option of `ferry migrate` and the field of the request it sets. */
+struct cli_opt {
+	const char *name; /* without "--" */
+	char c; /* getopt's short option */
+	int field; /* enum proto_ctl_field; -1: the CLI's own */
+	enum cli_arg arg;
+	const char *hint; /* "bad --NAME 'ARG' (hint)"; NULL: "bad --NAME" */
+};
+
+/* Every option of `ferry migrate`; a NULL name ends it. */
+extern const struct cli_opt cli_migrate_opts[];
+/*
+ * Fill r from `ferry migrate`'s arguments (argv[0] is "migrate"): the
+ * options given, checked by protocol/'s setters; --detach and --json go
+ * to *detach and *json. Returns 0, or CLI_EXIT_USAGE once what is wrong
+ * is printed (with cmd's help, for a bad command line).
+ */
+int cli_migrate_parse(int argc, char **argv, const struct cli_cmd *cmd,
+		      struct proto_ctl_req *r, bool *detach, bool *json);
+/*
+ * Set r's id, and its source, from "ID" or "SOURCE/ID" (r->cmd set).
+ * Returns 0, or CLI_EXIT_USAGE once what is wrong is printed.
+ */
+int cli_id_parse(const char *arg, struct proto_ctl_req *r);
+/*
+ * proto_ctl_set_str() and proto_ctl_set_uint() that print protocol/'s
+ * reason. Return 0 or CLI_EXIT_USAGE.
+ */
+int cli_set_str(struct proto_ctl_req *r, enum proto_ctl_field f, const char *s);
+int cli_set_uint(struct proto_ctl_req *r, enum proto_ctl_field f, uint64_t v);
 
 /* cli.c */
 

@@ -46,6 +46,7 @@ const struct cli_cmd cli_cmds[] = {
 };
 
 #define INDENT 12 /* of a command's help under its name */
+#define WIDTH 76 /* of the lines put_wrapped() writes */
 #define GLOBAL "[-c CONFIG | -s SOCKET] [--json]"
 
 const struct cli_cmd *cli_cmd_find(const char *name)
@@ -92,6 +93,64 @@ static void put_id(FILE *f, int n)
 	fprintf(f, "%*sstarted, a/7 for one peer a started\n", n, "");
 }
 
+/* s wrapped at WIDTH after a ',' or ';', lines indented by INDENT. */
+static void put_wrapped(FILE *f, const char *s)
+{
+	int col = INDENT;
+	size_t n;
+
+	fprintf(f, "%*s", INDENT, "");
+	for (s += strspn(s, " "); *s; s += strspn(s, " ")) {
+		n = strcspn(s, ",;");
+		n += s[n] != '\0';
+		if (col > INDENT && col + 1 + (int)n > WIDTH) {
+			fprintf(f, "\n%*s", INDENT, "");
+			col = INDENT;
+		} else if (col > INDENT) {
+			fputc(' ', f);
+			col++;
+		}
+		fprintf(f, "%.*s", (int)n, s);
+		col += n;
+		s += n;
+	}
+	fputc('\n', f);
+}
+
+/*
+ * What `ferry migrate` does with an option left out: protocol/'s
+ * defaults (proto_ctl_default()), the ones ferryd applies, or ferryd.conf.
+ */
+static void put_defaults(FILE *f)
+{
+	char text[512] = "defaults:", conf[256] = "", v[32];
+	const char *d;
+
+	for (const struct cli_opt *o = cli_migrate_opts; o->name; o++) {
+		/* flags are off; --to is required */
+		if (o->field < 0 || o->arg == CLI_ARG_NONE ||
+		    o->field == PROTO_CTL_TO)
+			continue;
+		d = proto_ctl_default(o->field, v, sizeof(v));
+		if (d && !strcmp(d, "0") && o->arg == CLI_ARG_ROUNDS)
+			d = "auto";
+		else if (d && !strcmp(d, "0") && o->arg == CLI_ARG_RATE)
+			d = "none";
+		if (d)
+			snprintf(text + strlen(text),
+				 sizeof(text) - strlen(text), " %s %s,",
+				 o->name, d);
+		else
+			snprintf(conf + strlen(conf),
+				 sizeof(conf) - strlen(conf), "%s %s",
+				 *conf ? "," : "", o->name);
+	}
+	text[strlen(text) - 1] = '\0';
+	snprintf(text + strlen(text), sizeof(text) - strlen(text),
+		 "; from ferryd.conf:%s", conf);
+	put_wrapped(f, text);
+}
+
 void cli_usage(FILE *f, const struct cli_cmd *cmd)
 {
 	if (cmd) {
@@ -100,6 +159,8 @@ void cli_usage(FILE *f, const struct cli_cmd *cmd)
 		put_cmd(f, cmd);
 		if (!strncmp(cmd->args, "ID", 2))
 			put_id(f, INDENT);
+		if (!strcmp(cmd->name, "migrate"))
+			put_defaults(f);
 	} else {
 		fputs("usage: ferry " GLOBAL " COMMAND [ARGS]\n\ncommands:\n",
 		      f);

@@ -7,7 +7,6 @@
  * Exit codes: 0 success, 1 ferryd not running or the request (or the
  * migration) failed, 2 bad command line or configuration.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -17,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/util.h"
 #include "cli/cli.h"
 #include "node/node.h"
 #include "protocol/protocol.h"
@@ -27,14 +25,28 @@
 #define POLL_MS 20
 #define LINE_MS 200 /* the live line, redrawn */
 
-/* One request; prints ferryd's error. Returns 0 or CLI_EXIT_FAIL. */
-static int call(const char *sock, msgpack_sbuffer *sb, msgpack_unpacked *reply,
-		void **raw)
+/*
+ * One request, encoded by protocol/, which checks it as ferryd would;
+ * prints what is wrong, or ferryd's error. Returns 0, CLI_EXIT_USAGE for
+ * a request the encoder refuses, or CLI_EXIT_FAIL.
+ */
+static int call(const char *sock, const struct proto_ctl_req *r,
+		msgpack_unpacked *reply, void **raw)
 {
 	char err[1024];
+	size_t len;
+	void *buf;
+	int rc;
 
-	if (cli_call(sock, sb->data, sb->size, CLI_TIMEOUT_MS, reply, raw, err,
-		     sizeof(err))) {
+	rc = proto_ctl_encode(r, &buf, &len, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "ferry: %s\n", err);
+		return rc == -EINVAL ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
+	}
+	rc = cli_call(sock, buf, len, CLI_TIMEOUT_MS, reply, raw, err,
+		      sizeof(err));
+	free(buf);
+	if (rc) {
 		fprintf(stderr, "ferry: %s\n", err);
 		return CLI_EXIT_FAIL;
 	}
@@ -73,20 +85,15 @@ static int follow(const char *sock, uint64_t id, bool json)
 	int ret = CLI_EXIT_FAIL;
 
 	for (unsigned n = 0;; n++) {
+		struct proto_ctl_req q = { .cmd = PROTO_CTL_MIGRATION,
+					   .has = 1u << PROTO_CTL_ID,
+					   .id = id };
 		msgpack_unpacked reply;
-		msgpack_sbuffer sb;
-		msgpack_packer pk;
 		char line[256], st[16];
 		void *raw = NULL;
 		int r;
 
-		msgpack_sbuffer_init(&sb);
-		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-		msgpack_pack_map(&pk, 2);
-		proto_mp_pack_kv_str(&pk, "cmd", "migration");
-		proto_mp_pack_kv_u64(&pk, "id", id);
-		r = call(sock, &sb, &reply, &raw);
-		msgpack_sbuffer_destroy(&sb);
+		r = call(sock, &q, &reply, &raw);
 		if (r)
 			return r;
 		if (tty &&
@@ -118,205 +125,20 @@ static int follow(const char *sock, uint64_t id, bool json)
 	}
 }
 
-static int parse_rate(const char *s, uint64_t *out)
-{
-	/* bytes per second with K/M/G suffixes (binary), as fy_parse_size */
-	return fy_parse_size(s, out);
-}
-
+/* `ferry migrate`: start it, then follow it unless --detach. */
 static int cmd_migrate(const char *sock, const struct cli_cmd *cmd, int argc,
 		       char **argv, bool json)
 {
-	static const struct option opts[] = {
-		{ "to", required_argument, NULL, 't' },
-		{ "mode", required_argument, NULL, 'm' },
-		{ "postcopy-after", required_argument, NULL, 'P' },
-		{ "downtime-limit", required_argument, NULL, 'd' },
-		{ "max-bandwidth", required_argument, NULL, 'b' },
-		{ "compress", required_argument, NULL, 'z' },
-		{ "verify", no_argument, NULL, 'v' },
-		{ "auto-converge", required_argument, NULL, 'a' },
-		{ "max-rounds", required_argument, NULL, 'r' },
-		{ "timeout", required_argument, NULL, 'T' },
-		{ "detach", no_argument, NULL, 'D' },
-		{ "stall-rounds", required_argument, NULL, 'S' },
-		{ "cpu-throttle-initial", required_argument, NULL, 'I' },
-		{ "cpu-throttle-increment", required_argument, NULL, 'N' },
-		{ "max-cpu-throttle", required_argument, NULL, 'X' },
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
-	};
-	/* "" and 0: ferryd's defaults (its config) */
-	const char *to = NULL, *mode = "precopy", *ac = "";
-	uint64_t thr[3] = { 0, 0, 0 }; /* initial, increment, max */
-	const char *compress = "none";
-	uint64_t dt = 300, bw = 0, rounds = 30, timeout = 600, stall = 3, id;
-	uint64_t pc_after = 0; /* 0: auto */
-	bool verify = false, detach = false;
+	bool detach = false;
+	struct proto_ctl_req r;
 	msgpack_unpacked reply;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
 	void *raw = NULL;
-	char *end;
-	int c, ret;
+	uint64_t id;
+	int ret;
 
-	optind = 0; /* GNU: a full reset, permuting again */
-	while ((c = getopt_long(argc, argv, "t:m:d:b:z:va:r:T:DjS:I:N:X:P:",
-				opts, NULL)) != -1) {
-		switch (c) {
-		case 't':
-			to = optarg;
-			break;
-		case 'm':
-			if (strcmp(optarg, "precopy") &&
-			    strcmp(optarg, "postcopy") &&
-			    strcmp(optarg, "hybrid")) {
-				fprintf(stderr,
-					"ferry: --mode precopy, postcopy or "
-					"hybrid, not '%s'\n",
-					optarg);
-				return CLI_EXIT_USAGE;
-			}
-			mode = optarg;
-			break;
-		case 'P':
-			pc_after = strtoull(optarg, &end, 10);
-			if (strcmp(optarg, "auto") && (*end || !pc_after)) {
-				fprintf(stderr,
-					"ferry: bad --postcopy-after '%s' "
-					"(rounds, or auto)\n",
-					optarg);
-				return CLI_EXIT_USAGE;
-			}
-			if (!strcmp(optarg, "auto"))
-				pc_after = 0;
-			break;
-		case 'd':
-			dt = strtoull(optarg, &end, 10);
-			if (*end || !dt) {
-				fprintf(stderr,
-					"ferry: bad --downtime-limit "
-					"'%s' (milliseconds)\n",
-					optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'b':
-			if (parse_rate(optarg, &bw)) {
-				fprintf(stderr,
-					"ferry: bad --max-bandwidth "
-					"'%s' (bytes/s, e.g. 100M)\n",
-					optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'z':
-			if (strcmp(optarg, "none") && strcmp(optarg, "delta")) {
-				fprintf(stderr,
-					"ferry: --compress none or delta, "
-					"not '%s'\n",
-					optarg);
-				return CLI_EXIT_USAGE;
-			}
-			compress = optarg;
-			break;
-		case 'v':
-			verify = true;
-			break;
-		case 'a':
-			if (strcmp(optarg, "downtime") &&
-			    strcmp(optarg, "throttle") &&
-			    strcmp(optarg, "off") && strcmp(optarg, "none")) {
-				fprintf(stderr,
-					"ferry: --auto-converge downtime, "
-					"throttle or off, not '%s'\n",
-					optarg);
-				return CLI_EXIT_USAGE;
-			}
-			ac = optarg;
-			break;
-		case 'I':
-		case 'N':
-		case 'X': {
-			static const char *const names[] = {
-				"cpu-throttle-initial",
-				"cpu-throttle-increment",
-				"max-cpu-throttle",
-			};
-			int k = c == 'I' ? 0 : c == 'N' ? 1 : 2;
-
-			thr[k] = strtoull(optarg, &end, 10);
-			if (*end || thr[k] < 1 || thr[k] > 99) {
-				fprintf(stderr,
-					"ferry: bad --%s '%s' (percent, 1 "
-					"to 99)\n",
-					names[k], optarg);
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		}
-		case 'r':
-			rounds = strtoull(optarg, &end, 10);
-			if (*end || !rounds) {
-				fprintf(stderr, "ferry: bad --max-rounds\n");
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'T':
-			timeout = strtoull(optarg, &end, 10);
-			if (*end) {
-				fprintf(stderr, "ferry: bad --timeout\n");
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'D':
-			detach = true;
-			break;
-		case 'S':
-			stall = strtoull(optarg, &end, 10);
-			if (*end || !stall) {
-				fprintf(stderr, "ferry: bad --stall-rounds\n");
-				return CLI_EXIT_USAGE;
-			}
-			break;
-		case 'j':
-			json = true;
-			break;
-		default: /* getopt said which option */
-			cli_usage(stderr, cmd);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (optind != argc - 1 || !to) {
-		fprintf(stderr, "ferry: migrate takes one VM and --to PEER\n");
-		cli_usage(stderr, cmd);
-		return CLI_EXIT_USAGE;
-	}
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 16);
-	proto_mp_pack_kv_str(&pk, "cmd", "migrate");
-	proto_mp_pack_kv_u64(&pk, "postcopy_after", pc_after);
-	proto_mp_pack_kv_str(&pk, "vm", argv[optind]);
-	proto_mp_pack_kv_str(&pk, "to", to);
-	proto_mp_pack_kv_str(&pk, "mode", mode);
-	proto_mp_pack_kv_u64(&pk, "downtime_limit_ms", dt);
-	proto_mp_pack_kv_u64(&pk, "max_bandwidth", bw);
-	proto_mp_pack_str(&pk, "verify");
-	if (verify)
-		msgpack_pack_true(&pk);
-	else
-		msgpack_pack_false(&pk);
-	proto_mp_pack_kv_str(&pk, "auto_converge", ac);
-	proto_mp_pack_kv_u64(&pk, "max_rounds", rounds);
-	proto_mp_pack_kv_u64(&pk, "timeout_s", timeout);
-	proto_mp_pack_kv_u64(&pk, "stall_rounds", stall);
-	proto_mp_pack_kv_str(&pk, "compress", compress);
-	proto_mp_pack_kv_u64(&pk, "cpu_throttle_initial", thr[0]);
-	proto_mp_pack_kv_u64(&pk, "cpu_throttle_increment", thr[1]);
-	proto_mp_pack_kv_u64(&pk, "max_cpu_throttle", thr[2]);
-	ret = call(sock, &sb, &reply, &raw);
-	msgpack_sbuffer_destroy(&sb);
+	ret = cli_migrate_parse(argc, argv, cmd, &r, &detach, &json);
+	if (!ret)
+		ret = call(sock, &r, &reply, &raw);
 	if (ret)
 		return ret;
 	id = proto_mp_int(&reply.data, "id", 0);
@@ -332,73 +154,56 @@ static int cmd_migrate(const char *sock, const struct cli_cmd *cmd, int argc,
 	return follow(sock, id, json);
 }
 
+/* The request of command name: "status", "force-resume", ... */
+static enum proto_ctl_cmd ctl_cmd(const char *name)
+{
+	int c;
+
+	for (c = PROTO_CTL_STATUS; c <= PROTO_CTL_CMD_LAST; c++)
+		if (!strcmp(proto_ctl_cmd_name(c), name))
+			break;
+	return c;
+}
+
+/* Print a reply of cmd. */
+static void print_reply(const char *cmd, const msgpack_object *o, bool json)
+{
+	if (json) {
+		cli_json_write(stdout, o);
+		putchar('\n');
+	} else if (!strcmp(cmd, "status")) {
+		cli_print_status(stdout, o);
+	} else if (!strcmp(cmd, "peers")) {
+		cli_print_peers(stdout, o);
+	} else if (!strcmp(cmd, "vms")) {
+		cli_print_vms(stdout, o);
+	} else if (!strcmp(cmd, "migrations")) {
+		cli_print_migrations(stdout, o);
+	} else {
+		cli_print_report(stdout, o);
+	}
+}
+
 /* status, peers, vms, migrations; migration, cancel, migrate-postcopy,
  * force-resume ID */
 static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 		      bool json)
 {
-	bool fenced = !strcmp(cmd, "force-resume");
+	struct proto_ctl_req r = { .cmd = ctl_cmd(cmd) };
 	msgpack_unpacked reply;
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
 	void *raw = NULL;
-	char *end;
-	int ret;
+	int ret = 0;
 
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	if (arg) {
-		/* ID, or SOURCE/ID for one that node started */
-		const char *slash = strchr(arg, '/');
-		const char *num = slash ? slash + 1 : arg;
-		size_t srclen = slash ? (size_t)(slash - arg) : 0;
-		uint64_t id = strtoull(num, &end, 10);
-
-		if (*end || !id || !isdigit((unsigned char)*num) ||
-		    (slash && (!srclen || srclen > PROTO_NAME_MAX))) {
-			fprintf(stderr,
-				"ferry: bad migration id '%s' (ID or "
-				"SOURCE/ID)\n",
-				arg);
-			msgpack_sbuffer_destroy(&sb);
-			return CLI_EXIT_USAGE;
-		}
-		msgpack_pack_map(&pk, 2 + !!slash + fenced);
-		proto_mp_pack_kv_str(&pk, "cmd", cmd);
-		proto_mp_pack_kv_u64(&pk, "id", id);
-		if (fenced) {
-			/* main() saw --fenced; ferryd checks it again */
-			proto_mp_pack_str(&pk, "fenced");
-			msgpack_pack_true(&pk);
-		}
-		if (slash) {
-			char src[PROTO_NAME_MAX + 1];
-
-			snprintf(src, sizeof(src), "%.*s", (int)srclen, arg);
-			proto_mp_pack_kv_str(&pk, "source", src);
-		}
-	} else {
-		msgpack_pack_map(&pk, 1);
-		proto_mp_pack_kv_str(&pk, "cmd", cmd);
-	}
-	ret = call(sock, &sb, &reply, &raw);
-	msgpack_sbuffer_destroy(&sb);
+	if (arg) /* ID, or SOURCE/ID for one that node started */
+		ret = cli_id_parse(arg, &r);
+	/* main() saw --fenced; ferryd checks it again */
+	if (!ret && r.cmd == PROTO_CTL_FORCE_RESUME)
+		ret = cli_set_uint(&r, PROTO_CTL_FENCED, true);
+	if (!ret)
+		ret = call(sock, &r, &reply, &raw);
 	if (ret)
 		return ret;
-	if (json) {
-		cli_json_write(stdout, &reply.data);
-		putchar('\n');
-	} else if (!strcmp(cmd, "status")) {
-		cli_print_status(stdout, &reply.data);
-	} else if (!strcmp(cmd, "peers")) {
-		cli_print_peers(stdout, &reply.data);
-	} else if (!strcmp(cmd, "vms")) {
-		cli_print_vms(stdout, &reply.data);
-	} else if (!strcmp(cmd, "migrations")) {
-		cli_print_migrations(stdout, &reply.data);
-	} else {
-		cli_print_report(stdout, &reply.data);
-	}
+	print_reply(cmd, &reply.data, json);
 	msgpack_unpacked_destroy(&reply);
 	free(raw);
 	return CLI_EXIT_OK;

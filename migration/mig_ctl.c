@@ -228,52 +228,48 @@ static void pack_error(msgpack_packer *pk, const char *text)
 }
 
 /*
- * `ferry migrate`. proto_ctl_decode() checked every field that came
- * (its range, mode, compress, auto_converge): here the ones left out get
- * their defaults, the only place those are applied. What the CLI sends
- * as "" or 0 (auto_converge, the throttle percentages) is ferryd's config.
+ * `ferry migrate`. proto_ctl_decode() checked every field that came and
+ * what they say together (a --verify outside pre-copy); the built-in
+ * defaults of the fields left out are protocol/'s (proto_ctl_defaults(),
+ * next to the field table), the one place they are written, which the
+ * CLI's help prints too. The rule: a default that is this node's
+ * configuration is applied here and nowhere else. auto_converge and the
+ * throttle percentages, left out (or sent as "" and 0, as an older
+ * `ferry` does), come from ferryd.conf.
  */
 static void cmd_migrate(struct mig_env *n, const struct proto_ctl_req *req,
 			msgpack_packer *pk)
 {
+	struct proto_ctl_req r = *req;
 	struct nd_mig_opts o = { 0 };
+	const struct mig_conf *cfg = &n->cfg;
 	char err[256];
 	uint64_t id;
 
-#define HAS(f) PROTO_CTL_HAS(req, PROTO_CTL_##f)
+	proto_ctl_defaults(&r);
 	/* the decoder checked the words */
-	o.mode = HAS(MODE) ? (enum proto_mode)proto_mode_parse(req->mode)
-			   : PROTO_MODE_PRECOPY;
-	o.auto_converge = req->auto_converge[0]
+	o.mode = (enum proto_mode)proto_mode_parse(r.mode);
+	o.auto_converge = r.auto_converge[0]
 				  ? (enum proto_converge)proto_converge_parse(
-					    req->auto_converge)
-				  : n->cfg.auto_converge;
-	o.throttle_initial = req->cpu_throttle_initial
-				     ? req->cpu_throttle_initial
-				     : n->cfg.cpu_throttle_initial;
-	o.throttle_increment = req->cpu_throttle_increment
-				       ? req->cpu_throttle_increment
-				       : n->cfg.cpu_throttle_increment;
-	o.throttle_max = req->max_cpu_throttle ? req->max_cpu_throttle
-					       : n->cfg.max_cpu_throttle;
-	o.downtime_ms = HAS(DOWNTIME_LIMIT_MS) ? req->downtime_limit_ms : 300;
-	o.max_bw = req->max_bandwidth;
-	o.verify = req->verify;
-	o.max_rounds = HAS(MAX_ROUNDS) ? req->max_rounds : 30;
-	o.stall_rounds = HAS(STALL_ROUNDS) ? req->stall_rounds : 3;
-	o.max_downtime_ms = HAS(MAX_DOWNTIME_MS) ? req->max_downtime_ms : 10000;
-	o.timeout_s = HAS(TIMEOUT_S) ? req->timeout_s : 600;
-	o.delta = !strcmp(req->compress, "delta");
-	o.postcopy_after = req->postcopy_after;
-#undef HAS
-	if (o.mode != PROTO_MODE_PRECOPY && (o.verify || o.delta)) {
-		pack_error(pk, "--verify and --compress delta are for "
-			       "--mode precopy");
-		return;
-	}
-	if (o.max_downtime_ms < o.downtime_ms)
-		o.max_downtime_ms = o.downtime_ms;
-	if (nd_mig_src_start(n, req->vm, req->to, &o, &id, err, sizeof(err))) {
+					    r.auto_converge)
+				  : cfg->auto_converge;
+	o.throttle_initial = r.cpu_throttle_initial ? r.cpu_throttle_initial
+						    : cfg->cpu_throttle_initial;
+	o.throttle_increment = r.cpu_throttle_increment
+				       ? r.cpu_throttle_increment
+				       : cfg->cpu_throttle_increment;
+	o.throttle_max = r.max_cpu_throttle ? r.max_cpu_throttle
+					    : cfg->max_cpu_throttle;
+	o.downtime_ms = r.downtime_limit_ms;
+	o.max_downtime_ms = r.max_downtime_ms;
+	o.max_bw = r.max_bandwidth;
+	o.verify = r.verify;
+	o.max_rounds = r.max_rounds;
+	o.stall_rounds = r.stall_rounds;
+	o.timeout_s = r.timeout_s;
+	o.delta = !strcmp(r.compress, "delta");
+	o.postcopy_after = r.postcopy_after;
+	if (nd_mig_src_start(n, r.vm, r.to, &o, &id, err, sizeof(err))) {
 		pack_error(pk, err);
 		return;
 	}

@@ -60,8 +60,9 @@ enum proto_ctl_field {
 
 /*
  * A decoded request. A field that did not come is zero (""), and its bit
- * in has is clear: the defaults are ferryd's to apply, not the decoder's.
- * docs/operations.md lists each field's range.
+ * in has is clear: proto_ctl_defaults() fills in its default, and ferryd
+ * the ones that come from its configuration. docs/operations.md lists each
+ * field's range.
  */
 struct proto_ctl_req {
 	enum proto_ctl_cmd cmd;
@@ -100,10 +101,42 @@ int proto_ctl_decode(const void *buf, size_t len, struct proto_ctl_req *out,
 		     char *err, size_t errlen);
 /*
  * Encode r: "cmd", then every field whose has bit is set, in the order of
- * enum proto_ctl_field. r is checked as the decoder would (-EINVAL).
- * *buf is malloc'ed; returns 0, -EINVAL or -ENOMEM.
+ * enum proto_ctl_field. r is checked as the decoder would check it, with
+ * the same reason in err (errlen bytes; may be NULL). *buf is malloc'ed,
+ * the caller's; returns 0, -EINVAL or -ENOMEM.
  */
-int proto_ctl_encode(const struct proto_ctl_req *r, void **buf, size_t *len);
+int proto_ctl_encode(const struct proto_ctl_req *r, void **buf, size_t *len,
+		     char *err, size_t errlen);
+/*
+ * Set field f of r, whose cmd must be set, to v (an integer field; a
+ * boolean takes 0 or 1) or to s (a string), and set its bit in has. v or
+ * s is checked as the decoder checks what comes, except that 0 or "" is
+ * refused where it would mean "the configuration's": leave the field out
+ * instead. Returns 0, or -EINVAL with the decoder's reason in err
+ * ("migrate.downtime_limit_ms: 0 not in 1..3600000"), r untouched.
+ */
+int proto_ctl_set_uint(struct proto_ctl_req *r, enum proto_ctl_field f,
+		       uint64_t v, char *err, size_t errlen);
+int proto_ctl_set_str(struct proto_ctl_req *r, enum proto_ctl_field f,
+		      const char *s, char *err, size_t errlen);
+/*
+ * The defaults of the control requests, kept in proto_ctl.c's field
+ * table, the one place they are written. Fill every field of r's command
+ * that is not required and did not come (its bit in has clear; has is
+ * left as it is) with its default: for migrate mode "precopy",
+ * downtime_limit_ms 300, max_downtime_ms 10000, max_rounds 30,
+ * stall_rounds 3, timeout_s 600, compress "none", the rest 0 or false;
+ * and max_downtime_ms at least downtime_limit_ms. auto_converge and the
+ * throttle percentages stay "" and 0: their defaults are the node's
+ * configuration, which ferryd applies.
+ */
+void proto_ctl_defaults(struct proto_ctl_req *r);
+/*
+ * Field f's default as text into buf (len bytes): "300", "precopy",
+ * "false". Returns buf, or NULL for a field with none here: a required
+ * one, or one whose default is the node's configuration.
+ */
+const char *proto_ctl_default(enum proto_ctl_field f, char *buf, size_t len);
 /* "status", "force-resume", ...; "?" for an unknown command. */
 const char *proto_ctl_cmd_name(enum proto_ctl_cmd c);
 

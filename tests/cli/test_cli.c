@@ -4,8 +4,11 @@
  * type and escapes what JSON needs escaped. Every command of the table
  * answers --help and -h with its help and exit 0, the real binary (FERRY,
  * set by meson) run with the integration tests' run(); a bad command line
- * exits 2 with the command's help on stderr.
+ * exits 2 with the command's help on stderr. A value ferryd would refuse
+ * is refused by ferry first, in the decoder's words; migrate's help shows
+ * the defaults protocol/ holds.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -197,6 +200,125 @@ static void test_usage_errors(void **state)
 	assert_true(ends_with(err, usage_of(NULL)));
 }
 
+/* What proto_ctl_decode() says of migrate vm1 to b and one more field. */
+static void decoder_says(char *why, size_t len, const char *k, const char *v,
+			 int64_t n)
+{
+	struct proto_ctl_req r;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 4 + (v && n));
+	proto_mp_pack_kv_str(&pk, "cmd", "migrate");
+	proto_mp_pack_kv_str(&pk, "vm", "vm1");
+	proto_mp_pack_kv_str(&pk, "to", "b");
+	if (v && n) /* verify too */
+		proto_mp_pack_kv_str(&pk, "mode", v);
+	proto_mp_pack_str(&pk, k);
+	if (v && n)
+		msgpack_pack_true(&pk);
+	else if (v)
+		proto_mp_pack_str(&pk, v);
+	else
+		msgpack_pack_int64(&pk, n);
+	assert_int_equal(proto_ctl_decode(sb.data, sb.size, &r, why, len),
+			 -EBADMSG);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/*
+ * A value ferryd's decoder would refuse is refused by ferry before it
+ * sends anything (there is no ferryd here), exit 2, in the same words.
+ */
+static void test_shared_errors(void **state)
+{
+	static const struct {
+		const char *opt, *arg; /* arg NULL: a flag */
+		const char *key, *v; /* what the decoder is given */
+		int64_t n;
+	} cases[] = {
+		{ "--downtime-limit", "0", "downtime_limit_ms", NULL, 0 },
+		{ "--max-rounds", "10001", "max_rounds", NULL, 10001 },
+		{ "--timeout", "31536001", "timeout_s", NULL, 31536001 },
+		{ "--cpu-throttle-initial", "100", "cpu_throttle_initial", NULL,
+		  100 },
+		{ "--mode", "fast", "mode", "fast", 0 },
+		{ "--auto-converge", "always", "auto_converge", "always", 0 },
+		{ "--compress", "zstd", "compress", "zstd", 0 },
+		/* across fields: mode and verify */
+		{ "--verify", NULL, "verify", "hybrid", 1 },
+	};
+	char why[256], want[300];
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		const char *argv[] = { ferry_bin, "-s",	    "/nonexistent",
+				       "migrate", "vm1",    "--to",
+				       "b",	  "--mode", "hybrid",
+				       NULL,	  NULL,	    NULL };
+		int n = 9;
+
+		if (!cases[i].arg) { /* after --mode hybrid */
+			argv[n++] = cases[i].opt;
+		} else {
+			argv[7] = cases[i].opt;
+			argv[8] = cases[i].arg;
+		}
+		decoder_says(why, sizeof(why), cases[i].key, cases[i].v,
+			     cases[i].n);
+		snprintf(want, sizeof(want), "ferry: %s\n", why);
+		assert_int_equal(run(out, err, argv), 2);
+		assert_string_equal(err, want);
+		assert_string_equal(out, "");
+	}
+}
+
+/* migrate's help prints protocol/'s defaults, the ones ferryd applies. */
+static void test_migrate_defaults(void **state)
+{
+	static const struct {
+		const char *opt;
+		enum proto_ctl_field f;
+	} opts[] = {
+		{ "mode", PROTO_CTL_MODE },
+		{ "downtime-limit", PROTO_CTL_DOWNTIME_LIMIT_MS },
+		{ "compress", PROTO_CTL_COMPRESS },
+		{ "max-rounds", PROTO_CTL_MAX_ROUNDS },
+		{ "stall-rounds", PROTO_CTL_STALL_ROUNDS },
+		{ "timeout", PROTO_CTL_TIMEOUT_S },
+	};
+	const char *help = usage_of(cli_cmd_find("migrate"));
+	char text[OUT_MAX], want[64], v[32];
+	const char *p;
+	size_t n;
+
+	(void)state;
+	/* the defaults paragraph, up to the blank line, as one line */
+	p = strstr(help, "defaults: ");
+	assert_non_null(p);
+	for (n = 0; *p && strncmp(p, "\n\n", 2) && n < sizeof(text) - 1; p++) {
+		if (*p == '\n')
+			p += strspn(p + 1, " "); /* the indent: one space */
+		text[n++] = *p == '\n' ? ' ' : *p;
+	}
+	text[n] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(opts); i++) {
+		snprintf(want, sizeof(want), " %s %s", opts[i].opt,
+			 proto_ctl_default(opts[i].f, v, sizeof(v)));
+		p = strstr(text, want);
+		if (!p || !strchr(",;", p[strlen(want)]))
+			fail_msg("\"%s\" not in \"%s\"", want, text);
+	}
+	assert_non_null(strstr(text, " postcopy-after auto,"));
+	assert_non_null(strstr(text, " max-bandwidth none,"));
+	assert_non_null(strstr(text, "; from ferryd.conf: auto-converge, "
+				     "cpu-throttle-initial, "
+				     "cpu-throttle-increment, "
+				     "max-cpu-throttle"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -204,6 +326,8 @@ int main(void)
 		cmocka_unit_test(test_help),
 		cmocka_unit_test(test_migrate_help),
 		cmocka_unit_test(test_usage_errors),
+		cmocka_unit_test(test_shared_errors),
+		cmocka_unit_test(test_migrate_defaults),
 	};
 
 	ferry_bin = getenv("FERRY");

@@ -96,16 +96,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	check_req(&r);
-	rc = proto_ctl_encode(&r, &buf, &len);
-	CHECK(!rc, "decoded %s does not encode: %d", proto_ctl_cmd_name(r.cmd),
-	      rc);
+	rc = proto_ctl_encode(&r, &buf, &len, err, sizeof(err));
+	CHECK(!rc, "decoded %s does not encode: %d %s",
+	      proto_ctl_cmd_name(r.cmd), rc, err);
 	check_same_value(data, size, buf, len, proto_ctl_cmd_name(r.cmd));
 	rc = proto_ctl_decode(buf, len, &r2, err, sizeof(err));
 	CHECK(!rc, "our encoding of %s does not decode: %s",
 	      proto_ctl_cmd_name(r.cmd), err);
 	CHECK(!memcmp(&r, &r2, sizeof(r)), "%s changed in a round trip",
 	      proto_ctl_cmd_name(r.cmd));
-	rc = proto_ctl_encode(&r2, &buf2, &len2);
+	rc = proto_ctl_encode(&r2, &buf2, &len2, NULL, 0);
 	CHECK(!rc && len2 == len && !memcmp(buf, buf2, len),
 	      "%s encodes differently the second time",
 	      proto_ctl_cmd_name(r.cmd));

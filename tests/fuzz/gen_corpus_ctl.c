@@ -15,13 +15,15 @@
 
 static int put(const char *dir, const struct proto_ctl_req *r, unsigned n)
 {
-	char path[4096];
+	char path[4096], err[256];
 	size_t len;
 	void *buf;
 	FILE *f;
 
-	if (proto_ctl_encode(r, &buf, &len))
+	if (proto_ctl_encode(r, &buf, &len, err, sizeof(err))) {
+		fprintf(stderr, "%s\n", err);
 		return -1;
+	}
 	snprintf(path, sizeof(path), "%s/%s-%u.mp", dir,
 		 proto_ctl_cmd_name(r->cmd), n);
 	f = fopen(path, "wb");

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
  * protocol/proto_ctl.c: the control requests of the `ferry` CLI. Every
- * command decodes as the CLI packs it; every class of bad request is
- * refused with a reason that names the field. Requests are packed here
- * with msgpack-c, key by key, as cli/ferry.c does, so that each bad one
- * has exactly one thing wrong.
+ * command decodes; every class of bad request is refused with a reason
+ * that names the field. Requests are packed here with msgpack-c, key by
+ * key, so that each bad one has exactly one thing wrong. What the CLI
+ * uses, the encoder and the setters, checks with the decoder's words and
+ * round-trips; the defaults and the checks across fields are the ones
+ * ferryd applies.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -127,7 +129,10 @@ static void test_simple_commands(void **state)
 	assert_string_equal(proto_ctl_cmd_name(PROTO_CTL_CMD_LAST + 1), "?");
 }
 
-/* `ferry migrate`: the 16 fields cli/ferry.c packs, in its order. */
+/*
+ * `ferry migrate` as the CLI packed it by hand before it used
+ * proto_ctl_encode(): 16 fields, "" and 0 for ferryd's configuration.
+ */
 static void pack_cli_migrate(struct rq *r, const char *ac)
 {
 	begin(r, 16, "migrate");
@@ -276,12 +281,40 @@ static void test_int_formats(void **state)
 	assert_int_equal(out.id, 6);
 }
 
-static void test_encode(void **state)
+/* Encode in, decode it: the same struct, padding and all. */
+static void round_trip(const struct proto_ctl_req *in)
 {
-	struct proto_ctl_req in, out, bad;
+	struct proto_ctl_req out;
 	char err[256];
 	size_t len;
 	void *buf;
+
+	if (proto_ctl_encode(in, &buf, &len, err, sizeof(err)))
+		fail_msg("encode refused: %s", err);
+	if (proto_ctl_decode(buf, len, &out, err, sizeof(err)))
+		fail_msg("decode refused our encoding: %s", err);
+	free(buf);
+	assert_memory_equal(in, &out, sizeof(*in));
+}
+
+/* proto_ctl_encode() refuses in, saying want. */
+static void encode_bad(const struct proto_ctl_req *in, const char *want)
+{
+	char err[256];
+	size_t len;
+	void *buf = NULL;
+
+	memset(err, 'X', sizeof(err));
+	assert_int_equal(proto_ctl_encode(in, &buf, &len, err, sizeof(err)),
+			 -EINVAL);
+	assert_null(buf);
+	if (!strstr(err, want))
+		fail_msg("encode: \"%s\" (want \"%s\")", err, want);
+}
+
+static void test_encode(void **state)
+{
+	struct proto_ctl_req in, bad;
 
 	(void)state;
 	memset(&in, 0, sizeof(in)); /* padding too: compared below */
@@ -294,28 +327,303 @@ static void test_encode(void **state)
 	in.has = 1u << PROTO_CTL_VM | 1u << PROTO_CTL_TO |
 		 1u << PROTO_CTL_AUTO_CONVERGE | 1u << PROTO_CTL_VERIFY |
 		 1u << PROTO_CTL_TIMEOUT_S;
-	assert_int_equal(proto_ctl_encode(&in, &buf, &len), 0);
-	assert_int_equal(proto_ctl_decode(buf, len, &out, err, sizeof(err)), 0);
-	free(buf);
-	assert_memory_equal(&in, &out, sizeof(in));
+	round_trip(&in);
 
-	/* the decoder's rules: a bad name, a field of another command */
+	/* the decoder's rules, in its words */
 	bad = in;
 	strcpy(bad.vm, "../x");
-	assert_int_equal(proto_ctl_encode(&bad, &buf, &len), -EINVAL);
+	encode_bad(&bad, "migrate.vm: byte 0x2f at offset 2 not allowed");
 	bad = in;
 	bad.has |= 1u << PROTO_CTL_ID;
-	assert_int_equal(proto_ctl_encode(&bad, &buf, &len), -EINVAL);
+	encode_bad(&bad, "migrate: field \"id\" is not one of migrate's");
 	bad = in;
 	bad.has |= 1u << PROTO_CTL_NFIELDS;
-	assert_int_equal(proto_ctl_encode(&bad, &buf, &len), -EINVAL);
+	encode_bad(&bad, "migrate: fields 0x");
 	bad = in;
 	bad.cmd = 0;
-	assert_int_equal(proto_ctl_encode(&bad, &buf, &len), -EINVAL);
+	encode_bad(&bad, "request: unknown command 0");
 	bad = in;
 	memset(bad.mode, 'x', sizeof(bad.mode)); /* unterminated */
 	bad.has |= 1u << PROTO_CTL_MODE;
-	assert_int_equal(proto_ctl_encode(&bad, &buf, &len), -EINVAL);
+	encode_bad(&bad, "migrate.mode: longer than 15 bytes");
+	bad = in;
+	bad.has &= ~(1u << PROTO_CTL_TO);
+	encode_bad(&bad, "migrate: missing field \"to\"");
+	bad = in;
+	bad.downtime_limit_ms = 0;
+	bad.has |= 1u << PROTO_CTL_DOWNTIME_LIMIT_MS;
+	encode_bad(&bad, "migrate.downtime_limit_ms: 0 not in 1..3600000");
+	bad = in;
+	strcpy(bad.mode, "hybrid");
+	bad.has |= 1u << PROTO_CTL_MODE;
+	encode_bad(&bad, "migrate: verify and compress \"delta\" are for mode "
+			 "\"precopy\", not \"hybrid\"");
+	/* err may be NULL */
+	assert_int_equal(proto_ctl_encode(&bad, NULL, NULL, NULL, 0), -EINVAL);
+}
+
+/* Every field of every command, set with the setters: both ways. */
+static void test_round_trip(void **state)
+{
+	static const uint32_t u32s[] = {
+		PROTO_CTL_POSTCOPY_AFTER,
+		PROTO_CTL_DOWNTIME_LIMIT_MS,
+		PROTO_CTL_MAX_DOWNTIME_MS,
+		PROTO_CTL_MAX_ROUNDS,
+		PROTO_CTL_STALL_ROUNDS,
+		PROTO_CTL_TIMEOUT_S,
+		PROTO_CTL_CPU_THROTTLE_INITIAL,
+		PROTO_CTL_CPU_THROTTLE_INCREMENT,
+		PROTO_CTL_MAX_CPU_THROTTLE,
+	};
+	struct proto_ctl_req r;
+	char err[256];
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	r.cmd = PROTO_CTL_MIGRATE;
+	assert_int_equal(proto_ctl_set_str(&r, PROTO_CTL_VM, "guest1", err,
+					   sizeof(err)),
+			 0);
+	assert_int_equal(proto_ctl_set_str(&r, PROTO_CTL_TO, "node-b", err,
+					   sizeof(err)),
+			 0);
+	assert_int_equal(proto_ctl_set_str(&r, PROTO_CTL_MODE, "precopy", err,
+					   sizeof(err)),
+			 0);
+	assert_int_equal(proto_ctl_set_str(&r, PROTO_CTL_COMPRESS, "delta", err,
+					   sizeof(err)),
+			 0);
+	assert_int_equal(proto_ctl_set_str(&r, PROTO_CTL_AUTO_CONVERGE,
+					   "throttle", err, sizeof(err)),
+			 0);
+	assert_int_equal(proto_ctl_set_uint(&r, PROTO_CTL_VERIFY, 1, err,
+					    sizeof(err)),
+			 0);
+	assert_int_equal(proto_ctl_set_uint(&r, PROTO_CTL_MAX_BANDWIDTH,
+					    1ULL << 40, err, sizeof(err)),
+			 0);
+	for (size_t i = 0; i < ARRAY_SIZE(u32s); i++)
+		assert_int_equal(proto_ctl_set_uint(&r, u32s[i], 7 + i, err,
+						    sizeof(err)),
+				 0);
+	/* every field of migrate */
+	assert_int_equal(r.has, (1u << PROTO_CTL_ID) - 1);
+	assert_true(r.verify);
+	assert_int_equal(r.max_rounds, 10);
+	round_trip(&r);
+
+	memset(&r, 0, sizeof(r));
+	r.cmd = PROTO_CTL_FORCE_RESUME;
+	assert_int_equal(proto_ctl_set_uint(&r, PROTO_CTL_ID, UINT64_MAX, err,
+					    sizeof(err)),
+			 0);
+	assert_int_equal(proto_ctl_set_str(&r, PROTO_CTL_SOURCE, "a", err,
+					   sizeof(err)),
+			 0);
+	assert_int_equal(proto_ctl_set_uint(&r, PROTO_CTL_FENCED, 1, err,
+					    sizeof(err)),
+			 0);
+	round_trip(&r);
+	for (int c = PROTO_CTL_STATUS; c <= PROTO_CTL_MIGRATIONS; c++) {
+		memset(&r, 0, sizeof(r));
+		r.cmd = c;
+		if (c == PROTO_CTL_MIGRATE)
+			continue;
+		round_trip(&r);
+	}
+}
+
+/* The setters refuse in the decoder's words and leave r as it was. */
+static void test_set_refused(void **state)
+{
+	static const struct {
+		enum proto_ctl_field f;
+		const char *s; /* NULL: v */
+		uint64_t v;
+		const char *why;
+	} bad[] = {
+		{ PROTO_CTL_DOWNTIME_LIMIT_MS, NULL, 0,
+		  "migrate.downtime_limit_ms: 0 not in 1..3600000" },
+		{ PROTO_CTL_TIMEOUT_S, NULL, 1ULL << 32,
+		  "migrate.timeout_s: 4294967296 does not fit in 32 bits" },
+		{ PROTO_CTL_TIMEOUT_S, NULL, 365 * 86400 + 1,
+		  "migrate.timeout_s: 31536001 not in 0..31536000" },
+		/* 0 and "" would mean the configuration's: refused */
+		{ PROTO_CTL_CPU_THROTTLE_INITIAL, NULL, 0,
+		  "migrate.cpu_throttle_initial: 0 not in 1..99" },
+		{ PROTO_CTL_MAX_CPU_THROTTLE, NULL, 100,
+		  "migrate.max_cpu_throttle: 100 not in 1..99" },
+		{ PROTO_CTL_AUTO_CONVERGE, "", 0,
+		  "migrate.auto_converge: 0 bytes, at least 1 needed" },
+		{ PROTO_CTL_AUTO_CONVERGE, "always", 0,
+		  "migrate.auto_converge: \"always\" is not one of downtime, "
+		  "throttle, off, none" },
+		{ PROTO_CTL_MODE, "fast", 0,
+		  "migrate.mode: \"fast\" is not one of precopy, postcopy, "
+		  "hybrid" },
+		{ PROTO_CTL_TO, "a/b", 0,
+		  "migrate.to: byte 0x2f at offset 1 not allowed" },
+		{ PROTO_CTL_VM,
+		  "a123456789b123456789c123456789d123456789e123456789f"
+		  "123456789g123",
+		  0, "migrate.vm: string of 64 bytes, at most 63" },
+		{ PROTO_CTL_VERIFY, NULL, 2,
+		  "migrate.verify: 2 is not a value of this field" },
+		{ PROTO_CTL_VERIFY, "yes", 0,
+		  "migrate.verify: \"yes\" is not a value of this field" },
+		{ PROTO_CTL_ID, NULL, 1,
+		  "migrate: field \"id\" is not one of "
+		  "migrate's" },
+	};
+	struct proto_ctl_req r, before;
+	char err[256];
+	int rc;
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	r.cmd = PROTO_CTL_MIGRATE;
+	before = r;
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		if (bad[i].s)
+			rc = proto_ctl_set_str(&r, bad[i].f, bad[i].s, err,
+					       sizeof(err));
+		else
+			rc = proto_ctl_set_uint(&r, bad[i].f, bad[i].v, err,
+						sizeof(err));
+		assert_int_equal(rc, -EINVAL);
+		assert_string_equal(err, bad[i].why);
+		assert_memory_equal(&r, &before, sizeof(r));
+	}
+	r.cmd = 0;
+	assert_int_equal(proto_ctl_set_uint(&r, PROTO_CTL_ID, 1, err,
+					    sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(err, "request: no field 16 of command 0");
+}
+
+/* What a request that leaves everything out means; the CLI's texts. */
+static void test_defaults(void **state)
+{
+	struct proto_ctl_req r = { .cmd = PROTO_CTL_MIGRATE };
+	char buf[32];
+
+	(void)state;
+	proto_ctl_defaults(&r);
+	assert_int_equal(r.has, 0);
+	assert_string_equal(r.mode, "precopy");
+	assert_int_equal(r.postcopy_after, 0);
+	assert_int_equal(r.downtime_limit_ms, 300);
+	assert_int_equal(r.max_downtime_ms, 10000);
+	assert_int_equal(r.max_bandwidth, 0);
+	assert_string_equal(r.compress, "none");
+	assert_false(r.verify);
+	assert_int_equal(r.max_rounds, 30);
+	assert_int_equal(r.stall_rounds, 3);
+	assert_int_equal(r.timeout_s, 600);
+	/* the node's configuration: left to ferryd */
+	assert_string_equal(r.auto_converge, "");
+	assert_int_equal(r.cpu_throttle_initial, 0);
+	assert_int_equal(r.cpu_throttle_increment, 0);
+	assert_int_equal(r.max_cpu_throttle, 0);
+	/* required: not made up */
+	assert_string_equal(r.vm, "");
+
+	/* what came stays; max_downtime_ms follows a higher limit */
+	memset(&r, 0, sizeof(r));
+	r.cmd = PROTO_CTL_MIGRATE;
+	r.downtime_limit_ms = 20000;
+	r.timeout_s = 0;
+	strcpy(r.mode, "hybrid");
+	r.has = 1u << PROTO_CTL_DOWNTIME_LIMIT_MS | 1u << PROTO_CTL_TIMEOUT_S |
+		1u << PROTO_CTL_MODE;
+	proto_ctl_defaults(&r);
+	assert_int_equal(r.downtime_limit_ms, 20000);
+	assert_int_equal(r.max_downtime_ms, 20000);
+	assert_int_equal(r.timeout_s, 0);
+	assert_string_equal(r.mode, "hybrid");
+	assert_int_equal(r.max_rounds, 30);
+
+	/* the same values, as text */
+	assert_string_equal(proto_ctl_default(PROTO_CTL_MODE, buf, sizeof(buf)),
+			    "precopy");
+	assert_string_equal(proto_ctl_default(PROTO_CTL_DOWNTIME_LIMIT_MS, buf,
+					      sizeof(buf)),
+			    "300");
+	assert_string_equal(
+		proto_ctl_default(PROTO_CTL_TIMEOUT_S, buf, sizeof(buf)), "60"
+									  "0");
+	assert_string_equal(
+		proto_ctl_default(PROTO_CTL_VERIFY, buf, sizeof(buf)), "false");
+	assert_null(
+		proto_ctl_default(PROTO_CTL_AUTO_CONVERGE, buf, sizeof(buf)));
+	assert_null(proto_ctl_default(PROTO_CTL_MAX_CPU_THROTTLE, buf,
+				      sizeof(buf)));
+	assert_null(proto_ctl_default(PROTO_CTL_TO, buf, sizeof(buf)));
+	assert_null(proto_ctl_default(PROTO_CTL_NFIELDS, buf, sizeof(buf)));
+}
+
+/* Across fields: verify and delta are pre-copy's, mode left out included. */
+static void test_across(void **state)
+{
+	static const char *const modes[] = { "postcopy", "hybrid" };
+	struct proto_ctl_req out;
+	char want[128];
+	struct rq r;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(modes); i++) {
+		snprintf(want, sizeof(want),
+			 "migrate: verify and compress \"delta\" are for mode "
+			 "\"precopy\", not \"%s\"",
+			 modes[i]);
+		begin(&r, 5, "migrate");
+		kv_str(&r, "vm", "a");
+		kv_str(&r, "to", "b");
+		kv_str(&r, "mode", modes[i]);
+		kv_bool(&r, "verify", true);
+		expect_bad(&r, want);
+		begin(&r, 5, "migrate");
+		kv_str(&r, "vm", "a");
+		kv_str(&r, "to", "b");
+		kv_str(&r, "compress", "delta");
+		kv_str(&r, "mode", modes[i]);
+		expect_bad(&r, want);
+		/* verify false and compress none are fine with any mode */
+		begin(&r, 6, "migrate");
+		kv_str(&r, "vm", "a");
+		kv_str(&r, "to", "b");
+		kv_str(&r, "mode", modes[i]);
+		kv_bool(&r, "verify", false);
+		kv_str(&r, "compress", "none");
+		decode_ok(&r, &out);
+	}
+	/* mode left out is precopy */
+	begin(&r, 5, "migrate");
+	kv_str(&r, "vm", "a");
+	kv_str(&r, "to", "b");
+	kv_bool(&r, "verify", true);
+	kv_str(&r, "compress", "delta");
+	decode_ok(&r, &out);
+}
+
+/*
+ * 0 and "" in a field whose default is ferryd's configuration: how the
+ * `ferry` before proto_ctl_encode() said "left out". Still taken, and
+ * they round-trip; ferryd reads them as left out.
+ */
+static void test_conf_unset(void **state)
+{
+	struct proto_ctl_req out;
+	struct rq r;
+
+	(void)state;
+	pack_cli_migrate(&r, "");
+	decode_ok(&r, &out);
+	assert_true(PROTO_CTL_HAS(&out, PROTO_CTL_AUTO_CONVERGE));
+	assert_string_equal(out.auto_converge, "");
+	assert_int_equal(out.cpu_throttle_increment, 0);
+	round_trip(&out);
 }
 
 /* ---- refusals ---- */
@@ -540,7 +848,7 @@ static void test_reject_words(void **state)
 	kv_str(&r, "to", "b");
 	kv_str(&r, "auto_converge", "always");
 	expect_bad(&r, "migrate.auto_converge: \"always\" is not one of "
-		       "downtime, throttle, off, none or empty");
+		       "downtime, throttle, off, none");
 	begin(&r, 4, "migrate");
 	kv_str(&r, "vm", "a");
 	kv_str(&r, "to", "b");
@@ -564,9 +872,9 @@ static void test_reject_ints(void **state)
 		{ "stall_rounds", 0, "0 not in 1..10000" },
 		{ "timeout_s", UINT64_MAX,
 		  "18446744073709551615 does not fit" },
-		{ "cpu_throttle_initial", 100, "100 not in 0..99" },
-		{ "cpu_throttle_increment", 1000, "1000 not in 0..99" },
-		{ "max_cpu_throttle", UINT32_MAX, "4294967295 not in 0..99" },
+		{ "cpu_throttle_initial", 100, "100 not in 1..99" },
+		{ "cpu_throttle_increment", 1000, "1000 not in 1..99" },
+		{ "max_cpu_throttle", UINT32_MAX, "4294967295 not in 1..99" },
 		{ "max_bandwidth", (1ULL << 50) + 1,
 		  "1125899906842625 not in 0..1125899906842624" },
 		{ "postcopy_after", 10001, "10001 not in 0..10000" },
@@ -717,6 +1025,11 @@ int main(void)
 		cmocka_unit_test(test_one_migration),
 		cmocka_unit_test(test_int_formats),
 		cmocka_unit_test(test_encode),
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_set_refused),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_across),
+		cmocka_unit_test(test_conf_unset),
 		cmocka_unit_test(test_reject_not_a_map),
 		cmocka_unit_test(test_reject_cmd),
 		cmocka_unit_test(test_reject_keys),
