@@ -38,110 +38,7 @@
 #define LOG_PREFIX "fault: "
 #include "common/log.h"
 #include "common/util.h"
-#include "postcopy/postcopy.h"
-
-#define SLOTS 64 /* pages in flight or waiting */
-#define WAITERS 8 /* fault messages attached to one page */
-#define PREPAGE_Q 4096 /* queue of pages for the puller (power of 2) */
-#define PREPAGE_SELF_MAX 2 /* our own pre-page reads in flight */
-#define BACKOFF_MIN_NS 2000000ULL
-#define BACKOFF_MAX_NS 500000000ULL
-/*
- * The defaults (zero values of the params), from bench/postcopy on this
- * 2-CPU machine, 3000 faults x 5 rounds, four runs: spinning 200 µs after
- * activity beat blocking in poll() at once by 6-10 µs of p50 on a quiet
- * machine (29-38 µs against 35-47 µs) and matched pure busy-polling,
- * which burns the second CPU for good; COPY and CONTINUE were within
- * noise of each other, COPY ahead in three runs of four, and COPY needs no
- * registration of guest RAM in the fault domain.
- */
-#define PC_FAULT_SPIN_US 200
-#define IDLE_SHRINK_NS 20000000ULL /* no fault for this long: shrink window */
-/* log-linear histogram: 64 sub-buckets per power of two of ns */
-#define HSUB 6
-#define HBUCKETS (64 << HSUB)
-
-enum slot_kind {
-	SLOT_FREE,
-	SLOT_READ, /* our read of the page, posted or to repost */
-	SLOT_OTHER, /* claimed by the puller: CONTINUE once it is there */
-};
-
-struct waiter {
-	uint64_t t0; /* when the fault message was read */
-	uint32_t tid; /* UFFD_FEATURE_THREAD_ID, 0 if absent */
-};
-
-struct slot {
-	enum slot_kind kind;
-	bool posted; /* a read is in flight */
-	bool prepage; /* nobody waits: low priority */
-	uint64_t page;
-	uint64_t t_post;
-	uint8_t *buf; /* where the read lands */
-	unsigned nwait;
-	struct waiter w[WAITERS];
-};
-
-struct tidstat {
-	uint32_t tid;
-	uint64_t ns;
-};
-
-struct pc_fault {
-	struct pc_fault_params p;
-	uint8_t *staging; /* SLOTS pages, COPY mode */
-	struct fab_mr *stage_mr, *map_mr;
-	pthread_t thread;
-	atomic_bool stop;
-
-	/* holder, swapped in by the thread from set_holder */
-	pthread_mutex_t lock;
-	struct fab_ep *ep;
-	struct fab_rkey rkey;
-	struct fab_ep *new_ep;
-	struct fab_rkey new_rkey;
-	bool have_new;
-
-	struct slot slot[SLOTS];
-	unsigned inflight, inflight_pre;
-
-	/*
-	 * stall: reads failing, faults waiting for the holder. stalled and
-	 * stall_t0 are the thread's, written under lock: pc_fault_stats()
-	 * reads them.
-	 */
-	bool stalled;
-	/*
-	 * The old holder's endpoint left reads held by the provider: their
-	 * data may still land in our buffers (the staging pages, or in
-	 * CONTINUE mode the memfd). No read is posted until none is held.
-	 */
-	bool held;
-	uint64_t stall_t0, next_retry, backoff;
-
-	/* pre-paging */
-	uint64_t last_fault_page, last_fault_t;
-	unsigned window;
-	uint64_t pq[PREPAGE_Q];
-	uint64_t pq_head, pq_tail; /* under lock */
-
-	/* statistics, under lock */
-	struct pc_fault_stats st;
-	uint32_t *hist;
-	struct tidstat tids[PC_FAULT_VCPUS];
-};
-
-static inline bool present_test(const struct pc_fault *fs, uint64_t page)
-{
-	return __atomic_load_n(&fs->p.present[page / 64], __ATOMIC_ACQUIRE) &
-	       (1ULL << (page % 64));
-}
-
-static inline bool present_claim(struct pc_fault *fs, uint64_t page)
-{
-	return pc_fault_claim(fs->p.present, page);
-}
+#include "postcopy/pc_int.h"
 
 static unsigned hist_idx(uint64_t v)
 {
@@ -163,7 +60,7 @@ static uint64_t hist_val(unsigned i)
 	return (64ULL + (i & 63)) << (e - 1);
 }
 
-static uint64_t hist_pct(const uint32_t *h, uint64_t n, double pct)
+uint64_t pc_hist_pct(const uint32_t *h, uint64_t n, double pct)
 {
 	uint64_t want = (uint64_t)(n * pct / 100.0 + 0.5), seen = 0;
 	unsigned i;
@@ -674,7 +571,23 @@ static bool retry(struct pc_fault *fs, uint64_t now)
 	return pending;
 }
 
-static void *fault_thread(void *arg)
+size_t pc_fault_prepage_take(struct pc_fault *fs, uint64_t *pages, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	while (n < max && fs->pq_head != fs->pq_tail) {
+		uint64_t p = fs->pq[fs->pq_head++ % PREPAGE_Q];
+
+		if (!present_test(fs, p))
+			pages[n++] = p;
+	}
+	fs->st.prepage_taken += n;
+	pthread_mutex_unlock(&fs->lock);
+	return n;
+}
+
+void *pc_fault_thread(void *arg)
 {
 	struct pc_fault *fs = arg;
 	struct pollfd pfd = { .fd = fs->p.uffd, .events = POLLIN };
@@ -741,144 +654,4 @@ static void *fault_thread(void *arg)
 		poll(&pfd, 1, 10);
 	}
 	return NULL;
-}
-
-int pc_fault_open(const struct pc_fault_params *p, struct pc_fault **out)
-{
-	struct pc_fault *fs;
-	int ret;
-
-	if (p->uffd < 0 || !p->map || !p->pages || !p->dom || !p->ep ||
-	    !p->present)
-		return -EINVAL;
-	fs = calloc(1, sizeof(*fs));
-	if (!fs)
-		return -ENOMEM;
-	fs->p = *p;
-	if (fs->p.mode == PC_FAULT_CONTINUE && !fs->p.minor)
-		fs->p.mode = PC_FAULT_COPY; /* zero-copy needs MINOR */
-	if (!fs->p.spin_us)
-		fs->p.spin_us = PC_FAULT_SPIN_US;
-	fs->window = 1;
-	fs->hist = calloc(HBUCKETS, sizeof(*fs->hist));
-	if (!fs->hist) {
-		ret = -ENOMEM;
-		goto err_free;
-	}
-	pthread_mutex_init(&fs->lock, NULL);
-	if (fs->p.mode == PC_FAULT_COPY) {
-		fs->staging =
-			mmap(NULL, SLOTS * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-		if (fs->staging == MAP_FAILED) {
-			ret = -errno;
-			fs->staging = NULL;
-			goto err_hist;
-		}
-		ret = fab_mr_reg(p->dom, fs->staging, SLOTS * FY_PAGE_SIZE,
-				 FAB_ACCESS_LOCAL, &fs->stage_mr);
-	} else {
-		ret = fab_mr_reg(p->dom, p->map, p->pages * FY_PAGE_SIZE,
-				 FAB_ACCESS_LOCAL, &fs->map_mr);
-	}
-	if (ret) {
-		pr_err("register buffers: %s", strerror(-ret));
-		goto err_unmap;
-	}
-	/* the server owns the endpoint from here on */
-	fs->ep = p->ep;
-	fs->rkey = p->rkey;
-	ret = -pthread_create(&fs->thread, NULL, fault_thread, fs);
-	if (ret) {
-		fs->ep = NULL;
-		goto err_dereg;
-	}
-	pthread_setname_np(fs->thread, "ferry-fault");
-	*out = fs;
-	return 0;
-
-err_dereg:
-	fab_mr_dereg(fs->stage_mr);
-	fab_mr_dereg(fs->map_mr);
-err_unmap:
-	if (fs->staging)
-		munmap(fs->staging, SLOTS * FY_PAGE_SIZE);
-err_hist:
-	pthread_mutex_destroy(&fs->lock);
-	free(fs->hist);
-err_free:
-	free(fs);
-	return ret;
-}
-
-int pc_fault_set_holder(struct pc_fault *fs, struct fab_ep *ep,
-			const struct fab_rkey *rk)
-{
-	if (!ep || !rk)
-		return -EINVAL;
-	pthread_mutex_lock(&fs->lock);
-	/* a swap not yet taken is replaced: its endpoint is ours to close */
-	if (fs->have_new)
-		fab_ep_close(fs->new_ep);
-	fs->new_ep = ep;
-	fs->new_rkey = *rk;
-	fs->have_new = true;
-	pthread_mutex_unlock(&fs->lock);
-	return 0;
-}
-
-size_t pc_fault_prepage_take(struct pc_fault *fs, uint64_t *pages, size_t max)
-{
-	size_t n = 0;
-
-	pthread_mutex_lock(&fs->lock);
-	while (n < max && fs->pq_head != fs->pq_tail) {
-		uint64_t p = fs->pq[fs->pq_head++ % PREPAGE_Q];
-
-		if (!present_test(fs, p))
-			pages[n++] = p;
-	}
-	fs->st.prepage_taken += n;
-	pthread_mutex_unlock(&fs->lock);
-	return n;
-}
-
-void pc_fault_stats(struct pc_fault *fs, struct pc_fault_stats *out)
-{
-	unsigned k;
-
-	pthread_mutex_lock(&fs->lock);
-	*out = fs->st;
-	out->p50_ns = hist_pct(fs->hist, fs->st.served, 50);
-	out->p99_ns = hist_pct(fs->hist, fs->st.served, 99);
-	if (out->p99_ns > out->max_ns)
-		out->p99_ns = out->max_ns;
-	if (out->p50_ns > out->p99_ns)
-		out->p50_ns = out->p99_ns;
-	if (fs->stalled)
-		out->stall_ns += fy_now_ns() - fs->stall_t0;
-	for (k = 0; k < PC_FAULT_VCPUS; k++) {
-		out->vcpu_tid[k] = fs->tids[k].tid;
-		out->vcpu_blocktime_ns[k] = fs->tids[k].ns;
-	}
-	out->mode = fs->p.mode;
-	pthread_mutex_unlock(&fs->lock);
-}
-
-void pc_fault_close(struct pc_fault *fs)
-{
-	if (!fs)
-		return;
-	atomic_store(&fs->stop, true);
-	pthread_join(fs->thread, NULL);
-	fab_ep_close(fs->ep);
-	if (fs->have_new)
-		fab_ep_close(fs->new_ep);
-	/* a read the provider still holds may write the staging pages */
-	fab_mem_release(fs->p.dom, fs->staging, SLOTS * FY_PAGE_SIZE,
-			fs->stage_mr, FAB_RELEASE_MUNMAP);
-	fab_mr_dereg(fs->map_mr);
-	pthread_mutex_destroy(&fs->lock);
-	free(fs->hist);
-	free(fs);
 }
