@@ -598,9 +598,14 @@ void nd_sm_print(FILE *f, bool source);
  * The fault points (common/fault.h) of the transition functions:
  * "src:before:STATE" and "dst:before:STATE" fire before the move (and its
  * record; "fail" refuses the move), "src:after:STATE" and
- * "dst:after:STATE" once the move is recorded. Is point one of them?
+ * "dst:after:STATE" once the move is recorded; and the destination's
+ * thread's own: "dst:spawned" (the incoming ferry-vm started, not yet
+ * attached) and "dst:round:N" (the first DIRTY_SET or DELTA_SET of round
+ * N taken, before its pulls). Is point one of them?
  */
 bool nd_mig_fault_known(const char *point);
+/* Fire "dst:round:N" (the destination's thread, at each announcement). */
+void nd_dst_round_fault(unsigned round);
 /* Fire the fault point of moving to state to, when (before, after). */
 bool nd_sm_fault(bool source, const char *when, unsigned to);
 
