@@ -45,6 +45,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/fault.h"
 #include "fabric/fabric.h"
 #include "kvm-adapter/kvm_adapter.h"
 #include "protocol/protocol.h"
@@ -104,6 +105,7 @@ static int setup(struct nd_mig_dst *d)
 	pthread_mutex_lock(&d->lock);
 	d->pid_pub = d->pid;
 	pthread_mutex_unlock(&d->lock);
+	fy_fault("dst:spawned");
 	for (;;) {
 		/* one that never answers must not outlast the deadline */
 		ret = kva_client_attach(d->sock, ATTACH_CALL_MS, &d->kc);
@@ -276,6 +278,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		d->pages_valid = d->pages - d->pending;
 		pthread_mutex_unlock(&d->lock);
 		d->progress_dirty = true;
+		nd_dst_round_fault(d->round);
 		return 0;
 	}
 	case PROTO_DELTA_SET: {
@@ -315,6 +318,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		d->pages_valid = d->pages - d->pending;
 		pthread_mutex_unlock(&d->lock);
 		d->progress_dirty = true;
+		nd_dst_round_fault(d->round);
 		return 0;
 	}
 	case PROTO_VERIFY: {

@@ -215,8 +215,28 @@ bool nd_sm_fault(bool source, const char *when, unsigned to)
 	return fy_fault(point);
 }
 
+void nd_dst_round_fault(unsigned round)
+{
+	char point[FY_FAULT_NAME_MAX + 1];
+
+	snprintf(point, sizeof(point), "dst:round:%u", round);
+	fy_fault(point);
+}
+
 bool nd_mig_fault_known(const char *point)
 {
+	static const char round[] = "dst:round:";
+	const char *num = point + sizeof(round) - 1;
+	size_t digits;
+
+	if (!strcmp(point, "dst:spawned"))
+		return true;
+	/* dst:round:N, N in decimal without a leading zero */
+	if (!strncmp(point, round, sizeof(round) - 1)) {
+		digits = strspn(num, "0123456789");
+		return digits && digits <= 9 && !num[digits] &&
+		       (num[0] != '0' || digits == 1);
+	}
 	for (int role = 0; role < 2; role++) {
 		unsigned n = role ? ND_SRC_NSTATES : ND_DST_NSTATES;
 

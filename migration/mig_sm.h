@@ -115,6 +115,8 @@ enum nd_src_act nd_src_on(enum nd_src_state st, enum proto_type t, bool csums,
 			  const char **why);
 /* The role's table in markdown, as docs/migration.md shows it. */
 void nd_sm_print(FILE *f, bool source);
+/* Fire "dst:round:N" (the destination's thread, at each announcement). */
+void nd_dst_round_fault(unsigned round);
 /* Fire the fault point of moving to state to, when (before, after). */
 bool nd_sm_fault(bool source, const char *when, unsigned to);
 

@@ -152,7 +152,10 @@ uint64_t nd_mig_id(const struct nd_mig *m);
  * The fault points (common/fault.h) of the transition functions:
  * "src:before:STATE" and "dst:before:STATE" fire before the move (and its
  * record; "fail" refuses the move), "src:after:STATE" and
- * "dst:after:STATE" once the move is recorded. Is point one of them?
+ * "dst:after:STATE" once the move is recorded; and the destination's
+ * thread's own: "dst:spawned" (the incoming ferry-vm started, not yet
+ * attached) and "dst:round:N" (the first DIRTY_SET or DELTA_SET of round
+ * N taken, before its pulls). Is point one of them?
  */
 bool nd_mig_fault_known(const char *point);
 

@@ -5,6 +5,7 @@
  * nodes with their configuration and key pair.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -264,6 +265,11 @@ void node_add_peer(struct node *n, const char *name, int port, const char *key)
 
 void node_start(struct node *n)
 {
+	node_start_fault(n, NULL);
+}
+
+void node_start_fault(struct node *n, const char *fault)
+{
 	pid_t pid = fork();
 
 	assert_true(pid >= 0);
@@ -271,6 +277,11 @@ void node_start(struct node *n)
 		int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		/* this start's points only: a restart is clean */
+		if (fault)
+			setenv("FERRY_FAULT", fault, 1);
+		else
+			unsetenv("FERRY_FAULT");
 		dup2(fd, 1);
 		dup2(fd, 2);
 		execl(ferryd_bin, ferryd_bin, "--config", n->conf, NULL);
@@ -297,6 +308,76 @@ int node_wait(struct node *n, double timeout_s)
 		sleep_ms(20);
 	}
 	return -1;
+}
+
+/* /proc/PID/stat's state letter, '?' if there is no such process. */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p = NULL;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (f) {
+		p = fgets(buf, sizeof(buf), f);
+		fclose(f);
+	}
+	/* the name in parentheses may hold anything: after the last ')' */
+	p = p ? strrchr(buf, ')') : NULL;
+	return p && p[1] == ' ' ? p[2] : '?';
+}
+
+bool pid_stopped(pid_t pid)
+{
+	return pid > 0 && proc_state(pid) == 'T';
+}
+
+void node_wait_stopped(struct node *n, double timeout_s)
+{
+	double t0 = now_s();
+	char st;
+
+	while ((st = proc_state(n->pid)) != 'T') {
+		if (st == '?' || st == 'Z' || now_s() - t0 > timeout_s)
+			fail_msg("ferryd %s not stopped at its fault point "
+				 "after %.1f s (state %c): %s",
+				 n->name, now_s() - t0, st, slurp(n->log));
+		sleep_ms(10);
+	}
+}
+
+pid_t child_of(pid_t parent, const char *comm)
+{
+	char path[300], buf[512], *p;
+	struct dirent *de;
+	pid_t found = 0;
+	DIR *d;
+
+	d = opendir("/proc");
+	assert_non_null(d);
+	while (!found && (de = readdir(d))) {
+		size_t len = strlen(comm);
+		FILE *f;
+		long ppid;
+
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		p = fgets(buf, sizeof(buf), f);
+		fclose(f);
+		/* "PID (COMM) S PPID ..." */
+		if (!p || !(p = strchr(buf, '(')) ||
+		    strncmp(p + 1, comm, len) || p[len + 1] != ')')
+			continue;
+		if (sscanf(p + len + 2, " %*c %ld", &ppid) == 1 &&
+		    ppid == parent)
+			found = (pid_t)atol(de->d_name);
+	}
+	closedir(d);
+	return found;
 }
 
 /*

@@ -51,7 +51,27 @@ int count(const char *hay, const char *needle);
 void node_init(struct node *n, const char *name);
 void node_add_peer(struct node *n, const char *name, int port, const char *key);
 void node_start(struct node *n);
+/*
+ * Start n's ferryd with FERRY_FAULT=fault (docs/testing.md, "Fault
+ * points"; NULL: none), this start only.
+ */
+void node_start_fault(struct node *n, const char *fault);
 int node_wait(struct node *n, double timeout_s);
+/*
+ * Wait until n's ferryd is stopped (/proc/PID/stat state T: a "stop"
+ * fault point fired); fails the test, showing its log, if it is not
+ * within timeout_s or exits. It stays stopped: the test then SIGKILLs or
+ * SIGCONTs it.
+ */
+void node_wait_stopped(struct node *n, double timeout_s);
+/* pid is a stopped process (state T). */
+bool pid_stopped(pid_t pid);
+/*
+ * A process whose parent is parent and whose name (comm, at most 15
+ * characters) is comm, 0 if none: e.g. the incoming ferry-vm of a
+ * ferryd, child_of(nb.pid, "ferry-vm").
+ */
+pid_t child_of(pid_t parent, const char *comm);
 /* Wait until n's ferryd answers on its control socket (a hang guard). */
 void node_ready(struct node *n);
 /* `ferry -s SOCK [--json] CMD`; returns its exit code. */
@@ -150,6 +170,9 @@ void itest_no_crash(struct node *n);
 void itest_dump_logs(struct node *a, struct node *b);
 /* Nodes a and b listing each other, started, both seeing the other. */
 void itest_pair(struct node *a, struct node *b);
+/* The same, a's ferryd started with FERRY_FAULT=fa, b's with fb (or NULL). */
+void itest_pair_fault(struct node *a, struct node *b, const char *fa,
+		      const char *fb);
 /* itest_pair() from new state directories, ferry_vm in the configuration. */
 void itest_fresh_pair(struct node *a, struct node *b, const char *ferry_vm);
 /*

@@ -204,12 +204,18 @@ int files_in(const char *dir)
 
 void itest_pair(struct node *a, struct node *b)
 {
+	itest_pair_fault(a, b, NULL, NULL);
+}
+
+void itest_pair_fault(struct node *a, struct node *b, const char *fa,
+		      const char *fb)
+{
 	node_init(a, "a");
 	node_init(b, "b");
 	node_add_peer(a, "b", b->port, b->key);
 	node_add_peer(b, "a", a->port, a->key);
-	node_start(a);
-	node_start(b);
+	node_start_fault(a, fa);
+	node_start_fault(b, fb);
 	node_ready(a);
 	node_ready(b);
 	assert_true(wait_state(a, "reachable", 1, 10) >= 0);

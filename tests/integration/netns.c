@@ -717,16 +717,35 @@ void th_node_add_peer(struct testhosts *th, struct node *n, int peer_host,
 
 void th_node_start(struct testhosts *th, int host, struct node *n)
 {
+	th_node_start_fault(th, host, n, NULL);
+}
+
+void th_node_start_fault(struct testhosts *th, int host, struct node *n,
+			 const char *fault)
+{
 	const char *argv[] = { ferryd_bin, "--config", n->conf, NULL };
 	int fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 
 	assert_true(fd >= 0);
+	/* the child takes our environment: set for this start alone */
+	if (fault)
+		setenv("FERRY_FAULT", fault, 1);
+	else
+		unsetenv("FERRY_FAULT");
 	assert_int_equal(th_spawn(th, host, argv, fd, &n->pid), 0);
+	unsetenv("FERRY_FAULT");
 	close(fd);
 }
 
 struct testhosts *th_pair(uint64_t rate_bps, struct node *a, struct node *b,
 			  const char *ferry_vm)
+{
+	return th_pair_fault(rate_bps, a, b, ferry_vm, NULL, NULL);
+}
+
+struct testhosts *th_pair_fault(uint64_t rate_bps, struct node *a,
+				struct node *b, const char *ferry_vm,
+				const char *fa, const char *fb)
 {
 	static char extra[600];
 	struct testhosts *th;
@@ -743,8 +762,8 @@ struct testhosts *th_pair(uint64_t rate_bps, struct node *a, struct node *b,
 	th_node_init(th, 1, b, "b");
 	th_node_add_peer(th, a, 1, b);
 	th_node_add_peer(th, b, 0, a);
-	th_node_start(th, 0, a);
-	th_node_start(th, 1, b);
+	th_node_start_fault(th, 0, a, fa);
+	th_node_start_fault(th, 1, b, fb);
 	node_ready(a);
 	node_ready(b);
 	if (wait_state(a, "reachable", 1, 10) < 0 ||

@@ -126,6 +126,9 @@ void th_node_add_peer(struct testhosts *th, struct node *n, int peer_host,
 		      const struct node *p);
 /* Start n's ferryd in host (th_spawn(): killed by th_destroy()). */
 void th_node_start(struct testhosts *th, int host, struct node *n);
+/* The same with FERRY_FAULT=fault (NULL: none), this start only. */
+void th_node_start_fault(struct testhosts *th, int host, struct node *n,
+			 const char *fault);
 /*
  * Two hosts, links shaped to rate_bps, node a (ferryd) on host 0 and b on
  * host 1 listing each other, started with ferry_vm and short timeouts
@@ -133,5 +136,9 @@ void th_node_start(struct testhosts *th, int host, struct node *n);
  */
 struct testhosts *th_pair(uint64_t rate_bps, struct node *a, struct node *b,
 			  const char *ferry_vm);
+/* The same, a's ferryd started with FERRY_FAULT=fa, b's with fb (or NULL). */
+struct testhosts *th_pair_fault(uint64_t rate_bps, struct node *a,
+				struct node *b, const char *ferry_vm,
+				const char *fa, const char *fb);
 
 #endif /* FERRY_TESTS_INTEGRATION_NETNS_H */

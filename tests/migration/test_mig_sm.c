@@ -5,7 +5,8 @@
  * second time, so that a change to the table is a change to this test);
  * no move rewinds the phase; every state can be reached and every
  * running one can end; docs/migration.md prints the tables as they are.
- * Records (mig_record.c) and the words of modes round-trip.
+ * Records (mig_record.c) and the words of modes round-trip; the
+ * fault points that FERRY_FAULT may name.
  * argv[1]: the source tree; --print: print the tables for the docs.
  */
 #include <errno.h>
@@ -388,6 +389,33 @@ static void test_words(void **state)
 	assert_int_equal(nd_mig_phase_parse("new"), -EINVAL);
 }
 
+/* The points FERRY_FAULT may name (ferryd refuses any other). */
+static void test_fault_points(void **state)
+{
+	static const char *const yes[] = {
+		"src:before:committed", "src:after:pc-switchover",
+		"dst:after:ready",	"dst:before:postcopy",
+		"dst:spawned",		"dst:round:0",
+		"dst:round:2",		"dst:round:123456789",
+	};
+	static const char *const no[] = {
+		"src:before:ready", "dst:after:prepare+asked",
+		"dst:during:ready", "src:spawned",
+		"dst:spawned:x",    "dst:round:",
+		"dst:round:02",	    "dst:round:2x",
+		"dst:round:-1",	    "dst:round:1234567890",
+		"src:round:2",	    "",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
+		if (!nd_mig_fault_known(yes[i]))
+			fail_msg("%s refused", yes[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(no); i++)
+		if (nd_mig_fault_known(no[i]))
+			fail_msg("%s taken", no[i]);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -398,6 +426,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_docs),
 		cmocka_unit_test(test_records),
 		cmocka_unit_test(test_words),
+		cmocka_unit_test(test_fault_points),
 	};
 
 	srcdir = argc > 1 ? argv[1] : ".";
