@@ -4,7 +4,7 @@
  * tables) read and moved by the control thread's transition function,
  * and sending to its peer. The source's engine is mig_src.c (its
  * decisions) over mig_src_io.c (its actions); the destination's is
- * nd_mig_dst*.c; mig_ctl.c routes messages, ticks and commands to them.
+ * mig_dst*.c; mig_ctl.c routes messages, ticks and commands to them.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -23,7 +23,7 @@
 #include "common/util.h"
 #include "migration/mig_dst.h"
 
-unsigned nd_mig_state(const struct nd_mig *m)
+unsigned mig_state(const struct mig *m)
 {
 	unsigned s;
 
@@ -35,51 +35,51 @@ unsigned nd_mig_state(const struct nd_mig *m)
 	return s;
 }
 
-enum nd_mig_phase nd_mig_phase(const struct nd_mig *m)
+enum mig_phase mig_phase_of(const struct mig *m)
 {
-	return nd_sm_phase(m->source, nd_mig_state(m));
+	return mig_sm_phase(m->source, mig_state(m));
 }
 
-bool nd_mig_has(const struct nd_mig *m, unsigned flags)
+bool mig_has(const struct mig *m, unsigned flags)
 {
-	return nd_sm_has(m->source, nd_mig_state(m), flags);
+	return mig_sm_has(m->source, mig_state(m), flags);
 }
 
-bool nd_mig_finished(const struct nd_mig *m)
+bool mig_finished(const struct mig *m)
 {
-	return nd_mig_has(m, ND_SM_END);
+	return mig_has(m, MIG_SM_END);
 }
 
-int nd_mig_to(struct nd_mig *m, unsigned to, const char *why)
+int mig_to(struct mig *m, unsigned to, const char *why)
 {
 	unsigned from = m->sm.state;
 
 	/* a destination's thread moves its state while it runs */
-	if (m->dst || nd_sm_fault(m->source, "before", to) ||
-	    nd_sm_move(&m->sm, to)) {
+	if (m->dst || mig_sm_fault(m->source, "before", to) ||
+	    mig_sm_move(&m->sm, to)) {
 		mig_err(m, "refused: no move from %s to %s (%s)",
-			nd_sm_name(m->source, from), nd_sm_name(m->source, to),
-			why);
+			mig_sm_name(m->source, from),
+			mig_sm_name(m->source, to), why);
 		return -EINVAL;
 	}
 	pr_debug("%" PRIu64 ": %s -> %s: %s", m->id,
-		 nd_sm_name(m->source, from), nd_sm_name(m->source, to), why);
-	nd_mig_record(m);
-	nd_sm_fault(m->source, "after", to);
+		 mig_sm_name(m->source, from), mig_sm_name(m->source, to), why);
+	mig_save_record(m);
+	mig_sm_fault(m->source, "after", to);
 	m->n->next_mig_tick_ns = 0; /* the tick acts on it at once */
 	return 0;
 }
 
-unsigned nd_migs_active(const struct mig_env *n)
+unsigned mig_active(const struct mig_env *n)
 {
 	unsigned c = 0;
 
 	for (int i = 0; i < MIG_MAX; i++)
-		c += n->migs[i] && !nd_mig_finished(n->migs[i]);
+		c += n->migs[i] && !mig_finished(n->migs[i]);
 	return c;
 }
 
-int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg)
+int mig_send(struct mig *m, const struct proto_msg *msg)
 {
 	int ret = mig_peer_send(m->n, m->peer, msg);
 
@@ -89,7 +89,7 @@ int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg)
 	return ret;
 }
 
-void nd_mig_send_abort(struct nd_mig *m, const char *reason)
+void mig_send_abort(struct mig *m, const char *reason)
 {
 	struct proto_msg a = { .type = PROTO_ABORT };
 
@@ -98,13 +98,13 @@ void nd_mig_send_abort(struct nd_mig *m, const char *reason)
 	mig_peer_send(m->n, m->peer, &a);
 }
 
-void nd_mig_record(struct nd_mig *m)
+void mig_save_record(struct mig *m)
 {
-	struct nd_record r = {
+	struct mig_record r = {
 		.id = m->id,
 		.source = m->source,
-		.phase = nd_mig_phase(m),
-		.postcopy = nd_mig_has(m, ND_SM_PC),
+		.phase = mig_phase_of(m),
+		.postcopy = mig_has(m, MIG_SM_PC),
 		.started = m->started_unix,
 		.mode = m->o.mode,
 	};
@@ -112,14 +112,14 @@ void nd_mig_record(struct nd_mig *m)
 	snprintf(r.vm, sizeof(r.vm), "%s", m->vm);
 	snprintf(r.peer, sizeof(r.peer), "%s", m->peer->name);
 	snprintf(r.reason, sizeof(r.reason), "%s", m->reason);
-	nd_record_put(m->n, &r);
+	mig_record_put(m->n, &r);
 }
 
 /* Old records */
 
 struct record_age {
 	time_t mtime;
-	char name[ND_RECORD_NAME_MAX];
+	char name[MIG_RECORD_NAME_MAX];
 };
 
 static int record_newer(const void *a, const void *b)
@@ -132,25 +132,25 @@ static int record_newer(const void *a, const void *b)
 /* Is name the record of a migration still running? */
 static bool record_live(struct mig_env *n, const char *name)
 {
-	char own[ND_RECORD_NAME_MAX];
+	char own[MIG_RECORD_NAME_MAX];
 
 	for (int i = 0; i < MIG_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
-		struct nd_record r;
+		struct mig *m = n->migs[i];
+		struct mig_record r;
 
-		if (!m || nd_mig_finished(m))
+		if (!m || mig_finished(m))
 			continue;
 		r.source = m->source;
 		r.id = m->id;
 		snprintf(r.peer, sizeof(r.peer), "%s", m->peer->name);
-		nd_record_name(&r, own, sizeof(own));
+		mig_record_name(&r, own, sizeof(own));
 		if (!strcmp(own, name))
 			return true;
 	}
 	return false;
 }
 
-void nd_records_prune(struct mig_env *n)
+void mig_records_prune(struct mig_env *n)
 {
 	time_t now = time(NULL);
 	struct record_age *r = NULL;
@@ -161,7 +161,7 @@ void nd_records_prune(struct mig_env *n)
 	char top_name[32];
 	DIR *d;
 
-	d = nd_records_open(n);
+	d = mig_records_open(n);
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
@@ -194,8 +194,8 @@ void nd_records_prune(struct mig_env *n)
 	if (nr) /* r is NULL without records */
 		qsort(r, nr, sizeof(*r), record_newer);
 	for (size_t i = 0; i < nr; i++) {
-		if ((i < ND_RECORDS_MAX &&
-		     now - r[i].mtime <= ND_RECORDS_AGE_S) ||
+		if ((i < MIG_RECORDS_MAX &&
+		     now - r[i].mtime <= MIG_RECORDS_AGE_S) ||
 		    !strcmp(r[i].name, top_name))
 			continue;
 		if (unlinkat(dirfd(d), r[i].name, 0))
@@ -207,20 +207,20 @@ void nd_records_prune(struct mig_env *n)
 
 /* The table */
 
-struct nd_mig *nd_mig_new(struct mig_env *n, bool source)
+struct mig *mig_new(struct mig_env *n, bool source)
 {
 	int slot = -1;
-	struct nd_mig *m;
+	struct mig *m;
 
-	if (n->up) /* not while nd_migs_open() reads them */
-		nd_records_prune(n);
+	if (n->up) /* not while mig_open() reads them */
+		mig_records_prune(n);
 
 	for (int i = 0; i < MIG_MAX && slot < 0; i++)
 		if (!n->migs[i])
 			slot = i;
 	/* full: drop the oldest finished one */
 	for (int i = 0; i < MIG_MAX && slot < 0; i++)
-		if (nd_mig_finished(n->migs[i]) && !n->migs[i]->dst) {
+		if (mig_finished(n->migs[i]) && !n->migs[i]->dst) {
 			free(n->migs[i]->todo);
 			free(n->migs[i]->sent_bm);
 			free(n->migs[i]);
@@ -240,18 +240,18 @@ struct nd_mig *nd_mig_new(struct mig_env *n, bool source)
 	return m;
 }
 
-struct nd_mig *nd_mig_find(struct mig_env *n, uint64_t id, bool source,
-			   const struct mig_peer *p)
+struct mig *mig_find(struct mig_env *n, uint64_t id, bool source,
+		     const struct mig_peer *p)
 {
-	struct nd_mig *found = NULL;
+	struct mig *found = NULL;
 
 	/* a running one first: ids are unique per source, not per node */
 	for (int i = 0; i < MIG_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
+		struct mig *m = n->migs[i];
 
 		if (m && m->id == id && m->source == source &&
 		    (!p || m->peer == p)) {
-			if (!nd_mig_finished(m))
+			if (!mig_finished(m))
 				return m;
 			found = m;
 		}
@@ -259,7 +259,7 @@ struct nd_mig *nd_mig_find(struct mig_env *n, uint64_t id, bool source,
 	return found;
 }
 
-void nd_mig_kick(int fd)
+void mig_kick(int fd)
 {
 	uint64_t one = 1;
 
@@ -267,7 +267,7 @@ void nd_mig_kick(int fd)
 		pr_perror("eventfd");
 }
 
-uint64_t nd_mig_id(const struct nd_mig *m)
+uint64_t mig_id(const struct mig *m)
 {
 	return m->id;
 }

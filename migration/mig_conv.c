@@ -2,7 +2,7 @@
 /*
  * Auto-converge, on the source: what a migration does when rounds stop
  * making progress (the dirty set no longer shrinks by a tenth) while the
- * expected downtime stays over the limit. nd_src_next() decides, from
+ * expected downtime stays over the limit. mig_src_decide() decides, from
  * the round's figures alone, what the source does after each round (it
  * counts the stalled rounds too); round_done() in mig_src.c acts. The
  * hard cap (--max-rounds) stays in force whatever auto-converge does.
@@ -13,7 +13,7 @@
  *   hold the vCPUs off cpu-throttle-initial percent of the time (the
  *   adapter's THROTTLE), then add cpu-throttle-increment for every further
  *   round without progress, up to max-cpu-throttle. The throttle is lifted
- *   when the migration fails or is cancelled (nd_mig_src_fail()); the VM
+ *   when the migration fails or is cancelled (mig_src_fail()); the VM
  *   on the destination is a new ferry-vm and starts unthrottled.
  * - none: nothing; the migration fails at the hard cap.
  */
@@ -29,11 +29,11 @@
 #include "common/util.h"
 #include "migration/mig_src.h"
 
-static void note_action(struct nd_mig *m, const char *fmt, ...)
+static void note_action(struct mig *m, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /* Append one action to m->actions ("; " between them) and log it. */
-static void note_action(struct nd_mig *m, const char *fmt, ...)
+static void note_action(struct mig *m, const char *fmt, ...)
 {
 	size_t len = strlen(m->actions);
 	va_list ap;
@@ -49,7 +49,7 @@ static void note_action(struct nd_mig *m, const char *fmt, ...)
 		m->peer->name, m->actions + len);
 }
 
-static bool converge_downtime(struct nd_mig *m, uint64_t est)
+static bool converge_downtime(struct mig *m, uint64_t est)
 {
 	uint64_t old = m->limit_ms;
 
@@ -65,7 +65,7 @@ static bool converge_downtime(struct nd_mig *m, uint64_t est)
 }
 
 /* The throttle auto-converge asks for after this round; 0: none. */
-static unsigned throttle_step(const struct nd_mig *m)
+static unsigned throttle_step(const struct mig *m)
 {
 	unsigned pct;
 
@@ -85,7 +85,7 @@ static unsigned throttle_step(const struct nd_mig *m)
 	return FY_MIN(pct, m->o.throttle_max);
 }
 
-void nd_mig_throttle(struct nd_mig *m, unsigned pct)
+void mig_throttle(struct mig *m, unsigned pct)
 {
 	unsigned first = m->throttle_pct;
 	int ret;
@@ -121,7 +121,7 @@ void nd_mig_throttle(struct nd_mig *m, unsigned pct)
 		    m->throttle_round, pct, m->round);
 }
 
-void nd_src_round_bw(struct nd_mig *m, uint64_t elapsed_ns)
+void mig_src_round_bw(struct mig *m, uint64_t elapsed_ns)
 {
 	uint64_t bytes = m->round_pages * FY_PAGE_SIZE;
 	double bw;
@@ -138,7 +138,7 @@ void nd_src_round_bw(struct nd_mig *m, uint64_t elapsed_ns)
 		m->bw = bw;
 }
 
-uint64_t nd_src_estimate(struct nd_mig *m, uint64_t dirty, uint64_t now)
+uint64_t mig_src_estimate(struct mig *m, uint64_t dirty, uint64_t now)
 {
 	if (m->last_harvest_ns && now > m->last_harvest_ns)
 		m->dirty_rate = dirty / ((now - m->last_harvest_ns) / 1e9);
@@ -149,14 +149,14 @@ uint64_t nd_src_estimate(struct nd_mig *m, uint64_t dirty, uint64_t now)
 	return m->expected_dt_ms;
 }
 
-enum nd_src_next nd_src_next(struct nd_mig *m, uint64_t dirty, uint64_t est,
-			     unsigned *throttle)
+enum mig_src_next mig_src_decide(struct mig *m, uint64_t dirty, uint64_t est,
+				 unsigned *throttle)
 {
-	bool asked = m->sm.state == ND_SRC_PRECOPY_ASKED;
+	bool asked = m->sm.state == MIG_SRC_PRECOPY_ASKED;
 
 	*throttle = 0;
 	if (est <= m->limit_ms)
-		return ND_NEXT_SWITCHOVER;
+		return MIG_NEXT_SWITCHOVER;
 	/* progress: the dirty set shrinks by a tenth at least */
 	if (!m->best_dirty || dirty * 10 < m->best_dirty * 9) {
 		m->best_dirty = dirty;
@@ -170,22 +170,22 @@ enum nd_src_next nd_src_next(struct nd_mig *m, uint64_t dirty, uint64_t est,
 		snprintf(m->actions, sizeof(m->actions),
 			 "post-copy after round %u%s", m->round,
 			 asked ? " (asked)" : "");
-		return ND_NEXT_POSTCOPY;
+		return MIG_NEXT_POSTCOPY;
 	}
 	if (m->round + 1 >= m->o.max_rounds)
-		return ND_NEXT_FAIL;
+		return MIG_NEXT_FAIL;
 	if (m->o.auto_converge == PROTO_CONVERGE_DOWNTIME &&
 	    converge_downtime(m, est))
-		return ND_NEXT_SWITCHOVER;
+		return MIG_NEXT_SWITCHOVER;
 	if (m->o.auto_converge == PROTO_CONVERGE_THROTTLE) {
 		if (!m->throttle_pct)
 			m->throttle_round = m->round;
 		*throttle = throttle_step(m);
 	}
-	return ND_NEXT_ROUND;
+	return MIG_NEXT_ROUND;
 }
 
-void nd_mig_unthrottle(struct nd_mig *m)
+void mig_unthrottle(struct mig *m)
 {
 	int ret;
 

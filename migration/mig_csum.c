@@ -2,7 +2,7 @@
 /*
  * --verify. On the source: at switchover, checksum every page of the
  * paused VM in a thread of its own while the control thread sends the
- * chunks done so far as VERIFY messages (from nd_migs_tick()). On the
+ * chunks done so far as VERIFY messages (from mig_tick()). On the
  * destination (its thread): compare them with the pages it pulled.
  */
 #include <errno.h>
@@ -33,7 +33,7 @@
  */
 static void *csum_main(void *arg)
 {
-	struct nd_mig *m = arg;
+	struct mig *m = arg;
 
 	for (uint64_t c = 0; c < m->csum_nchunks; c++) {
 		uint64_t s = c * CSUMS_PER_MSG;
@@ -50,13 +50,13 @@ static void *csum_main(void *arg)
 			break;
 		}
 		__atomic_store_n(&m->csum_done, c + 1, __ATOMIC_RELEASE);
-		nd_mig_kick(m->n->mig_efd);
+		mig_kick(m->n->mig_efd);
 	}
-	nd_mig_kick(m->n->mig_efd);
+	mig_kick(m->n->mig_efd);
 	return NULL;
 }
 
-int nd_mig_csum_start(struct nd_mig *m)
+int mig_csum_start(struct mig *m)
 {
 	int ret;
 
@@ -76,7 +76,7 @@ int nd_mig_csum_start(struct nd_mig *m)
 	return 0;
 }
 
-void nd_mig_csum_end(struct nd_mig *m)
+void mig_csum_end(struct mig *m)
 {
 	if (m->csum_running) {
 		__atomic_store_n(&m->csum_stop, true, __ATOMIC_RELEASE);
@@ -87,7 +87,7 @@ void nd_mig_csum_end(struct nd_mig *m)
 	m->csums = NULL;
 }
 
-bool nd_mig_csum_send(struct nd_mig *m, int *ret)
+bool mig_csum_send(struct mig *m, int *ret)
 {
 	uint64_t done = __atomic_load_n(&m->csum_done, __ATOMIC_ACQUIRE);
 	struct proto_msg v = { .type = PROTO_VERIFY };
@@ -100,7 +100,7 @@ bool nd_mig_csum_send(struct nd_mig *m, int *ret)
 		v.verify.start = s;
 		v.verify.len = FY_MIN(m->pages - s, CSUMS_PER_MSG) * 8;
 		v.verify.csums = (uint8_t *)(m->csums + s); /* little-endian */
-		*ret = nd_mig_send(m, &v);
+		*ret = mig_send(m, &v);
 	}
 	if (!*ret)
 		*ret = __atomic_load_n(&m->csum_ret, __ATOMIC_RELAXED);
@@ -114,7 +114,7 @@ bool nd_mig_csum_send(struct nd_mig *m, int *ret)
  * DIRTY_SET, so once nothing is left to pull our pages are final: D
  * compares each chunk as it comes, while S computes the next one.
  */
-int nd_mig_csum_compare(struct nd_mig_dst *d)
+int mig_csum_compare(struct mig_dst *d)
 {
 	const struct kva_layout *l = kva_client_layout(d->kc);
 	uint64_t *mine;
@@ -125,7 +125,7 @@ int nd_mig_csum_compare(struct nd_mig_dst *d)
 
 		mine = malloc(r->len * 8);
 		if (!mine)
-			return nd_mig_dst_fail(d, "out of memory");
+			return mig_dst_fail(d, "out of memory");
 		ret = mig_memfd_csums(l->regions[0].memfd, d->map, d->pages,
 				      r->start, r->len, mine);
 		for (uint64_t j = 0; !ret && j < r->len; j++)
@@ -136,30 +136,31 @@ int nd_mig_csum_compare(struct nd_mig_dst *d)
 	}
 	d->nvq = 0;
 	if (ret)
-		return nd_mig_dst_fail(d, "verify: cannot read guest RAM: %s",
-				       strerror(-ret));
+		return mig_dst_fail(d, "verify: cannot read guest RAM: %s",
+				    strerror(-ret));
 	return 0;
 }
 
 /* All checksums compared: the verdict. */
-int nd_mig_csum_verdict(struct nd_mig_dst *d)
+int mig_csum_verdict(struct mig_dst *d)
 {
-	if (nd_mig_csum_compare(d))
+	if (mig_csum_compare(d))
 		return -1;
 	if (d->csums_got != d->pages || d->vdone != d->pages)
-		return nd_mig_dst_fail(d,
-				       "verify: got checksums of %" PRIu64
-				       " of %" PRIu64 " pages",
-				       d->csums_got, d->pages);
+		return mig_dst_fail(d,
+				    "verify: got checksums of %" PRIu64
+				    " of %" PRIu64 " pages",
+				    d->csums_got, d->pages);
 	if (d->vbad) {
 		pr_err("%" PRIu64 " (%s from %s): VERIFY FAILED: %" PRIu64
 		       " pages differ, first page %" PRIu64,
 		       d->id, d->vm, d->peer, d->vbad, d->vfirst);
-		return nd_mig_dst_fail(d,
-				       "verify: %" PRIu64 " of %" PRIu64
-				       " pages differ (first: "
-				       "page %" PRIu64 ")",
-				       d->vbad, d->pages, d->vfirst);
+		return mig_dst_fail(d,
+				    "verify: %" PRIu64 " of %" PRIu64 " pages "
+				    "differ "
+				    "(first: "
+				    "page %" PRIu64 ")",
+				    d->vbad, d->pages, d->vfirst);
 	}
 	pthread_mutex_lock(&d->lock);
 	d->verified = d->pages;

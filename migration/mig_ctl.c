@@ -37,10 +37,10 @@
  * HOLDER_MAP (a source back from a restart). Tell it how it ended.
  */
 static void answer_ended(struct mig_env *n, struct mig_peer *p,
-			 const struct proto_msg *msg, const struct nd_mig *m)
+			 const struct proto_msg *msg, const struct mig *m)
 {
 	struct proto_msg a = { .type = PROTO_ABORT };
-	bool done = m && nd_mig_phase(m) == ND_MIG_COMPLETED;
+	bool done = m && mig_phase_of(m) == MIG_COMPLETED;
 
 	switch (msg->type) {
 	case PROTO_READY:
@@ -68,21 +68,21 @@ static void answer_ended(struct mig_env *n, struct mig_peer *p,
 	mig_peer_send(n, p, &a);
 }
 
-void nd_mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
+void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 {
 	uint64_t id;
 	enum proto_dir to = proto_msg_mig(msg, &id);
-	struct nd_mig *m;
+	struct mig *m;
 
 	if (msg->type == PROTO_MIGRATE_PREPARE) {
-		nd_mig_dst_prepare(n, p, msg);
+		mig_dst_prepare(n, p, msg);
 		return;
 	}
 	/* either role: the one still running (ids are per source) */
-	m = nd_mig_find(n, id, to != PROTO_TO_DEST, p);
-	if (to == PROTO_TO_EITHER && (!m || nd_mig_finished(m)))
-		m = nd_mig_find(n, id, false, p);
-	if (!m || nd_mig_finished(m)) {
+	m = mig_find(n, id, to != PROTO_TO_DEST, p);
+	if (to == PROTO_TO_EITHER && (!m || mig_finished(m)))
+		m = mig_find(n, id, false, p);
+	if (!m || mig_finished(m)) {
 		answer_ended(n, p, msg, m);
 		pr_debug("%s about migration %" PRIu64 " from %s: not running "
 			 "here",
@@ -91,12 +91,12 @@ void nd_mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 		return;
 	}
 	if (m->source) {
-		nd_mig_src_handle(m, msg);
+		mig_src_handle(m, msg);
 		proto_msg_free(msg);
 	} else {
 		m->last_heard = fy_now_ns();
 		/* the thread frees it */
-		nd_mig_dst_push(m, msg);
+		mig_dst_push(m, msg);
 	}
 }
 
@@ -118,7 +118,7 @@ static void pack_ms(msgpack_packer *pk, const char *k, uint64_t ns)
 }
 
 /* "postcopy": the destination's figures (PC_STATS), times in ms / µs. */
-static void pack_pc(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
+static void pack_pc(msgpack_packer *pk, const struct mig *m, uint64_t now)
 {
 	const struct proto_pc_stats *s = &m->pcs;
 	uint64_t end = m->t_end ? m->t_end : now;
@@ -140,7 +140,7 @@ static void pack_pc(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	pack_bool(pk, "stalled", s->stalled);
 }
 
-static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
+static void pack_mig(msgpack_packer *pk, const struct mig *m, uint64_t now)
 {
 	uint64_t end = m->t_end ? m->t_end : now;
 	double total_s = (end - m->t_start) / 1e9;
@@ -151,7 +151,7 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	proto_mp_pack_kv_str(pk, "vm", m->vm);
 	proto_mp_pack_kv_str(pk, "peer", m->peer->name);
 	proto_mp_pack_kv_str(pk, "mode", proto_mode_name(m->o.mode));
-	proto_mp_pack_kv_str(pk, "state", nd_mig_phase_name(nd_mig_phase(m)));
+	proto_mp_pack_kv_str(pk, "state", mig_phase_name(mig_phase_of(m)));
 	proto_mp_pack_kv_u64(pk, "round", m->round);
 	proto_mp_pack_kv_u64(pk, "generation", m->gen);
 	proto_mp_pack_kv_u64(pk, "pages_total", m->pages);
@@ -192,16 +192,16 @@ static void pack_mig(msgpack_packer *pk, const struct nd_mig *m, uint64_t now)
 	pack_pc(pk, m, now);
 }
 
-void nd_migs_pack_stalls(struct mig_env *n, msgpack_packer *pk, uint64_t now)
+void mig_pack_stalls(struct mig_env *n, msgpack_packer *pk, uint64_t now)
 {
-	struct nd_mig *st[MIG_MAX];
+	struct mig *st[MIG_MAX];
 	unsigned k = 0;
 
 	for (int i = 0; i < MIG_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
+		struct mig *m = n->migs[i];
 
 		/* the source's silence shows before a read times out */
-		if (m && !m->source && nd_mig_phase(m) == ND_MIG_POSTCOPY &&
+		if (m && !m->source && mig_phase_of(m) == MIG_POSTCOPY &&
 		    (m->stall_t0 ||
 		     mig_peer_state(m->n, m->peer, now) != MIG_PEER_REACHABLE))
 			st[k++] = m;
@@ -241,7 +241,7 @@ static void cmd_migrate(struct mig_env *n, const struct proto_ctl_req *req,
 			msgpack_packer *pk)
 {
 	struct proto_ctl_req r = *req;
-	struct nd_mig_opts o = { 0 };
+	struct mig_opts o = { 0 };
 	const struct mig_conf *cfg = &n->cfg;
 	char err[256];
 	uint64_t id;
@@ -269,7 +269,7 @@ static void cmd_migrate(struct mig_env *n, const struct proto_ctl_req *req,
 	o.timeout_s = r.timeout_s;
 	o.delta = !strcmp(r.compress, "delta");
 	o.postcopy_after = r.postcopy_after;
-	if (nd_mig_src_start(n, r.vm, r.to, &o, &id, err, sizeof(err))) {
+	if (mig_src_start(n, r.vm, r.to, &o, &id, err, sizeof(err))) {
 		pack_error(pk, err);
 		return;
 	}
@@ -283,12 +283,12 @@ static void cmd_migrate(struct mig_env *n, const struct proto_ctl_req *req,
  * only one source used it; "source" names the node that started it
  * (`ferry cancel a/7`). NULL with *why set when there is none.
  */
-static struct nd_mig *named(struct mig_env *n, const struct proto_ctl_req *req,
-			    const char **why)
+static struct mig *named(struct mig_env *n, const struct proto_ctl_req *req,
+			 const char **why)
 {
 	const char *src = req->source;
 	uint64_t id = req->id;
-	struct nd_mig *m, *found = NULL;
+	struct mig *m, *found = NULL;
 	struct mig_peer *p;
 
 	*why = "no such migration";
@@ -296,9 +296,9 @@ static struct nd_mig *named(struct mig_env *n, const struct proto_ctl_req *req,
 		p = mig_peer_find(n, src);
 		if (!p)
 			*why = "no such migration (no peer of that name)";
-		return p ? nd_mig_find(n, id, false, p) : NULL;
+		return p ? mig_find(n, id, false, p) : NULL;
 	}
-	m = nd_mig_find(n, id, true, NULL);
+	m = mig_find(n, id, true, NULL);
 	if (m || src[0])
 		return m;
 	for (int i = 0; i < MIG_MAX; i++) {
@@ -310,7 +310,7 @@ static struct nd_mig *named(struct mig_env *n, const struct proto_ctl_req *req,
 			       "peers have that id; say SOURCE/ID";
 			return NULL;
 		}
-		if (!found || !nd_mig_finished(m))
+		if (!found || !mig_finished(m))
 			found = m;
 	}
 	return found;
@@ -324,20 +324,20 @@ static struct nd_mig *named(struct mig_env *n, const struct proto_ctl_req *req,
  * Safe only if the peer's copy can never run again: the operator says so.
  * NULL, or why not (in buf).
  */
-static const char *force_resume(struct nd_mig *m, uint64_t now, char *buf,
+static const char *force_resume(struct mig *m, uint64_t now, char *buf,
 				size_t len)
 {
 	const char *peer = m->peer->name;
 	struct proto_msg *msg;
 
-	if (nd_mig_finished(m))
+	if (mig_finished(m))
 		return "migration already ended";
 	if (mig_peer_state(m->n, m->peer, now) == MIG_PEER_REACHABLE) {
 		snprintf(buf, len,
 			 "%s is reachable: the migration ends by itself", peer);
 		return buf;
 	}
-	if (m->dst && nd_mig_state(m) == ND_DST_READY) {
+	if (m->dst && mig_state(m) == MIG_DST_READY) {
 		msg = calloc(1, sizeof(*msg));
 		if (!msg)
 			return "out of memory";
@@ -347,29 +347,29 @@ static const char *force_resume(struct nd_mig *m, uint64_t now, char *buf,
 		pr_warn("migration %" PRIu64 " of %s: force-resume: the VM "
 			"resumes here, without %s's commit",
 			m->id, m->vm, peer);
-		nd_mig_dst_push(m, msg);
+		mig_dst_push(m, msg);
 		return NULL;
 	}
-	if (m->source && m->sm.state == ND_SRC_COMMITTED) {
+	if (m->source && m->sm.state == MIG_SRC_COMMITTED) {
 		/* D's copy never runs: ours does */
-		nd_mig_src_abandon(m, true,
-				   "force-resume: the VM resumed here, %s "
-				   "taken for down for good",
-				   peer);
+		mig_src_abandon(m, true,
+				"force-resume: the VM resumed here, %s "
+				"taken for down for good",
+				peer);
 		return NULL;
 	}
 	snprintf(buf, len,
 		 "force-resume is for a migration held in the commit window "
 		 "(a destination ready, a source committed); this one is %s",
-		 nd_mig_phase_name(nd_mig_phase(m)));
+		 mig_phase_name(mig_phase_of(m)));
 	return buf;
 }
 
-void nd_migs_command(struct mig_env *n, const struct proto_ctl_req *req,
-		     msgpack_packer *pk)
+void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
+		 msgpack_packer *pk)
 {
 	uint64_t now = fy_now_ns();
-	struct nd_mig *m = NULL;
+	struct mig *m = NULL;
 	const char *why;
 	unsigned count = 0;
 
@@ -402,37 +402,37 @@ void nd_migs_command(struct mig_env *n, const struct proto_ctl_req *req,
 		return;
 	}
 	if (req->cmd == PROTO_CTL_CANCEL) {
-		if (nd_mig_finished(m)) {
+		if (mig_finished(m)) {
 			pack_error(pk, "migration already ended");
 			return;
 		}
-		if (nd_mig_phase(m) >= ND_MIG_SWITCHOVER) {
+		if (mig_phase_of(m) >= MIG_SWITCHOVER) {
 			pack_error(pk, "too late to cancel: switchover began");
 			return;
 		}
 		if (m->source)
-			nd_mig_src_fail(m, ND_SRC_CANCELLED, true,
-					"cancelled by the user");
+			mig_src_fail(m, MIG_SRC_CANCELLED, true,
+				     "cancelled by the user");
 		else
-			nd_mig_dst_stop(m, "cancelled by the user", false);
+			mig_dst_stop(m, "cancelled by the user", false);
 	} else if (req->cmd == PROTO_CTL_MIGRATE_POSTCOPY) {
 		unsigned st = m->sm.state;
 
 		if (!m->source || m->o.mode != PROTO_MODE_HYBRID ||
-		    (st != ND_SRC_PREPARE && st != ND_SRC_PRECOPY &&
-		     st != ND_SRC_PREPARE_ASKED &&
-		     st != ND_SRC_PRECOPY_ASKED)) {
+		    (st != MIG_SRC_PREPARE && st != MIG_SRC_PRECOPY &&
+		     st != MIG_SRC_PREPARE_ASKED &&
+		     st != MIG_SRC_PRECOPY_ASKED)) {
 			pack_error(pk, "only a running --mode hybrid migration "
 				       "from this node can switch to "
 				       "post-copy, before its switchover");
 			return;
 		}
 		/* the tick announces the rest of the round, then pauses */
-		if (st == ND_SRC_PREPARE || st == ND_SRC_PRECOPY)
-			nd_mig_to(m,
-				  st == ND_SRC_PREPARE ? ND_SRC_PREPARE_ASKED
-						       : ND_SRC_PRECOPY_ASKED,
-				  "ferry migrate-postcopy");
+		if (st == MIG_SRC_PREPARE || st == MIG_SRC_PRECOPY)
+			mig_to(m,
+			       st == MIG_SRC_PREPARE ? MIG_SRC_PREPARE_ASKED
+						     : MIG_SRC_PRECOPY_ASKED,
+			       "ferry migrate-postcopy");
 	} else if (req->cmd == PROTO_CTL_FORCE_RESUME) {
 		char buf[200];
 
@@ -458,7 +458,7 @@ void nd_migs_command(struct mig_env *n, const struct proto_ctl_req *req,
  * before this migration is unreachable by PONG until our side has
  * reconnected, though its PINGs and messages arrive.
  */
-static bool dst_lost_source(const struct nd_mig *m, uint64_t now)
+static bool dst_lost_source(const struct mig *m, uint64_t now)
 {
 	const struct mig_peer *p = m->peer;
 
@@ -468,32 +468,31 @@ static bool dst_lost_source(const struct nd_mig *m, uint64_t now)
 	       now - p->last_seen_ns >= m->n->cfg.peer_timeout_ms * 1000000ULL;
 }
 
-void nd_migs_tick(struct mig_env *n, uint64_t now)
+void mig_tick(struct mig_env *n, uint64_t now)
 {
 	for (int i = 0; i < MIG_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
+		struct mig *m = n->migs[i];
 
 		if (!m) {
 			continue;
 		} else if (m->source) {
-			nd_mig_src_tick(m, now);
+			mig_src_tick(m, now);
 		} else if (m->dst) {
-			if (nd_mig_dst_poll(m))
-				nd_mig_dst_free(m);
-			if (m->dst && !nd_mig_finished(m) &&
-			    nd_mig_phase(m) < ND_MIG_READY &&
+			if (mig_dst_poll(m))
+				mig_dst_free(m);
+			if (m->dst && !mig_finished(m) &&
+			    mig_phase_of(m) < MIG_READY &&
 			    dst_lost_source(m, now))
-				nd_mig_dst_stop(m, "source unreachable", false);
-		} else if (m->sm.state == ND_DST_FAILED_UNTOLD &&
+				mig_dst_stop(m, "source unreachable", false);
+		} else if (m->sm.state == MIG_DST_FAILED_UNTOLD &&
 			   mig_peer_state(m->n, m->peer, now) ==
 				   MIG_PEER_REACHABLE) {
 			/* our copy is gone and never ran: the source's may */
-			nd_mig_send_abort(m, m->reason);
-			nd_mig_to(m, ND_DST_FAILED, "ABORT sent");
+			mig_send_abort(m, m->reason);
+			mig_to(m, MIG_DST_FAILED, "ABORT sent");
 		}
 	}
-	n->next_mig_tick_ns =
-		now + (nd_migs_active(n) ? TICK_NS : IDLE_TICK_NS);
+	n->next_mig_tick_ns = now + (mig_active(n) ? TICK_NS : IDLE_TICK_NS);
 }
 
 /* Startup */
@@ -504,8 +503,8 @@ void nd_migs_tick(struct mig_env *n, uint64_t now)
  * Serve them again and tell the destination where (HOLDER_MAP, from the
  * tick once the peer answers); COMMIT or ABORT ends it as before.
  */
-static enum nd_src_state src_recover_postcopy(struct nd_mig *m,
-					      enum nd_mig_phase phase)
+static enum mig_src_state src_recover_postcopy(struct mig *m,
+					       enum mig_phase phase)
 {
 	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 	int ret = -ENOENT;
@@ -513,23 +512,23 @@ static enum nd_src_state src_recover_postcopy(struct nd_mig *m,
 	if (v && v->kc && !v->mig) {
 		m->vmp = v;
 		v->mig = m;
-		ret = nd_mig_src_map(m);
+		ret = mig_src_map(m);
 	}
 	if (ret) {
-		nd_mig_src_release(m);
+		mig_src_release(m);
 		snprintf(m->reason, sizeof(m->reason),
 			 "ferryd restarted during post-copy and cannot serve "
 			 "the VM's pages (%s): the VM on %.64s may miss pages",
 			 strerror(-ret), m->peer->name);
-		return ND_SRC_FAILED;
+		return MIG_SRC_FAILED;
 	}
 	m->t_pause = m->t_start;
 	m->reason[0] = '\0';
 	pr_warn("migration %" PRIu64 " of %s: ferryd restarted during "
 		"post-copy: serving its pages again",
 		m->id, m->vm);
-	return phase == ND_MIG_POSTCOPY ? ND_SRC_POSTCOPY_LOST
-					: ND_SRC_PC_SWITCHOVER_LOST;
+	return phase == MIG_POSTCOPY ? MIG_SRC_POSTCOPY_LOST
+				     : MIG_SRC_PC_SWITCHOVER_LOST;
 }
 
 /*
@@ -537,7 +536,7 @@ static enum nd_src_state src_recover_postcopy(struct nd_mig *m,
  * run the VM or may still wait for RESUME, or may have lost it. Ours stays
  * paused and the tick asks (RESUME) until RESUMED or ABORT says which.
  */
-static enum nd_src_state src_recover_committed(struct nd_mig *m)
+static enum mig_src_state src_recover_committed(struct mig *m)
 {
 	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 
@@ -545,7 +544,7 @@ static enum nd_src_state src_recover_committed(struct nd_mig *m)
 		snprintf(m->reason, sizeof(m->reason),
 			 "ferryd restarted after commit; the VM lives on %.64s",
 			 m->peer->name);
-		return ND_SRC_COMPLETED;
+		return MIG_SRC_COMPLETED;
 	}
 	m->vmp = v;
 	v->mig = m;
@@ -555,27 +554,26 @@ static enum nd_src_state src_recover_committed(struct nd_mig *m)
 	pr_warn("migration %" PRIu64 " of %s: ferryd restarted after commit: "
 		"the VM stays paused here until %s says whether it runs there",
 		m->id, m->vm, m->peer->name);
-	return ND_SRC_COMMITTED;
+	return MIG_SRC_COMMITTED;
 }
 
 /* Where an interrupted source migration goes after a restart. */
-static enum nd_src_state src_recover(struct nd_mig *m,
-				     const struct nd_record *r)
+static enum mig_src_state src_recover(struct mig *m, const struct mig_record *r)
 {
 	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 	struct kva_status st;
 
 	if (r->postcopy &&
-	    (r->phase == ND_MIG_SWITCHOVER || r->phase == ND_MIG_POSTCOPY))
+	    (r->phase == MIG_SWITCHOVER || r->phase == MIG_POSTCOPY))
 		return src_recover_postcopy(m, r->phase);
-	if (r->phase == ND_MIG_COMMITTED)
+	if (r->phase == MIG_COMMITTED)
 		return src_recover_committed(m);
 	/* before switchover the VM is ours: run it */
 	if (v && v->kc && !kva_client_status(v->kc, &st) &&
 	    st.state == KVA_VM_PAUSED && !kva_client_resume(v->kc))
 		pr_info("VM %s resumed: migration %" PRIu64 " was interrupted",
 			m->vm, m->id);
-	return ND_SRC_FAILED;
+	return MIG_SRC_FAILED;
 }
 
 /*
@@ -584,40 +582,39 @@ static enum nd_src_state src_recover(struct nd_mig *m,
  * paused, is told (FAILED_UNTOLD). Not one that may have run (post-copy,
  * no VM); a committed one is resumed.
  */
-static enum nd_dst_state dst_recover(struct nd_mig *m,
-				     const struct nd_record *r)
+static enum mig_dst_state dst_recover(struct mig *m, const struct mig_record *r)
 {
 	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 
 	if (v && v->kc && kva_client_layout(v->kc)->state == KVA_VM_INCOMING &&
-	    r->phase != ND_MIG_COMMITTED) {
+	    r->phase != MIG_COMMITTED) {
 		pr_info("removing incoming VM %s of interrupted migration "
 			"%" PRIu64,
 			m->vm, m->id);
 		kva_client_exit(v->kc);
 		mig_vm_forget(m->n, v);
-		return ND_DST_FAILED_UNTOLD;
+		return MIG_DST_FAILED_UNTOLD;
 	}
-	if (!v && r->phase != ND_MIG_COMMITTED && r->phase != ND_MIG_POSTCOPY)
-		return ND_DST_FAILED_UNTOLD;
-	if (v && v->kc && r->phase == ND_MIG_COMMITTED) {
+	if (!v && r->phase != MIG_COMMITTED && r->phase != MIG_POSTCOPY)
+		return MIG_DST_FAILED_UNTOLD;
+	if (v && v->kc && r->phase == MIG_COMMITTED) {
 		kva_client_ram_done(v->kc);
 		if (!kva_client_resume(v->kc))
 			pr_info("VM %s resumed after commit", m->vm);
 		m->reason[0] = '\0';
-		return ND_DST_COMPLETED;
+		return MIG_DST_COMPLETED;
 	}
-	return ND_DST_FAILED;
+	return MIG_DST_FAILED;
 }
 
 static void load_record(struct mig_env *n, const char *name)
 {
-	struct nd_record r;
+	struct mig_record r;
 	struct mig_peer *p;
-	struct nd_mig *m;
+	struct mig *m;
 	unsigned to;
 
-	if (nd_record_get(n, name, &r))
+	if (mig_record_get(n, name, &r))
 		return;
 	if (r.source && r.id >= n->next_mig_id)
 		n->next_mig_id = r.id + 1;
@@ -625,11 +622,10 @@ static void load_record(struct mig_env *n, const char *name)
 	if (!proto_name_valid(r.vm))
 		p = NULL; /* not a record ferryd wrote: never acted upon */
 	if (!p || !r.id ||
-	    (r.known &&
-	     (r.phase == ND_MIG_COMPLETED || r.phase == ND_MIG_FAILED ||
-	      r.phase == ND_MIG_CANCELLED)))
+	    (r.known && (r.phase == MIG_COMPLETED || r.phase == MIG_FAILED ||
+			 r.phase == MIG_CANCELLED)))
 		return; /* history: the file stays, the table keeps live ones */
-	m = nd_mig_new(n, r.source);
+	m = mig_new(n, r.source);
 	if (!m)
 		return;
 	m->id = r.id;
@@ -639,18 +635,18 @@ static void load_record(struct mig_env *n, const char *name)
 	snprintf(m->vm, sizeof(m->vm), "%s", r.vm);
 	snprintf(m->reason, sizeof(m->reason),
 		 "ferryd restarted during the migration (phase %s)",
-		 r.known ? nd_mig_phase_name(r.phase) : "?");
+		 r.known ? mig_phase_name(r.phase) : "?");
 	to = r.source ? (unsigned)src_recover(m, &r)
 		      : (unsigned)dst_recover(m, &r);
-	if (nd_sm_has(r.source, to, ND_SM_END)) {
+	if (mig_sm_has(r.source, to, MIG_SM_END)) {
 		m->t_start = m->t_end = fy_now_ns();
 		pr_warn("migration %" PRIu64 " of %s: %s", m->id, m->vm,
 			m->reason);
 	}
-	nd_mig_to(m, to, "ferryd restarted");
+	mig_to(m, to, "ferryd restarted");
 }
 
-int nd_migs_open(struct mig_env *n)
+int mig_open(struct mig_env *n)
 {
 	struct dirent *de;
 	DIR *d;
@@ -658,42 +654,42 @@ int nd_migs_open(struct mig_env *n)
 	n->next_mig_id = 1;
 	n->mig_dir_fd = open(n->mig_dir,
 			     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	d = n->mig_dir_fd < 0 ? NULL : nd_records_open(n);
+	d = n->mig_dir_fd < 0 ? NULL : mig_records_open(n);
 	if (!d)
 		return -EIO;
 	while ((de = readdir(d))) {
 		size_t len = strlen(de->d_name);
 
-		if (len < 5 || len >= ND_RECORD_NAME_MAX)
+		if (len < 5 || len >= MIG_RECORD_NAME_MAX)
 			continue;
 		if (!strcmp(de->d_name + len - 4, ".src") ||
 		    !strcmp(de->d_name + len - 4, ".dst"))
 			load_record(n, de->d_name);
 	}
 	closedir(d);
-	nd_records_prune(n);
+	mig_records_prune(n);
 	n->up = true;
 	return 0;
 }
 
-void nd_migs_close(struct mig_env *n)
+void mig_close(struct mig_env *n)
 {
 	for (int i = 0; i < MIG_MAX; i++) {
-		struct nd_mig *m = n->migs[i];
+		struct mig *m = n->migs[i];
 
 		if (!m)
 			continue;
-		if (m->source && !nd_mig_finished(m) &&
-		    nd_mig_has(m, ND_SM_PC | ND_SM_HELD)) {
+		if (m->source && !mig_finished(m) &&
+		    mig_has(m, MIG_SM_PC | MIG_SM_HELD)) {
 			/* the record says so: a restart takes it up again */
-			nd_mig_src_release(m);
-		} else if (m->source && !nd_mig_finished(m)) {
-			nd_mig_src_fail(m, ND_SRC_FAILED, true,
-					"ferryd shut down");
+			mig_src_release(m);
+		} else if (m->source && !mig_finished(m)) {
+			mig_src_fail(m, MIG_SRC_FAILED, true,
+				     "ferryd shut down");
 		}
 		if (m->dst) {
-			nd_mig_dst_stop(m, "ferryd shut down", true);
-			nd_mig_dst_free(m);
+			mig_dst_stop(m, "ferryd shut down", true);
+			mig_dst_free(m);
 		}
 		free(m->todo);
 		free(m->sent_bm);

@@ -54,7 +54,7 @@
 #include "common/util.h"
 #include "migration/mig_dst.h"
 
-#define WINDOW ND_MIG_WINDOW
+#define WINDOW MIG_WINDOW
 #define RUN_MAX 256 /* pages per read: 1 MiB */
 #define PROGRESS_NS (200 * 1000000ULL)
 #define ATTACH_TIMEOUT_NS (15 * 1000000000ULL)
@@ -62,7 +62,7 @@
 #define DRAIN_TIMEOUT_NS (8 * 1000000000ULL)
 #define READY_NS (500 * 1000000ULL)
 
-static bool stopping(struct nd_mig_dst *d)
+static bool stopping(struct mig_dst *d)
 {
 	bool s;
 
@@ -72,7 +72,7 @@ static bool stopping(struct nd_mig_dst *d)
 	return s;
 }
 
-static bool child_alive(struct nd_mig_dst *d)
+static bool child_alive(struct mig_dst *d)
 {
 	int status;
 
@@ -80,15 +80,15 @@ static bool child_alive(struct nd_mig_dst *d)
 		return false;
 	if (waitpid(d->pid, &status, WNOHANG) != d->pid)
 		return true;
-	nd_mig_dst_fail(d, "the incoming ferry-vm exited (status %d)",
-			WIFEXITED(status) ? WEXITSTATUS(status)
-					  : 128 + WTERMSIG(status));
+	mig_dst_fail(d, "the incoming ferry-vm exited (status %d)",
+		     WIFEXITED(status) ? WEXITSTATUS(status)
+				       : 128 + WTERMSIG(status));
 	d->pid = 0;
 	return false;
 }
 
 /* Start ferry-vm, attach, map and register its RAM, say yes. */
-static int setup(struct nd_mig_dst *d)
+static int setup(struct mig_dst *d)
 {
 	struct proto_msg *h;
 	const struct kva_layout *l;
@@ -99,8 +99,8 @@ static int setup(struct nd_mig_dst *d)
 	ret = mig_vm_spawn(d->n, d->vm, d->pages * FY_PAGE_SIZE, d->vcpus,
 			   d->accel, &d->pid);
 	if (ret)
-		return nd_mig_dst_fail(d, "cannot start ferry-vm: %s",
-				       strerror(-ret));
+		return mig_dst_fail(d, "cannot start ferry-vm: %s",
+				    strerror(-ret));
 	d->spawned = true;
 	pthread_mutex_lock(&d->lock);
 	d->pid_pub = d->pid;
@@ -113,10 +113,10 @@ static int setup(struct nd_mig_dst *d)
 			break;
 		if ((ret != -ENOENT && ret != -ECONNREFUSED) ||
 		    fy_now_ns() > deadline)
-			return nd_mig_dst_fail(d,
-					       "cannot attach to the incoming "
-					       "VM: %s",
-					       strerror(-ret));
+			return mig_dst_fail(d,
+					    "cannot attach to the incoming "
+					    "VM: %s",
+					    strerror(-ret));
 		if (!child_alive(d) || stopping(d))
 			return -1;
 		usleep(1000); /* ferry-vm listens within ms */
@@ -124,26 +124,26 @@ static int setup(struct nd_mig_dst *d)
 	l = kva_client_layout(d->kc);
 	if (l->nr_regions != 1 || l->regions[0].pages != d->pages ||
 	    l->state != KVA_VM_INCOMING)
-		return nd_mig_dst_fail(d, "the incoming VM does not have the "
-					  "source's "
-					  "shape");
+		return mig_dst_fail(d, "the incoming VM does not have the "
+				       "source's "
+				       "shape");
 	d->map = mmap(NULL, d->pages * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		      MAP_SHARED, l->regions[0].memfd, 0);
 	if (d->map == MAP_FAILED) {
 		d->map = NULL;
-		return nd_mig_dst_fail(d, "cannot map guest RAM: %s",
-				       strerror(errno));
+		return mig_dst_fail(d, "cannot map guest RAM: %s",
+				    strerror(errno));
 	}
 	ret = fab_mr_reg(d->n->fab, d->map, d->pages * FY_PAGE_SIZE,
 			 FAB_ACCESS_LOCAL, &d->mr);
 	if (ret)
-		return nd_mig_dst_fail(d, "cannot register guest RAM: %s",
-				       strerror(-ret));
+		return mig_dst_fail(d, "cannot register guest RAM: %s",
+				    strerror(-ret));
 	d->need = fy_bitmap_alloc(d->pages);
 	if (d->mode != PROTO_MODE_PRECOPY)
 		d->seen = fy_bitmap_alloc(d->pages);
 	if (!d->need || (d->mode != PROTO_MODE_PRECOPY && !d->seen))
-		return nd_mig_dst_fail(d, "out of memory");
+		return mig_dst_fail(d, "out of memory");
 	/* 4 MiB at first: 0.7 s on a 50 Mbit/s link, where 32 MiB time out */
 	d->win = (struct codec_window){ .cap = 4 << 20,
 					.min = RUN_MAX * FY_PAGE_SIZE,
@@ -157,7 +157,7 @@ static int setup(struct nd_mig_dst *d)
 	/* our (empty) holder map is the "yes" */
 	h = calloc(1, sizeof(*h));
 	if (!h)
-		return nd_mig_dst_fail(d, "out of memory");
+		return mig_dst_fail(d, "out of memory");
 	h->type = PROTO_HOLDER_MAP;
 	h->holder_map.mig = d->id;
 	snprintf(h->holder_map.node, sizeof(h->holder_map.node), "%s",
@@ -169,18 +169,18 @@ static int setup(struct nd_mig_dst *d)
 	h->holder_map.regions = calloc(1, sizeof(*h->holder_map.regions));
 	if (!h->holder_map.regions) {
 		free(h);
-		return nd_mig_dst_fail(d, "out of memory");
+		return mig_dst_fail(d, "out of memory");
 	}
 	fab_mr_rkey(d->mr, &rk);
 	h->holder_map.regions[0].key = rk.key;
 	h->holder_map.regions[0].base = rk.addr;
 	h->holder_map.regions[0].len = d->pages * FY_PAGE_SIZE;
-	nd_mig_dst_out(d, h);
+	mig_dst_out(d, h);
 	dst_info(d, "incoming VM ready (pid %d), RAM registered", d->pid);
 	return 0;
 }
 
-static void send_progress(struct nd_mig_dst *d)
+static void send_progress(struct mig_dst *d)
 {
 	struct proto_msg *p = calloc(1, sizeof(*p));
 
@@ -195,13 +195,13 @@ static void send_progress(struct nd_mig_dst *d)
 	d->pages_valid = d->pages - d->pending;
 	p->progress.bytes = d->bytes;
 	pthread_mutex_unlock(&d->lock);
-	nd_mig_dst_out(d, p);
+	mig_dst_out(d, p);
 	d->last_progress_ns = fy_now_ns();
 	d->progress_dirty = false;
 }
 
 /* One message of the source. Returns -1 to give up. */
-static int take(struct nd_mig_dst *d, struct proto_msg *msg)
+static int take(struct mig_dst *d, struct proto_msg *msg)
 {
 	switch (msg->type) {
 	case PROTO_HOLDER_MAP: {
@@ -211,34 +211,33 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 
 		if (h->nregions != 1 ||
 		    h->regions[0].len != d->pages * FY_PAGE_SIZE)
-			return nd_mig_dst_fail(d, "source's holder map does "
-						  "not match");
+			return mig_dst_fail(d, "source's holder map does "
+					       "not match");
 		memcpy(a.bytes, h->addr, h->addr_len);
 		d->src_addr = a;
 		d->rk.addr = h->regions[0].base;
 		d->rk.key = h->regions[0].key;
 		d->rk.len = h->regions[0].len;
-		if (nd_dst_has(d, ND_SM_RUNS)) {
+		if (mig_dst_has(d, MIG_SM_RUNS)) {
 			/* the source's ferryd came back */
-			nd_post_holder(d);
+			mig_post_holder(d);
 			return 0;
 		}
 		if (d->ep)
-			return nd_mig_dst_fail(d, "a second HOLDER_MAP");
+			return mig_dst_fail(d, "a second HOLDER_MAP");
 		ret = fab_ep_connect(d->n->fab, &a, &d->ep);
 		if (ret)
-			return nd_mig_dst_fail(d,
-					       "cannot reach the source's "
-					       "fabric address: %s",
-					       strerror(-ret));
+			return mig_dst_fail(d,
+					    "cannot reach the source's "
+					    "fabric address: %s",
+					    strerror(-ret));
 		/* post-copy's endpoints now, not in the downtime */
-		ret = d->mode != PROTO_MODE_PRECOPY ? nd_post_prepare(d) : 0;
+		ret = d->mode != PROTO_MODE_PRECOPY ? mig_post_prepare(d) : 0;
 		if (ret)
-			return nd_mig_dst_fail(d,
-					       "cannot prepare post-copy: %s",
-					       strerror(-ret));
-		if (nd_dst_to(d, ND_DST_PRECOPY, "HOLDER_MAP"))
-			return nd_mig_dst_fail(d, "unexpected HOLDER_MAP");
+			return mig_dst_fail(d, "cannot prepare post-copy: %s",
+					    strerror(-ret));
+		if (mig_dst_to(d, MIG_DST_PRECOPY, "HOLDER_MAP"))
+			return mig_dst_fail(d, "unexpected HOLDER_MAP");
 		return 0;
 	}
 	case PROTO_DIRTY_SET: {
@@ -246,18 +245,18 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		uint64_t added = 0;
 
 		if (!d->ep)
-			return nd_mig_dst_fail(d, "DIRTY_SET before the "
-						  "source's holder "
-						  "map");
+			return mig_dst_fail(d, "DIRTY_SET before the "
+					       "source's holder "
+					       "map");
 		if (ds->region != 0)
-			return nd_mig_dst_fail(d, "DIRTY_SET for region %u",
-					       ds->region);
+			return mig_dst_fail(d, "DIRTY_SET for region %u",
+					    ds->region);
 		for (size_t i = 0; i < ds->nruns; i++) {
 			const struct fy_run *r = &ds->runs[i];
 
 			if (r->start + r->len > d->pages)
-				return nd_mig_dst_fail(d, "DIRTY_SET past the "
-							  "end of RAM");
+				return mig_dst_fail(d, "DIRTY_SET past the "
+						       "end of RAM");
 			for (uint64_t p = r->start; p < r->start + r->len;
 			     p++) {
 				if (!fy_bit_test(d->need, p)) {
@@ -268,7 +267,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 					fy_bit_set(d->seen, p);
 			}
 		}
-		if (!nd_dst_has(d, ND_SM_PC)) /* post-copy punches them out */
+		if (!mig_dst_has(d, MIG_SM_PC)) /* post-copy punches them out */
 			pc_pop_add(d->pop, ds->runs, ds->nruns);
 		pthread_mutex_lock(&d->lock);
 		if (ds->gen != d->gen && d->pages_pulled)
@@ -278,7 +277,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		d->pages_valid = d->pages - d->pending;
 		pthread_mutex_unlock(&d->lock);
 		d->progress_dirty = true;
-		nd_dst_round_fault(d->round);
+		mig_dst_round_fault(d->round);
 		return 0;
 	}
 	case PROTO_DELTA_SET: {
@@ -288,13 +287,13 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		if (!d->ep || d->djob || ds->region != 0 ||
 		    ds->pages > d->pages ||
 		    ds->len > ds->pages * (FY_PAGE_SIZE + 16))
-			return nd_mig_dst_fail(d, "unexpected DELTA_SET");
+			return mig_dst_fail(d, "unexpected DELTA_SET");
 		d->dbuf = mmap(NULL, ds->len, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (d->dbuf == MAP_FAILED) {
 			d->dbuf = NULL;
-			return nd_mig_dst_fail(d, "out of memory for a "
-						  "DELTA_SET");
+			return mig_dst_fail(d, "out of memory for a "
+					       "DELTA_SET");
 		}
 		d->djob = true;
 		d->dlen = ds->len;
@@ -306,10 +305,10 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		ret = fab_mr_reg(d->n->fab, d->dbuf, d->dlen, FAB_ACCESS_LOCAL,
 				 &d->dmr);
 		if (ret)
-			return nd_mig_dst_fail(d,
-					       "cannot register a DELTA_SET "
-					       "buffer: %s",
-					       strerror(-ret));
+			return mig_dst_fail(d,
+					    "cannot register a DELTA_SET "
+					    "buffer: %s",
+					    strerror(-ret));
 		pthread_mutex_lock(&d->lock);
 		if (ds->gen != d->gen && d->pages_pulled)
 			d->round++;
@@ -318,7 +317,7 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		d->pages_valid = d->pages - d->pending;
 		pthread_mutex_unlock(&d->lock);
 		d->progress_dirty = true;
-		nd_dst_round_fault(d->round);
+		mig_dst_round_fault(d->round);
 		return 0;
 	}
 	case PROTO_VERIFY: {
@@ -326,14 +325,14 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		uint64_t n = v->len / 8;
 
 		if (v->region != 0 || v->start + n > d->pages)
-			return nd_mig_dst_fail(d, "VERIFY outside guest RAM");
+			return mig_dst_fail(d, "VERIFY outside guest RAM");
 		if (!d->csums)
 			d->csums = calloc(d->pages, 8);
 		if (!d->csums)
-			return nd_mig_dst_fail(d, "out of memory");
+			return mig_dst_fail(d, "out of memory");
 		if (d->nvq == ARRAY_SIZE(d->vq))
-			return nd_mig_dst_fail(d, "VERIFY: too many chunks at "
-						  "once");
+			return mig_dst_fail(d, "VERIFY: too many chunks at "
+					       "once");
 		memcpy(d->csums + v->start, v->csums, v->len);
 		d->csums_got += n;
 		d->vq[d->nvq].start = v->start;
@@ -341,60 +340,61 @@ static int take(struct nd_mig_dst *d, struct proto_msg *msg)
 		return 0;
 	}
 	case PROTO_POSTCOPY:
-		if (!d->seen || nd_dst_to(d, ND_DST_PC_SWITCHOVER, "POSTCOPY"))
-			return nd_mig_dst_fail(d, "unexpected POSTCOPY");
+		if (!d->seen ||
+		    mig_dst_to(d, MIG_DST_PC_SWITCHOVER, "POSTCOPY"))
+			return mig_dst_fail(d, "unexpected POSTCOPY");
 		dst_info(d,
 			 "switchover to post-copy: %" PRIu64 " pages still "
 			 "to fetch",
 			 d->pending);
 		return 0;
 	case PROTO_SWITCHOVER:
-		if (nd_dst_to(d, ND_DST_SWITCHOVER, "SWITCHOVER"))
-			return nd_mig_dst_fail(d, "unexpected SWITCHOVER");
+		if (mig_dst_to(d, MIG_DST_SWITCHOVER, "SWITCHOVER"))
+			return mig_dst_fail(d, "unexpected SWITCHOVER");
 		dst_info(d, "switchover: %" PRIu64 " pages still to pull",
 			 d->pending);
 		return 0;
 	case PROTO_RESUME:
 		if (!d->ready_ns)
-			return nd_mig_dst_fail(d, "RESUME before READY");
+			return mig_dst_fail(d, "RESUME before READY");
 		d->resume = true;
 		return 0;
 	case PROTO_STATE:
 		if (d->blob || d->t_ready)
-			return nd_mig_dst_fail(d, "a second STATE");
+			return mig_dst_fail(d, "a second STATE");
 		d->blob = msg->state.blob;
 		d->blob_len = msg->state.len;
 		msg->state.blob = NULL; /* ours now */
 		msg->state.len = 0;
 		return 0;
 	case PROTO_ABORT:
-		if (nd_dst_has(d, ND_SM_RUNS)) {
+		if (mig_dst_has(d, MIG_SM_RUNS)) {
 			dst_err(d,
 				"ABORT after the VM resumed here, ignored: %s",
 				msg->abort.reason);
 			return 0;
 		}
 		d->quiet_abort = true;
-		return nd_mig_dst_fail(d, "the source aborted: %s",
-				       msg->abort.reason);
+		return mig_dst_fail(d, "the source aborted: %s",
+				    msg->abort.reason);
 	case PROTO_ERROR:
-		if (nd_dst_has(d, ND_SM_RUNS)) {
+		if (mig_dst_has(d, MIG_SM_RUNS)) {
 			dst_err(d, "ERROR after the VM resumed here: %s",
 				msg->error.text);
 			return 0;
 		}
 		d->quiet_abort = true;
-		return nd_mig_dst_fail(d, "the source sent ERROR %d: %s",
-				       msg->error.code, msg->error.text);
+		return mig_dst_fail(d, "the source sent ERROR %d: %s",
+				    msg->error.code, msg->error.text);
 	default:
-		return nd_mig_dst_fail(d, "unexpected %s",
-				       proto_type_name(msg->type));
+		return mig_dst_fail(d, "unexpected %s",
+				    proto_type_name(msg->type));
 	}
 }
 
-static int drain_inbox(struct nd_mig_dst *d)
+static int drain_inbox(struct mig_dst *d)
 {
-	struct nd_mig_qmsg *q, *next;
+	struct mig_qmsg *q, *next;
 	int ret = 0;
 
 	char why[sizeof(d->stop_reason)];
@@ -406,14 +406,14 @@ static int drain_inbox(struct nd_mig_dst *d)
 	d->in_n = 0;
 	d->in_bytes = 0;
 	/* once the VM runs here only a shutdown stops the thread */
-	ret = d->stop && (!nd_sm_has(false, d->sm->state, ND_SM_RUNS) ||
+	ret = d->stop && (!mig_sm_has(false, d->sm->state, MIG_SM_RUNS) ||
 			  d->stop_always)
 		      ? -1
 		      : 0;
 	memcpy(why, d->stop_reason, sizeof(why));
 	pthread_mutex_unlock(&d->lock);
 	if (ret)
-		nd_mig_dst_fail(d, "%s", why);
+		mig_dst_fail(d, "%s", why);
 	for (; q; q = next) {
 		next = q->next;
 		if (!ret)
@@ -424,7 +424,7 @@ static int drain_inbox(struct nd_mig_dst *d)
 	return ret;
 }
 
-static struct nd_mig_slot *free_slot(struct nd_mig_dst *d)
+static struct mig_slot *free_slot(struct mig_dst *d)
 {
 	for (int i = 0; i < WINDOW; i++)
 		if (!d->slots[i].used)
@@ -433,12 +433,12 @@ static struct nd_mig_slot *free_slot(struct nd_mig_dst *d)
 }
 
 /* Post reads of the DELTA_SET buffer while the window has room. */
-static int post_delta(struct nd_mig_dst *d)
+static int post_delta(struct mig_dst *d)
 {
 	while (d->djob && d->dposted < d->dlen && d->inflight < WINDOW) {
 		size_t len =
 			FY_MIN(d->dlen - d->dposted, RUN_MAX * FY_PAGE_SIZE);
-		struct nd_mig_slot *s = free_slot(d);
+		struct mig_slot *s = free_slot(d);
 		int ret;
 
 		if (!s)
@@ -448,10 +448,10 @@ static int post_delta(struct nd_mig_dst *d)
 		if (ret == -EAGAIN)
 			break;
 		if (ret)
-			return nd_mig_dst_fail(d,
-					       "fabric read of a DELTA_SET "
-					       "failed: %s",
-					       strerror(-ret));
+			return mig_dst_fail(d,
+					    "fabric read of a DELTA_SET "
+					    "failed: %s",
+					    strerror(-ret));
 		s->used = true;
 		s->delta = true;
 		s->start = d->dposted;
@@ -462,7 +462,7 @@ static int post_delta(struct nd_mig_dst *d)
 	return 0;
 }
 
-static void delta_free(struct nd_mig_dst *d)
+static void delta_free(struct mig_dst *d)
 {
 	/* the fabric unmaps it once no read can land there */
 	fab_mem_release(d->n->fab, d->dbuf, d->dlen, d->dmr,
@@ -473,7 +473,7 @@ static void delta_free(struct nd_mig_dst *d)
 }
 
 /* The whole DELTA_SET buffer is here: apply it to guest RAM. */
-static int delta_apply(struct nd_mig_dst *d)
+static int delta_apply(struct mig_dst *d)
 {
 	uint64_t applied;
 	int ret;
@@ -483,13 +483,13 @@ static int delta_apply(struct nd_mig_dst *d)
 	if (!ret && applied != d->dpages)
 		ret = -EBADMSG;
 	if (ret)
-		return nd_mig_dst_fail(d,
-				       "bad DELTA_SET buffer (%" PRIu64
-				       " of %" PRIu64 " p"
-				       "ag"
-				       "es"
-				       ")",
-				       applied, d->dpages);
+		return mig_dst_fail(d,
+				    "bad DELTA_SET buffer (%" PRIu64
+				    " of %" PRIu64 " p"
+				    "ag"
+				    "es"
+				    ")",
+				    applied, d->dpages);
 	pthread_mutex_lock(&d->lock);
 	d->pending -= d->dpages;
 	d->pages_pulled += d->dpages;
@@ -500,14 +500,14 @@ static int delta_apply(struct nd_mig_dst *d)
 }
 
 /* Post reads of needed runs while the window has room. */
-static int post_reads(struct nd_mig_dst *d)
+static int post_reads(struct mig_dst *d)
 {
 	if (post_delta(d))
 		return -1;
 	while (d->inflight < WINDOW &&
 	       d->pending > d->inflight_pages + (d->djob ? d->dpages : 0)) {
 		uint64_t p, e;
-		struct nd_mig_slot *s = NULL;
+		struct mig_slot *s = NULL;
 		int ret;
 
 		p = fy_bitmap_next_set(d->need, d->pages, d->cursor);
@@ -527,10 +527,10 @@ static int post_reads(struct nd_mig_dst *d)
 		if (ret == -EAGAIN)
 			break;
 		if (ret)
-			return nd_mig_dst_fail(d,
-					       "fabric read of pages %" PRIu64
-					       "..%" PRIu64 " failed: %s",
-					       p, e - 1, strerror(-ret));
+			return mig_dst_fail(d,
+					    "fabric read of pages %" PRIu64
+					    "..%" PRIu64 " failed: %s",
+					    p, e - 1, strerror(-ret));
 		s->used = true;
 		s->delta = false;
 		s->start = p;
@@ -550,16 +550,16 @@ static int post_reads(struct nd_mig_dst *d)
 }
 
 /* Take completions; wait up to timeout_ms. Returns -1 on a failed read. */
-static int reap(struct nd_mig_dst *d, int timeout_ms)
+static int reap(struct mig_dst *d, int timeout_ms)
 {
 	struct fab_cqe c[64];
 	int n, ret = 0;
 
 	n = fab_poll(d->n->fab, c, 64, timeout_ms);
 	if (n < 0)
-		return nd_mig_dst_fail(d, "fabric poll: %s", strerror(-n));
+		return mig_dst_fail(d, "fabric poll: %s", strerror(-n));
 	for (int i = 0; i < n; i++) {
-		struct nd_mig_slot *s = c[i].ctx;
+		struct mig_slot *s = c[i].ctx;
 
 		if (c[i].op != FAB_OP_READ || !s || s < d->slots ||
 		    s >= d->slots + WINDOW || !s->used)
@@ -568,11 +568,11 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 		d->inflight--;
 		if (s->delta) {
 			if (c[i].status) {
-				ret = nd_mig_dst_fail(d,
-						      "fabric read of a "
-						      "DELTA_SET "
-						      "failed: %s",
-						      strerror(-c[i].status));
+				ret = mig_dst_fail(d,
+						   "fabric read of a "
+						   "DELTA_SET "
+						   "failed: %s",
+						   strerror(-c[i].status));
 				continue;
 			}
 			pthread_mutex_lock(&d->lock);
@@ -587,13 +587,13 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
 				  fy_now_ns() - s->t_post);
 		if (c[i].status) {
-			ret = nd_mig_dst_fail(d,
-					      "fabric read of %" PRIu64 " pages"
-					      " at "
-					      "%" PRIu64 " faile"
-					      "d: %s",
-					      s->pages, s->start,
-					      strerror(-c[i].status));
+			ret = mig_dst_fail(d,
+					   "fabric read of %" PRIu64 " pages"
+					   " at "
+					   "%" PRIu64 " faile"
+					   "d: %s",
+					   s->pages, s->start,
+					   strerror(-c[i].status));
 			continue;
 		}
 		pthread_mutex_lock(&d->lock);
@@ -607,7 +607,7 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 }
 
 /* READY to the source, now and every READY_NS until it decides. */
-static int send_ready(struct nd_mig_dst *d, uint64_t now)
+static int send_ready(struct mig_dst *d, uint64_t now)
 {
 	struct proto_msg *m;
 
@@ -618,58 +618,58 @@ static int send_ready(struct nd_mig_dst *d, uint64_t now)
 			"no RESUME from the source for %.0f s: the VM stays "
 			"paused here until it answers",
 			(now - d->t_ready) / 1e9);
-	m = nd_mig_dst_gen_msg(d, PROTO_READY);
+	m = mig_dst_gen_msg(d, PROTO_READY);
 	if (!m)
-		return nd_mig_dst_fail(d, "out of memory");
-	nd_mig_dst_out(d, m);
+		return mig_dst_fail(d, "out of memory");
+	mig_dst_out(d, m);
 	d->ready_ns = now;
 	return 0;
 }
 
 /* Everything is here: check, load the state, ask the source. */
-static int ready(struct nd_mig_dst *d)
+static int ready(struct mig_dst *d)
 {
 	int ret;
 
 	uint64_t t0 = fy_now_ns(), t1, t2;
 
-	if (d->csums && nd_mig_csum_verdict(d))
+	if (d->csums && mig_csum_verdict(d))
 		return -1;
 	t1 = fy_now_ns();
 	ret = kva_client_ram_done(d->kc);
 	if (ret)
-		return nd_mig_dst_fail(d, "RAM_DONE: %s", strerror(-ret));
+		return mig_dst_fail(d, "RAM_DONE: %s", strerror(-ret));
 	t2 = fy_now_ns();
 	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
 	if (ret)
-		return nd_mig_dst_fail(d, "the VM refused the vCPU state: %s",
-				       strerror(-ret));
+		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
+				    strerror(-ret));
 	d->t_ready = fy_now_ns();
 	dst_info(d,
 		 "ready (verify %.1f ms, RAM_DONE %.1f ms, SET_STATE %.1f "
 		 "ms): waiting for the source's RESUME",
 		 (t1 - t0) / 1e6, (t2 - t1) / 1e6, (d->t_ready - t2) / 1e6);
-	if (nd_dst_to(d, ND_DST_READY, "all pages and the state here"))
-		return nd_mig_dst_fail(d, "internal error");
+	if (mig_dst_to(d, MIG_DST_READY, "all pages and the state here"))
+		return mig_dst_fail(d, "internal error");
 	return send_ready(d, d->t_ready);
 }
 
 /* The source committed: the VM is ours, it runs here from now on. */
-static void resume(struct nd_mig_dst *d)
+static void resume(struct mig_dst *d)
 {
 	struct proto_msg *m;
 	int ret;
 
 	/* recorded first: a restarted ferryd resumes it, never removes it */
-	nd_dst_to(d, ND_DST_COMMITTED, "RESUME");
+	mig_dst_to(d, MIG_DST_COMMITTED, "RESUME");
 	ret = kva_client_resume(d->kc);
 	if (ret) {
 		/* committed: no way back; the operator must look */
 		dst_err(d, "RESUME after commit failed: %s", strerror(-ret));
 	}
-	m = nd_mig_dst_gen_msg(d, PROTO_RESUMED);
+	m = mig_dst_gen_msg(d, PROTO_RESUMED);
 	if (m)
-		nd_mig_dst_out(d, m);
+		mig_dst_out(d, m);
 	dst_info(d, "VM resumed here, %.1f ms after READY",
 		 (fy_now_ns() - d->t_ready) / 1e6);
 }
@@ -679,17 +679,17 @@ static void resume(struct nd_mig_dst *d)
  * the provider after their endpoint closed: the fabric then parks the
  * range on anonymous memory, so late bytes never reach the memfd.
  */
-static void unmap(struct nd_mig_dst *d)
+static void unmap(struct mig_dst *d)
 {
 	fab_mem_release(d->n->fab, d->map, d->pages * FY_PAGE_SIZE, NULL,
 			FAB_RELEASE_MUNMAP_SHARED);
 }
 
-static void cleanup(struct nd_mig_dst *d, bool ok)
+static void cleanup(struct mig_dst *d, bool ok)
 {
 	uint64_t deadline = fy_now_ns() + DRAIN_TIMEOUT_NS;
 
-	nd_post_end(d);
+	mig_post_end(d);
 	if (d->pop)
 		dst_info(d, "%" PRIu64 " pages mapped in ahead of the reads",
 			 pc_pop_done(d->pop));
@@ -726,11 +726,11 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 		d->handed = true;
 		pthread_mutex_unlock(&d->lock);
 		d->kc = NULL;
-		if (d->sm->state == ND_DST_COMMITTED)
-			nd_dst_to(d, ND_DST_COMPLETED, "the VM is ours");
+		if (d->sm->state == MIG_DST_COMMITTED)
+			mig_dst_to(d, MIG_DST_COMPLETED, "the VM is ours");
 		return;
 	}
-	if (nd_dst_has(d, ND_SM_RUNS)) {
+	if (mig_dst_has(d, MIG_SM_RUNS)) {
 		/* the only copy of the VM that runs: never kill it */
 		dst_err(d, "post-copy left unfinished: the VM waits for "
 			   "pages no one serves now");
@@ -762,9 +762,9 @@ static void cleanup(struct nd_mig_dst *d, bool ok)
 		mig_vm_unlink_sock(d->n, d->vm);
 }
 
-void *nd_mig_dst_thread(void *arg)
+void *mig_dst_thread(void *arg)
 {
-	struct nd_mig_dst *d = arg;
+	struct mig_dst *d = arg;
 	uint64_t last_child = 0;
 	struct proto_msg *a;
 	bool ok = false;
@@ -778,8 +778,8 @@ void *nd_mig_dst_thread(void *arg)
 
 		if (drain_inbox(d))
 			break;
-		if (nd_dst_has(d, ND_SM_RUNS)) {
-			int r = nd_post_step(d);
+		if (mig_dst_has(d, MIG_SM_RUNS)) {
+			int r = mig_post_step(d);
 
 			if (r) {
 				ok = r > 0;
@@ -789,16 +789,16 @@ void *nd_mig_dst_thread(void *arg)
 				break;
 			continue;
 		}
-		if (nd_dst_has(d, ND_SM_PC)) {
+		if (mig_dst_has(d, MIG_SM_PC)) {
 			/* pre-copy reads land first, then the VM resumes */
 			if (!d->inflight && !d->djob && d->blob &&
-			    nd_post_begin(d))
+			    mig_post_begin(d))
 				break;
 		} else if (post_reads(d)) {
 			break;
 		}
 		if (d->nvq && !d->pending && !d->inflight &&
-		    nd_mig_csum_compare(d))
+		    mig_csum_compare(d))
 			break;
 		if (d->ready_ns) {
 			if (d->resume) {
@@ -808,7 +808,7 @@ void *nd_mig_dst_thread(void *arg)
 			}
 			if (send_ready(d, fy_now_ns()))
 				break;
-		} else if (d->sm->state == ND_DST_SWITCHOVER && d->blob &&
+		} else if (d->sm->state == MIG_DST_SWITCHOVER && d->blob &&
 			   !d->pending && !d->inflight && ready(d)) {
 			break;
 		}
@@ -854,16 +854,16 @@ out:
 				snprintf(a->abort.reason,
 					 sizeof(a->abort.reason), "%s",
 					 d->reason);
-				nd_mig_dst_out(d, a);
+				mig_dst_out(d, a);
 			}
 		}
 	}
 	cleanup(d, ok);
 	if (!ok)
-		nd_dst_to(d, ND_DST_FAILED, d->reason);
+		mig_dst_to(d, MIG_DST_FAILED, d->reason);
 	pthread_mutex_lock(&d->lock);
 	d->done = true;
 	pthread_mutex_unlock(&d->lock);
-	nd_mig_kick(d->n->mig_efd);
+	mig_kick(d->n->mig_efd);
 	return NULL;
 }

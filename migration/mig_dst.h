@@ -20,17 +20,17 @@
 
 /* mig_dst.c, mig_dst_ctl.c: the destination's puller thread */
 
-#define ND_MIG_WINDOW 32 /* reads in flight */
+#define MIG_WINDOW 32 /* reads in flight */
 /* What a source may have queued at a destination's thread at once. */
-#define ND_MIG_INBOX_MSGS 4096U
-#define ND_MIG_INBOX_BYTES (64ULL << 20)
+#define MIG_INBOX_MSGS 4096U
+#define MIG_INBOX_BYTES (64ULL << 20)
 
-struct nd_mig_qmsg {
+struct mig_qmsg {
 	struct proto_msg *m;
-	struct nd_mig_qmsg *next;
+	struct mig_qmsg *next;
 };
 
-struct nd_mig_slot {
+struct mig_slot {
 	uint64_t start, pages; /* a DELTA_SET chunk: offset and bytes */
 	uint64_t t_post;
 	bool used;
@@ -38,7 +38,7 @@ struct nd_mig_slot {
 	bool posted; /* post-copy: a read in flight (else one to repost) */
 };
 
-struct nd_mig_dst {
+struct mig_dst {
 	/* fixed before the thread starts */
 	struct mig_env *n;
 	uint64_t id;
@@ -54,13 +54,13 @@ struct nd_mig_dst {
 	pthread_t thread;
 
 	pthread_mutex_t lock; /* everything down to "thread only" */
-	struct nd_mig_qmsg *in, **in_tail, *out, **out_tail;
+	struct mig_qmsg *in, **in_tail, *out, **out_tail;
 	unsigned in_n; /* messages in the inbox */
 	size_t in_bytes; /* and the memory they hold (proto_msg_size()) */
 	bool stop;
 	bool stop_always; /* also once the VM runs here (shutdown) */
 	char stop_reason[256];
-	struct nd_mig_sm *sm; /* the migration's: nd_dst_to() moves it */
+	struct mig_sm *sm; /* the migration's: mig_dst_to() moves it */
 	char reason[512];
 	uint32_t round;
 	uint64_t gen, pages_valid, pages_pulled, bytes, verified;
@@ -88,7 +88,7 @@ struct nd_mig_dst {
 	unsigned inflight;
 	uint64_t inflight_pages;
 	struct codec_window win;
-	struct nd_mig_slot slots[ND_MIG_WINDOW];
+	struct mig_slot slots[MIG_WINDOW];
 	/* a DELTA_SET being pulled into dbuf, then applied */
 	bool djob;
 	uint8_t *dbuf;
@@ -116,22 +116,22 @@ struct nd_mig_dst {
 	struct nd_post *post;
 };
 
-/* The thread's body (arg: its struct nd_mig_dst). */
-void *nd_mig_dst_thread(void *arg);
+/* The thread's body (arg: its struct mig_dst). */
+void *mig_dst_thread(void *arg);
 /* Thread: queue msg (taken) for the source. */
-void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg);
+void mig_dst_out(struct mig_dst *d, struct proto_msg *msg);
 /*
  * The thread's transition function: move to state `to` (under the lock),
  * log, record, wake the control thread. -EINVAL for a move the table does
  * not have: the state stays, the caller fails the migration.
  */
-int nd_dst_to(struct nd_mig_dst *d, enum nd_dst_state to, const char *why);
+int mig_dst_to(struct mig_dst *d, enum mig_dst_state to, const char *why);
 /* Does d's state imply any of flags? Thread only. */
-bool nd_dst_has(const struct nd_mig_dst *d, unsigned flags);
+bool mig_dst_has(const struct mig_dst *d, unsigned flags);
 /* COMMIT or RESUMED (or any mig + gen message) at d's generation; NULL: OOM. */
-struct proto_msg *nd_mig_dst_gen_msg(struct nd_mig_dst *d, enum proto_type t);
+struct proto_msg *mig_dst_gen_msg(struct mig_dst *d, enum proto_type t);
 /* Thread: the first reason to give up wins; returns -1. */
-int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
+int mig_dst_fail(struct mig_dst *d, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /*
@@ -139,53 +139,53 @@ int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
  * holder map, while nothing waits): the fault server's domain, endpoint
  * and our staging buffer. 0 or -errno.
  */
-int nd_post_prepare(struct nd_mig_dst *d);
+int mig_post_prepare(struct mig_dst *d);
 /*
  * All pre-copy reads are in
  * and STATE came; start the fault server, load the state, resume the VM
  * here. 0, or -1 (failed before the VM ran: the source resumes it).
  */
-int nd_post_begin(struct nd_mig_dst *d);
+int mig_post_begin(struct mig_dst *d);
 /*
  * One turn of the background puller, waiting up to 1 ms: 0 while pages
  * are missing, 1 once every page is here and the uffd is released, -1 when
  * the VM is gone.
  */
-int nd_post_step(struct nd_mig_dst *d);
+int mig_post_step(struct mig_dst *d);
 /* A new address or key of the holder (its ferryd restarted). */
-void nd_post_holder(struct nd_mig_dst *d);
+void mig_post_holder(struct mig_dst *d);
 /* Stop the fault server and free what post-copy made; the VM runs on. */
-void nd_post_end(struct nd_mig_dst *d);
+void mig_post_end(struct mig_dst *d);
 /* The fault server's figures as PC_STATS (mig left 0). */
-void nd_pc_stats_from(struct proto_pc_stats *o, const struct pc_fault_stats *s,
-		      uint64_t duration_ns);
+void mig_pc_stats_from(struct proto_pc_stats *o, const struct pc_fault_stats *s,
+		       uint64_t duration_ns);
 
 /* Wake the side polling eventfd fd. */
-void nd_mig_kick(int fd);
+void mig_kick(int fd);
 
 /* Start the puller thread for a MIGRATE_PREPARE; it spawns the VM. */
-int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p);
+int mig_dst_start(struct mig *m, const struct proto_migrate_prepare *p);
 /*
  * A peer's MIGRATE_PREPARE: refuse it with an ERROR (rate, ids, mode,
  * accelerator, names, one incoming VM at a time) or start the migration.
  */
-void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
-			struct proto_msg *msg);
+void mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
+		     struct proto_msg *msg);
 /* Hand a message from the source to the thread; takes msg. */
-void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg);
+void mig_dst_push(struct mig *m, struct proto_msg *msg);
 /*
  * Control thread: send what the thread queued for the source and take
  * over its news (phase, counters, the VM once committed). Returns true
  * once the thread has ended and was joined.
  */
-bool nd_mig_dst_poll(struct nd_mig *m);
+bool mig_dst_poll(struct mig *m);
 /*
  * Ask the thread to give up (it cleans up everything), with a reason. Once
  * the VM runs here (post-copy) only `always` (a shutdown) stops it, and
  * the VM is left running.
  */
-void nd_mig_dst_stop(struct nd_mig *m, const char *reason, bool always);
-/* Join and free (after nd_mig_dst_poll() returned true or at shutdown). */
-void nd_mig_dst_free(struct nd_mig *m);
+void mig_dst_stop(struct mig *m, const char *reason, bool always);
+/* Join and free (after mig_dst_poll() returned true or at shutdown). */
+void mig_dst_free(struct mig *m);
 
 #endif /* FERRY_MIGRATION_MIG_DST_H */

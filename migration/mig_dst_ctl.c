@@ -21,9 +21,9 @@
 #include "common/util.h"
 #include "migration/mig_dst.h"
 
-int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
+int mig_dst_start(struct mig *m, const struct proto_migrate_prepare *p)
 {
-	struct nd_mig_dst *d;
+	struct mig_dst *d;
 	int ret;
 
 	if (!proto_name_valid(p->vm))
@@ -62,7 +62,7 @@ int nd_mig_dst_start(struct nd_mig *m, const struct proto_migrate_prepare *p)
 	pthread_mutex_init(&d->lock, NULL);
 	/* from now on the thread moves m->sm, under d->lock */
 	m->dst = d;
-	ret = -pthread_create(&d->thread, NULL, nd_mig_dst_thread, d);
+	ret = -pthread_create(&d->thread, NULL, mig_dst_thread, d);
 	if (ret)
 		goto err_close;
 	pthread_setname_np(d->thread, "ferry-pull");
@@ -77,14 +77,14 @@ err_free:
 }
 
 /*
- * A peer may start ND_PREPARE_BURST migrations here at once, then one
- * every ND_PREPARE_EVERY_S: each one spawns a ferry-vm and writes a record.
+ * A peer may start MIG_PREPARE_BURST migrations here at once, then one
+ * every MIG_PREPARE_EVERY_S: each one spawns a ferry-vm and writes a record.
  */
 static bool prepare_allowed(struct mig_peer *p)
 {
-	uint64_t now = fy_now_ns(), every = ND_PREPARE_EVERY_S * 1000000000ULL;
-	uint64_t floor = now > ND_PREPARE_BURST * every
-				 ? now - ND_PREPARE_BURST * every
+	uint64_t now = fy_now_ns(), every = MIG_PREPARE_EVERY_S * 1000000000ULL;
+	uint64_t floor = now > MIG_PREPARE_BURST * every
+				 ? now - MIG_PREPARE_BURST * every
 				 : 0;
 
 	/* prepare_t: when the bucket was last empty, moving with each take */
@@ -97,13 +97,13 @@ static bool prepare_allowed(struct mig_peer *p)
 }
 
 /* Destination: MIGRATE_PREPARE arrives. */
-void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
-			struct proto_msg *msg)
+void mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
+		     struct proto_msg *msg)
 {
 	const struct proto_migrate_prepare *pp = &msg->prepare;
 	struct proto_msg e = { .type = PROTO_ERROR };
 	struct mig_vm *vm;
-	struct nd_mig *m;
+	struct mig *m;
 	int code = 0;
 
 	e.error.mig = pp->mig;
@@ -112,9 +112,9 @@ void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "more than %u MIGRATE_PREPAREs in %u s; try again "
 			 "later",
-			 ND_PREPARE_BURST,
-			 ND_PREPARE_BURST * ND_PREPARE_EVERY_S);
-	} else if (nd_mig_find(n, pp->mig, false, p)) {
+			 MIG_PREPARE_BURST,
+			 MIG_PREPARE_BURST * MIG_PREPARE_EVERY_S);
+	} else if (mig_find(n, pp->mig, false, p)) {
 		code = EEXIST;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "migration %" PRIu64 " is known here", pp->mig);
@@ -150,7 +150,7 @@ void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 			snprintf(e.error.text, sizeof(e.error.text),
 				 "%s already receives a VM", n->cfg.name);
 	}
-	if (!code && !(m = nd_mig_new(n, false))) {
+	if (!code && !(m = mig_new(n, false))) {
 		code = ENOSPC;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "too many migrations");
@@ -162,7 +162,7 @@ void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 		m->o.mode = proto_mode_parse(pp->mode);
 		m->pages = pp->regions[0].pages;
 		m->vcpus = pp->vcpus;
-		nd_mig_to(m, ND_DST_PREPARE, "MIGRATE_PREPARE");
+		mig_to(m, MIG_DST_PREPARE, "MIGRATE_PREPARE");
 		vm = mig_vm_add(n, pp->vm);
 		if (!vm) {
 			code = ENOSPC;
@@ -171,7 +171,7 @@ void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 		} else {
 			vm->mig = m;
 			m->vmp = vm;
-			code = -nd_mig_dst_start(m, pp);
+			code = -mig_dst_start(m, pp);
 			if (code)
 				snprintf(e.error.text, sizeof(e.error.text),
 					 "cannot start the receiving side: %s",
@@ -183,7 +183,7 @@ void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 			if (m->vmp)
 				mig_vm_forget(n, m->vmp);
 			m->vmp = NULL;
-			nd_mig_to(m, ND_DST_FAILED, m->reason);
+			mig_to(m, MIG_DST_FAILED, m->reason);
 		} else {
 			pr_info("%" PRIu64 " (%s from %s): incoming: %" PRIu64
 				" MiB, %u vCPUs",
@@ -202,11 +202,11 @@ void nd_mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 	proto_msg_free(msg);
 }
 
-void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
+void mig_dst_push(struct mig *m, struct proto_msg *msg)
 {
-	struct nd_mig_dst *d = m->dst;
+	struct mig_dst *d = m->dst;
 	size_t size = proto_msg_size(msg);
-	struct nd_mig_qmsg *q;
+	struct mig_qmsg *q;
 	bool over;
 
 	if (!d || !(q = calloc(1, sizeof(*q)))) {
@@ -216,8 +216,8 @@ void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
 	q->m = msg;
 	pthread_mutex_lock(&d->lock);
 	/* a source cannot make us hold more than this, however slow we are */
-	over = d->in_n >= ND_MIG_INBOX_MSGS ||
-	       d->in_bytes + size > ND_MIG_INBOX_BYTES;
+	over = d->in_n >= MIG_INBOX_MSGS ||
+	       d->in_bytes + size > MIG_INBOX_BYTES;
 	if (!over) {
 		*d->in_tail = q;
 		d->in_tail = &q->next;
@@ -228,7 +228,7 @@ void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
 		snprintf(d->stop_reason, sizeof(d->stop_reason),
 			 "the source sent more than %u messages or %llu MiB "
 			 "faster than they were taken",
-			 ND_MIG_INBOX_MSGS, ND_MIG_INBOX_BYTES >> 20);
+			 MIG_INBOX_MSGS, MIG_INBOX_BYTES >> 20);
 		/* the first reason wins: this one, even if setup fails next */
 		if (!d->reason[0])
 			snprintf(d->reason, sizeof(d->reason), "%s",
@@ -244,12 +244,12 @@ void nd_mig_dst_push(struct nd_mig *m, struct proto_msg *msg)
 		proto_msg_free(msg);
 		free(q);
 	}
-	nd_mig_kick(d->efd);
+	mig_kick(d->efd);
 }
 
-void nd_mig_dst_stop(struct nd_mig *m, const char *reason, bool always)
+void mig_dst_stop(struct mig *m, const char *reason, bool always)
 {
-	struct nd_mig_dst *d = m->dst;
+	struct mig_dst *d = m->dst;
 
 	if (!d)
 		return;
@@ -260,13 +260,13 @@ void nd_mig_dst_stop(struct nd_mig *m, const char *reason, bool always)
 		snprintf(d->stop_reason, sizeof(d->stop_reason), "%s", reason);
 	}
 	pthread_mutex_unlock(&d->lock);
-	nd_mig_kick(d->efd);
+	mig_kick(d->efd);
 }
 
-bool nd_mig_dst_poll(struct nd_mig *m)
+bool mig_dst_poll(struct mig *m)
 {
-	struct nd_mig_dst *d = m->dst;
-	struct nd_mig_qmsg *q, *next, *last;
+	struct mig_dst *d = m->dst;
+	struct mig_qmsg *q, *next, *last;
 	bool done;
 
 	if (!d)
@@ -308,7 +308,7 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 			 * Not connected to the source yet (it restarted and
 			 * our side reconnects) or for now: keep the rest, in
 			 * order, for the next tick. A source that stays
-			 * silent is stopped for it below (nd_migs_tick).
+			 * silent is stopped for it below (mig_tick).
 			 */
 			pr_debug("%" PRIu64 ": cannot send %s to %s yet", m->id,
 				 proto_type_name(q->m->type), m->peer->name);
@@ -336,15 +336,15 @@ bool nd_mig_dst_poll(struct nd_mig *m)
 	return done;
 }
 
-void nd_mig_dst_free(struct nd_mig *m)
+void mig_dst_free(struct mig *m)
 {
-	struct nd_mig_dst *d = m->dst;
-	struct nd_mig_qmsg *q, *next;
+	struct mig_dst *d = m->dst;
+	struct mig_qmsg *q, *next;
 
 	if (!d)
 		return;
 	pthread_join(d->thread, NULL);
-	nd_mig_dst_poll(m);
+	mig_dst_poll(m);
 	/* what the source could not be sent by now is dropped */
 	for (q = d->out; q; q = next) {
 		next = q->next;

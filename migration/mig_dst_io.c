@@ -18,9 +18,9 @@
 #include "common/util.h"
 #include "migration/mig_dst.h"
 
-void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg)
+void mig_dst_out(struct mig_dst *d, struct proto_msg *msg)
 {
-	struct nd_mig_qmsg *q = calloc(1, sizeof(*q));
+	struct mig_qmsg *q = calloc(1, sizeof(*q));
 
 	if (!q) {
 		proto_msg_free(msg);
@@ -31,46 +31,46 @@ void nd_mig_dst_out(struct nd_mig_dst *d, struct proto_msg *msg)
 	*d->out_tail = q;
 	d->out_tail = &q->next;
 	pthread_mutex_unlock(&d->lock);
-	nd_mig_kick(d->n->mig_efd);
+	mig_kick(d->n->mig_efd);
 }
 
-bool nd_dst_has(const struct nd_mig_dst *d, unsigned flags)
+bool mig_dst_has(const struct mig_dst *d, unsigned flags)
 {
 	/* the thread is the only writer: it reads without the lock */
-	return nd_sm_has(false, d->sm->state, flags);
+	return mig_sm_has(false, d->sm->state, flags);
 }
 
-int nd_dst_to(struct nd_mig_dst *d, enum nd_dst_state to, const char *why)
+int mig_dst_to(struct mig_dst *d, enum mig_dst_state to, const char *why)
 {
-	struct nd_record r = { .id = d->id, .mode = d->mode };
+	struct mig_record r = { .id = d->id, .mode = d->mode };
 	unsigned from = d->sm->state;
 	int ret;
 
-	if (nd_sm_fault(false, "before", to))
+	if (mig_sm_fault(false, "before", to))
 		return -EIO;
 	pthread_mutex_lock(&d->lock);
-	ret = nd_sm_move(d->sm, to);
+	ret = mig_sm_move(d->sm, to);
 	snprintf(r.reason, sizeof(r.reason), "%s", d->reason);
 	pthread_mutex_unlock(&d->lock);
 	if (ret) {
 		dst_err(d, "refused: no move from %s to %s (%s)",
-			nd_sm_name(false, from), nd_sm_name(false, to), why);
+			mig_sm_name(false, from), mig_sm_name(false, to), why);
 		return ret;
 	}
-	pr_debug("%" PRIu64 ": %s -> %s: %s", d->id, nd_sm_name(false, from),
-		 nd_sm_name(false, to), why);
+	pr_debug("%" PRIu64 ": %s -> %s: %s", d->id, mig_sm_name(false, from),
+		 mig_sm_name(false, to), why);
 	snprintf(r.vm, sizeof(r.vm), "%s", d->vm);
 	snprintf(r.peer, sizeof(r.peer), "%s", d->peer);
-	r.phase = nd_sm_phase(false, to);
-	r.postcopy = nd_sm_has(false, to, ND_SM_PC);
+	r.phase = mig_sm_phase(false, to);
+	r.postcopy = mig_sm_has(false, to, MIG_SM_PC);
 	r.started = d->started;
-	nd_record_put(d->n, &r);
-	nd_mig_kick(d->n->mig_efd);
-	nd_sm_fault(false, "after", to);
+	mig_record_put(d->n, &r);
+	mig_kick(d->n->mig_efd);
+	mig_sm_fault(false, "after", to);
 	return 0;
 }
 
-int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
+int mig_dst_fail(struct mig_dst *d, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -84,7 +84,7 @@ int nd_mig_dst_fail(struct nd_mig_dst *d, const char *fmt, ...)
 	return -1;
 }
 
-struct proto_msg *nd_mig_dst_gen_msg(struct nd_mig_dst *d, enum proto_type t)
+struct proto_msg *mig_dst_gen_msg(struct mig_dst *d, enum proto_type t)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
 

@@ -15,7 +15,7 @@
 #include "protocol/protocol.h"
 
 /*
- * Inside the migration engine: a migration (struct nd_mig), the base
+ * Inside the migration engine: a migration (struct mig), the base
  * (mig.c), the source (mig_src.c over mig_src_io.c, mig_start.c,
  * mig_conv.c), records (mig_record.c) and the table's commands
  * (mig_ctl.c). The destination's side is mig_dst.h.
@@ -26,17 +26,17 @@
  */
 
 /* the destination starts its VM and answers MIGRATE_PREPARE within */
-#define ND_MIG_PREPARE_TIMEOUT_NS (30 * 1000000000ULL)
+#define MIG_PREPARE_TIMEOUT_NS (30 * 1000000000ULL)
 /* MIGRATE_PREPAREs a peer may send: a burst, then one every so often */
-#define ND_PREPARE_BURST 8U
-#define ND_PREPARE_EVERY_S 2U
+#define MIG_PREPARE_BURST 8U
+#define MIG_PREPARE_EVERY_S 2U
 /* a record's file name: "<peer>-<id>.dst" at the longest */
-#define ND_RECORD_NAME_MAX (PROTO_NAME_MAX + 32)
+#define MIG_RECORD_NAME_MAX (PROTO_NAME_MAX + 32)
 /* records of ended migrations kept in <state_dir>/migrations */
-#define ND_RECORDS_MAX 256
-#define ND_RECORDS_AGE_S (30 * 86400)
+#define MIG_RECORDS_MAX 256
+#define MIG_RECORDS_AGE_S (30 * 86400)
 
-struct nd_mig_opts {
+struct mig_opts {
 	enum proto_mode mode;
 	/* hybrid: go post-copy after this many rounds; 0: when stuck */
 	unsigned postcopy_after;
@@ -53,17 +53,17 @@ struct nd_mig_opts {
 	bool delta; /* --compress delta */
 };
 
-struct nd_mig_dst;
+struct mig_dst;
 
-struct nd_mig {
+struct mig {
 	uint64_t id; /* chosen by the source */
 	bool source;
 	struct mig_env *n;
 	struct mig_peer *peer;
 	char vm[PROTO_NAME_MAX + 1];
 	struct mig_vm *vmp; /* NULL once the VM left */
-	struct nd_mig_opts o;
-	struct nd_mig_sm sm; /* nd_mig_state(), nd_mig_to() */
+	struct mig_opts o;
+	struct mig_sm sm; /* mig_state(), mig_to() */
 	char reason[512]; /* why it failed */
 	uint64_t started_unix;
 	uint64_t t_start, t_end, t_pause, last_heard, deadline;
@@ -123,7 +123,7 @@ struct nd_mig {
 	struct proto_pc_stats pcs; /* the destination's last PC_STATS */
 	uint64_t stall_t0; /* destination: post-copy stalled since; 0 */
 	/* destination */
-	struct nd_mig_dst *dst;
+	struct mig_dst *dst;
 };
 
 /* Log about migration m: "ID (VM to|from PEER): ..." */
@@ -135,57 +135,56 @@ struct nd_mig {
 		(m)->source ? "to" : "from", (m)->peer->name, ##__VA_ARGS__)
 
 /* Completed, failed or cancelled? */
-bool nd_mig_finished(const struct nd_mig *m);
+bool mig_finished(const struct mig *m);
 /* A zeroed migration of that role in the table, in state NEW. */
-struct nd_mig *nd_mig_new(struct mig_env *n, bool source);
+struct mig *mig_new(struct mig_env *n, bool source);
 /* Migration id of the given role; p NULL: any peer. */
-struct nd_mig *nd_mig_find(struct mig_env *n, uint64_t id, bool source,
-			   const struct mig_peer *p);
+struct mig *mig_find(struct mig_env *n, uint64_t id, bool source,
+		     const struct mig_peer *p);
 /* Start migrating vm to peer; 0 and *id, or -errno with a text in err. */
-int nd_mig_src_start(struct mig_env *n, const char *vm, const char *peer,
-		     const struct nd_mig_opts *o, uint64_t *id, char *err,
-		     size_t errlen);
+int mig_src_start(struct mig_env *n, const char *vm, const char *peer,
+		  const struct mig_opts *o, uint64_t *id, char *err,
+		  size_t errlen);
 /*
  * End a source migration before it completes: the VM keeps (or gets back)
  * running here; how is FAILED or CANCELLED; tell: send ABORT to the peer.
  */
-void nd_mig_src_fail(struct nd_mig *m, enum nd_src_state how, bool tell,
-		     const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+void mig_src_fail(struct mig *m, enum mig_src_state how, bool tell,
+		  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /*
  * The same in the commit window too (FAILED), which only the destination's
  * ABORT or `ferry force-resume --fenced` may do: its copy never runs.
  */
-void nd_mig_src_abandon(struct nd_mig *m, bool tell, const char *fmt, ...)
+void mig_src_abandon(struct mig *m, bool tell, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Source: map and register the memfd of m->vmp for reads; 0 or -errno. */
-int nd_mig_src_map(struct nd_mig *m);
+int mig_src_map(struct mig *m);
 /* Source: give back the mapping, registrations and the VM's slot. */
-void nd_mig_src_release(struct nd_mig *m);
+void mig_src_release(struct mig *m);
 /* Send msg to m's peer; logs and returns -errno on failure. */
-int nd_mig_send(struct nd_mig *m, const struct proto_msg *msg);
+int mig_send(struct mig *m, const struct proto_msg *msg);
 /* Send ABORT with reason to m's peer (not logged). */
-void nd_mig_send_abort(struct nd_mig *m, const char *reason);
+void mig_send_abort(struct mig *m, const char *reason);
 /* A message from the destination of source migration m (not freed). */
-void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg);
-/* Source m's timers and pacing; from nd_migs_tick(). */
-void nd_mig_src_tick(struct nd_mig *m, uint64_t now);
+void mig_src_handle(struct mig *m, struct proto_msg *msg);
+/* Source m's timers and pacing; from mig_tick(). */
+void mig_src_tick(struct mig *m, uint64_t now);
 
 /* "precopy", "completed", ...; parse: the phase or -EINVAL. */
-const char *nd_mig_phase_name(enum nd_mig_phase p);
-int nd_mig_phase_parse(const char *s);
+const char *mig_phase_name(enum mig_phase p);
+int mig_phase_parse(const char *s);
 /* m's state, its phase (the destination's thread may move it: locked). */
-unsigned nd_mig_state(const struct nd_mig *m);
-enum nd_mig_phase nd_mig_phase(const struct nd_mig *m);
-/* Does m's state imply any of flags (ND_SM_*)? */
-bool nd_mig_has(const struct nd_mig *m, unsigned flags);
+unsigned mig_state(const struct mig *m);
+enum mig_phase mig_phase_of(const struct mig *m);
+/* Does m's state imply any of flags (MIG_SM_*)? */
+bool mig_has(const struct mig *m, unsigned flags);
 /*
  * The control thread's transition function, both roles (a destination's
  * only before its thread starts or once it ended): move m to state `to`
  * for reason why, log it, record it, wake the tick. -EINVAL (logged, m
  * unchanged) for a move the table does not have.
  */
-int nd_mig_to(struct nd_mig *m, unsigned to, const char *why);
+int mig_to(struct mig *m, unsigned to, const char *why);
 
 /* mig.c: the daemon's peers and VMs (mig_env.ops), for the engine */
 
@@ -223,54 +222,54 @@ int mig_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
 
 /* mig_record.c: the records in mig_dir */
 
-struct nd_record {
+struct mig_record {
 	uint64_t id;
 	bool source;
 	char vm[PROTO_NAME_MAX + 1];
 	char peer[PROTO_NAME_MAX + 1];
-	enum nd_mig_phase phase;
+	enum mig_phase phase;
 	bool known; /* read: the phase was one of ours */
-	bool postcopy; /* the state has ND_SM_PC */
+	bool postcopy; /* the state has MIG_SM_PC */
 	uint64_t started; /* unix time */
 	enum proto_mode mode;
 	char reason[512];
 };
 
 /* "ID.src" or "PEER-ID.dst". */
-void nd_record_name(const struct nd_record *r, char *buf, size_t len);
+void mig_record_name(const struct mig_record *r, char *buf, size_t len);
 /* Write r in mig_dir (a temporary file, then renameat()); errors logged. */
-void nd_record_put(const struct mig_env *n, const struct nd_record *r);
+void mig_record_put(const struct mig_env *n, const struct mig_record *r);
 /* Read record name from mig_dir; 0 or -errno. */
-int nd_record_get(const struct mig_env *n, const char *name,
-		  struct nd_record *r);
+int mig_record_get(const struct mig_env *n, const char *name,
+		   struct mig_record *r);
 /* Persist m's record. */
-void nd_mig_record(struct nd_mig *m);
+void mig_save_record(struct mig *m);
 /* mig_dir for reading, a DIR of its own; NULL (logged). */
-DIR *nd_records_open(struct mig_env *n);
+DIR *mig_records_open(struct mig_env *n);
 /*
- * Keep the newest ND_RECORDS_MAX records of ended migrations, none older
- * than ND_RECORDS_AGE_S; never the records of running migrations, nor the
+ * Keep the newest MIG_RECORDS_MAX records of ended migrations, none older
+ * than MIG_RECORDS_AGE_S; never the records of running migrations, nor the
  * source record with the highest id (the next id follows from it).
  */
-void nd_records_prune(struct mig_env *n);
+void mig_records_prune(struct mig_env *n);
 
 /* mig_csum.c: --verify's checksums, on both sides */
 
 /* Start checksumming m's pages in a thread; 0 or -errno. */
-int nd_mig_csum_start(struct nd_mig *m);
+int mig_csum_start(struct mig *m);
 /* Stop and join the thread, if running, and free the checksums. */
-void nd_mig_csum_end(struct nd_mig *m);
+void mig_csum_end(struct mig *m);
 /*
  * Send the chunks computed so far as VERIFY; returns true once all are
  * sent. *ret: 0, or -errno from sending or from the thread's reads.
  */
-bool nd_mig_csum_send(struct nd_mig *m, int *ret);
+bool mig_csum_send(struct mig *m, int *ret);
 /*
  * Destination thread: compare the queued VERIFY chunks with d's pages,
  * which are final (nothing left to pull); 0, or -1 with d's reason set.
  */
-int nd_mig_csum_compare(struct nd_mig_dst *d);
+int mig_csum_compare(struct mig_dst *d);
 /* All of them compared: 0 if every page matched, else -1 (reason set). */
-int nd_mig_csum_verdict(struct nd_mig_dst *d);
+int mig_csum_verdict(struct mig_dst *d);
 
 #endif /* FERRY_MIGRATION_MIG_INT_H */

@@ -53,7 +53,7 @@
 #include "common/util.h"
 #include "migration/mig_dst.h"
 
-#define WINDOW ND_MIG_WINDOW
+#define WINDOW MIG_WINDOW
 #define RUN 256 /* pages per background read: a fault waits for one at most */
 #define PREPAGE_BATCH 16
 #define CONT_BATCH 512 /* pages mapped per UFFDIO_CONTINUE */
@@ -120,7 +120,7 @@ static int punch(int fd, const uint64_t *bm, uint64_t pages)
 	}
 }
 
-static int stage_alloc(struct nd_mig_dst *d)
+static int stage_alloc(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 	size_t len = p->stage_len;
@@ -142,7 +142,7 @@ static int stage_alloc(struct nd_mig_dst *d)
 }
 
 /* The fabric unmaps it once no read the provider holds can land there. */
-static void stage_free(struct nd_mig_dst *d)
+static void stage_free(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 
@@ -156,7 +156,7 @@ static void stage_free(struct nd_mig_dst *d)
  * A closed endpoint's reads may be held by the provider and land later:
  * never in a staging area we reuse. Hand it over, take a fresh one.
  */
-static void stage_park(struct nd_mig_dst *d)
+static void stage_park(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 
@@ -167,7 +167,7 @@ static void stage_park(struct nd_mig_dst *d)
 		pr_err("no staging memory for post-copy reads");
 }
 
-static struct fab_ep *connect_fault_ep(struct nd_mig_dst *d)
+static struct fab_ep *connect_fault_ep(struct mig_dst *d)
 {
 	struct fab_ep *ep = NULL;
 
@@ -177,7 +177,7 @@ static struct fab_ep *connect_fault_ep(struct nd_mig_dst *d)
 }
 
 /* Close our endpoint; completions of its reads say they are not posted. */
-static void drop_ep(struct nd_mig_dst *d)
+static void drop_ep(struct mig_dst *d)
 {
 	struct fab_cqe c[64];
 	int n;
@@ -188,7 +188,7 @@ static void drop_ep(struct nd_mig_dst *d)
 	d->ep = NULL;
 	while ((n = fab_poll(d->n->fab, c, 64, 0)) > 0)
 		for (int i = 0; i < n; i++) {
-			struct nd_mig_slot *s = c[i].ctx;
+			struct mig_slot *s = c[i].ctx;
 
 			if (s >= d->slots && s < d->slots + WINDOW &&
 			    s->posted) {
@@ -213,7 +213,7 @@ static void drop_ep(struct nd_mig_dst *d)
 }
 
 /* Connect both endpoints to the holder again. */
-static void reconnect(struct nd_mig_dst *d, uint64_t now)
+static void reconnect(struct mig_dst *d, uint64_t now)
 {
 	struct nd_post *p = d->post;
 	struct fab_ep *fep;
@@ -237,7 +237,7 @@ static void reconnect(struct nd_mig_dst *d, uint64_t now)
 	post_info(d, "post-copy: connected to the holder again");
 }
 
-void nd_post_holder(struct nd_mig_dst *d)
+void mig_post_holder(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 
@@ -331,7 +331,7 @@ static int place(struct nd_post *p, uint64_t page, uint64_t n,
 }
 
 /* Post a read of [page, page + n) into a free slot; -1: fatal. */
-static int post_run(struct nd_mig_dst *d, struct nd_mig_slot *s)
+static int post_run(struct mig_dst *d, struct mig_slot *s)
 {
 	struct nd_post *p = d->post;
 	int i = s - d->slots, ret;
@@ -357,7 +357,7 @@ static int post_run(struct nd_mig_dst *d, struct nd_mig_slot *s)
 	return 0;
 }
 
-static struct nd_mig_slot *free_slot(struct nd_mig_dst *d)
+static struct mig_slot *free_slot(struct mig_dst *d)
 {
 	for (int i = 0; i < WINDOW; i++)
 		if (!d->slots[i].used)
@@ -365,8 +365,8 @@ static struct nd_mig_slot *free_slot(struct nd_mig_dst *d)
 	return NULL;
 }
 
-static void take_slot(struct nd_mig_dst *d, struct nd_mig_slot *s,
-		      uint64_t page, uint64_t n)
+static void take_slot(struct mig_dst *d, struct mig_slot *s, uint64_t page,
+		      uint64_t n)
 {
 	s->used = true;
 	s->delta = false;
@@ -379,7 +379,7 @@ static void take_slot(struct nd_mig_dst *d, struct nd_mig_slot *s,
 }
 
 /* The next run of needed pages we could claim, from the cursor on. */
-static uint64_t next_run(struct nd_mig_dst *d, uint64_t *len)
+static uint64_t next_run(struct mig_dst *d, uint64_t *len)
 {
 	struct nd_post *p = d->post;
 	uint64_t s, e;
@@ -410,11 +410,11 @@ static uint64_t next_run(struct nd_mig_dst *d, uint64_t *len)
 	return s;
 }
 
-static void post_reads(struct nd_mig_dst *d)
+static void post_reads(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 	uint64_t pre[PREPAGE_BATCH], page, len;
-	struct nd_mig_slot *s;
+	struct mig_slot *s;
 	size_t n, i;
 
 	if (!d->ep || p->broken)
@@ -448,7 +448,7 @@ static void post_reads(struct nd_mig_dst *d)
 }
 
 /* Take completions; place what arrived. -1: the VM is gone. */
-static int reap(struct nd_mig_dst *d, int timeout_ms)
+static int reap(struct mig_dst *d, int timeout_ms)
 {
 	struct nd_post *p = d->post;
 	struct fab_cqe c[64];
@@ -456,7 +456,7 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 
 	n = fab_poll(d->n->fab, c, 64, timeout_ms);
 	for (int i = 0; i < n; i++) {
-		struct nd_mig_slot *s = c[i].ctx;
+		struct mig_slot *s = c[i].ctx;
 
 		if (c[i].op != FAB_OP_READ || s < d->slots ||
 		    s >= d->slots + WINDOW || !s->posted)
@@ -483,8 +483,8 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 			set_placed(p, s->start, s->pages);
 		}
 		if (ret)
-			return nd_mig_dst_fail(d, "placing pages: %s",
-					       strerror(-ret));
+			return mig_dst_fail(d, "placing pages: %s",
+					    strerror(-ret));
 		s->used = false;
 		p->backoff = BACKOFF_MIN_NS;
 		pthread_mutex_lock(&d->lock);
@@ -496,7 +496,7 @@ static int reap(struct nd_mig_dst *d, int timeout_ms)
 	return 0;
 }
 
-static void send_stats(struct nd_mig_dst *d, uint64_t now)
+static void send_stats(struct mig_dst *d, uint64_t now)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
 	struct proto_msg *pg = calloc(1, sizeof(*pg));
@@ -509,7 +509,7 @@ static void send_stats(struct nd_mig_dst *d, uint64_t now)
 		d->stall_t0 = 0;
 	else if (!d->stall_t0)
 		d->stall_t0 = now;
-	nd_pc_stats_from(&d->pcs, &st, now - d->t_resumed);
+	mig_pc_stats_from(&d->pcs, &st, now - d->t_resumed);
 	d->pcs.mig = d->id;
 	d->pcs.prepaged += d->post->prepaged;
 	d->pages_valid = d->pages - d->pending;
@@ -521,19 +521,19 @@ static void send_stats(struct nd_mig_dst *d, uint64_t now)
 	}
 	m->type = PROTO_PC_STATS;
 	m->pc_stats = d->pcs;
-	nd_mig_dst_out(d, m);
+	mig_dst_out(d, m);
 	pg->type = PROTO_PROGRESS;
 	pg->progress.mig = d->id;
 	pg->progress.round = d->round;
 	pg->progress.pages_total = d->pages;
 	pg->progress.pages_valid = d->pages - d->pending;
 	pg->progress.bytes = d->bytes;
-	nd_mig_dst_out(d, pg);
+	mig_dst_out(d, pg);
 	d->post->next_stats = now + STATS_NS;
 }
 
 /* Every page announced is placed: the fault server is done too. */
-static bool all_in(struct nd_mig_dst *d)
+static bool all_in(struct mig_dst *d)
 {
 	for (uint64_t i = 0; i < (d->pages + 63) / 64; i++)
 		if (d->seen[i] &
@@ -542,8 +542,8 @@ static bool all_in(struct nd_mig_dst *d)
 	return true;
 }
 
-void nd_pc_stats_from(struct proto_pc_stats *o, const struct pc_fault_stats *s,
-		      uint64_t duration_ns)
+void mig_pc_stats_from(struct proto_pc_stats *o, const struct pc_fault_stats *s,
+		       uint64_t duration_ns)
 {
 	*o = (struct proto_pc_stats){
 		.faults = s->served,
@@ -574,7 +574,7 @@ struct warm {
  * its connection on the first operation, which must be neither a guest's
  * fault nor in the downtime. 0 or -errno.
  */
-static int warm_up(struct nd_mig_dst *d, struct warm *w, int n)
+static int warm_up(struct mig_dst *d, struct warm *w, int n)
 {
 	uint64_t end = fy_now_ns() + 5000000000ULL;
 	struct fab_cqe c[8];
@@ -606,7 +606,7 @@ static int warm_up(struct nd_mig_dst *d, struct warm *w, int n)
 	return ret;
 }
 
-int nd_post_prepare(struct nd_mig_dst *d)
+int mig_post_prepare(struct mig_dst *d)
 {
 	struct fab_mr *mr = NULL;
 	struct nd_post *p;
@@ -641,7 +641,7 @@ int nd_post_prepare(struct nd_mig_dst *d)
 	return ret;
 }
 
-int nd_post_begin(struct nd_mig_dst *d)
+int mig_post_begin(struct mig_dst *d)
 {
 	const struct kva_layout *l = kva_client_layout(d->kc);
 	struct pc_fault_params fp = { 0 };
@@ -651,7 +651,7 @@ int nd_post_begin(struct nd_mig_dst *d)
 	int ret;
 
 	if (!l->uffd || !p)
-		return nd_mig_dst_fail(d, "post-copy: the VM has no uffd");
+		return mig_dst_fail(d, "post-copy: the VM has no uffd");
 	p->uffd = kva_client_uffd(d->kc);
 	p->uffd_base = l->regions[0].uffd_base;
 	p->minor = l->uffd_minor;
@@ -663,12 +663,12 @@ int nd_post_begin(struct nd_mig_dst *d)
 	d->pop = NULL;
 	ret = punch(l->regions[0].memfd, d->need, d->pages);
 	if (ret)
-		return nd_mig_dst_fail(d, "cannot punch needed pages: %s",
-				       strerror(-ret));
+		return mig_dst_fail(d, "cannot punch needed pages: %s",
+				    strerror(-ret));
 	p->present = fy_bitmap_alloc(d->pages);
 	p->holes = fy_bitmap_alloc(d->pages);
 	if (!p->present || !p->holes)
-		return nd_mig_dst_fail(d, "out of memory");
+		return mig_dst_fail(d, "out of memory");
 	for (uint64_t i = 0; i < words; i++) {
 		p->present[i] = d->seen[i] & ~d->need[i];
 		p->holes[i] = ~d->seen[i];
@@ -677,7 +677,7 @@ int nd_post_begin(struct nd_mig_dst *d)
 		p->holes[words - 1] &= (1ULL << (d->pages % 64)) - 1;
 	p->placed = bitmap_dup(p->present, d->pages);
 	if (!p->placed)
-		return nd_mig_dst_fail(d, "out of memory");
+		return mig_dst_fail(d, "out of memory");
 	if (p->minor)
 		p->unmapped = bitmap_dup(p->present, d->pages);
 	if (p->zc &&
@@ -707,14 +707,14 @@ int nd_post_begin(struct nd_mig_dst *d)
 	ret = pc_fault_open(&fp, &p->fs);
 	if (ret) {
 		fab_ep_close(fp.ep);
-		return nd_mig_dst_fail(d, "post-copy: no fault server: %s",
-				       strerror(-ret));
+		return mig_dst_fail(d, "post-copy: no fault server: %s",
+				    strerror(-ret));
 	}
 	/* ferry-vm may touch guest RAM to load the state: faults are served */
 	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
 	if (ret)
-		return nd_mig_dst_fail(d, "the VM refused the vCPU state: %s",
-				       strerror(-ret));
+		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
+				    strerror(-ret));
 	free(d->blob);
 	d->blob = NULL;
 	d->pending = fy_bitmap_count(d->need, d->pages);
@@ -725,19 +725,19 @@ int nd_post_begin(struct nd_mig_dst *d)
 					.max = WINDOW * RUN * FY_PAGE_SIZE,
 					.target_ns = 20000000ULL };
 	/* from here on the VM is ours alone: no ABORT, never killed */
-	if (nd_dst_to(d, ND_DST_POSTCOPY, "the VM resumes here"))
-		return nd_mig_dst_fail(d, "internal error");
+	if (mig_dst_to(d, MIG_DST_POSTCOPY, "the VM resumes here"))
+		return mig_dst_fail(d, "internal error");
 	d->quiet_abort = true;
 	ret = kva_client_resume(d->kc);
 	if (ret)
 		pr_err("post-copy: RESUME failed: %s", strerror(-ret));
-	/* nd_mig_dst_poll() copies it for the control thread */
+	/* mig_dst_poll() copies it for the control thread */
 	pthread_mutex_lock(&d->lock);
 	d->t_resumed = fy_now_ns();
 	pthread_mutex_unlock(&d->lock);
-	m = nd_mig_dst_gen_msg(d, PROTO_RESUMED);
+	m = mig_dst_gen_msg(d, PROTO_RESUMED);
 	if (m)
-		nd_mig_dst_out(d, m);
+		mig_dst_out(d, m);
 	post_info(d,
 		  "post-copy: VM resumed here in %.1f ms, %" PRIu64
 		  " pages to fetch, %" PRIu64 " holes",
@@ -748,7 +748,7 @@ int nd_post_begin(struct nd_mig_dst *d)
 }
 
 /* Everything is here: release the uffd, tell the source. */
-static void finish(struct nd_mig_dst *d)
+static void finish(struct mig_dst *d)
 {
 	struct proto_msg *m;
 	int ret;
@@ -763,13 +763,13 @@ static void finish(struct nd_mig_dst *d)
 		  "%" PRIu64 " pre-paged",
 		  d->pcs.duration / 1e9, d->pcs.faults, d->pcs.p50 / 1e3,
 		  d->pcs.p99 / 1e3, d->pcs.blocktime / 1e6, d->pcs.prepaged);
-	m = nd_mig_dst_gen_msg(d, PROTO_COMMIT);
+	m = mig_dst_gen_msg(d, PROTO_COMMIT);
 	if (m)
-		nd_mig_dst_out(d, m);
-	nd_dst_to(d, ND_DST_COMPLETED, "all pages here");
+		mig_dst_out(d, m);
+	mig_dst_to(d, MIG_DST_COMPLETED, "all pages here");
 }
 
-int nd_post_step(struct nd_mig_dst *d)
+int mig_post_step(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 	struct pc_fault_stats st;
@@ -807,7 +807,7 @@ int nd_post_step(struct nd_mig_dst *d)
 	return 1;
 }
 
-void nd_post_end(struct nd_mig_dst *d)
+void mig_post_end(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 	struct fab_cqe cqe[16];

@@ -2,9 +2,9 @@
 /*
  * Migration records: one small text file per migration in
  * <state_dir>/migrations, "ID.src" or "PEER-ID.dst", rewritten at every
- * state change (nd_mig_to(), nd_dst_to()) through a temporary file and
+ * state change (mig_to(), mig_dst_to()) through a temporary file and
  * renameat(), so that a crash leaves the old record or the new one. A
- * restarted ferryd reads them (nd_migs_open()) to learn which migrations
+ * restarted ferryd reads them (mig_open()) to learn which migrations
  * a crash interrupted, and where each one stood. Old records are pruned.
  *
  *   id=7  vm=web  peer=b  phase=switchover  started=UNIX  reason=TEXT
@@ -25,7 +25,7 @@
 #include "common/util.h"
 #include "migration/mig_int.h"
 
-void nd_record_name(const struct nd_record *r, char *buf, size_t len)
+void mig_record_name(const struct mig_record *r, char *buf, size_t len)
 {
 	if (r->source)
 		snprintf(buf, len, "%" PRIu64 ".src", r->id);
@@ -33,18 +33,18 @@ void nd_record_name(const struct nd_record *r, char *buf, size_t len)
 		snprintf(buf, len, "%s-%" PRIu64 ".dst", r->peer, r->id);
 }
 
-void nd_record_put(const struct mig_env *n, const struct nd_record *r)
+void mig_record_put(const struct mig_env *n, const struct mig_record *r)
 {
-	char name[ND_RECORD_NAME_MAX], tmp[ND_RECORD_NAME_MAX + 8];
+	char name[MIG_RECORD_NAME_MAX], tmp[MIG_RECORD_NAME_MAX + 8];
 	char text[2048];
 	int fd, len;
 
-	nd_record_name(r, name, sizeof(name));
+	mig_record_name(r, name, sizeof(name));
 	len = snprintf(text, sizeof(text),
 		       "id=%" PRIu64 "\nvm=%s\npeer=%s\nphase=%s\nstarted="
 		       "%" PRIu64 "\nreason=%s\nmode=%"
 		       "s\npostcopy=%d\n",
-		       r->id, r->vm, r->peer, nd_mig_phase_name(r->phase),
+		       r->id, r->vm, r->peer, mig_phase_name(r->phase),
 		       r->started, r->reason, proto_mode_name(r->mode),
 		       r->postcopy);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
@@ -73,8 +73,8 @@ static bool value(const char *line, const char *key, char *buf, size_t len)
 	return true;
 }
 
-int nd_record_get(const struct mig_env *n, const char *name,
-		  struct nd_record *r)
+int mig_record_get(const struct mig_env *n, const char *name,
+		   struct mig_record *r)
 {
 	char line[600], num[24], phase[32] = "", mode[16] = "precopy";
 	int fd = openat(n->mig_dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -104,15 +104,15 @@ int nd_record_get(const struct mig_env *n, const char *name,
 			value(line, "reason", r->reason, sizeof(r->reason));
 	}
 	fclose(f);
-	p = nd_mig_phase_parse(phase);
-	r->phase = p < 0 ? ND_MIG_FAILED : (enum nd_mig_phase)p;
+	p = mig_phase_parse(phase);
+	r->phase = p < 0 ? MIG_FAILED : (enum mig_phase)p;
 	r->known = p >= 0;
 	p = proto_mode_parse(mode);
 	r->mode = p < 0 ? PROTO_MODE_PRECOPY : (enum proto_mode)p;
 	return 0;
 }
 
-DIR *nd_records_open(struct mig_env *n)
+DIR *mig_records_open(struct mig_env *n)
 {
 	int fd = dup(n->mig_dir_fd);
 	DIR *d = fd < 0 ? NULL : fdopendir(fd);

@@ -51,14 +51,14 @@
 #include "common/util.h"
 #include "migration/mig_src.h"
 
-static void switchover_end(struct nd_mig *m);
+static void switchover_end(struct mig *m);
 
 /*
  * Pause, last harvest, last announcement, checksums, SWITCHOVER, STATE.
  * prev (nprev runs, taken) is the dirty set harvested just before, which
  * the last round carries too. pc: to post-copy.
  */
-static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev,
+static void switchover(struct mig *m, struct fy_run *prev, size_t nprev,
 		       bool pc)
 {
 	struct kva_client *kc = m->vmp->kc;
@@ -69,17 +69,17 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev,
 
 	ret = m->t_pause ? 0 : kva_client_pause(kc);
 	if (ret) {
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"cannot pause the VM: %s", strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true, "cannot pause the VM: %s",
+			     strerror(-ret));
 		return;
 	}
 	if (!m->t_pause)
 		m->t_pause = fy_now_ns();
 	/* recorded before POSTCOPY goes out: a restart keeps it paused */
-	ret = nd_mig_to(m, pc ? ND_SRC_PC_SWITCHOVER : ND_SRC_SWITCHOVER,
-			"VM paused");
+	ret = mig_to(m, pc ? MIG_SRC_PC_SWITCHOVER : MIG_SRC_SWITCHOVER,
+		     "VM paused");
 	if (!ret)
-		ret = nd_src_harvest(m, &runs, &nr, &dirty);
+		ret = mig_src_harvest(m, &runs, &nr, &dirty);
 	if (!ret && nprev) {
 		uint64_t *bm = fy_bitmap_alloc(m->pages);
 
@@ -94,8 +94,8 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev,
 	}
 	free(prev);
 	if (ret) {
-		nd_mig_src_fail(m, ND_SRC_FAILED, true, "harvest failed: %s",
-				strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true, "harvest failed: %s",
+			     strerror(-ret));
 		return;
 	}
 	if (m->announced)
@@ -110,24 +110,24 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev,
 			 "switchover: VM paused, last round %u with %" PRIu64
 			 " pages (expected downtime %" PRIu64 " ms)",
 			 m->round, fy_runs_pages(runs, nr), m->expected_dt_ms);
-	nd_src_round_begin(m, runs, nr);
+	mig_src_round_begin(m, runs, nr);
 	/*
 	 * Post-copy: POSTCOPY first, so that D takes the last DIRTY_SETs as
 	 * pages to fetch with the VM running, not as one more round to pull.
 	 */
-	ret = pc ? nd_src_send_gen(m, PROTO_POSTCOPY) : 0;
+	ret = pc ? mig_src_send_gen(m, PROTO_POSTCOPY) : 0;
 	if (!ret)
-		ret = nd_src_announce_round(m, false);
+		ret = mig_src_announce_round(m, false);
 	m->deadline = fy_now_ns() + m->n->cfg.mig_timeout_ms * 1000000ULL;
 	if (!ret && m->o.verify && !pc) {
 		/* the tick sends the chunks, then calls switchover_end() */
-		ret = nd_mig_csum_start(m);
+		ret = mig_csum_start(m);
 		if (!ret)
 			return;
 	}
 	if (ret)
-		nd_mig_src_fail(m, ND_SRC_FAILED, true, "switchover failed: %s",
-				strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true, "switchover failed: %s",
+			     strerror(-ret));
 	else
 		switchover_end(m);
 }
@@ -137,7 +137,7 @@ static void switchover(struct nd_mig *m, struct fy_run *prev, size_t nprev,
  * STATE, after which our VM never runs again unless the destination
  * ABORTs before it resumed the VM (the record says so before POSTCOPY).
  */
-static void switchover_end(struct nd_mig *m)
+static void switchover_end(struct mig *m)
 {
 	struct proto_msg st = { .type = PROTO_STATE };
 	struct kva_client *kc = m->vmp->kc;
@@ -145,10 +145,9 @@ static void switchover_end(struct nd_mig *m)
 	size_t len = 0;
 	int ret;
 
-	nd_mig_csum_end(m);
+	mig_csum_end(m);
 	m->verified_pages = m->o.verify ? m->pages : 0;
-	ret = nd_mig_has(m, ND_SM_PC) ? 0
-				      : nd_src_send_gen(m, PROTO_SWITCHOVER);
+	ret = mig_has(m, MIG_SM_PC) ? 0 : mig_src_send_gen(m, PROTO_SWITCHOVER);
 	if (!ret) {
 		ret = kva_client_get_state(kc, &blob, &len);
 		if (ret)
@@ -158,21 +157,21 @@ static void switchover_end(struct nd_mig *m)
 		st.state.mig = m->id;
 		st.state.blob = blob;
 		st.state.len = len;
-		ret = nd_mig_send(m, &st);
+		ret = mig_send(m, &st);
 	}
 	free(blob);
 	pr_debug("%" PRIu64 ": paused, announced, STATE sent in %.1f ms", m->id,
 		 (fy_now_ns() - m->t_pause) / 1e6);
 	if (ret)
-		nd_mig_src_fail(m, ND_SRC_FAILED, true, "switchover failed: %s",
-				strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true, "switchover failed: %s",
+			     strerror(-ret));
 }
 
 /*
  * --mode postcopy: D is ready (it answered the empty round 0). Pause, then
  * find the pages with data: D fetches those, the rest are holes.
  */
-static void postcopy_start(struct nd_mig *m)
+static void postcopy_start(struct mig *m)
 {
 	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
 	struct fy_run *runs;
@@ -181,15 +180,15 @@ static void postcopy_start(struct nd_mig *m)
 
 	ret = kva_client_pause(m->vmp->kc);
 	if (ret) {
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"cannot pause the VM: %s", strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true, "cannot pause the VM: %s",
+			     strerror(-ret));
 		return;
 	}
 	m->t_pause = fy_now_ns();
 	ret = mig_memfd_data_runs(l->regions[0].memfd, m->pages, &runs, &nr);
 	if (ret) {
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"cannot scan guest RAM: %s", strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "cannot scan guest RAM: %s", strerror(-ret));
 		return;
 	}
 	m->resident = fy_runs_pages(runs, nr);
@@ -197,10 +196,10 @@ static void postcopy_start(struct nd_mig *m)
 }
 
 /* The destination pulled everything announced: next round or switchover. */
-static void round_done(struct nd_mig *m)
+static void round_done(struct mig *m)
 {
 	uint64_t now = fy_now_ns(), dirty, est;
-	enum nd_src_next next;
+	enum mig_src_next next;
 	struct fy_run *runs;
 	unsigned pct;
 	size_t nr;
@@ -210,48 +209,48 @@ static void round_done(struct nd_mig *m)
 		postcopy_start(m);
 		return;
 	}
-	nd_src_round_bw(m, now - m->round_start_ns);
-	ret = nd_src_harvest(m, &runs, &nr, &dirty);
+	mig_src_round_bw(m, now - m->round_start_ns);
+	ret = mig_src_harvest(m, &runs, &nr, &dirty);
 	if (ret) {
-		nd_mig_src_fail(m, ND_SRC_FAILED, true, "harvest failed: %s",
-				strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true, "harvest failed: %s",
+			     strerror(-ret));
 		return;
 	}
-	est = nd_src_estimate(m, dirty, now);
+	est = mig_src_estimate(m, dirty, now);
 	pr_debug("%" PRIu64 ": round %u done in %.1f ms; %" PRIu64
 		 " dirty, bw %.0f MB/s, expected downtime %" PRIu64 " ms",
 		 m->id, m->round, (now - m->round_start_ns) / 1e6, dirty,
 		 m->bw / 1e6, est);
-	next = nd_src_next(m, dirty, est, &pct);
+	next = mig_src_decide(m, dirty, est, &pct);
 	if (pct)
-		nd_mig_throttle(m, pct);
-	if (next == ND_NEXT_SWITCHOVER || next == ND_NEXT_POSTCOPY) {
-		switchover(m, runs, nr, next == ND_NEXT_POSTCOPY);
+		mig_throttle(m, pct);
+	if (next == MIG_NEXT_SWITCHOVER || next == MIG_NEXT_POSTCOPY) {
+		switchover(m, runs, nr, next == MIG_NEXT_POSTCOPY);
 		return;
 	}
-	if (next == ND_NEXT_FAIL) {
+	if (next == MIG_NEXT_FAIL) {
 		free(runs);
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"did not converge in %u rounds: %" PRIu64
-				" pages dirty per round (%.0f pages/s), "
-				"bandwidth %.0f MB/s, expected downtime "
-				"%" PRIu64 " ms > limit %" PRIu64 " ms",
-				m->round + 1, dirty, m->dirty_rate, m->bw / 1e6,
-				est, m->limit_ms);
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "did not converge in %u rounds: %" PRIu64
+			     " pages dirty per round (%.0f pages/s), "
+			     "bandwidth %.0f MB/s, expected downtime "
+			     "%" PRIu64 " ms > limit %" PRIu64 " ms",
+			     m->round + 1, dirty, m->dirty_rate, m->bw / 1e6,
+			     est, m->limit_ms);
 		return;
 	}
 	m->round++;
-	nd_src_round_begin(m, runs, nr);
-	if (nd_src_announce_round(m, true))
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s", m->peer->name);
+	mig_src_round_begin(m, runs, nr);
+	if (mig_src_announce_round(m, true))
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "lost the connection to %s", m->peer->name);
 }
 
 /*
  * D said yes: publish our copy and start round 0, or with --mode
  * postcopy pause at once and hand D the VM.
  */
-static void src_start_rounds(struct nd_mig *m)
+static void src_start_rounds(struct mig *m)
 {
 	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
 	bool postcopy = m->o.mode == PROTO_MODE_POSTCOPY;
@@ -264,7 +263,7 @@ static void src_start_rounds(struct nd_mig *m)
 	 * Clear the dirty log first, then look for data: a page written
 	 * after the harvest shows in the next one, whatever the scan saw.
 	 */
-	ret = nd_src_harvest(m, &junk, &njunk, &dirty);
+	ret = mig_src_harvest(m, &junk, &njunk, &dirty);
 	free(junk);
 	runs = NULL;
 	nr = 0;
@@ -273,8 +272,8 @@ static void src_start_rounds(struct nd_mig *m)
 		ret = mig_memfd_data_runs(l->regions[0].memfd, m->pages, &runs,
 					  &nr);
 	if (ret) {
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"cannot scan guest RAM: %s", strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "cannot scan guest RAM: %s", strerror(-ret));
 		return;
 	}
 	/* --compress delta: D pulls round 0 from a copy that we keep */
@@ -282,43 +281,43 @@ static void src_start_rounds(struct nd_mig *m)
 		memcpy(m->cache + runs[i].start * FY_PAGE_SIZE,
 		       m->map + runs[i].start * FY_PAGE_SIZE,
 		       runs[i].len * FY_PAGE_SIZE);
-	ret = nd_src_send_holder_map(m);
+	ret = mig_src_send_holder_map(m);
 	if (ret) {
 		free(runs);
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s", m->peer->name);
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "lost the connection to %s", m->peer->name);
 		return;
 	}
-	if (nd_mig_to(m,
-		      m->sm.state == ND_SRC_PREPARE_ASKED ? ND_SRC_PRECOPY_ASKED
-							  : ND_SRC_PRECOPY,
-		      "the destination said yes")) {
+	if (mig_to(m,
+		   m->sm.state == MIG_SRC_PREPARE_ASKED ? MIG_SRC_PRECOPY_ASKED
+							: MIG_SRC_PRECOPY,
+		   "the destination said yes")) {
 		free(runs);
-		nd_mig_src_fail(m, ND_SRC_FAILED, true, "internal error");
+		mig_src_fail(m, MIG_SRC_FAILED, true, "internal error");
 		return;
 	}
 	m->round = 0;
 	m->last_harvest_ns = fy_now_ns();
 	m->resident = fy_runs_pages(runs, nr);
-	nd_src_round_begin(m, runs, nr);
+	mig_src_round_begin(m, runs, nr);
 	mig_info(m,
 		 "pre-copy: round 0 with %" PRIu64 " of %" PRIu64 " pages (the "
 		 "rest are "
 		 "holes)",
 		 m->resident, m->pages);
-	if (nd_src_announce(m, true))
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s", m->peer->name);
+	if (mig_src_announce(m, true))
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "lost the connection to %s", m->peer->name);
 }
 
 /* `ferry migrate-postcopy`: the rest of the round, then post-copy. */
-static void src_postcopy_now(struct nd_mig *m)
+static void src_postcopy_now(struct mig *m)
 {
-	int ret = nd_src_announce(m, false);
+	int ret = mig_src_announce(m, false);
 
 	if (ret) {
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s", m->peer->name);
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "lost the connection to %s", m->peer->name);
 		return;
 	}
 	snprintf(m->actions, sizeof(m->actions),
@@ -327,22 +326,22 @@ static void src_postcopy_now(struct nd_mig *m)
 }
 
 /* D holds every page and runs the VM: ours exits, the migration ends. */
-static void src_complete(struct nd_mig *m, uint64_t now)
+static void src_complete(struct mig *m, uint64_t now)
 {
-	nd_src_drop_vm(m);
+	mig_src_drop_vm(m);
 	m->t_end = now;
-	nd_mig_to(m, ND_SRC_COMPLETED, "the VM runs on the destination");
+	mig_to(m, MIG_SRC_COMPLETED, "the VM runs on the destination");
 }
 
 /*
  * D is READY: decide. Recorded before RESUME goes out, so that a restart
  * never runs our copy once D may run its own.
  */
-static void src_committed(struct nd_mig *m, uint64_t now)
+static void src_committed(struct mig *m, uint64_t now)
 {
-	if (nd_mig_to(m, ND_SRC_COMMITTED, "the destination is ready"))
+	if (mig_to(m, MIG_SRC_COMMITTED, "the destination is ready"))
 		return;
-	nd_src_send_resume(m, now);
+	mig_src_send_resume(m, now);
 	/*
 	 * The VM stays paused here until RESUMED: tearing down 1 GiB of
 	 * registration first would count in the downtime.
@@ -351,7 +350,7 @@ static void src_committed(struct nd_mig *m, uint64_t now)
 }
 
 /* D's PROGRESS: the counters; every page announced pulled: round done. */
-static void src_progress(struct nd_mig *m, const struct proto_progress *p,
+static void src_progress(struct mig *m, const struct proto_progress *p,
 			 uint64_t now)
 {
 	/* pages not announced yet (paced) are not valid there either */
@@ -367,28 +366,27 @@ static void src_progress(struct nd_mig *m, const struct proto_progress *p,
 			     ((now - m->round_start_ns) / 1e9);
 	/* every page announced pulled (announced pages are disjoint) */
 	if (m->todo_sent && p->bytes >= m->expect_bytes &&
-	    p->pages_valid == p->pages_total &&
-	    nd_mig_phase(m) == ND_MIG_PRECOPY)
+	    p->pages_valid == p->pages_total && mig_phase_of(m) == MIG_PRECOPY)
 		round_done(m);
 }
 
 /* RESUMED after POSTCOPY: the VM lives on D; we serve its pages. */
-static void src_runs_there(struct nd_mig *m, uint64_t now)
+static void src_runs_there(struct mig *m, uint64_t now)
 {
 	m->downtime_ns = now - m->t_pause;
 	m->t_resumed = now;
-	nd_mig_to(m,
-		  m->sm.state == ND_SRC_PC_SWITCHOVER ? ND_SRC_POSTCOPY
-						      : ND_SRC_POSTCOPY_LOST,
-		  "the VM runs on the destination");
+	mig_to(m,
+	       m->sm.state == MIG_SRC_PC_SWITCHOVER ? MIG_SRC_POSTCOPY
+						    : MIG_SRC_POSTCOPY_LOST,
+	       "the VM runs on the destination");
 	mig_info(m, "post-copy: the VM runs on %s after %.1f ms of downtime",
 		 m->peer->name, m->downtime_ns / 1e6);
 }
 
 /* RESUMED after our commit, or COMMIT after post-copy: it is over. */
-static void src_done(struct nd_mig *m, uint64_t now)
+static void src_done(struct mig *m, uint64_t now)
 {
-	bool pc = nd_mig_has(m, ND_SM_PC);
+	bool pc = mig_has(m, MIG_SM_PC);
 
 	if (!pc)
 		m->downtime_ns = m->recovered ? 0 : now - m->t_pause;
@@ -407,31 +405,31 @@ static void src_done(struct nd_mig *m, uint64_t now)
 			 m->round + 1, m->pages_pulled);
 }
 
-void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
+void mig_src_handle(struct mig *m, struct proto_msg *msg)
 {
 	uint64_t now = fy_now_ns();
 	const char *why;
 
 	m->last_heard = now;
-	switch (nd_src_on(m->sm.state, msg->type, m->csum_running, &why)) {
-	case ND_ACT_IGNORE:
+	switch (mig_src_on(m->sm.state, msg->type, m->csum_running, &why)) {
+	case MIG_ACT_IGNORE:
 		break;
-	case ND_ACT_REFUSE:
+	case MIG_ACT_REFUSE:
 		mig_err(m, "%s: %s %s", why, proto_type_name(msg->type),
 			msg->type == PROTO_ABORT   ? msg->abort.reason
 			: msg->type == PROTO_ERROR ? msg->error.text
 						   : "");
 		break;
-	case ND_ACT_START:
+	case MIG_ACT_START:
 		src_start_rounds(m);
 		break;
-	case ND_ACT_PROGRESS:
+	case MIG_ACT_PROGRESS:
 		src_progress(m, &msg->progress, now);
 		break;
-	case ND_ACT_STATS:
+	case MIG_ACT_STATS:
 		m->pcs = msg->pc_stats;
 		break;
-	case ND_ACT_COMMIT:
+	case MIG_ACT_COMMIT:
 		/*
 		 * COMMIT: a destination from before READY decided itself
 		 * and resumes the VM: ours must not run again. (It drops our
@@ -442,115 +440,114 @@ void nd_mig_src_handle(struct nd_mig *m, struct proto_msg *msg)
 				 m->peer->name);
 		src_committed(m, now);
 		break;
-	case ND_ACT_RESUME_AGAIN:
-		nd_src_send_resume(m, now);
+	case MIG_ACT_RESUME_AGAIN:
+		mig_src_send_resume(m, now);
 		break;
-	case ND_ACT_RUNS_THERE:
+	case MIG_ACT_RUNS_THERE:
 		src_runs_there(m, now);
 		break;
-	case ND_ACT_COMPLETE:
+	case MIG_ACT_COMPLETE:
 		src_done(m, now);
 		break;
-	case ND_ACT_ABANDON:
-		nd_mig_src_abandon(m, false, "%s aborted: %s", m->peer->name,
-				   msg->abort.reason);
+	case MIG_ACT_ABANDON:
+		mig_src_abandon(m, false, "%s aborted: %s", m->peer->name,
+				msg->abort.reason);
 		break;
-	case ND_ACT_FAIL:
-		nd_mig_src_fail(m, ND_SRC_FAILED, false, "%s refused: %s (%s)",
-				m->peer->name, msg->error.text,
-				strerror(msg->error.code));
+	case MIG_ACT_FAIL:
+		mig_src_fail(m, MIG_SRC_FAILED, false, "%s refused: %s (%s)",
+			     m->peer->name, msg->error.text,
+			     strerror(msg->error.code));
 		break;
 	}
 }
 
 /* The source's timers: peer loss, silence, --timeout, RESUME again. */
-static bool src_timed_out(struct nd_mig *m, uint64_t now,
-			  enum mig_peer_state ps)
+static bool src_timed_out(struct mig *m, uint64_t now, enum mig_peer_state ps)
 {
 	const struct mig_conf *cfg = &m->n->cfg;
 
 	if (ps != MIG_PEER_REACHABLE)
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"peer %s unreachable (no PONG for %u ms)",
-				m->peer->name, cfg->peer_timeout_ms);
-	else if (nd_mig_phase(m) == ND_MIG_PREPARE && now > m->deadline)
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"%s did not answer MIGRATE_PREPARE in %llu s",
-				m->peer->name,
-				ND_MIG_PREPARE_TIMEOUT_NS / 1000000000ULL);
-	else if (nd_mig_phase(m) != ND_MIG_PREPARE &&
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "peer %s unreachable (no PONG for %u ms)",
+			     m->peer->name, cfg->peer_timeout_ms);
+	else if (mig_phase_of(m) == MIG_PREPARE && now > m->deadline)
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "%s did not answer MIGRATE_PREPARE in %llu s",
+			     m->peer->name,
+			     MIG_PREPARE_TIMEOUT_NS / 1000000000ULL);
+	else if (mig_phase_of(m) != MIG_PREPARE &&
 		 now - m->last_heard > cfg->mig_timeout_ms * 1000000ULL)
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"no progress from %s for %u ms (stalled "
-				"link?)",
-				m->peer->name, cfg->mig_timeout_ms);
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "no progress from %s for %u ms (stalled "
+			     "link?)",
+			     m->peer->name, cfg->mig_timeout_ms);
 	else if (m->o.timeout_s &&
 		 now - m->t_start > m->o.timeout_s * 1000000000ULL)
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"not done after %" PRIu64 " s (--timeout)",
-				m->o.timeout_s);
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "not done after %" PRIu64 " s (--timeout)",
+			     m->o.timeout_s);
 	else
 		return false;
 	return true;
 }
 
 /* --verify: send the checksums computed so far; all sent: SWITCHOVER. */
-static void src_send_csums(struct nd_mig *m)
+static void src_send_csums(struct mig *m)
 {
 	int ret;
 
-	if (!nd_mig_csum_send(m, &ret) && !ret)
+	if (!mig_csum_send(m, &ret) && !ret)
 		return;
 	if (ret && __atomic_load_n(&m->csum_ret, __ATOMIC_RELAXED))
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"verify: cannot read guest RAM: %s",
-				strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "verify: cannot read guest RAM: %s",
+			     strerror(-ret));
 	else if (ret)
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s (cannot send "
-				"VERIFY: %s)",
-				m->peer->name, strerror(-ret));
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "lost the connection to %s (cannot send "
+			     "VERIFY: %s)",
+			     m->peer->name, strerror(-ret));
 	else
 		switchover_end(m);
 }
 
-void nd_mig_src_tick(struct nd_mig *m, uint64_t now)
+void mig_src_tick(struct mig *m, uint64_t now)
 {
 	enum mig_peer_state ps = mig_peer_state(m->n, m->peer, now);
-	enum nd_src_state st = m->sm.state;
+	enum mig_src_state st = m->sm.state;
 
-	if (nd_mig_finished(m))
+	if (mig_finished(m))
 		return;
-	if (nd_mig_has(m, ND_SM_PC)) {
+	if (mig_has(m, MIG_SM_PC)) {
 		/*
 		 * Post-copy: whatever happens D may run the VM, so ours
 		 * waits, paused, with its pages served, for COMMIT (or
 		 * ABORT before D resumed it).
 		 */
-		if (nd_mig_has(m, ND_SM_LOST) && ps == MIG_PEER_REACHABLE &&
-		    !nd_src_send_holder_map(m)) {
-			nd_mig_to(m,
-				  st == ND_SRC_POSTCOPY_LOST
-					  ? ND_SRC_POSTCOPY
-					  : ND_SRC_PC_SWITCHOVER,
-				  "holder map sent again");
+		if (mig_has(m, MIG_SM_LOST) && ps == MIG_PEER_REACHABLE &&
+		    !mig_src_send_holder_map(m)) {
+			mig_to(m,
+			       st == MIG_SRC_POSTCOPY_LOST
+				       ? MIG_SRC_POSTCOPY
+				       : MIG_SRC_PC_SWITCHOVER,
+			       "holder map sent again");
 			mig_info(m, "post-copy: holder map sent again");
 		}
 		return;
 	}
-	if (st == ND_SRC_COMMITTED) {
+	if (st == MIG_SRC_COMMITTED) {
 		/* only D's RESUMED or ABORT ends it: ask until then */
 		if (now > m->deadline && ps == MIG_PEER_REACHABLE)
-			nd_src_send_resume(m, now);
+			mig_src_send_resume(m, now);
 		return;
 	}
 	if (src_timed_out(m, now, ps))
 		return;
-	if (st == ND_SRC_SWITCHOVER && m->csum_running)
+	if (st == MIG_SRC_SWITCHOVER && m->csum_running)
 		src_send_csums(m);
-	else if (st == ND_SRC_PRECOPY_ASKED)
+	else if (st == MIG_SRC_PRECOPY_ASKED)
 		src_postcopy_now(m);
-	else if (st == ND_SRC_PRECOPY && nd_src_announce(m, true))
-		nd_mig_src_fail(m, ND_SRC_FAILED, true,
-				"lost the connection to %s", m->peer->name);
+	else if (st == MIG_SRC_PRECOPY && mig_src_announce(m, true))
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "lost the connection to %s", m->peer->name);
 }

@@ -27,7 +27,7 @@
 #define RESUME_NS (1000 * 1000000ULL) /* RESUME again, until RESUMED */
 
 /* Give the source's registration and mapping back. */
-static void stage_free(struct nd_mig *m)
+static void stage_free(struct mig *m)
 {
 	fab_mr_dereg(m->stage_mr);
 	m->stage_mr = NULL;
@@ -37,9 +37,9 @@ static void stage_free(struct nd_mig *m)
 	m->stage_len = 0;
 }
 
-void nd_mig_src_release(struct nd_mig *m)
+void mig_src_release(struct mig *m)
 {
-	nd_mig_csum_end(m); /* it reads the mapping */
+	mig_csum_end(m); /* it reads the mapping */
 	stage_free(m);
 	fab_mr_dereg(m->cache_mr);
 	m->cache_mr = NULL;
@@ -59,12 +59,12 @@ void nd_mig_src_release(struct nd_mig *m)
 }
 
 /* The VM keeps (or gets back) running here; m->reason says why. */
-static void src_end(struct nd_mig *m, enum nd_src_state how, bool tell)
+static void src_end(struct mig *m, enum mig_src_state how, bool tell)
 {
 	if (tell)
-		nd_mig_send_abort(m, m->reason);
+		mig_send_abort(m, m->reason);
 	/* the VM stays here: at full speed again */
-	nd_mig_unthrottle(m);
+	mig_unthrottle(m);
 	if (m->t_pause && m->vmp && m->vmp->kc) {
 		int ret = kva_client_resume(m->vmp->kc);
 
@@ -74,31 +74,31 @@ static void src_end(struct nd_mig *m, enum nd_src_state how, bool tell)
 		else
 			mig_info(m, "VM resumed here");
 	}
-	mig_err(m, "%s: %s", how == ND_SRC_CANCELLED ? "cancelled" : "failed",
+	mig_err(m, "%s: %s", how == MIG_SRC_CANCELLED ? "cancelled" : "failed",
 		m->reason);
-	nd_mig_to(m, how, m->reason);
+	mig_to(m, how, m->reason);
 	m->t_end = fy_now_ns();
-	nd_mig_src_release(m);
+	mig_src_release(m);
 }
 
-void nd_mig_src_fail(struct nd_mig *m, enum nd_src_state how, bool tell,
-		     const char *fmt, ...)
+void mig_src_fail(struct mig *m, enum mig_src_state how, bool tell,
+		  const char *fmt, ...)
 {
 	va_list ap;
 
-	if (nd_mig_finished(m))
+	if (mig_finished(m))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
 	va_end(ap);
-	if (nd_mig_has(m, ND_SM_HELD)) {
+	if (mig_has(m, MIG_SM_HELD)) {
 		/*
 		 * Committed: D may resume it any moment, ours waits for its
 		 * answer. Post-copy: the VM runs on D and may need any page.
 		 */
 		mig_err(m, "%s, ignored: %s",
-			nd_mig_has(m, ND_SM_PC) ? "during post-copy"
-						: "after commit",
+			mig_has(m, MIG_SM_PC) ? "during post-copy"
+					      : "after commit",
 			m->reason);
 		m->reason[0] = '\0';
 		return;
@@ -106,20 +106,20 @@ void nd_mig_src_fail(struct nd_mig *m, enum nd_src_state how, bool tell,
 	src_end(m, how, tell);
 }
 
-void nd_mig_src_abandon(struct nd_mig *m, bool tell, const char *fmt, ...)
+void mig_src_abandon(struct mig *m, bool tell, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (nd_mig_finished(m))
+	if (mig_finished(m))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(m->reason, sizeof(m->reason), fmt, ap);
 	va_end(ap);
-	src_end(m, ND_SRC_FAILED, tell);
+	src_end(m, MIG_SRC_FAILED, tell);
 }
 
 /* Start announcing runs (owned by m now) as round m->round at gen. */
-void nd_src_round_begin(struct nd_mig *m, struct fy_run *runs, size_t nr)
+void mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
 {
 	free(m->todo);
 	m->todo = runs;
@@ -146,7 +146,7 @@ void nd_src_round_begin(struct nd_mig *m, struct fy_run *runs, size_t nr)
  * --max-bandwidth (except in the final round) one slice per PACE_NS.
  * Returns 0 or -errno (the migration failed).
  */
-int nd_src_announce(struct nd_mig *m, bool paced)
+int mig_src_announce(struct mig *m, bool paced)
 {
 	uint64_t now = fy_now_ns(), budget = UINT64_MAX;
 	struct proto_msg d = { .type = PROTO_DIRTY_SET };
@@ -195,7 +195,7 @@ int nd_src_announce(struct nd_mig *m, bool paced)
 			m->todo_pos = first + n;
 		}
 		d.dirty.nruns = n;
-		ret = nd_mig_send(m, &d);
+		ret = mig_send(m, &d);
 		free(cut);
 		cut = NULL;
 		if (ret)
@@ -209,8 +209,8 @@ int nd_src_announce(struct nd_mig *m, bool paced)
 }
 
 /* Harvest the dirty log into runs; *gen the new generation. */
-int nd_src_harvest(struct nd_mig *m, struct fy_run **runs, size_t *nr,
-		   uint64_t *dirty)
+int mig_src_harvest(struct mig *m, struct fy_run **runs, size_t *nr,
+		    uint64_t *dirty)
 {
 	const uint64_t *bm;
 	uint64_t gen;
@@ -229,29 +229,29 @@ int nd_src_harvest(struct nd_mig *m, struct fy_run **runs, size_t *nr,
 }
 
 /* Announce what is left of the round, as pages or as deltas. */
-int nd_src_announce_round(struct nd_mig *m, bool paced)
+int mig_src_announce_round(struct mig *m, bool paced)
 {
 	if (m->o.delta && m->round > 0) {
 		/* the previous round's buffer: D has pulled it */
 		stage_free(m);
-		return m->ntodo ? nd_mig_delta_round(m)
-				: nd_src_announce(m, false);
+		return m->ntodo ? mig_delta_round(m)
+				: mig_src_announce(m, false);
 	}
-	return nd_src_announce(m, paced);
+	return mig_src_announce(m, paced);
 }
 
 /* SWITCHOVER, POSTCOPY: the migration and its generation. */
-int nd_src_send_gen(struct nd_mig *m, enum proto_type t)
+int mig_src_send_gen(struct mig *m, enum proto_type t)
 {
 	struct proto_msg g = { .type = t };
 
 	g.switchover.mig = m->id;
 	g.switchover.gen = m->gen;
-	return nd_mig_send(m, &g);
+	return mig_send(m, &g);
 }
 
 /* Tell D where our copy is: after its "yes", and after our restart. */
-int nd_src_send_holder_map(struct nd_mig *m)
+int mig_src_send_holder_map(struct mig *m)
 {
 	struct proto_msg h = { .type = PROTO_HOLDER_MAP };
 	struct proto_holder_region r = { 0 };
@@ -274,11 +274,11 @@ int nd_src_send_holder_map(struct nd_mig *m)
 	r.len = m->pages * FY_PAGE_SIZE;
 	r.ngens = 1;
 	r.gens = &all;
-	return nd_mig_send(m, &h);
+	return mig_send(m, &h);
 }
 
 /* The source's copy is no longer needed: the VM exits here. */
-void nd_src_drop_vm(struct nd_mig *m)
+void mig_src_drop_vm(struct mig *m)
 {
 	struct mig_vm *vm = m->vmp;
 	int ret;
@@ -288,19 +288,19 @@ void nd_src_drop_vm(struct nd_mig *m)
 	ret = kva_client_exit(vm->kc);
 	if (ret)
 		mig_err(m, "EXIT: %s", strerror(-ret));
-	nd_mig_src_release(m);
+	mig_src_release(m);
 	mig_vm_forget(m->n, vm);
 }
 
 /* RESUME: D may run the VM now. */
-void nd_src_send_resume(struct nd_mig *m, uint64_t now)
+void mig_src_send_resume(struct mig *m, uint64_t now)
 {
 	if (m->resumes++ % 10 == 1)
 		mig_err(m,
 			"no RESUMED from %s yet: the VM stays paused here "
 			"until it answers",
 			m->peer->name);
-	nd_src_send_gen(m, PROTO_RESUME);
+	mig_src_send_gen(m, PROTO_RESUME);
 	m->deadline = now + RESUME_NS;
 }
 
@@ -310,7 +310,7 @@ void nd_src_send_resume(struct nd_mig *m, uint64_t now)
  * D holds (m->cache, equal to what D has), and the copy becomes D's new
  * one. A write after our copy is in the next harvest. Returns 0 or -errno.
  */
-int nd_mig_delta_round(struct nd_mig *m)
+int mig_delta_round(struct mig *m)
 {
 	struct proto_msg d = { .type = PROTO_DELTA_SET };
 	uint64_t pages = fy_runs_pages(m->todo, m->ntodo), used = 0;
@@ -353,7 +353,7 @@ int nd_mig_delta_round(struct nd_mig *m)
 	d.delta.base = rk.addr;
 	d.delta.len = used;
 	d.delta.pages = pages;
-	ret = nd_mig_send(m, &d);
+	ret = mig_send(m, &d);
 	if (ret)
 		return ret;
 	m->announced += pages;

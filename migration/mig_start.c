@@ -20,7 +20,7 @@
 #include "common/util.h"
 #include "migration/mig_int.h"
 
-int nd_mig_src_map(struct nd_mig *m)
+int mig_src_map(struct mig *m)
 {
 	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
 
@@ -42,9 +42,9 @@ int nd_mig_src_map(struct nd_mig *m)
 }
 
 /* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
-int nd_mig_src_start(struct mig_env *n, const char *vmname,
-		     const char *peername, const struct nd_mig_opts *o,
-		     uint64_t *id, char *err, size_t errlen)
+int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
+		  const struct mig_opts *o, uint64_t *id, char *err,
+		  size_t errlen)
 {
 	struct proto_msg p = { .type = PROTO_MIGRATE_PREPARE };
 	struct proto_region_desc rd;
@@ -53,7 +53,7 @@ int nd_mig_src_start(struct mig_env *n, const char *vmname,
 	enum mig_peer_state ps;
 	struct mig_peer *peer;
 	struct mig_vm *vm;
-	struct nd_mig *m;
+	struct mig *m;
 	int ret;
 
 	peer = mig_peer_find(n, peername);
@@ -92,7 +92,7 @@ int nd_mig_src_start(struct mig_env *n, const char *vmname,
 			 vmname);
 		return -ENOTSUP;
 	}
-	m = nd_mig_new(n, true);
+	m = mig_new(n, true);
 	if (!m) {
 		snprintf(err, errlen, "too many migrations");
 		return -ENOSPC;
@@ -104,7 +104,7 @@ int nd_mig_src_start(struct mig_env *n, const char *vmname,
 	m->limit_ms = o->downtime_ms;
 	m->vmp = vm;
 	vm->mig = m;
-	ret = nd_mig_src_map(m);
+	ret = mig_src_map(m);
 	if (ret)
 		goto err;
 	if (o->delta) {
@@ -135,10 +135,10 @@ int nd_mig_src_start(struct mig_env *n, const char *vmname,
 	p.prepare.regions = &rd;
 	rd.id = 0;
 	rd.pages = m->pages;
-	m->deadline = fy_now_ns() + ND_MIG_PREPARE_TIMEOUT_NS;
-	ret = nd_mig_to(m, ND_SRC_PREPARE, "started");
+	m->deadline = fy_now_ns() + MIG_PREPARE_TIMEOUT_NS;
+	ret = mig_to(m, MIG_SRC_PREPARE, "started");
 	if (!ret)
-		ret = nd_mig_send(m, &p);
+		ret = mig_send(m, &p);
 	if (ret)
 		goto err;
 	mig_info(m, "started: %" PRIu64 " MiB, downtime limit %" PRIu64 " ms%s",
@@ -148,7 +148,7 @@ int nd_mig_src_start(struct mig_env *n, const char *vmname,
 	return 0;
 err:
 	snprintf(err, errlen, "cannot start: %s", strerror(-ret));
-	nd_mig_src_fail(m, ND_SRC_FAILED, false, "cannot start: %s",
-			strerror(-ret));
+	mig_src_fail(m, MIG_SRC_FAILED, false, "cannot start: %s",
+		     strerror(-ret));
 	return ret;
 }

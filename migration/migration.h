@@ -21,7 +21,7 @@
  * migration commands, and at shutdown.
  */
 
-struct nd_mig;
+struct mig;
 struct proto_msg;
 struct proto_ctl_req;
 struct kva_client;
@@ -58,7 +58,7 @@ struct mig_vm {
 	/* NULL while an incoming migration's thread owns the VM */
 	struct kva_client *kc;
 	pid_t pid; /* a ferry-vm we started (destination), else 0 */
-	struct nd_mig *mig; /* the migration using it, or NULL */
+	struct mig *mig; /* the migration using it, or NULL */
 };
 
 /*
@@ -111,9 +111,9 @@ struct mig_env {
 	char mig_dir[MIG_DIR_MAX]; /* records: <state_dir>/migrations */
 	int mig_efd; /* eventfd: a destination's thread has news */
 	/* ours */
-	bool up; /* nd_migs_open() finished */
+	bool up; /* mig_open() finished */
 	int mig_dir_fd;
-	struct nd_mig *migs[MIG_MAX];
+	struct mig *migs[MIG_MAX];
 	uint64_t next_mig_id;
 	uint64_t next_mig_tick_ns;
 };
@@ -122,23 +122,23 @@ struct mig_env {
  * Open mig_dir (made 0700 if missing), load the records of earlier
  * migrations, fail or take up interrupted ones. 0 or -errno.
  */
-int nd_migs_open(struct mig_env *n);
+int mig_open(struct mig_env *n);
 /* A migration message (or an ERROR about one) from peer p; takes m. */
-void nd_mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *m);
+void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *m);
 /* Timers, peer loss, destination threads' news; returns when to call again. */
-void nd_migs_tick(struct mig_env *n, uint64_t now);
+void mig_tick(struct mig_env *n, uint64_t now);
 /*
  * Control socket commands, decoded by proto_ctl_decode(): migrate,
  * migrations, migration, cancel, migrate-postcopy, force-resume.
  */
-void nd_migs_command(struct mig_env *n, const struct proto_ctl_req *req,
-		     msgpack_packer *pk);
+void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
+		 msgpack_packer *pk);
 /* Migrations not finished yet. */
-unsigned nd_migs_active(const struct mig_env *n);
+unsigned mig_active(const struct mig_env *n);
 /* For `ferry status`: "stalls", the post-copies waiting for a holder. */
-void nd_migs_pack_stalls(struct mig_env *n, msgpack_packer *pk, uint64_t now);
+void mig_pack_stalls(struct mig_env *n, msgpack_packer *pk, uint64_t now);
 /* Stop destination threads, fail what is in flight; at shutdown. */
-void nd_migs_close(struct mig_env *n);
+void mig_close(struct mig_env *n);
 /*
  * Unmap map (len bytes; NULL: none) and close kc (NULL: none) on a thread
  * of their own, which now owns both: the last reference to a guest's RAM
@@ -147,7 +147,7 @@ void nd_migs_close(struct mig_env *n);
  */
 void mig_release_bg(void *map, size_t len, struct kva_client *kc);
 /* The migration's id (chosen by its source). */
-uint64_t nd_mig_id(const struct nd_mig *m);
+uint64_t mig_id(const struct mig *m);
 /*
  * The fault points (common/fault.h) of the transition functions:
  * "src:before:STATE" and "dst:before:STATE" fire before the move (and its
@@ -157,6 +157,6 @@ uint64_t nd_mig_id(const struct nd_mig *m);
  * attached) and "dst:round:N" (the first DIRTY_SET or DELTA_SET of round
  * N taken, before its pulls). Is point one of them?
  */
-bool nd_mig_fault_known(const char *point);
+bool mig_fault_known(const char *point);
 
 #endif /* FERRY_MIGRATION_MIGRATION_H */

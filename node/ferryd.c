@@ -104,7 +104,7 @@ int main(int argc, char **argv)
 		nd_config_defaults(cfg);
 	}
 	fy_log_set_level(cfg->log_level);
-	if (fy_fault_init(nd_mig_fault_known, err, sizeof(err))) {
+	if (fy_fault_init(mig_fault_known, err, sizeof(err))) {
 		fprintf(stderr, "ferryd: %s\n", err);
 		free(cfg);
 		return ND_EXIT_USAGE;

@@ -165,8 +165,8 @@ static void pack_status(struct nd_node *n, msgpack_packer *pk)
 	proto_mp_pack_kv_u64(pk, "memory_regions", st.mr_count);
 	proto_mp_pack_kv_u64(pk, "peers_reachable", reachable);
 	proto_mp_pack_kv_u64(pk, "peers_configured", n->npeers);
-	proto_mp_pack_kv_u64(pk, "migrations", nd_migs_active(&n->mig));
-	nd_migs_pack_stalls(&n->mig, pk, now);
+	proto_mp_pack_kv_u64(pk, "migrations", mig_active(&n->mig));
+	mig_pack_stalls(&n->mig, pk, now);
 	proto_mp_pack_kv_u64(pk, "refused", n->refused);
 	proto_mp_pack_kv_u64(pk, "malformed", n->malformed);
 	proto_mp_pack_kv_u64(pk, "uptime_s",
@@ -247,7 +247,7 @@ static void answer(struct nd_node *n, const void *buf, size_t len,
 		nd_vms_pack(n, &pk);
 		break;
 	default:
-		nd_migs_command(&n->mig, &req, &pk);
+		mig_command(&n->mig, &req, &pk);
 	}
 }
 

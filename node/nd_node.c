@@ -141,7 +141,7 @@ int nd_node_open(const struct nd_config *cfg, struct nd_node **out)
 		goto err_close;
 	ret = nd_host_open(n);
 	if (!ret)
-		ret = nd_migs_open(&n->mig);
+		ret = mig_open(&n->mig);
 	if (ret)
 		goto err_close;
 
@@ -214,7 +214,7 @@ int nd_node_run(struct nd_node *n)
 							     : 0;
 		if (now >= n->mig.next_mig_tick_ns) {
 			nd_vms_reap(n);
-			nd_migs_tick(&n->mig, now);
+			mig_tick(&n->mig, now);
 		}
 		next = n->next_tick_ns;
 		if (n->next_greet_ns && n->next_greet_ns < next)
@@ -262,7 +262,7 @@ void nd_node_close(struct nd_node *n)
 {
 	if (!n)
 		return;
-	nd_migs_close(&n->mig);
+	mig_close(&n->mig);
 	nd_vms_close(n);
 	nd_ctl_close(n);
 	nd_peers_close(n);

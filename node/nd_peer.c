@@ -439,7 +439,7 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 	case PROTO_ERROR:
 		/* nobody answers an ERROR: two peers never loop on them */
 		if (m->error.mig) {
-			nd_mig_handle(&n->mig, &p->mig, m);
+			mig_handle(&n->mig, &p->mig, m);
 			return;
 		}
 		if (m->error.code == EPROTONOSUPPORT)
@@ -462,7 +462,7 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 			break;
 		}
 		/* one-way: the migration engine answers on our DEALER */
-		nd_mig_handle(&n->mig, &p->mig, m);
+		mig_handle(&n->mig, &p->mig, m);
 		return;
 	}
 	proto_msg_free(m);

@@ -412,7 +412,7 @@ void nd_vms_pack(struct nd_node *n, msgpack_packer *pk)
 				     : vm->kc ? "unknown"
 					      : "incoming");
 		proto_mp_pack_kv_u64(pk, "migration",
-				     vm->mig ? nd_mig_id(vm->mig) : 0);
+				     vm->mig ? mig_id(vm->mig) : 0);
 		proto_mp_pack_kv_u64(pk, "generation", st.generation);
 		proto_mp_pack_kv_u64(pk, "writes", st.progress.writes);
 		proto_mp_pack_kv_u64(pk, "pass", st.progress.pass);

@@ -40,7 +40,7 @@ int nd_ctl_prepare(const struct nd_config *cfg);
 /* The daemon: one node, its peers, its sockets (nd_node.c, nd_peer.c). */
 
 struct nd_node;
-struct nd_mig;
+struct mig;
 struct proto_msg;
 struct proto_migrate_prepare;
 struct fab_mr;

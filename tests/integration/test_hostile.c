@@ -43,7 +43,7 @@
 
 #include "hostile.h"
 
-/* ferryd's ND_PREPARE_BURST: MIGRATE_PREPAREs a peer may send at once */
+/* ferryd's MIG_PREPARE_BURST: MIGRATE_PREPAREs a peer may send at once */
 #define PREPARE_BURST 8
 
 static const char *vm_bin;

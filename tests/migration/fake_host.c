@@ -141,7 +141,7 @@ struct fake_host *fake_host_new(const char *const *names)
 	};
 	h->env.mig_efd = -1;
 	snprintf(h->env.mig_dir, sizeof(h->env.mig_dir), "%s", h->dir);
-	assert_int_equal(nd_migs_open(&h->env), 0);
+	assert_int_equal(mig_open(&h->env), 0);
 	return h;
 }
 
@@ -149,7 +149,7 @@ void fake_host_free(struct fake_host *h)
 {
 	char cmd[128];
 
-	nd_migs_close(&h->env);
+	mig_close(&h->env);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", h->dir);
 	assert_int_equal(system(cmd), 0);
 	free(h);

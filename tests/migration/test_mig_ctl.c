@@ -33,7 +33,7 @@ static const char *run(struct fake_host *h, const struct proto_ctl_req *req,
 
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	nd_migs_command(&h->env, req, &pk);
+	mig_command(&h->env, req, &pk);
 	msgpack_unpacked_init(&up);
 	assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL),
 			 MSGPACK_UNPACK_SUCCESS);
@@ -126,7 +126,7 @@ static void test_migrate_refused(void **state)
 	assert_non_null(strstr(run(h, &req, err, sizeof(err)), "no VM called "
 							       "'v' here"));
 	/* nothing was started, nothing sent */
-	assert_int_equal(nd_migs_active(&h->env), 0);
+	assert_int_equal(mig_active(&h->env), 0);
 	assert_int_equal(h->nsent, 0);
 	fake_host_free(h);
 }
@@ -150,7 +150,7 @@ static void prepare(struct fake_host *h, size_t i, uint64_t mig, const char *vm,
 	r->pages = 8192;
 	m->prepare.regions = r;
 	m->prepare.nregions = 1;
-	nd_mig_handle(&h->env, &h->peers[i], m);
+	mig_handle(&h->env, &h->peers[i], m);
 }
 
 /* The last message sent: an ERROR to peer i with code. */
@@ -189,7 +189,7 @@ static void test_prepare_refused(void **state)
 	/* another peer has its own bucket */
 	prepare(h, 1, 1, "v", "user", 4096);
 	refused(h, 1, EPERM);
-	assert_int_equal(nd_migs_active(&h->env), 0);
+	assert_int_equal(mig_active(&h->env), 0);
 	fake_host_free(h);
 }
 
@@ -206,7 +206,7 @@ static void test_unknown_answered(void **state)
 		assert_non_null(m);
 		m->type = types[i];
 		m->commit.mig = 40 + i;
-		nd_mig_handle(&h->env, &h->peers[1], m);
+		mig_handle(&h->env, &h->peers[1], m);
 		assert_int_equal(h->nsent, i + 1);
 		assert_int_equal(h->sent[i].type, PROTO_ABORT);
 		assert_int_equal(h->sent[i].abort.mig, 40 + i);
@@ -219,7 +219,7 @@ static void test_unknown_answered(void **state)
 	assert_non_null(p);
 	p->type = PROTO_PROGRESS;
 	p->progress.mig = 7;
-	nd_mig_handle(&h->env, &h->peers[1], p);
+	mig_handle(&h->env, &h->peers[1], p);
 	assert_int_equal(h->nsent, 2);
 	fake_host_free(h);
 }

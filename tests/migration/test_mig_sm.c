@@ -30,7 +30,7 @@ struct move {
 	unsigned from, to;
 };
 
-#define S(x) ND_SRC_##x
+#define S(x) MIG_SRC_##x
 static const struct move src_moves[] = {
 	{ S(NEW), S(PREPARE) },
 	{ S(NEW), S(COMMITTED) },
@@ -69,7 +69,7 @@ static const struct move src_moves[] = {
 };
 #undef S
 
-#define D(x) ND_DST_##x
+#define D(x) MIG_DST_##x
 static const struct move dst_moves[] = {
 	{ D(NEW), D(PREPARE) },		 { D(NEW), D(COMPLETED) },
 	{ D(NEW), D(FAILED) },		 { D(NEW), D(FAILED_UNTOLD) },
@@ -98,33 +98,33 @@ static void check_moves(bool source, const struct move *mv, size_t n,
 {
 	for (unsigned f = 0; f <= nstates; f++) {
 		for (unsigned t = 0; t <= nstates; t++) {
-			struct nd_mig_sm sm = { .source = source, .state = f };
+			struct mig_sm sm = { .source = source, .state = f };
 			bool ok = listed(mv, n, f, t);
 
-			assert_int_equal(nd_sm_legal(source, f, t), ok);
-			assert_int_equal(nd_sm_move(&sm, t), ok ? 0 : -EINVAL);
+			assert_int_equal(mig_sm_legal(source, f, t), ok);
+			assert_int_equal(mig_sm_move(&sm, t), ok ? 0 : -EINVAL);
 			assert_int_equal(sm.state, ok ? t : f);
 			if (!ok)
 				continue;
 			/* no rewind: the phase shown never goes back */
-			assert_true(nd_sm_phase(source, t) >=
-				    nd_sm_phase(source, f));
-			assert_string_not_equal(nd_sm_name(source, t), "?");
+			assert_true(mig_sm_phase(source, t) >=
+				    mig_sm_phase(source, f));
+			assert_string_not_equal(mig_sm_name(source, t), "?");
 		}
 	}
-	assert_string_equal(nd_sm_name(source, nstates), "?");
+	assert_string_equal(mig_sm_name(source, nstates), "?");
 }
 
 static void test_src_moves(void **state)
 {
 	(void)state;
-	check_moves(true, src_moves, ARRAY_SIZE(src_moves), ND_SRC_NSTATES);
+	check_moves(true, src_moves, ARRAY_SIZE(src_moves), MIG_SRC_NSTATES);
 }
 
 static void test_dst_moves(void **state)
 {
 	(void)state;
-	check_moves(false, dst_moves, ARRAY_SIZE(dst_moves), ND_DST_NSTATES);
+	check_moves(false, dst_moves, ARRAY_SIZE(dst_moves), MIG_DST_NSTATES);
 }
 
 /*
@@ -140,7 +140,7 @@ static void check_graph(bool source, unsigned nstates)
 		for (unsigned f = 0; f < nstates; f++)
 			for (unsigned t = 0; t < nstates; t++)
 				if ((seen & (1U << f)) &&
-				    nd_sm_legal(source, f, t))
+				    mig_sm_legal(source, f, t))
 					grow |= 1U << t;
 		if (grow == seen)
 			break;
@@ -148,40 +148,40 @@ static void check_graph(bool source, unsigned nstates)
 	} while (1);
 	assert_int_equal(seen, (1U << nstates) - 1);
 	for (unsigned f = 0; f < nstates; f++) {
-		bool ends = nd_sm_has(source, f, ND_SM_END);
+		bool ends = mig_sm_has(source, f, MIG_SM_END);
 
 		for (unsigned t = 0; t < nstates && !ends; t++)
-			ends = nd_sm_legal(source, f, t) &&
-			       nd_sm_has(source, t, ND_SM_END);
+			ends = mig_sm_legal(source, f, t) &&
+			       mig_sm_has(source, t, MIG_SM_END);
 		assert_true(ends);
 		for (unsigned t = 0; t < nstates; t++)
-			if (nd_sm_has(source, f, ND_SM_END) &&
-			    nd_sm_legal(source, f, t))
-				assert_true(nd_sm_has(source, t, ND_SM_END));
+			if (mig_sm_has(source, f, MIG_SM_END) &&
+			    mig_sm_legal(source, f, t))
+				assert_true(mig_sm_has(source, t, MIG_SM_END));
 	}
 }
 
 static void test_graph(void **state)
 {
 	(void)state;
-	check_graph(true, ND_SRC_NSTATES);
-	check_graph(false, ND_DST_NSTATES);
+	check_graph(true, MIG_SRC_NSTATES);
+	check_graph(false, MIG_DST_NSTATES);
 	/* what the engine relies on */
-	assert_true(nd_sm_has(true, ND_SRC_COMMITTED, ND_SM_HELD));
-	assert_true(nd_sm_has(true, ND_SRC_POSTCOPY_LOST, ND_SM_HELD));
-	assert_false(nd_sm_has(true, ND_SRC_PC_SWITCHOVER, ND_SM_HELD));
-	assert_true(nd_sm_has(false, ND_DST_POSTCOPY, ND_SM_RUNS));
-	assert_false(nd_sm_has(false, ND_DST_READY, ND_SM_RUNS));
+	assert_true(mig_sm_has(true, MIG_SRC_COMMITTED, MIG_SM_HELD));
+	assert_true(mig_sm_has(true, MIG_SRC_POSTCOPY_LOST, MIG_SM_HELD));
+	assert_false(mig_sm_has(true, MIG_SRC_PC_SWITCHOVER, MIG_SM_HELD));
+	assert_true(mig_sm_has(false, MIG_DST_POSTCOPY, MIG_SM_RUNS));
+	assert_false(mig_sm_has(false, MIG_DST_READY, MIG_SM_RUNS));
 }
 
 /* The source's answer to message t in state st. */
-static enum nd_src_act on(unsigned st, enum proto_type t, bool csums)
+static enum mig_src_act on(unsigned st, enum proto_type t, bool csums)
 {
 	const char *why;
-	enum nd_src_act a = nd_src_on(st, t, csums, &why);
+	enum mig_src_act a = mig_src_on(st, t, csums, &why);
 
 	/* a reason exactly for what is refused with a log line */
-	assert_int_equal(why != NULL, a == ND_ACT_REFUSE);
+	assert_int_equal(why != NULL, a == MIG_ACT_REFUSE);
 	return a;
 }
 
@@ -195,56 +195,57 @@ static enum nd_src_act on(unsigned st, enum proto_type t, bool csums)
 static void test_src_on(void **state)
 {
 	(void)state;
-	assert_int_equal(on(ND_SRC_SWITCHOVER, PROTO_READY, false),
-			 ND_ACT_COMMIT);
-	assert_int_equal(on(ND_SRC_SWITCHOVER, PROTO_READY, true),
-			 ND_ACT_IGNORE);
-	assert_int_equal(on(ND_SRC_SWITCHOVER, PROTO_COMMIT, false),
-			 ND_ACT_COMMIT);
-	assert_int_equal(on(ND_SRC_PRECOPY, PROTO_READY, false), ND_ACT_IGNORE);
-	assert_int_equal(on(ND_SRC_PC_SWITCHOVER, PROTO_READY, false),
-			 ND_ACT_IGNORE);
-	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_READY, false),
-			 ND_ACT_RESUME_AGAIN);
-	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_RESUMED, false),
-			 ND_ACT_COMPLETE);
-	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_ABORT, false),
-			 ND_ACT_ABANDON);
-	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_ERROR, false),
-			 ND_ACT_REFUSE);
-	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_COMMIT, false),
-			 ND_ACT_IGNORE);
-	assert_int_equal(on(ND_SRC_COMMITTED, PROTO_PROGRESS, false),
-			 ND_ACT_IGNORE);
-	assert_int_equal(on(ND_SRC_SWITCHOVER, PROTO_RESUMED, false),
-			 ND_ACT_IGNORE);
-	for (unsigned st = ND_SRC_PC_SWITCHOVER; st <= ND_SRC_POSTCOPY_LOST;
+	assert_int_equal(on(MIG_SRC_SWITCHOVER, PROTO_READY, false),
+			 MIG_ACT_COMMIT);
+	assert_int_equal(on(MIG_SRC_SWITCHOVER, PROTO_READY, true),
+			 MIG_ACT_IGNORE);
+	assert_int_equal(on(MIG_SRC_SWITCHOVER, PROTO_COMMIT, false),
+			 MIG_ACT_COMMIT);
+	assert_int_equal(on(MIG_SRC_PRECOPY, PROTO_READY, false),
+			 MIG_ACT_IGNORE);
+	assert_int_equal(on(MIG_SRC_PC_SWITCHOVER, PROTO_READY, false),
+			 MIG_ACT_IGNORE);
+	assert_int_equal(on(MIG_SRC_COMMITTED, PROTO_READY, false),
+			 MIG_ACT_RESUME_AGAIN);
+	assert_int_equal(on(MIG_SRC_COMMITTED, PROTO_RESUMED, false),
+			 MIG_ACT_COMPLETE);
+	assert_int_equal(on(MIG_SRC_COMMITTED, PROTO_ABORT, false),
+			 MIG_ACT_ABANDON);
+	assert_int_equal(on(MIG_SRC_COMMITTED, PROTO_ERROR, false),
+			 MIG_ACT_REFUSE);
+	assert_int_equal(on(MIG_SRC_COMMITTED, PROTO_COMMIT, false),
+			 MIG_ACT_IGNORE);
+	assert_int_equal(on(MIG_SRC_COMMITTED, PROTO_PROGRESS, false),
+			 MIG_ACT_IGNORE);
+	assert_int_equal(on(MIG_SRC_SWITCHOVER, PROTO_RESUMED, false),
+			 MIG_ACT_IGNORE);
+	for (unsigned st = MIG_SRC_PC_SWITCHOVER; st <= MIG_SRC_POSTCOPY_LOST;
 	     st++) {
-		bool ran = st >= ND_SRC_POSTCOPY;
+		bool ran = st >= MIG_SRC_POSTCOPY;
 
 		assert_int_equal(on(st, PROTO_RESUMED, false),
-				 ran ? ND_ACT_IGNORE : ND_ACT_RUNS_THERE);
+				 ran ? MIG_ACT_IGNORE : MIG_ACT_RUNS_THERE);
 		assert_int_equal(on(st, PROTO_ABORT, false),
-				 ran ? ND_ACT_REFUSE : ND_ACT_ABANDON);
+				 ran ? MIG_ACT_REFUSE : MIG_ACT_ABANDON);
 		assert_int_equal(on(st, PROTO_COMMIT, false),
-				 ran ? ND_ACT_COMPLETE : ND_ACT_IGNORE);
-		assert_int_equal(on(st, PROTO_ERROR, false), ND_ACT_FAIL);
+				 ran ? MIG_ACT_COMPLETE : MIG_ACT_IGNORE);
+		assert_int_equal(on(st, PROTO_ERROR, false), MIG_ACT_FAIL);
 		assert_int_equal(on(st, PROTO_PROGRESS, false),
-				 ND_ACT_PROGRESS);
+				 MIG_ACT_PROGRESS);
 	}
 	/* before the commit: ABORT and ERROR end it, the VM stays here */
-	for (unsigned st = ND_SRC_PREPARE; st <= ND_SRC_SWITCHOVER; st++) {
-		assert_int_equal(on(st, PROTO_ABORT, false), ND_ACT_ABANDON);
-		assert_int_equal(on(st, PROTO_ERROR, false), ND_ACT_FAIL);
+	for (unsigned st = MIG_SRC_PREPARE; st <= MIG_SRC_SWITCHOVER; st++) {
+		assert_int_equal(on(st, PROTO_ABORT, false), MIG_ACT_ABANDON);
+		assert_int_equal(on(st, PROTO_ERROR, false), MIG_ACT_FAIL);
 		assert_int_equal(on(st, PROTO_HOLDER_MAP, false),
-				 st <= ND_SRC_PREPARE_ASKED ? ND_ACT_START
-							    : ND_ACT_IGNORE);
+				 st <= MIG_SRC_PREPARE_ASKED ? MIG_ACT_START
+							     : MIG_ACT_IGNORE);
 	}
-	for (unsigned st = ND_SRC_COMPLETED; st <= ND_SRC_CANCELLED; st++)
+	for (unsigned st = MIG_SRC_COMPLETED; st <= MIG_SRC_CANCELLED; st++)
 		for (unsigned t = PROTO_HELLO; t <= PROTO_TYPE_LAST; t++)
-			assert_int_equal(on(st, t, false), ND_ACT_IGNORE);
-	assert_int_equal(on(ND_SRC_PRECOPY, PROTO_DIRTY_SET, false),
-			 ND_ACT_REFUSE);
+			assert_int_equal(on(st, t, false), MIG_ACT_IGNORE);
+	assert_int_equal(on(MIG_SRC_PRECOPY, PROTO_DIRTY_SET, false),
+			 MIG_ACT_REFUSE);
 }
 
 /* The text between "<!-- states:NAME -->" and the next "<!-- /states -->". */
@@ -269,7 +270,7 @@ static void check_docs(const char *doc, bool source)
 	FILE *f = open_memstream(&want, &len);
 
 	assert_non_null(f);
-	nd_sm_print(f, source);
+	mig_sm_print(f, source);
 	fclose(f);
 	got = docs_table(doc, source ? "source" : "destination");
 	if (strcmp(got, want))
@@ -307,8 +308,8 @@ static void test_records(void **state)
 {
 	char dir[] = "/tmp/ferry-test-records.XXXXXX";
 	struct mig_env n = { 0 };
-	struct nd_record r = { 0 }, back;
-	char name[ND_RECORD_NAME_MAX];
+	struct mig_record r = { 0 }, back;
+	char name[MIG_RECORD_NAME_MAX];
 	int fd;
 
 	(void)state;
@@ -321,20 +322,20 @@ static void test_records(void **state)
 	r.source = false;
 	strcpy(r.vm, "web-1");
 	strcpy(r.peer, "b");
-	r.phase = ND_MIG_SWITCHOVER;
+	r.phase = MIG_SWITCHOVER;
 	r.postcopy = true;
 	r.started = 1767225600;
 	r.mode = PROTO_MODE_HYBRID;
 	strcpy(r.reason, "the source aborted: x=y");
-	nd_record_put(&n, &r);
-	nd_record_name(&r, name, sizeof(name));
+	mig_record_put(&n, &r);
+	mig_record_name(&r, name, sizeof(name));
 	assert_string_equal(name, "b-42.dst");
-	assert_int_equal(nd_record_get(&n, name, &back), 0);
+	assert_int_equal(mig_record_get(&n, name, &back), 0);
 	assert_int_equal(back.id, 42);
 	assert_false(back.source);
 	assert_string_equal(back.vm, "web-1");
 	assert_string_equal(back.peer, "b");
-	assert_int_equal(back.phase, ND_MIG_SWITCHOVER);
+	assert_int_equal(back.phase, MIG_SWITCHOVER);
 	assert_true(back.known);
 	assert_true(back.postcopy);
 	assert_int_equal(back.started, 1767225600);
@@ -343,14 +344,14 @@ static void test_records(void **state)
 
 	/* a source's, written over: the newest wins */
 	r.source = true;
-	r.phase = ND_MIG_COMMITTED;
+	r.phase = MIG_COMMITTED;
 	r.postcopy = false;
-	nd_record_put(&n, &r);
-	r.phase = ND_MIG_COMPLETED;
-	nd_record_put(&n, &r);
-	assert_int_equal(nd_record_get(&n, "42.src", &back), 0);
+	mig_record_put(&n, &r);
+	r.phase = MIG_COMPLETED;
+	mig_record_put(&n, &r);
+	assert_int_equal(mig_record_get(&n, "42.src", &back), 0);
 	assert_true(back.source);
-	assert_int_equal(back.phase, ND_MIG_COMPLETED);
+	assert_int_equal(back.phase, MIG_COMPLETED);
 	assert_false(back.postcopy);
 
 	/* not ours: an unknown phase and mode, a line far too long */
@@ -358,11 +359,11 @@ static void test_records(void **state)
 	assert_true(fd >= 0);
 	dprintf(fd, "id=7\nphase=flying\nmode=warp\nvm=%01000d\n", 0);
 	close(fd);
-	assert_int_equal(nd_record_get(&n, "7.src", &back), 0);
+	assert_int_equal(mig_record_get(&n, "7.src", &back), 0);
 	assert_false(back.known);
 	assert_int_equal(back.mode, PROTO_MODE_PRECOPY);
 	assert_int_equal(strlen(back.vm), PROTO_NAME_MAX);
-	assert_int_equal(nd_record_get(&n, "nope.src", &back), -ENOENT);
+	assert_int_equal(mig_record_get(&n, "nope.src", &back), -ENOENT);
 
 	unlinkat(n.mig_dir_fd, "b-42.dst", 0);
 	unlinkat(n.mig_dir_fd, "42.src", 0);
@@ -384,9 +385,9 @@ static void test_words(void **state)
 				 c);
 	assert_int_equal(proto_converge_parse("off"), PROTO_CONVERGE_NONE);
 	assert_int_equal(proto_converge_parse("fast"), -EINVAL);
-	for (int p = ND_MIG_PREPARE; p <= ND_MIG_CANCELLED; p++)
-		assert_int_equal(nd_mig_phase_parse(nd_mig_phase_name(p)), p);
-	assert_int_equal(nd_mig_phase_parse("new"), -EINVAL);
+	for (int p = MIG_PREPARE; p <= MIG_CANCELLED; p++)
+		assert_int_equal(mig_phase_parse(mig_phase_name(p)), p);
+	assert_int_equal(mig_phase_parse("new"), -EINVAL);
 }
 
 /* The points FERRY_FAULT may name (ferryd refuses any other). */
@@ -409,10 +410,10 @@ static void test_fault_points(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
-		if (!nd_mig_fault_known(yes[i]))
+		if (!mig_fault_known(yes[i]))
 			fail_msg("%s refused", yes[i]);
 	for (size_t i = 0; i < ARRAY_SIZE(no); i++)
-		if (nd_mig_fault_known(no[i]))
+		if (mig_fault_known(no[i]))
 			fail_msg("%s taken", no[i]);
 }
 
@@ -432,9 +433,9 @@ int main(int argc, char **argv)
 	srcdir = argc > 1 ? argv[1] : ".";
 	if (!strcmp(srcdir, "--print")) {
 		printf("The source:\n\n");
-		nd_sm_print(stdout, true);
+		mig_sm_print(stdout, true);
 		printf("\nThe destination:\n\n");
-		nd_sm_print(stdout, false);
+		mig_sm_print(stdout, false);
 		return 0;
 	}
 	return cmocka_run_group_tests(tests, NULL, NULL);
