@@ -390,7 +390,7 @@ static int op_start(struct ofi_domain *od, struct ofi_ep *ep, struct ofi_op *op)
 		return 0;
 	}
 	pthread_mutex_unlock(&od->lock);
-	ret = fab_ofi_op_post(od, op);
+	ret = fab_ofi_op_post(od, op, ep->fa);
 	if (!ret) {
 		__atomic_store_n(&ep->up, true, __ATOMIC_RELAXED);
 		return 0;

@@ -86,10 +86,8 @@ void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op)
 	od->free_ops = op;
 }
 
-ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op)
+ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op, fi_addr_t fa)
 {
-	fi_addr_t fa = op->owner->fa;
-
 	switch (op->op) {
 	case FAB_OP_READ:
 		return fi_read(od->ep, op->buf, op->len, op->desc, fa,
@@ -121,7 +119,8 @@ int fab_ofi_post_queued(struct ofi_domain *od)
 		next = op->next;
 		if (op->state != OP_QUEUED || ep->refused_round == od->round)
 			continue;
-		ret = ep->failed ? -FI_ENOTCONN : fab_ofi_op_post(od, op);
+		ret = ep->failed ? -FI_ENOTCONN
+				 : fab_ofi_op_post(od, op, ep->fa);
 		if (ret == -FI_EAGAIN) {
 			/* still connecting: keep its later ones in order */
 			ep->refused_round = od->round;

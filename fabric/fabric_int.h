@@ -274,11 +274,14 @@ int fab_ofi_open(const char *prov, const struct fab_opts *opts,
 		 struct fab_domain **out);
 void fab_ofi_close(struct fab_domain *d);
 /*
- * fab_ofi_cq.c. Hand a slot's operation to the provider: 0 or -FI_E*.
- * Post QUEUED operations again (their connection may be up now), lock not
- * held: returns how many completed with an error instead.
+ * fab_ofi_cq.c. Hand a slot's operation to the provider, to fa (its
+ * endpoint's address, which the caller passes: once posted the op may
+ * complete and be freed by another thread, so nothing of it is read
+ * after): 0 or -FI_E*. Post QUEUED operations again (their connection
+ * may be up now), lock not held: returns how many completed with an error
+ * instead.
  */
-ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op);
+ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op, fi_addr_t fa);
 int fab_ofi_post_queued(struct ofi_domain *od);
 bool fab_ofi_mem_busy(const struct fab_domain *d, const void *addr, size_t len);
 /* After slots may have been freed, lock not held: reap, sweep releases. */
