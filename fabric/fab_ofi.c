@@ -203,25 +203,8 @@ void fab_ofi_ep_abandon(struct ofi_domain *od, struct ofi_ep *ep)
 
 	for (op = od->posted.next; op != &od->posted; op = next) {
 		next = op->next;
-		if (op->ep != ep)
-			continue;
-		struct fab_cqe c = {
-			.ctx = op->ctx,
-			.ep = &ep->base,
-			.op = op->op,
-			.status = -ECANCELED,
-		};
-
-		ofi_op_unlink(od, op);
-		if (op->state == OP_QUEUED) {
-			/* the provider never saw it: the slot is free now */
-			ofi_op_unqueue(od, op);
-			fab_ofi_op_free(od, op);
-		} else {
-			op->state = OP_ABANDONED;
-			op->ep = NULL;
-		}
-		fab_ofi_ring_push(od, &c);
+		if (op->ep == ep)
+			fab_ofi_op_abandon(od, op, -ECANCELED);
 	}
 	ep->prev->next = ep->next;
 	ep->next->prev = ep->prev;

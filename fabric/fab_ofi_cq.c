@@ -86,6 +86,27 @@ void fab_ofi_op_free(struct ofi_domain *od, struct ofi_op *op)
 	od->free_ops = op;
 }
 
+void fab_ofi_op_abandon(struct ofi_domain *od, struct ofi_op *op, int status)
+{
+	struct fab_cqe c = {
+		.ctx = op->ctx,
+		.ep = &op->ep->base,
+		.op = op->op,
+		.status = status,
+	};
+
+	ofi_op_unlink(od, op);
+	if (op->state == OP_QUEUED) {
+		/* the provider never saw it: the slot is free now */
+		ofi_op_unqueue(od, op);
+		fab_ofi_op_free(od, op);
+	} else {
+		op->state = OP_ABANDONED;
+		op->ep = NULL;
+	}
+	fab_ofi_ring_push(od, &c);
+}
+
 ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op, fi_addr_t fa)
 {
 	switch (op->op) {
@@ -280,26 +301,11 @@ static int expire(struct ofi_domain *od, uint64_t now)
 	while (od->posted.next != &od->posted &&
 	       od->posted.next->deadline <= now) {
 		struct ofi_op *op = od->posted.next;
-		struct fab_cqe c = {
-			.ctx = op->ctx,
-			.ep = &op->ep->base,
-			.op = op->op,
-			.status = -ETIMEDOUT,
-		};
 
 		if (!op->ep->failed)
 			pr_warn("operation timed out; peer presumed dead");
 		op->ep->failed = true;
-		ofi_op_unlink(od, op);
-		if (op->state == OP_QUEUED) {
-			/* its connection never came up; the provider never saw it */
-			ofi_op_unqueue(od, op);
-			fab_ofi_op_free(od, op);
-		} else {
-			op->state = OP_ABANDONED;
-			op->ep = NULL;
-		}
-		fab_ofi_ring_push(od, &c);
+		fab_ofi_op_abandon(od, op, -ETIMEDOUT);
 		n++;
 	}
 	return n;

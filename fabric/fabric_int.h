@@ -282,6 +282,11 @@ void fab_ofi_close(struct fab_domain *d);
  * instead.
  */
 ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op, fi_addr_t fa);
+/*
+ * Report op (lock held) as failed with status: its slot is freed at once
+ * if the provider never saw it, else kept ABANDONED until it comes back.
+ */
+void fab_ofi_op_abandon(struct ofi_domain *od, struct ofi_op *op, int status);
 int fab_ofi_post_queued(struct ofi_domain *od);
 bool fab_ofi_mem_busy(const struct fab_domain *d, const void *addr, size_t len);
 /* After slots may have been freed, lock not held: reap, sweep releases. */
