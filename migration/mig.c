@@ -45,6 +45,11 @@ bool mig_has(const struct mig *m, unsigned flags)
 	return mig_sm_has(m->source, mig_state(m), flags);
 }
 
+uint64_t mig_pc_ns(const struct mig *m, uint64_t end)
+{
+	return m->t_resumed ? end - m->t_resumed : m->pcs.duration;
+}
+
 bool mig_finished(const struct mig *m)
 {
 	return mig_has(m, MIG_SM_END);

@@ -125,9 +125,7 @@ static void pack_pc(msgpack_packer *pk, const struct mig *m, uint64_t now)
 
 	proto_mp_pack_str(pk, "postcopy");
 	msgpack_pack_map(pk, 11);
-	/* the source times it on its own clock, RESUMED to COMMIT */
-	pack_ms(pk, "duration_ms",
-		m->t_resumed ? end - m->t_resumed : s->duration);
+	pack_ms(pk, "duration_ms", mig_pc_ns(m, end));
 	proto_mp_pack_kv_u64(pk, "faults", s->faults);
 	pack_ms(pk, "fault_p50_us", s->p50 * 1000);
 	pack_ms(pk, "fault_p99_us", s->p99 * 1000);

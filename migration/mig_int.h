@@ -179,6 +179,12 @@ enum mig_phase mig_phase_of(const struct mig *m);
 /* Does m's state imply any of flags (MIG_SM_*)? */
 bool mig_has(const struct mig *m, unsigned flags);
 /*
+ * How long the VM has run on the destination, until end: on our clock
+ * from RESUMED, or, after our restart lost that moment, the destination's
+ * last PC_STATS.
+ */
+uint64_t mig_pc_ns(const struct mig *m, uint64_t end);
+/*
  * The control thread's transition function, both roles (a destination's
  * only before its thread starts or once it ended): move m to state `to`
  * for reason why, log it, record it, wake the tick. -EINVAL (logged, m

@@ -396,7 +396,7 @@ static void src_done(struct mig *m, uint64_t now)
 			 "completed in %.3f s: downtime %.1f ms, then %.3f s "
 			 "of post-copy, %" PRIu64 " faults",
 			 (m->t_end - m->t_start) / 1e9, m->downtime_ns / 1e6,
-			 (now - m->t_resumed) / 1e9, m->pcs.faults);
+			 mig_pc_ns(m, now) / 1e9, m->pcs.faults);
 	else
 		mig_info(m,
 			 "completed in %.3f s, downtime %.1f ms, %u rounds, "
