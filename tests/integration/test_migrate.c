@@ -120,7 +120,7 @@ static void test_dirty(void **state)
 	start_vm(&na, "d1", opts);
 	wait_counter(&na, "writes", 20000);
 	j = ferry_jargs(&na, 60, NULL, "migrate", "d1", "--to", "b", "--verify",
-			"--downtime-limit", "2", NULL);
+			"--downtime-limit", "2", "--max-rounds", "100", NULL);
 	assert_jstr(j, "state", "completed");
 	/* round 0, at least one round of dirty pages, the final one */
 	assert_true(jint(j, "round") >= 2);
@@ -136,7 +136,8 @@ static void test_dirty(void **state)
 	 * page, so a re-sent page costs tens of bytes, not 4 KiB.
 	 */
 	j = ferry_jargs(&nb, 60, NULL, "migrate", "d1", "--to", "a", "--verify",
-			"--downtime-limit", "2", "--compress", "delta", NULL);
+			"--downtime-limit", "2", "--max-rounds", "100",
+			"--compress", "delta", NULL);
 	assert_jstr(j, "state", "completed");
 	assert_jstr(j, "compress", "delta");
 	assert_int_equal(jint(j, "verified_pages"), 64 << 8);
