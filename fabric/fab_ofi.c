@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 /* first: it orders common/util.h before rdma/fabric.h */
-#include "fabric/fabric_int.h"
+#include "fabric/fab_ofi.h"
 
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fabric/fabric_int.h"
+#include "fabric/fab_ofi.h"
 
 #include <rdma/fi_endpoint.h>
 #include <rdma/fi_eq.h>
