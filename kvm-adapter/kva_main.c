@@ -194,59 +194,63 @@ struct run_opts {
 	bool incoming;
 };
 
+/* The guest's options; -ENOENT: c is not one of them. */
+static int parse_guest(int c, const char *arg, struct kva_config *cfg)
+{
+	uint64_t v;
+	int ret = 0;
+
+	switch (c) {
+	case OPT_MEM:
+		return parse_size("--mem", arg, &cfg->mem_size);
+	case OPT_VCPUS:
+		ret = parse_num("--vcpus", arg, &v);
+		cfg->nr_vcpus = v > KVA_MAX_VCPUS ? KVA_MAX_VCPUS + 1
+						  : (unsigned int)v;
+		return ret;
+	case OPT_GUEST:
+		cfg->guest = arg;
+		return 0;
+	case OPT_WS:
+		return parse_size("--workingset", arg, &cfg->workingset);
+	case OPT_STRIDE:
+		return parse_num("--stride", arg, &cfg->stride);
+	case OPT_SLEEP:
+		return parse_num("--sleep", arg, &cfg->sleep);
+	case OPT_RATE:
+		return parse_num("--rate", arg, &cfg->rate);
+	case OPT_HEARTBEAT:
+		return parse_num("--heartbeat", arg, &cfg->heartbeat);
+	case OPT_PASSES:
+		return parse_num("--passes", arg, &cfg->passes);
+	case OPT_SEED:
+		return parse_num("--seed", arg, &cfg->seed);
+	case OPT_PREFILL:
+		if (!strcmp(arg, "random"))
+			cfg->prefill = KVA_PREFILL_RANDOM;
+		else if (!strcmp(arg, "pattern"))
+			cfg->prefill = KVA_PREFILL_PATTERN;
+		else {
+			pr_err("--prefill: random or pattern, not '%s'", arg);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	return -ENOENT;
+}
+
 static int parse_args(int argc, char **argv, struct kva_config *cfg,
 		      struct run_opts *ro)
 {
 	enum fy_log_level level;
-	uint64_t v;
 	int c, ret = 0;
 
 	while (!ret && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		ret = parse_guest(c, optarg, cfg);
+		if (ret != -ENOENT)
+			continue;
+		ret = 0;
 		switch (c) {
-		case OPT_MEM:
-			ret = parse_size("--mem", optarg, &cfg->mem_size);
-			break;
-		case OPT_VCPUS:
-			ret = parse_num("--vcpus", optarg, &v);
-			cfg->nr_vcpus = v > KVA_MAX_VCPUS ? KVA_MAX_VCPUS + 1
-							  : (unsigned int)v;
-			break;
-		case OPT_GUEST:
-			cfg->guest = optarg;
-			break;
-		case OPT_WS:
-			ret = parse_size("--workingset", optarg,
-					 &cfg->workingset);
-			break;
-		case OPT_STRIDE:
-			ret = parse_num("--stride", optarg, &cfg->stride);
-			break;
-		case OPT_SLEEP:
-			ret = parse_num("--sleep", optarg, &cfg->sleep);
-			break;
-		case OPT_RATE:
-			ret = parse_num("--rate", optarg, &cfg->rate);
-			break;
-		case OPT_HEARTBEAT:
-			ret = parse_num("--heartbeat", optarg, &cfg->heartbeat);
-			break;
-		case OPT_PASSES:
-			ret = parse_num("--passes", optarg, &cfg->passes);
-			break;
-		case OPT_SEED:
-			ret = parse_num("--seed", optarg, &cfg->seed);
-			break;
-		case OPT_PREFILL:
-			if (!strcmp(optarg, "random"))
-				cfg->prefill = KVA_PREFILL_RANDOM;
-			else if (!strcmp(optarg, "pattern"))
-				cfg->prefill = KVA_PREFILL_PATTERN;
-			else {
-				pr_err("--prefill: random or pattern, not '%s'",
-				       optarg);
-				ret = -EINVAL;
-			}
-			break;
 		case OPT_DURATION:
 		case OPT_REPORT: {
 			char *end;
