@@ -97,7 +97,7 @@ static void pct(uint64_t *s, size_t n, double *p50, double *p99)
 	*p99 = s[(n * 99) / 100] / 1e3;
 }
 
-static double median(double *v, int n)
+static double median(const double *v, int n)
 {
 	double t[MAX_ROUNDS];
 	int i, j;
@@ -245,6 +245,15 @@ struct fault_cfg {
 	int spin_us;
 };
 
+static const struct fault_cfg cfgs[] = {
+	{ "pc_fault copy, poll()", PC_FAULT_COPY, -1 },
+	{ "pc_fault copy, spin 200us", PC_FAULT_COPY, 200 },
+	{ "pc_fault copy, busy", PC_FAULT_COPY, INT_MAX },
+	{ "pc_fault continue, poll()", PC_FAULT_CONTINUE, -1 },
+	{ "pc_fault continue, spin 200us", PC_FAULT_CONTINUE, 200 },
+	{ "pc_fault continue, busy", PC_FAULT_CONTINUE, INT_MAX },
+};
+
 static void fault_run(const struct fault_cfg *cfg, struct fab_domain *d,
 		      const struct fab_addr *peer, const struct fab_rkey *rk,
 		      uint64_t *s, size_t n, double *p50, double *p99,
@@ -301,24 +310,118 @@ static void fault_run(const struct fault_cfg *cfg, struct fab_domain *d,
 	pct(s, n, p50, p99);
 }
 
-int main(int argc, char **argv)
-{
-	static const struct fault_cfg cfgs[] = {
-		{ "pc_fault copy, poll()", PC_FAULT_COPY, -1 },
-		{ "pc_fault copy, spin 200us", PC_FAULT_COPY, 200 },
-		{ "pc_fault copy, busy", PC_FAULT_COPY, INT_MAX },
-		{ "pc_fault continue, poll()", PC_FAULT_CONTINUE, -1 },
-		{ "pc_fault continue, spin 200us", PC_FAULT_CONTINUE, 200 },
-		{ "pc_fault continue, busy", PC_FAULT_CONTINUE, INT_MAX },
-	};
-	enum { R_READ, R_UPOLL, R_UBUSY, R_CFG0 };
+/* Each figure of each round: the raw parts, then one row per cfgs[]. */
+enum { R_READ, R_UPOLL, R_UBUSY, R_CFG0 };
+struct results {
 	double p50[R_CFG0 + ARRAY_SIZE(cfgs)][MAX_ROUNDS];
 	double p99[R_CFG0 + ARRAY_SIZE(cfgs)][MAX_ROUNDS];
 	double bt[ARRAY_SIZE(cfgs)][MAX_ROUNDS];
 	double sp50[ARRAY_SIZE(cfgs)][MAX_ROUNDS];
+};
+
+/*
+ * The holder process, serving pages of random data; its info in *hi and
+ * the socket whose EOF ends it in *sock. Its pid, or -1.
+ */
+static pid_t holder_spawn(const char *argv0, uint64_t holder_pages,
+			  struct holder_info *hi, int *sock)
+{
+	uint64_t i, *s;
+	int sv[2], mfd;
+	pid_t pid;
+
+	/* the holder's memory: random data */
+	mfd = memfd_create("holder", 0);
+	if (mfd < 0 || ftruncate(mfd, holder_pages * PG))
+		return -1;
+	s = malloc(holder_pages * PG);
+	if (!s)
+		return -1;
+	for (i = 0; i < holder_pages * PG / 8; i++)
+		s[i] = i * 0x9e3779b97f4a7c15ULL;
+	if (pwrite(mfd, s, holder_pages * PG, 0) !=
+	    (ssize_t)(holder_pages * PG))
+		return -1;
+	free(s);
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		return -1;
+	pid = fork();
+	if (!pid) {
+		char sz[32];
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		snprintf(sz, sizeof(sz), "%llu",
+			 (unsigned long long)(holder_pages * PG));
+		/* the holder runs until its socket reads EOF: no copy of ours */
+		close(sv[0]);
+		dup2(mfd, MEM_FD);
+		dup2(sv[1], SOCK_FD);
+		execl("/proc/self/exe", argv0, "--holder", sz, (char *)NULL);
+		_exit(127);
+	}
+	close(sv[1]);
+	if (read(sv[0], hi, sizeof(*hi)) != sizeof(*hi) || hi->status) {
+		fprintf(stderr, "holder failed\n");
+		return -1;
+	}
+	*sock = sv[0];
+	return pid;
+}
+
+static void report(const struct results *res, const char *prov, size_t n,
+		   int rounds)
+{
+	fflush(stderr);
+	printf("bench_postcopy: provider %s, %zu faults per figure, median of "
+	       "%d rounds\n",
+	       prov, n, rounds);
+	printf("%-32s %8s %8s %9s %11s %11s\n", "4 KiB", "p50 us", "p99 us",
+	       "p99/p50", "srv p50 us", "blocktm ms");
+	printf("%-32s %8.1f %8.1f %9.2f\n", "raw fabric read",
+	       median(res->p50[R_READ], rounds),
+	       median(res->p99[R_READ], rounds),
+	       median(res->p99[R_READ], rounds) /
+		       median(res->p50[R_READ], rounds));
+	printf("%-32s %8.1f %8.1f %9.2f\n", "raw uffd COPY, poll() handler",
+	       median(res->p50[R_UPOLL], rounds),
+	       median(res->p99[R_UPOLL], rounds),
+	       median(res->p99[R_UPOLL], rounds) /
+		       median(res->p50[R_UPOLL], rounds));
+	printf("%-32s %8.1f %8.1f %9.2f\n", "raw uffd COPY, busy handler",
+	       median(res->p50[R_UBUSY], rounds),
+	       median(res->p99[R_UBUSY], rounds),
+	       median(res->p99[R_UBUSY], rounds) /
+		       median(res->p50[R_UBUSY], rounds));
+	for (size_t c = 0; c < ARRAY_SIZE(cfgs); c++) {
+		double a = median(res->p50[R_CFG0 + c], rounds);
+		double b = median(res->p99[R_CFG0 + c], rounds);
+
+		printf("%-32s %8.1f %8.1f %9.2f %11.1f %11.1f\n", cfgs[c].name,
+		       a, b, b / a, median(res->sp50[c], rounds),
+		       median(res->bt[c], rounds));
+	}
+	printf("\ntargets: p50 <= 1.2 x (raw read + raw uffd) and p99 <= 4 x "
+	       "p50\n");
+	printf("%-32s %14s %14s\n", "", "p50/(1.2*sum)", "p99/(4*p50)");
+	for (size_t c = 0; c < ARRAY_SIZE(cfgs); c++) {
+		/* compare with the raw uffd handler that waits the same way */
+		int u = cfgs[c].spin_us < 0 ? R_UPOLL : R_UBUSY;
+		double sum = median(res->p50[R_READ], rounds) +
+			     median(res->p50[u], rounds);
+		double a = median(res->p50[R_CFG0 + c], rounds);
+		double b = median(res->p99[R_CFG0 + c], rounds);
+
+		printf("%-32s %14.2f %14.2f\n", cfgs[c].name, a / (1.2 * sum),
+		       b / (4 * a));
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct results res;
 	size_t n = 2000;
-	int rounds = 3, opt, r, sv[2], mfd;
-	uint64_t holder_pages = 16384, i, *s;
+	int rounds = 3, opt, r, sock;
+	uint64_t holder_pages = 16384, *s;
 	struct holder_info hi;
 	struct fab_opts fo = { 0 };
 	struct fab_domain *d;
@@ -354,104 +457,40 @@ int main(int argc, char **argv)
 		setenv("BENCH_PROVIDER", provider, 1);
 	signal(SIGPIPE, SIG_IGN);
 
-	/* the holder's memory: random data */
-	mfd = memfd_create("holder", 0);
-	if (mfd < 0 || ftruncate(mfd, holder_pages * PG))
+	pid = holder_spawn(argv[0], holder_pages, &hi, &sock);
+	if (pid < 0)
 		return 1;
-	s = malloc(holder_pages * PG);
-	if (!s)
-		return 1;
-	for (i = 0; i < holder_pages * PG / 8; i++)
-		s[i] = i * 0x9e3779b97f4a7c15ULL;
-	if (pwrite(mfd, s, holder_pages * PG, 0) !=
-	    (ssize_t)(holder_pages * PG))
-		return 1;
-	free(s);
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
-		return 1;
-	pid = fork();
-	if (!pid) {
-		char sz[32];
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		snprintf(sz, sizeof(sz), "%llu",
-			 (unsigned long long)(holder_pages * PG));
-		/* the holder runs until its socket reads EOF: no copy of ours */
-		close(sv[0]);
-		dup2(mfd, MEM_FD);
-		dup2(sv[1], SOCK_FD);
-		execl("/proc/self/exe", argv[0], "--holder", sz, (char *)NULL);
-		_exit(127);
-	}
-	close(sv[1]);
-	if (read(sv[0], &hi, sizeof(hi)) != sizeof(hi) || hi.status) {
-		fprintf(stderr, "holder failed\n");
-		return 1;
-	}
 	fo.provider = provider;
 	if (fab_domain_open(&fo, &d) || fab_ep_connect(d, &hi.addr, &ep))
 		return 1;
 	s = calloc(n, sizeof(*s));
 	/* warm up the connection */
-	raw_read(d, ep, &hi.rkey, holder_pages, s, 100, &p50[0][0], &p99[0][0]);
+	raw_read(d, ep, &hi.rkey, holder_pages, s, 100, &res.p50[0][0],
+		 &res.p99[0][0]);
 
 	for (r = 0; r < rounds; r++) {
 		struct pc_fault_stats st;
 		size_t c;
 
-		raw_read(d, ep, &hi.rkey, holder_pages, s, n, &p50[R_READ][r],
-			 &p99[R_READ][r]);
-		raw_uffd(false, s, n, &p50[R_UPOLL][r], &p99[R_UPOLL][r]);
-		raw_uffd(true, s, n, &p50[R_UBUSY][r], &p99[R_UBUSY][r]);
+		raw_read(d, ep, &hi.rkey, holder_pages, s, n,
+			 &res.p50[R_READ][r], &res.p99[R_READ][r]);
+		raw_uffd(false, s, n, &res.p50[R_UPOLL][r],
+			 &res.p99[R_UPOLL][r]);
+		raw_uffd(true, s, n, &res.p50[R_UBUSY][r],
+			 &res.p99[R_UBUSY][r]);
 		for (c = 0; c < ARRAY_SIZE(cfgs); c++) {
 			fault_run(&cfgs[c], d, &hi.addr, &hi.rkey, s, n,
-				  &p50[R_CFG0 + c][r], &p99[R_CFG0 + c][r],
-				  &st);
-			bt[c][r] = st.blocktime_ns / 1e6;
-			sp50[c][r] = st.p50_ns / 1e3;
+				  &res.p50[R_CFG0 + c][r],
+				  &res.p99[R_CFG0 + c][r], &st);
+			res.bt[c][r] = st.blocktime_ns / 1e6;
+			res.sp50[c][r] = st.p50_ns / 1e3;
 		}
 	}
 
-	fflush(stderr);
-	printf("bench_postcopy: provider %s, %zu faults per figure, median of "
-	       "%d rounds\n",
-	       fab_domain_provider(d), n, rounds);
-	printf("%-32s %8s %8s %9s %11s %11s\n", "4 KiB", "p50 us", "p99 us",
-	       "p99/p50", "srv p50 us", "blocktm ms");
-	printf("%-32s %8.1f %8.1f %9.2f\n", "raw fabric read",
-	       median(p50[R_READ], rounds), median(p99[R_READ], rounds),
-	       median(p99[R_READ], rounds) / median(p50[R_READ], rounds));
-	printf("%-32s %8.1f %8.1f %9.2f\n", "raw uffd COPY, poll() handler",
-	       median(p50[R_UPOLL], rounds), median(p99[R_UPOLL], rounds),
-	       median(p99[R_UPOLL], rounds) / median(p50[R_UPOLL], rounds));
-	printf("%-32s %8.1f %8.1f %9.2f\n", "raw uffd COPY, busy handler",
-	       median(p50[R_UBUSY], rounds), median(p99[R_UBUSY], rounds),
-	       median(p99[R_UBUSY], rounds) / median(p50[R_UBUSY], rounds));
-	for (size_t c = 0; c < ARRAY_SIZE(cfgs); c++) {
-		double a = median(p50[R_CFG0 + c], rounds);
-		double b = median(p99[R_CFG0 + c], rounds);
-
-		printf("%-32s %8.1f %8.1f %9.2f %11.1f %11.1f\n", cfgs[c].name,
-		       a, b, b / a, median(sp50[c], rounds),
-		       median(bt[c], rounds));
-	}
-	printf("\ntargets: p50 <= 1.2 x (raw read + raw uffd) and p99 <= 4 x "
-	       "p50\n");
-	printf("%-32s %14s %14s\n", "", "p50/(1.2*sum)", "p99/(4*p50)");
-	for (size_t c = 0; c < ARRAY_SIZE(cfgs); c++) {
-		/* compare with the raw uffd handler that waits the same way */
-		int u = cfgs[c].spin_us < 0 ? R_UPOLL : R_UBUSY;
-		double sum =
-			median(p50[R_READ], rounds) + median(p50[u], rounds);
-		double a = median(p50[R_CFG0 + c], rounds);
-		double b = median(p99[R_CFG0 + c], rounds);
-
-		printf("%-32s %14.2f %14.2f\n", cfgs[c].name, a / (1.2 * sum),
-		       b / (4 * a));
-	}
+	report(&res, fab_domain_provider(d), n, rounds);
 	free(s);
 	fab_domain_close(d);
-	close(sv[0]);
+	close(sock);
 	waitpid(pid, NULL, 0);
 	return 0;
 }

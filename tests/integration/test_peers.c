@@ -245,6 +245,60 @@ static size_t pack_hello(char *buf, size_t cap, unsigned version,
 	return n;
 }
 
+/* exchange(), then the reply decoded; the caller frees it. */
+static struct proto_msg *ask(void *dealer, const void *buf, size_t len)
+{
+	char reply[4096];
+	struct proto_msg *m;
+	int n;
+
+	n = exchange(dealer, buf, len, reply, sizeof(reply));
+	assert_true(n > 0);
+	assert_int_equal(proto_decode(reply, n, &m, NULL, 0), 0);
+	return m;
+}
+
+/* ask(), and the reply must be ERROR(code). */
+static void expect_error(void *dealer, const void *buf, size_t len, int code)
+{
+	struct proto_msg *m = ask(dealer, buf, len);
+
+	assert_int_equal(m->type, PROTO_ERROR);
+	assert_int_equal(m->error.code, code);
+	proto_msg_free(m);
+}
+
+/* The control socket: garbage gets an error, odd envelopes nothing. */
+static void ctl_garbage(void *ctx, struct node *d)
+{
+	char out[OUT_MAX], err[OUT_MAX], ep[320], reply[4096];
+	int n, tmo = 3000, zero = 0;
+	void *req = zmq_socket(ctx, ZMQ_REQ);
+	void *raw = zmq_socket(ctx, ZMQ_DEALER);
+
+	snprintf(ep, sizeof(ep), "ipc://%s", d->sock);
+	zmq_setsockopt(req, ZMQ_LINGER, &zero, sizeof(zero));
+	zmq_setsockopt(req, ZMQ_RCVTIMEO, &tmo, sizeof(tmo));
+	zmq_setsockopt(raw, ZMQ_LINGER, &zero, sizeof(zero));
+	assert_int_equal(zmq_connect(raw, ep), 0);
+	assert_int_equal(zmq_send(raw, "a", 1, ZMQ_SNDMORE), 1);
+	assert_int_equal(zmq_send(raw, "b", 1, ZMQ_SNDMORE), 1);
+	assert_int_equal(zmq_send(raw, "c", 1, ZMQ_SNDMORE), 1);
+	assert_int_equal(zmq_send(raw, "d", 1, 0), 1);
+	assert_int_equal(zmq_connect(req, ep), 0);
+	assert_int_equal(zmq_send(req, "\xc1", 1, 0), 1);
+	n = zmq_recv(req, reply, sizeof(reply) - 1, 0);
+	assert_true(n > 0);
+	reply[n] = '\0';
+	/* the strict decoder's reason (protocol/proto_ctl.c) */
+	assert_non_null(strstr(reply, "request: expected a map, got the "
+				      "invalid byte 0xc1"));
+	zmq_close(raw);
+	zmq_close(req);
+	assert_int_equal(ferry(d, false, "status", out, err), 0);
+	assert_non_null(strstr(out, "node:        d"));
+}
+
 /*
  * A hand-driven peer: malformed messages are counted and survived; a HELLO
  * of another version gets ERROR and marks the peer incompatible; a good
@@ -252,13 +306,13 @@ static size_t pack_hello(char *buf, size_t cap, unsigned version,
  */
 static void test_bad_peer(void **state)
 {
-	char out[OUT_MAX], err[OUT_MAX], pub[41], sec[41], ep[320];
+	char pub[41], sec[41], ep[320];
 	json_t *j;
-	char buf[4096], reply[4096];
+	char buf[4096];
 	struct proto_msg *m;
 	struct node d;
 	void *ctx, *dealer;
-	int n, tmo = 3000, zero = 0;
+	int tmo = 3000, zero = 0;
 	size_t len, enc_len;
 	void *enc;
 
@@ -281,27 +335,15 @@ static void test_bad_peer(void **state)
 	assert_int_equal(zmq_connect(dealer, ep), 0);
 
 	/* garbage, then a valid map of an unknown type: ERROR(EBADMSG) */
-	n = exchange(dealer, "\xc1\xff garbage", 10, reply, sizeof(reply));
-	assert_true(n > 0);
-	assert_int_equal(proto_decode(reply, n, &m, NULL, 0), 0);
-	assert_int_equal(m->type, PROTO_ERROR);
-	assert_int_equal(m->error.code, EBADMSG);
-	proto_msg_free(m);
-	n = exchange(dealer, "\x81\xa1t\x63", 4, reply, sizeof(reply));
-	assert_true(n > 0);
-	assert_int_equal(proto_decode(reply, n, &m, NULL, 0), 0);
+	expect_error(dealer, "\xc1\xff garbage", 10, EBADMSG);
+	m = ask(dealer, "\x81\xa1t\x63", 4);
 	assert_int_equal(m->type, PROTO_ERROR);
 	assert_int_equal(m->error.code, EBADMSG);
 	assert_non_null(strstr(m->error.text, "unknown message type 99"));
 	proto_msg_free(m);
 	/* version 99: ERROR(EPROTONOSUPPORT) */
 	len = pack_hello(buf, sizeof(buf), 99, pub);
-	n = exchange(dealer, buf, len, reply, sizeof(reply));
-	assert_true(n > 0);
-	assert_int_equal(proto_decode(reply, n, &m, NULL, 0), 0);
-	assert_int_equal(m->type, PROTO_ERROR);
-	assert_int_equal(m->error.code, EPROTONOSUPPORT);
-	proto_msg_free(m);
+	expect_error(dealer, buf, len, EPROTONOSUPPORT);
 	j = ferry_json(&d, "peers");
 	assert_int_equal(jcount(j, "peers", "state", "incompatible"), 1);
 	assert_int_equal(jint(j, "peers[0].malformed"), 2);
@@ -312,27 +354,15 @@ static void test_bad_peer(void **state)
 	struct proto_msg ping = { .type = PROTO_PING,
 				  .ping = { .seq = 7, .sent_ns = 1234 } };
 	assert_int_equal(proto_encode(&ping, &enc, &enc_len), 0);
-	n = exchange(dealer, enc, enc_len, reply, sizeof(reply));
-	assert_true(n > 0);
-	assert_int_equal(proto_decode(reply, n, &m, NULL, 0), 0);
-	assert_int_equal(m->type, PROTO_ERROR);
-	assert_int_equal(m->error.code, ENOTCONN);
-	proto_msg_free(m);
+	expect_error(dealer, enc, enc_len, ENOTCONN);
 
 	/* a HELLO claiming another key than the connection's: EACCES */
 	len = pack_hello(buf, sizeof(buf), PROTO_VERSION, d.key);
-	n = exchange(dealer, buf, len, reply, sizeof(reply));
-	assert_true(n > 0);
-	assert_int_equal(proto_decode(reply, n, &m, NULL, 0), 0);
-	assert_int_equal(m->type, PROTO_ERROR);
-	assert_int_equal(m->error.code, EACCES);
-	proto_msg_free(m);
+	expect_error(dealer, buf, len, EACCES);
 
 	/* a good HELLO: its HELLO back, no longer incompatible */
 	len = pack_hello(buf, sizeof(buf), PROTO_VERSION, pub);
-	n = exchange(dealer, buf, len, reply, sizeof(reply));
-	assert_true(n > 0);
-	assert_int_equal(proto_decode(reply, n, &m, NULL, 0), 0);
+	m = ask(dealer, buf, len);
 	assert_int_equal(m->type, PROTO_HELLO);
 	assert_string_equal(m->hello.node, "d");
 	assert_string_equal(m->hello.pubkey, d.key);
@@ -340,10 +370,8 @@ static void test_bad_peer(void **state)
 	proto_msg_free(m);
 
 	/* PING: PONG with seq and timestamp echoed */
-	n = exchange(dealer, enc, enc_len, reply, sizeof(reply));
+	m = ask(dealer, enc, enc_len);
 	free(enc);
-	assert_true(n > 0);
-	assert_int_equal(proto_decode(reply, n, &m, NULL, 0), 0);
 	assert_int_equal(m->type, PROTO_PONG);
 	assert_int_equal(m->ping.seq, 7);
 	assert_int_equal(m->ping.sent_ns, 1234);
@@ -354,32 +382,7 @@ static void test_bad_peer(void **state)
 	assert_int_equal(jint(j, "peers[0].malformed"), 2);
 
 	zmq_close(dealer);
-
-	/* the control socket: garbage gets an error, odd envelopes nothing */
-	void *req = zmq_socket(ctx, ZMQ_REQ);
-	void *raw = zmq_socket(ctx, ZMQ_DEALER);
-	snprintf(ep, sizeof(ep), "ipc://%s", d.sock);
-	zmq_setsockopt(req, ZMQ_LINGER, &zero, sizeof(zero));
-	zmq_setsockopt(req, ZMQ_RCVTIMEO, &tmo, sizeof(tmo));
-	zmq_setsockopt(raw, ZMQ_LINGER, &zero, sizeof(zero));
-	assert_int_equal(zmq_connect(raw, ep), 0);
-	assert_int_equal(zmq_send(raw, "a", 1, ZMQ_SNDMORE), 1);
-	assert_int_equal(zmq_send(raw, "b", 1, ZMQ_SNDMORE), 1);
-	assert_int_equal(zmq_send(raw, "c", 1, ZMQ_SNDMORE), 1);
-	assert_int_equal(zmq_send(raw, "d", 1, 0), 1);
-	assert_int_equal(zmq_connect(req, ep), 0);
-	assert_int_equal(zmq_send(req, "\xc1", 1, 0), 1);
-	n = zmq_recv(req, reply, sizeof(reply) - 1, 0);
-	assert_true(n > 0);
-	reply[n] = '\0';
-	/* the strict decoder's reason (protocol/proto_ctl.c) */
-	assert_non_null(strstr(reply, "request: expected a map, got the "
-				      "invalid byte 0xc1"));
-	zmq_close(raw);
-	zmq_close(req);
-	assert_int_equal(ferry(&d, false, "status", out, err), 0);
-	assert_non_null(strstr(out, "node:        d"));
-
+	ctl_garbage(ctx, &d);
 	zmq_ctx_term(ctx);
 	kill(d.pid, SIGTERM);
 	assert_int_equal(node_wait(&d, 5), 0);

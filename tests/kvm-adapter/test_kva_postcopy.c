@@ -310,6 +310,61 @@ static void pc_end(struct pc_mig *m, struct pc_handler *h, int dst_status)
 }
 
 /*
+ * The incoming VM before its resume: a uffd, no state (nothing to run),
+ * bad blobs refused, then the state taken; a client that re-attaches
+ * gets the uffd again.
+ */
+static void pc_incoming(struct pc_mig *m)
+{
+	const struct kva_layout *ld = kva_client_layout(m->cd);
+
+	assert_int_equal(ld->state, KVA_VM_INCOMING);
+	assert_true(ld->uffd);
+	assert_true(ld->uffd_minor); /* this kernel offers MINOR on shmem */
+	assert_true(kva_client_uffd(m->cd) >= 0);
+	assert_true(ld->regions[0].uffd_base != 0);
+	assert_string_equal(ld->guest, "");
+	/* No state yet: nothing to run or to save. */
+	assert_int_equal(kva_client_resume(m->cd), -ENODATA);
+	bad_blobs(m->cd, m->blob, m->len);
+	assert_int_equal(kva_client_set_state(m->cd, m->blob, m->len), 0);
+	/* The source is not incoming: it takes no state. */
+	assert_int_equal(kva_client_set_state(m->cs, m->blob, m->len), -EBUSY);
+
+	/* A client that re-attaches gets the uffd again. */
+	kva_client_close(m->cd);
+	m->cd = vm_attach(&m->dst);
+	ld = kva_client_layout(m->cd);
+	assert_true(ld->state_set);
+	assert_int_equal(ld->state, KVA_VM_INCOMING);
+	assert_true(kva_client_uffd(m->cd) >= 0);
+}
+
+/*
+ * Pages pulled before the resume (a pre-copy round), every 4th of the
+ * working set: in the memfd but not mapped in ferry-vm, so the guest's
+ * first touch is a MINOR fault. The guest's parameters in *gp; returns
+ * how many pages.
+ */
+static uint64_t pc_precopy(struct pc_handler *h, struct kva_guest_params *gp)
+{
+	uint64_t k, precopied = 0;
+
+	assert_int_equal(pread(h->src_fd, gp, sizeof(*gp), KVA_PARAMS_GPA),
+			 sizeof(*gp));
+	for (k = gp->data_start / 4096;
+	     k < (gp->data_start + gp->workingset) / 4096; k += 4) {
+		uint8_t page[4096];
+
+		assert_int_equal(pread(h->src_fd, page, 4096, k * 4096), 4096);
+		assert_int_equal(pwrite(h->dst_fd, page, 4096, k * 4096), 4096);
+		fy_bit_set(h->placed, k);
+		precopied++;
+	}
+	return precopied;
+}
+
+/*
  * A tiny post-copy migration: pause the source, move its vCPU state into
  * an incoming VM, resume it with a quarter of its working set in place
  * and serve its faults from the source's memfd; later pull the rest in
@@ -320,51 +375,16 @@ static void pc_end(struct pc_mig *m, struct pc_handler *h, int dst_status)
 static void postcopy_verify(bool corrupt)
 {
 	struct pc_mig m;
-	const struct kva_layout *ld;
 	struct pc_handler h = { 0 };
 	struct kva_status sd;
 	struct kva_guest_params gp;
 	pthread_t thread;
-	uint64_t t0, k, precopied = 0;
+	uint64_t t0, precopied;
 
 	pc_begin(&m, corrupt ? "pcc" : "pc", "4M", 4, true, 2);
-	ld = kva_client_layout(m.cd);
-	assert_int_equal(ld->state, KVA_VM_INCOMING);
-	assert_true(ld->uffd);
-	assert_true(ld->uffd_minor); /* this kernel offers MINOR on shmem */
-	assert_true(kva_client_uffd(m.cd) >= 0);
-	assert_true(ld->regions[0].uffd_base != 0);
-	assert_string_equal(ld->guest, "");
-	/* No state yet: nothing to run or to save. */
-	assert_int_equal(kva_client_resume(m.cd), -ENODATA);
-	bad_blobs(m.cd, m.blob, m.len);
-	assert_int_equal(kva_client_set_state(m.cd, m.blob, m.len), 0);
-	/* The source is not incoming: it takes no state. */
-	assert_int_equal(kva_client_set_state(m.cs, m.blob, m.len), -EBUSY);
-
-	/* A client that re-attaches gets the uffd again. */
-	kva_client_close(m.cd);
-	m.cd = vm_attach(&m.dst);
-	ld = kva_client_layout(m.cd);
-	assert_true(ld->state_set);
-	assert_int_equal(ld->state, KVA_VM_INCOMING);
-	assert_true(kva_client_uffd(m.cd) >= 0);
+	pc_incoming(&m);
 	pc_handler_init(&h, &m);
-	/*
-	 * Pages pulled before the resume (a pre-copy round): in the memfd but
-	 * not mapped in ferry-vm, so the guest's first touch is a MINOR fault.
-	 */
-	assert_int_equal(pread(h.src_fd, &gp, sizeof(gp), KVA_PARAMS_GPA),
-			 sizeof(gp));
-	for (k = gp.data_start / 4096;
-	     k < (gp.data_start + gp.workingset) / 4096; k += 4) {
-		uint8_t page[4096];
-
-		assert_int_equal(pread(h.src_fd, page, 4096, k * 4096), 4096);
-		assert_int_equal(pwrite(h.dst_fd, page, 4096, k * 4096), 4096);
-		fy_bit_set(h.placed, k);
-		precopied++;
-	}
+	precopied = pc_precopy(&h, &gp);
 	/* Not a pre-copied page: it goes through the handler. */
 	if (corrupt)
 		h.corrupt = gp.data_start / 4096 + 101;

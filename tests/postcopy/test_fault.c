@@ -251,78 +251,91 @@ static struct fab_ep *connect_to(struct fab_domain *d, const struct holder *h)
 	return ep;
 }
 
-static void postcopy(enum pc_fault_mode mode, bool ahead)
-{
+/* One run of the test, phase by phase. */
+struct pc_run {
+	enum pc_fault_mode mode;
+	bool ahead;
 	struct vmproc src, dst;
 	struct kva_client *cs, *cd;
 	const struct kva_layout *ls, *ld;
-	struct kva_status st;
-	struct holder h1 = { 0 }, h2 = { 0 };
-	struct fab_opts fo = { .op_timeout_ms = 500 };
-	struct fab_opts po = { 0 };
+	struct holder h1, h2;
 	struct fab_domain *fdom, *pdom;
-	struct pc_fault_params fp = { 0 };
+	struct pc_fault_params fp;
 	struct pc_fault_stats fst;
 	struct pc_fault *fs;
-	struct puller pl = { 0 };
-	uint64_t *holes, *present, *placed = NULL, pages, k, nholes = 0, w1;
-	uint64_t t0, nahead = 0;
+	struct puller pl;
+	uint64_t *holes, *present, *placed, pages, nholes, w1;
+	uint64_t t0, nahead;
 	uint8_t *map;
 	void *blob;
 	size_t len;
 	int uffd;
+};
+
+/* Both VMs up; the source paused in pass 0, its holes found, a holder up. */
+static void src_pause(struct pc_run *r)
+{
+	struct kva_status st;
+	uint64_t k;
 
 	/* At most 20k pages/s, so that a pause lands inside pass 0. */
-	vm_spawn(&src, "src", "--mem", "32M", "--guest", "verify",
+	vm_spawn(&r->src, "src", "--mem", "32M", "--guest", "verify",
 		 "--workingset", "8M", "--stride", "32", "--rate", "20000",
 		 "--passes", "5", NULL);
-	vm_spawn(&dst, "dst", "--incoming", "--mem", "32M", "--vcpus", "1",
+	vm_spawn(&r->dst, "dst", "--incoming", "--mem", "32M", "--vcpus", "1",
 		 NULL);
-	cs = vm_attach(&src);
+	r->cs = vm_attach(&r->src);
 	/* Pause inside pass 0: the unwritten rest of the set is holes. */
 	do {
-		st = status(cs);
+		st = status(r->cs);
 		usleep(2000);
 	} while (st.progress.writes < 300);
-	assert_int_equal(kva_client_pause(cs), 0);
-	st = status(cs);
+	assert_int_equal(kva_client_pause(r->cs), 0);
+	st = status(r->cs);
 	assert_int_equal(st.progress.pass, 0);
-	assert_int_equal(kva_client_get_state(cs, &blob, &len), 0);
-	ls = kva_client_layout(cs);
-	pages = ls->pages;
-	holes = fy_bitmap_alloc(pages);
-	present = fy_bitmap_alloc(pages);
-	assert_non_null(holes);
-	assert_non_null(present);
-	for (k = 0; k < pages; k++) {
-		off_t d = lseek(ls->regions[0].memfd, k * 4096, SEEK_DATA);
+	assert_int_equal(kva_client_get_state(r->cs, &r->blob, &r->len), 0);
+	r->ls = kva_client_layout(r->cs);
+	r->pages = r->ls->pages;
+	r->holes = fy_bitmap_alloc(r->pages);
+	r->present = fy_bitmap_alloc(r->pages);
+	assert_non_null(r->holes);
+	assert_non_null(r->present);
+	for (k = 0; k < r->pages; k++) {
+		off_t d = lseek(r->ls->regions[0].memfd, k * 4096, SEEK_DATA);
 
 		if (d < 0 || (uint64_t)d >= (k + 1) * 4096) {
-			fy_bit_set(holes, k);
-			nholes++;
+			fy_bit_set(r->holes, k);
+			r->nholes++;
 		}
 	}
-	assert_true(nholes > 0 && nholes < pages);
-	holder_start(&h1, ls->regions[0].memfd, ls->regions[0].size);
+	assert_true(r->nholes > 0 && r->nholes < r->pages);
+	holder_start(&r->h1, r->ls->regions[0].memfd, r->ls->regions[0].size);
+}
 
-	cd = vm_attach(&dst);
-	ld = kva_client_layout(cd);
-	assert_int_equal(ld->pages, pages);
+/* The incoming VM with the state, some pages copied, some allocated ahead. */
+static void dst_prepare(struct pc_run *r)
+{
+	const struct kva_layout *ls = r->ls, *ld;
+	uint64_t k;
+
+	r->cd = vm_attach(&r->dst);
+	ld = r->ld = kva_client_layout(r->cd);
+	assert_int_equal(ld->pages, r->pages);
 	assert_true(ld->uffd && ld->uffd_minor);
-	assert_int_equal(kva_client_set_state(cd, blob, len), 0);
-	uffd = kva_client_uffd(cd);
-	map = mmap(NULL, ld->regions[0].size, PROT_READ | PROT_WRITE,
-		   MAP_SHARED, ld->regions[0].memfd, 0);
-	assert_true(map != MAP_FAILED);
+	assert_int_equal(kva_client_set_state(r->cd, r->blob, r->len), 0);
+	r->uffd = kva_client_uffd(r->cd);
+	r->map = mmap(NULL, ld->regions[0].size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED, ld->regions[0].memfd, 0);
+	assert_true(r->map != MAP_FAILED);
 
 	/*
 	 * A pre-copy round before the resume: every 4th data page is in the
 	 * memfd already, so the guest's first touch of it is a MINOR fault.
 	 */
-	for (k = 0; k < pages; k += 4) {
+	for (k = 0; k < r->pages; k += 4) {
 		uint8_t page[4096];
 
-		if (fy_bit_test(holes, k))
+		if (fy_bit_test(r->holes, k))
 			continue;
 		assert_int_equal(pread(ls->regions[0].memfd, page, 4096,
 				       k * 4096),
@@ -330,104 +343,133 @@ static void postcopy(enum pc_fault_mode mode, bool ahead)
 		assert_int_equal(pwrite(ld->regions[0].memfd, page, 4096,
 					k * 4096),
 				 4096);
-		fy_bit_set(present, k);
+		fy_bit_set(r->present, k);
 	}
 	/* allocated ahead: in the memfd, garbage, neither claimed nor placed */
-	if (ahead) {
+	if (r->ahead) {
 		uint8_t junk[4096];
 
-		placed = fy_bitmap_alloc(pages);
-		assert_non_null(placed);
-		memcpy(placed, present, (pages + 63) / 64 * 8);
+		r->placed = fy_bitmap_alloc(r->pages);
+		assert_non_null(r->placed);
+		memcpy(r->placed, r->present, (r->pages + 63) / 64 * 8);
 		memset(junk, 0xa5, sizeof(junk));
-		for (k = 1; k < pages; k += 4) {
-			if (fy_bit_test(holes, k))
+		for (k = 1; k < r->pages; k += 4) {
+			if (fy_bit_test(r->holes, k))
 				continue;
 			assert_int_equal(pwrite(ld->regions[0].memfd, junk,
 						4096, k * 4096),
 					 4096);
-			nahead++;
+			r->nahead++;
 		}
-		assert_true(nahead > 0);
+		assert_true(r->nahead > 0);
 	}
-	assert_int_equal(fab_domain_open(&fo, &fdom), 0);
-	fp.uffd = uffd;
-	fp.uffd_base = ld->regions[0].uffd_base;
-	fp.minor = ld->uffd_minor;
-	fp.map = map;
-	fp.pages = pages;
-	fp.dom = fdom;
-	fp.ep = connect_to(fdom, &h1);
-	fp.rkey = h1.info.rkey;
-	fp.holes = holes;
-	fp.present = present;
-	fp.placed = placed;
-	fp.mode = mode;
-	fp.spin_us = 0; /* the default: spin 200 us, then poll() */
-	fp.prepage_max = 32;
-	/* COPY also pre-pages by itself, between faults */
-	fp.prepage_self = mode == PC_FAULT_COPY;
-	assert_int_equal(pc_fault_open(&fp, &fs), 0);
+}
 
-	t0 = fy_now_ns();
-	assert_int_equal(kva_client_resume(cd), 0);
+/* pc_fault serving the incoming VM's RAM from the first holder. */
+static void fault_open(struct pc_run *r)
+{
+	struct fab_opts fo = { .op_timeout_ms = 500 };
+	struct pc_fault_params *fp = &r->fp;
+
+	assert_int_equal(fab_domain_open(&fo, &r->fdom), 0);
+	fp->uffd = r->uffd;
+	fp->uffd_base = r->ld->regions[0].uffd_base;
+	fp->minor = r->ld->uffd_minor;
+	fp->map = r->map;
+	fp->pages = r->pages;
+	fp->dom = r->fdom;
+	fp->ep = connect_to(r->fdom, &r->h1);
+	fp->rkey = r->h1.info.rkey;
+	fp->holes = r->holes;
+	fp->present = r->present;
+	fp->placed = r->placed;
+	fp->mode = r->mode;
+	fp->spin_us = 0; /* the default: spin 200 us, then poll() */
+	fp->prepage_max = 32;
+	/* COPY also pre-pages by itself, between faults */
+	fp->prepage_self = r->mode == PC_FAULT_COPY;
+	assert_int_equal(pc_fault_open(fp, &r->fs), 0);
+}
+
+/* Resume on faults alone; then the holder dies and the guest stops. */
+static void resume_and_stall(struct pc_run *r)
+{
+	struct pc_fault_stats fst;
+	struct kva_status st;
+
+	r->t0 = fy_now_ns();
+	assert_int_equal(kva_client_resume(r->cd), 0);
 	/* Faults only, until some pages came over the network. */
 	do {
-		pc_fault_stats(fs, &fst);
-		st = status(cd);
+		pc_fault_stats(r->fs, &fst);
+		st = status(r->cd);
 		assert_int_equal(st.progress.failed, 0);
 		usleep(2000);
 	} while (fst.served - fst.zero_pages < 40 &&
-		 fy_now_ns() - t0 < 10000000000ULL);
+		 fy_now_ns() - r->t0 < 10000000000ULL);
 	assert_true(fst.served - fst.zero_pages >= 40);
 
 	/* The holder dies: faults stall, the guest stops, nothing fails. */
-	holder_kill(&h1);
+	holder_kill(&r->h1);
 	do {
-		pc_fault_stats(fs, &fst);
+		pc_fault_stats(r->fs, &fst);
 		usleep(2000);
-	} while (!fst.stalled && fy_now_ns() - t0 < 20000000000ULL);
+	} while (!fst.stalled && fy_now_ns() - r->t0 < 20000000000ULL);
 	assert_true(fst.stalled);
 	usleep(100000);
-	w1 = status(cd).progress.writes;
+	r->w1 = status(r->cd).progress.writes;
 	usleep(400000);
-	st = status(cd);
-	assert_int_equal(st.progress.writes, w1);
+	st = status(r->cd);
+	assert_int_equal(st.progress.writes, r->w1);
 	assert_int_equal(st.progress.failed, 0);
 	assert_int_equal(st.progress.done, 0);
+}
+
+/* A second holder for the fault server and the puller; pull the rest. */
+static void hand_over(struct pc_run *r)
+{
+	struct fab_opts po = { 0 };
+	struct puller *pl = &r->pl;
+	struct kva_status st;
 
 	/* A new holder, same memory: the fault server and a puller use it. */
-	holder_start(&h2, ls->regions[0].memfd, ls->regions[0].size);
-	assert_int_equal(pc_fault_set_holder(fs, connect_to(fdom, &h2),
-					     &h2.info.rkey),
+	holder_start(&r->h2, r->ls->regions[0].memfd, r->ls->regions[0].size);
+	assert_int_equal(pc_fault_set_holder(r->fs, connect_to(r->fdom, &r->h2),
+					     &r->h2.info.rkey),
 			 0);
-	assert_int_equal(fab_domain_open(&po, &pdom), 0);
-	pl.fs = fs;
-	pl.dom = pdom;
-	pl.ep = connect_to(pdom, &h2);
-	pl.rkey = h2.info.rkey;
-	pl.buf = aligned_alloc(4096, 4096);
-	assert_non_null(pl.buf);
-	assert_int_equal(
-		fab_mr_reg(pdom, pl.buf, 4096, FAB_ACCESS_LOCAL, &pl.mr), 0);
-	pl.uffd = uffd;
-	pl.base = fp.uffd_base;
-	pl.pages = pages;
-	pl.holes = holes;
-	pl.present = present;
-	pl.placed = placed;
-	pl.map = map;
+	assert_int_equal(fab_domain_open(&po, &r->pdom), 0);
+	pl->fs = r->fs;
+	pl->dom = r->pdom;
+	pl->ep = connect_to(r->pdom, &r->h2);
+	pl->rkey = r->h2.info.rkey;
+	pl->buf = aligned_alloc(4096, 4096);
+	assert_non_null(pl->buf);
+	assert_int_equal(fab_mr_reg(r->pdom, pl->buf, 4096, FAB_ACCESS_LOCAL,
+				    &pl->mr),
+			 0);
+	pl->uffd = r->uffd;
+	pl->base = r->fp.uffd_base;
+	pl->pages = r->pages;
+	pl->holes = r->holes;
+	pl->present = r->present;
+	pl->placed = r->placed;
+	pl->map = r->map;
 	/* Let faults alone run a while, then the background pull. */
 	do {
-		st = status(cd);
+		st = status(r->cd);
 		usleep(2000);
-	} while (st.progress.writes < w1 + 500 && !st.progress.done &&
-		 fy_now_ns() - t0 < 30000000000ULL);
-	assert_true(st.progress.writes >= w1 + 500 || st.progress.done);
-	assert_int_equal(pthread_create(&pl.thread, NULL, puller_thread, &pl),
+	} while (st.progress.writes < r->w1 + 500 && !st.progress.done &&
+		 fy_now_ns() - r->t0 < 30000000000ULL);
+	assert_true(st.progress.writes >= r->w1 + 500 || st.progress.done);
+	assert_int_equal(pthread_create(&pl->thread, NULL, puller_thread, pl),
 			 0);
-	pthread_join(pl.thread, NULL);
-	assert_int_equal(pl.errors, 0);
+	pthread_join(pl->thread, NULL);
+	assert_int_equal(pl->errors, 0);
+}
+
+/* RAM_DONE once every page is placed; r->fst is pc_fault's last word. */
+static void ram_done(struct pc_run *r)
+{
 	/*
 	 * Every page is claimed now, not every page is placed: a page the
 	 * server claimed may still be on its way (after the stall, several
@@ -435,70 +477,98 @@ static void postcopy(enum pc_fault_mode mode, bool ahead)
 	 * as zeros. ferryd waits the same way (mig_post.c).
 	 */
 	do {
-		pc_fault_stats(fs, &fst);
+		pc_fault_stats(r->fs, &r->fst);
 		usleep(1000);
-	} while (fst.busy && fy_now_ns() - t0 < 40000000000ULL);
-	assert_int_equal(fst.busy, 0);
-	assert_int_equal(kva_client_ram_done(cd), 0);
-	pc_fault_stats(fs, &fst);
-	pc_fault_close(fs);
+	} while (r->fst.busy && fy_now_ns() - r->t0 < 40000000000ULL);
+	assert_int_equal(r->fst.busy, 0);
+	assert_int_equal(kva_client_ram_done(r->cd), 0);
+	pc_fault_stats(r->fs, &r->fst);
+	pc_fault_close(r->fs);
+}
+
+/* The guest finishes every pass; what pc_fault did is as it should be. */
+static void check_done(struct pc_run *r)
+{
+	const struct pc_fault_stats *fst = &r->fst;
+	struct kva_status st;
 
 	do {
-		st = status(cd);
+		st = status(r->cd);
 		usleep(10000);
 	} while (!st.progress.done && !st.progress.failed &&
-		 fy_now_ns() - t0 < 45000000000ULL);
-	print_message(
-		"post-copy (%s): %llu missing + %llu minor faults, "
-		"%llu zero pages (%llu holes), p50 %.1f us p99 %.1f us "
-		"max %.1f us, blocktime %.1f ms, %llu pre-page queued "
-		"(%llu taken, puller fetched %llu of them), window %u, "
-		"%llu pulled, %llu pre-paged by pc_fault, stall %.3f s (%llu), "
-		"pass %llu, %.1f s\n",
-		mode == PC_FAULT_COPY
-			? (ahead ? "copy, allocated ahead" : "copy")
-			: "continue",
-		(unsigned long long)fst.missing, (unsigned long long)fst.minor,
-		(unsigned long long)fst.zero_pages, (unsigned long long)nholes,
-		fst.p50_ns / 1e3, fst.p99_ns / 1e3, fst.max_ns / 1e3,
-		fst.blocktime_ns / 1e6, (unsigned long long)fst.prepage_queued,
-		(unsigned long long)fst.prepage_taken,
-		(unsigned long long)pl.prepaged, fst.window,
-		(unsigned long long)pl.pulled, (unsigned long long)fst.prepaged,
-		fst.stall_ns / 1e9, (unsigned long long)fst.stalls,
-		(unsigned long long)st.progress.pass, (fy_now_ns() - t0) / 1e9);
+		 fy_now_ns() - r->t0 < 45000000000ULL);
+	print_message("post-copy (%s): %llu missing + %llu minor faults, "
+		      "%llu zero pages (%llu holes), p50 %.1f us p99 %.1f us "
+		      "max %.1f us, blocktime %.1f ms, %llu pre-page queued "
+		      "(%llu taken, puller fetched %llu of them), window %u, "
+		      "%llu pulled, %llu pre-paged by pc_fault, "
+		      "stall %.3f s (%llu), pass %llu, %.1f s\n",
+		      r->mode == PC_FAULT_COPY
+			      ? (r->ahead ? "copy, allocated ahead" : "copy")
+			      : "continue",
+		      (unsigned long long)fst->missing,
+		      (unsigned long long)fst->minor,
+		      (unsigned long long)fst->zero_pages,
+		      (unsigned long long)r->nholes, fst->p50_ns / 1e3,
+		      fst->p99_ns / 1e3, fst->max_ns / 1e3,
+		      fst->blocktime_ns / 1e6,
+		      (unsigned long long)fst->prepage_queued,
+		      (unsigned long long)fst->prepage_taken,
+		      (unsigned long long)r->pl.prepaged, fst->window,
+		      (unsigned long long)r->pl.pulled,
+		      (unsigned long long)fst->prepaged, fst->stall_ns / 1e9,
+		      (unsigned long long)fst->stalls,
+		      (unsigned long long)st.progress.pass,
+		      (fy_now_ns() - r->t0) / 1e9);
 	assert_int_equal(st.progress.failed, 0);
 	assert_int_equal(st.progress.done, 1);
 	assert_int_equal(st.progress.pass, 5);
-	assert_true(fst.missing > 0);
-	assert_true(fst.minor > 0);
-	assert_true(fst.served > 0);
-	assert_true(fst.zero_pages > 0);
-	assert_true(fst.zero_pages <= nholes);
-	assert_true(fst.p50_ns > 0 && fst.p50_ns <= fst.p99_ns &&
-		    fst.p99_ns <= fst.max_ns);
-	assert_true(fst.blocktime_ns > 0);
-	assert_true(fst.stalls >= 1);
-	assert_true(fst.stall_ns >= 400000000ULL);
-	assert_int_equal(fst.holder_swaps, 1);
-	assert_true(fst.prepage_queued > 0);
-	if (fp.prepage_self)
-		assert_true(fst.prepaged > 0);
+	assert_true(fst->missing > 0);
+	assert_true(fst->minor > 0);
+	assert_true(fst->served > 0);
+	assert_true(fst->zero_pages > 0);
+	assert_true(fst->zero_pages <= r->nholes);
+	assert_true(fst->p50_ns > 0 && fst->p50_ns <= fst->p99_ns &&
+		    fst->p99_ns <= fst->max_ns);
+	assert_true(fst->blocktime_ns > 0);
+	assert_true(fst->stalls >= 1);
+	assert_true(fst->stall_ns >= 400000000ULL);
+	assert_int_equal(fst->holder_swaps, 1);
+	assert_true(fst->prepage_queued > 0);
+	if (r->fp.prepage_self)
+		assert_true(fst->prepaged > 0);
 	else
-		assert_int_equal(fst.prepaged, 0);
+		assert_int_equal(fst->prepaged, 0);
+}
 
-	fab_mr_dereg(pl.mr);
-	fab_domain_close(pdom);
-	free(pl.buf);
-	fab_domain_close(fdom);
-	munmap(map, ld->regions[0].size);
-	holder_kill(&h2);
-	vm_exit(&dst, cd, 0);
-	vm_exit(&src, cs, 0);
-	free(holes);
-	free(present);
-	free(placed);
-	free(blob);
+static void run_close(struct pc_run *r)
+{
+	fab_mr_dereg(r->pl.mr);
+	fab_domain_close(r->pdom);
+	free(r->pl.buf);
+	fab_domain_close(r->fdom);
+	munmap(r->map, r->ld->regions[0].size);
+	holder_kill(&r->h2);
+	vm_exit(&r->dst, r->cd, 0);
+	vm_exit(&r->src, r->cs, 0);
+	free(r->holes);
+	free(r->present);
+	free(r->placed);
+	free(r->blob);
+}
+
+static void postcopy(enum pc_fault_mode mode, bool ahead)
+{
+	struct pc_run r = { .mode = mode, .ahead = ahead };
+
+	src_pause(&r);
+	dst_prepare(&r);
+	fault_open(&r);
+	resume_and_stall(&r);
+	hand_over(&r);
+	ram_done(&r);
+	check_done(&r);
+	run_close(&r);
 }
 
 static void test_fault_continue(void **state)

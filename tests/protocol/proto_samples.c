@@ -276,6 +276,50 @@ static bool eq_holder_map(const struct proto_holder_map *a,
 	return true;
 }
 
+static bool eq_prepare(const struct proto_migrate_prepare *a,
+		       const struct proto_migrate_prepare *b, char *why,
+		       size_t whylen)
+{
+	DIFF(a->mig != b->mig, "mig");
+	DIFF(strcmp(a->vm, b->vm), "vm");
+	DIFF(strcmp(a->mode, b->mode), "mode");
+	DIFF(a->page_size != b->page_size, "page_size");
+	DIFF(a->vcpus != b->vcpus, "vcpus");
+	DIFF(strcmp(a->accel, b->accel), "accel");
+	DIFF(a->nregions != b->nregions, "nregions");
+	for (size_t i = 0; i < a->nregions; i++)
+		DIFF(a->regions[i].id != b->regions[i].id ||
+			     a->regions[i].pages != b->regions[i].pages,
+		     "region %zu", i);
+	return true;
+}
+
+static bool eq_dirty(const struct proto_dirty_set *a,
+		     const struct proto_dirty_set *b, char *why, size_t whylen)
+{
+	DIFF(a->mig != b->mig, "mig");
+	DIFF(a->gen != b->gen, "gen");
+	DIFF(a->region != b->region, "region");
+	DIFF(a->nruns != b->nruns, "nruns");
+	for (size_t i = 0; i < a->nruns; i++)
+		DIFF(a->runs[i].start != b->runs[i].start ||
+			     a->runs[i].len != b->runs[i].len,
+		     "run %zu", i);
+	return true;
+}
+
+static bool eq_progress(const struct proto_progress *a,
+			const struct proto_progress *b, char *why,
+			size_t whylen)
+{
+	DIFF(a->mig != b->mig, "mig");
+	DIFF(a->round != b->round, "round");
+	DIFF(a->pages_valid != b->pages_valid, "pages_valid");
+	DIFF(a->pages_total != b->pages_total, "pages_total");
+	DIFF(a->bytes != b->bytes, "bytes");
+	return true;
+}
+
 bool proto_msg_eq(const struct proto_msg *a, const struct proto_msg *b,
 		  char *why, size_t whylen)
 {
@@ -300,42 +344,11 @@ bool proto_msg_eq(const struct proto_msg *a, const struct proto_msg *b,
 		return eq_holder_map(&a->holder_map, &b->holder_map, why,
 				     whylen);
 	case PROTO_MIGRATE_PREPARE:
-		DIFF(a->prepare.mig != b->prepare.mig, "mig");
-		DIFF(strcmp(a->prepare.vm, b->prepare.vm), "vm");
-		DIFF(strcmp(a->prepare.mode, b->prepare.mode), "mode");
-		DIFF(a->prepare.page_size != b->prepare.page_size, "page_size");
-		DIFF(a->prepare.vcpus != b->prepare.vcpus, "vcpus");
-		DIFF(strcmp(a->prepare.accel, b->prepare.accel), "accel");
-		DIFF(a->prepare.nregions != b->prepare.nregions, "nregions");
-		for (size_t i = 0; i < a->prepare.nregions; i++)
-			DIFF(a->prepare.regions[i].id !=
-					     b->prepare.regions[i].id ||
-				     a->prepare.regions[i].pages !=
-					     b->prepare.regions[i].pages,
-			     "region %zu", i);
-		return true;
+		return eq_prepare(&a->prepare, &b->prepare, why, whylen);
 	case PROTO_DIRTY_SET:
-		DIFF(a->dirty.mig != b->dirty.mig, "mig");
-		DIFF(a->dirty.gen != b->dirty.gen, "gen");
-		DIFF(a->dirty.region != b->dirty.region, "region");
-		DIFF(a->dirty.nruns != b->dirty.nruns, "nruns");
-		for (size_t i = 0; i < a->dirty.nruns; i++)
-			DIFF(a->dirty.runs[i].start != b->dirty.runs[i].start ||
-				     a->dirty.runs[i].len !=
-					     b->dirty.runs[i].len,
-			     "run %zu", i);
-		return true;
+		return eq_dirty(&a->dirty, &b->dirty, why, whylen);
 	case PROTO_PROGRESS:
-		DIFF(a->progress.mig != b->progress.mig, "mig");
-		DIFF(a->progress.round != b->progress.round, "round");
-		DIFF(a->progress.pages_valid != b->progress.pages_valid, "pages"
-									 "_vali"
-									 "d");
-		DIFF(a->progress.pages_total != b->progress.pages_total, "pages"
-									 "_tota"
-									 "l");
-		DIFF(a->progress.bytes != b->progress.bytes, "bytes");
-		return true;
+		return eq_progress(&a->progress, &b->progress, why, whylen);
 	case PROTO_STATE:
 		DIFF(a->state.mig != b->state.mig, "mig");
 		DIFF(a->state.len != b->state.len, "len");
