@@ -5,9 +5,9 @@
 #include "migration/mig_int.h"
 
 /*
- * The destination: its puller thread (mig_dst.c) and primitives
- * (mig_dst_io.c), post-copy (mig_post.c), checksums (mig_csum.c) and its
- * control-thread side (mig_dst_ctl.c).
+ * The destination: its puller thread (mig_dst.c), its inbox
+ * (mig_dst_inbox.c) and primitives (mig_dst_io.c), post-copy (mig_post.c),
+ * checksums (mig_csum.c) and its control-thread side (mig_dst_ctl.c).
  */
 
 /* Log about the destination thread d: "ID (VM from PEER): ..." */
@@ -18,7 +18,7 @@
 	pr_info("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
 		##__VA_ARGS__)
 
-/* mig_dst.c, mig_dst_ctl.c: the destination's puller thread */
+/* mig_dst*.c: the destination's puller thread */
 
 #define MIG_WINDOW 32 /* reads in flight */
 /* What a source may have queued at a destination's thread at once. */
@@ -118,6 +118,11 @@ struct mig_dst {
 
 /* The thread's body (arg: its struct mig_dst). */
 void *mig_dst_thread(void *arg);
+/*
+ * mig_dst_inbox.c. Thread: take the source's messages queued so far, in
+ * order, and free them; 0, or -1 once d fails (a message, or a stop).
+ */
+int mig_dst_drain(struct mig_dst *d);
 /* Thread: queue msg (taken) for the source. */
 void mig_dst_out(struct mig_dst *d, struct proto_msg *msg);
 /*
