@@ -2,7 +2,8 @@
 /*
  * The destination's puller thread seen from the control thread: start it,
  * hand it the source's messages, take back what it has to send and its
- * counters, stop it, join it. The thread itself is mig_dst.c.
+ * counters, stop it, join it. The thread itself is mig_dst.c, which
+ * takes those messages in mig_dst_inbox.c.
  */
 #include <errno.h>
 #include <inttypes.h>
