@@ -16,6 +16,7 @@
  *          SWITCHOVER      the last DIRTY_SET came: finish when all pulled
  *          STATE           the vCPU blob
  *          ABORT / ERROR   give up
+ *          (mig_dst_inbox.c takes them)
  *   pull   up to WINDOW one-sided reads in flight, each a run of needed
  *          pages of at most RUN_MAX pages, straight into the VM's memfd
  *          (ferryd's own mapping, registered for local access)
@@ -198,230 +199,6 @@ static void send_progress(struct mig_dst *d)
 	mig_dst_out(d, p);
 	d->last_progress_ns = fy_now_ns();
 	d->progress_dirty = false;
-}
-
-/* One message of the source. Returns -1 to give up. */
-static int take(struct mig_dst *d, struct proto_msg *msg)
-{
-	switch (msg->type) {
-	case PROTO_HOLDER_MAP: {
-		const struct proto_holder_map *h = &msg->holder_map;
-		struct fab_addr a = { .len = h->addr_len };
-		int ret;
-
-		if (h->nregions != 1 ||
-		    h->regions[0].len != d->pages * FY_PAGE_SIZE)
-			return mig_dst_fail(d, "source's holder map does "
-					       "not match");
-		memcpy(a.bytes, h->addr, h->addr_len);
-		d->src_addr = a;
-		d->rk.addr = h->regions[0].base;
-		d->rk.key = h->regions[0].key;
-		d->rk.len = h->regions[0].len;
-		if (mig_dst_has(d, MIG_SM_RUNS)) {
-			/* the source's ferryd came back */
-			mig_post_holder(d);
-			return 0;
-		}
-		if (d->ep)
-			return mig_dst_fail(d, "a second HOLDER_MAP");
-		ret = fab_ep_connect(d->n->fab, &a, &d->ep);
-		if (ret)
-			return mig_dst_fail(d,
-					    "cannot reach the source's "
-					    "fabric address: %s",
-					    strerror(-ret));
-		/* post-copy's endpoints now, not in the downtime */
-		ret = d->mode != PROTO_MODE_PRECOPY ? mig_post_prepare(d) : 0;
-		if (ret)
-			return mig_dst_fail(d, "cannot prepare post-copy: %s",
-					    strerror(-ret));
-		if (mig_dst_to(d, MIG_DST_PRECOPY, "HOLDER_MAP"))
-			return mig_dst_fail(d, "unexpected HOLDER_MAP");
-		return 0;
-	}
-	case PROTO_DIRTY_SET: {
-		const struct proto_dirty_set *ds = &msg->dirty;
-		uint64_t added = 0;
-
-		if (!d->ep)
-			return mig_dst_fail(d, "DIRTY_SET before the "
-					       "source's holder "
-					       "map");
-		if (ds->region != 0)
-			return mig_dst_fail(d, "DIRTY_SET for region %u",
-					    ds->region);
-		for (size_t i = 0; i < ds->nruns; i++) {
-			const struct fy_run *r = &ds->runs[i];
-
-			if (r->start + r->len > d->pages)
-				return mig_dst_fail(d, "DIRTY_SET past the "
-						       "end of RAM");
-			for (uint64_t p = r->start; p < r->start + r->len;
-			     p++) {
-				if (!fy_bit_test(d->need, p)) {
-					fy_bit_set(d->need, p);
-					added++;
-				}
-				if (d->seen)
-					fy_bit_set(d->seen, p);
-			}
-		}
-		if (!mig_dst_has(d, MIG_SM_PC)) /* post-copy punches them out */
-			pc_pop_add(d->pop, ds->runs, ds->nruns);
-		pthread_mutex_lock(&d->lock);
-		if (ds->gen != d->gen && d->pages_pulled)
-			d->round++;
-		d->gen = ds->gen;
-		d->pending += added;
-		d->pages_valid = d->pages - d->pending;
-		pthread_mutex_unlock(&d->lock);
-		d->progress_dirty = true;
-		mig_dst_round_fault(d->round);
-		return 0;
-	}
-	case PROTO_DELTA_SET: {
-		const struct proto_delta_set *ds = &msg->delta;
-		int ret;
-
-		if (!d->ep || d->djob || ds->region != 0 ||
-		    ds->pages > d->pages ||
-		    ds->len > ds->pages * (FY_PAGE_SIZE + 16))
-			return mig_dst_fail(d, "unexpected DELTA_SET");
-		d->dbuf = mmap(NULL, ds->len, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (d->dbuf == MAP_FAILED) {
-			d->dbuf = NULL;
-			return mig_dst_fail(d, "out of memory for a "
-					       "DELTA_SET");
-		}
-		d->djob = true;
-		d->dlen = ds->len;
-		d->dposted = d->ddone = 0;
-		d->dpages = ds->pages;
-		d->drk.addr = ds->base;
-		d->drk.len = ds->len;
-		d->drk.key = ds->key;
-		ret = fab_mr_reg(d->n->fab, d->dbuf, d->dlen, FAB_ACCESS_LOCAL,
-				 &d->dmr);
-		if (ret)
-			return mig_dst_fail(d,
-					    "cannot register a DELTA_SET "
-					    "buffer: %s",
-					    strerror(-ret));
-		pthread_mutex_lock(&d->lock);
-		if (ds->gen != d->gen && d->pages_pulled)
-			d->round++;
-		d->gen = ds->gen;
-		d->pending += ds->pages;
-		d->pages_valid = d->pages - d->pending;
-		pthread_mutex_unlock(&d->lock);
-		d->progress_dirty = true;
-		mig_dst_round_fault(d->round);
-		return 0;
-	}
-	case PROTO_VERIFY: {
-		const struct proto_verify *v = &msg->verify;
-		uint64_t n = v->len / 8;
-
-		if (v->region != 0 || v->start + n > d->pages)
-			return mig_dst_fail(d, "VERIFY outside guest RAM");
-		if (!d->csums)
-			d->csums = calloc(d->pages, 8);
-		if (!d->csums)
-			return mig_dst_fail(d, "out of memory");
-		if (d->nvq == ARRAY_SIZE(d->vq))
-			return mig_dst_fail(d, "VERIFY: too many chunks at "
-					       "once");
-		memcpy(d->csums + v->start, v->csums, v->len);
-		d->csums_got += n;
-		d->vq[d->nvq].start = v->start;
-		d->vq[d->nvq++].len = n;
-		return 0;
-	}
-	case PROTO_POSTCOPY:
-		if (!d->seen ||
-		    mig_dst_to(d, MIG_DST_PC_SWITCHOVER, "POSTCOPY"))
-			return mig_dst_fail(d, "unexpected POSTCOPY");
-		dst_info(d,
-			 "switchover to post-copy: %" PRIu64 " pages still "
-			 "to fetch",
-			 d->pending);
-		return 0;
-	case PROTO_SWITCHOVER:
-		if (mig_dst_to(d, MIG_DST_SWITCHOVER, "SWITCHOVER"))
-			return mig_dst_fail(d, "unexpected SWITCHOVER");
-		dst_info(d, "switchover: %" PRIu64 " pages still to pull",
-			 d->pending);
-		return 0;
-	case PROTO_RESUME:
-		if (!d->ready_ns)
-			return mig_dst_fail(d, "RESUME before READY");
-		d->resume = true;
-		return 0;
-	case PROTO_STATE:
-		if (d->blob || d->t_ready)
-			return mig_dst_fail(d, "a second STATE");
-		d->blob = msg->state.blob;
-		d->blob_len = msg->state.len;
-		msg->state.blob = NULL; /* ours now */
-		msg->state.len = 0;
-		return 0;
-	case PROTO_ABORT:
-		if (mig_dst_has(d, MIG_SM_RUNS)) {
-			dst_err(d,
-				"ABORT after the VM resumed here, ignored: %s",
-				msg->abort.reason);
-			return 0;
-		}
-		d->quiet_abort = true;
-		return mig_dst_fail(d, "the source aborted: %s",
-				    msg->abort.reason);
-	case PROTO_ERROR:
-		if (mig_dst_has(d, MIG_SM_RUNS)) {
-			dst_err(d, "ERROR after the VM resumed here: %s",
-				msg->error.text);
-			return 0;
-		}
-		d->quiet_abort = true;
-		return mig_dst_fail(d, "the source sent ERROR %d: %s",
-				    msg->error.code, msg->error.text);
-	default:
-		return mig_dst_fail(d, "unexpected %s",
-				    proto_type_name(msg->type));
-	}
-}
-
-static int drain_inbox(struct mig_dst *d)
-{
-	struct mig_qmsg *q, *next;
-	int ret = 0;
-
-	char why[sizeof(d->stop_reason)];
-
-	pthread_mutex_lock(&d->lock);
-	q = d->in;
-	d->in = NULL;
-	d->in_tail = &d->in;
-	d->in_n = 0;
-	d->in_bytes = 0;
-	/* once the VM runs here only a shutdown stops the thread */
-	ret = d->stop && (!mig_sm_has(false, d->sm->state, MIG_SM_RUNS) ||
-			  d->stop_always)
-		      ? -1
-		      : 0;
-	memcpy(why, d->stop_reason, sizeof(why));
-	pthread_mutex_unlock(&d->lock);
-	if (ret)
-		mig_dst_fail(d, "%s", why);
-	for (; q; q = next) {
-		next = q->next;
-		if (!ret)
-			ret = take(d, q->m);
-		proto_msg_free(q->m);
-		free(q);
-	}
-	return ret;
 }
 
 static struct mig_slot *free_slot(struct mig_dst *d)
@@ -762,11 +539,32 @@ static void cleanup(struct mig_dst *d, bool ok)
 		mig_vm_unlink_sock(d->n, d->vm);
 }
 
+/* The thread failed: log why and, unless the source ended it, ABORT. */
+static void give_up(struct mig_dst *d)
+{
+	struct proto_msg *a;
+
+	pthread_mutex_lock(&d->lock);
+	if (!d->reason[0])
+		snprintf(d->reason, sizeof(d->reason), "%s",
+			 d->stop_reason[0] ? d->stop_reason : "stopped");
+	pthread_mutex_unlock(&d->lock);
+	dst_err(d, "failed: %s", d->reason);
+	if (d->quiet_abort)
+		return;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return;
+	a->type = PROTO_ABORT;
+	a->abort.mig = d->id;
+	snprintf(a->abort.reason, sizeof(a->abort.reason), "%s", d->reason);
+	mig_dst_out(d, a);
+}
+
 void *mig_dst_thread(void *arg)
 {
 	struct mig_dst *d = arg;
 	uint64_t last_child = 0;
-	struct proto_msg *a;
 	bool ok = false;
 
 	if (setup(d))
@@ -776,7 +574,7 @@ void *mig_dst_thread(void *arg)
 		struct pollfd pfd = { .fd = d->efd, .events = POLLIN };
 		uint64_t v;
 
-		if (drain_inbox(d))
+		if (mig_dst_drain(d))
 			break;
 		if (mig_dst_has(d, MIG_SM_RUNS)) {
 			int r = mig_post_step(d);
@@ -838,26 +636,8 @@ void *mig_dst_thread(void *arg)
 		}
 	}
 out:
-	if (!ok) {
-		pthread_mutex_lock(&d->lock);
-		if (!d->reason[0])
-			snprintf(d->reason, sizeof(d->reason), "%s",
-				 d->stop_reason[0] ? d->stop_reason
-						   : "stopped");
-		pthread_mutex_unlock(&d->lock);
-		dst_err(d, "failed: %s", d->reason);
-		if (!d->quiet_abort) {
-			a = calloc(1, sizeof(*a));
-			if (a) {
-				a->type = PROTO_ABORT;
-				a->abort.mig = d->id;
-				snprintf(a->abort.reason,
-					 sizeof(a->abort.reason), "%s",
-					 d->reason);
-				mig_dst_out(d, a);
-			}
-		}
-	}
+	if (!ok)
+		give_up(d);
 	cleanup(d, ok);
 	if (!ok)
 		mig_dst_to(d, MIG_DST_FAILED, d->reason);

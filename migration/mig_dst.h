@@ -5,9 +5,9 @@
 #include "migration/mig_int.h"
 
 /*
- * The destination: its puller thread (mig_dst.c) and primitives
- * (mig_dst_io.c), post-copy (mig_post.c), checksums (mig_csum.c) and its
- * control-thread side (mig_dst_ctl.c).
+ * The destination: its puller thread (mig_dst.c), its inbox
+ * (mig_dst_inbox.c) and primitives (mig_dst_io.c), post-copy (mig_post*.c),
+ * checksums (mig_csum.c) and its control-thread side (mig_dst_ctl.c).
  */
 
 /* Log about the destination thread d: "ID (VM from PEER): ..." */
@@ -18,7 +18,7 @@
 	pr_info("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
 		##__VA_ARGS__)
 
-/* mig_dst.c, mig_dst_ctl.c: the destination's puller thread */
+/* mig_dst*.c: the destination's puller thread */
 
 #define MIG_WINDOW 32 /* reads in flight */
 /* What a source may have queued at a destination's thread at once. */
@@ -110,7 +110,7 @@ struct mig_dst {
 	uint64_t last_progress_ns;
 	bool progress_dirty;
 	bool quiet_abort; /* the source ended it: no ABORT back */
-	/* post-copy (mig_post.c) */
+	/* post-copy (mig_post*.c) */
 	struct fab_addr src_addr; /* the holder: the source */
 	uint64_t *seen; /* pages ever announced; the others are holes */
 	struct nd_post *post;
@@ -118,6 +118,11 @@ struct mig_dst {
 
 /* The thread's body (arg: its struct mig_dst). */
 void *mig_dst_thread(void *arg);
+/*
+ * mig_dst_inbox.c. Thread: take the source's messages queued so far, in
+ * order, and free them; 0, or -1 once d fails (a message, or a stop).
+ */
+int mig_dst_drain(struct mig_dst *d);
 /* Thread: queue msg (taken) for the source. */
 void mig_dst_out(struct mig_dst *d, struct proto_msg *msg);
 /*
@@ -135,30 +140,27 @@ int mig_dst_fail(struct mig_dst *d, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /*
- * mig_post.c, the destination's post-copy. Prepare (with the source's
+ * mig_post_begin.c, the destination's post-copy. Prepare (with the source's
  * holder map, while nothing waits): the fault server's domain, endpoint
  * and our staging buffer. 0 or -errno.
  */
 int mig_post_prepare(struct mig_dst *d);
 /*
- * All pre-copy reads are in
- * and STATE came; start the fault server, load the state, resume the VM
- * here. 0, or -1 (failed before the VM ran: the source resumes it).
+ * All pre-copy reads are in and STATE came: start the fault server, load
+ * the state, resume the VM here. 0, or -1 (failed before the VM ran: the
+ * source resumes it).
  */
 int mig_post_begin(struct mig_dst *d);
+/* Stop the fault server and free what post-copy made; the VM runs on. */
+void mig_post_end(struct mig_dst *d);
 /*
- * One turn of the background puller, waiting up to 1 ms: 0 while pages
- * are missing, 1 once every page is here and the uffd is released, -1 when
- * the VM is gone.
+ * mig_post.c. One turn of the background puller, waiting up to 1 ms: 0
+ * while pages are missing, 1 once every page is here and the uffd is
+ * released, -1 when the VM is gone.
  */
 int mig_post_step(struct mig_dst *d);
 /* A new address or key of the holder (its ferryd restarted). */
 void mig_post_holder(struct mig_dst *d);
-/* Stop the fault server and free what post-copy made; the VM runs on. */
-void mig_post_end(struct mig_dst *d);
-/* The fault server's figures as PC_STATS (mig left 0). */
-void mig_pc_stats_from(struct proto_pc_stats *o, const struct pc_fault_stats *s,
-		       uint64_t duration_ns);
 
 /* Wake the side polling eventfd fd. */
 void mig_kick(int fd);

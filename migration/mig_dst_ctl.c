@@ -2,7 +2,8 @@
 /*
  * The destination's puller thread seen from the control thread: start it,
  * hand it the source's messages, take back what it has to send and its
- * counters, stop it, join it. The thread itself is mig_dst.c.
+ * counters, stop it, join it. The thread itself is mig_dst.c, which
+ * takes those messages in mig_dst_inbox.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -96,6 +97,62 @@ static bool prepare_allowed(struct mig_peer *p)
 	return true;
 }
 
+/*
+ * Why MIGRATE_PREPARE pp of peer p is refused (rate, ids, mode,
+ * accelerator, names, one incoming VM at a time): an errno, with its text
+ * in text, or 0.
+ */
+static int prepare_refusal(struct mig_env *n, struct mig_peer *p,
+			   const struct proto_migrate_prepare *pp, char *text,
+			   size_t len)
+{
+	int code = 0;
+
+	if (!prepare_allowed(p)) {
+		code = EAGAIN;
+		snprintf(text, len,
+			 "more than %u MIGRATE_PREPAREs in %u s; try again "
+			 "later",
+			 MIG_PREPARE_BURST,
+			 MIG_PREPARE_BURST * MIG_PREPARE_EVERY_S);
+	} else if (mig_find(n, pp->mig, false, p)) {
+		code = EEXIST;
+		snprintf(text, len, "migration %" PRIu64 " is known here",
+			 pp->mig);
+	} else if (pp->nregions != 1 || pp->page_size != FY_PAGE_SIZE) {
+		/* the decoder checked the mode */
+		code = ENOTSUP;
+		snprintf(text, len, "only one region of 4 KiB pages");
+	} else if (!strcmp(pp->accel, "user") && !p->accept_user_vms) {
+		/* its guest code would run natively in our ferry-vm */
+		code = EPERM;
+		snprintf(text, len,
+			 "%s does not accept VMs of the user accelerator from "
+			 "%s (accept_user_vms in its [peer %s])",
+			 n->cfg.name, p->name, p->name);
+	} else if (!strcmp(pp->accel, "kvm") &&
+		   access("/dev/kvm", R_OK | W_OK)) {
+		/* ferry-vm --accel kvm would fail here: say why, up front */
+		code = ENODEV;
+		snprintf(text, len,
+			 "%s has no usable /dev/kvm: it can receive only VMs "
+			 "of the user accelerator",
+			 n->cfg.name);
+	} else if (mig_vm_find(n, pp->vm, false)) {
+		code = EEXIST;
+		snprintf(text, len, "a VM called %s exists on %s", pp->vm,
+			 n->cfg.name);
+	} else {
+		for (int i = 0; i < MIG_MAX; i++)
+			if (n->migs[i] && n->migs[i]->dst)
+				code = EBUSY;
+		if (code)
+			snprintf(text, len, "%s already receives a VM",
+				 n->cfg.name);
+	}
+	return code;
+}
+
 /* Destination: MIGRATE_PREPARE arrives. */
 void mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 		     struct proto_msg *msg)
@@ -104,52 +161,10 @@ void mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 	struct proto_msg e = { .type = PROTO_ERROR };
 	struct mig_vm *vm;
 	struct mig *m;
-	int code = 0;
+	int code;
 
 	e.error.mig = pp->mig;
-	if (!prepare_allowed(p)) {
-		code = EAGAIN;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "more than %u MIGRATE_PREPAREs in %u s; try again "
-			 "later",
-			 MIG_PREPARE_BURST,
-			 MIG_PREPARE_BURST * MIG_PREPARE_EVERY_S);
-	} else if (mig_find(n, pp->mig, false, p)) {
-		code = EEXIST;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "migration %" PRIu64 " is known here", pp->mig);
-	} else if (pp->nregions != 1 || pp->page_size != FY_PAGE_SIZE) {
-		/* the decoder checked the mode */
-		code = ENOTSUP;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "only one region of 4 KiB pages");
-	} else if (!strcmp(pp->accel, "user") && !p->accept_user_vms) {
-		/* its guest code would run natively in our ferry-vm */
-		code = EPERM;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "%s does not accept VMs of the user accelerator from "
-			 "%s (accept_user_vms in its [peer %s])",
-			 n->cfg.name, p->name, p->name);
-	} else if (!strcmp(pp->accel, "kvm") &&
-		   access("/dev/kvm", R_OK | W_OK)) {
-		/* ferry-vm --accel kvm would fail here: say why, up front */
-		code = ENODEV;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "%s has no usable /dev/kvm: it can receive only VMs "
-			 "of the user accelerator",
-			 n->cfg.name);
-	} else if ((vm = mig_vm_find(n, pp->vm, false))) {
-		code = EEXIST;
-		snprintf(e.error.text, sizeof(e.error.text),
-			 "a VM called %s exists on %s", pp->vm, n->cfg.name);
-	} else {
-		for (int i = 0; i < MIG_MAX; i++)
-			if (n->migs[i] && n->migs[i]->dst)
-				code = EBUSY;
-		if (code)
-			snprintf(e.error.text, sizeof(e.error.text),
-				 "%s already receives a VM", n->cfg.name);
-	}
+	code = prepare_refusal(n, p, pp, e.error.text, sizeof(e.error.text));
 	if (!code && !(m = mig_new(n, false))) {
 		code = ENOSPC;
 		snprintf(e.error.text, sizeof(e.error.text),

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
- * The destination thread's primitives, for its engine (mig_dst.c),
- * post-copy (mig_post.c) and checksums (mig_csum.c): its transition
- * function, its first reason to fail, and the messages it queues for the
- * source.
+ * The destination thread's primitives, for its engine (mig_dst.c and
+ * its inbox, mig_dst_inbox.c), post-copy (mig_post*.c) and checksums
+ * (mig_csum.c): its transition function, its first reason to fail, and
+ * the messages it queues for the source.
  */
 #include <errno.h>
 #include <inttypes.h>

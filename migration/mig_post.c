@@ -3,14 +3,9 @@
  * The destination's post-copy, run by the puller thread (mig_dst.c):
  * the VM resumes here before every page is in (Hines & Gopalan, VEE'09).
  *
- * begin   all pre-copy reads are in and STATE came. The pages still needed
- *         are punched out of the memfd, so that the guest faults on them
- *         instead of seeing an old or half-written copy; present = pages
- *         pulled, holes = pages never announced (holes on the source).
- *         The fault server (postcopy/pc_fault.c) starts on a domain and endpoint of
- *         its own, so faults never queue behind our reads; SET_STATE,
- *         RESUME, RESUMED. A failure up to here is an ABORT: the VM never
- *         ran here and resumes on the source.
+ * begin   all pre-copy reads are in and STATE came: the pages still
+ *         needed are punched out, the fault server starts, the VM resumes
+ *         here (mig_post_begin.c, which also prepares and cleans up).
  * step    background reads: pages the fault server asks to pre-page
  *         first, then the rest in page order (ordering/ will give a better
  *         one). Each run is claimed in `present` (a page the fault server
@@ -34,9 +29,7 @@
  *         last PC_STATS, COMMIT; the source then frees its copy.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <linux/falloc.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -51,76 +44,17 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "migration/mig_dst.h"
+#include "migration/mig_post.h"
 
 #define WINDOW MIG_WINDOW
-#define RUN 256 /* pages per background read: a fault waits for one at most */
+#define RUN MIG_PC_RUN
 #define PREPAGE_BATCH 16
 #define CONT_BATCH 512 /* pages mapped per UFFDIO_CONTINUE */
 #define STATS_NS (200 * 1000000ULL)
-#define BACKOFF_MIN_NS (100 * 1000000ULL)
+#define BACKOFF_MIN_NS MIG_PC_BACKOFF_MIN_NS
 #define BACKOFF_MAX_NS (2000 * 1000000ULL)
-#define PREPAGE_MAX 64 /* fault server's pre-paging window cap */
 
-#define post_info(d, fmt, ...)                                                 \
-	pr_info("%" PRIu64 " (%s from %s): " fmt, (d)->id, (d)->vm, (d)->peer, \
-		##__VA_ARGS__)
-
-struct nd_post {
-	int uffd;
-	uint64_t uffd_base;
-	bool minor;
-	uint64_t *present, *holes;
-	uint64_t *placed; /* shared with the fault server: contents complete */
-	/*
-	 * Zero-copy (with MINOR registration): reads land in the memfd
-	 * through ferryd's mapping, allocated ahead by the populator, and a
-	 * run is mapped with UFFDIO_CONTINUE once complete; else reads land in
-	 * the staging buffer and UFFDIO_COPY places them.
-	 */
-	bool zc;
-	bool quarantine; /* zc: a closed endpoint's reads may still land */
-	uint64_t *unmapped; /* minor: pre-copied pages not CONTINUEd yet */
-	uint64_t cont_cursor;
-	struct fab_ep *fep; /* the fault server's, until it starts */
-	struct pc_fault *fs;
-	uint8_t *stage;
-	size_t stage_len; /* zc: two pages, for the warm-up reads */
-	struct fab_mr *stage_mr;
-	uint64_t next_stats;
-	bool fault_stalled; /* as of the last PC_STATS */
-	uint64_t prepaged; /* pages we fetched for the fault server */
-	bool broken; /* our endpoint failed: connect again */
-	uint64_t reconnect_at, backoff;
-};
-
-static uint64_t *bitmap_dup(const uint64_t *bm, uint64_t bits)
-{
-	uint64_t *c = fy_bitmap_alloc(bits);
-
-	if (c)
-		memcpy(c, bm, (bits + 63) / 64 * 8);
-	return c;
-}
-
-/* Drop the pages of bm (runs) from memfd fd: they fault again. */
-static int punch(int fd, const uint64_t *bm, uint64_t pages)
-{
-	uint64_t p = 0, e;
-
-	for (;;) {
-		p = fy_bitmap_next_set(bm, pages, p);
-		if (p >= pages)
-			return 0;
-		e = fy_bitmap_next_clear(bm, pages, p);
-		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      p * FY_PAGE_SIZE, (e - p) * FY_PAGE_SIZE))
-			return -errno;
-		p = e;
-	}
-}
-
-static int stage_alloc(struct mig_dst *d)
+int mig_post_stage_alloc(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 	size_t len = p->stage_len;
@@ -142,7 +76,7 @@ static int stage_alloc(struct mig_dst *d)
 }
 
 /* The fabric unmaps it once no read the provider holds can land there. */
-static void stage_free(struct mig_dst *d)
+void mig_post_stage_free(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 
@@ -162,12 +96,12 @@ static void stage_park(struct mig_dst *d)
 
 	if (!fab_mem_busy(d->n->fab, p->stage, p->stage_len))
 		return;
-	stage_free(d);
-	if (stage_alloc(d))
+	mig_post_stage_free(d);
+	if (mig_post_stage_alloc(d))
 		pr_err("no staging memory for post-copy reads");
 }
 
-static struct fab_ep *connect_fault_ep(struct mig_dst *d)
+struct fab_ep *mig_post_fault_ep(struct mig_dst *d)
 {
 	struct fab_ep *ep = NULL;
 
@@ -177,7 +111,7 @@ static struct fab_ep *connect_fault_ep(struct mig_dst *d)
 }
 
 /* Close our endpoint; completions of its reads say they are not posted. */
-static void drop_ep(struct mig_dst *d)
+void mig_post_drop_ep(struct mig_dst *d)
 {
 	struct fab_cqe c[64];
 	int n;
@@ -219,7 +153,7 @@ static void reconnect(struct mig_dst *d, uint64_t now)
 	struct fab_ep *fep;
 	int ret;
 
-	drop_ep(d);
+	mig_post_drop_ep(d);
 	p->reconnect_at = now + p->backoff;
 	p->backoff = FY_MIN(p->backoff * 2, BACKOFF_MAX_NS);
 	ret = fab_ep_connect(d->n->fab, &d->src_addr, &d->ep);
@@ -227,14 +161,14 @@ static void reconnect(struct mig_dst *d, uint64_t now)
 		d->ep = NULL;
 		return;
 	}
-	fep = connect_fault_ep(d);
+	fep = mig_post_fault_ep(d);
 	if (!fep || pc_fault_set_holder(p->fs, fep, &d->rk)) {
 		fab_ep_close(fep);
-		drop_ep(d);
+		mig_post_drop_ep(d);
 		return;
 	}
 	p->broken = false;
-	post_info(d, "post-copy: connected to the holder again");
+	dst_info(d, "post-copy: connected to the holder again");
 }
 
 void mig_post_holder(struct mig_dst *d)
@@ -243,7 +177,7 @@ void mig_post_holder(struct mig_dst *d)
 
 	if (!p)
 		return;
-	post_info(d, "post-copy: the holder has a new address");
+	dst_info(d, "post-copy: the holder has a new address");
 	p->broken = true;
 	p->reconnect_at = 0;
 	p->backoff = BACKOFF_MIN_NS;
@@ -496,7 +430,26 @@ static int reap(struct mig_dst *d, int timeout_ms)
 	return 0;
 }
 
-static void send_stats(struct mig_dst *d, uint64_t now)
+/* The fault server's figures as PC_STATS (mig left 0). */
+static void pc_stats_from(struct proto_pc_stats *o,
+			  const struct pc_fault_stats *s, uint64_t duration_ns)
+{
+	*o = (struct proto_pc_stats){
+		.faults = s->served,
+		.p50 = s->p50_ns,
+		.p99 = s->p99_ns,
+		.max = s->max_ns,
+		.blocktime = s->blocktime_ns,
+		.prepaged = s->prepaged,
+		.zero_pages = s->zero_pages,
+		.stalls = s->stalls,
+		.stall_ns = s->stall_ns,
+		.duration = duration_ns,
+		.stalled = s->stalled,
+	};
+}
+
+void mig_post_stats(struct mig_dst *d, uint64_t now)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
 	struct proto_msg *pg = calloc(1, sizeof(*pg));
@@ -509,7 +462,7 @@ static void send_stats(struct mig_dst *d, uint64_t now)
 		d->stall_t0 = 0;
 	else if (!d->stall_t0)
 		d->stall_t0 = now;
-	mig_pc_stats_from(&d->pcs, &st, now - d->t_resumed);
+	pc_stats_from(&d->pcs, &st, now - d->t_resumed);
 	d->pcs.mig = d->id;
 	d->pcs.prepaged += d->post->prepaged;
 	d->pages_valid = d->pages - d->pending;
@@ -542,211 +495,6 @@ static bool all_in(struct mig_dst *d)
 	return true;
 }
 
-void mig_pc_stats_from(struct proto_pc_stats *o, const struct pc_fault_stats *s,
-		       uint64_t duration_ns)
-{
-	*o = (struct proto_pc_stats){
-		.faults = s->served,
-		.p50 = s->p50_ns,
-		.p99 = s->p99_ns,
-		.max = s->max_ns,
-		.blocktime = s->blocktime_ns,
-		.prepaged = s->prepaged,
-		.zero_pages = s->zero_pages,
-		.stalls = s->stalls,
-		.stall_ns = s->stall_ns,
-		.duration = duration_ns,
-		.stalled = s->stalled,
-	};
-}
-
-/* A read that makes an endpoint's connection (warm_up()). */
-struct warm {
-	struct fab_domain *dom;
-	struct fab_ep *ep;
-	uint8_t *buf;
-	struct fab_mr *mr;
-	bool done;
-};
-
-/*
- * Read one page over each endpoint and wait for all: the provider makes
- * its connection on the first operation, which must be neither a guest's
- * fault nor in the downtime. 0 or -errno.
- */
-static int warm_up(struct mig_dst *d, struct warm *w, int n)
-{
-	uint64_t end = fy_now_ns() + 5000000000ULL;
-	struct fab_cqe c[8];
-	int ret = 0, left = n;
-
-	for (int i = 0; i < n && !ret; i++)
-		do {
-			ret = fab_read(w[i].ep, w[i].buf, FY_PAGE_SIZE, w[i].mr,
-				       &d->rk, 0, &w[i]);
-		} while (ret == -EAGAIN && fab_poll(w[i].dom, c, 8, 1) >= 0 &&
-			 fy_now_ns() < end);
-	while (!ret && left) {
-		for (int i = 0; i < n; i++) {
-			int got = fab_poll(w[i].dom, c, 8, 1);
-
-			for (int k = 0; k < got; k++) {
-				struct warm *x = c[k].ctx;
-
-				if (x < w || x >= w + n || x->done)
-					continue;
-				x->done = true;
-				left--;
-				ret = ret ? ret : c[k].status;
-			}
-		}
-		if (left && fy_now_ns() > end)
-			ret = -ETIMEDOUT;
-	}
-	return ret;
-}
-
-int mig_post_prepare(struct mig_dst *d)
-{
-	struct fab_mr *mr = NULL;
-	struct nd_post *p;
-	int ret;
-
-	if (!d->n->fault_fab)
-		return -ENODATA;
-	p = d->post = calloc(1, sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	p->backoff = BACKOFF_MIN_NS;
-	/* zero-copy needs MINOR registration, known since the VM attached */
-	p->zc = kva_client_layout(d->kc)->uffd_minor;
-	p->stage_len = p->zc ? 2 * FY_PAGE_SIZE : WINDOW * RUN * FY_PAGE_SIZE;
-	ret = stage_alloc(d);
-	if (!ret && !(p->fep = connect_fault_ep(d)))
-		ret = -ENOTCONN;
-	/* the fault domain's own buffer: the second staging page */
-	if (!ret)
-		ret = fab_mr_reg(d->n->fault_fab, p->stage + FY_PAGE_SIZE,
-				 FY_PAGE_SIZE, FAB_ACCESS_LOCAL, &mr);
-	if (!ret) {
-		struct warm w[2] = {
-			{ d->n->fab, d->ep, p->stage, p->stage_mr, false },
-			{ d->n->fault_fab, p->fep, p->stage + FY_PAGE_SIZE, mr,
-			  false },
-		};
-
-		ret = warm_up(d, w, 2);
-	}
-	fab_mr_dereg(mr);
-	return ret;
-}
-
-int mig_post_begin(struct mig_dst *d)
-{
-	const struct kva_layout *l = kva_client_layout(d->kc);
-	struct pc_fault_params fp = { 0 };
-	struct nd_post *p = d->post;
-	struct proto_msg *m;
-	uint64_t words = (d->pages + 63) / 64, t0 = fy_now_ns();
-	int ret;
-
-	if (!l->uffd || !p)
-		return mig_dst_fail(d, "post-copy: the VM has no uffd");
-	p->uffd = kva_client_uffd(d->kc);
-	p->uffd_base = l->regions[0].uffd_base;
-	p->minor = l->uffd_minor;
-	/*
-	 * The pre-copy populator stops before the punch below; zero-copy
-	 * starts one anew for the pages still needed.
-	 */
-	pc_pop_stop(d->pop);
-	d->pop = NULL;
-	ret = punch(l->regions[0].memfd, d->need, d->pages);
-	if (ret)
-		return mig_dst_fail(d, "cannot punch needed pages: %s",
-				    strerror(-ret));
-	p->present = fy_bitmap_alloc(d->pages);
-	p->holes = fy_bitmap_alloc(d->pages);
-	if (!p->present || !p->holes)
-		return mig_dst_fail(d, "out of memory");
-	for (uint64_t i = 0; i < words; i++) {
-		p->present[i] = d->seen[i] & ~d->need[i];
-		p->holes[i] = ~d->seen[i];
-	}
-	if (d->pages % 64)
-		p->holes[words - 1] &= (1ULL << (d->pages % 64)) - 1;
-	p->placed = bitmap_dup(p->present, d->pages);
-	if (!p->placed)
-		return mig_dst_fail(d, "out of memory");
-	if (p->minor)
-		p->unmapped = bitmap_dup(p->present, d->pages);
-	if (p->zc &&
-	    !pc_pop_start(l->regions[0].memfd, d->map, d->pages, &d->pop)) {
-		struct fy_run *runs;
-		size_t nr;
-
-		/* allocate ahead of the reads, on another CPU */
-		if (!fy_runs_from_bitmap(d->need, d->pages, &runs, &nr)) {
-			pc_pop_add(d->pop, runs, nr);
-			free(runs);
-		}
-	}
-	fp.uffd = p->uffd;
-	fp.uffd_base = p->uffd_base;
-	fp.minor = p->minor;
-	fp.map = d->map;
-	fp.pages = d->pages;
-	fp.dom = d->n->fault_fab;
-	fp.ep = p->fep;
-	p->fep = NULL; /* the server's, also when it fails to start */
-	fp.rkey = d->rk;
-	fp.holes = p->holes;
-	fp.present = p->present;
-	fp.placed = p->placed;
-	fp.prepage_max = PREPAGE_MAX;
-	ret = pc_fault_open(&fp, &p->fs);
-	if (ret) {
-		fab_ep_close(fp.ep);
-		return mig_dst_fail(d, "post-copy: no fault server: %s",
-				    strerror(-ret));
-	}
-	/* ferry-vm may touch guest RAM to load the state: faults are served */
-	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
-	if (ret)
-		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
-				    strerror(-ret));
-	free(d->blob);
-	d->blob = NULL;
-	d->pending = fy_bitmap_count(d->need, d->pages);
-	d->cursor = 0;
-	/* a fault waits behind about 20 ms of our reads on the link */
-	d->win = (struct codec_window){ .cap = 1 << 20,
-					.min = RUN * FY_PAGE_SIZE,
-					.max = WINDOW * RUN * FY_PAGE_SIZE,
-					.target_ns = 20000000ULL };
-	/* from here on the VM is ours alone: no ABORT, never killed */
-	if (mig_dst_to(d, MIG_DST_POSTCOPY, "the VM resumes here"))
-		return mig_dst_fail(d, "internal error");
-	d->quiet_abort = true;
-	ret = kva_client_resume(d->kc);
-	if (ret)
-		pr_err("post-copy: RESUME failed: %s", strerror(-ret));
-	/* mig_dst_poll() copies it for the control thread */
-	pthread_mutex_lock(&d->lock);
-	d->t_resumed = fy_now_ns();
-	pthread_mutex_unlock(&d->lock);
-	m = mig_dst_gen_msg(d, PROTO_RESUMED);
-	if (m)
-		mig_dst_out(d, m);
-	post_info(d,
-		  "post-copy: VM resumed here in %.1f ms, %" PRIu64
-		  " pages to fetch, %" PRIu64 " holes",
-		  (d->t_resumed - t0) / 1e6, d->pending,
-		  fy_bitmap_count(p->holes, d->pages));
-	send_stats(d, d->t_resumed);
-	return 0;
-}
-
 /* Everything is here: release the uffd, tell the source. */
 static void finish(struct mig_dst *d)
 {
@@ -756,13 +504,13 @@ static void finish(struct mig_dst *d)
 	ret = kva_client_ram_done(d->kc);
 	if (ret)
 		pr_err("post-copy: RAM_DONE: %s", strerror(-ret));
-	send_stats(d, fy_now_ns());
-	post_info(d,
-		  "post-copy: all pages in after %.3f s: %" PRIu64
-		  " faults (p50 %.1f us, p99 %.1f us), blocktime %.1f ms, "
-		  "%" PRIu64 " pre-paged",
-		  d->pcs.duration / 1e9, d->pcs.faults, d->pcs.p50 / 1e3,
-		  d->pcs.p99 / 1e3, d->pcs.blocktime / 1e6, d->pcs.prepaged);
+	mig_post_stats(d, fy_now_ns());
+	dst_info(d,
+		 "post-copy: all pages in after %.3f s: %" PRIu64
+		 " faults (p50 %.1f us, p99 %.1f us), blocktime %.1f ms, "
+		 "%" PRIu64 " pre-paged",
+		 d->pcs.duration / 1e9, d->pcs.faults, d->pcs.p50 / 1e3,
+		 d->pcs.p99 / 1e3, d->pcs.blocktime / 1e6, d->pcs.prepaged);
 	m = mig_dst_gen_msg(d, PROTO_COMMIT);
 	if (m)
 		mig_dst_out(d, m);
@@ -796,7 +544,7 @@ int mig_post_step(struct mig_dst *d)
 	}
 	now = fy_now_ns();
 	if (now >= p->next_stats)
-		send_stats(d, now);
+		mig_post_stats(d, now);
 	if (d->pending || d->inflight)
 		return 0;
 	/* the fault server may still be placing a page it claimed */
@@ -805,26 +553,4 @@ int mig_post_step(struct mig_dst *d)
 		return 0;
 	finish(d);
 	return 1;
-}
-
-void mig_post_end(struct mig_dst *d)
-{
-	struct nd_post *p = d->post;
-	struct fab_cqe cqe[16];
-
-	if (!p)
-		return;
-	pc_fault_close(p->fs);
-	fab_ep_close(p->fep);
-	/* the next post-copy's server must not see this one's completions */
-	while (fab_poll(d->n->fault_fab, cqe, ARRAY_SIZE(cqe), 0) > 0)
-		;
-	drop_ep(d);
-	stage_free(d);
-	free(p->present);
-	free(p->holes);
-	free(p->placed);
-	free(p->unmapped);
-	free(p);
-	d->post = NULL;
 }

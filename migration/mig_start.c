@@ -41,19 +41,19 @@ int mig_src_map(struct mig *m)
 			  FAB_ACCESS_READ, &m->mr);
 }
 
-/* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
-int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
-		  const struct mig_opts *o, uint64_t *id, char *err,
-		  size_t errlen)
+/*
+ * Can vmname go to peername now? 0 and the peer and VM, or -errno with a
+ * text in err.
+ */
+static int start_check(struct mig_env *n, const char *vmname,
+		       const char *peername, char *err, size_t errlen,
+		       struct mig_peer **peerp, struct mig_vm **vmp)
 {
-	struct proto_msg p = { .type = PROTO_MIGRATE_PREPARE };
-	struct proto_region_desc rd;
 	const struct kva_layout *l;
 	struct kva_status st;
 	enum mig_peer_state ps;
 	struct mig_peer *peer;
 	struct mig_vm *vm;
-	struct mig *m;
 	int ret;
 
 	peer = mig_peer_find(n, peername);
@@ -92,6 +92,40 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 			 vmname);
 		return -ENOTSUP;
 	}
+	*peerp = peer;
+	*vmp = vm;
+	return 0;
+}
+
+/* --compress delta: what D holds, registered for its reads. 0 or -errno. */
+static int cache_map(struct mig *m)
+{
+	/* only pages with data ever get memory */
+	m->cache = mmap(NULL, m->pages * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m->cache == MAP_FAILED) {
+		m->cache = NULL;
+		return -ENOMEM;
+	}
+	return fab_mr_reg(m->n->fab, m->cache, m->pages * FY_PAGE_SIZE,
+			  FAB_ACCESS_READ, &m->cache_mr);
+}
+
+/* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
+int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
+		  const struct mig_opts *o, uint64_t *id, char *err,
+		  size_t errlen)
+{
+	struct proto_msg p = { .type = PROTO_MIGRATE_PREPARE };
+	struct proto_region_desc rd;
+	struct mig_peer *peer;
+	struct mig_vm *vm;
+	struct mig *m;
+	int ret;
+
+	ret = start_check(n, vmname, peername, err, errlen, &peer, &vm);
+	if (ret)
+		return ret;
 	m = mig_new(n, true);
 	if (!m) {
 		snprintf(err, errlen, "too many migrations");
@@ -107,22 +141,10 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 	ret = mig_src_map(m);
 	if (ret)
 		goto err;
-	if (o->delta) {
-		/* what D holds: only pages with data ever get memory */
-		m->cache = mmap(NULL, m->pages * FY_PAGE_SIZE,
-				PROT_READ | PROT_WRITE,
-				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
-				0);
-		if (m->cache == MAP_FAILED) {
-			m->cache = NULL;
-			ret = -ENOMEM;
-			goto err;
-		}
-		ret = fab_mr_reg(n->fab, m->cache, m->pages * FY_PAGE_SIZE,
-				 FAB_ACCESS_READ, &m->cache_mr);
-		if (ret)
-			goto err;
-	}
+	if (o->delta)
+		ret = cache_map(m);
+	if (ret)
+		goto err;
 	p.prepare.mig = m->id;
 	snprintf(p.prepare.vm, sizeof(p.prepare.vm), "%s", vmname);
 	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s",
