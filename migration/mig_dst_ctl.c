@@ -80,9 +80,9 @@ err_free:
  * A peer may start MIG_PREPARE_BURST migrations here at once, then one
  * every MIG_PREPARE_EVERY_S: each one spawns a ferry-vm and writes a record.
  */
-static bool prepare_allowed(struct mig_peer *p)
+static bool prepare_allowed(struct mig_env *n, struct mig_peer *p)
 {
-	uint64_t now = fy_now_ns(), every = MIG_PREPARE_EVERY_S * 1000000000ULL;
+	uint64_t now = mig_now(n), every = MIG_PREPARE_EVERY_S * 1000000000ULL;
 	uint64_t floor = now > MIG_PREPARE_BURST * every
 				 ? now - MIG_PREPARE_BURST * every
 				 : 0;
@@ -107,7 +107,7 @@ void mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 	int code = 0;
 
 	e.error.mig = pp->mig;
-	if (!prepare_allowed(p)) {
+	if (!prepare_allowed(n, p)) {
 		code = EAGAIN;
 		snprintf(e.error.text, sizeof(e.error.text),
 			 "more than %u MIGRATE_PREPAREs in %u s; try again "

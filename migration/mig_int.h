@@ -9,6 +9,7 @@
 
 #include "codec/codec.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "migration/mig_sm.h"
 #include "migration/migration.h"
 #include "postcopy/postcopy.h"
@@ -133,6 +134,12 @@ struct mig {
 #define mig_info(m, fmt, ...)                                     \
 	pr_info("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm, \
 		(m)->source ? "to" : "from", (m)->peer->name, ##__VA_ARGS__)
+
+/* The engine's clock (mig_env.now): monotonic ns. Any thread. */
+static inline uint64_t mig_now(const struct mig_env *n)
+{
+	return n->now ? n->now() : fy_now_ns();
+}
 
 /* Completed, failed or cancelled? */
 bool mig_finished(const struct mig *m);

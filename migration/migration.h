@@ -109,6 +109,8 @@ struct mig_env {
 	uint8_t fab_addr_raw[256]; /* our fabric address, for HOLDER_MAP */
 	uint32_t fab_addr_len;
 	char mig_dir[MIG_DIR_MAX]; /* records: <state_dir>/migrations */
+	/* the engine's clock, ns, from any thread; NULL: fy_now_ns() */
+	uint64_t (*now)(void);
 	int mig_efd; /* eventfd: a destination's thread has news */
 	/* ours */
 	bool up; /* mig_open() finished */
