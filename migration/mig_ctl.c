@@ -94,7 +94,7 @@ void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 		mig_src_handle(m, msg);
 		proto_msg_free(msg);
 	} else {
-		m->last_heard = fy_now_ns();
+		m->last_heard = mig_now(n);
 		/* the thread frees it */
 		mig_dst_push(m, msg);
 	}
@@ -366,7 +366,7 @@ static const char *force_resume(struct mig *m, uint64_t now, char *buf,
 void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
 		 msgpack_packer *pk)
 {
-	uint64_t now = fy_now_ns();
+	uint64_t now = mig_now(n);
 	struct mig *m = NULL;
 	const char *why;
 	unsigned count = 0;
@@ -548,7 +548,7 @@ static enum mig_src_state src_recover_committed(struct mig *m)
 	v->mig = m;
 	m->recovered = true;
 	m->reason[0] = '\0';
-	m->t_start = m->t_pause = fy_now_ns();
+	m->t_start = m->t_pause = mig_now(m->n);
 	pr_warn("migration %" PRIu64 " of %s: ferryd restarted after commit: "
 		"the VM stays paused here until %s says whether it runs there",
 		m->id, m->vm, m->peer->name);
@@ -637,7 +637,7 @@ static void load_record(struct mig_env *n, const char *name)
 	to = r.source ? (unsigned)src_recover(m, &r)
 		      : (unsigned)dst_recover(m, &r);
 	if (mig_sm_has(r.source, to, MIG_SM_END)) {
-		m->t_start = m->t_end = fy_now_ns();
+		m->t_start = m->t_end = mig_now(n);
 		pr_warn("migration %" PRIu64 " of %s: %s", m->id, m->vm,
 			m->reason);
 	}

@@ -92,7 +92,7 @@ static int setup(struct mig_dst *d)
 {
 	struct proto_msg *h;
 	const struct kva_layout *l;
-	uint64_t deadline = fy_now_ns() + ATTACH_TIMEOUT_NS;
+	uint64_t deadline = mig_now(d->n) + ATTACH_TIMEOUT_NS;
 	struct fab_rkey rk;
 	int ret;
 
@@ -112,7 +112,7 @@ static int setup(struct mig_dst *d)
 		if (!ret)
 			break;
 		if ((ret != -ENOENT && ret != -ECONNREFUSED) ||
-		    fy_now_ns() > deadline)
+		    mig_now(d->n) > deadline)
 			return mig_dst_fail(d,
 					    "cannot attach to the incoming "
 					    "VM: %s",
@@ -196,7 +196,7 @@ static void send_progress(struct mig_dst *d)
 	p->progress.bytes = d->bytes;
 	pthread_mutex_unlock(&d->lock);
 	mig_dst_out(d, p);
-	d->last_progress_ns = fy_now_ns();
+	d->last_progress_ns = mig_now(d->n);
 	d->progress_dirty = false;
 }
 
@@ -535,7 +535,7 @@ static int post_reads(struct mig_dst *d)
 		s->delta = false;
 		s->start = p;
 		s->pages = e - p;
-		s->t_post = fy_now_ns();
+		s->t_post = mig_now(d->n);
 		for (uint64_t q = p; q < e; q++)
 			fy_bit_clear(d->need, q);
 		d->inflight++;
@@ -585,7 +585,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 		}
 		d->inflight_pages -= s->pages;
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
-				  fy_now_ns() - s->t_post);
+				  mig_now(d->n) - s->t_post);
 		if (c[i].status) {
 			ret = mig_dst_fail(d,
 					   "fabric read of %" PRIu64 " pages"
@@ -631,20 +631,20 @@ static int ready(struct mig_dst *d)
 {
 	int ret;
 
-	uint64_t t0 = fy_now_ns(), t1, t2;
+	uint64_t t0 = mig_now(d->n), t1, t2;
 
 	if (d->csums && mig_csum_verdict(d))
 		return -1;
-	t1 = fy_now_ns();
+	t1 = mig_now(d->n);
 	ret = kva_client_ram_done(d->kc);
 	if (ret)
 		return mig_dst_fail(d, "RAM_DONE: %s", strerror(-ret));
-	t2 = fy_now_ns();
+	t2 = mig_now(d->n);
 	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
 	if (ret)
 		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
 				    strerror(-ret));
-	d->t_ready = fy_now_ns();
+	d->t_ready = mig_now(d->n);
 	dst_info(d,
 		 "ready (verify %.1f ms, RAM_DONE %.1f ms, SET_STATE %.1f "
 		 "ms): waiting for the source's RESUME",
@@ -671,7 +671,7 @@ static void resume(struct mig_dst *d)
 	if (m)
 		mig_dst_out(d, m);
 	dst_info(d, "VM resumed here, %.1f ms after READY",
-		 (fy_now_ns() - d->t_ready) / 1e6);
+		 (mig_now(d->n) - d->t_ready) / 1e6);
 }
 
 /*
@@ -687,7 +687,7 @@ static void unmap(struct mig_dst *d)
 
 static void cleanup(struct mig_dst *d, bool ok)
 {
-	uint64_t deadline = fy_now_ns() + DRAIN_TIMEOUT_NS;
+	uint64_t deadline = mig_now(d->n) + DRAIN_TIMEOUT_NS;
 
 	mig_post_end(d);
 	if (d->pop)
@@ -700,7 +700,7 @@ static void cleanup(struct mig_dst *d, bool ok)
 		d->ep = NULL;
 	}
 	/* the provider may still write into the map until reads complete */
-	while (d->inflight && fy_now_ns() < deadline)
+	while (d->inflight && mig_now(d->n) < deadline)
 		reap(d, 50);
 	if (d->inflight)
 		dst_err(d, "%u reads never completed", d->inflight);
@@ -744,11 +744,11 @@ static void cleanup(struct mig_dst *d, bool ok)
 		d->kc = NULL;
 	}
 	if (d->pid > 0) {
-		uint64_t end = fy_now_ns() + 2000000000ULL;
+		uint64_t end = mig_now(d->n) + 2000000000ULL;
 		int status;
 
 		while (waitpid(d->pid, &status, WNOHANG) != d->pid) {
-			if (fy_now_ns() > end) {
+			if (mig_now(d->n) > end) {
 				kill(d->pid, SIGKILL);
 				waitpid(d->pid, &status, 0);
 				break;
@@ -806,7 +806,7 @@ void *mig_dst_thread(void *arg)
 				ok = true;
 				break;
 			}
-			if (send_ready(d, fy_now_ns()))
+			if (send_ready(d, mig_now(d->n)))
 				break;
 		} else if (d->sm->state == MIG_DST_SWITCHOVER && d->blob &&
 			   !d->pending && !d->inflight && ready(d)) {
@@ -826,7 +826,7 @@ void *mig_dst_thread(void *arg)
 			    read(d->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				break;
 		}
-		now = fy_now_ns();
+		now = mig_now(d->n);
 		if (d->progress_dirty &&
 		    (d->pending == 0 ||
 		     now - d->last_progress_ns > PROGRESS_NS))

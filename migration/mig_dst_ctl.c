@@ -327,7 +327,7 @@ bool mig_dst_poll(struct mig *m)
 		free(q);
 	}
 	if (done && !m->t_end) {
-		m->t_end = fy_now_ns();
+		m->t_end = mig_now(m->n);
 		if (m->vmp && !d->handed) {
 			mig_vm_forget(m->n, m->vmp);
 			m->vmp = NULL;

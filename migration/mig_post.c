@@ -351,7 +351,7 @@ static int post_run(struct mig_dst *d, struct mig_slot *s)
 		return 0;
 	}
 	s->posted = true;
-	s->t_post = fy_now_ns();
+	s->t_post = mig_now(d->n);
 	d->inflight++;
 	d->win.inflight += s->pages * FY_PAGE_SIZE;
 	return 0;
@@ -464,7 +464,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 		s->posted = false;
 		d->inflight--;
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
-				  fy_now_ns() - s->t_post);
+				  mig_now(d->n) - s->t_post);
 		if (c[i].status) {
 			if (!p->broken)
 				pr_warn("post-copy read failed (%s): "
@@ -576,7 +576,7 @@ struct warm {
  */
 static int warm_up(struct mig_dst *d, struct warm *w, int n)
 {
-	uint64_t end = fy_now_ns() + 5000000000ULL;
+	uint64_t end = mig_now(d->n) + 5000000000ULL;
 	struct fab_cqe c[8];
 	int ret = 0, left = n;
 
@@ -585,7 +585,7 @@ static int warm_up(struct mig_dst *d, struct warm *w, int n)
 			ret = fab_read(w[i].ep, w[i].buf, FY_PAGE_SIZE, w[i].mr,
 				       &d->rk, 0, &w[i]);
 		} while (ret == -EAGAIN && fab_poll(w[i].dom, c, 8, 1) >= 0 &&
-			 fy_now_ns() < end);
+			 mig_now(d->n) < end);
 	while (!ret && left) {
 		for (int i = 0; i < n; i++) {
 			int got = fab_poll(w[i].dom, c, 8, 1);
@@ -600,7 +600,7 @@ static int warm_up(struct mig_dst *d, struct warm *w, int n)
 				ret = ret ? ret : c[k].status;
 			}
 		}
-		if (left && fy_now_ns() > end)
+		if (left && mig_now(d->n) > end)
 			ret = -ETIMEDOUT;
 	}
 	return ret;
@@ -647,7 +647,7 @@ int mig_post_begin(struct mig_dst *d)
 	struct pc_fault_params fp = { 0 };
 	struct nd_post *p = d->post;
 	struct proto_msg *m;
-	uint64_t words = (d->pages + 63) / 64, t0 = fy_now_ns();
+	uint64_t words = (d->pages + 63) / 64, t0 = mig_now(d->n);
 	int ret;
 
 	if (!l->uffd || !p)
@@ -733,7 +733,7 @@ int mig_post_begin(struct mig_dst *d)
 		pr_err("post-copy: RESUME failed: %s", strerror(-ret));
 	/* mig_dst_poll() copies it for the control thread */
 	pthread_mutex_lock(&d->lock);
-	d->t_resumed = fy_now_ns();
+	d->t_resumed = mig_now(d->n);
 	pthread_mutex_unlock(&d->lock);
 	m = mig_dst_gen_msg(d, PROTO_RESUMED);
 	if (m)
@@ -756,7 +756,7 @@ static void finish(struct mig_dst *d)
 	ret = kva_client_ram_done(d->kc);
 	if (ret)
 		pr_err("post-copy: RAM_DONE: %s", strerror(-ret));
-	send_stats(d, fy_now_ns());
+	send_stats(d, mig_now(d->n));
 	post_info(d,
 		  "post-copy: all pages in after %.3f s: %" PRIu64
 		  " faults (p50 %.1f us, p99 %.1f us), blocktime %.1f ms, "
@@ -773,7 +773,7 @@ int mig_post_step(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 	struct pc_fault_stats st;
-	uint64_t now = fy_now_ns();
+	uint64_t now = mig_now(d->n);
 
 	if ((p->broken || p->fault_stalled) && now >= p->reconnect_at)
 		reconnect(d, now);
@@ -794,7 +794,7 @@ int mig_post_step(struct mig_dst *d)
 		if (poll(&pfd, 1, 1) > 0 && read(d->efd, &v, sizeof(v)) < 0)
 			return -1;
 	}
-	now = fy_now_ns();
+	now = mig_now(d->n);
 	if (now >= p->next_stats)
 		send_stats(d, now);
 	if (d->pending || d->inflight)

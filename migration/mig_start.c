@@ -61,7 +61,7 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 		snprintf(err, errlen, "no peer called '%s'", peername);
 		return -ENOENT;
 	}
-	ps = mig_peer_state(n, peer, fy_now_ns());
+	ps = mig_peer_state(n, peer, mig_now(n));
 	if (ps != MIG_PEER_REACHABLE) {
 		snprintf(err, errlen, "peer '%s' is %s", peername,
 			 mig_peer_state_name(ps));
@@ -135,7 +135,7 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 	p.prepare.regions = &rd;
 	rd.id = 0;
 	rd.pages = m->pages;
-	m->deadline = fy_now_ns() + MIG_PREPARE_TIMEOUT_NS;
+	m->deadline = mig_now(n) + MIG_PREPARE_TIMEOUT_NS;
 	ret = mig_to(m, MIG_SRC_PREPARE, "started");
 	if (!ret)
 		ret = mig_send(m, &p);
