@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "migration/mig_sm.h"
+#include "migration/mig_vm.h"
 #include "migration/migration.h"
 #include "postcopy/postcopy.h"
 #include "protocol/protocol.h"
