@@ -567,8 +567,8 @@ static enum mig_src_state src_recover(struct mig *m, const struct mig_record *r)
 	if (r->phase == MIG_COMMITTED)
 		return src_recover_committed(m);
 	/* before switchover the VM is ours: run it */
-	if (v && v->kc && !kva_client_status(v->kc, &st) &&
-	    st.state == KVA_VM_PAUSED && !kva_client_resume(v->kc))
+	if (v && v->kc && !mig_vm_status(m->n, v->kc, &st) &&
+	    st.state == KVA_VM_PAUSED && !mig_vm_resume(m->n, v->kc))
 		pr_info("VM %s resumed: migration %" PRIu64 " was interrupted",
 			m->vm, m->id);
 	return MIG_SRC_FAILED;
@@ -584,20 +584,21 @@ static enum mig_dst_state dst_recover(struct mig *m, const struct mig_record *r)
 {
 	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 
-	if (v && v->kc && kva_client_layout(v->kc)->state == KVA_VM_INCOMING &&
+	if (v && v->kc &&
+	    mig_vm_layout(m->n, v->kc)->state == KVA_VM_INCOMING &&
 	    r->phase != MIG_COMMITTED) {
 		pr_info("removing incoming VM %s of interrupted migration "
 			"%" PRIu64,
 			m->vm, m->id);
-		kva_client_exit(v->kc);
+		mig_vm_exit(m->n, v->kc);
 		mig_vm_forget(m->n, v);
 		return MIG_DST_FAILED_UNTOLD;
 	}
 	if (!v && r->phase != MIG_COMMITTED && r->phase != MIG_POSTCOPY)
 		return MIG_DST_FAILED_UNTOLD;
 	if (v && v->kc && r->phase == MIG_COMMITTED) {
-		kva_client_ram_done(v->kc);
-		if (!kva_client_resume(v->kc))
+		mig_vm_ram_done(m->n, v->kc);
+		if (!mig_vm_resume(m->n, v->kc))
 			pr_info("VM %s resumed after commit", m->vm);
 		m->reason[0] = '\0';
 		return MIG_DST_COMPLETED;

@@ -78,7 +78,7 @@ static bool child_alive(struct mig_dst *d)
 
 	if (d->pid <= 0)
 		return false;
-	if (waitpid(d->pid, &status, WNOHANG) != d->pid)
+	if (mig_vm_waitpid(d->n, d->pid, &status, WNOHANG) != d->pid)
 		return true;
 	mig_dst_fail(d, "the incoming ferry-vm exited (status %d)",
 		     WIFEXITED(status) ? WEXITSTATUS(status)
@@ -108,7 +108,7 @@ static int setup(struct mig_dst *d)
 	fy_fault("dst:spawned");
 	for (;;) {
 		/* one that never answers must not outlast the deadline */
-		ret = kva_client_attach(d->sock, ATTACH_CALL_MS, &d->kc);
+		ret = mig_vm_attach(d->n, d->sock, ATTACH_CALL_MS, &d->kc);
 		if (!ret)
 			break;
 		if ((ret != -ENOENT && ret != -ECONNREFUSED) ||
@@ -121,7 +121,7 @@ static int setup(struct mig_dst *d)
 			return -1;
 		usleep(1000); /* ferry-vm listens within ms */
 	}
-	l = kva_client_layout(d->kc);
+	l = mig_vm_layout(d->n, d->kc);
 	if (l->nr_regions != 1 || l->regions[0].pages != d->pages ||
 	    l->state != KVA_VM_INCOMING)
 		return mig_dst_fail(d, "the incoming VM does not have the "
@@ -636,11 +636,11 @@ static int ready(struct mig_dst *d)
 	if (d->csums && mig_csum_verdict(d))
 		return -1;
 	t1 = mig_now(d->n);
-	ret = kva_client_ram_done(d->kc);
+	ret = mig_vm_ram_done(d->n, d->kc);
 	if (ret)
 		return mig_dst_fail(d, "RAM_DONE: %s", strerror(-ret));
 	t2 = mig_now(d->n);
-	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
+	ret = mig_vm_set_state(d->n, d->kc, d->blob, d->blob_len);
 	if (ret)
 		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
 				    strerror(-ret));
@@ -662,7 +662,7 @@ static void resume(struct mig_dst *d)
 
 	/* recorded first: a restarted ferryd resumes it, never removes it */
 	mig_dst_to(d, MIG_DST_COMMITTED, "RESUME");
-	ret = kva_client_resume(d->kc);
+	ret = mig_vm_resume(d->n, d->kc);
 	if (ret) {
 		/* committed: no way back; the operator must look */
 		dst_err(d, "RESUME after commit failed: %s", strerror(-ret));
@@ -734,23 +734,24 @@ static void cleanup(struct mig_dst *d, bool ok)
 		/* the only copy of the VM that runs: never kill it */
 		dst_err(d, "post-copy left unfinished: the VM waits for "
 			   "pages no one serves now");
-		kva_client_close(d->kc);
+		mig_vm_close(d->n, d->kc);
 		d->kc = NULL;
 		return;
 	}
 	if (d->kc) {
-		kva_client_exit(d->kc);
-		kva_client_close(d->kc);
+		mig_vm_exit(d->n, d->kc);
+		mig_vm_close(d->n, d->kc);
 		d->kc = NULL;
 	}
 	if (d->pid > 0) {
 		uint64_t end = mig_now(d->n) + 2000000000ULL;
 		int status;
 
-		while (waitpid(d->pid, &status, WNOHANG) != d->pid) {
+		while (mig_vm_waitpid(d->n, d->pid, &status, WNOHANG) !=
+		       d->pid) {
 			if (mig_now(d->n) > end) {
-				kill(d->pid, SIGKILL);
-				waitpid(d->pid, &status, 0);
+				mig_vm_kill(d->n, d->pid, SIGKILL);
+				mig_vm_waitpid(d->n, d->pid, &status, 0);
 				break;
 			}
 			usleep(10000);

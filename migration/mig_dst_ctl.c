@@ -293,7 +293,7 @@ bool mig_dst_poll(struct mig *m)
 		/* the VM is the node's now */
 		m->vmp->kc = d->kc_out;
 		/* the control thread's calls wait no longer than its own */
-		kva_client_set_timeout(d->kc_out, m->n->cfg.vm_timeout_ms);
+		mig_vm_set_timeout(m->n, d->kc_out, m->n->cfg.vm_timeout_ms);
 		m->vmp->pid = d->pid_out;
 		m->vmp->mig = NULL;
 		m->vmp = NULL;

@@ -619,7 +619,7 @@ int mig_post_prepare(struct mig_dst *d)
 		return -ENOMEM;
 	p->backoff = BACKOFF_MIN_NS;
 	/* zero-copy needs MINOR registration, known since the VM attached */
-	p->zc = kva_client_layout(d->kc)->uffd_minor;
+	p->zc = mig_vm_layout(d->n, d->kc)->uffd_minor;
 	p->stage_len = p->zc ? 2 * FY_PAGE_SIZE : WINDOW * RUN * FY_PAGE_SIZE;
 	ret = stage_alloc(d);
 	if (!ret && !(p->fep = connect_fault_ep(d)))
@@ -643,7 +643,7 @@ int mig_post_prepare(struct mig_dst *d)
 
 int mig_post_begin(struct mig_dst *d)
 {
-	const struct kva_layout *l = kva_client_layout(d->kc);
+	const struct kva_layout *l = mig_vm_layout(d->n, d->kc);
 	struct pc_fault_params fp = { 0 };
 	struct nd_post *p = d->post;
 	struct proto_msg *m;
@@ -652,7 +652,7 @@ int mig_post_begin(struct mig_dst *d)
 
 	if (!l->uffd || !p)
 		return mig_dst_fail(d, "post-copy: the VM has no uffd");
-	p->uffd = kva_client_uffd(d->kc);
+	p->uffd = mig_vm_uffd(d->n, d->kc);
 	p->uffd_base = l->regions[0].uffd_base;
 	p->minor = l->uffd_minor;
 	/*
@@ -711,7 +711,7 @@ int mig_post_begin(struct mig_dst *d)
 				    strerror(-ret));
 	}
 	/* ferry-vm may touch guest RAM to load the state: faults are served */
-	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
+	ret = mig_vm_set_state(d->n, d->kc, d->blob, d->blob_len);
 	if (ret)
 		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
 				    strerror(-ret));
@@ -728,7 +728,7 @@ int mig_post_begin(struct mig_dst *d)
 	if (mig_dst_to(d, MIG_DST_POSTCOPY, "the VM resumes here"))
 		return mig_dst_fail(d, "internal error");
 	d->quiet_abort = true;
-	ret = kva_client_resume(d->kc);
+	ret = mig_vm_resume(d->n, d->kc);
 	if (ret)
 		pr_err("post-copy: RESUME failed: %s", strerror(-ret));
 	/* mig_dst_poll() copies it for the control thread */
@@ -753,7 +753,7 @@ static void finish(struct mig_dst *d)
 	struct proto_msg *m;
 	int ret;
 
-	ret = kva_client_ram_done(d->kc);
+	ret = mig_vm_ram_done(d->n, d->kc);
 	if (ret)
 		pr_err("post-copy: RAM_DONE: %s", strerror(-ret));
 	send_stats(d, mig_now(d->n));

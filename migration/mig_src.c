@@ -67,7 +67,7 @@ static void switchover(struct mig *m, struct fy_run *prev, size_t nprev,
 	size_t nr;
 	int ret;
 
-	ret = m->t_pause ? 0 : kva_client_pause(kc);
+	ret = m->t_pause ? 0 : mig_vm_pause(m->n, kc);
 	if (ret) {
 		mig_src_fail(m, MIG_SRC_FAILED, true, "cannot pause the VM: %s",
 			     strerror(-ret));
@@ -149,7 +149,7 @@ static void switchover_end(struct mig *m)
 	m->verified_pages = m->o.verify ? m->pages : 0;
 	ret = mig_has(m, MIG_SM_PC) ? 0 : mig_src_send_gen(m, PROTO_SWITCHOVER);
 	if (!ret) {
-		ret = kva_client_get_state(kc, &blob, &len);
+		ret = mig_vm_get_state(m->n, kc, &blob, &len);
 		if (ret)
 			mig_err(m, "GET_STATE: %s", strerror(-ret));
 	}
@@ -173,12 +173,12 @@ static void switchover_end(struct mig *m)
  */
 static void postcopy_start(struct mig *m)
 {
-	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	const struct kva_layout *l = mig_vm_layout(m->n, m->vmp->kc);
 	struct fy_run *runs;
 	size_t nr;
 	int ret;
 
-	ret = kva_client_pause(m->vmp->kc);
+	ret = mig_vm_pause(m->n, m->vmp->kc);
 	if (ret) {
 		mig_src_fail(m, MIG_SRC_FAILED, true, "cannot pause the VM: %s",
 			     strerror(-ret));
@@ -252,7 +252,7 @@ static void round_done(struct mig *m)
  */
 static void src_start_rounds(struct mig *m)
 {
-	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	const struct kva_layout *l = mig_vm_layout(m->n, m->vmp->kc);
 	bool postcopy = m->o.mode == PROTO_MODE_POSTCOPY;
 	struct fy_run *runs, *junk;
 	uint64_t dirty;

@@ -66,7 +66,7 @@ static void src_end(struct mig *m, enum mig_src_state how, bool tell)
 	/* the VM stays here: at full speed again */
 	mig_unthrottle(m);
 	if (m->t_pause && m->vmp && m->vmp->kc) {
-		int ret = kva_client_resume(m->vmp->kc);
+		int ret = mig_vm_resume(m->n, m->vmp->kc);
 
 		if (ret)
 			mig_err(m, "cannot resume the VM here: %s",
@@ -216,7 +216,7 @@ int mig_src_harvest(struct mig *m, struct fy_run **runs, size_t *nr,
 	uint64_t gen;
 	int ret;
 
-	ret = kva_client_harvest(m->vmp->kc, &bm, &gen, dirty);
+	ret = mig_vm_harvest(m->n, m->vmp->kc, &bm, &gen, dirty);
 	if (ret) {
 		mig_err(m, "harvest: %s", strerror(-ret));
 		return ret;
@@ -285,7 +285,7 @@ void mig_src_drop_vm(struct mig *m)
 
 	if (!vm)
 		return;
-	ret = kva_client_exit(vm->kc);
+	ret = mig_vm_exit(m->n, vm->kc);
 	if (ret)
 		mig_err(m, "EXIT: %s", strerror(-ret));
 	mig_src_release(m);

@@ -22,7 +22,7 @@
 
 int mig_src_map(struct mig *m)
 {
-	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	const struct kva_layout *l = mig_vm_layout(m->n, m->vmp->kc);
 
 	m->pages = l->pages;
 	m->vcpus = l->nr_vcpus;
@@ -79,12 +79,12 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 			 vm->mig->id);
 		return -EBUSY;
 	}
-	ret = kva_client_status(vm->kc, &st);
+	ret = mig_vm_status(n, vm->kc, &st);
 	if (ret || st.state != KVA_VM_RUNNING) {
 		snprintf(err, errlen, "VM '%s' is not running", vmname);
 		return ret ? ret : -EINVAL;
 	}
-	l = kva_client_layout(vm->kc);
+	l = mig_vm_layout(n, vm->kc);
 	if (l->nr_regions != 1 || l->page_size != FY_PAGE_SIZE) {
 		snprintf(err, errlen,
 			 "VM '%s': only one region of 4 KiB pages "
