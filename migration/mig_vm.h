@@ -13,10 +13,10 @@
  * The VM adapter as the engine sees it: the adapter protocol's client
  * (kva_client_*, kvm-adapter/kvm_adapter.h) and the process of an
  * incoming ferry-vm (mig_host_ops.vm_spawn starts it). mig_env.vm_ops
- * NULL: the real ones; unit tests hand in fakes (tests/migration/
- * fake_vm.c). Each operation does what the function it is named after
- * does and returns the same; the engine calls them through mig_vm_X()
- * below, from the control thread or a destination's thread.
+ * NULL: the real ones; unit tests hand in fakes
+ * (tests/migration/fake_vm.c). Each operation does what the function it
+ * is named after does and returns the same; the engine calls them through
+ * mig_vm_X() below, from the control thread or a destination's thread.
  */
 struct mig_vm_ops {
 	int (*attach)(const char *path, unsigned int timeout_ms,
@@ -40,6 +40,10 @@ struct mig_vm_ops {
 	int (*kill)(pid_t pid, int sig);
 };
 
+/*
+ * n->vm_ops->X(...), or with n->vm_ops NULL kva_client_X(...), waitpid(),
+ * kill(): the same arguments, returns, ownership and errno.
+ */
 int mig_vm_attach(const struct mig_env *n, const char *path,
 		  unsigned int timeout_ms, struct kva_client **out);
 int mig_vm_set_timeout(const struct mig_env *n, struct kva_client *c,
