@@ -239,7 +239,7 @@ struct mig *mig_new(struct mig_env *n, bool source)
 		return NULL;
 	m->n = n;
 	m->source = m->sm.source = source;
-	m->t_start = m->last_heard = fy_now_ns();
+	m->t_start = m->last_heard = mig_now(n);
 	m->started_unix = (uint64_t)time(NULL);
 	n->migs[slot] = m;
 	return m;

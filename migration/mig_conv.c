@@ -92,7 +92,7 @@ void mig_throttle(struct mig *m, unsigned pct)
 
 	if (!m->vmp || !m->vmp->kc)
 		return;
-	ret = kva_client_throttle(m->vmp->kc, pct);
+	ret = mig_vm_throttle(m->n, m->vmp->kc, pct);
 	if (ret) {
 		/* the hard cap still ends it; say why it did not converge */
 		note_action(m,
@@ -191,7 +191,7 @@ void mig_unthrottle(struct mig *m)
 
 	if (!m->throttled || !m->vmp || !m->vmp->kc)
 		return;
-	ret = kva_client_throttle(m->vmp->kc, 0);
+	ret = mig_vm_throttle(m->n, m->vmp->kc, 0);
 	if (ret) {
 		pr_err("%" PRIu64 " (%s): cannot lift the vCPU throttle: %s",
 		       m->id, m->vm, strerror(-ret));

@@ -64,7 +64,7 @@ int mig_csum_start(struct mig *m)
 	m->csums = malloc(m->pages * 8);
 	if (!m->csums)
 		return -ENOMEM;
-	m->csum_fd = kva_client_layout(m->vmp->kc)->regions[0].memfd;
+	m->csum_fd = mig_vm_layout(m->n, m->vmp->kc)->regions[0].memfd;
 	m->csum_done = m->csum_sent = 0;
 	m->csum_stop = false;
 	m->csum_ret = 0;
@@ -116,7 +116,7 @@ bool mig_csum_send(struct mig *m, int *ret)
  */
 int mig_csum_compare(struct mig_dst *d)
 {
-	const struct kva_layout *l = kva_client_layout(d->kc);
+	const struct kva_layout *l = mig_vm_layout(d->n, d->kc);
 	uint64_t *mine;
 	int ret = 0;
 

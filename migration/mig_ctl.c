@@ -94,7 +94,7 @@ void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 		mig_src_handle(m, msg);
 		proto_msg_free(msg);
 	} else {
-		m->last_heard = fy_now_ns();
+		m->last_heard = mig_now(n);
 		/* the thread frees it */
 		mig_dst_push(m, msg);
 	}
@@ -366,7 +366,7 @@ static const char *force_resume(struct mig *m, uint64_t now, char *buf,
 void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
 		 msgpack_packer *pk)
 {
-	uint64_t now = fy_now_ns();
+	uint64_t now = mig_now(n);
 	struct mig *m = NULL;
 	const char *why;
 	unsigned count = 0;
@@ -548,7 +548,7 @@ static enum mig_src_state src_recover_committed(struct mig *m)
 	v->mig = m;
 	m->recovered = true;
 	m->reason[0] = '\0';
-	m->t_start = m->t_pause = fy_now_ns();
+	m->t_start = m->t_pause = mig_now(m->n);
 	pr_warn("migration %" PRIu64 " of %s: ferryd restarted after commit: "
 		"the VM stays paused here until %s says whether it runs there",
 		m->id, m->vm, m->peer->name);
@@ -567,8 +567,8 @@ static enum mig_src_state src_recover(struct mig *m, const struct mig_record *r)
 	if (r->phase == MIG_COMMITTED)
 		return src_recover_committed(m);
 	/* before switchover the VM is ours: run it */
-	if (v && v->kc && !kva_client_status(v->kc, &st) &&
-	    st.state == KVA_VM_PAUSED && !kva_client_resume(v->kc))
+	if (v && v->kc && !mig_vm_status(m->n, v->kc, &st) &&
+	    st.state == KVA_VM_PAUSED && !mig_vm_resume(m->n, v->kc))
 		pr_info("VM %s resumed: migration %" PRIu64 " was interrupted",
 			m->vm, m->id);
 	return MIG_SRC_FAILED;
@@ -584,20 +584,21 @@ static enum mig_dst_state dst_recover(struct mig *m, const struct mig_record *r)
 {
 	struct mig_vm *v = mig_vm_find(m->n, m->vm, false);
 
-	if (v && v->kc && kva_client_layout(v->kc)->state == KVA_VM_INCOMING &&
+	if (v && v->kc &&
+	    mig_vm_layout(m->n, v->kc)->state == KVA_VM_INCOMING &&
 	    r->phase != MIG_COMMITTED) {
 		pr_info("removing incoming VM %s of interrupted migration "
 			"%" PRIu64,
 			m->vm, m->id);
-		kva_client_exit(v->kc);
+		mig_vm_exit(m->n, v->kc);
 		mig_vm_forget(m->n, v);
 		return MIG_DST_FAILED_UNTOLD;
 	}
 	if (!v && r->phase != MIG_COMMITTED && r->phase != MIG_POSTCOPY)
 		return MIG_DST_FAILED_UNTOLD;
 	if (v && v->kc && r->phase == MIG_COMMITTED) {
-		kva_client_ram_done(v->kc);
-		if (!kva_client_resume(v->kc))
+		mig_vm_ram_done(m->n, v->kc);
+		if (!mig_vm_resume(m->n, v->kc))
 			pr_info("VM %s resumed after commit", m->vm);
 		m->reason[0] = '\0';
 		return MIG_DST_COMPLETED;
@@ -637,7 +638,7 @@ static void load_record(struct mig_env *n, const char *name)
 	to = r.source ? (unsigned)src_recover(m, &r)
 		      : (unsigned)dst_recover(m, &r);
 	if (mig_sm_has(r.source, to, MIG_SM_END)) {
-		m->t_start = m->t_end = fy_now_ns();
+		m->t_start = m->t_end = mig_now(n);
 		pr_warn("migration %" PRIu64 " of %s: %s", m->id, m->vm,
 			m->reason);
 	}

@@ -79,7 +79,7 @@ static bool child_alive(struct mig_dst *d)
 
 	if (d->pid <= 0)
 		return false;
-	if (waitpid(d->pid, &status, WNOHANG) != d->pid)
+	if (mig_vm_waitpid(d->n, d->pid, &status, WNOHANG) != d->pid)
 		return true;
 	mig_dst_fail(d, "the incoming ferry-vm exited (status %d)",
 		     WIFEXITED(status) ? WEXITSTATUS(status)
@@ -93,7 +93,7 @@ static int setup(struct mig_dst *d)
 {
 	struct proto_msg *h;
 	const struct kva_layout *l;
-	uint64_t deadline = fy_now_ns() + ATTACH_TIMEOUT_NS;
+	uint64_t deadline = mig_now(d->n) + ATTACH_TIMEOUT_NS;
 	struct fab_rkey rk;
 	int ret;
 
@@ -109,11 +109,11 @@ static int setup(struct mig_dst *d)
 	fy_fault("dst:spawned");
 	for (;;) {
 		/* one that never answers must not outlast the deadline */
-		ret = kva_client_attach(d->sock, ATTACH_CALL_MS, &d->kc);
+		ret = mig_vm_attach(d->n, d->sock, ATTACH_CALL_MS, &d->kc);
 		if (!ret)
 			break;
 		if ((ret != -ENOENT && ret != -ECONNREFUSED) ||
-		    fy_now_ns() > deadline)
+		    mig_now(d->n) > deadline)
 			return mig_dst_fail(d,
 					    "cannot attach to the incoming "
 					    "VM: %s",
@@ -122,7 +122,7 @@ static int setup(struct mig_dst *d)
 			return -1;
 		usleep(1000); /* ferry-vm listens within ms */
 	}
-	l = kva_client_layout(d->kc);
+	l = mig_vm_layout(d->n, d->kc);
 	if (l->nr_regions != 1 || l->regions[0].pages != d->pages ||
 	    l->state != KVA_VM_INCOMING)
 		return mig_dst_fail(d, "the incoming VM does not have the "
@@ -197,7 +197,7 @@ static void send_progress(struct mig_dst *d)
 	p->progress.bytes = d->bytes;
 	pthread_mutex_unlock(&d->lock);
 	mig_dst_out(d, p);
-	d->last_progress_ns = fy_now_ns();
+	d->last_progress_ns = mig_now(d->n);
 	d->progress_dirty = false;
 }
 
@@ -312,7 +312,7 @@ static int post_reads(struct mig_dst *d)
 		s->delta = false;
 		s->start = p;
 		s->pages = e - p;
-		s->t_post = fy_now_ns();
+		s->t_post = mig_now(d->n);
 		for (uint64_t q = p; q < e; q++)
 			fy_bit_clear(d->need, q);
 		d->inflight++;
@@ -362,7 +362,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 		}
 		d->inflight_pages -= s->pages;
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
-				  fy_now_ns() - s->t_post);
+				  mig_now(d->n) - s->t_post);
 		if (c[i].status) {
 			ret = mig_dst_fail(d,
 					   "fabric read of %" PRIu64 " pages"
@@ -408,20 +408,20 @@ static int ready(struct mig_dst *d)
 {
 	int ret;
 
-	uint64_t t0 = fy_now_ns(), t1, t2;
+	uint64_t t0 = mig_now(d->n), t1, t2;
 
 	if (d->csums && mig_csum_verdict(d))
 		return -1;
-	t1 = fy_now_ns();
-	ret = kva_client_ram_done(d->kc);
+	t1 = mig_now(d->n);
+	ret = mig_vm_ram_done(d->n, d->kc);
 	if (ret)
 		return mig_dst_fail(d, "RAM_DONE: %s", strerror(-ret));
-	t2 = fy_now_ns();
-	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
+	t2 = mig_now(d->n);
+	ret = mig_vm_set_state(d->n, d->kc, d->blob, d->blob_len);
 	if (ret)
 		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
 				    strerror(-ret));
-	d->t_ready = fy_now_ns();
+	d->t_ready = mig_now(d->n);
 	dst_info(d,
 		 "ready (verify %.1f ms, RAM_DONE %.1f ms, SET_STATE %.1f "
 		 "ms): waiting for the source's RESUME",
@@ -439,7 +439,7 @@ static void resume(struct mig_dst *d)
 
 	/* recorded first: a restarted ferryd resumes it, never removes it */
 	mig_dst_to(d, MIG_DST_COMMITTED, "RESUME");
-	ret = kva_client_resume(d->kc);
+	ret = mig_vm_resume(d->n, d->kc);
 	if (ret) {
 		/* committed: no way back; the operator must look */
 		dst_err(d, "RESUME after commit failed: %s", strerror(-ret));
@@ -448,7 +448,7 @@ static void resume(struct mig_dst *d)
 	if (m)
 		mig_dst_out(d, m);
 	dst_info(d, "VM resumed here, %.1f ms after READY",
-		 (fy_now_ns() - d->t_ready) / 1e6);
+		 (mig_now(d->n) - d->t_ready) / 1e6);
 }
 
 /*
@@ -464,7 +464,7 @@ static void unmap(struct mig_dst *d)
 
 static void cleanup(struct mig_dst *d, bool ok)
 {
-	uint64_t deadline = fy_now_ns() + DRAIN_TIMEOUT_NS;
+	uint64_t deadline = mig_now(d->n) + DRAIN_TIMEOUT_NS;
 
 	mig_post_end(d);
 	if (d->pop)
@@ -477,7 +477,7 @@ static void cleanup(struct mig_dst *d, bool ok)
 		d->ep = NULL;
 	}
 	/* the provider may still write into the map until reads complete */
-	while (d->inflight && fy_now_ns() < deadline)
+	while (d->inflight && mig_now(d->n) < deadline)
 		reap(d, 50);
 	if (d->inflight)
 		dst_err(d, "%u reads never completed", d->inflight);
@@ -511,23 +511,24 @@ static void cleanup(struct mig_dst *d, bool ok)
 		/* the only copy of the VM that runs: never kill it */
 		dst_err(d, "post-copy left unfinished: the VM waits for "
 			   "pages no one serves now");
-		kva_client_close(d->kc);
+		mig_vm_close(d->n, d->kc);
 		d->kc = NULL;
 		return;
 	}
 	if (d->kc) {
-		kva_client_exit(d->kc);
-		kva_client_close(d->kc);
+		mig_vm_exit(d->n, d->kc);
+		mig_vm_close(d->n, d->kc);
 		d->kc = NULL;
 	}
 	if (d->pid > 0) {
-		uint64_t end = fy_now_ns() + 2000000000ULL;
+		uint64_t end = mig_now(d->n) + 2000000000ULL;
 		int status;
 
-		while (waitpid(d->pid, &status, WNOHANG) != d->pid) {
-			if (fy_now_ns() > end) {
-				kill(d->pid, SIGKILL);
-				waitpid(d->pid, &status, 0);
+		while (mig_vm_waitpid(d->n, d->pid, &status, WNOHANG) !=
+		       d->pid) {
+			if (mig_now(d->n) > end) {
+				mig_vm_kill(d->n, d->pid, SIGKILL);
+				mig_vm_waitpid(d->n, d->pid, &status, 0);
 				break;
 			}
 			usleep(10000);
@@ -604,7 +605,7 @@ void *mig_dst_thread(void *arg)
 				ok = true;
 				break;
 			}
-			if (send_ready(d, fy_now_ns()))
+			if (send_ready(d, mig_now(d->n)))
 				break;
 		} else if (d->sm->state == MIG_DST_SWITCHOVER && d->blob &&
 			   !d->pending && !d->inflight && ready(d)) {
@@ -624,7 +625,7 @@ void *mig_dst_thread(void *arg)
 			    read(d->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				break;
 		}
-		now = fy_now_ns();
+		now = mig_now(d->n);
 		if (d->progress_dirty &&
 		    (d->pending == 0 ||
 		     now - d->last_progress_ns > PROGRESS_NS))

@@ -81,9 +81,9 @@ err_free:
  * A peer may start MIG_PREPARE_BURST migrations here at once, then one
  * every MIG_PREPARE_EVERY_S: each one spawns a ferry-vm and writes a record.
  */
-static bool prepare_allowed(struct mig_peer *p)
+static bool prepare_allowed(struct mig_env *n, struct mig_peer *p)
 {
-	uint64_t now = fy_now_ns(), every = MIG_PREPARE_EVERY_S * 1000000000ULL;
+	uint64_t now = mig_now(n), every = MIG_PREPARE_EVERY_S * 1000000000ULL;
 	uint64_t floor = now > MIG_PREPARE_BURST * every
 				 ? now - MIG_PREPARE_BURST * every
 				 : 0;
@@ -108,7 +108,7 @@ static int prepare_refusal(struct mig_env *n, struct mig_peer *p,
 {
 	int code = 0;
 
-	if (!prepare_allowed(p)) {
+	if (!prepare_allowed(n, p)) {
 		code = EAGAIN;
 		snprintf(text, len,
 			 "more than %u MIGRATE_PREPAREs in %u s; try again "
@@ -308,7 +308,7 @@ bool mig_dst_poll(struct mig *m)
 		/* the VM is the node's now */
 		m->vmp->kc = d->kc_out;
 		/* the control thread's calls wait no longer than its own */
-		kva_client_set_timeout(d->kc_out, m->n->cfg.vm_timeout_ms);
+		mig_vm_set_timeout(m->n, d->kc_out, m->n->cfg.vm_timeout_ms);
 		m->vmp->pid = d->pid_out;
 		m->vmp->mig = NULL;
 		m->vmp = NULL;
@@ -342,7 +342,7 @@ bool mig_dst_poll(struct mig *m)
 		free(q);
 	}
 	if (done && !m->t_end) {
-		m->t_end = fy_now_ns();
+		m->t_end = mig_now(m->n);
 		if (m->vmp && !d->handed) {
 			mig_vm_forget(m->n, m->vmp);
 			m->vmp = NULL;

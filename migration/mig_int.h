@@ -9,7 +9,9 @@
 
 #include "codec/codec.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "migration/mig_sm.h"
+#include "migration/mig_vm.h"
 #include "migration/migration.h"
 #include "postcopy/postcopy.h"
 #include "protocol/protocol.h"
@@ -133,6 +135,12 @@ struct mig {
 #define mig_info(m, fmt, ...)                                     \
 	pr_info("%" PRIu64 " (%s %s %s): " fmt, (m)->id, (m)->vm, \
 		(m)->source ? "to" : "from", (m)->peer->name, ##__VA_ARGS__)
+
+/* The engine's clock (mig_env.now): monotonic ns. Any thread. */
+static inline uint64_t mig_now(const struct mig_env *n)
+{
+	return n->now ? n->now() : fy_now_ns();
+}
 
 /* Completed, failed or cancelled? */
 bool mig_finished(const struct mig *m);

@@ -285,7 +285,7 @@ static int post_run(struct mig_dst *d, struct mig_slot *s)
 		return 0;
 	}
 	s->posted = true;
-	s->t_post = fy_now_ns();
+	s->t_post = mig_now(d->n);
 	d->inflight++;
 	d->win.inflight += s->pages * FY_PAGE_SIZE;
 	return 0;
@@ -398,7 +398,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 		s->posted = false;
 		d->inflight--;
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
-				  fy_now_ns() - s->t_post);
+				  mig_now(d->n) - s->t_post);
 		if (c[i].status) {
 			if (!p->broken)
 				pr_warn("post-copy read failed (%s): "
@@ -501,10 +501,10 @@ static void finish(struct mig_dst *d)
 	struct proto_msg *m;
 	int ret;
 
-	ret = kva_client_ram_done(d->kc);
+	ret = mig_vm_ram_done(d->n, d->kc);
 	if (ret)
 		pr_err("post-copy: RAM_DONE: %s", strerror(-ret));
-	mig_post_stats(d, fy_now_ns());
+	mig_post_stats(d, mig_now(d->n));
 	dst_info(d,
 		 "post-copy: all pages in after %.3f s: %" PRIu64
 		 " faults (p50 %.1f us, p99 %.1f us), blocktime %.1f ms, "
@@ -521,7 +521,7 @@ int mig_post_step(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 	struct pc_fault_stats st;
-	uint64_t now = fy_now_ns();
+	uint64_t now = mig_now(d->n);
 
 	if ((p->broken || p->fault_stalled) && now >= p->reconnect_at)
 		reconnect(d, now);
@@ -542,7 +542,7 @@ int mig_post_step(struct mig_dst *d)
 		if (poll(&pfd, 1, 1) > 0 && read(d->efd, &v, sizeof(v)) < 0)
 			return -1;
 	}
-	now = fy_now_ns();
+	now = mig_now(d->n);
 	if (now >= p->next_stats)
 		mig_post_stats(d, now);
 	if (d->pending || d->inflight)

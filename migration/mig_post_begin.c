@@ -81,7 +81,7 @@ struct warm {
  */
 static int warm_up(struct mig_dst *d, struct warm *w, int n)
 {
-	uint64_t end = fy_now_ns() + 5000000000ULL;
+	uint64_t end = mig_now(d->n) + 5000000000ULL;
 	struct fab_cqe c[8];
 	int ret = 0, left = n;
 
@@ -90,7 +90,7 @@ static int warm_up(struct mig_dst *d, struct warm *w, int n)
 			ret = fab_read(w[i].ep, w[i].buf, FY_PAGE_SIZE, w[i].mr,
 				       &d->rk, 0, &w[i]);
 		} while (ret == -EAGAIN && fab_poll(w[i].dom, c, 8, 1) >= 0 &&
-			 fy_now_ns() < end);
+			 mig_now(d->n) < end);
 	while (!ret && left) {
 		for (int i = 0; i < n; i++) {
 			int got = fab_poll(w[i].dom, c, 8, 1);
@@ -105,7 +105,7 @@ static int warm_up(struct mig_dst *d, struct warm *w, int n)
 				ret = ret ? ret : c[k].status;
 			}
 		}
-		if (left && fy_now_ns() > end)
+		if (left && mig_now(d->n) > end)
 			ret = -ETIMEDOUT;
 	}
 	return ret;
@@ -124,7 +124,7 @@ int mig_post_prepare(struct mig_dst *d)
 		return -ENOMEM;
 	p->backoff = MIG_PC_BACKOFF_MIN_NS;
 	/* zero-copy needs MINOR registration, known since the VM attached */
-	p->zc = kva_client_layout(d->kc)->uffd_minor;
+	p->zc = mig_vm_layout(d->n, d->kc)->uffd_minor;
 	p->stage_len = p->zc ? 2 * FY_PAGE_SIZE : WINDOW * RUN * FY_PAGE_SIZE;
 	ret = mig_post_stage_alloc(d);
 	if (!ret && !(p->fep = mig_post_fault_ep(d)))
@@ -239,7 +239,7 @@ static int resume_here(struct mig_dst *d)
 	int ret;
 
 	/* ferry-vm may touch guest RAM to load the state: faults are served */
-	ret = kva_client_set_state(d->kc, d->blob, d->blob_len);
+	ret = mig_vm_set_state(d->n, d->kc, d->blob, d->blob_len);
 	if (ret)
 		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
 				    strerror(-ret));
@@ -256,12 +256,12 @@ static int resume_here(struct mig_dst *d)
 	if (mig_dst_to(d, MIG_DST_POSTCOPY, "the VM resumes here"))
 		return mig_dst_fail(d, "internal error");
 	d->quiet_abort = true;
-	ret = kva_client_resume(d->kc);
+	ret = mig_vm_resume(d->n, d->kc);
 	if (ret)
 		pr_err("post-copy: RESUME failed: %s", strerror(-ret));
 	/* mig_dst_poll() copies it for the control thread */
 	pthread_mutex_lock(&d->lock);
-	d->t_resumed = fy_now_ns();
+	d->t_resumed = mig_now(d->n);
 	pthread_mutex_unlock(&d->lock);
 	m = mig_dst_gen_msg(d, PROTO_RESUMED);
 	if (m)
@@ -271,13 +271,13 @@ static int resume_here(struct mig_dst *d)
 
 int mig_post_begin(struct mig_dst *d)
 {
-	const struct kva_layout *l = kva_client_layout(d->kc);
+	const struct kva_layout *l = mig_vm_layout(d->n, d->kc);
 	struct nd_post *p = d->post;
-	uint64_t t0 = fy_now_ns();
+	uint64_t t0 = mig_now(d->n);
 
 	if (!l->uffd || !p)
 		return mig_dst_fail(d, "post-copy: the VM has no uffd");
-	p->uffd = kva_client_uffd(d->kc);
+	p->uffd = mig_vm_uffd(d->n, d->kc);
 	p->uffd_base = l->regions[0].uffd_base;
 	p->minor = l->uffd_minor;
 	if (punch_needed(d, l) || make_bitmaps(d))

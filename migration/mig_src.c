@@ -67,14 +67,14 @@ static void switchover(struct mig *m, struct fy_run *prev, size_t nprev,
 	size_t nr;
 	int ret;
 
-	ret = m->t_pause ? 0 : kva_client_pause(kc);
+	ret = m->t_pause ? 0 : mig_vm_pause(m->n, kc);
 	if (ret) {
 		mig_src_fail(m, MIG_SRC_FAILED, true, "cannot pause the VM: %s",
 			     strerror(-ret));
 		return;
 	}
 	if (!m->t_pause)
-		m->t_pause = fy_now_ns();
+		m->t_pause = mig_now(m->n);
 	/* recorded before POSTCOPY goes out: a restart keeps it paused */
 	ret = mig_to(m, pc ? MIG_SRC_PC_SWITCHOVER : MIG_SRC_SWITCHOVER,
 		     "VM paused");
@@ -118,7 +118,7 @@ static void switchover(struct mig *m, struct fy_run *prev, size_t nprev,
 	ret = pc ? mig_src_send_gen(m, PROTO_POSTCOPY) : 0;
 	if (!ret)
 		ret = mig_src_announce_round(m, false);
-	m->deadline = fy_now_ns() + m->n->cfg.mig_timeout_ms * 1000000ULL;
+	m->deadline = mig_now(m->n) + m->n->cfg.mig_timeout_ms * 1000000ULL;
 	if (!ret && m->o.verify && !pc) {
 		/* the tick sends the chunks, then calls switchover_end() */
 		ret = mig_csum_start(m);
@@ -149,7 +149,7 @@ static void switchover_end(struct mig *m)
 	m->verified_pages = m->o.verify ? m->pages : 0;
 	ret = mig_has(m, MIG_SM_PC) ? 0 : mig_src_send_gen(m, PROTO_SWITCHOVER);
 	if (!ret) {
-		ret = kva_client_get_state(kc, &blob, &len);
+		ret = mig_vm_get_state(m->n, kc, &blob, &len);
 		if (ret)
 			mig_err(m, "GET_STATE: %s", strerror(-ret));
 	}
@@ -161,7 +161,7 @@ static void switchover_end(struct mig *m)
 	}
 	free(blob);
 	pr_debug("%" PRIu64 ": paused, announced, STATE sent in %.1f ms", m->id,
-		 (fy_now_ns() - m->t_pause) / 1e6);
+		 (mig_now(m->n) - m->t_pause) / 1e6);
 	if (ret)
 		mig_src_fail(m, MIG_SRC_FAILED, true, "switchover failed: %s",
 			     strerror(-ret));
@@ -173,18 +173,18 @@ static void switchover_end(struct mig *m)
  */
 static void postcopy_start(struct mig *m)
 {
-	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	const struct kva_layout *l = mig_vm_layout(m->n, m->vmp->kc);
 	struct fy_run *runs;
 	size_t nr;
 	int ret;
 
-	ret = kva_client_pause(m->vmp->kc);
+	ret = mig_vm_pause(m->n, m->vmp->kc);
 	if (ret) {
 		mig_src_fail(m, MIG_SRC_FAILED, true, "cannot pause the VM: %s",
 			     strerror(-ret));
 		return;
 	}
-	m->t_pause = fy_now_ns();
+	m->t_pause = mig_now(m->n);
 	ret = mig_memfd_data_runs(l->regions[0].memfd, m->pages, &runs, &nr);
 	if (ret) {
 		mig_src_fail(m, MIG_SRC_FAILED, true,
@@ -198,7 +198,7 @@ static void postcopy_start(struct mig *m)
 /* The destination pulled everything announced: next round or switchover. */
 static void round_done(struct mig *m)
 {
-	uint64_t now = fy_now_ns(), dirty, est;
+	uint64_t now = mig_now(m->n), dirty, est;
 	enum mig_src_next next;
 	struct fy_run *runs;
 	unsigned pct;
@@ -252,7 +252,7 @@ static void round_done(struct mig *m)
  */
 static void src_start_rounds(struct mig *m)
 {
-	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	const struct kva_layout *l = mig_vm_layout(m->n, m->vmp->kc);
 	bool postcopy = m->o.mode == PROTO_MODE_POSTCOPY;
 	struct fy_run *runs, *junk;
 	uint64_t dirty;
@@ -297,7 +297,7 @@ static void src_start_rounds(struct mig *m)
 		return;
 	}
 	m->round = 0;
-	m->last_harvest_ns = fy_now_ns();
+	m->last_harvest_ns = mig_now(m->n);
 	m->resident = fy_runs_pages(runs, nr);
 	mig_src_round_begin(m, runs, nr);
 	mig_info(m,
@@ -407,7 +407,7 @@ static void src_done(struct mig *m, uint64_t now)
 
 void mig_src_handle(struct mig *m, struct proto_msg *msg)
 {
-	uint64_t now = fy_now_ns();
+	uint64_t now = mig_now(m->n);
 	const char *why;
 
 	m->last_heard = now;

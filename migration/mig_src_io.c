@@ -66,7 +66,7 @@ static void src_end(struct mig *m, enum mig_src_state how, bool tell)
 	/* the VM stays here: at full speed again */
 	mig_unthrottle(m);
 	if (m->t_pause && m->vmp && m->vmp->kc) {
-		int ret = kva_client_resume(m->vmp->kc);
+		int ret = mig_vm_resume(m->n, m->vmp->kc);
 
 		if (ret)
 			mig_err(m, "cannot resume the VM here: %s",
@@ -77,7 +77,7 @@ static void src_end(struct mig *m, enum mig_src_state how, bool tell)
 	mig_err(m, "%s: %s", how == MIG_SRC_CANCELLED ? "cancelled" : "failed",
 		m->reason);
 	mig_to(m, how, m->reason);
-	m->t_end = fy_now_ns();
+	m->t_end = mig_now(m->n);
 	mig_src_release(m);
 }
 
@@ -127,7 +127,7 @@ void mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
 	m->todo_pos = 0;
 	m->todo_sent = false;
 	m->round_pages = fy_runs_pages(runs, nr);
-	m->round_start_ns = fy_now_ns();
+	m->round_start_ns = mig_now(m->n);
 	m->round_bytes0 = m->bytes;
 	m->pace_next_ns = 0;
 	for (size_t i = 0; i < nr; i++)
@@ -148,7 +148,7 @@ void mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
  */
 int mig_src_announce(struct mig *m, bool paced)
 {
-	uint64_t now = fy_now_ns(), budget = UINT64_MAX;
+	uint64_t now = mig_now(m->n), budget = UINT64_MAX;
 	struct proto_msg d = { .type = PROTO_DIRTY_SET };
 	struct fy_run *cut = NULL;
 	int ret = 0;
@@ -216,7 +216,7 @@ int mig_src_harvest(struct mig *m, struct fy_run **runs, size_t *nr,
 	uint64_t gen;
 	int ret;
 
-	ret = kva_client_harvest(m->vmp->kc, &bm, &gen, dirty);
+	ret = mig_vm_harvest(m->n, m->vmp->kc, &bm, &gen, dirty);
 	if (ret) {
 		mig_err(m, "harvest: %s", strerror(-ret));
 		return ret;
@@ -285,7 +285,7 @@ void mig_src_drop_vm(struct mig *m)
 
 	if (!vm)
 		return;
-	ret = kva_client_exit(vm->kc);
+	ret = mig_vm_exit(m->n, vm->kc);
 	if (ret)
 		mig_err(m, "EXIT: %s", strerror(-ret));
 	mig_src_release(m);

@@ -22,7 +22,7 @@
 
 int mig_src_map(struct mig *m)
 {
-	const struct kva_layout *l = kva_client_layout(m->vmp->kc);
+	const struct kva_layout *l = mig_vm_layout(m->n, m->vmp->kc);
 
 	m->pages = l->pages;
 	m->vcpus = l->nr_vcpus;
@@ -61,7 +61,7 @@ static int start_check(struct mig_env *n, const char *vmname,
 		snprintf(err, errlen, "no peer called '%s'", peername);
 		return -ENOENT;
 	}
-	ps = mig_peer_state(n, peer, fy_now_ns());
+	ps = mig_peer_state(n, peer, mig_now(n));
 	if (ps != MIG_PEER_REACHABLE) {
 		snprintf(err, errlen, "peer '%s' is %s", peername,
 			 mig_peer_state_name(ps));
@@ -79,12 +79,12 @@ static int start_check(struct mig_env *n, const char *vmname,
 			 vm->mig->id);
 		return -EBUSY;
 	}
-	ret = kva_client_status(vm->kc, &st);
+	ret = mig_vm_status(n, vm->kc, &st);
 	if (ret || st.state != KVA_VM_RUNNING) {
 		snprintf(err, errlen, "VM '%s' is not running", vmname);
 		return ret ? ret : -EINVAL;
 	}
-	l = kva_client_layout(vm->kc);
+	l = mig_vm_layout(n, vm->kc);
 	if (l->nr_regions != 1 || l->page_size != FY_PAGE_SIZE) {
 		snprintf(err, errlen,
 			 "VM '%s': only one region of 4 KiB pages "
@@ -157,7 +157,7 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 	p.prepare.regions = &rd;
 	rd.id = 0;
 	rd.pages = m->pages;
-	m->deadline = fy_now_ns() + MIG_PREPARE_TIMEOUT_NS;
+	m->deadline = mig_now(n) + MIG_PREPARE_TIMEOUT_NS;
 	ret = mig_to(m, MIG_SRC_PREPARE, "started");
 	if (!ret)
 		ret = mig_send(m, &p);

@@ -26,6 +26,7 @@ struct proto_msg;
 struct proto_ctl_req;
 struct kva_client;
 struct fab_domain;
+struct mig_vm_ops;
 
 #define MIG_MAX 32 /* migrations kept, finished ones included */
 #define MIG_DIR_MAX 1024
@@ -109,6 +110,10 @@ struct mig_env {
 	uint8_t fab_addr_raw[256]; /* our fabric address, for HOLDER_MAP */
 	uint32_t fab_addr_len;
 	char mig_dir[MIG_DIR_MAX]; /* records: <state_dir>/migrations */
+	/* the engine's clock, ns, from any thread; NULL: fy_now_ns() */
+	uint64_t (*now)(void);
+	/* the adapter client and ferry-vm's process; NULL: real (mig_vm.h) */
+	const struct mig_vm_ops *vm_ops;
 	int mig_efd; /* eventfd: a destination's thread has news */
 	/* ours */
 	bool up; /* mig_open() finished */

@@ -9,10 +9,34 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 #include <cmocka.h>
 
 #include "tests/migration/fake_host.h"
+
+static uint64_t clock_ns, clock_reads;
+
+void fake_clock_set(uint64_t ns)
+{
+	__atomic_store_n(&clock_ns, ns, __ATOMIC_SEQ_CST);
+}
+
+uint64_t fake_clock_get(void)
+{
+	return __atomic_load_n(&clock_ns, __ATOMIC_SEQ_CST);
+}
+
+uint64_t fake_clock_reads(void)
+{
+	return __atomic_load_n(&clock_reads, __ATOMIC_SEQ_CST);
+}
+
+static uint64_t fake_now(void)
+{
+	__atomic_add_fetch(&clock_reads, 1, __ATOMIC_SEQ_CST);
+	return fake_clock_get();
+}
 
 static struct fake_host *of(void *host)
 {
@@ -79,15 +103,25 @@ static struct mig_vm *fake_vm_add(void *host, const char *name)
 
 static void fake_vm_forget(void *host, struct mig_vm *vm)
 {
-	(void)host;
+	struct fake_host *h = of(host);
+
+	/* as node's: the client goes, the VM runs on */
+	if (vm->kc && h->env.vm_ops)
+		h->env.vm_ops->close(vm->kc);
 	memset(vm, 0, sizeof(*vm));
 }
 
 static int fake_spawn(void *host, const char *name, uint64_t mem,
 		      unsigned vcpus, enum kva_accel accel, pid_t *pid)
 {
-	(void)host, (void)name, (void)mem, (void)vcpus, (void)accel, (void)pid;
-	return -ENOSYS;
+	struct fake_host *h = of(host);
+
+	(void)name, (void)mem, (void)vcpus, (void)accel;
+	if (!h->spawn_pid)
+		return -ENOSYS;
+	__atomic_add_fetch(&h->spawned, 1, __ATOMIC_SEQ_CST);
+	*pid = h->spawn_pid;
+	return 0;
 }
 
 static int fake_sock_path(void *host, const char *name, char *buf, size_t len)
@@ -100,7 +134,10 @@ static int fake_sock_path(void *host, const char *name, char *buf, size_t len)
 
 static int fake_unlink_sock(void *host, const char *name)
 {
-	(void)host, (void)name;
+	struct fake_host *h = of(host);
+
+	(void)name;
+	__atomic_add_fetch(&h->unlinked, 1, __ATOMIC_SEQ_CST);
 	return 0;
 }
 
@@ -139,7 +176,11 @@ struct fake_host *fake_host_new(const char *const *names)
 		.cpu_throttle_increment = 10,
 		.max_cpu_throttle = 99,
 	};
-	h->env.mig_efd = -1;
+	/* the engine's news: what a destination's thread sent, its end */
+	h->env.mig_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	assert_true(h->env.mig_efd >= 0);
+	h->env.now = fake_now;
+	fake_clock_set(FAKE_CLOCK_START);
 	snprintf(h->env.mig_dir, sizeof(h->env.mig_dir), "%s", h->dir);
 	assert_int_equal(mig_open(&h->env), 0);
 	return h;
@@ -150,6 +191,10 @@ void fake_host_free(struct fake_host *h)
 	char cmd[128];
 
 	mig_close(&h->env);
+	for (int i = 0; i < FAKE_VMS; i++)
+		if (h->vms[i].used)
+			fake_vm_forget(h, &h->vms[i]);
+	close(h->env.mig_efd);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", h->dir);
 	assert_int_equal(system(cmd), 0);
 	free(h);

@@ -7,7 +7,9 @@
 /*
  * A host for the migration engine without a daemon, sockets or VMs: peers
  * whose state the test sets, a transport that keeps what the engine sends,
- * a VM registry of names only. Records go to a temporary directory.
+ * a VM registry of names only, a clock that moves only when the test says
+ * (mig_env.now). Records go to a temporary directory. The VM adapter
+ * (fake_vm.h) and the fabric (fake_fab.h) are the test's to add.
  */
 
 #define FAKE_PEERS 4
@@ -25,12 +27,24 @@ struct fake_host {
 	size_t nsent;
 	int send_ret; /* what send returns */
 	struct mig_vm vms[FAKE_VMS];
+	pid_t spawn_pid; /* what vm_spawn starts; 0: it fails (-ENOSYS) */
+	unsigned spawned, unlinked; /* vm_spawn, vm_unlink_sock (atomic) */
 	char dir[64];
 };
 
+/* The clock of every fake host: FAKE_CLOCK_START at fake_host_new(). */
+#define FAKE_CLOCK_START (1000 * 1000000000ULL)
+void fake_clock_set(uint64_t ns);
+uint64_t fake_clock_get(void);
+/* How many times the engine read it (from any thread). */
+uint64_t fake_clock_reads(void);
+
 /* A host with peers named by the NULL-terminated names, all reachable. */
 struct fake_host *fake_host_new(const char *const *names);
-/* Close the engine's migrations and records, remove the directory. */
+/*
+ * Close the engine's migrations and records, the clients left in the VM
+ * registry (through env.vm_ops, if set), remove the directory.
+ */
 void fake_host_free(struct fake_host *h);
 
 #endif /* FERRY_TESTS_MIGRATION_FAKE_HOST_H */

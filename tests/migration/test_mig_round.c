@@ -20,6 +20,7 @@
 #include "migration/mig_src.h"
 
 static struct mig_peer peer = { .name = "b" };
+static struct mig_env env; /* its clock: fy_now_ns() */
 
 /* A source in pre-copy of pages pages with ferry migrate's defaults. */
 static struct mig *mig(uint64_t pages)
@@ -28,6 +29,7 @@ static struct mig *mig(uint64_t pages)
 
 	assert_non_null(m);
 	m->id = 1;
+	m->n = &env;
 	m->source = m->sm.source = true;
 	m->sm.state = MIG_SRC_PRECOPY;
 	m->peer = &peer;
