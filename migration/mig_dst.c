@@ -23,7 +23,7 @@
  *   outbox PROGRESS every PROGRESS_NS while pulling and whenever all
  *          announced pages are in
  *   finish compare checksums (if S sent them), RAM_DONE, SET_STATE,
- *          READY (again every READY_NS) and wait for the source's
+ *          READY (again every MIG_READY_NS) and wait for the source's
  *          decision: RESUME (record "committed", resume the VM, RESUMED;
  *          the VM is then the node's) or ABORT. Only RESUME resumes it:
  *          a lost link or a dead source leaves it paused here, waiting.
@@ -61,7 +61,6 @@
 #define ATTACH_TIMEOUT_NS (15 * 1000000000ULL)
 #define ATTACH_CALL_MS 5000U /* each adapter call of the incoming VM */
 #define DRAIN_TIMEOUT_NS (8 * 1000000000ULL)
-#define READY_NS (500 * 1000000ULL)
 
 static bool stopping(struct mig_dst *d)
 {
@@ -383,12 +382,12 @@ static int reap(struct mig_dst *d, int timeout_ms)
 	return ret;
 }
 
-/* READY to the source, now and every READY_NS until it decides. */
+/* READY to the source, now and every MIG_READY_NS until it decides. */
 static int send_ready(struct mig_dst *d, uint64_t now)
 {
 	struct proto_msg *m;
 
-	if (now - d->ready_ns < READY_NS)
+	if (now - d->ready_ns < MIG_READY_NS)
 		return 0;
 	if (d->readies++ % 20 == 19)
 		dst_err(d,

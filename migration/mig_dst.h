@@ -21,6 +21,7 @@
 /* mig_dst*.c: the destination's puller thread */
 
 #define MIG_WINDOW 32 /* reads in flight */
+#define MIG_READY_NS (500 * 1000000ULL) /* READY again this often */
 /* What a source may have queued at a destination's thread at once. */
 #define MIG_INBOX_MSGS 4096U
 #define MIG_INBOX_BYTES (64ULL << 20)

@@ -32,7 +32,6 @@
 
 #define PAGES 4096ULL /* 16 MiB, the least the destination takes */
 #define MIG_ID 7
-#define READY_NS (500 * 1000000ULL) /* mig_dst.c's resend period */
 #define MS 1000000ULL
 
 static const char *const names[] = { "b", NULL };
@@ -280,16 +279,16 @@ static void test_pull_ready_resume(void **state)
 	assert_memory_equal(fake_vm.state_head, blob, sizeof(blob));
 	assert_int_equal(FAKE_VM_GET(resumes), 0);
 
-	/* READY again READY_NS after the first, on the engine's clock */
+	/* READY again MIG_READY_NS after the first, on the engine's clock */
 	t0 = fake_clock_get();
-	fake_clock_set(t0 + READY_NS - 1);
+	fake_clock_set(t0 + MIG_READY_NS - 1);
 	reads = fake_clock_reads();
 	/* its thread reads the clock twice a turn: a whole turn went by */
 	while (fake_clock_reads() < reads + 4)
 		assert_false(pump(&r));
 	assert_false(pump(&r));
 	assert_int_equal(nsent(&r, PROTO_READY), 1);
-	fake_clock_set(t0 + READY_NS);
+	fake_clock_set(t0 + MIG_READY_NS);
 	wait_sent(&r, PROTO_READY, 2);
 	assert_int_equal(last_sent(&r, PROTO_READY)->commit.mig, MIG_ID);
 
