@@ -379,6 +379,11 @@ static void test_mismatch(void **state)
 	wait_counter(&na, "writes", w + 5000);
 	m = jfind(ferry_json(&na, "vms"), "vms", "name", "m1");
 	assert_jstr(m, "state", "running");
+	/* b drops its copy on its own thread, after the source failed */
+	t0 = now_s();
+	while (jfind(ferry_json(&nb, "vms"), "vms", "name", "m1") &&
+	       now_s() - t0 < 10)
+		sleep_ms(50);
 	assert_null(jfind(ferry_json(&nb, "vms"), "vms", "name", "m1"));
 }
 
