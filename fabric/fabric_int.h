@@ -138,7 +138,8 @@ struct ofi_rx {
 
 struct ofi_ep {
 	struct fab_ep base; /* first */
-	fi_addr_t fa;
+	struct fab_addr peer;
+	fi_addr_t fa; /* shared by the endpoints to one peer (ofi_connect()) */
 	bool failed; /* timed out or connection lost: refuses new operations */
 	/*
 	 * Closed while the provider still held some of its operations:
@@ -146,11 +147,7 @@ struct ofi_ep {
 	 * address stays until the last one comes back (see ofi_ep_close()).
 	 */
 	bool closed;
-	/*
-	 * The provider accepted an operation: its connection is made, and
-	 * -FI_EAGAIN from now on means a full queue (atomic).
-	 */
-	bool up;
+	bool up; /* connection made: -FI_EAGAIN now means a full queue; atomic */
 	unsigned held; /* operations posted and not yet returned */
 	unsigned nqueued; /* of which QUEUED; later ones queue behind */
 	unsigned refused_round; /* fab_ofi_post_queued(): refused this round */
@@ -263,7 +260,7 @@ static inline void ofi_op_unqueue(struct ofi_domain *od, struct ofi_op *op)
 	__atomic_store_n(&od->nqueued, od->nqueued - 1, __ATOMIC_RELAXED);
 }
 
-/* fab_ofi.c: remove the addresses of released endpoints; lock not held */
+/* fab_ofi.c: remove released endpoints (and addresses); lock not held */
 void fab_ofi_reap(struct ofi_domain *od);
 /* Register buf; report ep's operations cancelled, forget ep (lock held). */
 int fab_ofi_mr_make(struct ofi_domain *od, void *buf, size_t len,
@@ -274,12 +271,8 @@ int fab_ofi_open(const char *prov, const struct fab_opts *opts,
 		 struct fab_domain **out);
 void fab_ofi_close(struct fab_domain *d);
 /*
- * fab_ofi_cq.c. Hand a slot's operation to the provider, to fa (its
- * endpoint's address, which the caller passes: once posted the op may
- * complete and be freed by another thread, so nothing of it is read
- * after): 0 or -FI_E*. Post QUEUED operations again (their connection
- * may be up now), lock not held: returns how many completed with an error
- * instead.
+ * fab_ofi_cq.c. Hand a slot's operation to the provider, to fa (passed:
+ * once posted the op may be freed by another thread): 0 or -FI_E*.
  */
 ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op, fi_addr_t fa);
 /*
@@ -287,6 +280,7 @@ ssize_t fab_ofi_op_post(struct ofi_domain *od, struct ofi_op *op, fi_addr_t fa);
  * if the provider never saw it, else kept ABANDONED until it comes back.
  */
 void fab_ofi_op_abandon(struct ofi_domain *od, struct ofi_op *op, int status);
+/* Post QUEUED operations again, lock not held: how many failed instead. */
 int fab_ofi_post_queued(struct ofi_domain *od);
 bool fab_ofi_mem_busy(const struct fab_domain *d, const void *addr, size_t len);
 /* After slots may have been freed, lock not held: reap, sweep releases. */
