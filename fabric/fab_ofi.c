@@ -166,27 +166,62 @@ static int ofi_dereg_mr(struct fab_mr *mr)
 
 /* endpoints */
 
+/*
+ * An endpoint to peer other than skip: open, closed with operations still
+ * held, or released and not yet removed; od->lock held.
+ */
+static struct ofi_ep *ep_to(struct ofi_domain *od, const struct fab_addr *peer,
+			    const struct ofi_ep *skip)
+{
+	struct ofi_ep *lists[] = { &od->eps, &od->zombies }, *ep;
+
+	for (unsigned i = 0; i < ARRAY_SIZE(lists); i++)
+		for (ep = lists[i]->next; ep != lists[i]; ep = ep->next)
+			if (ep != skip && ep->peer.len == peer->len &&
+			    !memcmp(ep->peer.bytes, peer->bytes, peer->len))
+				return ep;
+	for (ep = od->reap; ep; ep = ep->next)
+		if (ep != skip && ep->peer.len == peer->len &&
+		    !memcmp(ep->peer.bytes, peer->bytes, peer->len))
+			return ep;
+	return NULL;
+}
+
+/*
+ * The AV holds an address once (libfabric hands a second insert the same
+ * fi_addr_t) and fi_av_remove() drops its connection: endpoints to one
+ * peer share one entry, inserted by the first, removed with the last, so
+ * closing one never cuts the connection under another's reads. Under
+ * od->lock, so that no connect slips between a removal's check and the
+ * removal.
+ */
 static int ofi_connect(struct fab_domain *d, const struct fab_addr *peer,
 		       struct fab_ep **out)
 {
 	struct ofi_domain *od = ofi_od(d);
 	uint8_t a[FAB_ADDR_MAX + 1] = { 0 };
-	struct ofi_ep *ep;
-	int ret;
+	struct ofi_ep *ep, *same;
+	int ret = 1;
 
 	ep = calloc(1, sizeof(*ep));
 	if (!ep)
 		return -ENOMEM;
+	ep->peer = *peer;
 	/* string address formats (shm) need the terminating NUL */
 	memcpy(a, peer->bytes, peer->len);
-	ret = fi_av_insert(od->av, a, 1, &ep->fa, 0, NULL);
+	pthread_mutex_lock(&od->lock);
+	same = ep_to(od, peer, NULL);
+	if (same)
+		ep->fa = same->fa;
+	else
+		ret = fi_av_insert(od->av, a, 1, &ep->fa, 0, NULL);
 	if (ret != 1) {
+		pthread_mutex_unlock(&od->lock);
 		pr_err("fi_av_insert: %s",
 		       ret < 0 ? fi_strerror(-ret) : "address rejected");
 		free(ep);
 		return ret < 0 ? ofi_err(ret) : -EINVAL;
 	}
-	pthread_mutex_lock(&od->lock);
 	ep->next = od->eps.next;
 	ep->prev = &od->eps;
 	ep->next->prev = ep;
@@ -210,11 +245,14 @@ void fab_ofi_ep_abandon(struct ofi_domain *od, struct ofi_ep *ep)
 	ep->next->prev = ep->prev;
 }
 
+/* Free ep, off every list, and its address if no other uses it; lock held. */
 static void ep_remove(struct ofi_domain *od, struct ofi_ep *ep)
 {
-	/* the provider drops the connection (FI_AV_REMOVE_CLEANUP) */
-	int ret = fi_av_remove(od->av, &ep->fa, 1, 0);
+	int ret = 0;
 
+	/* the provider drops the connection (FI_AV_REMOVE_CLEANUP) */
+	if (!ep_to(od, &ep->peer, ep))
+		ret = fi_av_remove(od->av, &ep->fa, 1, 0);
 	if (ret)
 		pr_warn("fi_av_remove: %s", fi_strerror(-ret));
 	free(ep);
@@ -227,15 +265,11 @@ void fab_ofi_reap(struct ofi_domain *od)
 	if (!__atomic_load_n(&od->reap, __ATOMIC_RELAXED))
 		return;
 	pthread_mutex_lock(&od->lock);
-	ep = od->reap;
-	__atomic_store_n(&od->reap, NULL, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&od->lock);
-	while (ep) {
-		struct ofi_ep *next = ep->next;
-
+	while ((ep = od->reap)) {
+		__atomic_store_n(&od->reap, ep->next, __ATOMIC_RELAXED);
 		ep_remove(od, ep);
-		ep = next;
 	}
+	pthread_mutex_unlock(&od->lock);
 }
 
 static void ofi_ep_close(struct fab_ep *e)
@@ -260,10 +294,10 @@ static void ofi_ep_close(struct fab_ep *e)
 		ep->prev = &od->zombies;
 		ep->next->prev = ep;
 		od->zombies.next = ep;
+	} else {
+		ep_remove(od, ep);
 	}
 	pthread_mutex_unlock(&od->lock);
-	if (!held)
-		ep_remove(od, ep);
 	/* its queued operations freed their slots */
 	fab_ofi_after(od);
 }

@@ -65,7 +65,8 @@ struct ofi_rx {
 
 struct ofi_ep {
 	struct fab_ep base; /* first */
-	fi_addr_t fa;
+	struct fab_addr peer;
+	fi_addr_t fa; /* shared by the endpoints to one peer (ofi_connect()) */
 	bool failed; /* timed out or connection lost: refuses new operations */
 	/*
 	 * Closed while the provider still held some of its operations:
@@ -183,7 +184,7 @@ static inline void ofi_op_unqueue(struct ofi_domain *od, struct ofi_op *op)
 	__atomic_store_n(&od->nqueued, od->nqueued - 1, __ATOMIC_RELAXED);
 }
 
-/* fab_ofi.c: remove the addresses of released endpoints; lock not held */
+/* fab_ofi.c: remove released endpoints (and addresses); lock not held */
 void fab_ofi_reap(struct ofi_domain *od);
 /* Register buf; report ep's operations cancelled, forget ep (lock held). */
 int fab_ofi_mr_make(struct ofi_domain *od, void *buf, size_t len,

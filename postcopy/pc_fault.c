@@ -478,8 +478,12 @@ static void complete(struct pc_fault *fs, const struct fab_cqe *c, uint64_t now)
 	slot_free(fs, s);
 }
 
-/* Swap in a holder from pc_fault_set_holder(); repost everything. */
-static void swap_holder(struct pc_fault *fs, uint64_t now)
+/*
+ * Swap in a holder from pc_fault_set_holder(). True when it did: the reads
+ * in flight are cancelled and their slots wait for retry() to post them
+ * again, or no fault would ever resolve (the vCPUs wait, fault no more).
+ */
+static bool swap_holder(struct pc_fault *fs, uint64_t now)
 {
 	struct fab_cqe cqe[16];
 	unsigned i;
@@ -487,7 +491,7 @@ static void swap_holder(struct pc_fault *fs, uint64_t now)
 	pthread_mutex_lock(&fs->lock);
 	if (!fs->have_new) {
 		pthread_mutex_unlock(&fs->lock);
-		return;
+		return false;
 	}
 	fab_ep_close(fs->ep); /* its reads complete with -ECANCELED here */
 	fs->ep = fs->new_ep;
@@ -514,6 +518,7 @@ static void swap_holder(struct pc_fault *fs, uint64_t now)
 		}
 	}
 	fs->next_retry = now; /* no backoff for a fresh holder */
+	return true;
 }
 
 /* Our own low-priority pre-paging, when nothing else is in flight. */
@@ -603,14 +608,16 @@ void *pc_fault_thread(void *arg)
 		bool act = false;
 
 		now = fy_now_ns();
-		swap_holder(fs, now);
+		if (swap_holder(fs, now))
+			pending = true;
 		n = read(fs->p.uffd, msg, sizeof(msg));
 		for (i = 0; n > 0 && i < n / (ssize_t)sizeof(msg[0]); i++) {
 			if (msg[i].event == UFFD_EVENT_PAGEFAULT)
 				fault(fs, &msg[i], now);
 			act = true;
 		}
-		if (fs->inflight) {
+		/* held: only our polls return them (no progress thread) */
+		if (fs->inflight || fs->held) {
 			got = fab_poll(fs->p.dom, cqe, ARRAY_SIZE(cqe), 0);
 			for (k = 0; k < got; k++)
 				complete(fs, &cqe[k], now = fy_now_ns());

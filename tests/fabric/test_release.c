@@ -173,6 +173,61 @@ static void test_release_waits_for_held_read(void **state)
 }
 
 /*
+ * Two endpoints to one peer share its connection: the first, closed while
+ * the provider holds a read, goes once the read comes back, and the
+ * second's reads go on over the connection (ferryd's post-copy
+ * reconnecting to a holder that answers again).
+ */
+static void test_same_peer(void **state)
+{
+	struct fab_ep *ep2;
+	struct fab_addr a;
+	struct fab_mr *mr;
+	struct fab_cqe c;
+	struct pair p;
+	char *buf;
+	uint64_t end;
+	int got = 0;
+
+	(void)state;
+	pair_open(&p);
+	buf = map_pages(3);
+	assert_int_equal(fab_mr_reg(p.i, buf, 3 * PAGE, FAB_ACCESS_LOCAL, &mr),
+			 0);
+	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, NULL), 0);
+	assert_int_equal(wait_cqe(&p, true).status, 0);
+	fab_domain_addr(p.t, &a);
+	assert_int_equal(fab_ep_connect(p.i, &a, &ep2), 0);
+
+	/* held by the provider while its endpoint closes */
+	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, PAGE, NULL), 0);
+	fab_ep_close(p.ep);
+	p.ep = ep2;
+	assert_int_equal(wait_cqe(&p, false).status, -ECANCELED);
+	assert_int_equal(fab_read(ep2, buf + PAGE, PAGE, mr, &p.rk, 0, buf), 0);
+	/* served: the held read comes back late, the closed endpoint goes */
+	end = fy_now_ns() + 2000000000ULL;
+	while (!got && fy_now_ns() < end) {
+		assert_true(fab_poll(p.t, &c, 1, 0) >= 0);
+		if (fab_poll(p.i, &c, 1, 1) == 1) {
+			assert_int_equal(c.status, 0);
+			got++;
+		}
+	}
+	assert_int_equal(got, 1);
+	assert_false(fab_mem_busy(p.i, buf, PAGE));
+	/* the connection is still there */
+	memset(buf + 2 * PAGE, 0, PAGE);
+	assert_int_equal(fab_read(ep2, buf + 2 * PAGE, PAGE, mr, &p.rk, 0, buf),
+			 0);
+	assert_int_equal(wait_cqe(&p, true).status, 0);
+	assert_int_equal((unsigned char)buf[3 * PAGE - 1], 0x5a);
+	assert_int_equal(fab_mr_dereg(mr), 0);
+	munmap(buf, 3 * PAGE);
+	pair_close(&p);
+}
+
+/*
  * A shared mapping handed over while busy is replaced by private memory
  * at once: late bytes never reach the file behind it.
  */
@@ -293,6 +348,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_first_read_accepted),
 		cmocka_unit_test(test_release_waits_for_held_read),
+		cmocka_unit_test(test_same_peer),
 		cmocka_unit_test(test_release_shared_parks),
 		cmocka_unit_test(test_release_close_leaks),
 	};

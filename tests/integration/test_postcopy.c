@@ -23,6 +23,8 @@
  *               stall shows, then the migration completes
  *   vm_killed   50 Mbit/s: SIGKILL the source ferry-vm during post-copy:
  *               its pages live on in ferryd's mapping, nothing is lost
+ * "During post-copy" is where the source ferryd stops at its fault point
+ * src:after:postcopy (the VM runs on b, its pages are still at a).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -249,20 +251,27 @@ static void test_link(void **state)
 	check_moved(j, pass);
 }
 
-/* Start a slow post-copy (50 Mbit/s, 56 MiB: ~9 s); wait until it runs. */
+/*
+ * Start a post-copy of 56 MiB and stop a's ferryd (src:after:postcopy,
+ * docs/testing.md "Fault points") as soon as the VM runs on b: almost all
+ * of its pages are still at a. The 50 Mbit/s link keeps it so in the
+ * moment between b's RESUMED and a's stop (at link speed b could have
+ * pulled all); the test SIGKILLs or SIGCONTs a.
+ */
 static void slow_postcopy(char *id, size_t len, long *pass)
 {
 	json_t *j;
 
-	th = th_pair(50000000ULL, &na, &nb, ferry_vm_bin);
+	th = th_pair_fault(50000000ULL, &na, &nb, ferry_vm_bin,
+			   "src:after:postcopy:stop", NULL);
 	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1", random64);
 	wait_counter(&na, "pass", 1);
 	*pass = vm_counter(&na, "pass");
 	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b", "--mode",
 			"postcopy", "--detach", NULL);
 	snprintf(id, len, "%ld", jint(j, "id"));
-	wait_mig(&nb, id, "postcopy", 20);
-	sleep_ms(1000);
+	node_wait_stopped(&na, 60);
+	assert_jstr(mig(&nb, id), "state", "postcopy");
 }
 
 /* b's `ferry status` names the stalled migration within secs. */
@@ -320,6 +329,7 @@ static void test_cut(void **state)
 	(void)state;
 	slow_postcopy(id, sizeof(id), &pass);
 	assert_int_equal(th_cut(th, 0), 0);
+	assert_int_equal(kill(na.pid, SIGCONT), 0);
 	wait_stall_shown(5);
 	sleep_ms(1500);
 	assert_int_equal(th_restore(th, 0), 0);
@@ -342,6 +352,7 @@ static void test_vm_killed(void **state)
 	assert_int_equal(kill(vm_pid, SIGKILL), 0);
 	assert_int_equal(waitpid(vm_pid, &status, 0), vm_pid);
 	untrack(vm_pid);
+	assert_int_equal(kill(na.pid, SIGCONT), 0);
 	wait_mig(&na, id, "completed", 60);
 	wait_counter(&nb, "pass", pass + 2);
 	assert_int_equal(vm_counter(&nb, "failed"), 0);
