@@ -39,53 +39,21 @@
 #include "kvm-adapter/kvm_adapter.h"
 #include "kva_test.h"
 #include "postcopy/postcopy.h"
+#include "tests/postcopy/pc_holder.h"
 
 #define HOLDER_MEM_FD 100
 #define HOLDER_SOCK_FD 101
 
 static const char *self_exe;
 
-struct holder_info {
-	struct fab_addr addr;
-	struct fab_rkey rkey;
-	int status;
-};
-
-/* The holder: register the inherited memfd, say where, serve until EOF. */
+/* The holder: the inherited memfd, served. */
 static int holder_main(uint64_t size)
 {
-	struct fab_opts o = { .progress_thread = true };
-	struct holder_info h = { 0 };
-	struct fab_domain *d = NULL;
-	struct fab_mr *mr = NULL;
-	void *mem;
-	char c;
+	void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 HOLDER_MEM_FD, 0);
 
-	mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		   HOLDER_MEM_FD, 0);
-	if (mem == MAP_FAILED)
-		h.status = -errno;
-	if (!h.status)
-		h.status = fab_domain_open(&o, &d);
-	if (!h.status)
-		h.status = fab_mr_reg(d, mem, size, FAB_ACCESS_READ, &mr);
-	if (!h.status) {
-		fab_domain_addr(d, &h.addr);
-		fab_mr_rkey(mr, &h.rkey);
-	}
-	if (write(HOLDER_SOCK_FD, &h, sizeof(h)) != sizeof(h))
-		return 1;
-	while (read(HOLDER_SOCK_FD, &c, 1) > 0)
-		;
-	fab_domain_close(d);
-	return 0;
+	return holder_serve(HOLDER_SOCK_FD, mem, size, -errno);
 }
-
-struct holder {
-	pid_t pid;
-	int sock;
-	struct holder_info info;
-};
 
 static void holder_start(struct holder *h, int memfd, uint64_t size)
 {
@@ -104,21 +72,7 @@ static void holder_start(struct holder *h, int memfd, uint64_t size)
 		execl(self_exe, self_exe, "--holder", sz, (char *)NULL);
 		_exit(127);
 	}
-	close(sv[1]);
-	h->sock = sv[0];
-	assert_int_equal(read(h->sock, &h->info, sizeof(h->info)),
-			 sizeof(h->info));
-	assert_int_equal(h->info.status, 0);
-}
-
-static void holder_kill(struct holder *h)
-{
-	if (h->pid > 0) {
-		kill(h->pid, SIGKILL);
-		waitpid(h->pid, NULL, 0);
-		close(h->sock);
-		h->pid = 0;
-	}
+	holder_started(h, sv);
 }
 
 static struct kva_status status(struct kva_client *c)

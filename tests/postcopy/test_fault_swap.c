@@ -34,21 +34,10 @@
 #include "common/bitmap.h"
 #include "common/util.h"
 #include "postcopy/postcopy.h"
+#include "tests/postcopy/pc_holder.h"
 
 #define PAGES 16
 #define PAGE 4096
-
-struct holder_info {
-	struct fab_addr addr;
-	struct fab_rkey rkey;
-	int status;
-};
-
-struct holder {
-	pid_t pid;
-	int sock;
-	struct holder_info info;
-};
 
 /* Page k of the holders' memory is filled with k + 1. */
 static void fill(uint8_t *mem)
@@ -57,37 +46,15 @@ static void fill(uint8_t *mem)
 		memset(mem + k * PAGE, k + 1, PAGE);
 }
 
-/* The holder (child): register its memory, say where, serve until EOF. */
+/* The holder (child): its memory, page k filled with k + 1, served. */
 static int holder_main(int sock)
 {
-	struct fab_opts o = { .progress_thread = true };
-	struct holder_info h = { 0 };
-	struct fab_domain *d = NULL;
-	struct fab_mr *mr = NULL;
-	uint8_t *mem;
-	char c;
+	uint8_t *mem = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	mem = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
-		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED)
-		h.status = -errno;
-	if (!h.status) {
+	if (mem != MAP_FAILED)
 		fill(mem);
-		h.status = fab_domain_open(&o, &d);
-	}
-	if (!h.status)
-		h.status =
-			fab_mr_reg(d, mem, PAGES * PAGE, FAB_ACCESS_READ, &mr);
-	if (!h.status) {
-		fab_domain_addr(d, &h.addr);
-		fab_mr_rkey(mr, &h.rkey);
-	}
-	if (write(sock, &h, sizeof(h)) != sizeof(h))
-		return 1;
-	while (read(sock, &c, 1) > 0)
-		;
-	fab_domain_close(d);
-	return 0;
+	return holder_serve(sock, mem, PAGES * PAGE, -errno);
 }
 
 /* Fork a holder; before this process opens a fabric domain of its own. */
@@ -102,21 +69,7 @@ static void holder_start(struct holder *h)
 		close(sv[0]);
 		_exit(holder_main(sv[1]));
 	}
-	close(sv[1]);
-	h->sock = sv[0];
-	assert_int_equal(read(h->sock, &h->info, sizeof(h->info)),
-			 sizeof(h->info));
-	assert_int_equal(h->info.status, 0);
-}
-
-static void holder_kill(struct holder *h)
-{
-	if (h->pid > 0) {
-		kill(h->pid, SIGKILL);
-		waitpid(h->pid, NULL, 0);
-		close(h->sock);
-		h->pid = 0;
-	}
+	holder_started(h, sv);
 }
 
 /* A thread that touches one page of guest and waits for it. */
