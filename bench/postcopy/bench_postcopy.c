@@ -41,46 +41,20 @@
 #include "common/bitmap.h"
 #include "common/util.h"
 #include "postcopy/postcopy.h"
+#include "tests/postcopy/pc_holder.h"
 
 #define PG 4096ULL
 #define MEM_FD 100
 #define SOCK_FD 101
 #define MAX_ROUNDS 9
 
-struct holder_info {
-	struct fab_addr addr;
-	struct fab_rkey rkey;
-	int status;
-};
-
 static const char *provider;
 
 static int holder_main(uint64_t size)
 {
-	struct fab_opts o = { .provider = provider, .progress_thread = true };
-	struct holder_info h = { 0 };
-	struct fab_domain *d = NULL;
-	struct fab_mr *mr = NULL;
-	void *mem;
-	char c;
+	void *mem = mmap(NULL, size, PROT_READ, MAP_SHARED, MEM_FD, 0);
 
-	mem = mmap(NULL, size, PROT_READ, MAP_SHARED, MEM_FD, 0);
-	if (mem == MAP_FAILED)
-		h.status = -errno;
-	if (!h.status)
-		h.status = fab_domain_open(&o, &d);
-	if (!h.status)
-		h.status = fab_mr_reg(d, mem, size, FAB_ACCESS_READ, &mr);
-	if (!h.status) {
-		fab_domain_addr(d, &h.addr);
-		fab_mr_rkey(mr, &h.rkey);
-	}
-	if (write(SOCK_FD, &h, sizeof(h)) != sizeof(h))
-		return 1;
-	while (read(SOCK_FD, &c, 1) > 0)
-		;
-	fab_domain_close(d);
-	return 0;
+	return holder_serve(SOCK_FD, mem, size, -errno, provider);
 }
 
 static int cmp_u64(const void *a, const void *b)

@@ -52,7 +52,7 @@ static int holder_main(uint64_t size)
 	void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
 			 HOLDER_MEM_FD, 0);
 
-	return holder_serve(HOLDER_SOCK_FD, mem, size, -errno);
+	return holder_serve(HOLDER_SOCK_FD, mem, size, -errno, NULL);
 }
 
 static void holder_start(struct holder *h, int memfd, uint64_t size)
@@ -72,7 +72,7 @@ static void holder_start(struct holder *h, int memfd, uint64_t size)
 		execl(self_exe, self_exe, "--holder", sz, (char *)NULL);
 		_exit(127);
 	}
-	holder_started(h, sv);
+	assert_int_equal(holder_started(h, sv), 0);
 }
 
 static struct kva_status status(struct kva_client *c)

@@ -54,7 +54,7 @@ static int holder_main(int sock)
 
 	if (mem != MAP_FAILED)
 		fill(mem);
-	return holder_serve(sock, mem, PAGES * PAGE, -errno);
+	return holder_serve(sock, mem, PAGES * PAGE, -errno, NULL);
 }
 
 /* Fork a holder; before this process opens a fabric domain of its own. */
@@ -69,7 +69,7 @@ static void holder_start(struct holder *h)
 		close(sv[0]);
 		_exit(holder_main(sv[1]));
 	}
-	holder_started(h, sv);
+	assert_int_equal(holder_started(h, sv), 0);
 }
 
 /* A thread that touches one page of guest and waits for it. */
