@@ -103,7 +103,12 @@ bool fy_fault(const char *point)
 		if (f->action == FAULT_KILL)
 			kill(getpid(), SIGKILL);
 		else if (f->action == FAULT_STOP)
-			kill(getpid(), SIGSTOP);
+			/*
+			 * To this thread: sent to the process, SIGSTOP may be
+			 * taken by another thread, and this one runs on past
+			 * its point until that one stops the group.
+			 */
+			raise(SIGSTOP);
 		return f->action == FAULT_FAIL;
 	}
 	return false;
