@@ -93,8 +93,7 @@ int rly_holder_info(const struct rly *r, unsigned idx,
 
 /*
  * The destination needs pages [start, start + n) at generation gen (a
- * DIRTY_SET of that generation). 0, -EINVAL (outside the pages), -ERANGE
- * (gen over UINT32_MAX).
+ * DIRTY_SET of that generation). 0 or -EINVAL (outside the pages).
  */
 int rly_want(struct rly *r, uint64_t start, uint64_t n, uint64_t gen);
 /*

@@ -44,7 +44,7 @@ void rly_close(struct rly *r)
 	free(r);
 }
 
-/* Sorted, disjoint, non-empty runs inside the pages, generations 32-bit. */
+/* Sorted, disjoint, non-empty runs inside the pages. */
 static bool vruns_ok(const struct rly *r, const struct rly_vrun *v, size_t nv)
 {
 	uint64_t end = 0;
@@ -53,7 +53,7 @@ static bool vruns_ok(const struct rly *r, const struct rly_vrun *v, size_t nv)
 		return false;
 	for (size_t i = 0; i < nv; i++) {
 		if (!v[i].len || v[i].start < end || v[i].start >= r->pages ||
-		    v[i].len > r->pages - v[i].start || v[i].gen > UINT32_MAX)
+		    v[i].len > r->pages - v[i].start)
 			return false;
 		end = v[i].start + v[i].len;
 	}
@@ -148,8 +148,6 @@ int rly_want(struct rly *r, uint64_t start, uint64_t n, uint64_t gen)
 {
 	if (!n || start >= r->pages || n > r->pages - start)
 		return -EINVAL;
-	if (gen > UINT32_MAX)
-		return -ERANGE;
 	if (gen > r->gen_max)
 		r->gen_max = gen;
 	if (r->want)
@@ -176,7 +174,7 @@ static size_t vrun_of(const struct rly_holder *h, uint64_t p)
 	return h->nv;
 }
 
-static uint32_t want_of(const struct rly *r, uint64_t p)
+static uint64_t want_of(const struct rly *r, uint64_t p)
 {
 	return r->want ? r->want[p] : r->gen_max;
 }

@@ -35,8 +35,8 @@ struct rly {
 	 * until then (the source serves anything) only gen_max is kept, which
 	 * the pages announced before start from (never older than needed).
 	 */
-	uint32_t *want;
-	uint32_t gen_max;
+	uint64_t *want;
+	uint64_t gen_max;
 	struct rly_holder h[RLY_HOLDERS_MAX];
 	unsigned nh;
 	struct rly_seg seg[RLY_SEGS_MAX];
