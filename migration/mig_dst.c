@@ -144,6 +144,10 @@ static int setup(struct mig_dst *d)
 		d->seen = fy_bitmap_alloc(d->pages);
 	if (!d->need || (d->mode != PROTO_MODE_PRECOPY && !d->seen))
 		return mig_dst_fail(d, "out of memory");
+	/* one holder today: the source, RLY_SOURCE, read through d->ep */
+	ret = rly_open(d->pages, d->need, 0, &d->rly);
+	if (ret)
+		return mig_dst_fail(d, "pull scheduler: %s", strerror(-ret));
 	/* 4 MiB at first: 0.7 s on a 50 Mbit/s link, where 32 MiB time out */
 	d->win = (struct codec_window){ .cap = 4 << 20,
 					.min = RUN_MAX * FY_PAGE_SIZE,
@@ -284,16 +288,14 @@ static int post_reads(struct mig_dst *d)
 	       d->pending > d->inflight_pages + (d->djob ? d->dpages : 0)) {
 		uint64_t p, e;
 		struct mig_slot *s = NULL;
+		struct rly_read rd;
 		int ret;
 
-		p = fy_bitmap_next_set(d->need, d->pages, d->cursor);
-		if (p >= d->pages)
-			p = fy_bitmap_next_set(d->need, d->pages, 0);
-		if (p >= d->pages)
+		/* the source is the only holder: every run is its, on d->ep */
+		if (rly_next(d->rly, RUN_MAX, &rd))
 			break;
-		e = fy_bitmap_next_clear(d->need, d->pages, p);
-		if (e - p > RUN_MAX)
-			e = p + RUN_MAX;
+		p = rd.start;
+		e = rd.start + rd.pages;
 		s = free_slot(d);
 		if (!s || !codec_window_room(&d->win, (e - p) * FY_PAGE_SIZE))
 			break;
@@ -312,8 +314,10 @@ static int post_reads(struct mig_dst *d)
 		s->start = p;
 		s->pages = e - p;
 		s->t_post = mig_now(d->n);
-		for (uint64_t q = p; q < e; q++)
-			fy_bit_clear(d->need, q);
+		/* the run leaves need, the cursor moves past it */
+		if (rly_take(d->rly, &rd, s->t_post))
+			return mig_dst_fail(d, "internal error");
+		s->rd = rd;
 		d->inflight++;
 		d->inflight_pages += e - p;
 		d->win.inflight += (e - p) * FY_PAGE_SIZE;
@@ -329,6 +333,7 @@ static int post_reads(struct mig_dst *d)
 static int reap(struct mig_dst *d, int timeout_ms)
 {
 	struct fab_cqe c[64];
+	uint64_t now;
 	int n, ret = 0;
 
 	n = fab_poll(d->n->fab, c, 64, timeout_ms);
@@ -360,9 +365,12 @@ static int reap(struct mig_dst *d, int timeout_ms)
 			continue;
 		}
 		d->inflight_pages -= s->pages;
+		now = mig_now(d->n);
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
-				  mig_now(d->n) - s->t_post);
+				  now - s->t_post);
 		if (c[i].status) {
+			/* the source's: the engine gives up (below) */
+			rly_fail(d->rly, &s->rd, true);
 			ret = mig_dst_fail(d,
 					   "fabric read of %" PRIu64 " pages"
 					   " at "
@@ -372,6 +380,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 					   strerror(-c[i].status));
 			continue;
 		}
+		rly_done(d->rly, &s->rd, now);
 		pthread_mutex_lock(&d->lock);
 		d->pending -= s->pages;
 		d->pages_pulled += s->pages;
@@ -487,6 +496,8 @@ static void cleanup(struct mig_dst *d, bool ok)
 	if (d->map && !d->inflight)
 		unmap(d);
 	d->map = NULL;
+	rly_close(d->rly); /* it borrows need */
+	d->rly = NULL;
 	free(d->need);
 	d->need = NULL;
 	free(d->seen);

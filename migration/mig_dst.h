@@ -34,6 +34,7 @@ struct mig_qmsg {
 struct mig_slot {
 	uint64_t start, pages; /* a DELTA_SET chunk: offset and bytes */
 	uint64_t t_post;
+	struct rly_read rd; /* a run of pages: as the scheduler gave it */
 	bool used;
 	bool delta;
 	bool posted; /* post-copy: a read in flight (else one to repost) */
@@ -83,6 +84,7 @@ struct mig_dst {
 	struct fab_ep *ep;
 	struct fab_rkey rk;
 	uint64_t *need;
+	struct rly *rly; /* which holder each read goes to (need is its) */
 	struct pc_pop *pop; /* maps announced pages in ahead of the reads */
 	uint64_t pending; /* pages announced and not pulled yet */
 	uint64_t cursor;

@@ -106,6 +106,8 @@ static int on_dirty_set(struct mig_dst *d, const struct proto_dirty_set *ds)
 			if (d->seen)
 				fy_bit_set(d->seen, p);
 		}
+		/* what a holder's copy must be to serve them (checked above) */
+		rly_want(d->rly, r->start, r->len, ds->gen);
 	}
 	if (!mig_dst_has(d, MIG_SM_PC)) /* post-copy punches them out */
 		pc_pop_add(d->pop, ds->runs, ds->nruns);

@@ -15,6 +15,7 @@
 #include "migration/migration.h"
 #include "postcopy/postcopy.h"
 #include "protocol/protocol.h"
+#include "relay/relay.h"
 
 /*
  * Inside the migration engine: a migration (struct mig), the base

@@ -286,6 +286,7 @@ static int post_run(struct mig_dst *d, struct mig_slot *s)
 	}
 	s->posted = true;
 	s->t_post = mig_now(d->n);
+	s->rd.t_post = s->t_post;
 	d->inflight++;
 	d->win.inflight += s->pages * FY_PAGE_SIZE;
 	return 0;
@@ -299,31 +300,33 @@ static struct mig_slot *free_slot(struct mig_dst *d)
 	return NULL;
 }
 
-static void take_slot(struct mig_dst *d, struct mig_slot *s, uint64_t page,
-		      uint64_t n)
+/* Read rd's run (its pages claimed) into slot s; it leaves need. */
+static void take_slot(struct mig_dst *d, struct mig_slot *s,
+		      const struct rly_read *rd)
 {
 	s->used = true;
 	s->delta = false;
 	s->posted = false;
-	s->start = page;
-	s->pages = n;
-	for (uint64_t q = page; q < page + n; q++)
-		fy_bit_clear(d->need, q);
+	s->start = rd->start;
+	s->pages = rd->pages;
+	s->rd = *rd;
+	/* its pages leave need; post_run() sets when it is posted */
+	if (rly_take(d->rly, &s->rd, 0))
+		pr_err("post-copy: the pull scheduler refused a read");
 	post_run(d, s);
 }
 
 /* The next run of needed pages we could claim, from the cursor on. */
-static uint64_t next_run(struct mig_dst *d, uint64_t *len)
+static int next_run(struct mig_dst *d, struct rly_read *rd)
 {
 	struct nd_post *p = d->post;
 	uint64_t s, e;
 
 	for (;;) {
-		s = fy_bitmap_next_set(d->need, d->pages, d->cursor);
-		if (s >= d->pages)
-			s = fy_bitmap_next_set(d->need, d->pages, 0);
-		if (s >= d->pages)
-			return UINT64_MAX;
+		/* the source is the only holder: every run is its */
+		if (rly_next(d->rly, RUN, rd))
+			return -1;
+		s = rd->start;
 		d->cursor = s;
 		if (pc_fault_claim(p->present, s))
 			break;
@@ -335,19 +338,20 @@ static uint64_t next_run(struct mig_dst *d, uint64_t *len)
 		d->bytes += FY_PAGE_SIZE;
 		pthread_mutex_unlock(&d->lock);
 	}
+	/* rd's pages are all needed: the claims may stop it short */
 	e = s + 1;
-	while (e < d->pages && e - s < RUN && fy_bit_test(d->need, e) &&
-	       pc_fault_claim(p->present, e))
+	while (e < s + rd->pages && pc_fault_claim(p->present, e))
 		e++;
-	*len = e - s;
+	rd->pages = e - s;
 	d->cursor = e;
-	return s;
+	return 0;
 }
 
 static void post_reads(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
-	uint64_t pre[PREPAGE_BATCH], page, len;
+	uint64_t pre[PREPAGE_BATCH];
+	struct rly_read rd;
 	struct mig_slot *s;
 	size_t n, i;
 
@@ -365,20 +369,32 @@ static void post_reads(struct mig_dst *d)
 		    codec_window_room(&d->win, FY_PAGE_SIZE);
 	     i++)
 		if (fy_bit_test(d->need, pre[i]) &&
+		    !rly_choose(d->rly, pre[i], 1, &rd) &&
 		    pc_fault_claim(p->present, pre[i])) {
-			take_slot(d, s, pre[i], 1);
+			take_slot(d, s, &rd);
 			p->prepaged++;
 		}
 	while (!p->broken && (s = free_slot(d)) &&
 	       codec_window_room(&d->win, RUN * FY_PAGE_SIZE)) {
-		page = next_run(d, &len);
-		if (page == UINT64_MAX)
+		if (next_run(d, &rd))
 			break;
-		take_slot(d, s, page, len);
+		take_slot(d, s, &rd);
 	}
 	/* the linear reads complete about in order (pre-paging aside) */
 	if (d->cursor > d->win.inflight / FY_PAGE_SIZE)
 		pc_pop_hint(d->pop, d->cursor - d->win.inflight / FY_PAGE_SIZE);
+}
+
+/*
+ * A read of slot s failed: its pages stay claimed by it and are read
+ * again, from the holder the scheduler names now (today the source).
+ */
+static void repost_to(struct mig_dst *d, struct mig_slot *s)
+{
+	rly_fail(d->rly, &s->rd, false);
+	if (rly_choose(d->rly, s->start, s->pages, &s->rd) ||
+	    rly_take(d->rly, &s->rd, 0))
+		pr_err("post-copy: the pull scheduler refused a read");
 }
 
 /* Take completions; place what arrived. -1: the VM is gone. */
@@ -386,6 +402,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 {
 	struct nd_post *p = d->post;
 	struct fab_cqe c[64];
+	uint64_t now;
 	int n, ret;
 
 	n = fab_poll(d->n->fab, c, 64, timeout_ms);
@@ -397,16 +414,20 @@ static int reap(struct mig_dst *d, int timeout_ms)
 			continue;
 		s->posted = false;
 		d->inflight--;
+		now = mig_now(d->n);
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
-				  mig_now(d->n) - s->t_post);
+				  now - s->t_post);
 		if (c[i].status) {
 			if (!p->broken)
 				pr_warn("post-copy read failed (%s): "
 					"reconnecting",
 					strerror(-c[i].status));
 			p->broken = true;
+			/* the slot keeps its claimed run: from whom again */
+			repost_to(d, s);
 			continue;
 		}
+		rly_done(d->rly, &s->rd, now);
 		if (p->zc) {
 			set_placed(p, s->start, s->pages);
 			ret = map_range(p, s->start, s->pages);

@@ -247,6 +247,7 @@ static int resume_here(struct mig_dst *d)
 	d->blob = NULL;
 	d->pending = fy_bitmap_count(d->need, d->pages);
 	d->cursor = 0;
+	rly_rewind(d->rly);
 	/* a fault waits behind about 20 ms of our reads on the link */
 	d->win = (struct codec_window){ .cap = 1 << 20,
 					.min = RUN * FY_PAGE_SIZE,
