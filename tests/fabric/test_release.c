@@ -24,17 +24,16 @@
 #include "common/util.h"
 #include "fabric/fabric_int.h"
 
-#define PAGE 4096
 #define TIMEOUT_MS 300
 
 static bool mapped(void *p)
 {
-	return msync(p, PAGE, MS_ASYNC) == 0;
+	return msync(p, FY_PAGE_SIZE, MS_ASYNC) == 0;
 }
 
 static void *map_pages(size_t n)
 {
-	void *p = mmap(NULL, n * PAGE, PROT_READ | PROT_WRITE,
+	void *p = mmap(NULL, n * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	assert_true(p != MAP_FAILED);
@@ -57,9 +56,9 @@ static void pair_open(struct pair *p)
 	assert_int_equal(fab_domain_open(&o, &p->t), 0);
 	assert_int_equal(fab_domain_open(&o, &p->i), 0);
 	p->region = map_pages(4);
-	memset(p->region, 0x5a, 4 * PAGE);
-	assert_int_equal(fab_mr_reg(p->t, p->region, 4 * PAGE, FAB_ACCESS_READ,
-				    &p->tmr),
+	memset(p->region, 0x5a, 4 * FY_PAGE_SIZE);
+	assert_int_equal(fab_mr_reg(p->t, p->region, 4 * FY_PAGE_SIZE,
+				    FAB_ACCESS_READ, &p->tmr),
 			 0);
 	fab_mr_rkey(p->tmr, &p->rk);
 	fab_domain_addr(p->t, &a);
@@ -71,7 +70,7 @@ static void pair_close(struct pair *p)
 	fab_ep_close(p->ep);
 	fab_domain_close(p->i);
 	fab_domain_close(p->t);
-	munmap(p->region, 4 * PAGE);
+	munmap(p->region, 4 * FY_PAGE_SIZE);
 }
 
 /* Poll the initiator (and the target when serve) until one cqe or 2 s. */
@@ -105,16 +104,18 @@ static void test_first_read_accepted(void **state)
 	(void)state;
 	pair_open(&p);
 	buf = map_pages(1);
-	assert_int_equal(fab_mr_reg(p.i, buf, PAGE, FAB_ACCESS_LOCAL, &mr), 0);
-	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, buf), 0);
-	assert_true(fab_mem_busy(p.i, buf, PAGE));
+	assert_int_equal(
+		fab_mr_reg(p.i, buf, FY_PAGE_SIZE, FAB_ACCESS_LOCAL, &mr), 0);
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk, 0, buf),
+			 0);
+	assert_true(fab_mem_busy(p.i, buf, FY_PAGE_SIZE));
 	c = wait_cqe(&p, true);
 	assert_int_equal(c.status, 0);
 	assert_ptr_equal(c.ctx, buf);
-	assert_int_equal((unsigned char)buf[PAGE - 1], 0x5a);
-	assert_false(fab_mem_busy(p.i, buf, PAGE));
+	assert_int_equal((unsigned char)buf[FY_PAGE_SIZE - 1], 0x5a);
+	assert_false(fab_mem_busy(p.i, buf, FY_PAGE_SIZE));
 	/* nothing holds it: unmapped at once, registration gone */
-	fab_mem_release(p.i, buf, PAGE, mr, FAB_RELEASE_MUNMAP);
+	fab_mem_release(p.i, buf, FY_PAGE_SIZE, mr, FAB_RELEASE_MUNMAP);
 	assert_false(mapped(buf));
 	pair_close(&p);
 }
@@ -135,27 +136,31 @@ static void test_release_waits_for_held_read(void **state)
 	(void)state;
 	pair_open(&p);
 	buf = map_pages(2);
-	other = buf + PAGE;
-	assert_int_equal(fab_mr_reg(p.i, buf, 2 * PAGE, FAB_ACCESS_LOCAL, &mr),
+	other = buf + FY_PAGE_SIZE;
+	assert_int_equal(fab_mr_reg(p.i, buf, 2 * FY_PAGE_SIZE,
+				    FAB_ACCESS_LOCAL, &mr),
 			 0);
 	/* make the connection */
-	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, NULL), 0);
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk, 0, NULL),
+			 0);
 	assert_int_equal(wait_cqe(&p, true).status, 0);
 
 	/* the target is left alone: the provider keeps this read */
-	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, PAGE, NULL), 0);
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk,
+				  FY_PAGE_SIZE, NULL),
+			 0);
 	fab_ep_close(p.ep);
 	p.ep = NULL;
 	c = wait_cqe(&p, false);
 	assert_int_equal(c.status, -ECANCELED);
-	assert_true(fab_mem_busy(p.i, buf, PAGE));
-	assert_true(fab_mem_busy(p.i, buf + PAGE - 1, 1));
-	assert_false(fab_mem_busy(p.i, other, PAGE));
+	assert_true(fab_mem_busy(p.i, buf, FY_PAGE_SIZE));
+	assert_true(fab_mem_busy(p.i, buf + FY_PAGE_SIZE - 1, 1));
+	assert_false(fab_mem_busy(p.i, other, FY_PAGE_SIZE));
 
-	fab_mem_release(p.i, buf, PAGE, NULL, FAB_RELEASE_MUNMAP);
+	fab_mem_release(p.i, buf, FY_PAGE_SIZE, NULL, FAB_RELEASE_MUNMAP);
 	assert_true(mapped(buf));
 	/* a neighbour nothing writes goes at once */
-	fab_mem_release(p.i, other, PAGE, NULL, FAB_RELEASE_MUNMAP);
+	fab_mem_release(p.i, other, FY_PAGE_SIZE, NULL, FAB_RELEASE_MUNMAP);
 	assert_false(mapped(other));
 
 	/* the target serves it: the late completion releases buf */
@@ -192,19 +197,25 @@ static void test_same_peer(void **state)
 	(void)state;
 	pair_open(&p);
 	buf = map_pages(3);
-	assert_int_equal(fab_mr_reg(p.i, buf, 3 * PAGE, FAB_ACCESS_LOCAL, &mr),
+	assert_int_equal(fab_mr_reg(p.i, buf, 3 * FY_PAGE_SIZE,
+				    FAB_ACCESS_LOCAL, &mr),
 			 0);
-	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, NULL), 0);
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk, 0, NULL),
+			 0);
 	assert_int_equal(wait_cqe(&p, true).status, 0);
 	fab_domain_addr(p.t, &a);
 	assert_int_equal(fab_ep_connect(p.i, &a, &ep2), 0);
 
 	/* held by the provider while its endpoint closes */
-	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, PAGE, NULL), 0);
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk,
+				  FY_PAGE_SIZE, NULL),
+			 0);
 	fab_ep_close(p.ep);
 	p.ep = ep2;
 	assert_int_equal(wait_cqe(&p, false).status, -ECANCELED);
-	assert_int_equal(fab_read(ep2, buf + PAGE, PAGE, mr, &p.rk, 0, buf), 0);
+	assert_int_equal(fab_read(ep2, buf + FY_PAGE_SIZE, FY_PAGE_SIZE, mr,
+				  &p.rk, 0, buf),
+			 0);
 	/* served: the held read comes back late, the closed endpoint goes */
 	end = fy_now_ns() + 2000000000ULL;
 	while (!got && fy_now_ns() < end) {
@@ -215,15 +226,16 @@ static void test_same_peer(void **state)
 		}
 	}
 	assert_int_equal(got, 1);
-	assert_false(fab_mem_busy(p.i, buf, PAGE));
+	assert_false(fab_mem_busy(p.i, buf, FY_PAGE_SIZE));
 	/* the connection is still there */
-	memset(buf + 2 * PAGE, 0, PAGE);
-	assert_int_equal(fab_read(ep2, buf + 2 * PAGE, PAGE, mr, &p.rk, 0, buf),
+	memset(buf + 2 * FY_PAGE_SIZE, 0, FY_PAGE_SIZE);
+	assert_int_equal(fab_read(ep2, buf + 2 * FY_PAGE_SIZE, FY_PAGE_SIZE, mr,
+				  &p.rk, 0, buf),
 			 0);
 	assert_int_equal(wait_cqe(&p, true).status, 0);
-	assert_int_equal((unsigned char)buf[3 * PAGE - 1], 0x5a);
+	assert_int_equal((unsigned char)buf[3 * FY_PAGE_SIZE - 1], 0x5a);
 	assert_int_equal(fab_mr_dereg(mr), 0);
-	munmap(buf, 3 * PAGE);
+	munmap(buf, 3 * FY_PAGE_SIZE);
 	pair_close(&p);
 }
 
@@ -236,7 +248,7 @@ static void test_release_shared_parks(void **state)
 	struct fab_mr *mr;
 	struct fab_cqe c;
 	struct pair p;
-	char *buf, probe[PAGE];
+	char *buf, probe[FY_PAGE_SIZE];
 	uint64_t end;
 	int fd;
 
@@ -244,19 +256,23 @@ static void test_release_shared_parks(void **state)
 	pair_open(&p);
 	fd = memfd_create("release-test", 0);
 	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, PAGE), 0);
-	buf = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_int_equal(ftruncate(fd, FY_PAGE_SIZE), 0);
+	buf = mmap(NULL, FY_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   0);
 	assert_true(buf != MAP_FAILED);
-	assert_int_equal(fab_mr_reg(p.i, buf, PAGE, FAB_ACCESS_LOCAL, &mr), 0);
-	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, NULL), 0);
+	assert_int_equal(
+		fab_mr_reg(p.i, buf, FY_PAGE_SIZE, FAB_ACCESS_LOCAL, &mr), 0);
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk, 0, NULL),
+			 0);
 	assert_int_equal(wait_cqe(&p, true).status, 0);
-	memset(buf, 0, PAGE);
+	memset(buf, 0, FY_PAGE_SIZE);
 
-	assert_int_equal(fab_read(p.ep, buf, PAGE, mr, &p.rk, 0, NULL), 0);
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk, 0, NULL),
+			 0);
 	fab_ep_close(p.ep);
 	p.ep = NULL;
 	assert_int_equal(wait_cqe(&p, false).status, -ECANCELED);
-	fab_mem_release(p.i, buf, PAGE, mr, FAB_RELEASE_MUNMAP_SHARED);
+	fab_mem_release(p.i, buf, FY_PAGE_SIZE, mr, FAB_RELEASE_MUNMAP_SHARED);
 	assert_true(mapped(buf));
 	end = fy_now_ns() + 2000000000ULL;
 	while (mapped(buf) && fy_now_ns() < end) {
@@ -265,8 +281,8 @@ static void test_release_shared_parks(void **state)
 	}
 	assert_false(mapped(buf));
 	/* the late read landed in the parked memory, not in the memfd */
-	assert_int_equal(pread(fd, probe, PAGE, 0), PAGE);
-	for (size_t k = 0; k < PAGE; k++)
+	assert_int_equal(pread(fd, probe, FY_PAGE_SIZE, 0), FY_PAGE_SIZE);
+	for (size_t k = 0; k < FY_PAGE_SIZE; k++)
 		assert_int_equal(probe[k], 0);
 	close(fd);
 	pair_close(&p);
@@ -315,15 +331,15 @@ static void test_release_close_leaks(void **state)
 	(void)state;
 	fab_release_init(&d);
 	fake_busy_now = true;
-	fab_mem_release(&d, a, PAGE, NULL, FAB_RELEASE_MUNMAP);
+	fab_mem_release(&d, a, FY_PAGE_SIZE, NULL, FAB_RELEASE_MUNMAP);
 	assert_true(mapped(a));
 	fake_busy_now = false;
 	fab_release_sweep(&d);
 	assert_false(mapped(a));
 
 	fake_busy_now = true;
-	fab_mem_release(&d, b, PAGE, NULL, FAB_RELEASE_MUNMAP);
-	fab_mem_release(&d, c, 2 * PAGE, NULL, FAB_RELEASE_MUNMAP);
+	fab_mem_release(&d, b, FY_PAGE_SIZE, NULL, FAB_RELEASE_MUNMAP);
+	fab_mem_release(&d, c, 2 * FY_PAGE_SIZE, NULL, FAB_RELEASE_MUNMAP);
 	fab_release_sweep(&d);
 	assert_true(mapped(b) && mapped(c));
 
@@ -339,8 +355,8 @@ static void test_release_close_leaks(void **state)
 	assert_int_equal(lines_with(logfd, 0, "leaked"), 1);
 	assert_int_equal(lines_with(logfd, 0, "2 busy areas (12288 bytes)"), 1);
 	close(logfd);
-	munmap(b, PAGE);
-	munmap(c, 2 * PAGE);
+	munmap(b, FY_PAGE_SIZE);
+	munmap(c, 2 * FY_PAGE_SIZE);
 }
 
 int main(void)

@@ -37,24 +37,23 @@
 #include "tests/postcopy/pc_holder.h"
 
 #define PAGES 16
-#define PAGE 4096
 
 /* Page k of the holders' memory is filled with k + 1. */
 static void fill(uint8_t *mem)
 {
 	for (unsigned k = 0; k < PAGES; k++)
-		memset(mem + k * PAGE, k + 1, PAGE);
+		memset(mem + k * FY_PAGE_SIZE, k + 1, FY_PAGE_SIZE);
 }
 
 /* The holder (child): its memory, page k filled with k + 1, served. */
 static int holder_main(int sock)
 {
-	uint8_t *mem = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
+	uint8_t *mem = mmap(NULL, PAGES * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	if (mem != MAP_FAILED)
 		fill(mem);
-	return holder_serve(sock, mem, PAGES * PAGE, -errno, NULL);
+	return holder_serve(sock, mem, PAGES * FY_PAGE_SIZE, -errno, NULL);
 }
 
 /* Fork a holder; before this process opens a fabric domain of its own. */
@@ -128,13 +127,13 @@ static void test_swap_inflight(void **state)
 	}
 	holder_start(&h1);
 	holder_start(&h2);
-	guest = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
+	guest = mmap(NULL, PAGES * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	map = mmap(NULL, PAGES * PAGE, PROT_READ | PROT_WRITE,
+	map = mmap(NULL, PAGES * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	assert_true(guest != MAP_FAILED && map != MAP_FAILED);
 	reg.range.start = (uintptr_t)guest;
-	reg.range.len = PAGES * PAGE;
+	reg.range.len = PAGES * FY_PAGE_SIZE;
 	assert_int_equal(ioctl(uffd, UFFDIO_REGISTER, &reg), 0);
 
 	/* like ferryd's fault domain: no progress thread, a long timeout */
@@ -155,7 +154,7 @@ static void test_swap_inflight(void **state)
 	/* the first holder serves page 0, then stops mid-read of page 1 */
 	assert_int_equal(guest[0], 1);
 	assert_int_equal(kill(h1.pid, SIGSTOP), 0);
-	t.at = guest + PAGE;
+	t.at = guest + FY_PAGE_SIZE;
 	assert_int_equal(pthread_create(&t.thread, NULL, touch, &t), 0);
 	st = stats_when(fs, 1, 2);
 	assert_int_equal(st.busy, 1);
@@ -177,7 +176,7 @@ static void test_swap_inflight(void **state)
 
 	/* and the rest from the new holder */
 	for (unsigned k = 2; k < PAGES; k++)
-		assert_int_equal(guest[k * PAGE], k + 1);
+		assert_int_equal(guest[k * FY_PAGE_SIZE], k + 1);
 	st = stats_when(fs, 0, PAGES);
 	assert_int_equal(st.busy, 0);
 	assert_int_equal(st.missing, PAGES);
@@ -188,8 +187,8 @@ static void test_swap_inflight(void **state)
 	fab_domain_close(fdom);
 	holder_kill(&h2);
 	close(uffd);
-	munmap((void *)guest, PAGES * PAGE);
-	munmap(map, PAGES * PAGE);
+	munmap((void *)guest, PAGES * FY_PAGE_SIZE);
+	munmap(map, PAGES * FY_PAGE_SIZE);
 	free(fp.present);
 }
 
