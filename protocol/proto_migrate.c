@@ -337,8 +337,25 @@ static int progress_check(struct proto_ctx *c, const void *s)
 		return proto_fail_in(c, ".pg", "%llu valid pages of %llu",
 				     (unsigned long long)p->pages_valid,
 				     (unsigned long long)p->pages_total);
+	for (size_t i = 1; i < p->nholders; i++)
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(p->holders[i].node, p->holders[j].node))
+				return proto_fail_in(c, ".h", "holder %s twice",
+						     p->holders[i].node);
 	return 0;
 }
+
+static const struct proto_field holder_bytes_fields[] = {
+	PF_STR("id", struct proto_holder_bytes, node, 1, PC_ID),
+	PF_U64("b", struct proto_holder_bytes, bytes, 0, UINT64_MAX),
+};
+
+static const struct proto_desc holder_bytes_desc = {
+	.name = "holder",
+	.size = sizeof(struct proto_holder_bytes),
+	.fields = holder_bytes_fields,
+	.nfields = ARRAY_SIZE(holder_bytes_fields),
+};
 
 static const struct proto_field progress_fields[] = {
 	PF_U64("m", struct proto_progress, mig, 1, UINT64_MAX),
@@ -348,6 +365,8 @@ static const struct proto_field progress_fields[] = {
 	PF_U64("pt", struct proto_progress, pages_total, 0,
 	       PROTO_REGIONS_MAX *PROTO_PAGES_MAX),
 	PF_U64("b", struct proto_progress, bytes, 0, UINT64_MAX),
+	PF_MAPS("h", struct proto_progress, holders, nholders, 0,
+		PROTO_HOLDERS_MAX, &holder_bytes_desc),
 };
 
 const struct proto_desc proto_progress_desc = {

@@ -38,6 +38,7 @@
 #define PROTO_ERRNO_MAX 4095 /* ERROR codes are 1 .. this */
 #define PROTO_CSUMS_MAX (1u << 20) /* page checksums in one VERIFY */
 #define PROTO_DELTA_MAX (1ULL << 40) /* bytes of one DELTA_SET's buffer */
+#define PROTO_HOLDERS_MAX 8 /* holders a destination pulls from at once */
 
 enum proto_type {
 	PROTO_HELLO = 1,
@@ -134,12 +135,20 @@ struct proto_dirty_set {
 	struct fy_run *runs; /* sorted, disjoint, below PROTO_PAGES_MAX */
 };
 
+/* PROGRESS: the bytes pulled from one holder so far. */
+struct proto_holder_bytes {
+	char node[PROTO_NAME_MAX + 1];
+	uint64_t bytes;
+};
+
 struct proto_progress {
 	uint64_t mig;
 	uint32_t round;
 	uint64_t pages_valid; /* <= pages_total */
 	uint64_t pages_total;
 	uint64_t bytes;
+	size_t nholders; /* 0 .. PROTO_HOLDERS_MAX, each node once */
+	struct proto_holder_bytes *holders;
 };
 
 struct proto_state {

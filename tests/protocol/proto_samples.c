@@ -110,6 +110,28 @@ static int fill_dirty(struct proto_dirty_set *d, unsigned v)
 	return 0;
 }
 
+/* v 0: two holders, 1: none, 2: the most, the largest figures */
+static int fill_progress(struct proto_progress *p, unsigned v)
+{
+	size_t n = v == 1 ? 0 : v == 2 ? PROTO_HOLDERS_MAX : 2;
+
+	p->mig = 11;
+	p->round = v == 2 ? UINT32_MAX : v;
+	p->pages_total = v == 1 ? 0 : 262144;
+	p->pages_valid = v == 1 ? 0 : 1000 * (v + 1);
+	p->bytes = v == 2 ? UINT64_MAX : 4096000;
+	p->nholders = n;
+	p->holders = xcalloc(n, sizeof(*p->holders));
+	if (!p->holders)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		snprintf(p->holders[i].node, sizeof(p->holders[i].node),
+			 "host-%zu", i);
+		p->holders[i].bytes = v == 2 ? UINT64_MAX - i : 4096 * i;
+	}
+	return 0;
+}
+
 static int fill_state(struct proto_state *s, unsigned v)
 {
 	size_t n = v == 1 ? 0 : v == 2 ? 70000 : 300;
@@ -167,11 +189,7 @@ struct proto_msg *proto_sample(enum proto_type t, unsigned v)
 		rc = fill_dirty(&m->dirty, v);
 		break;
 	case PROTO_PROGRESS:
-		m->progress.mig = 11;
-		m->progress.round = v == 2 ? UINT32_MAX : v;
-		m->progress.pages_total = v == 1 ? 0 : 262144;
-		m->progress.pages_valid = v == 1 ? 0 : 1000 * (v + 1);
-		m->progress.bytes = v == 2 ? UINT64_MAX : 4096000;
+		rc = fill_progress(&m->progress, v);
 		break;
 	case PROTO_STATE:
 		rc = fill_state(&m->state, v);
@@ -317,6 +335,11 @@ static bool eq_progress(const struct proto_progress *a,
 	DIFF(a->pages_valid != b->pages_valid, "pages_valid");
 	DIFF(a->pages_total != b->pages_total, "pages_total");
 	DIFF(a->bytes != b->bytes, "bytes");
+	DIFF(a->nholders != b->nholders, "nholders");
+	for (size_t i = 0; i < a->nholders; i++)
+		DIFF(strcmp(a->holders[i].node, b->holders[i].node) ||
+			     a->holders[i].bytes != b->holders[i].bytes,
+		     "holders");
 	return true;
 }
 

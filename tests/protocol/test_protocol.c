@@ -372,6 +372,9 @@ static void test_reject_ints(void **state)
 	set_uint(get(t.root, "rd"), 1);
 	set_uint(get(t.root, "pg"), 262145);
 	tree_bad(&t, "PROGRESS.pg: 262145 valid pages of 262144");
+	set_uint(get(t.root, "pg"), 1);
+	set_str(get(&get(t.root, "h")->via.array.ptr[1], "id"), "host-0", 6);
+	tree_bad(&t, "PROGRESS.h: holder host-0 twice");
 	tree_done(&t);
 
 	tree_of(&t, PROTO_COMMIT, 0);
