@@ -74,7 +74,7 @@ static bool ended(const msgpack_object *m)
 
 	proto_mp_str(m, "state", st, sizeof(st));
 	return !strcmp(st, "completed") || !strcmp(st, "failed") ||
-	       !strcmp(st, "cancelled");
+	       !strcmp(st, "cancelled") || !strcmp(st, "released");
 }
 
 /* Poll migration id until it ends; print the line and the report. */

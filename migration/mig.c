@@ -264,6 +264,19 @@ struct mig *mig_find(struct mig_env *n, uint64_t id, bool source,
 	return found;
 }
 
+struct mig *mig_find_relay(struct mig_env *n, uint64_t id,
+			   const struct mig_peer *p)
+{
+	for (int i = 0; i < MIG_MAX; i++) {
+		struct mig *m = n->migs[i];
+
+		if (m && m->source && m->id == id && m->relay == p &&
+		    !mig_finished(m))
+			return m;
+	}
+	return NULL;
+}
+
 void mig_kick(int fd)
 {
 	uint64_t one = 1;

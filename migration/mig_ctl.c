@@ -82,6 +82,16 @@ void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 	m = mig_find(n, id, to != PROTO_TO_DEST, p);
 	if (to == PROTO_TO_EITHER && (!m || mig_finished(m)))
 		m = mig_find(n, id, false, p);
+	if ((!m || mig_finished(m)) && to != PROTO_TO_DEST) {
+		/* the old destination of a retarget, a relay now */
+		struct mig *r = mig_find_relay(n, id, p);
+
+		if (r) {
+			mig_src_relay_msg(r, msg);
+			proto_msg_free(msg);
+			return;
+		}
+	}
 	if (!m || mig_finished(m)) {
 		answer_ended(n, p, msg, m);
 		pr_debug("%s about migration %" PRIu64 " from %s: not running "
@@ -138,12 +148,24 @@ static void pack_pc(msgpack_packer *pk, const struct mig *m, uint64_t now)
 	pack_bool(pk, "stalled", s->stalled);
 }
 
+/* "holders": the bytes the destination pulled from each (source only). */
+static void pack_holders(msgpack_packer *pk, const struct mig *m)
+{
+	proto_mp_pack_str(pk, "holders");
+	msgpack_pack_array(pk, m->nhb);
+	for (size_t i = 0; i < m->nhb; i++) {
+		msgpack_pack_map(pk, 2);
+		proto_mp_pack_kv_str(pk, "node", m->hb[i].node);
+		proto_mp_pack_kv_u64(pk, "bytes", m->hb[i].bytes);
+	}
+}
+
 static void pack_mig(msgpack_packer *pk, const struct mig *m, uint64_t now)
 {
 	uint64_t end = m->t_end ? m->t_end : now;
 	double total_s = (end - m->t_start) / 1e9;
 
-	msgpack_pack_map(pk, 33);
+	msgpack_pack_map(pk, 34);
 	proto_mp_pack_kv_u64(pk, "id", m->id);
 	proto_mp_pack_kv_str(pk, "role", m->source ? "source" : "destination");
 	proto_mp_pack_kv_str(pk, "vm", m->vm);
@@ -187,6 +209,7 @@ static void pack_mig(msgpack_packer *pk, const struct mig *m, uint64_t now)
 	proto_mp_pack_kv_str(pk, "reason", m->reason);
 	proto_mp_pack_kv_u64(pk, "started", m->started_unix);
 	proto_mp_pack_kv_u64(pk, "postcopy_after", m->o.postcopy_after);
+	pack_holders(pk, m);
 	pack_pc(pk, m, now);
 }
 
@@ -479,7 +502,8 @@ void mig_tick(struct mig_env *n, uint64_t now)
 			if (mig_dst_poll(m))
 				mig_dst_free(m);
 			if (m->dst && !mig_finished(m) &&
-			    mig_phase_of(m) < MIG_READY &&
+			    (mig_phase_of(m) < MIG_READY ||
+			     m->sm.state == MIG_DST_RELAY) &&
 			    dst_lost_source(m, now))
 				mig_dst_stop(m, "source unreachable", false);
 		} else if (m->sm.state == MIG_DST_FAILED_UNTOLD &&
@@ -622,7 +646,7 @@ static void load_record(struct mig_env *n, const char *name)
 		p = NULL; /* not a record ferryd wrote: never acted upon */
 	if (!p || !r.id ||
 	    (r.known && (r.phase == MIG_COMPLETED || r.phase == MIG_FAILED ||
-			 r.phase == MIG_CANCELLED)))
+			 r.phase == MIG_CANCELLED || r.phase == MIG_RELEASED)))
 		return; /* history: the file stays, the table keeps live ones */
 	m = mig_new(n, r.source);
 	if (!m)

@@ -199,6 +199,10 @@ static void send_progress(struct mig_dst *d)
 	d->pages_valid = d->pages - d->pending;
 	p->progress.bytes = d->bytes;
 	pthread_mutex_unlock(&d->lock);
+	if (!mig_dst_holder_bytes(d, &p->progress)) {
+		free(p);
+		return;
+	}
 	mig_dst_out(d, p);
 	d->last_progress_ns = mig_now(d->n);
 	d->progress_dirty = false;
@@ -291,7 +295,9 @@ static int post_reads(struct mig_dst *d)
 		struct rly_read rd;
 		int ret;
 
-		/* the source is the only holder: every run is its, on d->ep */
+		const struct fab_rkey *rk;
+		struct fab_ep *ep;
+
 		if (rly_next(d->rly, RUN_MAX, &rd))
 			break;
 		p = rd.start;
@@ -299,11 +305,18 @@ static int post_reads(struct mig_dst *d)
 		s = free_slot(d);
 		if (!s || !codec_window_room(&d->win, (e - p) * FY_PAGE_SIZE))
 			break;
-		ret = fab_read(d->ep, d->map + p * FY_PAGE_SIZE,
-			       (e - p) * FY_PAGE_SIZE, d->mr, &d->rk,
+		ep = mig_dst_holder_ep(d, rd.holder, &rk);
+		ret = fab_read(ep, d->map + p * FY_PAGE_SIZE,
+			       (e - p) * FY_PAGE_SIZE, d->mr, rk,
 			       p * FY_PAGE_SIZE, s);
 		if (ret == -EAGAIN)
 			break;
+		if (ret && rd.holder != RLY_SOURCE) {
+			/* not taken: the run stays needed, for the others */
+			rly_holder_down(d->rly, rd.holder, true);
+			mig_dst_relay_failed(d, rd.holder, ret);
+			continue;
+		}
 		if (ret)
 			return mig_dst_fail(d,
 					    "fabric read of pages %" PRIu64
@@ -368,6 +381,12 @@ static int reap(struct mig_dst *d, int timeout_ms)
 		now = mig_now(d->n);
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
 				  now - s->t_post);
+		if (c[i].status && s->rd.holder != RLY_SOURCE) {
+			/* a relay's: its runs go back to the others */
+			rly_fail(d->rly, &s->rd, true);
+			mig_dst_relay_failed(d, s->rd.holder, c[i].status);
+			continue;
+		}
 		if (c[i].status) {
 			/* the source's: the engine gives up (below) */
 			rly_fail(d->rly, &s->rd, true);
@@ -381,6 +400,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 			continue;
 		}
 		rly_done(d->rly, &s->rd, now);
+		d->hold[s->rd.holder].bytes += s->pages * FY_PAGE_SIZE;
 		pthread_mutex_lock(&d->lock);
 		d->pending -= s->pages;
 		d->pages_pulled += s->pages;
@@ -484,6 +504,7 @@ static void cleanup(struct mig_dst *d, bool ok)
 		fab_ep_close(d->ep);
 		d->ep = NULL;
 	}
+	mig_dst_relays_close(d);
 	/* the provider may still write into the map until reads complete */
 	while (d->inflight && mig_now(d->n) < deadline)
 		reap(d, 50);
@@ -493,6 +514,8 @@ static void cleanup(struct mig_dst *d, bool ok)
 		delta_free(d);
 	fab_mr_dereg(d->mr);
 	d->mr = NULL;
+	fab_mr_dereg(d->rmr);
+	d->rmr = NULL;
 	if (d->map && !d->inflight)
 		unmap(d);
 	d->map = NULL;
@@ -603,6 +626,12 @@ void *mig_dst_thread(void *arg)
 			if (!d->inflight && !d->djob && d->blob &&
 			    mig_post_begin(d))
 				break;
+		} else if (d->retarget) {
+			/* a relay from the moment our reads are all in */
+			if (d->sm->state == MIG_DST_PRECOPY && !d->inflight &&
+			    mig_dst_relay_begin(d))
+				break;
+			d->progress_dirty = false;
 		} else if (post_reads(d)) {
 			break;
 		}
@@ -647,11 +676,17 @@ void *mig_dst_thread(void *arg)
 		}
 	}
 out:
-	if (!ok)
-		give_up(d);
-	cleanup(d, ok);
-	if (!ok)
-		mig_dst_to(d, MIG_DST_FAILED, d->reason);
+	if (d->released) {
+		dst_info(d, "%s", d->reason);
+		cleanup(d, false);
+		mig_dst_to(d, MIG_DST_RELEASED, d->reason);
+	} else {
+		if (!ok)
+			give_up(d);
+		cleanup(d, ok);
+		if (!ok)
+			mig_dst_to(d, MIG_DST_FAILED, d->reason);
+	}
 	pthread_mutex_lock(&d->lock);
 	d->done = true;
 	pthread_mutex_unlock(&d->lock);

@@ -40,6 +40,14 @@ struct mig_slot {
 	bool posted; /* post-copy: a read in flight (else one to repost) */
 };
 
+/* A holder the thread pulls from: the source (RLY_SOURCE) or a relay. */
+struct mig_holder {
+	char node[PROTO_NAME_MAX + 1];
+	struct fab_ep *ep; /* a relay's; the source's is mig_dst.ep */
+	struct fab_rkey rk; /* a relay's; the source's is mig_dst.rk */
+	uint64_t bytes; /* pulled from it */
+};
+
 struct mig_dst {
 	/* fixed before the thread starts */
 	struct mig_env *n;
@@ -85,6 +93,12 @@ struct mig_dst {
 	struct fab_rkey rk;
 	uint64_t *need;
 	struct rly *rly; /* which holder each read goes to (need is its) */
+	struct mig_holder hold[RLY_HOLDERS_MAX]; /* by the scheduler's index */
+	unsigned nhold;
+	/* RETARGET came: drain the reads, then serve our copy as a relay */
+	bool retarget;
+	bool released; /* the source released the relay (its ABORT) */
+	struct fab_mr *rmr; /* our copy, registered for the relay's readers */
 	struct pc_pop *pop; /* maps announced pages in ahead of the reads */
 	uint64_t pending; /* pages announced and not pulled yet */
 	uint64_t cursor;
@@ -164,6 +178,30 @@ void mig_post_end(struct mig_dst *d);
 int mig_post_step(struct mig_dst *d);
 /* A new address or key of the holder (its ferryd restarted). */
 void mig_post_holder(struct mig_dst *d);
+
+/*
+ * mig_dst_relay.c: the holders beyond the source. A relay's HOLDER_MAP
+ * (another node's than the source's): connect, and let the scheduler read
+ * from it; a map that does not fit, or a relay that cannot be reached, is
+ * logged and left out. 0 or -1 (d failed).
+ */
+int mig_dst_add_relay(struct mig_dst *d, const struct proto_holder_map *h);
+/* Holder h's endpoint and key (the source's or a relay's). */
+struct fab_ep *mig_dst_holder_ep(struct mig_dst *d, unsigned h,
+				 const struct fab_rkey **rk);
+/* A read from relay h failed with status: it is down (logged once). */
+void mig_dst_relay_failed(struct mig_dst *d, unsigned h, int status);
+/* POSTCOPY came: reads go to the source only from now on. */
+void mig_dst_relays_down(struct mig_dst *d);
+/* Close the relays' endpoints (cleanup). */
+void mig_dst_relays_close(struct mig_dst *d);
+/* PROGRESS's bytes per holder, into p (allocated); false: out of memory. */
+bool mig_dst_holder_bytes(struct mig_dst *d, struct proto_progress *p);
+/*
+ * RETARGET came and every read is in: register our copy for remote reads,
+ * send its HOLDER_MAP to the source, become a relay. 0 or -1 (d failed).
+ */
+int mig_dst_relay_begin(struct mig_dst *d);
 
 /* Wake the side polling eventfd fd. */
 void mig_kick(int fd);

@@ -7,6 +7,8 @@
  *   HOLDER_MAP(S)   connect to S's fabric address; its key and base (a
  *                   second one, once the VM runs here: S's ferryd came
  *                   back, post-copy reconnects)
+ *   HOLDER_MAP(R)   another node's: a relay to pull from as well
+ *   RETARGET        stop pulling, become a relay (mig_dst_relay.c)
  *   DIRTY_SET       mark the runs needed
  *   DELTA_SET       map and register a buffer for S's encoded round
  *   VERIFY          keep S's checksums
@@ -14,7 +16,8 @@
  *   SWITCHOVER      the last DIRTY_SET came: finish when all pulled
  *   STATE           the vCPU blob
  *   RESUME          the source committed
- *   ABORT / ERROR   give up (ignored once the VM runs here)
+ *   ABORT / ERROR   give up (ignored once the VM runs here); a relay's
+ *                   ABORT releases it
  *
  * The first message that fails the migration wins; the rest are freed
  * unread.
@@ -37,6 +40,9 @@ static int on_holder_map(struct mig_dst *d, const struct proto_holder_map *h)
 	struct fab_addr a = { .len = h->addr_len };
 	int ret;
 
+	/* the first map after our yes is the source's; others: relays */
+	if (d->nhold && strcmp(h->node, d->hold[RLY_SOURCE].node))
+		return mig_dst_add_relay(d, h);
 	if (h->nregions != 1 || h->regions[0].len != d->pages * FY_PAGE_SIZE)
 		return mig_dst_fail(d, "source's holder map does "
 				       "not match");
@@ -52,6 +58,9 @@ static int on_holder_map(struct mig_dst *d, const struct proto_holder_map *h)
 	}
 	if (d->ep)
 		return mig_dst_fail(d, "a second HOLDER_MAP");
+	snprintf(d->hold[RLY_SOURCE].node, sizeof(d->hold[0].node), "%s",
+		 h->node);
+	d->nhold = 1;
 	ret = fab_ep_connect(d->n->fab, &a, &d->ep);
 	if (ret)
 		return mig_dst_fail(d,
@@ -183,6 +192,7 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 		if (!d->seen ||
 		    mig_dst_to(d, MIG_DST_PC_SWITCHOVER, "POSTCOPY"))
 			return mig_dst_fail(d, "unexpected POSTCOPY");
+		mig_dst_relays_down(d);
 		dst_info(d,
 			 "switchover to post-copy: %" PRIu64 " pages still "
 			 "to fetch",
@@ -207,7 +217,22 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 		msg->state.blob = NULL; /* ours now */
 		msg->state.len = 0;
 		return 0;
+	case PROTO_RETARGET:
+		if (d->sm->state != MIG_DST_PRECOPY || d->retarget || d->djob)
+			return mig_dst_fail(d, "unexpected RETARGET");
+		d->retarget = true;
+		dst_info(d,
+			 "retarget to %s: the reads in flight, then we relay",
+			 msg->retarget.node);
+		return 0;
 	case PROTO_ABORT:
+		if (d->sm->state == MIG_DST_RELAY) {
+			/* the source's word that no one reads our copy now */
+			d->released = d->quiet_abort = true;
+			snprintf(d->reason, sizeof(d->reason), "%s",
+				 msg->abort.reason);
+			return -1;
+		}
 		if (mig_dst_has(d, MIG_SM_RUNS)) {
 			dst_err(d,
 				"ABORT after the VM resumed here, ignored: %s",

@@ -21,7 +21,8 @@ static const char *const phase_names[] = {
 	[MIG_SWITCHOVER] = "switchover", [MIG_READY] = "ready",
 	[MIG_POSTCOPY] = "postcopy",	 [MIG_COMMITTED] = "committed",
 	[MIG_COMPLETED] = "completed",	 [MIG_FAILED] = "failed",
-	[MIG_CANCELLED] = "cancelled",
+	[MIG_CANCELLED] = "cancelled",	 [MIG_RELAY] = "relay",
+	[MIG_RELEASED] = "released",
 };
 
 const char *mig_phase_name(enum mig_phase p)
@@ -67,7 +68,7 @@ static const struct sm_state src_states[MIG_SRC_NSTATES] = {
 					    TO(MIG_SRC_CANCELLED),
 				    "the same; `ferry migrate-postcopy` came" },
 	[MIG_SRC_PRECOPY] = { "precopy", MIG_PRECOPY, 0,
-			      TO(MIG_SRC_PRECOPY_ASKED) |
+			      TO(MIG_SRC_PRECOPY_ASKED) | TO(MIG_SRC_RETARGET) |
 				      TO(MIG_SRC_SWITCHOVER) |
 				      TO(MIG_SRC_PC_SWITCHOVER) |
 				      TO(MIG_SRC_FAILED) |
@@ -79,6 +80,12 @@ static const struct sm_state src_states[MIG_SRC_NSTATES] = {
 					    TO(MIG_SRC_FAILED) |
 					    TO(MIG_SRC_CANCELLED),
 				    "the same; post-copy at the next tick" },
+	[MIG_SRC_RETARGET] = { "retarget", MIG_PRECOPY, 0,
+			       TO(MIG_SRC_PRECOPY) | TO(MIG_SRC_FAILED) |
+				       TO(MIG_SRC_CANCELLED),
+			       "RETARGET sent: the old destination becomes a "
+			       "relay; MIGRATE_PREPARE to the new one, whose "
+			       "yes starts its pulls" },
 	[MIG_SRC_SWITCHOVER] = { "switchover", MIG_SWITCHOVER, MIG_SM_PAUSED,
 				 TO(MIG_SRC_COMMITTED) | TO(MIG_SRC_FAILED),
 				 "VM paused: the last round, checksums, STATE; "
@@ -137,7 +144,7 @@ static const struct sm_state dst_states[MIG_DST_NSTATES] = {
 	[MIG_DST_PRECOPY] = { "precopy", MIG_PRECOPY, 0,
 			      TO(MIG_DST_SWITCHOVER) |
 				      TO(MIG_DST_PC_SWITCHOVER) |
-				      TO(MIG_DST_FAILED),
+				      TO(MIG_DST_RELAY) | TO(MIG_DST_FAILED),
 			      "pulling each round's DIRTY_SETs" },
 	[MIG_DST_SWITCHOVER] = { "switchover", MIG_SWITCHOVER, 0,
 				 TO(MIG_DST_READY) | TO(MIG_DST_FAILED),
@@ -161,8 +168,16 @@ static const struct sm_state dst_states[MIG_DST_NSTATES] = {
 				TO(MIG_DST_COMPLETED),
 				"RESUME came: recorded, the VM resumed, "
 				"RESUMED sent" },
+	[MIG_DST_RELAY] = { "relay", MIG_RELAY, 0,
+			    TO(MIG_DST_RELEASED) | TO(MIG_DST_FAILED),
+			    "RETARGET came: pulls stopped, our copy is "
+			    "served to the new destination until the source "
+			    "releases it" },
 	[MIG_DST_COMPLETED] = { "completed", MIG_COMPLETED, MIG_SM_END, 0,
 				"the VM is this node's" },
+	[MIG_DST_RELEASED] = { "released", MIG_RELEASED, MIG_SM_END, 0,
+			       "the source released our copy: the VM went on "
+			       "elsewhere" },
 	[MIG_DST_FAILED] = { "failed", MIG_FAILED, MIG_SM_END, 0,
 			     "our copy is gone (or, after post-copy began, "
 			     "left running)" },
@@ -275,12 +290,15 @@ enum mig_src_act mig_src_on(enum mig_src_state st, enum proto_type t,
 		return MIG_ACT_IGNORE;
 	switch (t) {
 	case PROTO_HOLDER_MAP:
+		if (st == MIG_SRC_RETARGET)
+			return MIG_ACT_RETARGETED;
 		return st == MIG_SRC_PREPARE || st == MIG_SRC_PREPARE_ASKED
 			       ? MIG_ACT_START
 			       : MIG_ACT_IGNORE;
 	case PROTO_PROGRESS:
 		return st == MIG_SRC_NEW || st == MIG_SRC_PREPARE ||
 				       st == MIG_SRC_PREPARE_ASKED ||
+				       st == MIG_SRC_RETARGET ||
 				       st == MIG_SRC_COMMITTED
 			       ? MIG_ACT_IGNORE
 			       : MIG_ACT_PROGRESS;

@@ -22,9 +22,12 @@ enum mig_phase {
 	MIG_POSTCOPY,
 	/* the source decided: the VM resumes on the destination only */
 	MIG_COMMITTED,
+	/* the old destination of a retarget: serves what it holds */
+	MIG_RELAY,
 	MIG_COMPLETED,
 	MIG_FAILED,
 	MIG_CANCELLED,
+	MIG_RELEASED, /* the relay's copy is freed: it ended */
 };
 
 /*
@@ -37,6 +40,7 @@ enum mig_src_state {
 	MIG_SRC_PREPARE_ASKED,
 	MIG_SRC_PRECOPY,
 	MIG_SRC_PRECOPY_ASKED,
+	MIG_SRC_RETARGET,
 	MIG_SRC_SWITCHOVER,
 	MIG_SRC_COMMITTED,
 	MIG_SRC_PC_SWITCHOVER,
@@ -58,7 +62,9 @@ enum mig_dst_state {
 	MIG_DST_READY,
 	MIG_DST_POSTCOPY,
 	MIG_DST_COMMITTED,
+	MIG_DST_RELAY,
 	MIG_DST_COMPLETED,
+	MIG_DST_RELEASED,
 	MIG_DST_FAILED,
 	MIG_DST_FAILED_UNTOLD,
 	MIG_DST_NSTATES
@@ -96,6 +102,7 @@ enum mig_src_act {
 	MIG_ACT_IGNORE, /* not in this state: dropped */
 	MIG_ACT_REFUSE, /* the same, logged with why */
 	MIG_ACT_START, /* HOLDER_MAP, D's yes: round 0 */
+	MIG_ACT_RETARGETED, /* HOLDER_MAP, the new D's yes: all it needs */
 	MIG_ACT_PROGRESS, /* D's counters: the round may be done */
 	MIG_ACT_STATS, /* PC_STATS kept for reports */
 	MIG_ACT_COMMIT, /* READY (or an old D's COMMIT): commit, RESUME */

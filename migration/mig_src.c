@@ -341,6 +341,7 @@ static void src_committed(struct mig *m, uint64_t now)
 {
 	if (mig_to(m, MIG_SRC_COMMITTED, "the destination is ready"))
 		return;
+	mig_src_relay_release(m, "the new destination holds every page");
 	mig_src_send_resume(m, now);
 	/*
 	 * The VM stays paused here until RESUMED: tearing down 1 GiB of
@@ -361,6 +362,8 @@ static void src_progress(struct mig *m, const struct proto_progress *p,
 							m->ntodo - m->todo_pos)
 					: 0);
 	m->bytes = p->bytes;
+	m->nhb = p->nholders;
+	memcpy(m->hb, p->holders, p->nholders * sizeof(*p->holders));
 	if (now > m->round_start_ns && m->bytes > m->round_bytes0)
 		m->live_bw = (m->bytes - m->round_bytes0) /
 			     ((now - m->round_start_ns) / 1e9);
@@ -381,6 +384,8 @@ static void src_runs_there(struct mig *m, uint64_t now)
 	       "the VM runs on the destination");
 	mig_info(m, "post-copy: the VM runs on %s after %.1f ms of downtime",
 		 m->peer->name, m->downtime_ns / 1e6);
+	/* the destination's pulls from it ended before it resumed the VM */
+	mig_src_relay_release(m, "the VM runs on the new destination");
 }
 
 /* RESUMED after our commit, or COMMIT after post-copy: it is over. */
@@ -422,6 +427,9 @@ void mig_src_handle(struct mig *m, struct proto_msg *msg)
 		break;
 	case MIG_ACT_START:
 		src_start_rounds(m);
+		break;
+	case MIG_ACT_RETARGETED:
+		mig_src_retargeted(m);
 		break;
 	case MIG_ACT_PROGRESS:
 		src_progress(m, &msg->progress, now);
@@ -470,12 +478,15 @@ static bool src_timed_out(struct mig *m, uint64_t now, enum mig_peer_state ps)
 		mig_src_fail(m, MIG_SRC_FAILED, true,
 			     "peer %s unreachable (no PONG for %u ms)",
 			     m->peer->name, cfg->peer_timeout_ms);
-	else if (mig_phase_of(m) == MIG_PREPARE && now > m->deadline)
+	else if ((mig_phase_of(m) == MIG_PREPARE ||
+		  m->sm.state == MIG_SRC_RETARGET) &&
+		 now > m->deadline)
 		mig_src_fail(m, MIG_SRC_FAILED, true,
 			     "%s did not answer MIGRATE_PREPARE in %llu s",
 			     m->peer->name,
 			     MIG_PREPARE_TIMEOUT_NS / 1000000000ULL);
 	else if (mig_phase_of(m) != MIG_PREPARE &&
+		 m->sm.state != MIG_SRC_RETARGET &&
 		 now - m->last_heard > cfg->mig_timeout_ms * 1000000ULL)
 		mig_src_fail(m, MIG_SRC_FAILED, true,
 			     "no progress from %s for %u ms (stalled "

@@ -33,8 +33,12 @@ int mig_src_harvest(struct mig *m, struct fy_run **runs, size_t *nr,
 		    uint64_t *dirty);
 /* SWITCHOVER, POSTCOPY, RESUME: the migration and its generation. */
 int mig_src_send_gen(struct mig *m, enum proto_type t);
+/* MIGRATE_PREPARE to m's peer: m's VM, its mode and shape. 0 or -errno. */
+int mig_src_send_prepare(struct mig *m);
 /* Tell D where our copy is: after its "yes", and after our restart. */
 int mig_src_send_holder_map(struct mig *m);
+/* The new destination of a retarget said yes: go on with it. */
+void mig_src_retargeted(struct mig *m);
 /* RESUME: D may run the VM now; again after a second if unanswered. */
 void mig_src_send_resume(struct mig *m, uint64_t now);
 /* The source's copy is no longer needed: the VM exits here. */

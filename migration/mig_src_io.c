@@ -37,8 +37,33 @@ static void stage_free(struct mig *m)
 	m->stage_len = 0;
 }
 
+void mig_src_relay_release(struct mig *m, const char *why)
+{
+	struct proto_msg a = { .type = PROTO_ABORT };
+
+	if (!m->relay)
+		return;
+	a.abort.mig = m->id;
+	snprintf(a.abort.reason, sizeof(a.abort.reason), "released: %s", why);
+	if (mig_peer_send(m->n, m->relay, &a))
+		mig_err(m,
+			"cannot release relay %s: it frees its copy once "
+			"it loses us",
+			m->relay->name);
+	else
+		mig_info(m, "relay %s released", m->relay->name);
+	m->relay = NULL;
+	proto_msg_free(m->relay_map);
+	m->relay_map = NULL;
+}
+
 void mig_src_release(struct mig *m)
 {
+	mig_src_relay_release(m, "the migration ended");
+	free(m->pgen);
+	m->pgen = NULL;
+	free(m->relay_stale);
+	m->relay_stale = NULL;
 	mig_csum_end(m); /* it reads the mapping */
 	stage_free(m);
 	fab_mr_dereg(m->cache_mr);
@@ -137,6 +162,8 @@ void mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
 				m->pages_repulled++;
 			else
 				fy_bit_set(m->sent_bm, p);
+			if (m->pgen)
+				m->pgen[p] = (uint32_t)m->gen;
 		}
 	m->pages_pulled += m->round_pages;
 }

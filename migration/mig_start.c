@@ -18,7 +18,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
-#include "migration/mig_int.h"
+#include "migration/mig_src.h"
 
 int mig_src_map(struct mig *m)
 {
@@ -28,7 +28,8 @@ int mig_src_map(struct mig *m)
 	m->vcpus = l->nr_vcpus;
 	m->accel = l->accel;
 	m->sent_bm = fy_bitmap_alloc(m->pages);
-	if (!m->sent_bm)
+	m->pgen = calloc(m->pages, sizeof(*m->pgen));
+	if (!m->sent_bm || !m->pgen)
 		return -ENOMEM;
 	/* read-only: pages leave by the destination's reads, never by us */
 	m->map = mmap(NULL, m->pages * FY_PAGE_SIZE, PROT_READ, MAP_SHARED,
@@ -111,13 +112,32 @@ static int cache_map(struct mig *m)
 			  FAB_ACCESS_READ, &m->cache_mr);
 }
 
+/* MIGRATE_PREPARE to m's peer: m's VM, its mode and shape. 0 or -errno. */
+int mig_src_send_prepare(struct mig *m)
+{
+	struct proto_msg p = { .type = PROTO_MIGRATE_PREPARE };
+	struct proto_region_desc rd;
+
+	p.prepare.mig = m->id;
+	snprintf(p.prepare.vm, sizeof(p.prepare.vm), "%s", m->vm);
+	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s",
+		 proto_mode_name(m->o.mode));
+	p.prepare.page_size = FY_PAGE_SIZE;
+	p.prepare.vcpus = m->vcpus;
+	snprintf(p.prepare.accel, sizeof(p.prepare.accel), "%s",
+		 kva_accel_name(m->accel));
+	p.prepare.nregions = 1;
+	p.prepare.regions = &rd;
+	rd.id = 0;
+	rd.pages = m->pages;
+	return mig_send(m, &p);
+}
+
 /* `ferry migrate`: check, register, send MIGRATE_PREPARE. */
 int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 		  const struct mig_opts *o, uint64_t *id, char *err,
 		  size_t errlen)
 {
-	struct proto_msg p = { .type = PROTO_MIGRATE_PREPARE };
-	struct proto_region_desc rd;
 	struct mig_peer *peer;
 	struct mig_vm *vm;
 	struct mig *m;
@@ -145,22 +165,10 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 		ret = cache_map(m);
 	if (ret)
 		goto err;
-	p.prepare.mig = m->id;
-	snprintf(p.prepare.vm, sizeof(p.prepare.vm), "%s", vmname);
-	snprintf(p.prepare.mode, sizeof(p.prepare.mode), "%s",
-		 proto_mode_name(o->mode));
-	p.prepare.page_size = FY_PAGE_SIZE;
-	p.prepare.vcpus = m->vcpus;
-	snprintf(p.prepare.accel, sizeof(p.prepare.accel), "%s",
-		 kva_accel_name(m->accel));
-	p.prepare.nregions = 1;
-	p.prepare.regions = &rd;
-	rd.id = 0;
-	rd.pages = m->pages;
 	m->deadline = mig_now(n) + MIG_PREPARE_TIMEOUT_NS;
 	ret = mig_to(m, MIG_SRC_PREPARE, "started");
 	if (!ret)
-		ret = mig_send(m, &p);
+		ret = mig_src_send_prepare(m);
 	if (ret)
 		goto err;
 	mig_info(m, "started: %" PRIu64 " MiB, downtime limit %" PRIu64 " ms%s",

@@ -56,9 +56,10 @@
  *     ends the migration: the VM keeps or gets back running on S, D frees
  *     its copy.
  *   RETARGET(m, id), from S to D, names a new destination: D stops pulling,
- *     becomes a relay (keeps its copy registered) and sends its HOLDER_MAP
- *     to the new destination, to which S sends MIGRATE_PREPARE and its own
- *     HOLDER_MAP; the new destination then pulls from both.
+ *     becomes a relay (registers its copy) and answers with its HOLDER_MAP;
+ *     S sends the new destination MIGRATE_PREPARE, then its own HOLDER_MAP
+ *     and the relay's (less what changed since), and the new destination
+ *     pulls from both. S's ABORT to the relay releases it.
  *
  * Runs travel as flat arrays of unsigned integers, [start, len, ...] for a
  * DIRTY_SET and [start, len, gen, ...] for a HOLDER_MAP region: sorted,
@@ -433,7 +434,7 @@ static const struct proto_field retarget_fields[] = {
 
 const struct proto_desc proto_retarget_desc = {
 	.name = "RETARGET",
-	.dir = PROTO_TO_EITHER,
+	.dir = PROTO_TO_DEST,
 	.size = sizeof(struct proto_retarget),
 	.fields = retarget_fields,
 	.nfields = ARRAY_SIZE(retarget_fields),

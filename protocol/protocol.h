@@ -276,7 +276,7 @@ enum proto_dir {
 	PROTO_TO_NONE, /* not about a migration: HELLO, PING, PONG */
 	PROTO_TO_SOURCE,
 	PROTO_TO_DEST,
-	PROTO_TO_EITHER, /* HOLDER_MAP, ABORT, ERROR, RETARGET */
+	PROTO_TO_EITHER, /* HOLDER_MAP, ABORT, ERROR */
 };
 
 /* The migration m is about (0: none) and whom it is for, from the table. */

@@ -46,6 +46,7 @@ static const struct move src_moves[] = {
 	{ S(PREPARE_ASKED), S(FAILED) },
 	{ S(PREPARE_ASKED), S(CANCELLED) },
 	{ S(PRECOPY), S(PRECOPY_ASKED) },
+	{ S(PRECOPY), S(RETARGET) },
 	{ S(PRECOPY), S(SWITCHOVER) },
 	{ S(PRECOPY), S(PC_SWITCHOVER) },
 	{ S(PRECOPY), S(FAILED) },
@@ -54,6 +55,9 @@ static const struct move src_moves[] = {
 	{ S(PRECOPY_ASKED), S(PC_SWITCHOVER) },
 	{ S(PRECOPY_ASKED), S(FAILED) },
 	{ S(PRECOPY_ASKED), S(CANCELLED) },
+	{ S(RETARGET), S(PRECOPY) },
+	{ S(RETARGET), S(FAILED) },
+	{ S(RETARGET), S(CANCELLED) },
 	{ S(SWITCHOVER), S(COMMITTED) },
 	{ S(SWITCHOVER), S(FAILED) },
 	{ S(COMMITTED), S(COMPLETED) },
@@ -80,7 +84,8 @@ static const struct move dst_moves[] = {
 	{ D(PC_SWITCHOVER), D(FAILED) }, { D(READY), D(COMMITTED) },
 	{ D(READY), D(FAILED) },	 { D(POSTCOPY), D(COMPLETED) },
 	{ D(POSTCOPY), D(FAILED) },	 { D(COMMITTED), D(COMPLETED) },
-	{ D(FAILED_UNTOLD), D(FAILED) },
+	{ D(FAILED_UNTOLD), D(FAILED) }, { D(PRECOPY), D(RELAY) },
+	{ D(RELAY), D(RELEASED) },	 { D(RELAY), D(FAILED) },
 };
 #undef D
 
@@ -239,7 +244,8 @@ static void test_src_on(void **state)
 		assert_int_equal(on(st, PROTO_ERROR, false), MIG_ACT_FAIL);
 		assert_int_equal(on(st, PROTO_HOLDER_MAP, false),
 				 st <= MIG_SRC_PREPARE_ASKED ? MIG_ACT_START
-							     : MIG_ACT_IGNORE);
+				 : st == MIG_SRC_RETARGET ? MIG_ACT_RETARGETED
+							  : MIG_ACT_IGNORE);
 	}
 	for (unsigned st = MIG_SRC_COMPLETED; st <= MIG_SRC_CANCELLED; st++)
 		for (unsigned t = PROTO_HELLO; t <= PROTO_TYPE_LAST; t++)

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Holders beyond the source, both ways (docs/protocol.md, "Retarget"):
+ *
+ * - As the new destination of a retarget, the thread pulls from relays:
+ *   each relay's HOLDER_MAP gets an endpoint and a place in the pull
+ *   scheduler, which sends it the runs its copy is current for. A relay
+ *   that fails a read is marked down for good and its runs go back to the
+ *   source; nothing else about the migration changes.
+ * - As the old destination, the thread becomes a relay: on RETARGET it
+ *   stops posting reads, lets those in flight land, registers its copy
+ *   for the new destination's reads and sends the source its map. It then
+ *   only waits: the source's ABORT releases it.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fabric/fabric.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "migration/mig_dst.h"
+
+_Static_assert(sizeof(struct rly_vrun) == sizeof(struct proto_genrun) &&
+		       offsetof(struct rly_vrun, gen) ==
+			       offsetof(struct proto_genrun, gen),
+	       "a HOLDER_MAP's runs are the scheduler's");
+
+int mig_dst_add_relay(struct mig_dst *d, const struct proto_holder_map *h)
+{
+	const struct proto_holder_region *r = &h->regions[0];
+	struct fab_addr a = { .len = h->addr_len };
+	struct mig_holder *ho;
+	uint64_t pages = 0;
+	unsigned idx;
+	int ret;
+
+	if (d->sm->state != MIG_DST_PRECOPY) {
+		dst_info(d, "holder map of %s after pre-copy: not used",
+			 h->node);
+		return 0;
+	}
+	if (h->nregions != 1 || r->len != d->pages * FY_PAGE_SIZE ||
+	    h->page_size != FY_PAGE_SIZE) {
+		dst_err(d, "holder map of %s does not match our RAM: not used",
+			h->node);
+		return 0;
+	}
+	for (unsigned i = 0; i < d->nhold; i++)
+		if (!strcmp(d->hold[i].node, h->node)) {
+			dst_err(d, "a second holder map of %s: not used",
+				h->node);
+			return 0;
+		}
+	ret = rly_holder_add(d->rly, d->nhold, (const struct rly_vrun *)r->gens,
+			     r->ngens, &idx);
+	if (ret) {
+		dst_err(d,
+			"holder map of %s not usable (%s): pulling from the "
+			"source only",
+			h->node, strerror(-ret));
+		return 0;
+	}
+	ho = &d->hold[idx];
+	memset(ho, 0, sizeof(*ho));
+	snprintf(ho->node, sizeof(ho->node), "%s", h->node);
+	ho->rk = (struct fab_rkey){ .addr = r->base,
+				    .key = r->key,
+				    .len = r->len };
+	d->nhold = FY_MAX(d->nhold, idx + 1);
+	memcpy(a.bytes, h->addr, h->addr_len);
+	ret = fab_ep_connect(d->n->fab, &a, &ho->ep);
+	if (ret) {
+		ho->ep = NULL;
+		rly_holder_down(d->rly, idx, true);
+		dst_err(d, "cannot reach relay %s: %s", h->node,
+			strerror(-ret));
+		return 0;
+	}
+	for (size_t i = 0; i < r->ngens; i++)
+		pages += r->gens[i].len;
+	dst_info(d, "relay %s: %" PRIu64 " pages of its copy may serve us",
+		 h->node, pages);
+	return 0;
+}
+
+struct fab_ep *mig_dst_holder_ep(struct mig_dst *d, unsigned h,
+				 const struct fab_rkey **rk)
+{
+	if (h == RLY_SOURCE) {
+		*rk = &d->rk;
+		return d->ep;
+	}
+	*rk = &d->hold[h].rk;
+	return d->hold[h].ep;
+}
+
+void mig_dst_relay_failed(struct mig_dst *d, unsigned h, int status)
+{
+	struct rly_holder_info hi;
+
+	/* rly_fail() marked it down: the first failure says so */
+	if (!rly_holder_info(d->rly, h, &hi) && hi.fails == 1)
+		dst_err(d,
+			"a read from relay %s failed (%s): its runs come from "
+			"the source now",
+			d->hold[h].node, strerror(-status));
+}
+
+void mig_dst_relays_down(struct mig_dst *d)
+{
+	for (unsigned i = RLY_SOURCE + 1; i < d->nhold; i++)
+		rly_holder_down(d->rly, i, true);
+}
+
+void mig_dst_relays_close(struct mig_dst *d)
+{
+	for (unsigned i = RLY_SOURCE + 1; i < d->nhold; i++) {
+		if (d->hold[i].ep)
+			fab_ep_close(d->hold[i].ep);
+		d->hold[i].ep = NULL;
+	}
+}
+
+bool mig_dst_holder_bytes(struct mig_dst *d, struct proto_progress *p)
+{
+	if (!d->nhold)
+		return true;
+	p->holders = calloc(d->nhold, sizeof(*p->holders));
+	if (!p->holders)
+		return false;
+	p->nholders = d->nhold;
+	for (unsigned i = 0; i < d->nhold; i++) {
+		snprintf(p->holders[i].node, sizeof(p->holders[i].node), "%s",
+			 d->hold[i].node);
+		p->holders[i].bytes = d->hold[i].bytes;
+	}
+	return true;
+}
+
+/* Our map: every page we do not still need, at generation d->gen. */
+static struct proto_msg *relay_map(struct mig_dst *d)
+{
+	struct proto_msg *h = calloc(1, sizeof(*h));
+	struct proto_holder_region *r;
+	uint64_t *held = fy_bitmap_alloc(d->pages);
+	struct fy_run *runs = NULL;
+	struct fab_rkey rk;
+	size_t nr = 0;
+
+	if (!h || !held)
+		goto fail;
+	for (uint64_t p = 0; p < d->pages; p++)
+		if (!fy_bit_test(d->need, p))
+			fy_bit_set(held, p);
+	if (fy_runs_from_bitmap(held, d->pages, &runs, &nr))
+		goto fail;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		goto fail;
+	h->type = PROTO_HOLDER_MAP;
+	h->holder_map.regions = r;
+	h->holder_map.nregions = 1;
+	h->holder_map.mig = d->id;
+	snprintf(h->holder_map.node, sizeof(h->holder_map.node), "%s",
+		 d->n->cfg.name);
+	h->holder_map.addr_len = d->n->fab_addr_len;
+	memcpy(h->holder_map.addr, d->n->fab_addr_raw, d->n->fab_addr_len);
+	h->holder_map.page_size = FY_PAGE_SIZE;
+	fab_mr_rkey(d->rmr, &rk);
+	r->key = rk.key;
+	r->base = rk.addr;
+	r->len = d->pages * FY_PAGE_SIZE;
+	/* a copy in more pieces than a message holds: its first ones */
+	r->ngens = FY_MIN(nr, PROTO_RUNS_MAX);
+	r->gens = calloc(FY_MAX(r->ngens, 1), sizeof(*r->gens));
+	if (!r->gens)
+		goto fail;
+	for (size_t i = 0; i < r->ngens; i++)
+		r->gens[i] = (struct proto_genrun){ runs[i].start, runs[i].len,
+						    d->gen };
+	free(runs);
+	free(held);
+	return h;
+fail:
+	proto_msg_free(h);
+	free(runs);
+	free(held);
+	return NULL;
+}
+
+int mig_dst_relay_begin(struct mig_dst *d)
+{
+	struct proto_msg *h;
+	int ret;
+
+	ret = fab_mr_reg(d->n->fab, d->map, d->pages * FY_PAGE_SIZE,
+			 FAB_ACCESS_READ, &d->rmr);
+	if (ret)
+		return mig_dst_fail(d,
+				    "cannot register our copy for a relay: "
+				    "%s",
+				    strerror(-ret));
+	h = relay_map(d);
+	if (!h)
+		return mig_dst_fail(d, "out of memory");
+	if (mig_dst_to(d, MIG_DST_RELAY, "RETARGET")) {
+		proto_msg_free(h);
+		return mig_dst_fail(d, "internal error");
+	}
+	dst_info(d,
+		 "relay: pulls stopped, %" PRIu64 " pages served until "
+		 "the source releases them",
+		 d->pages - d->pending);
+	mig_dst_out(d, h);
+	return 0;
+}

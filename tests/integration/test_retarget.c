@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Integration: `ferry retarget` among three real ferryd on loopback, with
+ * verify guests and --verify (docs/migration.md, "Retarget").
+ *
+ *   retarget      a -> b, then on to c: c pulls from a and from b, which
+ *                 relays what it holds; the report counts both holders'
+ *                 bytes; every page verifies; b is released and keeps
+ *                 nothing
+ *   relay_dies    b is killed while c has not read from it yet: c's reads
+ *                 from b fail and come from a; no page is lost
+ *   refused       retarget to an unknown peer, to a peer that is down and
+ *                 during post-copy: a clear refusal, and the migration
+ *                 goes on to b unchanged
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "itest.h"
+
+static const char *ferry_vm_bin;
+static struct node na, nb, nc;
+static pid_t vm_pid;
+
+static const char *const guest[] = { "--mem",	     "64M", "--guest", "verify",
+				     "--workingset", "4M",  NULL };
+
+/*
+ * Nodes a, b and c that list each other, started with FERRY_FAULT fb on
+ * b and fc on c (NULL: none), all reachable.
+ */
+static void three_nodes(const char *fb, const char *fc)
+{
+	static char extra[600];
+	struct node *all[] = { &na, &nb, &nc };
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b' '%s/c'", tmpdir,
+		 tmpdir, tmpdir);
+	assert_int_equal(system(cmd), 0);
+	/* a peer that dies is noticed within a second */
+	snprintf(extra, sizeof(extra),
+		 "ferry_vm = %s\nping_interval_ms = 200\n"
+		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 10000\n",
+		 ferry_vm_bin);
+	itest_node_extra = extra;
+	node_init(&na, "a");
+	node_init(&nb, "b");
+	node_init(&nc, "c");
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			if (i != j)
+				node_add_peer(all[i], all[j]->name,
+					      all[j]->port, all[j]->key);
+	node_start(&na);
+	node_start_fault(&nb, fb);
+	node_start_fault(&nc, fc);
+	for (int i = 0; i < 3; i++) {
+		node_ready(all[i]);
+		assert_true(wait_state(all[i], "reachable", 2, 10) >= 0);
+	}
+}
+
+/*
+ * Start guest r1 on a and migrate it to b, paced (4 MiB/s), with extra
+ * options (NULL-terminated, at most 4); wait until b pulled over 1 MiB of
+ * it. Its id into id.
+ */
+static void migrate_to_b(char *id, size_t len, const char *o1, const char *o2)
+{
+	json_t *j, *m = NULL;
+	double t0;
+
+	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1", guest);
+	wait_counter(&na, "pass", 2);
+	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b", "--verify",
+			"--max-bandwidth", "4M", "--detach", o1, o2, NULL);
+	snprintf(id, len, "%ld", jint(j, "id"));
+	t0 = now_s();
+	while (now_s() - t0 < 20) {
+		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+			  "r1");
+		if (jis(m, "state", "precopy") && jint(m, "pages_pulled") > 256)
+			break;
+		sleep_ms(20);
+	}
+	assert_jstr(m, "state", "precopy");
+}
+
+/* a's migration id once it ended (60 s at most). */
+static json_t *wait_end(const char *id)
+{
+	json_t *j = NULL;
+	double t0 = now_s();
+
+	while (now_s() - t0 < 60) {
+		j = ferry_jargs(&na, 10, NULL, "migration", id, NULL);
+		if (!jis(j, "state", "precopy") &&
+		    !jis(j, "state", "prepare") &&
+		    !jis(j, "state", "switchover") &&
+		    !jis(j, "state", "postcopy") &&
+		    !jis(j, "state", "committed"))
+			break;
+		sleep_ms(50);
+	}
+	return j;
+}
+
+/* b's migration of r1 is in state want within 10 s. */
+static json_t *wait_b(const char *want)
+{
+	json_t *m = NULL;
+	double t0 = now_s();
+
+	while (now_s() - t0 < 10) {
+		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+			  "r1");
+		if (jis(m, "state", want))
+			break;
+		sleep_ms(20);
+	}
+	assert_jstr(m, "state", want);
+	return m;
+}
+
+/* r1 runs on n, checking its memory, and ours on a exited. */
+static void runs_on(struct node *n)
+{
+	long pass;
+
+	wait_vm_exit(vm_pid);
+	assert_null(jfind(ferry_json(&na, "vms"), "vms", "name", "r1"));
+	pass = vm_counter(n, "pass");
+	wait_counter(n, "pass", pass + 2);
+	assert_int_equal(vm_counter(n, "failed"), 0);
+}
+
+static int rt_teardown(void **state)
+{
+	kill_node_vms(&na);
+	kill_node_vms(&nb);
+	kill_node_vms(&nc);
+	return teardown(state);
+}
+
+static void test_retarget(void **state)
+{
+	char id[32];
+	json_t *j, *ha, *hb;
+	int rc;
+
+	(void)state;
+	three_nodes(NULL, NULL);
+	migrate_to_b(id, sizeof(id), NULL, NULL);
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "c");
+	assert_int_equal(jint(j, "verified_pages"), 64 << 8);
+	/* c pulled from both, and counted every byte once */
+	ha = jfind(j, "holders", "node", "a");
+	hb = jfind(j, "holders", "node", "b");
+	if (!ha || !hb || jint(hb, "bytes") <= 0 || jint(ha, "bytes") < 0 ||
+	    jint(ha, "bytes") + jint(hb, "bytes") != jint(j, "bytes"))
+		fail_msg("holders: %s", jtext(j));
+	runs_on(&nc);
+	assert_non_null(strstr(slurp(nc.log), "verify: all 16384 pages match"));
+	/* b was released: no VM, no ferry-vm, its migration says so */
+	j = wait_b("released");
+	assert_jpart(j, "reason", "released");
+	assert_null(jfind(ferry_json(&nb, "vms"), "vms", "name", "r1"));
+	assert_int_equal(child_of(nb.pid, "ferry-vm"), 0);
+	j = ferry_json(&nb, "status");
+	assert_int_equal(jint(j, "migrations"), 0);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+}
+
+static void test_relay_dies(void **state)
+{
+	char id[32];
+	json_t *j;
+	int rc;
+
+	(void)state;
+	/* c stops once it took a's holder map, before b's */
+	three_nodes(NULL, "dst:after:precopy:stop");
+	migrate_to_b(id, sizeof(id), NULL, NULL);
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	node_wait_stopped(&nc, 20);
+	wait_b("relay");
+	kill(nb.pid, SIGKILL);
+	kill_node_vms(&nb);
+	kill(nc.pid, SIGCONT);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "c");
+	assert_int_equal(jint(j, "verified_pages"), 64 << 8);
+	j = jfind(j, "holders", "node", "b");
+	assert_true(!j || jint(j, "bytes") == 0);
+	runs_on(&nc);
+	assert_non_null(strstr(slurp(nc.log), "relay b"));
+	itest_no_crash(&na);
+	itest_no_crash(&nc);
+}
+
+/* ferry retarget ID --to peer on a fails, saying part. */
+static void refused(const char *id, const char *peer, const char *part)
+{
+	char out[OUT_MAX], err[OUT_MAX];
+	int rc;
+
+	rc = ferry_args(&na, 10, out, err, "retarget", id, "--to", peer, NULL);
+	if (rc == 0 || !strstr(err, part))
+		fail_msg("retarget %s --to %s: exit %d, stdout '%s', stderr "
+			 "'%s' (want '%s')",
+			 id, peer, rc, out, err, part);
+}
+
+static void test_refused(void **state)
+{
+	char id[32];
+	json_t *j;
+
+	(void)state;
+	three_nodes("dst:after:postcopy:stop", NULL);
+	migrate_to_b(id, sizeof(id), "--mode", "hybrid");
+	refused(id, "zz", "no peer called 'zz'");
+	refused(id, "b", "already the destination");
+	kill(nc.pid, SIGKILL);
+	assert_true(wait_state(&na, "unreachable", 1, 10) >= 0);
+	refused(id, "c", "unreachable");
+	/* post-copy: b stops once the VM runs there */
+	j = ferry_jargs(&na, 10, NULL, "migrate-postcopy", id, NULL);
+	node_wait_stopped(&nb, 20);
+	refused(id, "c", "pre-copy only");
+	kill(nb.pid, SIGCONT);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "b");
+	runs_on(&nb);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_retarget, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_relay_dies, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_refused, NULL,
+						rt_teardown),
+	};
+
+	if (itest_env(&ferry_vm_bin))
+		return 1;
+	return itest_run(tests, sizeof(tests) / sizeof(tests[0]), setup);
+}
