@@ -178,6 +178,25 @@ static void print_postcopy(FILE *f, const msgpack_object *m)
 			proto_mp_double(pc, "stall_ms", 0) / 1e3);
 }
 
+/* "from holders": the bytes from each, once there was more than one. */
+static void print_holders(FILE *f, const msgpack_object *m)
+{
+	const msgpack_object *h = proto_mp_get(m, "holders");
+	char node[PROTO_NAME_MAX + 1], b[32];
+
+	if (!h || h->type != MSGPACK_OBJECT_ARRAY || h->via.array.size < 2)
+		return;
+	fprintf(f, "  from holders:    ");
+	for (uint32_t i = 0; i < h->via.array.size; i++)
+		fprintf(f, "%s %s %s", i ? "," : "",
+			proto_mp_str(&h->via.array.ptr[i], "node", node,
+				     sizeof(node)),
+			fy_fmt_bytes(proto_mp_int(&h->via.array.ptr[i], "bytes",
+						  0),
+				     b, sizeof(b)));
+	fprintf(f, "\n");
+}
+
 void cli_print_report(FILE *f, const msgpack_object *m)
 {
 	char st[16], vm[PROTO_NAME_MAX + 1], peer[PROTO_NAME_MAX + 1], b[32];
@@ -215,6 +234,7 @@ void cli_print_report(FILE *f, const msgpack_object *m)
 		proto_mp_int(m, "pages_pulled_again", 0));
 	fprintf(f, "  bytes:            %s\n",
 		fy_fmt_bytes(proto_mp_int(m, "bytes", 0), b, sizeof(b)));
+	print_holders(f, m);
 	fprintf(f, "  throughput:       %s/s (bandwidth of the pulls %s/s)\n",
 		fy_fmt_bytes((uint64_t)proto_mp_double(m, "throughput", 0), tp,
 			     sizeof(tp)),

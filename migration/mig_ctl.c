@@ -80,18 +80,15 @@ void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 	}
 	/* either role: the one still running (ids are per source) */
 	m = mig_find(n, id, to != PROTO_TO_DEST, p);
+	if ((!m || mig_finished(m)) && to != PROTO_TO_DEST &&
+	    mig_find_relay(n, id, p)) {
+		/* the old destination of a retarget, a relay now */
+		mig_src_relay_msg(mig_find_relay(n, id, p), msg);
+		proto_msg_free(msg);
+		return;
+	}
 	if (to == PROTO_TO_EITHER && (!m || mig_finished(m)))
 		m = mig_find(n, id, false, p);
-	if ((!m || mig_finished(m)) && to != PROTO_TO_DEST) {
-		/* the old destination of a retarget, a relay now */
-		struct mig *r = mig_find_relay(n, id, p);
-
-		if (r) {
-			mig_src_relay_msg(r, msg);
-			proto_msg_free(msg);
-			return;
-		}
-	}
 	if (!m || mig_finished(m)) {
 		answer_ended(n, p, msg, m);
 		pr_debug("%s about migration %" PRIu64 " from %s: not running "
