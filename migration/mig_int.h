@@ -155,6 +155,13 @@ int mig_src_start(struct mig_env *n, const char *vm, const char *peer,
 		  const struct mig_opts *o, uint64_t *id, char *err,
 		  size_t errlen);
 /*
+ * ferry retarget: send source migration id to peer `to` from now on; the
+ * old destination becomes a relay. 0, or -errno with a text in err. The
+ * caller (mig_ctl.c) found id running from here and `to` another peer.
+ */
+int mig_src_retarget(struct mig_env *n, uint64_t id, const char *to, char *err,
+		     size_t errlen);
+/*
  * End a source migration before it completes: the VM keeps (or gets back)
  * running here; how is FAILED or CANCELLED; tell: send ABORT to the peer.
  */
