@@ -72,6 +72,15 @@ extern const struct cli_opt cli_migrate_opts[];
 int cli_migrate_parse(int argc, char **argv, const struct cli_cmd *cmd,
 		      struct proto_ctl_req *r, bool *detach, bool *json);
 /*
+ * Fill r from `ferry retarget ID --to PEER [--json]` (argv[0] is
+ * "retarget"): the ID of a migration this node started, plain, and PEER,
+ * checked by protocol/'s setters; --json goes to *json. Returns 0, or
+ * CLI_EXIT_USAGE once what is wrong is printed (with cmd's help, for a
+ * bad command line).
+ */
+int cli_retarget_parse(int argc, char **argv, const struct cli_cmd *cmd,
+		       struct proto_ctl_req *r, bool *json);
+/*
  * Set r's id, and its source, from "ID" or "SOURCE/ID" (r->cmd set).
  * Returns 0, or CLI_EXIT_USAGE once what is wrong is printed.
  */
@@ -106,6 +115,8 @@ void cli_print_vms(FILE *f, const msgpack_object *r);
 void cli_print_migrations(FILE *f, const msgpack_object *r);
 /* Render one migration's final report. */
 void cli_print_report(FILE *f, const msgpack_object *m);
+/* Render a "retarget" reply: the new destination and the relay. */
+void cli_print_retarget(FILE *f, const msgpack_object *r);
 /* The one-line live progress, without newline. */
 void cli_progress_line(char *buf, size_t len, const msgpack_object *m,
 		       double *best_pct);

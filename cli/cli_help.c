@@ -41,6 +41,12 @@ const struct cli_cmd cli_cmds[] = {
 	  "the peer is down for good and its copy can never run again\n"
 	  "(docs/operations.md)",
 	  2 },
+	{ "retarget", "ID --to PEER",
+	  "send a running pre-copy or hybrid migration to PEER\n"
+	  "instead, before its switchover; its destination relays\n"
+	  "what it holds (docs/migration.md, \"Retarget\").\n"
+	  "On the node that started it: ID as 7, not a/7",
+	  -1 },
 	{ "version", "", "ferry's version and protocol version", 0 },
 	{ NULL, NULL, NULL, 0 },
 };
@@ -157,7 +163,9 @@ void cli_usage(FILE *f, const struct cli_cmd *cmd)
 		fprintf(f, "usage: ferry " GLOBAL " %s", cmd->name);
 		fputs(*cmd->args ? " ARGS\n\n" : "\n\n", f);
 		put_cmd(f, cmd);
-		if (!strncmp(cmd->args, "ID", 2))
+		/* retarget's ID is always this node's: its help says so */
+		if (!strncmp(cmd->args, "ID", 2) && strcmp(cmd->name, "retarge"
+								      "t"))
 			put_id(f, INDENT);
 		if (!strcmp(cmd->name, "migrate"))
 			put_defaults(f);

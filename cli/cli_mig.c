@@ -261,3 +261,14 @@ void cli_print_report(FILE *f, const msgpack_object *m)
 			"equal\n",
 			verified);
 }
+
+void cli_print_retarget(FILE *f, const msgpack_object *r)
+{
+	char to[PROTO_NAME_MAX + 1], relay[PROTO_NAME_MAX + 1];
+
+	fprintf(f,
+		"migration %" PRId64 " now goes to %s; %s relays what it "
+		"holds\n",
+		proto_mp_int(r, "id", 0), proto_mp_str(r, "to", to, sizeof(to)),
+		proto_mp_str(r, "relay", relay, sizeof(relay)));
+}

@@ -175,6 +175,49 @@ int cli_migrate_parse(int argc, char **argv, const struct cli_cmd *cmd,
 	return cli_set_str(r, PROTO_CTL_VM, argv[optind]);
 }
 
+int cli_retarget_parse(int argc, char **argv, const struct cli_cmd *cmd,
+		       struct proto_ctl_req *r, bool *json)
+{
+	static const struct option lo[] = {
+		{ "to", required_argument, NULL, 't' },
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t id;
+	int c, ret = 0;
+
+	memset(r, 0, sizeof(*r));
+	r->cmd = PROTO_CTL_RETARGET;
+	optind = 0; /* GNU: a full reset, permuting again */
+	while (!ret && (c = getopt_long(argc, argv, "t:j", lo, NULL)) != -1) {
+		if (c == 't') {
+			ret = cli_set_str(r, PROTO_CTL_TO, optarg);
+		} else if (c == 'j') {
+			*json = true;
+		} else { /* getopt said which option */
+			cli_usage(stderr, cmd);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (ret)
+		return ret;
+	if (optind != argc - 1 || !PROTO_CTL_HAS(r, PROTO_CTL_TO)) {
+		fprintf(stderr, "ferry: retarget takes one migration ID and "
+				"--to PEER\n");
+		cli_usage(stderr, cmd);
+		return CLI_EXIT_USAGE;
+	}
+	/* only the source retargets: no SOURCE/ID */
+	if (parse_num(argv[optind], &id) || !id) {
+		fprintf(stderr,
+			"ferry: bad migration id '%s' (the ID of a migration "
+			"this node started, as `ferry migrations` shows it)\n",
+			argv[optind]);
+		return CLI_EXIT_USAGE;
+	}
+	return cli_set_uint(r, PROTO_CTL_ID, id);
+}
+
 int cli_id_parse(const char *arg, struct proto_ctl_req *r)
 {
 	const char *slash = strchr(arg, '/');

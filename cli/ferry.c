@@ -154,6 +154,31 @@ static int cmd_migrate(const char *sock, const struct cli_cmd *cmd, int argc,
 	return follow(sock, id, json);
 }
 
+/* `ferry retarget ID --to PEER`: the reply names both peers. */
+static int cmd_retarget(const char *sock, const struct cli_cmd *cmd, int argc,
+			char **argv, bool json)
+{
+	struct proto_ctl_req r;
+	msgpack_unpacked reply;
+	void *raw = NULL;
+	int ret;
+
+	ret = cli_retarget_parse(argc, argv, cmd, &r, &json);
+	if (!ret)
+		ret = call(sock, &r, &reply, &raw);
+	if (ret)
+		return ret;
+	if (json) {
+		cli_json_write(stdout, &reply.data);
+		putchar('\n');
+	} else {
+		cli_print_retarget(stdout, &reply.data);
+	}
+	msgpack_unpacked_destroy(&reply);
+	free(raw);
+	return CLI_EXIT_OK;
+}
+
 /* The request of command name: "status", "force-resume", ... */
 static enum proto_ctl_cmd ctl_cmd(const char *name)
 {
@@ -302,6 +327,9 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd->name, "migrate"))
 		ret = cmd_migrate(sock, cmd, argc - optind, argv + optind,
 				  json);
+	else if (!strcmp(cmd->name, "retarget"))
+		ret = cmd_retarget(sock, cmd, argc - optind, argv + optind,
+				   json);
 	else
 		ret = cmd_simple(sock, cmd->name,
 				 nargs ? argv[optind + 1] : NULL, json);

@@ -3,12 +3,12 @@
  * The migration table and its records; migrations seen from peers
  * (MIGRATE_PREPARE, the routing of every migration message to its
  * migration, answers about ended ones), from the control socket (`ferry
- * migrate`, `migrations`, `migration`, `cancel`) and from a restarted
- * ferryd: the records in <state_dir>/migrations tell which migrations a
- * crash interrupted. Those are reported failed and a paused source VM is
- * resumed, unless the source had committed (its VM then waits, paused,
- * for the destination's answer); an incoming VM that never got its commit
- * is removed.
+ * migrate`, `migrations`, `migration`, `cancel`, `retarget`, ...) and
+ * from a restarted ferryd: the records in <state_dir>/migrations tell
+ * which migrations a crash interrupted. Those are reported failed and a
+ * paused source VM is resumed, unless the source had committed (its VM
+ * then waits, paused, for the destination's answer); an incoming VM that
+ * never got its commit is removed.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -295,6 +295,63 @@ static void cmd_migrate(struct mig_env *n, const struct proto_ctl_req *req,
 	proto_mp_pack_kv_u64(pk, "id", id);
 }
 
+/* Why retarget finds no migration id that this node started. */
+static void not_ours(struct mig_env *n, uint64_t id, char *err, size_t len)
+{
+	const struct mig *in = mig_find(n, id, false, NULL);
+
+	if (!in)
+		snprintf(err, len, "no migration %" PRIu64 " started here", id);
+	else
+		snprintf(err, len,
+			 "'%s' started migration %" PRIu64 ", not this node",
+			 in->peer->name, id);
+}
+
+/*
+ * `ferry retarget ID --to PEER`. The names are looked up here, the peer
+ * first, so that a wrong one is told as the other commands tell it;
+ * whether the migration can change its destination now (its mode, its
+ * phase, the new peer's state) is the engine's to say. The reply names
+ * the new destination and the old one, which relays what it holds.
+ */
+static void cmd_retarget(struct mig_env *n, const struct proto_ctl_req *req,
+			 msgpack_packer *pk)
+{
+	struct mig_peer *to = mig_peer_find(n, req->to);
+	struct mig *m = mig_find(n, req->id, true, NULL);
+	char err[256], relay[PROTO_NAME_MAX + 1];
+	int rc;
+
+	if (!to && !strcmp(req->to, n->cfg.name)) {
+		snprintf(err, sizeof(err), "'%s' is this node, not a peer",
+			 req->to);
+	} else if (!to) {
+		snprintf(err, sizeof(err), "no peer called '%s'", req->to);
+	} else if (!m) {
+		not_ours(n, req->id, err, sizeof(err));
+	} else if (mig_finished(m)) {
+		snprintf(err, sizeof(err),
+			 "migration %" PRIu64 " already ended", m->id);
+	} else if (m->peer == to) {
+		snprintf(err, sizeof(err),
+			 "migration %" PRIu64 " already goes to '%s'", m->id,
+			 to->name);
+	} else {
+		/* the engine may point m at the new peer */
+		snprintf(relay, sizeof(relay), "%s", m->peer->name);
+		rc = mig_src_retarget(n, req->id, to->name, err, sizeof(err));
+		if (!rc) {
+			msgpack_pack_map(pk, 3);
+			proto_mp_pack_kv_u64(pk, "id", req->id);
+			proto_mp_pack_kv_str(pk, "to", to->name);
+			proto_mp_pack_kv_str(pk, "relay", relay);
+			return;
+		}
+	}
+	pack_error(pk, err);
+}
+
 /*
  * The migration a request names. Ids are the source's: "id" alone is this
  * node's own (it was the source), else the incoming one with that id if
@@ -393,6 +450,10 @@ void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
 
 	if (req->cmd == PROTO_CTL_MIGRATE) {
 		cmd_migrate(n, req, pk);
+		return;
+	}
+	if (req->cmd == PROTO_CTL_RETARGET) {
+		cmd_retarget(n, req, pk);
 		return;
 	}
 	if (req->cmd == PROTO_CTL_MIGRATIONS) {

@@ -168,7 +168,8 @@ struct mig *mig_find(struct mig_env *n, uint64_t id, bool source,
 /*
  * `ferry retarget`: source migration id goes on to peer `to`; the old
  * destination becomes a relay (mig_src_retarget.c). 0, or -errno with a
- * text in err (nothing changed).
+ * text in err (nothing changed). The caller (mig_ctl.c) found id running
+ * from here and `to` another peer; this checks the rest.
  */
 int mig_src_retarget(struct mig_env *n, uint64_t id, const char *to, char *err,
 		     size_t errlen);

@@ -134,7 +134,7 @@ void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *m);
 void mig_tick(struct mig_env *n, uint64_t now);
 /*
  * Control socket commands, decoded by proto_ctl_decode(): migrate,
- * migrations, migration, cancel, migrate-postcopy, force-resume.
+ * migrations, migration, cancel, migrate-postcopy, force-resume, retarget.
  */
 void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
 		 msgpack_packer *pk);

@@ -54,6 +54,8 @@
 	(CMD(PROTO_CTL_MIGRATION) | CMD(PROTO_CTL_CANCEL) | \
 	 CMD(PROTO_CTL_MIGRATE_POSTCOPY) | CMD(PROTO_CTL_FORCE_RESUME))
 #define MIG CMD(PROTO_CTL_MIGRATE)
+/* on the source only: no "source" */
+#define RETARGET CMD(PROTO_CTL_RETARGET)
 
 static const char *const cmd_names[] = {
 	[PROTO_CTL_STATUS] = "status",
@@ -65,6 +67,7 @@ static const char *const cmd_names[] = {
 	[PROTO_CTL_CANCEL] = "cancel",
 	[PROTO_CTL_MIGRATE_POSTCOPY] = "migrate-postcopy",
 	[PROTO_CTL_FORCE_RESUME] = "force-resume",
+	[PROTO_CTL_RETARGET] = "retarget",
 };
 
 const char *proto_ctl_cmd_name(enum proto_ctl_cmd c)
@@ -102,7 +105,8 @@ struct ctl_field {
 /* Indexed by enum proto_ctl_field: the bit in has is the index. */
 static const struct ctl_field fields[PROTO_CTL_NFIELDS] = {
 	[PROTO_CTL_VM] = { PF_STR("vm", R, vm, 1, PC_ID), MIG, MIG },
-	[PROTO_CTL_TO] = { PF_STR("to", R, to, 1, PC_ID), MIG, MIG },
+	[PROTO_CTL_TO] = { PF_STR("to", R, to, 1, PC_ID), MIG | RETARGET,
+			   MIG | RETARGET },
 	[PROTO_CTL_MODE] = { PF_STR("mode", R, mode, 1, PC_NAME), MIG,
 			     .words = proto_mode_words, .dword = "precopy" },
 	/* 0: when the rounds stop making progress */
@@ -147,8 +151,8 @@ static const struct ctl_field fields[PROTO_CTL_NFIELDS] = {
 	[PROTO_CTL_MAX_CPU_THROTTLE] = { PF_U32("max_cpu_throttle", R,
 						max_cpu_throttle, 1, 99),
 					 MIG, .conf = true },
-	[PROTO_CTL_ID] = { PF_U64("id", R, id, 1, UINT64_MAX), ONE_MIG,
-			   ONE_MIG },
+	[PROTO_CTL_ID] = { PF_U64("id", R, id, 1, UINT64_MAX),
+			   ONE_MIG | RETARGET, ONE_MIG | RETARGET },
 	/* "": the migration this node started */
 	[PROTO_CTL_SOURCE] = { PF_STR("source", R, source, 1, PC_ID), ONE_MIG },
 	[PROTO_CTL_FENCED] = { PF_BOOL("fenced", R, fenced),

@@ -29,7 +29,8 @@ enum proto_ctl_cmd {
 	PROTO_CTL_CANCEL,
 	PROTO_CTL_MIGRATE_POSTCOPY,
 	PROTO_CTL_FORCE_RESUME,
-	PROTO_CTL_CMD_LAST = PROTO_CTL_FORCE_RESUME,
+	PROTO_CTL_RETARGET,
+	PROTO_CTL_CMD_LAST = PROTO_CTL_RETARGET,
 };
 
 /* The fields besides "cmd": bit f of proto_ctl_req.has says f came. */
@@ -67,7 +68,7 @@ enum proto_ctl_field {
 struct proto_ctl_req {
 	enum proto_ctl_cmd cmd;
 	uint32_t has; /* bit f: field f (enum proto_ctl_field) came */
-	/* migrate: vm and to are required */
+	/* migrate: vm and to are required; retarget: to */
 	char vm[PROTO_NAME_MAX + 1]; /* ids (proto_name_valid()) */
 	char to[PROTO_NAME_MAX + 1];
 	char mode[16]; /* "precopy", "postcopy", "hybrid" */
@@ -82,7 +83,10 @@ struct proto_ctl_req {
 	/* percent; 0: ferryd's configuration */
 	uint32_t cpu_throttle_initial, cpu_throttle_increment;
 	uint32_t max_cpu_throttle;
-	/* migration, cancel, migrate-postcopy, force-resume: id required */
+	/*
+	 * migration, cancel, migrate-postcopy, force-resume, retarget: id
+	 * required; source for all but retarget, which only the source runs
+	 */
 	uint64_t id;
 	char source[PROTO_NAME_MAX + 1]; /* the node that started it */
 	bool fenced; /* force-resume: the operator fenced the peer */

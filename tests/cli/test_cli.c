@@ -6,7 +6,9 @@
  * set by meson) run with the integration tests' run(); a bad command line
  * exits 2 with the command's help on stderr. A value ferryd would refuse
  * is refused by ferry first, in the decoder's words; migrate's help shows
- * the defaults protocol/ holds.
+ * the defaults protocol/ holds. `ferry retarget`: its command line, and
+ * against a real ferryd (FERRYD) the lookups that answer before the
+ * engine is asked, and the daemon's strict decoding of the request.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -319,6 +321,161 @@ static void test_migrate_defaults(void **state)
 				     "max-cpu-throttle"));
 }
 
+/* `ferry -s /nonexistent retarget ARGS...`: exits 2, stderr is want. */
+static void retarget_refused(const char *want, const char *a1, const char *a2,
+			     const char *a3, const char *a4)
+{
+	const char *argv[] = { ferry_bin,  "-s", "/nonexistent",
+			       "retarget", a1,	 a2,
+			       a3,	   a4,	 NULL };
+
+	assert_int_equal(run(out, err, argv), 2);
+	assert_string_equal(out, "");
+	if (strncmp(err, want, strlen(want)))
+		fail_msg("stderr \"%s\", expected it to begin \"%s\"", err,
+			 want);
+}
+
+/*
+ * retarget's command line: one plain ID (the source's command) and
+ * --to PEER, in any order; whatever is wrong exits 2 before ferryd is
+ * asked (there is none here), a bad command line with the help.
+ */
+static void test_retarget_usage(void **state)
+{
+	static const char *const what = "ferry: retarget takes one migration "
+					"ID and --to PEER\n";
+	const char *help = usage_of(cli_cmd_find("retarget"));
+	char want[OUT_MAX];
+
+	(void)state;
+	/* the plain ID only: not the SOURCE/ID lines of the others */
+	assert_non_null(strstr(help, "  retarget ID --to PEER\n"));
+	assert_null(strstr(help, "a/7 for one peer a started"));
+	snprintf(want, sizeof(want), "%s%s", what, help);
+	retarget_refused(want, NULL, NULL, NULL, NULL);
+	retarget_refused(want, "3", NULL, NULL, NULL);
+	retarget_refused(want, "--to", "c", NULL, NULL);
+	retarget_refused(want, "3", "4", "--to", "c");
+	retarget_refused("retarget: unrecognized option '--frob'\n", "3",
+			 "--to", "c", "--frob");
+	assert_true(ends_with(err, help));
+	retarget_refused("retarget: option '--to' requires an argument\n", "3",
+			 "--to", NULL, NULL);
+	for (size_t i = 0; i < 4; i++) {
+		static const char *const bad[] = { "x", "0", "a/3", "3x" };
+
+		snprintf(want, sizeof(want),
+			 "ferry: bad migration id '%s' (the ID of a migration "
+			 "this node started, as `ferry migrations` shows "
+			 "it)\n",
+			 bad[i]);
+		retarget_refused(want, bad[i], "--to", "c", NULL);
+		assert_string_equal(err, want);
+	}
+	/* a name the decoder refuses, in its words */
+	retarget_refused("ferry: retarget.to: byte 0x2f at offset 1 not "
+			 "allowed\n",
+			 "3", "--to", "a/b", NULL);
+	assert_string_equal(err, "ferry: retarget.to: byte 0x2f at offset 1 "
+				 "not allowed\n");
+}
+
+/*
+ * A retarget accepted: ferryd's reply names the new destination and the
+ * relay (migration/mig_ctl.c), the line says what the reply says.
+ */
+static void test_retarget_print(void **state)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_unpacked up;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	(void)state;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 3);
+	proto_mp_pack_kv_u64(&pk, "id", 3);
+	proto_mp_pack_kv_str(&pk, "to", "c");
+	proto_mp_pack_kv_str(&pk, "relay", "b");
+	msgpack_unpacked_init(&up);
+	assert_int_equal(msgpack_unpack_next(&up, sb.data, sb.size, NULL),
+			 MSGPACK_UNPACK_SUCCESS);
+	f = open_memstream(&text, &len);
+	assert_non_null(f);
+	cli_print_retarget(f, &up.data);
+	assert_int_equal(fclose(f), 0);
+	assert_string_equal(text, "migration 3 now goes to c; b relays what it "
+				  "holds\n");
+	free(text);
+	msgpack_unpacked_destroy(&up);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* msgpack {"cmd": "retarget", "id": 3, "to": "b", "source": "a"} */
+static const uint8_t with_source[] = {
+	0x84, 0xa3, 'c', 'm',  'd', 0xa8, 'r',	'e',  't',  'a', 'r',
+	'g',  'e',  't', 0xa2, 'i', 'd',  0x03, 0xa2, 't',  'o', 0xa1,
+	'b',  0xa6, 's', 'o',  'u', 'r',  'c',	'e',  0xa1, 'a',
+};
+
+/*
+ * Against a ferryd a with one peer, b (configured, not running): the
+ * request reaches it and is decoded; the peer is looked up, then the
+ * migration, each answered by name before the engine would be asked.
+ */
+static void test_retarget_ferryd(void **state)
+{
+	static const struct {
+		const char *to, *why;
+	} cases[] = {
+		{ "x", "no peer called 'x'" },
+		{ "a", "'a' is this node, not a peer" },
+		{ "b", "no migration 3 started here" },
+	};
+	char want[256], why[256];
+	struct node na, nb;
+	msgpack_unpacked reply;
+	void *raw;
+
+	(void)state;
+	node_init(&na, "a");
+	node_init(&nb, "b");
+	node_add_peer(&na, "b", nb.port, nb.key);
+	node_start(&na);
+	node_ready(&na);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		snprintf(want, sizeof(want), "ferry: ferryd: %s\n",
+			 cases[i].why);
+		assert_int_equal(ferry_args(&na, 10, out, err, "retarget", "3",
+					    "--to", cases[i].to, NULL),
+				 1);
+		assert_string_equal(err, want);
+		assert_string_equal(out, "");
+		/* --json too: an error prints no reply */
+		assert_int_equal(ferry_args(&na, 10, out, err, "--json",
+					    "retarget", "--to", cases[i].to,
+					    "3", NULL),
+				 1);
+		assert_string_equal(err, want);
+		assert_string_equal(out, "");
+	}
+	/* what the CLI would not send, ferryd's decoder refuses */
+	assert_int_equal(cli_call(na.sock, with_source, sizeof(with_source),
+				  2000, &reply, &raw, why, sizeof(why)),
+			 0);
+	assert_string_equal(proto_mp_str(&reply.data, "error", why,
+					 sizeof(why)),
+			    "retarget: field \"source\" is not one of "
+			    "retarget's");
+	msgpack_unpacked_destroy(&reply);
+	free(raw);
+	itest_no_crash(&na);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -328,11 +485,17 @@ int main(void)
 		cmocka_unit_test(test_usage_errors),
 		cmocka_unit_test(test_shared_errors),
 		cmocka_unit_test(test_migrate_defaults),
+		cmocka_unit_test(test_retarget_usage),
+		cmocka_unit_test(test_retarget_print),
+		cmocka_unit_test_setup_teardown(test_retarget_ferryd, setup,
+						group_teardown),
 	};
 
 	ferry_bin = getenv("FERRY");
-	if (!ferry_bin) {
-		fprintf(stderr, "FERRY (the ferry binary) is not set\n");
+	ferryd_bin = getenv("FERRYD");
+	if (!ferry_bin || !ferryd_bin) {
+		fprintf(stderr, "FERRY and FERRYD (the ferry and ferryd "
+				"binaries) are not set\n");
 		return 1;
 	}
 	atexit(kill_children);

@@ -54,6 +54,12 @@ static void check_req(const struct proto_ctl_req *r)
 		CHECK(PROTO_CTL_HAS(r, PROTO_CTL_VM) &&
 			      PROTO_CTL_HAS(r, PROTO_CTL_TO),
 		      "migrate without vm or to");
+	else if (r->cmd == PROTO_CTL_RETARGET)
+		CHECK(PROTO_CTL_HAS(r, PROTO_CTL_TO) &&
+			      !(r->has &
+				(1u << PROTO_CTL_VM | 1u << PROTO_CTL_MODE |
+				 1u << PROTO_CTL_SOURCE)),
+		      "retarget without to, or with vm, mode or source");
 	else
 		CHECK(!(r->has & (1u << PROTO_CTL_VM | 1u << PROTO_CTL_TO |
 				  1u << PROTO_CTL_MODE)),

@@ -57,6 +57,10 @@ int main(int argc, char **argv)
 			r.id = 7;
 			r.has = BIT(ID);
 		}
+		if (c == PROTO_CTL_RETARGET) {
+			strcpy(r.to, "c");
+			r.has |= BIT(TO);
+		}
 		if (put(argv[1], &r, 0))
 			return 1;
 		written++;

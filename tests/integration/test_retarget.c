@@ -238,7 +238,7 @@ static void test_refused(void **state)
 	three_nodes("dst:after:postcopy:stop", NULL);
 	migrate_to_b(id, sizeof(id), "--mode", "hybrid");
 	refused(id, "zz", "no peer called 'zz'");
-	refused(id, "b", "already the destination");
+	refused(id, "b", "already goes to 'b'");
 	kill(nc.pid, SIGKILL);
 	assert_true(wait_state(&na, "unreachable", 1, 10) >= 0);
 	refused(id, "c", "unreachable");

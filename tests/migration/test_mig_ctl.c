@@ -4,7 +4,8 @@
  * (fake_host.c): no daemon, no sockets, no VMs. The control socket's
  * migration commands: force-resume needs "fenced", unknown migrations,
  * `ferry migrate` left to its defaults, to an unknown or unreachable peer
- * or for a VM that is not here. A peer's
+ * or for a VM that is not here; `ferry retarget`'s lookups of the peer
+ * and the migration, before the engine is asked. A peer's
  * MIGRATE_PREPARE: refused for a user VM without accept_user_vms, for a
  * name taken here, for pages that are not 4 KiB, and beyond its burst;
  * READY and RESUME about a migration this node does not have are
@@ -131,6 +132,77 @@ static void test_migrate_refused(void **state)
 	fake_host_free(h);
 }
 
+static struct proto_ctl_req retarget(uint64_t id, const char *to)
+{
+	struct proto_ctl_req req = { .cmd = PROTO_CTL_RETARGET, .id = id };
+
+	strcpy(req.to, to);
+	req.has = 1u << PROTO_CTL_ID | 1u << PROTO_CTL_TO;
+	return req;
+}
+
+/*
+ * retarget looks up the peer, then a migration this node started, and
+ * asks the engine only about a running one going elsewhere.
+ */
+static void test_retarget_lookups(void **state)
+{
+	struct fake_host *h = fake_host_new(names);
+	struct proto_ctl_req req = retarget(3, "x");
+	struct mig *in, *out;
+	char err[512];
+
+	(void)state;
+	assert_string_equal(run(h, &req, err, sizeof(err)), "no peer called "
+							    "'x'");
+	req = retarget(3, "a");
+	assert_string_equal(run(h, &req, err, sizeof(err)), "'a' is this "
+							    "node, not a peer");
+	req = retarget(3, "c");
+	assert_string_equal(run(h, &req, err, sizeof(err)), "no migration 3 "
+							    "started here");
+	/* an incoming 3: its source is the one to ask */
+	in = mig_new(&h->env, false);
+	assert_non_null(in);
+	in->id = 3;
+	in->peer = &h->peers[0];
+	assert_string_equal(run(h, &req, err, sizeof(err)), "'b' started "
+							    "migration 3, not "
+							    "this node");
+	/* our own 3, in pre-copy to b */
+	out = mig_new(&h->env, true);
+	assert_non_null(out);
+	out->id = 3;
+	out->peer = &h->peers[0];
+	strcpy(out->vm, "v");
+	out->sm.state = MIG_SRC_PRECOPY;
+	req = retarget(3, "b");
+	assert_string_equal(run(h, &req, err, sizeof(err)), "migration 3 "
+							    "already goes to "
+							    "'b'");
+	/* to c: the engine answers, and refuses what it cannot do */
+	req = retarget(3, "c");
+	out->o.delta = true;
+	assert_string_equal(run(h, &req, err, sizeof(err)), "retarget of a "
+							    "--compress delta "
+							    "migration is not "
+							    "supported");
+	out->o.delta = false;
+	out->sm.state = MIG_SRC_SWITCHOVER;
+	assert_string_equal(run(h, &req, err, sizeof(err)), "migration 3 is in "
+							    "state switchover: "
+							    "retarget "
+							    "works in pre-copy "
+							    "only, before "
+							    "switchover");
+	out->sm.state = MIG_SRC_FAILED;
+	assert_string_equal(run(h, &req, err, sizeof(err)), "migration 3 "
+							    "already ended");
+	/* nothing was sent to any peer */
+	assert_int_equal(h->nsent, 0);
+	fake_host_free(h);
+}
+
 /* A MIGRATE_PREPARE from peer i for vm (accel), with page size. */
 static void prepare(struct fake_host *h, size_t i, uint64_t mig, const char *vm,
 		    const char *accel, uint32_t page_size)
@@ -230,6 +302,7 @@ int main(void)
 		cmocka_unit_test(test_force_resume_needs_fenced),
 		cmocka_unit_test(test_migrations),
 		cmocka_unit_test(test_migrate_refused),
+		cmocka_unit_test(test_retarget_lookups),
 		cmocka_unit_test(test_prepare_refused),
 		cmocka_unit_test(test_unknown_answered),
 	};

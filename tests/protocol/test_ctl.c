@@ -343,6 +343,59 @@ static void test_round_trip(void **state)
 	}
 }
 
+/*
+ * retarget: the id of a migration this node started and the peer it goes
+ * to from now on; both required, in any order, and nothing else.
+ */
+static void test_retarget(void **state)
+{
+	struct proto_ctl_req out, in;
+	struct rq r;
+	char err[256];
+
+	(void)state;
+	begin(&r, 3, "retarget");
+	kv_u64(&r, "id", 3);
+	kv_str(&r, "to", "c");
+	decode_ok(&r, &out);
+	assert_int_equal(out.cmd, PROTO_CTL_RETARGET);
+	assert_string_equal(proto_ctl_cmd_name(out.cmd), "retarget");
+	assert_int_equal(out.id, 3);
+	assert_string_equal(out.to, "c");
+	assert_int_equal(out.has, (1u << PROTO_CTL_ID) | (1u << PROTO_CTL_TO));
+	assert_string_equal(out.vm, "");
+	assert_string_equal(out.source, "");
+
+	/* the edges: the largest id, "cmd" last, a name of 63 bytes */
+	begin(&r, 3, NULL);
+	kv_str(&r, "to",
+	       "a123456789b123456789c123456789d123456789e123456789f"
+	       "123456789g12");
+	kv_u64(&r, "id", UINT64_MAX);
+	kv_str(&r, "cmd", "retarget");
+	decode_ok(&r, &out);
+	assert_int_equal(out.id, UINT64_MAX);
+	assert_int_equal(strlen(out.to), 63);
+
+	/* as the CLI builds it: the setters, then the encoder */
+	memset(&in, 0, sizeof(in));
+	in.cmd = PROTO_CTL_RETARGET;
+	assert_int_equal(
+		proto_ctl_set_uint(&in, PROTO_CTL_ID, 9, err, sizeof(err)), 0);
+	assert_int_equal(proto_ctl_set_str(&in, PROTO_CTL_TO, "node-c", err,
+					   sizeof(err)),
+			 0);
+	round_trip(&in);
+	/* the source's command: no SOURCE/ID */
+	assert_int_equal(proto_ctl_set_str(&in, PROTO_CTL_SOURCE, "a", err,
+					   sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(err, "retarget: field \"source\" is not one of "
+				 "retarget's");
+	in.has &= ~(1u << PROTO_CTL_TO);
+	encode_bad(&in, "retarget: missing field \"to\"");
+}
+
 /* The setters refuse in the decoder's words and leave r as it was. */
 static void test_set_refused(void **state)
 {
@@ -576,6 +629,7 @@ int main(void)
 		cmocka_unit_test(test_int_formats),
 		cmocka_unit_test(test_encode),
 		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_retarget),
 		cmocka_unit_test(test_set_refused),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_across),

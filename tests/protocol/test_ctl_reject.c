@@ -170,6 +170,69 @@ static void test_reject_types(void **state)
 	expect_bad(&r, "cancel.source: expected a string, got binary");
 }
 
+/*
+ * retarget takes the id and "to", both required, and nothing else: not
+ * "source" (it runs on the source), not migrate's fields.
+ */
+static void test_reject_retarget(void **state)
+{
+	struct rq r;
+
+	(void)state;
+	begin(&r, 2, "retarget");
+	kv_str(&r, "to", "c");
+	expect_bad(&r, "retarget: missing field \"id\"");
+	begin(&r, 2, "retarget");
+	kv_u64(&r, "id", 3);
+	expect_bad(&r, "retarget: missing field \"to\"");
+	begin(&r, 1, "retarget");
+	expect_bad(&r, "retarget: missing field \"to\"");
+	begin(&r, 4, "retarget");
+	kv_u64(&r, "id", 3);
+	kv_str(&r, "to", "c");
+	kv_str(&r, "source", "a");
+	expect_bad(&r, "retarget: field \"source\" is not one of retarget's");
+	begin(&r, 4, "retarget");
+	kv_u64(&r, "id", 3);
+	kv_str(&r, "to", "c");
+	kv_str(&r, "vm", "v");
+	expect_bad(&r, "retarget: field \"vm\" is not one of retarget's");
+	begin(&r, 4, "retarget");
+	kv_u64(&r, "id", 3);
+	kv_str(&r, "to", "c");
+	kv_str(&r, "relay", "b");
+	expect_bad(&r, "retarget: unknown field \"relay\"");
+	begin(&r, 4, "retarget");
+	kv_u64(&r, "id", 3);
+	kv_str(&r, "to", "c");
+	kv_str(&r, "to", "d");
+	expect_bad(&r, "retarget: field \"to\" twice");
+	begin(&r, 4, "retarget");
+	kv_u64(&r, "id", 3);
+	kv_str(&r, "to", "c");
+	kv_u64(&r, "id", 4);
+	expect_bad(&r, "retarget: field \"id\" twice");
+	/* the id's range and kind are cancel's */
+	begin(&r, 3, "retarget");
+	kv_u64(&r, "id", 0);
+	kv_str(&r, "to", "c");
+	expect_bad(&r, "retarget.id: 0 not in 1..18446744073709551615");
+	begin(&r, 3, "retarget");
+	key(&r, "id");
+	msgpack_pack_int64(&r.pk, -1);
+	kv_str(&r, "to", "c");
+	expect_bad(&r, "retarget.id: negative integer -1");
+	begin(&r, 3, "retarget");
+	kv_str(&r, "id", "3");
+	kv_str(&r, "to", "c");
+	expect_bad(&r, "retarget.id: expected an unsigned integer, got a "
+		       "string");
+	begin(&r, 3, "retarget");
+	kv_u64(&r, "id", 3);
+	kv_u64(&r, "to", 7);
+	expect_bad(&r, "retarget.to: expected a string, got an integer");
+}
+
 /* Names: the rule of names in the configuration. */
 static void test_reject_names(void **state)
 {
@@ -210,6 +273,12 @@ static void test_reject_names(void **state)
 		kv_u64(&r, "id", 1);
 		kv_str(&r, "source", bad[i].name);
 		snprintf(want, sizeof(want), "cancel.source: %s", bad[i].why);
+		expect_bad(&r, want);
+
+		begin(&r, 3, "retarget");
+		kv_u64(&r, "id", 1);
+		kv_str(&r, "to", bad[i].name);
+		snprintf(want, sizeof(want), "retarget.to: %s", bad[i].why);
 		expect_bad(&r, want);
 	}
 	/* a NUL inside */
@@ -391,6 +460,7 @@ int main(void)
 		cmocka_unit_test(test_reject_missing),
 		cmocka_unit_test(test_reject_types),
 		cmocka_unit_test(test_reject_names),
+		cmocka_unit_test(test_reject_retarget),
 		cmocka_unit_test(test_reject_words),
 		cmocka_unit_test(test_reject_ints),
 		cmocka_unit_test(test_reject_trailing),
