@@ -28,6 +28,7 @@
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
 #include "migration/mig_dst.h"
+#include "migration/mig_src.h"
 
 /* Messages from peers */
 

@@ -127,18 +127,11 @@ struct mig {
 	uint64_t stall_t0; /* destination: post-copy stalled since; 0 */
 	/* source: each page's generation when it was last announced */
 	uint32_t *pgen;
-	/*
-	 * Source, after `ferry retarget`: the old destination, a relay now
-	 * (NULL: none or released); its copy is current at relay_gen but for
-	 * the pages of relay_stale (announced to it after RETARGET, or not
-	 * at all); its HOLDER_MAP until the new destination says yes.
-	 */
-	struct mig_peer *relay;
-	uint64_t relay_gen;
-	uint64_t *relay_stale;
+	/* source, retargeted: the relay, as mig_src_retarget.c says */
+	struct mig_peer *relay; /* NULL: none, or released */
+	uint64_t relay_gen, *relay_stale;
 	struct proto_msg *relay_map;
-	/* source: the bytes D pulled from each holder (its PROGRESS) */
-	struct proto_holder_bytes hb[PROTO_HOLDERS_MAX];
+	struct proto_holder_bytes hb[PROTO_HOLDERS_MAX]; /* D's PROGRESS */
 	size_t nhb;
 	/* destination */
 	struct mig_dst *dst;
@@ -165,24 +158,6 @@ struct mig *mig_new(struct mig_env *n, bool source);
 /* Migration id of the given role; p NULL: any peer. */
 struct mig *mig_find(struct mig_env *n, uint64_t id, bool source,
 		     const struct mig_peer *p);
-/*
- * `ferry retarget`: source migration id goes on to peer `to`; the old
- * destination becomes a relay (mig_src_retarget.c). 0, or -errno with a
- * text in err (nothing changed). The caller (mig_ctl.c) found id running
- * from here and `to` another peer; this checks the rest.
- */
-int mig_src_retarget(struct mig_env *n, uint64_t id, const char *to, char *err,
-		     size_t errlen);
-/*
- * A message about source migration m from its relay (not freed): its
- * HOLDER_MAP, or its end (ABORT, ERROR).
- */
-void mig_src_relay_msg(struct mig *m, struct proto_msg *msg);
-/* Free the relay's copy, if any: ABORT with why, and forget it. */
-void mig_src_relay_release(struct mig *m, const char *why);
-/* The running source migration id whose relay is p, or NULL. */
-struct mig *mig_find_relay(struct mig_env *n, uint64_t id,
-			   const struct mig_peer *p);
 /* Start migrating vm to peer; 0 and *id, or -errno with a text in err. */
 int mig_src_start(struct mig_env *n, const char *vm, const char *peer,
 		  const struct mig_opts *o, uint64_t *id, char *err,

@@ -10,6 +10,28 @@
  * (mig_src.c) and the unit tests.
  */
 
+/* mig_src_retarget.c and the relay's release (mig_src_io.c) */
+
+/*
+ * `ferry retarget`: source migration id goes on to peer `to`; the old
+ * destination becomes a relay (mig_src_retarget.c). 0, or -errno with a
+ * text in err (nothing changed). The caller (mig_ctl.c) found id running
+ * from here and `to` another peer; this checks the rest.
+ */
+int mig_src_retarget(struct mig_env *n, uint64_t id, const char *to, char *err,
+		     size_t errlen);
+/*
+ * A message about source migration m from its relay (not freed): its
+ * HOLDER_MAP, or its end (ABORT, ERROR).
+ */
+void mig_src_relay_msg(struct mig *m, struct proto_msg *msg);
+/* Free the relay's copy, if any: ABORT with why, and forget it. */
+void mig_src_relay_release(struct mig *m, const char *why);
+
+/* The running source migration id whose relay is p, or NULL. */
+struct mig *mig_find_relay(struct mig_env *n, uint64_t id,
+			   const struct mig_peer *p);
+
 /* mig_src_io.c: the source's actions, for mig_src.c */
 
 /*

@@ -20,6 +20,11 @@
  * after their last one), except for the pages of the round S had not
  * finished announcing to B: those S removes from B's map before passing it
  * on. So D never reads a page from B that changed since B pulled it.
+ *
+ * In struct mig: relay is B until it is released (NULL then), relay_gen
+ * the generation of its copy, relay_stale the pages it may lack,
+ * relay_map its HOLDER_MAP until D says yes; hb the bytes D reports it
+ * pulled from each holder.
  */
 #include <errno.h>
 #include <inttypes.h>

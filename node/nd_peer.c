@@ -451,8 +451,7 @@ static void router_request(struct nd_node *n, struct nd_peer *p,
 		return;
 	default:
 		/* the others are about a migration (the message table says) */
-		if (m->type == PROTO_RETARGET ||
-		    proto_msg_mig(m, &id) == PROTO_TO_NONE) {
+		if (proto_msg_mig(m, &id) == PROTO_TO_NONE) {
 			fill_error(&out, EOPNOTSUPP,
 				   "message type not handled yet");
 			break;

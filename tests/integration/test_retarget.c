@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -71,19 +72,21 @@ static void three_nodes(const char *fb, const char *fc)
 }
 
 /*
- * Start guest r1 on a and migrate it to b, paced (4 MiB/s), with extra
- * options (NULL-terminated, at most 4); wait until b pulled over 1 MiB of
- * it. Its id into id.
+ * Start guest r1 on a and migrate it to b, paced (4 MiB/s), pre-copy
+ * with --verify or hybrid; wait until b pulled over 1 MiB of it. Its id
+ * into id.
  */
-static void migrate_to_b(char *id, size_t len, const char *o1, const char *o2)
+static void migrate_to_b(char *id, size_t len, bool hybrid)
 {
 	json_t *j, *m = NULL;
 	double t0;
 
 	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1", guest);
 	wait_counter(&na, "pass", 2);
-	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b", "--verify",
-			"--max-bandwidth", "4M", "--detach", o1, o2, NULL);
+	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b",
+			"--max-bandwidth", "4M", "--detach",
+			hybrid ? "--mode" : "--verify",
+			hybrid ? "hybrid" : NULL, NULL);
 	snprintf(id, len, "%ld", jint(j, "id"));
 	t0 = now_s();
 	while (now_s() - t0 < 20) {
@@ -160,7 +163,7 @@ static void test_retarget(void **state)
 
 	(void)state;
 	three_nodes(NULL, NULL);
-	migrate_to_b(id, sizeof(id), NULL, NULL);
+	migrate_to_b(id, sizeof(id), false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	j = wait_end(id);
@@ -196,7 +199,7 @@ static void test_relay_dies(void **state)
 	(void)state;
 	/* c stops once it took a's holder map, before b's */
 	three_nodes(NULL, "dst:after:precopy:stop");
-	migrate_to_b(id, sizeof(id), NULL, NULL);
+	migrate_to_b(id, sizeof(id), false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
@@ -236,7 +239,7 @@ static void test_refused(void **state)
 
 	(void)state;
 	three_nodes("dst:after:postcopy:stop", NULL);
-	migrate_to_b(id, sizeof(id), "--mode", "hybrid");
+	migrate_to_b(id, sizeof(id), true);
 	refused(id, "zz", "no peer called 'zz'");
 	refused(id, "b", "already goes to 'b'");
 	kill(nc.pid, SIGKILL);
