@@ -289,6 +289,7 @@ static const struct proto_field prepare_fields[] = {
 	       PROTO_PAGE_SIZE_MIN, PROTO_PAGE_SIZE_MAX),
 	PF_U32("c", struct proto_migrate_prepare, vcpus, 1, PROTO_VCPUS_MAX),
 	PF_STR("ac", struct proto_migrate_prepare, accel, 1, PC_NAME),
+	PF_U64("ln", struct proto_migrate_prepare, lineage, 1, UINT64_MAX),
 	PF_MAPS("r", struct proto_migrate_prepare, regions, nregions, 1,
 		PROTO_REGIONS_MAX, &region_desc_desc),
 };

@@ -123,6 +123,7 @@ struct proto_migrate_prepare {
 	uint32_t page_size; /* a power of two, 4096 .. 1 GiB */
 	uint32_t vcpus; /* 1 .. PROTO_VCPUS_MAX */
 	char accel[8]; /* "kvm", "user": the source's, the destination's too */
+	uint64_t lineage; /* the VM's, the same on every hop (>= 1) */
 	size_t nregions;
 	struct proto_region_desc *regions;
 };

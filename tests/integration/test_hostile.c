@@ -246,6 +246,7 @@ static void h_prepare(struct hostile *h, uint64_t mig, const char *vm)
 	strcpy(m.prepare.mode, "precopy");
 	m.prepare.page_size = 4096;
 	m.prepare.vcpus = 1;
+	m.prepare.lineage = 1;
 	snprintf(m.prepare.accel, sizeof(m.prepare.accel), "%s",
 		 prep_accel ? prep_accel : itest_accel());
 	m.prepare.nregions = 1;

@@ -219,6 +219,7 @@ static void prepare(struct fake_host *h, size_t i, uint64_t mig, const char *vm,
 	strcpy(m->prepare.accel, accel);
 	m->prepare.page_size = page_size;
 	m->prepare.vcpus = 1;
+	m->prepare.lineage = 1;
 	r->pages = 8192;
 	m->prepare.regions = r;
 	m->prepare.nregions = 1;

@@ -177,6 +177,7 @@ static void rig_open(struct rig *r)
 	strcpy(m->prepare.mode, "precopy");
 	m->prepare.page_size = FY_PAGE_SIZE;
 	m->prepare.vcpus = 1;
+	m->prepare.lineage = 1;
 	strcpy(m->prepare.accel, "user");
 	m->prepare.nregions = 1;
 	m->prepare.regions = calloc(1, sizeof(*m->prepare.regions));

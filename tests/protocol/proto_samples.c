@@ -76,6 +76,7 @@ static int fill_prepare(struct proto_migrate_prepare *p, unsigned v)
 	p->page_size = v == 2 ? PROTO_PAGE_SIZE_MAX : 4096;
 	p->vcpus = v == 2 ? PROTO_VCPUS_MAX : 2;
 	snprintf(p->accel, sizeof(p->accel), "%s", v == 1 ? "user" : "kvm");
+	p->lineage = v == 2 ? UINT64_MAX : 0x5eed0000ULL + v;
 	p->nregions = nr;
 	p->regions = xcalloc(nr, sizeof(*p->regions));
 	if (!p->regions)
@@ -304,6 +305,7 @@ static bool eq_prepare(const struct proto_migrate_prepare *a,
 	DIFF(a->page_size != b->page_size, "page_size");
 	DIFF(a->vcpus != b->vcpus, "vcpus");
 	DIFF(strcmp(a->accel, b->accel), "accel");
+	DIFF(a->lineage != b->lineage, "lineage");
 	DIFF(a->nregions != b->nregions, "nregions");
 	for (size_t i = 0; i < a->nregions; i++)
 		DIFF(a->regions[i].id != b->regions[i].id ||
