@@ -41,6 +41,17 @@ int mig_src_map(struct mig *m)
 			  FAB_ACCESS_READ, &m->mr);
 }
 
+/* Source migrations not finished (post-copies serving pages included). */
+static unsigned outgoing(const struct mig_env *n)
+{
+	unsigned c = 0;
+
+	for (int i = 0; i < MIG_MAX; i++)
+		c += n->migs[i] && n->migs[i]->source &&
+		     !mig_finished(n->migs[i]);
+	return c;
+}
+
 /*
  * Can vmname go to peername now? 0 and the peer and VM, or -errno with a
  * text in err.
@@ -77,6 +88,13 @@ static int start_check(struct mig_env *n, const char *vmname,
 		snprintf(err, errlen,
 			 "VM '%s' is already migrating (%" PRIu64 ")", vmname,
 			 vm->mig->id);
+		return -EBUSY;
+	}
+	if (outgoing(n) >= n->cfg.max_outgoing) {
+		snprintf(err, errlen,
+			 "%s sends as many VMs as its max_outgoing allows "
+			 "(%u); try again later",
+			 n->cfg.name, n->cfg.max_outgoing);
 		return -EBUSY;
 	}
 	ret = mig_vm_status(n, vm->kc, &st);
