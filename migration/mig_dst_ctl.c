@@ -114,6 +114,14 @@ static unsigned incoming(const struct mig_env *n)
 	return c;
 }
 
+/* Do we run source migration id to p? */
+static bool sending(struct mig_env *n, const struct mig_peer *p, uint64_t id)
+{
+	struct mig *m = mig_find(n, id, true, p);
+
+	return m && !mig_finished(m);
+}
+
 /*
  * Why MIGRATE_PREPARE pp of peer p is refused (rate, ids, mode,
  * accelerator, names, max_incoming): an errno, with its text in text, or
@@ -136,6 +144,13 @@ static int prepare_refusal(struct mig_env *n, struct mig_peer *p,
 		code = EEXIST;
 		snprintf(text, len, "migration %" PRIu64 " is known here",
 			 pp->mig);
+	} else if (sending(n, p, pp->mig)) {
+		/* both started at once: messages of either way would mix */
+		code = EEXIST;
+		snprintf(text, len,
+			 "%s sends its own migration %" PRIu64 " to %s now; "
+			 "try again",
+			 n->cfg.name, pp->mig, p->name);
 	} else if (pp->nregions != 1 || pp->page_size != FY_PAGE_SIZE) {
 		/* the decoder checked the mode */
 		code = ENOTSUP;

@@ -53,6 +53,23 @@ static unsigned outgoing(const struct mig_env *n)
 }
 
 /*
+ * The next id, past those of migrations peer sends us now: HOLDER_MAP,
+ * ABORT and ERROR go either way and name a migration by its id alone, so
+ * an id must not run both ways with one peer (mig_dst_ctl.c refuses it).
+ */
+static uint64_t next_id(struct mig_env *n, const struct mig_peer *p)
+{
+	struct mig *m;
+	uint64_t id;
+
+	do {
+		id = n->next_mig_id++;
+		m = mig_find(n, id, false, p);
+	} while (m && !mig_finished(m));
+	return id;
+}
+
+/*
  * Can vmname go to peername now? 0 and the peer and VM, or -errno with a
  * text in err.
  */
@@ -149,7 +166,7 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 		snprintf(err, errlen, "too many migrations");
 		return -ENOSPC;
 	}
-	m->id = n->next_mig_id++;
+	m->id = next_id(n, peer);
 	m->peer = peer;
 	snprintf(m->vm, sizeof(m->vm), "%s", vmname);
 	m->o = *o;
