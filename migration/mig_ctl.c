@@ -778,6 +778,7 @@ void mig_close(struct mig_env *n)
 		free(m);
 		n->migs[i] = NULL;
 	}
+	mig_fabs_close(n); /* every thread joined above */
 	if (n->mig_dir_fd >= 0)
 		close(n->mig_dir_fd);
 	n->mig_dir_fd = -1;

@@ -134,7 +134,11 @@ static int setup(struct mig_dst *d)
 		return mig_dst_fail(d, "cannot map guest RAM: %s",
 				    strerror(errno));
 	}
-	ret = fab_mr_reg(d->n->fab, d->map, d->pages * FY_PAGE_SIZE,
+	ret = mig_fabs_open(d, false, &d->fab);
+	if (ret)
+		return mig_dst_fail(d, "no fabric domain for its reads: %s",
+				    strerror(-ret));
+	ret = fab_mr_reg(d->fab, d->map, d->pages * FY_PAGE_SIZE,
 			 FAB_ACCESS_LOCAL, &d->mr);
 	if (ret)
 		return mig_dst_fail(d, "cannot register guest RAM: %s",
@@ -249,8 +253,7 @@ static int post_delta(struct mig_dst *d)
 static void delta_free(struct mig_dst *d)
 {
 	/* the fabric unmaps it once no read can land there */
-	fab_mem_release(d->n->fab, d->dbuf, d->dlen, d->dmr,
-			FAB_RELEASE_MUNMAP);
+	fab_mem_release(d->fab, d->dbuf, d->dlen, d->dmr, FAB_RELEASE_MUNMAP);
 	d->dmr = NULL;
 	d->dbuf = NULL;
 	d->djob = false;
@@ -349,7 +352,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 	uint64_t now;
 	int n, ret = 0;
 
-	n = fab_poll(d->n->fab, c, 64, timeout_ms);
+	n = fab_poll(d->fab, c, 64, timeout_ms);
 	if (n < 0)
 		return mig_dst_fail(d, "fabric poll: %s", strerror(-n));
 	for (int i = 0; i < n; i++) {
@@ -486,7 +489,7 @@ static void resume(struct mig_dst *d)
  */
 static void unmap(struct mig_dst *d)
 {
-	fab_mem_release(d->n->fab, d->map, d->pages * FY_PAGE_SIZE, NULL,
+	fab_mem_release(d->fab, d->map, d->pages * FY_PAGE_SIZE, NULL,
 			FAB_RELEASE_MUNMAP_SHARED);
 }
 

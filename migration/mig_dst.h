@@ -62,6 +62,7 @@ struct mig_dst {
 	char sock[MIG_DIR_MAX + 80];
 	int efd; /* wakes the thread */
 	pthread_t thread;
+	struct mig_fabs *fabs; /* its domains: the thread's until joined */
 
 	pthread_mutex_t lock; /* everything down to "thread only" */
 	struct mig_qmsg *in, **in_tail, *out, **out_tail;
@@ -85,6 +86,7 @@ struct mig_dst {
 	bool spawned; /* we started it: its stale socket is ours to remove */
 
 	/* thread only */
+	struct fab_domain *fab; /* its reads': fabs->pull */
 	struct kva_client *kc;
 	pid_t pid;
 	uint8_t *map;
@@ -203,6 +205,21 @@ bool mig_dst_holder_bytes(struct mig_dst *d, struct proto_progress *p);
  */
 int mig_dst_relay_begin(struct mig_dst *d);
 
+/*
+ * mig_fab.c, the incoming migrations' fabric domains. Control thread: a
+ * free set for a new incoming migration, NULL if none; give it back once
+ * its thread is joined (completions nobody took are dropped). NULL: none.
+ */
+struct mig_fabs *mig_fabs_take(struct mig_env *n);
+void mig_fabs_put(struct mig_fabs *f);
+/*
+ * Thread: d's domain for its reads, or (fault) for its fault server,
+ * opened on first use and kept in d->fabs. 0 and *out, or -errno.
+ */
+int mig_fabs_open(struct mig_dst *d, bool fault, struct fab_domain **out);
+/* mig_close(), every thread joined: close every domain. */
+void mig_fabs_close(struct mig_env *n);
+
 /* Wake the side polling eventfd fd. */
 void mig_kick(int fd);
 
@@ -210,7 +227,7 @@ void mig_kick(int fd);
 int mig_dst_start(struct mig *m, const struct proto_migrate_prepare *p);
 /*
  * A peer's MIGRATE_PREPARE: refuse it with an ERROR (rate, ids, mode,
- * accelerator, names, one incoming VM at a time) or start the migration.
+ * accelerator, names, max_incoming) or start the migration.
  */
 void mig_dst_prepare(struct mig_env *n, struct mig_peer *p,
 		     struct proto_msg *msg);

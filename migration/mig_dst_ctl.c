@@ -55,10 +55,15 @@ int mig_dst_start(struct mig *m, const struct proto_migrate_prepare *p)
 		ret = -EINVAL;
 		goto err_free;
 	}
+	d->fabs = mig_fabs_take(m->n);
+	if (!d->fabs) {
+		ret = -ENOSPC; /* more than MIG_LIMIT_MAX at once */
+		goto err_free;
+	}
 	d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (d->efd < 0) {
 		ret = -errno;
-		goto err_free;
+		goto err_put;
 	}
 	pthread_mutex_init(&d->lock, NULL);
 	/* from now on the thread moves m->sm, under d->lock */
@@ -72,6 +77,8 @@ err_close:
 	m->dst = NULL;
 	pthread_mutex_destroy(&d->lock);
 	close(d->efd);
+err_put:
+	mig_fabs_put(d->fabs);
 err_free:
 	free(d);
 	return ret;
@@ -97,10 +104,28 @@ static bool prepare_allowed(struct mig_env *n, struct mig_peer *p)
 	return true;
 }
 
+/* Incoming migrations whose thread runs (and holds a set of domains). */
+static unsigned incoming(const struct mig_env *n)
+{
+	unsigned c = 0;
+
+	for (int i = 0; i < MIG_MAX; i++)
+		c += n->migs[i] && n->migs[i]->dst;
+	return c;
+}
+
+/* Do we run source migration id to p? */
+static bool sending(struct mig_env *n, const struct mig_peer *p, uint64_t id)
+{
+	struct mig *m = mig_find(n, id, true, p);
+
+	return m && !mig_finished(m);
+}
+
 /*
  * Why MIGRATE_PREPARE pp of peer p is refused (rate, ids, mode,
- * accelerator, names, one incoming VM at a time): an errno, with its text
- * in text, or 0.
+ * accelerator, names, max_incoming): an errno, with its text in text, or
+ * 0.
  */
 static int prepare_refusal(struct mig_env *n, struct mig_peer *p,
 			   const struct proto_migrate_prepare *pp, char *text,
@@ -119,6 +144,13 @@ static int prepare_refusal(struct mig_env *n, struct mig_peer *p,
 		code = EEXIST;
 		snprintf(text, len, "migration %" PRIu64 " is known here",
 			 pp->mig);
+	} else if (sending(n, p, pp->mig)) {
+		/* both started at once: messages of either way would mix */
+		code = EEXIST;
+		snprintf(text, len,
+			 "%s sends its own migration %" PRIu64 " to %s now; "
+			 "try again",
+			 n->cfg.name, pp->mig, p->name);
 	} else if (pp->nregions != 1 || pp->page_size != FY_PAGE_SIZE) {
 		/* the decoder checked the mode */
 		code = ENOTSUP;
@@ -142,13 +174,12 @@ static int prepare_refusal(struct mig_env *n, struct mig_peer *p,
 		code = EEXIST;
 		snprintf(text, len, "a VM called %s exists on %s", pp->vm,
 			 n->cfg.name);
-	} else {
-		for (int i = 0; i < MIG_MAX; i++)
-			if (n->migs[i] && n->migs[i]->dst)
-				code = EBUSY;
-		if (code)
-			snprintf(text, len, "%s already receives a VM",
-				 n->cfg.name);
+	} else if (incoming(n) >= n->cfg.max_incoming) {
+		code = EBUSY;
+		snprintf(text, len,
+			 "%s receives as many VMs as its max_incoming allows "
+			 "(%u); try again later",
+			 n->cfg.name, n->cfg.max_incoming);
 	}
 	return code;
 }
@@ -375,6 +406,7 @@ void mig_dst_free(struct mig *m)
 	}
 	pthread_mutex_destroy(&d->lock);
 	close(d->efd);
+	mig_fabs_put(d->fabs);
 	free(d);
 	m->dst = NULL;
 }

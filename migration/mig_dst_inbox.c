@@ -61,7 +61,7 @@ static int on_holder_map(struct mig_dst *d, const struct proto_holder_map *h)
 	snprintf(d->hold[RLY_SOURCE].node, sizeof(d->hold[0].node), "%s",
 		 h->node);
 	d->nhold = 1;
-	ret = fab_ep_connect(d->n->fab, &a, &d->ep);
+	ret = fab_ep_connect(d->fab, &a, &d->ep);
 	if (ret)
 		return mig_dst_fail(d,
 				    "cannot reach the source's "
@@ -145,8 +145,7 @@ static int on_delta_set(struct mig_dst *d, const struct proto_delta_set *ds)
 	d->drk.addr = ds->base;
 	d->drk.len = ds->len;
 	d->drk.key = ds->key;
-	ret = fab_mr_reg(d->n->fab, d->dbuf, d->dlen, FAB_ACCESS_LOCAL,
-			 &d->dmr);
+	ret = fab_mr_reg(d->fab, d->dbuf, d->dlen, FAB_ACCESS_LOCAL, &d->dmr);
 	if (ret)
 		return mig_dst_fail(d,
 				    "cannot register a DELTA_SET "

@@ -72,7 +72,7 @@ int mig_dst_add_relay(struct mig_dst *d, const struct proto_holder_map *h)
 				    .len = r->len };
 	d->nhold = FY_MAX(d->nhold, idx + 1);
 	memcpy(a.bytes, h->addr, h->addr_len);
-	ret = fab_ep_connect(d->n->fab, &a, &ho->ep);
+	ret = fab_ep_connect(d->fab, &a, &ho->ep);
 	if (ret) {
 		ho->ep = NULL;
 		rly_holder_down(d->rly, idx, true);
@@ -197,6 +197,7 @@ int mig_dst_relay_begin(struct mig_dst *d)
 	struct proto_msg *h;
 	int ret;
 
+	/* on the node's domain: its address is the one our map gives */
 	ret = fab_mr_reg(d->n->fab, d->map, d->pages * FY_PAGE_SIZE,
 			 FAB_ACCESS_READ, &d->rmr);
 	if (ret)

@@ -66,8 +66,7 @@ int mig_post_stage_alloc(struct mig_dst *d)
 		p->stage = NULL;
 		return -ENOMEM;
 	}
-	ret = fab_mr_reg(d->n->fab, p->stage, len, FAB_ACCESS_LOCAL,
-			 &p->stage_mr);
+	ret = fab_mr_reg(d->fab, p->stage, len, FAB_ACCESS_LOCAL, &p->stage_mr);
 	if (ret) {
 		munmap(p->stage, len);
 		p->stage = NULL;
@@ -80,7 +79,7 @@ void mig_post_stage_free(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 
-	fab_mem_release(d->n->fab, p->stage, p->stage_len, p->stage_mr,
+	fab_mem_release(d->fab, p->stage, p->stage_len, p->stage_mr,
 			FAB_RELEASE_MUNMAP);
 	p->stage = NULL;
 	p->stage_mr = NULL;
@@ -94,7 +93,7 @@ static void stage_park(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
 
-	if (!fab_mem_busy(d->n->fab, p->stage, p->stage_len))
+	if (!fab_mem_busy(d->fab, p->stage, p->stage_len))
 		return;
 	mig_post_stage_free(d);
 	if (mig_post_stage_alloc(d))
@@ -105,7 +104,7 @@ struct fab_ep *mig_post_fault_ep(struct mig_dst *d)
 {
 	struct fab_ep *ep = NULL;
 
-	if (fab_ep_connect(d->n->fault_fab, &d->src_addr, &ep))
+	if (fab_ep_connect(d->post->fdom, &d->src_addr, &ep))
 		return NULL;
 	return ep;
 }
@@ -120,7 +119,7 @@ void mig_post_drop_ep(struct mig_dst *d)
 		return;
 	fab_ep_close(d->ep);
 	d->ep = NULL;
-	while ((n = fab_poll(d->n->fab, c, 64, 0)) > 0)
+	while ((n = fab_poll(d->fab, c, 64, 0)) > 0)
 		for (int i = 0; i < n; i++) {
 			struct mig_slot *s = c[i].ctx;
 
@@ -139,8 +138,8 @@ void mig_post_drop_ep(struct mig_dst *d)
 	d->win.inflight = 0;
 	if (d->post->zc) {
 		/* their pages are read again once no late data can land */
-		d->post->quarantine = fab_mem_busy(d->n->fab, d->map,
-						   d->pages * FY_PAGE_SIZE);
+		d->post->quarantine =
+			fab_mem_busy(d->fab, d->map, d->pages * FY_PAGE_SIZE);
 	} else {
 		stage_park(d);
 	}
@@ -156,7 +155,7 @@ static void reconnect(struct mig_dst *d, uint64_t now)
 	mig_post_drop_ep(d);
 	p->reconnect_at = now + p->backoff;
 	p->backoff = FY_MIN(p->backoff * 2, BACKOFF_MAX_NS);
-	ret = fab_ep_connect(d->n->fab, &d->src_addr, &d->ep);
+	ret = fab_ep_connect(d->fab, &d->src_addr, &d->ep);
 	if (ret) {
 		d->ep = NULL;
 		return;
@@ -405,7 +404,7 @@ static int reap(struct mig_dst *d, int timeout_ms)
 	uint64_t now;
 	int n, ret;
 
-	n = fab_poll(d->n->fab, c, 64, timeout_ms);
+	n = fab_poll(d->fab, c, 64, timeout_ms);
 	for (int i = 0; i < n; i++) {
 		struct mig_slot *s = c[i].ctx;
 
@@ -547,8 +546,8 @@ int mig_post_step(struct mig_dst *d)
 	if ((p->broken || p->fault_stalled) && now >= p->reconnect_at)
 		reconnect(d, now);
 	if (p->quarantine)
-		p->quarantine = fab_mem_busy(d->n->fab, d->map,
-					     d->pages * FY_PAGE_SIZE);
+		p->quarantine =
+			fab_mem_busy(d->fab, d->map, d->pages * FY_PAGE_SIZE);
 	post_reads(d);
 	if (d->inflight) {
 		if (reap(d, 1))

@@ -31,6 +31,7 @@ struct nd_post {
 	bool quarantine; /* zc: a closed endpoint's reads may still land */
 	uint64_t *unmapped; /* minor: pre-copied pages not CONTINUEd yet */
 	uint64_t cont_cursor;
+	struct fab_domain *fdom; /* the fault server's alone (mig_fab.c) */
 	struct fab_ep *fep; /* the fault server's, until it starts */
 	struct pc_fault *fs;
 	uint8_t *stage;

@@ -12,7 +12,8 @@
  *         instead of seeing an old or half-written copy; present = pages
  *         pulled, holes = pages never announced (holes on the source).
  *         The fault server (postcopy/pc_fault.c) starts on a domain and endpoint of
- *         its own, so faults never queue behind our reads; SET_STATE,
+ *         its own (this migration's, mig_fab.c), so faults never queue
+ *         behind our reads nor meet another migration's; SET_STATE,
  *         RESUME, RESUMED. A failure up to here is an ABORT: the VM never
  *         ran here and resumes on the source.
  * cleanup once it ended (or failed): the fault server stopped, our
@@ -117,11 +118,12 @@ int mig_post_prepare(struct mig_dst *d)
 	struct nd_post *p;
 	int ret;
 
-	if (!d->n->fault_fab)
-		return -ENODATA;
 	p = d->post = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
+	ret = mig_fabs_open(d, true, &p->fdom);
+	if (ret)
+		return ret;
 	p->backoff = MIG_PC_BACKOFF_MIN_NS;
 	/* zero-copy needs MINOR registration, known since the VM attached */
 	p->zc = mig_vm_layout(d->n, d->kc)->uffd_minor;
@@ -131,13 +133,12 @@ int mig_post_prepare(struct mig_dst *d)
 		ret = -ENOTCONN;
 	/* the fault domain's own buffer: the second staging page */
 	if (!ret)
-		ret = fab_mr_reg(d->n->fault_fab, p->stage + FY_PAGE_SIZE,
-				 FY_PAGE_SIZE, FAB_ACCESS_LOCAL, &mr);
+		ret = fab_mr_reg(p->fdom, p->stage + FY_PAGE_SIZE, FY_PAGE_SIZE,
+				 FAB_ACCESS_LOCAL, &mr);
 	if (!ret) {
 		struct warm w[2] = {
-			{ d->n->fab, d->ep, p->stage, p->stage_mr, false },
-			{ d->n->fault_fab, p->fep, p->stage + FY_PAGE_SIZE, mr,
-			  false },
+			{ d->fab, d->ep, p->stage, p->stage_mr, false },
+			{ p->fdom, p->fep, p->stage + FY_PAGE_SIZE, mr, false },
 		};
 
 		ret = warm_up(d, w, 2);
@@ -215,7 +216,7 @@ static int fault_open(struct mig_dst *d)
 	fp.minor = p->minor;
 	fp.map = d->map;
 	fp.pages = d->pages;
-	fp.dom = d->n->fault_fab;
+	fp.dom = p->fdom;
 	fp.ep = p->fep;
 	p->fep = NULL; /* the server's, also when it fails to start */
 	fp.rkey = d->rk;
@@ -298,15 +299,12 @@ int mig_post_begin(struct mig_dst *d)
 void mig_post_end(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
-	struct fab_cqe cqe[16];
 
 	if (!p)
 		return;
 	pc_fault_close(p->fs);
+	/* its completions left unread go with the domain (mig_fabs_put()) */
 	fab_ep_close(p->fep);
-	/* the next post-copy's server must not see this one's completions */
-	while (fab_poll(d->n->fault_fab, cqe, ARRAY_SIZE(cqe), 0) > 0)
-		;
 	mig_post_drop_ep(d);
 	mig_post_stage_free(d);
 	free(p->present);

@@ -42,6 +42,34 @@ int mig_src_map(struct mig *m)
 			  FAB_ACCESS_READ, &m->mr);
 }
 
+/* Source migrations not finished (post-copies serving pages included). */
+static unsigned outgoing(const struct mig_env *n)
+{
+	unsigned c = 0;
+
+	for (int i = 0; i < MIG_MAX; i++)
+		c += n->migs[i] && n->migs[i]->source &&
+		     !mig_finished(n->migs[i]);
+	return c;
+}
+
+/*
+ * The next id, past those of migrations peer sends us now: HOLDER_MAP,
+ * ABORT and ERROR go either way and name a migration by its id alone, so
+ * an id must not run both ways with one peer (mig_dst_ctl.c refuses it).
+ */
+static uint64_t next_id(struct mig_env *n, const struct mig_peer *p)
+{
+	struct mig *m;
+	uint64_t id;
+
+	do {
+		id = n->next_mig_id++;
+		m = mig_find(n, id, false, p);
+	} while (m && !mig_finished(m));
+	return id;
+}
+
 /*
  * Can vmname go to peername now? 0 and the peer and VM, or -errno with a
  * text in err.
@@ -78,6 +106,13 @@ static int start_check(struct mig_env *n, const char *vmname,
 		snprintf(err, errlen,
 			 "VM '%s' is already migrating (%" PRIu64 ")", vmname,
 			 vm->mig->id);
+		return -EBUSY;
+	}
+	if (outgoing(n) >= n->cfg.max_outgoing) {
+		snprintf(err, errlen,
+			 "%s sends as many VMs as its max_outgoing allows "
+			 "(%u); try again later",
+			 n->cfg.name, n->cfg.max_outgoing);
 		return -EBUSY;
 	}
 	ret = mig_vm_status(n, vm->kc, &st);
@@ -151,7 +186,7 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 		snprintf(err, errlen, "too many migrations");
 		return -ENOSPC;
 	}
-	m->id = n->next_mig_id++;
+	m->id = next_id(n, peer);
 	m->peer = peer;
 	snprintf(m->vm, sizeof(m->vm), "%s", vmname);
 	m->o = *o;

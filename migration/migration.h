@@ -29,6 +29,8 @@ struct fab_domain;
 struct mig_vm_ops;
 
 #define MIG_MAX 32 /* migrations kept, finished ones included */
+/* the most max_incoming and max_outgoing allow: together, the table */
+#define MIG_LIMIT_MAX (MIG_MAX / 2)
 #define MIG_DIR_MAX 1024
 
 /* A peer as the engine sees it; the daemon keeps one in each peer. */
@@ -87,6 +89,16 @@ struct mig_host_ops {
 			    size_t len);
 	/* Remove our stale socket of name; 0, -EPERM, -EBUSY, -errno. */
 	int (*vm_unlink_sock)(void *host, const char *name);
+	/*
+	 * A fabric domain of its own for an incoming migration: for its
+	 * reads (fault false) or for its fault server, which polls it alone.
+	 * 0 and *out, or -errno (logged). Any thread. The engine keeps it
+	 * for the next incoming migration and hands it to fab_close at
+	 * mig_close(), never earlier (docs/fabric.md: closing a domain is
+	 * safe only when ferryd stops).
+	 */
+	int (*fab_open)(void *host, bool fault, struct fab_domain **out);
+	void (*fab_close)(void *host, struct fab_domain *d);
 };
 
 /* The daemon's settings the engine uses (ferryd.conf). */
@@ -98,6 +110,19 @@ struct mig_conf {
 	enum proto_converge auto_converge;
 	unsigned cpu_throttle_initial, cpu_throttle_increment;
 	unsigned max_cpu_throttle;
+	/* migrations at once, each way (1..MIG_LIMIT_MAX) */
+	unsigned max_incoming, max_outgoing;
+};
+
+/*
+ * The fabric domains of one incoming migration, each opened on its first
+ * use and kept for the next (mig_fab.c): two migrations polling one
+ * domain would take each other's completions.
+ */
+struct mig_fabs {
+	struct fab_domain *pull; /* its reads */
+	struct fab_domain *fault; /* its fault server's (post-copy) */
+	bool busy; /* a destination thread holds them; control thread */
 };
 
 /* The engine of one node: the daemon fills what is above "ours". */
@@ -105,8 +130,7 @@ struct mig_env {
 	const struct mig_host_ops *ops;
 	void *host;
 	struct mig_conf cfg;
-	struct fab_domain *fab;
-	struct fab_domain *fault_fab; /* post-copy faults; NULL: refused */
+	struct fab_domain *fab; /* ours, served by its progress thread */
 	uint8_t fab_addr_raw[256]; /* our fabric address, for HOLDER_MAP */
 	uint32_t fab_addr_len;
 	char mig_dir[MIG_DIR_MAX]; /* records: <state_dir>/migrations */
@@ -119,6 +143,8 @@ struct mig_env {
 	bool up; /* mig_open() finished */
 	int mig_dir_fd;
 	struct mig *migs[MIG_MAX];
+	/* one set per incoming migration at once, at most max_incoming */
+	struct mig_fabs in_fabs[MIG_LIMIT_MAX];
 	uint64_t next_mig_id;
 	uint64_t next_mig_tick_ns;
 };

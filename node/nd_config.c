@@ -139,6 +139,8 @@ static const char *const node_keys[] = {
 	"cpu_throttle_initial",
 	"cpu_throttle_increment",
 	"max_cpu_throttle",
+	"max_incoming",
+	"max_outgoing",
 };
 static const char *const fabric_keys[] = { "provider", "address", "port" };
 static const char *const peer_keys[] = { "address", "public_key",
@@ -230,6 +232,14 @@ static int node_key(struct parse *p, const char *k, const char *v)
 		if (parse_uint(v, 1, 99, &n))
 			goto bad;
 		c->max_cpu_throttle = n;
+	} else if (!strcmp(k, "max_incoming")) {
+		if (parse_uint(v, 1, MIG_LIMIT_MAX, &n))
+			goto bad;
+		c->max_incoming = n;
+	} else if (!strcmp(k, "max_outgoing")) {
+		if (parse_uint(v, 1, MIG_LIMIT_MAX, &n))
+			goto bad;
+		c->max_outgoing = n;
 	} else if (!strcmp(k, "peer_timeout_ms")) {
 		if (parse_uint(v, 100, 600000, &n))
 			goto bad;
@@ -543,6 +553,8 @@ void nd_config_defaults(struct nd_config *cfg)
 	cfg->cpu_throttle_initial = ND_DEFAULT_THROTTLE_INITIAL;
 	cfg->cpu_throttle_increment = ND_DEFAULT_THROTTLE_INCREMENT;
 	cfg->max_cpu_throttle = ND_DEFAULT_THROTTLE_MAX;
+	cfg->max_incoming = ND_DEFAULT_MIG_LIMIT;
+	cfg->max_outgoing = ND_DEFAULT_MIG_LIMIT;
 	strcpy(cfg->provider, ND_DEFAULT_PROVIDER);
 	strcpy(cfg->fabric_address, ND_DEFAULT_FABRIC_ADDR);
 }

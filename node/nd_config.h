@@ -39,6 +39,8 @@
 #define ND_DEFAULT_THROTTLE_INITIAL 20
 #define ND_DEFAULT_THROTTLE_INCREMENT 10
 #define ND_DEFAULT_THROTTLE_MAX 99
+/* migrations at once, each way (max_incoming, max_outgoing) */
+#define ND_DEFAULT_MIG_LIMIT 4
 #define ND_VM_DIR_SUB "vms" /* default vm_dir: <state_dir>/vms */
 #define ND_MIG_DIR_SUB "migrations" /* records in <state_dir> */
 
@@ -83,6 +85,8 @@ struct nd_config {
 	unsigned cpu_throttle_initial; /* percent, 1..99 */
 	unsigned cpu_throttle_increment; /* percent, 1..99 */
 	unsigned max_cpu_throttle; /* percent, 1..99 */
+	/* migrations at once, each way: 1..MIG_LIMIT_MAX */
+	unsigned max_incoming, max_outgoing;
 	size_t npeers;
 	struct nd_peer_conf peers[ND_PEERS_MAX];
 };

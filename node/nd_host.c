@@ -7,7 +7,11 @@
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
+#include "fabric/fabric.h"
+
+#define LOG_PREFIX "ferryd: "
 #include "common/util.h"
 #include "node/node_int.h"
 
@@ -75,6 +79,35 @@ static int host_vm_unlink_sock(void *host, const char *name)
 	return nd_vm_unlink_sock(host, name);
 }
 
+/*
+ * Like our own domain, on any port: nobody reaches it at its address, it
+ * only reads. The reads' domain drives progress in a thread of its own as
+ * ours does; the fault server's is driven by the fault server alone.
+ */
+static int host_fab_open(void *host, bool fault, struct fab_domain **out)
+{
+	const struct nd_config *cfg = ((struct nd_node *)host)->cfg;
+	struct fab_opts opts = {
+		.provider = cfg->provider,
+		.node = cfg->fabric_address,
+		.progress_thread = !fault,
+	};
+	int ret = fab_domain_open(&opts, out);
+
+	if (ret)
+		pr_err("cannot open a fabric domain for an incoming "
+		       "migration's "
+		       "%s: %s",
+		       fault ? "faults" : "reads", strerror(-ret));
+	return ret;
+}
+
+static void host_fab_close(void *host, struct fab_domain *d)
+{
+	(void)host;
+	fab_domain_close(d);
+}
+
 static const struct mig_host_ops host_ops = {
 	.send = host_send,
 	.peer_state = host_peer_state,
@@ -85,6 +118,8 @@ static const struct mig_host_ops host_ops = {
 	.vm_spawn = host_vm_spawn,
 	.vm_sock_path = host_vm_sock_path,
 	.vm_unlink_sock = host_vm_unlink_sock,
+	.fab_open = host_fab_open,
+	.fab_close = host_fab_close,
 };
 
 int nd_host_open(struct nd_node *n)
@@ -104,9 +139,10 @@ int nd_host_open(struct nd_node *n)
 		.cpu_throttle_initial = cfg->cpu_throttle_initial,
 		.cpu_throttle_increment = cfg->cpu_throttle_increment,
 		.max_cpu_throttle = cfg->max_cpu_throttle,
+		.max_incoming = cfg->max_incoming,
+		.max_outgoing = cfg->max_outgoing,
 	};
 	e->fab = n->fab;
-	e->fault_fab = n->fault_fab;
 	e->fab_addr_len = FY_MIN(n->fab_addr_len, sizeof(e->fab_addr_raw));
 	memcpy(e->fab_addr_raw, n->fab_addr_raw, e->fab_addr_len);
 	for (size_t i = 0; i < n->npeers; i++) {

@@ -52,10 +52,6 @@ static int fabric_open(struct nd_node *n)
 	}
 	snprintf(n->fab_provider, sizeof(n->fab_provider), "%s",
 		 fab_domain_provider(n->fab));
-	opts.progress_thread = false;
-	opts.service = NULL;
-	if (fab_domain_open(&opts, &n->fault_fab))
-		pr_warn("no second fabric domain: post-copy will be refused");
 	fab_domain_addr(n->fab, &addr);
 	n->fab_addr_len = FY_MIN(addr.len, (uint32_t)sizeof(n->fab_addr_raw));
 	memcpy(n->fab_addr_raw, addr.bytes, n->fab_addr_len);
@@ -271,7 +267,6 @@ void nd_node_close(struct nd_node *n)
 	/* libzmq may remove the file itself; make sure it is gone */
 	if (n->ctl_bound && unlink(n->cfg->control) && errno != ENOENT)
 		pr_perror("cannot remove %s", n->cfg->control);
-	fab_domain_close(n->fault_fab);
 	fab_domain_close(n->fab);
 	if (n->sigfd >= 0)
 		close(n->sigfd);

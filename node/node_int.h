@@ -97,13 +97,8 @@ struct nd_node {
 	bool stop;
 	bool up; /* nd_node_open() finished */
 	bool ctl_bound; /* we created the socket file: remove it at close */
+	/* incoming migrations open domains of their own (nd_host.c) */
 	struct fab_domain *fab;
-	/*
-	 * Post-copy faults only (postcopy/pc_fault.c): no progress thread, the fault
-	 * server of the one incoming post-copy migration polls it. NULL when
-	 * it could not be opened: post-copy is refused.
-	 */
-	struct fab_domain *fault_fab;
 	char fab_provider[ND_PROVIDER_MAX + 1];
 	char fab_addr[128]; /* formatted */
 	uint32_t fab_addr_len;

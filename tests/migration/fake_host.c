@@ -141,6 +141,28 @@ static int fake_unlink_sock(void *host, const char *name)
 	return 0;
 }
 
+/*
+ * The test's domain (env.fab) for reads: the fake fabric reads only
+ * regions of the domain reading, the source's among them, so incoming
+ * migrations share it and the tests run one at a time. No fault domain:
+ * post-copy is refused.
+ */
+static int fake_fab_open(void *host, bool fault, struct fab_domain **out)
+{
+	struct fake_host *h = of(host);
+
+	if (fault || !h->env.fab)
+		return -ENODATA;
+	*out = h->env.fab;
+	return 0;
+}
+
+/* The test closes its domain itself. */
+static void fake_fab_close(void *host, struct fab_domain *d)
+{
+	(void)host, (void)d;
+}
+
 static const struct mig_host_ops fake_ops = {
 	.send = fake_send,
 	.peer_state = fake_state,
@@ -151,6 +173,8 @@ static const struct mig_host_ops fake_ops = {
 	.vm_spawn = fake_spawn,
 	.vm_sock_path = fake_sock_path,
 	.vm_unlink_sock = fake_unlink_sock,
+	.fab_open = fake_fab_open,
+	.fab_close = fake_fab_close,
 };
 
 struct fake_host *fake_host_new(const char *const *names)
@@ -175,6 +199,8 @@ struct fake_host *fake_host_new(const char *const *names)
 		.cpu_throttle_initial = 20,
 		.cpu_throttle_increment = 10,
 		.max_cpu_throttle = 99,
+		.max_incoming = 4,
+		.max_outgoing = 4,
 	};
 	/* the engine's news: what a destination's thread sent, its end */
 	h->env.mig_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
