@@ -28,6 +28,7 @@
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
 #include "migration/mig_dst.h"
+#include "migration/mig_retain.h"
 #include "migration/mig_src.h"
 
 /* Messages from peers */
@@ -573,6 +574,7 @@ void mig_tick(struct mig_env *n, uint64_t now)
 			mig_to(m, MIG_DST_FAILED, "ABORT sent");
 		}
 	}
+	mig_held_tick(n, now);
 	n->next_mig_tick_ns = now + (mig_active(n) ? TICK_NS : IDLE_TICK_NS);
 }
 
@@ -779,6 +781,7 @@ void mig_close(struct mig_env *n)
 		n->migs[i] = NULL;
 	}
 	mig_fabs_close(n); /* every thread joined above */
+	mig_held_close(n);
 	if (n->mig_dir_fd >= 0)
 		close(n->mig_dir_fd);
 	n->mig_dir_fd = -1;

@@ -3,6 +3,7 @@
 #define FERRY_MIGRATION_MIG_DST_H
 
 #include "migration/mig_int.h"
+#include "migration/mig_retain.h"
 
 /*
  * The destination: its puller thread (mig_dst.c), its inbox
@@ -101,6 +102,17 @@ struct mig_dst {
 	bool retarget;
 	bool released; /* the source released the relay (its ABORT) */
 	struct fab_mr *rmr; /* our copy, registered for the relay's readers */
+	/* our kept copy of the VM (it comes back), fixed before the start */
+	uint64_t lineage;
+	struct mig_kept *kept;
+	const uint8_t *local_map;
+	uint64_t local_key;
+	/* what of it the source says is current, at which generation */
+	uint64_t *local_cur, local_gen, local_bytes;
+	/* in the commit window: the copies peers keep (mig_retain.h) */
+	struct mig_ref refs[MIG_REFS_MAX + 1];
+	unsigned nrefs;
+	bool tracked; /* the dirty log was cleared before the VM ran */
 	struct pc_pop *pop; /* maps announced pages in ahead of the reads */
 	uint64_t pending; /* pages announced and not pulled yet */
 	uint64_t cursor;
@@ -199,6 +211,17 @@ void mig_dst_relays_down(struct mig_dst *d);
 void mig_dst_relays_close(struct mig_dst *d);
 /* PROGRESS's bytes per holder, into p (allocated); false: out of memory. */
 bool mig_dst_holder_bytes(struct mig_dst *d, struct proto_progress *p);
+/*
+ * A HOLDER_MAP of a copy that a node keeps: ours (the VM comes back: its
+ * current pages are copied here, not read), or, in the commit window, one
+ * to remember with the VM. 0 or -1 (d failed).
+ */
+int mig_dst_kept_map(struct mig_dst *d, const struct proto_holder_map *h);
+/*
+ * Page p is announced at gen: if our kept copy holds it current, copy it
+ * into the VM and return true (it is not needed). Thread.
+ */
+bool mig_dst_local_page(struct mig_dst *d, uint64_t p, uint64_t gen);
 /*
  * RETARGET came and every read is in: register our copy for remote reads,
  * send its HOLDER_MAP to the source, become a relay. 0 or -1 (d failed).

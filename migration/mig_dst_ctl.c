@@ -45,6 +45,16 @@ int mig_dst_start(struct mig *m, const struct proto_migrate_prepare *p)
 	}
 	d->mode = m->o.mode;
 	d->started = m->started_unix;
+	m->lineage = d->lineage = p->lineage;
+	d->kept = mig_kept_take(m->n, p->lineage);
+	if (d->kept && d->kept->pages == d->pages) {
+		struct fab_rkey rk;
+
+		/* the VM comes back: the thread copies from what we kept */
+		fab_mr_rkey(d->kept->mr, &rk);
+		d->local_map = d->kept->map;
+		d->local_key = rk.key;
+	}
 	d->sm = &m->sm;
 	d->in_tail = &d->in;
 	d->out_tail = &d->out;
@@ -80,6 +90,7 @@ err_close:
 err_put:
 	mig_fabs_put(d->fabs);
 err_free:
+	mig_kept_put(d->kept);
 	free(d);
 	return ret;
 }
@@ -336,7 +347,9 @@ bool mig_dst_poll(struct mig *m)
 	if (d->reason[0])
 		snprintf(m->reason, sizeof(m->reason), "%s", d->reason);
 	if (d->handed && m->vmp) {
-		/* the VM is the node's now */
+		/* the VM is the node's now, and what we know of its copies */
+		mig_arrive(m, d->refs, d->nrefs, d->tracked, d->pid_out);
+		d->nrefs = 0;
 		m->vmp->kc = d->kc_out;
 		/* the control thread's calls wait no longer than its own */
 		mig_vm_set_timeout(m->n, d->kc_out, m->n->cfg.vm_timeout_ms);
@@ -391,6 +404,9 @@ void mig_dst_free(struct mig *m)
 		return;
 	pthread_join(d->thread, NULL);
 	mig_dst_poll(m);
+	mig_kept_put(d->kept);
+	for (unsigned i = 0; i < d->nrefs; i++)
+		mig_ref_free(&d->refs[i]);
 	/* what the source could not be sent by now is dropped */
 	for (q = d->out; q; q = next) {
 		next = q->next;

@@ -40,7 +40,13 @@ static int on_holder_map(struct mig_dst *d, const struct proto_holder_map *h)
 	struct fab_addr a = { .len = h->addr_len };
 	int ret;
 
-	/* the first map after our yes is the source's; others: relays */
+	/*
+	 * The first map after our yes is the source's; then ours (a copy we
+	 * kept), in the commit window copies kept elsewhere, or relays.
+	 */
+	if (d->nhold &&
+	    (!strcmp(h->node, d->n->cfg.name) || d->sm->state == MIG_DST_READY))
+		return mig_dst_kept_map(d, h);
 	if (d->nhold && strcmp(h->node, d->hold[RLY_SOURCE].node))
 		return mig_dst_add_relay(d, h);
 	if (h->nregions != 1 || h->regions[0].len != d->pages * FY_PAGE_SIZE)
@@ -93,7 +99,7 @@ static void announced(struct mig_dst *d, uint64_t gen, uint64_t n)
 
 static int on_dirty_set(struct mig_dst *d, const struct proto_dirty_set *ds)
 {
-	uint64_t added = 0;
+	uint64_t added = 0, local = 0;
 
 	if (!d->ep)
 		return mig_dst_fail(d, "DIRTY_SET before the "
@@ -108,18 +114,29 @@ static int on_dirty_set(struct mig_dst *d, const struct proto_dirty_set *ds)
 			return mig_dst_fail(d, "DIRTY_SET past the "
 					       "end of RAM");
 		for (uint64_t p = r->start; p < r->start + r->len; p++) {
+			if (d->seen)
+				fy_bit_set(d->seen, p);
+			if (mig_dst_local_page(d, p, ds->gen)) {
+				local++;
+				continue;
+			}
 			if (!fy_bit_test(d->need, p)) {
 				fy_bit_set(d->need, p);
 				added++;
 			}
-			if (d->seen)
-				fy_bit_set(d->seen, p);
 		}
 		/* what a holder's copy must be to serve them (checked above) */
 		rly_want(d->rly, r->start, r->len, ds->gen);
 	}
 	if (!mig_dst_has(d, MIG_SM_PC)) /* post-copy punches them out */
 		pc_pop_add(d->pop, ds->runs, ds->nruns);
+	if (local) {
+		/* pulled, in effect: the source counts them in */
+		pthread_mutex_lock(&d->lock);
+		d->bytes += local * FY_PAGE_SIZE;
+		d->pages_pulled += local;
+		pthread_mutex_unlock(&d->lock);
+	}
 	announced(d, ds->gen, added);
 	return 0;
 }

@@ -127,17 +127,97 @@ void mig_dst_relays_close(struct mig_dst *d)
 
 bool mig_dst_holder_bytes(struct mig_dst *d, struct proto_progress *p)
 {
-	if (!d->nhold)
+	unsigned n = d->nhold;
+
+	if (!n)
 		return true;
-	p->holders = calloc(d->nhold, sizeof(*p->holders));
+	p->holders = calloc(n + 1, sizeof(*p->holders));
 	if (!p->holders)
 		return false;
-	p->nholders = d->nhold;
-	for (unsigned i = 0; i < d->nhold; i++) {
+	for (unsigned i = 0; i < n; i++) {
 		snprintf(p->holders[i].node, sizeof(p->holders[i].node), "%s",
 			 d->hold[i].node);
 		p->holders[i].bytes = d->hold[i].bytes;
 	}
+	/* our kept copy: read here, not over the network */
+	if (d->local_bytes && n < PROTO_HOLDERS_MAX) {
+		snprintf(p->holders[n].node, sizeof(p->holders[n].node), "%s",
+			 d->n->cfg.name);
+		p->holders[n++].bytes = d->local_bytes;
+	}
+	p->nholders = n;
+	return true;
+}
+
+/* The pages of h's runs as a bitmap, their lowest generation in *gen. */
+static uint64_t *map_pages(struct mig_dst *d, const struct proto_holder_map *h,
+			   uint64_t *gen)
+{
+	const struct proto_holder_region *r = &h->regions[0];
+	uint64_t *bm = fy_bitmap_alloc(d->pages);
+
+	*gen = UINT64_MAX;
+	for (size_t i = 0; bm && i < r->ngens; i++) {
+		fy_runs_to_bitmap(&(struct fy_run){ r->gens[i].start,
+						    r->gens[i].len },
+				  1, bm, d->pages);
+		*gen = FY_MIN(*gen, r->gens[i].gen);
+	}
+	return bm;
+}
+
+int mig_dst_kept_map(struct mig_dst *d, const struct proto_holder_map *h)
+{
+	const struct proto_holder_region *r = &h->regions[0];
+	struct mig_ref *ref;
+	uint64_t *bm, gen;
+
+	if (h->nregions != 1 || r->len != d->pages * FY_PAGE_SIZE ||
+	    h->page_size != FY_PAGE_SIZE) {
+		dst_err(d, "holder map of %s does not match our RAM: not used",
+			h->node);
+		return 0;
+	}
+	bm = map_pages(d, h, &gen);
+	if (!bm)
+		return mig_dst_fail(d, "out of memory");
+	if (!strcmp(h->node, d->n->cfg.name)) {
+		/* the VM comes back: what we kept, if it is that copy */
+		if (!d->local_map || r->key != d->local_key || d->local_cur ||
+		    d->sm->state != MIG_DST_PRECOPY) {
+			dst_info(d, "our kept copy is gone: all pulled");
+			free(bm);
+			return 0;
+		}
+		d->local_cur = bm;
+		d->local_gen = gen;
+		dst_info(d, "our kept copy is current for %" PRIu64 " pages",
+			 fy_bitmap_count(bm, d->pages));
+		return 0;
+	}
+	if (d->sm->state != MIG_DST_READY || d->nrefs == ARRAY_SIZE(d->refs)) {
+		free(bm);
+		return 0;
+	}
+	ref = &d->refs[d->nrefs++];
+	snprintf(ref->node, sizeof(ref->node), "%s", h->node);
+	ref->addr_len = h->addr_len;
+	memcpy(ref->addr, h->addr, h->addr_len);
+	ref->key = r->key;
+	ref->base = r->base;
+	ref->cur = bm;
+	return 0;
+}
+
+bool mig_dst_local_page(struct mig_dst *d, uint64_t p, uint64_t gen)
+{
+	if (!d->local_cur || gen > d->local_gen ||
+	    !fy_bit_test(d->local_cur, p) || fy_bit_test(d->need, p) ||
+	    mig_dst_has(d, MIG_SM_PC))
+		return false;
+	memcpy(d->map + p * FY_PAGE_SIZE, d->local_map + p * FY_PAGE_SIZE,
+	       FY_PAGE_SIZE);
+	d->local_bytes += FY_PAGE_SIZE;
 	return true;
 }
 

@@ -10,6 +10,7 @@
 #include "codec/codec.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "migration/mig_record.h"
 #include "migration/mig_sm.h"
 #include "migration/mig_vm.h"
 #include "migration/migration.h"
@@ -125,6 +126,8 @@ struct mig {
 	uint64_t t_resumed; /* the VM runs on the destination since */
 	struct proto_pc_stats pcs; /* the destination's last PC_STATS */
 	uint64_t stall_t0; /* destination: post-copy stalled since; 0 */
+	uint64_t lineage; /* the VM's (MIGRATE_PREPARE) */
+	bool retain; /* source: our copy is kept after it (mig_retain.c) */
 	/* source: each page's generation when it was last announced */
 	uint32_t *pgen;
 	/* source, retargeted: the relay, as mig_src_retarget.c says */
@@ -242,39 +245,6 @@ int mig_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs,
  */
 int mig_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,
 		    uint64_t n, uint64_t *out);
-
-/* mig_record.c: the records in mig_dir */
-
-struct mig_record {
-	uint64_t id;
-	bool source;
-	char vm[PROTO_NAME_MAX + 1];
-	char peer[PROTO_NAME_MAX + 1];
-	enum mig_phase phase;
-	bool known; /* read: the phase was one of ours */
-	bool postcopy; /* the state has MIG_SM_PC */
-	uint64_t started; /* unix time */
-	enum proto_mode mode;
-	char reason[512];
-};
-
-/* "ID.src" or "PEER-ID.dst". */
-void mig_record_name(const struct mig_record *r, char *buf, size_t len);
-/* Write r in mig_dir (a temporary file, then renameat()); errors logged. */
-void mig_record_put(const struct mig_env *n, const struct mig_record *r);
-/* Read record name from mig_dir; 0 or -errno. */
-int mig_record_get(const struct mig_env *n, const char *name,
-		   struct mig_record *r);
-/* Persist m's record. */
-void mig_save_record(struct mig *m);
-/* mig_dir for reading, a DIR of its own; NULL (logged). */
-DIR *mig_records_open(struct mig_env *n);
-/*
- * Keep the newest MIG_RECORDS_MAX records of ended migrations, none older
- * than MIG_RECORDS_AGE_S; never the records of running migrations, nor the
- * source record with the highest id (the next id follows from it).
- */
-void mig_records_prune(struct mig_env *n);
 
 /* mig_csum.c: --verify's checksums, on both sides */
 

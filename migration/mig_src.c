@@ -49,6 +49,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
+#include "migration/mig_retain.h"
 #include "migration/mig_src.h"
 
 static void switchover_end(struct mig *m);
@@ -282,6 +283,9 @@ static void src_start_rounds(struct mig *m)
 		       m->map + runs[i].start * FY_PAGE_SIZE,
 		       runs[i].len * FY_PAGE_SIZE);
 	ret = mig_src_send_holder_map(m);
+	/* the copies peers keep, for what is current in them */
+	if (!ret && !postcopy)
+		ret = mig_refs_send(m);
 	if (ret) {
 		free(runs);
 		mig_src_fail(m, MIG_SRC_FAILED, true,
@@ -328,6 +332,7 @@ static void src_postcopy_now(struct mig *m)
 /* D holds every page and runs the VM: ours exits, the migration ends. */
 static void src_complete(struct mig *m, uint64_t now)
 {
+	mig_retain_keep(m);
 	mig_src_drop_vm(m);
 	m->t_end = now;
 	mig_to(m, MIG_SRC_COMPLETED, "the VM runs on the destination");
@@ -342,6 +347,7 @@ static void src_committed(struct mig *m, uint64_t now)
 	if (mig_to(m, MIG_SRC_COMMITTED, "the destination is ready"))
 		return;
 	mig_src_relay_release(m, "the new destination holds every page");
+	mig_retain_announce(m);
 	mig_src_send_resume(m, now);
 	/*
 	 * The VM stays paused here until RESUMED: tearing down 1 GiB of

@@ -20,6 +20,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
+#include "migration/mig_retain.h"
 #include "migration/mig_src.h"
 
 #define RUNS_PER_MSG 65536
@@ -249,6 +250,8 @@ int mig_src_harvest(struct mig *m, struct fy_run **runs, size_t *nr,
 		return ret;
 	}
 	m->gen = gen;
+	/* what the guest changed since it arrived here, if it did */
+	mig_arrived_changed(m->n, m->vm, bm, m->pages);
 	ret = fy_runs_from_bitmap(bm, m->pages, runs, nr);
 	if (ret)
 		mig_err(m, "out of memory");

@@ -18,6 +18,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
+#include "migration/mig_retain.h"
 #include "migration/mig_src.h"
 
 int mig_src_map(struct mig *m)
@@ -161,6 +162,7 @@ int mig_src_send_prepare(struct mig *m)
 	p.prepare.vcpus = m->vcpus;
 	snprintf(p.prepare.accel, sizeof(p.prepare.accel), "%s",
 		 kva_accel_name(m->accel));
+	p.prepare.lineage = m->lineage;
 	p.prepare.nregions = 1;
 	p.prepare.regions = &rd;
 	rd.id = 0;
@@ -193,6 +195,7 @@ int mig_src_start(struct mig_env *n, const char *vmname, const char *peername,
 	m->limit_ms = o->downtime_ms;
 	m->vmp = vm;
 	vm->mig = m;
+	m->lineage = mig_lineage_for(n, vmname, vm->pid);
 	ret = mig_src_map(m);
 	if (ret)
 		goto err;

@@ -27,6 +27,7 @@ struct proto_ctl_req;
 struct kva_client;
 struct fab_domain;
 struct mig_vm_ops;
+struct mig_held;
 
 #define MIG_MAX 32 /* migrations kept, finished ones included */
 /* the most max_incoming and max_outgoing allow: together, the table */
@@ -110,6 +111,9 @@ struct mig_conf {
 	enum proto_converge auto_converge;
 	unsigned cpu_throttle_initial, cpu_throttle_increment;
 	unsigned max_cpu_throttle;
+	/* copies kept after a VM left: bytes in all (0: none), age */
+	uint64_t retain_bytes;
+	unsigned retain_age_s;
 	/* migrations at once, each way (1..MIG_LIMIT_MAX) */
 	unsigned max_incoming, max_outgoing;
 };
@@ -147,6 +151,7 @@ struct mig_env {
 	struct mig_fabs in_fabs[MIG_LIMIT_MAX];
 	uint64_t next_mig_id;
 	uint64_t next_mig_tick_ns;
+	struct mig_held *held; /* retained copies (mig_retain.h) */
 };
 
 /*

@@ -141,6 +141,8 @@ static const char *const node_keys[] = {
 	"max_cpu_throttle",
 	"max_incoming",
 	"max_outgoing",
+	"holder_retention",
+	"holder_retention_age_s",
 };
 static const char *const fabric_keys[] = { "provider", "address", "port" };
 static const char *const peer_keys[] = { "address", "public_key",
@@ -236,6 +238,16 @@ static int node_key(struct parse *p, const char *k, const char *v)
 		if (parse_uint(v, 1, MIG_LIMIT_MAX, &n))
 			goto bad;
 		c->max_incoming = n;
+	} else if (!strcmp(k, "holder_retention")) {
+		/* a size (1G, 512M), or 0 / off */
+		if (!strcmp(v, "off"))
+			c->holder_retention = 0;
+		else if (fy_parse_size(v, &c->holder_retention))
+			goto bad;
+	} else if (!strcmp(k, "holder_retention_age_s")) {
+		if (parse_uint(v, 1, ND_RETAIN_AGE_MAX_S, &n))
+			goto bad;
+		c->holder_retention_age_s = n;
 	} else if (!strcmp(k, "max_outgoing")) {
 		if (parse_uint(v, 1, MIG_LIMIT_MAX, &n))
 			goto bad;
@@ -555,6 +567,7 @@ void nd_config_defaults(struct nd_config *cfg)
 	cfg->max_cpu_throttle = ND_DEFAULT_THROTTLE_MAX;
 	cfg->max_incoming = ND_DEFAULT_MIG_LIMIT;
 	cfg->max_outgoing = ND_DEFAULT_MIG_LIMIT;
+	cfg->holder_retention_age_s = ND_DEFAULT_RETAIN_AGE_S;
 	strcpy(cfg->provider, ND_DEFAULT_PROVIDER);
 	strcpy(cfg->fabric_address, ND_DEFAULT_FABRIC_ADDR);
 }

@@ -41,6 +41,9 @@
 #define ND_DEFAULT_THROTTLE_MAX 99
 /* migrations at once, each way (max_incoming, max_outgoing) */
 #define ND_DEFAULT_MIG_LIMIT 4
+/* a VM's copy kept after it left: off; its age once on */
+#define ND_DEFAULT_RETAIN_AGE_S 600
+#define ND_RETAIN_AGE_MAX_S (7 * 86400)
 #define ND_VM_DIR_SUB "vms" /* default vm_dir: <state_dir>/vms */
 #define ND_MIG_DIR_SUB "migrations" /* records in <state_dir> */
 
@@ -87,6 +90,9 @@ struct nd_config {
 	unsigned max_cpu_throttle; /* percent, 1..99 */
 	/* migrations at once, each way: 1..MIG_LIMIT_MAX */
 	unsigned max_incoming, max_outgoing;
+	/* copies kept after their VM left: bytes in all (0: off), age */
+	uint64_t holder_retention;
+	unsigned holder_retention_age_s;
 	size_t npeers;
 	struct nd_peer_conf peers[ND_PEERS_MAX];
 };

@@ -141,6 +141,8 @@ int nd_host_open(struct nd_node *n)
 		.max_cpu_throttle = cfg->max_cpu_throttle,
 		.max_incoming = cfg->max_incoming,
 		.max_outgoing = cfg->max_outgoing,
+		.retain_bytes = cfg->holder_retention,
+		.retain_age_s = cfg->holder_retention_age_s,
 	};
 	e->fab = n->fab;
 	e->fab_addr_len = FY_MIN(n->fab_addr_len, sizeof(e->fab_addr_raw));

@@ -1,0 +1,373 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Retained copies (mig_retain.h; docs/migration.md, "Retained copies").
+ *
+ *   A -> B, pre-copy, A keeps its copy (holder_retention):
+ *     at A's commit   A -> B  HOLDER_MAP(m, A, all pages)   "we keep this"
+ *                     A -> B  HOLDER_MAP(m, X, ...)         each copy A knew
+ *                             of, less the pages changed while on A
+ *     B, before RESUME: a harvest clears the VM's dirty log, so from then
+ *     on it says what the guest changed on B
+ *     at completion   A keeps its mapping and registration; B remembers
+ *                     the VM's arrival with the copies it was told of
+ *   B -> C later, round 0: B offers C each copy, for the pages changed
+ *     neither before (its map) nor on B (the dirty log since arrival), at
+ *     round 0's generation; C pulls those from the copy's holder or from
+ *     B. C == A (the VM comes back): A copies them from what it kept.
+ *
+ * A copy is dropped past holder_retention_age_s, to make room within
+ * holder_retention (the oldest first), on `ferry release`, or when its
+ * VM comes back. Dropping deregisters it first: a peer that still reads
+ * gets an error, never other data, and pulls from the source.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "fabric/fabric.h"
+#include "protocol/protocol.h"
+
+#define LOG_PREFIX "migration: "
+#include "common/util.h"
+#include "migration/mig_int.h"
+#include "migration/mig_retain.h"
+
+static struct mig_held *held(struct mig_env *n)
+{
+	if (!n->held)
+		n->held = calloc(1, sizeof(*n->held));
+	return n->held;
+}
+
+static struct mig_arrived *arrived(struct mig_env *n, const char *vm)
+{
+	struct mig_held *h = held(n);
+
+	for (int i = 0; h && i < MIG_ARRIVED_MAX; i++)
+		if (h->arr[i].used && !strcmp(h->arr[i].vm, vm))
+			return &h->arr[i];
+	return NULL;
+}
+
+void mig_ref_free(struct mig_ref *r)
+{
+	free(r->cur);
+	r->cur = NULL;
+}
+
+static void arrived_drop(struct mig_arrived *a)
+{
+	if (!a)
+		return;
+	for (unsigned i = 0; i < a->nrefs; i++)
+		mig_ref_free(&a->refs[i]);
+	free(a->changed);
+	memset(a, 0, sizeof(*a));
+}
+
+static void kept_drop(struct mig_kept *k, const char *why)
+{
+	pr_info("retained copy of %s (%" PRIu64 " MiB) dropped: %s", k->vm,
+		k->bytes >> 20, why);
+	/* first: a peer's read fails from now on, it never sees other data */
+	fab_mr_dereg(k->mr);
+	mig_release_bg(k->map, k->pages * FY_PAGE_SIZE, NULL);
+	memset(k, 0, sizeof(*k));
+}
+
+uint64_t mig_lineage_for(struct mig_env *n, const char *vm, pid_t pid)
+{
+	struct mig_arrived *a = arrived(n, vm);
+	uint64_t l = 0;
+
+	if (a && a->pid == pid && pid > 0)
+		return a->lineage;
+	/* another VM of that name: what we knew is not about it */
+	arrived_drop(a);
+	while (!l)
+		if (getrandom(&l, sizeof(l), 0) != sizeof(l))
+			l = fy_now_ns();
+	return l;
+}
+
+void mig_arrived_changed(struct mig_env *n, const char *vm, const uint64_t *bm,
+			 uint64_t pages)
+{
+	struct mig_arrived *a = arrived(n, vm);
+
+	if (!a || !a->changed)
+		return;
+	if (a->pages != pages) {
+		/* not the shape it came with: trust nothing */
+		free(a->changed);
+		a->changed = NULL;
+		return;
+	}
+	for (uint64_t w = 0; w < (pages + 63) / 64; w++)
+		a->changed[w] |= bm[w];
+}
+
+/*
+ * A HOLDER_MAP of node's copy (addr, key, base) for the pages of cur not
+ * in changed (NULL: none changed), at gen, to m's destination.
+ */
+static int send_copy(struct mig *m, const char *node, const uint8_t *addr,
+		     uint32_t addr_len, uint64_t key, uint64_t base,
+		     const uint64_t *cur, const uint64_t *changed, uint64_t gen)
+{
+	struct proto_msg h = { .type = PROTO_HOLDER_MAP };
+	struct proto_holder_region r = { 0 };
+	uint64_t *bm = fy_bitmap_alloc(m->pages);
+	struct fy_run *runs = NULL;
+	size_t nr = 0;
+	int ret = -ENOMEM;
+
+	if (!bm)
+		return ret;
+	for (uint64_t w = 0; w < (m->pages + 63) / 64; w++)
+		bm[w] = (cur ? cur[w] : ~0ULL) & ~(changed ? changed[w] : 0);
+	ret = fy_runs_from_bitmap(bm, m->pages, &runs, &nr);
+	free(bm);
+	if (ret)
+		return ret;
+	r.gens = calloc(FY_MAX(nr, 1), sizeof(*r.gens));
+	if (!r.gens) {
+		free(runs);
+		return -ENOMEM;
+	}
+	/* a copy in more pieces than a message holds: its first ones */
+	r.ngens = FY_MIN(nr, PROTO_RUNS_MAX);
+	for (size_t i = 0; i < r.ngens; i++)
+		r.gens[i] = (struct proto_genrun){ runs[i].start, runs[i].len,
+						   gen };
+	r.key = key;
+	r.base = base;
+	r.len = m->pages * FY_PAGE_SIZE;
+	h.holder_map.mig = m->id;
+	snprintf(h.holder_map.node, sizeof(h.holder_map.node), "%s", node);
+	h.holder_map.addr_len = addr_len;
+	memcpy(h.holder_map.addr, addr, addr_len);
+	h.holder_map.page_size = FY_PAGE_SIZE;
+	h.holder_map.nregions = 1;
+	h.holder_map.regions = &r;
+	ret = mig_send(m, &h);
+	if (!ret)
+		mig_info(m, "%s keeps a copy: %" PRIu64 " pages of it current",
+			 node, fy_runs_pages(runs, r.ngens));
+	free(r.gens);
+	free(runs);
+	return ret;
+}
+
+int mig_refs_send(struct mig *m)
+{
+	struct mig_arrived *a = arrived(m->n, m->vm);
+	int ret = 0;
+
+	if (!a || !a->changed || a->pages != m->pages)
+		return 0;
+	for (unsigned i = 0; !ret && i < a->nrefs; i++) {
+		struct mig_ref *r = &a->refs[i];
+
+		ret = send_copy(m, r->node, r->addr, r->addr_len, r->key,
+				r->base, r->cur, a->changed, m->gen);
+	}
+	return ret;
+}
+
+/* Bytes of the copy m would keep: the pages it ever announced. */
+static uint64_t copy_bytes(const struct mig *m)
+{
+	uint64_t n = 0;
+
+	for (uint64_t p = 0; p < m->pages; p++)
+		n += fy_bit_test(m->sent_bm, p);
+	return n * FY_PAGE_SIZE;
+}
+
+void mig_retain_announce(struct mig *m)
+{
+	const struct mig_conf *cfg = &m->n->cfg;
+	struct mig_arrived *a = arrived(m->n, m->vm);
+	struct fab_rkey rk;
+
+	m->retain = false;
+	if (!cfg->retain_bytes || m->o.mode != PROTO_MODE_PRECOPY ||
+	    m->o.delta || !held(m->n))
+		return;
+	if (copy_bytes(m) > cfg->retain_bytes) {
+		mig_info(m, "not kept: its copy is larger than "
+			    "holder_retention");
+		return;
+	}
+	/* the copy the destination is about to run from, all of it */
+	fab_mr_rkey(m->mr, &rk);
+	m->retain = !send_copy(m, m->n->cfg.name, m->n->fab_addr_raw,
+			       m->n->fab_addr_len, rk.key, rk.addr, NULL, NULL,
+			       m->gen);
+	for (unsigned i = 0; m->retain && a && a->changed && i < a->nrefs;
+	     i++) {
+		struct mig_ref *r = &a->refs[i];
+
+		send_copy(m, r->node, r->addr, r->addr_len, r->key, r->base,
+			  r->cur, a->changed, m->gen);
+	}
+}
+
+/* Room for bytes more within holder_retention: drop the oldest. */
+static void make_room(struct mig_env *n, uint64_t bytes)
+{
+	struct mig_held *h = n->held;
+
+	for (;;) {
+		struct mig_kept *old = NULL;
+		uint64_t used = 0;
+
+		for (int i = 0; i < MIG_KEPT_MAX; i++) {
+			struct mig_kept *k = &h->kept[i];
+
+			if (!k->used)
+				continue;
+			used += k->bytes;
+			if (!k->busy && (!old || k->t0 < old->t0))
+				old = k;
+		}
+		if (used + bytes <= n->cfg.retain_bytes || !old)
+			return;
+		kept_drop(old, "holder_retention is full");
+	}
+}
+
+void mig_retain_keep(struct mig *m)
+{
+	struct mig_held *h = held(m->n);
+	struct mig_kept *k = NULL;
+
+	if (m->vmp)
+		arrived_drop(arrived(m->n, m->vm));
+	if (!m->retain || !h)
+		return;
+	make_room(m->n, copy_bytes(m));
+	for (int i = 0; i < MIG_KEPT_MAX && !k; i++)
+		if (!h->kept[i].used)
+			k = &h->kept[i];
+	if (!k) {
+		mig_err(m, "not kept: %d copies kept already", MIG_KEPT_MAX);
+		return;
+	}
+	k->used = true;
+	snprintf(k->vm, sizeof(k->vm), "%s", m->vm);
+	snprintf(k->to, sizeof(k->to), "%s", m->peer->name);
+	k->lineage = m->lineage;
+	k->pages = m->pages;
+	k->bytes = copy_bytes(m);
+	k->t0 = mig_now(m->n);
+	/* ours now: the VM exits, its pages stay while mapped */
+	k->map = m->map;
+	k->mr = m->mr;
+	m->map = NULL;
+	m->mr = NULL;
+	mig_info(m, "our copy is kept (%" PRIu64 " MiB) for %u s at most",
+		 k->bytes >> 20, m->n->cfg.retain_age_s);
+}
+
+void mig_arrive(struct mig *m, struct mig_ref *refs, unsigned nrefs,
+		bool tracked, pid_t pid)
+{
+	struct mig_held *h = held(m->n);
+	struct mig_arrived *a = arrived(m->n, m->vm);
+
+	for (int i = 0; h && i < MIG_KEPT_MAX; i++)
+		if (h->kept[i].used && h->kept[i].lineage == m->lineage)
+			kept_drop(&h->kept[i], "its VM came back");
+	for (int i = 0; h && !a && i < MIG_ARRIVED_MAX; i++)
+		if (!h->arr[i].used)
+			a = &h->arr[i];
+	arrived_drop(a);
+	if (a) {
+		a->used = true;
+		snprintf(a->vm, sizeof(a->vm), "%s", m->vm);
+		a->pid = pid;
+		a->lineage = m->lineage;
+		a->pages = m->pages;
+		a->changed = tracked ? fy_bitmap_alloc(m->pages) : NULL;
+	}
+	for (unsigned i = 0; i < nrefs; i++) {
+		if (a && a->changed && a->nrefs < MIG_REFS_MAX &&
+		    strcmp(refs[i].node, m->n->cfg.name)) {
+			a->refs[a->nrefs++] = refs[i];
+			continue;
+		}
+		mig_ref_free(&refs[i]);
+	}
+}
+
+struct mig_kept *mig_kept_take(struct mig_env *n, uint64_t lineage)
+{
+	struct mig_held *h = held(n);
+
+	for (int i = 0; h && i < MIG_KEPT_MAX; i++)
+		if (h->kept[i].used && !h->kept[i].busy &&
+		    h->kept[i].lineage == lineage) {
+			h->kept[i].busy = true;
+			return &h->kept[i];
+		}
+	return NULL;
+}
+
+void mig_kept_put(struct mig_kept *k)
+{
+	if (k)
+		k->busy = false;
+}
+
+void mig_held_tick(struct mig_env *n, uint64_t now)
+{
+	uint64_t age = n->cfg.retain_age_s * 1000000000ULL;
+
+	for (int i = 0; n->held && i < MIG_KEPT_MAX; i++) {
+		struct mig_kept *k = &n->held->kept[i];
+
+		if (k->used && !k->busy && now - k->t0 > age)
+			kept_drop(k, "holder_retention_age_s passed");
+	}
+}
+
+int mig_release_kept(struct mig_env *n, const char *vm, char *err,
+		     size_t errlen)
+{
+	int released = 0;
+
+	for (int i = 0; n->held && i < MIG_KEPT_MAX; i++) {
+		struct mig_kept *k = &n->held->kept[i];
+
+		if (!k->used || strcmp(k->vm, vm))
+			continue;
+		if (k->busy) {
+			snprintf(err, errlen,
+				 "the copy of %s is being read by its "
+				 "incoming migration",
+				 vm);
+			return -EBUSY;
+		}
+		kept_drop(k, "ferry release");
+		released++;
+	}
+	return released;
+}
+
+void mig_held_close(struct mig_env *n)
+{
+	if (!n->held)
+		return;
+	for (int i = 0; i < MIG_KEPT_MAX; i++)
+		if (n->held->kept[i].used)
+			kept_drop(&n->held->kept[i], "ferryd shut down");
+	for (int i = 0; i < MIG_ARRIVED_MAX; i++)
+		arrived_drop(&n->held->arr[i]);
+	free(n->held);
+	n->held = NULL;
+}
