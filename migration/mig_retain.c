@@ -371,3 +371,83 @@ void mig_held_close(struct mig_env *n)
 	free(n->held);
 	n->held = NULL;
 }
+
+/* One entry of `ferry holders`. */
+static void pack_holder(msgpack_packer *pk, const char *node, const char *kind,
+			uint64_t current, uint64_t pages, double age_s)
+{
+	msgpack_pack_map(pk, 5);
+	proto_mp_pack_kv_str(pk, "node", node);
+	proto_mp_pack_kv_str(pk, "kind", kind);
+	proto_mp_pack_kv_u64(pk, "current_pages", current);
+	proto_mp_pack_kv_u64(pk, "pages", pages);
+	proto_mp_pack_str(pk, "age_s");
+	msgpack_pack_double(pk, age_s);
+}
+
+/* How many entries pack_holders() will write (msgpack wants it first). */
+static unsigned holders_of(struct mig_env *n, const char *vm, bool pack,
+			   msgpack_packer *pk)
+{
+	struct mig_vm *v = mig_vm_find(n, vm, false);
+	struct mig_arrived *a = arrived(n, vm);
+	uint64_t now = mig_now(n);
+	unsigned k = 0;
+
+	if (v && v->kc) {
+		uint64_t pages = mig_vm_layout(n, v->kc)->pages;
+
+		k++;
+		if (pack)
+			pack_holder(pk, n->cfg.name, "running", pages, pages,
+				    0);
+	}
+	for (unsigned i = 0; a && a->changed && i < a->nrefs; i++) {
+		uint64_t cur = 0;
+
+		for (uint64_t w = 0; w < (a->pages + 63) / 64; w++)
+			cur += __builtin_popcountll(a->refs[i].cur[w] &
+						    ~a->changed[w]);
+		k++;
+		if (pack)
+			pack_holder(pk, a->refs[i].node, "retained", cur,
+				    a->pages, -1);
+	}
+	for (int i = 0; n->held && i < MIG_KEPT_MAX; i++) {
+		struct mig_kept *c = &n->held->kept[i];
+
+		if (!c->used || strcmp(c->vm, vm))
+			continue;
+		k++;
+		if (pack)
+			pack_holder(pk, n->cfg.name, "retained", c->pages,
+				    c->pages, (now - c->t0) / 1e9);
+	}
+	for (int i = 0; i < MIG_MAX; i++) {
+		struct mig *m = n->migs[i];
+
+		if (!m || mig_finished(m) || strcmp(m->vm, vm))
+			continue;
+		if (m->source && m->relay) {
+			k++;
+			if (pack)
+				pack_holder(pk, m->relay->name, "relay", 0,
+					    m->pages, -1);
+		} else if (!m->source) {
+			k++;
+			if (pack)
+				pack_holder(pk, n->cfg.name, "destination",
+					    m->pages_valid, m->pages, -1);
+		}
+	}
+	return k;
+}
+
+void mig_pack_holders(struct mig_env *n, const char *vm, msgpack_packer *pk)
+{
+	msgpack_pack_map(pk, 2);
+	proto_mp_pack_kv_str(pk, "vm", vm);
+	proto_mp_pack_str(pk, "holders");
+	msgpack_pack_array(pk, holders_of(n, vm, false, NULL));
+	holders_of(n, vm, true, pk);
+}
