@@ -36,6 +36,7 @@
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
+#include "migration/mig_retain.h"
 #include "migration/mig_src.h"
 
 #define RUNS_PER_MSG 65536
@@ -244,6 +245,9 @@ void mig_src_retargeted(struct mig *m)
 		proto_msg_free(m->relay_map);
 		m->relay_map = NULL;
 	}
+	/* copies kept elsewhere: unchanged since arrival, current still */
+	if (!ret)
+		ret = mig_refs_send(m);
 	if (!ret && mig_to(m, MIG_SRC_PRECOPY, "the new destination said yes"))
 		ret = -EINVAL;
 	if (!ret)
