@@ -72,8 +72,9 @@ uint64_t mig_lineage_for(struct mig_env *n, const char *vm, pid_t pid);
 void mig_arrived_changed(struct mig_env *n, const char *vm, const uint64_t *bm,
 			 uint64_t pages);
 /*
- * Source m, at round 0 (generation m->gen): offer its destination the
- * copies peers keep of the VM, each for its current pages. 0 or -errno.
+ * Source m, at round 0 or a retarget: offer its destination the copies
+ * peers keep of the VM, each for its pages unchanged since the VM
+ * arrived, at m->gen (those are current at any generation). 0 or -errno.
  */
 int mig_refs_send(struct mig *m);
 /*
