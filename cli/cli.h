@@ -81,6 +81,14 @@ int cli_migrate_parse(int argc, char **argv, const struct cli_cmd *cmd,
 int cli_retarget_parse(int argc, char **argv, const struct cli_cmd *cmd,
 		       struct proto_ctl_req *r, bool *json);
 /*
+ * Fill r, whose cmd (holders or release) is set, from `ferry holders|release
+ * VM [--json]` (argv[0] is the command): VM checked by protocol/'s
+ * setter; --json goes to *json. Returns 0, or CLI_EXIT_USAGE once what is
+ * wrong is printed (with cmd's help, for a bad command line).
+ */
+int cli_vm_parse(int argc, char **argv, const struct cli_cmd *cmd,
+		 struct proto_ctl_req *r, bool *json);
+/*
  * Set r's id, and its source, from "ID" or "SOURCE/ID" (r->cmd set).
  * Returns 0, or CLI_EXIT_USAGE once what is wrong is printed.
  */
@@ -117,6 +125,13 @@ void cli_print_migrations(FILE *f, const msgpack_object *r);
 void cli_print_report(FILE *f, const msgpack_object *m);
 /* Render a "retarget" reply: the new destination and the relay. */
 void cli_print_retarget(FILE *f, const msgpack_object *r);
+/*
+ * Render a "holders" reply: one line a holder (node, kind, its current
+ * pages of all, age: "-" when not known), or that none is known here.
+ */
+void cli_print_holders(FILE *f, const msgpack_object *r);
+/* Render a "release" reply: how many copies were freed, if any. */
+void cli_print_release(FILE *f, const msgpack_object *r);
 /* The one-line live progress, without newline. */
 void cli_progress_line(char *buf, size_t len, const msgpack_object *m,
 		       double *best_pct);

@@ -47,6 +47,15 @@ const struct cli_cmd cli_cmds[] = {
 	  "what it holds (docs/migration.md, \"Retarget\").\n"
 	  "On the node that started it: ID as 7, not a/7",
 	  -1 },
+	{ "holders", "VM",
+	  "who holds which part of VM as this node knows: where\n"
+	  "it runs, copies retained after it left, relays,\n"
+	  "destinations (docs/migration.md, \"Retained copies\")",
+	  -1 },
+	{ "release", "VM",
+	  "free the copies of VM this node retained after it\n"
+	  "left (docs/migration.md, \"Retained copies\")",
+	  -1 },
 	{ "version", "", "ferry's version and protocol version", 0 },
 	{ NULL, NULL, NULL, 0 },
 };

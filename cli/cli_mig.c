@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * The CLI's rendering of VMs and migrations. ferryd answers with msgpack
- * maps (node/nd_vm.c, migration/mig_ctl.c); `--json` prints them unchanged, and these
- * functions render the very same maps for humans.
+ * The CLI's rendering of VMs, migrations and a VM's holders. ferryd
+ * answers with msgpack maps (node/nd_vm.c, migration/mig_ctl.c, and for
+ * holders and release the engine's contracts in migration/migration.h);
+ * `--json` prints them unchanged, and these functions render the very
+ * same maps for humans.
  */
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -271,4 +274,61 @@ void cli_print_retarget(FILE *f, const msgpack_object *r)
 		"holds\n",
 		proto_mp_int(r, "id", 0), proto_mp_str(r, "to", to, sizeof(to)),
 		proto_mp_str(r, "relay", relay, sizeof(relay)));
+}
+
+/* pages of FY_PAGE_SIZE in bytes, whatever ferryd said */
+static uint64_t page_bytes(int64_t pages)
+{
+	if (pages <= 0)
+		return 0;
+	if ((uint64_t)pages > UINT64_MAX / FY_PAGE_SIZE)
+		return UINT64_MAX;
+	return (uint64_t)pages * FY_PAGE_SIZE;
+}
+
+void cli_print_holders(FILE *f, const msgpack_object *r)
+{
+	const msgpack_object *hs = proto_mp_get(r, "holders");
+	char vm[PROTO_NAME_MAX + 1], node[PROTO_NAME_MAX + 1], kind[16];
+	char pages[96], b[32], age[32];
+	uint32_t n = 0;
+
+	if (hs && hs->type == MSGPACK_OBJECT_ARRAY)
+		n = hs->via.array.size;
+	proto_mp_str(r, "vm", vm, sizeof(vm));
+	if (!n) {
+		fprintf(f, "no holder of VM %s known here\n", vm);
+		return;
+	}
+	fprintf(f, "%-16s  %-11s  %-40s  %s\n", "NODE", "KIND", "CURRENT/PAGES",
+		"AGE");
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object *h = &hs->via.array.ptr[i];
+		int64_t cur = proto_mp_int(h, "current_pages", 0);
+		double age_s = proto_mp_double(h, "age_s", -1);
+
+		snprintf(pages, sizeof(pages),
+			 "%" PRId64 "/%" PRId64 " pages (%s current)", cur,
+			 proto_mp_int(h, "pages", 0),
+			 fy_fmt_bytes(page_bytes(cur), b, sizeof(b)));
+		/* negative: this node does not know it */
+		snprintf(age, sizeof(age), age_s < 0 ? "-" : "%.1f s", age_s);
+		fprintf(f, "%-16s  %-11s  %-40s  %s\n",
+			proto_mp_str(h, "node", node, sizeof(node)),
+			proto_mp_str(h, "kind", kind, sizeof(kind)), pages,
+			age);
+	}
+}
+
+void cli_print_release(FILE *f, const msgpack_object *r)
+{
+	char vm[PROTO_NAME_MAX + 1];
+	int64_t n = proto_mp_int(r, "released", 0);
+
+	proto_mp_str(r, "vm", vm, sizeof(vm));
+	if (n > 0)
+		fprintf(f, "released %" PRId64 " %s of VM %s\n", n,
+			n == 1 ? "copy" : "copies", vm);
+	else
+		fprintf(f, "no retained copy of VM %s here\n", vm);
 }

@@ -218,6 +218,31 @@ int cli_retarget_parse(int argc, char **argv, const struct cli_cmd *cmd,
 	return cli_set_uint(r, PROTO_CTL_ID, id);
 }
 
+int cli_vm_parse(int argc, char **argv, const struct cli_cmd *cmd,
+		 struct proto_ctl_req *r, bool *json)
+{
+	static const struct option lo[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	optind = 0; /* GNU: a full reset, permuting again */
+	while ((c = getopt_long(argc, argv, "j", lo, NULL)) != -1) {
+		if (c != 'j') { /* getopt said which option */
+			cli_usage(stderr, cmd);
+			return CLI_EXIT_USAGE;
+		}
+		*json = true;
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "ferry: %s takes one VM name\n", cmd->name);
+		cli_usage(stderr, cmd);
+		return CLI_EXIT_USAGE;
+	}
+	return cli_set_str(r, PROTO_CTL_VM, argv[optind]);
+}
+
 int cli_id_parse(const char *arg, struct proto_ctl_req *r)
 {
 	const char *slash = strchr(arg, '/');

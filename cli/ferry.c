@@ -154,6 +154,44 @@ static int cmd_migrate(const char *sock, const struct cli_cmd *cmd, int argc,
 	return follow(sock, id, json);
 }
 
+/* The request of command name: "status", "force-resume", ... */
+static enum proto_ctl_cmd ctl_cmd(const char *name)
+{
+	int c;
+
+	for (c = PROTO_CTL_STATUS; c <= PROTO_CTL_CMD_LAST; c++)
+		if (!strcmp(proto_ctl_cmd_name(c), name))
+			break;
+	return c;
+}
+
+/* `ferry holders VM`, `ferry release VM`: about one VM, not a migration. */
+static int cmd_vm(const char *sock, const struct cli_cmd *cmd, int argc,
+		  char **argv, bool json)
+{
+	struct proto_ctl_req r = { .cmd = ctl_cmd(cmd->name) };
+	msgpack_unpacked reply;
+	void *raw = NULL;
+	int ret;
+
+	ret = cli_vm_parse(argc, argv, cmd, &r, &json);
+	if (!ret)
+		ret = call(sock, &r, &reply, &raw);
+	if (ret)
+		return ret;
+	if (json) {
+		cli_json_write(stdout, &reply.data);
+		putchar('\n');
+	} else if (r.cmd == PROTO_CTL_HOLDERS) {
+		cli_print_holders(stdout, &reply.data);
+	} else {
+		cli_print_release(stdout, &reply.data);
+	}
+	msgpack_unpacked_destroy(&reply);
+	free(raw);
+	return CLI_EXIT_OK;
+}
+
 /* `ferry retarget ID --to PEER`: the reply names both peers. */
 static int cmd_retarget(const char *sock, const struct cli_cmd *cmd, int argc,
 			char **argv, bool json)
@@ -177,17 +215,6 @@ static int cmd_retarget(const char *sock, const struct cli_cmd *cmd, int argc,
 	msgpack_unpacked_destroy(&reply);
 	free(raw);
 	return CLI_EXIT_OK;
-}
-
-/* The request of command name: "status", "force-resume", ... */
-static enum proto_ctl_cmd ctl_cmd(const char *name)
-{
-	int c;
-
-	for (c = PROTO_CTL_STATUS; c <= PROTO_CTL_CMD_LAST; c++)
-		if (!strcmp(proto_ctl_cmd_name(c), name))
-			break;
-	return c;
 }
 
 /* Print a reply of cmd. */
@@ -330,6 +357,8 @@ int main(int argc, char **argv)
 	else if (!strcmp(cmd->name, "retarget"))
 		ret = cmd_retarget(sock, cmd, argc - optind, argv + optind,
 				   json);
+	else if (!strcmp(cmd->name, "holders") || !strcmp(cmd->name, "release"))
+		ret = cmd_vm(sock, cmd, argc - optind, argv + optind, json);
 	else
 		ret = cmd_simple(sock, cmd->name,
 				 nargs ? argv[optind + 1] : NULL, json);

@@ -173,6 +173,21 @@ void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
 unsigned mig_active(const struct mig_env *n);
 /* For `ferry status`: "stalls", the post-copies waiting for a holder. */
 void mig_pack_stalls(struct mig_env *n, msgpack_packer *pk, uint64_t now);
+/*
+ * `ferry holders`: who holds which part of VM vm as this node knows: the
+ * reply's "holders". Packs the whole reply map: {"vm": vm, "holders":
+ * [{"node": str, "kind": "running", "retained", "relay" or "destination",
+ * "current_pages": uint, "pages": uint, "age_s": float}, ...]}; a VM of
+ * which no holder is known has an empty "holders", not an error.
+ */
+void mig_pack_holders(struct mig_env *n, const char *vm, msgpack_packer *pk);
+/*
+ * `ferry release`: free this node's retained copies of VM vm; how many
+ * (0: none kept here, not an error), or -errno with a text in err
+ * (errlen bytes).
+ */
+int mig_release_kept(struct mig_env *n, const char *vm, char *err,
+		     size_t errlen);
 /* Stop destination threads, fail what is in flight; at shutdown. */
 void mig_close(struct mig_env *n);
 /*

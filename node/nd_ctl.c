@@ -218,6 +218,25 @@ static void pack_peers(struct nd_node *n, msgpack_packer *pk)
 }
 
 /*
+ * `ferry release VM`: the engine frees the copies of VM it keeps here;
+ * none kept is an answer, 0, not an error.
+ */
+static void pack_release(struct nd_node *n, const char *vm, msgpack_packer *pk)
+{
+	char err[256] = "";
+	int rc = mig_release_kept(&n->mig, vm, err, sizeof(err));
+
+	if (rc < 0) {
+		msgpack_pack_map(pk, 1);
+		proto_mp_pack_kv_str(pk, "error", err);
+		return;
+	}
+	msgpack_pack_map(pk, 2);
+	proto_mp_pack_kv_str(pk, "vm", vm);
+	proto_mp_pack_kv_u64(pk, "released", rc);
+}
+
+/*
  * Build the reply to one request: decoded strictly (proto_ctl_decode()),
  * a request it refuses gets {"error": reason naming the field}.
  */
@@ -245,6 +264,13 @@ static void answer(struct nd_node *n, const void *buf, size_t len,
 		break;
 	case PROTO_CTL_VMS:
 		nd_vms_pack(n, &pk);
+		break;
+	/* the engine's, about a VM, not one migration */
+	case PROTO_CTL_HOLDERS:
+		mig_pack_holders(&n->mig, req.vm, &pk);
+		break;
+	case PROTO_CTL_RELEASE:
+		pack_release(n, req.vm, &pk);
 		break;
 	default:
 		mig_command(&n->mig, &req, &pk);

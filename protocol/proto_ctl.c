@@ -56,6 +56,8 @@
 #define MIG CMD(PROTO_CTL_MIGRATE)
 /* on the source only: no "source" */
 #define RETARGET CMD(PROTO_CTL_RETARGET)
+/* a VM's copies as this node knows them: "vm" alone */
+#define KEPT (CMD(PROTO_CTL_HOLDERS) | CMD(PROTO_CTL_RELEASE))
 
 static const char *const cmd_names[] = {
 	[PROTO_CTL_STATUS] = "status",
@@ -68,6 +70,8 @@ static const char *const cmd_names[] = {
 	[PROTO_CTL_MIGRATE_POSTCOPY] = "migrate-postcopy",
 	[PROTO_CTL_FORCE_RESUME] = "force-resume",
 	[PROTO_CTL_RETARGET] = "retarget",
+	[PROTO_CTL_HOLDERS] = "holders",
+	[PROTO_CTL_RELEASE] = "release",
 };
 
 const char *proto_ctl_cmd_name(enum proto_ctl_cmd c)
@@ -104,7 +108,8 @@ struct ctl_field {
 #define R struct proto_ctl_req
 /* Indexed by enum proto_ctl_field: the bit in has is the index. */
 static const struct ctl_field fields[PROTO_CTL_NFIELDS] = {
-	[PROTO_CTL_VM] = { PF_STR("vm", R, vm, 1, PC_ID), MIG, MIG },
+	[PROTO_CTL_VM] = { PF_STR("vm", R, vm, 1, PC_ID), MIG | KEPT,
+			   MIG | KEPT },
 	[PROTO_CTL_TO] = { PF_STR("to", R, to, 1, PC_ID), MIG | RETARGET,
 			   MIG | RETARGET },
 	[PROTO_CTL_MODE] = { PF_STR("mode", R, mode, 1, PC_NAME), MIG,

@@ -30,7 +30,9 @@ enum proto_ctl_cmd {
 	PROTO_CTL_MIGRATE_POSTCOPY,
 	PROTO_CTL_FORCE_RESUME,
 	PROTO_CTL_RETARGET,
-	PROTO_CTL_CMD_LAST = PROTO_CTL_RETARGET,
+	PROTO_CTL_HOLDERS,
+	PROTO_CTL_RELEASE,
+	PROTO_CTL_CMD_LAST = PROTO_CTL_RELEASE,
 };
 
 /* The fields besides "cmd": bit f of proto_ctl_req.has says f came. */
@@ -68,7 +70,7 @@ enum proto_ctl_field {
 struct proto_ctl_req {
 	enum proto_ctl_cmd cmd;
 	uint32_t has; /* bit f: field f (enum proto_ctl_field) came */
-	/* migrate: vm and to are required; retarget: to */
+	/* migrate: vm and to required; retarget: to; holders, release: vm */
 	char vm[PROTO_NAME_MAX + 1]; /* ids (proto_name_valid()) */
 	char to[PROTO_NAME_MAX + 1];
 	char mode[16]; /* "precopy", "postcopy", "hybrid" */

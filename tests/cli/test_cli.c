@@ -9,6 +9,9 @@
  * the defaults protocol/ holds. `ferry retarget`: its command line, and
  * against a real ferryd (FERRYD) the lookups that answer before the
  * engine is asked, and the daemon's strict decoding of the request.
+ * `ferry holders` and `ferry release`: their command lines, the rendering
+ * of their replies, and against a real ferryd a VM it never had, in words
+ * and in JSON.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -476,6 +479,217 @@ static void test_retarget_ferryd(void **state)
 	itest_no_crash(&na);
 }
 
+/* `ferry -s /nonexistent ARGS...`: exits 2, stderr begins with want. */
+static void refused(const char *want, const char *const argv[])
+{
+	assert_int_equal(run(out, err, argv), 2);
+	assert_string_equal(out, "");
+	if (strncmp(err, want, strlen(want)))
+		fail_msg("stderr \"%s\", expected it to begin \"%s\"", err,
+			 want);
+}
+
+/*
+ * holders and release take one VM name, and --json after it too;
+ * whatever is wrong exits 2 before ferryd is asked (there is none here),
+ * a bad command line with the help, a bad name in the decoder's words.
+ */
+static void test_vm_usage(void **state)
+{
+	static const char *const cmds[] = { "holders", "release" };
+	char want[OUT_MAX];
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
+		const char *c = cmds[i];
+		const char *help = usage_of(cli_cmd_find(c));
+		const char *none[] = { ferry_bin, "-s", "/nonexistent", c,
+				       NULL };
+		const char *two[] = { ferry_bin, "-s", "/nonexistent", c, "v",
+				      "w",	 NULL };
+		const char *opt[] = { ferry_bin, "-s", "/nonexistent", c, "v",
+				      "--frob",	 NULL };
+		const char *slash[] = { ferry_bin, "-s",  "/nonexistent",
+					c,	   "a/b", "--json",
+					NULL };
+		const char *empty[] = { ferry_bin, "-s", "/nonexistent",
+					c,	   "",	 NULL };
+
+		assert_non_null(strstr(help, "Retained copies"));
+		snprintf(want, sizeof(want), "ferry: %s takes one VM name\n%s",
+			 c, help);
+		refused(want, none);
+		assert_string_equal(err, want);
+		refused(want, two);
+		assert_string_equal(err, want);
+		snprintf(want, sizeof(want),
+			 "%s: unrecognized option '--frob'\n", c);
+		refused(want, opt);
+		assert_true(ends_with(err, help));
+		snprintf(want, sizeof(want),
+			 "ferry: %s.vm: byte 0x2f at offset 1 not allowed\n",
+			 c);
+		refused(want, slash);
+		assert_string_equal(err, want);
+		snprintf(want, sizeof(want),
+			 "ferry: %s.vm: 0 bytes, at least 1 needed\n", c);
+		refused(want, empty);
+		assert_string_equal(err, want);
+	}
+}
+
+/* What cli_print_holders() or cli_print_release() makes of sb's reply. */
+static char *render(msgpack_sbuffer *sb, bool holders)
+{
+	msgpack_unpacked up;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	msgpack_unpacked_init(&up);
+	assert_int_equal(msgpack_unpack_next(&up, sb->data, sb->size, NULL),
+			 MSGPACK_UNPACK_SUCCESS);
+	f = open_memstream(&text, &len);
+	assert_non_null(f);
+	if (holders)
+		cli_print_holders(f, &up.data);
+	else
+		cli_print_release(f, &up.data);
+	assert_int_equal(fclose(f), 0);
+	msgpack_unpacked_destroy(&up);
+	msgpack_sbuffer_clear(sb);
+	return text;
+}
+
+static void pack_holder(msgpack_packer *pk, const char *node, const char *kind,
+			uint64_t cur, uint64_t pages, double age)
+{
+	msgpack_pack_map(pk, 5);
+	proto_mp_pack_kv_str(pk, "node", node);
+	proto_mp_pack_kv_str(pk, "kind", kind);
+	proto_mp_pack_kv_u64(pk, "current_pages", cur);
+	proto_mp_pack_kv_u64(pk, "pages", pages);
+	proto_mp_pack_str(pk, "age_s");
+	msgpack_pack_double(pk, age);
+}
+
+/* The lines say what the replies say (migration.h's contracts). */
+static void test_vm_print(void **state)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	char *text;
+
+	(void)state;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	proto_mp_pack_kv_str(&pk, "vm", "vm1");
+	proto_mp_pack_str(&pk, "holders");
+	msgpack_pack_array(&pk, 3);
+	pack_holder(&pk, "b", "running", 16384, 16384, 0);
+	pack_holder(&pk, "a", "retained", 15000, 16384, 12.34);
+	pack_holder(&pk, "c", "retained", 9000, 16384, -1); /* age unknown */
+	text = render(&sb, true);
+	assert_string_equal(text, "NODE              KIND         "
+				  "CURRENT/PAGES                "
+				  "             AGE\n"
+				  "b                 running      16384/16384 "
+				  "pages (64.0 MiB "
+				  "current)      0.0 s\n"
+				  "a                 retained     15000/16384 "
+				  "pages (58.6 MiB "
+				  "current)      12.3 s\n"
+				  "c                 retained     9000/16384 "
+				  "pages (35.2 MiB current)       -\n");
+	free(text);
+
+	msgpack_pack_map(&pk, 2);
+	proto_mp_pack_kv_str(&pk, "vm", "vm1");
+	proto_mp_pack_str(&pk, "holders");
+	msgpack_pack_array(&pk, 0);
+	text = render(&sb, true);
+	assert_string_equal(text, "no holder of VM vm1 known here\n");
+	free(text);
+
+	for (unsigned n = 0; n < 3; n++) {
+		static const char *const want[] = {
+			"no retained copy of VM vm1 here\n",
+			"released 1 copy of VM vm1\n",
+			"released 2 copies of VM vm1\n",
+		};
+
+		msgpack_pack_map(&pk, 2);
+		proto_mp_pack_kv_str(&pk, "vm", "vm1");
+		proto_mp_pack_kv_u64(&pk, "released", n);
+		text = render(&sb, false);
+		assert_string_equal(text, want[n]);
+		free(text);
+	}
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* msgpack {"cmd": "holders", "vm": "x", "id": 3} */
+static const uint8_t holders_with_id[] = {
+	0x83, 0xa3, 'c',  'm', 'd', 0xa7, 'h', 'o',  'l', 'd', 'e',
+	'r',  's',  0xa2, 'v', 'm', 0xa1, 'x', 0xa2, 'i', 'd', 0x03,
+};
+
+/*
+ * Against a real ferryd: of a VM it never had, holders knows none and
+ * release frees none, both exit 0, in words and in JSON (--json before
+ * the command or after its VM); what the CLI would not send, ferryd's
+ * decoder refuses.
+ */
+static void test_vm_ferryd(void **state)
+{
+	struct node na;
+	msgpack_unpacked reply;
+	char why[256];
+	json_t *j;
+	void *raw;
+	int rc;
+
+	(void)state;
+	node_init(&na, "a");
+	node_start(&na);
+	node_ready(&na);
+	assert_int_equal(
+		ferry_args(&na, 10, out, err, "holders", "nosuch", NULL), 0);
+	assert_string_equal(out, "no holder of VM nosuch known here\n");
+	assert_string_equal(err, "");
+	assert_int_equal(
+		ferry_args(&na, 10, out, err, "release", "nosuch", NULL), 0);
+	assert_string_equal(out, "no retained copy of VM nosuch here\n");
+	assert_string_equal(err, "");
+
+	j = ferry_jargs(&na, 10, NULL, "holders", "nosuch", NULL);
+	assert_jstr(j, "vm", "nosuch");
+	assert_int_equal(jlen(j, "holders"), 0);
+	assert_int_equal(ferry_args(&na, 10, out, err, "holders", "nosuch",
+				    "--json", NULL),
+			 0);
+	j = jparse(out, err);
+	assert_jstr(j, "vm", "nosuch");
+	assert_int_equal(jlen(j, "holders"), 0);
+	j = ferry_jargs(&na, 10, &rc, "release", "nosuch", NULL);
+	assert_int_equal(rc, 0);
+	assert_jstr(j, "vm", "nosuch");
+	assert_int_equal(jint(j, "released"), 0);
+	assert_null(jget(j, "error"));
+
+	assert_int_equal(cli_call(na.sock, holders_with_id,
+				  sizeof(holders_with_id), 2000, &reply, &raw,
+				  why, sizeof(why)),
+			 0);
+	assert_string_equal(proto_mp_str(&reply.data, "error", why,
+					 sizeof(why)),
+			    "holders: field \"id\" is not one of holders's");
+	msgpack_unpacked_destroy(&reply);
+	free(raw);
+	itest_no_crash(&na);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -488,6 +702,10 @@ int main(void)
 		cmocka_unit_test(test_retarget_usage),
 		cmocka_unit_test(test_retarget_print),
 		cmocka_unit_test_setup_teardown(test_retarget_ferryd, setup,
+						group_teardown),
+		cmocka_unit_test(test_vm_usage),
+		cmocka_unit_test(test_vm_print),
+		cmocka_unit_test_setup_teardown(test_vm_ferryd, setup,
 						group_teardown),
 	};
 

@@ -60,11 +60,14 @@ static void check_req(const struct proto_ctl_req *r)
 				(1u << PROTO_CTL_VM | 1u << PROTO_CTL_MODE |
 				 1u << PROTO_CTL_SOURCE)),
 		      "retarget without to, or with vm, mode or source");
+	else if (r->cmd == PROTO_CTL_HOLDERS || r->cmd == PROTO_CTL_RELEASE)
+		CHECK(r->has == 1u << PROTO_CTL_VM, "%s with more than vm",
+		      name);
 	else
 		CHECK(!(r->has & (1u << PROTO_CTL_VM | 1u << PROTO_CTL_TO |
 				  1u << PROTO_CTL_MODE)),
 		      "%s with a field of migrate", name);
-	if (r->cmd >= PROTO_CTL_MIGRATION)
+	if (r->cmd >= PROTO_CTL_MIGRATION && r->cmd <= PROTO_CTL_RETARGET)
 		CHECK(PROTO_CTL_HAS(r, PROTO_CTL_ID) && r->id,
 		      "%s without an id", name);
 	CHECK(r->cmd == PROTO_CTL_FORCE_RESUME ||

@@ -53,6 +53,9 @@ int main(int argc, char **argv)
 			strcpy(r.vm, "guest1");
 			strcpy(r.to, "b");
 			r.has = BIT(VM) | BIT(TO);
+		} else if (c == PROTO_CTL_HOLDERS || c == PROTO_CTL_RELEASE) {
+			strcpy(r.vm, "guest1");
+			r.has = BIT(VM);
 		} else if (c >= PROTO_CTL_MIGRATION) {
 			r.id = 7;
 			r.has = BIT(ID);

@@ -396,6 +396,64 @@ static void test_retarget(void **state)
 	encode_bad(&in, "retarget: missing field \"to\"");
 }
 
+/*
+ * holders and release: a VM's copies as this node knows them. "vm", a
+ * name, required, and nothing else; the VM need not run here.
+ */
+static void test_holders_release(void **state)
+{
+	static const struct {
+		const char *name;
+		enum proto_ctl_cmd cmd;
+	} kept[] = {
+		{ "holders", PROTO_CTL_HOLDERS },
+		{ "release", PROTO_CTL_RELEASE },
+	};
+	struct proto_ctl_req out, in;
+	char err[256], want[128];
+	struct rq r;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(kept); i++) {
+		begin(&r, 2, kept[i].name);
+		kv_str(&r, "vm", "guest1");
+		decode_ok(&r, &out);
+		assert_int_equal(out.cmd, kept[i].cmd);
+		assert_string_equal(proto_ctl_cmd_name(out.cmd), kept[i].name);
+		assert_string_equal(out.vm, "guest1");
+		assert_int_equal(out.has, 1u << PROTO_CTL_VM);
+		assert_int_equal(out.id, 0);
+
+		/* "cmd" last, a name of 63 bytes */
+		begin(&r, 2, NULL);
+		kv_str(&r, "vm",
+		       "a123456789b123456789c123456789d123456789e123456789f"
+		       "123456789g12");
+		kv_str(&r, "cmd", kept[i].name);
+		decode_ok(&r, &out);
+		assert_int_equal(strlen(out.vm), 63);
+
+		/* as the CLI builds it: the setter, then the encoder */
+		memset(&in, 0, sizeof(in));
+		in.cmd = kept[i].cmd;
+		assert_int_equal(proto_ctl_set_str(&in, PROTO_CTL_VM, "vm-1",
+						   err, sizeof(err)),
+				 0);
+		round_trip(&in);
+		assert_int_equal(proto_ctl_set_uint(&in, PROTO_CTL_ID, 3, err,
+						    sizeof(err)),
+				 -EINVAL);
+		snprintf(want, sizeof(want),
+			 "%s: field \"id\" is not one of %s's", kept[i].name,
+			 kept[i].name);
+		assert_string_equal(err, want);
+		in.has = 0;
+		snprintf(want, sizeof(want), "%s: missing field \"vm\"",
+			 kept[i].name);
+		encode_bad(&in, want);
+	}
+}
+
 /* The setters refuse in the decoder's words and leave r as it was. */
 static void test_set_refused(void **state)
 {
@@ -630,6 +688,7 @@ int main(void)
 		cmocka_unit_test(test_encode),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_retarget),
+		cmocka_unit_test(test_holders_release),
 		cmocka_unit_test(test_set_refused),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_across),

@@ -233,6 +233,65 @@ static void test_reject_retarget(void **state)
 	expect_bad(&r, "retarget.to: expected a string, got an integer");
 }
 
+/*
+ * holders and release take "vm", a name, required, and nothing else: no
+ * migration's id or source, no peer.
+ */
+static void test_reject_holders_release(void **state)
+{
+	static const char *const cmds[] = { "holders", "release" };
+	char want[128];
+	struct rq r;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
+		const char *c = cmds[i];
+
+		begin(&r, 1, c);
+		snprintf(want, sizeof(want), "%s: missing field \"vm\"", c);
+		expect_bad(&r, want);
+		begin(&r, 3, c);
+		kv_str(&r, "vm", "v");
+		kv_u64(&r, "id", 3);
+		snprintf(want, sizeof(want),
+			 "%s: field \"id\" is not one of %s's", c, c);
+		expect_bad(&r, want);
+		begin(&r, 3, c);
+		kv_str(&r, "vm", "v");
+		kv_str(&r, "to", "b");
+		snprintf(want, sizeof(want),
+			 "%s: field \"to\" is not one of %s's", c, c);
+		expect_bad(&r, want);
+		begin(&r, 3, c);
+		kv_str(&r, "source", "a");
+		kv_str(&r, "vm", "v");
+		snprintf(want, sizeof(want),
+			 "%s: field \"source\" is not one of %s's", c, c);
+		expect_bad(&r, want);
+		begin(&r, 3, c);
+		kv_str(&r, "vm", "v");
+		kv_str(&r, "node", "b");
+		snprintf(want, sizeof(want), "%s: unknown field \"node\"", c);
+		expect_bad(&r, want);
+		begin(&r, 3, c);
+		kv_str(&r, "vm", "v");
+		kv_str(&r, "vm", "w");
+		snprintf(want, sizeof(want), "%s: field \"vm\" twice", c);
+		expect_bad(&r, want);
+		begin(&r, 2, c);
+		kv_u64(&r, "vm", 7);
+		snprintf(want, sizeof(want),
+			 "%s.vm: expected a string, got an integer", c);
+		expect_bad(&r, want);
+		begin(&r, 2, c);
+		key(&r, "vm");
+		msgpack_pack_nil(&r.pk);
+		snprintf(want, sizeof(want),
+			 "%s.vm: expected a string, got nil", c);
+		expect_bad(&r, want);
+	}
+}
+
 /* Names: the rule of names in the configuration. */
 static void test_reject_names(void **state)
 {
@@ -279,6 +338,16 @@ static void test_reject_names(void **state)
 		kv_u64(&r, "id", 1);
 		kv_str(&r, "to", bad[i].name);
 		snprintf(want, sizeof(want), "retarget.to: %s", bad[i].why);
+		expect_bad(&r, want);
+
+		begin(&r, 2, "holders");
+		kv_str(&r, "vm", bad[i].name);
+		snprintf(want, sizeof(want), "holders.vm: %s", bad[i].why);
+		expect_bad(&r, want);
+
+		begin(&r, 2, "release");
+		kv_str(&r, "vm", bad[i].name);
+		snprintf(want, sizeof(want), "release.vm: %s", bad[i].why);
 		expect_bad(&r, want);
 	}
 	/* a NUL inside */
@@ -461,6 +530,7 @@ int main(void)
 		cmocka_unit_test(test_reject_types),
 		cmocka_unit_test(test_reject_names),
 		cmocka_unit_test(test_reject_retarget),
+		cmocka_unit_test(test_reject_holders_release),
 		cmocka_unit_test(test_reject_words),
 		cmocka_unit_test(test_reject_ints),
 		cmocka_unit_test(test_reject_trailing),
