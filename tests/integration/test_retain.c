@@ -14,6 +14,8 @@
  *   age      a's copy outlives holder_retention_age_s: it is dropped, and
  *            b -> c reads nothing from a (b still offers it: c's reads
  *            from a fail and go to b)
+ *   release  `ferry holders` on b shows a's copy, on a the copy it keeps;
+ *            after `ferry release` on a, b -> c reads nothing from a
  *   budget   a copy larger than holder_retention is not kept
  */
 #include <errno.h>
@@ -175,6 +177,35 @@ static void test_age(void **state)
 	itest_no_crash(&nc);
 }
 
+static void test_release(void **state)
+{
+	json_t *j, *h;
+
+	(void)state;
+	three_nodes("holder_retention = 1G\n");
+	a_to_b();
+	/* b knows where the VM's copies are; a, what it keeps */
+	j = ferry_jargs(&nb, 10, NULL, "holders", "r1", NULL);
+	h = jfind(j, "holders", "node", "b");
+	assert_jstr(h, "kind", "running");
+	h = jfind(j, "holders", "node", "a");
+	assert_jstr(h, "kind", "retained");
+	if (jint(h, "current_pages") < (40 << 8) ||
+	    jint(h, "current_pages") > jint(h, "pages"))
+		fail_msg("holders: %s", jtext(j));
+	j = ferry_jargs(&na, 10, NULL, "holders", "r1", NULL);
+	assert_jstr(jfind(j, "holders", "node", "a"), "kind", "retained");
+	/* released: b -> c reads nothing from a */
+	j = ferry_jargs(&na, 10, NULL, "release", "r1", NULL);
+	assert_int_equal(jint(j, "released"), 1);
+	j = ferry_jargs(&na, 10, NULL, "holders", "r1", NULL);
+	assert_int_equal(jlen(j, "holders"), 0);
+	j = hop(&nb, "c");
+	assert_int_equal(from(j, "a"), 0);
+	runs_on(&nc);
+	assert_non_null(strstr(slurp(na.log), "dropped: ferry release"));
+}
+
 static void test_budget(void **state)
 {
 	json_t *j;
@@ -194,6 +225,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_back, NULL, rt_teardown),
 		cmocka_unit_test_setup_teardown(test_chain, NULL, rt_teardown),
 		cmocka_unit_test_setup_teardown(test_age, NULL, rt_teardown),
+		cmocka_unit_test_setup_teardown(test_release, NULL,
+						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_budget, NULL, rt_teardown),
 	};
 
