@@ -93,7 +93,6 @@ static int setup(struct mig_dst *d)
 	struct proto_msg *h;
 	const struct kva_layout *l;
 	uint64_t deadline = mig_now(d->n) + ATTACH_TIMEOUT_NS;
-	struct fab_rkey rk;
 	int ret;
 
 	ret = mig_vm_spawn(d->n, d->vm, d->pages * FY_PAGE_SIZE, d->vcpus,
@@ -163,26 +162,9 @@ static int setup(struct mig_dst *d)
 		dst_info(d, "no populator thread: %s", strerror(-ret));
 
 	/* our (empty) holder map is the "yes" */
-	h = calloc(1, sizeof(*h));
+	h = mig_dst_map_msg(d, d->mr);
 	if (!h)
 		return mig_dst_fail(d, "out of memory");
-	h->type = PROTO_HOLDER_MAP;
-	h->holder_map.mig = d->id;
-	snprintf(h->holder_map.node, sizeof(h->holder_map.node), "%s",
-		 d->n->cfg.name);
-	h->holder_map.addr_len = d->n->fab_addr_len;
-	memcpy(h->holder_map.addr, d->n->fab_addr_raw, d->n->fab_addr_len);
-	h->holder_map.page_size = FY_PAGE_SIZE;
-	h->holder_map.nregions = 1;
-	h->holder_map.regions = calloc(1, sizeof(*h->holder_map.regions));
-	if (!h->holder_map.regions) {
-		free(h);
-		return mig_dst_fail(d, "out of memory");
-	}
-	fab_mr_rkey(d->mr, &rk);
-	h->holder_map.regions[0].key = rk.key;
-	h->holder_map.regions[0].base = rk.addr;
-	h->holder_map.regions[0].len = d->pages * FY_PAGE_SIZE;
 	mig_dst_out(d, h);
 	dst_info(d, "incoming VM ready (pid %d), RAM registered", d->pid);
 	return 0;

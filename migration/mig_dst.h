@@ -222,6 +222,8 @@ int mig_dst_kept_map(struct mig_dst *d, const struct proto_holder_map *h);
  * into the VM and return true (it is not needed). Thread.
  */
 bool mig_dst_local_page(struct mig_dst *d, uint64_t p, uint64_t gen);
+/* A HOLDER_MAP of our RAM registered as mr, with no runs; NULL: OOM. */
+struct proto_msg *mig_dst_map_msg(struct mig_dst *d, const struct fab_mr *mr);
 /*
  * RETARGET came and every read is in: register our copy for remote reads,
  * send its HOLDER_MAP to the source, become a relay. 0 or -1 (d failed).

@@ -221,26 +221,17 @@ bool mig_dst_local_page(struct mig_dst *d, uint64_t p, uint64_t gen)
 	return true;
 }
 
-/* Our map: every page we do not still need, at generation d->gen. */
-static struct proto_msg *relay_map(struct mig_dst *d)
+struct proto_msg *mig_dst_map_msg(struct mig_dst *d, const struct fab_mr *mr)
 {
 	struct proto_msg *h = calloc(1, sizeof(*h));
-	struct proto_holder_region *r;
-	uint64_t *held = fy_bitmap_alloc(d->pages);
-	struct fy_run *runs = NULL;
+	struct proto_holder_region *r = calloc(1, sizeof(*r));
 	struct fab_rkey rk;
-	size_t nr = 0;
 
-	if (!h || !held)
-		goto fail;
-	for (uint64_t p = 0; p < d->pages; p++)
-		if (!fy_bit_test(d->need, p))
-			fy_bit_set(held, p);
-	if (fy_runs_from_bitmap(held, d->pages, &runs, &nr))
-		goto fail;
-	r = calloc(1, sizeof(*r));
-	if (!r)
-		goto fail;
+	if (!h || !r) {
+		free(h);
+		free(r);
+		return NULL;
+	}
 	h->type = PROTO_HOLDER_MAP;
 	h->holder_map.regions = r;
 	h->holder_map.nregions = 1;
@@ -250,10 +241,30 @@ static struct proto_msg *relay_map(struct mig_dst *d)
 	h->holder_map.addr_len = d->n->fab_addr_len;
 	memcpy(h->holder_map.addr, d->n->fab_addr_raw, d->n->fab_addr_len);
 	h->holder_map.page_size = FY_PAGE_SIZE;
-	fab_mr_rkey(d->rmr, &rk);
+	fab_mr_rkey(mr, &rk);
 	r->key = rk.key;
 	r->base = rk.addr;
 	r->len = d->pages * FY_PAGE_SIZE;
+	return h;
+}
+
+/* Our map: every page we do not still need, at generation d->gen. */
+static struct proto_msg *relay_map(struct mig_dst *d)
+{
+	struct proto_msg *h = mig_dst_map_msg(d, d->rmr);
+	uint64_t *held = fy_bitmap_alloc(d->pages);
+	struct proto_holder_region *r;
+	struct fy_run *runs = NULL;
+	size_t nr = 0;
+
+	if (!h || !held)
+		goto fail;
+	for (uint64_t p = 0; p < d->pages; p++)
+		if (!fy_bit_test(d->need, p))
+			fy_bit_set(held, p);
+	if (fy_runs_from_bitmap(held, d->pages, &runs, &nr))
+		goto fail;
+	r = h->holder_map.regions;
 	/* a copy in more pieces than a message holds: its first ones */
 	r->ngens = FY_MIN(nr, PROTO_RUNS_MAX);
 	r->gens = calloc(FY_MAX(r->ngens, 1), sizeof(*r->gens));

@@ -173,6 +173,13 @@ void itest_pair(struct node *a, struct node *b);
 /* The same, a's ferryd started with FERRY_FAULT=fa, b's with fb (or NULL). */
 void itest_pair_fault(struct node *a, struct node *b, const char *fa,
 		      const char *fb);
+/*
+ * Nodes a, b and c, from new state directories, that all list each other,
+ * with extra (the caller's, kept) in each [node]; b started with
+ * FERRY_FAULT fb and c with fc (NULL: none); all three reachable.
+ */
+void itest_trio(struct node *a, struct node *b, struct node *c,
+		const char *extra, const char *fb, const char *fc);
 /* itest_pair() from new state directories, ferry_vm in the configuration. */
 void itest_fresh_pair(struct node *a, struct node *b, const char *ferry_vm);
 /*

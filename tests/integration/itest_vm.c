@@ -222,6 +222,33 @@ void itest_pair_fault(struct node *a, struct node *b, const char *fa,
 	assert_true(wait_state(b, "reachable", 1, 10) >= 0);
 }
 
+void itest_trio(struct node *a, struct node *b, struct node *c,
+		const char *extra, const char *fb, const char *fc)
+{
+	struct node *all[] = { a, b, c };
+	const char *fault[] = { NULL, fb, fc };
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b' '%s/c'", tmpdir,
+		 tmpdir, tmpdir);
+	assert_int_equal(system(cmd), 0);
+	itest_node_extra = extra;
+	node_init(a, "a");
+	node_init(b, "b");
+	node_init(c, "c");
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			if (i != j)
+				node_add_peer(all[i], all[j]->name,
+					      all[j]->port, all[j]->key);
+	for (int i = 0; i < 3; i++)
+		node_start_fault(all[i], fault[i]);
+	for (int i = 0; i < 3; i++) {
+		node_ready(all[i]);
+		assert_true(wait_state(all[i], "reachable", 2, 10) >= 0);
+	}
+}
+
 void itest_fresh_pair(struct node *a, struct node *b, const char *ferry_vm)
 {
 	static char extra[600];

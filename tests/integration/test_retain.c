@@ -45,31 +45,12 @@ static const char *const guest[] = { "--mem",	  "64M",	  "--guest",
 static void three_nodes(const char *conf)
 {
 	static char extra[600];
-	struct node *all[] = { &na, &nb, &nc };
-	char cmd[600];
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b' '%s/c'", tmpdir,
-		 tmpdir, tmpdir);
-	assert_int_equal(system(cmd), 0);
 	snprintf(extra, sizeof(extra),
 		 "ferry_vm = %s\nping_interval_ms = 200\n"
 		 "peer_timeout_ms = 1000\n%s",
 		 ferry_vm_bin, conf);
-	itest_node_extra = extra;
-	node_init(&na, "a");
-	node_init(&nb, "b");
-	node_init(&nc, "c");
-	for (int i = 0; i < 3; i++)
-		for (int j = 0; j < 3; j++)
-			if (i != j)
-				node_add_peer(all[i], all[j]->name,
-					      all[j]->port, all[j]->key);
-	for (int i = 0; i < 3; i++)
-		node_start(all[i]);
-	for (int i = 0; i < 3; i++) {
-		node_ready(all[i]);
-		assert_true(wait_state(all[i], "reachable", 2, 10) >= 0);
-	}
+	itest_trio(&na, &nb, &nc, extra, NULL, NULL);
 }
 
 /* Migrate r1 from `from` to `to` with --verify: the report. */

@@ -42,33 +42,12 @@ static const char *const guest[] = { "--mem",	     "64M", "--guest", "verify",
 static void three_nodes(const char *fb, const char *fc)
 {
 	static char extra[600];
-	struct node *all[] = { &na, &nb, &nc };
-	char cmd[600];
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b' '%s/c'", tmpdir,
-		 tmpdir, tmpdir);
-	assert_int_equal(system(cmd), 0);
-	/* a peer that dies is noticed within a second */
 	snprintf(extra, sizeof(extra),
 		 "ferry_vm = %s\nping_interval_ms = 200\n"
 		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 10000\n",
 		 ferry_vm_bin);
-	itest_node_extra = extra;
-	node_init(&na, "a");
-	node_init(&nb, "b");
-	node_init(&nc, "c");
-	for (int i = 0; i < 3; i++)
-		for (int j = 0; j < 3; j++)
-			if (i != j)
-				node_add_peer(all[i], all[j]->name,
-					      all[j]->port, all[j]->key);
-	node_start(&na);
-	node_start_fault(&nb, fb);
-	node_start_fault(&nc, fc);
-	for (int i = 0; i < 3; i++) {
-		node_ready(all[i]);
-		assert_true(wait_state(all[i], "reachable", 2, 10) >= 0);
-	}
+	itest_trio(&na, &nb, &nc, extra, fb, fc);
 }
 
 /*
