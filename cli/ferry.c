@@ -165,58 +165,6 @@ static enum proto_ctl_cmd ctl_cmd(const char *name)
 	return c;
 }
 
-/* `ferry holders VM`, `ferry release VM`: about one VM, not a migration. */
-static int cmd_vm(const char *sock, const struct cli_cmd *cmd, int argc,
-		  char **argv, bool json)
-{
-	struct proto_ctl_req r = { .cmd = ctl_cmd(cmd->name) };
-	msgpack_unpacked reply;
-	void *raw = NULL;
-	int ret;
-
-	ret = cli_vm_parse(argc, argv, cmd, &r, &json);
-	if (!ret)
-		ret = call(sock, &r, &reply, &raw);
-	if (ret)
-		return ret;
-	if (json) {
-		cli_json_write(stdout, &reply.data);
-		putchar('\n');
-	} else if (r.cmd == PROTO_CTL_HOLDERS) {
-		cli_print_holders(stdout, &reply.data);
-	} else {
-		cli_print_release(stdout, &reply.data);
-	}
-	msgpack_unpacked_destroy(&reply);
-	free(raw);
-	return CLI_EXIT_OK;
-}
-
-/* `ferry retarget ID --to PEER`: the reply names both peers. */
-static int cmd_retarget(const char *sock, const struct cli_cmd *cmd, int argc,
-			char **argv, bool json)
-{
-	struct proto_ctl_req r;
-	msgpack_unpacked reply;
-	void *raw = NULL;
-	int ret;
-
-	ret = cli_retarget_parse(argc, argv, cmd, &r, &json);
-	if (!ret)
-		ret = call(sock, &r, &reply, &raw);
-	if (ret)
-		return ret;
-	if (json) {
-		cli_json_write(stdout, &reply.data);
-		putchar('\n');
-	} else {
-		cli_print_retarget(stdout, &reply.data);
-	}
-	msgpack_unpacked_destroy(&reply);
-	free(raw);
-	return CLI_EXIT_OK;
-}
-
 /* Print a reply of cmd. */
 static void print_reply(const char *cmd, const msgpack_object *o, bool json)
 {
@@ -231,9 +179,53 @@ static void print_reply(const char *cmd, const msgpack_object *o, bool json)
 		cli_print_vms(stdout, o);
 	} else if (!strcmp(cmd, "migrations")) {
 		cli_print_migrations(stdout, o);
+	} else if (!strcmp(cmd, "holders")) {
+		cli_print_holders(stdout, o);
+	} else if (!strcmp(cmd, "release")) {
+		cli_print_release(stdout, o);
+	} else if (!strcmp(cmd, "retarget")) {
+		cli_print_retarget(stdout, o);
 	} else {
 		cli_print_report(stdout, o);
 	}
+}
+
+/* Send r (parsed already: parse, 0 or an exit code), print the reply. */
+static int ask(const char *sock, const char *cmd, int parse,
+	       struct proto_ctl_req *r, bool json)
+{
+	msgpack_unpacked reply;
+	void *raw = NULL;
+	int ret = parse;
+
+	if (!ret)
+		ret = call(sock, r, &reply, &raw);
+	if (ret)
+		return ret;
+	print_reply(cmd, &reply.data, json);
+	msgpack_unpacked_destroy(&reply);
+	free(raw);
+	return CLI_EXIT_OK;
+}
+
+/* `ferry holders VM`, `ferry release VM`: about one VM, not a migration. */
+static int cmd_vm(const char *sock, const struct cli_cmd *cmd, int argc,
+		  char **argv, bool json)
+{
+	struct proto_ctl_req r = { .cmd = ctl_cmd(cmd->name) };
+	int ret = cli_vm_parse(argc, argv, cmd, &r, &json);
+
+	return ask(sock, cmd->name, ret, &r, json);
+}
+
+/* `ferry retarget ID --to PEER`: the reply names both peers. */
+static int cmd_retarget(const char *sock, const struct cli_cmd *cmd, int argc,
+			char **argv, bool json)
+{
+	struct proto_ctl_req r;
+	int ret = cli_retarget_parse(argc, argv, cmd, &r, &json);
+
+	return ask(sock, cmd->name, ret, &r, json);
 }
 
 /* status, peers, vms, migrations; migration, cancel, migrate-postcopy,
