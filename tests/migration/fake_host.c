@@ -43,17 +43,43 @@ static struct fake_host *of(void *host)
 	return host;
 }
 
+/* As the wire would: encoded (an invalid message fails), decoded back. */
 static int fake_send(void *host, struct mig_peer *p, const struct proto_msg *m)
 {
 	struct fake_host *h = of(host);
+	struct proto_msg *copy;
+	size_t len;
+	void *buf;
+	int ret;
 
 	if (h->send_ret)
 		return h->send_ret;
+	ret = proto_encode(m, &buf, &len);
+	if (ret)
+		return ret;
+	ret = proto_decode(buf, len, &copy, NULL, 0);
+	free(buf);
+	assert_int_equal(ret, 0);
 	if (h->nsent < FAKE_SENT) {
 		h->sent_to[h->nsent] = p;
-		h->sent[h->nsent++] = *m;
+		h->sent[h->nsent++] = *copy;
+		free(copy); /* its arrays are h->sent's now */
+	} else {
+		proto_msg_free(copy);
 	}
 	return 0;
+}
+
+void fake_host_forget_sent(struct fake_host *h)
+{
+	for (size_t i = 0; i < h->nsent; i++) {
+		struct proto_msg *m = malloc(sizeof(*m));
+
+		assert_non_null(m);
+		*m = h->sent[i];
+		proto_msg_free(m);
+	}
+	h->nsent = 0;
 }
 
 static enum mig_peer_state fake_state(void *host, const struct mig_peer *p,
@@ -217,6 +243,7 @@ void fake_host_free(struct fake_host *h)
 	char cmd[128];
 
 	mig_close(&h->env);
+	fake_host_forget_sent(h);
 	for (int i = 0; i < FAKE_VMS; i++)
 		if (h->vms[i].used)
 			fake_vm_forget(h, &h->vms[i]);

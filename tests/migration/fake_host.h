@@ -21,7 +21,7 @@ struct fake_host {
 	struct mig_peer peers[FAKE_PEERS];
 	enum mig_peer_state state[FAKE_PEERS];
 	size_t npeers;
-	/* shallow copies: their arrays are the engine's, not to be read */
+	/* decoded copies of what went out, arrays included: the host's */
 	struct proto_msg sent[FAKE_SENT];
 	struct mig_peer *sent_to[FAKE_SENT];
 	size_t nsent;
@@ -41,6 +41,8 @@ uint64_t fake_clock_reads(void);
 
 /* A host with peers named by the NULL-terminated names, all reachable. */
 struct fake_host *fake_host_new(const char *const *names);
+/* Free what was sent so far and start counting again. */
+void fake_host_forget_sent(struct fake_host *h);
 /*
  * Close the engine's migrations and records, the clients left in the VM
  * registry (through env.vm_ops, if set), remove the directory.

@@ -151,6 +151,7 @@ static uint8_t pattern(uint64_t p)
 static void rig_open(struct rig *r)
 {
 	struct proto_msg *m = msg_new(PROTO_MIGRATE_PREPARE);
+	struct fab_addr a;
 
 	memset(r, 0, sizeof(*r));
 	r->end = fy_now_ns() + 10000 * MS;
@@ -162,6 +163,9 @@ static void rig_open(struct rig *r)
 	assert_non_null(r->fab);
 	r->h->env.fab = r->fab;
 	r->h->env.vm_ops = &fake_vm_ops;
+	fab_domain_addr(r->fab, &a);
+	r->h->env.fab_addr_len = a.len;
+	memcpy(r->h->env.fab_addr_raw, a.bytes, a.len);
 
 	r->src = mmap(NULL, PAGES * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
