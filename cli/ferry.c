@@ -253,6 +253,19 @@ static int cmd_simple(const char *sock, const char *cmd, const char *arg,
 	return CLI_EXIT_OK;
 }
 
+/* Command cmd, its arguments argv[1 .. argc - 1], on ferryd at sock. */
+static int run(const char *sock, const struct cli_cmd *cmd, int argc,
+	       char **argv, bool json)
+{
+	if (!strcmp(cmd->name, "migrate"))
+		return cmd_migrate(sock, cmd, argc, argv, json);
+	if (!strcmp(cmd->name, "retarget"))
+		return cmd_retarget(sock, cmd, argc, argv, json);
+	if (!strcmp(cmd->name, "holders") || !strcmp(cmd->name, "release"))
+		return cmd_vm(sock, cmd, argc, argv, json);
+	return cmd_simple(sock, cmd->name, argc > 1 ? argv[1] : NULL, json);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -343,17 +356,7 @@ int main(int argc, char **argv)
 		}
 		sock = nd_config_control(cfg);
 	}
-	if (!strcmp(cmd->name, "migrate"))
-		ret = cmd_migrate(sock, cmd, argc - optind, argv + optind,
-				  json);
-	else if (!strcmp(cmd->name, "retarget"))
-		ret = cmd_retarget(sock, cmd, argc - optind, argv + optind,
-				   json);
-	else if (!strcmp(cmd->name, "holders") || !strcmp(cmd->name, "release"))
-		ret = cmd_vm(sock, cmd, argc - optind, argv + optind, json);
-	else
-		ret = cmd_simple(sock, cmd->name,
-				 nargs ? argv[optind + 1] : NULL, json);
+	ret = run(sock, cmd, argc - optind, argv + optind, json);
 	free(cfg);
 	if (fflush(stdout))
 		ret = CLI_EXIT_FAIL;

@@ -283,26 +283,6 @@ enum proto_dir {
 /* The migration m is about (0: none) and whom it is for, from the table. */
 enum proto_dir proto_msg_mig(const struct proto_msg *m, uint64_t *mig);
 
-/* Modes, auto-converge policies: words in PREPARE, requests, conf, records. */
-enum proto_mode {
-	PROTO_MODE_PRECOPY,
-	PROTO_MODE_POSTCOPY,
-	PROTO_MODE_HYBRID,
-};
-
-enum proto_converge {
-	PROTO_CONVERGE_DOWNTIME,
-	PROTO_CONVERGE_THROTTLE,
-	PROTO_CONVERGE_NONE,
-};
-
-/* The enum of word s ("off" is "none"), or -EINVAL. */
-int proto_mode_parse(const char *s);
-int proto_converge_parse(const char *s);
-/* The word of a value; "?" out of range. */
-const char *proto_mode_name(enum proto_mode m);
-const char *proto_converge_name(enum proto_converge c);
-
 /* The control socket: its requests and the helpers of its replies. */
 #include "protocol/protocol_ctl.h"
 

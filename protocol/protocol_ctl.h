@@ -12,6 +12,29 @@
 #endif
 
 /*
+ * Modes, auto-converge policies: words in MIGRATE_PREPARE, requests, the
+ * configuration, records.
+ */
+enum proto_mode {
+	PROTO_MODE_PRECOPY,
+	PROTO_MODE_POSTCOPY,
+	PROTO_MODE_HYBRID,
+};
+
+enum proto_converge {
+	PROTO_CONVERGE_DOWNTIME,
+	PROTO_CONVERGE_THROTTLE,
+	PROTO_CONVERGE_NONE,
+};
+
+/* The enum of word s ("off" is "none"), or -EINVAL. */
+int proto_mode_parse(const char *s);
+int proto_converge_parse(const char *s);
+/* The word of a value; "?" out of range. */
+const char *proto_mode_name(enum proto_mode m);
+const char *proto_converge_name(enum proto_converge c);
+
+/*
  * Requests of the `ferry` CLI on ferryd's control socket (proto_ctl.c;
  * docs/operations.md, "The control socket"): one msgpack map, "cmd" and
  * the fields that command takes. Decoded as strictly as peer messages,
