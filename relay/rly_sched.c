@@ -4,9 +4,10 @@
  * by bandwidth, the next read of a holder's share, work stealing at the
  * tail, the holder for a given run.
  *
- *   plan    the up holders split the page space into one share each, in
- *           proportion to their bandwidth over the pages needed now (one
- *           holder: one share, the whole space, its cursor kept)
+ *   plan    each up relay's share is a range where its copy serves, as
+ *           many needed pages as its part of the bandwidth asks (fewer if
+ *           it holds fewer); the rest is the source's (one holder: one
+ *           share, the whole space, its cursor kept)
  *   next    the holder that would finish a read first (reads in flight
  *           over bandwidth) takes the next needed run of its share, from
  *           its cursor, wrapping; if its copy of that page is stale, the
@@ -20,12 +21,64 @@
 #include "common/bitmap.h"
 #include "relay/rly_int.h"
 
+/*
+ * From page p on, the end of the range that holds n needed pages relay
+ * hi serves, and the first of them in *first (r->pages: none); the pages
+ * it serves there into *got.
+ */
+static uint64_t serve_span(const struct rly *r, unsigned hi, uint64_t p,
+			   uint64_t n, uint64_t *first, uint64_t *got)
+{
+	uint64_t end = p;
+
+	*first = r->pages;
+	*got = 0;
+	while (*got < n && p < r->pages) {
+		uint64_t e, s;
+
+		p = fy_bitmap_next_set(r->need, r->pages, p);
+		if (p >= r->pages)
+			break;
+		e = fy_bitmap_next_clear(r->need, r->pages, p);
+		/* the part of needed run [p, e) it serves, stretch by stretch */
+		while (p < e && *got < n) {
+			s = rly_serve_end(r, hi, p, e);
+			if (s > p) {
+				if (*first == r->pages)
+					*first = p;
+				if (s - p > n - *got)
+					s = p + (n - *got);
+				*got += s - p;
+				end = s;
+				p = s;
+			} else {
+				p++;
+			}
+		}
+		if (p < e)
+			p = e;
+	}
+	return end;
+}
+
+static void add_seg(struct rly *r, uint64_t lo, uint64_t hi, unsigned owner)
+{
+	if (hi > lo && r->nseg < RLY_SEGS_MAX)
+		r->seg[r->nseg++] = (struct rly_seg){ lo, hi, lo, owner };
+}
+
+/*
+ * Each up relay's share lies where its copy serves: from the first needed
+ * page it serves, as many as its part of the bandwidth asks (fewer if it
+ * holds fewer); what no relay's share covers is the source's (with the
+ * source down, the first up holder's).
+ */
 static void plan(struct rly *r, bool rewind)
 {
-	unsigned up[RLY_HOLDERS_MAX], nup = 0,
-				      words = FY_BITMAP_WORDS(r->pages);
-	double w[RLY_HOLDERS_MAX], wsum = 0, acc = 0;
-	uint64_t total, cum = 0, lo = 0, word = 0;
+	unsigned up[RLY_HOLDERS_MAX], nup = 0, rest;
+	double w[RLY_HOLDERS_MAX], wsum = 0;
+	uint64_t total, lo = 0, gaps[RLY_HOLDERS_MAX][2];
+	unsigned ngaps = 0;
 
 	r->replan = false;
 	for (unsigned i = 0; i < r->nh; i++)
@@ -45,30 +98,25 @@ static void plan(struct rly *r, bool rewind)
 		return;
 	}
 	total = fy_bitmap_count(r->need, r->pages);
+	rest = rly_up(r, RLY_SOURCE) ? RLY_SOURCE : up[0];
 	r->nseg = 0;
 	for (unsigned k = 0; k < nup; k++) {
-		uint64_t hi;
+		uint64_t want = (uint64_t)((double)total * w[k] / wsum);
+		uint64_t first, got, end;
 
-		acc += w[k];
-		if (k == nup - 1) {
-			hi = r->pages;
-		} else if (total) {
-			/* shares of the pages needed, at word boundaries */
-			while (word < words &&
-			       (double)cum < (double)total * acc / wsum)
-				cum += __builtin_popcountll(r->need[word++]);
-			hi = word * 64 < r->pages ? word * 64 : r->pages;
-		} else {
-			hi = (uint64_t)((double)r->pages * acc / wsum);
-			if (hi > r->pages)
-				hi = r->pages;
-		}
-		if (hi > lo) {
-			r->seg[r->nseg++] =
-				(struct rly_seg){ lo, hi, lo, up[k] };
-			lo = hi;
-		}
+		if (up[k] == rest || !want)
+			continue;
+		end = serve_span(r, up[k], lo, want, &first, &got);
+		if (!got)
+			continue;
+		gaps[ngaps][0] = lo;
+		gaps[ngaps++][1] = first;
+		add_seg(r, first, end, up[k]);
+		lo = end;
 	}
+	for (unsigned g = 0; g < ngaps; g++)
+		add_seg(r, gaps[g][0], gaps[g][1], rest);
+	add_seg(r, lo, r->pages, rest);
 }
 
 void rly_rewind(struct rly *r)

@@ -251,6 +251,38 @@ static void test_tail_stealing(void **state)
 	sim_fini(&s);
 }
 
+/*
+ * A relay holding the first 60 % (a retarget's old destination), as fast
+ * as the source: the shares follow what each holds, so the relay reads
+ * about half of all pages and both end together (the shares of the page
+ * space alone gave it a quarter: its half held nothing).
+ */
+static void test_partial_relay(void **state)
+{
+	struct rly_vrun v = { 0, 0, 1 };
+	struct sim s;
+	unsigned relay;
+	uint64_t done;
+
+	(void)state;
+	sim_init(&s, 16384);
+	v.len = s.pages * 6 / 10;
+	assert_int_equal(rly_holder_add(s.r, 7, &v, 1, &relay), 0);
+	assert_int_equal(rly_want(s.r, 0, s.pages, 1), 0);
+	s.ns_per_page[RLY_SOURCE] = 1000;
+	s.ns_per_page[relay] = 1000;
+	sim_run(&s, 16, 64);
+	done = done_of(&s, relay);
+	print_message("relay %lu of %lu pages, ends at %lu and %lu us\n",
+		      (unsigned long)done, (unsigned long)s.pages,
+		      (unsigned long)(s.last[relay] / 1000),
+		      (unsigned long)(s.last[RLY_SOURCE] / 1000));
+	assert_true(done > s.pages * 4 / 10 && done <= v.len);
+	/* both done within a few reads of each other: about half the time */
+	assert_true(s.last[RLY_SOURCE] < s.pages * 1000 * 6 / 10);
+	sim_fini(&s);
+}
+
 /* The relay's copy: [0, 2048) gen 1, [2048, 4096) gen 5, [6144, 8192) gen 2 */
 static bool stale_ok(unsigned h, uint64_t p)
 {
@@ -415,6 +447,7 @@ int main(void)
 		cmocka_unit_test(test_one_holder_order),
 		cmocka_unit_test(test_bandwidth_split),
 		cmocka_unit_test(test_tail_stealing),
+		cmocka_unit_test(test_partial_relay),
 		cmocka_unit_test(test_stale_holder),
 		cmocka_unit_test(test_failed_holder),
 		cmocka_unit_test(test_bad_inputs),
