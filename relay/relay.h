@@ -11,8 +11,9 @@
  * next, and from which holder (a peer with a copy of the VM's RAM: the
  * source, later relays). For each run the candidates are the holders whose
  * copy is current (generation >= the one the destination needs; the source
- * always is). The page space is split into shares, one per holder, sized
- * by each holder's measured bandwidth; a holder that runs out takes the
+ * always is). The pages needed are split into shares, one per holder,
+ * sized by each holder's measured bandwidth, a relay's where its copy
+ * serves (the rest is the source's); a holder that runs out takes the
  * tail of the slowest holder's share (work stealing); a failed holder is
  * marked down and its runs go back to the others; the source is the
  * fallback and only the engine marks it down.
