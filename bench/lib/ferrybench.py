@@ -80,6 +80,22 @@ def loadavg():
         return float(f.read().split()[0])
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of process pid, all its threads."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times():
+    """(busy, total) jiffies of all CPUs since boot (/proc/stat); the
+    busy share of a span is the difference of two readings."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
 def mem_available():
     with open("/proc/meminfo") as f:
         for line in f:
@@ -361,6 +377,125 @@ class Link:
         self.made, self.ino = [], []
 
 
+def htb(ns, dev, rate_bps):
+    """An htb class of rate = ceil = rate_bps on dev's egress in ns
+    (quantum 60000, as netns.c); rate_bps 0: nothing."""
+    if not rate_bps:
+        return
+    run_tool("tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "handle",
+             "1:", "htb", "default", "1")
+    run_tool("tc", "-n", ns, "class", "add", "dev", dev, "parent", "1:",
+             "classid", "1:1", "htb", "rate", "%dbit" % rate_bps, "ceil",
+             "%dbit" % rate_bps, "quantum", "60000")
+
+
+class Hub:
+    """n hosts (network namespaces) joined by veth links to a bridge in a
+    hub namespace: tests/integration/netns.c's layout, K = 1 + pid % 254:
+
+      ferryb-PID-h0: eth0 10.222.K.1 <-veth-> p0 -+- br0 (ferryb-PID-hub)
+      ferryb-PID-h1: eth0 10.222.K.2 <-veth-> p1 -+
+      ...
+
+    Each host's egress (its eth0, host to hub) is shaped with htb to
+    out_bps, its ingress (the hub's pI, hub to host) to in_bps (0: not
+    shaped). Needs root; close() as Link's.
+    """
+
+    def __init__(self, n, out_bps, in_bps):
+        if os.geteuid():
+            raise BenchError("shaped links need root (network namespaces, "
+                             "veth, tc)")
+        for tool in ("ip", "tc"):
+            if not shutil.which(tool):
+                raise BenchError("%s not found (apt-get install iproute2)" %
+                                 tool)
+        remove_stale_netns()
+        self.out_bps, self.in_bps = out_bps, in_bps
+        k = 1 + os.getpid() % 254
+        pre = "%s%d-" % (NS_PREFIX, os.getpid())
+        self.hub = pre + "hub"
+        self.ns = ["%sh%d" % (pre, i) for i in range(n)]
+        self.addrs = ["10.222.%d.%d" % (k, i + 1) for i in range(n)]
+        self.made, self.ino = [], []
+        try:
+            for ns in [self.hub] + self.ns:
+                run_tool("ip", "netns", "add", ns)
+                self.made.append(ns)
+                self.ino.append(os.stat(os.path.join(NETNS_DIR, ns)).st_ino)
+                run_tool("ip", "-n", ns, "link", "set", "lo", "up")
+            run_tool("ip", "-n", self.hub, "link", "add", "br0", "type",
+                     "bridge", "stp_state", "0", "forward_delay", "0")
+            run_tool("ip", "-n", self.hub, "link", "set", "br0", "up")
+            for i, (ns, addr) in enumerate(zip(self.ns, self.addrs)):
+                port = "p%d" % i
+                # born in the hub, its far end goes straight into the host
+                run_tool("ip", "-n", self.hub, "link", "add", port, "type",
+                         "veth", "peer", "name", "eth0", "netns", ns)
+                run_tool("ip", "-n", self.hub, "link", "set", port,
+                         "master", "br0", "up")
+                run_tool("ip", "-n", ns, "addr", "add", addr + "/24", "dev",
+                         "eth0")
+                run_tool("ip", "-n", ns, "link", "set", "eth0", "up")
+                htb(ns, "eth0", out_bps)
+                htb(self.hub, port, in_bps)
+        except BaseException:
+            self.close()
+            raise
+        log("%d hosts %s..%s on a bridge; each host's link: htb %s bit/s "
+            "out, %s in" %
+            (n, self.addrs[0], self.addrs[-1], format(out_bps, ","),
+             "%s bit/s" % format(in_bps, ",") if in_bps else "not shaped"))
+
+    def exec_argv(self, i):
+        """The prefix that runs a command in host i."""
+        return ["ip", "netns", "exec", self.ns[i]]
+
+    def measure(self, pairs, seconds=2.0):
+        """Bytes/s of one TCP stream per (from, to) pair of host indices,
+        all at once: a list in the order of pairs."""
+        rxs = []
+        try:
+            for n, (_, j) in enumerate(pairs):
+                rx = subprocess.Popen(
+                    self.exec_argv(j) + [sys.executable, "-c", _RECEIVER,
+                                         self.addrs[j],
+                                         str(LINK_PORT + 1 + n)],
+                    stdout=subprocess.PIPE, preexec_fn=die_with_parent)
+                rxs.append(rx)
+                rx.stdout.readline()
+            txs = [subprocess.Popen(
+                self.exec_argv(i) + [sys.executable, "-c", _SENDER,
+                                     self.addrs[j], str(LINK_PORT + 1 + n),
+                                     str(seconds)],
+                preexec_fn=die_with_parent)
+                for n, (i, j) in enumerate(pairs)]
+            for tx in txs:
+                if tx.wait(timeout=seconds + 30):
+                    raise BenchError("a sender failed")
+            res = []
+            for rx in rxs:
+                n, dt = rx.communicate(timeout=30)[0].split()
+                res.append(int(n) / float(dt))
+            return res
+        except (subprocess.SubprocessError, ValueError) as e:
+            raise BenchError("cannot send between the hosts: %s" % e)
+        finally:
+            for rx in rxs:
+                if rx.poll() is None:
+                    rx.kill()
+                    rx.wait()
+
+    def close(self):
+        for ino in self.ino:
+            kill_in_netns(ino)
+        for ns in self.made:
+            subprocess.run(["ip", "netns", "del", ns],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        self.made, self.ino = [], []
+
+
 def ensure_build(build, rebuild, extra=()):
     """ferryd, ferry and ferry-vm of BUILD (relative to the tree, or
     absolute), and the paths of the extra targets asked for.
@@ -486,62 +621,74 @@ class Peers:
         With a Link, src runs in its first namespace and dst in its second,
         each listening (and its fabric bound) on its veth address.
         """
-        if link:
-            addrs = dict(zip((src, dst), link.addrs))
-            ports = [LINK_PORT, LINK_PORT]
+        self.start_nodes(provider, (src, dst), link)
+
+    def start_nodes(self, provider, nodes, net=None):
+        """ferryd for each of nodes, every one a peer of every other with
+        [fabric] provider; returns once each sees all others reachable.
+
+        With net (a Link or a Hub), node i runs in its namespace i,
+        listening (and its fabric bound) on its address; else all on
+        loopback.
+        """
+        if net:
+            addrs = dict(zip(nodes, net.addrs))
+            ports = dict((n, LINK_PORT) for n in nodes)
         else:
-            addrs = {src: "127.0.0.1", dst: "127.0.0.1"}
-            ports = free_ports(2)
+            addrs = dict((n, "127.0.0.1") for n in nodes)
+            ports = dict(zip(nodes, free_ports(len(nodes))))
         keys = {}
-        for node, port in zip((src, dst), ports):
+        for node in nodes:
             os.mkdir(os.path.join(self.tmp, node), 0o700)
             with open(self.conf(node), "w") as f:
                 f.write("[node]\nname = %s\nlisten = tcp://%s:%d\n"
                         "state_dir = %s/%s/state\ncontrol = %s/%s/run/"
                         "ferryd.sock\nferry_vm = %s\n\n[fabric]\n"
                         "provider = %s\naddress = %s\n" %
-                        (node, addrs[node], port, self.tmp, node, self.tmp,
-                         node, self.ferry_vm, provider, addrs[node]))
+                        (node, addrs[node], ports[node], self.tmp, node,
+                         self.tmp, node, self.ferry_vm, provider,
+                         addrs[node]))
             keys[node] = subprocess.run(
                 [self.ferryd, "--config", self.conf(node), "--genkey"],
                 check=True, stdout=subprocess.PIPE).stdout.decode().strip()
-        for node, port in zip((src, dst), ports):
-            other = dst if node == src else src
-            oport = ports[1] if node == src else ports[0]
+        for node in nodes:
             with open(self.conf(node), "a") as f:
-                # the bench's peers are this machine: user VMs are fine
-                f.write("\n[peer %s]\naddress = tcp://%s:%d\n"
-                        "public_key = %s\naccept_user_vms = true\n" %
-                        (other, addrs[other], oport, keys[other]))
-        for i, node in enumerate((src, dst)):
+                for other in (o for o in nodes if o != node):
+                    # the bench's peers are this machine: user VMs are fine
+                    f.write("\n[peer %s]\naddress = tcp://%s:%d\n"
+                            "public_key = %s\naccept_user_vms = true\n" %
+                            (other, addrs[other], ports[other],
+                             keys[other]))
+        for i, node in enumerate(nodes):
             log_f = open(os.path.join(self.tmp, node + ".log"), "w")
             self.daemons[node] = subprocess.Popen(
-                (link.exec_argv(i) if link else []) +
+                (net.exec_argv(i) if net else []) +
                 [self.ferryd, "--config", self.conf(node)], stderr=log_f,
                 stdout=subprocess.DEVNULL, preexec_fn=die_with_parent)
             log_f.close()
         deadline = time.monotonic() + 20
+        want = ('"state":"reachable"').encode()
         while True:
             ok = 0
-            for node in (src, dst):
+            for node in nodes:
                 r = self.ferry_cmd(node, "peers", check=False)
                 if r.returncode == 0 and \
-                        b'"state":"reachable"' in r.stdout:
+                        r.stdout.count(want) == len(nodes) - 1:
                     ok += 1
-            if ok == 2:
+            if ok == len(nodes):
                 break
-            for node in (src, dst):
+            for node in nodes:
                 p = self.daemons[node]
                 if p.poll() is not None:
                     raise BenchError("ferryd %s exited (%d), see %s.log" %
                                      (node, p.returncode, node))
             if time.monotonic() > deadline:
-                raise BenchError("ferryd %s and %s never saw each other" %
-                                 (src, dst))
+                raise BenchError("ferryd %s never all saw each other" %
+                                 ", ".join(nodes))
             time.sleep(0.2)
-        log("%s: ferryd %s (pid %d) and %s (pid %d) see each other" %
-            (provider, src, self.daemons[src].pid, dst,
-             self.daemons[dst].pid))
+        log("%s: ferryd %s see each other" %
+            (provider, ", ".join("%s (pid %d)" % (n, self.daemons[n].pid)
+                                 for n in nodes)))
 
     # ----------------------------------------------------------- a source VM
 
