@@ -643,11 +643,13 @@ class Peers:
             with open(self.conf(node), "w") as f:
                 f.write("[node]\nname = %s\nlisten = tcp://%s:%d\n"
                         "state_dir = %s/%s/state\ncontrol = %s/%s/run/"
-                        "ferryd.sock\nferry_vm = %s\n\n[fabric]\n"
+                        "ferryd.sock\nferry_vm = %s\n%s\n[fabric]\n"
                         "provider = %s\naddress = %s\n" %
                         (node, addrs[node], ports[node], self.tmp, node,
-                         self.tmp, node, self.ferry_vm, provider,
-                         addrs[node]))
+                         self.tmp, node, self.ferry_vm,
+                         # lines a bench adds to a node's [node] section
+                         getattr(self, "node_conf", {}).get(node, ""),
+                         provider, addrs[node]))
             keys[node] = subprocess.run(
                 [self.ferryd, "--config", self.conf(node), "--genkey"],
                 check=True, stdout=subprocess.PIPE).stdout.decode().strip()
