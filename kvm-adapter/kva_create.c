@@ -138,12 +138,13 @@ err_destroy:
 	return ret;
 }
 
-int kva_vm_create_incoming(const struct kva_config *cfg, struct kva_vm **out)
+int kva_vm_create_incoming(const struct kva_config *cfg, int memfd,
+			   struct kva_vm **out)
 {
 	struct kva_vm *vm;
 	int ret;
 
-	ret = kva_vm_open(cfg->mem_size, cfg->nr_vcpus, -1, cfg->accel, &vm);
+	ret = kva_vm_open(cfg->mem_size, cfg->nr_vcpus, memfd, cfg->accel, &vm);
 	if (ret)
 		return ret;
 	vm->cfg = *cfg;

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,11 @@ static void usage(FILE *f)
 		"(RESUME);\n"
 		"                      --mem and --vcpus must match the "
 		"source\n"
+		"  --ram-fd FD         with --incoming: guest RAM is this "
+		"open memfd of\n"
+		"                      --mem bytes (a copy ferryd kept of this "
+		"VM), not a\n"
+		"                      new one\n"
 		"  --adapter SOCKET    listen on this unix socket for ferryd "
 		"(adapter\n"
 		"                      protocol); the VM then runs until EXIT, "
@@ -133,6 +139,7 @@ enum {
 	OPT_SNAPSHOT,
 	OPT_RESTORE,
 	OPT_INCOMING,
+	OPT_RAM_FD,
 	OPT_ADAPTER,
 	OPT_LOG,
 	OPT_ACCEL,
@@ -156,6 +163,7 @@ static const struct option opts[] = {
 	{ "snapshot", required_argument, NULL, OPT_SNAPSHOT },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "incoming", no_argument, NULL, OPT_INCOMING },
+	{ "ram-fd", required_argument, NULL, OPT_RAM_FD },
 	{ "adapter", required_argument, NULL, OPT_ADAPTER },
 	{ "log-level", required_argument, NULL, OPT_LOG },
 	{ "accel", required_argument, NULL, OPT_ACCEL },
@@ -192,6 +200,7 @@ struct run_opts {
 	const char *restore;
 	const char *adapter;
 	bool incoming;
+	int ram_fd; /* --ram-fd, or -1 */
 };
 
 /* The guest's options; -ENOENT: c is not one of them. */
@@ -273,6 +282,19 @@ static int parse_args(int argc, char **argv, struct kva_config *cfg,
 		case OPT_INCOMING:
 			ro->incoming = true;
 			break;
+		case OPT_RAM_FD: {
+			uint64_t fd;
+
+			ret = parse_num("--ram-fd", optarg, &fd);
+			if (!ret && (fd < 3 || fd > INT_MAX)) {
+				pr_err("--ram-fd: %s is not a file descriptor "
+				       "we were given",
+				       optarg);
+				ret = -EINVAL;
+			}
+			ro->ram_fd = (int)fd;
+			break;
+		}
 		case OPT_ADAPTER:
 			ro->adapter = optarg;
 			break;
@@ -302,6 +324,10 @@ static int parse_args(int argc, char **argv, struct kva_config *cfg,
 	if (!ret && ro->incoming && (!ro->adapter || ro->restore)) {
 		pr_err("--incoming needs --adapter (ferryd feeds the VM) and "
 		       "excludes --restore");
+		ret = -EINVAL;
+	}
+	if (!ret && ro->ram_fd >= 0 && !ro->incoming) {
+		pr_err("--ram-fd needs --incoming");
 		ret = -EINVAL;
 	}
 	return ret;
@@ -359,7 +385,7 @@ static int run(struct kva_vm *vm, struct kva_server *srv,
 
 int main(int argc, char **argv)
 {
-	struct run_opts ro = { .report = 1 };
+	struct run_opts ro = { .report = 1, .ram_fd = -1 };
 	struct kva_server *srv = NULL;
 	struct kva_config cfg;
 	struct kva_vm *vm;
@@ -376,7 +402,7 @@ int main(int argc, char **argv)
 	if (ro.restore)
 		ret = kva_vm_restore(ro.restore, cfg.accel, &vm);
 	else if (ro.incoming)
-		ret = kva_vm_create_incoming(&cfg, &vm);
+		ret = kva_vm_create_incoming(&cfg, ro.ram_fd, &vm);
 	else
 		ret = kva_vm_create(&cfg, &vm);
 	if (ret)

@@ -130,8 +130,10 @@ int kva_vm_open(uint64_t mem_size, unsigned int nr_vcpus, int memfd,
 				  (unsigned long long)mem_size);
 			goto err_destroy;
 		}
-	} else if (fstat(vm->memfd, &st) || (uint64_t)st.st_size != mem_size) {
-		pr_err("adopted memfd is not %llu bytes",
+	} else if (fstat(vm->memfd, &st) || !S_ISREG(st.st_mode) ||
+		   (uint64_t)st.st_size != mem_size ||
+		   fcntl(vm->memfd, F_SETFD, FD_CLOEXEC)) {
+		pr_err("adopted RAM is not a memfd of %llu bytes",
 		       (unsigned long long)mem_size);
 		ret = -EINVAL;
 		goto err_destroy;

@@ -79,11 +79,15 @@ int kva_vm_create(const struct kva_config *cfg, struct kva_vm **out);
 int kva_vm_restore(const char *path, enum kva_accel accel, struct kva_vm **out);
 
 /*
- * Build an incoming VM of cfg's RAM size and vCPUs: empty RAM registered
- * with a userfaultfd, no vCPU state. ferryd fills it through the adapter
- * protocol (SET_STATE, the uffd, RESUME). 0 or -errno; *out as above.
+ * Build an incoming VM of cfg's RAM size and vCPUs: RAM registered with a
+ * userfaultfd, no vCPU state. The RAM is empty, or memfd (>= 0: a memfd
+ * of cfg->mem_size bytes, owned by the VM from the call on, even when it
+ * fails) with the pages a copy ferryd kept holds. ferryd fills it through
+ * the adapter protocol (SET_STATE, the uffd, RESUME). 0 or -errno; *out
+ * as above.
  */
-int kva_vm_create_incoming(const struct kva_config *cfg, struct kva_vm **out);
+int kva_vm_create_incoming(const struct kva_config *cfg, int memfd,
+			   struct kva_vm **out);
 
 /* Start the vCPU threads (or resume them after kva_vm_pause()). */
 int kva_vm_start(struct kva_vm *vm);

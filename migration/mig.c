@@ -340,9 +340,9 @@ void mig_vm_forget(struct mig_env *n, struct mig_vm *vm)
 }
 
 int mig_vm_spawn(struct mig_env *n, const char *name, uint64_t mem,
-		 unsigned vcpus, enum kva_accel accel, pid_t *pid)
+		 unsigned vcpus, enum kva_accel accel, int ram_fd, pid_t *pid)
 {
-	return n->ops->vm_spawn(n->host, name, mem, vcpus, accel, pid);
+	return n->ops->vm_spawn(n->host, name, mem, vcpus, accel, ram_fd, pid);
 }
 
 int mig_vm_sock_path(struct mig_env *n, const char *name, char *buf, size_t len)

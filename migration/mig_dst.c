@@ -96,7 +96,10 @@ static int setup(struct mig_dst *d)
 	int ret;
 
 	ret = mig_vm_spawn(d->n, d->vm, d->pages * FY_PAGE_SIZE, d->vcpus,
-			   d->accel, &d->pid);
+			   d->accel, d->ram_fd, &d->pid);
+	if (d->ram_fd >= 0)
+		close(d->ram_fd); /* the child's now, or gone with it */
+	d->ram_fd = -1;
 	if (ret)
 		return mig_dst_fail(d, "cannot start ferry-vm: %s",
 				    strerror(-ret));
@@ -143,9 +146,11 @@ static int setup(struct mig_dst *d)
 		return mig_dst_fail(d, "cannot register guest RAM: %s",
 				    strerror(-ret));
 	d->need = fy_bitmap_alloc(d->pages);
-	if (d->mode != PROTO_MODE_PRECOPY)
+	/* post-copy: which pages exist; adopted RAM: which are not stale */
+	if (d->mode != PROTO_MODE_PRECOPY || d->adopted)
 		d->seen = fy_bitmap_alloc(d->pages);
-	if (!d->need || (d->mode != PROTO_MODE_PRECOPY && !d->seen))
+	if (!d->need ||
+	    ((d->mode != PROTO_MODE_PRECOPY || d->adopted) && !d->seen))
 		return mig_dst_fail(d, "out of memory");
 	/* one holder today: the source, RLY_SOURCE, read through d->ep */
 	ret = rly_open(d->pages, d->need, 0, &d->rly);

@@ -102,9 +102,16 @@ struct mig_dst {
 	bool retarget;
 	bool released; /* the source released the relay (its ABORT) */
 	struct fab_mr *rmr; /* our copy, registered for the relay's readers */
-	/* our kept copy of the VM (it comes back), fixed before the start */
+	/*
+	 * Our kept copy of the VM (it comes back), fixed before the start:
+	 * adopted (pre-copy: the incoming VM runs on its memfd, ram_fd until
+	 * spawned, and a page current in it needs nothing), else kept and
+	 * local_map to copy current pages from.
+	 */
 	uint64_t lineage;
 	struct mig_kept *kept;
+	int ram_fd;
+	bool adopted;
 	const uint8_t *local_map;
 	uint64_t local_key;
 	/* what of it the source says is current, at which generation */
@@ -222,6 +229,11 @@ int mig_dst_kept_map(struct mig_dst *d, const struct proto_holder_map *h);
  * into the VM and return true (it is not needed). Thread.
  */
 bool mig_dst_local_page(struct mig_dst *d, uint64_t p, uint64_t gen);
+/*
+ * SWITCHOVER with adopted RAM: every page never announced is a hole at
+ * the source, so drop what the kept copy had there. 0, or -1 (failed).
+ */
+int mig_dst_trim(struct mig_dst *d);
 /* A HOLDER_MAP of our RAM registered as mr, with no runs; NULL: OOM. */
 struct proto_msg *mig_dst_map_msg(struct mig_dst *d, const struct fab_mr *mr);
 /*

@@ -46,14 +46,23 @@ int mig_dst_start(struct mig *m, const struct proto_migrate_prepare *p)
 	d->mode = m->o.mode;
 	d->started = m->started_unix;
 	m->lineage = d->lineage = p->lineage;
+	d->ram_fd = -1;
 	d->kept = mig_kept_take(m->n, p->lineage);
 	if (d->kept && d->kept->pages == d->pages) {
 		struct fab_rkey rk;
 
-		/* the VM comes back: the thread copies from what we kept */
+		/* the VM comes back: it runs on what we kept, or we copy */
 		fab_mr_rkey(d->kept->mr, &rk);
-		d->local_map = d->kept->map;
 		d->local_key = rk.key;
+		d->local_map = d->kept->map;
+		/* post-copy needs holes where a page is missing */
+		if (d->mode == PROTO_MODE_PRECOPY)
+			d->ram_fd = mig_kept_adopt(d->kept);
+		if (d->ram_fd >= 0) {
+			d->kept = NULL; /* dropped: the VM's RAM now */
+			d->local_map = NULL;
+			d->adopted = true;
+		}
 	}
 	d->sm = &m->sm;
 	d->in_tail = &d->in;
@@ -91,6 +100,8 @@ err_put:
 	mig_fabs_put(d->fabs);
 err_free:
 	mig_kept_put(d->kept);
+	if (d->ram_fd >= 0)
+		close(d->ram_fd);
 	free(d);
 	return ret;
 }

@@ -205,7 +205,7 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 	case PROTO_VERIFY:
 		return on_verify(d, &msg->verify);
 	case PROTO_POSTCOPY:
-		if (!d->seen ||
+		if (d->mode == PROTO_MODE_PRECOPY || !d->seen ||
 		    mig_dst_to(d, MIG_DST_PC_SWITCHOVER, "POSTCOPY"))
 			return mig_dst_fail(d, "unexpected POSTCOPY");
 		mig_dst_relays_down(d);
@@ -217,6 +217,8 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 	case PROTO_SWITCHOVER:
 		if (mig_dst_to(d, MIG_DST_SWITCHOVER, "SWITCHOVER"))
 			return mig_dst_fail(d, "unexpected SWITCHOVER");
+		if (d->adopted && mig_dst_trim(d))
+			return -1;
 		dst_info(d, "switchover: %" PRIu64 " pages still to pull",
 			 d->pending);
 		return 0;

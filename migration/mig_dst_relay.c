@@ -183,9 +183,12 @@ int mig_dst_kept_map(struct mig_dst *d, const struct proto_holder_map *h)
 		return mig_dst_fail(d, "out of memory");
 	if (!strcmp(h->node, d->n->cfg.name)) {
 		/* the VM comes back: what we kept, if it is that copy */
-		if (!d->local_map || r->key != d->local_key || d->local_cur ||
-		    d->sm->state != MIG_DST_PRECOPY) {
-			dst_info(d, "our kept copy is gone: all pulled");
+		if ((!d->local_map && !d->adopted) || r->key != d->local_key ||
+		    d->local_cur || d->sm->state != MIG_DST_PRECOPY) {
+			/* at the commit the source passes on what it knew */
+			if (d->sm->state == MIG_DST_PRECOPY)
+				dst_info(d, "our kept copy is gone: all "
+					    "pulled");
 			free(bm);
 			return 0;
 		}
@@ -215,10 +218,24 @@ bool mig_dst_local_page(struct mig_dst *d, uint64_t p, uint64_t gen)
 	    !fy_bit_test(d->local_cur, p) || fy_bit_test(d->need, p) ||
 	    mig_dst_has(d, MIG_SM_PC))
 		return false;
-	memcpy(d->map + p * FY_PAGE_SIZE, d->local_map + p * FY_PAGE_SIZE,
-	       FY_PAGE_SIZE);
+	if (!d->adopted) /* adopted: the page is in place */
+		memcpy(d->map + p * FY_PAGE_SIZE,
+		       d->local_map + p * FY_PAGE_SIZE, FY_PAGE_SIZE);
 	d->local_bytes += FY_PAGE_SIZE;
 	return true;
+}
+
+int mig_dst_trim(struct mig_dst *d)
+{
+	int fd = mig_vm_layout(d->n, d->kc)->regions[0].memfd;
+	int ret = mig_memfd_punch(fd, d->seen, d->pages, false);
+
+	if (ret)
+		return mig_dst_fail(d,
+				    "cannot drop the stale pages of the "
+				    "adopted copy: %s",
+				    strerror(-ret));
+	return 0;
 }
 
 struct proto_msg *mig_dst_map_msg(struct mig_dst *d, const struct fab_mr *mr)
@@ -259,8 +276,10 @@ static struct proto_msg *relay_map(struct mig_dst *d)
 
 	if (!h || !held)
 		goto fail;
+	/* adopted RAM: a page never announced may be stale */
 	for (uint64_t p = 0; p < d->pages; p++)
-		if (!fy_bit_test(d->need, p))
+		if (!fy_bit_test(d->need, p) &&
+		    (!d->adopted || fy_bit_test(d->seen, p)))
 			fy_bit_set(held, p);
 	if (fy_runs_from_bitmap(held, d->pages, &runs, &nr))
 		goto fail;

@@ -224,7 +224,7 @@ struct mig_vm *mig_vm_add(struct mig_env *n, const char *name);
 void mig_vm_forget(struct mig_env *n, struct mig_vm *vm);
 /* These three from any thread. */
 int mig_vm_spawn(struct mig_env *n, const char *name, uint64_t mem,
-		 unsigned vcpus, enum kva_accel accel, pid_t *pid);
+		 unsigned vcpus, enum kva_accel accel, int ram_fd, pid_t *pid);
 int mig_vm_sock_path(struct mig_env *n, const char *name, char *buf,
 		     size_t len);
 int mig_vm_unlink_sock(struct mig_env *n, const char *name);
@@ -237,6 +237,11 @@ int mig_vm_unlink_sock(struct mig_env *n, const char *name);
  */
 int mig_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs,
 			size_t *nr);
+/*
+ * Punch the pages whose bit in bm is set (set) or clear out of memfd fd
+ * of `pages` pages: they read as zeros and fault again. 0 or -errno.
+ */
+int mig_memfd_punch(int fd, const uint64_t *bm, uint64_t pages, bool set);
 
 /*
  * Checksums (fy_page_csum) of pages [start, start + n) of the mapping

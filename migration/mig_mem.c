@@ -6,6 +6,8 @@
  * control thread.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -111,6 +113,24 @@ err:
 	pr_perror("lseek on a memfd");
 	free(r);
 	return -errno;
+}
+
+int mig_memfd_punch(int fd, const uint64_t *bm, uint64_t pages, bool set)
+{
+	uint64_t p = 0, e;
+
+	for (;;) {
+		p = set ? fy_bitmap_next_set(bm, pages, p)
+			: fy_bitmap_next_clear(bm, pages, p);
+		if (p >= pages)
+			return 0;
+		e = set ? fy_bitmap_next_clear(bm, pages, p)
+			: fy_bitmap_next_set(bm, pages, p);
+		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      p * FY_PAGE_SIZE, (e - p) * FY_PAGE_SIZE))
+			return -errno;
+		p = e;
+	}
 }
 
 int mig_memfd_csums(int fd, const uint8_t *base, uint64_t pages, uint64_t start,

@@ -21,9 +21,7 @@
  *         freed; the VM runs on.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,23 +45,6 @@ static uint64_t *bitmap_dup(const uint64_t *bm, uint64_t bits)
 	if (c)
 		memcpy(c, bm, (bits + 63) / 64 * 8);
 	return c;
-}
-
-/* Drop the pages of bm (runs) from memfd fd: they fault again. */
-static int punch(int fd, const uint64_t *bm, uint64_t pages)
-{
-	uint64_t p = 0, e;
-
-	for (;;) {
-		p = fy_bitmap_next_set(bm, pages, p);
-		if (p >= pages)
-			return 0;
-		e = fy_bitmap_next_clear(bm, pages, p);
-		if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			      p * FY_PAGE_SIZE, (e - p) * FY_PAGE_SIZE))
-			return -errno;
-		p = e;
-	}
 }
 
 /* A read that makes an endpoint's connection (warm_up()). */
@@ -157,7 +138,7 @@ static int punch_needed(struct mig_dst *d, const struct kva_layout *l)
 
 	pc_pop_stop(d->pop);
 	d->pop = NULL;
-	ret = punch(l->regions[0].memfd, d->need, d->pages);
+	ret = mig_memfd_punch(l->regions[0].memfd, d->need, d->pages, true);
 	if (ret)
 		return mig_dst_fail(d, "cannot punch needed pages: %s",
 				    strerror(-ret));

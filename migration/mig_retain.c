@@ -21,11 +21,13 @@
  * gets an error, never other data, and pulls from the source.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "fabric/fabric.h"
 #include "protocol/protocol.h"
@@ -75,6 +77,8 @@ static void kept_drop(struct mig_kept *k, const char *why)
 	/* first: a peer's read fails from now on, it never sees other data */
 	fab_mr_dereg(k->mr);
 	mig_release_bg(k->map, k->pages * FY_PAGE_SIZE, NULL);
+	if (k->memfd >= 0)
+		close(k->memfd);
 	memset(k, 0, sizeof(*k));
 }
 
@@ -270,6 +274,12 @@ void mig_retain_keep(struct mig *m)
 	k->mr = m->mr;
 	m->map = NULL;
 	m->mr = NULL;
+	/* its memfd too: a return runs on these pages, no copy */
+	k->memfd = -1;
+	if (m->vmp && m->vmp->kc)
+		k->memfd =
+			fcntl(mig_vm_layout(m->n, m->vmp->kc)->regions[0].memfd,
+			      F_DUPFD_CLOEXEC, 3);
 	mig_info(m, "our copy is kept (%" PRIu64 " MiB) for %u s at most",
 		 k->bytes >> 20, m->n->cfg.retain_age_s);
 }
@@ -322,6 +332,17 @@ void mig_kept_put(struct mig_kept *k)
 {
 	if (k)
 		k->busy = false;
+}
+
+int mig_kept_adopt(struct mig_kept *k)
+{
+	int fd = k->memfd;
+
+	if (fd < 0)
+		return -1;
+	k->memfd = -1;
+	kept_drop(k, "its VM comes back and runs on it");
+	return fd;
 }
 
 void mig_held_tick(struct mig_env *n, uint64_t now)

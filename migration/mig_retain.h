@@ -56,6 +56,7 @@ struct mig_kept {
 	uint64_t lineage, pages, bytes, t0;
 	uint8_t *map;
 	struct fab_mr *mr;
+	int memfd; /* the VM's RAM, for its return to adopt; -1: none */
 };
 
 struct mig_held {
@@ -94,6 +95,12 @@ void mig_arrive(struct mig *m, struct mig_ref *refs, unsigned nrefs,
 struct mig_kept *mig_kept_take(struct mig_env *n, uint64_t lineage);
 /* Give back what mig_kept_take() lent. */
 void mig_kept_put(struct mig_kept *k);
+/*
+ * The VM of k comes back by pre-copy: its RAM is k's memfd, which the
+ * caller owns from now on, and k is dropped (what it holds changes). The
+ * memfd, or -1 when k has none (the caller copies from k instead).
+ */
+int mig_kept_adopt(struct mig_kept *k);
 /* Drop the kept copies past holder_retention_age_s. */
 void mig_held_tick(struct mig_env *n, uint64_t now);
 /* Free everything (shutdown). */

@@ -82,9 +82,13 @@ struct mig_host_ops {
 	struct mig_vm *(*vm_add)(void *host, const char *name);
 	/* Close the client (the VM runs on) and free the slot. */
 	void (*vm_forget)(void *host, struct mig_vm *vm);
-	/* Start `ferry-vm --incoming` for name; *pid; 0 or -errno (logged). */
+	/*
+	 * Start `ferry-vm --incoming` for name, on RAM ram_fd (a memfd; -1:
+	 * new RAM; the callee never closes it); *pid; 0 or -errno (logged).
+	 */
 	int (*vm_spawn)(void *host, const char *name, uint64_t mem,
-			unsigned vcpus, enum kva_accel accel, pid_t *pid);
+			unsigned vcpus, enum kva_accel accel, int ram_fd,
+			pid_t *pid);
 	/* <vm_dir>/<name>.sock into buf; -ENAMETOOLONG if it does not fit. */
 	int (*vm_sock_path)(void *host, const char *name, char *buf,
 			    size_t len);

@@ -63,9 +63,10 @@ static void host_vm_forget(void *host, struct mig_vm *vm)
 }
 
 static int host_vm_spawn(void *host, const char *name, uint64_t mem,
-			 unsigned vcpus, enum kva_accel accel, pid_t *pid)
+			 unsigned vcpus, enum kva_accel accel, int ram_fd,
+			 pid_t *pid)
 {
-	return nd_vm_spawn_incoming(host, name, mem, vcpus, accel, pid);
+	return nd_vm_spawn_incoming(host, name, mem, vcpus, accel, ram_fd, pid);
 }
 
 static int host_vm_sock_path(void *host, const char *name, char *buf,

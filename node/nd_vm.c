@@ -318,16 +318,20 @@ static void ferry_vm_path(const struct nd_node *n, char *buf, size_t len)
 	snprintf(buf, len, "ferry-vm");
 }
 
+/* Where an incoming ferry-vm finds the RAM it adopts (--ram-fd). */
+#define ND_RAM_FD 3
+#define ND_RAM_FD_ARG "3"
+
 int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
 			 uint64_t mem, unsigned vcpus, enum kva_accel accel,
-			 pid_t *pid)
+			 int ram_fd, pid_t *pid)
 {
 	char bin[PATH_MAX], sock[ND_DIR_MAX + 80], smem[32], svcpus[16];
 	char saccel[8];
 	char *argv[] = { bin,	    "--incoming", "--adapter", sock,
 			 "--mem",   smem,	  "--vcpus",   svcpus,
 			 "--accel", saccel,	  "--report",  "0",
-			 NULL };
+			 NULL,	    NULL,	  NULL };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none;
@@ -350,6 +354,12 @@ int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
 				 POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	if (ram_fd >= 0) {
+		/* fd 3 in the child (dup2 clears its close-on-exec) */
+		posix_spawn_file_actions_adddup2(&fa, ram_fd, ND_RAM_FD);
+		argv[12] = "--ram-fd";
+		argv[13] = ND_RAM_FD_ARG;
+	}
 	ret = posix_spawnp(pid, bin, &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -358,8 +368,9 @@ int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
 		return -ret;
 	}
 	pr_info("started incoming VM %s: %s --incoming --mem %s --vcpus %s "
-		"--accel %s (pid %d)",
-		name, bin, smem, svcpus, saccel, *pid);
+		"--accel %s%s (pid %d)",
+		name, bin, smem, svcpus, saccel,
+		ram_fd >= 0 ? " --ram-fd " ND_RAM_FD_ARG : "", *pid);
 	return 0;
 }
 

@@ -203,11 +203,12 @@ int nd_vm_sock_path(const struct nd_node *n, const char *name, char *buf,
 		    size_t len);
 /*
  * Start `ferry-vm --incoming --adapter SOCK --mem M --vcpus C --accel A`
- * in its own session; *pid is the child. 0 or -errno (logged).
+ * in its own session, with `--ram-fd` when ram_fd >= 0 (ours still: the
+ * child gets a copy); *pid is the child. 0 or -errno (logged).
  */
 int nd_vm_spawn_incoming(const struct nd_node *n, const char *name,
 			 uint64_t mem, unsigned vcpus, enum kva_accel accel,
-			 pid_t *pid);
+			 int ram_fd, pid_t *pid);
 /* Answer {"cmd": "vms"}. */
 void nd_vms_pack(struct nd_node *n, msgpack_packer *pk);
 /* Close every client (the VMs run on). */

@@ -138,13 +138,15 @@ static void fake_vm_forget(void *host, struct mig_vm *vm)
 }
 
 static int fake_spawn(void *host, const char *name, uint64_t mem,
-		      unsigned vcpus, enum kva_accel accel, pid_t *pid)
+		      unsigned vcpus, enum kva_accel accel, int ram_fd,
+		      pid_t *pid)
 {
 	struct fake_host *h = of(host);
 
 	(void)name, (void)mem, (void)vcpus, (void)accel;
 	if (!h->spawn_pid)
 		return -ENOSYS;
+	__atomic_store_n(&h->spawn_ram, ram_fd >= 0, __ATOMIC_SEQ_CST);
 	__atomic_add_fetch(&h->spawned, 1, __ATOMIC_SEQ_CST);
 	*pid = h->spawn_pid;
 	return 0;

@@ -28,6 +28,7 @@ struct fake_host {
 	int send_ret; /* what send returns */
 	struct mig_vm vms[FAKE_VMS];
 	pid_t spawn_pid; /* what vm_spawn starts; 0: it fails (-ENOSYS) */
+	bool spawn_ram; /* it was given RAM to adopt */
 	unsigned spawned, unlinked; /* vm_spawn, vm_unlink_sock (atomic) */
 	char dir[64];
 };

@@ -29,6 +29,7 @@
 #include "tests/migration/fake_fab.h"
 #include "tests/migration/fake_host.h"
 #include "tests/migration/fake_vm.h"
+#include "migration/mig_retain.h"
 
 #define PAGES 4096ULL /* 16 MiB, the least the destination takes */
 #define MIG_ID 7
@@ -144,13 +145,9 @@ static uint8_t pattern(uint64_t p)
 	return (uint8_t)(p * 7 + 1);
 }
 
-/*
- * A destination in PRECOPY: MIGRATE_PREPARE taken, the (fake) ferry-vm
- * started and attached, our HOLDER_MAP sent, the source's received.
- */
-static void rig_open(struct rig *r)
+/* The host, the VM's RAM (empty) and the source's (each page its own). */
+static void rig_init(struct rig *r)
 {
-	struct proto_msg *m = msg_new(PROTO_MIGRATE_PREPARE);
 	struct fab_addr a;
 
 	memset(r, 0, sizeof(*r));
@@ -175,6 +172,15 @@ static void rig_open(struct rig *r)
 	assert_int_equal(fab_mr_reg(r->fab, r->src, PAGES * FY_PAGE_SIZE,
 				    FAB_ACCESS_READ, &r->src_mr),
 			 0);
+}
+
+/*
+ * A destination in PRECOPY: MIGRATE_PREPARE taken, the (fake) ferry-vm
+ * started and attached, our HOLDER_MAP sent, the source's received.
+ */
+static void rig_prepare(struct rig *r)
+{
+	struct proto_msg *m = msg_new(PROTO_MIGRATE_PREPARE);
 
 	m->prepare.mig = MIG_ID;
 	strcpy(m->prepare.vm, "v");
@@ -198,6 +204,12 @@ static void rig_open(struct rig *r)
 	assert_int_equal(__atomic_load_n(&r->h->spawned, __ATOMIC_SEQ_CST), 1);
 	assert_int_equal(FAKE_VM_GET(attaches), 1);
 	push_holder_map(r);
+}
+
+static void rig_open(struct rig *r)
+{
+	rig_init(r);
+	rig_prepare(r);
 }
 
 /* Nothing of the migration is left in the fabric, the VM or the host. */
@@ -316,6 +328,121 @@ static void test_pull_ready_resume(void **state)
 	rig_close(&r);
 }
 
+/* Every byte of page p of the VM's RAM is v. */
+static void assert_fill(uint64_t p, uint8_t v)
+{
+	uint8_t buf[FY_PAGE_SIZE], want[FY_PAGE_SIZE];
+
+	memset(want, v, sizeof(want));
+	assert_int_equal(pread(fake_vm.memfd, buf, sizeof(buf),
+			       (off_t)(p * FY_PAGE_SIZE)),
+			 sizeof(buf));
+	if (memcmp(buf, want, sizeof(buf)))
+		fail_msg("page %llu is not all 0x%02x", (unsigned long long)p,
+			 v);
+}
+
+/* A copy of v (lineage 1) this node kept: every page 0xee, the VM's RAM. */
+static void keep_copy(struct rig *r)
+{
+	struct mig_kept *k;
+
+	r->h->env.held = calloc(1, sizeof(*r->h->env.held));
+	assert_non_null(r->h->env.held);
+	k = &r->h->env.held->kept[0];
+	*k = (struct mig_kept){ .used = true,
+				.vm = "v",
+				.to = "b",
+				.lineage = 1,
+				.pages = PAGES,
+				.bytes = PAGES * FY_PAGE_SIZE,
+				.memfd = dup(fake_vm.memfd) };
+	k->map = mmap(NULL, PAGES * FY_PAGE_SIZE, PROT_READ | PROT_WRITE,
+		      MAP_SHARED, fake_vm.memfd, 0);
+	assert_true(k->map != MAP_FAILED);
+	memset(k->map, 0xee, PAGES * FY_PAGE_SIZE);
+	assert_int_equal(fab_mr_reg(r->fab, k->map, PAGES * FY_PAGE_SIZE,
+				    FAB_ACCESS_READ, &k->mr),
+			 0);
+}
+
+/* The source: our kept copy is current for [0, n) at generation gen. */
+static void push_kept_map(struct rig *r, const struct fab_rkey *rk, uint64_t n,
+			  uint64_t gen)
+{
+	struct proto_msg *m = msg_new(PROTO_HOLDER_MAP);
+	struct proto_holder_region *reg;
+
+	m->holder_map.mig = MIG_ID;
+	strcpy(m->holder_map.node, "a");
+	m->holder_map.page_size = FY_PAGE_SIZE;
+	m->holder_map.nregions = 1;
+	m->holder_map.regions = reg = calloc(1, sizeof(*reg));
+	assert_non_null(reg);
+	reg->key = rk->key;
+	reg->base = rk->addr;
+	reg->len = PAGES * FY_PAGE_SIZE;
+	reg->ngens = 1;
+	reg->gens = calloc(1, sizeof(*reg->gens));
+	assert_non_null(reg->gens);
+	reg->gens[0] = (struct proto_genrun){ 0, n, gen };
+	mig_dst_push(r->m, m);
+}
+
+/*
+ * The VM comes back by pre-copy: its RAM is the memfd we kept. A page
+ * current in it is neither read nor written, one announced at a later
+ * generation or not current is pulled, and one never announced (a hole
+ * at the source) is dropped at SWITCHOVER, so nothing stale survives.
+ */
+static void test_adopt_kept(void **state)
+{
+	const uint64_t round0[] = { 0, 100, 150, 100 }, round1[] = { 10, 5 };
+	const struct proto_msg *p;
+	struct proto_msg *m;
+	struct fab_rkey rk;
+	struct rig r;
+
+	(void)state;
+	rig_init(&r);
+	keep_copy(&r);
+	fab_mr_rkey(r.h->env.held->kept[0].mr, &rk);
+	rig_prepare(&r);
+	assert_true(__atomic_load_n(&r.h->spawn_ram, __ATOMIC_SEQ_CST));
+	assert_false(r.h->env.held->kept[0].used); /* the VM's RAM now */
+	push_kept_map(&r, &rk, 200, 1);
+	push_dirty(&r, 1, 2, round0);
+	push_dirty(&r, 2, 1, round1); /* changed since: pulled */
+	while (!(p = last_sent(&r, PROTO_PROGRESS)) ||
+	       p->progress.pages_valid != PAGES)
+		assert_false(pump(&r));
+	assert_fill(0, 0xee);
+	assert_fill(199, 0xee);
+	assert_page(10, true);
+	assert_page(14, true);
+	assert_page(200, true);
+	assert_page(249, true);
+	assert_fill(120, 0xee); /* never announced: stale until SWITCHOVER */
+	assert_fill(4000, 0xee);
+
+	m = msg_new(PROTO_SWITCHOVER);
+	m->switchover = (struct proto_mig_gen){ .mig = MIG_ID, .gen = 2 };
+	mig_dst_push(r.m, m);
+	m = msg_new(PROTO_STATE);
+	m->state.mig = MIG_ID;
+	m->state.len = 1;
+	m->state.blob = calloc(1, 1);
+	assert_non_null(m->state.blob);
+	mig_dst_push(r.m, m);
+	wait_sent(&r, PROTO_READY, 1);
+	assert_page(120, false);
+	assert_page(4000, false);
+	assert_page(250, false);
+	assert_fill(199, 0xee);
+	assert_page(14, true);
+	rig_close(&r);
+}
+
 static void test_failed_read(void **state)
 {
 	const uint64_t runs[] = { 0, 10, 100, 300 };
@@ -353,6 +480,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pull_ready_resume),
 		cmocka_unit_test(test_failed_read),
+		cmocka_unit_test(test_adopt_kept),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
