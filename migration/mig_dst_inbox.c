@@ -208,7 +208,6 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 		if (d->mode == PROTO_MODE_PRECOPY || !d->seen ||
 		    mig_dst_to(d, MIG_DST_PC_SWITCHOVER, "POSTCOPY"))
 			return mig_dst_fail(d, "unexpected POSTCOPY");
-		mig_dst_relays_down(d);
 		dst_info(d,
 			 "switchover to post-copy: %" PRIu64 " pages still "
 			 "to fetch",

@@ -7,6 +7,8 @@
  *                 relays what it holds; the report counts both holders'
  *                 bytes; every page verifies; b is released and keeps
  *                 nothing
+ *   postcopy      hybrid a -> b, on to c, then post-copy: c's background
+ *                 pull reads from b as well, until c's COMMIT releases it
  *   relay_dies    b is killed while c has not read from it yet: c's reads
  *                 from b fail and come from a; no page is lost
  *   refused       retarget to an unknown peer, to a peer that is down and
@@ -34,6 +36,10 @@ static pid_t vm_pid;
 
 static const char *const guest[] = { "--mem",	     "64M", "--guest", "verify",
 				     "--workingset", "4M",  NULL };
+/* 64 MiB, 56 of them prefilled data the guest never writes */
+static const char *const filled[] = { "--mem",	   "64M",	   "--guest",
+				      "verify",	   "--workingset", "4M",
+				      "--prefill", "random",	   NULL };
 
 /*
  * Nodes a, b and c that list each other, started with FERRY_FAULT fb on
@@ -52,15 +58,17 @@ static void three_nodes(const char *fb, const char *fc)
 
 /*
  * Start guest r1 on a and migrate it to b, paced (4 MiB/s), pre-copy
- * with --verify or hybrid; wait until b pulled over 1 MiB of it. Its id
- * into id.
+ * with --verify or hybrid (over 256 pages: a prefilled guest); wait until
+ * b pulled over `pages` pages of it.
+ * Its id into id.
  */
-static void migrate_to_b(char *id, size_t len, bool hybrid)
+static void migrate_to_b(char *id, size_t len, bool hybrid, long pages)
 {
 	json_t *j, *m = NULL;
 	double t0;
 
-	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1", guest);
+	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1",
+				pages > 256 ? filled : guest);
 	wait_counter(&na, "pass", 2);
 	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b",
 			"--max-bandwidth", "4M", "--detach",
@@ -71,7 +79,8 @@ static void migrate_to_b(char *id, size_t len, bool hybrid)
 	while (now_s() - t0 < 20) {
 		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
 			  "r1");
-		if (jis(m, "state", "precopy") && jint(m, "pages_pulled") > 256)
+		if (jis(m, "state", "precopy") &&
+		    jint(m, "pages_pulled") > pages)
 			break;
 		sleep_ms(20);
 	}
@@ -142,7 +151,7 @@ static void test_retarget(void **state)
 
 	(void)state;
 	three_nodes(NULL, NULL);
-	migrate_to_b(id, sizeof(id), false);
+	migrate_to_b(id, sizeof(id), false, 256);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	j = wait_end(id);
@@ -169,6 +178,51 @@ static void test_retarget(void **state)
 	itest_no_crash(&nc);
 }
 
+static void test_postcopy(void **state)
+{
+	const char *line;
+	char id[32];
+	json_t *j;
+	long relayed = 0;
+	double t0;
+	int rc;
+
+	(void)state;
+	/* c stops once it took a's holder map, before b's and any pull */
+	three_nodes(NULL, "dst:after:precopy:stop");
+	migrate_to_b(id, sizeof(id), true, 2048);
+	ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	node_wait_stopped(&nc, 20);
+	/* post-copy at once: c pulls everything in post-copy */
+	ferry_jargs(&na, 10, &rc, "migrate-postcopy", id, NULL);
+	assert_int_equal(rc, 0);
+	t0 = now_s();
+	do {
+		j = ferry_jargs(&na, 10, NULL, "migration", id, NULL);
+		sleep_ms(10);
+	} while (jis(j, "state", "precopy") && now_s() - t0 < 5);
+	kill(nc.pid, SIGCONT);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "c");
+	if (jint(jfind(j, "holders", "node", "b"), "bytes") <= 0)
+		fail_msg("b served nothing: %s", jtext(j));
+	runs_on(&nc);
+	line = strstr(slurp(nc.log), "post-copy: all pages in");
+	assert_non_null(line);
+	line = strstr(line, "pre-paged, ");
+	if (!line ||
+	    sscanf(line, "pre-paged, %ld pages from relays", &relayed) != 1 ||
+	    relayed <= 0)
+		fail_msg("c's post-copy read %ld pages from b", relayed);
+	j = wait_b("released");
+	assert_jpart(j, "reason", "holds every page");
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+}
+
 static void test_relay_dies(void **state)
 {
 	char id[32];
@@ -178,7 +232,7 @@ static void test_relay_dies(void **state)
 	(void)state;
 	/* c stops once it took a's holder map, before b's */
 	three_nodes(NULL, "dst:after:precopy:stop");
-	migrate_to_b(id, sizeof(id), false);
+	migrate_to_b(id, sizeof(id), false, 256);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
@@ -218,7 +272,7 @@ static void test_refused(void **state)
 
 	(void)state;
 	three_nodes("dst:after:postcopy:stop", NULL);
-	migrate_to_b(id, sizeof(id), true);
+	migrate_to_b(id, sizeof(id), true, 256);
 	refused(id, "zz", "no peer called 'zz'");
 	refused(id, "b", "already goes to 'b'");
 	kill(nc.pid, SIGKILL);
@@ -241,6 +295,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_retarget, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_postcopy, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_relay_dies, NULL,
 						rt_teardown),
