@@ -11,6 +11,9 @@
  *                 pull reads from b as well, until c's COMMIT releases it
  *   relay_dies    b is killed while c has not read from it yet: c's reads
  *                 from b fail and come from a; no page is lost
+ *   released_draining  b is released while it drains its reads (stopped
+ *                 at RETARGET, the source cancelled): the next migration
+ *                 to b reads from a again
  *   refused       retarget to an unknown peer, to a peer that is down and
  *                 during post-copy: a clear refusal, and the migration
  *                 goes on to b unchanged
@@ -252,6 +255,59 @@ static void test_relay_dies(void **state)
 	itest_no_crash(&nc);
 }
 
+static void test_released_draining(void **state)
+{
+	static const char *const big[] = { "--mem", "256M",	 "--guest",
+					   "idle",  "--prefill", "random",
+					   NULL };
+	char id[32];
+	json_t *j, *m = NULL;
+	double t0;
+	int rc;
+
+	(void)state;
+	/* b stops as it takes RETARGET, its reads still in flight */
+	three_nodes("dst:retarget:stop", NULL);
+	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r2", big);
+	j = ferry_jargs(&na, 10, NULL, "migrate", "r2", "--to", "b", "--detach",
+			NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
+	t0 = now_s();
+	while (now_s() - t0 < 20) {
+		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+			  "r2");
+		if (jis(m, "state", "precopy") &&
+		    jint(m, "pages_pulled") > 4096)
+			break;
+		sleep_ms(5);
+	}
+	assert_jstr(m, "state", "precopy");
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	node_wait_stopped(&nb, 20);
+	/* the source ends it and releases b, which drains when it wakes */
+	j = ferry_jargs(&na, 10, NULL, "cancel", id, NULL);
+	assert_jstr(j, "state", "cancelled");
+	kill(nb.pid, SIGCONT);
+	t0 = now_s();
+	while (now_s() - t0 < 20) {
+		if (!jfind(ferry_json(&nb, "vms"), "vms", "name", "r2") &&
+		    jint(ferry_json(&nb, "status"), "migrations") == 0)
+			break;
+		sleep_ms(20);
+	}
+	assert_int_equal(jint(ferry_json(&nb, "status"), "migrations"), 0);
+	/* b reads from a again */
+	j = ferry_jargs(&na, 60, NULL, "migrate", "r2", "--to", "b", "--verify",
+			NULL);
+	assert_jstr(j, "state", "completed");
+	assert_int_equal(jint(j, "verified_pages"), 256 << 8);
+	wait_vm_exit(vm_pid);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+}
+
 /* ferry retarget ID --to peer on a fails, saying part. */
 static void refused(const char *id, const char *peer, const char *part)
 {
@@ -299,6 +355,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_postcopy, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_relay_dies, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_released_draining, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_refused, NULL,
 						rt_teardown),
