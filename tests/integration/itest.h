@@ -164,6 +164,11 @@ void kill_node_vms(struct node *n);
 bool pid_gone(pid_t pid);
 /* Entries of dir other than dot files, -1 if it cannot be read. */
 int files_in(const char *dir);
+/* `ferry migrate vm --to to --verify` on n completes, all pages equal. */
+void itest_migrate_verified(struct node *n, const char *vm, const char *to,
+			    long pages);
+/* Within 20 s n lists no VM vm and runs no migration (a cancel's end). */
+void itest_wait_idle(struct node *n, const char *vm);
 /* n's ferryd still runs and its log shows no crash. */
 void itest_no_crash(struct node *n);
 /* Print both nodes' logs (a failing test's evidence). */

@@ -301,6 +301,29 @@ int itest_run(const struct CMUnitTest *tests, size_t n,
 	return ret;
 }
 
+void itest_migrate_verified(struct node *n, const char *vm, const char *to,
+			    long pages)
+{
+	json_t *j = ferry_jargs(n, 60, NULL, "migrate", vm, "--to", to,
+				"--verify", NULL);
+
+	assert_jstr(j, "state", "completed");
+	assert_int_equal(jint(j, "verified_pages"), pages);
+}
+
+void itest_wait_idle(struct node *n, const char *vm)
+{
+	double t0 = now_s();
+
+	while (now_s() - t0 < 20) {
+		if (!jfind(ferry_json(n, "vms"), "vms", "name", vm) &&
+		    jint(ferry_json(n, "status"), "migrations") == 0)
+			return;
+		sleep_ms(5);
+	}
+	fail_msg("%s still has VM %s or a migration after 20 s", n->name, vm);
+}
+
 void itest_no_crash(struct node *n)
 {
 	static const char *const bad[] = { "terminated with signal",

@@ -321,14 +321,7 @@ static void cancel_midway(void)
 	assert_jstr(m, "state", "precopy");
 	j = ferry_jargs(&na, 10, NULL, "cancel", id, NULL);
 	assert_jstr(j, "state", "cancelled");
-	t0 = now_s();
-	while (now_s() - t0 < 10) {
-		if (!jfind(ferry_json(&nb, "vms"), "vms", "name", "g1") &&
-		    jint(ferry_json(&nb, "status"), "migrations") == 0)
-			break;
-		sleep_ms(5);
-	}
-	assert_int_equal(jint(ferry_json(&nb, "status"), "migrations"), 0);
+	itest_wait_idle(&nb, "g1");
 }
 
 static void test_after_cancel(void **state)
@@ -336,7 +329,6 @@ static void test_after_cancel(void **state)
 	static const char *const opts[] = { "--mem", "256M",	  "--guest",
 					    "idle",  "--prefill", "random",
 					    NULL };
-	json_t *j;
 
 	(void)state;
 	two_nodes();
@@ -349,10 +341,7 @@ static void test_after_cancel(void **state)
 	 */
 	cancel_midway();
 	cancel_midway();
-	j = ferry_jargs(&na, 60, NULL, "migrate", "g1", "--to", "b", "--verify",
-			NULL);
-	assert_jstr(j, "state", "completed");
-	assert_int_equal(jint(j, "verified_pages"), 256 << 8);
+	itest_migrate_verified(&na, "g1", "b", 256 << 8);
 	wait_vm_exit(vm_pid);
 	itest_no_crash(&na);
 	itest_no_crash(&nb);

@@ -289,19 +289,9 @@ static void test_released_draining(void **state)
 	j = ferry_jargs(&na, 10, NULL, "cancel", id, NULL);
 	assert_jstr(j, "state", "cancelled");
 	kill(nb.pid, SIGCONT);
-	t0 = now_s();
-	while (now_s() - t0 < 20) {
-		if (!jfind(ferry_json(&nb, "vms"), "vms", "name", "r2") &&
-		    jint(ferry_json(&nb, "status"), "migrations") == 0)
-			break;
-		sleep_ms(20);
-	}
-	assert_int_equal(jint(ferry_json(&nb, "status"), "migrations"), 0);
+	itest_wait_idle(&nb, "r2");
 	/* b reads from a again */
-	j = ferry_jargs(&na, 60, NULL, "migrate", "r2", "--to", "b", "--verify",
-			NULL);
-	assert_jstr(j, "state", "completed");
-	assert_int_equal(jint(j, "verified_pages"), 256 << 8);
+	itest_migrate_verified(&na, "r2", "b", 256 << 8);
 	wait_vm_exit(vm_pid);
 	itest_no_crash(&na);
 	itest_no_crash(&nb);
