@@ -12,6 +12,9 @@
  *   refused       retarget to an unknown peer, to a peer that is down and
  *                 during post-copy: a clear refusal, and the migration
  *                 goes on to b unchanged
+ *   retarget2     a -> b, on to c, then on to d while c holds all but its
+ *                 latest round: d pulls from a, b and c; every page
+ *                 verifies; b and c are both released and keep nothing
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -29,7 +32,7 @@
 #include "itest.h"
 
 static const char *ferry_vm_bin;
-static struct node na, nb, nc;
+static struct node na, nb, nc, nd;
 static pid_t vm_pid;
 
 static const char *const guest[] = { "--mem",	     "64M", "--guest", "verify",
@@ -51,11 +54,30 @@ static void three_nodes(const char *fb, const char *fc)
 }
 
 /*
+ * Nodes a, b, c and d that list each other, c started with FERRY_FAULT
+ * fc; peers stay reachable for 10 s without a PONG (a stopped relay).
+ */
+static void four_nodes(const char *fc)
+{
+	static char extra[600];
+	struct node *const all[] = { &na, &nb, &nc, &nd };
+	const char *const fault[] = { NULL, NULL, fc, NULL };
+
+	snprintf(extra, sizeof(extra),
+		 "ferry_vm = %s\nping_interval_ms = 200\n"
+		 "peer_timeout_ms = 10000\nmigration_timeout_ms = 30000\n",
+		 ferry_vm_bin);
+	itest_nodes(all, fault, 4, extra);
+}
+
+/*
  * Start guest r1 on a and migrate it to b, paced (4 MiB/s), pre-copy
  * with --verify or hybrid; wait until b pulled over 1 MiB of it. Its id
- * into id.
+ * into id. tight: a downtime limit of 20 ms, raised after every round
+ * without progress (the defaults: 300 ms, 3 rounds), so that rounds go
+ * on after an unpaced one.
  */
-static void migrate_to_b(char *id, size_t len, bool hybrid)
+static void migrate_to_b(char *id, size_t len, bool hybrid, bool tight)
 {
 	json_t *j, *m = NULL;
 	double t0;
@@ -63,8 +85,9 @@ static void migrate_to_b(char *id, size_t len, bool hybrid)
 	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1", guest);
 	wait_counter(&na, "pass", 2);
 	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b",
-			"--max-bandwidth", "4M", "--detach",
-			hybrid ? "--mode" : "--verify",
+			"--max-bandwidth", "4M", "--detach", "--downtime-limit",
+			tight ? "20" : "300", "--stall-rounds",
+			tight ? "1" : "3", hybrid ? "--mode" : "--verify",
 			hybrid ? "hybrid" : NULL, NULL);
 	snprintf(id, len, "%ld", jint(j, "id"));
 	t0 = now_s();
@@ -97,14 +120,14 @@ static json_t *wait_end(const char *id)
 	return j;
 }
 
-/* b's migration of r1 is in state want within 10 s. */
-static json_t *wait_b(const char *want)
+/* n's migration of r1 is in state want within 10 s. */
+static json_t *wait_mig(struct node *n, const char *want)
 {
 	json_t *m = NULL;
 	double t0 = now_s();
 
 	while (now_s() - t0 < 10) {
-		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+		m = jfind(ferry_json(n, "migrations"), "migrations", "vm",
 			  "r1");
 		if (jis(m, "state", want))
 			break;
@@ -112,6 +135,12 @@ static json_t *wait_b(const char *want)
 	}
 	assert_jstr(m, "state", want);
 	return m;
+}
+
+/* b's migration of r1 is in state want within 10 s. */
+static json_t *wait_b(const char *want)
+{
+	return wait_mig(&nb, want);
 }
 
 /* r1 runs on n, checking its memory, and ours on a exited. */
@@ -131,6 +160,8 @@ static int rt_teardown(void **state)
 	kill_node_vms(&na);
 	kill_node_vms(&nb);
 	kill_node_vms(&nc);
+	if (nd.pid)
+		kill_node_vms(&nd);
 	return teardown(state);
 }
 
@@ -142,7 +173,7 @@ static void test_retarget(void **state)
 
 	(void)state;
 	three_nodes(NULL, NULL);
-	migrate_to_b(id, sizeof(id), false);
+	migrate_to_b(id, sizeof(id), false, false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	j = wait_end(id);
@@ -178,7 +209,7 @@ static void test_relay_dies(void **state)
 	(void)state;
 	/* c stops once it took a's holder map, before b's */
 	three_nodes(NULL, "dst:after:precopy:stop");
-	migrate_to_b(id, sizeof(id), false);
+	migrate_to_b(id, sizeof(id), false, false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
@@ -196,6 +227,65 @@ static void test_relay_dies(void **state)
 	assert_non_null(strstr(slurp(nc.log), "relay b"));
 	itest_no_crash(&na);
 	itest_no_crash(&nc);
+}
+
+/* Relay n was released: its migration says so, it keeps nothing. */
+static void released(struct node *n)
+{
+	json_t *j = wait_mig(n, "released");
+
+	assert_jpart(j, "reason", "released");
+	assert_null(jfind(ferry_json(n, "vms"), "vms", "name", "r1"));
+	assert_int_equal(child_of(n->pid, "ferry-vm"), 0);
+	assert_int_equal(jint(ferry_json(n, "status"), "migrations"), 0);
+	assert_non_null(strstr(slurp(n->log), "released: the new destination "
+					      "holds every page"));
+}
+
+static void test_retarget2(void **state)
+{
+	char id[32];
+	json_t *j;
+	long sum = 0;
+	int rc;
+
+	(void)state;
+	/* c stops at its first round after pulling all it was told */
+	four_nodes("dst:round:1:stop");
+	migrate_to_b(id, sizeof(id), false, true);
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	node_wait_stopped(&nc, 30);
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "d", NULL);
+	assert_int_equal(rc, 0);
+	assert_jstr(j, "relay", "c");
+	kill(nc.pid, SIGCONT);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "d");
+	assert_int_equal(jint(j, "verified_pages"), 64 << 8);
+	/* d pulled from the source and both relays, every byte once */
+	for (const char *h = "abc"; *h; h++) {
+		char name[2] = { *h, 0 };
+		json_t *hj = jfind(j, "holders", "node", name);
+
+		if (!hj || jint(hj, "bytes") < 0 ||
+		    (*h != 'a' && jint(hj, "bytes") == 0))
+			fail_msg("holders (%s): %s", name, jtext(j));
+		sum += jint(hj, "bytes");
+	}
+	if (sum != jint(j, "bytes"))
+		fail_msg("holders: %s", jtext(j));
+	runs_on(&nd);
+	assert_non_null(strstr(slurp(nd.log), "verify: all 16384 pages match"));
+	released(&nb);
+	released(&nc);
+	assert_non_null(strstr(slurp(na.log), "relay b released"));
+	assert_non_null(strstr(slurp(na.log), "relay c released"));
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+	itest_no_crash(&nd);
 }
 
 /* ferry retarget ID --to peer on a fails, saying part. */
@@ -218,7 +308,7 @@ static void test_refused(void **state)
 
 	(void)state;
 	three_nodes("dst:after:postcopy:stop", NULL);
-	migrate_to_b(id, sizeof(id), true);
+	migrate_to_b(id, sizeof(id), true, false);
 	refused(id, "zz", "no peer called 'zz'");
 	refused(id, "b", "already goes to 'b'");
 	kill(nc.pid, SIGKILL);
@@ -245,6 +335,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_relay_dies, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_refused, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_retarget2, NULL,
 						rt_teardown),
 	};
 
