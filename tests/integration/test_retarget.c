@@ -15,6 +15,10 @@
  *   retarget2     a -> b, on to c, then on to d while c holds all but its
  *                 latest round: d pulls from a, b and c; every page
  *                 verifies; b and c are both released and keep nothing
+ *   src_restart   a -> b, on to c; a's ferryd is killed once it recorded
+ *                 its commit, before it released b: its record names b;
+ *                 restarted, a completes the migration to c, releases b
+ *                 and its record forgets it; b keeps nothing
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -289,6 +293,70 @@ static void test_retarget2(void **state)
 	itest_no_crash(&nd);
 }
 
+/* How many lines "relay=name" a's record of migration id has. */
+static int recorded_relay(const char *id, const char *name)
+{
+	char path[400], want[80], *text, *line, *save = NULL;
+	int k = 0;
+
+	snprintf(path, sizeof(path), "%s/state/migrations/%s.src", na.dir, id);
+	snprintf(want, sizeof(want), "relay=%s", name);
+	text = strdup(slurp(path));
+	assert_non_null(text);
+	assert_non_null(strstr(text, "id="));
+	for (line = strtok_r(text, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save))
+		k += !strcmp(line, want);
+	free(text);
+	return k;
+}
+
+static void test_src_restart(void **state)
+{
+	static char extra[600];
+	struct node *const all[] = { &na, &nb, &nc };
+	const char *const fault[] = { "src:after:committed:stop", NULL, NULL };
+	char id[32];
+	json_t *j;
+	double t0;
+	int rc;
+
+	(void)state;
+	snprintf(extra, sizeof(extra),
+		 "ferry_vm = %s\nping_interval_ms = 200\n"
+		 "peer_timeout_ms = 3000\nmigration_timeout_ms = 10000\n",
+		 ferry_vm_bin);
+	itest_nodes(all, fault, 3, extra);
+	migrate_to_b(id, sizeof(id), false, false);
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	/* committed to c, recorded; b not released yet */
+	node_wait_stopped(&na, 60);
+	assert_int_equal(recorded_relay(id, "b"), 1);
+	assert_int_equal(count(slurp(na.log), "relay b released"), 0);
+	assert_int_equal(kill(na.pid, SIGKILL), 0);
+	assert_true(node_wait(&na, 5) >= 0);
+	node_start(&na);
+	node_ready(&na);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "c");
+	runs_on(&nc);
+	t0 = now_s();
+	while (recorded_relay(id, "b") && now_s() - t0 < 10)
+		sleep_ms(50);
+	assert_int_equal(recorded_relay(id, "b"), 0);
+	assert_int_equal(count(slurp(na.log), "relay b released"), 1);
+	/* b's relay ended (it may have seen a go first): nothing kept */
+	j = jfind(ferry_json(&nb, "migrations"), "migrations", "vm", "r1");
+	if (!jis(j, "state", "released") && !jis(j, "state", "failed"))
+		fail_msg("b: %s", jtext(j));
+	assert_null(jfind(ferry_json(&nb, "vms"), "vms", "name", "r1"));
+	assert_int_equal(child_of(nb.pid, "ferry-vm"), 0);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+}
+
 /* ferry retarget ID --to peer on a fails, saying part. */
 static void refused(const char *id, const char *peer, const char *part)
 {
@@ -338,6 +406,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refused, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_retarget2, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_src_restart, NULL,
 						rt_teardown),
 	};
 
