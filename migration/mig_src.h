@@ -33,7 +33,7 @@ void mig_src_relay_msg(struct mig *m, struct mig_peer *p,
  */
 void mig_src_relay_release(struct mig *m, const char *why);
 /* Relay rl is done (released, or it gave up): forget its map. */
-void mig_src_relay_forget(struct mig *m, struct mig_relay *rl);
+void mig_src_relay_forget(struct mig_relay *rl);
 /* Release m's relays still untold (after our restart) that answer now. */
 void mig_src_relays_tick(struct mig *m, uint64_t now);
 /*

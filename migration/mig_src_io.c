@@ -38,9 +38,8 @@ static void stage_free(struct mig *m)
 	m->stage_len = 0;
 }
 
-void mig_src_relay_forget(struct mig *m, struct mig_relay *rl)
+void mig_src_relay_forget(struct mig_relay *rl)
 {
-	(void)m;
 	free(rl->stale);
 	rl->stale = NULL;
 	proto_msg_free(rl->map);
@@ -55,7 +54,7 @@ static void relay_tell(struct mig *m, struct mig_relay *rl, const char *why)
 
 	a.abort.mig = m->id;
 	snprintf(a.abort.reason, sizeof(a.abort.reason), "released: %s", why);
-	mig_src_relay_forget(m, rl);
+	mig_src_relay_forget(rl);
 	if (mig_peer_send(m->n, rl->peer, &a)) {
 		mig_err(m, "cannot release relay %s now: again once it answers",
 			rl->peer->name);

@@ -350,7 +350,7 @@ void mig_src_relay_msg(struct mig *m, struct mig_peer *p, struct proto_msg *msg)
 		mig_err(m, "relay %s gave up: %s", rl->peer->name,
 			msg->type == PROTO_ABORT ? msg->abort.reason
 						 : msg->error.text);
-		mig_src_relay_forget(m, rl);
+		mig_src_relay_forget(rl);
 		mig_save_record(m);
 		return;
 	default:
