@@ -211,9 +211,11 @@ static int ofi_connect(struct fab_domain *d, const struct fab_addr *peer,
 	memcpy(a, peer->bytes, peer->len);
 	pthread_mutex_lock(&od->lock);
 	same = ep_to(od, peer, NULL);
-	if (same)
+	if (same) {
 		ep->fa = same->fa;
-	else
+		/* its connection may be going down with a closed one's reads */
+		ep->inherited = same->closed || same->inherited;
+	} else
 		ret = fi_av_insert(od->av, a, 1, &ep->fa, 0, NULL);
 	if (ret != 1) {
 		pthread_mutex_unlock(&od->lock);
@@ -258,17 +260,99 @@ static void ep_remove(struct ofi_domain *od, struct ofi_ep *ep)
 	free(ep);
 }
 
+/* The provider holds an operation to fa (posted or abandoned); lock held. */
+static bool fa_held(const struct ofi_domain *od, fi_addr_t fa)
+{
+	for (unsigned i = 0; i < od->nops; i++) {
+		const struct ofi_op *op = &od->ops[i];
+
+		if ((op->state == OP_POSTED || op->state == OP_ABANDONED) &&
+		    op->owner && op->owner->fa == fa)
+			return true;
+	}
+	return false;
+}
+
+/* Every endpoint at address old is at fa now, on a new connection. */
+static void fa_move(struct ofi_domain *od, fi_addr_t old, fi_addr_t fa)
+{
+	struct ofi_ep *ep;
+
+	for (ep = od->eps.next; ep != &od->eps; ep = ep->next) {
+		if (ep->fa != old)
+			continue;
+		ep->fa = fa;
+		ep->renew = ep->inherited = false;
+		/* refusals while the new connection is made queue again */
+		__atomic_store_n(&ep->up, false, __ATOMIC_RELAXED);
+	}
+	for (ep = od->reap; ep; ep = ep->next)
+		if (ep->fa == old)
+			ep->fa = fa;
+}
+
+/*
+ * Give ep's peer a new connection: remove its address, which drops the
+ * failed one (FI_AV_REMOVE_CLEANUP), and insert it again. Only once the
+ * provider holds nothing at it (removing an address with operations
+ * still held crashes ofi_rxm, see ofi_ep_close()). Lock held; whatever
+ * fails, ep stops waiting (failed: its queued operations fail).
+ */
+static void ep_renew(struct ofi_domain *od, struct ofi_ep *ep)
+{
+	uint8_t a[FAB_ADDR_MAX + 1] = { 0 };
+	fi_addr_t old = ep->fa, fa;
+	int ret;
+
+	if (fa_held(od, old))
+		return;
+	memcpy(a, ep->peer.bytes, ep->peer.len);
+	ret = fi_av_remove(od->av, &old, 1, 0);
+	if (!ret)
+		ret = fi_av_insert(od->av, a, 1, &fa, 0, NULL);
+	if (ret == 1) {
+		pr_info("reconnecting to a peer: the connection our first "
+			"operations shared with a closed endpoint failed");
+		fa_move(od, old, fa);
+		return;
+	}
+	pr_err("renewing a peer's address: %s",
+	       ret < 0 ? fi_strerror(-ret) : "address rejected");
+	for (struct ofi_ep *e = od->eps.next; e != &od->eps; e = e->next)
+		if (e->fa == old && e->renew) {
+			e->renew = false;
+			e->failed = true;
+		}
+}
+
+/* Renew the addresses endpoints wait for, where possible; lock held. */
+static void renew(struct ofi_domain *od)
+{
+	bool waiting = false;
+	struct ofi_ep *ep;
+
+	for (ep = od->eps.next; ep != &od->eps; ep = ep->next) {
+		if (ep->renew)
+			ep_renew(od, ep);
+		waiting |= ep->renew;
+	}
+	__atomic_store_n(&od->renew, waiting, __ATOMIC_RELAXED);
+}
+
 void fab_ofi_reap(struct ofi_domain *od)
 {
 	struct ofi_ep *ep;
 
-	if (!__atomic_load_n(&od->reap, __ATOMIC_RELAXED))
+	if (!__atomic_load_n(&od->reap, __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&od->renew, __ATOMIC_RELAXED))
 		return;
 	pthread_mutex_lock(&od->lock);
 	while ((ep = od->reap)) {
 		__atomic_store_n(&od->reap, ep->next, __ATOMIC_RELAXED);
 		ep_remove(od, ep);
 	}
+	if (od->renew)
+		renew(od);
 	pthread_mutex_unlock(&od->lock);
 }
 
@@ -346,6 +430,7 @@ static int op_get(struct ofi_domain *od, struct ofi_ep *ep,
 	op->ctx = want->ctx;
 	op->len = want->len;
 	op->op = want->op;
+	op->again = false;
 	op->state = OP_POSTED;
 	od->nposted++;
 	/* one timeout for all: appending keeps the list in deadline order */
@@ -380,14 +465,6 @@ static int op_unpost(struct ofi_domain *od, struct ofi_op *op, ssize_t ret)
 	return ofi_err(ret);
 }
 
-/* Queue a POSTED slot the provider has not seen; lock held. */
-static void op_queue(struct ofi_domain *od, struct ofi_op *op)
-{
-	op->state = OP_QUEUED;
-	op->ep->nqueued++;
-	__atomic_store_n(&od->nqueued, od->nqueued + 1, __ATOMIC_RELAXED);
-}
-
 /*
  * Post a slot taken by op_get(). ofi_rxm refuses
  * operations (-FI_EAGAIN) while it makes a peer's connection, which only
@@ -398,16 +475,19 @@ static void op_queue(struct ofi_domain *od, struct ofi_op *op)
 static int op_start(struct ofi_domain *od, struct ofi_ep *ep, struct ofi_op *op)
 {
 	ssize_t ret;
+	fi_addr_t fa;
 
 	pthread_mutex_lock(&od->lock);
 	if (ep->nqueued) {
 		/* behind those already waiting: messages keep their order */
-		op_queue(od, op);
+		ofi_op_queue(od, op);
 		pthread_mutex_unlock(&od->lock);
 		return 0;
 	}
+	/* renewed under the lock, never while op is held (fab_ofi_reap()) */
+	fa = ep->fa;
 	pthread_mutex_unlock(&od->lock);
-	ret = fab_ofi_op_post(od, op, ep->fa);
+	ret = fab_ofi_op_post(od, op, fa);
 	if (!ret) {
 		__atomic_store_n(&ep->up, true, __ATOMIC_RELAXED);
 		return 0;
@@ -415,7 +495,7 @@ static int op_start(struct ofi_domain *od, struct ofi_ep *ep, struct ofi_op *op)
 	if (ret == -FI_EAGAIN && !__atomic_load_n(&ep->up, __ATOMIC_RELAXED)) {
 		pthread_mutex_lock(&od->lock);
 		if (op->state == OP_POSTED)
-			op_queue(od, op);
+			ofi_op_queue(od, op);
 		else /* expired meanwhile, and reported: never posted */
 			fab_ofi_op_free(od, op);
 		pthread_mutex_unlock(&od->lock);

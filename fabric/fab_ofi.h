@@ -33,8 +33,9 @@
 
 /*
  * QUEUED: refused by the provider while its endpoint's connection was being
- * made; on the posted list (its deadline runs), posted again by
- * fab_ofi_post_queued(). The provider has not seen it.
+ * made, or handed back failed by an inherited connection (struct ofi_ep,
+ * inherited); on the posted list (its deadline runs), posted again by
+ * fab_ofi_post_queued(). The provider does not hold it.
  */
 enum ofi_op_state { OP_FREE, OP_POSTED, OP_QUEUED, OP_ABANDONED };
 
@@ -55,6 +56,7 @@ struct ofi_op {
 	int sbuf; /* send bounce buffer index or -1 */
 	uint8_t op; /* enum fab_op */
 	uint8_t state; /* enum ofi_op_state */
+	bool again; /* posted again after an inherited connection failed */
 };
 
 struct ofi_rx {
@@ -79,6 +81,18 @@ struct ofi_ep {
 	 * -FI_EAGAIN from now on means a full queue (atomic).
 	 */
 	bool up;
+	/*
+	 * Connected while a closed endpoint to the same peer still held
+	 * operations: it shares that endpoint's connection, which may be
+	 * failing (the peer dropped it, or the stream broke, while those
+	 * reads were in flight). Until one of its operations succeeds, one
+	 * that fails with a connection error is posted again over a new
+	 * connection (renew), once, instead of failing the endpoint.
+	 */
+	bool inherited;
+	/* such an operation waits: the address goes and comes back once
+	 * the provider holds nothing at it (fab_ofi_reap()) */
+	bool renew;
 	unsigned held; /* operations posted and not yet returned */
 	unsigned nqueued; /* of which QUEUED; later ones queue behind */
 	unsigned refused_round; /* fab_ofi_post_queued(): refused this round */
@@ -141,6 +155,7 @@ struct ofi_domain {
 	struct ofi_ep eps; /* list head */
 	struct ofi_ep zombies; /* closed, held > 0: list head */
 	struct ofi_ep *reap; /* closed and released: fi_av_remove them */
+	bool renew; /* an endpoint waits to renew its address (atomic) */
 	struct ofi_mr mrs; /* list head */
 
 	/* progress thread */
@@ -177,6 +192,14 @@ static inline void ofi_op_unlink(struct ofi_domain *od, struct ofi_op *op)
 	op->next = op->prev = NULL;
 }
 
+/* Queue a POSTED slot the provider has not seen, or gave back; lock held. */
+static inline void ofi_op_queue(struct ofi_domain *od, struct ofi_op *op)
+{
+	op->state = OP_QUEUED;
+	op->ep->nqueued++;
+	__atomic_store_n(&od->nqueued, od->nqueued + 1, __ATOMIC_RELAXED);
+}
+
 /* A QUEUED slot leaves the queue (posted, or to be freed); od->lock held. */
 static inline void ofi_op_unqueue(struct ofi_domain *od, struct ofi_op *op)
 {
@@ -184,7 +207,10 @@ static inline void ofi_op_unqueue(struct ofi_domain *od, struct ofi_op *op)
 	__atomic_store_n(&od->nqueued, od->nqueued - 1, __ATOMIC_RELAXED);
 }
 
-/* fab_ofi.c: remove released endpoints (and addresses); lock not held */
+/*
+ * fab_ofi.c: remove released endpoints (and addresses), renew the
+ * addresses endpoints wait for (struct ofi_ep, renew); lock not held
+ */
 void fab_ofi_reap(struct ofi_domain *od);
 /* Register buf; report ep's operations cancelled, forget ep (lock held). */
 int fab_ofi_mr_make(struct ofi_domain *od, void *buf, size_t len,

@@ -138,7 +138,8 @@ int fab_ofi_post_queued(struct ofi_domain *od)
 		struct ofi_ep *ep = op->ep;
 
 		next = op->next;
-		if (op->state != OP_QUEUED || ep->refused_round == od->round)
+		if (op->state != OP_QUEUED || ep->refused_round == od->round ||
+		    ep->renew)
 			continue;
 		ret = ep->failed ? -FI_ENOTCONN
 				 : fab_ofi_op_post(od, op, ep->fa);
@@ -231,6 +232,28 @@ static bool conn_error(int status)
 	}
 }
 
+/*
+ * op failed with a connection error on a connection its endpoint inherited
+ * (struct ofi_ep, inherited): queue it again, once, for a new connection,
+ * and report nothing. Lock held.
+ */
+static bool post_again(struct ofi_domain *od, struct ofi_op *op, int status)
+{
+	struct ofi_ep *ep = op->ep;
+
+	if (!conn_error(status) || !ep->inherited || op->again || ep->failed)
+		return false;
+	if (!ep->renew)
+		pr_debug("first operations failed on an inherited connection "
+			 "(%s): posted again on a new one",
+			 strerror(-status));
+	op->again = true;
+	ep->renew = true;
+	__atomic_store_n(&od->renew, true, __ATOMIC_RELAXED);
+	ofi_op_queue(od, op);
+	return true;
+}
+
 /* One provider completion (or error) becomes at most one fab_cqe. */
 static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 		     fi_addr_t src)
@@ -266,6 +289,10 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 	op = container_of(fictx, struct ofi_op, fictx);
 	switch (op->state) {
 	case OP_POSTED:
+		if (post_again(od, op, status))
+			break;
+		if (!status)
+			op->ep->inherited = false; /* the connection works */
 		ofi_op_unlink(od, op);
 		if (conn_error(status) && !op->ep->failed) {
 			/* the provider will not recover this connection */

@@ -144,7 +144,9 @@ int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
  * [off, off + len) is outside rk, -ENOTCONN when ep has failed (see
  * fab_ep_close()), or another -errno. The first operations to a peer are
  * accepted while its connection is still being made: the fabric posts them
- * once it is up, from fab_poll() or the progress thread. An operation not
+ * once it is up, from fab_poll() or the progress thread; those that fail
+ * because the connection a closed endpoint to the same peer left them was
+ * going down are posted once more, on a new one. An operation not
  * completed within op_timeout_ms completes with -ETIMEDOUT. The provider
  * may write into buf after that completion, and after fab_ep_close(): hand
  * it back with fab_mem_release(), or ask fab_mem_busy() before reusing it.

@@ -212,8 +212,6 @@ struct fab_ep *mig_dst_holder_ep(struct mig_dst *d, unsigned h,
 				 const struct fab_rkey **rk);
 /* A read from relay h failed with status: it is down (logged once). */
 void mig_dst_relay_failed(struct mig_dst *d, unsigned h, int status);
-/* POSTCOPY came: reads go to the source only from now on. */
-void mig_dst_relays_down(struct mig_dst *d);
 /* Close the relays' endpoints (cleanup). */
 void mig_dst_relays_close(struct mig_dst *d);
 /* PROGRESS's bytes per holder, into p (allocated); false: out of memory. */

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "common/fault.h"
 #include "fabric/fabric.h"
 #include "protocol/protocol.h"
 
@@ -208,7 +209,6 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 		if (d->mode == PROTO_MODE_PRECOPY || !d->seen ||
 		    mig_dst_to(d, MIG_DST_PC_SWITCHOVER, "POSTCOPY"))
 			return mig_dst_fail(d, "unexpected POSTCOPY");
-		mig_dst_relays_down(d);
 		dst_info(d,
 			 "switchover to post-copy: %" PRIu64 " pages still "
 			 "to fetch",
@@ -242,6 +242,7 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 		dst_info(d,
 			 "retarget to %s: the reads in flight, then we relay",
 			 msg->retarget.node);
+		fy_fault("dst:retarget");
 		return 0;
 	case PROTO_ABORT:
 		if (d->sm->state == MIG_DST_RELAY) {

@@ -110,12 +110,6 @@ void mig_dst_relay_failed(struct mig_dst *d, unsigned h, int status)
 			d->hold[h].node, strerror(-status));
 }
 
-void mig_dst_relays_down(struct mig_dst *d)
-{
-	for (unsigned i = RLY_SOURCE + 1; i < d->nhold; i++)
-		rly_holder_down(d->rly, i, true);
-}
-
 void mig_dst_relays_close(struct mig_dst *d)
 {
 	for (unsigned i = RLY_SOURCE + 1; i < d->nhold; i++) {

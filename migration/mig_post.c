@@ -263,32 +263,56 @@ static int place(struct nd_post *p, uint64_t page, uint64_t n,
 	return 0;
 }
 
-/* Post a read of [page, page + n) into a free slot; -1: fatal. */
-static int post_run(struct mig_dst *d, struct mig_slot *s)
+/*
+ * A read of slot s failed: its pages stay claimed by it and are read
+ * again, from the holder the scheduler names now (a failed relay is down:
+ * another one current for them, or the source).
+ */
+static void repost_to(struct mig_dst *d, struct mig_slot *s)
+{
+	rly_fail(d->rly, &s->rd, false);
+	if (rly_choose(d->rly, s->start, s->pages, &s->rd) ||
+	    rly_take(d->rly, &s->rd, 0))
+		pr_err("post-copy: the pull scheduler refused a read");
+}
+
+/* Post slot s's read, from the holder the scheduler chose for it. */
+static void post_run(struct mig_dst *d, struct mig_slot *s)
 {
 	struct nd_post *p = d->post;
+	const struct fab_rkey *rk;
+	struct fab_ep *ep = mig_dst_holder_ep(d, s->rd.holder, &rk);
 	int i = s - d->slots, ret;
 
+	if (s->rd.holder == RLY_SOURCE && (p->broken || !ep))
+		return; /* once connected again */
 	if (p->zc)
-		ret = fab_read(d->ep, d->map + s->start * FY_PAGE_SIZE,
-			       s->pages * FY_PAGE_SIZE, d->mr, &d->rk,
+		ret = fab_read(ep, d->map + s->start * FY_PAGE_SIZE,
+			       s->pages * FY_PAGE_SIZE, d->mr, rk,
 			       s->start * FY_PAGE_SIZE, s);
 	else
-		ret = fab_read(d->ep, p->stage + i * RUN * FY_PAGE_SIZE,
-			       s->pages * FY_PAGE_SIZE, p->stage_mr, &d->rk,
+		ret = fab_read(ep, p->stage + i * RUN * FY_PAGE_SIZE,
+			       s->pages * FY_PAGE_SIZE, p->stage_mr, rk,
 			       s->start * FY_PAGE_SIZE, s);
 	if (ret == -EAGAIN)
-		return 0;
+		return;
+	if (ret && s->rd.holder != RLY_SOURCE) {
+		unsigned h = s->rd.holder;
+
+		/* that relay is gone: the run comes from another holder */
+		repost_to(d, s);
+		mig_dst_relay_failed(d, h, ret);
+		return;
+	}
 	if (ret) {
 		p->broken = true;
-		return 0;
+		return;
 	}
 	s->posted = true;
 	s->t_post = mig_now(d->n);
 	s->rd.t_post = s->t_post;
 	d->inflight++;
 	d->win.inflight += s->pages * FY_PAGE_SIZE;
-	return 0;
 }
 
 static struct mig_slot *free_slot(struct mig_dst *d)
@@ -322,7 +346,7 @@ static int next_run(struct mig_dst *d, struct rly_read *rd)
 	uint64_t s, e;
 
 	for (;;) {
-		/* the source is the only holder: every run is its */
+		/* from the source or a relay current for the run */
 		if (rly_next(d->rly, RUN, rd))
 			return -1;
 		s = rd->start;
@@ -331,6 +355,7 @@ static int next_run(struct mig_dst *d, struct rly_read *rd)
 			break;
 		/* the fault server's: it reads and places that page */
 		fy_bit_clear(d->need, s);
+		d->hold[RLY_SOURCE].bytes += FY_PAGE_SIZE;
 		pthread_mutex_lock(&d->lock);
 		d->pending--;
 		d->pages_pulled++;
@@ -384,18 +409,6 @@ static void post_reads(struct mig_dst *d)
 		pc_pop_hint(d->pop, d->cursor - d->win.inflight / FY_PAGE_SIZE);
 }
 
-/*
- * A read of slot s failed: its pages stay claimed by it and are read
- * again, from the holder the scheduler names now (today the source).
- */
-static void repost_to(struct mig_dst *d, struct mig_slot *s)
-{
-	rly_fail(d->rly, &s->rd, false);
-	if (rly_choose(d->rly, s->start, s->pages, &s->rd) ||
-	    rly_take(d->rly, &s->rd, 0))
-		pr_err("post-copy: the pull scheduler refused a read");
-}
-
 /* Take completions; place what arrived. -1: the VM is gone. */
 static int reap(struct mig_dst *d, int timeout_ms)
 {
@@ -416,6 +429,13 @@ static int reap(struct mig_dst *d, int timeout_ms)
 		now = mig_now(d->n);
 		codec_window_done(&d->win, s->pages * FY_PAGE_SIZE,
 				  now - s->t_post);
+		if (c[i].status && s->rd.holder != RLY_SOURCE) {
+			unsigned h = s->rd.holder;
+
+			repost_to(d, s); /* posted again by post_reads() */
+			mig_dst_relay_failed(d, h, c[i].status);
+			continue;
+		}
 		if (c[i].status) {
 			if (!p->broken)
 				pr_warn("post-copy read failed (%s): "
@@ -427,6 +447,9 @@ static int reap(struct mig_dst *d, int timeout_ms)
 			continue;
 		}
 		rly_done(d->rly, &s->rd, now);
+		d->hold[s->rd.holder].bytes += s->pages * FY_PAGE_SIZE;
+		if (s->rd.holder != RLY_SOURCE)
+			p->relayed += s->pages;
 		if (p->zc) {
 			set_placed(p, s->start, s->pages);
 			ret = map_range(p, s->start, s->pages);
@@ -501,7 +524,10 @@ void mig_post_stats(struct mig_dst *d, uint64_t now)
 	pg->progress.pages_total = d->pages;
 	pg->progress.pages_valid = d->pages - d->pending;
 	pg->progress.bytes = d->bytes;
-	mig_dst_out(d, pg);
+	if (mig_dst_holder_bytes(d, &pg->progress))
+		mig_dst_out(d, pg);
+	else
+		free(pg);
 	d->post->next_stats = now + STATS_NS;
 }
 
@@ -528,9 +554,10 @@ static void finish(struct mig_dst *d)
 	dst_info(d,
 		 "post-copy: all pages in after %.3f s: %" PRIu64
 		 " faults (p50 %.1f us, p99 %.1f us), blocktime %.1f ms, "
-		 "%" PRIu64 " pre-paged",
+		 "%" PRIu64 " pre-paged, %" PRIu64 " pages from relays",
 		 d->pcs.duration / 1e9, d->pcs.faults, d->pcs.p50 / 1e3,
-		 d->pcs.p99 / 1e3, d->pcs.blocktime / 1e6, d->pcs.prepaged);
+		 d->pcs.p99 / 1e3, d->pcs.blocktime / 1e6, d->pcs.prepaged,
+		 d->post->relayed);
 	m = mig_dst_gen_msg(d, PROTO_COMMIT);
 	if (m)
 		mig_dst_out(d, m);

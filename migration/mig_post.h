@@ -40,6 +40,7 @@ struct nd_post {
 	uint64_t next_stats;
 	bool fault_stalled; /* as of the last PC_STATS */
 	uint64_t prepaged; /* pages we fetched for the fault server */
+	uint64_t relayed; /* pages we read from relays */
 	bool broken; /* our endpoint failed: connect again */
 	uint64_t reconnect_at, backoff;
 };

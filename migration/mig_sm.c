@@ -253,7 +253,7 @@ bool mig_fault_known(const char *point)
 	const char *num = point + sizeof(round) - 1;
 	size_t digits;
 
-	if (!strcmp(point, "dst:spawned"))
+	if (!strcmp(point, "dst:spawned") || !strcmp(point, "dst:retarget"))
 		return true;
 	/* dst:round:N, N in decimal without a leading zero */
 	if (!strncmp(point, round, sizeof(round) - 1)) {

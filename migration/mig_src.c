@@ -390,8 +390,7 @@ static void src_runs_there(struct mig *m, uint64_t now)
 	       "the VM runs on the destination");
 	mig_info(m, "post-copy: the VM runs on %s after %.1f ms of downtime",
 		 m->peer->name, m->downtime_ns / 1e6);
-	/* the destination's pulls from it ended before it resumed the VM */
-	mig_src_relay_release(m, "the VM runs on the new destination");
+	/* its background pulls read from the relay until COMMIT */
 }
 
 /* RESUMED after our commit, or COMMIT after post-copy: it is over. */
@@ -401,6 +400,8 @@ static void src_done(struct mig *m, uint64_t now)
 
 	if (!pc)
 		m->downtime_ns = m->recovered ? 0 : now - m->t_pause;
+	/* post-copy: COMMIT, the destination holds every page */
+	mig_src_relay_release(m, "the new destination holds every page");
 	src_complete(m, now);
 	if (pc)
 		mig_info(m,

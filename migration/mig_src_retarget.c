@@ -12,8 +12,8 @@
  *   S -> D  HOLDER_MAP(m, S), HOLDER_MAP(m, B), then DIRTY_SETs: every page
  *           announced so far, each at the generation it was last announced
  *   ...     rounds go on with D, which pulls each run from S or B
- *   S -> B  ABORT(m, "released")   at the commit (post-copy: once the VM
- *                                  runs on D), or when the migration ends
+ *   S -> B  ABORT(m, "released")   at the commit (post-copy: D's COMMIT,
+ *                                  D holds every page), or when it ends
  *
  * B's copy is current at the generation S had reached at RETARGET (every
  * DIRTY_SET before it reached B first, and B pulled the pages it holds

@@ -34,7 +34,9 @@ void status_fast(struct node *d)
 	if (!base_s)
 		base_s = status_base(d);
 	assert_int_equal(ferry(d, false, "status", out, err), 0);
-	if (now_s() - t0 > base_s + MAX(1.0, 5 * base_s))
+	/* a loaded CI machine (ASan, two jobs) answers in 1-2 s; a blocked
+	 * control loop does not answer before the flood is over */
+	if (now_s() - t0 > base_s + MAX(3.0, 10 * base_s))
 		fail_msg("ferry status took %.2f s (%.2f s idle)", now_s() - t0,
 			 base_s);
 }

@@ -14,6 +14,9 @@
  *            an incoming migration 1, and the CLI names them 1 and a/1
  *   cancel   cancel during pre-copy: the VM runs on at the source, the
  *            destination keeps no VM, no registration, no file
+ *   after_cancel  cancelled with b's reads in flight, twice, then to b
+ *            again: the next migration's first reads do not fail with
+ *            the old connection (the fabric reconnects)
  *   mismatch a page changed behind ferryd's back on the destination: the
  *            --verify comparison catches it, nothing commits, the VM
  *            runs on at the source
@@ -291,6 +294,70 @@ static void test_cancel(void **state)
 	assert_jpart(m, "reason", "cancelled by the user");
 }
 
+/*
+ * Start a migration of g1 to b at full speed and cancel it while b's
+ * reads are in flight; wait until b has let go of it.
+ */
+static void cancel_midway(void)
+{
+	char id[32], at_b[40];
+	json_t *j, *m = NULL;
+	double t0;
+	int rc;
+
+	j = ferry_jargs(&na, 10, NULL, "migrate", "g1", "--to", "b", "--detach",
+			NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
+	snprintf(at_b, sizeof(at_b), "a/%s", id);
+	t0 = now_s();
+	while (now_s() - t0 < 10) {
+		/* NULL until b has it */
+		m = ferry_jargs(&nb, 10, &rc, "migration", at_b, NULL);
+		if (jis(m, "state", "precopy") &&
+		    jint(m, "pages_pulled") > 4096)
+			break;
+		sleep_ms(5);
+	}
+	assert_jstr(m, "state", "precopy");
+	j = ferry_jargs(&na, 10, NULL, "cancel", id, NULL);
+	assert_jstr(j, "state", "cancelled");
+	t0 = now_s();
+	while (now_s() - t0 < 10) {
+		if (!jfind(ferry_json(&nb, "vms"), "vms", "name", "g1") &&
+		    jint(ferry_json(&nb, "status"), "migrations") == 0)
+			break;
+		sleep_ms(5);
+	}
+	assert_int_equal(jint(ferry_json(&nb, "status"), "migrations"), 0);
+}
+
+static void test_after_cancel(void **state)
+{
+	static const char *const opts[] = { "--mem", "256M",	  "--guest",
+					    "idle",  "--prefill", "random",
+					    NULL };
+	json_t *j;
+
+	(void)state;
+	two_nodes();
+	start_vm(&na, "g1", opts);
+	/*
+	 * The source deregisters its RAM as it cancels, with reads on the
+	 * wire: their connection breaks, and b sees it only once more
+	 * bytes come, i.e. under the next migration's first reads, which
+	 * share it. Twice, as b does not always lag.
+	 */
+	cancel_midway();
+	cancel_midway();
+	j = ferry_jargs(&na, 60, NULL, "migrate", "g1", "--to", "b", "--verify",
+			NULL);
+	assert_jstr(j, "state", "completed");
+	assert_int_equal(jint(j, "verified_pages"), 256 << 8);
+	wait_vm_exit(vm_pid);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+}
+
 /* Open the guest RAM memfd of ferry-vm pid through /proc (we are root). */
 static int open_ram(long pid)
 {
@@ -539,6 +606,8 @@ int main(void)
 						mig_teardown),
 		cmocka_unit_test_setup_teardown(test_ids, NULL, mig_teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, NULL,
+						mig_teardown),
+		cmocka_unit_test_setup_teardown(test_after_cancel, NULL,
 						mig_teardown),
 		cmocka_unit_test_setup_teardown(test_mismatch, NULL,
 						mig_teardown),

@@ -236,7 +236,8 @@ static void test_two_in(void **state)
 	start(NULL, NULL, false);
 	p1 = start_guest(&na, "m1");
 	p2 = start_guest(&na, "m2");
-	migrate(&na, "m1", "b", "--verify", "--max-bandwidth=32M", id1,
+	/* 8 s at 8 MiB/s: the second starts long before the first ends */
+	migrate(&na, "m1", "b", "--verify", "--max-bandwidth=8M", id1,
 		sizeof(id1));
 	migrate(&na, "m2", "b", "--verify", "--max-bandwidth=32M", id2,
 		sizeof(id2));
@@ -261,7 +262,7 @@ static void test_crossed(void **state)
 	start(NULL, NULL, false);
 	p1 = start_guest(&na, "x1");
 	p2 = start_guest(&nb, "x2");
-	migrate(&na, "x1", "b", "--verify", "--max-bandwidth=32M", id1,
+	migrate(&na, "x1", "b", "--verify", "--max-bandwidth=8M", id1,
 		sizeof(id1));
 	/* b knows x1 first: its own migration takes another id (2) */
 	wait_together(&nb, "x1", "x1");

@@ -7,8 +7,13 @@
  *                 relays what it holds; the report counts both holders'
  *                 bytes; every page verifies; b is released and keeps
  *                 nothing
+ *   postcopy      hybrid a -> b, on to c, then post-copy: c's background
+ *                 pull reads from b as well, until c's COMMIT releases it
  *   relay_dies    b is killed while c has not read from it yet: c's reads
  *                 from b fail and come from a; no page is lost
+ *   released_draining  b is released while it drains its reads (stopped
+ *                 at RETARGET, the source cancelled): the next migration
+ *                 to b reads from a again
  *   refused       retarget to an unknown peer, to a peer that is down and
  *                 during post-copy: a clear refusal, and the migration
  *                 goes on to b unchanged
@@ -41,6 +46,10 @@ static pid_t vm_pid;
 
 static const char *const guest[] = { "--mem",	     "64M", "--guest", "verify",
 				     "--workingset", "4M",  NULL };
+/* 64 MiB, 56 of them prefilled data the guest never writes */
+static const char *const filled[] = { "--mem",	   "64M",	   "--guest",
+				      "verify",	   "--workingset", "4M",
+				      "--prefill", "random",	   NULL };
 
 /*
  * Nodes a, b and c that list each other, started with FERRY_FAULT fb on
@@ -76,17 +85,19 @@ static void four_nodes(const char *fc)
 
 /*
  * Start guest r1 on a and migrate it to b, paced (4 MiB/s), pre-copy
- * with --verify or hybrid; wait until b pulled over 1 MiB of it. Its id
- * into id. tight: a downtime limit of 20 ms, raised after every round
- * without progress (the defaults: 300 ms, 3 rounds), so that rounds go
- * on after an unpaced one.
+ * with --verify or hybrid (over 256 pages: a prefilled guest); wait until
+ * b pulled over `pages` pages of it. Its id into id. tight: a downtime
+ * limit of 20 ms, raised after every round without progress (the
+ * defaults: 300 ms, 3 rounds), so that rounds go on after an unpaced one.
  */
-static void migrate_to_b(char *id, size_t len, bool hybrid, bool tight)
+static void migrate_to_b(char *id, size_t len, bool hybrid, long pages,
+			 bool tight)
 {
 	json_t *j, *m = NULL;
 	double t0;
 
-	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1", guest);
+	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1",
+				pages > 256 ? filled : guest);
 	wait_counter(&na, "pass", 2);
 	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b",
 			"--max-bandwidth", "4M", "--detach", "--downtime-limit",
@@ -98,7 +109,8 @@ static void migrate_to_b(char *id, size_t len, bool hybrid, bool tight)
 	while (now_s() - t0 < 20) {
 		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
 			  "r1");
-		if (jis(m, "state", "precopy") && jint(m, "pages_pulled") > 256)
+		if (jis(m, "state", "precopy") &&
+		    jint(m, "pages_pulled") > pages)
 			break;
 		sleep_ms(20);
 	}
@@ -177,7 +189,7 @@ static void test_retarget(void **state)
 
 	(void)state;
 	three_nodes(NULL, NULL);
-	migrate_to_b(id, sizeof(id), false, false);
+	migrate_to_b(id, sizeof(id), false, 256, false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	j = wait_end(id);
@@ -204,6 +216,51 @@ static void test_retarget(void **state)
 	itest_no_crash(&nc);
 }
 
+static void test_postcopy(void **state)
+{
+	const char *line;
+	char id[32];
+	json_t *j;
+	long relayed = 0;
+	double t0;
+	int rc;
+
+	(void)state;
+	/* c stops once it took a's holder map, before b's and any pull */
+	three_nodes(NULL, "dst:after:precopy:stop");
+	migrate_to_b(id, sizeof(id), true, 2048, false);
+	ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	node_wait_stopped(&nc, 20);
+	/* post-copy at once: c pulls everything in post-copy */
+	ferry_jargs(&na, 10, &rc, "migrate-postcopy", id, NULL);
+	assert_int_equal(rc, 0);
+	t0 = now_s();
+	do {
+		j = ferry_jargs(&na, 10, NULL, "migration", id, NULL);
+		sleep_ms(10);
+	} while (jis(j, "state", "precopy") && now_s() - t0 < 5);
+	kill(nc.pid, SIGCONT);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "c");
+	if (jint(jfind(j, "holders", "node", "b"), "bytes") <= 0)
+		fail_msg("b served nothing: %s", jtext(j));
+	runs_on(&nc);
+	line = strstr(slurp(nc.log), "post-copy: all pages in");
+	assert_non_null(line);
+	line = strstr(line, "pre-paged, ");
+	if (!line ||
+	    sscanf(line, "pre-paged, %ld pages from relays", &relayed) != 1 ||
+	    relayed <= 0)
+		fail_msg("c's post-copy read %ld pages from b", relayed);
+	j = wait_b("released");
+	assert_jpart(j, "reason", "holds every page");
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+}
+
 static void test_relay_dies(void **state)
 {
 	char id[32];
@@ -213,7 +270,7 @@ static void test_relay_dies(void **state)
 	(void)state;
 	/* c stops once it took a's holder map, before b's */
 	three_nodes(NULL, "dst:after:precopy:stop");
-	migrate_to_b(id, sizeof(id), false, false);
+	migrate_to_b(id, sizeof(id), false, 256, false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
@@ -231,6 +288,59 @@ static void test_relay_dies(void **state)
 	runs_on(&nc);
 	assert_non_null(strstr(slurp(nc.log), "relay b"));
 	itest_no_crash(&na);
+	itest_no_crash(&nc);
+}
+
+static void test_released_draining(void **state)
+{
+	static const char *const big[] = { "--mem", "256M",	 "--guest",
+					   "idle",  "--prefill", "random",
+					   NULL };
+	char id[32];
+	json_t *j, *m = NULL;
+	double t0;
+	int rc;
+
+	(void)state;
+	/* b stops as it takes RETARGET, its reads still in flight */
+	three_nodes("dst:retarget:stop", NULL);
+	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r2", big);
+	j = ferry_jargs(&na, 10, NULL, "migrate", "r2", "--to", "b", "--detach",
+			NULL);
+	snprintf(id, sizeof(id), "%ld", jint(j, "id"));
+	t0 = now_s();
+	while (now_s() - t0 < 20) {
+		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+			  "r2");
+		if (jis(m, "state", "precopy") &&
+		    jint(m, "pages_pulled") > 4096)
+			break;
+		sleep_ms(5);
+	}
+	assert_jstr(m, "state", "precopy");
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	node_wait_stopped(&nb, 20);
+	/* the source ends it and releases b, which drains when it wakes */
+	j = ferry_jargs(&na, 10, NULL, "cancel", id, NULL);
+	assert_jstr(j, "state", "cancelled");
+	kill(nb.pid, SIGCONT);
+	t0 = now_s();
+	while (now_s() - t0 < 20) {
+		if (!jfind(ferry_json(&nb, "vms"), "vms", "name", "r2") &&
+		    jint(ferry_json(&nb, "status"), "migrations") == 0)
+			break;
+		sleep_ms(20);
+	}
+	assert_int_equal(jint(ferry_json(&nb, "status"), "migrations"), 0);
+	/* b reads from a again */
+	j = ferry_jargs(&na, 60, NULL, "migrate", "r2", "--to", "b", "--verify",
+			NULL);
+	assert_jstr(j, "state", "completed");
+	assert_int_equal(jint(j, "verified_pages"), 256 << 8);
+	wait_vm_exit(vm_pid);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
 	itest_no_crash(&nc);
 }
 
@@ -265,7 +375,7 @@ static void test_retarget2(void **state)
 	four_nodes("dst:round:1:stop");
 	logged_b = count(slurp(nb.log), RELEASED);
 	logged_c = count(slurp(nc.log), RELEASED);
-	migrate_to_b(id, sizeof(id), false, true);
+	migrate_to_b(id, sizeof(id), false, 256, true);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 30);
@@ -335,7 +445,7 @@ static void test_src_restart(void **state)
 		 "peer_timeout_ms = 3000\nmigration_timeout_ms = 10000\n",
 		 ferry_vm_bin);
 	itest_nodes(all, fault, 3, extra);
-	migrate_to_b(id, sizeof(id), false, false);
+	migrate_to_b(id, sizeof(id), false, 256, false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	/* committed to c, recorded; b not released yet */
@@ -386,7 +496,7 @@ static void test_refused(void **state)
 
 	(void)state;
 	three_nodes("dst:after:postcopy:stop", NULL);
-	migrate_to_b(id, sizeof(id), true, false);
+	migrate_to_b(id, sizeof(id), true, 256, false);
 	refused(id, "zz", "no peer called 'zz'");
 	refused(id, "b", "already goes to 'b'");
 	kill(nc.pid, SIGKILL);
@@ -410,7 +520,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_retarget, NULL,
 						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_postcopy, NULL,
+						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_relay_dies, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_released_draining, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_refused, NULL,
 						rt_teardown),

@@ -422,8 +422,9 @@ static void test_fault_points(void **state)
 	static const char *const yes[] = {
 		"src:before:committed", "src:after:pc-switchover",
 		"dst:after:ready",	"dst:before:postcopy",
-		"dst:spawned",		"dst:round:0",
-		"dst:round:2",		"dst:round:123456789",
+		"dst:spawned",		"dst:retarget",
+		"dst:round:0",		"dst:round:2",
+		"dst:round:123456789",
 	};
 	static const char *const no[] = {
 		"src:before:ready", "dst:after:prepare+asked",
