@@ -117,6 +117,10 @@ void mig_save_record(struct mig *m)
 	snprintf(r.vm, sizeof(r.vm), "%s", m->vm);
 	snprintf(r.peer, sizeof(r.peer), "%s", m->peer->name);
 	snprintf(r.reason, sizeof(r.reason), "%s", m->reason);
+	for (unsigned i = 0; i < m->nrelays; i++)
+		if (m->relays[i].state != MIG_RELAY_GONE)
+			snprintf(r.relays[r.nrelays++], sizeof(r.relays[0]),
+				 "%s", m->relays[i].peer->name);
 	mig_record_put(m->n, &r);
 }
 
@@ -270,9 +274,13 @@ struct mig *mig_find_relay(struct mig_env *n, uint64_t id,
 	for (int i = 0; i < MIG_MAX; i++) {
 		struct mig *m = n->migs[i];
 
-		if (m && m->source && m->id == id && m->relay == p &&
-		    !mig_finished(m))
-			return m;
+		if (!m || !m->source || m->id != id || mig_finished(m))
+			continue;
+		for (unsigned k = 0; k < m->nrelays; k++)
+			if (m->relays[k].peer == p &&
+			    (m->relays[k].state == MIG_RELAY_DRAINING ||
+			     m->relays[k].state == MIG_RELAY_SERVING))
+				return m;
 	}
 	return NULL;
 }

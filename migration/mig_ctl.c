@@ -85,7 +85,7 @@ void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 	if ((!m || mig_finished(m)) && to != PROTO_TO_DEST &&
 	    mig_find_relay(n, id, p)) {
 		/* the old destination of a retarget, a relay now */
-		mig_src_relay_msg(mig_find_relay(n, id, p), msg);
+		mig_src_relay_msg(mig_find_relay(n, id, p), p, msg);
 		proto_msg_free(msg);
 		return;
 	}
@@ -557,6 +557,7 @@ void mig_tick(struct mig_env *n, uint64_t now)
 		if (!m) {
 			continue;
 		} else if (m->source) {
+			mig_src_relays_tick(m, now);
 			mig_src_tick(m, now);
 		} else if (m->dst) {
 			if (mig_dst_poll(m))
@@ -720,6 +721,8 @@ static void load_record(struct mig_env *n, const char *name)
 	snprintf(m->reason, sizeof(m->reason),
 		 "ferryd restarted during the migration (phase %s)",
 		 r.known ? mig_phase_name(r.phase) : "?");
+	if (r.source)
+		mig_src_relays_recorded(m, &r);
 	to = r.source ? (unsigned)src_recover(m, &r)
 		      : (unsigned)dst_recover(m, &r);
 	if (mig_sm_has(r.source, to, MIG_SM_END)) {

@@ -59,6 +59,22 @@ struct mig_opts {
 
 struct mig_dst;
 
+/* A relay of a source migration (mig_src_retarget.c). */
+enum mig_relay_state {
+	MIG_RELAY_DRAINING, /* RETARGET sent: its HOLDER_MAP to come */
+	MIG_RELAY_SERVING, /* its map in hand: each new destination gets it */
+	MIG_RELAY_UNTOLD, /* to release once it answers (after our restart) */
+	MIG_RELAY_GONE, /* released, or it gave up */
+};
+
+struct mig_relay {
+	struct mig_peer *peer;
+	enum mig_relay_state state;
+	uint64_t gen; /* the generation of its copy: ours at RETARGET */
+	uint64_t *stale; /* pages it may lack; NULL once its map is trimmed */
+	struct proto_msg *map; /* its HOLDER_MAP, trimmed; NULL: none yet */
+};
+
 struct mig {
 	uint64_t id; /* chosen by the source */
 	bool source;
@@ -130,10 +146,9 @@ struct mig {
 	bool retain; /* source: our copy is kept after it (mig_retain.c) */
 	/* source: each page's generation when it was last announced */
 	uint32_t *pgen;
-	/* source, retargeted: the relay, as mig_src_retarget.c says */
-	struct mig_peer *relay; /* NULL: none, or released */
-	uint64_t relay_gen, *relay_stale;
-	struct proto_msg *relay_map;
+	/* source, retargeted: its relays, as mig_src_retarget.c says */
+	struct mig_relay relays[MIG_RELAYS_MAX];
+	unsigned nrelays; /* entries used, in the order of the retargets */
 	struct proto_holder_bytes hb[PROTO_HOLDERS_MAX]; /* D's PROGRESS */
 	size_t nhb;
 	/* destination */

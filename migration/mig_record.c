@@ -9,6 +9,10 @@
  *
  *   id=7  vm=web  peer=b  phase=switchover  started=UNIX  reason=TEXT
  *   mode=hybrid  postcopy=1        (one KEY=VALUE per line)
+ *   relay=c  relay=d               (a source's relays not released yet)
+ *
+ * Keys come and go by version: a reader skips the keys it does not know
+ * and takes a missing one as its old default (precopy, no relay).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -55,6 +59,9 @@ void mig_record_put(const struct mig_env *n, const struct mig_record *r)
 		pr_perror("cannot write %s/%s", n->mig_dir, tmp);
 		return;
 	}
+	for (unsigned i = 0; i < r->nrelays && len < (int)sizeof(text); i++)
+		len += snprintf(text + len, sizeof(text) - len, "relay=%s\n",
+				r->relays[i]);
 	len = FY_MIN(len, (int)sizeof(text) - 1);
 	/* rename: a crash leaves the old record or the new one */
 	if (fy_full_io(fd, text, len, true) || close(fd) ||
@@ -97,6 +104,10 @@ int mig_record_get(const struct mig_env *n, const char *name,
 			r->started = strtoull(num, NULL, 10);
 		else if (value(line, "postcopy", num, sizeof(num)))
 			r->postcopy = num[0] == '1';
+		else if (r->nrelays < MIG_RELAYS_MAX &&
+			 value(line, "relay", r->relays[r->nrelays],
+			       sizeof(r->relays[0])))
+			r->nrelays++;
 		else if (!value(line, "vm", r->vm, sizeof(r->vm)) &&
 			 !value(line, "peer", r->peer, sizeof(r->peer)) &&
 			 !value(line, "phase", phase, sizeof(phase)) &&

@@ -12,6 +12,13 @@
 struct mig;
 struct mig_env;
 
+/*
+ * Relays one source migration may have, one per retarget: with the source
+ * and a copy kept elsewhere, within what a destination pulls from
+ * (RLY_HOLDERS_MAX, PROTO_HOLDERS_MAX).
+ */
+#define MIG_RELAYS_MAX 4
+
 /* mig_record.c: the records in mig_dir */
 
 struct mig_record {
@@ -25,6 +32,9 @@ struct mig_record {
 	uint64_t started; /* unix time */
 	enum proto_mode mode;
 	char reason[512];
+	/* source: relays not released yet, which a restart releases */
+	char relays[MIG_RELAYS_MAX][PROTO_NAME_MAX + 1];
+	unsigned nrelays;
 };
 
 /* "ID.src" or "PEER-ID.dst". */

@@ -406,6 +406,25 @@ static void pack_holder(msgpack_packer *pk, const char *node, const char *kind,
 	msgpack_pack_double(pk, age_s);
 }
 
+/* Source m's relays that hold a copy, each packed if pk; their count. */
+static unsigned relays_of(const struct mig *m, msgpack_packer *pk)
+{
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < m->nrelays; i++) {
+		const struct mig_relay *rl = &m->relays[i];
+
+		if (rl->state != MIG_RELAY_DRAINING &&
+		    rl->state != MIG_RELAY_SERVING)
+			continue;
+		k++;
+		if (pk)
+			pack_holder(pk, rl->peer->name, "relay", 0, m->pages,
+				    -1);
+	}
+	return k;
+}
+
 /* How many entries pack_holders() will write (msgpack wants it first). */
 static unsigned holders_of(struct mig_env *n, const char *vm, bool pack,
 			   msgpack_packer *pk)
@@ -449,12 +468,9 @@ static unsigned holders_of(struct mig_env *n, const char *vm, bool pack,
 
 		if (!m || mig_finished(m) || strcmp(m->vm, vm))
 			continue;
-		if (m->source && m->relay) {
-			k++;
-			if (pack)
-				pack_holder(pk, m->relay->name, "relay", 0,
-					    m->pages, -1);
-		} else if (!m->source) {
+		if (m->source) {
+			k += relays_of(m, pack ? pk : NULL);
+		} else {
 			k++;
 			if (pack)
 				pack_holder(pk, n->cfg.name, "destination",

@@ -21,14 +21,29 @@
 int mig_src_retarget(struct mig_env *n, uint64_t id, const char *to, char *err,
 		     size_t errlen);
 /*
- * A message about source migration m from its relay (not freed): its
- * HOLDER_MAP, or its end (ABORT, ERROR).
+ * A message about source migration m from p, one of its relays (not
+ * freed): its HOLDER_MAP, or its end (ABORT, ERROR).
  */
-void mig_src_relay_msg(struct mig *m, struct proto_msg *msg);
-/* Free the relay's copy, if any: ABORT with why, and forget it. */
+void mig_src_relay_msg(struct mig *m, struct mig_peer *p,
+		       struct proto_msg *msg);
+/*
+ * Free the relays' copies: ABORT "released: why" to each not released
+ * yet; one that cannot be reached now is told by mig_src_relays_tick().
+ * The record then lists the relays left.
+ */
 void mig_src_relay_release(struct mig *m, const char *why);
+/* Relay rl is done (released, or it gave up): forget its map. */
+void mig_src_relay_forget(struct mig_relay *rl);
+/* Release m's relays still untold (after our restart) that answer now. */
+void mig_src_relays_tick(struct mig *m, uint64_t now);
+/*
+ * A restarted source: the relays its record r names, to release once each
+ * answers (a restarted source never goes on with pre-copy, so nothing
+ * reads their copies now). Names that are no peer now are logged.
+ */
+void mig_src_relays_recorded(struct mig *m, const struct mig_record *r);
 
-/* The running source migration id whose relay is p, or NULL. */
+/* The running source migration id whose relay (not released) is p. */
 struct mig *mig_find_relay(struct mig_env *n, uint64_t id,
 			   const struct mig_peer *p);
 

@@ -38,24 +38,64 @@ static void stage_free(struct mig *m)
 	m->stage_len = 0;
 }
 
-void mig_src_relay_release(struct mig *m, const char *why)
+void mig_src_relay_forget(struct mig_relay *rl)
+{
+	free(rl->stale);
+	rl->stale = NULL;
+	proto_msg_free(rl->map);
+	rl->map = NULL;
+	rl->state = MIG_RELAY_GONE;
+}
+
+/* ABORT "released: why" to relay rl: gone, or untold if it is not reached. */
+static void relay_tell(struct mig *m, struct mig_relay *rl, const char *why)
 {
 	struct proto_msg a = { .type = PROTO_ABORT };
 
-	if (!m->relay)
-		return;
 	a.abort.mig = m->id;
 	snprintf(a.abort.reason, sizeof(a.abort.reason), "released: %s", why);
-	if (mig_peer_send(m->n, m->relay, &a))
-		mig_err(m,
-			"cannot release relay %s: it frees its copy once "
-			"it loses us",
-			m->relay->name);
-	else
-		mig_info(m, "relay %s released", m->relay->name);
-	m->relay = NULL;
-	proto_msg_free(m->relay_map);
-	m->relay_map = NULL;
+	mig_src_relay_forget(rl);
+	if (mig_peer_send(m->n, rl->peer, &a)) {
+		mig_err(m, "cannot release relay %s now: again once it answers",
+			rl->peer->name);
+		rl->state = MIG_RELAY_UNTOLD;
+		return;
+	}
+	mig_info(m, "relay %s released", rl->peer->name);
+}
+
+void mig_src_relay_release(struct mig *m, const char *why)
+{
+	bool told = false;
+
+	for (unsigned i = 0; i < m->nrelays; i++) {
+		struct mig_relay *rl = &m->relays[i];
+
+		if (rl->state == MIG_RELAY_GONE)
+			continue;
+		relay_tell(m, rl, why);
+		told = true;
+	}
+	/* a restart from here on releases only those still untold */
+	if (told)
+		mig_save_record(m);
+}
+
+void mig_src_relays_tick(struct mig *m, uint64_t now)
+{
+	bool told = false;
+
+	for (unsigned i = 0; i < m->nrelays; i++) {
+		struct mig_relay *rl = &m->relays[i];
+
+		if (rl->state != MIG_RELAY_UNTOLD ||
+		    mig_peer_state(m->n, rl->peer, now) != MIG_PEER_REACHABLE)
+			continue;
+		relay_tell(m, rl, "no one reads this copy any more");
+		told |= rl->state == MIG_RELAY_GONE;
+	}
+	if (told)
+		mig_save_record(m);
 }
 
 void mig_src_release(struct mig *m)
@@ -63,8 +103,6 @@ void mig_src_release(struct mig *m)
 	mig_src_relay_release(m, "the migration ended");
 	free(m->pgen);
 	m->pgen = NULL;
-	free(m->relay_stale);
-	m->relay_stale = NULL;
 	mig_csum_end(m); /* it reads the mapping */
 	stage_free(m);
 	fab_mr_dereg(m->cache_mr);

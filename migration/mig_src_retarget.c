@@ -18,13 +18,18 @@
  * B's copy is current at the generation S had reached at RETARGET (every
  * DIRTY_SET before it reached B first, and B pulled the pages it holds
  * after their last one), except for the pages of the round S had not
- * finished announcing to B: those S removes from B's map before passing it
- * on. So D never reads a page from B that changed since B pulled it.
+ * finished announcing to B: those S removes from B's map when it comes.
+ * So D never reads a page from B that changed since B pulled it.
  *
- * In struct mig: relay is B until it is released (NULL then), relay_gen
- * the generation of its copy, relay_stale the pages it may lack,
- * relay_map its HOLDER_MAP until D says yes; hb the bytes D reports it
- * pulled from each holder.
+ * A second retarget, to E, makes D a relay the same way; E then gets the
+ * maps of B and D, each trimmed as it came and at its own generation.
+ * Up to MIG_RELAYS_MAX retargets; never back to a peer that was a
+ * destination of this migration (its migration of that id exists there).
+ *
+ * In struct mig: relays[], one per retarget, in order (struct mig_relay:
+ * its peer, state, generation, the pages it may lack until its map came,
+ * then its trimmed map); hb the bytes D reports it pulled from each
+ * holder. The record lists the relays not released yet (mig_record.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,6 +45,11 @@
 #include "migration/mig_src.h"
 
 #define RUNS_PER_MSG 65536
+
+/* a destination pulls from the source, each relay and a kept copy */
+_Static_assert(MIG_RELAYS_MAX + 2 <= RLY_HOLDERS_MAX &&
+		       MIG_RELAYS_MAX + 2 <= PROTO_HOLDERS_MAX,
+	       "a destination's scheduler takes every relay");
 
 /* Can m go on to peer `to` now? 0 and the peer, or -errno and a text. */
 static int retarget_check(struct mig *m, const char *to, char *err,
@@ -61,11 +71,11 @@ static int retarget_check(struct mig *m, const char *to, char *err,
 			 "migration is not supported");
 		return -EOPNOTSUPP;
 	}
-	if (m->relay || m->relay_stale) {
+	if (m->nrelays == MIG_RELAYS_MAX) {
 		snprintf(err, errlen,
-			 "migration %" PRIu64 " was retargeted once: a second "
-			 "retarget is not supported yet",
-			 m->id);
+			 "migration %" PRIu64 " was retargeted %u times: no "
+			 "more than %u relays",
+			 m->id, m->nrelays, MIG_RELAYS_MAX);
 		return -EBUSY;
 	}
 	if (m->gen > UINT32_MAX) {
@@ -80,6 +90,15 @@ static int retarget_check(struct mig *m, const char *to, char *err,
 		snprintf(err, errlen, "%s is already the destination", to);
 		return -EINVAL;
 	}
+	for (unsigned i = 0; i < m->nrelays; i++)
+		if (m->relays[i].peer == p) {
+			snprintf(err, errlen,
+				 "%s was a destination of migration %" PRIu64
+				 " before (a relay since): a retarget back to "
+				 "it is not supported",
+				 to, m->id);
+			return -EINVAL;
+		}
 	ps = mig_peer_state(m->n, p, mig_now(m->n));
 	if (ps != MIG_PEER_REACHABLE) {
 		snprintf(err, errlen,
@@ -98,6 +117,7 @@ int mig_src_retarget(struct mig_env *n, uint64_t id, const char *to, char *err,
 	struct proto_msg r = { .type = PROTO_RETARGET };
 	struct mig *m = mig_find(n, id, true, NULL);
 	struct mig_peer *old, *p = NULL;
+	struct mig_relay *rl;
 	int ret;
 
 	if (!m || mig_finished(m)) {
@@ -108,32 +128,37 @@ int mig_src_retarget(struct mig_env *n, uint64_t id, const char *to, char *err,
 	ret = retarget_check(m, to, err, errlen, &p);
 	if (ret)
 		return ret;
-	/* what B was not told yet is not current there */
-	m->relay_stale = fy_bitmap_alloc(m->pages);
-	if (!m->relay_stale) {
+	rl = &m->relays[m->nrelays];
+	memset(rl, 0, sizeof(*rl));
+	/* what the old destination was not told yet is not current there */
+	rl->stale = fy_bitmap_alloc(m->pages);
+	if (!rl->stale) {
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if (!m->todo_sent)
 		fy_runs_to_bitmap(&m->todo[m->todo_pos], m->ntodo - m->todo_pos,
-				  m->relay_stale, m->pages);
+				  rl->stale, m->pages);
 	r.retarget.mig = m->id;
 	snprintf(r.retarget.node, sizeof(r.retarget.node), "%s", p->name);
 	ret = mig_send(m, &r);
 	if (ret) {
-		free(m->relay_stale);
-		m->relay_stale = NULL;
+		free(rl->stale);
+		rl->stale = NULL;
 		snprintf(err, errlen, "cannot reach %s: %s", m->peer->name,
 			 strerror(-ret));
 		return ret;
 	}
 	/* from here on the old destination only serves its copy */
 	old = m->peer;
-	m->relay = old;
-	m->relay_gen = m->gen;
+	rl->peer = old;
+	rl->state = MIG_RELAY_DRAINING;
+	rl->gen = m->gen;
+	m->nrelays++;
 	m->peer = p;
 	m->nhb = 0;
 	m->deadline = mig_now(n) + MIG_PREPARE_TIMEOUT_NS;
+	/* recorded with its new relay: a restart releases it */
 	mig_to(m, MIG_SRC_RETARGET, "ferry retarget");
 	mig_info(m, "retarget: %s becomes a relay, the migration goes on to %s",
 		 old->name, p->name);
@@ -146,10 +171,13 @@ int mig_src_retarget(struct mig_env *n, uint64_t id, const char *to, char *err,
 	return ret;
 }
 
-/* B's map, less the pages not current there, at relay_gen, on to D. */
-static int forward_relay_map(struct mig *m)
+/*
+ * Relay rl's map as it came: less the pages not current there, all at
+ * rl->gen. 0 or -ENOMEM.
+ */
+static int trim_relay_map(struct mig *m, struct mig_relay *rl)
 {
-	struct proto_holder_region *r = &m->relay_map->holder_map.regions[0];
+	struct proto_holder_region *r = &rl->map->holder_map.regions[0];
 	uint64_t *bm = fy_bitmap_alloc(m->pages);
 	struct fy_run *runs = NULL;
 	struct proto_genrun *g;
@@ -163,7 +191,7 @@ static int forward_relay_map(struct mig *m)
 						    r->gens[i].len },
 				  1, bm, m->pages);
 	for (uint64_t w = 0; w < (m->pages + 63) / 64; w++)
-		bm[w] &= ~m->relay_stale[w];
+		bm[w] &= ~rl->stale[w];
 	if (fy_runs_from_bitmap(bm, m->pages, &runs, &nr))
 		goto out;
 	g = realloc(r->gens, FY_MAX(nr, 1) * sizeof(*g));
@@ -173,15 +201,24 @@ static int forward_relay_map(struct mig *m)
 	r->ngens = nr;
 	for (size_t i = 0; i < nr; i++)
 		g[i] = (struct proto_genrun){ runs[i].start, runs[i].len,
-					      m->relay_gen };
-	ret = mig_send(m, m->relay_map);
-	if (!ret)
-		mig_info(m, "relay %s holds %" PRIu64 " current pages",
-			 m->relay->name, fy_runs_pages(runs, nr));
+					      rl->gen };
+	mig_info(m, "relay %s holds %" PRIu64 " current pages", rl->peer->name,
+		 fy_runs_pages(runs, nr));
+	ret = 0;
 out:
 	free(runs);
 	free(bm);
 	return ret;
+}
+
+/* Relay rl's map on to the destination; a failure costs that relay only. */
+static void forward_relay_map(struct mig *m, struct mig_relay *rl)
+{
+	if (mig_send(m, rl->map))
+		mig_err(m,
+			"cannot pass on %s's holder map: %s pulls from the "
+			"others",
+			rl->peer->name, m->peer->name);
 }
 
 /* D said yes: the holders, then every page it needs at its generation. */
@@ -235,16 +272,10 @@ void mig_src_retargeted(struct mig *m)
 {
 	int ret = mig_src_send_holder_map(m);
 
-	if (!ret && m->relay_map) {
-		/* D is told before its first pull; a failure costs B only */
-		if (forward_relay_map(m))
-			mig_err(m,
-				"cannot pass on %s's holder map: pulling "
-				"from here only",
-				m->relay->name);
-		proto_msg_free(m->relay_map);
-		m->relay_map = NULL;
-	}
+	/* D is told before its first pull; the maps to come, as they come */
+	for (unsigned i = 0; !ret && i < m->nrelays; i++)
+		if (m->relays[i].state == MIG_RELAY_SERVING)
+			forward_relay_map(m, &m->relays[i]);
 	/* copies kept elsewhere: unchanged since arrival, current still */
 	if (!ret)
 		ret = mig_refs_send(m);
@@ -266,42 +297,84 @@ static bool relay_map_fits(const struct mig *m,
 	       h->regions[0].len == m->pages * FY_PAGE_SIZE;
 }
 
-void mig_src_relay_msg(struct mig *m, struct proto_msg *msg)
+/* A relay's HOLDER_MAP: trimmed, kept, and on to D if it said yes. */
+static void relay_map_in(struct mig *m, struct mig_relay *rl,
+			 struct proto_msg *msg)
 {
+	if (rl->state != MIG_RELAY_DRAINING ||
+	    !relay_map_fits(m, &msg->holder_map)) {
+		mig_err(m, "%s's holder map does not fit: ignored",
+			rl->peer->name);
+		return;
+	}
+	rl->map = malloc(sizeof(*rl->map));
+	if (!rl->map)
+		return;
+	/* the arrays are ours now */
+	*rl->map = *msg;
+	msg->holder_map.regions = NULL;
+	msg->holder_map.nregions = 0;
+	if (trim_relay_map(m, rl)) {
+		mig_err(m, "out of memory: %s's copy is not used",
+			rl->peer->name);
+		proto_msg_free(rl->map);
+		rl->map = NULL;
+		return;
+	}
+	free(rl->stale);
+	rl->stale = NULL;
+	rl->state = MIG_RELAY_SERVING;
+	/* D said yes before the relay answered */
+	if (m->sm.state == MIG_SRC_PRECOPY)
+		forward_relay_map(m, rl);
+}
+
+void mig_src_relay_msg(struct mig *m, struct mig_peer *p, struct proto_msg *msg)
+{
+	struct mig_relay *rl = NULL;
+
+	/* the one serving: a peer is a relay once (retarget_check()) */
+	for (unsigned i = 0; i < m->nrelays; i++)
+		if (m->relays[i].peer == p &&
+		    m->relays[i].state != MIG_RELAY_GONE)
+			rl = &m->relays[i];
+	if (!rl)
+		return;
 	switch (msg->type) {
 	case PROTO_HOLDER_MAP:
-		if (m->relay_map || !relay_map_fits(m, &msg->holder_map)) {
-			mig_err(m, "%s's holder map does not fit: ignored",
-				m->relay->name);
-			return;
-		}
-		m->relay_map = malloc(sizeof(*m->relay_map));
-		if (!m->relay_map)
-			return;
-		/* the arrays are ours now */
-		*m->relay_map = *msg;
-		msg->holder_map.regions = NULL;
-		msg->holder_map.nregions = 0;
-		if (m->sm.state == MIG_SRC_PRECOPY) {
-			/* D said yes before B answered */
-			if (forward_relay_map(m))
-				mig_err(m, "cannot pass on %s's holder map",
-					m->relay->name);
-			proto_msg_free(m->relay_map);
-			m->relay_map = NULL;
-		}
+		relay_map_in(m, rl, msg);
 		return;
 	case PROTO_ABORT:
 	case PROTO_ERROR:
-		/* B's copy is gone: D pulls from us what it would have read */
-		mig_err(m, "relay %s gave up: %s", m->relay->name,
+		/* its copy is gone: D reads from the others what it would have */
+		mig_err(m, "relay %s gave up: %s", rl->peer->name,
 			msg->type == PROTO_ABORT ? msg->abort.reason
 						 : msg->error.text);
-		proto_msg_free(m->relay_map);
-		m->relay_map = NULL;
-		m->relay = NULL;
+		mig_src_relay_forget(rl);
+		mig_save_record(m);
 		return;
 	default:
-		return; /* what B sent before it became a relay */
+		return; /* what it sent before it became a relay */
+	}
+}
+
+void mig_src_relays_recorded(struct mig *m, const struct mig_record *r)
+{
+	for (unsigned i = 0; i < r->nrelays && i < MIG_RELAYS_MAX; i++) {
+		const char *name = r->relays[i];
+		struct mig_peer *p = NULL;
+
+		if (proto_name_valid(name))
+			p = mig_peer_find(m->n, name);
+		if (!p) {
+			pr_warn("migration %" PRIu64 ": relay %s unknown",
+				m->id, name);
+			continue;
+		}
+		/* nothing reads its copy now: released once it answers */
+		m->relays[m->nrelays++] = (struct mig_relay){
+			.peer = p,
+			.state = MIG_RELAY_UNTOLD,
+		};
 	}
 }

@@ -185,6 +185,15 @@ void itest_pair_fault(struct node *a, struct node *b, const char *fa,
  */
 void itest_trio(struct node *a, struct node *b, struct node *c,
 		const char *extra, const char *fb, const char *fc);
+/*
+ * n nodes (2 .. ITEST_NODES_MAX) named a, b, c, ... after their place in
+ * all, from new state directories, that all list each other, with extra
+ * (the caller's, kept) in each [node]; node i started with FERRY_FAULT
+ * fault[i] (fault or fault[i] NULL: none); all of them reachable.
+ */
+#define ITEST_NODES_MAX 8
+void itest_nodes(struct node *const *all, const char *const *fault, int n,
+		 const char *extra);
 /* itest_pair() from new state directories, ferry_vm in the configuration. */
 void itest_fresh_pair(struct node *a, struct node *b, const char *ferry_vm);
 /*

@@ -222,31 +222,39 @@ void itest_pair_fault(struct node *a, struct node *b, const char *fa,
 	assert_true(wait_state(b, "reachable", 1, 10) >= 0);
 }
 
-void itest_trio(struct node *a, struct node *b, struct node *c,
-		const char *extra, const char *fb, const char *fc)
+void itest_nodes(struct node *const *all, const char *const *fault, int n,
+		 const char *extra)
 {
-	struct node *all[] = { a, b, c };
-	const char *fault[] = { NULL, fb, fc };
 	char cmd[600];
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s/a' '%s/b' '%s/c'", tmpdir,
-		 tmpdir, tmpdir);
-	assert_int_equal(system(cmd), 0);
+	assert_true(n >= 2 && n <= ITEST_NODES_MAX);
 	itest_node_extra = extra;
-	node_init(a, "a");
-	node_init(b, "b");
-	node_init(c, "c");
-	for (int i = 0; i < 3; i++)
-		for (int j = 0; j < 3; j++)
+	for (int i = 0; i < n; i++) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s/%c'", tmpdir, 'a' + i);
+		assert_int_equal(system(cmd), 0);
+		snprintf(cmd, sizeof(cmd), "%c", 'a' + i);
+		node_init(all[i], cmd);
+	}
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < n; j++)
 			if (i != j)
 				node_add_peer(all[i], all[j]->name,
 					      all[j]->port, all[j]->key);
-	for (int i = 0; i < 3; i++)
-		node_start_fault(all[i], fault[i]);
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < n; i++)
+		node_start_fault(all[i], fault ? fault[i] : NULL);
+	for (int i = 0; i < n; i++) {
 		node_ready(all[i]);
-		assert_true(wait_state(all[i], "reachable", 2, 10) >= 0);
+		assert_true(wait_state(all[i], "reachable", n - 1, 10) >= 0);
 	}
+}
+
+void itest_trio(struct node *a, struct node *b, struct node *c,
+		const char *extra, const char *fb, const char *fc)
+{
+	struct node *const all[] = { a, b, c };
+	const char *const fault[] = { NULL, fb, fc };
+
+	itest_nodes(all, fault, 3, extra);
 }
 
 void itest_fresh_pair(struct node *a, struct node *b, const char *ferry_vm)

@@ -17,6 +17,13 @@
  *   refused       retarget to an unknown peer, to a peer that is down and
  *                 during post-copy: a clear refusal, and the migration
  *                 goes on to b unchanged
+ *   retarget2     a -> b, on to c, then on to d while c holds all but its
+ *                 latest round: d pulls from a, b and c; every page
+ *                 verifies; b and c are both released and keep nothing
+ *   src_restart   a -> b, on to c; a's ferryd is killed once it recorded
+ *                 its commit, before it released b: its record names b;
+ *                 restarted, a completes the migration to c, releases b
+ *                 and its record forgets it; b keeps nothing
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -34,7 +41,7 @@
 #include "itest.h"
 
 static const char *ferry_vm_bin;
-static struct node na, nb, nc;
+static struct node na, nb, nc, nd;
 static pid_t vm_pid;
 
 static const char *const guest[] = { "--mem",	     "64M", "--guest", "verify",
@@ -60,12 +67,31 @@ static void three_nodes(const char *fb, const char *fc)
 }
 
 /*
+ * Nodes a, b, c and d that list each other, c started with FERRY_FAULT
+ * fc; peers stay reachable for 10 s without a PONG (a stopped relay).
+ */
+static void four_nodes(const char *fc)
+{
+	static char extra[600];
+	struct node *const all[] = { &na, &nb, &nc, &nd };
+	const char *const fault[] = { NULL, NULL, fc, NULL };
+
+	snprintf(extra, sizeof(extra),
+		 "ferry_vm = %s\nping_interval_ms = 200\n"
+		 "peer_timeout_ms = 10000\nmigration_timeout_ms = 30000\n",
+		 ferry_vm_bin);
+	itest_nodes(all, fault, 4, extra);
+}
+
+/*
  * Start guest r1 on a and migrate it to b, paced (4 MiB/s), pre-copy
  * with --verify or hybrid (over 256 pages: a prefilled guest); wait until
- * b pulled over `pages` pages of it.
- * Its id into id.
+ * b pulled over `pages` pages of it. Its id into id. tight: a downtime
+ * limit of 20 ms, raised after every round without progress (the
+ * defaults: 300 ms, 3 rounds), so that rounds go on after an unpaced one.
  */
-static void migrate_to_b(char *id, size_t len, bool hybrid, long pages)
+static void migrate_to_b(char *id, size_t len, bool hybrid, long pages,
+			 bool tight)
 {
 	json_t *j, *m = NULL;
 	double t0;
@@ -74,8 +100,9 @@ static void migrate_to_b(char *id, size_t len, bool hybrid, long pages)
 				pages > 256 ? filled : guest);
 	wait_counter(&na, "pass", 2);
 	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b",
-			"--max-bandwidth", "4M", "--detach",
-			hybrid ? "--mode" : "--verify",
+			"--max-bandwidth", "4M", "--detach", "--downtime-limit",
+			tight ? "20" : "300", "--stall-rounds",
+			tight ? "1" : "3", hybrid ? "--mode" : "--verify",
 			hybrid ? "hybrid" : NULL, NULL);
 	snprintf(id, len, "%ld", jint(j, "id"));
 	t0 = now_s();
@@ -109,14 +136,14 @@ static json_t *wait_end(const char *id)
 	return j;
 }
 
-/* b's migration of r1 is in state want within 10 s. */
-static json_t *wait_b(const char *want)
+/* n's migration of r1 is in state want within 10 s. */
+static json_t *wait_mig(struct node *n, const char *want)
 {
 	json_t *m = NULL;
 	double t0 = now_s();
 
 	while (now_s() - t0 < 10) {
-		m = jfind(ferry_json(&nb, "migrations"), "migrations", "vm",
+		m = jfind(ferry_json(n, "migrations"), "migrations", "vm",
 			  "r1");
 		if (jis(m, "state", want))
 			break;
@@ -124,6 +151,12 @@ static json_t *wait_b(const char *want)
 	}
 	assert_jstr(m, "state", want);
 	return m;
+}
+
+/* b's migration of r1 is in state want within 10 s. */
+static json_t *wait_b(const char *want)
+{
+	return wait_mig(&nb, want);
 }
 
 /* r1 runs on n, checking its memory, and ours on a exited. */
@@ -143,6 +176,8 @@ static int rt_teardown(void **state)
 	kill_node_vms(&na);
 	kill_node_vms(&nb);
 	kill_node_vms(&nc);
+	if (nd.pid)
+		kill_node_vms(&nd);
 	return teardown(state);
 }
 
@@ -154,7 +189,7 @@ static void test_retarget(void **state)
 
 	(void)state;
 	three_nodes(NULL, NULL);
-	migrate_to_b(id, sizeof(id), false, 256);
+	migrate_to_b(id, sizeof(id), false, 256, false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	j = wait_end(id);
@@ -193,7 +228,7 @@ static void test_postcopy(void **state)
 	(void)state;
 	/* c stops once it took a's holder map, before b's and any pull */
 	three_nodes(NULL, "dst:after:precopy:stop");
-	migrate_to_b(id, sizeof(id), true, 2048);
+	migrate_to_b(id, sizeof(id), true, 2048, false);
 	ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
@@ -235,14 +270,15 @@ static void test_relay_dies(void **state)
 	(void)state;
 	/* c stops once it took a's holder map, before b's */
 	three_nodes(NULL, "dst:after:precopy:stop");
-	migrate_to_b(id, sizeof(id), false, 256);
+	migrate_to_b(id, sizeof(id), false, 256, false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
 	wait_b("relay");
 	kill(nb.pid, SIGKILL);
-	kill_node_vms(&nb);
+	/* before a's peer_timeout_ms for c: the dead b's socket is slow */
 	kill(nc.pid, SIGCONT);
+	kill_node_vms(&nb);
 	j = wait_end(id);
 	assert_jstr(j, "state", "completed");
 	assert_jstr(j, "peer", "c");
@@ -298,6 +334,138 @@ static void test_released_draining(void **state)
 	itest_no_crash(&nc);
 }
 
+/* the relay's line, not its state move's */
+#define RELEASED "from a): released: the new destination holds every page"
+
+/*
+ * Relay n was released: its migration says so, its log once more than the
+ * logged times before (its log goes on from the earlier tests), and it
+ * keeps nothing.
+ */
+static void released(struct node *n, int logged)
+{
+	json_t *j = wait_mig(n, "released");
+
+	assert_jpart(j, "reason", "released");
+	assert_null(jfind(ferry_json(n, "vms"), "vms", "name", "r1"));
+	assert_int_equal(child_of(n->pid, "ferry-vm"), 0);
+	assert_int_equal(jint(ferry_json(n, "status"), "migrations"), 0);
+	assert_int_equal(count(slurp(n->log), RELEASED), logged + 1);
+}
+
+static void test_retarget2(void **state)
+{
+	char id[32];
+	json_t *j;
+	long sum = 0;
+	int rc, logged_b, logged_c;
+
+	(void)state;
+	/* c stops at its first round after pulling all it was told */
+	four_nodes("dst:round:1:stop");
+	logged_b = count(slurp(nb.log), RELEASED);
+	logged_c = count(slurp(nc.log), RELEASED);
+	migrate_to_b(id, sizeof(id), false, 256, true);
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	node_wait_stopped(&nc, 30);
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "d", NULL);
+	assert_int_equal(rc, 0);
+	assert_jstr(j, "relay", "c");
+	kill(nc.pid, SIGCONT);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "d");
+	assert_int_equal(jint(j, "verified_pages"), 64 << 8);
+	/* d pulled from the source and both relays, every byte once */
+	for (const char *h = "abc"; *h; h++) {
+		char name[2] = { *h, 0 };
+		json_t *hj = jfind(j, "holders", "node", name);
+
+		if (!hj || jint(hj, "bytes") < 0 ||
+		    (*h != 'a' && jint(hj, "bytes") == 0))
+			fail_msg("holders (%s): %s", name, jtext(j));
+		sum += jint(hj, "bytes");
+	}
+	if (sum != jint(j, "bytes"))
+		fail_msg("holders: %s", jtext(j));
+	runs_on(&nd);
+	assert_non_null(strstr(slurp(nd.log), "verify: all 16384 pages match"));
+	released(&nb, logged_b);
+	released(&nc, logged_c);
+	assert_non_null(strstr(slurp(na.log), "relay b released"));
+	assert_non_null(strstr(slurp(na.log), "relay c released"));
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+	itest_no_crash(&nd);
+}
+
+/* How many lines "relay=name" a's record of migration id has. */
+static int recorded_relay(const char *id, const char *name)
+{
+	char path[400], want[80], *text, *line, *save = NULL;
+	int k = 0;
+
+	snprintf(path, sizeof(path), "%s/state/migrations/%s.src", na.dir, id);
+	snprintf(want, sizeof(want), "relay=%s", name);
+	text = strdup(slurp(path));
+	assert_non_null(text);
+	assert_non_null(strstr(text, "id="));
+	for (line = strtok_r(text, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save))
+		k += !strcmp(line, want);
+	free(text);
+	return k;
+}
+
+static void test_src_restart(void **state)
+{
+	static char extra[600];
+	struct node *const all[] = { &na, &nb, &nc };
+	const char *const fault[] = { "src:after:committed:stop", NULL, NULL };
+	char id[32];
+	json_t *j;
+	double t0;
+	int rc, told;
+
+	(void)state;
+	snprintf(extra, sizeof(extra),
+		 "ferry_vm = %s\nping_interval_ms = 200\n"
+		 "peer_timeout_ms = 3000\nmigration_timeout_ms = 10000\n",
+		 ferry_vm_bin);
+	itest_nodes(all, fault, 3, extra);
+	migrate_to_b(id, sizeof(id), false, 256, false);
+	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	/* committed to c, recorded; b not released yet */
+	node_wait_stopped(&na, 60);
+	assert_int_equal(recorded_relay(id, "b"), 1);
+	/* a.log goes on from the earlier tests */
+	told = count(slurp(na.log), "relay b released");
+	assert_int_equal(kill(na.pid, SIGKILL), 0);
+	assert_true(node_wait(&na, 5) >= 0);
+	node_start(&na);
+	node_ready(&na);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "c");
+	runs_on(&nc);
+	t0 = now_s();
+	while (recorded_relay(id, "b") && now_s() - t0 < 10)
+		sleep_ms(50);
+	assert_int_equal(recorded_relay(id, "b"), 0);
+	assert_int_equal(count(slurp(na.log), "relay b released"), told + 1);
+	/* b's relay ended (it may have seen a go first): nothing kept */
+	j = jfind(ferry_json(&nb, "migrations"), "migrations", "vm", "r1");
+	if (!jis(j, "state", "released") && !jis(j, "state", "failed"))
+		fail_msg("b: %s", jtext(j));
+	assert_null(jfind(ferry_json(&nb, "vms"), "vms", "name", "r1"));
+	assert_int_equal(child_of(nb.pid, "ferry-vm"), 0);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+}
+
 /* ferry retarget ID --to peer on a fails, saying part. */
 static void refused(const char *id, const char *peer, const char *part)
 {
@@ -318,7 +486,7 @@ static void test_refused(void **state)
 
 	(void)state;
 	three_nodes("dst:after:postcopy:stop", NULL);
-	migrate_to_b(id, sizeof(id), true, 256);
+	migrate_to_b(id, sizeof(id), true, 256, false);
 	refused(id, "zz", "no peer called 'zz'");
 	refused(id, "b", "already goes to 'b'");
 	kill(nc.pid, SIGKILL);
@@ -349,6 +517,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_released_draining, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_refused, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_retarget2, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_src_restart, NULL,
 						rt_teardown),
 	};
 

@@ -13,8 +13,16 @@
  *   retarget  the relay's map reaches the new destination less the pages
  *             of the round not fully announced to it, at the generation of
  *             the retarget; then every page announced, at its generation
+ *   retarget2 a second retarget: the new destination gets both relays'
+ *             maps, each trimmed as the first and at its own generation;
+ *             no retarget back to a relay, none beyond MIG_RELAYS_MAX;
+ *             the record names the relays not released; a relay not
+ *             reached at the release is told once it answers
+ *   restart   a source record naming relays: after a restart each is
+ *             released once it answers, and the record forgets it
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,7 +43,7 @@
 #define PAGES 1024ULL
 #define S_NS 1000000000ULL
 
-static const char *const names[] = { "b", "c", NULL };
+static const char *const names[] = { "b", "c", "d", NULL };
 
 struct rig {
 	struct fake_host *h;
@@ -299,7 +307,7 @@ static void test_retarget(void **state)
 	assert_ptr_equal(r.h->sent_to[0], &r.h->peers[0]);
 	assert_int_equal(r.h->sent[1].type, PROTO_MIGRATE_PREPARE);
 	assert_ptr_equal(r.h->sent_to[1], &r.h->peers[1]);
-	/* a second one is refused, and nothing is sent */
+	/* another before c said yes is refused, and nothing is sent */
 	assert_int_equal(mig_src_retarget(&r.h->env, m->id, "b", err,
 					  sizeof(err)),
 			 -EBUSY);
@@ -315,7 +323,7 @@ static void test_retarget(void **state)
 	reg->len = PAGES * FY_PAGE_SIZE;
 	reg->ngens = 2;
 	reg->gens = held;
-	mig_src_relay_msg(m, &hm);
+	mig_src_relay_msg(m, &r.h->peers[0], &hm);
 	assert_null(hm.holder_map.regions); /* taken */
 	mig_src_retargeted(m);
 	assert_int_equal(m->sm.state, MIG_SRC_PRECOPY);
@@ -338,6 +346,206 @@ static void test_retarget(void **state)
 	rig_close(&r);
 }
 
+/* A HOLDER_MAP of node: runs (start, len) at gen, arrays malloc'ed. */
+static void relay_map_msg(struct proto_msg *hm, const struct mig *m,
+			  const char *node, uint64_t gen, size_t nr,
+			  const uint64_t *pairs)
+{
+	struct proto_holder_region *reg = calloc(1, sizeof(*reg));
+
+	assert_non_null(reg);
+	memset(hm, 0, sizeof(*hm));
+	hm->type = PROTO_HOLDER_MAP;
+	hm->holder_map.mig = m->id;
+	snprintf(hm->holder_map.node, sizeof(hm->holder_map.node), "%s", node);
+	hm->holder_map.addr_len = 4;
+	memcpy(hm->holder_map.addr, "fake", 4);
+	hm->holder_map.page_size = FY_PAGE_SIZE;
+	hm->holder_map.nregions = 1;
+	hm->holder_map.regions = reg;
+	reg->len = PAGES * FY_PAGE_SIZE;
+	reg->ngens = nr;
+	reg->gens = calloc(nr, sizeof(*reg->gens));
+	assert_non_null(reg->gens);
+	for (size_t i = 0; i < nr; i++)
+		reg->gens[i] = (struct proto_genrun){ pairs[2 * i],
+						      pairs[2 * i + 1], gen };
+}
+
+/* The ABORTs sent to peer i: how many, each "released: ..." */
+static size_t releases_to(struct rig *r, unsigned i)
+{
+	size_t k = 0;
+
+	for (size_t s = 0; s < r->h->nsent; s++) {
+		if (r->h->sent[s].type != PROTO_ABORT ||
+		    r->h->sent_to[s] != &r->h->peers[i])
+			continue;
+		assert_memory_equal(r->h->sent[s].abort.reason,
+				    "released: ", 10);
+		k++;
+	}
+	return k;
+}
+
+/* The relays that m's record names, as one string "b,c". */
+static void record_relays(struct rig *r, const struct mig *m, char *buf,
+			  size_t len)
+{
+	struct mig_record rec;
+	char name[MIG_RECORD_NAME_MAX];
+
+	snprintf(name, sizeof(name), "%" PRIu64 ".src", m->id);
+	assert_int_equal(mig_record_get(&r->h->env, name, &rec), 0);
+	buf[0] = '\0';
+	for (unsigned i = 0; i < rec.nrelays; i++)
+		snprintf(buf + strlen(buf), len - strlen(buf), "%s%s",
+			 i ? "," : "", rec.relays[i]);
+}
+
+static void test_retarget2(void **state)
+{
+	/* b: all but 10..19 at gen 5 (trimmed by nothing) */
+	static const uint64_t b_in[] = { 0, 10, 20, PAGES - 20 };
+	/* c: all but 300..309, at gen 6; 600..699 not announced to it */
+	static const uint64_t c_in[] = { 0, 300, 310, PAGES - 310 };
+	static const uint64_t c_out[] = { 0, 300, 310, 290, 700, 324 };
+	struct fy_run *todo = calloc(2, sizeof(*todo));
+	struct proto_msg hm;
+	char err[256], rels[64];
+	struct rig r;
+	struct mig *m;
+
+	(void)state;
+	assert_non_null(todo);
+	rig_open(&r, 0);
+	m = source(&r, "v", PAGES, 5);
+	/* a -> b, retarget to c: b's map, then c's yes */
+	assert_int_equal(
+		mig_src_retarget(&r.h->env, m->id, "c", err, sizeof(err)), 0);
+	relay_map_msg(&hm, m, "b", 5, 2, b_in);
+	mig_src_relay_msg(m, &r.h->peers[0], &hm);
+	mig_src_retargeted(m);
+	assert_int_equal(m->sm.state, MIG_SRC_PRECOPY);
+	record_relays(&r, m, rels, sizeof(rels));
+	assert_string_equal(rels, "b");
+	/* round 1 (gen 6) to c: 500..699, announced up to 600 */
+	for (uint64_t p = 500; p < 700; p++)
+		m->pgen[p] = 6;
+	m->gen = 6;
+	todo[0] = (struct fy_run){ 500, 100 };
+	todo[1] = (struct fy_run){ 600, 100 };
+	free(m->todo);
+	m->todo = todo;
+	m->ntodo = 2;
+	m->todo_pos = 1;
+	m->todo_sent = false;
+	fake_host_forget_sent(r.h);
+	/* on to d: c becomes a relay too */
+	assert_int_equal(
+		mig_src_retarget(&r.h->env, m->id, "d", err, sizeof(err)), 0);
+	assert_int_equal(m->sm.state, MIG_SRC_RETARGET);
+	assert_int_equal(r.h->sent[0].type, PROTO_RETARGET);
+	assert_ptr_equal(r.h->sent_to[0], &r.h->peers[1]);
+	assert_string_equal(r.h->sent[0].retarget.node, "d");
+	assert_int_equal(r.h->sent[1].type, PROTO_MIGRATE_PREPARE);
+	assert_ptr_equal(r.h->sent_to[1], &r.h->peers[2]);
+	record_relays(&r, m, rels, sizeof(rels));
+	assert_string_equal(rels, "b,c");
+	/* d says yes before c's map came: the source's, then b's */
+	fake_host_forget_sent(r.h);
+	mig_src_retargeted(m);
+	assert_int_equal(m->sm.state, MIG_SRC_PRECOPY);
+	assert_runs(map_of(&r, "b"), 5, 2, b_in);
+	assert_null(map_of(&r, "c"));
+	relay_map_msg(&hm, m, "c", 6, 2, c_in);
+	mig_src_relay_msg(m, &r.h->peers[1], &hm);
+	assert_runs(map_of(&r, "c"), 6, 3, c_out);
+	for (size_t i = 0; i < r.h->nsent; i++)
+		assert_ptr_equal(r.h->sent_to[i], &r.h->peers[2]);
+	/* no way back to a relay, and nothing is sent */
+	fake_host_forget_sent(r.h);
+	assert_int_equal(mig_src_retarget(&r.h->env, m->id, "b", err,
+					  sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "not supported"));
+	assert_int_equal(mig_src_retarget(&r.h->env, m->id, "c", err,
+					  sizeof(err)),
+			 -EINVAL);
+	m->nrelays = MIG_RELAYS_MAX; /* as if retargeted that often */
+	assert_int_equal(mig_src_retarget(&r.h->env, m->id, "c", err,
+					  sizeof(err)),
+			 -EBUSY);
+	assert_non_null(strstr(err, "no more than 4 relays"));
+	m->nrelays = 2;
+	assert_int_equal(r.h->nsent, 0);
+	assert_ptr_equal(m->peer, &r.h->peers[2]);
+	/* at the commit, neither reached: each once it answers */
+	r.h->send_ret = -EHOSTUNREACH;
+	mig_src_relay_release(m, "the new destination holds every page");
+	r.h->send_ret = 0;
+	assert_int_equal(r.h->nsent, 0);
+	record_relays(&r, m, rels, sizeof(rels));
+	assert_string_equal(rels, "b,c");
+	r.h->state[0] = MIG_PEER_UNREACHABLE;
+	mig_src_relays_tick(m, fake_clock_get());
+	assert_int_equal(releases_to(&r, 0), 0);
+	assert_int_equal(releases_to(&r, 1), 1);
+	record_relays(&r, m, rels, sizeof(rels));
+	assert_string_equal(rels, "b");
+	r.h->state[0] = MIG_PEER_REACHABLE;
+	mig_src_relays_tick(m, fake_clock_get());
+	mig_src_relays_tick(m, fake_clock_get());
+	assert_int_equal(releases_to(&r, 0), 1);
+	assert_int_equal(releases_to(&r, 1), 1);
+	record_relays(&r, m, rels, sizeof(rels));
+	assert_string_equal(rels, "");
+	rig_close(&r);
+}
+
+static void test_restart(void **state)
+{
+	struct mig_record rec = {
+		.id = 9,
+		.source = true,
+		.vm = "v",
+		.peer = "d",
+		.phase = MIG_PRECOPY,
+		.mode = PROTO_MODE_PRECOPY,
+		.relays = { "b", "c", "nobody" },
+		.nrelays = 3,
+	};
+	char rels[64];
+	struct rig r;
+	struct mig *m;
+
+	(void)state;
+	rig_open(&r, 0);
+	/* a record as a source that died after two retargets left it */
+	mig_record_put(&r.h->env, &rec);
+	mig_close(&r.h->env);
+	assert_int_equal(mig_open(&r.h->env), 0);
+	m = mig_find(&r.h->env, 9, true, NULL);
+	assert_non_null(m);
+	assert_int_equal(m->sm.state, MIG_SRC_FAILED);
+	/* "nobody" is no peer: nothing to tell */
+	assert_int_equal(m->nrelays, 2);
+	record_relays(&r, m, rels, sizeof(rels));
+	assert_string_equal(rels, "b,c");
+	r.h->state[1] = MIG_PEER_UNREACHABLE;
+	mig_tick(&r.h->env, fake_clock_get());
+	assert_int_equal(releases_to(&r, 0), 1);
+	assert_int_equal(releases_to(&r, 1), 0);
+	record_relays(&r, m, rels, sizeof(rels));
+	assert_string_equal(rels, "c");
+	r.h->state[1] = MIG_PEER_REACHABLE;
+	mig_tick(&r.h->env, fake_clock_get());
+	assert_int_equal(releases_to(&r, 1), 1);
+	record_relays(&r, m, rels, sizeof(rels));
+	assert_string_equal(rels, "");
+	rig_close(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -345,6 +553,8 @@ int main(void)
 		cmocka_unit_test(test_release_and_back),
 		cmocka_unit_test(test_offer),
 		cmocka_unit_test(test_retarget),
+		cmocka_unit_test(test_retarget2),
+		cmocka_unit_test(test_restart),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -359,6 +359,26 @@ static void test_records(void **state)
 	assert_true(back.source);
 	assert_int_equal(back.phase, MIG_COMPLETED);
 	assert_false(back.postcopy);
+	assert_int_equal(back.nrelays, 0);
+
+	/* a source's relays, in order; beyond MIG_RELAYS_MAX not read */
+	r.nrelays = 2;
+	strcpy(r.relays[0], "c");
+	strcpy(r.relays[1], "d");
+	mig_record_put(&n, &r);
+	assert_int_equal(mig_record_get(&n, "42.src", &back), 0);
+	assert_int_equal(back.nrelays, 2);
+	assert_string_equal(back.relays[0], "c");
+	assert_string_equal(back.relays[1], "d");
+	fd = openat(n.mig_dir_fd, "8.src", O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	for (int i = 0; i < MIG_RELAYS_MAX + 2; i++)
+		dprintf(fd, "relay=r%d\n", i);
+	close(fd);
+	assert_int_equal(mig_record_get(&n, "8.src", &back), 0);
+	assert_int_equal(back.nrelays, MIG_RELAYS_MAX);
+	assert_string_equal(back.relays[MIG_RELAYS_MAX - 1], "r3");
+	unlinkat(n.mig_dir_fd, "8.src", 0);
 
 	/* not ours: an unknown phase and mode, a line far too long */
 	fd = openat(n.mig_dir_fd, "7.src", O_WRONLY | O_CREAT, 0600);
