@@ -74,7 +74,7 @@ void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 {
 	uint64_t id;
 	enum proto_dir to = proto_msg_mig(msg, &id);
-	struct mig *m;
+	struct mig *m, *rm;
 
 	if (msg->type == PROTO_MIGRATE_PREPARE) {
 		mig_dst_prepare(n, p, msg);
@@ -83,9 +83,9 @@ void mig_handle(struct mig_env *n, struct mig_peer *p, struct proto_msg *msg)
 	/* either role: the one still running (ids are per source) */
 	m = mig_find(n, id, to != PROTO_TO_DEST, p);
 	if ((!m || mig_finished(m)) && to != PROTO_TO_DEST &&
-	    mig_find_relay(n, id, p)) {
+	    (rm = mig_find_relay(n, id, p))) {
 		/* the old destination of a retarget, a relay now */
-		mig_src_relay_msg(mig_find_relay(n, id, p), p, msg);
+		mig_src_relay_msg(rm, p, msg);
 		proto_msg_free(msg);
 		return;
 	}
