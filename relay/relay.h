@@ -88,6 +88,14 @@ int rly_holder_map(struct rly *r, unsigned idx, const struct rly_vrun *v,
  * shares are planned again. 0 or -EINVAL.
  */
 int rly_holder_down(struct rly *r, unsigned idx, bool down);
+/*
+ * The runs of pages relay idx may serve now (its copy current for the
+ * generation each page needs), into *v (allocated, the caller frees it)
+ * and *nv: for the post-copy fault server, once the maps and the needs
+ * are final. 0, -EINVAL (the source, or not a holder), -ENOMEM.
+ */
+int rly_holder_current(const struct rly *r, unsigned idx, struct rly_vrun **v,
+		       size_t *nv);
 /* Holder idx as the scheduler sees it. 0 or -EINVAL. */
 int rly_holder_info(const struct rly *r, unsigned idx,
 		    struct rly_holder_info *out);
@@ -117,8 +125,10 @@ void rly_rewind(struct rly *r);
 int rly_next(struct rly *r, uint64_t max, struct rly_read *rd);
 /*
  * The holder to read a given run from (a fault, a pre-page, a read to
- * post again): the up holder current for all of it that would finish it
- * first, else the source. Into *rd, to rly_take(). 0, -EINVAL, -EAGAIN
+ * post again): of the up holders current for all of it, one chosen in
+ * proportion to how soon each would finish it (its bandwidth over what it
+ * has in flight), so that one read at a time still splits by bandwidth
+ * and a holder not yet measured is tried; else the source. Into *rd, to rly_take(). 0, -EINVAL, -EAGAIN
  * (the source is down and no other holder is current).
  */
 int rly_choose(struct rly *r, uint64_t start, uint64_t n, struct rly_read *rd);

@@ -124,6 +124,53 @@ int rly_holder_down(struct rly *r, unsigned idx, bool down)
 	return 0;
 }
 
+/* Append [start, end) to v (of *nv runs, room for cap), merging. */
+static void vrun_put(struct rly_vrun *v, size_t *nv, uint64_t start,
+		     uint64_t end)
+{
+	if (*nv && v[*nv - 1].start + v[*nv - 1].len == start)
+		v[*nv - 1].len += end - start;
+	else
+		v[(*nv)++] =
+			(struct rly_vrun){ .start = start, .len = end - start };
+}
+
+int rly_holder_current(const struct rly *r, unsigned idx, struct rly_vrun **v,
+		       size_t *nv)
+{
+	const struct rly_holder *h;
+	struct rly_vrun *out;
+	size_t cap = 0, n = 0;
+
+	*v = NULL;
+	*nv = 0;
+	if (idx == RLY_SOURCE || idx >= r->nh || !r->h[idx].used)
+		return -EINVAL;
+	h = &r->h[idx];
+	/* a run splits at most at every other page of it */
+	for (size_t i = 0; i < h->nv; i++)
+		cap += (h->v[i].len + 1) / 2;
+	if (!cap)
+		return 0;
+	out = malloc(cap * sizeof(*out));
+	if (!out)
+		return -ENOMEM;
+	for (size_t i = 0; i < h->nv; i++) {
+		uint64_t p = h->v[i].start, end = p + h->v[i].len;
+
+		while (p < end) {
+			uint64_t e = rly_serve_end(r, idx, p, end);
+
+			if (e > p)
+				vrun_put(out, &n, p, e);
+			p = e + 1; /* e is not served (or the end) */
+		}
+	}
+	*v = out;
+	*nv = n;
+	return 0;
+}
+
 int rly_holder_info(const struct rly *r, unsigned idx,
 		    struct rly_holder_info *out)
 {

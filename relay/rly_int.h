@@ -17,6 +17,7 @@ struct rly_holder {
 	bool used, down;
 	uint64_t bw; /* bytes/s, EWMA of completed reads; 0: not yet */
 	uint64_t last_done; /* when its last read completed */
+	double credit; /* rly_choose()'s weighted round robin */
 	unsigned inflight;
 	uint64_t inflight_pages, pages_done, fails;
 };

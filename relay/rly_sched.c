@@ -212,19 +212,30 @@ static int find(struct rly *r, unsigned hi, uint64_t *p)
 }
 
 /*
- * The up holder with room, current for [p, p + n), that would finish it
- * first; the source when none is; -1 when the source is down too.
+ * An up holder with room, current for [p, p + n): of those, each is
+ * chosen in proportion to how soon it would finish the run (1 / finish(),
+ * its bandwidth over its queue), by smooth weighted round robin (nginx's
+ * upstreams): every candidate earns its weight, the richest is chosen and
+ * pays the sum. One at a time (a fault, a pre-page) the reads thus split
+ * by bandwidth, a holder not yet measured (the others' mean) is tried
+ * soon, and a slow sample does not shut a holder out for good. The source
+ * when none is a candidate; -1 when the source is down too.
  */
-static int best_for(const struct rly *r, uint64_t p, uint64_t n)
+static int best_for(struct rly *r, uint64_t p, uint64_t n)
 {
+	double sum = 0;
 	int best = -1;
 
 	for (unsigned i = 0; i < r->nh; i++) {
 		if (!has_room(r, i) || rly_serve_end(r, i, p, p + n) < p + n)
 			continue;
-		if (best < 0 || finish(r, i, n) < finish(r, best, n))
+		r->h[i].credit += 1.0 / finish(r, i, n);
+		sum += 1.0 / finish(r, i, n);
+		if (best < 0 || r->h[i].credit > r->h[best].credit)
 			best = i;
 	}
+	if (best >= 0)
+		r->h[best].credit -= sum;
 	if (best < 0 && rly_up(r, RLY_SOURCE))
 		best = RLY_SOURCE;
 	return best;

@@ -292,6 +292,22 @@ static bool stale_ok(unsigned h, uint64_t p)
 	return (p >= 3072 && p < 4096) || p >= 6144;
 }
 
+/* The runs rly_holder_current() gives are exactly the stale_ok() pages. */
+static void current_is(const struct rly *r, unsigned relay)
+{
+	struct rly_vrun *v;
+	size_t nv, i = 0;
+
+	assert_int_equal(rly_holder_current(r, RLY_SOURCE, &v, &nv), -EINVAL);
+	assert_int_equal(rly_holder_current(r, relay, &v, &nv), 0);
+	for (uint64_t p = 0; p < 8192; p++) {
+		while (i < nv && p >= v[i].start + v[i].len)
+			i++;
+		assert_int_equal(i < nv && p >= v[i].start, stale_ok(relay, p));
+	}
+	free(v);
+}
+
 static void test_stale_holder(void **state)
 {
 	struct rly_vrun v[] = { { 0, 2048, 1 },
@@ -310,11 +326,43 @@ static void test_stale_holder(void **state)
 	assert_int_equal(rd.holder, RLY_SOURCE);
 	assert_int_equal(rly_choose(s.r, 3000, 100, &rd), 0);
 	assert_int_equal(rd.holder, RLY_SOURCE); /* 3000..3071 are stale */
+	current_is(s.r, relay);
 	s.ok = stale_ok;
 	s.ns_per_page[RLY_SOURCE] = 1000;
 	s.ns_per_page[relay] = 1000;
 	sim_run(&s, 16, 64);
 	assert_true(done_of(&s, relay) > 1024);
+	sim_fini(&s);
+}
+
+/*
+ * rly_choose() one read at a time: the relay, not yet measured, is tried
+ * second; then reads split by bandwidth, the relay's twice the source's.
+ */
+static void test_choose_split(void **state)
+{
+	unsigned picks[2] = { 0, 0 };
+	uint64_t now = 1000;
+	struct rly_read rd;
+	struct sim s;
+	unsigned relay;
+
+	(void)state;
+	sim_init(&s, 64);
+	relay = add_full(&s, 0);
+	for (unsigned k = 0; k < 600; k++) {
+		assert_int_equal(rly_choose(s.r, k % 64, 1, &rd), 0);
+		if (k == 0)
+			assert_int_equal(rd.holder, RLY_SOURCE);
+		if (k == 1)
+			assert_int_equal(rd.holder, relay);
+		picks[rd.holder == relay]++;
+		assert_int_equal(rly_take(s.r, &rd, now), 0);
+		now += rd.holder == relay ? 500 : 1000;
+		assert_int_equal(rly_done(s.r, &rd, now), 0);
+	}
+	print_message("source %u, relay %u\n", picks[0], picks[1]);
+	assert_in_range(picks[1], 380, 420);
 	sim_fini(&s);
 }
 
@@ -449,6 +497,7 @@ int main(void)
 		cmocka_unit_test(test_tail_stealing),
 		cmocka_unit_test(test_partial_relay),
 		cmocka_unit_test(test_stale_holder),
+		cmocka_unit_test(test_choose_split),
 		cmocka_unit_test(test_failed_holder),
 		cmocka_unit_test(test_bad_inputs),
 	};
