@@ -2,7 +2,8 @@
 /*
  * The post-copy fault server: one thread per incoming VM that reads the
  * guest's userfaultfd and resolves each fault with a one-sided read of the
- * page from the holder (the source's registered memory).
+ * page from a holder: the source's registered memory, or a relay's copy
+ * where it is current (the holder relay/ says would serve it first).
  *
  * fault(p) -> claim p in `present` -> fab_read(p) on the fault endpoint
  *   -> COPY mode:     read into a registered staging page, UFFDIO_COPY
@@ -22,6 +23,7 @@
  * op_timeout_ms) or the endpoint fails; the faults stay pending (the vCPUs
  * wait, nothing is killed), are reposted with backoff, and the stall is
  * timed. pc_fault_set_holder() points the server at a new endpoint.
+ * A relay that fails a read is used no more: its faults go to the source.
  */
 #include <errno.h>
 #include <linux/userfaultfd.h>
@@ -279,30 +281,72 @@ static bool bufs_busy(const struct pc_fault *fs)
 	return fab_mem_busy(fs->p.dom, fs->p.map, fs->p.pages * FY_PAGE_SIZE);
 }
 
+/* Relay h failed a read: used no more (logged once), its faults wait. */
+static void relay_lost(struct pc_fault *fs, unsigned h, int err)
+{
+	rly_holder_down(fs->rly, h, true);
+	/* its reads may still land in our buffers: none posted until then */
+	fs->held = bufs_busy(fs);
+	if (fs->lost[h - 1])
+		return;
+	fs->lost[h - 1] = true;
+	pr_warn("relay %u failed a read (%s): its pages come from the source",
+		h, strerror(-err));
+	pthread_mutex_lock(&fs->lock);
+	fs->st.relays_down++;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+/* s's read is in flight, as the scheduler took it. */
+static void posted(struct pc_fault *fs, struct slot *s, struct rly_read *rd,
+		   uint64_t now)
+{
+	if (fs->rly)
+		rly_take(fs->rly, rd, now); /* SLOTS < RLY_INFLIGHT_MAX */
+	s->rd = *rd;
+	s->posted = true;
+	s->t_post = now;
+	fs->inflight++;
+	if (s->prepage)
+		fs->inflight_pre++;
+}
+
 static void post(struct pc_fault *fs, struct slot *s, uint64_t now)
 {
 	struct fab_mr *mr = fs->p.mode == PC_FAULT_COPY ? fs->stage_mr
 							: fs->map_mr;
+	struct rly_read rd = { .start = s->page, .pages = 1, .seg = -1 };
 	int ret;
 
-	if (s->posted || !fs->ep || (fs->stalled && now < fs->next_retry))
+	if (s->posted)
 		return;
 	if (fs->held) {
 		if (bufs_busy(fs))
 			return;
 		fs->held = false;
 	}
+	if (fs->rly && !rly_choose(fs->rly, s->page, 1, &rd) &&
+	    rd.holder != RLY_SOURCE) {
+		struct pc_fault_relay *rl = &fs->p.relay[rd.holder - 1];
+
+		ret = fab_read(rl->ep, s->buf, FY_PAGE_SIZE, mr, &rl->rkey,
+			       s->page * FY_PAGE_SIZE, s);
+		if (!ret)
+			posted(fs, s, &rd, now);
+		else if (ret != -EAGAIN)
+			relay_lost(fs, rd.holder,
+				   ret); /* retry(): the source */
+		return;
+	}
+	rd.holder = RLY_SOURCE;
+	if (!fs->ep || (fs->stalled && now < fs->next_retry))
+		return;
 	ret = fab_read(fs->ep, s->buf, FY_PAGE_SIZE, mr, &fs->rkey,
 		       s->page * FY_PAGE_SIZE, s);
-	if (!ret) {
-		s->posted = true;
-		s->t_post = now;
-		fs->inflight++;
-		if (s->prepage)
-			fs->inflight_pre++;
-	} else if (ret != -EAGAIN) {
+	if (!ret)
+		posted(fs, s, &rd, now);
+	else if (ret != -EAGAIN)
 		stall_begin(fs, now, ret);
-	}
 }
 
 static void prepage_queue(struct pc_fault *fs, uint64_t page)
@@ -457,12 +501,25 @@ static void complete(struct pc_fault *fs, const struct fab_cqe *c, uint64_t now)
 	fs->inflight--;
 	if (s->prepage)
 		fs->inflight_pre--;
+	if (fs->rly && c->status)
+		rly_fail(fs->rly, &s->rd, false);
+	else if (fs->rly)
+		rly_done(fs->rly, &s->rd, now);
+	if (c->status && s->rd.holder != RLY_SOURCE) {
+		/* stays a pending read: reposted, to another holder */
+		relay_lost(fs, s->rd.holder, c->status);
+		return;
+	}
 	if (c->status) {
 		/* stays a pending read: reposted after the backoff */
 		stall_begin(fs, now, c->status);
 		return;
 	}
-	stall_end(fs, now);
+	if (s->rd.holder == RLY_SOURCE)
+		stall_end(fs, now);
+	pthread_mutex_lock(&fs->lock);
+	fs->st.pages_from[s->rd.holder]++;
+	pthread_mutex_unlock(&fs->lock);
 	if (place(fs, s)) {
 		/* rare: mm busy; keep the page, retry placing */
 		s->kind = SLOT_OTHER;
@@ -487,6 +544,7 @@ static bool swap_holder(struct pc_fault *fs, uint64_t now)
 {
 	struct fab_cqe cqe[16];
 	unsigned i;
+	int n;
 
 	pthread_mutex_lock(&fs->lock);
 	if (!fs->have_new) {
@@ -502,18 +560,28 @@ static bool swap_holder(struct pc_fault *fs, uint64_t now)
 	pthread_mutex_unlock(&fs->lock);
 	/*
 	 * The old endpoint's reads were reported cancelled, in the domain's
-	 * queue: drop those completions before reposting the same slots.
+	 * queue: drop those completions before reposting the same slots (a
+	 * relay's are what they say).
 	 */
-	while (fab_poll(fs->p.dom, cqe, ARRAY_SIZE(cqe), 0) > 0)
-		;
+	while ((n = fab_poll(fs->p.dom, cqe, ARRAY_SIZE(cqe), 0)) > 0)
+		for (i = 0; i < (unsigned)n; i++) {
+			struct slot *s = cqe[i].ctx;
+
+			if (s && s->rd.holder != RLY_SOURCE)
+				complete(fs, &cqe[i], now);
+		}
 	fs->held = bufs_busy(fs);
 	if (fs->held)
 		pr_warn("old holder's reads still held: faults wait");
 	for (i = 0; i < SLOTS; i++) {
-		if (fs->slot[i].posted) {
-			fs->slot[i].posted = false;
+		struct slot *s = &fs->slot[i];
+
+		if (s->posted && s->rd.holder == RLY_SOURCE) {
+			if (fs->rly)
+				rly_fail(fs->rly, &s->rd, false);
+			s->posted = false;
 			fs->inflight--;
-			if (fs->slot[i].prepage)
+			if (s->prepage)
 				fs->inflight_pre--;
 		}
 	}

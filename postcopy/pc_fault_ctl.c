@@ -17,18 +17,44 @@
 #include "common/util.h"
 #include "postcopy/pc_int.h"
 
+/* The relays' scheduler, its holders in the order of p->relay. */
+static int relays_open(struct pc_fault *fs, const struct pc_fault_params *p)
+{
+	unsigned idx;
+	int ret;
+
+	if (!p->nrelays)
+		return 0;
+	fs->need = calloc((p->pages + 63) / 64, sizeof(*fs->need));
+	if (!fs->need)
+		return -ENOMEM;
+	ret = rly_open(p->pages, fs->need, 0, &fs->rly);
+	for (unsigned i = 0; !ret && i < p->nrelays; i++) {
+		ret = rly_holder_add(fs->rly, i + 1, p->relay[i].v,
+				     p->relay[i].nv, &idx);
+		fs->p.relay[i].v = NULL; /* the scheduler has the runs */
+	}
+	return ret;
+}
+
 int pc_fault_open(const struct pc_fault_params *p, struct pc_fault **out)
 {
 	struct pc_fault *fs;
 	int ret;
 
 	if (p->uffd < 0 || !p->map || !p->pages || !p->dom || !p->ep ||
-	    !p->present)
+	    !p->present || p->nrelays > PC_FAULT_RELAYS)
 		return -EINVAL;
+	for (unsigned i = 0; i < p->nrelays; i++)
+		if (!p->relay[i].ep)
+			return -EINVAL;
 	fs = calloc(1, sizeof(*fs));
 	if (!fs)
 		return -ENOMEM;
 	fs->p = *p;
+	ret = relays_open(fs, p);
+	if (ret)
+		goto err_relays;
 	if (fs->p.mode == PC_FAULT_CONTINUE && !fs->p.minor)
 		fs->p.mode = PC_FAULT_COPY; /* zero-copy needs MINOR */
 	if (!fs->p.spin_us)
@@ -37,7 +63,7 @@ int pc_fault_open(const struct pc_fault_params *p, struct pc_fault **out)
 	fs->hist = calloc(HBUCKETS, sizeof(*fs->hist));
 	if (!fs->hist) {
 		ret = -ENOMEM;
-		goto err_free;
+		goto err_relays;
 	}
 	pthread_mutex_init(&fs->lock, NULL);
 	if (fs->p.mode == PC_FAULT_COPY) {
@@ -80,7 +106,9 @@ err_unmap:
 err_hist:
 	pthread_mutex_destroy(&fs->lock);
 	free(fs->hist);
-err_free:
+err_relays:
+	rly_close(fs->rly);
+	free(fs->need);
 	free(fs);
 	return ret;
 }
@@ -132,6 +160,10 @@ void pc_fault_close(struct pc_fault *fs)
 	fab_ep_close(fs->ep);
 	if (fs->have_new)
 		fab_ep_close(fs->new_ep);
+	for (unsigned i = 0; i < fs->p.nrelays; i++)
+		fab_ep_close(fs->p.relay[i].ep);
+	rly_close(fs->rly);
+	free(fs->need);
 	/* a read the provider still holds may write the staging pages */
 	fab_mem_release(fs->p.dom, fs->staging, SLOTS * FY_PAGE_SIZE,
 			fs->stage_mr, FAB_RELEASE_MUNMAP);

@@ -51,6 +51,7 @@ struct slot {
 	bool posted; /* a read is in flight */
 	bool prepage; /* nobody waits: low priority */
 	uint64_t page;
+	struct rly_read rd; /* posted: the read as the scheduler took it */
 	uint64_t t_post;
 	uint8_t *buf; /* where the read lands */
 	unsigned nwait;
@@ -76,6 +77,14 @@ struct pc_fault {
 	struct fab_ep *new_ep;
 	struct fab_rkey new_rkey;
 	bool have_new;
+
+	/*
+	 * The holders' scheduler (relay/): NULL without relays. Holder i > 0
+	 * is p.relay[i - 1]; need is a bitmap it keeps, unused here.
+	 */
+	struct rly *rly;
+	uint64_t *need;
+	bool lost[PC_FAULT_RELAYS]; /* failed a read: logged, down for good */
 
 	struct slot slot[SLOTS];
 	unsigned inflight, inflight_pre;

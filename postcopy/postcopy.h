@@ -8,6 +8,7 @@
 
 #include "common/bitmap.h"
 #include "fabric/fabric.h"
+#include "relay/relay.h"
 
 /*
  * Post-copy's machinery on the destination, apart from the migration
@@ -19,7 +20,8 @@
 
 /*
  * The post-copy fault server (pc_fault.c): one thread per incoming VM
- * resolving its userfaultfd faults with one-sided reads from the holder.
+ * resolving its userfaultfd faults with one-sided reads from the holders:
+ * the source, and the relays whose copy of a page is current.
  */
 struct pc_fault;
 
@@ -30,6 +32,16 @@ enum pc_fault_mode {
 };
 
 #define PC_FAULT_VCPUS 16
+#define PC_FAULT_RELAYS (RLY_HOLDERS_MAX - 1)
+
+/* A relay the fault server may read from, besides the source. */
+struct pc_fault_relay {
+	struct fab_ep *ep; /* in dom, like pc_fault_params.ep */
+	struct fab_rkey rkey; /* its registration of its copy */
+	/* the pages current there (rly_holder_current()); copied */
+	const struct rly_vrun *v;
+	size_t nv;
+};
 
 struct pc_fault_params {
 	int uffd; /* O_NONBLOCK; borrowed, the caller closes it */
@@ -44,6 +56,13 @@ struct pc_fault_params {
 	struct fab_domain *dom;
 	struct fab_ep *ep;
 	struct fab_rkey rkey; /* the holder's registration of guest RAM */
+	/*
+	 * Relays: a fault on a page current at one is read from the holder
+	 * that would serve it first (relay/, rly_choose()); a relay that
+	 * fails a read is used no more, its faults go to the source.
+	 */
+	struct pc_fault_relay relay[PC_FAULT_RELAYS];
+	unsigned nrelays;
 	const uint64_t *holes; /* pages that are holes on the source, or NULL */
 	/*
 	 * Shared with the background puller, atomic bits: whoever sets a
@@ -76,6 +95,9 @@ struct pc_fault_stats {
 	bool stalled; /* now */
 	unsigned busy; /* pages being fetched or waited for */
 	uint64_t holder_swaps;
+	/* pages read, by holder: [0] the source, [i] relay[i - 1] */
+	uint64_t pages_from[RLY_HOLDERS_MAX];
+	unsigned relays_down; /* relays that failed a read */
 	enum pc_fault_mode mode;
 	uint32_t vcpu_tid[PC_FAULT_VCPUS]; /* with UFFD_FEATURE_THREAD_ID */
 	uint64_t vcpu_blocktime_ns[PC_FAULT_VCPUS];
@@ -90,7 +112,10 @@ static inline bool pc_fault_claim(uint64_t *present, uint64_t page)
 		 bit);
 }
 
-/* Start the fault thread; 0 or -errno. On success p->ep is the server's. */
+/*
+ * Start the fault thread; 0 or -errno. On success p->ep and the relays'
+ * endpoints are the server's.
+ */
 int pc_fault_open(const struct pc_fault_params *p, struct pc_fault **out);
 /* Use ep / rk from now on (reconnected holder); the server owns ep. */
 int pc_fault_set_holder(struct pc_fault *fs, struct fab_ep *ep,
