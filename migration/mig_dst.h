@@ -46,7 +46,8 @@ struct mig_holder {
 	char node[PROTO_NAME_MAX + 1];
 	struct fab_ep *ep; /* a relay's; the source's is mig_dst.ep */
 	struct fab_rkey rk; /* a relay's; the source's is mig_dst.rk */
-	uint64_t bytes; /* pulled from it */
+	struct fab_addr addr; /* a relay's; the source's is mig_dst.src_addr */
+	uint64_t bytes; /* pulled from it (not counting faults) */
 };
 
 struct mig_dst {

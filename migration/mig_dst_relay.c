@@ -72,6 +72,7 @@ int mig_dst_add_relay(struct mig_dst *d, const struct proto_holder_map *h)
 				    .len = r->len };
 	d->nhold = FY_MAX(d->nhold, idx + 1);
 	memcpy(a.bytes, h->addr, h->addr_len);
+	ho->addr = a;
 	ret = fab_ep_connect(d->fab, &a, &ho->ep);
 	if (ret) {
 		ho->ep = NULL;

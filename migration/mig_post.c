@@ -371,6 +371,30 @@ static int next_run(struct mig_dst *d, struct rly_read *rd)
 	return 0;
 }
 
+/*
+ * May the background pull read one more run (postcopy_max_bandwidth)?
+ * A bucket of 100 ms worth at the cap, as the source paces pre-copy; the
+ * faults and the pre-paging around them are never held back.
+ */
+static bool pace_ok(struct mig_dst *d)
+{
+	struct nd_post *p = d->post;
+	uint64_t bw = d->n->cfg.postcopy_bw, now = mig_now(d->n);
+	int64_t burst = (int64_t)(bw / 10);
+
+	if (!bw)
+		return true;
+	if (!p->pace_t) {
+		p->pace_t = now;
+		p->pace_bytes = burst;
+	}
+	p->pace_bytes += (int64_t)((double)(now - p->pace_t) * bw / 1e9);
+	p->pace_t = now;
+	if (p->pace_bytes > burst)
+		p->pace_bytes = burst;
+	return p->pace_bytes > 0;
+}
+
 static void post_reads(struct mig_dst *d)
 {
 	struct nd_post *p = d->post;
@@ -399,9 +423,10 @@ static void post_reads(struct mig_dst *d)
 			p->prepaged++;
 		}
 	while (!p->broken && (s = free_slot(d)) &&
-	       codec_window_room(&d->win, RUN * FY_PAGE_SIZE)) {
+	       codec_window_room(&d->win, RUN * FY_PAGE_SIZE) && pace_ok(d)) {
 		if (next_run(d, &rd))
 			break;
+		p->pace_bytes -= (int64_t)(rd.pages * FY_PAGE_SIZE);
 		take_slot(d, s, &rd);
 	}
 	/* the linear reads complete about in order (pre-paging aside) */
@@ -492,6 +517,29 @@ static void pc_stats_from(struct proto_pc_stats *o,
 	};
 }
 
+/* The fault server's reads count for their holders too. */
+static void fault_bytes(const struct nd_post *p,
+			const struct pc_fault_stats *st,
+			struct proto_progress *pr)
+{
+	if (!pr->holders)
+		return; /* the source is the only holder */
+	pr->holders[RLY_SOURCE].bytes += st->pages_from[0] * FY_PAGE_SIZE;
+	for (unsigned i = 0; i < p->nfault_relays; i++)
+		pr->holders[p->fault_holder[i]].bytes +=
+			st->pages_from[i + 1] * FY_PAGE_SIZE;
+}
+
+/* Pages the fault server read from relays. */
+static uint64_t fault_relayed(const struct pc_fault_stats *st)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 1; i < RLY_HOLDERS_MAX; i++)
+		n += st->pages_from[i];
+	return n;
+}
+
 void mig_post_stats(struct mig_dst *d, uint64_t now)
 {
 	struct proto_msg *m = calloc(1, sizeof(*m));
@@ -524,10 +572,12 @@ void mig_post_stats(struct mig_dst *d, uint64_t now)
 	pg->progress.pages_total = d->pages;
 	pg->progress.pages_valid = d->pages - d->pending;
 	pg->progress.bytes = d->bytes;
-	if (mig_dst_holder_bytes(d, &pg->progress))
+	if (mig_dst_holder_bytes(d, &pg->progress)) {
+		fault_bytes(d->post, &st, &pg->progress);
 		mig_dst_out(d, pg);
-	else
+	} else {
 		free(pg);
+	}
 	d->post->next_stats = now + STATS_NS;
 }
 
@@ -544,6 +594,7 @@ static bool all_in(struct mig_dst *d)
 /* Everything is here: release the uffd, tell the source. */
 static void finish(struct mig_dst *d)
 {
+	struct pc_fault_stats st;
 	struct proto_msg *m;
 	int ret;
 
@@ -551,13 +602,15 @@ static void finish(struct mig_dst *d)
 	if (ret)
 		pr_err("post-copy: RAM_DONE: %s", strerror(-ret));
 	mig_post_stats(d, mig_now(d->n));
+	pc_fault_stats(d->post->fs, &st);
 	dst_info(d,
 		 "post-copy: all pages in after %.3f s: %" PRIu64
 		 " faults (p50 %.1f us, p99 %.1f us), blocktime %.1f ms, "
-		 "%" PRIu64 " pre-paged, %" PRIu64 " pages from relays",
+		 "%" PRIu64 " pre-paged, %" PRIu64 " pages from relays, "
+		 "%" PRIu64 " faults served by relays",
 		 d->pcs.duration / 1e9, d->pcs.faults, d->pcs.p50 / 1e3,
 		 d->pcs.p99 / 1e3, d->pcs.blocktime / 1e6, d->pcs.prepaged,
-		 d->post->relayed);
+		 d->post->relayed, fault_relayed(&st));
 	m = mig_dst_gen_msg(d, PROTO_COMMIT);
 	if (m)
 		mig_dst_out(d, m);

@@ -41,6 +41,12 @@ struct nd_post {
 	bool fault_stalled; /* as of the last PC_STATS */
 	uint64_t prepaged; /* pages we fetched for the fault server */
 	uint64_t relayed; /* pages we read from relays */
+	/* the fault server's relay i is holder fault_holder[i] */
+	unsigned fault_holder[PC_FAULT_RELAYS];
+	unsigned nfault_relays;
+	/* postcopy_bw's bucket: bytes the background pull may read now */
+	int64_t pace_bytes;
+	uint64_t pace_t;
 	bool broken; /* our endpoint failed: connect again */
 	uint64_t reconnect_at, backoff;
 };

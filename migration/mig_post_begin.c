@@ -185,7 +185,38 @@ static void populate(struct mig_dst *d, const struct kva_layout *l)
 	}
 }
 
-/* Start the fault server on its endpoint (now its own). 0 or -1. */
+/*
+ * The relays up now, for the fault server: each with an endpoint of the
+ * fault domain and the pages current there (the maps and the needs are
+ * final: STATE came). A relay we cannot reach serves no faults.
+ */
+static void fault_relays(struct mig_dst *d, struct pc_fault_params *fp)
+{
+	struct nd_post *p = d->post;
+
+	for (unsigned h = 1; h < d->nhold && fp->nrelays < PC_FAULT_RELAYS;
+	     h++) {
+		struct pc_fault_relay *r = &fp->relay[fp->nrelays];
+		struct rly_holder_info hi;
+		struct rly_vrun *v;
+		size_t nv;
+
+		if (rly_holder_info(d->rly, h, &hi) || hi.down ||
+		    rly_holder_current(d->rly, h, &v, &nv))
+			continue;
+		if (!nv || fab_ep_connect(p->fdom, &d->hold[h].addr, &r->ep)) {
+			free(v);
+			continue;
+		}
+		r->rkey = d->hold[h].rk;
+		r->v = v;
+		r->nv = nv;
+		p->fault_holder[fp->nrelays++] = h;
+	}
+	p->nfault_relays = fp->nrelays;
+}
+
+/* Start the fault server on its endpoints (now its own). 0 or -1. */
 static int fault_open(struct mig_dst *d)
 {
 	struct pc_fault_params fp = { 0 };
@@ -205,12 +236,23 @@ static int fault_open(struct mig_dst *d)
 	fp.present = p->present;
 	fp.placed = p->placed;
 	fp.prepage_max = PREPAGE_MAX;
+	fault_relays(d, &fp);
 	ret = pc_fault_open(&fp, &p->fs);
+	for (unsigned i = 0; i < fp.nrelays; i++) {
+		free((void *)fp.relay[i].v);
+		if (ret)
+			fab_ep_close(fp.relay[i].ep);
+	}
 	if (ret) {
 		fab_ep_close(fp.ep);
 		return mig_dst_fail(d, "post-copy: no fault server: %s",
 				    strerror(-ret));
 	}
+	if (fp.nrelays)
+		dst_info(d,
+			 "post-copy: faults read from the source and %u "
+			 "relay(s)",
+			 fp.nrelays);
 	return 0;
 }
 

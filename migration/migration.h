@@ -120,6 +120,8 @@ struct mig_conf {
 	unsigned retain_age_s;
 	/* migrations at once, each way (1..MIG_LIMIT_MAX) */
 	unsigned max_incoming, max_outgoing;
+	/* post-copy's background pull here, bytes/s (0: no cap) */
+	uint64_t postcopy_bw;
 };
 
 /*
