@@ -143,6 +143,7 @@ static const char *const node_keys[] = {
 	"max_outgoing",
 	"holder_retention",
 	"holder_retention_age_s",
+	"postcopy_max_bandwidth",
 };
 static const char *const fabric_keys[] = { "provider", "address", "port" };
 static const char *const peer_keys[] = { "address", "public_key",
@@ -161,6 +162,16 @@ static const char *sec_label(struct parse *p, char *buf, size_t len)
 	default:
 		return "(no section)";
 	}
+}
+
+/* A size (1G, 512M, with K/M/G suffixes), or 0 / off. */
+static int parse_size_off(const char *v, uint64_t *out)
+{
+	if (!strcmp(v, "off")) {
+		*out = 0;
+		return 0;
+	}
+	return fy_parse_size(v, out);
 }
 
 static int node_key(struct parse *p, const char *k, const char *v)
@@ -239,10 +250,10 @@ static int node_key(struct parse *p, const char *k, const char *v)
 			goto bad;
 		c->max_incoming = n;
 	} else if (!strcmp(k, "holder_retention")) {
-		/* a size (1G, 512M), or 0 / off */
-		if (!strcmp(v, "off"))
-			c->holder_retention = 0;
-		else if (fy_parse_size(v, &c->holder_retention))
+		if (parse_size_off(v, &c->holder_retention))
+			goto bad;
+	} else if (!strcmp(k, "postcopy_max_bandwidth")) {
+		if (parse_size_off(v, &c->postcopy_max_bandwidth)) /* per s */
 			goto bad;
 	} else if (!strcmp(k, "holder_retention_age_s")) {
 		if (parse_uint(v, 1, ND_RETAIN_AGE_MAX_S, &n))

@@ -93,6 +93,7 @@ struct nd_config {
 	/* copies kept after their VM left: bytes in all (0: off), age */
 	uint64_t holder_retention;
 	unsigned holder_retention_age_s;
+	uint64_t postcopy_max_bandwidth; /* bytes/s; 0: no cap */
 	size_t npeers;
 	struct nd_peer_conf peers[ND_PEERS_MAX];
 };

@@ -144,6 +144,7 @@ int nd_host_open(struct nd_node *n)
 		.max_outgoing = cfg->max_outgoing,
 		.retain_bytes = cfg->holder_retention,
 		.retain_age_s = cfg->holder_retention_age_s,
+		.postcopy_bw = cfg->postcopy_max_bandwidth,
 	};
 	e->fab = n->fab;
 	e->fab_addr_len = FY_MIN(n->fab_addr_len, sizeof(e->fab_addr_raw));

@@ -80,6 +80,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->mig_timeout_ms, 10000);
 	assert_int_equal(cfg->max_incoming, 4);
 	assert_int_equal(cfg->max_outgoing, 4);
+	assert_int_equal(cfg->postcopy_max_bandwidth, 0);
 	assert_int_equal(cfg->npeers, 0);
 	free(cfg);
 
@@ -112,6 +113,7 @@ static void test_full(void **state)
 		"migration_timeout_ms = 5000\n"
 		"max_incoming = 1\n"
 		"max_outgoing = 16\n"
+		"postcopy_max_bandwidth = 100M\n"
 		"\n"
 		"[fabric]\n"
 		"provider = ofi:shm\n"
@@ -144,17 +146,18 @@ static void test_full(void **state)
 	assert_string_equal(cfg->ferry_vm, "/opt/ferry/bin/ferry-vm");
 	assert_int_equal(cfg->max_incoming, 1);
 	assert_int_equal(cfg->max_outgoing, 16);
+	assert_int_equal(cfg->postcopy_max_bandwidth, 100ULL << 20);
 	assert_int_equal(cfg->mig_timeout_ms, 5000);
 	assert_int_equal(cfg->npeers, 2);
 	assert_string_equal(cfg->peers[0].name, "b");
 	assert_string_equal(cfg->peers[0].address, "tcp://127.0.0.1:7402");
 	assert_string_equal(cfg->peers[0].public_key, KEY_A);
-	assert_int_equal(cfg->peers[0].line, 21);
+	assert_int_equal(cfg->peers[0].line, 22);
 	assert_false(cfg->peers[0].accept_user_vms);
 	assert_string_equal(cfg->peers[1].name, "c");
 	assert_string_equal(cfg->peers[1].address, "tcp://host.example:7403");
 	assert_string_equal(cfg->peers[1].public_key, KEY_B);
-	assert_int_equal(cfg->peers[1].line, 24);
+	assert_int_equal(cfg->peers[1].line, 25);
 	assert_true(cfg->peers[1].accept_user_vms);
 	free(cfg);
 }
@@ -185,6 +188,9 @@ static const struct bad_case bad_cases[] = {
 						 "bad value '10'" },
 	{ "[node]\nmax_incoming = 0\n", "2: max_incoming: bad value '0'" },
 	{ "[node]\nmax_outgoing = 17\n", "2: max_outgoing: bad value '17'" },
+	{ "[node]\npostcopy_max_bandwidth = fast\n", "2: "
+						     "postcopy_max_bandwidth: "
+						     "bad value 'fast'" },
 	{ "[node]\nping_interval_ms = 10\n", "2: ping_interval_ms: bad value "
 					     "'10'" },
 	{ "[node]\nping_interval_ms = 500\npeer_timeout_ms = 400\n",
