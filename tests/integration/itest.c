@@ -5,6 +5,7 @@
  * nodes with their configuration and key pair.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -414,11 +415,46 @@ int ferry(struct node *n, bool json, const char *cmd, char *out, char *err)
 	return run(out, err, argv);
 }
 
+/*
+ * A copy of out with each integer of 19 digits or more outside strings
+ * quoted: jansson takes integers up to INT64_MAX only, and a guest's
+ * counter may be wider (the touch guest's checks, a sum of words). NULL
+ * when out of memory.
+ */
+static char *quote_wide(const char *out)
+{
+	size_t n = strlen(out), k = 0;
+	char *q = malloc(2 * n + 1);
+	bool str = false;
+
+	for (size_t i = 0; q && i < n;) {
+		size_t d = 0;
+
+		if (out[i] == '"' && (i == 0 || out[i - 1] != '\\'))
+			str = !str;
+		while (!str && isdigit((unsigned char)out[i + d]))
+			d++;
+		if (d >= 19)
+			q[k++] = '"';
+		memcpy(q + k, out + i, d ? d : 1);
+		k += d ? d : 1;
+		if (d >= 19)
+			q[k++] = '"';
+		i += d ? d : 1;
+	}
+	if (q)
+		q[k] = '\0';
+	return q;
+}
+
 /* out parsed, owned by the caller; not one JSON object fails the test. */
 static json_t *parse(const char *out, const char *err)
 {
-	json_error_t jerr;
-	json_t *j = json_loads(out, 0, &jerr);
+	json_error_t jerr = { .text = "out of memory" };
+	char *q = quote_wide(out);
+	json_t *j = q ? json_loads(q, 0, &jerr) : NULL;
+
+	free(q);
 
 	if (j && !json_is_object(j)) {
 		json_decref(j);

@@ -53,17 +53,22 @@ static const char *const filled[] = { "--mem",	   "64M",	   "--guest",
 
 /*
  * Nodes a, b and c that list each other, started with FERRY_FAULT fb on
- * b and fc on c (NULL: none), all reachable.
+ * b and fc on c (NULL: none), all reachable; more in each [node].
  */
-static void three_nodes(const char *fb, const char *fc)
+static void three_nodes_with(const char *fb, const char *fc, const char *more)
 {
 	static char extra[600];
 
 	snprintf(extra, sizeof(extra),
 		 "ferry_vm = %s\nping_interval_ms = 200\n"
-		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 10000\n",
-		 ferry_vm_bin);
+		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 10000\n%s",
+		 ferry_vm_bin, more);
 	itest_trio(&na, &nb, &nc, extra, fb, fc);
+}
+
+static void three_nodes(const char *fb, const char *fc)
+{
+	three_nodes_with(fb, fc, "");
 }
 
 /*
@@ -90,15 +95,14 @@ static void four_nodes(const char *fc)
  * limit of 20 ms, raised after every round without progress (the
  * defaults: 300 ms, 3 rounds), so that rounds go on after an unpaced one.
  */
-static void migrate_to_b(char *id, size_t len, bool hybrid, long pages,
-			 bool tight)
+static void start_to_b(char *id, size_t len, const char *const *opts, long pass,
+		       bool hybrid, long pages, bool tight)
 {
 	json_t *j, *m = NULL;
 	double t0;
 
-	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1",
-				pages > 256 ? filled : guest);
-	wait_counter(&na, "pass", 2);
+	vm_pid = itest_start_vm(&na, ferry_vm_bin, "r1", opts);
+	wait_counter(&na, "pass", pass);
 	j = ferry_jargs(&na, 10, NULL, "migrate", "r1", "--to", "b",
 			"--max-bandwidth", "4M", "--detach", "--downtime-limit",
 			tight ? "20" : "300", "--stall-rounds",
@@ -115,6 +119,13 @@ static void migrate_to_b(char *id, size_t len, bool hybrid, long pages,
 		sleep_ms(20);
 	}
 	assert_jstr(m, "state", "precopy");
+}
+
+static void migrate_to_b(char *id, size_t len, bool hybrid, long pages,
+			 bool tight)
+{
+	start_to_b(id, len, pages > 256 ? filled : guest, 2, hybrid, pages,
+		   tight);
 }
 
 /* a's migration id once it ended (60 s at most). */
@@ -256,6 +267,64 @@ static void test_postcopy(void **state)
 		fail_msg("c's post-copy read %ld pages from b", relayed);
 	j = wait_b("released");
 	assert_jpart(j, "reason", "holds every page");
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+	itest_no_crash(&nc);
+}
+
+/*
+ * Faults read from a relay: a guest that only reads (touch, over
+ * prefilled RAM) leaves b's copy current wherever b has it; on c, in
+ * post-copy, its walk faults (the background pull held to 4 MiB/s by
+ * postcopy_max_bandwidth), and faults on pages b holds are read from b
+ * (the first such one at least: b is not yet measured).
+ */
+static void test_postcopy_faults(void **state)
+{
+	static const char *const touch[] = { "--mem", "64M",	   "--guest",
+					     "touch", "--prefill", "random",
+					     NULL };
+	const char *line = NULL;
+	char id[32];
+	long served = 0;
+	double t0;
+	json_t *j;
+	int rc;
+
+	(void)state;
+	three_nodes_with(NULL, "dst:after:precopy:stop",
+			 "postcopy_max_bandwidth = 4M\n");
+	start_to_b(id, sizeof(id), touch, 1, true, 2048, false);
+	ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
+	assert_int_equal(rc, 0);
+	node_wait_stopped(&nc, 20);
+	ferry_jargs(&na, 10, &rc, "migrate-postcopy", id, NULL);
+	assert_int_equal(rc, 0);
+	t0 = now_s();
+	do {
+		j = ferry_jargs(&na, 10, NULL, "migration", id, NULL);
+		sleep_ms(10);
+	} while (jis(j, "state", "precopy") && now_s() - t0 < 5);
+	kill(nc.pid, SIGCONT);
+	j = wait_end(id);
+	assert_jstr(j, "state", "completed");
+	assert_jstr(j, "peer", "c");
+	t0 = now_s();
+	while (!line && now_s() - t0 < 30) {
+		line = strstr(slurp(nc.log), "post-copy: all pages in");
+		sleep_ms(50);
+	}
+	assert_non_null(line);
+	line = strstr(line, "pages from relays, ");
+	if (!line ||
+	    sscanf(line, "pages from relays, %ld faults served by relays",
+		   &served) != 1 ||
+	    served <= 0)
+		fail_msg("c's faults read %ld pages from b", served);
+	/* the source's report counts them for b (c's last PROGRESS) */
+	if (jint(jfind(j, "holders", "node", "b"), "bytes") < served * 4096)
+		fail_msg("b's bytes leave out its faults: %s", jtext(j));
+	wait_b("released");
 	itest_no_crash(&na);
 	itest_no_crash(&nb);
 	itest_no_crash(&nc);
@@ -511,6 +580,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_retarget, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_postcopy, NULL,
+						rt_teardown),
+		cmocka_unit_test_setup_teardown(test_postcopy_faults, NULL,
 						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_relay_dies, NULL,
 						rt_teardown),
