@@ -38,8 +38,9 @@
  *      ones become markers; written ones become empty, still "written".
  *   2. harvest the chunk into `carry`: every write so far is in it, and
  *      the chunk holds nothing but markers and the pages faulted in since 1.
- *   3. UFFDIO_UNREGISTER (wakes waiters), UFFDIO_REGISTER WP alone,
- *      UFFDIO_WRITEPROTECT: a write from 2 to here needs its page present.
+ *   3. UFFDIO_UNREGISTER and UFFDIO_WAKE (wakes waiters: see
+ *      wp_unregister()), UFFDIO_REGISTER WP alone, UFFDIO_WRITEPROTECT: a
+ *      write from 2 to here needs its page present.
  *   4. PAGEMAP_SCAN for PAGE_IS_PRESENT into `carry`: pages faulted in
  *      since 1, read or written, a small set (extra pages, never a miss).
  * A write after 3 faults as usual. A touch between 1 and 3 of a page the
@@ -256,14 +257,30 @@ static int wp_register(int fd, void *mem, uint64_t len, uint64_t mode,
 	return 0;
 }
 
+/*
+ * Unregister, then wake every thread waiting on a fault of the range. The
+ * kernel's own wake in UFFDIO_UNREGISTER is not enough: it comes before the
+ * VMA is write-locked, and a fault taken under the per-VMA lock (not
+ * mmap_lock) can queue itself between the two and sleep. Nobody answers it
+ * then: ferryd's COPY or CONTINUE fails with ENOENT, which it ignores (and
+ * the kernel's wake is for MISSING ranges only, none for WP). Once
+ * UNREGISTER returns every such fault has queued (it drops the VMA lock
+ * only after), so this wake finds it; woken, it faults again, on the range
+ * as it is now.
+ */
 static int wp_unregister(int fd, void *mem, uint64_t len)
 {
 	struct uffdio_range r = { .start = (uintptr_t)mem, .len = len };
+	int ret;
 
 	if (ioctl(fd, UFFDIO_UNREGISTER, &r)) {
-		int ret = -errno;
-
+		ret = -errno;
 		pr_perror("UFFDIO_UNREGISTER of guest RAM");
+		return ret;
+	}
+	if (ioctl(fd, UFFDIO_WAKE, &r)) {
+		ret = -errno;
+		pr_perror("UFFDIO_WAKE of guest RAM after unregistering");
 		return ret;
 	}
 	return 0;
@@ -680,18 +697,14 @@ int kva_wp_release_incoming(struct kva_wp *w)
 
 void kva_wp_close(struct kva_wp *w)
 {
-	struct uffdio_range r;
-
 	if (!w)
 		return;
 	atomic_store(&w->stopping, true);
-	/* Unregistering wakes every thread waiting on a fault of the range. */
-	r = (struct uffdio_range){ .start = (uintptr_t)w->mem, .len = w->size };
-	if (w->wp_fd >= 0 && ioctl(w->wp_fd, UFFDIO_UNREGISTER, &r))
-		pr_perror("UFFDIO_UNREGISTER of guest RAM");
-	if (w->in_fd >= 0 && w->in_fd != w->wp_fd &&
-	    ioctl(w->in_fd, UFFDIO_UNREGISTER, &r))
-		pr_perror("UFFDIO_UNREGISTER of guest RAM");
+	/* Wakes every thread waiting on a fault of the range (logs errors). */
+	if (w->wp_fd >= 0)
+		wp_unregister(w->wp_fd, w->mem, w->size);
+	if (w->in_fd >= 0 && w->in_fd != w->wp_fd)
+		wp_unregister(w->in_fd, w->mem, w->size);
 	kva_wp_sync_stop(w);
 	if (w->in_fd >= 0 && w->in_fd != w->wp_fd)
 		close(w->in_fd);

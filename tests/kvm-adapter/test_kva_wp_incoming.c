@@ -78,6 +78,16 @@ static void server_fault(struct server *s, const struct uffd_msg *m)
 	for (i = 0; i < FY_PAGE_SIZE / 8; i++)
 		s->buf[i] = page ^ PATTERN;
 	/*
+	 * Count and record it before placing: placing wakes the faulting
+	 * thread, and the test may read both as soon as that thread is done.
+	 * A page not placed then fails the test (errors), or was unregistered
+	 * first (ENOENT), which only widens the extras allowed.
+	 */
+	atomic_fetch_add(&s->faults, 1);
+	pthread_mutex_lock(&s->lock);
+	fy_bit_set(s->placed, page);
+	pthread_mutex_unlock(&s->lock);
+	/*
 	 * EAGAIN: the mm is changing (the tracker's release drops and
 	 * registers ranges); nobody else wakes the faulting thread, so try
 	 * again, as ferryd's fault server does.
@@ -102,14 +112,8 @@ static void server_fault(struct server *s, const struct uffd_msg *m)
 	}
 	if (ret == EEXIST)
 		server_wake(s, addr); /* placed meanwhile */
-	else if (ret && ret != ENOENT) /* ENOENT: unregistered meanwhile */
+	else if (ret && ret != ENOENT) /* unregistered: the tracker wakes it */
 		server_error(s, "placing", page, ret);
-	if (!ret) {
-		pthread_mutex_lock(&s->lock);
-		fy_bit_set(s->placed, page);
-		pthread_mutex_unlock(&s->lock);
-	}
-	atomic_fetch_add(&s->faults, 1);
 }
 
 static void *server_fn(void *arg)
