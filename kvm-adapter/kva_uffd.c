@@ -99,10 +99,15 @@ int kva_uffd_release(struct kva_vm *vm)
 
 	if (vm->uffd < 0)
 		return -EINVAL;
-	/* Unregistering wakes any vCPU still waiting on a fault. */
-	if (ioctl(vm->uffd, UFFDIO_UNREGISTER, &r)) {
+	/*
+	 * Unregistering wakes the threads waiting on a fault, but a host
+	 * thread's fault taken under the per-VMA lock may queue itself after
+	 * that wake (kva_user_dirty.c, wp_unregister()): wake the range again.
+	 */
+	if (ioctl(vm->uffd, UFFDIO_UNREGISTER, &r) ||
+	    ioctl(vm->uffd, UFFDIO_WAKE, &r)) {
 		ret = -errno;
-		pr_perror("UFFDIO_UNREGISTER of guest RAM");
+		pr_perror("releasing guest RAM's userfaultfd");
 		return ret;
 	}
 	close(vm->uffd);

@@ -53,22 +53,24 @@ static const char *const filled[] = { "--mem",	   "64M",	   "--guest",
 
 /*
  * Nodes a, b and c that list each other, started with FERRY_FAULT fb on
- * b and fc on c (NULL: none), all reachable; more in each [node].
+ * b and fc on c (NULL: none), all reachable; a peer silent for
+ * timeout_ms is unreachable; more in each [node].
  */
-static void three_nodes_with(const char *fb, const char *fc, const char *more)
+static void three_nodes_with(const char *fb, const char *fc,
+			     unsigned timeout_ms, const char *more)
 {
 	static char extra[600];
 
 	snprintf(extra, sizeof(extra),
 		 "ferry_vm = %s\nping_interval_ms = 200\n"
-		 "peer_timeout_ms = 1000\nmigration_timeout_ms = 10000\n%s",
-		 ferry_vm_bin, more);
+		 "peer_timeout_ms = %u\nmigration_timeout_ms = 10000\n%s",
+		 ferry_vm_bin, timeout_ms, more);
 	itest_trio(&na, &nb, &nc, extra, fb, fc);
 }
 
 static void three_nodes(const char *fb, const char *fc)
 {
-	three_nodes_with(fb, fc, "");
+	three_nodes_with(fb, fc, 1000, "");
 }
 
 /*
@@ -292,7 +294,7 @@ static void test_postcopy_faults(void **state)
 	int rc;
 
 	(void)state;
-	three_nodes_with(NULL, "dst:after:precopy:stop",
+	three_nodes_with(NULL, "dst:after:precopy:stop", 1000,
 			 "postcopy_max_bandwidth = 4M\n");
 	start_to_b(id, sizeof(id), touch, 1, true, 2048, false);
 	ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
@@ -337,15 +339,18 @@ static void test_relay_dies(void **state)
 	int rc;
 
 	(void)state;
-	/* c stops once it took a's holder map, before b's */
-	three_nodes(NULL, "dst:after:precopy:stop");
+	/*
+	 * c stops once it took a's holder map, before b's; a waits for it
+	 * 10 s (peer_timeout_ms) while b becomes a relay and dies, however
+	 * slow this machine is
+	 */
+	three_nodes_with(NULL, "dst:after:precopy:stop", 10000, "");
 	migrate_to_b(id, sizeof(id), false, 256, false);
 	j = ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
 	wait_b("relay");
 	kill(nb.pid, SIGKILL);
-	/* before a's peer_timeout_ms for c: the dead b's socket is slow */
 	kill(nc.pid, SIGCONT);
 	kill_node_vms(&nb);
 	j = wait_end(id);
