@@ -221,6 +221,20 @@ int count(const char *hay, const char *needle)
 	return n;
 }
 
+const char *wait_log(const struct node *n, const char *text, double secs)
+{
+	double t0 = now_s();
+	const char *at;
+
+	while (!(at = strstr(slurp(n->log), text))) {
+		if (now_s() - t0 > secs)
+			fail_msg("no \"%s\" in %s's log after %.0f s", text,
+				 n->name, secs);
+		sleep_ms(20);
+	}
+	return at;
+}
+
 void node_init(struct node *n, const char *name)
 {
 	char out[OUT_MAX], err[OUT_MAX];
@@ -234,6 +248,8 @@ void node_init(struct node *n, const char *name)
 	snprintf(n->log, sizeof(n->log), "%s/%s.log", tmpdir, name);
 	snprintf(n->sock, sizeof(n->sock), "%s/run/ferryd.sock", n->dir);
 	assert_int_equal(mkdir(n->dir, 0700), 0);
+	/* this test's node: what its log says is this test's (restarts add) */
+	unlink(n->log);
 	f = fopen(n->conf, "w");
 	assert_non_null(f);
 	fprintf(f,

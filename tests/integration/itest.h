@@ -47,6 +47,11 @@ int run_for(char *out, char *err, const char *const argv[], double secs);
 char *slurp(const char *path);
 /* Occurrences of needle in hay. */
 int count(const char *hay, const char *needle);
+/*
+ * Wait up to secs for text in node n's log: where it is, in slurp()'s
+ * buffer; not there by then fails the test.
+ */
+const char *wait_log(const struct node *n, const char *text, double secs);
 /* Config and key pair of node name in tmpdir; start it, wait for it. */
 void node_init(struct node *n, const char *name);
 void node_add_peer(struct node *n, const char *name, int port, const char *key);

@@ -245,6 +245,8 @@ static void test_postcopy(void **state)
 	ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
+	/* b's map on its way to c, which takes it before POSTCOPY */
+	wait_log(&na, "relay b holds", 20);
 	/* post-copy at once: c pulls everything in post-copy */
 	ferry_jargs(&na, 10, &rc, "migrate-postcopy", id, NULL);
 	assert_int_equal(rc, 0);
@@ -286,7 +288,7 @@ static void test_postcopy_faults(void **state)
 	static const char *const touch[] = { "--mem", "64M",	   "--guest",
 					     "touch", "--prefill", "random",
 					     NULL };
-	const char *line = NULL;
+	const char *line;
 	char id[32];
 	long served = 0;
 	double t0;
@@ -300,6 +302,7 @@ static void test_postcopy_faults(void **state)
 	ferry_jargs(&na, 10, &rc, "retarget", id, "--to", "c", NULL);
 	assert_int_equal(rc, 0);
 	node_wait_stopped(&nc, 20);
+	wait_log(&na, "relay b holds", 20);
 	ferry_jargs(&na, 10, &rc, "migrate-postcopy", id, NULL);
 	assert_int_equal(rc, 0);
 	t0 = now_s();
@@ -311,12 +314,7 @@ static void test_postcopy_faults(void **state)
 	j = wait_end(id);
 	assert_jstr(j, "state", "completed");
 	assert_jstr(j, "peer", "c");
-	t0 = now_s();
-	while (!line && now_s() - t0 < 30) {
-		line = strstr(slurp(nc.log), "post-copy: all pages in");
-		sleep_ms(50);
-	}
-	assert_non_null(line);
+	line = wait_log(&nc, "post-copy: all pages in", 30);
 	line = strstr(line, "pages from relays, ");
 	if (!line ||
 	    sscanf(line, "pages from relays, %ld faults served by relays",
