@@ -66,6 +66,7 @@ static const struct proto_desc *const descs[] = {
 	[PROTO_PC_STATS] = &proto_pc_stats_desc,
 	[PROTO_READY] = &proto_ready_desc,
 	[PROTO_RESUME] = &proto_resume_desc,
+	[PROTO_KEPT] = &proto_kept_desc,
 };
 
 static const struct proto_desc *desc_of(uint64_t t)

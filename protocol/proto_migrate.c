@@ -51,6 +51,8 @@
  *     while pages arrive and COMMIT(m, g) once it holds every page. From
  *     RESUMED on the VM lives on D: S keeps its copy registered (also
  *     across a restart of its ferryd, HOLDER_MAP again) until COMMIT.
+ *     KEPT(m, g), after RESUMED, says S keeps that copy after COMMIT too
+ *     (holder_retention): D remembers it with the VM.
  *
  *   ABORT(m, tx), from S or D before RESUME (post-copy: before RESUMED),
  *     ends the migration: the VM keeps or gets back running on S, D frees
@@ -414,6 +416,7 @@ MIG_GEN_DESC(proto_resumed_desc, "RESUMED", PROTO_TO_SOURCE);
 MIG_GEN_DESC(proto_postcopy_desc, "POSTCOPY", PROTO_TO_DEST);
 MIG_GEN_DESC(proto_ready_desc, "READY", PROTO_TO_SOURCE);
 MIG_GEN_DESC(proto_resume_desc, "RESUME", PROTO_TO_DEST);
+MIG_GEN_DESC(proto_kept_desc, "KEPT", PROTO_TO_DEST);
 
 static const struct proto_field abort_fields[] = {
 	PF_U64("m", struct proto_abort, mig, 1, UINT64_MAX),

@@ -61,7 +61,8 @@ enum proto_type {
 	PROTO_PC_STATS,
 	PROTO_READY,
 	PROTO_RESUME,
-	PROTO_TYPE_LAST = PROTO_RESUME,
+	PROTO_KEPT,
+	PROTO_TYPE_LAST = PROTO_KEPT,
 };
 
 /* A run of pages that a holder holds at one generation. */
@@ -234,6 +235,7 @@ struct proto_msg {
 		struct proto_mig_gen commit;
 		struct proto_mig_gen resumed;
 		struct proto_mig_gen postcopy;
+		struct proto_mig_gen kept;
 		struct proto_pc_stats pc_stats;
 		struct proto_verify verify;
 		struct proto_delta_set delta;

@@ -167,6 +167,6 @@ extern const struct proto_desc proto_holder_map_desc, proto_prepare_desc,
 	proto_switchover_desc, proto_commit_desc, proto_abort_desc,
 	proto_retarget_desc, proto_verify_desc, proto_resumed_desc,
 	proto_delta_desc, proto_postcopy_desc, proto_pc_stats_desc,
-	proto_ready_desc, proto_resume_desc;
+	proto_ready_desc, proto_resume_desc, proto_kept_desc;
 
 #endif /* FERRY_PROTOCOL_PROTOCOL_INT_H */

@@ -228,6 +228,7 @@ struct proto_msg *proto_sample(enum proto_type t, unsigned v)
 	case PROTO_POSTCOPY:
 	case PROTO_READY:
 	case PROTO_RESUME:
+	case PROTO_KEPT:
 		m->switchover.mig = 12 + v;
 		m->switchover.gen = v == 2 ? UINT64_MAX : v;
 		break;
@@ -403,6 +404,7 @@ bool proto_msg_eq(const struct proto_msg *a, const struct proto_msg *b,
 	case PROTO_POSTCOPY:
 	case PROTO_READY:
 	case PROTO_RESUME:
+	case PROTO_KEPT:
 		DIFF(a->commit.mig != b->commit.mig, "mig");
 		DIFF(a->commit.gen != b->commit.gen, "gen");
 		return true;

@@ -75,6 +75,7 @@ static void test_type_names(void **state)
 	assert_string_equal(proto_type_name(PROTO_PC_STATS), "PC_STATS");
 	assert_string_equal(proto_type_name(PROTO_READY), "READY");
 	assert_string_equal(proto_type_name(PROTO_RESUME), "RESUME");
+	assert_string_equal(proto_type_name(PROTO_KEPT), "KEPT");
 	assert_string_equal(proto_type_name(0), "?");
 	assert_string_equal(proto_type_name(99), "?");
 	proto_msg_free(NULL);

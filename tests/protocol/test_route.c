@@ -35,12 +35,13 @@ static const enum proto_dir want[] = {
 	[PROTO_PC_STATS] = PROTO_TO_SOURCE,
 	[PROTO_READY] = PROTO_TO_SOURCE,
 	[PROTO_RESUME] = PROTO_TO_DEST,
+	[PROTO_KEPT] = PROTO_TO_DEST,
 };
 
 static void test_route(void **state)
 {
 	(void)state;
-	for (unsigned t = PROTO_HELLO; t <= PROTO_RESUME; t++) {
+	for (unsigned t = PROTO_HELLO; t <= PROTO_TYPE_LAST; t++) {
 		struct proto_msg *m = proto_sample(t, 0), *back = NULL;
 		uint64_t mig = 1, got;
 		void *buf;
