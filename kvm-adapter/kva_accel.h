@@ -170,6 +170,8 @@ int kva_wp_harvest(struct kva_wp *w, uint64_t *bm);
 int kva_wp_uffd(const struct kva_wp *w);
 /* Whether the incoming range is registered MINOR as well as MISSING. */
 bool kva_wp_minor(const struct kva_wp *w);
+/* The incoming uffd is the write-protect one too (ASYNC). */
+bool kva_wp_incoming_tracks(const struct kva_wp *w);
 /*
  * RAM_DONE of an incoming range: stop its MISSING and MINOR faults, waking
  * every thread waiting on one, and keep tracking with nothing lost: a

@@ -202,6 +202,7 @@ static int kva_client_layout_parse(struct kva_client *c, struct kva_rbuf *r,
 		goto err_proto;
 	l->uffd = flags & KVA_ATTACH_UFFD;
 	l->uffd_minor = flags & KVA_ATTACH_UFFD_MINOR;
+	l->uffd_wp = flags & KVA_ATTACH_UFFD_WP;
 	l->state_set = flags & KVA_ATTACH_STATE_SET;
 	l->accel = flags & KVA_ATTACH_USER ? KVA_ACCEL_USER : KVA_ACCEL_KVM;
 	for (i = 0; i < l->nr_regions; i++) {

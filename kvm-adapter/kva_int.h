@@ -85,6 +85,7 @@ struct kva_vm {
 	bool state_set; /* a SET_STATE was loaded */
 	int uffd; /* -1: none, or released after RAM_DONE */
 	bool uffd_minor; /* registered MISSING|MINOR, not MISSING alone */
+	bool uffd_wp; /* registered WP too: its async write-protect one */
 	/* Throttle (kva_vm.c): percent of time the vCPUs are held off. */
 	atomic_uint throttle_pct;
 	pthread_t throttle_thread; /* kicks the vCPUs once a slice */
@@ -221,6 +222,8 @@ enum kva_msg {
 #define KVA_ATTACH_UFFD_MINOR 0x2 /* registered MISSING|MINOR */
 #define KVA_ATTACH_STATE_SET 0x4 /* an incoming VM has its vCPU state */
 #define KVA_ATTACH_USER 0x8 /* the user accelerator runs it (else kvm) */
+/* the uffd tracks writes too: place pages write-protected (MODE_WP) */
+#define KVA_ATTACH_UFFD_WP 0x10
 
 struct kva_hdr {
 	uint32_t magic;

@@ -149,6 +149,8 @@ static void kva_srv_attach(struct kva_server *s, const struct kva_hdr *h,
 		aflags |= KVA_ATTACH_UFFD;
 	if (vm->uffd >= 0 && vm->uffd_minor)
 		aflags |= KVA_ATTACH_UFFD_MINOR;
+	if (vm->uffd >= 0 && vm->uffd_wp)
+		aflags |= KVA_ATTACH_UFFD_WP;
 	if (vm->state_set)
 		aflags |= KVA_ATTACH_STATE_SET;
 	if (vm->ops->id == KVA_ACCEL_USER)

@@ -638,6 +638,7 @@ static int user_uffd_register(struct kva_vm *vm)
 		return ret;
 	vm->uffd = kva_wp_uffd(uv->wp);
 	vm->uffd_minor = kva_wp_minor(uv->wp);
+	vm->uffd_wp = kva_wp_incoming_tracks(uv->wp);
 	vm->incoming = true;
 	pr_info("incoming VM: guest RAM under userfaultfd (%s), dirty log "
 		"by %s write-protection",

@@ -145,6 +145,11 @@ bool kva_wp_minor(const struct kva_wp *w)
 	return w->in_fd >= 0 && w->minor;
 }
 
+bool kva_wp_incoming_tracks(const struct kva_wp *w)
+{
+	return w->in_fd >= 0 && w->in_fd == w->wp_fd;
+}
+
 /* Set bits [first, first + n) of bm. */
 static void bm_set_range(uint64_t *bm, uint64_t first, uint64_t n)
 {

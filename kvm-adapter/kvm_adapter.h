@@ -164,6 +164,12 @@ struct kva_layout {
 	enum kva_vm_state state; /* at ATTACH */
 	bool uffd; /* an incoming VM's uffd came with ATTACH */
 	bool uffd_minor; /* registered MISSING|MINOR (else MISSING only) */
+	/*
+	 * The uffd is also the VM's write tracker (user, async): pages placed
+	 * on it go write-protected (UFFDIO_COPY_MODE_WP, _CONTINUE_MODE_WP),
+	 * or they count as written by the guest.
+	 */
+	bool uffd_wp;
 	bool state_set; /* an incoming VM already has its vCPU state */
 	enum kva_accel accel; /* kvm or user */
 	char guest[16]; /* guest program; "" for an incoming VM */
