@@ -421,25 +421,6 @@ static int send_ready(struct mig_dst *d, uint64_t now)
 	return 0;
 }
 
-/*
- * Before the VM first runs here: clear its dirty log, which from now on
- * says what the guest changed here (copies kept elsewhere are current for
- * the rest; mig_retain.c). What RAM_DONE carried over is not the guest's.
- */
-static void arrival_harvest(struct mig_dst *d)
-{
-	const uint64_t *bm;
-	uint64_t gen, dirty;
-	int ret = mig_vm_harvest(d->n, d->kc, &bm, &gen, &dirty);
-
-	d->tracked = !ret;
-	if (ret)
-		dst_err(d,
-			"cannot clear the dirty log (%s): copies kept "
-			"elsewhere will not be used",
-			strerror(-ret));
-}
-
 /* Everything is here: check, load the state, ask the source. */
 static int ready(struct mig_dst *d)
 {
@@ -458,7 +439,7 @@ static int ready(struct mig_dst *d)
 	if (ret)
 		return mig_dst_fail(d, "the VM refused the vCPU state: %s",
 				    strerror(-ret));
-	arrival_harvest(d);
+	mig_dst_arrival(d);
 	d->t_ready = mig_now(d->n);
 	dst_info(d,
 		 "ready (verify %.1f ms, RAM_DONE %.1f ms, SET_STATE %.1f "

@@ -229,6 +229,17 @@ int mig_dst_kept_map(struct mig_dst *d, const struct proto_holder_map *h);
  */
 bool mig_dst_local_page(struct mig_dst *d, uint64_t p, uint64_t gen);
 /*
+ * KEPT: the source keeps its copy, as its HOLDER_MAP gave it, after this
+ * post-copy: a copy current for every page, kept with the VM. 0 or -1.
+ */
+int mig_dst_kept_src(struct mig_dst *d);
+/*
+ * Before the VM first runs here (its state loaded): clear its dirty log,
+ * which from then on says what the guest changed here (copies kept
+ * elsewhere are current for the rest; mig_retain.c); d->tracked.
+ */
+void mig_dst_arrival(struct mig_dst *d);
+/*
  * SWITCHOVER with adopted RAM: every page never announced is a hole at
  * the source, so drop what the kept copy had there. 0, or -1 (failed).
  */

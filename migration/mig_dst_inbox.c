@@ -16,6 +16,7 @@
  *   SWITCHOVER      the last DIRTY_SET came: finish when all pulled
  *   STATE           the vCPU blob
  *   RESUME          the source committed
+ *   KEPT            post-copy: the source keeps its copy after COMMIT
  *   ABORT / ERROR   give up (ignored once the VM runs here); a relay's
  *                   ABORT releases it
  *
@@ -222,6 +223,8 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 		dst_info(d, "switchover: %" PRIu64 " pages still to pull",
 			 d->pending);
 		return 0;
+	case PROTO_KEPT:
+		return mig_dst_kept_src(d);
 	case PROTO_RESUME:
 		if (!d->ready_ns)
 			return mig_dst_fail(d, "RESUME before READY");

@@ -207,6 +207,46 @@ int mig_dst_kept_map(struct mig_dst *d, const struct proto_holder_map *h)
 	return 0;
 }
 
+int mig_dst_kept_src(struct mig_dst *d)
+{
+	struct fy_run all = { .start = 0, .len = d->pages };
+	struct mig_ref *ref;
+	uint64_t *bm;
+
+	if (!mig_dst_has(d, MIG_SM_PC) || d->nrefs == ARRAY_SIZE(d->refs)) {
+		dst_info(d, "KEPT outside post-copy: not used");
+		return 0;
+	}
+	bm = fy_bitmap_alloc(d->pages);
+	if (!bm || fy_runs_to_bitmap(&all, 1, bm, d->pages)) {
+		free(bm);
+		return mig_dst_fail(d, "out of memory");
+	}
+	ref = &d->refs[d->nrefs++];
+	snprintf(ref->node, sizeof(ref->node), "%s", d->hold[RLY_SOURCE].node);
+	ref->addr_len = d->src_addr.len;
+	memcpy(ref->addr, d->src_addr.bytes, d->src_addr.len);
+	ref->key = d->rk.key;
+	ref->base = d->rk.addr;
+	ref->cur = bm;
+	dst_info(d, "%s keeps its copy of the VM", ref->node);
+	return 0;
+}
+
+void mig_dst_arrival(struct mig_dst *d)
+{
+	const uint64_t *bm;
+	uint64_t gen, dirty;
+	int ret = mig_vm_harvest(d->n, d->kc, &bm, &gen, &dirty);
+
+	d->tracked = !ret;
+	if (ret)
+		dst_err(d,
+			"cannot clear the dirty log (%s): copies kept "
+			"elsewhere will not be used",
+			strerror(-ret));
+}
+
 bool mig_dst_local_page(struct mig_dst *d, uint64_t p, uint64_t gen)
 {
 	if (!d->local_cur || gen > d->local_gen ||

@@ -196,6 +196,7 @@ static int map_range(struct nd_post *p, uint64_t page, uint64_t n)
 		struct uffdio_continue c = {
 			.range = { p->uffd_base + q * FY_PAGE_SIZE,
 				   (end - q) * FY_PAGE_SIZE },
+			.mode = p->wp ? UFFDIO_CONTINUE_MODE_WP : 0,
 		};
 
 		if (!ioctl(p->uffd, UFFDIO_CONTINUE, &c))
@@ -249,6 +250,7 @@ static int place(struct nd_post *p, uint64_t page, uint64_t n,
 			.dst = p->uffd_base + (page + done) * FY_PAGE_SIZE,
 			.src = (uintptr_t)(src + done * FY_PAGE_SIZE),
 			.len = (n - done) * FY_PAGE_SIZE,
+			.mode = p->wp ? UFFDIO_COPY_MODE_WP : 0,
 		};
 
 		if (!ioctl(p->uffd, UFFDIO_COPY, &c))

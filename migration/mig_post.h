@@ -19,6 +19,7 @@ struct nd_post {
 	int uffd;
 	uint64_t uffd_base;
 	bool minor;
+	bool wp; /* place pages write-protected (kva_layout.uffd_wp) */
 	uint64_t *present, *holes;
 	uint64_t *placed; /* shared with the fault server: contents complete */
 	/*

@@ -226,6 +226,7 @@ static int fault_open(struct mig_dst *d)
 	fp.uffd = p->uffd;
 	fp.uffd_base = p->uffd_base;
 	fp.minor = p->minor;
+	fp.wp = p->wp;
 	fp.map = d->map;
 	fp.pages = d->pages;
 	fp.dom = p->fdom;
@@ -269,6 +270,8 @@ static int resume_here(struct mig_dst *d)
 				    strerror(-ret));
 	free(d->blob);
 	d->blob = NULL;
+	/* after the punch, which the log counts as writes */
+	mig_dst_arrival(d);
 	d->pending = fy_bitmap_count(d->need, d->pages);
 	d->cursor = 0;
 	rly_rewind(d->rly);
@@ -305,6 +308,7 @@ int mig_post_begin(struct mig_dst *d)
 	p->uffd = mig_vm_uffd(d->n, d->kc);
 	p->uffd_base = l->regions[0].uffd_base;
 	p->minor = l->uffd_minor;
+	p->wp = l->uffd_wp;
 	if (punch_needed(d, l) || make_bitmaps(d))
 		return -1;
 	populate(d, l);

@@ -192,21 +192,28 @@ static uint64_t copy_bytes(const struct mig *m)
 	return n * FY_PAGE_SIZE;
 }
 
-void mig_retain_announce(struct mig *m)
+bool mig_retain_wanted(struct mig *m)
 {
 	const struct mig_conf *cfg = &m->n->cfg;
-	struct mig_arrived *a = arrived(m->n, m->vm);
-	struct fab_rkey rk;
 
-	m->retain = false;
-	if (!cfg->retain_bytes || m->o.mode != PROTO_MODE_PRECOPY ||
-	    m->o.delta || !held(m->n))
-		return;
+	if (!cfg->retain_bytes || m->o.delta || !held(m->n))
+		return false;
 	if (copy_bytes(m) > cfg->retain_bytes) {
 		mig_info(m, "not kept: its copy is larger than "
 			    "holder_retention");
-		return;
+		return false;
 	}
+	return true;
+}
+
+void mig_retain_announce(struct mig *m)
+{
+	struct mig_arrived *a = arrived(m->n, m->vm);
+	struct fab_rkey rk;
+
+	m->retain = mig_retain_wanted(m);
+	if (!m->retain)
+		return;
 	/* the copy the destination is about to run from, all of it */
 	fab_mr_rkey(m->mr, &rk);
 	m->retain = !send_copy(m, m->n->cfg.name, m->n->fab_addr_raw,

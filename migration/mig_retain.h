@@ -78,9 +78,12 @@ void mig_arrived_changed(struct mig_env *n, const char *vm, const uint64_t *bm,
  * arrived, at m->gen (those are current at any generation). 0 or -errno.
  */
 int mig_refs_send(struct mig *m);
+/* May source m keep its copy once it completes (holder_retention)? */
+bool mig_retain_wanted(struct mig *m);
 /*
- * Source m commits (pre-copy): if holder_retention allows, tell the
- * destination that we keep our copy (and pass on the others'); m->retain.
+ * Source m commits (pre-copy, or hybrid without post-copy): if
+ * holder_retention allows, tell the destination that we keep our copy
+ * (and pass on the others'); m->retain. Post-copy says KEPT instead.
  */
 void mig_retain_announce(struct mig *m);
 /* Source m completed: keep its copy (m->retain) and forget its arrival. */

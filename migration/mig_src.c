@@ -117,6 +117,10 @@ static void switchover(struct mig *m, struct fy_run *prev, size_t nprev,
 	 * pages to fetch with the VM running, not as one more round to pull.
 	 */
 	ret = pc ? mig_src_send_gen(m, PROTO_POSTCOPY) : 0;
+	if (!ret && pc && mig_retain_wanted(m)) {
+		/* D has our HOLDER_MAP: the copy it reads from, kept as is */
+		m->retain = !mig_src_send_gen(m, PROTO_KEPT);
+	}
 	if (!ret)
 		ret = mig_src_announce_round(m, false);
 	m->deadline = mig_now(m->n) + m->n->cfg.mig_timeout_ms * 1000000ULL;

@@ -189,8 +189,10 @@ static void set_placed(struct pc_fault *fs, uint64_t page)
  */
 static int cont(struct pc_fault *fs, uint64_t page)
 {
-	struct uffdio_continue c = { .range = { uaddr(fs, page),
-						FY_PAGE_SIZE } };
+	struct uffdio_continue c = {
+		.range = { uaddr(fs, page), FY_PAGE_SIZE },
+		.mode = fs->p.wp ? UFFDIO_CONTINUE_MODE_WP : 0,
+	};
 
 	if (!placed(fs, page))
 		return -EAGAIN;
@@ -220,7 +222,8 @@ static int place(struct pc_fault *fs, struct slot *s)
 	}
 	struct uffdio_copy c = { .dst = uaddr(fs, s->page),
 				 .src = (uintptr_t)s->buf,
-				 .len = FY_PAGE_SIZE };
+				 .len = FY_PAGE_SIZE,
+				 .mode = fs->p.wp ? UFFDIO_COPY_MODE_WP : 0 };
 	if (!ioctl(fs->p.uffd, UFFDIO_COPY, &c)) {
 		set_placed(fs, s->page);
 		return 0;

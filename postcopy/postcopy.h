@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <linux/userfaultfd.h>
+
 #include "common/bitmap.h"
 #include "fabric/fabric.h"
 #include "relay/relay.h"
@@ -31,6 +33,10 @@ enum pc_fault_mode {
 	PC_FAULT_CONTINUE, /* read into the memfd page, UFFDIO_CONTINUE */
 };
 
+#ifndef UFFDIO_CONTINUE_MODE_WP
+#define UFFDIO_CONTINUE_MODE_WP ((__u64)1 << 1) /* Linux 6.4, headers 6.1 */
+#endif
+
 #define PC_FAULT_VCPUS 16
 #define PC_FAULT_RELAYS (RLY_HOLDERS_MAX - 1)
 
@@ -47,6 +53,8 @@ struct pc_fault_params {
 	int uffd; /* O_NONBLOCK; borrowed, the caller closes it */
 	uint64_t uffd_base; /* ferry-vm's address of page 0 */
 	bool minor; /* registered MISSING|MINOR */
+	/* place pages write-protected: the uffd tracks the guest's writes */
+	bool wp;
 	uint8_t *map; /* ferryd's MAP_SHARED mapping of the memfd; borrowed */
 	uint64_t pages;
 	/*
