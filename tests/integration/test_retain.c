@@ -9,6 +9,10 @@
  *            page the guest did not change on b from it, locally; the
  *            pages it changed come from b (a stale page would fail
  *            --verify)
+ *   back_postcopy  the same, a -> b by post-copy: a says it keeps its
+ *            copy (KEPT), b tracks the guest's writes from the moment the
+ *            VM runs there, while pages still arrive (placed
+ *            write-protected, so they do not count as written)
  *   chain    a -> b -> c: c reads the unchanged pages from a's copy and
  *            from b at once
  *   age      a's copy outlives holder_retention_age_s: it is dropped, and
@@ -122,6 +126,33 @@ static void test_back(void **state)
 	itest_no_crash(&nb);
 }
 
+static void test_back_postcopy(void **state)
+{
+	json_t *j;
+	long local, remote;
+
+	(void)state;
+	three_nodes("holder_retention = 1G\n");
+	itest_start_vm(&na, ferry_vm_bin, "r1", guest);
+	wait_counter(&na, "pass", 2);
+	j = ferry_jargs(&na, 60, NULL, "migrate", "r1", "--to", "b", "--mode",
+			"postcopy", NULL);
+	assert_jstr(j, "state", "completed");
+	runs_on(&nb);
+	assert_non_null(strstr(slurp(nb.log), "a keeps its copy of the VM"));
+	j = hop(&nb, "a");
+	local = from(j, "a");
+	remote = from(j, "b");
+	/* the prefilled 56 MiB stayed as they were: a had them */
+	if (local < (40L << 20) || remote <= 0 || remote > (16L << 20) ||
+	    local + remote != jint(j, "bytes"))
+		fail_msg("a %ld bytes, b %ld: %s", local, remote, jtext(j));
+	runs_on(&na);
+	assert_non_null(strstr(slurp(na.log), "our kept copy is current"));
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+}
+
 static void test_chain(void **state)
 {
 	json_t *j;
@@ -205,6 +236,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_back, NULL, rt_teardown),
+		cmocka_unit_test_setup_teardown(test_back_postcopy, NULL,
+						rt_teardown),
 		cmocka_unit_test_setup_teardown(test_chain, NULL, rt_teardown),
 		cmocka_unit_test_setup_teardown(test_age, NULL, rt_teardown),
 		cmocka_unit_test_setup_teardown(test_release, NULL,
