@@ -248,8 +248,17 @@ void node_init(struct node *n, const char *name)
 	snprintf(n->log, sizeof(n->log), "%s/%s.log", tmpdir, name);
 	snprintf(n->sock, sizeof(n->sock), "%s/run/ferryd.sock", n->dir);
 	assert_int_equal(mkdir(n->dir, 0700), 0);
-	/* this test's node: what its log says is this test's (restarts add) */
-	unlink(n->log);
+	/*
+	 * this test's node: what its log says is this test's (restarts
+	 * add); an earlier test's goes to NAME.log.K (FERRY_TEST_KEEP)
+	 */
+	{
+		static unsigned k;
+		char old[320];
+
+		snprintf(old, sizeof(old), "%s.%u", n->log, ++k);
+		rename(n->log, old);
+	}
 	f = fopen(n->conf, "w");
 	assert_non_null(f);
 	fprintf(f,

@@ -87,6 +87,30 @@ static void holder_start(struct holder *h)
 	holder_start_as(h, false);
 }
 
+/*
+ * SIGSTOP h and wait until it is stopped: kill() returns before, and a
+ * holder still running would serve the next read.
+ */
+static void holder_stop(const struct holder *h)
+{
+	uint64_t end = fy_now_ns() + 10000000000ULL;
+	char path[64], buf[256], *st;
+	FILE *f;
+
+	assert_int_equal(kill(h->pid, SIGSTOP), 0);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)h->pid);
+	do {
+		f = fopen(path, "r");
+		assert_non_null(f);
+		st = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+		fclose(f);
+		if (st && st[1] == ' ' && st[2] == 'T')
+			return;
+		usleep(1000);
+	} while (fy_now_ns() < end);
+	fail_msg("holder %d not stopped", (int)h->pid);
+}
+
 /* A thread that touches one page of guest and waits for it. */
 struct toucher {
 	const volatile uint8_t *at;
@@ -210,7 +234,7 @@ static void test_swap_inflight(void **state)
 
 	/* the first holder serves page 0, then stops mid-read of page 1 */
 	assert_int_equal(r.guest[0], 1);
-	assert_int_equal(kill(h1.pid, SIGSTOP), 0);
+	holder_stop(&h1);
 	t.at = r.guest + FY_PAGE_SIZE;
 	assert_int_equal(pthread_create(&t.thread, NULL, touch, &t), 0);
 	st = stats_when(r.fs, 1, 2);
