@@ -531,6 +531,12 @@ static void check_config(struct parse *p)
 		     "peer_timeout_ms (%u) must be larger than "
 		     "ping_interval_ms (%u)",
 		     c->peer_timeout_ms, c->ping_interval_ms);
+	/* shm reads at an address, key unchecked: a dropped copy's reader
+	 * could get whatever is mapped there next */
+	if (c->holder_retention && !strcmp(c->provider, "ofi:shm"))
+		perr(p, p->node_line,
+		     "holder_retention needs a fabric that checks keys; "
+		     "ofi:shm does not");
 	for (size_t i = 0; i < c->npeers; i++) {
 		struct nd_peer_conf *a = &c->peers[i];
 

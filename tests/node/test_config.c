@@ -191,6 +191,9 @@ static const struct bad_case bad_cases[] = {
 	{ "[node]\npostcopy_max_bandwidth = fast\n", "2: "
 						     "postcopy_max_bandwidth: "
 						     "bad value 'fast'" },
+	{ "[node]\nholder_retention = 1G\n[fabric]\nprovider = ofi:shm\n",
+	  "1: holder_retention needs a fabric that checks keys; ofi:shm does "
+	  "not" },
 	{ "[node]\nping_interval_ms = 10\n", "2: ping_interval_ms: bad value "
 					     "'10'" },
 	{ "[node]\nping_interval_ms = 500\npeer_timeout_ms = 400\n",
