@@ -124,8 +124,7 @@ struct vb_domain {
 	struct ibv_mr *bufs_mr;
 
 	pthread_mutex_t lock; /* everything below */
-	pthread_cond_t cond; /* cqes were queued */
-	int waiters;
+	int fd_waiters; /* applications blocked in wait_app() */
 	struct vb_op ops[VB_MAX_OPS];
 	struct vb_op *free_ops;
 	struct vb_op live; /* list head: not free, in deadline order */

@@ -65,8 +65,10 @@ static int ring_pop(struct vb_domain *vd, struct fab_cqe *out, int max)
 
 void vb_wake(struct vb_domain *vd)
 {
-	if (vd->waiters)
-		pthread_cond_broadcast(&vd->cond);
+	uint64_t one = 1;
+
+	if (vd->fd_waiters && write(vd->kick_fd, &one, sizeof(one)) < 0)
+		pr_perror("write kick fd");
 }
 
 /* slots */
@@ -501,19 +503,26 @@ static void repost_lent(struct vb_domain *vd)
 	pthread_mutex_unlock(&vd->lock);
 }
 
-/* Wait for the progress thread to queue cqes, up to until (or 20 ms). */
-static void wait_queued(struct vb_domain *vd, uint64_t until)
+/*
+ * Block on the completion channel in the application's own thread: the
+ * wake-up lands where the completion is consumed, without a hop through
+ * the progress thread. It kicks us if it queued cqes meanwhile.
+ */
+static void wait_app(struct vb_domain *vd, uint64_t now, uint64_t until)
 {
-	uint64_t at = FY_MIN(until, fy_now_ns() + VB_WAIT_MS * 1000000ULL);
-	struct timespec ts = { .tv_sec = at / VB_NSEC,
-			       .tv_nsec = at % VB_NSEC };
+	int ms = (int)FY_MIN((until - now) / 1000000 + 1, VB_WAIT_MS);
+	bool queued;
 
 	pthread_mutex_lock(&vd->lock);
-	if (!vd->ring_len) {
-		vd->waiters++;
-		pthread_cond_timedwait(&vd->cond, &vd->lock, &ts);
-		vd->waiters--;
-	}
+	queued = vd->ring_len != 0;
+	if (!queued)
+		vd->fd_waiters++;
+	pthread_mutex_unlock(&vd->lock);
+	if (queued)
+		return;
+	wait_fds(vd, ms);
+	pthread_mutex_lock(&vd->lock);
+	vd->fd_waiters--;
 	pthread_mutex_unlock(&vd->lock);
 }
 
@@ -546,11 +555,7 @@ int vb_poll(struct fab_domain *d, struct fab_cqe *cqes, int max, int timeout_ms)
 			sched_yield();
 			continue;
 		}
-		if (vd->pt_running)
-			wait_queued(vd, until);
-		else
-			wait_fds(vd, (int)FY_MIN((until - now) / 1000000 + 1,
-						 VB_WAIT_MS));
+		wait_app(vd, now, until);
 	}
 }
 

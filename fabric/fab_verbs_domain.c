@@ -311,8 +311,6 @@ static int start_progress(struct vb_domain *vd)
 
 static void init_lists(struct vb_domain *vd, const struct fab_opts *o)
 {
-	pthread_condattr_t ca;
-
 	vd->base.ops = &fab_verbs_ops;
 	fab_release_init(&vd->base);
 	vd->kick_fd = -1;
@@ -325,11 +323,6 @@ static void init_lists(struct vb_domain *vd, const struct fab_opts *o)
 	vd->eps.next = vd->eps.prev = &vd->eps;
 	vd->mrs.next = vd->mrs.prev = &vd->mrs;
 	pthread_mutex_init(&vd->lock, NULL);
-	/* deadlines come from CLOCK_MONOTONIC (fy_now_ns) */
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&vd->cond, &ca);
-	pthread_condattr_destroy(&ca);
 }
 
 int fab_verbs_open(const char *prov, const struct fab_opts *o,
@@ -462,7 +455,6 @@ void fab_verbs_close(struct fab_domain *d)
 		rdma_destroy_event_channel(vd->ec);
 	if (vd->kick_fd >= 0)
 		close(vd->kick_fd);
-	pthread_cond_destroy(&vd->cond);
 	pthread_mutex_destroy(&vd->lock);
 	free(vd->bufs);
 	free(vd);
