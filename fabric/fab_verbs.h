@@ -25,6 +25,7 @@
 #define VB_RESOLVE_MS 2000 /* rdma_resolve_addr(), rdma_resolve_route() */
 #define VB_WAIT_MS 20 /* block granularity: deadline checks */
 #define VB_POLL_SPIN_NS 200000ULL /* fab_poll() spins this long, then waits */
+#define VB_CM_EVERY_NS 1000000ULL /* spinning: librdmacm's events this often */
 #define VB_CONN_MAGIC 0x66727976u /* "fryv": private data of a connect */
 #define VB_NSEC 1000000000ULL
 
@@ -141,7 +142,7 @@ struct vb_domain {
 	bool reap; /* atomic: a connection may be destroyed */
 	struct vb_ep eps; /* list head */
 	struct vb_mr mrs; /* list head */
-	unsigned cq_events; /* not yet acknowledged */
+	uint64_t cm_next; /* drain(): read librdmacm's events from then */
 
 	/* progress thread */
 	pthread_t pt;

@@ -347,11 +347,23 @@ restart:
 	return n;
 }
 
-/* One pass, lock held: events, completions, queued slots, deadlines. */
+/*
+ * One pass, lock held: events, completions, queued slots, deadlines. The
+ * connection manager's fd is read when it woke a waiter, or once per
+ * VB_CM_EVERY_NS while a caller spins: a read() per spin doubled the
+ * syscalls of a 4 KiB read's wait.
+ */
 static int drain(struct vb_domain *vd)
 {
-	int n = vb_cm_events(vd), m;
+	uint64_t now = fy_now_ns();
+	int n = 0, m;
 
+	/* atomic: wait_fds() clears it without the lock */
+	if (now >= __atomic_load_n(&vd->cm_next, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&vd->cm_next, now + VB_CM_EVERY_NS,
+				 __ATOMIC_RELAXED);
+		n = vb_cm_events(vd);
+	}
 	m = cq_read(vd);
 	if (n < 0 || m < 0)
 		return n < 0 ? n : m;
@@ -410,6 +422,8 @@ static bool wait_fds(struct vb_domain *vd, int ms)
 		return true;
 	if (poll(pfd, 3, ms) <= 0)
 		return false;
+	if (pfd[1].revents)
+		__atomic_store_n(&vd->cm_next, 0, __ATOMIC_RELAXED);
 	if ((pfd[0].revents & POLLIN) &&
 	    !ibv_get_cq_event(vd->ch, &cq, &cq_ctx))
 		ibv_ack_cq_events(cq, 1);
