@@ -35,8 +35,6 @@ int fab_domain_open(const struct fab_opts *opts, struct fab_domain **out)
 		o = *opts;
 	if (!o.provider)
 		o.provider = FAB_DEFAULT_PROVIDER;
-	if (!o.node)
-		o.node = "127.0.0.1";
 	if (!o.op_timeout_ms)
 		o.op_timeout_ms = 5000;
 
@@ -46,11 +44,12 @@ int fab_domain_open(const struct fab_opts *opts, struct fab_domain **out)
 			pr_err("empty libfabric provider in '%s'", o.provider);
 			return -EINVAL;
 		}
+		if (!o.node)
+			o.node = "127.0.0.1";
 		ret = fab_ofi_ops.open(prov, &o, out);
 	} else if (!strcmp(o.provider, "verbs")) {
-		/* the rdma-core backend is a later issue */
-		pr_err("backend 'verbs' is not built in");
-		return -ENODATA;
+		/* node NULL: the address of the device's GID entry */
+		ret = fab_verbs_ops.open(NULL, &o, out);
 	} else {
 		pr_err("unknown provider '%s' (want ofi:<name> or verbs)",
 		       o.provider);

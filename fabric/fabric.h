@@ -11,7 +11,7 @@
  * read and write, small messages and completions. Backends sit behind one ops
  * table and are chosen at run time by the provider string:
  *   "ofi:tcp" (default), "ofi:shm", "ofi:verbs", any "ofi:<libfabric name>",
- *   and later "verbs" (rdma-core, RC queue pairs).
+ *   and "verbs" (rdma-core: librdmacm connections, RC queue pairs).
  * fabric knows nothing of migration; it only borrows memory it registers.
  */
 
@@ -73,7 +73,11 @@ struct fab_cqe {
 
 struct fab_opts {
 	const char *provider; /* NULL: "ofi:tcp" */
-	const char *node; /* local address to bind; NULL: "127.0.0.1" */
+	/*
+	 * Local address to bind; NULL: "127.0.0.1", or for "verbs" the IPv4
+	 * address in the GID table of the device and port chosen below.
+	 */
+	const char *node;
 	const char *service; /* port; NULL: any */
 	/*
 	 * Run a progress thread. Software providers only complete a peer's
@@ -89,6 +93,17 @@ struct fab_opts {
 	 * 4 KiB read than spinning 200 µs (docs/fabric.md).
 	 */
 	int progress_spin_us;
+	/*
+	 * "verbs" only (docs/rdma.md). The RDMA device (e.g. "rxe0") and its
+	 * port; NULL, 0: the device that owns node, or without node the
+	 * first device with an active port. verbs_gid: the GID index whose
+	 * IPv4 address is bound when node is NULL, plus one; 0: the first
+	 * RoCE v2 entry holding an IPv4 address. With node given, a device
+	 * or port that does not own it is an error.
+	 */
+	const char *verbs_device;
+	unsigned verbs_port;
+	unsigned verbs_gid;
 };
 
 struct fab_stats {

@@ -22,7 +22,7 @@
  */
 
 struct fab_ops {
-	const char *name; /* "ofi", later "verbs" */
+	const char *name; /* "ofi", "verbs" */
 	/* prov: the part after "ofi:" (or NULL); opts already defaulted */
 	int (*open)(const char *prov, const struct fab_opts *opts,
 		    struct fab_domain **out);
@@ -78,6 +78,7 @@ struct fab_ep {
 
 /* the backends */
 extern const struct fab_ops fab_ofi_ops;
+extern const struct fab_ops fab_verbs_ops;
 
 /* fab_release.c: the domain's deferred releases (fab_mem_release()) */
 void fab_release_init(struct fab_domain *d);

@@ -29,6 +29,14 @@
 
 enum { POLL_SIG, POLL_ZAP, POLL_ROUTER, POLL_CTL, POLL_MIG, POLL_PEERS };
 
+/* What -ENODATA from fab_domain_open() means for this provider. */
+static const char *fabric_nodata(const char *provider)
+{
+	if (!strcmp(provider, "verbs"))
+		return " (no RDMA device holds that address: docs/rdma.md)";
+	return " (provider not available on this host; see fi_info)";
+}
+
 static int fabric_open(struct nd_node *n)
 {
 	const struct nd_config *cfg = n->cfg;
@@ -45,9 +53,7 @@ static int fabric_open(struct nd_node *n)
 	if (ret) {
 		pr_err("cannot open fabric provider '%s' on %s: %s%s",
 		       cfg->provider, cfg->fabric_address, strerror(-ret),
-		       ret == -ENODATA ? " (provider not available on this "
-					 "host; see fi_info)"
-				       : "");
+		       ret == -ENODATA ? fabric_nodata(cfg->provider) : "");
 		return ret;
 	}
 	snprintf(n->fab_provider, sizeof(n->fab_provider), "%s",

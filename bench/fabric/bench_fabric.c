@@ -8,6 +8,8 @@
  * sleeps in read()), so provider and target-side progress are identical;
  * the runs are interleaved and each figure is the median of REPS runs.
  * Both initiators spin on their CQ, yielding the CPU on an empty poll.
+ * With -p verbs (ferry's rdma-core backend) there is no raw column (0):
+ * perftest's ib_read_bw and ib_read_lat are its baseline (docs/rdma.md).
  *
  *   bench_fabric [-p ofi:tcp] [-w window] [-t seconds-per-run]
  *                [-s target-spin-us]...   (default: -s 0 -s 200)
@@ -561,7 +563,8 @@ static void warm(struct raw *r, struct fy *f, char *local,
 
 	/* connections, page faults and caches, outside the measurement */
 	run_s = 0.05;
-	raw_bw(r, local, rk, MIB);
+	if (r->ep)
+		raw_bw(r, local, rk, MIB);
 	fy_bw(f, local, rk, MIB);
 	run_s = save;
 }
@@ -569,7 +572,8 @@ static void warm(struct raw *r, struct fy *f, char *local,
 /* One target configuration: raw and ferry, interleaved. */
 static void fabric_runs(const char *prov, char *local, struct result *res)
 {
-	double rv[REPS], fv[REPS], p[4][REPS];
+	bool ofi = !strncmp(prov, "ofi:", 4);
+	double rv[REPS] = { 0 }, fv[REPS], p[4][REPS];
 	struct target t;
 	struct raw r = { 0 };
 	struct fy f = { 0 };
@@ -580,21 +584,25 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 		pr_err("target for %s did not start\n", prov);
 		exit(1);
 	}
-	raw_open(&r, t.h.provider + 4, local, &t.h.addr);
+	/* verbs has no raw-libfabric twin: perftest is its baseline */
+	if (ofi)
+		raw_open(&r, t.h.provider + 4, local, &t.h.addr);
 	fy_open(&f, prov, local, &t.h.addr);
 	warm(&r, &f, local, &t.h.rk);
 	c0 = target_cpu(&t);
 	w0 = fy_now_ns();
 	for (s = 0; s < NSIZES; s++) {
 		for (k = 0; k < REPS; k++) {
-			rv[k] = raw_bw(&r, local, &t.h.rk, sizes[s]);
+			if (ofi)
+				rv[k] = raw_bw(&r, local, &t.h.rk, sizes[s]);
 			fv[k] = fy_bw(&f, local, &t.h.rk, sizes[s]);
 		}
 		res->raw[s] = median3(rv);
 		res->fy[s] = median3(fv);
 	}
 	for (k = 0; k < REPS; k++) {
-		struct lat a = raw_lat(&r, local, &t.h.rk);
+		struct lat a = ofi ? raw_lat(&r, local, &t.h.rk)
+				   : (struct lat){ 0 };
 		struct lat b = fy_lat(&f, local, &t.h.rk);
 
 		p[0][k] = a.p50;
@@ -608,7 +616,8 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 	res->fl.p99 = median3(p[3]);
 	res->tcpu = 100.0 * (target_cpu(&t) - c0) / (fy_now_ns() - w0);
 	fab_domain_close(f.d);
-	raw_close(&r);
+	if (ofi)
+		raw_close(&r);
 	target_stop(&t);
 }
 
@@ -631,12 +640,14 @@ static void print_result(const struct result *res, const double *mc,
 		snprintf(name, sizeof(name), "  %zu KiB", sizes[s] / 1024);
 		printf("%-18s %9.2f %9.2f %9.2f %9.2f %9.2f\n", name, mc[s],
 		       tc[s], res->raw[s], res->fy[s],
-		       res->fy[s] / res->raw[s]);
+		       res->raw[s] ? res->fy[s] / res->raw[s] : 0);
 	}
 	printf("%-18s %9.2f %9.2f %9.2f %9.2f %9.2f\n", "4 KiB p50 us", ml.p50,
-	       tl.p50, res->rl.p50, res->fl.p50, res->fl.p50 / res->rl.p50);
+	       tl.p50, res->rl.p50, res->fl.p50,
+	       res->rl.p50 ? res->fl.p50 / res->rl.p50 : 0);
 	printf("%-18s %9.2f %9.2f %9.2f %9.2f %9.2f\n", "4 KiB p99 us", ml.p99,
-	       tl.p99, res->rl.p99, res->fl.p99, res->fl.p99 / res->rl.p99);
+	       tl.p99, res->rl.p99, res->fl.p99,
+	       res->rl.p99 ? res->fl.p99 / res->rl.p99 : 0);
 }
 
 int main(int argc, char **argv)
