@@ -222,8 +222,7 @@ enum kva_msg {
 #define KVA_ATTACH_UFFD_MINOR 0x2 /* registered MISSING|MINOR */
 #define KVA_ATTACH_STATE_SET 0x4 /* an incoming VM has its vCPU state */
 #define KVA_ATTACH_USER 0x8 /* the user accelerator runs it (else kvm) */
-/* the uffd tracks writes too: place pages write-protected (MODE_WP) */
-#define KVA_ATTACH_UFFD_WP 0x10
+#define KVA_ATTACH_UFFD_WP 0x10 /* it tracks writes: place with MODE_WP */
 
 struct kva_hdr {
 	uint32_t magic;

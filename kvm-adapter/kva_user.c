@@ -649,11 +649,9 @@ static int user_uffd_register(struct kva_vm *vm)
 
 static int user_uffd_release(struct kva_vm *vm)
 {
-	int ret;
+	int ret = vm->uffd < 0 ? -EINVAL
+			       : kva_wp_release_incoming(vm->user->wp);
 
-	if (vm->uffd < 0)
-		return -EINVAL;
-	ret = kva_wp_release_incoming(vm->user->wp);
 	if (ret)
 		return ret;
 	vm->uffd = -1;
