@@ -344,7 +344,17 @@ static void kva_vcpu_loop(struct kva_vcpu *vcpu)
 static void *kva_vcpu_thread(void *arg)
 {
 	struct kva_vcpu *vcpu = arg;
+	sigset_t kick;
 
+	/*
+	 * The kick must reach us whoever started us: an incoming VM's vCPUs
+	 * are started by the adapter server's RESUME, a thread that blocks
+	 * every signal, and a mask is inherited. Blocked, a pause waited
+	 * for the guest's next exit of its own (over 500 ms, idle).
+	 */
+	sigemptyset(&kick);
+	sigaddset(&kick, KVA_KICK_SIGNAL);
+	pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
 	kva_vcpu_loop(vcpu);
 	if (vcpu->vm->ops->thread_exit)
 		vcpu->vm->ops->thread_exit(vcpu);

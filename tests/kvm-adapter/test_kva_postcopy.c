@@ -7,6 +7,7 @@
  * served wrong, and a client that dies with a fault unresolved. The rest
  * of the protocol is in test_kva_adapter.c.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -236,6 +237,49 @@ struct pc_mig {
 };
 
 /*
+ * No vCPU thread of process pid blocks the kick (SIGUSR1): an incoming
+ * VM's vCPUs are started by the adapter server, which blocks every signal,
+ * and a blocked kick left a pause waiting for the guest's own next exit.
+ * At least one vCPU thread is looked at.
+ */
+static void kick_reaches_vcpus(pid_t pid)
+{
+	unsigned seen = 0;
+	char path[300], line[160];
+	struct dirent *e;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	assert_non_null(dir);
+	while ((e = readdir(dir))) {
+		unsigned long long blk = 0;
+		bool vcpu = false;
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/status",
+			 (int)pid, e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f)) {
+			if (!strncmp(line, "Name:\tferry-vcpu", 16))
+				vcpu = true;
+			sscanf(line, "SigBlk: %llx", &blk);
+		}
+		fclose(f);
+		if (!vcpu)
+			continue;
+		seen++;
+		assert_false(blk & (1ULL << (SIGUSR1 - 1)));
+	}
+	closedir(dir);
+	assert_true(seen > 0);
+}
+
+/*
  * Run verify on a source (32 MiB, ws, no end) to pass min_pass, pause it,
  * save its state, start an incoming VM and attach to both. A small
  * working set takes well under a millisecond a pass, so where the pause
@@ -414,6 +458,7 @@ static void postcopy_verify(bool corrupt)
 		 fy_now_ns() - t0 < 30000000000ULL);
 	assert_true(sd.progress.pass >= m.pass0 + 2);
 	assert_true(sd.uffd);
+	kick_reaches_vcpus(m.dst.pid);
 	/* Then pull the rest and release the uffd. */
 	atomic_store(&h.fill, true);
 	while (!atomic_load(&h.filled) && fy_now_ns() - t0 < 40000000000ULL)
