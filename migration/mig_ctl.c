@@ -497,7 +497,7 @@ void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
 		else
 			mig_dst_stop(m, "cancelled by the user", false);
 	} else if (req->cmd == PROTO_CTL_MIGRATE_POSTCOPY) {
-		unsigned st = m->sm.state;
+		unsigned st = mig_state(m);
 
 		if (!m->source || m->o.mode != PROTO_MODE_HYBRID ||
 		    (st != MIG_SRC_PREPARE && st != MIG_SRC_PRECOPY &&
@@ -564,7 +564,7 @@ void mig_tick(struct mig_env *n, uint64_t now)
 				mig_dst_free(m);
 			if (m->dst && !mig_finished(m) &&
 			    (mig_phase_of(m) < MIG_READY ||
-			     m->sm.state == MIG_DST_RELAY) &&
+			     mig_state(m) == MIG_DST_RELAY) &&
 			    dst_lost_source(m, now))
 				mig_dst_stop(m, "source unreachable", false);
 		} else if (m->sm.state == MIG_DST_FAILED_UNTOLD &&

@@ -251,9 +251,8 @@ static int take(struct mig_dst *d, struct proto_msg *msg)
 		if (d->sm->state == MIG_DST_RELAY) {
 			/* the source's word that no one reads our copy now */
 			d->released = d->quiet_abort = true;
-			snprintf(d->reason, sizeof(d->reason), "%s",
-				 msg->abort.reason);
-			return -1;
+			/* under the lock: the control thread reads it */
+			return mig_dst_fail(d, "%s", msg->abort.reason);
 		}
 		if (mig_dst_has(d, MIG_SM_RUNS)) {
 			dst_err(d,
