@@ -222,6 +222,7 @@ static int query_caps(struct vb_domain *vd)
 				      VB_RD_ATOM);
 	vd->odp = (a.odp_caps.general_caps & IBV_ODP_SUPPORT) &&
 		  (a.odp_caps.per_transport_caps.rc_odp_caps & need) == need;
+	vd->base.pins = !vd->odp;
 	pr_debug("%s: %s, reads in flight %u", vd->provider,
 		 vd->odp ? "on-demand paging" : "pinned registrations",
 		 vd->rd_atom);

@@ -39,6 +39,12 @@ enum fab_access {
 	FAB_ACCESS_READ = 1 << 0, /* peers may read it */
 	FAB_ACCESS_WRITE = 1 << 1, /* peers may write it */
 	FAB_ACCESS_LOCAL = 1 << 2, /* local buffer of our reads and writes */
+	/*
+	 * Guest RAM: its holes must stay holes (a post-copy fault must still
+	 * find them missing, a punched page must stay punched), so
+	 * registering must not fault it in. See fab_bounce.c.
+	 */
+	FAB_ACCESS_HOLES = 1 << 3,
 };
 
 /* How fab_mem_release() gives memory back once nothing can write into it. */

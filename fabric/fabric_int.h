@@ -57,6 +57,12 @@ struct fab_domain {
 	const struct fab_ops *ops;
 	/* updated with __atomic builtins: stats may be read from any thread */
 	struct fab_stats stats;
+	/*
+	 * Registering pins (and so faults in) every page: the backend sets it
+	 * at open. Guest RAM registered FAB_ACCESS_HOLES for local use is then
+	 * reached through bounce buffers instead (fab_bounce.c).
+	 */
+	bool pins;
 	/* fab_release.c: memory handed over while busy */
 	pthread_mutex_t rel_lock;
 	struct fab_rel *rel; /* under rel_lock */
