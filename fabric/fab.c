@@ -6,6 +6,7 @@
 #define LOG_PREFIX "fabric: "
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -84,10 +85,21 @@ int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
 	int ret;
 
 	*out = NULL;
-	if (!buf || !len || !access ||
-	    (access & ~(FAB_ACCESS_READ | FAB_ACCESS_WRITE | FAB_ACCESS_LOCAL)))
+	if (!buf || !len || !(access & ~FAB_ACCESS_HOLES) ||
+	    (access & ~(FAB_ACCESS_READ | FAB_ACCESS_WRITE | FAB_ACCESS_LOCAL |
+			FAB_ACCESS_HOLES)))
 		return -EINVAL;
-	ret = d->ops->reg_mr(d, buf, len, access, out);
+	/*
+	 * Guest RAM for our own use where registering pins: bounce buffers.
+	 * Peers' access needs the real registration, holes faulted in and
+	 * all (docs/rdma.md, "Registration").
+	 */
+	if ((access & FAB_ACCESS_HOLES) && d->pins &&
+	    !(access & (FAB_ACCESS_READ | FAB_ACCESS_WRITE)))
+		ret = fab_bounce_reg(d, out);
+	else
+		ret = d->ops->reg_mr(d, buf, len, access & ~FAB_ACCESS_HOLES,
+				     out);
 	if (ret)
 		return ret;
 	(*out)->d = d;
@@ -115,6 +127,10 @@ int fab_mr_dereg(struct fab_mr *mr)
 	/* the registration is gone even if the provider complained */
 	stat_add(&d->stats.mr_count, -1);
 	stat_add(&d->stats.mr_bytes, -(int64_t)len);
+	if (mr->bounce) {
+		free(mr);
+		return 0;
+	}
 	return d->ops->dereg_mr(mr);
 }
 
@@ -142,6 +158,17 @@ void fab_ep_close(struct fab_ep *ep)
 	ep->d->ops->ep_close(ep);
 }
 
+/* Through a bounce slot: buf must lie inside its registration. */
+static int bounce_rma(struct fab_ep *ep, bool write, void *buf, size_t len,
+		      const struct fab_mr *mr, uint64_t addr, uint64_t key,
+		      void *ctx)
+{
+	if (mr->d != ep->d || (char *)buf < (char *)mr->buf || len > mr->len ||
+	    (size_t)((char *)buf - (char *)mr->buf) > mr->len - len)
+		return -EINVAL;
+	return fab_bounce_rma(ep, write, buf, len, addr, key, ctx);
+}
+
 /* [off, off + len) must lie inside the remote registration. */
 static int rkey_check(const struct fab_rkey *rk, uint64_t off, size_t len)
 {
@@ -157,6 +184,9 @@ int fab_read(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
 
 	if (ret)
 		return ret;
+	if (mr && mr->bounce)
+		return bounce_rma(ep, false, buf, len, mr, rk->addr + off,
+				  rk->key, ctx);
 	return ep->d->ops->read(ep, buf, len, mr, rk->addr + off, rk->key, ctx);
 }
 
@@ -167,6 +197,9 @@ int fab_write(struct fab_ep *ep, const void *buf, size_t len, struct fab_mr *mr,
 
 	if (ret)
 		return ret;
+	if (mr && mr->bounce)
+		return bounce_rma(ep, true, (void *)buf, len, mr,
+				  rk->addr + off, rk->key, ctx);
 	return ep->d->ops->write(ep, buf, len, mr, rk->addr + off, rk->key,
 				 ctx);
 }
@@ -188,8 +221,10 @@ int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 	n = d->ops->poll(d, cqes, max, timeout_ms);
 	if (n <= 0)
 		return n;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
+		fab_bounce_done(d, &cqes[i]);
 		failed += cqes[i].status < 0;
+	}
 	stat_add(&d->stats.ops_done, n);
 	if (failed)
 		stat_add(&d->stats.ops_failed, failed);
@@ -198,7 +233,11 @@ int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 
 void fab_domain_close(struct fab_domain *d)
 {
+	struct fab_bounce *b;
+
 	if (!d)
 		return;
+	b = d->bounce;
 	d->ops->close(d);
+	fab_bounce_free(b);
 }

@@ -51,7 +51,7 @@ bool fab_mem_busy(const struct fab_domain *d, const void *addr, size_t len)
 {
 	if (!addr || !len)
 		return false;
-	return d->ops->mem_busy(d, addr, len);
+	return d->ops->mem_busy(d, addr, len) || fab_bounce_busy(d, addr, len);
 }
 
 void fab_release_sweep(struct fab_domain *d)
@@ -62,7 +62,7 @@ void fab_release_sweep(struct fab_domain *d)
 		return;
 	pthread_mutex_lock(&d->rel_lock);
 	for (pp = &d->rel; (r = *pp);) {
-		if (d->ops->mem_busy(d, r->addr, r->len)) {
+		if (fab_mem_busy(d, r->addr, r->len)) {
 			pp = &r->next;
 			continue;
 		}

@@ -59,11 +59,17 @@ static int vb_reg_mr(struct fab_domain *d, void *buf, size_t len,
 	if (!m->mr) {
 		int err = errno ? errno : ENOMEM;
 
+		free(m);
+		/* read-only memory: the caller may make it writable and retry */
+		if (err == EFAULT) {
+			pr_debug("ibv_reg_mr(%zu bytes): %s", len,
+				 strerror(err));
+			return -err;
+		}
 		pr_err("ibv_reg_mr(%zu bytes): %s%s", len, strerror(err),
 		       err == ENOMEM || err == EPERM ? " (locked memory limit? "
 						       "see docs/rdma.md)"
 						     : "");
-		free(m);
 		return -err;
 	}
 	/* verbs addresses by virtual address; the key is the device's */

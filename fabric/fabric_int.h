@@ -63,6 +63,7 @@ struct fab_domain {
 	 * reached through bounce buffers instead (fab_bounce.c).
 	 */
 	bool pins;
+	struct fab_bounce *bounce; /* made at the first need (fab_bounce.c) */
 	/* fab_release.c: memory handed over while busy */
 	pthread_mutex_t rel_lock;
 	struct fab_rel *rel; /* under rel_lock */
@@ -75,6 +76,7 @@ struct fab_mr {
 	void *buf;
 	size_t len;
 	struct fab_rkey rkey; /* filled by the backend at registration */
+	bool bounce; /* no backend registration: fab_bounce.c */
 };
 
 /* Base of every backend's endpoint. */
@@ -85,6 +87,19 @@ struct fab_ep {
 /* the backends */
 extern const struct fab_ops fab_ofi_ops;
 extern const struct fab_ops fab_verbs_ops;
+
+/* fab_bounce.c: guest RAM on a domain whose registrations pin */
+struct fab_bounce;
+int fab_bounce_reg(struct fab_domain *d, struct fab_mr **out);
+/* A read or write through a bounce slot; as the backend's, or -EAGAIN. */
+int fab_bounce_rma(struct fab_ep *ep, bool write, void *buf, size_t len,
+		   uint64_t addr, uint64_t key, void *ctx);
+/* In fab_poll(): finish a bounced operation's cqe (copy, caller's ctx). */
+void fab_bounce_done(struct fab_domain *d, struct fab_cqe *c);
+/* Whether a bounced operation may still write into [addr, addr + len). */
+bool fab_bounce_busy(const struct fab_domain *d, const void *addr, size_t len);
+/* After the backend closed the domain (which deregistered the arena). */
+void fab_bounce_free(struct fab_bounce *b);
 
 /* fab_release.c: the domain's deferred releases (fab_mem_release()) */
 void fab_release_init(struct fab_domain *d);

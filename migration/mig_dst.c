@@ -142,7 +142,7 @@ static int setup(struct mig_dst *d)
 		return mig_dst_fail(d, "no fabric domain for its reads: %s",
 				    strerror(-ret));
 	ret = fab_mr_reg(d->fab, d->map, d->pages * FY_PAGE_SIZE,
-			 FAB_ACCESS_LOCAL, &d->mr);
+			 FAB_ACCESS_LOCAL | FAB_ACCESS_HOLES, &d->mr);
 	if (ret)
 		return mig_dst_fail(d, "cannot register guest RAM: %s",
 				    strerror(-ret));

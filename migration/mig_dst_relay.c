@@ -344,7 +344,7 @@ int mig_dst_relay_begin(struct mig_dst *d)
 
 	/* on the node's domain: its address is the one our map gives */
 	ret = fab_mr_reg(d->n->fab, d->map, d->pages * FY_PAGE_SIZE,
-			 FAB_ACCESS_READ, &d->rmr);
+			 FAB_ACCESS_READ | FAB_ACCESS_HOLES, &d->rmr);
 	if (ret)
 		return mig_dst_fail(d,
 				    "cannot register our copy for a relay: "

@@ -24,6 +24,8 @@
 int mig_src_map(struct mig *m)
 {
 	const struct kva_layout *l = mig_vm_layout(m->n, m->vmp->kc);
+	size_t len = l->pages * FY_PAGE_SIZE;
+	int ret;
 
 	m->pages = l->pages;
 	m->vcpus = l->nr_vcpus;
@@ -33,14 +35,24 @@ int mig_src_map(struct mig *m)
 	if (!m->sent_bm || !m->pgen)
 		return -ENOMEM;
 	/* read-only: pages leave by the destination's reads, never by us */
-	m->map = mmap(NULL, m->pages * FY_PAGE_SIZE, PROT_READ, MAP_SHARED,
-		      l->regions[0].memfd, 0);
+	m->map = mmap(NULL, len, PROT_READ, MAP_SHARED, l->regions[0].memfd, 0);
 	if (m->map == MAP_FAILED) {
 		m->map = NULL;
 		return -errno;
 	}
-	return fab_mr_reg(m->n->fab, m->map, m->pages * FY_PAGE_SIZE,
-			  FAB_ACCESS_READ, &m->mr);
+	ret = fab_mr_reg(m->n->fab, m->map, len,
+			 FAB_ACCESS_READ | FAB_ACCESS_HOLES, &m->mr);
+	/*
+	 * A device that pins (verbs without on-demand paging) pins for
+	 * writing, which a read-only mapping refuses: writable while it
+	 * pins. The pinned pages are the memfd's own; read-only again after.
+	 */
+	if (ret == -EFAULT && !mprotect(m->map, len, PROT_READ | PROT_WRITE)) {
+		ret = fab_mr_reg(m->n->fab, m->map, len,
+				 FAB_ACCESS_READ | FAB_ACCESS_HOLES, &m->mr);
+		mprotect(m->map, len, PROT_READ);
+	}
+	return ret;
 }
 
 /* Source migrations not finished (post-copies serving pages included). */

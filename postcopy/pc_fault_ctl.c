@@ -79,7 +79,8 @@ int pc_fault_open(const struct pc_fault_params *p, struct pc_fault **out)
 				 FAB_ACCESS_LOCAL, &fs->stage_mr);
 	} else {
 		ret = fab_mr_reg(p->dom, p->map, p->pages * FY_PAGE_SIZE,
-				 FAB_ACCESS_LOCAL, &fs->map_mr);
+				 FAB_ACCESS_LOCAL | FAB_ACCESS_HOLES,
+				 &fs->map_mr);
 	}
 	if (ret) {
 		pr_err("register buffers: %s", strerror(-ret));
