@@ -145,7 +145,9 @@ static const char *const node_keys[] = {
 	"holder_retention_age_s",
 	"postcopy_max_bandwidth",
 };
-static const char *const fabric_keys[] = { "provider", "address", "port" };
+static const char *const fabric_keys[] = { "provider",	  "address",
+					   "port",	  "device",
+					   "device_port", "gid_index" };
 static const char *const peer_keys[] = { "address", "public_key",
 					 "accept_user_vms" };
 
@@ -290,6 +292,18 @@ static int fabric_key(struct parse *p, const char *k, const char *v)
 		if (parse_uint(v, 0, 65535, &n))
 			return -EINVAL;
 		snprintf(c->fabric_port, sizeof(c->fabric_port), "%u", n);
+	} else if (!strcmp(k, "device")) {
+		/* a device name, never a path: rdma-core's names are short */
+		if (!proto_name_valid(v) ||
+		    !copy(c->verbs_device, sizeof(c->verbs_device), v))
+			return -EINVAL;
+	} else if (!strcmp(k, "device_port")) {
+		if (parse_uint(v, 1, 255, &c->verbs_port))
+			return -EINVAL;
+	} else if (!strcmp(k, "gid_index")) {
+		if (parse_uint(v, 0, 65534, &n))
+			return -EINVAL;
+		c->verbs_gid = n + 1;
 	}
 	return 0;
 }
@@ -586,7 +600,17 @@ void nd_config_defaults(struct nd_config *cfg)
 	cfg->max_outgoing = ND_DEFAULT_MIG_LIMIT;
 	cfg->holder_retention_age_s = ND_DEFAULT_RETAIN_AGE_S;
 	strcpy(cfg->provider, ND_DEFAULT_PROVIDER);
-	strcpy(cfg->fabric_address, ND_DEFAULT_FABRIC_ADDR);
+}
+
+void nd_config_fab_opts(const struct nd_config *cfg, struct fab_opts *o)
+{
+	*o = (struct fab_opts){
+		.provider = cfg->provider,
+		.node = cfg->fabric_address[0] ? cfg->fabric_address : NULL,
+		.verbs_device = cfg->verbs_device[0] ? cfg->verbs_device : NULL,
+		.verbs_port = cfg->verbs_port,
+		.verbs_gid = cfg->verbs_gid,
+	};
 }
 
 int nd_config_load(const char *path, struct nd_config **out, char *err,

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include "common/log.h"
+#include "fabric/fabric.h"
 #include "protocol/protocol.h"
 
 /*
@@ -30,7 +31,6 @@
 #define ND_DEFAULT_LISTEN "tcp://127.0.0.1:7401"
 #define ND_DEFAULT_STATE_DIR "/var/lib/ferry"
 #define ND_DEFAULT_PROVIDER "ofi:tcp"
-#define ND_DEFAULT_FABRIC_ADDR "127.0.0.1"
 #define ND_DEFAULT_PING_MS 500
 #define ND_DEFAULT_TIMEOUT_MS 1500
 #define ND_DEFAULT_MIG_TIMEOUT_MS 10000
@@ -78,8 +78,12 @@ struct nd_config {
 	unsigned ping_interval_ms;
 	unsigned peer_timeout_ms;
 	char provider[ND_PROVIDER_MAX + 1];
+	/* "" = the provider's default: 127.0.0.1, or verbs' device address */
 	char fabric_address[ND_ENDPOINT_MAX];
 	char fabric_port[16]; /* "" = any */
+	char verbs_device[ND_NAME_MAX + 1]; /* "" = auto */
+	unsigned verbs_port; /* 0 = auto */
+	unsigned verbs_gid; /* GID index + 1; 0 = auto */
 	char vm_dir[ND_DIR_MAX]; /* "" = <state_dir>/vms */
 	char ferry_vm[ND_DIR_MAX]; /* "" = beside ferryd, then PATH */
 	unsigned mig_timeout_ms; /* silence that fails a migration */
@@ -105,6 +109,8 @@ struct nd_config {
  * name that is not a valid node name becomes "ferry".
  */
 void nd_config_defaults(struct nd_config *cfg);
+/* The fabric options [fabric] gives; pointers into cfg. */
+void nd_config_fab_opts(const struct nd_config *cfg, struct fab_opts *o);
 /* Is s a valid Z85 CURVE public key (40 characters that decode)? */
 bool nd_key_valid(const char *s);
 

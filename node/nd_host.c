@@ -88,13 +88,12 @@ static int host_vm_unlink_sock(void *host, const char *name)
 static int host_fab_open(void *host, bool fault, struct fab_domain **out)
 {
 	const struct nd_config *cfg = ((struct nd_node *)host)->cfg;
-	struct fab_opts opts = {
-		.provider = cfg->provider,
-		.node = cfg->fabric_address,
-		.progress_thread = !fault,
-	};
-	int ret = fab_domain_open(&opts, out);
+	struct fab_opts opts;
+	int ret;
 
+	nd_config_fab_opts(cfg, &opts);
+	opts.progress_thread = !fault;
+	ret = fab_domain_open(&opts, out);
 	if (ret)
 		pr_err("cannot open a fabric domain for an incoming "
 		       "migration's "

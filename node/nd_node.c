@@ -40,19 +40,19 @@ static const char *fabric_nodata(const char *provider)
 static int fabric_open(struct nd_node *n)
 {
 	const struct nd_config *cfg = n->cfg;
-	struct fab_opts opts = {
-		.provider = cfg->provider,
-		.node = cfg->fabric_address,
-		.service = cfg->fabric_port[0] ? cfg->fabric_port : NULL,
-		.progress_thread = true,
-	};
+	struct fab_opts opts;
 	struct fab_addr addr;
 	int ret;
 
+	nd_config_fab_opts(cfg, &opts);
+	opts.service = cfg->fabric_port[0] ? cfg->fabric_port : NULL;
+	opts.progress_thread = true;
 	ret = fab_domain_open(&opts, &n->fab);
 	if (ret) {
 		pr_err("cannot open fabric provider '%s' on %s: %s%s",
-		       cfg->provider, cfg->fabric_address, strerror(-ret),
+		       cfg->provider,
+		       opts.node ? opts.node : "its default address",
+		       strerror(-ret),
 		       ret == -ENODATA ? fabric_nodata(cfg->provider) : "");
 		return ret;
 	}

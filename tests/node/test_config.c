@@ -69,7 +69,7 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg->state_dir, ND_DEFAULT_STATE_DIR);
 	assert_string_equal(cfg->control, ND_DEFAULT_CONTROL);
 	assert_string_equal(cfg->provider, "ofi:tcp");
-	assert_string_equal(cfg->fabric_address, "127.0.0.1");
+	assert_string_equal(cfg->fabric_address, ""); /* the provider's */
 	assert_string_equal(cfg->fabric_port, "");
 	assert_string_equal(cfg->control_group, "");
 	assert_int_equal(cfg->log_level, FY_LOG_INFO);
@@ -207,6 +207,9 @@ static const struct bad_case bad_cases[] = {
 	{ "[node]\n[fabric]\n[node]\n", "3: duplicate section [node] (first at "
 					"line 1)" },
 	{ "[fabric]\nport = http\n", "2: port: bad value 'http'" },
+	{ "[fabric]\ndevice = ../rxe0\n", "2: device: bad value '../rxe0'" },
+	{ "[fabric]\ndevice_port = 0\n", "2: device_port: bad value '0'" },
+	{ "[fabric]\ngid_index = -1\n", "2: gid_index: bad value '-1'" },
 	{ "[fabric]\nprovider = ofi tcp\n", "2: provider: bad value 'ofi "
 					    "tcp'" },
 	{ "[node]\nthis line has no equals sign\n", "2: syntax error (expected "
@@ -237,6 +240,37 @@ static const struct bad_case bad_cases[] = {
 	{ "[peer b!]\n", "1: bad peer name 'b!'" },
 	{ "[peer b]\nport = 1\n", "2: unknown key 'port' in [peer b]" },
 };
+
+/* verbs' device, port and GID; auto (NULL, 0) where not set. */
+static void test_verbs_keys(void **state)
+{
+	const char *path = write_file("verbs.conf", "[fabric]\n"
+						    "provider = verbs\n"
+						    "device = rxe0\n"
+						    "device_port = 2\n"
+						    "gid_index = 3\n");
+	struct nd_config *cfg;
+	struct fab_opts o;
+	char err[512];
+
+	(void)state;
+	assert_int_equal(nd_config_load(path, &cfg, err, sizeof(err)), 0);
+	nd_config_fab_opts(cfg, &o);
+	assert_string_equal(o.provider, "verbs");
+	assert_null(o.node); /* the GID entry's address */
+	assert_string_equal(o.verbs_device, "rxe0");
+	assert_int_equal(o.verbs_port, 2);
+	assert_int_equal(o.verbs_gid, 4); /* index + 1 */
+	free(cfg);
+	path = write_file("verbs2.conf", "[fabric]\naddress = 10.0.0.1\n");
+	assert_int_equal(nd_config_load(path, &cfg, err, sizeof(err)), 0);
+	nd_config_fab_opts(cfg, &o);
+	assert_string_equal(o.node, "10.0.0.1");
+	assert_null(o.verbs_device);
+	assert_int_equal(o.verbs_port, 0);
+	assert_int_equal(o.verbs_gid, 0);
+	free(cfg);
+}
 
 static void test_errors(void **state)
 {
@@ -442,6 +476,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_full),
+		cmocka_unit_test(test_verbs_keys),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_long_line),
 		cmocka_unit_test(test_unreadable),
