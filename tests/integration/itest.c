@@ -266,6 +266,10 @@ void node_init(struct node *n, const char *name)
 		"state_dir = %s/state\ncontrol = %s\nlog_level = debug\n%s",
 		name, n->port, n->dir, n->sock,
 		itest_node_extra ? itest_node_extra : "");
+	/* the data plane under test (itest_env()); its default address */
+	if (getenv("FERRY_TEST_PROVIDER"))
+		fprintf(f, "[fabric]\nprovider = %s\n",
+			getenv("FERRY_TEST_PROVIDER"));
 	fclose(f);
 	/* --genkey prints the public key alone on stdout; a hang guard */
 	const char *argv[] = { ferryd_bin, "--config", n->conf, "--genkey",
@@ -406,6 +410,20 @@ pid_t child_of(pid_t parent, const char *comm)
 	return found;
 }
 
+/* The data plane under test is the one the node opened. */
+static void check_provider(struct node *n)
+{
+	const char *want = getenv("FERRY_TEST_PROVIDER");
+	const char *got;
+
+	if (!want)
+		return;
+	got = jstr(ferry_json(n, "status"), "fabric_provider");
+	if (!got || strncmp(got, want, strlen(want)))
+		fail_msg("ferryd %s runs on fabric %s, not %s", n->name, got,
+			 want);
+}
+
 /*
  * Start-up is not a speed any test expects: under an emulated CPU
  * (the test VM) loading libfabric's providers alone takes seconds. A
@@ -418,8 +436,10 @@ void node_ready(struct node *n)
 	siginfo_t si = { 0 };
 
 	while (now_s() - t0 < 120) {
-		if (ferry(n, true, "status", out, err) == 0)
+		if (ferry(n, true, "status", out, err) == 0) {
+			check_provider(n);
 			return;
+		}
 		if (!waitid(P_PID, n->pid, &si, WEXITED | WNOHANG | WNOWAIT) &&
 		    si.si_pid == n->pid)
 			fail_msg("ferryd %s exited: %s", n->name,
