@@ -76,7 +76,8 @@ pid_t itest_start_vm(struct node *n, const char *vm_bin, const char *name,
 		_exit(127);
 	}
 	track(pid);
-	while (now_s() - t0 < 10) {
+	/* a hang guard: an emulated CPU fills 64 MiB of random in seconds */
+	while (now_s() - t0 < 30) {
 		json_t *j = itest_json_poll(n, "vms");
 		bool listed = jfind(j, "vms", "name", name);
 
