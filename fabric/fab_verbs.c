@@ -131,6 +131,10 @@ static int vb_connect(struct fab_domain *d, const struct fab_addr *peer,
 	struct vb_ep *ep;
 	int ret = 0;
 
+	/* the port is down, or the device failed (fab_verbs_async.c) */
+	ret = __atomic_load_n(&vd->down, __ATOMIC_RELAXED);
+	if (ret)
+		return ret;
 	ep = calloc(1, sizeof(*ep));
 	if (!ep)
 		return -ENOMEM;

@@ -12,8 +12,9 @@
 
 /*
  * rdma-core backend internals, shared by fab_verbs.c (memory, endpoints,
- * posting), fab_verbs_domain.c (open, close), fab_verbs_cm.c (connections)
- * and fab_verbs_cq.c (completions, deadlines, progress).
+ * posting), fab_verbs_domain.c (open, close), fab_verbs_cm.c (connections),
+ * fab_verbs_cq.c (completions, deadlines, progress) and fab_verbs_async.c
+ * (the device's asynchronous events).
  */
 
 #define VB_MAX_OPS 1024 /* cap on operations in flight per domain */
@@ -72,7 +73,8 @@ struct vb_rx {
  */
 struct vb_conn {
 	struct vb_conn *next, *prev;
-	struct rdma_cm_id *id; /* owns the QP (id->qp) */
+	struct vb_domain *vd;
+	struct rdma_cm_id *id; /* owns the QP (id->qp, its context: us) */
 	uint32_t qp_num;
 	/* the peer's listener (its fab_addr); len 0: not told */
 	struct fab_addr peer;
@@ -88,6 +90,7 @@ struct vb_conn {
 	 * them long, so no new endpoint joins it until they are back.
 	 */
 	unsigned zombies;
+	int afail; /* atomic: a QP event failed it, -errno (fab_verbs_async.c) */
 };
 
 struct vb_ep {
@@ -113,6 +116,7 @@ struct vb_domain {
 	struct rdma_event_channel *ec;
 	struct rdma_cm_id *listen;
 	struct ibv_context *ctx; /* the listener's device; not owned */
+	uint8_t port; /* the listener's port */
 	struct ibv_pd *pd;
 	struct ibv_comp_channel *ch;
 	struct ibv_cq *cq;
@@ -143,6 +147,16 @@ struct vb_domain {
 	struct vb_ep eps; /* list head */
 	struct vb_mr mrs; /* list head */
 	uint64_t cm_next; /* drain(): read librdmacm's events from then */
+
+	/*
+	 * The device's asynchronous events (fab_verbs_async.c), handed over
+	 * by whichever domain of the process reads them; all atomic.
+	 */
+	struct vb_domain *anext; /* list of domains, under its lock */
+	bool apending; /* something to apply */
+	int afail; /* fail every connection with this -errno */
+	/* the port is down (-ENETDOWN) or the device failed (-ENODEV) */
+	int down;
 
 	/* progress thread */
 	pthread_t pt;
@@ -188,6 +202,17 @@ void vb_conn_fail(struct vb_domain *vd, struct vb_conn *c, int status);
 int vb_cm_events(struct vb_domain *vd);
 /* Destroy failed connections nothing uses or holds any more. */
 void vb_conn_reap(struct vb_domain *vd);
+
+/* fab_verbs_async.c */
+/* Join or leave the process's domains that events are handed to. */
+void vb_async_add(struct vb_domain *vd);
+void vb_async_del(struct vb_domain *vd);
+/* Read the device's events and hand them over; n or -errno. */
+int vb_async_read(struct vb_domain *vd);
+/* Lock held: fail the connections events handed to vd concern. */
+void vb_async_apply(struct vb_domain *vd);
+/* The domain's port is not active now, as the device says. */
+bool vb_port_down(struct vb_domain *vd);
 
 /* fab_verbs_cq.c; lock held unless said */
 void vb_ring_push(struct vb_domain *vd, const struct fab_cqe *c);

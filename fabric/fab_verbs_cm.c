@@ -89,6 +89,7 @@ static struct vb_conn *conn_new(struct vb_domain *vd, struct rdma_cm_id *id,
 
 	if (!c)
 		return NULL;
+	c->vd = vd;
 	c->id = id;
 	c->passive = passive;
 	c->state = passive ? VC_CONNECTING : VC_RESOLVING;
@@ -103,6 +104,7 @@ static struct vb_conn *conn_new(struct vb_domain *vd, struct rdma_cm_id *id,
 static int qp_create(struct vb_domain *vd, struct vb_conn *c)
 {
 	struct ibv_qp_init_attr qa = {
+		.qp_context = c, /* a QP event names c (fab_verbs_async.c) */
 		.send_cq = vd->cq,
 		.recv_cq = vd->cq,
 		.srq = vd->srq,
@@ -170,8 +172,12 @@ void vb_conn_fail(struct vb_domain *vd, struct vb_conn *c, int status)
 	if (c->state == VC_FAILED)
 		return;
 	addr_str(&c->peer, peer, sizeof(peer));
-	if (status == -ECANCELED || (status == -ECONNRESET && !c->held))
-		/* closed by us, or by the peer with nothing in flight */
+	if (status == -ECANCELED || (status == -ECONNRESET && !c->held) ||
+	    status == -ENETDOWN)
+		/*
+		 * closed by us, by the peer with nothing in flight, or
+		 * the port went down (logged once, fab_verbs_async.c)
+		 */
 		pr_debug("connection to %s closed (%s)", peer,
 			 strerror(-status));
 	else
@@ -364,6 +370,8 @@ int vb_cm_events(struct vb_domain *vd)
 	int n = 0;
 
 	while (!rdma_get_cm_event(vd->ec, &ev)) {
+		pr_debug("%s, status %d", rdma_event_str(ev->event),
+			 ev->status);
 		gone = cm_event(vd, ev) ? ev->id : NULL;
 		rdma_ack_cm_event(ev);
 		if (gone)

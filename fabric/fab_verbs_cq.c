@@ -8,7 +8,8 @@
  * for its connection, and fails what is past its deadline, all under
  * vd->lock; completions become fab_cqe in a ring that fab_poll() hands out.
  * When there is nothing to do it arms the CQ's completion channel and
- * blocks on it, the connection manager's fd and a kick eventfd.
+ * blocks on it, the connection manager's fd, the device's asynchronous
+ * events (fab_verbs_async.c) and a kick eventfd.
  *
  * A slot still on the device at its deadline is reported as -ETIMEDOUT and
  * its connection fails: the QP goes to error, so the device flushes every
@@ -283,8 +284,15 @@ static void complete(struct vb_domain *vd, const struct ibv_wc *wc)
 	}
 	status = wc_errno(op->conn, wc->status);
 	if (status && op->conn->state != VC_FAILED) {
-		/* the QP is in error: every other request on it flushes */
-		pr_warn("%s", ibv_wc_status_str(wc->status));
+		/*
+		 * The QP is in error: every other request on it flushes. The
+		 * device may fail them for a port gone down before its event
+		 * says so: the cause is the port then.
+		 */
+		if (vb_port_down(vd))
+			status = -ENETDOWN;
+		else
+			pr_warn("%s", ibv_wc_status_str(wc->status));
 		vb_conn_fail(vd, op->conn, status);
 	}
 	if (op->state == VOP_POSTED) {
@@ -349,9 +357,9 @@ restart:
 
 /*
  * One pass, lock held: events, completions, queued slots, deadlines. The
- * connection manager's fd is read when it woke a waiter, or once per
- * VB_CM_EVERY_NS while a caller spins: a read() per spin doubled the
- * syscalls of a 4 KiB read's wait.
+ * connection manager's and the device's event fds are read when they woke
+ * a waiter, or once per VB_CM_EVERY_NS while a caller spins: a read() per
+ * spin doubled the syscalls of a 4 KiB read's wait.
  */
 static int drain(struct vb_domain *vd)
 {
@@ -363,7 +371,11 @@ static int drain(struct vb_domain *vd)
 		__atomic_store_n(&vd->cm_next, now + VB_CM_EVERY_NS,
 				 __ATOMIC_RELAXED);
 		n = vb_cm_events(vd);
+		m = vb_async_read(vd);
+		n = n < 0 ? n : m < 0 ? m : n + m;
 	}
+	if (__atomic_load_n(&vd->apending, __ATOMIC_ACQUIRE))
+		vb_async_apply(vd);
 	m = cq_read(vd);
 	if (n < 0 || m < 0)
 		return n < 0 ? n : m;
@@ -399,15 +411,16 @@ static int drain_locked(struct vb_domain *vd)
 
 /*
  * Arm the completion channel, look once more, then block on it, the
- * connection manager's fd and the kick fd for up to ms. Returns true when
- * something arrived.
+ * connection manager's fd, the device's event fd and the kick fd for up
+ * to ms. Returns true when something arrived.
  */
 static bool wait_fds(struct vb_domain *vd, int ms)
 {
-	struct pollfd pfd[3] = {
+	struct pollfd pfd[4] = {
 		{ .fd = vd->ch->fd, .events = POLLIN },
 		{ .fd = vd->ec->fd, .events = POLLIN },
 		{ .fd = vd->kick_fd, .events = POLLIN },
+		{ .fd = vd->ctx->async_fd, .events = POLLIN },
 	};
 	struct ibv_cq *cq;
 	void *cq_ctx;
@@ -420,14 +433,16 @@ static bool wait_fds(struct vb_domain *vd, int ms)
 	/* what completed before the arming raises no event */
 	if (drain_locked(vd) > 0)
 		return true;
-	if (poll(pfd, 3, ms) <= 0)
+	if (poll(pfd, 4, ms) <= 0)
 		return false;
-	if (pfd[1].revents)
+	if (pfd[1].revents || pfd[3].revents)
 		__atomic_store_n(&vd->cm_next, 0, __ATOMIC_RELAXED);
 	if ((pfd[0].revents & POLLIN) &&
 	    !ibv_get_cq_event(vd->ch, &cq, &cq_ctx))
 		ibv_ack_cq_events(cq, 1);
-	if ((pfd[2].revents & POLLIN) && read(vd->kick_fd, &v, sizeof(v)) < 0)
+	/* the progress thread and an application may race for the kick */
+	if ((pfd[2].revents & POLLIN) && read(vd->kick_fd, &v, sizeof(v)) < 0 &&
+	    errno != EAGAIN)
 		pr_perror("read kick fd");
 	return true;
 }

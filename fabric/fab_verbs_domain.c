@@ -189,6 +189,7 @@ static int check_device(struct vb_domain *vd, const struct fab_opts *o,
 		return -EADDRNOTAVAIL;
 	}
 	snprintf(vd->provider, sizeof(vd->provider), "verbs:%s:%u", name, port);
+	vd->port = (uint8_t)port;
 	return 0;
 }
 
@@ -262,7 +263,10 @@ static int open_queues(struct vb_domain *vd)
 		return errno ? -errno : -ENOMEM;
 	}
 	ret = set_nonblock(vd->ch->fd);
-	return ret ? ret : set_nonblock(vd->ec->fd);
+	if (!ret)
+		ret = set_nonblock(vd->ec->fd);
+	/* librdmacm's context: other domains of the process read it too */
+	return ret ? ret : set_nonblock(vd->ctx->async_fd);
 }
 
 /* Slots, message buffers; then post the receives. */
@@ -368,6 +372,11 @@ int fab_verbs_open(const char *prov, const struct fab_opts *o,
 		ret = query_caps(vd);
 	if (!ret)
 		ret = open_queues(vd);
+	if (!ret) {
+		/* from here on events that say the port changed reach us */
+		vb_async_add(vd);
+		vd->down = vb_port_down(vd) ? -ENETDOWN : 0;
+	}
 	if (!ret)
 		ret = open_bufs(vd);
 	if (!ret && o->progress_thread)
@@ -429,6 +438,7 @@ void fab_verbs_close(struct fab_domain *d)
 	struct vb_domain *vd = vb_vd(d);
 	struct vb_conn *c;
 
+	vb_async_del(vd);
 	stop_progress(vd);
 	pthread_mutex_lock(&vd->lock);
 	for (c = vd->conns.next; c != &vd->conns; c = c->next)

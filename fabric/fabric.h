@@ -147,7 +147,9 @@ void fab_mr_rkey(const struct fab_mr *mr, struct fab_rkey *out);
 
 /*
  * Connect to the domain at peer. Returns 0 and *out (owned by the caller,
- * closed by fab_ep_close() or fab_domain_close()), or -errno.
+ * closed by fab_ep_close() or fab_domain_close()), or -errno: "verbs"
+ * returns -ENETDOWN while the domain's port is down, -ENODEV once its
+ * device failed.
  */
 int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
 		   struct fab_ep **out);
