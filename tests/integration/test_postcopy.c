@@ -23,6 +23,10 @@
  *               stall shows, then the migration completes
  *   vm_killed   50 Mbit/s: SIGKILL the source ferry-vm during post-copy:
  *               its pages live on in ferryd's mapping, nothing is lost
+ *   rxe_down_precopy, rxe_down_postcopy (suite rdma, over verbs): the
+ *               test VM's rxe link goes down mid-migration: pre-copy
+ *               fails and the VM runs on at a; post-copy stalls and
+ *               waits, the VM alive on b, the source's copy kept
  * "During post-copy" is where the source ferryd stops at its fault point
  * src:after:postcopy (the VM runs on b, its pages are still at a).
  */
@@ -361,8 +365,134 @@ static void test_vm_killed(void **state)
 	itest_no_crash(&nb);
 }
 
+/*
+ * suite rdma: the test VM's rxe0 sits on the dummy link ferry-rxe
+ * (softroce-ci/vm-init). Down, its port is down and nothing moves.
+ */
+static void rxe_link_down(void)
+{
+	assert_int_equal(system("ip link set dev ferry-rxe down"), 0);
+}
+
+/*
+ * Once every ferryd is gone, rxe0 made anew: on rxe no connection is made
+ * after a flap that connections lived through (softroce-ci/rxe-renew).
+ */
+static int rxe_teardown(void **state)
+{
+	int ret = pc_teardown(state);
+
+	if (system(getenv("FERRY_RXE_RENEW")))
+		fail_msg("cannot make rxe0 anew");
+	return ret;
+}
+
+/*
+ * Two nodes, b's background pull capped at 4 MiB/s (post-copies last),
+ * and on a a VM v1 of 32 MiB of random data through its first pass;
+ * returns the pass it is in.
+ */
+static long link_vm(void)
+{
+	static const char *const opts[] = {
+		"--mem", "32M",	      "--guest", "verify", "--workingset",
+		"4M",	 "--prefill", "random",	 NULL
+	};
+	static char extra[600];
+
+	snprintf(extra, sizeof(extra),
+		 "ferry_vm = %s\npostcopy_max_bandwidth = 4M\n", ferry_vm_bin);
+	itest_nodes((struct node *const[]){ &na, &nb }, NULL, 2, extra);
+	vm_pid = itest_start_vm(&na, ferry_vm_bin, "v1", opts);
+	wait_counter(&na, "pass", 1);
+	return vm_counter(&na, "pass");
+}
+
+/* A migration of v1 from a to b, detached; its id in id. */
+static void start_mig(char *id, size_t len, const char *mode, const char *bw)
+{
+	json_t *j = ferry_jargs(&na, 10, NULL, "migrate", "v1", "--to", "b",
+				"--mode", mode, "--max-bandwidth", bw,
+				"--detach", NULL);
+
+	snprintf(id, len, "%ld", jint(j, "id"));
+}
+
+/*
+ * The link goes down in the middle of a pre-copy: the migration fails,
+ * the VM runs on at its source and b keeps nothing. (That the next one
+ * goes through once the link is back, rxe cannot show: see
+ * rxe_teardown().)
+ */
+static void test_rxe_down_precopy(void **state)
+{
+	double t0;
+	char id[32];
+	json_t *j;
+	long pass;
+
+	(void)state;
+	link_vm();
+	start_mig(id, sizeof(id), "precopy", "2M");
+	t0 = now_s();
+	while (jint(mig(&na, id), "pages_pulled") < 512 && now_s() - t0 < 60)
+		sleep_ms(100);
+	rxe_link_down();
+	t0 = now_s();
+	j = wait_mig(&na, id, "failed", 60);
+	print_message("rxe link down in pre-copy: failed after %.1f s: %s\n",
+		      now_s() - t0, jstr(j, "reason"));
+	pass = vm_counter(&na, "pass");
+	wait_counter(&na, "pass", pass + 1);
+	assert_int_equal(vm_counter(&na, "failed"), 0);
+	assert_null(jfind(ferry_json(&nb, "vms"), "vms", "name", "v1"));
+	assert_int_equal(jint(ferry_json(&nb, "status"), "memory_bytes"), 0);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+}
+
+/*
+ * The link goes down in the middle of a post-copy: the stall shows, and
+ * the migration and its VM wait on b, neither failed nor given up, with
+ * the source's copy kept at a. (The recovery once the link is back,
+ * which test_cut shows over ofi:tcp, rxe cannot show: rxe_teardown().)
+ */
+static void test_rxe_down_postcopy(void **state)
+{
+	char id[32];
+	long faults;
+
+	(void)state;
+	link_vm();
+	start_mig(id, sizeof(id), "postcopy", "0");
+	wait_mig(&nb, id, "postcopy", 60);
+	rxe_link_down();
+	wait_stall_shown(30);
+	sleep_ms(3000);
+	assert_jstr(mig(&nb, id), "state", "postcopy");
+	assert_jstr(mig(&na, id), "state", "postcopy");
+	assert_true(jint(ferry_json(&na, "status"), "memory_bytes") > 0);
+	assert_int_equal(kill(vm_pid, 0), 0);
+	faults = jint(mig(&nb, id), "postcopy.faults");
+	print_message("rxe link down in post-copy: stalled, %ld faults "
+		      "served before; the VM waits on b\n",
+		      faults);
+	itest_no_crash(&na);
+	itest_no_crash(&nb);
+}
+
 int main(void)
 {
+	/* suite rdma (FERRY_TEST_PROVIDER=verbs) picks its own by name */
+	const struct CMUnitTest rdma[] = {
+		cmocka_unit_test_setup_teardown(test_postcopy, NULL,
+						pc_teardown),
+		cmocka_unit_test_setup_teardown(test_hybrid, NULL, pc_teardown),
+		cmocka_unit_test_setup_teardown(test_rxe_down_precopy, NULL,
+						rxe_teardown),
+		cmocka_unit_test_setup_teardown(test_rxe_down_postcopy, NULL,
+						rxe_teardown),
+	};
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_postcopy, NULL,
 						pc_teardown),
@@ -379,5 +509,7 @@ int main(void)
 
 	if (itest_env(&ferry_vm_bin) || itest_need_root("test_postcopy"))
 		return 1;
+	if (getenv("FERRY_TEST_PROVIDER"))
+		return itest_run(rdma, sizeof(rdma) / sizeof(rdma[0]), setup);
 	return itest_run(tests, sizeof(tests) / sizeof(tests[0]), setup);
 }
