@@ -86,6 +86,14 @@ struct fab_ep {
 extern const struct fab_ops fab_ofi_ops;
 extern const struct fab_ops fab_verbs_ops;
 
+/*
+ * fab_verbs_domain.c: the IPv4 address of the RDMA device, port and GID
+ * entry opts choose (verbs_device, verbs_port, verbs_gid; the first active
+ * port's first RoCE v2 entry by default), as text into ip. 0, -ENODATA
+ * (no such device) or -EADDRNOTAVAIL (no such address).
+ */
+int fab_verbs_auto_node(const struct fab_opts *o, char *ip, size_t len);
+
 /* fab_release.c: the domain's deferred releases (fab_mem_release()) */
 void fab_release_init(struct fab_domain *d);
 /* Release what is no longer busy; no backend lock held. Any thread. */
