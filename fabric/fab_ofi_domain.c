@@ -331,9 +331,8 @@ int fab_ofi_open(const char *prov, const struct fab_opts *in,
 	int ret;
 
 	/*
-	 * ofi:verbs without node (fab.c defaults the others to 127.0.0.1,
-	 * which is on no RDMA device): the address the verbs backend would
-	 * bind, from the device, port and GID entry the options choose.
+	 * ofi:verbs without node (fab.c gives the others 127.0.0.1, on no
+	 * RDMA device): the address the verbs backend would bind.
 	 */
 	if (!o.node) {
 		ret = fab_verbs_auto_node(&o, ip, sizeof(ip));
