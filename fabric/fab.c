@@ -45,7 +45,8 @@ int fab_domain_open(const struct fab_opts *opts, struct fab_domain **out)
 			pr_err("empty libfabric provider in '%s'", o.provider);
 			return -EINVAL;
 		}
-		if (!o.node)
+		/* ofi:verbs without node: the RDMA device's (fab_ofi_open()) */
+		if (!o.node && strcmp(prov, "verbs"))
 			o.node = "127.0.0.1";
 		ret = fab_ofi_ops.open(prov, &o, out);
 	} else if (!strcmp(o.provider, "verbs")) {

@@ -492,16 +492,25 @@ static int op_start(struct ofi_domain *od, struct ofi_ep *ep, struct ofi_op *op)
 		__atomic_store_n(&ep->up, true, __ATOMIC_RELAXED);
 		return 0;
 	}
-	if (ret == -FI_EAGAIN && !__atomic_load_n(&ep->up, __ATOMIC_RELAXED)) {
-		pthread_mutex_lock(&od->lock);
-		if (op->state == OP_POSTED)
-			ofi_op_queue(od, op);
-		else /* expired meanwhile, and reported: never posted */
-			fab_ofi_op_free(od, op);
+	if (ret != -FI_EAGAIN)
+		return op_unpost(od, op, ret);
+	pthread_mutex_lock(&od->lock);
+	/*
+	 * Not up yet; or up, but op is all we have in flight there, so the
+	 * queue cannot be full: ofi_rxm dials the peer again (verbs after
+	 * the peer's process died: its refusals would never end). Queued,
+	 * op goes out once the connection is made, or fails at its deadline.
+	 */
+	if (__atomic_load_n(&ep->up, __ATOMIC_RELAXED) && ep->held > 1) {
 		pthread_mutex_unlock(&od->lock);
-		return 0;
+		return op_unpost(od, op, ret);
 	}
-	return op_unpost(od, op, ret);
+	if (op->state == OP_POSTED)
+		ofi_op_queue(od, op);
+	else /* expired meanwhile, and reported: never posted */
+		fab_ofi_op_free(od, op);
+	pthread_mutex_unlock(&od->lock);
+	return 0;
 }
 
 /* The local descriptor for buf, or an error if the provider needs one. */

@@ -116,6 +116,7 @@ struct ofi_domain {
 	struct fid_ep *ep;
 	uint64_t mr_mode;
 	bool has_source; /* FI_SOURCE: RECV completions name the sender */
+	bool verbs; /* verbs;ofi_rxm: RC queue pairs on an RDMA device */
 	int wait_fd; /* the CQ's wait fd, or -1 */
 	int kick_fd; /* eventfd waking the progress thread */
 	uint64_t timeout_ns;

@@ -26,6 +26,8 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
+#include <infiniband/verbs.h>
+
 #include "common/log.h"
 
 /* ring of completions waiting for fab_poll(); od->lock held */
@@ -294,7 +296,9 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 		if (!status)
 			op->ep->inherited = false; /* the connection works */
 		ofi_op_unlink(od, op);
-		if (conn_error(status) && !op->ep->failed) {
+		/* verbs: a remote access error puts the QP in error */
+		if ((conn_error(status) || (od->verbs && status == -EACCES)) &&
+		    !op->ep->failed) {
 			/* the provider will not recover this connection */
 			pr_warn("connection to peer lost: %s",
 				strerror(-status));
@@ -350,6 +354,20 @@ void fab_ofi_wake(struct ofi_domain *od)
 }
 
 /*
+ * A failed operation's status. verbs reports a wrong key or range as
+ * -FI_EIO; the work completion's status (prov_errno) says which: the
+ * same -EACCES as ferry's own verbs backend.
+ */
+static int err_status(const struct ofi_domain *od,
+		      const struct fi_cq_err_entry *err)
+{
+	if (err->err == FI_EIO && od->verbs &&
+	    err->prov_errno == IBV_WC_REM_ACCESS_ERR)
+		return -EACCES;
+	return err->err ? -err->err : -EIO;
+}
+
+/*
  * Read a batch from the CQ (this is also what drives progress on software
  * providers) and queue the results. Returns the number of provider
  * completions handled, or -errno.
@@ -378,7 +396,7 @@ static int cq_read(struct ofi_domain *od)
 			return ofi_err(n);
 		}
 		pthread_mutex_lock(&od->lock);
-		complete(od, err.op_context, 0, err.err ? -err.err : -EIO,
+		complete(od, err.op_context, 0, err_status(od, &err),
 			 FI_ADDR_NOTAVAIL);
 		fab_ofi_wake(od);
 		pthread_mutex_unlock(&od->lock);

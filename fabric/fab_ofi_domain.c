@@ -183,6 +183,7 @@ static int ofi_getinfo(struct ofi_domain *od, const char *prov,
 			(unsigned long long)(od->mr_mode & ~OFI_MR_MODES));
 	snprintf(od->provider, sizeof(od->provider), "ofi:%s",
 		 od->info->fabric_attr->prov_name);
+	od->verbs = !strncmp(od->provider, "ofi:verbs", 9);
 	pr_debug("%s: mr_mode %#llx, %zu-byte keys%s", od->provider,
 		 (unsigned long long)od->mr_mode, od->key_size,
 		 od->has_source ? ", FI_SOURCE" : "");
@@ -320,13 +321,25 @@ static int ofi_start_progress(struct ofi_domain *od)
 	return 0;
 }
 
-int fab_ofi_open(const char *prov, const struct fab_opts *opts,
+int fab_ofi_open(const char *prov, const struct fab_opts *in,
 		 struct fab_domain **out)
 {
+	char ip[INET6_ADDRSTRLEN];
+	struct fab_opts o = *in, *opts = &o;
 	struct ofi_domain *od;
 	pthread_condattr_t ca;
 	int ret;
 
+	/*
+	 * ofi:verbs without node (fab.c gives the others 127.0.0.1, on no
+	 * RDMA device): the address the verbs backend would bind.
+	 */
+	if (!o.node) {
+		ret = fab_verbs_auto_node(&o, ip, sizeof(ip));
+		if (ret)
+			return ret;
+		o.node = ip;
+	}
 	od = calloc(1, sizeof(*od));
 	if (!od)
 		return -ENOMEM;
@@ -355,6 +368,14 @@ int fab_ofi_open(const char *prov, const struct fab_opts *opts,
 	 * fail every later operation to that address. The user's setting wins.
 	 */
 	setenv("FI_AV_REMOVE_CLEANUP", "1", 0);
+	/*
+	 * ofi_rxm sizes its verbs CQ (128 + 128) x the universe size (256 by
+	 * default): 65536 entries, more than rxe allows (32767), so the
+	 * endpoint would not open. ferry talks to a few peers. Read once,
+	 * at the process's first libfabric call (docs/rdma.md).
+	 */
+	if (!strcmp(prov, "verbs"))
+		setenv("FI_UNIVERSE_SIZE", "64", 0);
 	od->kick_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (od->kick_fd < 0) {
 		pr_perror("eventfd");
@@ -366,6 +387,13 @@ int fab_ofi_open(const char *prov, const struct fab_opts *opts,
 	if (ret)
 		goto err_close;
 	od->nops = FY_MIN(od->info->tx_attr->size, OFI_MAX_OPS);
+	/*
+	 * Registrations must be local too (FI_MR_LOCAL): a hardware
+	 * provider, whose registrations pin (verbs; even with
+	 * FI_VERBS_USE_ODP we cannot tell whether the device pages on
+	 * demand, so we take it as pinning). tcp and shm ask nothing.
+	 */
+	od->base.pins = od->mr_mode & FI_MR_LOCAL;
 	ret = ofi_err(fi_fabric(od->info->fabric_attr, &od->fabric, NULL));
 	if (!ret)
 		ret = ofi_err(

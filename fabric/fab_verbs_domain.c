@@ -95,8 +95,11 @@ out:
 	return ret;
 }
 
-/* node NULL: the address of the device, port and GID entry chosen. */
-static int auto_node(const struct fab_opts *o, char *ip, size_t len)
+/*
+ * node NULL: the address of the device, port and GID entry chosen. Also
+ * ofi:verbs' default address (fab_ofi_domain.c).
+ */
+int fab_verbs_auto_node(const struct fab_opts *o, char *ip, size_t len)
 {
 	struct ibv_device **list;
 	int n, i, ret = -ENOENT;
@@ -340,7 +343,7 @@ int fab_verbs_open(const char *prov, const struct fab_opts *o,
 
 	(void)prov;
 	if (!node) {
-		ret = auto_node(o, ip, sizeof(ip));
+		ret = fab_verbs_auto_node(o, ip, sizeof(ip));
 		if (ret)
 			return ret;
 		node = ip;

@@ -80,8 +80,9 @@ struct fab_cqe {
 struct fab_opts {
 	const char *provider; /* NULL: "ofi:tcp" */
 	/*
-	 * Local address to bind; NULL: "127.0.0.1", or for "verbs" the IPv4
-	 * address in the GID table of the device and port chosen below.
+	 * Local address to bind; NULL: "127.0.0.1", or for "verbs" and
+	 * "ofi:verbs" the IPv4 address in the GID table of the device and
+	 * port chosen below.
 	 */
 	const char *node;
 	const char *service; /* port; NULL: any */
@@ -100,7 +101,8 @@ struct fab_opts {
 	 */
 	int progress_spin_us;
 	/*
-	 * "verbs" only (docs/rdma.md). The RDMA device (e.g. "rxe0") and its
+	 * "verbs", and "ofi:verbs" without node (they choose its address
+	 * only; docs/rdma.md). The RDMA device (e.g. "rxe0") and its
 	 * port; NULL, 0: the device that owns node, or without node the
 	 * first device with an active port. verbs_gid: the GID index whose
 	 * IPv4 address is bound when node is NULL, plus one; 0: the first

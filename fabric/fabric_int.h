@@ -101,6 +101,14 @@ bool fab_bounce_busy(const struct fab_domain *d, const void *addr, size_t len);
 /* After the backend closed the domain (which deregistered the arena). */
 void fab_bounce_free(struct fab_bounce *b);
 
+/*
+ * fab_verbs_domain.c: the IPv4 address of the RDMA device, port and GID
+ * entry opts choose (verbs_device, verbs_port, verbs_gid; the first active
+ * port's first RoCE v2 entry by default), as text into ip. 0, -ENODATA
+ * (no such device) or -EADDRNOTAVAIL (no such address).
+ */
+int fab_verbs_auto_node(const struct fab_opts *o, char *ip, size_t len);
+
 /* fab_release.c: the domain's deferred releases (fab_mem_release()) */
 void fab_release_init(struct fab_domain *d);
 /* Release what is no longer busy; no backend lock held. Any thread. */

@@ -10,9 +10,13 @@
  * Both initiators spin on their CQ, yielding the CPU on an empty poll.
  * With -p verbs (ferry's rdma-core backend) there is no raw column (0):
  * perftest's ib_read_bw and ib_read_lat are its baseline (docs/rdma.md).
+ * -P measures only what those measure, read bandwidth at 4 and 64 KiB and
+ * the 4 KiB read latency, through ferry alone (no memcpy, tcp or raw), and
+ * prints lines for bench/fabric/verbs-perftest:
+ *   bw SIZE MiB/s          lat 4096 P50-us P99-us
  *
- *   bench_fabric [-p ofi:tcp] [-w window] [-t seconds-per-run]
- *                [-s target-spin-us]...   (default: -s 0 -s 200)
+ *   bench_fabric [-p ofi:tcp] [-w window] [-t seconds-per-run] [-P]
+ *                [-s target-spin-us]...   (default: -s 0 -s 200; -P: -s 0)
  */
 #define LOG_PREFIX "bench: "
 
@@ -72,6 +76,7 @@ struct lat {
 };
 
 static int window = 16;
+static bool perftest_only; /* -P */
 
 /* raw libfabric and ferry against one target configuration */
 struct result {
@@ -585,6 +590,7 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 		exit(1);
 	}
 	/* verbs has no raw-libfabric twin: perftest is its baseline */
+	ofi = ofi && !perftest_only;
 	if (ofi)
 		raw_open(&r, t.h.provider + 4, local, &t.h.addr);
 	fy_open(&f, prov, local, &t.h.addr);
@@ -592,6 +598,9 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 	c0 = target_cpu(&t);
 	w0 = fy_now_ns();
 	for (s = 0; s < NSIZES; s++) {
+		/* perftest's sizes: 4 and 64 KiB */
+		if (perftest_only && sizes[s] > 65536)
+			continue;
 		for (k = 0; k < REPS; k++) {
 			if (ofi)
 				rv[k] = raw_bw(&r, local, &t.h.rk, sizes[s]);
@@ -650,6 +659,23 @@ static void print_result(const struct result *res, const double *mc,
 	       res->rl.p99 ? res->fl.p99 / res->rl.p99 : 0);
 }
 
+/* -P: ferry's figures at perftest's sizes, as lines a script reads */
+static int perftest_runs(const char *prov, int spin_us)
+{
+	struct result res = { .spin_us = spin_us };
+	char *dst = map_region(REGION);
+	int s;
+
+	fabric_runs(prov, dst, &res);
+	for (s = 0; s < NSIZES; s++)
+		if (sizes[s] <= 65536)
+			printf("bw %zu %.1f\n", sizes[s],
+			       res.fy[s] * 1e9 / MIB);
+	printf("lat 4096 %.1f %.1f\n", res.fl.p50, res.fl.p99);
+	munmap(dst, REGION);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *prov = "ofi:tcp";
@@ -665,7 +691,7 @@ int main(int argc, char **argv)
 
 	if (argc == 5 && !strcmp(argv[1], "--target"))
 		return target_main(argv[2], atoi(argv[3]), atoi(argv[4]));
-	while ((opt = getopt(argc, argv, "p:w:t:s:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:w:t:s:P")) != -1) {
 		if (opt == 's' && nres < 4)
 			res[nres++].spin_us = atoi(optarg);
 		else if (opt == 'p')
@@ -674,15 +700,19 @@ int main(int argc, char **argv)
 			window = FY_MAX(1, FY_MIN(atoi(optarg), MAXWIN));
 		else if (opt == 't')
 			run_s = atof(optarg);
+		else if (opt == 'P')
+			perftest_only = true;
 		else {
 			fprintf(stderr,
 				"usage: %s [-p provider] [-w window] "
-				"[-t seconds]\n",
+				"[-t seconds] [-P] [-s spin-us]...\n",
 				argv[0]);
 			return 2;
 		}
 	}
 	signal(SIGPIPE, SIG_IGN);
+	if (perftest_only)
+		return perftest_runs(prov, nres ? res[0].spin_us : 0);
 	src = map_region(REGION);
 	dst = map_region(REGION);
 

@@ -4,8 +4,9 @@
  * itself as a target ("--target PROVIDER SIZE FD", fab_target.c) whose
  * progress thread alone serves its registered region.
  *
- * FERRY_FABRIC_PROVIDER: the provider, "ofi:tcp" by default, "verbs" in
- * the rdma suite (which needs an RDMA device: tests/fabric/meson.build).
+ * FERRY_FABRIC_PROVIDER: the provider, "ofi:tcp" by default, "verbs" and
+ * "ofi:verbs" in the rdma suite (which needs an RDMA device:
+ * tests/fabric/meson.build).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -29,14 +30,21 @@
 #include "tests/fabric/fab_target.h"
 
 /* rxe in the emulated test VM moves about 20 MB/s: 64 MiB there */
-#define BIG_SIZE (is_verbs() ? 64 * MIB : 256 * MIB)
+#define BIG_SIZE (on_rdma() ? 64 * MIB : 256 * MIB)
 #define WINDOW 64
 
 static const char *prov = "ofi:tcp"; /* FERRY_FABRIC_PROVIDER */
 
+/* ferry's own rdma-core backend */
 static bool is_verbs(void)
 {
 	return !strcmp(prov, "verbs");
+}
+
+/* an RDMA device: "verbs" or libfabric's "ofi:verbs" (RC queue pairs) */
+static bool on_rdma(void)
+{
+	return is_verbs() || !strcmp(prov, "ofi:verbs");
 }
 
 static void open_initiator(const char *prov, unsigned timeout_ms,
@@ -142,6 +150,8 @@ static void test_read_write_256m(void **state)
 	target_start(&t, prov, BIG_SIZE);
 	if (is_verbs())
 		assert_memory_equal(t.h.provider, "verbs:", 6);
+	else if (on_rdma())
+		assert_string_equal(t.h.provider, "ofi:verbs;ofi_rxm");
 	else
 		assert_string_equal(t.h.provider, "ofi:tcp;ofi_rxm");
 	open_initiator(prov, 0, &d);
@@ -279,11 +289,11 @@ static void test_bad_access(void **state)
 	assert_int_equal(post_retry(d, ep, local, 4096, mr, &bad, 0), 0);
 	c = wait_one(d, 5000);
 	assert_true(c.status < 0);
-	if (is_verbs()) /* the device's remote access error */
+	if (on_rdma()) /* the device's remote access error */
 		assert_int_equal(c.status, -EACCES);
 	assert_ptr_equal(c.ctx, local);
 	/* verbs: the QP is in error, the endpoint refuses more */
-	if (is_verbs())
+	if (on_rdma())
 		assert_int_equal(fab_read(ep, local, 4096, mr, &t.h.rk, 0,
 					  NULL),
 				 -ENOTCONN);
@@ -321,8 +331,8 @@ static void test_bad_access(void **state)
  */
 static void peer_lost(int sig)
 {
-	const int TIMEOUT_MS = is_verbs() ? 5000 : 1000; /* rxe in TCG: slow */
-	const bool dead_first = is_verbs() && sig == SIGKILL;
+	const int TIMEOUT_MS = on_rdma() ? 5000 : 1000; /* rxe in TCG: slow */
+	const bool dead_first = on_rdma() && sig == SIGKILL;
 	enum { N = 32 };
 	struct fab_domain *d;
 	struct fab_ep *ep;
@@ -381,7 +391,7 @@ static void peer_lost(int sig)
 		}
 		assert_true(fy_now_ns() - t0 < 3ULL * TIMEOUT_MS * 1000000);
 	}
-	if (is_verbs() && sig == SIGSTOP) {
+	if (on_rdma() && sig == SIGSTOP) {
 		/* the device serves a stopped process's memory: all landed */
 		assert_int_equal(posted, 0);
 		assert_int_equal(pattern_check(local, 64 * MIB, 1), 0);
@@ -593,11 +603,11 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (env && *env)
 		prov = env;
-	if (is_verbs() && !rdma_here()) {
+	if (on_rdma() && !rdma_here()) {
 		printf("no RDMA device here: run suite rdma in the test VM\n");
 		return 77;
 	}
-	if (is_verbs())
+	if (on_rdma())
 		return cmocka_run_group_tests(verbs_tests, NULL, NULL);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
