@@ -42,17 +42,6 @@ struct fab_bop {
 	bool failed; /* waits until the backend hands the slot back */
 };
 
-/* Mark or clear slots [i, i + n); lock held. */
-static void mark(uint64_t *bm, uint64_t i, unsigned n, bool used)
-{
-	for (; n--; i++) {
-		if (used)
-			fy_bit_set(bm, i);
-		else
-			fy_bit_clear(bm, i);
-	}
-}
-
 struct fab_bounce {
 	pthread_mutex_t lock;
 	char *arena;
@@ -61,6 +50,14 @@ struct fab_bounce {
 	unsigned nfailed;
 	struct fab_bop ops[BOUNCE_SLOTS]; /* by first slot */
 };
+
+/* Give back the slots of the operation at slot i; lock held. */
+static void slot_free(struct fab_bounce *b, size_t i)
+{
+	for (unsigned n = 0; n < b->ops[i].nslots; n++)
+		fy_bit_clear(b->used, i + n);
+	b->ops[i] = (struct fab_bop){ 0 };
+}
 
 static int bounce_open(struct fab_domain *d)
 {
@@ -126,8 +123,7 @@ static void sweep_failed(struct fab_domain *d, struct fab_bounce *b)
 		    d->ops->mem_busy(d, b->arena + (size_t)i * BOUNCE_SLOT,
 				     o->len))
 			continue;
-		mark(b->used, i, o->nslots, false);
-		*o = (struct fab_bop){ 0 };
+		slot_free(b, i);
 		b->nfailed--;
 	}
 }
@@ -149,7 +145,8 @@ static int take(struct fab_domain *d, struct fab_bounce *b, size_t len)
 			break;
 		i = e;
 	}
-	mark(b->used, i, n, true);
+	for (e = i; e < i + n; e++)
+		fy_bit_set(b->used, e);
 	b->ops[i].nslots = n;
 	return (int)i;
 }
@@ -158,7 +155,7 @@ int fab_bounce_rma(struct fab_ep *ep, bool write, void *buf, size_t len,
 		   uint64_t addr, uint64_t key, void *ctx)
 {
 	struct fab_domain *d = ep->d;
-	struct fab_bounce *b = d->bounce;
+	struct fab_bounce *b = __atomic_load_n(&d->bounce, __ATOMIC_ACQUIRE);
 	struct fab_bop *o;
 	char *slot;
 	int i, ret;
@@ -185,8 +182,7 @@ int fab_bounce_rma(struct fab_ep *ep, bool write, void *buf, size_t len,
 	}
 	if (ret) {
 		pthread_mutex_lock(&b->lock);
-		mark(b->used, (uint64_t)i, o->nslots, false);
-		*o = (struct fab_bop){ 0 };
+		slot_free(b, (size_t)i);
 		pthread_mutex_unlock(&b->lock);
 	}
 	return ret;
@@ -212,8 +208,7 @@ void fab_bounce_done(struct fab_domain *d, struct fab_cqe *c)
 		o->failed = true;
 		b->nfailed++;
 	} else {
-		mark(b->used, i, o->nslots, false);
-		*o = (struct fab_bop){ 0 };
+		slot_free(b, i);
 	}
 	pthread_mutex_unlock(&b->lock);
 }
