@@ -106,6 +106,7 @@ int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
 	(*out)->d = d;
 	(*out)->buf = buf;
 	(*out)->len = len;
+	(*out)->access = access;
 	stat_add(&d->stats.mr_count, 1);
 	stat_add(&d->stats.mr_bytes, (int64_t)len);
 	return 0;

@@ -422,6 +422,8 @@ void fab_ofi_after(struct ofi_domain *od)
 	if (__atomic_load_n(&od->freed, __ATOMIC_RELAXED) &&
 	    __atomic_exchange_n(&od->freed, false, __ATOMIC_RELAXED))
 		fab_release_sweep(&od->base);
+	else
+		fab_release_tick(&od->base);
 }
 
 /*

@@ -394,6 +394,15 @@ int fab_ofi_open(const char *prov, const struct fab_opts *in,
 	 * demand, so we take it as pinning). tcp and shm ask nothing.
 	 */
 	od->base.pins = od->mr_mode & FI_MR_LOCAL;
+	/*
+	 * tcp answers a peer's read from our process, and goes on with an
+	 * answer it began after the registration went: keep such memory
+	 * until the reads that came before are past their deadline, which
+	 * their reader set (taken as ours; twice, for the time on the way).
+	 * verbs' device and shm's reader copy it themselves.
+	 */
+	if (!od->verbs && strncmp(od->provider, "ofi:shm", 7))
+		od->base.serve_late_ns = 2 * od->timeout_ns;
 	ret = ofi_err(fi_fabric(od->info->fabric_attr, &od->fabric, NULL));
 	if (!ret)
 		ret = ofi_err(

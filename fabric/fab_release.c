@@ -8,6 +8,15 @@
  * or the progress thread) sweeps the list after the provider handed
  * operations back. At close what is still busy is leaked on purpose: a
  * late write into freed memory would corrupt whatever lives there next.
+ *
+ * Memory peers read is kept for a time instead. Where our own process
+ * answers their reads (tcp: d->serve_late_ns), an answer the provider
+ * began before the registration went is still being sent from it; unmapped
+ * under it, the send fails half-way and the peer's stream is garbled for
+ * good (its reads then time out, every later one too). So the registration
+ * goes at once (a read that comes later fails cleanly at its reader) and
+ * the memory stays as it is, its data intact, until every read that came
+ * before is past its reader's deadline.
  */
 #define LOG_PREFIX "fabric: "
 
@@ -26,6 +35,7 @@ struct fab_rel {
 	size_t len;
 	struct fab_mr *mr;
 	enum fab_release how;
+	uint64_t until; /* peers may be served from it until then; 0 */
 };
 
 void fab_release_init(struct fab_domain *d)
@@ -47,6 +57,13 @@ static void release_now(void *addr, size_t len, struct fab_mr *mr,
 		pr_perror("munmap(%p, %zu)", addr, len);
 }
 
+uint64_t fab_mr_serve_late_ns(const struct fab_mr *mr)
+{
+	if (!mr || !(mr->access & (FAB_ACCESS_READ | FAB_ACCESS_WRITE)))
+		return 0;
+	return mr->d->serve_late_ns;
+}
+
 bool fab_mem_busy(const struct fab_domain *d, const void *addr, size_t len)
 {
 	if (!addr || !len)
@@ -54,38 +71,13 @@ bool fab_mem_busy(const struct fab_domain *d, const void *addr, size_t len)
 	return d->ops->mem_busy(d, addr, len) || fab_bounce_busy(d, addr, len);
 }
 
-void fab_release_sweep(struct fab_domain *d)
+static void defer(struct fab_domain *d, void *addr, size_t len,
+		  struct fab_mr *mr, enum fab_release how, uint64_t until);
+
+/* Hand over now: freed if nothing holds it, else deferred (parked). */
+static void release_or_defer(struct fab_domain *d, void *addr, size_t len,
+			     struct fab_mr *mr, enum fab_release how)
 {
-	struct fab_rel *r, **pp, *done = NULL;
-
-	if (!__atomic_load_n(&d->nrel, __ATOMIC_ACQUIRE))
-		return;
-	pthread_mutex_lock(&d->rel_lock);
-	for (pp = &d->rel; (r = *pp);) {
-		if (fab_mem_busy(d, r->addr, r->len)) {
-			pp = &r->next;
-			continue;
-		}
-		*pp = r->next;
-		r->next = done;
-		done = r;
-		__atomic_store_n(&d->nrel, d->nrel - 1, __ATOMIC_RELEASE);
-	}
-	pthread_mutex_unlock(&d->rel_lock);
-	while ((r = done)) {
-		done = r->next;
-		pr_debug("%zu bytes at %p handed back: released", r->len,
-			 r->addr);
-		release_now(r->addr, r->len, r->mr, r->how);
-		free(r);
-	}
-}
-
-void fab_mem_release(struct fab_domain *d, void *addr, size_t len,
-		     struct fab_mr *mr, enum fab_release how)
-{
-	struct fab_rel *r;
-
 	if (!addr || !fab_mem_busy(d, addr, len)) {
 		release_now(addr, len, mr, how);
 		return;
@@ -102,25 +94,107 @@ void fab_mem_release(struct fab_domain *d, void *addr, size_t len,
 				"memory",
 				len);
 	}
-	r = calloc(1, sizeof(*r));
+	defer(d, addr, len, mr, how, 0);
+	/* the last operation may have come back since we looked */
+	fab_release_sweep(d);
+}
+
+void fab_release_sweep(struct fab_domain *d)
+{
+	struct fab_rel *r, **pp, *done = NULL, *due = NULL;
+	uint64_t now, next = 0;
+
+	if (!__atomic_load_n(&d->nrel, __ATOMIC_ACQUIRE))
+		return;
+	now = fy_now_ns();
+	pthread_mutex_lock(&d->rel_lock);
+	for (pp = &d->rel; (r = *pp);) {
+		if (r->until > now) {
+			next = next ? FY_MIN(next, r->until) : r->until;
+			pp = &r->next;
+			continue;
+		}
+		if (!r->until && fab_mem_busy(d, r->addr, r->len)) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		if (r->until) {
+			r->next = due;
+			due = r;
+		} else {
+			r->next = done;
+			done = r;
+		}
+		__atomic_store_n(&d->nrel, d->nrel - 1, __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&d->rel_due, next, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&d->rel_lock);
+	while ((r = done)) {
+		done = r->next;
+		pr_debug("%zu bytes at %p handed back: released", r->len,
+			 r->addr);
+		release_now(r->addr, r->len, r->mr, r->how);
+		free(r);
+	}
+	while ((r = due)) {
+		due = r->next;
+		pr_debug("%zu bytes at %p no longer served: released", r->len,
+			 r->addr);
+		release_or_defer(d, r->addr, r->len, r->mr, r->how);
+		free(r);
+	}
+}
+
+void fab_release_tick(struct fab_domain *d)
+{
+	uint64_t due = __atomic_load_n(&d->rel_due, __ATOMIC_RELAXED);
+
+	if (due && fy_now_ns() >= due)
+		fab_release_sweep(d);
+}
+
+static void defer(struct fab_domain *d, void *addr, size_t len,
+		  struct fab_mr *mr, enum fab_release how, uint64_t until)
+{
+	struct fab_rel *r = calloc(1, sizeof(*r));
+
 	if (!r) {
-		/* a leak is safe; freeing memory still written is not */
+		/* a leak is safe; freeing memory still used is not */
 		pr_err("no memory to defer a release: %zu bytes at %p leaked",
 		       len, addr);
 		return;
 	}
-	r->addr = addr;
-	r->len = len;
-	r->mr = mr;
-	r->how = how;
+	*r = (struct fab_rel){
+		.addr = addr, .len = len, .mr = mr, .how = how, .until = until
+	};
 	pthread_mutex_lock(&d->rel_lock);
 	r->next = d->rel;
 	d->rel = r;
 	__atomic_store_n(&d->nrel, d->nrel + 1, __ATOMIC_RELEASE);
+	if (until) {
+		uint64_t due = __atomic_load_n(&d->rel_due, __ATOMIC_RELAXED);
+
+		if (!due || until < due)
+			__atomic_store_n(&d->rel_due, until, __ATOMIC_RELAXED);
+	}
 	pthread_mutex_unlock(&d->rel_lock);
-	pr_debug("%zu bytes at %p still busy: released later", len, addr);
-	/* the last operation may have come back since we looked */
-	fab_release_sweep(d);
+	pr_debug("%zu bytes at %p still %s: released later", len, addr,
+		 until ? "served" : "busy");
+}
+
+void fab_mem_release(struct fab_domain *d, void *addr, size_t len,
+		     struct fab_mr *mr, enum fab_release how)
+{
+	uint64_t late = fab_mr_serve_late_ns(mr);
+
+	if (addr && late) {
+		/* a read that comes from now on fails at its reader */
+		fab_mr_dereg(mr);
+		defer(d, addr, len, NULL, how, fy_now_ns() + late);
+		return;
+	}
+	release_or_defer(d, addr, len, mr, how);
 }
 
 void fab_release_close(struct fab_domain *d)

@@ -396,6 +396,8 @@ void vb_after(struct vb_domain *vd)
 	if (__atomic_load_n(&vd->freed, __ATOMIC_RELAXED) &&
 	    __atomic_exchange_n(&vd->freed, false, __ATOMIC_RELAXED))
 		fab_release_sweep(&vd->base);
+	else
+		fab_release_tick(&vd->base);
 }
 
 static int drain_locked(struct vb_domain *vd)

@@ -207,6 +207,15 @@ bool fab_mem_busy(const struct fab_domain *d, const void *addr, size_t len);
 /* Deregister; returns 0 or -errno. Accepts NULL. */
 int fab_mr_dereg(struct fab_mr *mr);
 /*
+ * How long to keep memory peers read (mr registered FAB_ACCESS_READ or
+ * _WRITE) as it is after deregistering mr, before unmapping or freeing
+ * it, in ns: where the provider answers peers from our process (tcp), an
+ * answer it began goes on after the registration went, until the reads
+ * that came before are past their deadline (twice op_timeout_ms). 0: at
+ * once (verbs, shm; memory for our own use; NULL).
+ */
+uint64_t fab_mr_serve_late_ns(const struct fab_mr *mr);
+/*
  * Close an endpoint; its outstanding operations complete with -ECANCELED
  * at once. The provider may hold some longer (a stalled connection), and
  * late data may land in their buffers until it hands them back: see
@@ -224,6 +233,9 @@ void fab_ep_close(struct fab_ep *ep);
  * the provider has handed the last such operation back (from fab_poll() or
  * the progress thread). At fab_domain_close() what is still busy then is
  * leaked on purpose, with one log line. addr NULL: only mr is deregistered.
+ * Memory peers read or write: mr goes at once, so later reads fail at
+ * their reader, and the memory is kept as it is for
+ * fab_mr_serve_late_ns(mr) first.
  * Any thread; never fails (without memory for the bookkeeping the area is
  * leaked and logged). The caller must not touch addr or mr afterwards.
  */

@@ -64,10 +64,18 @@ struct fab_domain {
 	 */
 	bool pins;
 	struct fab_bounce *bounce; /* made at the first need (fab_bounce.c) */
+	/*
+	 * How long after its registration goes a peer's read may still be
+	 * answered from the memory: our own process sends the answer (tcp),
+	 * and one already begun goes on (fab_release.c). 0: the device or
+	 * the peer copies, and deregistering ends it (verbs, shm).
+	 */
+	uint64_t serve_late_ns;
 	/* fab_release.c: memory handed over while busy */
 	pthread_mutex_t rel_lock;
 	struct fab_rel *rel; /* under rel_lock */
 	unsigned nrel; /* entries on rel; written under rel_lock, peeked at */
+	uint64_t rel_due; /* atomic: the next timed release falls due; 0 */
 };
 
 /* Base of every backend's registration. */
@@ -76,6 +84,7 @@ struct fab_mr {
 	void *buf;
 	size_t len;
 	struct fab_rkey rkey; /* filled by the backend at registration */
+	unsigned access; /* fab_access bits */
 	bool bounce; /* no backend registration: fab_bounce.c */
 };
 
@@ -113,6 +122,8 @@ int fab_verbs_auto_node(const struct fab_opts *o, char *ip, size_t len);
 void fab_release_init(struct fab_domain *d);
 /* Release what is no longer busy; no backend lock held. Any thread. */
 void fab_release_sweep(struct fab_domain *d);
+/* Sweep if a timed release fell due; the backends' passes call it. */
+void fab_release_tick(struct fab_domain *d);
 /* Closing: release what is not busy, leak the rest with one log line. */
 void fab_release_close(struct fab_domain *d);
 

@@ -599,7 +599,7 @@ static enum mig_src_state src_recover_postcopy(struct mig *m,
 		ret = mig_src_map(m);
 	}
 	if (ret) {
-		mig_src_release(m);
+		mig_src_release(m, false);
 		snprintf(m->reason, sizeof(m->reason),
 			 "ferryd restarted during post-copy and cannot serve "
 			 "the VM's pages (%s): the VM on %.64s may miss pages",
@@ -769,7 +769,7 @@ void mig_close(struct mig_env *n)
 		if (m->source && !mig_finished(m) &&
 		    mig_has(m, MIG_SM_PC | MIG_SM_HELD)) {
 			/* the record says so: a restart takes it up again */
-			mig_src_release(m);
+			mig_src_release(m, false);
 		} else if (m->source && !mig_finished(m)) {
 			mig_src_fail(m, MIG_SRC_FAILED, true,
 				     "ferryd shut down");

@@ -471,13 +471,15 @@ static void resume(struct mig_dst *d)
 }
 
 /*
- * Drop the map of the VM's memfd. A stalled link can leave reads held by
- * the provider after their endpoint closed: the fabric then parks the
- * range on anonymous memory, so late bytes never reach the memfd.
+ * Drop the map of the VM's memfd, and with it rmr, our registration of it
+ * as a relay's copy (NULL: none), which peers may still be reading: the
+ * fabric keeps the map for them first. A stalled link can leave reads
+ * held by the provider after their endpoint closed: the fabric then parks
+ * the range on anonymous memory, so late bytes never reach the memfd.
  */
-static void unmap(struct mig_dst *d)
+static void unmap(struct mig_dst *d, struct fab_mr *rmr)
 {
-	fab_mem_release(d->fab, d->map, d->pages * FY_PAGE_SIZE, NULL,
+	fab_mem_release(d->fab, d->map, d->pages * FY_PAGE_SIZE, rmr,
 			FAB_RELEASE_MUNMAP_SHARED);
 }
 
@@ -505,10 +507,11 @@ static void cleanup(struct mig_dst *d, bool ok)
 		delta_free(d);
 	fab_mr_dereg(d->mr);
 	d->mr = NULL;
-	fab_mr_dereg(d->rmr);
-	d->rmr = NULL;
 	if (d->map && !d->inflight)
-		unmap(d);
+		unmap(d, d->rmr);
+	else
+		fab_mr_dereg(d->rmr);
+	d->rmr = NULL;
 	d->map = NULL;
 	rly_close(d->rly); /* it borrows need */
 	d->rly = NULL;

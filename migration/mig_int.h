@@ -194,8 +194,12 @@ void mig_src_abandon(struct mig *m, bool tell, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Source: map and register the memfd of m->vmp for reads; 0 or -errno. */
 int mig_src_map(struct mig *m);
-/* Source: give back the mapping, registrations and the VM's slot. */
-void mig_src_release(struct mig *m);
+/*
+ * Source: give back the mapping, registrations and the VM's slot. Unless
+ * all_read (the destination holds every page), what peers read is kept a
+ * while for reads under way (fab_mr_serve_late_ns()).
+ */
+void mig_src_release(struct mig *m, bool all_read);
 /* Send msg to m's peer; logs and returns -errno on failure. */
 int mig_send(struct mig *m, const struct proto_msg *msg);
 /* Send ABORT with reason to m's peer (not logged). */

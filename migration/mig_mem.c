@@ -23,14 +23,20 @@ struct bg_release {
 	void *map;
 	size_t len;
 	struct kva_client *kc;
+	uint64_t until; /* CLOCK_MONOTONIC ns; 0: at once */
 };
 
 static void *bg_release_thread(void *arg)
 {
 	struct bg_release *r = arg;
+	struct timespec ts = { .tv_sec = r->until / 1000000000ULL,
+			       .tv_nsec = r->until % 1000000000ULL };
 
 	/* here: the detached thread's handle is not ours once it may exit */
 	pthread_setname_np(pthread_self(), "ferry-release");
+	while (r->until && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts,
+					   NULL) == EINTR)
+		;
 	if (r->map)
 		munmap(r->map, r->len);
 	kva_client_close(r->kc);
@@ -38,7 +44,8 @@ static void *bg_release_thread(void *arg)
 	return NULL;
 }
 
-void mig_release_bg(void *map, size_t len, struct kva_client *kc)
+void mig_release_bg(void *map, size_t len, struct kva_client *kc,
+		    uint64_t keep_ns)
 {
 	struct bg_release *r;
 	pthread_attr_t a;
@@ -49,7 +56,12 @@ void mig_release_bg(void *map, size_t len, struct kva_client *kc)
 		return;
 	r = malloc(sizeof(*r));
 	if (r && !pthread_attr_init(&a)) {
-		*r = (struct bg_release){ .map = map, .len = len, .kc = kc };
+		*r = (struct bg_release){
+			.map = map,
+			.len = len,
+			.kc = kc,
+			.until = keep_ns ? fy_now_ns() + keep_ns : 0,
+		};
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 		ret = pthread_create(&t, &a, bg_release_thread, r);
 		pthread_attr_destroy(&a);

@@ -74,9 +74,11 @@ static void kept_drop(struct mig_kept *k, const char *why)
 {
 	pr_info("retained copy of %s (%" PRIu64 " MiB) dropped: %s", k->vm,
 		k->bytes >> 20, why);
+	uint64_t keep = fab_mr_serve_late_ns(k->mr);
+
 	/* first: a peer's read fails from now on, it never sees other data */
 	fab_mr_dereg(k->mr);
-	mig_release_bg(k->map, k->pages * FY_PAGE_SIZE, NULL);
+	mig_release_bg(k->map, k->pages * FY_PAGE_SIZE, NULL, keep);
 	if (k->memfd >= 0)
 		close(k->memfd);
 	memset(k, 0, sizeof(*k));

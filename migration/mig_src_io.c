@@ -30,10 +30,10 @@
 /* Give the source's registration and mapping back. */
 static void stage_free(struct mig *m)
 {
-	fab_mr_dereg(m->stage_mr);
+	/* kept while a peer's read of it may still be answered */
+	fab_mem_release(m->n->fab, m->stage, m->stage_len, m->stage_mr,
+			FAB_RELEASE_MUNMAP);
 	m->stage_mr = NULL;
-	if (m->stage)
-		munmap(m->stage, m->stage_len);
 	m->stage = NULL;
 	m->stage_len = 0;
 }
@@ -98,8 +98,11 @@ void mig_src_relays_tick(struct mig *m, uint64_t now)
 		mig_save_record(m);
 }
 
-void mig_src_release(struct mig *m)
+void mig_src_release(struct mig *m, bool all_read)
 {
+	/* else a peer's read may be under way: keep what it reads (bug 2) */
+	uint64_t keep = all_read ? 0 : fab_mr_serve_late_ns(m->mr);
+
 	mig_src_relay_release(m, "the migration ended");
 	free(m->pgen);
 	m->pgen = NULL;
@@ -107,14 +110,14 @@ void mig_src_release(struct mig *m)
 	stage_free(m);
 	fab_mr_dereg(m->cache_mr);
 	m->cache_mr = NULL;
-	mig_release_bg(m->cache, m->pages * FY_PAGE_SIZE, NULL);
+	mig_release_bg(m->cache, m->pages * FY_PAGE_SIZE, NULL, keep);
 	m->cache = NULL;
 	if (m->mr) {
 		fab_mr_dereg(m->mr);
 		m->mr = NULL;
 	}
 	/* our map of the VM's RAM: the last reference, if the VM exited */
-	mig_release_bg(m->map, m->pages * FY_PAGE_SIZE, NULL);
+	mig_release_bg(m->map, m->pages * FY_PAGE_SIZE, NULL, keep);
 	m->map = NULL;
 	if (m->vmp) {
 		m->vmp->mig = NULL;
@@ -142,7 +145,7 @@ static void src_end(struct mig *m, enum mig_src_state how, bool tell)
 		m->reason);
 	mig_to(m, how, m->reason);
 	m->t_end = mig_now(m->n);
-	mig_src_release(m);
+	mig_src_release(m, false);
 }
 
 void mig_src_fail(struct mig *m, enum mig_src_state how, bool tell,
@@ -356,7 +359,7 @@ void mig_src_drop_vm(struct mig *m)
 	ret = mig_vm_exit(m->n, vm->kc);
 	if (ret)
 		mig_err(m, "EXIT: %s", strerror(-ret));
-	mig_src_release(m);
+	mig_src_release(m, true);
 	mig_vm_forget(m->n, vm);
 }
 

@@ -197,12 +197,15 @@ int mig_release_kept(struct mig_env *n, const char *vm, char *err,
 /* Stop destination threads, fail what is in flight; at shutdown. */
 void mig_close(struct mig_env *n);
 /*
- * Unmap map (len bytes; NULL: none) and close kc (NULL: none) on a thread
- * of their own, which now owns both: the last reference to a guest's RAM
- * frees it, about 0.3 s per GiB here, time the control thread owes its
- * peers' PINGs and the CLI. Inline if no thread can be had.
+ * Unmap map (len bytes; NULL: none) keep_ns from now and close kc (NULL:
+ * none) on a thread of their own, which now owns both: the last reference
+ * to a guest's RAM frees it, about 0.3 s per GiB here, time the control
+ * thread owes its peers' PINGs and the CLI. keep_ns: peers may still be
+ * served from map (fab_mr_serve_late_ns()). Inline, at once, if no thread
+ * can be had.
  */
-void mig_release_bg(void *map, size_t len, struct kva_client *kc);
+void mig_release_bg(void *map, size_t len, struct kva_client *kc,
+		    uint64_t keep_ns);
 /* The migration's id (chosen by its source). */
 uint64_t mig_id(const struct mig *m);
 /*

@@ -75,7 +75,7 @@ void nd_vm_forget(struct mig_vm *vm)
 {
 	if (!vm || !vm->used)
 		return;
-	mig_release_bg(NULL, 0, vm->kc);
+	mig_release_bg(NULL, 0, vm->kc, 0);
 	memset(vm, 0, sizeof(*vm));
 }
 

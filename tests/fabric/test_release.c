@@ -288,6 +288,82 @@ static void test_release_shared_parks(void **state)
 	pair_close(&p);
 }
 
+/*
+ * A holder lets go of memory peers are still reading (a source cancelling
+ * with a relay's reads on the wire): the reads it took before bring the
+ * data they asked for, the connection stays sound, and the memory goes
+ * once their deadlines are past. Unmapped at once, all 8 reads timed out
+ * and the connection was lost (bug 2 of docs/results.md, bench/p2p).
+ */
+static void test_release_served(void **state)
+{
+	enum { SIZE = 32 << 20, READS = 8, EACH = SIZE / READS };
+	struct fab_mr *mr, *tmr2;
+	struct fab_rkey rk2;
+	struct fab_cqe c;
+	struct pair p;
+	char *buf, *region;
+	uint64_t end;
+	int done = 0, ok = 0;
+
+	(void)state;
+	pair_open(&p);
+	region = mmap(NULL, SIZE, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	buf = mmap(NULL, SIZE, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(region != MAP_FAILED && buf != MAP_FAILED);
+	memset(region, 0x77, SIZE);
+	assert_int_equal(fab_mr_reg(p.t, region, SIZE, FAB_ACCESS_READ, &tmr2),
+			 0);
+	fab_mr_rkey(tmr2, &rk2);
+	assert_int_equal(fab_mr_reg(p.i, buf, SIZE, FAB_ACCESS_LOCAL, &mr), 0);
+	/* the connection first */
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk, 0, NULL),
+			 0);
+	assert_int_equal(wait_cqe(&p, true).status, 0);
+
+	for (int k = 0; k < READS; k++)
+		assert_int_equal(fab_read(p.ep, buf + k * EACH, EACH, mr, &rk2,
+					  (uint64_t)k * EACH, NULL),
+				 0);
+	/* the target takes the requests and starts its answers */
+	end = fy_now_ns() + 20000000ULL;
+	while (fy_now_ns() < end)
+		assert_true(fab_poll(p.t, &c, 1, 0) >= 0);
+	fab_mem_release(p.t, region, SIZE, tmr2, FAB_RELEASE_MUNMAP);
+
+	end = fy_now_ns() + 3000000000ULL;
+	while (done < READS && fy_now_ns() < end) {
+		assert_true(fab_poll(p.t, &c, 1, 0) >= 0);
+		if (fab_poll(p.i, &c, 1, 1) == 1) {
+			done++;
+			ok += c.status == 0;
+		}
+	}
+	assert_int_equal(done, READS);
+	assert_int_equal(ok, READS);
+	for (size_t k = 0; k < SIZE; k++)
+		if ((unsigned char)buf[k] != 0x77)
+			fail_msg("byte %zu: %#x", k, (unsigned char)buf[k]);
+	/* the connection is sound: the first region reads as before */
+	memset(buf, 0, FY_PAGE_SIZE);
+	assert_int_equal(fab_read(p.ep, buf, FY_PAGE_SIZE, mr, &p.rk, 0, buf),
+			 0);
+	c = wait_cqe(&p, true);
+	assert_int_equal(c.status, 0);
+	assert_int_equal((unsigned char)buf[0], 0x5a);
+	/* unmapped once the reads' deadlines are past (2 x 300 ms) */
+	assert_true(mapped(region));
+	end = fy_now_ns() + 2000000000ULL;
+	while (mapped(region) && fy_now_ns() < end)
+		assert_true(fab_poll(p.t, &c, 1, 1) >= 0);
+	assert_false(mapped(region));
+	assert_int_equal(fab_mr_dereg(mr), 0);
+	munmap(buf, SIZE);
+	pair_close(&p);
+}
+
 /* A stand-in backend: mem_busy answers what the test says. */
 static bool fake_busy_now;
 
@@ -366,6 +442,7 @@ int main(void)
 		cmocka_unit_test(test_release_waits_for_held_read),
 		cmocka_unit_test(test_same_peer),
 		cmocka_unit_test(test_release_shared_parks),
+		cmocka_unit_test(test_release_served),
 		cmocka_unit_test(test_release_close_leaks),
 	};
 
