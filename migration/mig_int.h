@@ -94,6 +94,7 @@ struct mig {
 	enum kva_accel accel; /* the destination's ferry-vm uses it too */
 	uint8_t *map;
 	struct fab_mr *mr;
+	struct fab_rkey map_rk; /* source: what our last HOLDER_MAP said */
 	/* progress, both roles (the destination fills it from its thread) */
 	uint32_t round;
 	uint64_t gen;

@@ -554,6 +554,11 @@ void mig_src_tick(struct mig *m, uint64_t now)
 				       : MIG_SRC_PC_SWITCHOVER,
 			       "holder map sent again");
 			mig_info(m, "post-copy: holder map sent again");
+		} else if (st == MIG_SRC_POSTCOPY && ps == MIG_PEER_REACHABLE &&
+			   mig_src_rekeyed(m) && !mig_src_send_holder_map(m)) {
+			/* D's reads fail with the old key: it waits for this */
+			mig_info(m, "post-copy: our copy was registered anew: "
+				    "holder map sent again");
 		}
 		return;
 	}

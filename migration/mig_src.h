@@ -74,6 +74,11 @@ int mig_src_send_gen(struct mig *m, enum proto_type t);
 int mig_src_send_prepare(struct mig *m);
 /* Tell D where our copy is: after its "yes", and after our restart. */
 int mig_src_send_holder_map(struct mig *m);
+/*
+ * Our copy's registration is not the one the last HOLDER_MAP gave (verbs:
+ * the device was removed and came back, every registration made anew).
+ */
+bool mig_src_rekeyed(const struct mig *m);
 /* The new destination of a retarget said yes: go on with it. */
 void mig_src_retargeted(struct mig *m);
 /* RESUME: D may run the VM now; again after a second if unanswered. */

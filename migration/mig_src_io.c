@@ -331,6 +331,7 @@ int mig_src_send_holder_map(struct mig *m)
 
 	/* with deltas D pulls the copy it will later get deltas against */
 	fab_mr_rkey(m->o.delta ? m->cache_mr : m->mr, &rk);
+	m->map_rk = rk;
 	h.holder_map.mig = m->id;
 	snprintf(h.holder_map.node, sizeof(h.holder_map.node), "%s",
 		 m->n->cfg.name);
@@ -346,6 +347,14 @@ int mig_src_send_holder_map(struct mig *m)
 	r.ngens = 1;
 	r.gens = &all;
 	return mig_send(m, &h);
+}
+
+bool mig_src_rekeyed(const struct mig *m)
+{
+	struct fab_rkey rk;
+
+	fab_mr_rkey(m->o.delta ? m->cache_mr : m->mr, &rk);
+	return rk.key != m->map_rk.key || rk.addr != m->map_rk.addr;
 }
 
 /* The source's copy is no longer needed: the VM exits here. */
