@@ -380,6 +380,11 @@ static int drain(struct vb_domain *vd)
 	if (__atomic_load_n(&vd->apending, __ATOMIC_ACQUIRE))
 		vb_async_apply(vd);
 	m = cq_read(vd);
+	/* a device going away may fail them: it is let go of (reset.c) */
+	if (__atomic_load_n(&vd->dev, __ATOMIC_RELAXED) != VD_UP) {
+		n = FY_MAX(n, 0);
+		m = FY_MAX(m, 0);
+	}
 	if (n < 0 || m < 0)
 		return n < 0 ? n : m;
 	vb_post_queued(vd);

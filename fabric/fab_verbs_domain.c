@@ -507,6 +507,8 @@ void fab_verbs_close(struct fab_domain *d)
 
 	vb_async_del(vd);
 	stop_progress(vd);
+	/* a device gone is let go of below, not made anew (reset.c) */
+	__atomic_store_n(&vd->stop, 1, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&vd->lock);
 	for (c = vd->conns.next; c != &vd->conns; c = c->next)
 		vb_conn_fail(vd, c, -ECANCELED);

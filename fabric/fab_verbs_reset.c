@@ -203,7 +203,8 @@ void vb_dev_tick(struct vb_domain *vd)
 	if (vd->dev == VD_LOST) {
 		release(vd);
 		freed = true;
-	} else if (vd->dev == VD_GONE && fy_now_ns() >= vd->retry_at) {
+	} else if (vd->dev == VD_GONE && fy_now_ns() >= vd->retry_at &&
+		   !__atomic_load_n(&vd->stop, __ATOMIC_ACQUIRE)) {
 		__atomic_store_n(&vd->retry_at, fy_now_ns() + VB_RETRY_NS,
 				 __ATOMIC_RELAXED);
 		id = listen_again(vd);
