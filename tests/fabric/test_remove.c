@@ -181,7 +181,7 @@ static void removed(struct remover *r, uint64_t cut)
 		      (unsigned long)r->ms);
 }
 
-/* The target's key once it differs from old, at most BOUND_MS from t. */
+/* The target's key once it differs from old, at most BOUND_MS from since. */
 static void key_changed(struct target *t, uint64_t since, uint64_t old,
 			struct fab_rkey *rk)
 {
@@ -192,7 +192,8 @@ static void key_changed(struct target *t, uint64_t since, uint64_t old,
 		assert_true(ms_since(since) < BOUND_MS);
 		usleep(20000);
 	}
-	print_message("the target's key changed %lu ms after rxe0 was back\n",
+	print_message("the target's key changed %lu ms after `rdma link add` "
+		      "began\n",
 		      (unsigned long)ms_since(since));
 }
 
@@ -235,13 +236,17 @@ static void test_remove(void **state)
 	assert_false(fab_mem_busy(d, buf, SIZE));
 	fab_ep_close(ep);
 
-	assert_int_equal(system(RXE0_ADD), 0);
 	back = fy_now_ns();
+	assert_int_equal(system(RXE0_ADD), 0);
+	print_message("rxe0 active with its address %lu ms after `rdma link "
+		      "add` began\n",
+		      (unsigned long)ms_since(back));
 	key_changed(&t, back, old.key, &rk);
 	while ((ret = fab_ep_connect(d, &t.h.addr, &ep2)) == -ENODEV)
 		assert_true(ms_since(back) < BOUND_MS);
 	assert_int_equal(ret, 0);
-	print_message("the initiator connects %lu ms after rxe0 was back\n",
+	print_message("the initiator connects %lu ms after `rdma link add` "
+		      "began\n",
 		      (unsigned long)ms_since(back));
 	assert_int_equal(read_all(d, ep2, buf, mr, &rk), 0);
 	/* the old key is no registration any more */
