@@ -160,6 +160,7 @@ static int reg_again(struct vb_domain *vd, struct vb_mr *m)
 static int come_back(struct vb_domain *vd, struct rdma_cm_id *id)
 {
 	const char *name = ibv_get_device_name(id->verbs->device);
+	char prov[sizeof(vd->provider)];
 	struct vb_mr *m;
 	unsigned n = 0;
 	int ret;
@@ -178,8 +179,10 @@ static int come_back(struct vb_domain *vd, struct rdma_cm_id *id)
 		vb_dev_free(vd);
 		return ret;
 	}
-	snprintf(vd->provider, sizeof(vd->provider), "verbs:%s:%u", name,
-		 vd->port);
+	snprintf(prov, sizeof(prov), "verbs:%s:%u", name, vd->port);
+	/* any thread may read it (fab_domain_provider()): if it changed */
+	if (strcmp(prov, vd->provider))
+		memcpy(vd->provider, prov, sizeof(prov));
 	__atomic_store_n(&vd->down, vb_port_down(vd) ? -ENETDOWN : 0,
 			 __ATOMIC_RELAXED);
 	dev_set(vd, VD_UP);
