@@ -202,7 +202,8 @@ static void key_changed(struct target *t, uint64_t since, uint64_t old,
  * reads: the removal completes (both processes let go of the device) and
  * every read fails or lands, within BOUND_MS; connecting says -ENODEV.
  * rxe0 comes back: both domains are back within BOUND_MS, the target's
- * key changed, a new endpoint reads the region with it and the old key
+ * key changed, a new endpoint reads the region with it, into plain
+ * memory and through the bounce arena (fab_bounce.c), and the old key
  * fails.
  */
 static void test_remove(void **state)
@@ -214,10 +215,10 @@ static void test_remove(void **state)
 	struct fab_domain *d;
 	struct fab_rkey old, rk;
 	struct fab_ep *ep, *ep2;
-	struct fab_mr *mr;
+	struct fab_mr *mr, *hmr;
 	struct target t;
 	uint64_t cut, back;
-	char *buf;
+	char *buf, *hbuf;
 	int ret;
 
 	(void)state;
@@ -227,8 +228,15 @@ static void test_remove(void **state)
 	buf = map_region(SIZE);
 	assert_non_null(buf);
 	assert_int_equal(fab_mr_reg(d, buf, SIZE, FAB_ACCESS_LOCAL, &mr), 0);
+	/* guest RAM: through the bounce arena where registering pins */
+	hbuf = map_region(SIZE);
+	assert_non_null(hbuf);
+	assert_int_equal(fab_mr_reg(d, hbuf, SIZE,
+				    FAB_ACCESS_LOCAL | FAB_ACCESS_HOLES, &hmr),
+			 0);
 	assert_int_equal(fab_ep_connect(d, &t.h.addr, &ep), 0);
 	assert_int_equal(read_all(d, ep, buf, mr, &old), 0);
+	assert_int_equal(read_all(d, ep, hbuf, hmr, &old), 0);
 
 	assert_int_not_equal(across(d, ep, buf, mr, &old, &r, &cut), 0);
 	removed(&r, cut);
@@ -249,6 +257,8 @@ static void test_remove(void **state)
 		      "began\n",
 		      (unsigned long)ms_since(back));
 	assert_int_equal(read_all(d, ep2, buf, mr, &rk), 0);
+	/* the arena was registered anew too */
+	assert_int_equal(read_all(d, ep2, hbuf, hmr, &rk), 0);
 	/* the old key is no registration any more */
 	ret = read_one(d, ep2, buf, mr, &old, 0);
 	print_message("a read with the old key: %s\n", strerror(-ret));
@@ -257,8 +267,10 @@ static void test_remove(void **state)
 
 	fab_ep_close(ep2);
 	fab_mr_dereg(mr);
+	fab_mr_dereg(hmr);
 	fab_domain_close(d);
 	munmap(buf, SIZE);
+	munmap(hbuf, SIZE);
 	target_stop(&t);
 }
 
