@@ -114,7 +114,10 @@ int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
 
 void fab_mr_rkey(const struct fab_mr *mr, struct fab_rkey *out)
 {
-	*out = mr->rkey;
+	out->addr = mr->rkey.addr;
+	out->len = mr->rkey.len;
+	/* verbs makes it anew when its device is back (fab_verbs_reset.c) */
+	out->key = __atomic_load_n(&mr->rkey.key, __ATOMIC_RELAXED);
 }
 
 int fab_mr_dereg(struct fab_mr *mr)

@@ -32,33 +32,55 @@
  * them. Otherwise the range is pinned, which faults in every page of it
  * now (docs/rdma.md, "Registration").
  */
-static int vb_reg_mr(struct fab_domain *d, void *buf, size_t len,
-		     unsigned access, struct fab_mr **out)
+struct ibv_mr *vb_mr_make(struct vb_domain *vd, const struct vb_mr *m)
 {
-	struct vb_domain *vd = vb_vd(d);
-	int flags = IBV_ACCESS_LOCAL_WRITE;
-	struct vb_mr *m;
+	void *buf = (void *)(uintptr_t)m->base.rkey.addr;
+	size_t len = m->base.rkey.len;
+	struct ibv_mr *mr = NULL;
 
-	if (access & FAB_ACCESS_READ)
-		flags |= IBV_ACCESS_REMOTE_READ;
-	if (access & FAB_ACCESS_WRITE)
-		flags |= IBV_ACCESS_REMOTE_WRITE;
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
 	if (vd->odp) {
-		m->mr = ibv_reg_mr(vd->pd, buf, len,
-				   flags | IBV_ACCESS_ON_DEMAND);
-		if (!m->mr)
+		mr = ibv_reg_mr(vd->pd, buf, len,
+				m->flags | IBV_ACCESS_ON_DEMAND);
+		if (!mr)
 			pr_warn("on-demand registration of %zu bytes failed "
 				"(%s): pinning",
 				len, strerror(errno));
 	}
-	if (!m->mr)
-		m->mr = ibv_reg_mr(vd->pd, buf, len, flags);
-	if (!m->mr) {
-		int err = errno ? errno : ENOMEM;
+	return mr ? mr : ibv_reg_mr(vd->pd, buf, len, m->flags);
+}
 
+/*
+ * While the device is gone the registration is only recorded: it is
+ * made when the device is back (fab_verbs_reset.c), with a new key.
+ */
+static int vb_reg_mr(struct fab_domain *d, void *buf, size_t len,
+		     unsigned access, struct fab_mr **out)
+{
+	struct vb_domain *vd = vb_vd(d);
+	struct vb_mr *m;
+	int err = 0;
+
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->flags = IBV_ACCESS_LOCAL_WRITE;
+	if (access & FAB_ACCESS_READ)
+		m->flags |= IBV_ACCESS_REMOTE_READ;
+	if (access & FAB_ACCESS_WRITE)
+		m->flags |= IBV_ACCESS_REMOTE_WRITE;
+	/* verbs addresses by virtual address; the key is the device's */
+	m->base.rkey.addr = (uint64_t)(uintptr_t)buf;
+	m->base.rkey.len = len;
+	pthread_rwlock_rdlock(&vd->dev_lock);
+	if (__atomic_load_n(&vd->dev, __ATOMIC_ACQUIRE) == VD_UP) {
+		m->mr = vb_mr_make(vd, m);
+		err = m->mr ? 0 : errno ? errno : ENOMEM;
+	}
+	/* failed as the device went: recorded like one made while gone */
+	if (err && __atomic_load_n(&vd->dev, __ATOMIC_ACQUIRE) != VD_UP)
+		err = 0;
+	if (err) {
+		pthread_rwlock_unlock(&vd->dev_lock);
 		free(m);
 		/* read-only memory: the caller may make it writable and retry */
 		if (err == EFAULT) {
@@ -72,16 +94,14 @@ static int vb_reg_mr(struct fab_domain *d, void *buf, size_t len,
 						     : "");
 		return -err;
 	}
-	/* verbs addresses by virtual address; the key is the device's */
-	m->base.rkey.addr = (uint64_t)(uintptr_t)buf;
-	m->base.rkey.len = len;
-	m->base.rkey.key = m->mr->rkey;
+	m->base.rkey.key = m->mr ? m->mr->rkey : 0;
 	pthread_mutex_lock(&vd->lock);
 	m->next = vd->mrs.next;
 	m->prev = &vd->mrs;
 	m->next->prev = m;
 	vd->mrs.next = m;
 	pthread_mutex_unlock(&vd->lock);
+	pthread_rwlock_unlock(&vd->dev_lock);
 	*out = &m->base;
 	return 0;
 }
@@ -90,14 +110,18 @@ static int vb_dereg_mr(struct fab_mr *mr)
 {
 	struct vb_domain *vd = vb_vd(mr->d);
 	struct vb_mr *m = container_of(mr, struct vb_mr, base);
-	int ret;
+	int ret = 0;
 
+	/* the device's objects do not change under a read lock */
+	pthread_rwlock_rdlock(&vd->dev_lock);
 	pthread_mutex_lock(&vd->lock);
 	m->prev->next = m->next;
 	m->next->prev = m->prev;
 	pthread_mutex_unlock(&vd->lock);
 	/* verbs returns a positive errno */
-	ret = ibv_dereg_mr(m->mr);
+	if (m->mr)
+		ret = ibv_dereg_mr(m->mr);
+	pthread_rwlock_unlock(&vd->dev_lock);
 	if (ret)
 		pr_err("ibv_dereg_mr: %s", strerror(ret));
 	free(m);
@@ -193,7 +217,8 @@ static void vb_ep_close(struct fab_ep *e)
  * nothing waits before it. A send gets a bounce buffer and copies msg.
  */
 static int op_start(struct vb_domain *vd, struct vb_ep *ep,
-		    const struct vb_op *want, const void *msg)
+		    const struct vb_op *want, const struct vb_mr *m,
+		    const void *msg)
 {
 	struct vb_conn *c = ep->conn;
 	bool send = want->op == FAB_OP_SEND;
@@ -201,6 +226,12 @@ static int op_start(struct vb_domain *vd, struct vb_ep *ep,
 	int ret = 0;
 
 	pthread_mutex_lock(&vd->lock);
+	/* the device is gone: so are its keys (fab_verbs_reset.c) */
+	if (__atomic_load_n(&vd->dev, __ATOMIC_RELAXED) != VD_UP ||
+	    (m && !m->mr)) {
+		ret = -ENODEV;
+		goto out;
+	}
 	if (c->state == VC_FAILED) {
 		ret = -ENOTCONN;
 		goto out;
@@ -216,6 +247,8 @@ static int op_start(struct vb_domain *vd, struct vb_ep *ep,
 	vd->free_ops = op->next;
 	*op = *want;
 	op->sbuf = -1;
+	if (m)
+		op->lkey = m->mr->lkey; /* changes when the device comes back */
 	if (send) {
 		op->sbuf = vd->sbuf_free[--vd->nsbuf_free];
 		op->buf = vd->bufs + (size_t)(VB_NRX + op->sbuf) * FAB_MSG_MAX;
@@ -263,8 +296,8 @@ static int vb_rma(struct fab_ep *e, enum fab_op kind, void *buf, size_t len,
 	    (char *)buf + len > (char *)mr->buf + mr->len || len > UINT32_MAX ||
 	    key > UINT32_MAX)
 		return -EINVAL;
-	want.lkey = container_of(mr, struct vb_mr, base)->mr->lkey;
-	return op_start(vd, container_of(e, struct vb_ep, base), &want, NULL);
+	return op_start(vd, container_of(e, struct vb_ep, base), &want,
+			container_of(mr, struct vb_mr, base), NULL);
 }
 
 static int vb_read(struct fab_ep *e, void *buf, size_t len, struct fab_mr *mr,
@@ -285,7 +318,7 @@ static int vb_send(struct fab_ep *e, const void *buf, size_t len, void *ctx)
 	struct vb_op want = { .op = FAB_OP_SEND, .len = len, .ctx = ctx };
 
 	return op_start(vb_vd(e->d), container_of(e, struct vb_ep, base), &want,
-			buf);
+			NULL, buf);
 }
 
 /* the domain (opened and closed in fab_verbs_domain.c) */

@@ -14,7 +14,8 @@
  * rdma-core backend internals, shared by fab_verbs.c (memory, endpoints,
  * posting), fab_verbs_domain.c (open, close), fab_verbs_cm.c (connections),
  * fab_verbs_cq.c (completions, deadlines, progress) and fab_verbs_async.c
- * (the device's asynchronous events).
+ * (the device's asynchronous events), fab_verbs_reset.c (the device
+ * removed and back).
  */
 
 #define VB_MAX_OPS 1024 /* cap on operations in flight per domain */
@@ -29,6 +30,7 @@
 #define VB_CM_EVERY_NS 1000000ULL /* spinning: librdmacm's events this often */
 #define VB_CONN_MAGIC 0x66727976u /* "fryv": private data of a connect */
 #define VB_NSEC 1000000000ULL
+#define VB_RETRY_NS 150000000ULL /* device gone: listen again this often */
 
 /*
  * A slot's life: FREE -> QUEUED (its connection is being made, or its send
@@ -37,6 +39,13 @@
  * ABANDONED until it does; its late completion only frees the slot.
  */
 enum vb_op_state { VOP_FREE, VOP_QUEUED, VOP_POSTED, VOP_ABANDONED };
+
+/*
+ * The domain's device (fab_verbs_reset.c): UP -> LOST (removed or fatal:
+ * everything fails with -ENODEV) -> GONE (all we held on it released;
+ * listening again is tried every VB_RETRY_NS) -> UP (made anew).
+ */
+enum vb_dev_state { VD_UP, VD_LOST, VD_GONE };
 
 /* RESOLVING -> CONNECTING -> UP; any -> FAILED (the QP is in error) */
 enum vb_conn_state { VC_RESOLVING, VC_CONNECTING, VC_UP, VC_FAILED };
@@ -64,6 +73,8 @@ struct vb_op {
 struct vb_rx {
 	void *buf;
 	struct vb_rx *next; /* lent to the application, to repost */
+	bool posted; /* on the shared receive queue */
+	bool repost; /* was, or was to be, when the device went */
 };
 
 /*
@@ -74,7 +85,8 @@ struct vb_rx {
 struct vb_conn {
 	struct vb_conn *next, *prev;
 	struct vb_domain *vd;
-	struct rdma_cm_id *id; /* owns the QP (id->qp, its context: us) */
+	/* owns the QP (id->qp, its context: us); NULL once the device went */
+	struct rdma_cm_id *id;
 	uint32_t qp_num;
 	/* the peer's listener (its fab_addr); len 0: not told */
 	struct fab_addr peer;
@@ -100,8 +112,10 @@ struct vb_ep {
 };
 
 struct vb_mr {
-	struct fab_mr base; /* first */
+	struct fab_mr base; /* first; base.rkey.key: atomic */
+	/* under vd->lock and dev_lock; NULL while the device is gone */
 	struct ibv_mr *mr;
+	int flags; /* ibv_access_flags, to register it anew */
 	struct vb_mr *next, *prev;
 };
 
@@ -113,9 +127,20 @@ struct vb_domain {
 	uint64_t spin_ns;
 	bool odp; /* the device pages on demand for RC reads and writes */
 
-	struct rdma_event_channel *ec;
+	/*
+	 * Held for reading by (de)registrations, which run without lock;
+	 * for writing, then lock, to release and make anew what follows.
+	 */
+	pthread_rwlock_t dev_lock;
+	/* enum vb_dev_state; written under lock (UP -> LOST) or both */
+	uint8_t dev;
+	uint64_t retry_at; /* GONE: listen again from then on; atomic */
+
+	struct rdma_event_channel *ec; /* outlives the device */
+	/* on the device: NULL while it is gone; used under lock */
 	struct rdma_cm_id *listen;
-	struct ibv_context *ctx; /* the listener's device; not owned */
+	/* the listener's device; not owned; atomic for fab_verbs_async.c */
+	struct ibv_context *ctx;
 	uint8_t port; /* the listener's port */
 	struct ibv_pd *pd;
 	struct ibv_comp_channel *ch;
@@ -192,6 +217,24 @@ extern const struct fab_ops fab_verbs_ops;
 int fab_verbs_open(const char *prov, const struct fab_opts *opts,
 		   struct fab_domain **out);
 void fab_verbs_close(struct fab_domain *d);
+/* Lock held; listener bound: what the device offers, first time or not. */
+int vb_query_caps(struct vb_domain *vd, bool first);
+/* Lock held: protection domain, channel, queues on vd->ctx. */
+int vb_open_queues(struct vb_domain *vd);
+/* Lock held: register the message buffers, post the receives due. */
+int vb_open_bufs(struct vb_domain *vd);
+/* Lock held: release what the domain holds on its device (not QPs). */
+void vb_dev_free(struct vb_domain *vd);
+
+/* fab_verbs.c */
+/* Register m (buf, len, flags) on vd's PD: the ibv_mr, or NULL (errno). */
+struct ibv_mr *vb_mr_make(struct vb_domain *vd, const struct vb_mr *m);
+
+/* fab_verbs_reset.c; lock held unless said */
+/* The device was removed or failed: fail everything with -ENODEV. */
+void vb_dev_lost(struct vb_domain *vd);
+/* Lock not held: release a lost device's resources, or try to come back. */
+void vb_dev_tick(struct vb_domain *vd);
 /* fab_verbs_cm.c: connections; lock held */
 /* Start a connection to peer (checked: a sockaddr of ours to reach). */
 int vb_conn_start(struct vb_domain *vd, const struct fab_addr *peer,

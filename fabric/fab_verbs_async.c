@@ -70,7 +70,9 @@ static void to_domains(struct ibv_context *ctx, unsigned port, int status,
 
 	pthread_mutex_lock(&reg_lock);
 	for (vd = reg_head; vd; vd = vd->anext) {
-		if (vd->ctx != ctx || (port && vd->port != port))
+		/* NULL while its device is gone (fab_verbs_reset.c) */
+		if (__atomic_load_n(&vd->ctx, __ATOMIC_RELAXED) != ctx ||
+		    (port && vd->port != port))
 			continue;
 		/* a fatal device stays so */
 		if (__atomic_load_n(&vd->down, __ATOMIC_RELAXED) != -ENODEV)
@@ -139,6 +141,8 @@ int vb_async_read(struct vb_domain *vd)
 	struct ibv_async_event ev;
 	int n = 0;
 
+	if (!vd->ctx)
+		return 0; /* the device is gone (fab_verbs_reset.c) */
 	while (!ibv_get_async_event(vd->ctx, &ev)) {
 		event(vd, &ev);
 		ibv_ack_async_event(&ev);
@@ -155,7 +159,7 @@ bool vb_port_down(struct vb_domain *vd)
 {
 	struct ibv_port_attr pa;
 
-	return !ibv_query_port(vd->ctx, vd->port, &pa) &&
+	return vd->ctx && !ibv_query_port(vd->ctx, vd->port, &pa) &&
 	       pa.state != IBV_PORT_ACTIVE;
 }
 
@@ -167,6 +171,11 @@ void vb_async_apply(struct vb_domain *vd)
 	if (!__atomic_exchange_n(&vd->apending, false, __ATOMIC_ACQUIRE))
 		return;
 	status = __atomic_exchange_n(&vd->afail, 0, __ATOMIC_RELAXED);
+	/* the device failed: take it down and wait for it (fab_verbs_reset.c) */
+	if (status == -ENODEV) {
+		vb_dev_lost(vd);
+		return;
+	}
 	for (c = vd->conns.next; c != &vd->conns; c = c->next) {
 		int qs = __atomic_exchange_n(&c->afail, 0, __ATOMIC_RELAXED);
 

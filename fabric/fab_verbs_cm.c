@@ -137,6 +137,9 @@ int vb_conn_start(struct vb_domain *vd, const struct fab_addr *peer,
 
 	if (addr_check(peer))
 		return -EINVAL;
+	/* the device went since vb_connect() looked (fab_verbs_reset.c) */
+	if (__atomic_load_n(&vd->dev, __ATOMIC_RELAXED) != VD_UP)
+		return -ENODEV;
 	if (rdma_create_id(vd->ec, &id, NULL, RDMA_PS_TCP)) {
 		pr_perror("rdma_create_id");
 		return -errno;
@@ -173,10 +176,11 @@ void vb_conn_fail(struct vb_domain *vd, struct vb_conn *c, int status)
 		return;
 	addr_str(&c->peer, peer, sizeof(peer));
 	if (status == -ECANCELED || (status == -ECONNRESET && !c->held) ||
-	    status == -ENETDOWN)
+	    status == -ENETDOWN || status == -ENODEV)
 		/*
 		 * closed by us, by the peer with nothing in flight, or
-		 * the port went down (logged once, fab_verbs_async.c)
+		 * the port or device went (logged once, fab_verbs_async.c,
+		 * fab_verbs_reset.c)
 		 */
 		pr_debug("connection to %s closed (%s)", peer,
 			 strerror(-status));
@@ -191,9 +195,10 @@ void vb_conn_fail(struct vb_domain *vd, struct vb_conn *c, int status)
 			vb_op_abandon(vd, op, status);
 	}
 	/* the device flushes what it holds; the peer hears of it */
-	if (c->id->qp && ibv_modify_qp(c->id->qp, &qa, IBV_QP_STATE))
+	if (c->id && c->id->qp && ibv_modify_qp(c->id->qp, &qa, IBV_QP_STATE) &&
+	    status != -ENODEV)
 		pr_warn("cannot put a queue pair in error");
-	if (was_up)
+	if (was_up && c->id)
 		rdma_disconnect(c->id);
 	__atomic_store_n(&vd->reap, true, __ATOMIC_RELAXED);
 	vb_wake(vd);
@@ -203,9 +208,10 @@ static void conn_destroy(struct vb_conn *c)
 {
 	c->prev->next = c->next;
 	c->next->prev = c->prev;
-	if (c->id->qp)
+	if (c->id && c->id->qp)
 		rdma_destroy_qp(c->id);
-	rdma_destroy_id(c->id);
+	if (c->id)
+		rdma_destroy_id(c->id);
 	free(c);
 }
 
@@ -246,6 +252,10 @@ static bool cm_accept(struct vb_domain *vd, struct rdma_cm_event *ev)
 		return true;
 	}
 	memcpy(peer.bytes, h.addr, peer.len);
+	if (__atomic_load_n(&vd->dev, __ATOMIC_RELAXED) != VD_UP) {
+		rdma_reject(ev->id, NULL, 0);
+		return true;
+	}
 	if (addr_check(&peer)) {
 		pr_warn("connect request naming no IP address: rejected");
 		rdma_reject(ev->id, NULL, 0);
@@ -320,8 +330,6 @@ static int cm_status(enum rdma_cm_event_type t)
 		return -ECONNABORTED;
 	case RDMA_CM_EVENT_DISCONNECTED:
 		return -ECONNRESET;
-	case RDMA_CM_EVENT_DEVICE_REMOVAL:
-		return -ENODEV;
 	default:
 		return 0;
 	}
@@ -335,11 +343,13 @@ static bool cm_event(struct vb_domain *vd, struct rdma_cm_event *ev)
 
 	if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST)
 		return cm_accept(vd, ev);
-	if (!c) {
-		if (ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL)
-			pr_err("the RDMA device went away");
+	/* on the listener or any connection: the domain's whole device */
+	if (ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+		vb_dev_lost(vd);
 		return false;
 	}
+	if (!c)
+		return false;
 	switch (ev->event) {
 	case RDMA_CM_EVENT_ADDR_RESOLVED:
 		cm_resolved(vd, c, false);

@@ -228,7 +228,7 @@ static struct vb_ep *ep_by_qp(struct vb_domain *vd, uint32_t qp_num)
 	struct vb_ep *ep, *same = NULL;
 
 	for (c = vd->conns.next; c != &vd->conns; c = c->next)
-		if (c->qp_num == qp_num && c->id->qp)
+		if (c->qp_num == qp_num && c->id && c->id->qp)
 			break;
 	if (c == &vd->conns)
 		return NULL;
@@ -248,6 +248,7 @@ static void complete_recv(struct vb_domain *vd, const struct ibv_wc *wc)
 	struct vb_ep *ep;
 	struct fab_cqe c = { .op = FAB_OP_RECV };
 
+	rx->posted = false;
 	if (wc->status != IBV_WC_SUCCESS) {
 		pr_warn("receive failed: %s", ibv_wc_status_str(wc->status));
 		rx->next = vd->lent;
@@ -312,6 +313,8 @@ static int cq_read(struct vb_domain *vd)
 	struct ibv_wc wc[VB_CQ_BATCH];
 	int n, i, total = 0;
 
+	if (!vd->cq)
+		return 0; /* the device is gone (fab_verbs_reset.c) */
 	do {
 		n = ibv_poll_cq(vd->cq, VB_CQ_BATCH, wc);
 		if (n < 0) {
@@ -377,6 +380,11 @@ static int drain(struct vb_domain *vd)
 	if (__atomic_load_n(&vd->apending, __ATOMIC_ACQUIRE))
 		vb_async_apply(vd);
 	m = cq_read(vd);
+	/* a device going away may fail them: it is let go of (reset.c) */
+	if (__atomic_load_n(&vd->dev, __ATOMIC_RELAXED) != VD_UP) {
+		n = FY_MAX(n, 0);
+		m = FY_MAX(m, 0);
+	}
 	if (n < 0 || m < 0)
 		return n < 0 ? n : m;
 	vb_post_queued(vd);
@@ -388,6 +396,9 @@ static int drain(struct vb_domain *vd)
 
 void vb_after(struct vb_domain *vd)
 {
+	/* the device went, or may be back (fab_verbs_reset.c) */
+	if (__atomic_load_n(&vd->dev, __ATOMIC_RELAXED) != VD_UP)
+		vb_dev_tick(vd);
 	if (__atomic_load_n(&vd->reap, __ATOMIC_RELAXED)) {
 		pthread_mutex_lock(&vd->lock);
 		vb_conn_reap(vd);
@@ -411,6 +422,38 @@ static int drain_locked(struct vb_domain *vd)
 	return n;
 }
 
+/* Arm the CQ, then drain; the fds to wait on. Lock not held. */
+static int arm_drain(struct vb_domain *vd, int *ch_fd, int *async_fd)
+{
+	int n, ret;
+
+	pthread_mutex_lock(&vd->lock);
+	/* while the device is gone there is no CQ, no context */
+	*ch_fd = vd->ch ? vd->ch->fd : -1;
+	*async_fd = vd->ctx ? vd->ctx->async_fd : -1;
+	ret = vd->cq ? ibv_req_notify_cq(vd->cq, 0) : 0;
+	if (ret)
+		pr_warn("ibv_req_notify_cq: %s", strerror(ret));
+	/* what completed before the arming raises no event */
+	n = drain(vd);
+	pthread_mutex_unlock(&vd->lock);
+	vb_after(vd);
+	return n;
+}
+
+/* Take the channel's event, if it is still the channel we waited on. */
+static void ack_cq_event(struct vb_domain *vd, int ch_fd)
+{
+	struct ibv_cq *cq;
+	void *cq_ctx;
+
+	pthread_mutex_lock(&vd->lock);
+	if (vd->ch && vd->ch->fd == ch_fd &&
+	    !ibv_get_cq_event(vd->ch, &cq, &cq_ctx))
+		ibv_ack_cq_events(cq, 1);
+	pthread_mutex_unlock(&vd->lock);
+}
+
 /*
  * Arm the completion channel, look once more, then block on it, the
  * connection manager's fd, the device's event fd and the kick fd for up
@@ -419,29 +462,22 @@ static int drain_locked(struct vb_domain *vd)
 static bool wait_fds(struct vb_domain *vd, int ms)
 {
 	struct pollfd pfd[4] = {
-		{ .fd = vd->ch->fd, .events = POLLIN },
+		{ .fd = -1, .events = POLLIN },
 		{ .fd = vd->ec->fd, .events = POLLIN },
 		{ .fd = vd->kick_fd, .events = POLLIN },
-		{ .fd = vd->ctx->async_fd, .events = POLLIN },
+		{ .fd = -1, .events = POLLIN },
 	};
-	struct ibv_cq *cq;
-	void *cq_ctx;
 	uint64_t v;
-	int ret;
 
-	ret = ibv_req_notify_cq(vd->cq, 0);
-	if (ret)
-		pr_warn("ibv_req_notify_cq: %s", strerror(ret));
-	/* what completed before the arming raises no event */
-	if (drain_locked(vd) > 0)
+	if (arm_drain(vd, &pfd[0].fd, &pfd[3].fd) > 0)
 		return true;
+	/* an fd closed meanwhile (the device went) wakes nothing: ms */
 	if (poll(pfd, 4, ms) <= 0)
 		return false;
 	if (pfd[1].revents || pfd[3].revents)
 		__atomic_store_n(&vd->cm_next, 0, __ATOMIC_RELAXED);
-	if ((pfd[0].revents & POLLIN) &&
-	    !ibv_get_cq_event(vd->ch, &cq, &cq_ctx))
-		ibv_ack_cq_events(cq, 1);
+	if (pfd[0].revents & POLLIN)
+		ack_cq_event(vd, pfd[0].fd);
 	/* the progress thread and an application may race for the kick */
 	if ((pfd[2].revents & POLLIN) && read(vd->kick_fd, &v, sizeof(v)) < 0 &&
 	    errno != EAGAIN)
@@ -498,7 +534,6 @@ int vb_post_rx(struct vb_domain *vd, struct vb_rx *rx)
 	struct ibv_sge sge = {
 		.addr = (uintptr_t)rx->buf,
 		.length = FAB_MSG_MAX,
-		.lkey = vd->bufs_mr->lkey,
 	};
 	struct ibv_recv_wr wr = {
 		.wr_id = (uintptr_t)rx,
@@ -506,12 +541,20 @@ int vb_post_rx(struct vb_domain *vd, struct vb_rx *rx)
 		.num_sge = 1,
 	};
 	struct ibv_recv_wr *bad;
-	int ret = ibv_post_srq_recv(vd->srq, &wr, &bad);
+	int ret;
 
+	if (!vd->srq) {
+		/* the device is gone: posted when it is back */
+		rx->repost = true;
+		return 0;
+	}
+	sge.lkey = vd->bufs_mr->lkey;
+	ret = ibv_post_srq_recv(vd->srq, &wr, &bad);
 	if (ret) {
 		pr_err("ibv_post_srq_recv: %s", strerror(ret));
 		return -ret;
 	}
+	rx->posted = true;
 	return 0;
 }
 

@@ -209,8 +209,12 @@ static int set_nonblock(int fd)
 	return 0;
 }
 
-/* What the device offers: read depth and on-demand paging for RC. */
-static int query_caps(struct vb_domain *vd)
+/*
+ * What the device offers: read depth and on-demand paging for RC. A
+ * device made anew keeps the paging the domain chose first: guest RAM
+ * was registered, or bounced, by it (fab_bounce.c).
+ */
+int vb_query_caps(struct vb_domain *vd, bool first)
 {
 	const uint32_t need = IBV_ODP_SUPPORT_READ | IBV_ODP_SUPPORT_WRITE;
 	struct ibv_device_attr_ex a = { 0 };
@@ -224,6 +228,8 @@ static int query_caps(struct vb_domain *vd)
 	vd->rd_atom = (uint8_t)FY_MIN(FY_MIN(a.orig_attr.max_qp_rd_atom,
 					     a.orig_attr.max_qp_init_rd_atom),
 				      VB_RD_ATOM);
+	if (!first)
+		return 0;
 	vd->odp = (a.odp_caps.general_caps & IBV_ODP_SUPPORT) &&
 		  (a.odp_caps.per_transport_caps.rc_odp_caps & need) == need;
 	vd->base.pins = !vd->odp;
@@ -233,7 +239,7 @@ static int query_caps(struct vb_domain *vd)
 	return 0;
 }
 
-static int open_queues(struct vb_domain *vd)
+int vb_open_queues(struct vb_domain *vd)
 {
 	struct ibv_srq_init_attr sa = { .attr = { .max_wr = VB_NRX,
 						  .max_sge = 1 } };
@@ -272,12 +278,11 @@ static int open_queues(struct vb_domain *vd)
 	return ret ? ret : set_nonblock(vd->ctx->async_fd);
 }
 
-/* Slots, message buffers; then post the receives. */
-static int open_bufs(struct vb_domain *vd)
+/* Slots and message buffers, the receives all due to be posted. */
+static int init_bufs(struct vb_domain *vd)
 {
 	size_t sz = (size_t)(VB_NRX + VB_NSBUF) * FAB_MSG_MAX;
 	unsigned i;
-	int ret;
 
 	for (i = VB_MAX_OPS; i-- > 0;) {
 		vd->ops[i].sbuf = -1;
@@ -288,16 +293,34 @@ static int open_bufs(struct vb_domain *vd)
 		vd->sbuf_free[vd->nsbuf_free++] = (int)i;
 	if (posix_memalign((void **)&vd->bufs, 4096, sz))
 		return -ENOMEM;
+	for (i = 0; i < VB_NRX; i++) {
+		vd->rx[i].buf = vd->bufs + (size_t)i * FAB_MSG_MAX;
+		vd->rx[i].repost = true;
+	}
+	return 0;
+}
+
+int vb_open_bufs(struct vb_domain *vd)
+{
+	size_t sz = (size_t)(VB_NRX + VB_NSBUF) * FAB_MSG_MAX;
+	unsigned i;
+	int ret;
+
 	vd->bufs_mr = ibv_reg_mr(vd->pd, vd->bufs, sz, IBV_ACCESS_LOCAL_WRITE);
 	if (!vd->bufs_mr) {
 		pr_perror("ibv_reg_mr(%zu bytes of message buffers)", sz);
 		return errno ? -errno : -ENOMEM;
 	}
+	/* not those lent to the application or waiting in the ring */
 	for (i = 0; i < VB_NRX; i++) {
-		vd->rx[i].buf = vd->bufs + (size_t)i * FAB_MSG_MAX;
+		if (!vd->rx[i].repost)
+			continue;
+		vd->rx[i].repost = false;
 		ret = vb_post_rx(vd, &vd->rx[i]);
-		if (ret)
+		if (ret) {
+			vd->rx[i].repost = true;
 			return ret;
+		}
 	}
 	return 0;
 }
@@ -331,6 +354,7 @@ static void init_lists(struct vb_domain *vd, const struct fab_opts *o)
 	vd->eps.next = vd->eps.prev = &vd->eps;
 	vd->mrs.next = vd->mrs.prev = &vd->mrs;
 	pthread_mutex_init(&vd->lock, NULL);
+	pthread_rwlock_init(&vd->dev_lock, NULL);
 }
 
 int fab_verbs_open(const char *prov, const struct fab_opts *o,
@@ -372,16 +396,18 @@ int fab_verbs_open(const char *prov, const struct fab_opts *o,
 		ret = check_device(vd, o, node);
 	}
 	if (!ret)
-		ret = query_caps(vd);
+		ret = vb_query_caps(vd, true);
 	if (!ret)
-		ret = open_queues(vd);
+		ret = vb_open_queues(vd);
 	if (!ret) {
 		/* from here on events that say the port changed reach us */
 		vb_async_add(vd);
 		vd->down = vb_port_down(vd) ? -ENETDOWN : 0;
 	}
 	if (!ret)
-		ret = open_bufs(vd);
+		ret = init_bufs(vd);
+	if (!ret)
+		ret = vb_open_bufs(vd);
 	if (!ret && o->progress_thread)
 		ret = start_progress(vd);
 	if (ret)
@@ -408,6 +434,43 @@ static void stop_progress(struct vb_domain *vd)
 	vd->pt_running = false;
 }
 
+void vb_dev_free(struct vb_domain *vd)
+{
+	struct vb_mr *m;
+	unsigned i;
+
+	for (m = vd->mrs.next; m != &vd->mrs; m = m->next) {
+		if (m->mr)
+			ibv_dereg_mr(m->mr);
+		m->mr = NULL;
+	}
+	/* what the shared receive queue held is posted again on the next */
+	for (i = 0; i < VB_NRX; i++)
+		if (vd->rx[i].posted) {
+			vd->rx[i].posted = false;
+			vd->rx[i].repost = true;
+		}
+	if (vd->bufs_mr)
+		ibv_dereg_mr(vd->bufs_mr);
+	if (vd->srq)
+		ibv_destroy_srq(vd->srq);
+	if (vd->cq)
+		ibv_destroy_cq(vd->cq);
+	if (vd->ch)
+		ibv_destroy_comp_channel(vd->ch);
+	if (vd->pd)
+		ibv_dealloc_pd(vd->pd);
+	if (vd->listen)
+		rdma_destroy_id(vd->listen);
+	vd->bufs_mr = NULL;
+	vd->srq = NULL;
+	vd->cq = NULL;
+	vd->ch = NULL;
+	vd->pd = NULL;
+	vd->listen = NULL;
+	__atomic_store_n(&vd->ctx, NULL, __ATOMIC_RELAXED);
+}
+
 /* After the device gave back what it could: free every object. */
 static void free_all(struct vb_domain *vd)
 {
@@ -431,7 +494,8 @@ static void free_all(struct vb_domain *vd)
 
 		m->prev->next = m->next;
 		m->next->prev = m->prev;
-		ibv_dereg_mr(m->mr);
+		if (m->mr)
+			ibv_dereg_mr(m->mr);
 		free(m);
 	}
 }
@@ -443,6 +507,8 @@ void fab_verbs_close(struct fab_domain *d)
 
 	vb_async_del(vd);
 	stop_progress(vd);
+	/* a device gone is let go of below, not made anew (reset.c) */
+	__atomic_store_n(&vd->stop, 1, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&vd->lock);
 	for (c = vd->conns.next; c != &vd->conns; c = c->next)
 		vb_conn_fail(vd, c, -ECANCELED);
@@ -453,23 +519,16 @@ void fab_verbs_close(struct fab_domain *d)
 	/* memory handed over while busy: released now, or leaked */
 	fab_release_close(&vd->base);
 	free_all(vd);
-	if (vd->bufs_mr)
-		ibv_dereg_mr(vd->bufs_mr);
-	if (vd->srq)
-		ibv_destroy_srq(vd->srq);
-	if (vd->cq)
-		ibv_destroy_cq(vd->cq);
-	if (vd->ch)
-		ibv_destroy_comp_channel(vd->ch);
-	if (vd->pd)
-		ibv_dealloc_pd(vd->pd);
-	if (vd->listen)
-		rdma_destroy_id(vd->listen);
+	vb_dev_free(vd);
+	/* a device gone: librdmacm lets go of it (fab_verbs_reset.c) */
+	if (vd->dev != VD_UP)
+		rdma_free_devices(rdma_get_devices(NULL));
 	if (vd->ec)
 		rdma_destroy_event_channel(vd->ec);
 	if (vd->kick_fd >= 0)
 		close(vd->kick_fd);
 	pthread_mutex_destroy(&vd->lock);
+	pthread_rwlock_destroy(&vd->dev_lock);
 	free(vd->bufs);
 	free(vd);
 }

@@ -144,14 +144,19 @@ void fab_domain_stats(const struct fab_domain *d, struct fab_stats *out);
  */
 int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
 	       struct fab_mr **out);
-/* The descriptor a remote peer needs to read or write this registration. */
+/*
+ * The descriptor a remote peer needs to read or write this registration.
+ * verbs: after the device was removed and came back, every registration
+ * is made anew with new keys; fab_mr_rkey() returns the current one. Any
+ * thread.
+ */
 void fab_mr_rkey(const struct fab_mr *mr, struct fab_rkey *out);
 
 /*
  * Connect to the domain at peer. Returns 0 and *out (owned by the caller,
  * closed by fab_ep_close() or fab_domain_close()), or -errno: "verbs"
- * returns -ENETDOWN while the domain's port is down, -ENODEV once its
- * device failed.
+ * returns -ENETDOWN while the domain's port is down, -ENODEV while its
+ * device is removed or failed (until it is back: docs/rdma.md).
  */
 int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
 		   struct fab_ep **out);
@@ -167,7 +172,8 @@ int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
  * provider's queue is full): retry after fab_poll() returned a completion,
  * or a little later when none of ours is in flight, -ERANGE when
  * [off, off + len) is outside rk, -ENOTCONN when ep has failed (see
- * fab_ep_close()), or another -errno. The first operations to a peer are
+ * fab_ep_close()), "verbs": -ENODEV while the device is gone, or another
+ * -errno. The first operations to a peer are
  * accepted while its connection is still being made: the fabric posts them
  * once it is up, from fab_poll() or the progress thread; those that fail
  * because the connection a closed endpoint to the same peer left them was

@@ -4,7 +4,7 @@
  * progress thread, registers a region and then blocks in read() on a
  * socketpair, so every remote access it serves is driven by the progress
  * thread alone. Over the socketpair it sends its fab_addr and rkey and
- * answers small commands (fill, verify, connect, echo, quit).
+ * answers small commands (fill, verify, connect, echo, rkey, quit).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -103,6 +103,7 @@ int target_main(const char *prov, size_t size, int sock)
 	struct fab_domain *d = NULL;
 	struct fab_mr *mr = NULL;
 	struct fab_ep *ep = NULL;
+	struct fab_rkey rk;
 	struct cmd c;
 	void *buf;
 
@@ -135,6 +136,10 @@ int target_main(const char *prov, size_t size, int sock)
 		else if (c.op == 'e')
 			r = target_echo(d, ep);
 		if (fy_full_io(sock, &r, sizeof(r), true))
+			break;
+		/* the key now: verbs makes it anew after a device came back */
+		fab_mr_rkey(mr, &rk);
+		if (c.op == 'k' && fy_full_io(sock, &rk, sizeof(rk), true))
 			break;
 	}
 out:
@@ -185,6 +190,15 @@ int target_cmd(struct target *t, char op, uint64_t seed,
 	if (fy_full_io(t->sock, &r, sizeof(r), false))
 		return -EPIPE;
 	return r;
+}
+
+int target_rkey(struct target *t, struct fab_rkey *rk)
+{
+	int r = target_cmd(t, 'k', 0, NULL);
+
+	if (r)
+		return r;
+	return fy_full_io(t->sock, rk, sizeof(*rk), false) ? -EPIPE : 0;
 }
 
 void target_stop(struct target *t)

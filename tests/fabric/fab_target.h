@@ -24,7 +24,7 @@ struct hello {
 };
 
 struct cmd {
-	char op; /* 'f'ill, 'v'erify, 'c'onnect, 'e'cho, 'q'uit */
+	char op; /* 'f'ill, 'v'erify, 'c'onnect, 'e'cho, 'k'ey, 'q'uit */
 	uint64_t seed;
 	struct fab_addr addr; /* 'e': where to send the echo */
 };
@@ -46,6 +46,8 @@ int target_main(const char *prov, size_t size, int sock);
 void target_start(struct target *t, const char *prov, size_t size);
 int target_cmd(struct target *t, char op, uint64_t seed,
 	       const struct fab_addr *addr);
+/* The target's key now ('k'): 0 and *rk, or -errno. */
+int target_rkey(struct target *t, struct fab_rkey *rk);
 void target_stop(struct target *t);
 /* An RDMA device exists here (/sys/class/infiniband lists one). */
 bool rdma_here(void);
