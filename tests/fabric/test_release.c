@@ -332,6 +332,7 @@ static void test_release_served(void **state)
 	while (fy_now_ns() < end)
 		assert_true(fab_poll(p.t, &c, 1, 0) >= 0);
 	fab_mem_release(p.t, region, SIZE, tmr2, FAB_RELEASE_MUNMAP);
+	assert_true(mapped(region));
 
 	end = fy_now_ns() + 3000000000ULL;
 	while (done < READS && fy_now_ns() < end) {
@@ -354,7 +355,6 @@ static void test_release_served(void **state)
 	assert_int_equal(c.status, 0);
 	assert_int_equal((unsigned char)buf[0], 0x5a);
 	/* unmapped once the reads' deadlines are past (2 x 300 ms) */
-	assert_true(mapped(region));
 	end = fy_now_ns() + 2000000000ULL;
 	while (mapped(region) && fy_now_ns() < end)
 		assert_true(fab_poll(p.t, &c, 1, 1) >= 0);
