@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "fabric/fab_verbs.h"
@@ -46,7 +47,20 @@ struct ibv_mr *vb_mr_make(struct vb_domain *vd, const struct vb_mr *m)
 				"(%s): pinning",
 				len, strerror(errno));
 	}
-	return mr ? mr : ibv_reg_mr(vd->pd, buf, len, m->flags);
+	if (!mr)
+		mr = ibv_reg_mr(vd->pd, buf, len, m->flags);
+	/*
+	 * Pinning pins for writing, which a read-only mapping refuses (a
+	 * source's guest RAM: pages leave by the peers' reads, never by us):
+	 * writable while it pins, read-only again after. Here and not only
+	 * at the caller, as a device that came back registers it anew.
+	 */
+	if (!mr && errno == EFAULT && !(m->flags & IBV_ACCESS_REMOTE_WRITE) &&
+	    !mprotect(buf, len, PROT_READ | PROT_WRITE)) {
+		mr = ibv_reg_mr(vd->pd, buf, len, m->flags);
+		mprotect(buf, len, PROT_READ);
+	}
+	return mr;
 }
 
 /*

@@ -43,9 +43,10 @@ int mig_src_map(struct mig *m)
 	ret = fab_mr_reg(m->n->fab, m->map, len,
 			 FAB_ACCESS_READ | FAB_ACCESS_HOLES, &m->mr);
 	/*
-	 * A device that pins (verbs without on-demand paging) pins for
-	 * writing, which a read-only mapping refuses: writable while it
-	 * pins. The pinned pages are the memfd's own; read-only again after.
+	 * A device that pins pins for writing, which a read-only mapping
+	 * refuses: writable while it pins (ofi:verbs; the verbs backend
+	 * does this itself, also when it registers anew). The pinned pages
+	 * are the memfd's own; read-only again after.
 	 */
 	if (ret == -EFAULT && !mprotect(m->map, len, PROT_READ | PROT_WRITE)) {
 		ret = fab_mr_reg(m->n->fab, m->map, len,
