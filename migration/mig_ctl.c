@@ -576,6 +576,7 @@ void mig_tick(struct mig_env *n, uint64_t now)
 		}
 	}
 	mig_held_tick(n, now);
+	mig_fabs_tick(n);
 	n->next_mig_tick_ns = now + (mig_active(n) ? TICK_NS : IDLE_TICK_NS);
 }
 

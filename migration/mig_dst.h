@@ -259,6 +259,8 @@ int mig_dst_relay_begin(struct mig_dst *d);
  */
 struct mig_fabs *mig_fabs_take(struct mig_env *n);
 void mig_fabs_put(struct mig_fabs *f);
+/* Control thread, from its tick: poll the free sets' fault domains. */
+void mig_fabs_tick(struct mig_env *n);
 /*
  * Thread: d's domain for its reads, or (fault) for its fault server,
  * opened on first use and kept in d->fabs. 0 and *out, or -errno.

@@ -61,6 +61,18 @@ void mig_fabs_put(struct mig_fabs *f)
 	f->busy = false;
 }
 
+/*
+ * A free set's fault domain has no progress thread and nobody polls it:
+ * the control thread does, now and then, so that it acts on its device's
+ * events (verbs: a removed device is let go of from a poll).
+ */
+void mig_fabs_tick(struct mig_env *n)
+{
+	for (int i = 0; i < MIG_LIMIT_MAX; i++)
+		if (!n->in_fabs[i].busy)
+			drain(n->in_fabs[i].fault);
+}
+
 int mig_fabs_open(struct mig_dst *d, bool fault, struct fab_domain **out)
 {
 	struct fab_domain **dom = fault ? &d->fabs->fault : &d->fabs->pull;

@@ -176,7 +176,7 @@ void mig_post_holder(struct mig_dst *d)
 
 	if (!p)
 		return;
-	dst_info(d, "post-copy: the holder has a new address");
+	dst_info(d, "post-copy: the holder has a new address or key");
 	p->broken = true;
 	p->reconnect_at = 0;
 	p->backoff = BACKOFF_MIN_NS;

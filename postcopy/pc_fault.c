@@ -669,7 +669,7 @@ void *pc_fault_thread(void *arg)
 	struct pollfd pfd = { .fd = fs->p.uffd, .events = POLLIN };
 	struct uffd_msg msg[16];
 	struct fab_cqe cqe[16];
-	uint64_t now, last_act = fy_now_ns();
+	uint64_t now, last_act = fy_now_ns(), last_poll = 0;
 	uint64_t spin_ns = fs->p.spin_us < 0 ? 0 : fs->p.spin_us * 1000ULL;
 	bool pending = false;
 	ssize_t n, i;
@@ -687,8 +687,13 @@ void *pc_fault_thread(void *arg)
 				fault(fs, &msg[i], now);
 			act = true;
 		}
-		/* held: only our polls return them (no progress thread) */
-		if (fs->inflight || fs->held) {
+		/*
+		 * held: only our polls return them (no progress thread); and
+		 * now and then when idle, for the domain's own events (verbs:
+		 * a device removed is let go of from a poll: fab_verbs_reset.c)
+		 */
+		if (fs->inflight || fs->held || now - last_poll > DOM_POLL_NS) {
+			last_poll = now;
 			got = fab_poll(fs->p.dom, cqe, ARRAY_SIZE(cqe), 0);
 			for (k = 0; k < got; k++)
 				complete(fs, &cqe[k], now = fy_now_ns());

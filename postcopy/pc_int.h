@@ -31,6 +31,7 @@
  */
 #define PC_FAULT_SPIN_US 200
 #define IDLE_SHRINK_NS 20000000ULL /* no fault for this long: shrink window */
+#define DOM_POLL_NS 100000000ULL /* idle: poll the fault domain this often */
 /* log-linear histogram: 64 sub-buckets per power of two of ns */
 #define HSUB 6
 #define HBUCKETS (64 << HSUB)
