@@ -6,7 +6,6 @@
  * thread alone. Over the socketpair it sends its fab_addr and rkey and
  * answers small commands (fill, verify, connect, echo, rkey, quit).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -210,17 +209,4 @@ void target_stop(struct target *t)
 	assert_int_equal(waitpid(t->pid, &st, 0), t->pid);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
-}
-
-bool rdma_here(void)
-{
-	DIR *dir = opendir("/sys/class/infiniband");
-	struct dirent *e;
-	bool found = false;
-
-	while (dir && !found && (e = readdir(dir)))
-		found = e->d_name[0] != '.';
-	if (dir)
-		closedir(dir);
-	return found;
 }

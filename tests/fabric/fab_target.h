@@ -49,7 +49,5 @@ int target_cmd(struct target *t, char op, uint64_t seed,
 /* The target's key now ('k'): 0 and *rk, or -errno. */
 int target_rkey(struct target *t, struct fab_rkey *rk);
 void target_stop(struct target *t);
-/* An RDMA device exists here (/sys/class/infiniband lists one). */
-bool rdma_here(void);
 
 #endif /* FERRY_TESTS_FABRIC_FAB_TARGET_H */

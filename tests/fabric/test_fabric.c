@@ -28,6 +28,7 @@
 #include "common/util.h"
 #include "fabric/fabric.h"
 #include "tests/fabric/fab_target.h"
+#include "tests/rxe.h"
 
 /* rxe in the emulated test VM moves about 20 MB/s: 64 MiB there */
 #define BIG_SIZE (on_rdma() ? 64 * MIB : 256 * MIB)

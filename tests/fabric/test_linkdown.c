@@ -26,6 +26,7 @@
 #include "common/util.h"
 #include "fabric/fabric.h"
 #include "tests/fabric/fab_target.h"
+#include "tests/rxe.h"
 
 #define LINK "ferry-rxe"
 #define SIZE (64 * MIB)
@@ -264,10 +265,10 @@ int main(int argc, char **argv)
 	if (pid < 0 || waitpid(pid, &st, 0) != pid)
 		return 1;
 	/*
-	 * rxe needs making anew after such a flap (softroce-ci/rxe-renew),
+	 * rxe needs making anew after such a flap (softroce-ci/rxe-device),
 	 * from a parent that never opened it, after the test's process ended
 	 */
-	if (system(getenv("FERRY_RXE_RENEW"))) {
+	if (rxe_device("renew")) {
 		fprintf(stderr, "cannot make rxe0 anew\n");
 		return 1;
 	}

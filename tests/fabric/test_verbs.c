@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "fabric/fabric.h"
 #include "tests/fabric/fab_target.h"
+#include "tests/rxe.h"
 
 /* verbs in one process: choosing the address, refusals, bookkeeping. */
 static void test_verbs_local(void **state)

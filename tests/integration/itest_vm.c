@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "itest.h"
+#include "tests/rxe.h"
 
 int ferry_args(struct node *n, double secs, char *out, char *err, ...)
 {
@@ -268,20 +269,6 @@ void itest_fresh_pair(struct node *a, struct node *b, const char *ferry_vm)
 	snprintf(extra, sizeof(extra), "ferry_vm = %s\n", ferry_vm);
 	itest_node_extra = extra;
 	itest_pair(a, b);
-}
-
-/* An RDMA device: an entry in /sys/class/infiniband. */
-static bool rdma_here(void)
-{
-	DIR *d = opendir("/sys/class/infiniband");
-	struct dirent *de;
-	bool any = false;
-
-	while (d && !any && (de = readdir(d)))
-		any = de->d_name[0] != '.';
-	if (d)
-		closedir(d);
-	return any;
 }
 
 int itest_env(const char **vm_bin)

@@ -25,6 +25,12 @@
  *               its pages live on in ferryd's mapping, nothing is lost
  *   rxe_down_precopy (suite rdma, over verbs): the test VM's rxe link
  *               goes down mid-pre-copy: it fails and the VM runs on at a
+ *   rxe_removed_precopy (suite rdma, over verbs): rxe0 is deleted
+ *               mid-pre-copy: it fails and the VM runs on at a; rxe0 is
+ *               added again and the next migration goes through
+ *   rxe_removed_postcopy (suite rdma, over verbs): rxe0 is deleted
+ *               mid-post-copy: the migration and its VM wait on b; rxe0
+ *               is added again and the migration completes
  * "During post-copy" is where the source ferryd stops at its fault point
  * src:after:postcopy (the VM runs on b, its pages are still at a).
  */
@@ -42,6 +48,7 @@
 #include <cmocka.h>
 
 #include "itest.h"
+#include "tests/rxe.h"
 #include "netns.h"
 
 static const char *ferry_vm_bin;
@@ -372,16 +379,31 @@ static void rxe_link_down(void)
 	assert_int_equal(system("ip link set dev ferry-rxe down"), 0);
 }
 
+/* softroce-ci/rxe-device what; asserts that it worked. */
+static void rxe(const char *what)
+{
+	if (rxe_device(what))
+		fail_msg("rxe-device %s failed", what);
+}
+
 /*
  * Once every ferryd is gone, rxe0 made anew: on rxe no connection is made
- * after a flap that connections lived through (softroce-ci/rxe-renew).
+ * after a flap that connections lived through (softroce-ci/rxe-device).
  */
 static int rxe_teardown(void **state)
 {
 	int ret = pc_teardown(state);
 
-	if (system(getenv("FERRY_RXE_RENEW")))
-		fail_msg("cannot make rxe0 anew");
+	rxe("renew");
+	return ret;
+}
+
+/* Once every ferryd is gone, rxe0 as it was and the spare rxe1 gone. */
+static int rxe_device_teardown(void **state)
+{
+	int ret = pc_teardown(state);
+
+	rxe("restore");
 	return ret;
 }
 
@@ -417,28 +439,26 @@ static void start_mig(char *id, size_t len, const char *mode, const char *bw)
 }
 
 /*
- * The link goes down in the middle of a pre-copy: the migration fails,
- * the VM runs on at its source and b keeps nothing. (That the next one
- * goes through once the link is back, rxe cannot show: see
- * rxe_teardown().)
+ * A pre-copy of v1 at 2 MiB/s; once b has 512 pages, brk() breaks the
+ * RDMA device under it: the migration fails, the VM runs on at its source
+ * and b keeps nothing.
  */
-static void test_rxe_down_precopy(void **state)
+static void precopy_broken(void (*brk)(void), const char *what)
 {
 	double t0;
 	char id[32];
 	json_t *j;
 	long pass;
 
-	(void)state;
 	link_vm();
 	start_mig(id, sizeof(id), "precopy", "2M");
 	t0 = now_s();
 	while (jint(mig(&na, id), "pages_pulled") < 512 && now_s() - t0 < 60)
 		sleep_ms(100);
-	rxe_link_down();
+	brk();
 	t0 = now_s();
 	j = wait_mig(&na, id, "failed", 60);
-	print_message("rxe link down in pre-copy: failed after %.1f s: %s\n",
+	print_message("%s in pre-copy: failed after %.1f s: %s\n", what,
 		      now_s() - t0, jstr(j, "reason"));
 	pass = vm_counter(&na, "pass");
 	wait_counter(&na, "pass", pass + 1);
@@ -447,6 +467,68 @@ static void test_rxe_down_precopy(void **state)
 	assert_int_equal(jint(ferry_json(&nb, "status"), "memory_bytes"), 0);
 	itest_no_crash(&na);
 	itest_no_crash(&nb);
+}
+
+/*
+ * The link goes down in the middle of a pre-copy. (That the next one goes
+ * through once the link is back, rxe cannot show: see rxe_teardown().)
+ */
+static void test_rxe_down_precopy(void **state)
+{
+	(void)state;
+	precopy_broken(rxe_link_down, "rxe link down");
+}
+
+static void rxe_delete(void)
+{
+	rxe("delete");
+}
+
+/*
+ * rxe0 is deleted in the middle of a pre-copy (with the spare rxe1, as
+ * below); once it is added again, the next migration goes through.
+ */
+static void test_rxe_removed_precopy(void **state)
+{
+	(void)state;
+	rxe("spare");
+	precopy_broken(rxe_delete, "rxe0 deleted");
+	rxe("add");
+	itest_migrate_verified(&na, "v1", "b", 32 << 8);
+}
+
+/*
+ * rxe0 is deleted in the middle of a post-copy, with a spare device rxe1
+ * so that librdmacm can let go of it (docs/rdma.md, "Failures"): every
+ * ferryd's domains give the device up (the delete returns), the migration
+ * and its VM wait on b, neither failed nor given up, with the source's
+ * copy kept. rxe0 comes back: the domains are made anew with new keys, a
+ * sends its HOLDER_MAP again, and the migration completes, every page
+ * checked by the guest.
+ */
+static void test_rxe_removed_postcopy(void **state)
+{
+	char id[32];
+	long pass;
+	json_t *j;
+
+	(void)state;
+	rxe("spare");
+	pass = link_vm();
+	start_mig(id, sizeof(id), "postcopy", "0");
+	wait_mig(&nb, id, "postcopy", 60);
+	rxe("delete");
+	sleep_ms(2000);
+	j = mig(&nb, id);
+	print_message("rxe0 deleted: b pulled %ld pages, %ld stalls\n",
+		      jint(j, "pages_pulled"), jint(j, "postcopy.stalls"));
+	assert_jstr(j, "state", "postcopy");
+	assert_jstr(mig(&na, id), "state", "postcopy");
+	assert_true(child_of(nb.pid, "ferry-vm") > 0);
+	rxe("add");
+	j = wait_mig(&na, id, "completed", 120);
+	check_moved(j, pass);
+	assert_non_null(strstr(slurp(na.log), "registered anew"));
 }
 
 int main(void)
@@ -458,6 +540,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hybrid, NULL, pc_teardown),
 		cmocka_unit_test_setup_teardown(test_rxe_down_precopy, NULL,
 						rxe_teardown),
+		cmocka_unit_test_setup_teardown(test_rxe_removed_precopy, NULL,
+						rxe_device_teardown),
+		cmocka_unit_test_setup_teardown(test_rxe_removed_postcopy, NULL,
+						rxe_device_teardown),
 	};
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_postcopy, NULL,
