@@ -7,6 +7,7 @@
  * answers small commands (fill, verify, connect, echo, rkey, quit).
  */
 #include <errno.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -95,7 +96,7 @@ static int target_echo(struct fab_domain *d, struct fab_ep *ep)
 	return ret;
 }
 
-int target_main(const char *prov, size_t size, int sock)
+static int target_main(const char *prov, size_t size, int sock)
 {
 	struct fab_opts o = { .provider = prov, .progress_thread = true };
 	struct hello h = { 0 };
@@ -209,4 +210,14 @@ void target_stop(struct target *t)
 	assert_int_equal(waitpid(t->pid, &st, 0), t->pid);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int target_args(int argc, char **argv, enum fy_log_level level)
+{
+	if (argc == 5 && !strcmp(argv[1], "--target"))
+		return target_main(argv[2], strtoull(argv[3], NULL, 0),
+				   atoi(argv[4]));
+	fy_log_set_level(getenv("FY_DEBUG") ? FY_LOG_DEBUG : level);
+	signal(SIGPIPE, SIG_IGN);
+	return -1;
 }

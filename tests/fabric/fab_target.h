@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/log.h"
 #include "fabric/fabric.h"
 
 /*
@@ -40,8 +41,14 @@ void pattern_fill(void *buf, size_t len, uint64_t seed);
 size_t pattern_check(const void *buf, size_t len, uint64_t seed);
 /* Anonymous private memory, or NULL. */
 void *map_region(size_t len);
-/* The target process: serve a region of size until told to quit. */
-int target_main(const char *prov, size_t size, int sock);
+/*
+ * A test binary's first step. Started as a target ("--target PROVIDER
+ * SIZE FD", by target_start()): serve a region of SIZE until told to
+ * quit, and the exit code. Else -1, logging at level (FY_DEBUG: debug)
+ * and SIGPIPE ignored: a dead target must not kill the test through a
+ * write on the socket.
+ */
+int target_args(int argc, char **argv, enum fy_log_level level);
 /* Start a target (asserts it came up), send it a command, stop it. */
 void target_start(struct target *t, const char *prov, size_t size);
 int target_cmd(struct target *t, char op, uint64_t seed,

@@ -595,13 +595,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_peer_stopped),
 	};
 	const char *env = getenv("FERRY_FABRIC_PROVIDER");
+	int ret = target_args(argc, argv, FY_LOG_ERR);
 
-	if (argc == 5 && !strcmp(argv[1], "--target"))
-		return target_main(argv[2], strtoull(argv[3], NULL, 0),
-				   atoi(argv[4]));
-	fy_log_set_level(getenv("FY_DEBUG") ? FY_LOG_DEBUG : FY_LOG_ERR);
-	/* a dead target must not kill us through a write on the pipe */
-	signal(SIGPIPE, SIG_IGN);
+	if (ret >= 0)
+		return ret;
 	if (env && *env)
 		prov = env;
 	if (on_rdma() && !rdma_here()) {

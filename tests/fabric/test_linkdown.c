@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -246,14 +245,11 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_link_down, link_restore),
 	};
-	int st;
+	int st, ret = target_args(argc, argv, FY_LOG_WARN);
 	pid_t pid;
 
-	if (argc == 5 && !strcmp(argv[1], "--target"))
-		return target_main(argv[2], strtoull(argv[3], NULL, 0),
-				   atoi(argv[4]));
-	fy_log_set_level(getenv("FY_DEBUG") ? FY_LOG_DEBUG : FY_LOG_WARN);
-	signal(SIGPIPE, SIG_IGN);
+	if (ret >= 0)
+		return ret;
 	if (!rdma_here() || geteuid()) {
 		printf("needs an RDMA device on " LINK " and root: run suite "
 		       "rdma in the test VM (softroce-ci/run)\n");

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -270,14 +269,12 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remove),
 	};
 	struct stat sb;
-	int st, ret = 1;
+	int st, ret = target_args(argc, argv, FY_LOG_WARN);
 	pid_t pid;
 
-	if (argc == 5 && !strcmp(argv[1], "--target"))
-		return target_main(argv[2], strtoull(argv[3], NULL, 0),
-				   atoi(argv[4]));
-	fy_log_set_level(getenv("FY_DEBUG") ? FY_LOG_DEBUG : FY_LOG_WARN);
-	signal(SIGPIPE, SIG_IGN);
+	if (ret >= 0)
+		return ret;
+	ret = 1;
 	if (!rdma_here() || geteuid() ||
 	    stat("/sys/class/infiniband/rxe0", &sb)) {
 		printf("needs rxe0 on ferry-rxe and root: run suite rdma in "
