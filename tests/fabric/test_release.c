@@ -25,6 +25,11 @@
 #include "fabric/fabric_int.h"
 
 #define TIMEOUT_MS 300
+/*
+ * test_release_served's reads of 32 MiB must beat theirs: under
+ * ThreadSanitizer beside another test, 300 ms was too short for one.
+ */
+#define SERVED_TIMEOUT_MS 1500
 
 static bool mapped(void *p)
 {
@@ -48,9 +53,9 @@ struct pair {
 	struct fab_ep *ep;
 };
 
-static void pair_open(struct pair *p)
+static void pair_open(struct pair *p, int timeout_ms)
 {
-	struct fab_opts o = { .op_timeout_ms = TIMEOUT_MS };
+	struct fab_opts o = { .op_timeout_ms = timeout_ms };
 	struct fab_addr a;
 
 	assert_int_equal(fab_domain_open(&o, &p->t), 0);
@@ -102,7 +107,7 @@ static void test_first_read_accepted(void **state)
 	char *buf;
 
 	(void)state;
-	pair_open(&p);
+	pair_open(&p, TIMEOUT_MS);
 	buf = map_pages(1);
 	assert_int_equal(
 		fab_mr_reg(p.i, buf, FY_PAGE_SIZE, FAB_ACCESS_LOCAL, &mr), 0);
@@ -134,7 +139,7 @@ static void test_release_waits_for_held_read(void **state)
 	uint64_t end;
 
 	(void)state;
-	pair_open(&p);
+	pair_open(&p, TIMEOUT_MS);
 	buf = map_pages(2);
 	other = buf + FY_PAGE_SIZE;
 	assert_int_equal(fab_mr_reg(p.i, buf, 2 * FY_PAGE_SIZE,
@@ -195,7 +200,7 @@ static void test_same_peer(void **state)
 	int got = 0;
 
 	(void)state;
-	pair_open(&p);
+	pair_open(&p, TIMEOUT_MS);
 	buf = map_pages(3);
 	assert_int_equal(fab_mr_reg(p.i, buf, 3 * FY_PAGE_SIZE,
 				    FAB_ACCESS_LOCAL, &mr),
@@ -253,7 +258,7 @@ static void test_release_shared_parks(void **state)
 	int fd;
 
 	(void)state;
-	pair_open(&p);
+	pair_open(&p, TIMEOUT_MS);
 	fd = memfd_create("release-test", 0);
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, FY_PAGE_SIZE), 0);
@@ -307,7 +312,7 @@ static void test_release_served(void **state)
 	int done = 0, ok = 0;
 
 	(void)state;
-	pair_open(&p);
+	pair_open(&p, SERVED_TIMEOUT_MS);
 	region = mmap(NULL, SIZE, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	buf = mmap(NULL, SIZE, PROT_READ | PROT_WRITE,
@@ -334,7 +339,7 @@ static void test_release_served(void **state)
 	fab_mem_release(p.t, region, SIZE, tmr2, FAB_RELEASE_MUNMAP);
 	assert_true(mapped(region));
 
-	end = fy_now_ns() + 3000000000ULL;
+	end = fy_now_ns() + 2 * SERVED_TIMEOUT_MS * 1000000ULL;
 	while (done < READS && fy_now_ns() < end) {
 		assert_true(fab_poll(p.t, &c, 1, 0) >= 0);
 		if (fab_poll(p.i, &c, 1, 1) == 1) {
@@ -354,8 +359,8 @@ static void test_release_served(void **state)
 	c = wait_cqe(&p, true);
 	assert_int_equal(c.status, 0);
 	assert_int_equal((unsigned char)buf[0], 0x5a);
-	/* unmapped once the reads' deadlines are past (2 x 300 ms) */
-	end = fy_now_ns() + 2000000000ULL;
+	/* unmapped once the reads' deadlines are past (2 x the timeout) */
+	end = fy_now_ns() + 3 * SERVED_TIMEOUT_MS * 1000000ULL;
 	while (mapped(region) && fy_now_ns() < end)
 		assert_true(fab_poll(p.t, &c, 1, 1) >= 0);
 	assert_false(mapped(region));
