@@ -163,9 +163,7 @@ struct ofi_domain {
 	pthread_t pt;
 	bool pt_running;
 	int stop;
-	uint64_t app_hold_until; /* atomic: the app is spinning in fab_poll */
-	pthread_mutex_t pt_lock;
-	pthread_cond_t pt_cond;
+	struct fab_park park; /* held while the app is in fab_poll */
 	clockid_t pt_clock;
 };
 

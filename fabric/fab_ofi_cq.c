@@ -532,22 +532,12 @@ void *fab_ofi_progress(void *arg)
 	long idle_ns = OFI_IDLE_SLEEP_MIN_NS;
 
 	while (!__atomic_load_n(&od->stop, __ATOMIC_ACQUIRE)) {
-		uint64_t now = fy_now_ns();
-		uint64_t hold =
-			__atomic_load_n(&od->app_hold_until, __ATOMIC_RELAXED);
+		uint64_t now;
 		int n;
 
-		if (now < hold) {
-			struct timespec ts;
-
-			timespec_at(&ts, hold);
-			pthread_mutex_lock(&od->pt_lock);
-			if (!__atomic_load_n(&od->stop, __ATOMIC_RELAXED))
-				pthread_cond_timedwait(&od->pt_cond,
-						       &od->pt_lock, &ts);
-			pthread_mutex_unlock(&od->pt_lock);
+		if (fab_park_wait(&od->park, &od->stop))
 			continue;
-		}
+		now = fy_now_ns();
 		n = cq_drain(od);
 		if (n < 0)
 			break; /* logged; the CQ is unusable, fab_poll says so */
@@ -631,10 +621,7 @@ static void wait_queued(struct ofi_domain *od, uint64_t until)
 	uint64_t cap = fy_now_ns() + OFI_IDLE_WAIT_MS * 1000000ULL;
 
 	/* hand progress over to the progress thread before sleeping */
-	__atomic_store_n(&od->app_hold_until, 0, __ATOMIC_RELAXED);
-	pthread_mutex_lock(&od->pt_lock);
-	pthread_cond_signal(&od->pt_cond);
-	pthread_mutex_unlock(&od->pt_lock);
+	fab_park_wake(&od->park);
 
 	timespec_at(&ts, FY_MIN(until, cap));
 	pthread_mutex_lock(&od->lock);
@@ -658,9 +645,8 @@ static void wait_fd_app(struct ofi_domain *od, uint64_t now, uint64_t until)
 	bool queued;
 
 	if (od->pt_running)
-		__atomic_store_n(&od->app_hold_until,
-				 now + ms * 1000000ULL + OFI_APP_HOLD_NS,
-				 __ATOMIC_RELAXED);
+		fab_park_hold(&od->park,
+			      now + ms * 1000000ULL + OFI_APP_HOLD_NS);
 	pthread_mutex_lock(&od->lock);
 	queued = od->ring_len != 0;
 	if (!queued)
@@ -687,9 +673,7 @@ int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 	for (;;) {
 		/* the app drives progress now: the thread may rest */
 		if (od->pt_running)
-			__atomic_store_n(&od->app_hold_until,
-					 now + OFI_APP_HOLD_NS,
-					 __ATOMIC_RELAXED);
+			fab_park_hold(&od->park, now + OFI_APP_HOLD_NS);
 		ret = cq_drain(od);
 		if (ret < 0)
 			return ret;

@@ -355,12 +355,11 @@ int fab_ofi_open(const char *prov, const struct fab_opts *in,
 	od->zombies.next = od->zombies.prev = &od->zombies;
 	od->mrs.next = od->mrs.prev = &od->mrs;
 	pthread_mutex_init(&od->lock, NULL);
-	pthread_mutex_init(&od->pt_lock, NULL);
+	fab_park_init(&od->park);
 	/* deadlines come from CLOCK_MONOTONIC (fy_now_ns) */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&od->cond, &ca);
-	pthread_cond_init(&od->pt_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	/*
 	 * Without it fi_av_remove() leaves ofi_rxm's connection in place, and
@@ -438,9 +437,7 @@ void fab_ofi_close(struct fab_domain *d)
 
 	if (od->pt_running) {
 		__atomic_store_n(&od->stop, 1, __ATOMIC_RELEASE);
-		pthread_mutex_lock(&od->pt_lock);
-		pthread_cond_signal(&od->pt_cond);
-		pthread_mutex_unlock(&od->pt_lock);
+		fab_park_wake(&od->park);
 		if (write(od->kick_fd, &one, sizeof(one)) < 0)
 			pr_perror("write kick fd");
 		pthread_join(od->pt, NULL);
@@ -512,9 +509,8 @@ void fab_ofi_close(struct fab_domain *d)
 	if (od->kick_fd >= 0)
 		close(od->kick_fd);
 	pthread_cond_destroy(&od->cond);
-	pthread_cond_destroy(&od->pt_cond);
 	pthread_mutex_destroy(&od->lock);
-	pthread_mutex_destroy(&od->pt_lock);
+	fab_park_destroy(&od->park);
 	free(od->bufs);
 	free(od->ring);
 	free(od->ops);

@@ -27,6 +27,7 @@
 #define VB_RESOLVE_MS 2000 /* rdma_resolve_addr(), rdma_resolve_route() */
 #define VB_WAIT_MS 20 /* block granularity: deadline checks */
 #define VB_POLL_SPIN_NS 200000ULL /* fab_poll() spins this long, then waits */
+#define VB_APP_HOLD_NS 5000000ULL /* app polled recently: it drives */
 #define VB_CM_EVERY_NS 1000000ULL /* spinning: librdmacm's events this often */
 #define VB_CONN_MAGIC 0x66727976u /* "fryv": private data of a connect */
 #define VB_NSEC 1000000000ULL
@@ -187,6 +188,7 @@ struct vb_domain {
 	pthread_t pt;
 	bool pt_running;
 	int stop;
+	struct fab_park park; /* held while the app is in fab_poll() */
 	clockid_t pt_clock;
 };
 

@@ -9,7 +9,8 @@
  * vd->lock; completions become fab_cqe in a ring that fab_poll() hands out.
  * When there is nothing to do it arms the CQ's completion channel and
  * blocks on it, the connection manager's fd, the device's asynchronous
- * events (fab_verbs_async.c) and a kick eventfd.
+ * events (fab_verbs_async.c) and a kick eventfd. While the application is
+ * in fab_poll() the progress thread is parked (fab_park.c).
  *
  * A slot still on the device at its deadline is reported as -ETIMEDOUT and
  * its connection fails: the QP goes to error, so the device flushes every
@@ -486,9 +487,11 @@ static bool wait_fds(struct vb_domain *vd, int ms)
 }
 
 /*
- * The progress thread: drive progress, keep polling for spin_ns after the
- * last sign of activity (0 by default), then block on the channels. A
- * peer's reads of our memory are served by the device without us.
+ * The progress thread: parked while the application is in fab_poll() and
+ * for VB_APP_HOLD_NS after (fab_park.c); otherwise it drives progress,
+ * keeps polling for spin_ns after the last sign of activity (0 by
+ * default), then blocks on the channels. A peer's reads of our memory are
+ * served by the device without us.
  */
 void *vb_progress(void *arg)
 {
@@ -496,8 +499,11 @@ void *vb_progress(void *arg)
 	uint64_t spin_until = 0;
 
 	while (!__atomic_load_n(&vd->stop, __ATOMIC_ACQUIRE)) {
-		int n = drain_locked(vd);
+		int n;
 
+		if (fab_park_wait(&vd->park, &vd->stop))
+			continue;
+		n = drain_locked(vd);
 		if (n < 0)
 			break; /* logged; fab_poll() says so */
 		if (n > 0) {
@@ -580,12 +586,17 @@ static void repost_lent(struct vb_domain *vd)
 /*
  * Block on the completion channel in the application's own thread: the
  * wake-up lands where the completion is consumed, without a hop through
- * the progress thread. It kicks us if it queued cqes meanwhile.
+ * the progress thread, which stays parked. It kicks us if it queued cqes
+ * just before.
  */
 static void wait_app(struct vb_domain *vd, uint64_t now, uint64_t until)
 {
 	int ms = (int)FY_MIN((until - now) / 1000000 + 1, VB_WAIT_MS);
 	bool queued;
+
+	if (vd->pt_running)
+		fab_park_hold(&vd->park,
+			      now + ms * 1000000ULL + VB_APP_HOLD_NS);
 
 	pthread_mutex_lock(&vd->lock);
 	queued = vd->ring_len != 0;
@@ -610,6 +621,9 @@ int vb_poll(struct fab_domain *d, struct fab_cqe *cqes, int max, int timeout_ms)
 		until = start + (uint64_t)timeout_ms * 1000000ULL;
 	repost_lent(vd);
 	for (;;) {
+		/* the app drives progress now: the thread may rest */
+		if (vd->pt_running)
+			fab_park_hold(&vd->park, fy_now_ns() + VB_APP_HOLD_NS);
 		pthread_mutex_lock(&vd->lock);
 		ret = drain(vd);
 		n = ring_pop(vd, cqes, max);

@@ -355,6 +355,7 @@ static void init_lists(struct vb_domain *vd, const struct fab_opts *o)
 	vd->mrs.next = vd->mrs.prev = &vd->mrs;
 	pthread_mutex_init(&vd->lock, NULL);
 	pthread_rwlock_init(&vd->dev_lock, NULL);
+	fab_park_init(&vd->park);
 }
 
 int fab_verbs_open(const char *prov, const struct fab_opts *o,
@@ -428,6 +429,7 @@ static void stop_progress(struct vb_domain *vd)
 	if (!vd->pt_running)
 		return;
 	__atomic_store_n(&vd->stop, 1, __ATOMIC_RELEASE);
+	fab_park_wake(&vd->park);
 	if (write(vd->kick_fd, &one, sizeof(one)) < 0)
 		pr_perror("write kick fd");
 	pthread_join(vd->pt, NULL);
@@ -529,6 +531,7 @@ void fab_verbs_close(struct fab_domain *d)
 		close(vd->kick_fd);
 	pthread_mutex_destroy(&vd->lock);
 	pthread_rwlock_destroy(&vd->dev_lock);
+	fab_park_destroy(&vd->park);
 	free(vd->bufs);
 	free(vd);
 }

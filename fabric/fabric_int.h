@@ -97,6 +97,23 @@ struct fab_ep {
 extern const struct fab_ops fab_ofi_ops;
 extern const struct fab_ops fab_verbs_ops;
 
+/*
+ * fab_park.c: a progress thread parked while the application polls. The
+ * application holds it until a time (fy_now_ns()), or wakes it to hand
+ * progress back; fab_park_wait() sleeps while held (returns true) and
+ * returns false at once otherwise.
+ */
+struct fab_park {
+	uint64_t until; /* atomic */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+void fab_park_init(struct fab_park *p);
+void fab_park_destroy(struct fab_park *p);
+void fab_park_hold(struct fab_park *p, uint64_t until);
+void fab_park_wake(struct fab_park *p);
+bool fab_park_wait(struct fab_park *p, const int *stop);
+
 /* fab_bounce.c: guest RAM on a domain whose registrations pin */
 struct fab_bounce;
 int fab_bounce_reg(struct fab_domain *d, struct fab_mr **out);
