@@ -8,6 +8,9 @@
  * sleeps in read()), so provider and target-side progress are identical;
  * the runs are interleaved and each figure is the median of REPS runs.
  * Both initiators spin on their CQ, yielding the CPU on an empty poll.
+ * A read's latency is the time from one read's start to the next's, one
+ * clock read a sample, as perftest's ib_read_lat counts (in the test VM a
+ * clock read costs 2 us: its clocksource is hpet).
  * With -p verbs (ferry's rdma-core backend) there is no raw column (0):
  * perftest's ib_read_bw and ib_read_lat are its baseline (docs/rdma.md).
  * -P measures only what those measure, read bandwidth at 4 and 64 KiB and
@@ -458,11 +461,11 @@ static double raw_bw(struct raw *r, char *local, const struct fab_rkey *rk,
 static struct lat raw_lat(struct raw *r, char *local, const struct fab_rkey *rk)
 {
 	static uint64_t ns[LAT_SAMPLES];
+	uint64_t t = fy_now_ns(), next;
 	int i;
 
 	for (i = 0; i < LAT_SAMPLES; i++) {
 		size_t off = ((size_t)i * 4096 * 17) % REGION;
-		uint64_t t0 = fy_now_ns();
 		ssize_t ret;
 
 		while ((ret = fi_read(r->ep, local + off, 4096, r->desc,
@@ -472,7 +475,9 @@ static struct lat raw_lat(struct raw *r, char *local, const struct fab_rkey *rk)
 		RAW_CHECK(ret);
 		while (!raw_reap(r))
 			;
-		ns[i] = fy_now_ns() - t0;
+		next = fy_now_ns();
+		ns[i] = next - t;
+		t = next;
 	}
 	return lat_of(ns, LAT_SAMPLES);
 }
@@ -543,11 +548,11 @@ static double fy_bw(struct fy *f, char *local, const struct fab_rkey *rk,
 static struct lat fy_lat(struct fy *f, char *local, const struct fab_rkey *rk)
 {
 	static uint64_t ns[LAT_SAMPLES];
+	uint64_t t = fy_now_ns(), next;
 	int i, ret;
 
 	for (i = 0; i < LAT_SAMPLES; i++) {
 		size_t off = ((size_t)i * 4096 * 17) % REGION;
-		uint64_t t0 = fy_now_ns();
 
 		while ((ret = fab_read(f->ep, local + off, 4096, f->mr, rk, off,
 				       NULL)) == -EAGAIN)
@@ -556,7 +561,9 @@ static struct lat fy_lat(struct fy *f, char *local, const struct fab_rkey *rk)
 			exit(1);
 		while (!fy_reap(f, 100))
 			;
-		ns[i] = fy_now_ns() - t0;
+		next = fy_now_ns();
+		ns[i] = next - t;
+		t = next;
 	}
 	return lat_of(ns, LAT_SAMPLES);
 }
