@@ -360,6 +360,15 @@ static void raw_open(struct raw *r, const char *prov, char *local,
 	struct fi_av_attr av_attr = { .type = FI_AV_UNSPEC };
 	uint8_t a[FAB_ADDR_MAX + 1] = { 0 };
 	bool ip = strncmp(prov, "shm", 3) != 0;
+	char node[INET_ADDRSTRLEN] = "127.0.0.1";
+	struct sockaddr_in sin;
+
+	/* the target's own address: verbs listens on its device's */
+	if (ip && peer->len >= sizeof(sin)) {
+		memcpy(&sin, peer->bytes, sizeof(sin));
+		if (sin.sin_family == AF_INET)
+			inet_ntop(AF_INET, &sin.sin_addr, node, sizeof(node));
+	}
 
 	h->ep_attr->type = FI_EP_RDM;
 	h->caps = FI_MSG | FI_RMA | FI_READ | FI_WRITE | FI_REMOTE_READ |
@@ -370,7 +379,7 @@ static void raw_open(struct raw *r, const char *prov, char *local,
 				  FI_MR_ENDPOINT;
 	h->domain_attr->threading = FI_THREAD_DOMAIN;
 	h->fabric_attr->prov_name = strdup(prov);
-	RAW_CHECK(fi_getinfo(FI_VERSION(1, 17), ip ? "127.0.0.1" : NULL, NULL,
+	RAW_CHECK(fi_getinfo(FI_VERSION(1, 17), ip ? node : NULL, NULL,
 			     ip ? FI_SOURCE : 0, h, &r->info));
 	fi_freeinfo(h);
 	RAW_CHECK(fi_fabric(r->info->fabric_attr, &r->fabric, NULL));
@@ -598,9 +607,11 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 	}
 	/* verbs has no raw-libfabric twin: perftest is its baseline */
 	ofi = ofi && !perftest_only;
+	/* ferry first: its settings for libfabric (FI_UNIVERSE_SIZE for
+	 * verbs on rxe) count only before the process's first call */
+	fy_open(&f, prov, local, &t.h.addr);
 	if (ofi)
 		raw_open(&r, t.h.provider + 4, local, &t.h.addr);
-	fy_open(&f, prov, local, &t.h.addr);
 	warm(&r, &f, local, &t.h.rk);
 	c0 = target_cpu(&t);
 	w0 = fy_now_ns();
