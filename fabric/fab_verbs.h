@@ -245,8 +245,12 @@ int vb_conn_start(struct vb_domain *vd, const struct fab_addr *peer,
 void vb_conn_fail(struct vb_domain *vd, struct vb_conn *c, int status);
 /* Handle what the connection manager reports; 0 or -errno. */
 int vb_cm_events(struct vb_domain *vd);
-/* Destroy failed connections nothing uses or holds any more. */
-void vb_conn_reap(struct vb_domain *vd);
+/*
+ * Unlink the failed connections nothing uses or holds any more: a list
+ * through ->next for vb_conns_destroy(), which runs without the lock.
+ */
+struct vb_conn *vb_conn_reap(struct vb_domain *vd);
+void vb_conns_destroy(struct vb_conn *dead);
 
 /* fab_verbs_async.c */
 /* Join or leave the process's domains that events are handed to. */

@@ -204,27 +204,44 @@ void vb_conn_fail(struct vb_domain *vd, struct vb_conn *c, int status)
 	vb_wake(vd);
 }
 
-static void conn_destroy(struct vb_conn *c)
+struct vb_conn *vb_conn_reap(struct vb_domain *vd)
 {
-	c->prev->next = c->next;
-	c->next->prev = c->prev;
-	if (c->id && c->id->qp)
-		rdma_destroy_qp(c->id);
-	if (c->id)
-		rdma_destroy_id(c->id);
-	free(c);
+	struct vb_conn *c, *next, *dead = NULL;
+
+	if (!__atomic_exchange_n(&vd->reap, false, __ATOMIC_RELAXED))
+		return NULL;
+	for (c = vd->conns.next; c != &vd->conns; c = next) {
+		next = c->next;
+		if (c->state != VC_FAILED || c->eps || c->held)
+			continue;
+		c->prev->next = c->next;
+		c->next->prev = c->prev;
+		/* its late events find no connection (cm_event()) */
+		if (c->id)
+			c->id->context = NULL;
+		c->next = dead;
+		dead = c;
+	}
+	return dead;
 }
 
-void vb_conn_reap(struct vb_domain *vd)
+/*
+ * rdma_destroy_id() of a connection that was up sends a disconnect
+ * request and waits in the kernel (ib_cm, unkillable) until that is
+ * done: with the link down, for a minute or more. So it runs without the
+ * domain's lock, and in the progress thread where there is one.
+ */
+void vb_conns_destroy(struct vb_conn *dead)
 {
 	struct vb_conn *c, *next;
 
-	if (!__atomic_exchange_n(&vd->reap, false, __ATOMIC_RELAXED))
-		return;
-	for (c = vd->conns.next; c != &vd->conns; c = next) {
+	for (c = dead; c; c = next) {
 		next = c->next;
-		if (c->state == VC_FAILED && !c->eps && !c->held)
-			conn_destroy(c);
+		if (c->id && c->id->qp)
+			rdma_destroy_qp(c->id);
+		if (c->id)
+			rdma_destroy_id(c->id);
+		free(c);
 	}
 }
 

@@ -400,10 +400,15 @@ void vb_after(struct vb_domain *vd)
 	/* the device went, or may be back (fab_verbs_reset.c) */
 	if (__atomic_load_n(&vd->dev, __ATOMIC_RELAXED) != VD_UP)
 		vb_dev_tick(vd);
-	if (__atomic_load_n(&vd->reap, __ATOMIC_RELAXED)) {
+	/* the progress thread, where there is one (vb_conns_destroy()) */
+	if (__atomic_load_n(&vd->reap, __ATOMIC_RELAXED) &&
+	    (!vd->pt_running || pthread_equal(pthread_self(), vd->pt))) {
+		struct vb_conn *dead;
+
 		pthread_mutex_lock(&vd->lock);
-		vb_conn_reap(vd);
+		dead = vb_conn_reap(vd);
 		pthread_mutex_unlock(&vd->lock);
+		vb_conns_destroy(dead);
 	}
 	if (__atomic_load_n(&vd->freed, __ATOMIC_RELAXED) &&
 	    __atomic_exchange_n(&vd->freed, false, __ATOMIC_RELAXED))

@@ -489,7 +489,7 @@ static void free_all(struct vb_domain *vd)
 		c->eps = c->held = 0;
 		c->state = VC_FAILED;
 		__atomic_store_n(&vd->reap, true, __ATOMIC_RELAXED);
-		vb_conn_reap(vd);
+		vb_conns_destroy(vb_conn_reap(vd));
 	}
 	while (vd->mrs.next != &vd->mrs) {
 		struct vb_mr *m = vd->mrs.next;

@@ -392,8 +392,16 @@ static void rxe(const char *what)
  */
 static int rxe_teardown(void **state)
 {
-	int ret = pc_teardown(state);
+	int ret;
 
+	/*
+	 * The link up first: a ferryd whose connection was up waits in the
+	 * kernel (ib_cm's disconnect, unkillable) to let go of it, for a
+	 * minute or more while the link stays down, and cannot exit until
+	 * then (docs/rdma.md).
+	 */
+	system("ip link set dev ferry-rxe up");
+	ret = pc_teardown(state);
 	rxe("renew");
 	return ret;
 }
