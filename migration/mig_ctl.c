@@ -491,7 +491,10 @@ void mig_command(struct mig_env *n, const struct proto_ctl_req *req,
 			pack_error(pk, "too late to cancel: switchover began");
 			return;
 		}
-		if (m->source)
+		if (m->source && m->reg_running)
+			/* taken once the registration is done (its tick) */
+			m->cancel_asked = true;
+		else if (m->source)
 			mig_src_fail(m, MIG_SRC_CANCELLED, true,
 				     "cancelled by the user");
 		else
@@ -772,7 +775,9 @@ void mig_close(struct mig_env *n)
 			/* the record says so: a restart takes it up again */
 			mig_src_release(m, false);
 		} else if (m->source && !mig_finished(m)) {
-			mig_src_fail(m, MIG_SRC_FAILED, true,
+			/* NEW: still registering, the peer never heard of it */
+			mig_src_fail(m, MIG_SRC_FAILED,
+				     mig_state(m) != MIG_SRC_NEW,
 				     "ferryd shut down");
 		}
 		if (m->dst) {

@@ -122,6 +122,16 @@ struct mig {
 	unsigned stall;
 	uint64_t pace_next_ns;
 	uint64_t expect_bytes; /* D has pulled all announced at this count */
+	/*
+	 * Source: guest RAM (and the delta cache) registered off the control
+	 * thread (mig_start.c) while the migration is NEW; a cancel that came
+	 * meanwhile is taken when it is done.
+	 */
+	pthread_t reg_thread;
+	bool reg_running;
+	bool reg_done; /* atomic */
+	int reg_ret;
+	bool cancel_asked;
 	/* --verify: checksums computed off the control thread, by chunks */
 	pthread_t csum_thread;
 	bool csum_running;
@@ -195,6 +205,14 @@ void mig_src_abandon(struct mig *m, bool tell, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Source: map and register the memfd of m->vmp for reads; 0 or -errno. */
 int mig_src_map(struct mig *m);
+/*
+ * Source, NEW while registering (m->reg_running): once the registration
+ * is done, send MIGRATE_PREPARE, or end the migration (failed, or
+ * cancelled if asked meanwhile).
+ */
+void mig_src_reg_tick(struct mig *m, uint64_t now);
+/* Wait for a registration still running (before releasing what it made). */
+void mig_src_reg_join(struct mig *m);
 /*
  * Source: give back the mapping, registrations and the VM's slot. Unless
  * all_read (the destination holds every page), what peers read is kept a

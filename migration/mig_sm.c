@@ -53,9 +53,10 @@ static const struct sm_state src_states[MIG_SRC_NSTATES] = {
 			  TO(MIG_SRC_PREPARE) | TO(MIG_SRC_COMMITTED) |
 				  TO(MIG_SRC_PC_SWITCHOVER_LOST) |
 				  TO(MIG_SRC_POSTCOPY_LOST) |
-				  TO(MIG_SRC_COMPLETED) | TO(MIG_SRC_FAILED),
-			  "being set up, or read from its record by a "
-			  "restarted ferryd" },
+				  TO(MIG_SRC_COMPLETED) | TO(MIG_SRC_FAILED) |
+				  TO(MIG_SRC_CANCELLED),
+			  "being set up (guest RAM being registered), or "
+			  "read from its record by a restarted ferryd" },
 	[MIG_SRC_PREPARE] = { "prepare", MIG_PREPARE, 0,
 			      TO(MIG_SRC_PREPARE_ASKED) | TO(MIG_SRC_PRECOPY) |
 				      TO(MIG_SRC_FAILED) |

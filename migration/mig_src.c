@@ -540,6 +540,10 @@ void mig_src_tick(struct mig *m, uint64_t now)
 
 	if (mig_finished(m))
 		return;
+	if (m->reg_running) {
+		mig_src_reg_tick(m, now);
+		return;
+	}
 	if (mig_has(m, MIG_SM_PC)) {
 		/*
 		 * Post-copy: whatever happens D may run the VM, so ours

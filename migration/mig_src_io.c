@@ -98,11 +98,22 @@ void mig_src_relays_tick(struct mig *m, uint64_t now)
 		mig_save_record(m);
 }
 
+void mig_src_reg_join(struct mig *m)
+{
+	if (!m->reg_running)
+		return;
+	pthread_join(m->reg_thread, NULL);
+	m->reg_running = false;
+}
+
 void mig_src_release(struct mig *m, bool all_read)
 {
 	/* else a peer's read may be under way: keep what it reads (bug 2) */
-	uint64_t keep = all_read ? 0 : fab_mr_serve_late_ns(m->mr);
+	uint64_t keep;
 
+	/* what it registers is released below */
+	mig_src_reg_join(m);
+	keep = all_read ? 0 : fab_mr_serve_late_ns(m->mr);
 	mig_src_relay_release(m, "the migration ended");
 	free(m->pgen);
 	m->pgen = NULL;

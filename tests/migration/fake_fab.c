@@ -35,6 +35,9 @@ struct fake_dom {
 	struct fake_op *ops, **tail; /* posted, in order */
 	unsigned fail_n;
 	int fail_status;
+	bool regs_held; /* registrations wait on reg_cond meanwhile */
+	int reg_fail; /* the next registration fails with it */
+	pthread_cond_t reg_cond;
 	struct fake_fab_counts counts;
 };
 
@@ -67,11 +70,23 @@ static int fake_reg_mr(struct fab_domain *d, void *buf, size_t len,
 {
 	struct fake_dom *fd = of(d);
 	struct fake_mr *mr = calloc(1, sizeof(*mr));
+	int ret;
 
 	if (!mr)
 		return -ENOMEM;
 	mr->access = access;
 	pthread_mutex_lock(&fd->lock);
+	fd->counts.regs_waiting++;
+	while (fd->regs_held)
+		pthread_cond_wait(&fd->reg_cond, &fd->lock);
+	fd->counts.regs_waiting--;
+	ret = fd->reg_fail;
+	fd->reg_fail = 0;
+	if (ret) {
+		pthread_mutex_unlock(&fd->lock);
+		free(mr);
+		return ret;
+	}
 	mr->base.rkey = (struct fab_rkey){ .addr = (uintptr_t)buf,
 					   .len = len,
 					   .key = ++fd->next_key };
@@ -257,6 +272,7 @@ static void fake_close(struct fab_domain *d)
 		fd->mrs = mr->next;
 		free(mr);
 	}
+	pthread_cond_destroy(&fd->reg_cond);
 	pthread_mutex_destroy(&fd->lock);
 	free(fd);
 }
@@ -287,6 +303,7 @@ struct fab_domain *fake_fab_open(void)
 	fd->base.ops = &fake_ops;
 	fab_release_init(&fd->base);
 	pthread_mutex_init(&fd->lock, NULL);
+	pthread_cond_init(&fd->reg_cond, NULL);
 	fd->tail = &fd->ops;
 	return &fd->base;
 }
@@ -298,6 +315,25 @@ void fake_fab_fail_reads(struct fab_domain *d, unsigned n, int status)
 	pthread_mutex_lock(&fd->lock);
 	fd->fail_n = n;
 	fd->fail_status = status;
+	pthread_mutex_unlock(&fd->lock);
+}
+
+void fake_fab_hold_regs(struct fab_domain *d, bool hold)
+{
+	struct fake_dom *fd = of(d);
+
+	pthread_mutex_lock(&fd->lock);
+	fd->regs_held = hold;
+	pthread_cond_broadcast(&fd->reg_cond);
+	pthread_mutex_unlock(&fd->lock);
+}
+
+void fake_fab_fail_regs(struct fab_domain *d, int status)
+{
+	struct fake_dom *fd = of(d);
+
+	pthread_mutex_lock(&fd->lock);
+	fd->reg_fail = status;
 	pthread_mutex_unlock(&fd->lock);
 }
 

@@ -19,6 +19,7 @@ struct fake_fab_counts {
 	unsigned failed; /* reads completed with an error */
 	unsigned inflight; /* posted, not yet polled */
 	unsigned eps, mrs; /* open, live */
+	unsigned regs_waiting; /* registrations held (fake_fab_hold_regs) */
 	/* the last registration with FAB_ACCESS_LOCAL: a reader's buffer */
 	void *local_buf;
 };
@@ -27,6 +28,13 @@ struct fake_fab_counts {
 struct fab_domain *fake_fab_open(void);
 /* The next n reads posted complete with status (-errno), copying nothing. */
 void fake_fab_fail_reads(struct fab_domain *d, unsigned n, int status);
+/*
+ * While hold, registrations wait (a device that pins, slowly) until
+ * called again with false.
+ */
+void fake_fab_hold_regs(struct fab_domain *d, bool hold);
+/* The next registration fails with status (-errno). */
+void fake_fab_fail_regs(struct fab_domain *d, int status);
 void fake_fab_counts(struct fab_domain *d, struct fake_fab_counts *out);
 
 #endif /* FERRY_TESTS_MIGRATION_FAKE_FAB_H */

@@ -4,7 +4,8 @@
  * (fake_host.c): no daemon, no sockets, no VMs. The control socket's
  * migration commands: force-resume needs "fenced", unknown migrations,
  * `ferry migrate` left to its defaults, to an unknown or unreachable peer
- * or for a VM that is not here; `ferry retarget`'s lookups of the peer
+ * or for a VM that is not here; a started one registers guest RAM off the
+ * control thread, cancelled meanwhile or failing; `ferry retarget`'s lookups of the peer
  * and the migration, before the engine is asked. A peer's
  * MIGRATE_PREPARE: refused for a user VM without accept_user_vms, for a
  * name taken here, for pages that are not 4 KiB, and beyond its burst;
@@ -20,7 +21,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "common/util.h"
+#include "tests/migration/fake_fab.h"
 #include "tests/migration/fake_host.h"
+#include "tests/migration/fake_vm.h"
 
 static const char *const names[] = { "b", "c", NULL };
 
@@ -139,6 +143,123 @@ static struct proto_ctl_req retarget(uint64_t id, const char *to)
 	strcpy(req.to, to);
 	req.has = 1u << PROTO_CTL_ID | 1u << PROTO_CTL_TO;
 	return req;
+}
+
+/*
+ * `ferry migrate` of a running VM: the engine answers at once and
+ * registers guest RAM in a thread (a device that pins may take seconds a
+ * GiB); the tick sends MIGRATE_PREPARE once it is done. A cancel that
+ * comes meanwhile is taken then, and a registration that fails ends the
+ * migration; neither tells the peer, which never heard of it.
+ */
+struct started {
+	struct fake_host *h;
+	struct fab_domain *fab;
+	struct mig *m;
+};
+
+static void start_held(struct started *s, int reg_fail)
+{
+	struct proto_ctl_req req = migrate("v", "b");
+	struct fake_fab_counts c;
+	struct mig_vm *v;
+	char err[512];
+	uint64_t end = fy_now_ns() + 10000000000ULL;
+
+	s->h = fake_host_new(names);
+	fake_vm_init(64);
+	fake_vm.state = KVA_VM_RUNNING;
+	s->fab = fake_fab_open();
+	assert_non_null(s->fab);
+	s->h->env.fab = s->fab;
+	s->h->env.vm_ops = &fake_vm_ops;
+	v = &s->h->vms[0];
+	v->used = true;
+	strcpy(v->name, "v");
+	assert_int_equal(mig_vm_attach(&s->h->env, "v", 0, &v->kc), 0);
+	fake_fab_hold_regs(s->fab, true);
+	fake_fab_fail_regs(s->fab, reg_fail);
+	/* answered while the registration waits */
+	assert_string_equal(run(s->h, &req, err, sizeof(err)), "");
+	s->m = v->mig;
+	assert_non_null(s->m);
+	assert_int_equal(mig_state(s->m), MIG_SRC_NEW);
+	do {
+		fake_fab_counts(s->fab, &c);
+	} while (!c.regs_waiting && fy_now_ns() < end);
+	assert_int_equal(c.regs_waiting, 1);
+	mig_tick(&s->h->env, fake_clock_get());
+	assert_int_equal(mig_state(s->m), MIG_SRC_NEW);
+	assert_int_equal(s->h->nsent, 0);
+}
+
+/* Let the registration go on; tick until the migration left NEW. */
+static void start_go(struct started *s)
+{
+	uint64_t end = fy_now_ns() + 10000000000ULL;
+
+	fake_fab_hold_regs(s->fab, false);
+	while (mig_state(s->m) == MIG_SRC_NEW && fy_now_ns() < end)
+		mig_tick(&s->h->env, fake_clock_get());
+}
+
+static void start_end(struct started *s)
+{
+	fake_host_free(s->h);
+	fab_domain_close(s->fab);
+	fake_vm_fini();
+}
+
+static void test_migrate_registers_aside(void **state)
+{
+	struct started s;
+
+	(void)state;
+	start_held(&s, 0);
+	start_go(&s);
+	assert_int_equal(mig_state(s.m), MIG_SRC_PREPARE);
+	assert_int_equal(s.h->nsent, 1);
+	assert_int_equal(s.h->sent[0].type, PROTO_MIGRATE_PREPARE);
+	assert_int_equal(s.h->sent[0].prepare.regions[0].pages, 64);
+	start_end(&s);
+}
+
+static void test_migrate_cancelled_registering(void **state)
+{
+	struct proto_ctl_req req = { .cmd = PROTO_CTL_CANCEL };
+	struct fake_fab_counts c;
+	struct started s;
+	char err[512];
+
+	(void)state;
+	start_held(&s, 0);
+	req.id = s.m->id;
+	req.has = 1u << PROTO_CTL_ID;
+	assert_string_equal(run(s.h, &req, err, sizeof(err)), "");
+	/* taken once the registration is done */
+	assert_int_equal(mig_state(s.m), MIG_SRC_NEW);
+	start_go(&s);
+	assert_int_equal(mig_state(s.m), MIG_SRC_CANCELLED);
+	assert_string_equal(s.m->reason, "cancelled by the user");
+	assert_int_equal(s.h->nsent, 0);
+	fake_fab_counts(s.fab, &c);
+	assert_int_equal(c.mrs, 0);
+	assert_null(s.h->vms[0].mig);
+	start_end(&s);
+}
+
+static void test_migrate_registration_fails(void **state)
+{
+	struct started s;
+
+	(void)state;
+	start_held(&s, -ENOMEM);
+	start_go(&s);
+	assert_int_equal(mig_state(s.m), MIG_SRC_FAILED);
+	assert_non_null(strstr(s.m->reason, "cannot start: Cannot allocate "
+					    "memory"));
+	assert_int_equal(s.h->nsent, 0);
+	start_end(&s);
 }
 
 /*
@@ -303,6 +424,9 @@ int main(void)
 		cmocka_unit_test(test_force_resume_needs_fenced),
 		cmocka_unit_test(test_migrations),
 		cmocka_unit_test(test_migrate_refused),
+		cmocka_unit_test(test_migrate_registers_aside),
+		cmocka_unit_test(test_migrate_cancelled_registering),
+		cmocka_unit_test(test_migrate_registration_fails),
 		cmocka_unit_test(test_retarget_lookups),
 		cmocka_unit_test(test_prepare_refused),
 		cmocka_unit_test(test_unknown_answered),

@@ -38,6 +38,7 @@ static const struct move src_moves[] = {
 	{ S(NEW), S(POSTCOPY_LOST) },
 	{ S(NEW), S(COMPLETED) },
 	{ S(NEW), S(FAILED) },
+	{ S(NEW), S(CANCELLED) }, /* while it registers */
 	{ S(PREPARE), S(PREPARE_ASKED) },
 	{ S(PREPARE), S(PRECOPY) },
 	{ S(PREPARE), S(FAILED) },
