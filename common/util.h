@@ -18,13 +18,18 @@
 #define FY_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FY_MAX(a, b) ((a) > (b) ? (a) : (b))
 
-/* Monotonic time in nanoseconds. */
-static inline uint64_t fy_now_ns(void)
+static inline uint64_t fy_clock_ns(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clock, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+/* Monotonic time in nanoseconds. */
+static inline uint64_t fy_now_ns(void)
+{
+	return fy_clock_ns(CLOCK_MONOTONIC);
 }
 
 /*
@@ -34,10 +39,7 @@ static inline uint64_t fy_now_ns(void)
  */
 static inline uint64_t fy_coarse_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+	return fy_clock_ns(CLOCK_MONOTONIC_COARSE);
 }
 
 /* xxh3-64 checksum of one FY_PAGE_SIZE page. */

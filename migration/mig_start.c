@@ -203,10 +203,8 @@ int mig_src_send_prepare(struct mig *m)
 /*
  * The registrations, in their own thread: pinning takes seconds a GiB on
  * some devices, and the control thread answers the CLI and peers
- * meanwhile (under ThreadSanitizer in the test VM, a 64 MiB VM's took
- * longer than the CLI's 2 s). The fabric takes registrations from any
- * thread; the control thread touches none of what this one makes until
- * it has joined it.
+ * meanwhile. The fabric takes registrations from any thread; the control
+ * thread touches none of what this one makes until it has joined it.
  */
 static void *reg_main(void *arg)
 {

@@ -607,8 +607,10 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 	}
 	/* verbs has no raw-libfabric twin: perftest is its baseline */
 	ofi = ofi && !perftest_only;
-	/* ferry first: its settings for libfabric (FI_UNIVERSE_SIZE for
-	 * verbs on rxe) count only before the process's first call */
+	/*
+	 * ferry first: its settings for libfabric (FI_UNIVERSE_SIZE for
+	 * verbs on rxe) count only before the process's first call
+	 */
 	fy_open(&f, prov, local, &t.h.addr);
 	if (ofi)
 		raw_open(&r, t.h.provider + 4, local, &t.h.addr);
