@@ -57,6 +57,8 @@ int fab_domain_open(const struct fab_opts *opts, struct fab_domain **out)
 		       o.provider);
 		return -EINVAL;
 	}
+	if (!ret)
+		pthread_mutex_init(&(*out)->split_lock, NULL);
 	return ret;
 }
 
@@ -91,12 +93,14 @@ int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
 			FAB_ACCESS_HOLES)))
 		return -EINVAL;
 	/*
-	 * Guest RAM for our own use where registering pins: bounce buffers.
-	 * Peers' access needs the real registration, holes faulted in and
-	 * all (docs/rdma.md, "Registration").
+	 * Guest RAM where registering pins: for our own use bounce buffers,
+	 * for peers' the parts they may reach, as the caller grows it
+	 * (docs/rdma.md, "Registration").
 	 */
 	if ((access & FAB_ACCESS_HOLES) && d->pins &&
-	    !(access & (FAB_ACCESS_READ | FAB_ACCESS_WRITE)))
+	    (access & (FAB_ACCESS_READ | FAB_ACCESS_WRITE)))
+		return fab_sparse_reg(d, buf, len, access, out);
+	if ((access & FAB_ACCESS_HOLES) && d->pins)
 		ret = fab_bounce_reg(d, out);
 	else
 		ret = d->ops->reg_mr(d, buf, len, access & ~FAB_ACCESS_HOLES,
@@ -114,10 +118,23 @@ int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
 
 void fab_mr_rkey(const struct fab_mr *mr, struct fab_rkey *out)
 {
+	if (mr->sparse) {
+		fab_sparse_rkey(mr, out);
+		return;
+	}
+	out->runs = NULL;
+	out->nruns = 0;
 	out->addr = mr->rkey.addr;
 	out->len = mr->rkey.len;
 	/* verbs makes it anew when its device is back (fab_verbs_reset.c) */
 	out->key = __atomic_load_n(&mr->rkey.key, __ATOMIC_RELAXED);
+}
+
+int fab_mr_grow(struct fab_mr *mr, uint64_t off, uint64_t len)
+{
+	if (!len || off > mr->len || len > mr->len - off)
+		return -ERANGE;
+	return mr->sparse ? fab_sparse_grow(mr, off, len) : 0;
 }
 
 int fab_mr_dereg(struct fab_mr *mr)
@@ -127,6 +144,8 @@ int fab_mr_dereg(struct fab_mr *mr)
 
 	if (!mr)
 		return 0;
+	if (mr->sparse) /* its parts are counted, it is not */
+		return fab_sparse_dereg(mr);
 	d = mr->d;
 	len = mr->len;
 	/* the registration is gone even if the provider complained */
@@ -160,18 +179,24 @@ void fab_ep_close(struct fab_ep *ep)
 	if (!ep)
 		return;
 	stat_add(&ep->d->stats.ep_count, -1);
+	fab_split_ep_close(ep);
 	ep->d->ops->ep_close(ep);
 }
 
-/* Through a bounce slot: buf must lie inside its registration. */
-static int bounce_rma(struct fab_ep *ep, bool write, void *buf, size_t len,
-		      const struct fab_mr *mr, uint64_t addr, uint64_t key,
-		      void *ctx)
+int fab_rma(struct fab_ep *ep, bool write, void *buf, size_t len,
+	    struct fab_mr *mr, uint64_t addr, uint64_t key, void *ctx)
 {
-	if (mr->d != ep->d || (char *)buf < (char *)mr->buf || len > mr->len ||
-	    (size_t)((char *)buf - (char *)mr->buf) > mr->len - len)
-		return -EINVAL;
-	return fab_bounce_rma(ep, write, buf, len, addr, key, ctx);
+	if (mr && mr->bounce) {
+		/* through a bounce slot: buf must lie inside its registration */
+		if (mr->d != ep->d || (char *)buf < (char *)mr->buf ||
+		    len > mr->len ||
+		    (size_t)((char *)buf - (char *)mr->buf) > mr->len - len)
+			return -EINVAL;
+		return fab_bounce_rma(ep, write, buf, len, addr, key, ctx);
+	}
+	if (write)
+		return ep->d->ops->write(ep, buf, len, mr, addr, key, ctx);
+	return ep->d->ops->read(ep, buf, len, mr, addr, key, ctx);
 }
 
 /* [off, off + len) must lie inside the remote registration. */
@@ -182,31 +207,29 @@ static int rkey_check(const struct fab_rkey *rk, uint64_t off, size_t len)
 	return 0;
 }
 
-int fab_read(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
-	     const struct fab_rkey *rk, uint64_t off, void *ctx)
+static int rma(struct fab_ep *ep, bool write, void *buf, size_t len,
+	       struct fab_mr *mr, const struct fab_rkey *rk, uint64_t off,
+	       void *ctx)
 {
 	int ret = rkey_check(rk, off, len);
 
 	if (ret)
 		return ret;
-	if (mr && mr->bounce)
-		return bounce_rma(ep, false, buf, len, mr, rk->addr + off,
-				  rk->key, ctx);
-	return ep->d->ops->read(ep, buf, len, mr, rk->addr + off, rk->key, ctx);
+	if (rk->runs)
+		return fab_split_rma(ep, write, buf, len, mr, rk, off, ctx);
+	return fab_rma(ep, write, buf, len, mr, rk->addr + off, rk->key, ctx);
+}
+
+int fab_read(struct fab_ep *ep, void *buf, size_t len, struct fab_mr *mr,
+	     const struct fab_rkey *rk, uint64_t off, void *ctx)
+{
+	return rma(ep, false, buf, len, mr, rk, off, ctx);
 }
 
 int fab_write(struct fab_ep *ep, const void *buf, size_t len, struct fab_mr *mr,
 	      const struct fab_rkey *rk, uint64_t off, void *ctx)
 {
-	int ret = rkey_check(rk, off, len);
-
-	if (ret)
-		return ret;
-	if (mr && mr->bounce)
-		return bounce_rma(ep, true, (void *)buf, len, mr,
-				  rk->addr + off, rk->key, ctx);
-	return ep->d->ops->write(ep, buf, len, mr, rk->addr + off, rk->key,
-				 ctx);
+	return rma(ep, true, (void *)buf, len, mr, rk, off, ctx);
 }
 
 int fab_send(struct fab_ep *ep, const void *buf, size_t len, void *ctx)
@@ -219,17 +242,28 @@ int fab_send(struct fab_ep *ep, const void *buf, size_t len, void *ctx)
 int fab_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 	     int timeout_ms)
 {
-	int n, i, failed = 0;
+	int k, n, i, failed = 0;
+	bool retry;
 
 	if (max <= 0)
 		return -EINVAL;
-	n = d->ops->poll(d, cqes, max, timeout_ms);
-	if (n <= 0)
+	/* split operations: parts to post, wholes done without a part */
+	k = fab_split_ready(d, cqes, max, &retry);
+	if (k)
+		timeout_ms = 0;
+	else if (retry && (timeout_ms < 0 || timeout_ms > 1))
+		timeout_ms = 1;
+	n = k < max ? d->ops->poll(d, cqes + k, max - k, timeout_ms) : 0;
+	if (n < 0 && !k)
 		return n;
-	for (i = 0; i < n; i++) {
+	n = n < 0 ? 0 : n;
+	for (i = k; i < k + n; i++)
 		fab_bounce_done(d, &cqes[i]);
+	n = k + fab_split_done(d, cqes + k, n);
+	for (i = 0; i < n; i++)
 		failed += cqes[i].status < 0;
-	}
+	if (!n)
+		return 0;
 	stat_add(&d->stats.ops_done, n);
 	if (failed)
 		stat_add(&d->stats.ops_failed, failed);
@@ -243,6 +277,7 @@ void fab_domain_close(struct fab_domain *d)
 	if (!d)
 		return;
 	b = d->bounce;
+	fab_split_free(d);
 	d->ops->close(d);
 	fab_bounce_free(b);
 }

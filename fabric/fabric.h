@@ -28,11 +28,28 @@ struct fab_addr {
 	uint8_t bytes[FAB_ADDR_MAX];
 };
 
+/* One registered run of a sparse registration (see fab_rkey). */
+struct fab_keyrun {
+	uint64_t off; /* from the registration's byte 0 */
+	uint64_t len;
+	uint64_t key;
+	uint64_t addr; /* target address of the run's byte 0 */
+};
+
 /* What a remote reader needs to reach a registration; travels by copy. */
 struct fab_rkey {
 	uint64_t addr; /* target address of the region's byte 0 */
 	uint64_t len;
 	uint64_t key;
+	/*
+	 * NULL: all of [addr, addr + len) under key. Otherwise a sparse
+	 * registration (fab_mr_grow()): only these runs, sorted and disjoint,
+	 * are registered, each under its own key, and key is a digest of
+	 * them that changes when any of them does. The memory is owned by
+	 * whoever filled in the rkey and must outlive the operations on it.
+	 */
+	const struct fab_keyrun *runs;
+	size_t nruns;
 };
 
 enum fab_access {
@@ -148,9 +165,23 @@ int fab_mr_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
  * The descriptor a remote peer needs to read or write this registration.
  * verbs: after the device was removed and came back, every registration
  * is made anew with new keys; fab_mr_rkey() returns the current one. Any
- * thread.
+ * thread; for a sparse registration out->runs is the registration's own,
+ * valid until the next fab_mr_rkey(), fab_mr_grow() or fab_mr_dereg() of
+ * it, which the caller orders.
  */
 void fab_mr_rkey(const struct fab_mr *mr, struct fab_rkey *out);
+/*
+ * Guest RAM registered FAB_ACCESS_READ | FAB_ACCESS_HOLES on a domain whose
+ * registrations pin is sparse: fab_mr_reg() registers none of it, and this
+ * registers [off, off + len) (widened to whole 2 MiB chunks inside the
+ * registration) where it is not yet, so that holes peers never read stay
+ * holes. Register what peers may read before they learn of it; the rkey
+ * (fab_mr_rkey()) changes. Returns 1 if something was registered, 0 if all
+ * of it already was (always, for a registration that is not sparse), or
+ * -errno (-ERANGE outside the registration; what was registered before
+ * the failure stays). Not concurrently with itself on one registration.
+ */
+int fab_mr_grow(struct fab_mr *mr, uint64_t off, uint64_t len);
 
 /*
  * Connect to the domain at peer. Returns 0 and *out (owned by the caller,
@@ -171,7 +202,9 @@ int fab_ep_connect(struct fab_domain *d, const struct fab_addr *peer,
  * no room (too many operations in flight or not yet fetched, or the
  * provider's queue is full): retry after fab_poll() returned a completion,
  * or a little later when none of ours is in flight, -ERANGE when
- * [off, off + len) is outside rk, -ENOTCONN when ep has failed (see
+ * [off, off + len) is outside rk (a sparse rk: not all in its runs; one
+ * that spans several is split, and completes once all parts have),
+ * -ENOTCONN when ep has failed (see
  * fab_ep_close()), "verbs": -ENODEV while the device is gone, or another
  * -errno. The first operations to a peer are
  * accepted while its connection is still being made: the fabric posts them

@@ -76,6 +76,10 @@ struct fab_domain {
 	struct fab_rel *rel; /* under rel_lock */
 	unsigned nrel; /* entries on rel; written under rel_lock, peeked at */
 	uint64_t rel_due; /* atomic: the next timed release falls due; 0 */
+	/* fab_sparse.c: operations split across a sparse rkey's runs */
+	pthread_mutex_t split_lock;
+	struct fab_split *split; /* under split_lock */
+	unsigned nsplit; /* entries on split; written under split_lock */
 };
 
 /* Base of every backend's registration. */
@@ -86,6 +90,7 @@ struct fab_mr {
 	struct fab_rkey rkey; /* filled by the backend at registration */
 	unsigned access; /* fab_access bits */
 	bool bounce; /* no backend registration: fab_bounce.c */
+	struct fab_sparse *sparse; /* registered in parts: fab_sparse.c */
 };
 
 /* Base of every backend's endpoint. */
@@ -126,6 +131,35 @@ void fab_bounce_done(struct fab_domain *d, struct fab_cqe *c);
 bool fab_bounce_busy(const struct fab_domain *d, const void *addr, size_t len);
 /* After the backend closed the domain (which deregistered the arena). */
 void fab_bounce_free(struct fab_bounce *b);
+
+/* fab.c: one operation, through a bounce slot where mr is one */
+int fab_rma(struct fab_ep *ep, bool write, void *buf, size_t len,
+	    struct fab_mr *mr, uint64_t addr, uint64_t key, void *ctx);
+
+/* fab_sparse.c: guest RAM peers read on a domain whose registrations pin */
+struct fab_sparse;
+struct fab_split;
+/* A registration of [buf, buf + len) with no part registered yet. */
+int fab_sparse_reg(struct fab_domain *d, void *buf, size_t len, unsigned access,
+		   struct fab_mr **out);
+void fab_sparse_rkey(const struct fab_mr *mr, struct fab_rkey *out);
+int fab_sparse_grow(struct fab_mr *mr, uint64_t off, uint64_t len);
+int fab_sparse_dereg(struct fab_mr *mr);
+/* An operation on a sparse rk, one part per run it touches; as fab_read(). */
+int fab_split_rma(struct fab_ep *ep, bool write, void *buf, size_t len,
+		  struct fab_mr *mr, const struct fab_rkey *rk, uint64_t off,
+		  void *ctx);
+/*
+ * In fab_poll(), before the backend's poll: post parts that found no room,
+ * and hand back split operations finished without a part in flight (into
+ * c, at most max). *retry: some wait for room, poll again soon.
+ */
+int fab_split_ready(struct fab_domain *d, struct fab_cqe *c, int max,
+		    bool *retry);
+/* After it: fold the parts' completions among c[0..n) into their whole's. */
+int fab_split_done(struct fab_domain *d, struct fab_cqe *c, int n);
+void fab_split_ep_close(struct fab_ep *ep);
+void fab_split_free(struct fab_domain *d);
 
 /*
  * fab_verbs_domain.c: the IPv4 address of the RDMA device, port and GID
