@@ -5,7 +5,8 @@
  *
  * The envelope (docs/protocol.md, "Envelope"): every message is one msgpack
  * map; the key "t" holds the type number (enum proto_type, never reused),
- * every other key is a field of that type. Every field is required, none
+ * every other key is a field of that type. Every field is required (but
+ * the few added since the version shipped, PF_RUNS_OPT), none
  * may appear twice, and a key the type does not define is rejected: peers
  * of one PROTO_VERSION know the same fields, and every change of a field
  * bumps the version, so an unknown key is a bug or a confused peer, and
@@ -502,7 +503,7 @@ static int rd_fields(struct proto_ctx *c, void *s, const struct proto_desc *d,
 		proto_path_pop(c, old);
 	}
 	for (j = 0; !rc && j < d->nfields; j++)
-		if (!(seen & (1ULL << j)))
+		if (!(seen & (1ULL << j)) && !d->fields[j].opt)
 			rc = proto_fail(c, "missing field \"%s\"",
 					d->fields[j].key);
 	return rc;
@@ -627,6 +628,12 @@ static int pk_str(msgpack_packer *pk, const char *s)
 	return msgpack_pack_str(pk, n) | msgpack_pack_str_body(pk, s, n);
 }
 
+/* An optional field left out: NULL. */
+static bool absent(const void *s, const struct proto_field *f)
+{
+	return f->opt && !*CAT(s, f->off, void *);
+}
+
 static int pk_fields(msgpack_packer *pk, const void *s,
 		     const struct proto_desc *d, unsigned type)
 {
@@ -635,11 +642,15 @@ static int pk_fields(msgpack_packer *pk, const void *s,
 	size_t i, j, n;
 	int rc;
 
-	rc = msgpack_pack_map(pk, d->nfields + (type ? 1 : 0));
+	for (i = 0, n = 0; i < d->nfields; i++)
+		n += absent(s, &d->fields[i]);
+	rc = msgpack_pack_map(pk, d->nfields - n + (type ? 1 : 0));
 	if (type)
 		rc |= pk_str(pk, "t") | msgpack_pack_uint32(pk, type);
 	for (i = 0; !rc && i < d->nfields; i++) {
 		f = &d->fields[i];
+		if (absent(s, f))
+			continue;
 		rc = pk_str(pk, f->key);
 		switch (f->kind) {
 		case PK_U64:

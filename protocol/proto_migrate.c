@@ -10,9 +10,12 @@
  *   D allocates and registers guest RAM, then answers with its own
  *     HOLDER_MAP (no generation runs yet: it holds nothing), which is its
  *     "yes"; an ERROR(m) is its "no";
- *   S sends HOLDER_MAP(m, id, a, ps, r[{i, k, b, l, g}]): where its copy
- *     lives (fabric address, memory key, base, length of each region) and
- *     the generation of each page as runs (start, len, gen); every relay R
+ *   S sends HOLDER_MAP(m, id, a, ps, r[{i, k, b, l, g, kr}]): where its
+ *     copy lives (fabric address, memory key, base, length of each region),
+ *     the generation of each page as runs (start, len, gen), and the pages
+ *     registered as runs (start, len, key, base): where registering pins,
+ *     only those peers may read, and S sends HOLDER_MAP again, before the
+ *     DIRTY_SET that names them, when more are registered; every relay R
  *     that holds a copy sends D its HOLDER_MAP too. D now pulls every page
  *     p whose generation it lacks from any holder with gen >= ver[p];
  *   rounds: S harvests the dirty log and bumps the generation to g, then
@@ -78,6 +81,7 @@
 /* Runs are decoded straight into these structs as flat uint64_t arrays. */
 _Static_assert(sizeof(struct fy_run) == 2 * sizeof(uint64_t), "fy_run");
 _Static_assert(sizeof(struct proto_genrun) == 3 * sizeof(uint64_t), "genrun");
+_Static_assert(sizeof(struct proto_keyrun) == 4 * sizeof(uint64_t), "keyrun");
 
 static bool is_page_size(uint64_t ps)
 {
@@ -181,6 +185,12 @@ static int holder_region_check(struct proto_ctx *c,
 	rc = check_runs(c, (const uint64_t *)r->gens, r->ngens, 3,
 			r->len / h->page_size);
 	proto_path_pop(c, old);
+	if (rc)
+		return rc;
+	old = proto_path_push(c, ".kr");
+	rc = check_runs(c, (const uint64_t *)r->keys, r->nkeys, 4,
+			r->len / h->page_size);
+	proto_path_pop(c, old);
 	return rc;
 }
 
@@ -206,6 +216,9 @@ static const struct proto_field holder_region_fields[] = {
 	PF_U64("l", struct proto_holder_region, len, 1, PROTO_REGION_BYTES_MAX),
 	PF_RUNS("g", struct proto_holder_region, gens, ngens, 3, 0,
 		PROTO_RUNS_MAX),
+	/* since issue 18, only from a holder whose registrations pin */
+	PF_RUNS_OPT("kr", struct proto_holder_region, keys, nkeys, 4, 0,
+		    PROTO_RUNS_MAX),
 };
 
 static const struct proto_desc holder_region_desc = {

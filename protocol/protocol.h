@@ -92,14 +92,29 @@ struct proto_ping {
 	uint64_t sent_ns;
 };
 
+/* Pages [start, start + pages) of a holder's region: its key and address. */
+struct proto_keyrun {
+	uint64_t start;
+	uint64_t pages;
+	uint64_t key;
+	uint64_t base; /* remote address of page start */
+};
+
 /* One region of a holder's copy. */
 struct proto_holder_region {
 	uint32_t id; /* unique in the map */
-	uint64_t key;
+	uint64_t key; /* changes whenever a key of keys does */
 	uint64_t base;
 	uint64_t len; /* bytes, a multiple of the page size; pages = len / it */
 	size_t ngens;
 	struct proto_genrun *gens; /* sorted, disjoint, inside the region */
+	/*
+	 * NULL (absent on the wire): all of the region under key. Otherwise
+	 * sorted, disjoint, inside the region: what peers may read, each run
+	 * under its own key; the rest is not registered (fab_mr_grow()).
+	 */
+	size_t nkeys;
+	struct proto_keyrun *keys;
 };
 
 struct proto_holder_map {

@@ -81,6 +81,12 @@ struct proto_field {
 	uint8_t kind; /* enum proto_kind */
 	uint8_t chars; /* PK_STR: enum proto_chars */
 	uint8_t width; /* PK_RUNS: uint64_t per run */
+	/*
+	 * PK_RUNS: may be absent, and is left out when NULL. Only for a field
+	 * added to a message after its version shipped: peers that do not
+	 * know it refuse the message, so send it only where they cannot be.
+	 */
+	bool opt;
 	uint32_t off; /* of the value (PK_BLOB..: of the pointer) */
 	uint32_t len_off; /* PK_BIN..PK_RUNS: of the length or count */
 	uint64_t min, max; /* ints: value; PK_STR, PK_BIN, PK_BLOB: bytes;
@@ -143,6 +149,11 @@ struct proto_desc {
 	{                                                                     \
 		.key = k, .kind = PK_RUNS, .width = w, .off = offsetof(T, m), \
 		.len_off = offsetof(T, n), .min = lo, .max = hi               \
+	}
+#define PF_RUNS_OPT(k, T, m, n, w, lo, hi)                                    \
+	{                                                                     \
+		.key = k, .kind = PK_RUNS, .width = w, .off = offsetof(T, m), \
+		.len_off = offsetof(T, n), .min = lo, .max = hi, .opt = true  \
 	}
 
 /*

@@ -59,6 +59,19 @@ static int fill_holder_map(struct proto_holder_map *h, unsigned v)
 			r->gens[j].len = j + 1;
 			r->gens[j].gen = j == 0 ? 0 : 1000000 + j;
 		}
+		/* registered in parts (one, or four), or all under r->key */
+		if (i == 1)
+			continue;
+		r->nkeys = v == 2 ? 4 : 1;
+		r->keys = xcalloc(r->nkeys, sizeof(*r->keys));
+		if (!r->keys)
+			return -1;
+		for (size_t j = 0; j < r->nkeys; j++) {
+			r->keys[j].start = j * 500;
+			r->keys[j].pages = r->nkeys == 1 ? 2000 : 400;
+			r->keys[j].key = 0x1234 + j;
+			r->keys[j].base = r->base + j * 500 * h->page_size;
+		}
 	}
 	return 0;
 }
@@ -292,6 +305,12 @@ static bool eq_holder_map(const struct proto_holder_map *a,
 				     x->gens[j].len != y->gens[j].len ||
 				     x->gens[j].gen != y->gens[j].gen,
 			     "region %zu gen run %zu", i, j);
+		DIFF(x->nkeys != y->nkeys || !x->keys != !y->keys,
+		     "region %zu nkeys", i);
+		for (size_t j = 0; j < x->nkeys; j++)
+			DIFF(memcmp(&x->keys[j], &y->keys[j],
+				    sizeof(x->keys[j])),
+			     "region %zu key run %zu", i, j);
 	}
 	return true;
 }

@@ -281,6 +281,16 @@ static void test_encode_refuses(void **state)
 	m->holder_map.regions[0].gens[2].start = 1999; /* 1999+3 > 2000 */
 	assert_int_equal(proto_encode(m, &buf, &len), -EINVAL);
 	proto_msg_free(m);
+	/* registered runs: inside the region, sorted, disjoint */
+	m = proto_sample(PROTO_HOLDER_MAP, 2);
+	assert_int_equal(proto_encode(m, &buf, &len), 0);
+	free(buf);
+	m->holder_map.regions[0].keys[3].pages = 501; /* 1500+501 > 2000 */
+	assert_int_equal(proto_encode(m, &buf, &len), -EINVAL);
+	m->holder_map.regions[0].keys[3].pages = 400;
+	m->holder_map.regions[0].keys[1].start = 300; /* overlaps run 0 */
+	assert_int_equal(proto_encode(m, &buf, &len), -EINVAL);
+	proto_msg_free(m);
 
 	m = proto_sample(PROTO_ERROR, 0);
 	m->error.code = -5;
