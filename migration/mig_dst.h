@@ -95,6 +95,12 @@ struct mig_dst {
 	struct fab_mr *mr;
 	struct fab_ep *ep;
 	struct fab_rkey rk;
+	/*
+	 * Every key table a holder's map gave (mig_dst_rkey()): an rkey that
+	 * the fault server copied may still point into an older one.
+	 */
+	struct fab_keyrun **keytabs;
+	size_t nkeytabs;
 	uint64_t *need;
 	struct rly *rly; /* which holder each read goes to (need is its) */
 	struct mig_holder hold[RLY_HOLDERS_MAX]; /* by the scheduler's index */
@@ -208,6 +214,12 @@ void mig_post_holder(struct mig_dst *d);
  * logged and left out. 0 or -1 (d failed).
  */
 int mig_dst_add_relay(struct mig_dst *d, const struct proto_holder_map *h);
+/*
+ * The rkey of a holder's region r; its key table, if any, is kept until
+ * the migration is freed. 0 or -ENOMEM.
+ */
+int mig_dst_rkey(struct mig_dst *d, const struct proto_holder_region *r,
+		 struct fab_rkey *rk);
 /* Holder h's endpoint and key (the source's or a relay's). */
 struct fab_ep *mig_dst_holder_ep(struct mig_dst *d, unsigned h,
 				 const struct fab_rkey **rk);

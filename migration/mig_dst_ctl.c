@@ -418,6 +418,9 @@ void mig_dst_free(struct mig *m)
 	mig_kept_put(d->kept);
 	for (unsigned i = 0; i < d->nrefs; i++)
 		mig_ref_free(&d->refs[i]);
+	for (size_t i = 0; i < d->nkeytabs; i++)
+		free(d->keytabs[i]);
+	free(d->keytabs);
 	/* what the source could not be sent by now is dropped */
 	for (q = d->out; q; q = next) {
 		next = q->next;

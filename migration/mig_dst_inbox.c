@@ -5,7 +5,8 @@
  * (mig_dst.c) once per turn:
  *
  *   HOLDER_MAP(S)   connect to S's fabric address; its key and base (a
- *                   second one, once the VM runs here: S's ferryd came
+ *                   later one: S registered more of its copy, the newest
+ *                   keys count; once the VM runs here: S's ferryd came
  *                   back, post-copy reconnects)
  *   HOLDER_MAP(R)   another node's: a relay to pull from as well
  *   RETARGET        stop pulling, become a relay (mig_dst_relay.c)
@@ -55,17 +56,20 @@ static int on_holder_map(struct mig_dst *d, const struct proto_holder_map *h)
 		return mig_dst_fail(d, "source's holder map does "
 				       "not match");
 	memcpy(a.bytes, h->addr, h->addr_len);
+	if (d->ep && !mig_dst_has(d, MIG_SM_RUNS) &&
+	    (a.len != d->src_addr.len ||
+	     memcmp(a.bytes, d->src_addr.bytes, a.len)))
+		return mig_dst_fail(d, "a second HOLDER_MAP");
 	d->src_addr = a;
-	d->rk.addr = h->regions[0].base;
-	d->rk.key = h->regions[0].key;
-	d->rk.len = h->regions[0].len;
+	if (mig_dst_rkey(d, &h->regions[0], &d->rk))
+		return mig_dst_fail(d, "out of memory");
 	if (mig_dst_has(d, MIG_SM_RUNS)) {
 		/* the source's ferryd came back */
 		mig_post_holder(d);
 		return 0;
 	}
-	if (d->ep)
-		return mig_dst_fail(d, "a second HOLDER_MAP");
+	if (d->ep) /* more of the source's copy is registered */
+		return 0;
 	snprintf(d->hold[RLY_SOURCE].node, sizeof(d->hold[0].node), "%s",
 		 h->node);
 	d->nhold = 1;

@@ -29,6 +29,24 @@ _Static_assert(sizeof(struct rly_vrun) == sizeof(struct proto_genrun) &&
 			       offsetof(struct proto_genrun, gen),
 	       "a HOLDER_MAP's runs are the scheduler's");
 
+int mig_dst_rkey(struct mig_dst *d, const struct proto_holder_region *r,
+		 struct fab_rkey *rk)
+{
+	struct fab_keyrun **t, *tab;
+	int ret = mig_rkey_of(r, rk, &tab);
+
+	if (ret || !tab)
+		return ret;
+	t = realloc(d->keytabs, (d->nkeytabs + 1) * sizeof(*t));
+	if (!t) {
+		free(tab);
+		return -ENOMEM;
+	}
+	d->keytabs = t;
+	t[d->nkeytabs++] = tab;
+	return 0;
+}
+
 int mig_dst_add_relay(struct mig_dst *d, const struct proto_holder_map *h)
 {
 	const struct proto_holder_region *r = &h->regions[0];
@@ -67,9 +85,8 @@ int mig_dst_add_relay(struct mig_dst *d, const struct proto_holder_map *h)
 	ho = &d->hold[idx];
 	memset(ho, 0, sizeof(*ho));
 	snprintf(ho->node, sizeof(ho->node), "%s", h->node);
-	ho->rk = (struct fab_rkey){ .addr = r->base,
-				    .key = r->key,
-				    .len = r->len };
+	if (mig_dst_rkey(d, r, &ho->rk))
+		return mig_dst_fail(d, "out of memory");
 	d->nhold = FY_MAX(d->nhold, idx + 1);
 	memcpy(a.bytes, h->addr, h->addr_len);
 	ho->addr = a;
@@ -204,11 +221,19 @@ int mig_dst_kept_map(struct mig_dst *d, const struct proto_holder_map *h)
 	ref->key = r->key;
 	ref->base = r->base;
 	ref->cur = bm;
+	if (r->keys) {
+		ref->keys = malloc(FY_MAX(r->nkeys, 1) * sizeof(*ref->keys));
+		if (!ref->keys)
+			return mig_dst_fail(d, "out of memory");
+		memcpy(ref->keys, r->keys, r->nkeys * sizeof(*ref->keys));
+		ref->nkeys = r->nkeys;
+	}
 	return 0;
 }
 
 int mig_dst_kept_src(struct mig_dst *d)
 {
+	struct proto_holder_region reg;
 	struct fy_run all = { .start = 0, .len = d->pages };
 	struct mig_ref *ref;
 	uint64_t *bm;
@@ -226,9 +251,13 @@ int mig_dst_kept_src(struct mig_dst *d)
 	snprintf(ref->node, sizeof(ref->node), "%s", d->hold[RLY_SOURCE].node);
 	ref->addr_len = d->src_addr.len;
 	memcpy(ref->addr, d->src_addr.bytes, d->src_addr.len);
-	ref->key = d->rk.key;
-	ref->base = d->rk.addr;
 	ref->cur = bm;
+	if (mig_region_of(&reg, &d->rk, d->pages))
+		return mig_dst_fail(d, "out of memory");
+	ref->key = reg.key;
+	ref->base = reg.base;
+	ref->keys = reg.keys; /* the ref's now */
+	ref->nkeys = reg.nkeys;
 	dst_info(d, "%s keeps its copy of the VM", ref->node);
 	return 0;
 }
@@ -294,22 +323,27 @@ struct proto_msg *mig_dst_map_msg(struct mig_dst *d, const struct fab_mr *mr)
 	memcpy(h->holder_map.addr, d->n->fab_addr_raw, d->n->fab_addr_len);
 	h->holder_map.page_size = FY_PAGE_SIZE;
 	fab_mr_rkey(mr, &rk);
-	r->key = rk.key;
-	r->base = rk.addr;
-	r->len = d->pages * FY_PAGE_SIZE;
+	if (mig_region_of(r, &rk, d->pages)) {
+		proto_msg_free(h); /* frees r too */
+		return NULL;
+	}
 	return h;
 }
 
-/* Our map: every page we do not still need, at generation d->gen. */
-static struct proto_msg *relay_map(struct mig_dst *d)
+/*
+ * Our map: every page we do not still need, at generation d->gen, those
+ * registered first where registering pins. NULL: out of memory, or *err.
+ */
+static struct proto_msg *relay_map(struct mig_dst *d, int *err)
 {
-	struct proto_msg *h = mig_dst_map_msg(d, d->rmr);
 	uint64_t *held = fy_bitmap_alloc(d->pages);
 	struct proto_holder_region *r;
+	struct proto_msg *h = NULL;
 	struct fy_run *runs = NULL;
 	size_t nr = 0;
 
-	if (!h || !held)
+	*err = -ENOMEM;
+	if (!held)
 		goto fail;
 	/* adopted RAM: a page never announced may be stale */
 	for (uint64_t p = 0; p < d->pages; p++)
@@ -318,9 +352,16 @@ static struct proto_msg *relay_map(struct mig_dst *d)
 			fy_bit_set(held, p);
 	if (fy_runs_from_bitmap(held, d->pages, &runs, &nr))
 		goto fail;
+	*err = mig_mr_grow(d->rmr, runs, nr);
+	if (*err < 0)
+		goto fail;
+	*err = -ENOMEM;
+	h = mig_dst_map_msg(d, d->rmr);
+	if (!h)
+		goto fail;
 	r = h->holder_map.regions;
 	/* a copy in more pieces than a message holds: its first ones */
-	r->ngens = FY_MIN(nr, PROTO_RUNS_MAX);
+	r->ngens = FY_MIN(nr, PROTO_RUNS_MAX - r->nkeys);
 	r->gens = calloc(FY_MAX(r->ngens, 1), sizeof(*r->gens));
 	if (!r->gens)
 		goto fail;
@@ -350,9 +391,12 @@ int mig_dst_relay_begin(struct mig_dst *d)
 				    "cannot register our copy for a relay: "
 				    "%s",
 				    strerror(-ret));
-	h = relay_map(d);
+	h = relay_map(d, &ret);
 	if (!h)
-		return mig_dst_fail(d, "out of memory");
+		return mig_dst_fail(d,
+				    "cannot register our copy for a relay: "
+				    "%s",
+				    strerror(-ret));
 	if (mig_dst_to(d, MIG_DST_RELAY, "RETARGET")) {
 		proto_msg_free(h);
 		return mig_dst_fail(d, "internal error");

@@ -280,6 +280,26 @@ int mig_memfd_data_runs(int fd, uint64_t pages, struct fy_run **runs,
  * of `pages` pages: they read as zeros and fault again. 0 or -errno.
  */
 int mig_memfd_punch(int fd, const uint64_t *bm, uint64_t pages, bool set);
+/*
+ * Register for peers' reads the pages of runs (nr) where mr registers in
+ * parts (fab_mr_grow()): what peers will be told of. 1 if the rkey changed,
+ * 0 if not, or -errno.
+ */
+int mig_mr_grow(struct fab_mr *mr, const struct fy_run *runs, size_t nr);
+/*
+ * A HOLDER_MAP region of `pages` pages from rk: key, base, len, and the
+ * parts where rk has them (r->keys, malloc'ed: the caller frees it).
+ * 0 or -ENOMEM.
+ */
+int mig_region_of(struct proto_holder_region *r, const struct fab_rkey *rk,
+		  uint64_t pages);
+/*
+ * The rkey region r describes. Where r lists parts, rk->runs is *tab,
+ * malloc'ed: the caller keeps it while rk is in use, then frees it.
+ * 0 or -ENOMEM.
+ */
+int mig_rkey_of(const struct proto_holder_region *r, struct fab_rkey *rk,
+		struct fab_keyrun **tab);
 
 /*
  * Checksums (fy_page_csum) of pages [start, start + n) of the mapping

@@ -2,7 +2,8 @@
 /*
  * Guest RAM as the engine sees it: which pages of a memfd hold data
  * (SEEK_DATA / SEEK_HOLE: holes are never sent), their checksums for
- * --verify, and letting go of a mapping and an adapter client off the
+ * --verify, its registration in parts and the HOLDER_MAP regions that
+ * describe one, and letting go of a mapping and an adapter client off the
  * control thread.
  */
 #include <errno.h>
@@ -13,11 +14,79 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fabric/fabric.h"
 #include "kvm-adapter/kvm_adapter.h"
+#include "protocol/protocol.h"
 
 #define LOG_PREFIX "migration: "
 #include "common/util.h"
 #include "migration/mig_int.h"
+
+int mig_mr_grow(struct fab_mr *mr, const struct fy_run *runs, size_t nr)
+{
+	int ret, grew = 0;
+
+	for (size_t i = 0; i < nr; i++) {
+		ret = fab_mr_grow(mr, runs[i].start * FY_PAGE_SIZE,
+				  runs[i].len * FY_PAGE_SIZE);
+		if (ret < 0)
+			return ret;
+		grew |= ret;
+	}
+	return grew;
+}
+
+int mig_region_of(struct proto_holder_region *r, const struct fab_rkey *rk,
+		  uint64_t pages)
+{
+	r->key = rk->key;
+	r->base = rk->addr;
+	r->len = pages * FY_PAGE_SIZE;
+	r->keys = NULL;
+	r->nkeys = 0;
+	if (!rk->runs)
+		return 0;
+	r->keys = calloc(FY_MAX(rk->nruns, 1), sizeof(*r->keys));
+	if (!r->keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < rk->nruns; i++)
+		r->keys[i] = (struct proto_keyrun){
+			.start = rk->runs[i].off / FY_PAGE_SIZE,
+			.pages = rk->runs[i].len / FY_PAGE_SIZE,
+			.key = rk->runs[i].key,
+			.base = rk->runs[i].addr,
+		};
+	r->nkeys = rk->nruns;
+	return 0;
+}
+
+int mig_rkey_of(const struct proto_holder_region *r, struct fab_rkey *rk,
+		struct fab_keyrun **tab)
+{
+	struct fab_keyrun *t = NULL;
+
+	*rk = (struct fab_rkey){ .addr = r->base,
+				 .len = r->len,
+				 .key = r->key };
+	*tab = NULL;
+	if (!r->keys)
+		return 0;
+	/* the decoder checked them: sorted, disjoint, inside the region */
+	t = calloc(FY_MAX(r->nkeys, 1), sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	for (size_t i = 0; i < r->nkeys; i++)
+		t[i] = (struct fab_keyrun){
+			.off = r->keys[i].start * FY_PAGE_SIZE,
+			.len = r->keys[i].pages * FY_PAGE_SIZE,
+			.key = r->keys[i].key,
+			.addr = r->keys[i].base,
+		};
+	rk->runs = t;
+	rk->nruns = r->nkeys;
+	*tab = t;
+	return 0;
+}
 
 struct bg_release {
 	void *map;

@@ -58,6 +58,9 @@ void mig_ref_free(struct mig_ref *r)
 {
 	free(r->cur);
 	r->cur = NULL;
+	free(r->keys);
+	r->keys = NULL;
+	r->nkeys = 0;
 }
 
 static void arrived_drop(struct mig_arrived *a)
@@ -117,15 +120,16 @@ void mig_arrived_changed(struct mig_env *n, const char *vm, const uint64_t *bm,
 }
 
 /*
- * A HOLDER_MAP of node's copy (addr, key, base) for the pages of cur not
- * in changed (NULL: none changed), at gen, to m's destination.
+ * A HOLDER_MAP of node's copy (addr; key, base and key runs as in at) for
+ * the pages of cur not in changed (NULL: none changed), at gen, to m's
+ * destination.
  */
 static int send_copy(struct mig *m, const char *node, const uint8_t *addr,
-		     uint32_t addr_len, uint64_t key, uint64_t base,
+		     uint32_t addr_len, const struct proto_holder_region *at,
 		     const uint64_t *cur, const uint64_t *changed, uint64_t gen)
 {
 	struct proto_msg h = { .type = PROTO_HOLDER_MAP };
-	struct proto_holder_region r = { 0 };
+	struct proto_holder_region r = *at;
 	uint64_t *bm = fy_bitmap_alloc(m->pages);
 	struct fy_run *runs = NULL;
 	size_t nr = 0;
@@ -145,12 +149,11 @@ static int send_copy(struct mig *m, const char *node, const uint8_t *addr,
 		return -ENOMEM;
 	}
 	/* a copy in more pieces than a message holds: its first ones */
-	r.ngens = FY_MIN(nr, PROTO_RUNS_MAX);
+	r.ngens = FY_MIN(nr, PROTO_RUNS_MAX - r.nkeys);
 	for (size_t i = 0; i < r.ngens; i++)
 		r.gens[i] = (struct proto_genrun){ runs[i].start, runs[i].len,
 						   gen };
-	r.key = key;
-	r.base = base;
+	r.id = 0;
 	r.len = m->pages * FY_PAGE_SIZE;
 	h.holder_map.mig = m->id;
 	snprintf(h.holder_map.node, sizeof(h.holder_map.node), "%s", node);
@@ -168,6 +171,19 @@ static int send_copy(struct mig *m, const char *node, const uint8_t *addr,
 	return ret;
 }
 
+/* The copy ref names, less the pages changed since, to m's destination. */
+static int ref_send(struct mig *m, const struct mig_ref *ref,
+		    const uint64_t *changed)
+{
+	struct proto_holder_region at = { .key = ref->key,
+					  .base = ref->base,
+					  .keys = ref->keys,
+					  .nkeys = ref->nkeys };
+
+	return send_copy(m, ref->node, ref->addr, ref->addr_len, &at, ref->cur,
+			 changed, m->gen);
+}
+
 int mig_refs_send(struct mig *m)
 {
 	struct mig_arrived *a = arrived(m->n, m->vm);
@@ -175,12 +191,8 @@ int mig_refs_send(struct mig *m)
 
 	if (!a || !a->changed || a->pages != m->pages)
 		return 0;
-	for (unsigned i = 0; !ret && i < a->nrefs; i++) {
-		struct mig_ref *r = &a->refs[i];
-
-		ret = send_copy(m, r->node, r->addr, r->addr_len, r->key,
-				r->base, r->cur, a->changed, m->gen);
-	}
+	for (unsigned i = 0; !ret && i < a->nrefs; i++)
+		ret = ref_send(m, &a->refs[i], a->changed);
 	return ret;
 }
 
@@ -211,6 +223,7 @@ bool mig_retain_wanted(struct mig *m)
 void mig_retain_announce(struct mig *m)
 {
 	struct mig_arrived *a = arrived(m->n, m->vm);
+	struct proto_holder_region at;
 	struct fab_rkey rk;
 
 	m->retain = mig_retain_wanted(m);
@@ -218,16 +231,12 @@ void mig_retain_announce(struct mig *m)
 		return;
 	/* the copy the destination is about to run from, all of it */
 	fab_mr_rkey(m->mr, &rk);
-	m->retain = !send_copy(m, m->n->cfg.name, m->n->fab_addr_raw,
-			       m->n->fab_addr_len, rk.key, rk.addr, NULL, NULL,
-			       m->gen);
-	for (unsigned i = 0; m->retain && a && a->changed && i < a->nrefs;
-	     i++) {
-		struct mig_ref *r = &a->refs[i];
-
-		send_copy(m, r->node, r->addr, r->addr_len, r->key, r->base,
-			  r->cur, a->changed, m->gen);
-	}
+	m->retain = !mig_region_of(&at, &rk, m->pages) &&
+		    !send_copy(m, m->n->cfg.name, m->n->fab_addr_raw,
+			       m->n->fab_addr_len, &at, NULL, NULL, m->gen);
+	free(at.keys);
+	for (unsigned i = 0; m->retain && a && a->changed && i < a->nrefs; i++)
+		ref_send(m, &a->refs[i], a->changed);
 }
 
 /* Room for bytes more within holder_retention: drop the oldest. */

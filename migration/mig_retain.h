@@ -35,6 +35,9 @@ struct mig_ref {
 	uint32_t addr_len;
 	uint8_t addr[PROTO_ADDR_MAX];
 	uint64_t key, base;
+	/* its HOLDER_MAP's kr (malloc'ed), where it is registered in parts */
+	struct proto_keyrun *keys;
+	size_t nkeys;
 	uint64_t *cur; /* pages current when the VM arrived */
 };
 

@@ -55,8 +55,12 @@ struct mig *mig_find_relay(struct mig_env *n, uint64_t id,
  */
 int mig_delta_round(struct mig *m);
 
-/* Start announcing runs (owned by m now) as round m->round at gen. */
-void mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr);
+/*
+ * Start announcing runs (owned by m now) as round m->round at gen. Where
+ * registering pins, registers what of them is not yet and sends
+ * HOLDER_MAP again first. 0 or -errno (the migration fails).
+ */
+int mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr);
 /*
  * Send DIRTY_SETs for what is left of the round: all of it, or with
  * --max-bandwidth (paced; not the final round) a slice per 100 ms.

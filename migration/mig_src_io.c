@@ -197,8 +197,19 @@ void mig_src_abandon(struct mig *m, bool tell, const char *fmt, ...)
 }
 
 /* Start announcing runs (owned by m now) as round m->round at gen. */
-void mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
+int mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
 {
+	int ret = 0;
+
+	/*
+	 * Where registering pins, what D will read must be registered, and
+	 * D told so, before it hears of the pages: written since they were
+	 * holes (or, round 0, since the registration).
+	 */
+	if (!m->o.delta)
+		ret = mig_mr_grow(m->mr, runs, nr);
+	if (ret > 0)
+		ret = mig_src_send_holder_map(m);
 	free(m->todo);
 	m->todo = runs;
 	m->ntodo = nr;
@@ -219,6 +230,7 @@ void mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
 				m->pgen[p] = (uint32_t)m->gen;
 		}
 	m->pages_pulled += m->round_pages;
+	return ret;
 }
 
 /*
@@ -339,10 +351,15 @@ int mig_src_send_holder_map(struct mig *m)
 	struct proto_holder_region r = { 0 };
 	struct proto_genrun all = { 0, m->pages, 0 };
 	struct fab_rkey rk;
+	int ret;
 
 	/* with deltas D pulls the copy it will later get deltas against */
 	fab_mr_rkey(m->o.delta ? m->cache_mr : m->mr, &rk);
 	m->map_rk = rk;
+	m->map_rk.runs = NULL; /* the registration's own, not kept */
+	ret = mig_region_of(&r, &rk, m->pages);
+	if (ret)
+		return ret;
 	h.holder_map.mig = m->id;
 	snprintf(h.holder_map.node, sizeof(h.holder_map.node), "%s",
 		 m->n->cfg.name);
@@ -352,12 +369,11 @@ int mig_src_send_holder_map(struct mig *m)
 	h.holder_map.nregions = 1;
 	h.holder_map.regions = &r;
 	r.id = 0;
-	r.key = rk.key;
-	r.base = rk.addr;
-	r.len = m->pages * FY_PAGE_SIZE;
 	r.ngens = 1;
 	r.gens = &all;
-	return mig_send(m, &h);
+	ret = mig_send(m, &h);
+	free(r.keys);
+	return ret;
 }
 
 bool mig_src_rekeyed(const struct mig *m)

@@ -44,26 +44,31 @@ static int src_mmap(struct mig *m)
 	return 0;
 }
 
-/* Register the map for reads: on a device that pins, it pins all of it. */
+/*
+ * Register the map for reads. On a device that pins, only the pages with
+ * data now (the rounds register what appears later: mig_src_round_begin),
+ * so that holes stay holes.
+ */
 static int src_reg(struct mig *m)
 {
-	size_t len = m->pages * FY_PAGE_SIZE;
+	const struct kva_layout *l = mig_vm_layout(m->n, m->vmp->kc);
+	struct fy_run *runs = NULL;
+	struct fab_rkey rk;
+	size_t nr = 0;
 	int ret;
 
-	ret = fab_mr_reg(m->n->fab, m->map, len,
+	ret = fab_mr_reg(m->n->fab, m->map, m->pages * FY_PAGE_SIZE,
 			 FAB_ACCESS_READ | FAB_ACCESS_HOLES, &m->mr);
-	/*
-	 * A device that pins pins for writing, which a read-only mapping
-	 * refuses: writable while it pins (ofi:verbs; the verbs backend
-	 * does this itself, also when it registers anew). The pinned pages
-	 * are the memfd's own; read-only again after.
-	 */
-	if (ret == -EFAULT && !mprotect(m->map, len, PROT_READ | PROT_WRITE)) {
-		ret = fab_mr_reg(m->n->fab, m->map, len,
-				 FAB_ACCESS_READ | FAB_ACCESS_HOLES, &m->mr);
-		mprotect(m->map, len, PROT_READ);
-	}
-	return ret;
+	if (ret)
+		return ret;
+	fab_mr_rkey(m->mr, &rk);
+	if (!rk.runs)
+		return 0;
+	ret = mig_memfd_data_runs(l->regions[0].memfd, m->pages, &runs, &nr);
+	if (!ret)
+		ret = mig_mr_grow(m->mr, runs, nr);
+	free(runs);
+	return ret < 0 ? ret : 0;
 }
 
 int mig_src_map(struct mig *m)
