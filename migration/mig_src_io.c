@@ -206,7 +206,7 @@ int mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
 	 * D told so, before it hears of the pages: written since they were
 	 * holes (or, round 0, since the registration).
 	 */
-	if (!m->o.delta)
+	if (!m->o.delta && m->mr)
 		ret = mig_mr_grow(m->mr, runs, nr);
 	if (ret > 0)
 		ret = mig_src_send_holder_map(m);
