@@ -93,7 +93,6 @@ static int setup(struct mig_dst *d)
 	struct proto_msg *h;
 	const struct kva_layout *l;
 	uint64_t deadline = mig_now(d->n) + ATTACH_TIMEOUT_NS;
-	bool seen = d->mode != PROTO_MODE_PRECOPY || d->adopted;
 	int ret;
 
 	ret = mig_vm_spawn(d->n, d->vm, d->pages * FY_PAGE_SIZE, d->vcpus,
@@ -148,9 +147,8 @@ static int setup(struct mig_dst *d)
 				    strerror(-ret));
 	d->need = fy_bitmap_alloc(d->pages);
 	/* post-copy: which pages exist; adopted RAM: which are not stale */
-	if (seen)
-		d->seen = fy_bitmap_alloc(d->pages);
-	if (!d->need || (seen && !d->seen))
+	d->seen = fy_bitmap_alloc(d->pages);
+	if (!d->need || !d->seen)
 		return mig_dst_fail(d, "out of memory");
 	/* one holder today: the source, RLY_SOURCE, read through d->ep */
 	ret = rly_open(d->pages, d->need, 0, &d->rly);

@@ -331,8 +331,10 @@ struct proto_msg *mig_dst_map_msg(struct mig_dst *d, const struct fab_mr *mr)
 }
 
 /*
- * Our map: every page we do not still need, at generation d->gen, those
- * registered first where registering pins. NULL: out of memory, or *err.
+ * Our map: every page announced that we do not still need, at generation
+ * d->gen, those registered first where registering pins (a page never
+ * announced is a hole at the source, and pinning would fault it in here).
+ * NULL: out of memory, or *err.
  */
 static struct proto_msg *relay_map(struct mig_dst *d, int *err)
 {
@@ -345,10 +347,9 @@ static struct proto_msg *relay_map(struct mig_dst *d, int *err)
 	*err = -ENOMEM;
 	if (!held)
 		goto fail;
-	/* adopted RAM: a page never announced may be stale */
+	/* (in adopted RAM a page never announced may be stale, too) */
 	for (uint64_t p = 0; p < d->pages; p++)
-		if (!fy_bit_test(d->need, p) &&
-		    (!d->adopted || fy_bit_test(d->seen, p)))
+		if (!fy_bit_test(d->need, p) && fy_bit_test(d->seen, p))
 			fy_bit_set(held, p);
 	if (fy_runs_from_bitmap(held, d->pages, &runs, &nr))
 		goto fail;
