@@ -111,13 +111,8 @@ static void switchover(struct mig *m, struct fy_run *prev, size_t nprev,
 			 "switchover: VM paused, last round %u with %" PRIu64
 			 " pages (expected downtime %" PRIu64 " ms)",
 			 m->round, fy_runs_pages(runs, nr), m->expected_dt_ms);
-	ret = mig_src_round_begin(m, runs, nr);
-	if (ret) {
-		mig_src_fail(m, MIG_SRC_FAILED, true,
-			     "cannot publish the last round's pages: %s",
-			     strerror(-ret));
+	if (mig_src_round_begin(m, runs, nr))
 		return;
-	}
 	/*
 	 * Post-copy: POSTCOPY first, so that D takes the last DIRTY_SETs as
 	 * pages to fetch with the VM running, not as one more round to pull.
@@ -251,13 +246,8 @@ static void round_done(struct mig *m)
 		return;
 	}
 	m->round++;
-	ret = mig_src_round_begin(m, runs, nr);
-	if (ret) {
-		mig_src_fail(m, MIG_SRC_FAILED, true,
-			     "cannot publish round %u's pages: %s", m->round,
-			     strerror(-ret));
+	if (mig_src_round_begin(m, runs, nr))
 		return;
-	}
 	if (mig_src_announce_round(m, true))
 		mig_src_fail(m, MIG_SRC_FAILED, true,
 			     "lost the connection to %s", m->peer->name);
@@ -319,13 +309,8 @@ static void src_start_rounds(struct mig *m)
 	m->round = 0;
 	m->last_harvest_ns = mig_now(m->n);
 	m->resident = fy_runs_pages(runs, nr);
-	ret = mig_src_round_begin(m, runs, nr);
-	if (ret) {
-		mig_src_fail(m, MIG_SRC_FAILED, true,
-			     "cannot publish round 0's pages: %s",
-			     strerror(-ret));
+	if (mig_src_round_begin(m, runs, nr))
 		return;
-	}
 	mig_info(m,
 		 "pre-copy: round 0 with %" PRIu64 " of %" PRIu64 " pages (the "
 		 "rest are "

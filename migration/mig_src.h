@@ -58,7 +58,7 @@ int mig_delta_round(struct mig *m);
 /*
  * Start announcing runs (owned by m now) as round m->round at gen. Where
  * registering pins, registers what of them is not yet and sends
- * HOLDER_MAP again first. 0 or -errno (the migration fails).
+ * HOLDER_MAP again first. 0, or -errno once m has failed.
  */
 int mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr);
 /*

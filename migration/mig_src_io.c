@@ -230,6 +230,10 @@ int mig_src_round_begin(struct mig *m, struct fy_run *runs, size_t nr)
 				m->pgen[p] = (uint32_t)m->gen;
 		}
 	m->pages_pulled += m->round_pages;
+	if (ret)
+		mig_src_fail(m, MIG_SRC_FAILED, true,
+			     "cannot publish round %u's pages: %s", m->round,
+			     strerror(-ret));
 	return ret;
 }
 
