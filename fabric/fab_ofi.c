@@ -87,6 +87,11 @@ int fab_ofi_mr_make(struct ofi_domain *od, void *buf, size_t len,
 		if (!own || ret != -FI_ENOKEY)
 			break;
 	}
+	if (ret == -FI_EFAULT) {
+		/* read-only memory: fab_sparse.c makes it writable and retries */
+		pr_debug("fi_mr_reg(%zu bytes): %s", len, fi_strerror(-ret));
+		return ofi_err(ret);
+	}
 	if (ret) {
 		pr_err("fi_mr_reg(%zu bytes): %s", len, fi_strerror(-ret));
 		return ofi_err(ret);
