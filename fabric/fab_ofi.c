@@ -252,13 +252,24 @@ void fab_ofi_ep_abandon(struct ofi_domain *od, struct ofi_ep *ep)
 	ep->next->prev = ep->prev;
 }
 
+void fab_ofi_dev_gone(struct ofi_domain *od)
+{
+	if (od->dev_gone || !od->verbs)
+		return;
+	od->dev_gone = true;
+	pr_err("%s: the RDMA device is gone; this domain's libfabric objects "
+	       "stay open until ferryd exits (restart it once the device is "
+	       "back: docs/rdma.md)",
+	       od->provider);
+}
+
 /* Free ep, off every list, and its address if no other uses it; lock held. */
 static void ep_remove(struct ofi_domain *od, struct ofi_ep *ep)
 {
 	int ret = 0;
 
 	/* the provider drops the connection (FI_AV_REMOVE_CLEANUP) */
-	if (!ep_to(od, &ep->peer, ep))
+	if (!od->dev_gone && !ep_to(od, &ep->peer, ep))
 		ret = fi_av_remove(od->av, &ep->fa, 1, 0);
 	if (ret)
 		pr_warn("fi_av_remove: %s", fi_strerror(-ret));
@@ -466,6 +477,8 @@ static int op_unpost(struct ofi_domain *od, struct ofi_op *op, ssize_t ret)
 	pthread_mutex_lock(&od->lock);
 	ofi_op_unlink(od, op);
 	fab_ofi_op_free(od, op);
+	if (ret == -FI_ENODEV)
+		fab_ofi_dev_gone(od);
 	pthread_mutex_unlock(&od->lock);
 	if (ret == -FI_EAGAIN)
 		return -EAGAIN;

@@ -117,6 +117,12 @@ struct ofi_domain {
 	uint64_t mr_mode;
 	bool has_source; /* FI_SOURCE: RECV completions name the sender */
 	bool verbs; /* verbs;ofi_rxm: RC queue pairs on an RDMA device */
+	/*
+	 * verbs: the device went away (-ENODEV). libfabric keeps it and
+	 * crashes tearing down what sat on it, so from here nothing of the
+	 * provider's is closed: leaked until the process exits.
+	 */
+	bool dev_gone; /* under lock */
 	int wait_fd; /* the CQ's wait fd, or -1 */
 	int kick_fd; /* eventfd waking the progress thread */
 	uint64_t timeout_ns;
@@ -211,6 +217,8 @@ static inline void ofi_op_unqueue(struct ofi_domain *od, struct ofi_op *op)
  * addresses endpoints wait for (struct ofi_ep, renew); lock not held
  */
 void fab_ofi_reap(struct ofi_domain *od);
+/* verbs: an operation met -ENODEV: see dev_gone (lock held). */
+void fab_ofi_dev_gone(struct ofi_domain *od);
 /* Register buf; report ep's operations cancelled, forget ep (lock held). */
 int fab_ofi_mr_make(struct ofi_domain *od, void *buf, size_t len,
 		    uint64_t access, struct fid_mr **out);

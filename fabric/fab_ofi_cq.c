@@ -289,6 +289,8 @@ static void complete(struct ofi_domain *od, void *fictx, size_t len, int status,
 		return;
 	}
 	op = container_of(fictx, struct ofi_op, fictx);
+	if (status == -ENODEV)
+		fab_ofi_dev_gone(od);
 	switch (op->state) {
 	case OP_POSTED:
 		if (post_again(od, op, status))

@@ -470,7 +470,7 @@ void fab_ofi_close(struct fab_domain *d)
 		free(ep);
 	}
 	/* closing the endpoint flushes what is still posted */
-	if (od->ep)
+	if (od->ep && !od->dev_gone)
 		fi_close(&od->ep->fid);
 	/* the AV goes below; zombies and released endpoints only free */
 	while (od->zombies.next && od->zombies.next != &od->zombies) {
@@ -491,19 +491,25 @@ void fab_ofi_close(struct fab_domain *d)
 
 		m->prev->next = m->next;
 		m->next->prev = m->prev;
-		fi_close(&m->mr->fid);
+		if (!od->dev_gone)
+			fi_close(&m->mr->fid);
 		free(m);
 	}
-	if (od->bufs_mr)
-		fi_close(&od->bufs_mr->fid);
-	if (od->av)
-		fi_close(&od->av->fid);
-	if (od->cq)
-		fi_close(&od->cq->fid);
-	if (od->domain)
-		fi_close(&od->domain->fid);
-	if (od->fabric)
-		fi_close(&od->fabric->fid);
+	if (od->dev_gone) {
+		pr_warn("%s: device gone: its libfabric objects are leaked",
+			od->provider);
+	} else {
+		if (od->bufs_mr)
+			fi_close(&od->bufs_mr->fid);
+		if (od->av)
+			fi_close(&od->av->fid);
+		if (od->cq)
+			fi_close(&od->cq->fid);
+		if (od->domain)
+			fi_close(&od->domain->fid);
+		if (od->fabric)
+			fi_close(&od->fabric->fid);
+	}
 	if (od->info)
 		fi_freeinfo(od->info);
 	if (od->kick_fd >= 0)
