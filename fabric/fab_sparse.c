@@ -185,6 +185,12 @@ int fab_sparse_grow(struct fab_mr *mr, uint64_t off, uint64_t len)
 	return ret ? ret : added;
 }
 
+/* One FNV-1a step over a whole word. */
+static uint64_t fnv(uint64_t h, uint64_t v)
+{
+	return (h ^ v) * 0x100000001b3ULL;
+}
+
 void fab_sparse_rkey(const struct fab_mr *mr, struct fab_rkey *out)
 {
 	struct fab_sparse *s = mr->sparse;
@@ -196,12 +202,11 @@ void fab_sparse_rkey(const struct fab_mr *mr, struct fab_rkey *out)
 		struct fab_rkey k;
 
 		fab_mr_rkey(s->part[i], &k);
-		r->off = part_off(mr, i);
-		r->len = k.len;
-		r->key = k.key;
-		r->addr = k.addr;
-		for (const uint64_t *v = &r->off; v <= &r->addr; v++)
-			h = (h ^ *v) * 0x100000001b3ULL;
+		*r = (struct fab_keyrun){ .off = part_off(mr, i),
+					  .len = k.len,
+					  .key = k.key,
+					  .addr = k.addr };
+		h = fnv(fnv(fnv(fnv(h, r->off), r->len), r->key), r->addr);
 	}
 	out->addr = mr->rkey.addr;
 	out->len = mr->len;
