@@ -33,10 +33,11 @@ static inline uint64_t fy_now_ns(void)
 }
 
 /*
- * fy_now_ns() as of the last kernel tick (up to 10 ms behind it): no read
- * of the clock device, which costs 2 us where the clocksource is hpet (the
- * test VM). For deadlines set once an operation.
+ * fy_now_ns() as of the last kernel tick (up to FY_COARSE_LAG_NS behind
+ * it): no read of the clock device, which costs 2 us where the clocksource
+ * is hpet (the test VM). For deadlines set once an operation.
  */
+#define FY_COARSE_LAG_NS 10000000ULL
 static inline uint64_t fy_coarse_ns(void)
 {
 	return fy_clock_ns(CLOCK_MONOTONIC_COARSE);

@@ -666,30 +666,25 @@ int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 		 int timeout_ms)
 {
 	struct ofi_domain *od = ofi_od(d);
-	uint64_t start = fy_now_ns(), now = start, until = UINT64_MAX;
+	struct fab_poll_time t = fab_poll_time_init();
 	int n, ret;
 
-	if (timeout_ms > 0)
-		until = start + (uint64_t)timeout_ms * 1000000ULL;
 	repost_lent(od);
 	for (;;) {
 		/* the app drives progress now: the thread may rest */
 		if (od->pt_running)
-			fab_park_hold(&od->park, now + OFI_APP_HOLD_NS);
+			fab_poll_hold(&od->park, &t, OFI_APP_HOLD_NS);
 		ret = cq_drain(od);
 		if (ret < 0)
 			return ret;
 		pthread_mutex_lock(&od->lock);
-		expire(od, now);
+		expire(od, t.now);
 		n = ring_pop(od, cqes, max);
 		pthread_mutex_unlock(&od->lock);
 		fab_ofi_after(od);
-		if (n || !timeout_ms)
+		if (n || !timeout_ms || !fab_poll_time_next(&t, timeout_ms))
 			return n;
-		now = fy_now_ns();
-		if (now >= until)
-			return 0;
-		if (now - start < OFI_POLL_SPIN_NS) {
+		if (t.now - t.start < OFI_POLL_SPIN_NS) {
 			/*
 			 * Yield between empty polls: on 2 CPUs a pure spinner
 			 * starved the kernel work that delivers our data (reads
@@ -701,11 +696,11 @@ int fab_ofi_poll(struct fab_domain *d, struct fab_cqe *cqes, int max,
 			continue;
 		}
 		if (od->wait_fd >= 0)
-			wait_fd_app(od, now, until);
+			wait_fd_app(od, t.now, t.until);
 		else if (od->pt_running)
-			wait_queued(od, until);
+			wait_queued(od, t.until);
 		else
 			wait_cq(od, 0);
-		now = fy_now_ns();
+		t.now = fy_now_ns();
 	}
 }

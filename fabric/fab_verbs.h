@@ -28,7 +28,9 @@
 #define VB_WAIT_MS 20 /* block granularity: deadline checks */
 #define VB_POLL_SPIN_NS 200000ULL /* fab_poll() spins this long, then waits */
 #define VB_APP_HOLD_NS 5000000ULL /* app polled recently: it drives */
-#define VB_CM_EVERY_NS 1000000ULL /* spinning: librdmacm's events this often */
+/* spinning: librdmacm's and the device's events this often */
+#define VB_CM_EVERY_NS 1000000ULL /* while a connection is being made */
+#define VB_CM_IDLE_NS 20000000ULL /* otherwise: each look is two syscalls */
 #define VB_CONN_MAGIC 0x66727976u /* "fryv": private data of a connect */
 #define VB_NSEC 1000000000ULL
 #define VB_RETRY_NS 150000000ULL /* device gone: listen again this often */
