@@ -9,14 +9,16 @@
  * the runs are interleaved and each figure is the median of REPS runs.
  * Both initiators spin on their CQ, yielding the CPU on an empty poll.
  * A read's latency is the time from one read's start to the next's, one
- * clock read a sample, as perftest's ib_read_lat counts (in the test VM a
- * clock read costs 2 us: its clocksource is hpet).
+ * cycle counter read a sample, as perftest's ib_read_lat counts (in the
+ * test VM a clock_gettime() costs 2 to 6 us: its clocksource is hpet).
  * With -p verbs (ferry's rdma-core backend) there is no raw column (0):
  * perftest's ib_read_bw and ib_read_lat are its baseline (docs/rdma.md).
  * -P measures only what those measure, read bandwidth at 4 and 64 KiB and
- * the 4 KiB read latency, through ferry alone (no memcpy, tcp or raw), and
+ * the 4 KiB read latency, through ferry (no memcpy or tcp; with an ofi:
+ * provider the raw loop's latency too, what libfabric itself adds), and
  * prints lines for bench/fabric/verbs-perftest:
  *   bw SIZE MiB/s          lat 4096 P50-us P99-us
+ *   rawlat 4096 P50-us P99-us   (ofi: providers)
  *
  *   bench_fabric [-p ofi:tcp] [-w window] [-t seconds-per-run] [-P]
  *                [-s target-spin-us]...   (default: -s 0 -s 200; -P: -s 0)
@@ -110,13 +112,41 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static struct lat lat_of(uint64_t *ns, int n)
+/*
+ * A latency sample's clock: the cycle counter where there is one, as
+ * perftest's ib_read_lat times its reads, scaled to ns by CLOCK_MONOTONIC
+ * over the whole run. A clock_gettime() a sample cost 2 to 6 us in the
+ * test VM (clocksource hpet): a third of what set ferry's 4 KiB p50 apart
+ * from perftest's was its own stopwatch.
+ */
+struct stopwatch {
+	uint64_t tick0, ns0;
+};
+
+static inline uint64_t tick(void)
 {
+#if defined(__x86_64__) || defined(__i386__)
+	return __builtin_ia32_rdtsc();
+#else
+	return fy_now_ns();
+#endif
+}
+
+static struct stopwatch stopwatch_start(void)
+{
+	return (struct stopwatch){ .tick0 = tick(), .ns0 = fy_now_ns() };
+}
+
+/* d: n samples in ticks since sw started */
+static struct lat lat_of(uint64_t *d, int n, struct stopwatch sw)
+{
+	uint64_t ticks = tick() - sw.tick0, ns = fy_now_ns() - sw.ns0;
+	double per_tick = ticks ? (double)ns / (double)ticks : 1;
 	struct lat l;
 
-	qsort(ns, n, sizeof(*ns), cmp_u64);
-	l.p50 = ns[n / 2] / 1e3;
-	l.p99 = ns[n * 99 / 100] / 1e3;
+	qsort(d, n, sizeof(*d), cmp_u64);
+	l.p50 = d[n / 2] * per_tick / 1e3;
+	l.p99 = d[n * 99 / 100] * per_tick / 1e3;
 	return l;
 }
 
@@ -236,17 +266,18 @@ static double memcpy_bw(char *dst, const char *src, size_t sz)
 
 static struct lat memcpy_lat(char *dst, const char *src)
 {
-	static uint64_t ns[LAT_SAMPLES];
+	static uint64_t d[LAT_SAMPLES];
+	struct stopwatch sw = stopwatch_start();
 	int i;
 
 	for (i = 0; i < LAT_SAMPLES; i++) {
 		size_t off = ((size_t)i * 4096 * 17) % REGION;
-		uint64_t t0 = fy_now_ns();
+		uint64_t t0 = tick();
 
 		memcpy(dst + off, src + off, 4096);
-		ns[i] = fy_now_ns() - t0;
+		d[i] = tick() - t0;
 	}
-	return lat_of(ns, LAT_SAMPLES);
+	return lat_of(d, LAT_SAMPLES, sw);
 }
 
 /* TCP on loopback: the server streams or answers 4 KiB requests */
@@ -313,19 +344,20 @@ static double tcp_bw(int port, char *dst, size_t sz)
 
 static struct lat tcp_lat(int port, char *dst)
 {
-	static uint64_t ns[LAT_SAMPLES];
+	static uint64_t d[LAT_SAMPLES];
 	uint64_t req[2] = { 'r', 4096 };
 	int fd = tcp_connect(port), i;
+	struct stopwatch sw = stopwatch_start();
 
 	for (i = 0; i < LAT_SAMPLES; i++) {
-		uint64_t t0 = fy_now_ns();
+		uint64_t t0 = tick();
 
 		fy_full_io(fd, req, sizeof(req), true);
 		fy_full_io(fd, dst, 4096, false);
-		ns[i] = fy_now_ns() - t0;
+		d[i] = tick() - t0;
 	}
 	close(fd);
-	return lat_of(ns, LAT_SAMPLES);
+	return lat_of(d, LAT_SAMPLES, sw);
 }
 
 /* raw libfabric: the smallest fi_read loop, no ferry code in the path */
@@ -469,8 +501,9 @@ static double raw_bw(struct raw *r, char *local, const struct fab_rkey *rk,
 
 static struct lat raw_lat(struct raw *r, char *local, const struct fab_rkey *rk)
 {
-	static uint64_t ns[LAT_SAMPLES];
-	uint64_t t = fy_now_ns(), next;
+	static uint64_t d[LAT_SAMPLES];
+	struct stopwatch sw = stopwatch_start();
+	uint64_t t = sw.tick0, next;
 	int i;
 
 	for (i = 0; i < LAT_SAMPLES; i++) {
@@ -484,11 +517,11 @@ static struct lat raw_lat(struct raw *r, char *local, const struct fab_rkey *rk)
 		RAW_CHECK(ret);
 		while (!raw_reap(r))
 			;
-		next = fy_now_ns();
-		ns[i] = next - t;
+		next = tick();
+		d[i] = next - t;
 		t = next;
 	}
-	return lat_of(ns, LAT_SAMPLES);
+	return lat_of(d, LAT_SAMPLES, sw);
 }
 
 /* ferry: the same loops through fabric.h */
@@ -556,8 +589,9 @@ static double fy_bw(struct fy *f, char *local, const struct fab_rkey *rk,
 
 static struct lat fy_lat(struct fy *f, char *local, const struct fab_rkey *rk)
 {
-	static uint64_t ns[LAT_SAMPLES];
-	uint64_t t = fy_now_ns(), next;
+	static uint64_t d[LAT_SAMPLES];
+	struct stopwatch sw = stopwatch_start();
+	uint64_t t = sw.tick0, next;
 	int i, ret;
 
 	for (i = 0; i < LAT_SAMPLES; i++) {
@@ -570,11 +604,11 @@ static struct lat fy_lat(struct fy *f, char *local, const struct fab_rkey *rk)
 			exit(1);
 		while (!fy_reap(f, 100))
 			;
-		next = fy_now_ns();
-		ns[i] = next - t;
+		next = tick();
+		d[i] = next - t;
 		t = next;
 	}
-	return lat_of(ns, LAT_SAMPLES);
+	return lat_of(d, LAT_SAMPLES, sw);
 }
 
 static void warm(struct raw *r, struct fy *f, char *local,
@@ -605,8 +639,10 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 		pr_err("target for %s did not start\n", prov);
 		exit(1);
 	}
-	/* verbs has no raw-libfabric twin: perftest is its baseline */
-	ofi = ofi && !perftest_only;
+	/*
+	 * verbs has no raw-libfabric twin: perftest is its baseline. -P
+	 * times the raw loop's latency only: what libfabric itself adds.
+	 */
 	/*
 	 * ferry first: its settings for libfabric (FI_UNIVERSE_SIZE for
 	 * verbs on rxe) count only before the process's first call
@@ -622,7 +658,7 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 		if (perftest_only && sizes[s] > 65536)
 			continue;
 		for (k = 0; k < REPS; k++) {
-			if (ofi)
+			if (ofi && !perftest_only)
 				rv[k] = raw_bw(&r, local, &t.h.rk, sizes[s]);
 			fv[k] = fy_bw(&f, local, &t.h.rk, sizes[s]);
 		}
@@ -692,6 +728,8 @@ static int perftest_runs(const char *prov, int spin_us)
 			printf("bw %zu %.1f\n", sizes[s],
 			       res.fy[s] * 1e9 / MIB);
 	printf("lat 4096 %.1f %.1f\n", res.fl.p50, res.fl.p99);
+	if (res.rl.p50)
+		printf("rawlat 4096 %.1f %.1f\n", res.rl.p50, res.rl.p99);
 	munmap(dst, REGION);
 	return 0;
 }
