@@ -748,13 +748,61 @@ int teardown(void **state)
 	return 0;
 }
 
+/*
+ * SIGKILL every process with an argument under dir: the VMs the group's
+ * ferryds started (`ferry-vm ... --adapter DIR/NODE/state/vms/VM.sock`),
+ * which outlive a killed ferryd (init's now) and which the node may not
+ * list yet (an incoming one); returns how many.
+ */
+static int kill_strays(const char *dir)
+{
+	size_t dl = strlen(dir);
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	d = dl ? opendir("/proc") : NULL;
+	while (d && (de = readdir(d))) {
+		char path[300], args[4096];
+		ssize_t len, i;
+		int fd;
+
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		len = read(fd, args, sizeof(args) - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		args[len] = '\0';
+		/* NUL-separated; the last may be cut short */
+		for (i = 0; i < len; i += (ssize_t)strlen(args + i) + 1) {
+			if (strncmp(args + i, dir, dl) || args[i + dl] != '/')
+				continue;
+			n += !kill((pid_t)atol(de->d_name), SIGKILL);
+			break;
+		}
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
 int group_teardown(void **state)
 {
 	char cmd[200];
+	int n;
 
 	(void)state;
 	kill_children();
 	free_docs();
+	n = kill_strays(tmpdir);
+	if (n)
+		fprintf(stderr, "killed %d process(es) left running under %s\n",
+			n, tmpdir);
 	if (getenv("FERRY_TEST_KEEP")) {
 		fprintf(stderr, "kept %s\n", tmpdir);
 		return 0;
