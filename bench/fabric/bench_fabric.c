@@ -640,12 +640,10 @@ static void fabric_runs(const char *prov, char *local, struct result *res)
 		exit(1);
 	}
 	/*
-	 * verbs has no raw-libfabric twin: perftest is its baseline. -P
-	 * times the raw loop's latency only: what libfabric itself adds.
-	 */
-	/*
+	 * verbs has no raw-libfabric twin: perftest is its baseline; -P
+	 * times only the raw loop's latency (what libfabric itself adds).
 	 * ferry first: its settings for libfabric (FI_UNIVERSE_SIZE for
-	 * verbs on rxe) count only before the process's first call
+	 * verbs on rxe) count only before the process's first call.
 	 */
 	fy_open(&f, prov, local, &t.h.addr);
 	if (ofi)
