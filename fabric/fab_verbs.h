@@ -34,6 +34,7 @@
 #define VB_CONN_MAGIC 0x66727976u /* "fryv": private data of a connect */
 #define VB_NSEC 1000000000ULL
 #define VB_RETRY_NS 150000000ULL /* device gone: listen again this often */
+#define VB_TELL_NS 3000000000ULL /* the link may be down: tell the peer later */
 
 /*
  * A slot's life: FREE -> QUEUED (its connection is being made, or its send
@@ -96,6 +97,8 @@ struct vb_conn {
 	uint8_t state; /* enum vb_conn_state */
 	bool passive;
 	int status; /* FAILED: why, -errno */
+	/* FAILED while up, the peer not told yet: not before this (ns) */
+	uint64_t tell_at;
 	unsigned eps; /* open endpoints on it */
 	unsigned held; /* slots on it, not free */
 	unsigned posted; /* of which on the send queue */

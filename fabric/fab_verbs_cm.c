@@ -198,10 +198,32 @@ void vb_conn_fail(struct vb_domain *vd, struct vb_conn *c, int status)
 	if (c->id && c->id->qp && ibv_modify_qp(c->id->qp, &qa, IBV_QP_STATE) &&
 	    status != -ENODEV)
 		pr_warn("cannot put a queue pair in error");
-	if (was_up && c->id)
-		rdma_disconnect(c->id);
+	/*
+	 * But not while the link may be down (a read fails for it before
+	 * the port says so): rxe (kernel 6.1) can keep a disconnect request
+	 * sent then on its management QP for good, and whoever destroys that
+	 * cm id after it, or exits holding it, waits in the kernel for ever
+	 * (ib_cm logs cm_destroy_id_wait_timeout every 10 s). Such a
+	 * connection is destroyed, which tells the peer, VB_TELL_NS after it
+	 * failed with its port up (vb_conn_reap()).
+	 */
+	if (was_up && c->id) {
+		if (status == -ENETDOWN || status == -EIO ||
+		    __atomic_load_n(&vd->down, __ATOMIC_RELAXED) == -ENETDOWN)
+			c->tell_at = fy_coarse_ns() + VB_TELL_NS;
+		else
+			rdma_disconnect(c->id);
+	}
 	__atomic_store_n(&vd->reap, true, __ATOMIC_RELAXED);
 	vb_wake(vd);
+}
+
+/* A connection whose peer is to be told later, not yet (see above). */
+static bool tell_later(const struct vb_domain *vd, const struct vb_conn *c)
+{
+	return c->tell_at && c->id &&
+	       (__atomic_load_n(&vd->down, __ATOMIC_RELAXED) == -ENETDOWN ||
+		fy_coarse_ns() < c->tell_at);
 }
 
 struct vb_conn *vb_conn_reap(struct vb_domain *vd)
@@ -214,6 +236,11 @@ struct vb_conn *vb_conn_reap(struct vb_domain *vd)
 		next = c->next;
 		if (c->state != VC_FAILED || c->eps || c->held)
 			continue;
+		if (tell_later(vd, c)) {
+			/* looked at again on the next pass */
+			__atomic_store_n(&vd->reap, true, __ATOMIC_RELAXED);
+			continue;
+		}
 		c->prev->next = c->next;
 		c->next->prev = c->prev;
 		/* its late events find no connection (cm_event()) */
@@ -228,8 +255,9 @@ struct vb_conn *vb_conn_reap(struct vb_domain *vd)
 /*
  * rdma_destroy_id() of a connection that was up sends a disconnect
  * request and waits in the kernel (ib_cm, unkillable) until that is
- * done: with the link down, for a minute or more. So it runs without the
- * domain's lock, and in the progress thread where there is one.
+ * done: with the link down, for a minute or more (for ever on rxe, see
+ * vb_conn_fail()). So it runs without the domain's lock, and in the
+ * progress thread where there is one.
  */
 void vb_conns_destroy(struct vb_conn *dead)
 {

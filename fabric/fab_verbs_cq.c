@@ -289,12 +289,19 @@ static void complete(struct vb_domain *vd, const struct ibv_wc *wc)
 		/*
 		 * The QP is in error: every other request on it flushes. The
 		 * device may fail them for a port gone down before its event
-		 * says so: the cause is the port then.
+		 * says so: the cause is the port then, and new connections
+		 * are refused from now on, as after the event.
 		 */
-		if (vb_port_down(vd))
+		if (vb_port_down(vd)) {
+			int up = 0;
+
 			status = -ENETDOWN;
-		else
+			__atomic_compare_exchange_n(&vd->down, &up, -ENETDOWN,
+						    false, __ATOMIC_RELAXED,
+						    __ATOMIC_RELAXED);
+		} else {
 			pr_warn("%s", ibv_wc_status_str(wc->status));
+		}
 		vb_conn_fail(vd, op->conn, status);
 	}
 	if (op->state == VOP_POSTED) {

@@ -488,6 +488,7 @@ static void free_all(struct vb_domain *vd)
 
 		c->eps = c->held = 0;
 		c->state = VC_FAILED;
+		c->tell_at = 0; /* closing: now, link or not */
 		__atomic_store_n(&vd->reap, true, __ATOMIC_RELAXED);
 		vb_conns_destroy(vb_conn_reap(vd));
 	}
