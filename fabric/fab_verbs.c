@@ -178,8 +178,10 @@ static int vb_connect(struct fab_domain *d, const struct fab_addr *peer,
 		return -ENOMEM;
 	pthread_mutex_lock(&vd->lock);
 	ep->conn = conn_to(vd, peer);
+	/* down before its event came (the cqs may have seen it first) */
 	if (!ep->conn)
-		ret = vb_conn_start(vd, peer, &ep->conn);
+		ret = vb_port_down(vd) ? -ENETDOWN
+				       : vb_conn_start(vd, peer, &ep->conn);
 	if (ret) {
 		pthread_mutex_unlock(&vd->lock);
 		if (ret == -EINVAL)
