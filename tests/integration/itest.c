@@ -87,12 +87,18 @@ void untrack(pid_t pid)
 			children[i] = 0;
 }
 
-/* A free loopback TCP port: bind port 0 and give it back. */
+/*
+ * A free loopback TCP port, kept for this process: the probe socket stays
+ * bound (not listening) with SO_REUSEADDR set after its bind. A ferryd's
+ * listener (ZeroMQ sets SO_REUSEADDR) may then bind and listen there, but
+ * another test's probe, which binds without it, may not: two tests run at
+ * once once drew the same port and one ferryd could not listen.
+ */
 int free_port(void)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	static bool seeded;
-	int fd, port;
+	int fd, port, one = 1;
 
 	if (!seeded) {
 		srandom((unsigned)getpid() ^ (unsigned)time(NULL));
@@ -108,10 +114,14 @@ int free_port(void)
 	for (int tries = 0; tries < 1000; tries++) {
 		port = 20000 + (int)(random() % 12000);
 		sa.sin_port = htons(port);
-		fd = socket(AF_INET, SOCK_STREAM, 0);
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		assert_true(fd >= 0);
 		if (!bind(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-			close(fd);
+			/* held until exit: fds are plenty for a test's nodes */
+			assert_int_equal(setsockopt(fd, SOL_SOCKET,
+						    SO_REUSEADDR, &one,
+						    sizeof(one)),
+					 0);
 			return port;
 		}
 		close(fd);
